@@ -1,0 +1,47 @@
+/* core: what every module shares and nothing else: error values, element
+ * types and their conversion to float, aligned allocation. */
+#ifndef FM_CORE_H
+#define FM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "fmimage.h"
+
+/* Set err (if non-NULL) to code and a printf-formatted message; returns code,
+ * so `return fm_fail(err, FM_EINPUT, "%s: truncated", path);` reads well.
+ * An error already set is kept (the first cause wins). */
+int fm_fail(fm_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefix an already-set message with "what: " (e.g. a file name). */
+void fm_error_prefix(fm_error *err, const char *what);
+
+typedef enum {
+    FM_DT_F32 = 0,
+    FM_DT_F16,
+    FM_DT_BF16,
+    FM_DT_F64,
+    FM_DT_I64,
+    FM_DT_I32,
+    FM_DT_U8,
+    FM_DT_COUNT
+} fm_dtype;
+
+size_t fm_dtype_size(fm_dtype t);
+const char *fm_dtype_name(fm_dtype t); /* "F32", "F16", ... as in safetensors */
+
+/* Element-wise conversion to float32 (vectorised where the CPU allows). */
+void fm_f16_to_f32(float *dst, const uint16_t *src, size_t n);
+void fm_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+void fm_f32_to_f16(uint16_t *dst, const float *src, size_t n);
+void fm_f32_to_bf16(uint16_t *dst, const float *src, size_t n); /* round to nearest even */
+float fm_f16_to_f32_1(uint16_t h);
+uint16_t fm_f32_to_f16_1(float f);
+/* Any float or integer dtype to float32. */
+void fm_convert_to_f32(float *dst, const void *src, fm_dtype t, size_t n);
+
+/* 64-byte aligned allocation (free with fm_free). Returns NULL on failure. */
+void *fm_alloc(size_t bytes);
+void *fm_calloc(size_t bytes);
+void fm_free(void *p);
+
+#endif

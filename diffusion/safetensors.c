@@ -1,0 +1,280 @@
+#include "diffusion/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const struct { const char *name; fm_dtype dtype; } dtypes[] = {
+    {"F32", FM_DT_F32}, {"F16", FM_DT_F16}, {"BF16", FM_DT_BF16}, {"F64", FM_DT_F64},
+    {"I64", FM_DT_I64}, {"I32", FM_DT_I32}, {"U8", FM_DT_U8},
+};
+
+static int parse_dtype(const char *s, fm_dtype *out)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (!strcmp(s, dtypes[i].name)) {
+            *out = dtypes[i].dtype;
+            return 0;
+        }
+    return -1;
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp(((const fm_st_tensor *)a)->name, ((const fm_st_tensor *)b)->name);
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+    const fm_st_tensor *x = *(const fm_st_tensor *const *)a, *y = *(const fm_st_tensor *const *)b;
+    uintptr_t p = (uintptr_t)x->data, q = (uintptr_t)y->data;
+    return p < q ? -1 : p > q;
+}
+
+/* A JSON number that is a non-negative integer below 2^53. */
+static int json_size(const cJSON *j, uint64_t *out)
+{
+    if (!cJSON_IsNumber(j)) return -1;
+    double d = j->valuedouble;
+    if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d) return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
+/* Parse one tensor entry; name storage is appended to *str. */
+static int parse_tensor(fm_st_tensor *t, const cJSON *e, const uint8_t *data, size_t data_len,
+                        const char *path, fm_error *err)
+{
+    const char *nm = t->name;
+    if (!cJSON_IsObject(e))
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: entry is not an object", path, nm);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(of))
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: needs dtype, shape and data_offsets", path, nm);
+    if (parse_dtype(dt->valuestring, &t->dtype))
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: unknown dtype %.20s", path, nm, dt->valuestring);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > FM_ST_MAX_DIMS)
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: %d dimensions (at most %d)", path, nm, nd, FM_ST_MAX_DIMS);
+    t->ndim = nd;
+    uint64_t numel = 1;
+    for (int i = 0; i < nd; i++) {
+        uint64_t d;
+        if (json_size(cJSON_GetArrayItem(sh, i), &d))
+            return fm_fail(err, FM_EINPUT, "%s: tensor %s: bad shape", path, nm);
+        if (d != 0 && numel > UINT64_MAX / 8 / d)
+            return fm_fail(err, FM_EINPUT, "%s: tensor %s: shape too large", path, nm);
+        numel *= d;
+        t->shape[i] = (int64_t)d;
+    }
+    uint64_t b, en;
+    if (cJSON_GetArraySize(of) != 2 || json_size(cJSON_GetArrayItem(of, 0), &b) ||
+        json_size(cJSON_GetArrayItem(of, 1), &en) || en < b)
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: bad data_offsets", path, nm);
+    if (en > data_len)
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: data past end of file", path, nm);
+    if (numel * fm_dtype_size(t->dtype) != en - b)
+        return fm_fail(err, FM_EINPUT, "%s: tensor %s: shape needs %llu bytes, span has %llu", path,
+                       nm, (unsigned long long)(numel * fm_dtype_size(t->dtype)),
+                       (unsigned long long)(en - b));
+    t->nbytes = (size_t)(en - b);
+    t->data = data + b;
+    return 0;
+}
+
+static int parse_metadata(fm_safetensors *st, const cJSON *m, char **str, const char *path, fm_error *err)
+{
+    if (!cJSON_IsObject(m))
+        return fm_fail(err, FM_EINPUT, "%s: __metadata__ is not an object", path);
+    int n = cJSON_GetArraySize(m);
+    st->meta = calloc((size_t)n + 1, sizeof *st->meta);
+    if (!st->meta) return fm_fail(err, FM_EINPUT, "%s: out of memory", path);
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, m) {
+        if (!cJSON_IsString(kv))
+            return fm_fail(err, FM_EINPUT, "%s: __metadata__ value of %.40s is not a string", path, kv->string);
+        fm_st_meta *e = &st->meta[st->n_meta++];
+        size_t kl = strlen(kv->string) + 1, vl = strlen(kv->valuestring) + 1;
+        memcpy(*str, kv->string, kl); e->key = *str; *str += kl;
+        memcpy(*str, kv->valuestring, vl); e->value = *str; *str += vl;
+    }
+    return 0;
+}
+
+static int parse_header(fm_safetensors *st, const char *json, size_t json_len, const uint8_t *data,
+                        size_t data_len, const char *path, fm_error *err)
+{
+    cJSON *root = cJSON_ParseWithLength(json, json_len);
+    if (!root) return fm_fail(err, FM_EINPUT, "%s: header is not valid JSON", path);
+    int rc = 0;
+    if (!cJSON_IsObject(root)) {
+        rc = fm_fail(err, FM_EINPUT, "%s: header is not a JSON object", path);
+        goto done;
+    }
+    int n = cJSON_GetArraySize(root);
+    /* Names, keys and values are all shorter than the header itself. */
+    st->strings = malloc(json_len + 16);
+    st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
+    if (!st->strings || !st->tensors) {
+        rc = fm_fail(err, FM_EINPUT, "%s: out of memory", path);
+        goto done;
+    }
+    char *str = st->strings;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (!strcmp(e->string, "__metadata__")) {
+            if (st->meta) { rc = fm_fail(err, FM_EINPUT, "%s: two __metadata__ entries", path); goto done; }
+            if ((rc = parse_metadata(st, e, &str, path, err))) goto done;
+            continue;
+        }
+        fm_st_tensor *t = &st->tensors[st->n_tensors];
+        size_t l = strlen(e->string) + 1;
+        memcpy(str, e->string, l);
+        t->name = str;
+        str += l;
+        if ((rc = parse_tensor(t, e, data, data_len, path, err))) goto done;
+        st->n_tensors++;
+    }
+    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
+    for (int i = 1; i < st->n_tensors; i++)
+        if (!strcmp(st->tensors[i - 1].name, st->tensors[i].name)) {
+            rc = fm_fail(err, FM_EINPUT, "%s: tensor %s: listed twice", path, st->tensors[i].name);
+            goto done;
+        }
+    /* Spans must not overlap (empty tensors take no room). */
+    const fm_st_tensor **by_off = malloc(sizeof *by_off * ((size_t)st->n_tensors + 1));
+    if (!by_off) { rc = fm_fail(err, FM_EINPUT, "%s: out of memory", path); goto done; }
+    int m = 0;
+    for (int i = 0; i < st->n_tensors; i++)
+        if (st->tensors[i].nbytes) by_off[m++] = &st->tensors[i];
+    qsort(by_off, (size_t)m, sizeof *by_off, cmp_span);
+    for (int i = 1; i < m; i++)
+        if ((const uint8_t *)by_off[i - 1]->data + by_off[i - 1]->nbytes > (const uint8_t *)by_off[i]->data) {
+            rc = fm_fail(err, FM_EINPUT, "%s: tensors %s and %s overlap", path, by_off[i - 1]->name, by_off[i]->name);
+            break;
+        }
+    free(by_off);
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int fm_st_open(fm_safetensors *st, const char *path, fm_error *err)
+{
+    memset(st, 0, sizeof *st);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        int e = errno;
+        close(fd);
+        return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(sb.st_mode)) { close(fd); return fm_fail(err, FM_EINPUT, "%s: is a directory", path); }
+    if (!S_ISREG(sb.st_mode)) { close(fd); return fm_fail(err, FM_EINPUT, "%s: not a regular file", path); }
+    if (sb.st_size < 8) { close(fd); return fm_fail(err, FM_EINPUT, "%s: too short for a safetensors file (%lld bytes)", path, (long long)sb.st_size); }
+    size_t size = (size_t)sb.st_size;
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return fm_fail(err, FM_EINPUT, "%s: cannot map: %s", path, strerror(errno));
+    st->map = map;
+    st->map_size = size;
+    st->path = strdup(path);
+    const uint8_t *p = map;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
+    int rc;
+    if (hlen > size - 8)
+        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu past end of file", path, (unsigned long long)hlen);
+    else if (hlen > FM_ST_MAX_HEADER)
+        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu over the %u-byte limit", path, (unsigned long long)hlen, FM_ST_MAX_HEADER);
+    else if (hlen < 2)
+        rc = fm_fail(err, FM_EINPUT, "%s: header too short", path);
+    else
+        rc = parse_header(st, (const char *)p + 8, (size_t)hlen, p + 8 + hlen, size - 8 - (size_t)hlen, path, err);
+    if (rc) fm_st_close(st);
+    return rc;
+}
+
+void fm_st_close(fm_safetensors *st)
+{
+    if (st->map) munmap(st->map, st->map_size);
+    free(st->tensors);
+    free(st->meta);
+    free(st->strings);
+    free(st->path);
+    memset(st, 0, sizeof *st);
+}
+
+const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name)
+{
+    fm_st_tensor key = {.name = name};
+    return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof key, cmp_tensor_name);
+}
+
+const char *fm_st_meta_get(const fm_safetensors *st, const char *key)
+{
+    for (int i = 0; i < st->n_meta; i++)
+        if (!strcmp(st->meta[i].key, key)) return st->meta[i].value;
+    return NULL;
+}
+
+int64_t fm_st_numel(const fm_st_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, i ? ",%lld" : "%lld", (long long)shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, int ndim,
+                                  const int64_t *shape, fm_error *err)
+{
+    const fm_st_tensor *t = fm_st_find(st, name);
+    if (!t) {
+        fm_fail(err, FM_EINPUT, "%s: tensor %s: missing", st->path, name);
+        return NULL;
+    }
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = shape[i] < 0 || shape[i] == t->shape[i];
+    if (!ok) {
+        char want[128], have[128];
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(have, sizeof have, t->ndim, t->shape);
+        fm_fail(err, FM_EINPUT, "%s: tensor %s: shape %s, expected %s", st->path, name, have, want);
+        return NULL;
+    }
+    if (t->dtype != FM_DT_F32 && t->dtype != FM_DT_F16 && t->dtype != FM_DT_BF16 && t->dtype != FM_DT_F64) {
+        fm_fail(err, FM_EINPUT, "%s: tensor %s: dtype %s is not a float type", st->path, name, fm_dtype_name(t->dtype));
+        return NULL;
+    }
+    return t;
+}
+
+float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
+{
+    size_t n = (size_t)fm_st_numel(t);
+    float *f = fm_alloc(n * sizeof(float));
+    if (!f) {
+        fm_fail(err, FM_EINPUT, "tensor %s: out of memory", t->name);
+        return NULL;
+    }
+    fm_convert_to_f32(f, t->data, t->dtype, n);
+    return f;
+}

@@ -1,0 +1,58 @@
+/* safetensors: a checkpoint file mapped read-only, its header validated
+ * completely before any tensor is handed out.
+ *
+ * Layout: u64 little-endian header length N, N bytes of JSON
+ * {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
+ * then the data section; offsets are relative to its start. */
+#ifndef FM_SAFETENSORS_H
+#define FM_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "core/core.h"
+
+#define FM_ST_MAX_DIMS 8
+#define FM_ST_MAX_HEADER (100u << 20) /* 100 MiB of JSON is far beyond any real file */
+
+typedef struct fm_st_tensor {
+    const char *name;
+    fm_dtype dtype;
+    int ndim;
+    int64_t shape[FM_ST_MAX_DIMS];
+    size_t nbytes;
+    const void *data; /* inside the mapping */
+} fm_st_tensor;
+
+typedef struct fm_st_meta {
+    const char *key, *value;
+} fm_st_meta;
+
+typedef struct fm_safetensors {
+    char *path;
+    void *map;
+    size_t map_size;
+    fm_st_tensor *tensors; /* sorted by name */
+    int n_tensors;
+    fm_st_meta *meta;
+    int n_meta;
+    char *strings; /* storage for names, keys and values */
+} fm_safetensors;
+
+/* Maps and validates path. On failure st is left closed and err says
+ * "PATH: why". */
+int fm_st_open(fm_safetensors *st, const char *path, fm_error *err);
+void fm_st_close(fm_safetensors *st);
+
+const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name);
+/* Value of a __metadata__ key, or NULL. */
+const char *fm_st_meta_get(const fm_safetensors *st, const char *key);
+int64_t fm_st_numel(const fm_st_tensor *t);
+
+/* Looks up name and checks its shape (ndim entries of shape; -1 matches any
+ * size). Missing tensor or wrong shape: error "PATH: tensor NAME: why". */
+const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, int ndim,
+                                  const int64_t *shape, fm_error *err);
+/* The tensor converted to a newly allocated float32 array (fm_free). */
+float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err);
+
+#endif

@@ -1,0 +1,136 @@
+/* fmimage.h: text-to-image latent diffusion on the CPU.
+ *
+ * The whole public API. Load a checkpoint, fill a parameter struct (defaults
+ * come from the model), generate into an RGB8 buffer, write a PNG with A1111
+ * metadata, free. Errors are values: every call that can fail takes an
+ * fm_error* and returns non-zero (or NULL) with err->code and err->msg set.
+ * The library never prints and never exits.
+ *
+ *   fm_error err = {0};
+ *   fm_model *m = fm_model_load("v1-5.safetensors", &err);
+ *   fm_params p; fm_params_default(m, &p);
+ *   p.prompt = "a red fox in snow"; p.seed = 42;
+ *   uint8_t *rgb = malloc((size_t)p.width * p.height * 3);
+ *   if (fm_generate(m, &p, rgb, &err)) fprintf(stderr, "%s\n", err.msg);
+ */
+#ifndef FMIMAGE_H
+#define FMIMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FM_VERSION "0.1.0"
+
+/* Error codes double as the CLI's exit codes (DESIGN.md). */
+enum {
+    FM_OK = 0,
+    FM_EINPUT = 1,      /* bad file, bad line, I/O error, NaN output, memory refusal */
+    FM_EUSAGE = 2,      /* bad option value */
+    FM_EINTERRUPT = 130 /* cancelled through fm_params.cancel */
+};
+
+typedef struct fm_error {
+    int code;
+    /* "WHAT: why", e.g. "model.safetensors: tensor data past end of file" */
+    char msg[512];
+} fm_error;
+
+typedef enum {
+    FM_FAMILY_UNKNOWN = 0,
+    FM_FAMILY_SD1,
+    FM_FAMILY_SD2,
+    FM_FAMILY_SD_TURBO,
+    FM_FAMILY_SDXL,
+    FM_FAMILY_DEMO
+} fm_family;
+
+typedef enum { FM_PRED_AUTO = 0, FM_PRED_EPS, FM_PRED_V } fm_prediction;
+typedef enum { FM_RNG_CUDA = 0, FM_RNG_CPU } fm_rng_kind;
+typedef enum { FM_PREC_AUTO = 0, FM_PREC_FP32, FM_PREC_BF16, FM_PREC_F16 } fm_precision;
+
+typedef struct fm_model fm_model;
+
+/* Defaults that depend on the model (DESIGN.md "Defaults by family"). */
+typedef struct fm_model_defaults {
+    int width, height, steps;
+    float cfg;
+    char sampler[32];   /* ComfyUI name */
+    char scheduler[32];
+} fm_model_defaults;
+
+/* Progress callback: called after each sampler step (step 1..steps). Return
+ * non-zero to cancel; fm_generate then fails with FM_EINTERRUPT. */
+typedef int (*fm_progress_fn)(void *user, int step, int steps);
+
+typedef struct fm_params {
+    const char *prompt;        /* UTF-8, A1111 weighting syntax allowed */
+    const char *negative;      /* may be NULL or "" */
+    int width, height;         /* pixels, multiples of the latent factor */
+    int steps;                 /* 1..1000 */
+    float cfg;                 /* 1 = no unconditional pass */
+    char sampler[32];          /* ComfyUI name or A1111 label */
+    char scheduler[32];
+    uint64_t seed;             /* 0..2^32-1 */
+    fm_rng_kind rng;
+    int clip_skip;             /* 1 = last layer (A1111 semantics) */
+    fm_prediction prediction;  /* AUTO = from the file */
+    /* img2img: init image, RGB8 interleaved, any size (resized to width x height) */
+    const uint8_t *init_rgb;
+    int init_width, init_height;
+    float strength;            /* (0,1], used with init_rgb */
+    const char *taesd_path;    /* decode with TAESD instead of the full VAE */
+    int vae_tiling;
+    fm_precision precision;
+    fm_progress_fn progress;
+    void *progress_user;
+} fm_params;
+
+/* ---- model ---- */
+fm_model *fm_model_load(const char *path, fm_error *err);
+void fm_model_free(fm_model *model);
+fm_family fm_model_family(const fm_model *model);
+const char *fm_family_name(fm_family family); /* "sd1", "sd2", "sd-turbo", "sdxl", "demo" */
+void fm_model_get_defaults(const fm_model *model, fm_model_defaults *out);
+/* Human-readable description for `fmimage --info`: family, full config,
+ * parameter counts per component. Returns a malloc'd string. */
+char *fm_model_describe(fm_model *model, fm_error *err);
+int fm_model_latent_factor(const fm_model *model);
+
+/* ---- generation ---- */
+void fm_params_default(const fm_model *model, fm_params *p);
+/* Writes width*height*3 bytes (RGB, row-major) to rgb. */
+int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
+
+/* ---- text ---- */
+/* The 77 CLIP token ids of text (A1111/open_clip padding per model; SD 1.x
+ * padding when model is NULL). Returns 77 or -1. */
+int fm_tokenize(const fm_model *model, const char *text, int32_t ids[77], fm_error *err);
+
+/* ---- samplers ---- */
+/* Resolve a ComfyUI name or A1111 label ("DPM++ 2M Karras") case-insensitively.
+ * sampler_out gets the ComfyUI sampler name; scheduler_out (may be NULL) gets
+ * the scheduler the label implies or "" if none. Returns 0, or FM_EUSAGE with
+ * a message listing the valid names. */
+int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_out[32], fm_error *err);
+int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err);
+/* Lines "comfy_name<TAB>A1111 label", one per sampler then scheduler. Static string. */
+const char *fm_sampler_list(void);
+
+/* ---- output ---- */
+/* A1111 infotext ("parameters" chunk) for the image made with p by model.
+ * model_hash: 10 hex digits or NULL. Returns a malloc'd string. */
+char *fm_infotext(const fm_model *model, const fm_params *p, const char *model_name,
+                  const char *model_hash, fm_error *err);
+/* Writes an 8-bit RGB PNG with an iTXt "parameters" chunk (if non-NULL),
+ * no timestamps. Writes to path directly: callers do temp+rename. */
+int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
+                 const char *parameters, fm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,110 @@
+/* kernels: the compute shared by the text encoders, the U-Net and the VAEs.
+ *
+ * Layout conventions
+ *   - Feature maps are NCHW float32, as in PyTorch (and the goldens).
+ *   - Token sequences are [batch][tokens][dim] float32, row-major.
+ *   - Weights stay in the checkpoint's dtype (F32/F16/BF16), mapped from the
+ *     file; an fm_mat may carry a kernel-private packed copy (fm_mat_pack).
+ *
+ * Every fast kernel fm_X has a plain loop fm_X_ref beside it with the same
+ * contract; tests compare the two on random data. Kernels parallelise with
+ * OpenMP internally; callers never open parallel regions around them.
+ */
+#ifndef FM_KERNELS_H
+#define FM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "core/core.h"
+
+/* A weight matrix [rows][cols], rows = output features. */
+typedef struct fm_mat {
+    const void *data;  /* row-major, dtype below; not owned */
+    fm_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
+    int rows, cols;
+    void *packed;      /* kernel-private layout made by fm_mat_pack, or NULL */
+    int packed_kind;   /* kernel-private */
+} fm_mat;
+
+/* Optionally repack m for the fast kernels, in the given precision
+ * (FM_PREC_AUTO/FP32 keep full precision). Returns 0, or -1 when memory ran
+ * out (m stays usable unpacked). fm_mat_release frees the packed copy. */
+int fm_mat_pack(fm_mat *m, fm_precision prec);
+void fm_mat_release(fm_mat *m);
+
+/* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
+void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias);
+void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias);
+
+/* C[M][N] = A[M][K] . B + beta*C, with B [K][N] (trans_b 0) or [N][K] (trans_b 1);
+ * all float32 with leading dimensions lda, ldb, ldc. */
+void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              int trans_b, float beta, float *C, int ldc);
+void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                  int trans_b, float beta, float *C, int ldc);
+
+/* 2-D convolution. Weight as a matrix [cout][cin*kh*kw] (PyTorch order). */
+typedef struct fm_conv {
+    fm_mat w;
+    const float *bias; /* [cout] or NULL */
+    int cin, cout, kh, kw, stride;
+    int pad_t, pad_l, pad_b, pad_r; /* zero padding */
+} fm_conv;
+
+static inline int fm_conv_out_h(const fm_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
+static inline int fm_conv_out_w(const fm_conv *c, int w) { return (w + c->pad_l + c->pad_r - c->kw) / c->stride + 1; }
+
+/* y [n][cout][oh][ow] = conv(x [n][cin][h][w]). */
+void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w);
+void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w);
+
+/* GroupNorm over x [n][c][hw]; gamma/beta [c]; optional SiLU afterwards.
+ * y may equal x. */
+void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+                   const float *gamma, const float *beta, int fuse_silu);
+void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+                       const float *gamma, const float *beta, int fuse_silu);
+
+/* LayerNorm over the last dim of x [rows][dim]. y may equal x. */
+void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
+                   const float *beta, float eps);
+
+/* Element-wise, in place. */
+void fm_silu(float *x, size_t n);
+void fm_gelu(float *x, size_t n);       /* exact erf GELU */
+void fm_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) */
+/* GEGLU: x [rows][2*dim] = [a | gate] -> y [rows][dim] = a * gelu(gate). */
+void fm_geglu(float *y, const float *x, int rows, int dim);
+/* Softmax along each row of x [rows][n], in place. */
+void fm_softmax(float *x, int rows, int n);
+/* y[i] = a[i] + b[i] (y may alias a or b). */
+void fm_add(float *y, const float *a, const float *b, size_t n);
+
+/* Multi-head scaled-dot-product attention, never materialising the full
+ * [nq][nk] score matrix (online softmax over key blocks).
+ *   q: [batch][nq] rows of q_stride floats; head h uses columns h*head_dim..
+ *   k, v: [batch][nk] rows of kv_stride floats, same head columns
+ *   out: [batch][nq][heads*head_dim]
+ * causal: key j > query i is masked. */
+void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
+                  int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                  float scale, int causal);
+void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
+                      int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                      float scale, int causal);
+
+/* Nearest-neighbour resize of x [nc][h][w] to [nc][oh][ow] (PyTorch
+ * 'nearest': src = floor(dst * in / out)); oh = 2h, ow = 2w is the U-Net's x2. */
+void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w);
+
+/* y [n][ca+cb][hw] = cat(a [n][ca][hw], b [n][cb][hw]) along channels. */
+void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw);
+
+/* [n][c][hw] <-> [n][hw][c] */
+void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw);
+void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
+
+/* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
+void fm_mat_row(float *dst, const fm_mat *m, int r);
+
+#endif

@@ -1,0 +1,134 @@
+/* Plain reference loops: the contract of every fast kernel, kept for tests. */
+#include "kernels/kernels.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Weight element (r, c) as float. */
+static float mat_at(const fm_mat *m, int r, int c)
+{
+    size_t i = (size_t)r * m->cols + c;
+    switch (m->dtype) {
+    case FM_DT_F16: return fm_f16_to_f32_1(((const uint16_t *)m->data)[i]);
+    case FM_DT_BF16: {
+        uint32_t b = (uint32_t)((const uint16_t *)m->data)[i] << 16;
+        float f;
+        memcpy(&f, &b, 4);
+        return f;
+    }
+    default: return ((const float *)m->data)[i];
+    }
+}
+
+void fm_mat_row(float *dst, const fm_mat *m, int r)
+{
+    fm_convert_to_f32(dst, (const char *)m->data + (size_t)r * m->cols * fm_dtype_size(m->dtype),
+                      m->dtype, (size_t)m->cols);
+}
+
+void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+{
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < w->rows; o++) {
+            double acc = bias ? bias[o] : 0.0;
+            for (int k = 0; k < w->cols; k++)
+                acc += (double)x[(size_t)i * w->cols + k] * mat_at(w, o, k);
+            y[(size_t)i * w->rows + o] = (float)acc;
+        }
+}
+
+void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                  int trans_b, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++)
+                acc += (double)A[(size_t)i * lda + k] *
+                       (trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            float *c = &C[(size_t)i * ldc + j];
+            *c = (float)acc + (beta != 0.0f ? beta * *c : 0.0f);
+        }
+}
+
+void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+{
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    for (int b = 0; b < n; b++)
+        for (int co = 0; co < c->cout; co++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double acc = c->bias ? c->bias[co] : 0.0;
+                    for (int ci = 0; ci < c->cin; ci++)
+                        for (int ky = 0; ky < c->kh; ky++) {
+                            int iy = oy * c->stride + ky - c->pad_t;
+                            if (iy < 0 || iy >= h) continue;
+                            for (int kx = 0; kx < c->kw; kx++) {
+                                int ix = ox * c->stride + kx - c->pad_l;
+                                if (ix < 0 || ix >= w) continue;
+                                acc += (double)x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] *
+                                       mat_at(&c->w, co, (ci * c->kh + ky) * c->kw + kx);
+                            }
+                        }
+                    y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] = (float)acc;
+                }
+}
+
+void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+                       const float *gamma, const float *beta, int fuse_silu)
+{
+    int cg = c / groups;
+    for (int b = 0; b < n; b++)
+        for (int g = 0; g < groups; g++) {
+            const float *xg = x + ((size_t)b * c + (size_t)g * cg) * hw;
+            float *yg = y + ((size_t)b * c + (size_t)g * cg) * hw;
+            size_t m = (size_t)cg * hw;
+            double mean = 0, var = 0;
+            for (size_t i = 0; i < m; i++) mean += xg[i];
+            mean /= m;
+            for (size_t i = 0; i < m; i++) var += (xg[i] - mean) * (xg[i] - mean);
+            var /= m;
+            double inv = 1.0 / sqrt(var + eps);
+            for (int ci = 0; ci < cg; ci++) {
+                int ch = g * cg + ci;
+                for (int i = 0; i < hw; i++) {
+                    float v = (float)((xg[(size_t)ci * hw + i] - mean) * inv) * gamma[ch] + beta[ch];
+                    if (fuse_silu) v = v / (1.0f + expf(-v));
+                    yg[(size_t)ci * hw + i] = v;
+                }
+            }
+        }
+}
+
+void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
+                      int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                      float scale, int causal)
+{
+    double *s = malloc(sizeof(double) * (size_t)nk);
+    if (!s) return;
+    for (int b = 0; b < batch; b++)
+        for (int hd = 0; hd < heads; hd++)
+            for (int i = 0; i < nq; i++) {
+                const float *qi = q + ((size_t)b * nq + i) * q_stride + (size_t)hd * head_dim;
+                double mx = -DBL_MAX, sum = 0;
+                int last = causal ? (i < nk ? i : nk - 1) : nk - 1;
+                for (int j = 0; j <= last; j++) {
+                    const float *kj = k + ((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim;
+                    double d = 0;
+                    for (int e = 0; e < head_dim; e++) d += (double)qi[e] * kj[e];
+                    s[j] = d * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int j = 0; j <= last; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+                float *o = out + ((size_t)b * nq + i) * ((size_t)heads * head_dim) + (size_t)hd * head_dim;
+                for (int e = 0; e < head_dim; e++) {
+                    double acc = 0;
+                    for (int j = 0; j <= last; j++)
+                        acc += s[j] * v[((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim + e];
+                    o[e] = (float)(acc / sum);
+                }
+            }
+    free(s);
+}

@@ -1,0 +1,115 @@
+/* Element-wise and data-movement kernels: memory bound, so plain loops that
+ * the compiler vectorises, split across threads when large. */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#define PAR_MIN 65536 /* below this many elements a parallel region costs more than it saves */
+
+void fm_silu(float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void fm_gelu(float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+void fm_quick_gelu(float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+void fm_geglu(float *y, const float *x, int rows, int dim)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        const float *a = x + (size_t)r * 2 * dim, *g = a + dim;
+        float *yr = y + (size_t)r * dim;
+        for (int i = 0; i < dim; i++)
+            yr[i] = a[i] * (0.5f * g[i] * (1.0f + erff(g[i] * 0.70710678118654752f)));
+    }
+}
+
+void fm_softmax(float *x, int rows, int n)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * n > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * n, mx = xr[0], sum = 0;
+        for (int i = 1; i < n; i++) mx = xr[i] > mx ? xr[i] : mx;
+        for (int i = 0; i < n; i++) { xr[i] = expf(xr[i] - mx); sum += xr[i]; }
+        for (int i = 0; i < n; i++) xr[i] /= sum;
+    }
+}
+
+void fm_add(float *y, const float *a, const float *b, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
+void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
+                   const float *beta, float eps)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double mean = 0, var = 0;
+        for (int i = 0; i < dim; i++) mean += xr[i];
+        mean /= dim;
+        for (int i = 0; i < dim; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= dim;
+        float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        for (int i = 0; i < dim; i++)
+            yr[i] = (xr[i] - m) * inv * gamma[i] + beta[i];
+    }
+}
+
+void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w)
+{
+#pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow > PAR_MIN)
+    for (int c = 0; c < nc; c++)
+        for (int oy = 0; oy < oh; oy++) {
+            int iy = (int)((long)oy * h / oh);
+            const float *xr = x + ((size_t)c * h + iy) * w;
+            float *yr = y + ((size_t)c * oh + oy) * ow;
+            for (int ox = 0; ox < ow; ox++)
+                yr[ox] = xr[(long)ox * w / ow];
+        }
+}
+
+void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
+{
+    for (int i = 0; i < n; i++) {
+        memcpy(y + (size_t)i * (ca + cb) * hw, a + (size_t)i * ca * hw, sizeof(float) * ca * hw);
+        memcpy(y + ((size_t)i * (ca + cb) + ca) * hw, b + (size_t)i * cb * hw, sizeof(float) * cb * hw);
+    }
+}
+
+void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw)
+{
+    for (int b = 0; b < n; b++)
+#pragma omp parallel for schedule(static) if ((size_t)c * hw > PAR_MIN)
+        for (int p = 0; p < hw; p++)
+            for (int ch = 0; ch < c; ch++)
+                y[((size_t)b * hw + p) * c + ch] = x[((size_t)b * c + ch) * hw + p];
+}
+
+void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw)
+{
+    for (int b = 0; b < n; b++)
+#pragma omp parallel for schedule(static) if ((size_t)c * hw > PAR_MIN)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                y[((size_t)b * c + ch) * hw + p] = x[((size_t)b * hw + p) * c + ch];
+}
