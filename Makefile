@@ -32,11 +32,17 @@ endif
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fopenmp -Wall -Wextra \
            -Iinclude -I. -I/usr/include/stb $(shell pkg-config --cflags $(PKGS))
-LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm
+LDLIBS   = $(shell pkg-config --libs $(PKGS)) $(EXTRA_LIBS) -lm
 LDFLAGS += -fopenmp $(LDSAN)
 
+# A module may add a fragment <module>/module.mk that appends to
+# EXTRA_LIBS (link flags) or LIB_EXTRA_OBJ (objects built by its own rules).
+EXTRA_LIBS    :=
+LIB_EXTRA_OBJ :=
+-include $(wildcard $(addsuffix /module.mk,$(MODULES)))
+
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(MODULES)))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_EXTRA_OBJ)
 LIB      := $(BUILD)/libfmimage.a
 CLI_SRC  := $(wildcard cli/*.c)
 BIN      := $(BUILD)/fmimage
