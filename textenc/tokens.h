@@ -1,0 +1,21 @@
+/* tokens: a prompt as the text encoders consume it. A1111 splits a prompt
+ * into chunks of 75 tokens (at BREAK, or when 75 are full), each encoded as
+ * its own 77-token sequence [BOS, up to 75 tokens, EOS, padding], with an
+ * emphasis weight per position. Produced by the tokenizer/weighting parser
+ * (textenc/tokenizer.h), consumed by the text towers (textenc/textenc.h). */
+#ifndef FM_TOKENS_H
+#define FM_TOKENS_H
+
+#include <stdint.h>
+
+#define FM_CLIP_LEN 77
+#define FM_CLIP_BOS 49406
+#define FM_CLIP_EOS 49407
+
+typedef struct fm_token_chunks {
+    int n_chunks;                    /* >= 1 (an empty prompt is one chunk) */
+    int32_t (*ids)[FM_CLIP_LEN];     /* [n_chunks][77] */
+    float (*weights)[FM_CLIP_LEN];   /* [n_chunks][77]; 1.0 at BOS/EOS/padding */
+} fm_token_chunks;
+
+#endif
