@@ -1,0 +1,372 @@
+/* The CLIP / OpenCLIP text transformer: loading (HF or open_clip names, every
+ * shape checked) and the forward pass
+ *   x = token_embedding[ids] + position_embedding
+ *   per layer: x += out_proj(causal_mha(ln1(x))); x += fc2(act(fc1(ln2(x))))
+ * with act = quick_gelu (CLIP) or exact GELU (OpenCLIP). */
+#include "textenc/textenc.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+typedef struct tower_layer {
+    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+    fm_mat q, k, v, out, fc1, fc2;
+    const float *q_b, *k_b, *v_b, *out_b, *fc1_b, *fc2_b;
+} tower_layer;
+
+struct fm_text_tower {
+    fm_text_config cfg;
+    int width, heads, inter, n_layers, proj_dim;
+    float eps;
+    fm_mat tok_emb;           /* [vocab][width], read a row at a time */
+    const float *pos_emb;     /* [77][width] */
+    tower_layer *layers;
+    const float *lnf_g, *lnf_b;
+    fm_mat proj;              /* text_projection [width][proj_dim], used as x @ proj; rows 0 if none */
+    float **owned;            /* float32 copies this tower frees */
+    int n_owned, cap_owned;
+};
+
+/* ---- loading ---- */
+
+typedef struct loader {
+    fm_text_tower *t;
+    const fm_safetensors *st;
+    fm_error *err;
+} loader;
+
+static void *own(loader *ld, float *p)
+{
+    fm_text_tower *t = ld->t;
+    if (!p)
+        return NULL;
+    if (t->n_owned == t->cap_owned) {
+        int cap = t->cap_owned ? 2 * t->cap_owned : 64;
+        float **o = realloc(t->owned, sizeof(*o) * (size_t)cap);
+        if (!o) {
+            fm_free(p);
+            fm_fail(ld->err, FM_EINPUT, "text encoder: out of memory");
+            return NULL;
+        }
+        t->owned = o;
+        t->cap_owned = cap;
+    }
+    t->owned[t->n_owned++] = p;
+    return p;
+}
+
+static const fm_st_tensor *require(loader *ld, const char *suffix, int ndim, int64_t d0, int64_t d1)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s%s", ld->t->cfg.prefix, suffix);
+    int64_t shape[2] = {d0, d1};
+    return fm_st_require(ld->st, name, ndim, shape, ld->err);
+}
+
+/* Biases, norms, the position embedding: small, kept as float32 copies. */
+static const float *small(loader *ld, const char *suffix, int ndim, int64_t d0, int64_t d1)
+{
+    const fm_st_tensor *s = require(ld, suffix, ndim, d0, d1);
+    return s ? own(ld, fm_st_to_f32(s, ld->err)) : NULL;
+}
+
+/* A weight matrix as a view into the file; F64 (no kernel reads it) is
+ * converted to a float32 copy. */
+static int matrix(loader *ld, fm_mat *m, const char *suffix, int64_t rows, int64_t cols)
+{
+    const fm_st_tensor *s = require(ld, suffix, 2, rows, cols);
+    if (!s)
+        return -1;
+    *m = (fm_mat){.data = s->data, .dtype = s->dtype, .rows = (int)rows, .cols = (int)cols};
+    if (s->dtype == FM_DT_F64) {
+        if (!(m->data = own(ld, fm_st_to_f32(s, ld->err))))
+            return -1;
+        m->dtype = FM_DT_F32;
+    }
+    return 0;
+}
+
+/* Rows [r0, r0+nr) of m as a matrix of its own (the fused in_proj's q, k, v). */
+static fm_mat sub_rows(const fm_mat *m, int r0, int nr)
+{
+    fm_mat s = *m;
+    s.data = (const char *)m->data + (size_t)r0 * m->cols * fm_dtype_size(m->dtype);
+    s.rows = nr;
+    return s;
+}
+
+static int load_clip_layer(loader *ld, tower_layer *L, int i)
+{
+    fm_text_tower *t = ld->t;
+    int W = t->width, I = t->inter;
+    char p[160];
+#define HF(s) (snprintf(p, sizeof p, "encoder.layers.%d.%s", i, s), p)
+    if (!(L->ln1_g = small(ld, HF("layer_norm1.weight"), 1, W, 0)) ||
+        !(L->ln1_b = small(ld, HF("layer_norm1.bias"), 1, W, 0)) ||
+        matrix(ld, &L->q, HF("self_attn.q_proj.weight"), W, W) ||
+        !(L->q_b = small(ld, HF("self_attn.q_proj.bias"), 1, W, 0)) ||
+        matrix(ld, &L->k, HF("self_attn.k_proj.weight"), W, W) ||
+        !(L->k_b = small(ld, HF("self_attn.k_proj.bias"), 1, W, 0)) ||
+        matrix(ld, &L->v, HF("self_attn.v_proj.weight"), W, W) ||
+        !(L->v_b = small(ld, HF("self_attn.v_proj.bias"), 1, W, 0)) ||
+        matrix(ld, &L->out, HF("self_attn.out_proj.weight"), W, W) ||
+        !(L->out_b = small(ld, HF("self_attn.out_proj.bias"), 1, W, 0)) ||
+        !(L->ln2_g = small(ld, HF("layer_norm2.weight"), 1, W, 0)) ||
+        !(L->ln2_b = small(ld, HF("layer_norm2.bias"), 1, W, 0)) ||
+        matrix(ld, &L->fc1, HF("mlp.fc1.weight"), I, W) ||
+        !(L->fc1_b = small(ld, HF("mlp.fc1.bias"), 1, I, 0)) ||
+        matrix(ld, &L->fc2, HF("mlp.fc2.weight"), W, I) ||
+        !(L->fc2_b = small(ld, HF("mlp.fc2.bias"), 1, W, 0)))
+        return -1;
+#undef HF
+    return 0;
+}
+
+static int load_openclip_layer(loader *ld, tower_layer *L, int i)
+{
+    fm_text_tower *t = ld->t;
+    int W = t->width, I = t->inter;
+    char p[160];
+    fm_mat in_proj;
+    const float *in_bias;
+#define OC(s) (snprintf(p, sizeof p, "transformer.resblocks.%d.%s", i, s), p)
+    if (!(L->ln1_g = small(ld, OC("ln_1.weight"), 1, W, 0)) ||
+        !(L->ln1_b = small(ld, OC("ln_1.bias"), 1, W, 0)) ||
+        matrix(ld, &in_proj, OC("attn.in_proj_weight"), 3 * W, W) ||
+        !(in_bias = small(ld, OC("attn.in_proj_bias"), 1, 3 * W, 0)) ||
+        matrix(ld, &L->out, OC("attn.out_proj.weight"), W, W) ||
+        !(L->out_b = small(ld, OC("attn.out_proj.bias"), 1, W, 0)) ||
+        !(L->ln2_g = small(ld, OC("ln_2.weight"), 1, W, 0)) ||
+        !(L->ln2_b = small(ld, OC("ln_2.bias"), 1, W, 0)) ||
+        matrix(ld, &L->fc1, OC("mlp.c_fc.weight"), I, W) ||
+        !(L->fc1_b = small(ld, OC("mlp.c_fc.bias"), 1, I, 0)) ||
+        matrix(ld, &L->fc2, OC("mlp.c_proj.weight"), W, I) ||
+        !(L->fc2_b = small(ld, OC("mlp.c_proj.bias"), 1, W, 0)))
+        return -1;
+#undef OC
+    /* nn.MultiheadAttention's in_proj rows are [q; k; v]. */
+    L->q = sub_rows(&in_proj, 0, W);
+    L->k = sub_rows(&in_proj, W, W);
+    L->v = sub_rows(&in_proj, 2 * W, W);
+    L->q_b = in_bias;
+    L->k_b = in_bias + W;
+    L->v_b = in_bias + 2 * W;
+    return 0;
+}
+
+static int check_config(const fm_text_config *c, fm_error *err)
+{
+    const char *what = c->prefix[0] ? c->prefix : "text encoder";
+    if (c->kind != FM_TEXT_CLIP && c->kind != FM_TEXT_OPENCLIP)
+        return fm_fail(err, FM_EINPUT, "%s: unknown text encoder kind %d", what, (int)c->kind);
+    if (c->width <= 0 || c->layers <= 0 || c->heads <= 0 || c->width % c->heads)
+        return fm_fail(err, FM_EINPUT, "%s: width %d, %d heads, %d layers is not a transformer", what,
+                       c->width, c->heads, c->layers);
+    if (c->vocab_size <= 0 || c->intermediate_size < 0 || c->projection_dim < 0)
+        return fm_fail(err, FM_EINPUT, "%s: bad vocab_size/intermediate_size/projection_dim", what);
+    if (c->max_length != 0 && c->max_length != FM_CLIP_LEN)
+        return fm_fail(err, FM_EINPUT, "%s: max_length %d, only %d is supported", what, c->max_length,
+                       FM_CLIP_LEN);
+    return 0;
+}
+
+fm_text_tower *fm_text_tower_load(const fm_safetensors *st, const fm_text_config *cfg, fm_error *err)
+{
+    if (check_config(cfg, err))
+        return NULL;
+    fm_text_tower *t = calloc(1, sizeof *t);
+    if (!t) {
+        fm_fail(err, FM_EINPUT, "text encoder: out of memory");
+        return NULL;
+    }
+    t->cfg = *cfg;
+    t->width = cfg->width;
+    t->heads = cfg->heads;
+    t->n_layers = cfg->layers;
+    t->inter = cfg->intermediate_size ? cfg->intermediate_size : 4 * cfg->width;
+    t->eps = cfg->layer_norm_eps > 0 ? cfg->layer_norm_eps : 1e-5f;
+    t->layers = calloc((size_t)t->n_layers, sizeof *t->layers);
+    loader ld = {t, st, err};
+    int W = t->width, bad = !t->layers;
+    if (bad)
+        fm_fail(err, FM_EINPUT, "text encoder: out of memory");
+
+    if (!bad && cfg->kind == FM_TEXT_CLIP) {
+        bad = matrix(&ld, &t->tok_emb, "embeddings.token_embedding.weight", cfg->vocab_size, W) ||
+              !(t->pos_emb = small(&ld, "embeddings.position_embedding.weight", 2, FM_CLIP_LEN, W));
+        for (int i = 0; !bad && i < t->n_layers; i++)
+            bad = load_clip_layer(&ld, &t->layers[i], i);
+        bad = bad || !(t->lnf_g = small(&ld, "final_layer_norm.weight", 1, W, 0)) ||
+              !(t->lnf_b = small(&ld, "final_layer_norm.bias", 1, W, 0));
+        if (!bad && cfg->projection_dim)
+            bad = fm_fail(err, FM_EINPUT, "%s: a CLIPTextModel has no text_projection (projection_dim %d)",
+                          cfg->prefix, cfg->projection_dim);
+    } else if (!bad) {
+        bad = matrix(&ld, &t->tok_emb, "token_embedding.weight", cfg->vocab_size, W) ||
+              !(t->pos_emb = small(&ld, "positional_embedding", 2, FM_CLIP_LEN, W));
+        for (int i = 0; !bad && i < t->n_layers; i++)
+            bad = load_openclip_layer(&ld, &t->layers[i], i);
+        bad = bad || !(t->lnf_g = small(&ld, "ln_final.weight", 1, W, 0)) ||
+              !(t->lnf_b = small(&ld, "ln_final.bias", 1, W, 0));
+        if (!bad && cfg->projection_dim) {
+            bad = matrix(&ld, &t->proj, "text_projection", W, cfg->projection_dim);
+            t->proj_dim = cfg->projection_dim;
+        }
+    }
+    if (bad) {
+        fm_fail(err, FM_EINPUT, "text encoder: load failed"); /* keeps the first cause */
+        fm_text_tower_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void fm_text_tower_free(fm_text_tower *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < t->n_owned; i++)
+        fm_free(t->owned[i]);
+    free(t->owned);
+    free(t->layers);
+    free(t);
+}
+
+const fm_text_config *fm_text_tower_config(const fm_text_tower *t) { return &t->cfg; }
+
+int fm_text_output_layer(const fm_text_config *cfg, int clip_skip, int *layer, int *final_ln, fm_error *err)
+{
+    int L = cfg->layers;
+    if (cfg->penultimate) {
+        *layer = L - 1;
+    } else {
+        if (clip_skip < 1)
+            clip_skip = 1;
+        if (clip_skip > L)
+            return fm_fail(err, FM_EUSAGE, "clip skip %d: the text encoder has only %d layers", clip_skip, L);
+        /* A1111: hidden_states[-N] = the output after L+1-N layers. */
+        *layer = L + 1 - clip_skip;
+    }
+    *final_ln = cfg->final_ln_on_output;
+    return 0;
+}
+
+/* ---- forward ---- */
+
+typedef struct workspace {
+    float *x, *h, *q, *k, *v, *att, *mlp; /* [rows][W] each, mlp [rows][inter] */
+} workspace;
+
+static void transformer_layer(const fm_text_tower *t, const tower_layer *L, workspace *ws, int n)
+{
+    int W = t->width, rows = n * FM_CLIP_LEN, hd = W / t->heads;
+    size_t rw = (size_t)rows * W;
+
+    fm_layer_norm(ws->h, ws->x, rows, W, L->ln1_g, L->ln1_b, t->eps);
+    fm_linear(ws->q, ws->h, rows, &L->q, L->q_b);
+    fm_linear(ws->k, ws->h, rows, &L->k, L->k_b);
+    fm_linear(ws->v, ws->h, rows, &L->v, L->v_b);
+    fm_attention(ws->att, ws->q, W, ws->k, ws->v, W, n, FM_CLIP_LEN, FM_CLIP_LEN, t->heads, hd,
+                 1.0f / sqrtf((float)hd), 1);
+    fm_linear(ws->h, ws->att, rows, &L->out, L->out_b);
+    fm_add(ws->x, ws->x, ws->h, rw);
+
+    fm_layer_norm(ws->h, ws->x, rows, W, L->ln2_g, L->ln2_b, t->eps);
+    fm_linear(ws->mlp, ws->h, rows, &L->fc1, L->fc1_b);
+    if (t->cfg.act_quick_gelu)
+        fm_quick_gelu(ws->mlp, (size_t)rows * t->inter);
+    else
+        fm_gelu(ws->mlp, (size_t)rows * t->inter);
+    fm_linear(ws->h, ws->mlp, rows, &L->fc2, L->fc2_b);
+    fm_add(ws->x, ws->x, ws->h, rw);
+}
+
+static void embed(const fm_text_tower *t, float *x, const int32_t (*ids)[FM_CLIP_LEN], int n)
+{
+    int W = t->width;
+    for (int s = 0; s < n; s++)
+        for (int p = 0; p < FM_CLIP_LEN; p++) {
+            float *row = x + ((size_t)s * FM_CLIP_LEN + p) * W;
+            fm_mat_row(row, &t->tok_emb, ids[s][p]);
+            fm_add(row, row, t->pos_emb + (size_t)p * W, (size_t)W);
+        }
+}
+
+/* open_clip: x[argmax(ids)] -- the first EOS, 49407 being the largest id. */
+static int eos_position(const int32_t ids[FM_CLIP_LEN])
+{
+    int at = 0;
+    for (int p = 1; p < FM_CLIP_LEN; p++)
+        if (ids[p] > ids[at])
+            at = p;
+    return at;
+}
+
+/* pooled[P] = ln_final(x_eos) @ text_projection; tmp holds W + P floats,
+ * acc P doubles. */
+static void pool(const fm_text_tower *t, float *pooled, const float *x_eos, float *tmp, double *acc)
+{
+    int W = t->width, P = t->proj_dim;
+    float *xn = tmp, *row = tmp + W;
+    fm_layer_norm(xn, x_eos, 1, W, t->lnf_g, t->lnf_b, t->eps);
+    for (int j = 0; j < P; j++)
+        acc[j] = 0;
+    for (int i = 0; i < W; i++) {
+        fm_mat_row(row, &t->proj, i);
+        for (int j = 0; j < P; j++)
+            acc[j] += (double)xn[i] * row[j];
+    }
+    for (int j = 0; j < P; j++)
+        pooled[j] = (float)acc[j];
+}
+
+int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
+                          int final_ln, float *hidden, float *pooled, fm_error *err)
+{
+    const char *what = t->cfg.prefix;
+    if (n < 1)
+        return fm_fail(err, FM_EINPUT, "%s: no sequences to encode", what);
+    if (layer < 0 || layer > t->n_layers)
+        return fm_fail(err, FM_EINPUT, "%s: hidden state %d requested, the encoder has %d layers", what,
+                       layer, t->n_layers);
+    if (pooled && !t->proj_dim)
+        return fm_fail(err, FM_EINPUT, "%s: pooled output requested, the encoder has no text_projection", what);
+    for (int s = 0; s < n; s++)
+        for (int p = 0; p < FM_CLIP_LEN; p++)
+            if (ids[s][p] < 0 || ids[s][p] >= t->cfg.vocab_size)
+                return fm_fail(err, FM_EINPUT, "%s: token id %d outside the vocabulary (%d)", what,
+                               (int)ids[s][p], t->cfg.vocab_size);
+
+    int W = t->width, rows = n * FM_CLIP_LEN;
+    size_t rw = (size_t)rows * W, P = (size_t)t->proj_dim;
+    /* the pooling accumulator first, so the doubles are aligned */
+    double *acc = fm_alloc(sizeof(double) * P + sizeof(float) * (6 * rw + (size_t)rows * t->inter + W + P));
+    if (!acc)
+        return fm_fail(err, FM_EINPUT, "%s: out of memory for %d sequences", what, n);
+    float *mem = (float *)(acc + P);
+    workspace ws = {mem, mem + rw, mem + 2 * rw, mem + 3 * rw, mem + 4 * rw, mem + 5 * rw, mem + 6 * rw};
+    float *tmp = ws.mlp + (size_t)rows * t->inter;
+
+    embed(t, ws.x, ids, n);
+    int run = pooled ? t->n_layers : layer;
+    for (int l = 0; l <= run; l++) {
+        if (l == layer && hidden) {
+            if (final_ln)
+                fm_layer_norm(hidden, ws.x, rows, W, t->lnf_g, t->lnf_b, t->eps);
+            else
+                memcpy(hidden, ws.x, sizeof(float) * rw);
+        }
+        if (l < run)
+            transformer_layer(t, &t->layers[l], &ws, n);
+    }
+    if (pooled)
+        for (int s = 0; s < n; s++)
+            pool(t, pooled + (size_t)s * t->proj_dim,
+                 ws.x + ((size_t)s * FM_CLIP_LEN + eos_position(ids[s])) * W, tmp, acc);
+    fm_free(acc);
+    return 0;
+}
