@@ -51,7 +51,8 @@ TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all test sanitize install clean demo tools
+.PHONY: all test sanitize install clean demo demo-model bench tools
+.SECONDARY:
 all: $(LIB) $(BIN) $(TOOLS)
 	@ln -sf $(BUILD)/fmimage fmimage 2>/dev/null || true
 
@@ -70,7 +71,7 @@ $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka libpcre2-8)
 
 tools: $(TOOLS)
 
@@ -91,6 +92,29 @@ install: all
 	install -m 644 include/fmimage.h $(DESTDIR)$(PREFIX)/include/fmimage.h
 	cp -r assets/. $(DESTDIR)$(PREFIX)/share/fmimage/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@PKGS@|$(PKGS)|g' fmimage.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fmimage.pc
+
+# The demo: install what is missing, build, draw one image with the shipped
+# model (the tiny golden model until the demo model exists).
+DEMO_MODEL := assets/demo/fmimage-demo.safetensors
+DEMO_PROMPT ?= a red circle on a blue background
+demo:
+	@./tools/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	@if [ -f $(DEMO_MODEL) ]; then \
+	   $(BIN) "$(DEMO_PROMPT)" --seed 1 --force -o build/demo.png; \
+	 else \
+	   $(BIN) -m tests/data/tiny-sd1.safetensors "a red fox in snow" -W 64 -H 64 --seed 42 --force -o build/demo.png; \
+	 fi
+	@echo "wrote build/demo.png"
+
+# Re-trains the demo model (Python + Debian's python3-torch; offline tool).
+demo-model:
+	./tools/train_demo/run.sh
+
+# Side-by-side speed and memory figures (random full-size checkpoints are
+# cached under $$XDG_CACHE_HOME/fmimage).
+bench: all
+	./tools/bench.sh
 
 clean:
 	rm -rf build fmimage

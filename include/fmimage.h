@@ -102,6 +102,10 @@ int fm_model_latent_factor(const fm_model *model);
 
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);
+/* Checks p against the model: sizes (positive multiples of the latent
+ * factor, within limits), steps, cfg, sampler and scheduler names, strength.
+ * FM_EUSAGE with "--width: why"-style messages. fm_generate checks too. */
+int fm_params_check(const fm_model *model, const fm_params *p, fm_error *err);
 /* Writes width*height*3 bytes (RGB, row-major) to rgb. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
 
@@ -119,6 +123,11 @@ int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_ou
 int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err);
 /* Lines "comfy_name<TAB>A1111 label", one per sampler then scheduler. Static string. */
 const char *fm_sampler_list(void);
+
+/* ---- images ---- */
+/* Reads a PNG or JPEG file as RGB8 (malloc'd, free()). Refuses truncated
+ * files and images over 16384 pixels a side. */
+uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err);
 
 /* ---- output ---- */
 /* A1111 infotext ("parameters" chunk) for the image made with p by model.

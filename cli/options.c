@@ -1,0 +1,222 @@
+#include "options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_print_help(void)
+{
+    printf(
+        "usage: fmimage [OPTIONS] \"PROMPT\"\n"
+        "       fmimage [OPTIONS] --prompt-file FILE\n"
+        "       fmimage --info -m MODEL | --print-tokens \"TEXT\" [-m MODEL] | --list-samplers\n"
+        "\n"
+        "  -m, --model FILE         .safetensors checkpoint (default: the shipped demo model)\n"
+        "  -o, --output PATH        image file, or directory for batches (default fmimage-SEED.png,\n"
+        "                           fmimage-out/ for prompt files and --batch-count > 1)\n"
+        "  -n, --negative TEXT      negative prompt (default \"\")\n"
+        "  -W, --width N            width in pixels (default: by model family, 512 for SD 1.x)\n"
+        "  -H, --height N           height in pixels (default: by model family)\n"
+        "      --steps N            sampling steps, 1..1000 (default: by family, 20 for SD 1.x)\n"
+        "      --cfg X              classifier-free guidance scale (default: by family, 7)\n"
+        "      --sampler NAME       ComfyUI name or A1111 label (default: by family, dpmpp_2m)\n"
+        "      --scheduler NAME     normal, karras, exponential, sgm_uniform, simple, ddim_uniform\n"
+        "                           (default: by family, karras)\n"
+        "      --seed N             0..4294967295, -1 = random (default: random, printed)\n"
+        "      --rng cuda|cpu       noise generator: A1111 NV (cuda) or PyTorch CPU (default cuda)\n"
+        "      --batch-count N      images per prompt; image k uses seed+k (default 1)\n"
+        "      --prompt-file FILE   one job per line, A1111 \"prompts from file\" syntax\n"
+        "      --shard K/N          run only jobs j with j mod N == K (default 0/1)\n"
+        "  -i, --init-image FILE    img2img from a PNG or JPEG\n"
+        "      --strength X         img2img denoising strength in (0,1] (default 0.75)\n"
+        "      --clip-skip N        A1111 clip skip (default 1)\n"
+        "      --prediction eps|v   override the detected parameterisation (default: from the file)\n"
+        "      --taesd FILE         decode with TAESD / TAESDXL instead of the full VAE\n"
+        "      --vae-tiling         tiled VAE decode for large images (default off)\n"
+        "      --precision MODE     auto, fp32, bf16, f16 (default auto)\n"
+        "  -t, --threads N          threads (default: all cores; OMP_NUM_THREADS respected)\n"
+        "      --metadata a1111|none  PNG parameters chunk (default a1111)\n"
+        "      --force              overwrite an existing single output\n"
+        "  -q, --quiet              no progress\n"
+        "  -v, --verbose            timings per stage\n"
+        "      --info               print the model's family, config and parameter counts\n"
+        "      --print-tokens TEXT  print the 77 token ids\n"
+        "      --list-samplers      print sampler and scheduler names\n"
+        "      --help, --version\n");
+}
+
+static int usage(const char *what, const char *why)
+{
+    fprintf(stderr, "fmimage: %s: %s\n", what, why);
+    return 2;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_finite(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "--width" for 'W': error messages name the long option. */
+static const char *option_label(int c, const struct option *longs, char *buf, size_t n)
+{
+    for (; longs->name; longs++)
+        if (longs->val == c) {
+            snprintf(buf, n, "--%s", longs->name);
+            return buf;
+        }
+    snprintf(buf, n, "option");
+    return buf;
+}
+
+enum {
+    OPT_STEPS = 256, OPT_CFG, OPT_SAMPLER, OPT_SCHEDULER, OPT_SEED, OPT_RNG, OPT_BATCH, OPT_PFILE,
+    OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
+    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_HELP, OPT_VERSION
+};
+
+int cli_parse(int argc, char **argv, cli_options *o)
+{
+    static const struct option longs[] = {
+        {"model", 1, 0, 'm'}, {"output", 1, 0, 'o'}, {"negative", 1, 0, 'n'}, {"width", 1, 0, 'W'},
+        {"height", 1, 0, 'H'}, {"steps", 1, 0, OPT_STEPS}, {"cfg", 1, 0, OPT_CFG},
+        {"sampler", 1, 0, OPT_SAMPLER}, {"scheduler", 1, 0, OPT_SCHEDULER}, {"seed", 1, 0, OPT_SEED},
+        {"rng", 1, 0, OPT_RNG}, {"batch-count", 1, 0, OPT_BATCH}, {"prompt-file", 1, 0, OPT_PFILE},
+        {"shard", 1, 0, OPT_SHARD}, {"init-image", 1, 0, 'i'}, {"strength", 1, 0, OPT_STRENGTH},
+        {"clip-skip", 1, 0, OPT_CLIPSKIP}, {"prediction", 1, 0, OPT_PRED}, {"taesd", 1, 0, OPT_TAESD},
+        {"vae-tiling", 0, 0, OPT_TILING}, {"precision", 1, 0, OPT_PREC}, {"threads", 1, 0, 't'},
+        {"metadata", 1, 0, OPT_META}, {"force", 0, 0, OPT_FORCE}, {"quiet", 0, 0, 'q'},
+        {"verbose", 0, 0, 'v'}, {"info", 0, 0, OPT_INFO}, {"print-tokens", 1, 0, OPT_TOKENS},
+        {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, OPT_HELP}, {"version", 0, 0, OPT_VERSION},
+        {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->cfg = NAN;
+    o->strength = 0.75f;
+    o->clip_skip = 1;
+    o->batch_count = 1;
+    o->shard_n = 1;
+    o->metadata = 1;
+    opterr = 0;
+    int c;
+    long v;
+    char label[40];
+    while ((c = getopt_long(argc, argv, ":m:o:n:W:H:i:t:qv", longs, NULL)) != -1) {
+        const char *arg = optarg;
+        const char *opt_name = option_label(c, longs, label, sizeof label);
+        switch (c) {
+        case 'm': o->model = arg; break;
+        case 'o': o->output = arg; break;
+        case 'n': o->negative = arg; break;
+        case 'W': case 'H':
+            if (parse_long(arg, 1, 65536, &v)) return usage(opt_name, "must be a positive number of pixels");
+            *(c == 'W' ? &o->width : &o->height) = (int)v;
+            break;
+        case OPT_STEPS:
+            if (parse_long(arg, 1, 1000, &v)) return usage(opt_name, "must be 1..1000");
+            o->steps = (int)v;
+            break;
+        case OPT_CFG:
+            if (parse_finite(arg, &o->cfg)) return usage(opt_name, "must be a finite number");
+            break;
+        case OPT_SAMPLER: snprintf(o->sampler, sizeof o->sampler, "%s", arg); break;
+        case OPT_SCHEDULER: snprintf(o->scheduler, sizeof o->scheduler, "%s", arg); break;
+        case OPT_SEED:
+            if (parse_long(arg, -1, 4294967295L, &v)) return usage(opt_name, "must be 0..4294967295 or -1");
+            o->has_seed = v >= 0;
+            o->seed = v >= 0 ? (uint64_t)v : 0;
+            break;
+        case OPT_RNG:
+            if (!strcmp(arg, "cuda")) o->rng = FM_RNG_CUDA;
+            else if (!strcmp(arg, "cpu")) o->rng = FM_RNG_CPU;
+            else return usage(opt_name, "must be cuda or cpu");
+            break;
+        case OPT_BATCH:
+            if (parse_long(arg, 1, 100000, &v)) return usage(opt_name, "must be 1..100000");
+            o->batch_count = (int)v;
+            break;
+        case OPT_PFILE: o->prompt_file = arg; break;
+        case OPT_SHARD: {
+            long k, n;
+            char *slash = strchr(arg, '/');
+            char kbuf[32];
+            if (!slash || slash - arg >= (long)sizeof kbuf) return usage(opt_name, "must be K/N with 0 <= K < N");
+            snprintf(kbuf, sizeof kbuf, "%.*s", (int)(slash - arg), arg);
+            if (parse_long(kbuf, 0, 1000000, &k) || parse_long(slash + 1, 1, 1000000, &n) || k >= n)
+                return usage(opt_name, "must be K/N with 0 <= K < N");
+            o->shard_k = (int)k;
+            o->shard_n = (int)n;
+            break;
+        }
+        case 'i': o->init_image = arg; break;
+        case OPT_STRENGTH:
+            if (parse_finite(arg, &o->strength) || !(o->strength > 0 && o->strength <= 1))
+                return usage(opt_name, "must be in (0,1]");
+            break;
+        case OPT_CLIPSKIP:
+            if (parse_long(arg, 1, 12, &v)) return usage(opt_name, "must be 1..12");
+            o->clip_skip = (int)v;
+            break;
+        case OPT_PRED:
+            if (!strcmp(arg, "eps")) o->prediction = FM_PRED_EPS;
+            else if (!strcmp(arg, "v")) o->prediction = FM_PRED_V;
+            else return usage(opt_name, "must be eps or v");
+            break;
+        case OPT_TAESD: o->taesd = arg; break;
+        case OPT_TILING: o->vae_tiling = 1; break;
+        case OPT_PREC:
+            if (!strcmp(arg, "auto")) o->precision = FM_PREC_AUTO;
+            else if (!strcmp(arg, "fp32")) o->precision = FM_PREC_FP32;
+            else if (!strcmp(arg, "bf16")) o->precision = FM_PREC_BF16;
+            else if (!strcmp(arg, "f16")) o->precision = FM_PREC_F16;
+            else return usage(opt_name, "must be auto, fp32, bf16 or f16");
+            break;
+        case 't':
+            if (parse_long(arg, 1, 1024, &v)) return usage(opt_name, "must be 1..1024");
+            o->threads = (int)v;
+            break;
+        case OPT_META:
+            if (!strcmp(arg, "a1111")) o->metadata = 1;
+            else if (!strcmp(arg, "none")) o->metadata = 0;
+            else return usage(opt_name, "must be a1111 or none");
+            break;
+        case OPT_FORCE: o->force = 1; break;
+        case 'q': o->quiet = 1; break;
+        case 'v': o->verbose = 1; break;
+        case OPT_INFO: o->mode = MODE_INFO; break;
+        case OPT_TOKENS: o->mode = MODE_PRINT_TOKENS; o->prompt = arg; break;
+        case OPT_LIST: o->mode = MODE_LIST_SAMPLERS; break;
+        case OPT_HELP: o->mode = MODE_HELP; return 0;
+        case OPT_VERSION: o->mode = MODE_VERSION; return 0;
+        case ':': return usage(argv[optind - 1], "needs a value");
+        default: return usage(argv[optind - 1], "unknown option (see --help)");
+        }
+    }
+    int rest = argc - optind;
+    if (o->mode == MODE_GENERATE) {
+        if (o->prompt_file && rest > 0) return usage(argv[optind], "a prompt and --prompt-file exclude each other");
+        if (!o->prompt_file && rest != 1)
+            return usage("fmimage", rest ? "one prompt at a time (quote it)" : "no prompt (see --help)");
+        if (!o->prompt_file) o->prompt = argv[optind];
+    } else if (rest > 0) {
+        return usage(argv[optind], "unexpected argument");
+    }
+    if (o->mode == MODE_INFO && !o->model) return usage("--info", "needs -m MODEL");
+    return 0;
+}

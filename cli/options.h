@@ -1,0 +1,35 @@
+/* options: the fmimage command line (DESIGN.md "Options and defaults"). */
+#ifndef FM_CLI_OPTIONS_H
+#define FM_CLI_OPTIONS_H
+
+#include <stdint.h>
+#include "fmimage.h"
+
+typedef enum { MODE_GENERATE, MODE_INFO, MODE_PRINT_TOKENS, MODE_LIST_SAMPLERS, MODE_HELP, MODE_VERSION } cli_mode;
+
+typedef struct cli_options {
+    cli_mode mode;
+    const char *model, *output, *prompt, *negative, *prompt_file, *init_image, *taesd;
+    /* 0 / NaN / "" = take the model's default */
+    int width, height, steps;
+    float cfg;
+    char sampler[32], scheduler[32];
+    int has_seed;
+    uint64_t seed;
+    fm_rng_kind rng;
+    int batch_count, shard_k, shard_n;
+    float strength;
+    int clip_skip;
+    fm_prediction prediction;
+    int vae_tiling;
+    fm_precision precision;
+    int threads;
+    int metadata; /* 1 = a1111, 0 = none */
+    int force, quiet, verbose;
+} cli_options;
+
+/* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */
+int cli_parse(int argc, char **argv, cli_options *o);
+void cli_print_help(void);
+
+#endif

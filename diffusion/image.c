@@ -1,0 +1,76 @@
+/* Init images for img2img: PNG or JPEG through stb_image, with the size
+ * checked from the header before anything is decoded. */
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO
+#define STBI_MAX_DIMENSIONS 16384
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+#define MAX_SIDE 16384
+#define MAX_FILE (256u << 20)
+
+static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    unsigned char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= MAX_FILE) {
+                fm_fail(err, FM_EINPUT, "%s: larger than %u MiB", path, MAX_FILE >> 20);
+                break;
+            }
+            cap = cap ? cap * 2 : 1 << 16;
+            unsigned char *p = realloc(buf, cap);
+            if (!p) { fm_fail(err, FM_EINPUT, "%s: out of memory", path); break; }
+            buf = p;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+            else { fclose(f); *len = n; return buf; }
+            break;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
+{
+    size_t len;
+    unsigned char *data = read_file(path, &len, err);
+    if (!data) return NULL;
+    int w, h, comp;
+    uint8_t *rgb = NULL;
+    if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
+        fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
+    } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
+        fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
+    } else {
+        rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, 3);
+        if (!rgb) fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path, stbi_failure_reason());
+        else { *width = w; *height = h; }
+    }
+    free(data);
+    return rgb;
+}

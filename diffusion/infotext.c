@@ -1,0 +1,128 @@
+#include "diffusion/infotext.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmimage.h"
+
+typedef struct strbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} strbuf;
+
+static void sb_append(strbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->cap ? b->cap * 2 : 256);
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) { b->oom = 1; return; }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+static void sb_puts(strbuf *b, const char *s) { sb_append(b, s, strlen(s)); }
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...)
+{
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    sb_puts(b, tmp);
+}
+
+/* json.dumps(text, ensure_ascii=False): escapes quote, backslash and control
+ * characters; everything else (UTF-8 included) is copied. */
+static void sb_json_string(strbuf *b, const char *s)
+{
+    sb_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': sb_puts(b, "\\\""); break;
+        case '\\': sb_puts(b, "\\\\"); break;
+        case '\n': sb_puts(b, "\\n"); break;
+        case '\r': sb_puts(b, "\\r"); break;
+        case '\t': sb_puts(b, "\\t"); break;
+        case '\b': sb_puts(b, "\\b"); break;
+        case '\f': sb_puts(b, "\\f"); break;
+        default:
+            if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
+            else sb_append(b, (const char *)p, 1);
+        }
+    }
+    sb_puts(b, "\"");
+}
+
+/* A1111's quote(): a value containing ',', ':' or a newline becomes a JSON string. */
+static void sb_value(strbuf *b, const char *v)
+{
+    if (strpbrk(v, ",:\n")) sb_json_string(b, v);
+    else sb_puts(b, v);
+}
+
+void fm_format_float(char *buf, size_t n, float v)
+{
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+}
+
+static void sb_param(strbuf *b, int *first, const char *key, const char *value)
+{
+    if (!value) return;
+    if (!*first) sb_puts(b, ", ");
+    *first = 0;
+    sb_puts(b, key);
+    sb_puts(b, ": ");
+    sb_value(b, value);
+}
+
+char *fm_infotext_format(const fm_infotext_fields *f)
+{
+    strbuf b = {0};
+    char num[64], size[64];
+    int first = 1;
+    sb_puts(&b, f->prompt ? f->prompt : "");
+    sb_puts(&b, "\n");
+    if (f->negative && f->negative[0]) {
+        sb_puts(&b, "Negative prompt: ");
+        sb_puts(&b, f->negative);
+        sb_puts(&b, "\n");
+    }
+    snprintf(num, sizeof num, "%d", f->steps);
+    sb_param(&b, &first, "Steps", num);
+    sb_param(&b, &first, "Sampler", f->sampler_label);
+    sb_param(&b, &first, "Schedule type", f->schedule_label);
+    fm_format_float(num, sizeof num, f->cfg);
+    sb_param(&b, &first, "CFG scale", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)f->seed);
+    sb_param(&b, &first, "Seed", num);
+    snprintf(size, sizeof size, "%dx%d", f->width, f->height);
+    sb_param(&b, &first, "Size", size);
+    sb_param(&b, &first, "Model hash", f->model_hash);
+    sb_param(&b, &first, "Model", f->model_name);
+    if (f->denoising_strength >= 0) {
+        fm_format_float(num, sizeof num, f->denoising_strength);
+        sb_param(&b, &first, "Denoising strength", num);
+    }
+    if (f->clip_skip > 1) {
+        snprintf(num, sizeof num, "%d", f->clip_skip);
+        sb_param(&b, &first, "Clip skip", num);
+    }
+    sb_param(&b, &first, "RNG", f->rng_label);
+    sb_param(&b, &first, "Version", "fmimage " FM_VERSION);
+    if (b.oom) { free(b.s); return NULL; }
+    return b.s;
+}

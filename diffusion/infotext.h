@@ -1,0 +1,30 @@
+/* infotext: A1111's "parameters" text, so fmimage PNGs read back in A1111's
+ * PNG Info and its tools. */
+#ifndef FM_INFOTEXT_H
+#define FM_INFOTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fm_infotext_fields {
+    const char *prompt, *negative;   /* negative NULL or "" = no line */
+    int steps;
+    const char *sampler_label;       /* "DPM++ 2M" */
+    const char *schedule_label;      /* "Karras"; NULL = omitted */
+    float cfg;
+    uint64_t seed;
+    int width, height;
+    const char *model_hash;          /* 10 hex digits or NULL */
+    const char *model_name;          /* NULL = omitted */
+    float denoising_strength;        /* < 0 = not img2img */
+    int clip_skip;                   /* written when > 1 */
+    const char *rng_label;           /* "NV" or "CPU" */
+} fm_infotext_fields;
+
+/* The infotext, malloc'd (NULL when out of memory). */
+char *fm_infotext_format(const fm_infotext_fields *f);
+
+/* Shortest decimal that reads back as the same float ("7", "7.5", "0.75"). */
+void fm_format_float(char *buf, size_t n, float v);
+
+#endif

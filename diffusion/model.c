@@ -1,0 +1,138 @@
+/* fm_model: a checkpoint mapped, its family and config detected, and every
+ * part (tokenizer, text encoder, U-Net, VAE, schedule) built on the mapping. */
+#include "diffusion/pipeline_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diffusion/detect.h"
+
+/* The model's discrete schedule: its alphas_cumprod buffer when it has one
+ * (every SD file does), else ldm's scaled_linear betas from the config. */
+static int load_schedule(fm_model *m, fm_error *err)
+{
+    const fm_st_tensor *ac = fm_st_find(&m->st, "alphas_cumprod");
+    if (ac && ac->ndim == 1 && ac->shape[0] >= 2 && ac->shape[0] <= 100000) {
+        float *a = fm_st_to_f32(ac, err);
+        if (!a) return FM_EINPUT;
+        int rc = fm_discrete_init(&m->schedule, a, (int)ac->shape[0], err);
+        fm_free(a);
+        if (rc) fm_error_prefix(err, m->st.path);
+        return rc;
+    }
+    return fm_discrete_init_scaled_linear(&m->schedule, m->cfg.linear_start, m->cfg.linear_end,
+                                          m->cfg.timesteps, err);
+}
+
+/* A1111 decides eps or v for SD 2.x files with one probe call. */
+int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
+{
+    const fm_unet_config *u = &m->cfg.unet;
+    enum { H = 8, W = 8, NCTX = 2 };
+    size_t nx = (size_t)u->in_channels * H * W;
+    float *x = malloc(sizeof(float) * nx), *out = malloc(sizeof(float) * u->out_channels * H * W);
+    float *ctx = malloc(sizeof(float) * NCTX * u->context_dim);
+    float *y = u->adm_in_channels ? calloc((size_t)u->adm_in_channels, sizeof(float)) : NULL;
+    int rc = 0;
+    if (!x || !out || !ctx || (u->adm_in_channels && !y)) {
+        rc = fm_fail(err, FM_EINPUT, "out of memory");
+    } else {
+        for (size_t i = 0; i < nx; i++) x[i] = 0.5f;
+        for (int i = 0; i < NCTX * u->context_dim; i++) ctx[i] = 0.5f;
+        float t = 999;
+        rc = fm_unet_forward(m->unet, out, x, 1, H, W, &t, ctx, NCTX, y, err);
+        if (!rc) {
+            /* (unet(x) - x).mean() < -1 means v */
+            double sum = 0;
+            for (size_t i = 0; i < nx; i++) sum += out[i] - x[i];
+            *is_v = sum / nx < -1;
+        }
+    }
+    free(x);
+    free(out);
+    free(ctx);
+    free(y);
+    return rc;
+}
+
+fm_model *fm_model_load(const char *path, fm_error *err)
+{
+    fm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        fm_fail(err, FM_EINPUT, "out of memory");
+        return NULL;
+    }
+    int rc = fm_st_open(&m->st, path, err);
+    if (!rc) rc = fm_detect_config(&m->st, &m->cfg, err);
+    if (!rc && !(m->tokenizer = fm_tokenizer_new(err))) rc = FM_EINPUT;
+    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st, &m->cfg, err);
+    if (!rc && !(m->unet = fm_unet_load(&m->st, &m->cfg.unet, FM_PREC_AUTO, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = fm_vae_load(&m->st, &m->cfg.vae, FM_PREC_AUTO, err))) rc = FM_EINPUT;
+    if (!rc) rc = load_schedule(m, err);
+    m->prediction = m->cfg.prediction;
+    if (!rc && m->prediction == FM_PRED_AUTO) {
+        int is_v = 0;
+        rc = fm_probe_v_prediction(m, &is_v, err);
+        m->prediction = is_v ? FM_PRED_V : FM_PRED_EPS;
+        m->prediction_probed = 1;
+    }
+    if (rc) {
+        if (err && err->code == FM_OK) fm_fail(err, FM_EINPUT, "%s: cannot load", path);
+        fm_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void fm_model_free(fm_model *m)
+{
+    if (!m) return;
+    fm_taesd_free(m->taesd);
+    free(m->taesd_path);
+    fm_vae_free(m->vae);
+    fm_unet_free(m->unet);
+    fm_text_encoder_free(&m->text);
+    fm_tokenizer_free(m->tokenizer);
+    fm_discrete_free(&m->schedule);
+    fm_st_close(&m->st);
+    free(m);
+}
+
+fm_family fm_model_family(const fm_model *m) { return m->cfg.family; }
+
+const char *fm_family_name(fm_family f) { return fm_family_str(f); }
+
+void fm_model_get_defaults(const fm_model *m, fm_model_defaults *out) { *out = m->cfg.defaults; }
+
+int fm_model_latent_factor(const fm_model *m) { return m->cfg.vae.latent_factor; }
+
+char *fm_model_describe(fm_model *m, fm_error *err)
+{
+    char *cfg = fm_config_describe(&m->cfg, &m->st);
+    if (!cfg) {
+        fm_fail(err, FM_EINPUT, "out of memory");
+        return NULL;
+    }
+    const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
+    size_t n = strlen(cfg) + 128;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%sprediction used: %s (%s)\n", cfg, pred,
+                 m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file");
+    else
+        fm_fail(err, FM_EINPUT, "out of memory");
+    free(cfg);
+    return s;
+}
+
+int fm_tokenize(const fm_model *m, const char *text, int32_t ids[77], fm_error *err)
+{
+    fm_tokenizer *own = NULL;
+    const fm_tokenizer *tok = m ? m->tokenizer : (own = fm_tokenizer_new(err));
+    if (!tok) return -1;
+    int pad = m ? m->cfg.text[0].pad_token : FM_CLIP_EOS;
+    int rc = fm_tokenize_77(tok, text, pad, ids, err);
+    fm_tokenizer_free(own);
+    return rc ? -1 : 77;
+}

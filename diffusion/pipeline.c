@@ -1,0 +1,325 @@
+/* fm_generate: prompt -> conditioning -> noise -> sampler loop over the
+ * U-Net with classifier-free guidance -> VAE (or TAESD) decode -> RGB8.
+ * A1111 txt2img/img2img semantics (golden/TINY-SD1.md section 3). */
+#include "diffusion/pipeline_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diffusion/infotext.h"
+#include "textenc/prompt.h"
+
+#define MAX_SIDE 16384
+
+void fm_params_default(const fm_model *m, fm_params *p)
+{
+    memset(p, 0, sizeof *p);
+    const fm_model_defaults *d = &m->cfg.defaults;
+    p->prompt = "";
+    p->negative = "";
+    p->width = d->width;
+    p->height = d->height;
+    p->steps = d->steps;
+    p->cfg = d->cfg;
+    snprintf(p->sampler, sizeof p->sampler, "%s", d->sampler);
+    snprintf(p->scheduler, sizeof p->scheduler, "%s", d->scheduler);
+    p->rng = FM_RNG_CUDA;
+    p->clip_skip = 1;
+    p->strength = 0.75f;
+}
+
+static int check_side(const char *opt, int v, int factor, fm_error *err)
+{
+    if (v <= 0) return fm_fail(err, FM_EUSAGE, "%s: must be positive", opt);
+    if (v > MAX_SIDE) return fm_fail(err, FM_EUSAGE, "%s: %d is over the %d-pixel limit", opt, v, MAX_SIDE);
+    if (v % factor) return fm_fail(err, FM_EUSAGE, "%s: %d is not a multiple of %d (the model's latent factor)", opt, v, factor);
+    return 0;
+}
+
+int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
+{
+    int factor = m->cfg.vae.latent_factor;
+    if (p->taesd_path && factor < 8) factor = 8;
+    if (check_side("--width", p->width, factor, err) || check_side("--height", p->height, factor, err))
+        return FM_EUSAGE;
+    if (p->steps < 1 || p->steps > 1000) return fm_fail(err, FM_EUSAGE, "--steps: %d is not in 1..1000", p->steps);
+    if (!isfinite(p->cfg)) return fm_fail(err, FM_EUSAGE, "--cfg: must be a finite number");
+    if (p->seed > 0xffffffffu) return fm_fail(err, FM_EUSAGE, "--seed: over 4294967295");
+    if (p->clip_skip < 1) return fm_fail(err, FM_EUSAGE, "--clip-skip: must be at least 1");
+    if (fm_sampler_find(p->sampler) < 0) {
+        char s[32], sch[32];
+        return fm_sampler_resolve(p->sampler, s, sch, err);
+    }
+    if (fm_scheduler_find(p->scheduler) < 0) {
+        char s[32];
+        return fm_scheduler_resolve(p->scheduler, s, err);
+    }
+    if (p->init_rgb && !(p->strength > 0 && p->strength <= 1))
+        return fm_fail(err, FM_EUSAGE, "--strength: must be in (0,1]");
+    if (p->init_rgb && (p->init_width <= 0 || p->init_height <= 0))
+        return fm_fail(err, FM_EUSAGE, "--init-image: empty image");
+    if (!p->prompt) return fm_fail(err, FM_EUSAGE, "prompt: missing");
+    return 0;
+}
+
+/* ---- conditioning ---- */
+
+typedef struct conds {
+    fm_cond cond, uncond;
+} conds;
+
+static int encode_prompts(fm_model *m, const fm_params *p, conds *c, fm_error *err)
+{
+    fm_token_chunks tc = {0}, tu = {0};
+    int pad = FM_CLIP_EOS; /* fm_text_encode re-pads per tower */
+    int zero_negative = m->cfg.family == FM_FAMILY_SDXL && (!p->negative || !p->negative[0]);
+    int rc = fm_prompt_to_chunks(m->tokenizer, p->prompt, pad, &tc, err);
+    if (!rc) rc = fm_prompt_to_chunks(m->tokenizer, p->negative ? p->negative : "", pad, &tu, err);
+    /* CFG batches cond and uncond: both need the same number of chunks. */
+    int n = tc.n_chunks > tu.n_chunks ? tc.n_chunks : tu.n_chunks;
+    if (!rc) rc = fm_token_chunks_pad(&tc, n, pad);
+    if (!rc) rc = fm_token_chunks_pad(&tu, n, pad);
+    if (rc && err->code == FM_OK) rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+    fm_size_cond sizes = {p->height, p->width, 0, 0, p->height, p->width};
+    if (!rc) rc = fm_text_encode(&m->text, &tc, p->clip_skip, &sizes, &c->cond, err);
+    if (!rc && p->cfg != 1.0f) {
+        /* A1111's SDXL rule: an empty negative is zero conditioning. */
+        rc = zero_negative ? fm_text_encode_zero(&m->text, n, &sizes, &c->uncond, err)
+                           : fm_text_encode(&m->text, &tu, p->clip_skip, &sizes, &c->uncond, err);
+    }
+    fm_token_chunks_free(&tc);
+    fm_token_chunks_free(&tu);
+    return rc;
+}
+
+/* ---- the denoiser: U-Net + parameterisation + CFG ---- */
+
+typedef struct denoiser {
+    fm_model *m;
+    int batch;             /* 2 with CFG ([cond; uncond], A1111's order), 1 without */
+    int c, h, w;
+    float cfg;
+    fm_prediction prediction;
+    float *context, *y;    /* [batch][n_ctx][dim], [batch][adm] */
+    int n_ctx;
+    float *x_in, *out;     /* [batch][c][h][w] */
+    float t[2];
+} denoiser;
+
+static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
+{
+    denoiser *d = user;
+    fm_scalings s = fm_denoiser_scalings(d->prediction, sigma);
+    double t = fm_discrete_sigma_to_t(&d->m->schedule, sigma);
+    for (int b = 0; b < d->batch; b++) {
+        d->t[b] = (float)t;
+        for (size_t i = 0; i < n; i++) d->x_in[b * n + i] = (float)(x[i] * s.c_in);
+    }
+    int rc = fm_unet_forward(d->m->unet, d->out, d->x_in, d->batch, d->h, d->w, d->t, d->context,
+                             d->n_ctx, d->y, err);
+    if (rc) return rc;
+    const float *cond = d->out, *uncond = d->out + n;
+    float c_skip = (float)s.c_skip, c_out = (float)s.c_out, cfg = d->cfg;
+    for (size_t i = 0; i < n; i++) {
+        float dc = x[i] * c_skip + cond[i] * c_out;
+        if (d->batch == 2) {
+            float du = x[i] * c_skip + uncond[i] * c_out;
+            dc = du + (dc - du) * cfg;
+        }
+        denoised[i] = dc;
+    }
+    return 0;
+}
+
+static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const conds *c, int lh, int lw, fm_error *err)
+{
+    memset(d, 0, sizeof *d);
+    d->m = m;
+    d->batch = p->cfg == 1.0f ? 1 : 2;
+    d->c = m->cfg.unet.in_channels;
+    d->h = lh;
+    d->w = lw;
+    d->cfg = p->cfg;
+    d->prediction = p->prediction != FM_PRED_AUTO ? p->prediction : m->prediction;
+    d->n_ctx = c->cond.n_tokens;
+    size_t ctx = (size_t)c->cond.n_tokens * c->cond.context_dim, lat = (size_t)d->c * lh * lw;
+    d->context = malloc(sizeof(float) * ctx * d->batch);
+    d->x_in = malloc(sizeof(float) * lat * d->batch);
+    d->out = malloc(sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
+    if (c->cond.adm_dim) d->y = malloc(sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
+    if (!d->context || !d->x_in || !d->out || (c->cond.adm_dim && !d->y))
+        return fm_fail(err, FM_EINPUT, "out of memory for the sampler");
+    memcpy(d->context, c->cond.context, sizeof(float) * ctx);
+    if (d->y) memcpy(d->y, c->cond.y, sizeof(float) * c->cond.adm_dim);
+    if (d->batch == 2) {
+        memcpy(d->context + ctx, c->uncond.context, sizeof(float) * ctx);
+        if (d->y) memcpy(d->y + c->cond.adm_dim, c->uncond.y, sizeof(float) * c->cond.adm_dim);
+    }
+    return 0;
+}
+
+static void denoiser_free(denoiser *d)
+{
+    free(d->context);
+    free(d->y);
+    free(d->x_in);
+    free(d->out);
+}
+
+/* ---- progress ---- */
+
+typedef struct step_ctx {
+    const fm_params *p;
+    int steps;
+} step_ctx;
+
+static int on_step(void *user, int i, int steps, double sigma, const float *x, const float *denoised)
+{
+    (void)sigma; (void)x; (void)denoised; (void)steps;
+    step_ctx *s = user;
+    return s->p->progress ? s->p->progress(s->p->progress_user, i + 1, s->steps) : 0;
+}
+
+/* ---- latents in and out ---- */
+
+/* img2img: the init image resized, encoded, latent = mean x scale factor. */
+static int encode_init_image(fm_model *m, const fm_params *p, float *latent, fm_error *err)
+{
+    int W = p->width, H = p->height, f = m->cfg.vae.latent_factor;
+    size_t lat = (size_t)m->cfg.vae.embed_dim * (H / f) * (W / f);
+    float *img = malloc(sizeof(float) * 3 * (size_t)W * H), *logvar = malloc(sizeof(float) * lat);
+    int rc = (!img || !logvar) ? fm_fail(err, FM_EINPUT, "out of memory for the init image") : 0;
+    if (!rc && fm_resize_rgb_to_nchw(img, W, H, p->init_rgb, p->init_width, p->init_height))
+        rc = fm_fail(err, FM_EINPUT, "out of memory resizing the init image");
+    if (!rc) rc = fm_vae_encode(m->vae, latent, logvar, img, H, W, err);
+    if (!rc)
+        for (size_t i = 0; i < lat; i++) latent[i] *= m->cfg.vae.scale_factor;
+    free(img);
+    free(logvar);
+    return rc;
+}
+
+static uint8_t to_u8(float v)
+{
+    /* clamp((x+1)/2, 0, 1) * 255, rounded half to even (numpy np.round). */
+    v = v < 0 ? 0 : v > 1 ? 1 : v;
+    return (uint8_t)rintf(v * 255.0f);
+}
+
+/* Decodes latent x [c][lh][lw] into rgb [H][W][3]. */
+static int decode_latent(fm_model *m, const fm_params *p, const float *x, int lh, int lw, uint8_t *rgb, fm_error *err)
+{
+    int W = p->width, H = p->height;
+    size_t px = (size_t)W * H, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
+    float *img = malloc(sizeof(float) * 3 * px);
+    if (!img) return fm_fail(err, FM_EINPUT, "out of memory for a %dx%d image", W, H);
+    int rc = 0, taesd = p->taesd_path != NULL;
+    if (taesd) {
+        if (!m->taesd || strcmp(m->taesd_path, p->taesd_path)) {
+            fm_taesd_free(m->taesd);
+            free(m->taesd_path);
+            m->taesd_path = strdup(p->taesd_path);
+            if (!(m->taesd = fm_taesd_open(p->taesd_path, err))) rc = err->code;
+            else if (!fm_taesd_has_decoder(m->taesd))
+                rc = fm_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
+        }
+        if (!rc) rc = fm_taesd_decode(m->taesd, img, x, lh, lw, err);
+    } else {
+        fm_vae_tiling tiling;
+        fm_vae_tiling_default(&tiling);
+        const fm_vae_tiling *t = p->vae_tiling ? &tiling : NULL;
+        rc = fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, t, fm_vae_memory_available(), err);
+        float *z = rc ? NULL : malloc(sizeof(float) * lat);
+        if (!rc && !z) rc = fm_fail(err, FM_EINPUT, "out of memory");
+        if (!rc) {
+            float inv = 1.0f / m->cfg.vae.scale_factor;
+            for (size_t i = 0; i < lat; i++) z[i] = x[i] * inv;
+            rc = t ? fm_vae_decode_tiled(m->vae, img, z, lh, lw, t, err) : fm_vae_decode(m->vae, img, z, lh, lw, err);
+        }
+        free(z);
+    }
+    for (size_t i = 0; !rc && i < 3 * px; i++)
+        if (!isfinite(img[i])) rc = fm_fail(err, FM_EINPUT, "the image came out NaN or infinite (bad weights?): not written");
+    for (size_t i = 0; !rc && i < px; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = img[c * px + i];
+            rgb[i * 3 + c] = to_u8(taesd ? v : (v + 1.0f) * 0.5f);
+        }
+    free(img);
+    return rc;
+}
+
+int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
+{
+    int rc = fm_params_check(m, p, err);
+    if (rc) return rc;
+    int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
+    size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
+    fm_sampler_id sampler = (fm_sampler_id)fm_sampler_find(p->sampler);
+    fm_scheduler_id sched = (fm_scheduler_id)fm_scheduler_find(p->scheduler);
+    conds c = {0};
+    denoiser d = {0};
+    float *x = malloc(sizeof(float) * n), *init = NULL;
+    double *sigmas = NULL;
+    int n_sigmas = 0;
+    if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
+    rc = encode_prompts(m, p, &c, err);
+    if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
+    if (!rc && !(sigmas = fm_sampler_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
+        rc = err->code ? err->code : FM_EINPUT;
+    /* img2img: A1111 runs the last int(strength * steps) + 1 steps of the
+     * schedule from the init latent noised to that sigma. */
+    int first = 0;
+    if (!rc && p->init_rgb) {
+        int t_enc = (int)(fminf(p->strength, 0.999f) * p->steps);
+        first = n_sigmas - 1 - (t_enc + 1);
+        if (first < 0) first = 0;
+        if (!(init = malloc(sizeof(float) * n))) rc = fm_fail(err, FM_EINPUT, "out of memory");
+        if (!rc) rc = encode_init_image(m, p, init, err);
+    }
+    fm_rng rng;
+    fm_rng_init(&rng, p->rng, p->seed);
+    if (!rc) {
+        fm_rng_randn(&rng, x, n);
+        double s0 = sigmas[first];
+        for (size_t i = 0; i < n; i++) x[i] = (float)((init ? init[i] : 0.0f) + x[i] * s0);
+        step_ctx sc = {p, n_sigmas - 1 - first};
+        fm_sampler_io io;
+        fm_sampler_io_init(&io);
+        io.denoise = denoise;
+        io.denoise_user = &d;
+        io.noise = fm_rng_noise;
+        io.noise_user = &rng;
+        io.step = on_step;
+        io.step_user = &sc;
+        rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+    }
+    if (!rc) rc = decode_latent(m, p, x, lh, lw, rgb, err);
+    free(sigmas);
+    free(init);
+    free(x);
+    denoiser_free(&d);
+    fm_cond_free(&c.cond);
+    fm_cond_free(&c.uncond);
+    return rc;
+}
+
+char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name, const char *model_hash,
+                  fm_error *err)
+{
+    (void)m;
+    int s = fm_sampler_find(p->sampler), sch = fm_scheduler_find(p->scheduler);
+    fm_infotext_fields f = {
+        .prompt = p->prompt, .negative = p->negative, .steps = p->steps,
+        .sampler_label = s >= 0 ? fm_sampler_label((fm_sampler_id)s) : p->sampler,
+        .schedule_label = sch >= 0 ? fm_scheduler_label((fm_scheduler_id)sch) : p->scheduler,
+        .cfg = p->cfg, .seed = p->seed, .width = p->width, .height = p->height,
+        .model_hash = model_hash, .model_name = model_name,
+        .denoising_strength = p->init_rgb ? p->strength : -1.0f, .clip_skip = p->clip_skip,
+        .rng_label = p->rng == FM_RNG_CPU ? "CPU" : "NV"};
+    char *t = fm_infotext_format(&f);
+    if (!t) fm_fail(err, FM_EINPUT, "out of memory");
+    return t;
+}

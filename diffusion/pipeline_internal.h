@@ -1,0 +1,36 @@
+/* What the pipeline's files share: the loaded model. Not installed. */
+#ifndef FM_PIPELINE_INTERNAL_H
+#define FM_PIPELINE_INTERNAL_H
+
+#include "fmimage.h"
+#include "core/core.h"
+#include "diffusion/config.h"
+#include "diffusion/safetensors.h"
+#include "samplers/samplers.h"
+#include "textenc/textenc.h"
+#include "textenc/tokenizer.h"
+#include "unet/unet.h"
+#include "vae/vae.h"
+
+struct fm_model {
+    fm_safetensors st;          /* the mapped checkpoint; every part keeps views into it */
+    fm_model_config cfg;
+    fm_prediction prediction;   /* resolved: eps or v */
+    int prediction_probed;      /* 1 when decided by the A1111 probe */
+    fm_tokenizer *tokenizer;
+    fm_text_encoder text;
+    fm_unet *unet;
+    fm_vae *vae;
+    fm_discrete schedule;
+    /* TAESD decoder, opened on first use and kept for the next images */
+    fm_taesd *taesd;
+    char *taesd_path;
+};
+
+/* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
+int fm_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
+
+/* A1111's test for SD 2.x v-prediction: one U-Net call on a constant input. */
+int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err);
+
+#endif

@@ -1,0 +1,141 @@
+/* Helpers for tests that run the fmimage binary ($FM_BIN, set by make test)
+ * as a user would: argv in, exit code, stderr and files out. */
+#ifndef FM_CLIUTIL_H
+#define FM_CLIUTIL_H
+
+#include "testutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <png.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fmimage.h"
+
+extern char **environ;
+
+static inline const char *cu_bin(void)
+{
+    const char *b = getenv("FM_BIN");
+    return b ? b : "build/fmimage";
+}
+
+/* A fresh directory under build/ for one test. */
+static inline void cu_tempdir(char *buf, size_t n, const char *name)
+{
+    mkdir("build", 0777);
+    mkdir("build/test-tmp", 0777);
+    snprintf(buf, n, "build/test-tmp/%s-XXXXXX", name);
+    assert_non_null(mkdtemp(buf));
+}
+
+/* Starts fmimage with args (NULL-terminated, without argv[0]); stderr goes to
+ * err_path (or /dev/null), stdout to out_path (or /dev/null). */
+static inline pid_t cu_spawn(const char *const *args, const char *out_path, const char *err_path)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = cu_bin();
+    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path ? err_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc) fail_msg("cannot start %s", argv[0]);
+    return pid;
+}
+
+static inline int cu_wait(pid_t pid)
+{
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs fmimage to completion; returns its exit code, stderr in err (if non-NULL). */
+static inline int cu_run(const char *const *args, char *err, size_t err_len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "build/test-tmp/stderr-%d", (int)getpid());
+    mkdir("build/test-tmp", 0777);
+    int code = cu_wait(cu_spawn(args, NULL, path));
+    if (err) {
+        err[0] = 0;
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t r = fread(err, 1, err_len - 1, f);
+            err[r] = 0;
+            fclose(f);
+        }
+    }
+    unlink(path);
+    return code;
+}
+
+static inline int cu_exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Whole file into memory (malloc'd); *len gets its size. NULL if unreadable. */
+static inline uint8_t *cu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    else b[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return b;
+}
+
+/* Share of 8-bit values of two same-size PNGs that differ by at most 1. */
+static inline double cu_png_within_1(const char *a, const char *b)
+{
+    fm_error err = {0};
+    int wa, ha, wb, hb;
+    uint8_t *pa = fm_image_read(a, &wa, &ha, &err), *pb = fm_image_read(b, &wb, &hb, &err);
+    if (!pa || !pb) fail_msg("cannot read %s or %s: %s", a, b, err.msg);
+    assert_int_equal(wa, wb);
+    assert_int_equal(ha, hb);
+    size_t n = (size_t)wa * ha * 3, ok = 0;
+    for (size_t i = 0; i < n; i++) ok += abs((int)pa[i] - (int)pb[i]) <= 1;
+    free(pa);
+    free(pb);
+    return (double)ok / n;
+}
+
+/* The PNG's iTXt/tEXt "parameters" value (malloc'd) or NULL. */
+static inline char *cu_png_parameters(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    char *out = NULL;
+    if (setjmp(png_jmpbuf(png)) == 0) {
+        png_init_io(png, f);
+        png_read_info(png, info);
+        png_textp text;
+        int n = 0;
+        png_get_text(png, info, &text, &n);
+        for (int i = 0; i < n; i++)
+            if (!strcmp(text[i].key, "parameters")) out = strdup(text[i].text);
+    }
+    png_destroy_read_struct(&png, &info, NULL);
+    fclose(f);
+    return out;
+}
+
+#endif
