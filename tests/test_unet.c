@@ -112,6 +112,23 @@ static void check_probe(void *user, const char *name, const float *data, int n, 
     k->checked++;
 }
 
+/* The timesteps as float; vprobe.t is I64 at an offset not 8-aligned, so
+ * it is read bytewise here (fm_convert_to_f32 loads it as an int64_t). */
+static float *timesteps(const fm_safetensors *cases, const char *name)
+{
+    const fm_st_tensor *tt = fm_st_find(cases, name);
+    assert_non_null(tt);
+    if (tt->dtype != FM_DT_I64) return tu_f32(cases, name, NULL);
+    size_t n = (size_t)fm_st_numel(tt);
+    float *t = fm_alloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)tt->data + 8 * i, 8);
+        t[i] = (float)v;
+    }
+    return t;
+}
+
 static void run_case(const char *model_path, const fm_unet_config *cfg, const char *cases_path,
                      const char *prefix, const char *tsin_name, const char *emb_name, int expect_checked)
 {
@@ -130,7 +147,7 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
     int B = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3];
     float *x = tu_f32(&cases, n, NULL);
     snprintf(n, sizeof n, "%st", prefix);
-    float *t = tu_f32(&cases, n, NULL);
+    float *t = timesteps(&cases, n);
     snprintf(n, sizeof n, "%scontext", prefix);
     const fm_st_tensor *ct = fm_st_find(&cases, n);
     assert_non_null(ct);
@@ -363,6 +380,153 @@ static void test_real_layouts(void **state)
     assert_true(b > 0 && b < (300u << 20));
 }
 
+/* ---- random models of other shapes: nothing may depend on the tiny sizes ---- */
+
+typedef struct fake_model {
+    fm_safetensors st;
+    fm_dtype dtype;
+    uint64_t seed;
+    int cap;
+} fake_model;
+
+/* Every tensor the config lists, random like the goldens' initialisation:
+ * weights U(-b, b) with b = sqrt(3/fan_in), biases U(-0.1, 0.1), norm
+ * weights 1 + U(-0.25, 0.25). */
+static void fake_tensor(void *user, const char *name, int ndim, const int64_t *shape)
+{
+    fake_model *f = user;
+    if (f->st.n_tensors == f->cap) {
+        f->cap = f->cap ? 2 * f->cap : 512;
+        f->st.tensors = realloc(f->st.tensors, sizeof(fm_st_tensor) * f->cap);
+        assert_non_null(f->st.tensors);
+    }
+    fm_st_tensor *t = &f->st.tensors[f->st.n_tensors++];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    t->dtype = f->dtype;
+    t->ndim = ndim;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)(t->shape[i] = shape[i]);
+    float *v = fm_alloc(sizeof(float) * n);
+    tu_fill_random(v, n, ++f->seed);
+    int is_bias = strstr(name, ".bias") != NULL;
+    double scale = ndim > 1 ? sqrt(3.0 * shape[0] / (double)n) : is_bias ? 0.1 : 0.25;
+    for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] * scale + (ndim == 1 && !is_bias ? 1.0 : 0.0));
+    t->nbytes = n * fm_dtype_size(f->dtype);
+    if (f->dtype == FM_DT_F32) {
+        t->data = v;
+        return;
+    }
+    uint16_t *h = fm_alloc(t->nbytes);
+    if (f->dtype == FM_DT_F16) fm_f32_to_f16(h, v, n);
+    else fm_f32_to_bf16(h, v, n);
+    fm_free(v);
+    t->data = h;
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+    return strcmp(((const fm_st_tensor *)a)->name, ((const fm_st_tensor *)b)->name);
+}
+
+static void fake_open(fake_model *f, const fm_unet_config *cfg, fm_dtype dtype)
+{
+    memset(f, 0, sizeof *f);
+    f->dtype = dtype;
+    f->st.path = "random";
+    fm_error err = {0};
+    assert_int_equal(fm_unet_list_tensors(cfg, fake_tensor, f, &err), 0);
+    qsort(f->st.tensors, f->st.n_tensors, sizeof(fm_st_tensor), cmp_tensor);
+}
+
+static void fake_close(fake_model *f)
+{
+    for (int i = 0; i < f->st.n_tensors; i++) {
+        free((char *)f->st.tensors[i].name);
+        fm_free((void *)f->st.tensors[i].data);
+    }
+    free(f->st.tensors);
+}
+
+/* One forward of batch 2 at h x w with n_ctx tokens must be finite and
+ * equal, row by row, to the two forwards of batch 1. */
+static void run_random(const fm_unet_config *cfg, fm_dtype dtype, int h, int w, int n_ctx)
+{
+    fake_model f;
+    fake_open(&f, cfg, dtype);
+    fm_error err = {0};
+    fm_unet *u = fm_unet_load(&f.st, cfg, FM_PREC_AUTO, &err);
+    if (!u) fail_msg("%s", err.msg);
+
+    int B = 2, cin = cfg->in_channels, cout = cfg->out_channels, adm = cfg->adm_in_channels;
+    size_t nx = (size_t)cin * h * w, no = (size_t)cout * h * w, nc = (size_t)n_ctx * cfg->context_dim;
+    float *x = fm_alloc(sizeof(float) * B * nx), *ctx = fm_alloc(sizeof(float) * B * nc);
+    float *y = adm ? fm_alloc(sizeof(float) * B * adm) : NULL;
+    float *out = fm_alloc(sizeof(float) * B * no), *one = fm_alloc(sizeof(float) * no);
+    float t[2] = {981.0f, 3.5f};
+    tu_fill_random(x, B * nx, 11);
+    tu_fill_random(ctx, B * nc, 12);
+    if (y) tu_fill_random(y, (size_t)B * adm, 13);
+
+    if (fm_unet_forward(u, out, x, B, h, w, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
+    double sq = 0;
+    for (size_t i = 0; i < B * no; i++) {
+        assert_true(isfinite(out[i]));
+        sq += (double)out[i] * out[i];
+    }
+    print_message("  random %s model, latent %dx%d, %d tokens: output rms %.3f, workspace %.1f MiB\n",
+                  fm_dtype_name(dtype), w, h, n_ctx, sqrt(sq / (B * no)),
+                  fm_unet_workspace_bytes(cfg, B, h, w, n_ctx) / 1048576.0);
+    assert_true(sq > 0);
+    for (int b = 0; b < B; b++) {
+        if (fm_unet_forward(u, one, x + b * nx, 1, h, w, t + b, ctx + b * nc, n_ctx, y ? y + b * adm : NULL, &err))
+            fail_msg("%s", err.msg);
+        tu_assert_close(one, out + b * no, no, 1e-5, "batch row vs single");
+    }
+    fm_free(x), fm_free(ctx), fm_free(y), fm_free(out), fm_free(one);
+    fm_unet_free(u);
+    fake_close(&f);
+}
+
+/* SD 1.x shape in small: 4 levels [1,2,4,4], 2 res blocks, 8 heads of
+ * varying width, depth per level; a latent that 8 does not divide and a
+ * two-chunk prompt. */
+static void test_random_sd1_like(void **state)
+{
+    (void)state;
+    fm_unet_config c = base_config();
+    c.model_channels = 32;
+    c.n_levels = 4;
+    int mult[4] = {1, 2, 4, 4}, depth[4] = {1, 2, 1, 0};
+    memcpy(c.channel_mult, mult, sizeof mult);
+    memcpy(c.transformer_depth, depth, sizeof depth);
+    c.transformer_depth_middle = 1;
+    c.num_res_blocks = 2;
+    c.num_heads = 8;
+    c.context_dim = 48;
+    run_random(&c, FM_DT_F16, 9, 13, 154);
+}
+
+/* SDXL shape in small: no attention at level 0, deeper transformers below,
+ * head channels, linear projections, label_emb; BF16 weights. */
+static void test_random_sdxl_like(void **state)
+{
+    (void)state;
+    fm_unet_config c = base_config();
+    c.model_channels = 32;
+    c.n_levels = 3;
+    int mult[3] = {1, 2, 4}, depth[3] = {0, 2, 3};
+    memcpy(c.channel_mult, mult, sizeof mult);
+    memcpy(c.transformer_depth, depth, sizeof depth);
+    c.transformer_depth_middle = 3;
+    c.num_res_blocks = 2;
+    c.num_head_channels = 16;
+    c.context_dim = 40;
+    c.use_linear_in_transformer = 1;
+    c.adm_in_channels = 80;
+    run_random(&c, FM_DT_BF16, 7, 5, 77);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +537,8 @@ int main(void)
         cmocka_unit_test(test_sdxl),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_real_layouts),
+        cmocka_unit_test(test_random_sd1_like),
+        cmocka_unit_test(test_random_sdxl_like),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
