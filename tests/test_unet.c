@@ -129,8 +129,11 @@ static float *timesteps(const fm_safetensors *cases, const char *name)
     return t;
 }
 
+/* Runs the U-Net on the case PREFIX{x,t,context[,y]}, checking every
+ * intermediate the cases hold; *mean_diff (if non-NULL) = mean(out - x). */
 static void run_case(const char *model_path, const fm_unet_config *cfg, const char *cases_path,
-                     const char *prefix, const char *tsin_name, const char *emb_name, int expect_checked)
+                       const char *prefix, const char *tsin_name, const char *emb_name,
+                       int expect_checked, double *mean_diff)
 {
     fm_safetensors st, cases;
     tu_open(&st, model_path);
@@ -174,6 +177,11 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
     if (fm_unet_forward(u, again, x, B, H, W, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
     assert_memory_equal(out, again, sizeof(float) * n_out);
 
+    if (mean_diff && cfg->in_channels == cfg->out_channels) {
+        double s = 0;
+        for (size_t i = 0; i < n_out; i++) s += (double)out[i] - x[i];
+        *mean_diff = s / (double)n_out;
+    }
     fm_free(again);
     fm_free(out);
     fm_free(x), fm_free(t), fm_free(ctx), fm_free(y);
@@ -187,22 +195,22 @@ static void test_sd1(void **state)
     (void)state;
     fm_unet_config c = tiny_sd1_config();
     /* temb_sin, temb, in.0-3, mid, out.0-3, out */
-    run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet.", "temb_sin", "temb", 12);
+    run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet.", "temb_sin", "temb", 12, NULL);
 }
 
 static void test_sd1_non_square(void **state)
 {
     (void)state;
     fm_unet_config c = tiny_sd1_config();
-    run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet_ns.", "temb_sin", "temb", 1);
+    run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet_ns.", "temb_sin", "temb", 1, NULL);
 }
 
 static void test_sd2(void **state)
 {
     (void)state;
     fm_unet_config c = tiny_sd2_config();
-    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet.", "t_emb", "emb", 12);
-    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet_ns.", "t_emb", "emb", 12);
+    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet.", "t_emb", "emb", 12, NULL);
+    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet_ns.", "t_emb", "emb", 12, NULL);
 }
 
 /* A1111's v-prediction probe: 2 context tokens, integer t = 999. */
@@ -210,7 +218,17 @@ static void test_sd2_vprobe(void **state)
 {
     (void)state;
     fm_unet_config c = tiny_sd2_config();
-    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "vprobe.", "-", "-", 1);
+    double score = 0;
+    run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "vprobe.", "-", "-", 1, &score);
+    /* sd2/README.md: score = mean(out - x) = -1.96633245 -> "v" (< -1) */
+    fm_safetensors cases;
+    tu_open(&cases, "tests/data/sd2-cases.safetensors");
+    float *ref = tu_f32(&cases, "vprobe.score", NULL);
+    print_message("  v-probe score %.8f, reference %.8f\n", score, ref[0]);
+    assert_true(fabs(score - ref[0]) <= TOL);
+    assert_true(score < -1);
+    fm_free(ref);
+    fm_st_close(&cases);
 }
 
 static void test_sdxl(void **state)
@@ -218,8 +236,8 @@ static void test_sdxl(void **state)
     (void)state;
     fm_unet_config c = tiny_sdxl_config();
     /* t_sin, emb, in.0-5, mid, out.0-5, out */
-    run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet.", "t_sin", "emb", 16);
-    run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet_ns.", "t_sin", "emb", 16);
+    run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet.", "t_sin", "emb", 16, NULL);
+    run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet_ns.", "t_sin", "emb", 16, NULL);
 }
 
 /* A config that does not fit the file says which tensor and why. */
