@@ -186,7 +186,6 @@ static int ensure_workspace(fm_unet *u, int batch, int h, int w, int n_ctx, ws_v
         if (!u->ws)
             return fm_fail(err, FM_EINPUT, "U-Net: out of memory for %zu MB of activations", bytes >> 20);
     }
-    u->ws_batch = batch, u->ws_h = h, u->ws_w = w, u->ws_ctx = n_ctx;
 
     size_t B = (size_t)batch, td = (size_t)u->time_dim, td_al = (B * td + 15) & ~(size_t)15;
     float *f = u->ws;

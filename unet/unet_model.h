@@ -83,10 +83,9 @@ struct fm_unet {
     fm_mat **mats;
     int n_mats, cap_mats;
 
-    /* activation workspace, sized for ws_* */
+    /* activation workspace; grows when a call needs more */
     void *ws;
     size_t ws_bytes;
-    int ws_batch, ws_h, ws_w, ws_ctx;
 
     fm_unet_probe_fn probe;
     void *probe_user;
