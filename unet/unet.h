@@ -1,0 +1,61 @@
+/* unet: the diffusion U-Net of SD 1.x, SD 2.x / SD-Turbo and SDXL (ldm/sgm
+ * UNetModel), one implementation driven by fm_unet_config.
+ *
+ * Weights stay mapped from the checkpoint in its dtype (F16 files stay F16);
+ * only biases and norm parameters are copied to float32. Activations live in
+ * a workspace owned by the fm_unet, allocated on the first call for a given
+ * (batch, h, w, n_ctx) and reused while the size fits, so one fm_unet must
+ * not run two forwards at the same time. */
+#ifndef FM_UNET_H
+#define FM_UNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "core/core.h"
+#include "diffusion/config.h"
+#include "diffusion/safetensors.h"
+
+typedef struct fm_unet fm_unet;
+
+/* Maps every model.diffusion_model tensor the config implies; a missing
+ * tensor or a wrong shape fails with "PATH: tensor NAME: why". st must
+ * outlive the fm_unet. */
+fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_precision prec,
+                      fm_error *err);
+void fm_unet_free(fm_unet *u);
+
+/* out [batch][out_channels][h][w] = eps / v prediction for
+ *   x       [batch][in_channels][h][w] (already scaled by c_in),
+ *   t       [batch] timesteps, fractional allowed,
+ *   context [batch][n_ctx][context_dim] (n_ctx = 77 x prompt chunks),
+ *   y       [batch][adm_in_channels] (SDXL's ADM vector) or NULL without label_emb.
+ * Any h, w >= 1: where a level's size is odd, the upsample back to it takes
+ * the size of the skip connection (as diffusers does). Returns 0 or an error. */
+int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, int w,
+                    const float *t, const float *context, int n_ctx, const float *y,
+                    fm_error *err);
+
+/* Bytes of activation workspace a forward of this size allocates (the
+ * skip connections, the working buffers and the attention scratch). */
+size_t fm_unet_workspace_bytes(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx);
+
+/* Intermediates for tests and debugging: called (when set) with
+ *   "temb_sin" [batch][model_channels]   sinusoidal timestep embedding
+ *   "emb"      [batch][4*model_channels] time_embed (+ label_emb) output
+ *   "in.N", "mid", "out.N"               output of input_blocks[N], the middle
+ *                                        block, output_blocks[N] (NCHW)
+ *   "out"                                the final output
+ * with shape [n][c][h][w] (h = w = 1 for vectors). The data is only valid
+ * during the call. */
+typedef void (*fm_unet_probe_fn)(void *user, const char *name, const float *data, int n, int c,
+                                 int h, int w);
+void fm_unet_set_probe(fm_unet *u, fm_unet_probe_fn fn, void *user);
+
+/* Every tensor the config implies, in load order (name with the config's
+ * prefix, shape as stored). For checking a layout or building a test model
+ * without loading one. Returns 0, or an error for an impossible config. */
+typedef void (*fm_unet_tensor_fn)(void *user, const char *name, int ndim, const int64_t *shape);
+int fm_unet_list_tensors(const fm_unet_config *cfg, fm_unet_tensor_fn fn, void *user,
+                         fm_error *err);
+
+#endif
