@@ -122,9 +122,10 @@ void fm_convert_to_f32(float *dst, const void *src, fm_dtype t, size_t n)
     case FM_DT_F32: memcpy(dst, src, n * 4); break;
     case FM_DT_F16: fm_f16_to_f32(dst, src, n); break;
     case FM_DT_BF16: fm_bf16_to_f32(dst, src, n); break;
-    case FM_DT_F64: { const double *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; } break;
-    case FM_DT_I64: { const int64_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; } break;
-    case FM_DT_I32: { const int32_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; } break;
+    /* Tensors in a file need not be aligned to their element size: memcpy. */
+    case FM_DT_F64: for (size_t i = 0; i < n; i++) { double v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
+    case FM_DT_I64: for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
+    case FM_DT_I32: for (size_t i = 0; i < n; i++) { int32_t v; memcpy(&v, (const char *)src + 4 * i, 4); dst[i] = (float)v; } break;
     case FM_DT_U8: { const uint8_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; } break;
     default: memset(dst, 0, n * 4); break;
     }
