@@ -576,7 +576,23 @@ static int schedule_from_buffers(const probe *p, fm_model_config *cfg)
     return 0;
 }
 
+/* Strings from the file may appear in a message: keep it one line. */
+static int one_line(int rc, fm_error *err)
+{
+    if (rc && err)
+        for (char *c = err->msg; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    return rc;
+}
+
+static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err);
+
 int fm_detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+{
+    return one_line(detect_config(st, cfg, err), err);
+}
+
+static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
 {
     probe p = {st, err};
     memset(cfg, 0, sizeof *cfg);

@@ -180,7 +180,24 @@ done:
     return rc;
 }
 
+static int st_open(fm_safetensors *st, const char *path, fm_error *err);
+
+/* Names and values in a message come from the file: keep it one line. */
+static void one_line(fm_error *err)
+{
+    if (!err) return;
+    for (char *c = err->msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+}
+
 int fm_st_open(fm_safetensors *st, const char *path, fm_error *err)
+{
+    int rc = st_open(st, path, err);
+    if (rc) one_line(err);
+    return rc;
+}
+
+static int st_open(fm_safetensors *st, const char *path, fm_error *err)
 {
     memset(st, 0, sizeof *st);
     /* O_NONBLOCK: a FIFO given as model must not hang the open. */
@@ -286,8 +303,22 @@ float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
     size_t n = (size_t)fm_st_numel(t);
     float *f = fm_alloc(n * sizeof(float));
     if (!f) {
-        fm_fail(err, FM_EINPUT, "tensor %s: out of memory", t->name);
+        fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
         return NULL;
+    }
+    size_t es = fm_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % es) {
+        /* safetensors does not align tensors: widen from an aligned copy. */
+        void *tmp = fm_alloc(n * es);
+        if (!tmp) {
+            fm_free(f);
+            fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
+            return NULL;
+        }
+        memcpy(tmp, t->data, n * es);
+        fm_convert_to_f32(f, tmp, t->dtype, n);
+        fm_free(tmp);
+        return f;
     }
     fm_convert_to_f32(f, t->data, t->dtype, n);
     return f;

@@ -95,6 +95,7 @@ static const header_case header_cases[] = {
     {"duplicate.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "tensor a: listed twice"},
     {"metadata-not-strings.safetensors", "{\"__metadata__\":{\"fmimage.config\":{\"family\":\"sd1\"}},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "__metadata__ value of fmimage.config is not a string"},
     {"metadata-not-object.safetensors", "{\"__metadata__\":\"sd1\"}", 0, "__metadata__ is not an object"},
+    {"newline-in-name.safetensors", "{\"a\\nb\":{\"dtype\":\"F9\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "tensor a?b: unknown dtype F9"},
     {"no-unet.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "not a Stable Diffusion checkpoint"},
 };
 
@@ -234,6 +235,10 @@ static void test_model_corruptions(void **state)
     path_of(path, sizeof path, "config-not-json.safetensors");
     rewrite_tiny(path, NULL, NULL, 0, NULL, "{\"family\": sd1}");
     expect_refused(path, "fmimage.config: not valid JSON");
+
+    path_of(path, sizeof path, "config-newline.safetensors");
+    rewrite_tiny(path, NULL, NULL, 0, NULL, "{\"family\":\"sd\\n1\"}");
+    expect_refused(path, "fmimage.config: family \"sd?1\" is not sd1, sd2, sd-turbo, sdxl or demo");
 
     path_of(path, sizeof path, "config-heads.safetensors");
     rewrite_tiny(path, NULL, NULL, 0, NULL, "{\"text\":{\"heads\":3}}");

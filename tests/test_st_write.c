@@ -86,6 +86,40 @@ static void test_round_trip(void **state)
     assert_int_not_equal(stat(path, &sb), 0);
 }
 
+static void test_unaligned_tensors(void **state)
+{
+    (void)state;
+    /* safetensors packs tensors without alignment: a 1-element F16 moves
+     * the following F64/I64/I32 tensors off their natural alignment. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/unaligned.safetensors", dir);
+    const uint16_t one = 0x3c00;
+    const double d[3] = {1.5, -2.25, 1e10};
+    const int64_t l[2] = {-5, 1LL << 40};
+    const int32_t i32[2] = {7, -9};
+    fm_st_entry e[] = {
+        {"a", FM_DT_F16, 1, {1}, &one},
+        {"b", FM_DT_F64, 1, {3}, d},
+        {"c", FM_DT_F16, 1, {1}, &one},
+        {"d", FM_DT_I64, 1, {2}, l},
+        {"e", FM_DT_F16, 1, {1}, &one},
+        {"f", FM_DT_I32, 1, {2}, i32},
+    };
+    fm_error err = {0};
+    if (fm_st_write(path, e, 6, NULL, 0, &err)) fail_msg("%s", err.msg);
+    fm_safetensors st;
+    tu_open(&st, path);
+    assert_int_not_equal((uintptr_t)fm_st_find(&st, "b")->data % 8, 0);
+    float *b = tu_f32(&st, "b", NULL), *dd = tu_f32(&st, "d", NULL), *f = tu_f32(&st, "f", NULL);
+    assert_true(b[0] == 1.5f && b[1] == -2.25f && b[2] == 1e10f);
+    assert_true(dd[0] == -5.0f && dd[1] == (float)(1LL << 40));
+    assert_true(f[0] == 7.0f && f[1] == -9.0f);
+    fm_free(b);
+    fm_free(dd);
+    fm_free(f);
+    fm_st_close(&st);
+}
+
 static const char layout_text[] =
     "alphas_cumprod\tF32\t1000\n"
     "betas\tF32\t1000\n"
@@ -232,6 +266,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_unaligned_tensors),
         cmocka_unit_test(test_random_checkpoint),
         cmocka_unit_test(test_layout_errors),
     };
