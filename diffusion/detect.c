@@ -608,6 +608,8 @@ static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_erro
             rc = infer_openclip(&p, &cfg->text[1], BIGG_SDXL);
     }
     if (rc) return rc;
+    if (cfg->family == FM_FAMILY_SDXL && !need(&p, 2, SHAPE(-1, -1), "model.diffusion_model.label_emb.0.0.weight"))
+        return FM_EINPUT; /* the pooled-text and size conditioning */
     if ((rc = infer_unet(&p, &cfg->unet))) return rc;
     if ((rc = infer_vae(&p, &cfg->vae))) return rc;
     family_semantics(cfg);

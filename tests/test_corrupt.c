@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "diffusion/detect.h"
-#include "diffusion/st_write.h"
+#include "diffusion/randckpt.h"
 
 static char dir[256];
 
@@ -245,12 +245,78 @@ static void test_model_corruptions(void **state)
     expect_refused(path, "fmimage.config: text.heads 3 does not divide the width 8");
 }
 
+/* A full-size layout changed by edit(), written sparse, must be refused. */
+static void expect_layout_refused(const char *layout_name, const char *file,
+                                  void (*edit)(fm_layout *), const char *why)
+{
+    char tsv[256], path[512];
+    snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
+    path_of(path, sizeof path, file);
+    fm_layout layout;
+    fm_error err = {0};
+    if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
+    edit(&layout);
+    fm_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
+    if (fm_randckpt_write(&layout, path, &o, &err)) fail_msg("%s", err.msg);
+    fm_layout_free(&layout);
+    expect_refused(path, why);
+    unlink(path);
+}
+
+static void widen_context(fm_layout *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strstr(l->entries[i].name, "attn2.to_k.weight") || strstr(l->entries[i].name, "attn2.to_v.weight"))
+            l->entries[i].shape[1] = 1024;
+}
+
+static void inpainting(fm_layout *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.0.0.weight")) l->entries[i].shape[1] = 9;
+}
+
+static void as_refiner(fm_layout *l)
+{
+    /* Rename CLIP-L's token embedding into an open_clip embedder 0. */
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->entries[i].name, "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"))
+            l->entries[i].name = "conditioner.embedders.0.model.token_embedding.weight";
+}
+
+static void extra_block(fm_layout *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.9.0.op.weight"))
+            l->entries[i].name = "model.diffusion_model.input_blocks.12.0.op.weight";
+}
+
+static void sdxl_label_emb_renamed(fm_layout *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->entries[i].name, "model.diffusion_model.label_emb.0.0.weight"))
+            l->entries[i].name = "model.diffusion_model.label_emb.0.0.weight_";
+}
+
+static void test_layout_corruptions(void **state)
+{
+    (void)state;
+    expect_layout_refused("sd1", "sd1-context-1024.safetensors", widen_context,
+                          "U-Net cross-attention context is 1024 wide, the text encoder gives 768");
+    expect_layout_refused("sd2", "sd2-inpainting.safetensors", inpainting,
+                          "U-Net has 9->4 channels, the VAE latent 4 (inpainting models are not supported)");
+    expect_layout_refused("sdxl", "sdxl-refiner.safetensors", as_refiner, "an SDXL refiner");
+    expect_layout_refused("sd1", "sd1-extra-block.safetensors", extra_block, "model.diffusion_model.input_blocks.9: not a ResBlock or Downsample");
+    expect_layout_refused("sdxl", "sdxl-no-label-emb.safetensors", sdxl_label_emb_renamed, "tensor model.diffusion_model.label_emb.0.0.weight: missing");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_corruptions),
         cmocka_unit_test(test_file_level),
         cmocka_unit_test(test_model_corruptions),
+        cmocka_unit_test(test_layout_corruptions),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }
