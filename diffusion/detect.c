@@ -270,7 +270,12 @@ static int vae_mid(const probe *p, const char *mid, int64_t c)
     if ((rc = vae_resnet(p, b, c, c))) return rc;
     TRY(need(p, 1, SHAPE(c), "%sattn_1.norm.weight", mid));
     static const char *const qkvo[] = {"q", "k", "v", "proj_out"};
-    for (int i = 0; i < 4; i++) TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sattn_1.%s.weight", mid, qkvo[i]));
+    /* 1x1 convs in the original releases; some conversions store them as linear. */
+    for (int i = 0; i < 4; i++) {
+        const fm_st_tensor *t = find(p, "%sattn_1.%s.weight", mid, qkvo[i]);
+        if (t && t->ndim == 2) TRY(need(p, 2, SHAPE(c, c), "%sattn_1.%s.weight", mid, qkvo[i]));
+        else TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sattn_1.%s.weight", mid, qkvo[i]));
+    }
     snprintf(b, sizeof b, "%sblock_2.", mid);
     return vae_resnet(p, b, c, c);
 }
