@@ -32,6 +32,7 @@ typedef struct fm_vae_config {
     int z_channels, embed_dim, in_channels, out_ch, double_z;
     float scale_factor;           /* 0.18215 (SD 1/2), 0.13025 (SDXL) */
     int latent_factor;            /* 2^(n_levels-1) */
+    int has_encoder;              /* encoder.* and quant_conv present (needed for img2img only) */
 } fm_vae_config;
 
 typedef enum { FM_TEXT_CLIP = 0, FM_TEXT_OPENCLIP } fm_text_kind;

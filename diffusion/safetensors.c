@@ -53,36 +53,37 @@ static int parse_tensor(fm_st_tensor *t, const cJSON *e, const uint8_t *data, si
 {
     const char *nm = t->name;
     if (!cJSON_IsObject(e))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: entry is not an object", path, nm);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: entry is not an object", path, nm);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(of))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: needs dtype, shape and data_offsets", path, nm);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: needs dtype, shape and data_offsets", path, nm);
     if (parse_dtype(dt->valuestring, &t->dtype))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: unknown dtype %.20s", path, nm, dt->valuestring);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: unknown dtype %.20s", path, nm, dt->valuestring);
     int nd = cJSON_GetArraySize(sh);
     if (nd > FM_ST_MAX_DIMS)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: %d dimensions (at most %d)", path, nm, nd, FM_ST_MAX_DIMS);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: %d dimensions (at most %d)", path, nm, nd, FM_ST_MAX_DIMS);
     t->ndim = nd;
     uint64_t numel = 1;
     for (int i = 0; i < nd; i++) {
         uint64_t d;
         if (json_size(cJSON_GetArrayItem(sh, i), &d))
-            return fm_fail(err, FM_EINPUT, "%s: tensor %s: bad shape", path, nm);
+            return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape entry %d is not a non-negative integer", path, nm, i);
         if (d != 0 && numel > UINT64_MAX / 8 / d)
-            return fm_fail(err, FM_EINPUT, "%s: tensor %s: shape too large", path, nm);
+            return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape too large", path, nm);
         numel *= d;
         t->shape[i] = (int64_t)d;
     }
     uint64_t b, en;
     if (cJSON_GetArraySize(of) != 2 || json_size(cJSON_GetArrayItem(of, 0), &b) ||
         json_size(cJSON_GetArrayItem(of, 1), &en) || en < b)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: bad data_offsets", path, nm);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets is not [begin, end] with begin <= end", path, nm);
     if (en > data_len)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: data past end of file", path, nm);
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets [%llu, %llu] past the end of the data section (%zu bytes)",
+                       path, nm, (unsigned long long)b, (unsigned long long)en, data_len);
     if (numel * fm_dtype_size(t->dtype) != en - b)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %s: shape needs %llu bytes, span has %llu", path,
+        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape needs %llu bytes, span has %llu", path,
                        nm, (unsigned long long)(numel * fm_dtype_size(t->dtype)),
                        (unsigned long long)(en - b));
     t->nbytes = (size_t)(en - b);
@@ -100,7 +101,7 @@ static int parse_metadata(fm_safetensors *st, const cJSON *m, char **str, const 
     const cJSON *kv;
     cJSON_ArrayForEach(kv, m) {
         if (!cJSON_IsString(kv))
-            return fm_fail(err, FM_EINPUT, "%s: __metadata__ value of %.40s is not a string", path, kv->string);
+            return fm_fail(err, FM_EINPUT, "%s: __metadata__ value of %.100s is not a string", path, kv->string);
         fm_st_meta *e = &st->meta[st->n_meta++];
         size_t kl = strlen(kv->string) + 1, vl = strlen(kv->valuestring) + 1;
         memcpy(*str, kv->string, kl); e->key = *str; *str += kl;
@@ -112,9 +113,21 @@ static int parse_metadata(fm_safetensors *st, const cJSON *m, char **str, const 
 static int parse_header(fm_safetensors *st, const char *json, size_t json_len, const uint8_t *data,
                         size_t data_len, const char *path, fm_error *err)
 {
-    cJSON *root = cJSON_ParseWithLength(json, json_len);
-    if (!root) return fm_fail(err, FM_EINPUT, "%s: header is not valid JSON", path);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, json_len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= json ? (size_t)(end - json) : 0;
+        return fm_fail(err, FM_EINPUT, "%s: header is not valid JSON (at byte %zu)", path, 8 + at);
+    }
     int rc = 0;
+    /* Writers pad the header with spaces to an 8-byte boundary; anything
+     * else after the object is garbage. */
+    for (const char *q = end; q < json + json_len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            rc = fm_fail(err, FM_EINPUT, "%s: header has data after the JSON object (at byte %zu)",
+                         path, 8 + (size_t)(q - json));
+            goto done;
+        }
     if (!cJSON_IsObject(root)) {
         rc = fm_fail(err, FM_EINPUT, "%s: header is not a JSON object", path);
         goto done;
@@ -146,7 +159,7 @@ static int parse_header(fm_safetensors *st, const char *json, size_t json_len, c
     qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
     for (int i = 1; i < st->n_tensors; i++)
         if (!strcmp(st->tensors[i - 1].name, st->tensors[i].name)) {
-            rc = fm_fail(err, FM_EINPUT, "%s: tensor %s: listed twice", path, st->tensors[i].name);
+            rc = fm_fail(err, FM_EINPUT, "%s: tensor %.200s: listed twice", path, st->tensors[i].name);
             goto done;
         }
     /* Spans must not overlap (empty tensors take no room). */
@@ -158,7 +171,7 @@ static int parse_header(fm_safetensors *st, const char *json, size_t json_len, c
     qsort(by_off, (size_t)m, sizeof *by_off, cmp_span);
     for (int i = 1; i < m; i++)
         if ((const uint8_t *)by_off[i - 1]->data + by_off[i - 1]->nbytes > (const uint8_t *)by_off[i]->data) {
-            rc = fm_fail(err, FM_EINPUT, "%s: tensors %s and %s overlap", path, by_off[i - 1]->name, by_off[i]->name);
+            rc = fm_fail(err, FM_EINPUT, "%s: tensors %.200s and %.200s overlap", path, by_off[i - 1]->name, by_off[i]->name);
             break;
         }
     free(by_off);
@@ -167,10 +180,28 @@ done:
     return rc;
 }
 
+static int st_open(fm_safetensors *st, const char *path, fm_error *err);
+
+/* Names and values in a message come from the file: keep it one line. */
+static void one_line(fm_error *err)
+{
+    if (!err) return;
+    for (char *c = err->msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+}
+
 int fm_st_open(fm_safetensors *st, const char *path, fm_error *err)
 {
+    int rc = st_open(st, path, err);
+    if (rc) one_line(err);
+    return rc;
+}
+
+static int st_open(fm_safetensors *st, const char *path, fm_error *err)
+{
     memset(st, 0, sizeof *st);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as model must not hang the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
@@ -192,10 +223,10 @@ int fm_st_open(fm_safetensors *st, const char *path, fm_error *err)
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
     int rc;
-    if (hlen > size - 8)
-        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu past end of file", path, (unsigned long long)hlen);
-    else if (hlen > FM_ST_MAX_HEADER)
+    if (hlen > FM_ST_MAX_HEADER)
         rc = fm_fail(err, FM_EINPUT, "%s: header length %llu over the %u-byte limit", path, (unsigned long long)hlen, FM_ST_MAX_HEADER);
+    else if (hlen > size - 8)
+        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu past end of file (%zu bytes)", path, (unsigned long long)hlen, size);
     else if (hlen < 2)
         rc = fm_fail(err, FM_EINPUT, "%s: header too short", path);
     else
@@ -247,7 +278,7 @@ const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, in
 {
     const fm_st_tensor *t = fm_st_find(st, name);
     if (!t) {
-        fm_fail(err, FM_EINPUT, "%s: tensor %s: missing", st->path, name);
+        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: missing", st->path, name);
         return NULL;
     }
     int ok = t->ndim == ndim;
@@ -257,11 +288,11 @@ const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, in
         char want[128], have[128];
         shape_str(want, sizeof want, ndim, shape);
         shape_str(have, sizeof have, t->ndim, t->shape);
-        fm_fail(err, FM_EINPUT, "%s: tensor %s: shape %s, expected %s", st->path, name, have, want);
+        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape %s, expected %s", st->path, name, have, want);
         return NULL;
     }
     if (t->dtype != FM_DT_F32 && t->dtype != FM_DT_F16 && t->dtype != FM_DT_BF16 && t->dtype != FM_DT_F64) {
-        fm_fail(err, FM_EINPUT, "%s: tensor %s: dtype %s is not a float type", st->path, name, fm_dtype_name(t->dtype));
+        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: dtype %s is not a float type", st->path, name, fm_dtype_name(t->dtype));
         return NULL;
     }
     return t;
@@ -272,8 +303,22 @@ float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
     size_t n = (size_t)fm_st_numel(t);
     float *f = fm_alloc(n * sizeof(float));
     if (!f) {
-        fm_fail(err, FM_EINPUT, "tensor %s: out of memory", t->name);
+        fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
         return NULL;
+    }
+    size_t es = fm_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % es) {
+        /* safetensors does not align tensors: widen from an aligned copy. */
+        void *tmp = fm_alloc(n * es);
+        if (!tmp) {
+            fm_free(f);
+            fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
+            return NULL;
+        }
+        memcpy(tmp, t->data, n * es);
+        fm_convert_to_f32(f, tmp, t->dtype, n);
+        fm_free(tmp);
+        return f;
     }
     fm_convert_to_f32(f, t->data, t->dtype, n);
     return f;

@@ -1,0 +1,639 @@
+#include "diffusion/detect.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Tensor lookups by formatted name; `need` also checks the shape (-1 = any). */
+typedef struct probe {
+    const fm_safetensors *st;
+    fm_error *err;
+} probe;
+
+#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+
+static const fm_st_tensor *vfind(const probe *p, char *name, size_t len, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(name, len, fmt, ap);
+    if (n < 0 || (size_t)n >= len) return NULL;
+    return fm_st_find(p->st, name);
+}
+
+static const fm_st_tensor *find(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const fm_st_tensor *find(const probe *p, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    const fm_st_tensor *t = vfind(p, name, sizeof name, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
+static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        fm_fail(p->err, FM_EINPUT, "%s: tensor name too long", p->st->path);
+        return NULL;
+    }
+    return fm_st_require(p->st, name, ndim, shape, p->err);
+}
+
+/* Is there any tensor whose name starts with the formatted prefix? */
+static int has_prefix(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int has_prefix(const probe *p, const char *fmt, ...)
+{
+    char pre[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    size_t len = strlen(pre);
+    int lo = 0, hi = p->st->n_tensors; /* first name >= pre */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(p->st->tensors[mid].name, pre) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < p->st->n_tensors && !strncmp(p->st->tensors[lo].name, pre, len);
+}
+
+static int count_indexed(const probe *p, const char *fmt_prefix, const char *suffix)
+{
+    int n = 0;
+    char f[256];
+    snprintf(f, sizeof f, "%s%%d.%s", fmt_prefix, suffix);
+    while (n < 10000 && find(p, f, n)) n++;
+    return n;
+}
+
+static int bad(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(const probe *p, const char *fmt, ...)
+{
+    char why[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return fm_fail(p->err, FM_EINPUT, "%s: %s", p->st->path, why);
+}
+
+#define TRY(x) do { if (!(x)) return FM_EINPUT; } while (0)
+
+/* ---- U-Net (ldm/sgm openaimodel.UNetModel) ---- */
+
+/* ResBlock at blk ("...input_blocks.1.0."): cin -> *cout channels. */
+static int unet_resblock(const probe *p, const char *blk, int64_t cin, int64_t temb, int64_t *cout)
+{
+    const fm_st_tensor *t;
+    TRY(t = need(p, 4, SHAPE(-1, cin, 3, 3), "%sin_layers.2.weight", blk));
+    int64_t c = t->shape[0];
+    TRY(need(p, 1, SHAPE(cin), "%sin_layers.0.weight", blk));
+    TRY(need(p, 2, SHAPE(c, temb), "%semb_layers.1.weight", blk));
+    TRY(need(p, 1, SHAPE(c), "%sout_layers.0.weight", blk));
+    TRY(need(p, 4, SHAPE(c, c, 3, 3), "%sout_layers.3.weight", blk));
+    if (c != cin) TRY(need(p, 4, SHAPE(c, cin, 1, 1), "%sskip_connection.weight", blk));
+    *cout = c;
+    return 0;
+}
+
+/* SpatialTransformer at blk with c channels, or none (*depth = 0). */
+static int unet_transformer(const probe *p, const char *blk, int64_t c, fm_unet_config *u, int *depth)
+{
+    int d = 0;
+    while (d < 1000 && find(p, "%stransformer_blocks.%d.attn1.to_q.weight", blk, d)) d++;
+    *depth = d;
+    if (!d) return 0;
+    const fm_st_tensor *t = find(p, "%sproj_in.weight", blk);
+    if (!t) TRY(need(p, 2, SHAPE(c, c), "%sproj_in.weight", blk));
+    int linear = t->ndim == 2;
+    if (u->use_linear_in_transformer < 0) u->use_linear_in_transformer = linear;
+    if (linear != u->use_linear_in_transformer)
+        return bad(p, "%sproj_in: linear and 1x1-conv projections mixed in one U-Net", blk);
+    if (linear) {
+        TRY(need(p, 2, SHAPE(c, c), "%sproj_in.weight", blk));
+        TRY(need(p, 2, SHAPE(c, c), "%sproj_out.weight", blk));
+    } else {
+        TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sproj_in.weight", blk));
+        TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sproj_out.weight", blk));
+    }
+    TRY(need(p, 1, SHAPE(c), "%snorm.weight", blk));
+    for (int i = 0; i < d; i++) {
+        const char *b = blk;
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_q.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_k.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_v.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_out.0.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn2.to_q.weight", b, i));
+        int64_t ctx = u->context_dim > 0 ? u->context_dim : -1;
+        TRY(t = need(p, 2, SHAPE(c, ctx), "%stransformer_blocks.%d.attn2.to_k.weight", b, i));
+        u->context_dim = (int)t->shape[1];
+        TRY(need(p, 2, SHAPE(c, u->context_dim), "%stransformer_blocks.%d.attn2.to_v.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn2.to_out.0.weight", b, i));
+        for (int k = 1; k <= 3; k++)
+            TRY(need(p, 1, SHAPE(c), "%stransformer_blocks.%d.norm%d.weight", b, i, k));
+        TRY(need(p, 2, SHAPE(8 * c, c), "%stransformer_blocks.%d.ff.net.0.proj.weight", b, i));
+        TRY(need(p, 2, SHAPE(c, 4 * c), "%stransformer_blocks.%d.ff.net.2.weight", b, i));
+    }
+    return 0;
+}
+
+static int infer_unet(const probe *p, fm_unet_config *u)
+{
+    const char *P = "model.diffusion_model.";
+    snprintf(u->prefix, sizeof u->prefix, "%s", P);
+    const fm_st_tensor *t;
+    char b[128];
+    int rc;
+    TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sinput_blocks.0.0.weight", P));
+    int64_t mc = t->shape[0];
+    u->model_channels = (int)mc;
+    u->in_channels = (int)t->shape[1];
+    TRY(t = need(p, 2, SHAPE(-1, mc), "%stime_embed.0.weight", P));
+    int64_t temb = t->shape[0];
+    TRY(need(p, 2, SHAPE(temb, temb), "%stime_embed.2.weight", P));
+    u->adm_in_channels = 0;
+    if (find(p, "%slabel_emb.0.0.weight", P)) {
+        TRY(t = need(p, 2, SHAPE(temb, -1), "%slabel_emb.0.0.weight", P));
+        u->adm_in_channels = (int)t->shape[1];
+        TRY(need(p, 2, SHAPE(temb, temb), "%slabel_emb.0.2.weight", P));
+    }
+    u->use_linear_in_transformer = -1;
+    u->context_dim = 0;
+
+    /* Input blocks: per level num_res_blocks x [ResBlock, SpatialTransformer?],
+     * then a Downsample except after the last level. */
+    int64_t skip[128], ch = mc;
+    int ns = 0, level = 0, nres[FM_MAX_LEVELS] = {0}, blk = 1;
+    skip[ns++] = mc;
+    for (;; blk++) {
+        snprintf(b, sizeof b, "%sinput_blocks.%d.", P, blk);
+        if (ns >= 120) return bad(p, "%s: too many U-Net blocks", b);
+        if (find(p, "%s0.op.weight", b)) {
+            TRY(need(p, 4, SHAPE(ch, ch, 3, 3), "%s0.op.weight", b));
+            if (!nres[level]) return bad(p, "%s0.op: downsampling a level without ResBlocks", b);
+            if (++level >= FM_MAX_LEVELS) return bad(p, "U-Net has more than %d levels", FM_MAX_LEVELS);
+            skip[ns++] = ch;
+            continue;
+        }
+        if (!find(p, "%s0.in_layers.2.weight", b)) break;
+        int64_t c;
+        int depth;
+        char sub[140];
+        snprintf(sub, sizeof sub, "%s0.", b);
+        if ((rc = unet_resblock(p, sub, ch, temb, &c))) return rc;
+        snprintf(sub, sizeof sub, "%s1.", b);
+        if ((rc = unet_transformer(p, sub, c, u, &depth))) return rc;
+        if (!nres[level]) {
+            if (c % mc) return bad(p, "%s0: %lld channels, not a multiple of model_channels %lld", b, (long long)c, (long long)mc);
+            u->channel_mult[level] = (int)(c / mc);
+            u->transformer_depth[level] = depth;
+        } else if (c != mc * u->channel_mult[level]) {
+            return bad(p, "%s0: %lld channels, its level has %lld", b, (long long)c, (long long)(mc * u->channel_mult[level]));
+        } else if (depth != u->transformer_depth[level]) {
+            return bad(p, "%s1: %d transformer blocks, its level has %d", b, depth, u->transformer_depth[level]);
+        }
+        nres[level]++;
+        skip[ns++] = ch = c;
+    }
+    if (!nres[level]) return bad(p, "%sinput_blocks: the last level has no ResBlock", P);
+    if (has_prefix(p, "%sinput_blocks.%d.", P, blk)) return bad(p, "%sinput_blocks.%d: not a ResBlock or Downsample", P, blk);
+    u->n_levels = level + 1;
+    u->num_res_blocks = nres[0];
+    for (int l = 1; l < u->n_levels; l++)
+        if (nres[l] != nres[0])
+            return bad(p, "U-Net level %d has %d ResBlocks, level 0 has %d", l, nres[l], nres[0]);
+
+    /* Middle: ResBlock, SpatialTransformer, ResBlock. */
+    int64_t c;
+    snprintf(b, sizeof b, "%smiddle_block.0.", P);
+    if ((rc = unet_resblock(p, b, ch, temb, &c))) return rc;
+    if (c != ch) return bad(p, "%s: %lld channels, expected %lld", b, (long long)c, (long long)ch);
+    snprintf(b, sizeof b, "%smiddle_block.1.", P);
+    if ((rc = unet_transformer(p, b, ch, u, &u->transformer_depth_middle))) return rc;
+    snprintf(b, sizeof b, "%smiddle_block.%d.", P, u->transformer_depth_middle ? 2 : 1);
+    if ((rc = unet_resblock(p, b, ch, temb, &c))) return rc;
+    if (c != ch) return bad(p, "%s: %lld channels, expected %lld", b, (long long)c, (long long)ch);
+
+    /* Output blocks: per level num_res_blocks + 1 x [ResBlock on cat(h, skip),
+     * SpatialTransformer?, Upsample at the level's end except level 0]. */
+    int o = 0;
+    for (int l = u->n_levels - 1; l >= 0; l--)
+        for (int j = 0; j <= u->num_res_blocks; j++, o++) {
+            char sub[140];
+            snprintf(b, sizeof b, "%soutput_blocks.%d.", P, o);
+            snprintf(sub, sizeof sub, "%s0.", b);
+            if ((rc = unet_resblock(p, sub, ch + skip[--ns], temb, &c))) return rc;
+            if (c != mc * u->channel_mult[l])
+                return bad(p, "%s0: %lld channels, level %d has %lld", b, (long long)c, l, (long long)(mc * u->channel_mult[l]));
+            int depth;
+            snprintf(sub, sizeof sub, "%s1.", b);
+            if ((rc = unet_transformer(p, sub, c, u, &depth))) return rc;
+            if (depth != u->transformer_depth[l])
+                return bad(p, "%s1: %d transformer blocks, level %d has %d", b, depth, l, u->transformer_depth[l]);
+            ch = c;
+            if (l > 0 && j == u->num_res_blocks)
+                TRY(need(p, 4, SHAPE(ch, ch, 3, 3), "%s%d.conv.weight", b, depth ? 2 : 1));
+        }
+    if (has_prefix(p, "%soutput_blocks.%d.", P, o)) return bad(p, "%soutput_blocks.%d: one output block too many", P, o);
+    TRY(need(p, 1, SHAPE(ch), "%sout.0.weight", P));
+    TRY(t = need(p, 4, SHAPE(-1, ch, 3, 3), "%sout.2.weight", P));
+    u->out_channels = (int)t->shape[0];
+    if (u->use_linear_in_transformer < 0) u->use_linear_in_transformer = 0;
+    return 0;
+}
+
+/* ---- VAE (ldm AutoencoderKL Encoder/Decoder) ---- */
+
+static int vae_resnet(const probe *p, const char *blk, int64_t cin, int64_t cout)
+{
+    TRY(need(p, 1, SHAPE(cin), "%snorm1.weight", blk));
+    TRY(need(p, 4, SHAPE(cout, cin, 3, 3), "%sconv1.weight", blk));
+    TRY(need(p, 1, SHAPE(cout), "%snorm2.weight", blk));
+    TRY(need(p, 4, SHAPE(cout, cout, 3, 3), "%sconv2.weight", blk));
+    if (cin != cout) TRY(need(p, 4, SHAPE(cout, cin, 1, 1), "%snin_shortcut.weight", blk));
+    return 0;
+}
+
+static int vae_mid(const probe *p, const char *mid, int64_t c)
+{
+    char b[160];
+    int rc;
+    snprintf(b, sizeof b, "%sblock_1.", mid);
+    if ((rc = vae_resnet(p, b, c, c))) return rc;
+    TRY(need(p, 1, SHAPE(c), "%sattn_1.norm.weight", mid));
+    static const char *const qkvo[] = {"q", "k", "v", "proj_out"};
+    /* 1x1 convs in the original releases; some conversions store them as linear. */
+    for (int i = 0; i < 4; i++) {
+        const fm_st_tensor *t = find(p, "%sattn_1.%s.weight", mid, qkvo[i]);
+        if (t && t->ndim == 2) TRY(need(p, 2, SHAPE(c, c), "%sattn_1.%s.weight", mid, qkvo[i]));
+        else TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sattn_1.%s.weight", mid, qkvo[i]));
+    }
+    snprintf(b, sizeof b, "%sblock_2.", mid);
+    return vae_resnet(p, b, c, c);
+}
+
+static int infer_vae(const probe *p, fm_vae_config *v)
+{
+    const char *P = "first_stage_model.";
+    snprintf(v->prefix, sizeof v->prefix, "%s", P);
+    const fm_st_tensor *t;
+    char b[160];
+    int rc;
+    TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sdecoder.conv_in.weight", P));
+    int64_t top = t->shape[0];
+    v->z_channels = (int)t->shape[1];
+    TRY(t = need(p, 4, SHAPE(v->z_channels, -1, 1, 1), "%spost_quant_conv.weight", P));
+    v->embed_dim = (int)t->shape[1];
+    TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sdecoder.conv_out.weight", P));
+    v->out_ch = (int)t->shape[0];
+    int64_t c0 = t->shape[1];
+    snprintf(b, sizeof b, "%sdecoder.up.", P);
+    v->n_levels = count_indexed(p, b, "block.0.conv1.weight");
+    if (v->n_levels < 1 || v->n_levels > FM_MAX_LEVELS)
+        return bad(p, "%sdecoder.up: %d levels (1..%d supported)", P, v->n_levels, FM_MAX_LEVELS);
+    snprintf(b, sizeof b, "%sdecoder.up.0.block.", P);
+    v->num_res_blocks = count_indexed(p, b, "conv1.weight") - 1;
+    if (v->num_res_blocks < 1) return bad(p, "%sdecoder.up.0: fewer than 2 ResnetBlocks", P);
+    const fm_st_tensor *enc = find(p, "%sencoder.conv_in.weight", P);
+    v->has_encoder = enc != NULL;
+    if (enc) TRY(enc = need(p, 4, SHAPE(-1, -1, 3, 3), "%sencoder.conv_in.weight", P));
+    int64_t ch = enc ? enc->shape[0] : c0; /* without encoder: ch_mult[0] = 1 */
+    v->ch = (int)ch;
+    v->in_channels = enc ? (int)enc->shape[1] : 3;
+    for (int l = 0; l < v->n_levels; l++) {
+        TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sdecoder.up.%d.block.0.conv2.weight", P, l));
+        if (t->shape[0] % ch) return bad(p, "%sdecoder.up.%d: %lld channels, not a multiple of ch %lld", P, l, (long long)t->shape[0], (long long)ch);
+        v->ch_mult[l] = (int)(t->shape[0] / ch);
+    }
+    v->latent_factor = 1 << (v->n_levels - 1);
+
+    /* Decoder: mid at the top width, up levels from the last to level 0. */
+    if (top != ch * v->ch_mult[v->n_levels - 1])
+        return bad(p, "%sdecoder.conv_in: %lld channels, the last level has %lld", P, (long long)top, (long long)(ch * v->ch_mult[v->n_levels - 1]));
+    snprintf(b, sizeof b, "%sdecoder.mid.", P);
+    if ((rc = vae_mid(p, b, top))) return rc;
+    int64_t cur = top;
+    for (int l = v->n_levels - 1; l >= 0; l--) {
+        int64_t cout = ch * v->ch_mult[l];
+        for (int j = 0; j <= v->num_res_blocks; j++) {
+            snprintf(b, sizeof b, "%sdecoder.up.%d.block.%d.", P, l, j);
+            if ((rc = vae_resnet(p, b, cur, cout))) return rc;
+            cur = cout;
+        }
+        if (find(p, "%sdecoder.up.%d.block.%d.conv1.weight", P, l, v->num_res_blocks + 1))
+            return bad(p, "%sdecoder.up.%d: more ResnetBlocks than level 0", P, l);
+        if (l > 0) TRY(need(p, 4, SHAPE(cur, cur, 3, 3), "%sdecoder.up.%d.upsample.conv.weight", P, l));
+    }
+    if (cur != c0) return bad(p, "%sdecoder.conv_out: %lld input channels, expected %lld", P, (long long)c0, (long long)cur);
+    TRY(need(p, 1, SHAPE(cur), "%sdecoder.norm_out.weight", P));
+
+    /* Encoder (img2img only): levels up, num_res_blocks each, downsample between. */
+    v->double_z = 1;
+    if (!enc) return 0;
+    cur = ch;
+    for (int l = 0; l < v->n_levels; l++) {
+        int64_t cout = ch * v->ch_mult[l];
+        for (int j = 0; j < v->num_res_blocks; j++) {
+            snprintf(b, sizeof b, "%sencoder.down.%d.block.%d.", P, l, j);
+            if ((rc = vae_resnet(p, b, cur, cout))) return rc;
+            cur = cout;
+        }
+        if (l < v->n_levels - 1) TRY(need(p, 4, SHAPE(cur, cur, 3, 3), "%sencoder.down.%d.downsample.conv.weight", P, l));
+    }
+    if (find(p, "%sencoder.down.%d.block.0.conv1.weight", P, v->n_levels))
+        return bad(p, "%sencoder: more levels than the decoder", P);
+    snprintf(b, sizeof b, "%sencoder.mid.", P);
+    if ((rc = vae_mid(p, b, cur))) return rc;
+    TRY(need(p, 1, SHAPE(cur), "%sencoder.norm_out.weight", P));
+    TRY(t = need(p, 4, SHAPE(-1, cur, 3, 3), "%sencoder.conv_out.weight", P));
+    if (t->shape[0] != v->z_channels && t->shape[0] != 2 * v->z_channels)
+        return bad(p, "%sencoder.conv_out: %lld outputs for z_channels %d", P, (long long)t->shape[0], v->z_channels);
+    v->double_z = t->shape[0] == 2 * v->z_channels;
+    int64_t moments = v->double_z ? 2 * v->embed_dim : v->embed_dim;
+    TRY(need(p, 4, SHAPE(moments, t->shape[0], 1, 1), "%squant_conv.weight", P));
+    return 0;
+}
+
+/* ---- text towers ---- */
+
+/* Hugging Face CLIPTextModel names under prefix P ("...text_model."). */
+static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
+{
+    const fm_st_tensor *t;
+    snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
+    tc->kind = FM_TEXT_CLIP;
+    TRY(t = need(p, 2, SHAPE(-1, -1), "%sembeddings.token_embedding.weight", P));
+    int64_t w = t->shape[1];
+    tc->vocab_size = (int)t->shape[0];
+    tc->width = (int)w;
+    TRY(t = need(p, 2, SHAPE(-1, w), "%sembeddings.position_embedding.weight", P));
+    tc->max_length = (int)t->shape[0];
+    char b[160];
+    snprintf(b, sizeof b, "%sencoder.layers.", P);
+    tc->layers = count_indexed(p, b, "self_attn.q_proj.weight");
+    if (tc->layers < 1) return bad(p, "%sencoder.layers.0: missing", P);
+    TRY(t = need(p, 2, SHAPE(-1, w), "%sencoder.layers.0.mlp.fc1.weight", P));
+    int64_t mlp = t->shape[0];
+    tc->intermediate_size = (int)mlp;
+    static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+    for (int i = 0; i < tc->layers; i++) {
+        for (int k = 0; k < 4; k++) {
+            TRY(need(p, 2, SHAPE(w, w), "%sencoder.layers.%d.self_attn.%s.weight", P, i, proj[k]));
+            TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.self_attn.%s.bias", P, i, proj[k]));
+        }
+        TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.layer_norm1.weight", P, i));
+        TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.layer_norm2.weight", P, i));
+        TRY(need(p, 2, SHAPE(mlp, w), "%sencoder.layers.%d.mlp.fc1.weight", P, i));
+        TRY(need(p, 2, SHAPE(w, mlp), "%sencoder.layers.%d.mlp.fc2.weight", P, i));
+    }
+    if (has_prefix(p, "%sencoder.layers.%d.", P, tc->layers))
+        return bad(p, "%sencoder.layers.%d: incomplete layer", P, tc->layers);
+    TRY(need(p, 1, SHAPE(w), "%sfinal_layer_norm.weight", P));
+    tc->projection_dim = 0;
+    tc->act_quick_gelu = 1;
+    tc->pad_token = 49407;
+    return 0;
+}
+
+/* open_clip text tower names under prefix P ("...model."). */
+static int infer_openclip(const probe *p, fm_text_config *tc, const char *P)
+{
+    const fm_st_tensor *t;
+    snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
+    tc->kind = FM_TEXT_OPENCLIP;
+    TRY(t = need(p, 2, SHAPE(-1, -1), "%stoken_embedding.weight", P));
+    int64_t w = t->shape[1];
+    tc->vocab_size = (int)t->shape[0];
+    tc->width = (int)w;
+    TRY(t = need(p, 2, SHAPE(-1, w), "%spositional_embedding", P));
+    tc->max_length = (int)t->shape[0];
+    char b[160];
+    snprintf(b, sizeof b, "%stransformer.resblocks.", P);
+    tc->layers = count_indexed(p, b, "attn.in_proj_weight");
+    if (tc->layers < 1) return bad(p, "%stransformer.resblocks.0: missing", P);
+    TRY(t = need(p, 2, SHAPE(-1, w), "%stransformer.resblocks.0.mlp.c_fc.weight", P));
+    int64_t mlp = t->shape[0];
+    tc->intermediate_size = (int)mlp;
+    for (int i = 0; i < tc->layers; i++) {
+        const char *r = "transformer.resblocks";
+        TRY(need(p, 2, SHAPE(3 * w, w), "%s%s.%d.attn.in_proj_weight", P, r, i));
+        TRY(need(p, 1, SHAPE(3 * w), "%s%s.%d.attn.in_proj_bias", P, r, i));
+        TRY(need(p, 2, SHAPE(w, w), "%s%s.%d.attn.out_proj.weight", P, r, i));
+        TRY(need(p, 1, SHAPE(w), "%s%s.%d.ln_1.weight", P, r, i));
+        TRY(need(p, 1, SHAPE(w), "%s%s.%d.ln_2.weight", P, r, i));
+        TRY(need(p, 2, SHAPE(mlp, w), "%s%s.%d.mlp.c_fc.weight", P, r, i));
+        TRY(need(p, 2, SHAPE(w, mlp), "%s%s.%d.mlp.c_proj.weight", P, r, i));
+    }
+    if (has_prefix(p, "%stransformer.resblocks.%d.", P, tc->layers))
+        return bad(p, "%stransformer.resblocks.%d: incomplete block", P, tc->layers);
+    TRY(need(p, 1, SHAPE(w), "%sln_final.weight", P));
+    tc->projection_dim = 0;
+    if (find(p, "%stext_projection", P)) {
+        TRY(t = need(p, 2, SHAPE(w, -1), "%stext_projection", P));
+        tc->projection_dim = (int)t->shape[1];
+    }
+    tc->act_quick_gelu = 0;
+    tc->pad_token = 0;
+    return 0;
+}
+
+/* ---- family ---- */
+
+static const char *const CLIP_SD1 = "cond_stage_model.transformer.text_model.";
+static const char *const OPENCLIP_SD2 = "cond_stage_model.model.";
+static const char *const OPENCLIP_TURBO = "conditioner.embedders.0.model.";
+static const char *const CLIP_SDXL = "conditioner.embedders.0.transformer.text_model.";
+static const char *const BIGG_SDXL = "conditioner.embedders.1.model.";
+
+static int detect_family(const probe *p, fm_family *family)
+{
+    if (find(p, "%stoken_embedding.weight", BIGG_SDXL) || find(p, "model.diffusion_model.label_emb.0.0.weight")) {
+        if (find(p, "%stoken_embedding.weight", OPENCLIP_TURBO))
+            return bad(p, "an SDXL refiner (or unknown sgm model), which is not supported");
+        *family = FM_FAMILY_SDXL;
+    } else if (find(p, "%stoken_embedding.weight", OPENCLIP_TURBO)) {
+        *family = FM_FAMILY_SD_TURBO;
+    } else if (find(p, "%stoken_embedding.weight", OPENCLIP_SD2)) {
+        *family = FM_FAMILY_SD2;
+    } else if (find(p, "%sembeddings.token_embedding.weight", CLIP_SD1)) {
+        *family = FM_FAMILY_SD1;
+    } else if (!find(p, "model.diffusion_model.input_blocks.0.0.weight")) {
+        return bad(p, "not a Stable Diffusion checkpoint (no model.diffusion_model.* U-Net tensors)");
+    } else {
+        return bad(p, "no known text encoder (cond_stage_model.* or conditioner.embedders.*)");
+    }
+    return 0;
+}
+
+const char *fm_family_str(fm_family family)
+{
+    switch (family) {
+    case FM_FAMILY_SD1: return "sd1";
+    case FM_FAMILY_SD2: return "sd2";
+    case FM_FAMILY_SD_TURBO: return "sd-turbo";
+    case FM_FAMILY_SDXL: return "sdxl";
+    case FM_FAMILY_DEMO: return "demo";
+    default: return "unknown";
+    }
+}
+
+void fm_family_defaults(fm_family family, fm_prediction prediction, fm_model_defaults *out)
+{
+    fm_model_defaults d = {512, 512, 20, 7.0f, "dpmpp_2m", "karras"};
+    if (family == FM_FAMILY_SD2 && prediction != FM_PRED_EPS) d.width = d.height = 768;
+    if (family == FM_FAMILY_SDXL) d.width = d.height = 1024;
+    if (family == FM_FAMILY_SD_TURBO) {
+        d.steps = 1;
+        d.cfg = 1.0f;
+        snprintf(d.sampler, sizeof d.sampler, "euler_ancestral");
+        snprintf(d.scheduler, sizeof d.scheduler, "sgm_uniform");
+    }
+    *out = d;
+}
+
+/* What the family's reference code does that the shapes cannot show. */
+static void family_semantics(fm_model_config *cfg)
+{
+    fm_family f = cfg->family;
+    fm_unet_config *u = &cfg->unet;
+    if (f == FM_FAMILY_SD1) {
+        u->num_heads = 8;
+        u->num_head_channels = -1;
+    } else {
+        u->num_heads = -1;
+        u->num_head_channels = 64;
+    }
+    cfg->vae.scale_factor = f == FM_FAMILY_SDXL ? 0.13025f : 0.18215f;
+    for (int i = 0; i < cfg->n_text; i++) {
+        fm_text_config *t = &cfg->text[i];
+        /* CLIP-L 12, OpenCLIP-H 16, bigG 20 heads: all 64 wide. */
+        t->heads = t->width >= 64 ? t->width / 64 : 1;
+        t->layer_norm_eps = 1e-5f;
+        t->penultimate = f != FM_FAMILY_SD1;
+        t->final_ln_on_output = f != FM_FAMILY_SDXL;
+    }
+    cfg->prediction = f == FM_FAMILY_SD2 ? FM_PRED_AUTO : FM_PRED_EPS;
+    cfg->linear_start = 0.00085;
+    cfg->linear_end = 0.012;
+    cfg->timesteps = 1000;
+}
+
+static int check_cross(const probe *p, const fm_model_config *cfg)
+{
+    const fm_unet_config *u = &cfg->unet;
+    int ctx = cfg->text[0].width + (cfg->n_text > 1 ? cfg->text[1].width : 0);
+    if (u->context_dim && u->context_dim != ctx)
+        return bad(p, "U-Net cross-attention context is %d wide, the text encoder%s give%s %d",
+                   u->context_dim, cfg->n_text > 1 ? "s" : "", cfg->n_text > 1 ? "" : "s", ctx);
+    if (u->in_channels != cfg->vae.embed_dim || u->out_channels != cfg->vae.embed_dim)
+        return bad(p, "U-Net has %d->%d channels, the VAE latent %d (inpainting models are not supported)",
+                   u->in_channels, u->out_channels, cfg->vae.embed_dim);
+    if (cfg->family == FM_FAMILY_SDXL) {
+        int size_part = u->adm_in_channels - cfg->text[1].projection_dim;
+        if (!u->adm_in_channels || size_part <= 0 || size_part % 6)
+            return bad(p, "label_emb takes %d inputs, not the pooled text (%d) plus 6 size embeddings",
+                       u->adm_in_channels, cfg->text[1].projection_dim);
+    } else if (u->adm_in_channels) {
+        return bad(p, "model.diffusion_model.label_emb in a %s checkpoint", fm_family_str(cfg->family));
+    }
+    for (int i = 0; i < cfg->n_text; i++) {
+        const fm_text_config *t = &cfg->text[i];
+        if (t->heads < 1 || t->width % t->heads)
+            return bad(p, "text encoder %d: width %d not divisible into %d heads", i, t->width, t->heads);
+        if (t->max_length < 77)
+            return bad(p, "%s: %d positions, fewer than 77", t->prefix, t->max_length);
+        if (t->vocab_size < 49408)
+            return bad(p, "%s: vocabulary of %d, the CLIP tokenizer needs 49408", t->prefix, t->vocab_size);
+    }
+    /* Heads from the config must split every attention width. */
+    for (int l = 0; l <= u->n_levels; l++) {
+        int depth = l < u->n_levels ? u->transformer_depth[l] : u->transformer_depth_middle;
+        int c = u->model_channels * u->channel_mult[l < u->n_levels ? l : u->n_levels - 1];
+        if (!depth) continue;
+        if (u->num_heads > 0 && c % u->num_heads)
+            return bad(p, "U-Net: %d channels not divisible into num_heads %d", c, u->num_heads);
+        if (u->num_heads <= 0 && u->num_head_channels > 0 && c % u->num_head_channels && c > u->num_head_channels)
+            return bad(p, "U-Net: %d channels not divisible into heads of %d", c, u->num_head_channels);
+    }
+    return 0;
+}
+
+/* Timesteps from the stored schedule buffers, when present. */
+static int schedule_from_buffers(const probe *p, fm_model_config *cfg)
+{
+    static const char *const names[] = {"alphas_cumprod", "betas", "denoiser.sigmas"};
+    for (int i = 0; i < 3; i++) {
+        const fm_st_tensor *t = find(p, "%s", names[i]);
+        if (!t) continue;
+        if (t->ndim != 1 || t->shape[0] < 2 || t->shape[0] > 100000)
+            return bad(p, "tensor %s: shape is not [timesteps]", names[i]);
+        cfg->timesteps = (int)t->shape[0];
+        return 0;
+    }
+    return 0;
+}
+
+/* Strings from the file may appear in a message: keep it one line. */
+static int one_line(int rc, fm_error *err)
+{
+    if (rc && err)
+        for (char *c = err->msg; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    return rc;
+}
+
+static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err);
+
+int fm_detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+{
+    return one_line(detect_config(st, cfg, err), err);
+}
+
+static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+{
+    probe p = {st, err};
+    memset(cfg, 0, sizeof *cfg);
+    int rc;
+    if ((rc = detect_family(&p, &cfg->family))) return rc;
+    switch (cfg->family) {
+    case FM_FAMILY_SD1: cfg->n_text = 1; rc = infer_clip_hf(&p, &cfg->text[0], CLIP_SD1); break;
+    case FM_FAMILY_SD2: cfg->n_text = 1; rc = infer_openclip(&p, &cfg->text[0], OPENCLIP_SD2); break;
+    case FM_FAMILY_SD_TURBO: cfg->n_text = 1; rc = infer_openclip(&p, &cfg->text[0], OPENCLIP_TURBO); break;
+    default:
+        cfg->n_text = 2;
+        if (!(rc = infer_clip_hf(&p, &cfg->text[0], CLIP_SDXL)))
+            rc = infer_openclip(&p, &cfg->text[1], BIGG_SDXL);
+    }
+    if (rc) return rc;
+    if (cfg->family == FM_FAMILY_SDXL && !need(&p, 2, SHAPE(-1, -1), "model.diffusion_model.label_emb.0.0.weight"))
+        return FM_EINPUT; /* the pooled-text and size conditioning */
+    if ((rc = infer_unet(&p, &cfg->unet))) return rc;
+    if ((rc = infer_vae(&p, &cfg->vae))) return rc;
+    family_semantics(cfg);
+    if ((rc = schedule_from_buffers(&p, cfg))) return rc;
+    fm_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
+    const char *meta = fm_st_meta_get(st, "fmimage.config");
+    if (meta && (rc = fm_config_apply_meta(meta, cfg, st, err))) return rc;
+    return check_cross(&p, cfg);
+}
+
+int64_t fm_count_params(const fm_safetensors *st, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    int64_t n = 0;
+    for (int i = 0; i < st->n_tensors; i++) {
+        const fm_st_tensor *t = &st->tensors[i];
+        int is_float = t->dtype == FM_DT_F32 || t->dtype == FM_DT_F16 || t->dtype == FM_DT_BF16 ||
+                       t->dtype == FM_DT_F64;
+        if (is_float && !strncmp(t->name, prefix, len)) n += fm_st_numel(t);
+    }
+    return n;
+}
