@@ -76,6 +76,12 @@ fm_model *fm_model_load(const char *path, fm_error *err)
         rc = fm_probe_v_prediction(m, &is_v, err);
         m->prediction = is_v ? FM_PRED_V : FM_PRED_EPS;
         m->prediction_probed = 1;
+        /* SD 2.x defaults depend on the parameterisation (768 px for v,
+         * 512 for eps); keep defaults the file itself gave. */
+        fm_model_defaults unknown;
+        fm_family_defaults(m->cfg.family, FM_PRED_AUTO, &unknown);
+        if (!memcmp(&unknown, &m->cfg.defaults, sizeof unknown))
+            fm_family_defaults(m->cfg.family, m->prediction, &m->cfg.defaults);
     }
     if (rc) {
         if (err && err->code == FM_OK) fm_fail(err, FM_EINPUT, "%s: cannot load", path);
