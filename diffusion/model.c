@@ -80,7 +80,7 @@ fm_model *fm_model_load(const char *path, fm_error *err)
          * 512 for eps); keep defaults the file itself gave. */
         fm_model_defaults unknown;
         fm_family_defaults(m->cfg.family, FM_PRED_AUTO, &unknown);
-        if (!memcmp(&unknown, &m->cfg.defaults, sizeof unknown))
+        if (unknown.width == m->cfg.defaults.width && unknown.height == m->cfg.defaults.height)
             fm_family_defaults(m->cfg.family, m->prediction, &m->cfg.defaults);
     }
     if (rc) {
