@@ -59,11 +59,13 @@ typedef struct fm_discrete {
     double *log_sigmas;  /* [n] */
 } fm_discrete;
 
-/* From the checkpoint's F32 alphas_cumprod[n]. */
+/* From the checkpoint's F32 alphas_cumprod[n] (what A1111's CompVisDenoiser
+ * uses: sigma_min 0.02916753 for SD 1.x). */
 int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_error *err);
 /* ldm's scaled_linear betas = linspace(sqrt(start), sqrt(end), n)^2 (float64),
- * alphas_cumprod = cumprod(1 - betas) rounded to F32 as the checkpoint
- * buffer would be; for files without an alphas_cumprod tensor. */
+ * alphas_cumprod = cumprod(1 - betas), all in float64 as ComfyUI's
+ * ModelSamplingDiscrete and golden/schedules.safetensors (sigma_min
+ * 0.029167158 for SD 1.x); for files without an alphas_cumprod tensor. */
 int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
                                    fm_error *err);
 void fm_discrete_free(fm_discrete *d);
