@@ -119,6 +119,10 @@ int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n
 double *fm_sampler_sigmas(const fm_discrete *d, fm_sampler_id sampler, fm_scheduler_id sched,
                           int steps, int *n_sigmas, fm_error *err)
 {
+    if (steps < 1) {
+        fm_fail(err, FM_EUSAGE, "steps %d: must be at least 1", steps);
+        return NULL;
+    }
     int discard = fm_sampler_discards_penultimate_sigma(sampler);
     int len = fm_schedule_length(d, sched, steps + discard);
     double *s = malloc((size_t)(len > 0 ? len : 1) * sizeof(double));

@@ -227,6 +227,226 @@ static void test_ddim(void **state)
     }
 }
 
+
+/* ---- what the goldens do not cover ---- */
+
+static int run_plain(fm_sampler_id sampler, double eta, const double *sigmas, int ns, float *x,
+                     int *draws)
+{
+    toy m = {FM_PRED_EPS, 0};
+    fm_rng rng;
+    fm_rng_init(&rng, FM_RNG_CUDA, 43);
+    fm_sampler_io io;
+    fm_sampler_io_init(&io);
+    io.eta = eta;
+    io.denoise = toy_denoise;
+    io.denoise_user = &m;
+    io.noise = fm_rng_noise;
+    io.noise_user = &rng;
+    for (int i = 0; i < LATENT; i++)
+        x[i] = (float)((double)noise_init[i] * sigmas[0]);
+    fm_error err = {0};
+    int rc = fm_sample(sampler, &io, x, LATENT, sigmas, ns, &err);
+    if (draws)
+        *draws = (int)rng.offset;
+    return rc;
+}
+
+/* With eta = 0 both are DPM-Solver++(2S) with the midpoint in t, so they
+ * must agree; with eta = 1 dpmpp_sde draws twice per step with sigma_next > 0. */
+static void test_dpmpp_sde(void **state)
+{
+    (void)state;
+    double sigmas[11];
+    fm_error err = {0};
+    int ns = fm_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
+    float a[LATENT], b[LATENT];
+    assert_int_equal(run_plain(FM_SAMPLER_DPMPP_SDE, 0, sigmas, ns, a, NULL), 0);
+    assert_int_equal(run_plain(FM_SAMPLER_DPMPP_2S_ANCESTRAL, 0, sigmas, ns, b, NULL), 0);
+    tu_assert_close(a, b, LATENT, 1e-6, "dpmpp_sde vs dpmpp_2s_ancestral at eta 0");
+    int draws = 0;
+    assert_int_equal(run_plain(FM_SAMPLER_DPMPP_SDE, 1, sigmas, ns, a, &draws), 0);
+    assert_int_equal(draws, 2 * 9);
+    int moved = 0;
+    for (int i = 0; i < LATENT; i++) {
+        assert_true(isfinite(a[i]));
+        moved += fabs(a[i] - b[i]) > 1e-3;
+    }
+    assert_true(moved > LATENT / 2); /* the noise did something */
+}
+
+static int cancel_at_2(void *user, int i, int steps, double sigma, const float *x, const float *den)
+{
+    (void)steps, (void)sigma, (void)x, (void)den;
+    *(int *)user = i;
+    return i == 2;
+}
+
+static int failing_model(void *user, float *den, const float *x, size_t n, double s, fm_error *err)
+{
+    (void)user, (void)den, (void)x, (void)n, (void)s;
+    return fm_fail(err, FM_EINPUT, "unet: NaN in the output");
+}
+
+static void test_cancel_and_errors(void **state)
+{
+    (void)state;
+    double sigmas[11];
+    fm_error err = {0};
+    int ns = fm_schedule(&disc, FM_SCHED_NORMAL, 10, sigmas, &err);
+    float x[LATENT] = {0};
+    toy m = {FM_PRED_EPS, 0};
+    int last = -1;
+    fm_sampler_io io;
+    fm_sampler_io_init(&io);
+    io.denoise = toy_denoise;
+    io.denoise_user = &m;
+    io.step = cancel_at_2;
+    io.step_user = &last;
+    assert_int_equal(fm_sample(FM_SAMPLER_HEUN, &io, x, LATENT, sigmas, ns, &err), FM_EINTERRUPT);
+    assert_int_equal(last, 2);
+    assert_string_equal(err.msg, "sampler: cancelled at step 3 of 10");
+
+    fm_error e2 = {0};
+    assert_int_equal(fm_sample(FM_SAMPLER_EULER_ANCESTRAL, &io, x, LATENT, sigmas, ns, &e2), FM_EUSAGE);
+    assert_string_equal(e2.msg, "sampler euler_ancestral: needs a noise source");
+
+    fm_error e3 = {0};
+    io.step = NULL;
+    io.denoise = failing_model;
+    assert_int_equal(fm_sample(FM_SAMPLER_EULER, &io, x, LATENT, sigmas, ns, &e3), FM_EINPUT);
+    assert_string_equal(e3.msg, "unet: NaN in the output"); /* the first cause wins */
+
+    fm_error e4 = {0};
+    double bad[3] = {1, 0, 0};
+    assert_int_equal(fm_sample(FM_SAMPLER_EULER, &io, x, LATENT, bad, 3, &e4), FM_EUSAGE);
+    fm_error e5 = {0};
+    assert_int_equal(fm_sample(FM_SAMPLER_COUNT, &io, x, LATENT, sigmas, ns, &e5), FM_EUSAGE);
+}
+
+/* SAMPLERS.md 3.4: dpm_2* get the schedule for steps + 1 minus its
+ * next-to-last sigma; the others get fm_schedule unchanged. */
+static void test_front_end_sigmas(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    double plain[12];
+    int n_plain = fm_schedule(&disc, FM_SCHED_KARRAS, 10, plain, &err);
+    int n;
+    double *s = fm_sampler_sigmas(&disc, FM_SAMPLER_EULER, FM_SCHED_KARRAS, 10, &n, &err);
+    assert_non_null(s);
+    assert_int_equal(n, n_plain);
+    assert_memory_equal(s, plain, sizeof(double) * (size_t)n);
+    free(s);
+
+    double longer[13];
+    int n_longer = fm_schedule(&disc, FM_SCHED_KARRAS, 11, longer, &err);
+    s = fm_sampler_sigmas(&disc, FM_SAMPLER_DPM_2_ANCESTRAL, FM_SCHED_KARRAS, 10, &n, &err);
+    assert_non_null(s);
+    assert_int_equal(n, 11);
+    assert_int_equal(n_longer, 12);
+    assert_memory_equal(s, longer, sizeof(double) * 10);
+    assert_true(s[9] == longer[9] && s[10] == 0);
+    free(s);
+
+    s = fm_sampler_sigmas(&disc, FM_SAMPLER_DPM_2, FM_SCHED_NORMAL, 0, &n, &err);
+    assert_null(s);
+    assert_int_equal(err.code, FM_EUSAGE);
+}
+
+/* ---- names ---- */
+
+static void expect_sampler(const char *name, const char *sampler, const char *scheduler)
+{
+    char s[32] = "x", sch[32] = "x";
+    fm_error err = {0};
+    if (fm_sampler_resolve(name, s, sch, &err))
+        fail_msg("%s: %s", name, err.msg);
+    assert_string_equal(s, sampler);
+    assert_string_equal(sch, scheduler);
+}
+
+static void test_sampler_names(void **state)
+{
+    (void)state;
+    expect_sampler("dpmpp_2m", "dpmpp_2m", "");
+    expect_sampler("DPM++ 2M", "dpmpp_2m", "");
+    expect_sampler("DPM++ 2M Karras", "dpmpp_2m", "karras");
+    expect_sampler("dpm++ 2m karras", "dpmpp_2m", "karras");
+    expect_sampler("Euler a", "euler_ancestral", "");
+    expect_sampler("EULER_ANCESTRAL", "euler_ancestral", "");
+    expect_sampler("  Euler  ", "euler", "");
+    expect_sampler("DPM2 a Karras", "dpm_2_ancestral", "karras");
+    expect_sampler("DPM++ 2M SDE Exponential", "dpmpp_2m_sde", "exponential");
+    expect_sampler("DPM++ SDE Karras", "dpmpp_sde", "karras");
+    expect_sampler("DPM++ 2S a", "dpmpp_2s_ancestral", "");
+    expect_sampler("LMS Karras", "lms", "karras");
+    expect_sampler("k_euler_a", "euler_ancestral", "");
+    expect_sampler("DDIM", "ddim", "");
+    expect_sampler("lcm", "lcm", "");
+    char s[32];
+    fm_error err = {0};
+    assert_int_equal(fm_sampler_resolve("dpmpp_2m", s, NULL, &err), 0);
+    assert_int_equal(fm_sampler_resolve("DPM++ 3M", s, NULL, &err), FM_EUSAGE);
+    assert_non_null(strstr(err.msg, "sampler \"DPM++ 3M\": unknown; valid: euler (Euler), "));
+    assert_non_null(strstr(err.msg, "dpmpp_2m (DPM++ 2M)"));
+    assert_non_null(strstr(err.msg, "lcm (LCM)"));
+    fm_error e2 = {0};
+    assert_int_equal(fm_sampler_resolve("Karras", s, NULL, &e2), FM_EUSAGE);
+    fm_error e3 = {0};
+    assert_int_equal(fm_sampler_resolve("Heun Simple", s, NULL, &e3), FM_EUSAGE);
+}
+
+static void test_scheduler_names(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"normal", "normal"}, {"discrete", "normal"}, {"Uniform", "normal"}, {"Normal", "normal"},
+        {"Karras", "karras"}, {"EXPONENTIAL", "exponential"}, {"SGM Uniform", "sgm_uniform"},
+        {"sgm_uniform", "sgm_uniform"}, {"Simple", "simple"}, {"DDIM", "ddim_uniform"},
+        {"ddim_uniform", "ddim_uniform"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[32];
+        fm_error err = {0};
+        assert_int_equal(fm_scheduler_resolve(cases[i][0], out, &err), 0);
+        assert_string_equal(out, cases[i][1]);
+    }
+    char out[32];
+    fm_error err = {0};
+    assert_int_equal(fm_scheduler_resolve("beta", out, &err), FM_EUSAGE);
+    assert_non_null(strstr(err.msg, "scheduler \"beta\": unknown; valid: normal (Uniform), karras (Karras)"));
+}
+
+/* fm_sampler_list, the labels for the infotext and the tables agree. */
+static void test_list_and_labels(void **state)
+{
+    (void)state;
+    char expect[1024] = "";
+    size_t used = 0;
+    for (int s = 0; s < FM_SAMPLER_COUNT; s++)
+        used += (size_t)snprintf(expect + used, sizeof expect - used, "%s\t%s\n", fm_sampler_name(s),
+                                 fm_sampler_label(s));
+    for (int s = 0; s < FM_SCHED_COUNT; s++)
+        used += (size_t)snprintf(expect + used, sizeof expect - used, "%s\t%s\n",
+                                 fm_scheduler_name(s), fm_scheduler_label(s));
+    assert_string_equal(fm_sampler_list(), expect);
+    for (int s = 0; s < FM_SAMPLER_COUNT; s++) {
+        assert_int_equal(fm_sampler_find(fm_sampler_name(s)), s);
+        char out[32];
+        fm_error err = {0};
+        assert_int_equal(fm_sampler_resolve(fm_sampler_label(s), out, NULL, &err), 0);
+        assert_string_equal(out, fm_sampler_name(s));
+    }
+    assert_string_equal(fm_sampler_label(FM_SAMPLER_DPMPP_2M), "DPM++ 2M");
+    assert_string_equal(fm_scheduler_label(FM_SCHED_KARRAS), "Karras");
+    assert_string_equal(fm_scheduler_label(FM_SCHED_NORMAL), "Uniform");
+    assert_int_equal(fm_sampler_default_scheduler(FM_SAMPLER_DPMPP_2M), FM_SCHED_KARRAS);
+    assert_int_equal(fm_sampler_default_scheduler(FM_SAMPLER_DPMPP_2M_SDE), FM_SCHED_EXPONENTIAL);
+    assert_int_equal(fm_sampler_find("Euler"), -1);
+    assert_null(fm_sampler_name(FM_SAMPLER_COUNT));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +462,12 @@ int main(void)
         cmocka_unit_test(test_dpmpp_2m_sde),
         cmocka_unit_test(test_ddim),
         cmocka_unit_test(test_lcm),
+        cmocka_unit_test(test_dpmpp_sde),
+        cmocka_unit_test(test_cancel_and_errors),
+        cmocka_unit_test(test_front_end_sigmas),
+        cmocka_unit_test(test_sampler_names),
+        cmocka_unit_test(test_scheduler_names),
+        cmocka_unit_test(test_list_and_labels),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
