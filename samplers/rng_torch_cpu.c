@@ -85,8 +85,6 @@ static void normal_fill_16(float *d)
     }
 }
 
-void fm_torch_normal_fill_16_avx2(float *d);
-
 static void normal_fill(fm_rng *rng, float *d, size_t n)
 {
     void (*fill16)(float *) =

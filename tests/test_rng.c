@@ -147,12 +147,23 @@ static void test_torch_cpu(void **state)
     print_message("cpu: %d tensors bit-exact\n", n_checked);
 }
 
+static void test_torch_cpu_avx2(void **state)
+{
+    (void)state;
+    n_checked = 0;
+    check_first_calls("cpu_avx2", FM_RNG_CPU, FM_TORCH_KERNEL_AVX2, 9, 1, NULL);
+    check_successive("cpu_avx2", FM_RNG_CPU, FM_TORCH_KERNEL_AVX2, 1, NULL);
+    assert_int_equal(n_checked, 54);
+    print_message("cpu_avx2: %d tensors bit-exact\n", n_checked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_philox),
         cmocka_unit_test(test_philox_docstring),
         cmocka_unit_test(test_torch_cpu),
+        cmocka_unit_test(test_torch_cpu_avx2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
