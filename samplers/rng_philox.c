@@ -9,7 +9,11 @@
 /* numpy evaluates u = r*a + a/2 as two roundings; a fused multiply-add would
  * change the last bit of u, so contraction is off for this file whatever
  * the compiler's default. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u

@@ -13,7 +13,11 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 static uint32_t bits_of(float f)
 {

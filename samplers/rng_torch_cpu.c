@@ -8,7 +8,11 @@
 
 #include <math.h>
 
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 enum { MT_N = 624, MT_M = 397 };
 

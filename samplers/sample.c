@@ -18,9 +18,21 @@ int fm_run_model(fm_run *r, float *out, const float *x, double sigma)
     return 0;
 }
 
+/* Reports that `done` steps are complete. */
+static int report_progress(fm_run *r, int done)
+{
+    if (r->io->progress && r->io->progress(r->io->progress_user, done, r->steps))
+        return fm_fail(r->err, FM_EINTERRUPT, "sampler: cancelled after step %d of %d", done, r->steps);
+    return 0;
+}
+
 int fm_run_denoise_step(fm_run *r, int i)
 {
-    int rc = fm_run_model(r, r->denoised, r->x, r->sigmas[i]);
+    /* step i starting = step i-1 complete, whichever sampler is running */
+    int rc = i > 0 ? report_progress(r, i) : 0;
+    if (rc)
+        return rc;
+    rc = fm_run_model(r, r->denoised, r->x, r->sigmas[i]);
     if (rc)
         return rc;
     if (r->io->step && r->io->step(r->io->step_user, i, r->steps, r->sigmas[i], r->x, r->denoised))
@@ -112,6 +124,8 @@ int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n
     for (int b = 0; b < FM_RUN_BUFFERS; b++)
         r.buf[b] = all + (size_t)(b + 1) * n;
     rc = sampler_fns[sampler](&r);
+    if (!rc)
+        rc = report_progress(&r, r.steps);
     fm_free(all);
     return rc;
 }

@@ -142,6 +142,10 @@ typedef struct fm_sampler_io {
     void *noise_user;
     fm_step_fn step;       /* optional */
     void *step_user;
+    /* optional, fmimage.h's: progress(user, k, steps) once step k (1-based)
+     * is complete; non-zero cancels (FM_EINTERRUPT). */
+    fm_progress_fn progress;
+    void *progress_user;
     double eta, s_noise;   /* 1 and 1 after fm_sampler_io_init (A1111/ComfyUI defaults) */
 } fm_sampler_io;
 

@@ -282,6 +282,55 @@ static int cancel_at_2(void *user, int i, int steps, double sigma, const float *
     return i == 2;
 }
 
+typedef struct progress_log {
+    int calls, last, cancel_at;
+} progress_log;
+
+static int log_progress(void *user, int step, int steps)
+{
+    progress_log *p = user;
+    assert_int_equal(steps, 10);
+    assert_int_equal(step, p->last + 1);
+    p->last = step;
+    p->calls++;
+    return step == p->cancel_at;
+}
+
+static void test_progress(void **state)
+{
+    (void)state;
+    double sigmas[11];
+    fm_error err = {0};
+    int ns = fm_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
+    for (int s = 0; s < FM_SAMPLER_COUNT; s++) {
+        float x[LATENT] = {0};
+        toy m = {FM_PRED_EPS, 0};
+        fm_rng rng;
+        fm_rng_init(&rng, FM_RNG_CUDA, 1);
+        progress_log log = {0, 0, -1};
+        fm_sampler_io io;
+        fm_sampler_io_init(&io);
+        io.denoise = toy_denoise;
+        io.denoise_user = &m;
+        io.noise = fm_rng_noise;
+        io.noise_user = &rng;
+        io.progress = log_progress;
+        io.progress_user = &log;
+        assert_int_equal(fm_sample(s, &io, x, LATENT, sigmas, ns, &err), 0);
+        assert_int_equal(log.calls, 10);
+        /* cancelling after step 3 stops before step 4 calls the model */
+        progress_log stop = {0, 0, 3};
+        io.progress_user = &stop;
+        toy probe = {FM_PRED_EPS, 0};
+        io.denoise_user = &probe;
+        fm_error e2 = {0};
+        assert_int_equal(fm_sample(s, &io, x, LATENT, sigmas, ns, &e2), FM_EINTERRUPT);
+        assert_string_equal(e2.msg, "sampler: cancelled after step 3 of 10");
+        assert_int_equal(stop.calls, 3);
+        assert_true(probe.calls >= 3 && probe.calls <= 3 * 2);
+    }
+}
+
 static int failing_model(void *user, float *den, const float *x, size_t n, double s, fm_error *err)
 {
     (void)user, (void)den, (void)x, (void)n, (void)s;
@@ -464,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_lcm),
         cmocka_unit_test(test_dpmpp_sde),
         cmocka_unit_test(test_cancel_and_errors),
+        cmocka_unit_test(test_progress),
         cmocka_unit_test(test_front_end_sigmas),
         cmocka_unit_test(test_sampler_names),
         cmocka_unit_test(test_scheduler_names),
