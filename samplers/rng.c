@@ -9,6 +9,7 @@ void fm_rng_init(fm_rng *rng, fm_rng_kind kind, uint64_t seed)
     memset(rng, 0, sizeof *rng);
     rng->kind = kind;
     rng->seed = seed;
+    rng->torch_kernel = FM_TORCH_KERNEL_AVX2;
     if (kind == FM_RNG_CPU)
         fm_mt19937_seed(rng, (uint32_t)seed);
 }

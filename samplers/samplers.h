@@ -27,9 +27,12 @@
 
 /* ---------------------------------------------------------------- RNG -- */
 
-/* Which of PyTorch's CPU normal_fill kernels to imitate for >= 16 values:
- * DEFAULT = scalar libm kernel (PyTorch's DEFAULT/AVX512 dispatch, bit-exact
- * with glibc), AVX2 = normal_fill_16_AVX2 (avx_mathfun polynomials). */
+/* Which of PyTorch's CPU normal_fill kernels to imitate for >= 16 values
+ * (they differ in the last bits): AVX2 = normal_fill_16_AVX2 (avx_mathfun
+ * polynomials; what PyTorch runs on AVX2-only x86 CPUs, i.e. most desktops,
+ * and what golden/TINY-SD1.md's e2e3 noise came from) is fm_rng_init's
+ * choice; DEFAULT = the scalar libm kernel (PyTorch's DEFAULT and AVX512
+ * dispatch, non-x86). Both bit-exact against golden/rng.safetensors. */
 typedef enum { FM_TORCH_KERNEL_DEFAULT = 0, FM_TORCH_KERNEL_AVX2 } fm_torch_kernel;
 
 typedef struct fm_rng {
@@ -45,7 +48,8 @@ typedef struct fm_rng {
     fm_torch_kernel torch_kernel;
 } fm_rng;
 
-/* A freshly seeded generator: `torch.manual_seed(seed)` / `Generator(seed)`. */
+/* A freshly seeded generator: `torch.manual_seed(seed)` / `Generator(seed)`.
+ * torch_kernel is set to FM_TORCH_KERNEL_AVX2; change it after init. */
 void fm_rng_init(fm_rng *rng, fm_rng_kind kind, uint64_t seed);
 /* One randn call of n values (torch.randn(shape).flatten(), n = numel). */
 void fm_rng_randn(fm_rng *rng, float *out, size_t n);
