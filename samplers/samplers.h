@@ -66,12 +66,18 @@ typedef struct fm_discrete {
 /* From the checkpoint's F32 alphas_cumprod[n] (what A1111's CompVisDenoiser
  * uses: sigma_min 0.02916753 for SD 1.x). */
 int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_error *err);
-/* ldm's scaled_linear betas = linspace(sqrt(start), sqrt(end), n)^2 (float64),
- * alphas_cumprod = cumprod(1 - betas), all in float64 as ComfyUI's
- * ModelSamplingDiscrete and golden/schedules.safetensors (sigma_min
- * 0.029167158 for SD 1.x); for files without an alphas_cumprod tensor. */
+/* ldm's scaled_linear betas = linspace(sqrt(start), sqrt(end), n)^2 and
+ * alphas_cumprod = cumprod(1 - betas), kept in float64 as ComfyUI's
+ * ModelSamplingDiscrete and golden/schedules.safetensors do (sigma_min
+ * 0.029167158 for SD 1.x). */
 int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
                                    fm_error *err);
+/* The same alphas_cumprod rounded to F32, as ldm's register_schedule (SD 1/2
+ * buffers) and A1111's SDXL LegacyDDPMDiscretization store it: for a file
+ * without an alphas_cumprod tensor, fm_discrete_init on this gives A1111's
+ * sigmas. */
+void fm_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start, double linear_end,
+                                     int n);
 void fm_discrete_free(fm_discrete *d);
 double fm_discrete_sigma_min(const fm_discrete *d);
 double fm_discrete_sigma_max(const fm_discrete *d);

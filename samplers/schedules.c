@@ -51,25 +51,45 @@ int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_erro
     return rc;
 }
 
+/* beta_i of linspace(sqrt(start), sqrt(end), n)^2 (numpy linspace) */
+static double scaled_linear_beta(double linear_start, double linear_end, int i, int n)
+{
+    double a = sqrt(linear_start), b = sqrt(linear_end);
+    double root = i == n - 1 ? b : a + (b - a) * i / (n - 1);
+    return root * root;
+}
+
+static int scaled_linear_ok(double linear_start, double linear_end, int n, fm_error *err)
+{
+    if (n < 2 || !(linear_start > 0) || !(linear_end < 1) || !(linear_start < linear_end))
+        return fm_fail(err, FM_EINPUT, "schedule: bad scaled_linear parameters (%g, %g, %d)",
+                       linear_start, linear_end, n);
+    return 0;
+}
+
 int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
                                    fm_error *err)
 {
     d->sigmas = d->log_sigmas = NULL;
-    if (n < 2 || !(linear_start > 0) || !(linear_end < 1) || !(linear_start < linear_end))
-        return fm_fail(err, FM_EINPUT, "schedule: bad scaled_linear parameters (%g, %g, %d)",
-                       linear_start, linear_end, n);
+    if (scaled_linear_ok(linear_start, linear_end, n, err))
+        return FM_EINPUT;
     double *ac = malloc((size_t)n * sizeof(double));
     if (!ac)
         return fm_fail(err, FM_EINPUT, "schedule: out of memory");
-    double a = sqrt(linear_start), b = sqrt(linear_end), cumprod = 1;
-    for (int i = 0; i < n; i++) {
-        double root = i == n - 1 ? b : a + (b - a) * i / (n - 1); /* numpy linspace */
-        cumprod *= 1 - root * root;
-        ac[i] = cumprod;
-    }
+    double cumprod = 1;
+    for (int i = 0; i < n; i++)
+        ac[i] = cumprod *= 1 - scaled_linear_beta(linear_start, linear_end, i, n);
     int rc = discrete_from_ac(d, ac, n, err);
     free(ac);
     return rc;
+}
+
+void fm_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start, double linear_end,
+                                     int n)
+{
+    double cumprod = 1;
+    for (int i = 0; i < n; i++)
+        alphas_cumprod[i] = (float)(cumprod *= 1 - scaled_linear_beta(linear_start, linear_end, i, n));
 }
 
 void fm_discrete_free(fm_discrete *d)

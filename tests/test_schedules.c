@@ -85,9 +85,14 @@ static void test_checkpoint_alphas_cumprod(void **state)
         if (!(fabs(ckd.sigmas[i] - ref[i]) <= TOL * ref[i]))
             fail_msg("sched.sigmas[%zu] = %.9g, reference %.9g", i, ckd.sigmas[i], (double)ref[i]);
     n_checked++;
-    /* the golden's F32 alphas_cumprod is that buffer too */
+    /* the golden's F32 alphas_cumprod is that buffer too, and so is the
+     * F32 scaled_linear fallback */
     float *gac = tu_f32(&st, "alphas_cumprod", &rn);
     assert_int_equal(memcmp(gac, ac, n * sizeof(float)), 0);
+    float mine[1000];
+    assert_int_equal(n, 1000);
+    fm_scaled_linear_alphas_cumprod(mine, 0.00085, 0.012, 1000);
+    assert_memory_equal(mine, ac, n * sizeof(float));
     fm_discrete_free(&ckd);
     fm_free(ac);
     fm_free(gac);
