@@ -166,8 +166,15 @@ void fm_sampler_io_init(fm_sampler_io *io);
 int fm_rng_noise(void *rng, float *out, size_t n, fm_error *err);
 
 /* Runs sampler over sigmas[0..n_sigmas-1] (decreasing, normally ending with
- * 0), updating x[n] in place from the start latent (noise * sigmas[0] in
- * A1111/k-diffusion) to the sample. Steps = n_sigmas - 1. */
+ * 0), updating x[n] in place from the start latent to the sample. Steps =
+ * n_sigmas - 1. The start latent is the caller's (SAMPLERS.md 3.4): A1111
+ * and k-diffusion use noise * sigmas[0] (img2img: init + noise * sigmas[0]);
+ * ComfyUI uses noise * sqrt(1 + sigmas[0]^2) when sigmas[0] is sigma_max.
+ * The noisy samplers draw one tensor per step with sigmas[i+1] > 0
+ * (dpmpp_sde two), the first after the initial noise: with fm_rng_noise on
+ * the image's generator that is A1111's sequence. dpmpp_2m_sde and dpmpp_sde
+ * default to a Brownian tree in k-diffusion/ComfyUI; that noise is not
+ * reproduced (golden/SAMPLERS.md 3.3). */
 int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
               const double *sigmas, int n_sigmas, fm_error *err);
 
