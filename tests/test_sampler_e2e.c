@@ -59,7 +59,9 @@ static int check_x(void *user, int i, int steps, double sigma, const float *x, c
     replay *r = user;
     char name[64];
     snprintf(name, sizeof name, "%s.x.%d", r->prefix, i);
-    tu_check(&cases, name, x, LATENT, i <= 1 ? 1e-4 : 1e-3);
+    /* 1e-4, not TINY-SD1.md's 1e-3: the recorded denoised is replayed, so
+     * there is no U-Net error to absorb */
+    tu_check(&cases, name, x, LATENT, 1e-4);
     return 0;
 }
 
