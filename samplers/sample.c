@@ -1,0 +1,158 @@
+/* fm_sample: one sampler run. Owns the scratch latents, calls the model and
+ * the noise source, reports steps; the equations live in the family files. */
+#include "samplers/sampler_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+void fm_sampler_io_init(fm_sampler_io *io)
+{
+    *io = (fm_sampler_io){.eta = 1, .s_noise = 1};
+}
+
+int fm_run_model(fm_run *r, float *out, const float *x, double sigma)
+{
+    int rc = r->io->denoise(r->io->denoise_user, out, x, r->n, sigma, r->err);
+    if (rc)
+        return fm_fail(r->err, rc, "sampler: the model failed at sigma %g", sigma);
+    return 0;
+}
+
+/* Reports that `done` steps are complete. */
+static int report_progress(fm_run *r, int done)
+{
+    if (r->io->progress && r->io->progress(r->io->progress_user, done, r->steps))
+        return fm_fail(r->err, FM_EINTERRUPT, "sampler: cancelled after step %d of %d", done, r->steps);
+    return 0;
+}
+
+int fm_run_denoise_step(fm_run *r, int i)
+{
+    /* step i starting = step i-1 complete, whichever sampler is running */
+    int rc = i > 0 ? report_progress(r, i) : 0;
+    if (rc)
+        return rc;
+    rc = fm_run_model(r, r->denoised, r->x, r->sigmas[i]);
+    if (rc)
+        return rc;
+    if (r->io->step && r->io->step(r->io->step_user, i, r->steps, r->sigmas[i], r->x, r->denoised))
+        return fm_fail(r->err, FM_EINTERRUPT, "sampler: cancelled at step %d of %d", i + 1, r->steps);
+    return 0;
+}
+
+int fm_run_noise(fm_run *r, float *out)
+{
+    int rc = r->io->noise(r->io->noise_user, out, r->n, r->err);
+    if (rc)
+        return fm_fail(r->err, rc, "sampler: the noise source failed");
+    return 0;
+}
+
+void fm_ancestral_step(double sigma_from, double sigma_to, double eta, double *down, double *up)
+{
+    if (eta == 0) {
+        *down = sigma_to;
+        *up = 0;
+        return;
+    }
+    *up = fmin(sigma_to, eta * sqrt(sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) /
+                                    (sigma_from * sigma_from)));
+    *down = sqrt(sigma_to * sigma_to - *up * *up);
+}
+
+void fm_euler_update(float *x, const float *denoised, size_t n, double sigma, double sigma_to)
+{
+    double dt = sigma_to - sigma;
+    for (size_t k = 0; k < n; k++) {
+        double d = ((double)x[k] - denoised[k]) / sigma;
+        x[k] = (float)(x[k] + d * dt);
+    }
+}
+
+void fm_add_noise(float *x, const float *noise, size_t n, double scale)
+{
+    for (size_t k = 0; k < n; k++)
+        x[k] = (float)(x[k] + noise[k] * scale);
+}
+
+static int (*const sampler_fns[FM_SAMPLER_COUNT])(fm_run *) = {
+    [FM_SAMPLER_EULER] = fm_sample_euler,
+    [FM_SAMPLER_EULER_ANCESTRAL] = fm_sample_euler_ancestral,
+    [FM_SAMPLER_HEUN] = fm_sample_heun,
+    [FM_SAMPLER_DPM_2] = fm_sample_dpm_2,
+    [FM_SAMPLER_DPM_2_ANCESTRAL] = fm_sample_dpm_2_ancestral,
+    [FM_SAMPLER_LMS] = fm_sample_lms,
+    [FM_SAMPLER_DPMPP_2M] = fm_sample_dpmpp_2m,
+    [FM_SAMPLER_DPMPP_2S_ANCESTRAL] = fm_sample_dpmpp_2s_ancestral,
+    [FM_SAMPLER_DPMPP_2M_SDE] = fm_sample_dpmpp_2m_sde,
+    [FM_SAMPLER_DPMPP_SDE] = fm_sample_dpmpp_sde,
+    [FM_SAMPLER_DDIM] = fm_sample_euler, /* ComfyUI maps ddim to sample_euler */
+    [FM_SAMPLER_LCM] = fm_sample_lcm,
+};
+
+static int check_sigmas(const double *sigmas, int n_sigmas, fm_error *err)
+{
+    if (n_sigmas < 2)
+        return fm_fail(err, FM_EUSAGE, "sampler: %d sigmas, need at least 2", n_sigmas);
+    for (int i = 0; i < n_sigmas; i++) {
+        if (!(sigmas[i] >= 0) || !isfinite(sigmas[i]))
+            return fm_fail(err, FM_EUSAGE, "sampler: sigma %d is %g", i, sigmas[i]);
+        if (i < n_sigmas - 1 && sigmas[i] == 0)
+            return fm_fail(err, FM_EUSAGE, "sampler: sigma %d is 0 before the last step", i);
+    }
+    return 0;
+}
+
+int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
+              const double *sigmas, int n_sigmas, fm_error *err)
+{
+    if ((unsigned)sampler >= FM_SAMPLER_COUNT)
+        return fm_fail(err, FM_EUSAGE, "sampler %d: unknown", (int)sampler);
+    if (!io || !io->denoise)
+        return fm_fail(err, FM_EUSAGE, "sampler %s: no denoiser", fm_sampler_name(sampler));
+    if (fm_sampler_is_noisy(sampler) && !io->noise)
+        return fm_fail(err, FM_EUSAGE, "sampler %s: needs a noise source", fm_sampler_name(sampler));
+    int rc = check_sigmas(sigmas, n_sigmas, err);
+    if (rc)
+        return rc;
+    fm_run r = {.io = io, .x = x, .n = n, .sigmas = sigmas, .steps = n_sigmas - 1, .err = err};
+    float *all = fm_alloc((FM_RUN_BUFFERS + 1) * n * sizeof(float));
+    if (!all)
+        return fm_fail(err, FM_EINPUT, "sampler: out of memory for %d latents of %zu values",
+                       FM_RUN_BUFFERS + 1, n);
+    r.denoised = all;
+    for (int b = 0; b < FM_RUN_BUFFERS; b++)
+        r.buf[b] = all + (size_t)(b + 1) * n;
+    rc = sampler_fns[sampler](&r);
+    if (!rc)
+        rc = report_progress(&r, r.steps);
+    fm_free(all);
+    return rc;
+}
+
+double *fm_sampler_sigmas(const fm_discrete *d, fm_sampler_id sampler, fm_scheduler_id sched,
+                          int steps, int *n_sigmas, fm_error *err)
+{
+    if (steps < 1) {
+        fm_fail(err, FM_EUSAGE, "steps %d: must be at least 1", steps);
+        return NULL;
+    }
+    int discard = fm_sampler_discards_penultimate_sigma(sampler);
+    int len = fm_schedule_length(d, sched, steps + discard);
+    double *s = malloc((size_t)(len > 0 ? len : 1) * sizeof(double));
+    if (!s) {
+        fm_fail(err, FM_EINPUT, "sampler: out of memory");
+        return NULL;
+    }
+    len = fm_schedule(d, sched, steps + discard, s, err);
+    if (len < 0) {
+        free(s);
+        return NULL;
+    }
+    if (discard && len >= 3) {
+        s[len - 2] = s[len - 1];
+        len--;
+    }
+    *n_sigmas = len;
+    return s;
+}

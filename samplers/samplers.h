@@ -1,0 +1,208 @@
+/* samplers: seed-compatible noise, sigma schedules, the parameterisation
+ * wrappers and the k-diffusion samplers, plus their ComfyUI/A1111 names.
+ *
+ * The layers, from the bottom:
+ *   fm_rng        A1111's Philox "NV" generator or PyTorch's CPU generator,
+ *                 bit-exact including successive calls (golden/SAMPLERS.md 1).
+ *   fm_discrete   a model's discrete schedule (sigmas from alphas_cumprod),
+ *                 sigma <-> fractional timestep, and the six schedulers
+ *                 (golden/SAMPLERS.md 2).
+ *   fm_denoiser_scalings   c_skip/c_out/c_in of k-diffusion's CompVis
+ *                 (eps) and CompVisV (v) denoisers.
+ *   fm_sample     one sampler run over a denoiser callback, k-diffusion's
+ *                 sampling.py equations (golden/SAMPLERS.md 3.3).
+ *   fm_sampler_sigmas   the front-end convention layer (SAMPLERS.md 3.4):
+ *                 the sigmas a UI would hand the sampler, including the
+ *                 "discard next-to-last sigma" of dpm_2 / dpm_2_ancestral.
+ *                 fm_sample itself never alters the sigmas it is given.
+ *
+ * The pipeline supplies the denoiser (U-Net + CFG + parameterisation);
+ * latents are float32, schedules and scalars double. */
+#ifndef FM_SAMPLERS_H
+#define FM_SAMPLERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "core/core.h"
+
+/* ---------------------------------------------------------------- RNG -- */
+
+/* Which of PyTorch's CPU normal_fill kernels to imitate for >= 16 values
+ * (they differ in the last bits): AVX2 = normal_fill_16_AVX2 (avx_mathfun
+ * polynomials; what PyTorch runs on AVX2-only x86 CPUs, i.e. most desktops,
+ * and what golden/TINY-SD1.md's e2e3 noise came from) is fm_rng_init's
+ * choice; DEFAULT = the scalar libm kernel (PyTorch's DEFAULT and AVX512
+ * dispatch, non-x86). Both bit-exact against golden/rng.safetensors. */
+typedef enum { FM_TORCH_KERNEL_DEFAULT = 0, FM_TORCH_KERNEL_AVX2 } fm_torch_kernel;
+
+typedef struct fm_rng {
+    fm_rng_kind kind;     /* FM_RNG_CUDA (Philox) or FM_RNG_CPU (MT19937) */
+    uint64_t seed;
+    /* Philox: counter word 0, +1 per randn call whatever its size */
+    uint64_t offset;
+    /* MT19937 */
+    uint32_t mt[624];
+    int mti;
+    int has_cached_normal; /* torch's cached second Box-Muller value (< 16 path) */
+    double cached_normal;
+    fm_torch_kernel torch_kernel;
+} fm_rng;
+
+/* A freshly seeded generator: `torch.manual_seed(seed)` / `Generator(seed)`.
+ * torch_kernel is set to FM_TORCH_KERNEL_AVX2; change it after init. */
+void fm_rng_init(fm_rng *rng, fm_rng_kind kind, uint64_t seed);
+/* One randn call of n values (torch.randn(shape).flatten(), n = numel). */
+void fm_rng_randn(fm_rng *rng, float *out, size_t n);
+
+/* ----------------------------------------------------------- schedule -- */
+
+/* A model's discrete noise schedule: sigma_i = sqrt((1 - ac_i) / ac_i). */
+typedef struct fm_discrete {
+    int n;               /* timesteps, 1000 for every SD model */
+    double *sigmas;      /* [n], increasing */
+    double *log_sigmas;  /* [n] */
+} fm_discrete;
+
+/* From the checkpoint's F32 alphas_cumprod[n] (what A1111's CompVisDenoiser
+ * uses: sigma_min 0.02916753 for SD 1.x). */
+int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_error *err);
+/* ldm's scaled_linear betas = linspace(sqrt(start), sqrt(end), n)^2 and
+ * alphas_cumprod = cumprod(1 - betas), kept in float64 as ComfyUI's
+ * ModelSamplingDiscrete and golden/schedules.safetensors do (sigma_min
+ * 0.029167158 for SD 1.x). */
+int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
+                                   fm_error *err);
+/* The same alphas_cumprod rounded to F32, as ldm's register_schedule (SD 1/2
+ * buffers) and A1111's SDXL LegacyDDPMDiscretization store it: for a file
+ * without an alphas_cumprod tensor, fm_discrete_init on this gives A1111's
+ * sigmas. */
+void fm_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start, double linear_end,
+                                     int n);
+void fm_discrete_free(fm_discrete *d);
+double fm_discrete_sigma_min(const fm_discrete *d);
+double fm_discrete_sigma_max(const fm_discrete *d);
+/* Fractional timestep in [0, n-1] -> sigma by log-sigma interpolation. */
+double fm_discrete_t_to_sigma(const fm_discrete *d, double t);
+/* sigma -> fractional timestep (k-diffusion, quantize=False): what the U-Net
+ * is fed. Clamped to [0, n-1]. */
+double fm_discrete_sigma_to_t(const fm_discrete *d, double sigma);
+
+typedef enum {
+    FM_SCHED_NORMAL = 0,   /* k-diffusion get_sigmas (ComfyUI normal, A1111 Uniform) */
+    FM_SCHED_KARRAS,
+    FM_SCHED_EXPONENTIAL,
+    FM_SCHED_SGM_UNIFORM,
+    FM_SCHED_SIMPLE,
+    FM_SCHED_DDIM_UNIFORM,
+    FM_SCHED_COUNT
+} fm_scheduler_id;
+
+/* Number of sigmas (trailing 0 included) the scheduler gives for steps:
+ * steps + 1, except ddim_uniform which can give more (30 steps -> 32). */
+int fm_schedule_length(const fm_discrete *d, fm_scheduler_id s, int steps);
+/* Writes fm_schedule_length() sigmas, decreasing, ending with 0. Returns
+ * that count, or -1 with err set (FM_EUSAGE: steps < 1, unknown scheduler). */
+int fm_schedule(const fm_discrete *d, fm_scheduler_id s, int steps, double *sigmas, fm_error *err);
+
+/* ---------------------------------------------------- parameterisation -- */
+
+/* denoised = c_skip * x + c_out * net(c_in * x, sigma_to_t(sigma)).
+ * eps (CompVisDenoiser): c_skip 1, c_out -sigma, c_in 1/sqrt(sigma^2+1).
+ * v (CompVisVDenoiser): c_skip 1/(sigma^2+1), c_out -sigma/sqrt(sigma^2+1),
+ * c_in 1/sqrt(sigma^2+1). (sigma_data = 1.) */
+typedef struct fm_scalings {
+    double c_skip, c_out, c_in;
+} fm_scalings;
+fm_scalings fm_denoiser_scalings(fm_prediction pred, double sigma);
+
+/* ------------------------------------------------------------ samplers -- */
+
+typedef enum {
+    FM_SAMPLER_EULER = 0,
+    FM_SAMPLER_EULER_ANCESTRAL,
+    FM_SAMPLER_HEUN,
+    FM_SAMPLER_DPM_2,
+    FM_SAMPLER_DPM_2_ANCESTRAL,
+    FM_SAMPLER_LMS,
+    FM_SAMPLER_DPMPP_2M,
+    FM_SAMPLER_DPMPP_2S_ANCESTRAL,
+    FM_SAMPLER_DPMPP_2M_SDE,
+    FM_SAMPLER_DPMPP_SDE,
+    FM_SAMPLER_DDIM,  /* ComfyUI's ddim: exactly euler */
+    FM_SAMPLER_LCM,
+    FM_SAMPLER_COUNT
+} fm_sampler_id;
+
+/* The model at noise level sigma: writes denoised[n] for x[n]. Returns 0 or
+ * an error code (err set). */
+typedef int (*fm_denoise_fn)(void *user, float *denoised, const float *x, size_t n, double sigma,
+                             fm_error *err);
+/* The next standard-normal tensor of n values (ancestral and SDE noise). */
+typedef int (*fm_noise_fn)(void *user, float *out, size_t n, fm_error *err);
+/* k-diffusion's callback: after the first model evaluation of step i
+ * (0-based, of steps), with x at the start of the step and that denoised.
+ * Return non-zero to cancel: fm_sample then fails with FM_EINTERRUPT. */
+typedef int (*fm_step_fn)(void *user, int i, int steps, double sigma, const float *x,
+                          const float *denoised);
+
+typedef struct fm_sampler_io {
+    fm_denoise_fn denoise;
+    void *denoise_user;
+    fm_noise_fn noise;     /* required by the noisy samplers (fm_sampler_is_noisy) */
+    void *noise_user;
+    fm_step_fn step;       /* optional */
+    void *step_user;
+    /* optional, fmimage.h's: progress(user, k, steps) once step k (1-based)
+     * is complete; non-zero cancels (FM_EINTERRUPT). */
+    fm_progress_fn progress;
+    void *progress_user;
+    double eta, s_noise;   /* 1 and 1 after fm_sampler_io_init (A1111/ComfyUI defaults) */
+} fm_sampler_io;
+
+void fm_sampler_io_init(fm_sampler_io *io);
+
+/* An fm_noise_fn drawing successive randn calls from the fm_rng* user, as
+ * A1111 does with the image's generator after the initial latent. */
+int fm_rng_noise(void *rng, float *out, size_t n, fm_error *err);
+
+/* Runs sampler over sigmas[0..n_sigmas-1] (decreasing, normally ending with
+ * 0), updating x[n] in place from the start latent to the sample. Steps =
+ * n_sigmas - 1. The start latent is the caller's (SAMPLERS.md 3.4): A1111
+ * and k-diffusion use noise * sigmas[0] (img2img: init + noise * sigmas[0]);
+ * ComfyUI uses noise * sqrt(1 + sigmas[0]^2) when sigmas[0] is sigma_max.
+ * The noisy samplers draw one tensor per step with sigmas[i+1] > 0
+ * (dpmpp_sde two), the first after the initial noise: with fm_rng_noise on
+ * the image's generator that is A1111's sequence. dpmpp_2m_sde and dpmpp_sde
+ * default to a Brownian tree in k-diffusion/ComfyUI; that noise is not
+ * reproduced (golden/SAMPLERS.md 3.3). */
+int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
+              const double *sigmas, int n_sigmas, fm_error *err);
+
+/* The sigmas a front end hands the sampler: fm_schedule for steps, except
+ * for the samplers with discard_next_to_last_sigma (dpm_2, dpm_2_ancestral;
+ * A1111 and ComfyUI alike), which get the schedule for steps + 1 without its
+ * second-to-last sigma. Returns a malloc'd array (free()) and its length in
+ * *n_sigmas, or NULL with err set. */
+double *fm_sampler_sigmas(const fm_discrete *d, fm_sampler_id sampler, fm_scheduler_id sched,
+                          int steps, int *n_sigmas, fm_error *err);
+
+/* --------------------------------------------------------------- names -- */
+
+/* ComfyUI name ("dpmpp_2m"), or NULL for an id out of range. */
+const char *fm_sampler_name(fm_sampler_id s);
+/* A1111 label for the infotext "Sampler:" field ("DPM++ 2M"). */
+const char *fm_sampler_label(fm_sampler_id s);
+const char *fm_scheduler_name(fm_scheduler_id s);
+/* A1111 "Schedule type:" label ("Karras"; "Uniform" for normal). */
+const char *fm_scheduler_label(fm_scheduler_id s);
+/* Exact ComfyUI names (as fm_sampler_resolve writes them); -1 if unknown. */
+int fm_sampler_find(const char *comfy_name);
+int fm_scheduler_find(const char *comfy_name);
+/* Draws noise during sampling (needs fm_sampler_io.noise). */
+int fm_sampler_is_noisy(fm_sampler_id s);
+/* A1111's "Automatic" schedule type of the sampler (its table). */
+fm_scheduler_id fm_sampler_default_scheduler(fm_sampler_id s);
+/* Schedule computed for steps + 1, next-to-last sigma dropped. */
+int fm_sampler_discards_penultimate_sigma(fm_sampler_id s);
+
+#endif
