@@ -168,20 +168,6 @@ static void denoiser_free(denoiser *d)
     free(d->out);
 }
 
-/* ---- progress ---- */
-
-typedef struct step_ctx {
-    const fm_params *p;
-    int steps;
-} step_ctx;
-
-static int on_step(void *user, int i, int steps, double sigma, const float *x, const float *denoised)
-{
-    (void)sigma; (void)x; (void)denoised; (void)steps;
-    step_ctx *s = user;
-    return s->p->progress ? s->p->progress(s->p->progress_user, i + 1, s->steps) : 0;
-}
-
 /* ---- latents in and out ---- */
 
 /* img2img: the init image resized, encoded, latent = mean x scale factor. */
@@ -285,15 +271,14 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
         fm_rng_randn(&rng, x, n);
         double s0 = sigmas[first];
         for (size_t i = 0; i < n; i++) x[i] = (float)((init ? init[i] : 0.0f) + x[i] * s0);
-        step_ctx sc = {p, n_sigmas - 1 - first};
         fm_sampler_io io;
         fm_sampler_io_init(&io);
         io.denoise = denoise;
         io.denoise_user = &d;
         io.noise = fm_rng_noise;
         io.noise_user = &rng;
-        io.step = on_step;
-        io.step_user = &sc;
+        io.progress = p->progress;
+        io.progress_user = p->progress_user;
         rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
     }
     if (!rc) rc = decode_latent(m, p, x, lh, lw, rgb, err);
