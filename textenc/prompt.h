@@ -1,0 +1,2 @@
+/* placeholder */
+#include "textenc/tokenizer.h"
