@@ -246,6 +246,257 @@ static void test_megabyte_prompt(void **state)
     free(s);
 }
 
+/* ---- prompt weighting ---------------------------------------------------- */
+
+static void test_prompt_attention_golden(void **state)
+{
+    (void)state;
+    char *text = read_text("tests/data/prompt_attention.tsv");
+    char *buf = malloc(strlen(text) + 1);
+    int cases = 0, bad = 0;
+    char *line = strchr(text, '\n') + 1;
+    while (*line) {
+        char *end = strchr(line, '\n');
+        *end = 0;
+        const char *p = line;
+        json_string(&p, buf);
+        assert_int_equal(*p, '\t');
+        cJSON *want = cJSON_Parse(p + 1);
+        assert_non_null(want);
+        fm_prompt_attention got;
+        fm_error err = {0};
+        assert_int_equal(fm_parse_prompt_attention(buf, &got, &err), 0);
+        int ok = got.n == cJSON_GetArraySize(want);
+        for (int i = 0; ok && i < got.n; i++) {
+            cJSON *pair = cJSON_GetArrayItem(want, i);
+            const char *wt = cJSON_GetArrayItem(pair, 0)->valuestring;
+            double ww = cJSON_GetArrayItem(pair, 1)->valuedouble;
+            ok = !strcmp(got.pieces[i].text, wt) && got.pieces[i].weight == ww;
+        }
+        if (!ok) {
+            bad++;
+            fprintf(stderr, "prompt_attention.tsv line %d: %s\n  got ", cases + 2, line);
+            for (int i = 0; i < got.n; i++)
+                fprintf(stderr, "[\"%s\",%.17g] ", got.pieces[i].text, got.pieces[i].weight);
+            fprintf(stderr, "\n");
+        }
+        fm_prompt_attention_free(&got);
+        cJSON_Delete(want);
+        cases++;
+        line = end + 1;
+    }
+    printf("prompt_attention.tsv: %d/%d cases match\n", cases - bad, cases);
+    free(buf);
+    free(text);
+    assert_int_equal(bad, 0);
+    assert_int_equal(cases, 102);
+}
+
+static void assert_chunk_is(const fm_token_chunks *c, int k, const char *plain, int pad)
+{
+    int32_t want[FM_CLIP_LEN];
+    fm_error err = {0};
+    assert_true(fm_tokenize_77(g_tok, plain, pad, want, &err) >= 0);
+    assert_memory_equal(c->ids[k], want, sizeof want);
+}
+
+static void assert_weights_one(const fm_token_chunks *c)
+{
+    for (int k = 0; k < c->n_chunks; k++)
+        for (int i = 0; i < FM_CLIP_LEN; i++)
+            assert_true(c->weights[k][i] == 1.0f);
+}
+
+static void test_chunks_plain(void **state)
+{
+    (void)state;
+    fm_token_chunks c;
+    fm_error err = {0};
+    const char *prompt = "a photograph of an astronaut riding a horse, highly detailed";
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 1);
+    assert_chunk_is(&c, 0, prompt, FM_CLIP_PAD_SD1);
+    assert_weights_one(&c);
+    fm_token_chunks_free(&c);
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+    assert_chunk_is(&c, 0, prompt, FM_CLIP_PAD_OPENCLIP);
+    fm_token_chunks_free(&c);
+}
+
+static void test_chunks_empty(void **state)
+{
+    (void)state;
+    static const char *empties[] = {"", "BREAK", "   ", "()", "[]"};
+    for (size_t k = 0; k < sizeof empties / sizeof *empties; k++) {
+        fm_token_chunks c;
+        fm_error err = {0};
+        assert_int_equal(fm_prompt_to_chunks(g_tok, empties[k], FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+        assert_int_equal(c.n_chunks, 1);
+        assert_chunk_is(&c, 0, "", FM_CLIP_PAD_OPENCLIP); /* BOS, EOS, 0... */
+        assert_int_equal(c.ids[0][1], FM_CLIP_EOS);
+        assert_int_equal(c.ids[0][2], 0);
+        assert_weights_one(&c);
+        fm_token_chunks_free(&c);
+    }
+}
+
+static void test_chunks_break(void **state)
+{
+    (void)state;
+    fm_token_chunks c;
+    fm_error err = {0};
+    assert_int_equal(fm_prompt_to_chunks(g_tok, "a red fox BREAK in the snow", FM_CLIP_PAD_SD1, &c,
+                                         &err), 0);
+    assert_int_equal(c.n_chunks, 2);
+    assert_chunk_is(&c, 0, "a red fox", FM_CLIP_PAD_SD1);
+    assert_chunk_is(&c, 1, "in the snow", FM_CLIP_PAD_SD1);
+    assert_weights_one(&c);
+    fm_token_chunks_free(&c);
+    /* BREAK inside brackets is the word "break" weighted -1.1, not a marker */
+    assert_int_equal(fm_prompt_to_chunks(g_tok, "(a BREAK b)", FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 1);
+    assert_chunk_is(&c, 0, "a break b", FM_CLIP_PAD_SD1);
+    assert_true(c.weights[0][1] == (float)1.1);
+    assert_true(c.weights[0][2] == (float)(-1 * 1.1));
+    fm_token_chunks_free(&c);
+}
+
+static void test_chunks_weights(void **state)
+{
+    (void)state;
+    fm_token_chunks c;
+    fm_error err = {0};
+    assert_int_equal(fm_prompt_to_chunks(g_tok, "a ((cat:1.5)) [dog] \\(x\\)", FM_CLIP_PAD_SD1, &c,
+                                         &err), 0);
+    assert_int_equal(c.n_chunks, 1);
+    assert_chunk_is(&c, 0, "a cat dog (x)", FM_CLIP_PAD_SD1);
+    /* a | cat | dog | ( x ) */
+    const float want[] = {1.0f, 1.0f, (float)(1.5 * 1.1), (float)(1 / 1.1), 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    for (int i = 0; i < 9; i++)
+        assert_true(c.weights[0][i] == want[i]);
+    for (int i = 9; i < FM_CLIP_LEN; i++)
+        assert_true(c.weights[0][i] == 1.0f);
+    fm_token_chunks_free(&c);
+}
+
+static char *repeat(const char *word, int times)
+{
+    size_t n = strlen(word);
+    char *s = malloc(n * (size_t)times + 1);
+    for (int i = 0; i < times; i++)
+        memcpy(s + n * (size_t)i, word, n);
+    s[n * (size_t)times] = 0;
+    return s;
+}
+
+/* 100 tokens: 75 in the first chunk, 25 in the second (154 context tokens). */
+static void test_chunks_long(void **state)
+{
+    (void)state;
+    char *prompt = repeat("cat ", 100), *first = repeat("cat ", 75), *rest = repeat("cat ", 25);
+    fm_token_chunks c;
+    fm_error err = {0};
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 2);
+    assert_int_equal(c.n_chunks * FM_CLIP_LEN, 154);
+    assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
+    assert_chunk_is(&c, 1, rest, FM_CLIP_PAD_SD1);
+    assert_weights_one(&c);
+    fm_token_chunks_free(&c);
+    /* the golden's longest line (100 tokens) also gives 2 chunks */
+    free(prompt);
+    free(first);
+    free(rest);
+}
+
+/* A full chunk whose last comma is at most 20 tokens back moves the words
+ * after the comma to the next chunk; further back, the chunk is cut at 75. */
+static void test_chunks_comma_backtrack(void **state)
+{
+    (void)state;
+    char *cats = repeat("cat ", 70), *dogs = repeat("dog ", 10);
+    char prompt[1024];
+    snprintf(prompt, sizeof prompt, "%s, %s", cats, dogs);
+    char first[1024];
+    snprintf(first, sizeof first, "%s,", cats);
+    fm_token_chunks c;
+    fm_error err = {0};
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 2);
+    assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
+    assert_chunk_is(&c, 1, dogs, FM_CLIP_PAD_SD1);
+    fm_token_chunks_free(&c);
+    free(cats);
+    /* comma 30 tokens back: plain cut at 75 */
+    cats = repeat("cat ", 45);
+    free(dogs);
+    dogs = repeat("dog ", 40);
+    snprintf(prompt, sizeof prompt, "%s, %s", cats, dogs);
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 2);
+    char *d29 = repeat("dog ", 29), *d11 = repeat("dog ", 11);
+    snprintf(first, sizeof first, "%s, %s", cats, d29);
+    assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
+    assert_chunk_is(&c, 1, d11, FM_CLIP_PAD_SD1);
+    fm_token_chunks_free(&c);
+    free(cats);
+    free(dogs);
+    free(d29);
+    free(d11);
+}
+
+static void test_chunks_pad(void **state)
+{
+    (void)state;
+    fm_token_chunks c;
+    fm_error err = {0};
+    assert_int_equal(fm_prompt_to_chunks(g_tok, "(a fox:1.3)", FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+    assert_int_equal(fm_token_chunks_pad(&c, 3, FM_CLIP_PAD_OPENCLIP), 0);
+    assert_int_equal(c.n_chunks, 3);
+    assert_chunk_is(&c, 0, "a fox", FM_CLIP_PAD_OPENCLIP);
+    assert_true(c.weights[0][1] == 1.3f);
+    for (int k = 1; k < 3; k++) {
+        assert_chunk_is(&c, k, "", FM_CLIP_PAD_OPENCLIP);
+        for (int i = 0; i < FM_CLIP_LEN; i++)
+            assert_true(c.weights[k][i] == 1.0f);
+    }
+    assert_int_equal(fm_token_chunks_pad(&c, 2, FM_CLIP_PAD_OPENCLIP), 0); /* never shrinks */
+    assert_int_equal(c.n_chunks, 3);
+    fm_token_chunks_free(&c);
+}
+
+/* A1111 raises on float("1.2.3"); so do we, with an error value. */
+static void test_prompt_bad_weight(void **state)
+{
+    (void)state;
+    fm_prompt_attention a;
+    fm_error err = {0};
+    assert_int_equal(fm_parse_prompt_attention("(a:1.2.3)", &a, &err), FM_EINPUT);
+    fm_error err2 = {0};
+    assert_int_equal(fm_parse_prompt_attention("a:1.2.3)", &a, &err2), 0); /* no '(': plain text */
+    assert_int_equal(a.n, 1);
+    assert_string_equal(a.pieces[0].text, "a:1.2.3)");
+    fm_prompt_attention_free(&a);
+}
+
+/* 1 MB of weighted prompt becomes thousands of chunks without trouble.
+ * (Unclosed brackets make A1111's algorithm quadratic: every one left open
+ * multiplies all later pieces; that is kept as is.) */
+static void test_chunks_megabyte(void **state)
+{
+    (void)state;
+    char *prompt = repeat("a ((red:1.2)) fox, [snow] BREAK \xc3\xa9t\xc3\xa9 \\( ", 1 << 15);
+    fm_token_chunks c;
+    fm_error err = {0};
+    double t0 = seconds();
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    printf("%zu-byte weighted prompt: %d chunks in %.2f s\n", strlen(prompt), c.n_chunks,
+           seconds() - t0);
+    assert_int_equal(c.n_chunks, (1 << 15) + 1);
+    fm_token_chunks_free(&c);
+    free(prompt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +505,16 @@ int main(void)
         cmocka_unit_test(test_encode_examples),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_megabyte_prompt),
+        cmocka_unit_test(test_prompt_attention_golden),
+        cmocka_unit_test(test_chunks_plain),
+        cmocka_unit_test(test_chunks_empty),
+        cmocka_unit_test(test_chunks_break),
+        cmocka_unit_test(test_chunks_weights),
+        cmocka_unit_test(test_chunks_long),
+        cmocka_unit_test(test_chunks_comma_backtrack),
+        cmocka_unit_test(test_chunks_pad),
+        cmocka_unit_test(test_prompt_bad_weight),
+        cmocka_unit_test(test_chunks_megabyte),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -153,7 +153,7 @@ int fm_is_regex_space(uint32_t c)
 }
 
 /* Python str.isspace (used by str.strip): White_Space plus U+001C..U+001F. */
-static int is_python_space(uint32_t c)
+int fm_is_python_space(uint32_t c)
 {
     return fm_is_regex_space(c) || (c >= 0x1C && c <= 0x1F);
 }
@@ -613,9 +613,9 @@ fail:
 static int whitespace_clean(const fm_cps *in, fm_cps *out)
 {
     size_t b = 0, e = in->n;
-    while (b < e && is_python_space(in->v[b]))
+    while (b < e && fm_is_python_space(in->v[b]))
         b++;
-    while (e > b && is_python_space(in->v[e - 1]))
+    while (e > b && fm_is_python_space(in->v[e - 1]))
         e--;
     if (cps_reserve(out, e - b))
         return -1;

@@ -36,6 +36,10 @@ int fm_ftfy_fix_encoding(const fm_cps *in, fm_cps *out);
 /* The regex module's \s (Unicode White_Space). */
 int fm_is_regex_space(uint32_t c);
 
+/* Python's str.isspace (also re's \s for str patterns): White_Space plus
+ * U+001C..U+001F. */
+int fm_is_python_space(uint32_t c);
+
 /* The whole cleaning: text (UTF-8, len bytes) -> lower-cased, cleaned code points. */
 int fm_clip_clean(const char *text, size_t len, fm_cps *out);
 
