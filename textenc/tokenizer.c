@@ -535,7 +535,7 @@ int fm_tokenizer_encode_n(const fm_tokenizer *tok, const char *utf8, size_t len,
         return fm_fail(err, FM_EINPUT, "tokenizer: text too long"), -1;
     }
     int n = (int)s.ids_n;
-    if (ids && max_ids > 0)
+    if (ids && max_ids > 0 && n > 0)
         memcpy(ids, s.ids, (size_t)(n < max_ids ? n : max_ids) * sizeof *ids);
     scratch_free(&s);
     return n;
