@@ -209,6 +209,11 @@ static void test_invalid_utf8(void **state)
         assert_int_equal(got[0], ref[0]);
         assert_int_equal(got[n - 1], ref[nr - 1]);
     }
+    /* one bad byte reads exactly as one U+FFFD */
+    assert_int_equal(fm_tokenizer_encode(g_tok, "a \xff b", got, 32, &err), nr);
+    assert_memory_equal(got, ref, (size_t)nr * sizeof *ref);
+    assert_int_equal(fm_tokenizer_encode(g_tok, "a \xc3 b", got, 32, &err), nr);
+    assert_memory_equal(got, ref, (size_t)nr * sizeof *ref);
     /* a truncated sequence at the very end */
     assert_true(fm_tokenizer_encode(g_tok, "abc\xe2\x82", got, 32, &err) >= 1);
     assert_true(fm_tokenizer_encode(g_tok, "\x80\x80\x80", got, 32, &err) >= 1);

@@ -22,7 +22,7 @@ void fm_cps_free(fm_cps *b);
 
 /* UTF-8 bytes to code points. Each byte that does not start a well-formed
  * sequence (bad lead byte, truncated or overlong sequence, surrogate, above
- * U+10FFFF) becomes one U+FFFD, as Python's errors="replace" would. */
+ * U+10FFFF) becomes one U+FFFD. */
 int fm_utf8_to_cps(const char *s, size_t len, fm_cps *out);
 /* Appends the UTF-8 encoding of c to dst (needs 4 bytes); returns the length. */
 int fm_utf8_put(uint32_t c, char *dst);

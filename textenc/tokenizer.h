@@ -5,11 +5,13 @@
  * bpe_simple_vocab_16e6.txt.gz, which is embedded in the library (nothing is
  * read at run time).
  *
- * Input is UTF-8. Ill-formed bytes are not an error: each byte that does not
- * start a well-formed sequence becomes U+FFFD (as Python's errors="replace").
+ * Input is UTF-8. Ill-formed input is not an error: each byte that does not
+ * start a well-formed sequence (bad lead byte, truncated or overlong
+ * sequence, surrogate, > U+10FFFF) is read as one U+FFFD.
  *
- * A tokenizer is immutable once created: any number of threads may encode
- * with the same tokenizer at the same time (per-call scratch memory only). */
+ * A tokenizer is immutable once created (no cache: BPE on a heap is fast
+ * enough), so any number of threads may encode with the same tokenizer at
+ * the same time; every call uses its own scratch memory. */
 #ifndef FM_TOKENIZER_H
 #define FM_TOKENIZER_H
 
