@@ -376,7 +376,8 @@ static void test_chunks_weights(void **state)
     assert_int_equal(c.n_chunks, 1);
     assert_chunk_is(&c, 0, "a cat dog (x)", FM_CLIP_PAD_SD1);
     /* a | cat | dog | ( x ) */
-    const float want[] = {1.0f, 1.0f, (float)(1.5 * 1.1), (float)(1 / 1.1), 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    const float want[] = {1.0f, 1.0f, (float)(1.5 * 1.1), (float)(1 / 1.1), 1.0f,
+                          1.0f, 1.0f, 1.0f, 1.0f};
     for (int i = 0; i < 9; i++)
         assert_true(c.weights[0][i] == want[i]);
     for (int i = 9; i < FM_CLIP_LEN; i++)

@@ -13,55 +13,6 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "textenc/html_entities.h"
-
-/* ---- code point buffers ------------------------------------------------ */
-
-static int cps_reserve(fm_cps *b, size_t extra)
-{
-    if (b->n + extra <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra)
-        cap *= 2;
-    uint32_t *v = realloc(b->v, cap * sizeof *v);
-    if (!v)
-        return -1;
-    b->v = v;
-    b->cap = cap;
-    return 0;
-}
-
-int fm_cps_push(fm_cps *b, uint32_t c)
-{
-    if (cps_reserve(b, 1))
-        return -1;
-    b->v[b->n++] = c;
-    return 0;
-}
-
-int fm_cps_append(fm_cps *b, const uint32_t *c, size_t n)
-{
-    if (cps_reserve(b, n))
-        return -1;
-    if (n)
-        memcpy(b->v + b->n, c, n * sizeof *c);
-    b->n += n;
-    return 0;
-}
-
-int fm_cps_push_utf8(fm_cps *b, const char *s)
-{
-    return fm_utf8_to_cps(s, strlen(s), b);
-}
-
-void fm_cps_free(fm_cps *b)
-{
-    free(b->v);
-    b->v = NULL;
-    b->n = b->cap = 0;
-}
-
 static void cps_swap(fm_cps *a, fm_cps *b)
 {
     fm_cps t = *a;
@@ -72,286 +23,6 @@ static void cps_swap(fm_cps *a, fm_cps *b)
 static int cps_equal(const fm_cps *a, const fm_cps *b)
 {
     return a->n == b->n && (a->n == 0 || !memcmp(a->v, b->v, a->n * sizeof *a->v));
-}
-
-/* ---- UTF-8 ---------------------------------------------------------------- */
-
-int fm_utf8_to_cps(const char *str, size_t len, fm_cps *out)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    if (cps_reserve(out, len))
-        return -1;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        int need;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            out->v[out->n++] = c;
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            need = 1, cp = c & 0x1F, min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2, cp = c & 0x0F, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            out->v[out->n++] = 0xFFFD;
-            i++;
-            continue;
-        }
-        int ok = i + (size_t)need < len;
-        for (int k = 1; ok && k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                ok = 0;
-            else
-                cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if (!ok || cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-            out->v[out->n++] = 0xFFFD;
-            i++;
-            continue;
-        }
-        out->v[out->n++] = cp;
-        i += (size_t)need + 1;
-    }
-    return 0;
-}
-
-int fm_utf8_put(uint32_t c, char *d)
-{
-    if (c < 0x80) {
-        d[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        d[0] = (char)(0xC0 | c >> 6);
-        d[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        d[0] = (char)(0xE0 | c >> 12);
-        d[1] = (char)(0x80 | (c >> 6 & 0x3F));
-        d[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    d[0] = (char)(0xF0 | c >> 18);
-    d[1] = (char)(0x80 | (c >> 12 & 0x3F));
-    d[2] = (char)(0x80 | (c >> 6 & 0x3F));
-    d[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
-/* ---- Unicode classes -------------------------------------------------------- */
-
-int fm_is_regex_space(uint32_t c)
-{
-    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-
-/* Python str.isspace (used by str.strip): White_Space plus U+001C..U+001F. */
-int fm_is_python_space(uint32_t c)
-{
-    return fm_is_regex_space(c) || (c >= 0x1C && c <= 0x1F);
-}
-
-/* ---- HTML unescaping -------------------------------------------------------- */
-
-static const char *html5_lookup(const char *name)
-{
-    int lo = 0, hi = fm_html5_entities_count - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        int c = strcmp(name, fm_html5_entities[mid].name);
-        if (!c)
-            return fm_html5_entities[mid].value;
-        if (c < 0)
-            hi = mid - 1;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
-}
-
-static const char *ftfy_upper_lookup(const char *name)
-{
-    for (int i = 0; i < fm_ftfy_upper_entities_count; i++)
-        if (!strcmp(name, fm_ftfy_upper_entities[i].name))
-            return fm_ftfy_upper_entities[i].value;
-    return NULL;
-}
-
-static int is_ascii_digit(uint32_t c) { return c >= '0' && c <= '9'; }
-static int is_ascii_hex(uint32_t c)
-{
-    return is_ascii_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-static int is_ascii_alnum(uint32_t c)
-{
-    return is_ascii_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static int hexval(uint32_t c)
-{
-    return is_ascii_digit(c) ? (int)(c - '0') : (int)((c | 0x20) - 'a' + 10);
-}
-
-/* Python html._invalid_codepoints: decoded as nothing. */
-static int is_html_invalid_codepoint(uint32_t n)
-{
-    return (n >= 0x1 && n <= 0x8) || n == 0xB || (n >= 0xE && n <= 0x1F) ||
-           (n >= 0x7F && n <= 0x9F) || (n >= 0xFDD0 && n <= 0xFDEF) || (n & 0xFFFE) == 0xFFFE;
-}
-
-/* html.unescape of one numeric reference with value n (saturated above
- * U+10FFFF). */
-static int push_numeric_charref(fm_cps *out, uint32_t n)
-{
-    for (int i = 0; i < fm_html_invalid_charrefs_count; i++)
-        if (fm_html_invalid_charrefs[i].code == n)
-            return fm_cps_push(out, fm_html_invalid_charrefs[i].replacement);
-    if ((n >= 0xD800 && n <= 0xDFFF) || n > 0x10FFFF)
-        return fm_cps_push(out, 0xFFFD);
-    if (is_html_invalid_codepoint(n))
-        return 0;
-    return fm_cps_push(out, n);
-}
-
-/* Python's _charref `[^\t\n\f <&#;]` */
-static int is_charref_name_char(uint32_t c)
-{
-    return c != '\t' && c != '\n' && c != '\f' && c != ' ' && c != '<' && c != '&' && c != '#' &&
-           c != ';';
-}
-
-/* Matches Python's html._charref at in[i] == '&'. Returns the number of code
- * points consumed (0: no match) and appends the replacement. */
-static size_t html_charref(const uint32_t *in, size_t n, size_t i, fm_cps *out, int *oom)
-{
-    size_t j = i + 1;
-    if (j < n && in[j] == '#') {
-        int hex = j + 1 < n && (in[j + 1] == 'x' || in[j + 1] == 'X');
-        size_t k = j + 1 + (size_t)hex, start = k;
-        uint32_t val = 0;
-        while (k < n && (hex ? is_ascii_hex(in[k]) : is_ascii_digit(in[k]))) {
-            uint32_t d = hex ? (uint32_t)hexval(in[k]) : in[k] - '0';
-            val = val > 0x110000 ? 0x110001 : val * (hex ? 16 : 10) + d;
-            k++;
-        }
-        if (k == start)
-            return 0; /* '#' cannot start a name either */
-        if (k < n && in[k] == ';')
-            k++;
-        if (push_numeric_charref(out, val))
-            *oom = 1;
-        return k - i;
-    }
-    size_t k = j;
-    while (k < n && k - j < 32 && is_charref_name_char(in[k]))
-        k++;
-    if (k == j)
-        return 0;
-    size_t name_len = k - j;
-    if (k < n && in[k] == ';')
-        k++, name_len++;
-    /* the names are ASCII: only an ASCII prefix can match */
-    char name[40];
-    size_t ascii = 0;
-    while (ascii < name_len && in[j + ascii] < 0x80) {
-        name[ascii] = (char)in[j + ascii];
-        ascii++;
-    }
-    /* the whole name, else its longest prefix of at least 2 characters */
-    for (size_t x = name_len; x >= 2; x--) {
-        if (x > ascii)
-            continue;
-        name[x] = 0;
-        const char *v = html5_lookup(name);
-        if (v) {
-            if (fm_cps_push_utf8(out, v) || fm_cps_append(out, in + j + x, name_len - x))
-                *oom = 1;
-            return k - i;
-        }
-    }
-    return 0;
-}
-
-int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out)
-{
-    size_t i = 0;
-    int oom = 0;
-    while (i < n) {
-        if (in[i] == '&') {
-            size_t used = html_charref(in, n, i, out, &oom);
-            if (oom)
-                return -1;
-            if (used) {
-                i += used;
-                continue;
-            }
-        }
-        if (fm_cps_push(out, in[i]))
-            return -1;
-        i++;
-    }
-    return 0;
-}
-
-/* ftfy.fixes.unescape_html: `&#?[0-9A-Za-z]{1,24};` through ftfy's entity
- * table (HTML5 names with ';' plus ALL-CAPS aliases) or html.unescape for
- * complete numeric references. */
-static int ftfy_unescape_html(const fm_cps *in, fm_cps *out)
-{
-    const uint32_t *t = in->v;
-    size_t n = in->n, i = 0;
-    while (i < n) {
-        if (t[i] == '&') {
-            size_t j = i + 1 + (i + 1 < n && t[i + 1] == '#');
-            size_t k = j;
-            while (k < n && is_ascii_alnum(t[k]))
-                k++;
-            if (k > j && k - j <= 24 && k < n && t[k] == ';') {
-                size_t len = k + 1 - i; /* "&...;" */
-                char name[32];
-                for (size_t q = 0; q < len - 1; q++)
-                    name[q] = (char)t[i + 1 + q];
-                name[len - 1] = 0;
-                const char *v = name[0] != '#' ? html5_lookup(name) : NULL;
-                if (!v && name[0] != '#')
-                    v = ftfy_upper_lookup(name);
-                if (v) {
-                    if (fm_cps_push_utf8(out, v))
-                        return -1;
-                    i += len;
-                    continue;
-                }
-                if (name[0] == '#') {
-                    fm_cps u = {0};
-                    if (fm_html_unescape(t + i, len, &u)) {
-                        fm_cps_free(&u);
-                        return -1;
-                    }
-                    int has_semicolon = 0;
-                    for (size_t q = 0; q < u.n; q++)
-                        has_semicolon |= u.v[q] == ';';
-                    int r = has_semicolon ? fm_cps_append(out, t + i, len)
-                                          : fm_cps_append(out, u.v, u.n);
-                    fm_cps_free(&u);
-                    if (r)
-                        return -1;
-                    i += len;
-                    continue;
-                }
-            }
-        }
-        if (fm_cps_push(out, t[i]))
-            return -1;
-        i++;
-    }
-    return 0;
 }
 
 /* ---- ftfy's character fixers -------------------------------------------------- */
@@ -365,7 +36,7 @@ static const uint16_t cp1252_c1[32] = {
 
 static int fix_c1_controls(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n))
+    if (fm_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -423,13 +94,14 @@ static int fix_character_width(const fm_cps *in, fm_cps *out)
             r = fm_cps_push(out, ' ');
         } else if (c >= 0xFF01 && c <= 0xFFEF) {
             utf8proc_int32_t buf[8];
-            utf8proc_ssize_t m = utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT,
-                                                         NULL);
+            utf8proc_ssize_t m = utf8proc_decompose_char(
+                (utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, NULL);
             if (m < 1 || m > 8) {
                 r = fm_cps_push(out, c);
             } else {
                 m = utf8proc_normalize_utf32(buf, m, UTF8PROC_COMPOSE | UTF8PROC_STABLE);
-                r = m < 1 ? fm_cps_push(out, c) : fm_cps_append(out, (const uint32_t *)buf, (size_t)m);
+                r = m < 1 ? fm_cps_push(out, c)
+                          : fm_cps_append(out, (const uint32_t *)buf, (size_t)m);
             }
         } else {
             r = fm_cps_push(out, c);
@@ -442,7 +114,7 @@ static int fix_character_width(const fm_cps *in, fm_cps *out)
 
 static int uncurl_quotes(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n))
+    if (fm_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -457,7 +129,7 @@ static int uncurl_quotes(const fm_cps *in, fm_cps *out)
 
 static int fix_line_breaks(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n))
+    if (fm_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -479,7 +151,7 @@ static int is_unicode_digit(uint32_t c)
 /* ftfy ANSI_RE: \x1b\[((?:\d|;)*)([a-zA-Z]) */
 static int remove_terminal_escapes(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n))
+    if (fm_cps_reserve(out, in->n))
         return -1;
     size_t i = 0;
     while (i < in->n) {
@@ -505,7 +177,7 @@ static int is_ftfy_control_char(uint32_t c)
 
 static int remove_control_chars(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n))
+    if (fm_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++)
         if (!is_ftfy_control_char(in->v[i]))
@@ -556,7 +228,7 @@ static int ftfy_fix_segment(fm_cps *seg, int unescape_html)
             goto out;
         if (unescape_html) {
             tmp.n = 0;
-            if (ftfy_unescape_html(seg, &tmp))
+            if (fm_ftfy_unescape_html(seg, &tmp))
                 goto out;
             cps_swap(seg, &tmp);
         }
@@ -617,7 +289,7 @@ static int whitespace_clean(const fm_cps *in, fm_cps *out)
         b++;
     while (e > b && fm_is_python_space(in->v[e - 1]))
         e--;
-    if (cps_reserve(out, e - b))
+    if (fm_cps_reserve(out, e - b))
         return -1;
     for (size_t i = b; i < e; i++) {
         if (fm_is_regex_space(in->v[i])) {
@@ -680,7 +352,7 @@ static int is_final_sigma(const uint32_t *t, size_t n, size_t i)
  * SpecialCasing entry that differs from the simple mapping) and Final_Sigma. */
 static int lower_case(const fm_cps *in, fm_cps *out)
 {
-    if (cps_reserve(out, in->n + 16))
+    if (fm_cps_reserve(out, in->n + 16))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];

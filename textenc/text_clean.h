@@ -15,6 +15,7 @@ typedef struct {
     size_t n, cap;
 } fm_cps;
 
+int fm_cps_reserve(fm_cps *b, size_t extra); /* room for extra more */
 int fm_cps_push(fm_cps *b, uint32_t c);
 int fm_cps_append(fm_cps *b, const uint32_t *c, size_t n);
 int fm_cps_push_utf8(fm_cps *b, const char *s); /* s: valid UTF-8 */
@@ -27,8 +28,10 @@ int fm_utf8_to_cps(const char *s, size_t len, fm_cps *out);
 /* Appends the UTF-8 encoding of c to dst (needs 4 bytes); returns the length. */
 int fm_utf8_put(uint32_t c, char *dst);
 
-/* Python's html.unescape (one call): out = unescaped in[0..n). */
+/* Python's html.unescape (one call): out += unescaped in[0..n). */
 int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out);
+/* ftfy.fixes.unescape_html: out += in with `&#?[0-9A-Za-z]{1,24};` decoded. */
+int fm_ftfy_unescape_html(const fm_cps *in, fm_cps *out);
 
 /* ftfy 6.3.1 fix_encoding on one segment (mojibake repair; text_mojibake.c). */
 int fm_ftfy_fix_encoding(const fm_cps *in, fm_cps *out);

@@ -273,7 +273,8 @@ static int restore_byte_a0(unsigned char **s, size_t *n)
 static int lossy_utf8_at(const unsigned char *s, size_t n, size_t i)
 {
     const bclass sub = BC(0x1A, 0x1A), sub_q = BC(0x1A, 0x1A, '?', '?'),
-                 sub_cont = BC(0x1A, 0x1A, 0x80, 0xBF), sub_q_cont = BC(0x1A, 0x1A, '?', '?', 0x80, 0xBF),
+                 sub_cont = BC(0x1A, 0x1A, 0x80, 0xBF),
+                 sub_q_cont = BC(0x1A, 0x1A, '?', '?', 0x80, 0xBF),
                  ed = BC(0xED, 0xED), lead3 = BC(0xE0, 0xEF), lead4 = BC(0xF0, 0xF4);
     const bclass alt[10][6] = {
         {BC(0xC2, 0xDF), sub},
@@ -334,8 +335,9 @@ static int decode_utf8_variants(const unsigned char *s, size_t n, fm_cps *out)
         } else if (c == 0xED && i + 5 < n && s[i + 1] >= 0xA0 && s[i + 1] <= 0xAF &&
                    (s[i + 2] & 0xC0) == 0x80 && s[i + 3] == 0xED && s[i + 4] >= 0xB0 &&
                    s[i + 4] <= 0xBF && (s[i + 5] & 0xC0) == 0x80) {
-            cp = 0x10000 + ((uint32_t)(s[i + 1] & 0x0F) << 16) + ((uint32_t)(s[i + 2] & 0x3F) << 10) +
-                 ((uint32_t)(s[i + 4] & 0x0F) << 6) + (s[i + 5] & 0x3F);
+            cp = 0x10000 + ((uint32_t)(s[i + 1] & 0x0F) << 16) +
+                 ((uint32_t)(s[i + 2] & 0x3F) << 10) + ((uint32_t)(s[i + 4] & 0x0F) << 6) +
+                 (s[i + 5] & 0x3F);
             len = 6;
         } else {
             int need;
@@ -545,7 +547,7 @@ int fm_ftfy_fix_encoding(const fm_cps *in, fm_cps *out)
     while (!rc) {
         next.n = 0;
         rc = fix_encoding_step(cur.v, cur.n, &next);
-        if (rc || (next.n == cur.n && (cur.n == 0 || !memcmp(next.v, cur.v, cur.n * sizeof *cur.v))))
+        if (rc || cps_same(&next, cur.v, cur.n))
             break;
         fm_cps t = cur;
         cur = next;
