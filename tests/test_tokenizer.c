@@ -485,9 +485,7 @@ static void test_prompt_bad_weight(void **state)
     fm_prompt_attention_free(&a);
 }
 
-/* 1 MB of weighted prompt becomes thousands of chunks without trouble.
- * (Unclosed brackets make A1111's algorithm quadratic: every one left open
- * multiplies all later pieces; that is kept as is.) */
+/* 1 MB of weighted prompt becomes thousands of chunks without trouble. */
 static void test_chunks_megabyte(void **state)
 {
     (void)state;
@@ -499,6 +497,20 @@ static void test_chunks_megabyte(void **state)
     printf("%zu-byte weighted prompt: %d chunks in %.2f s\n", strlen(prompt), c.n_chunks,
            seconds() - t0);
     assert_int_equal(c.n_chunks, (1 << 15) + 1);
+    fm_token_chunks_free(&c);
+    free(prompt);
+    /* unclosed brackets make A1111's rule quadratic: an error, quickly */
+    prompt = repeat("(a", 1 << 17);
+    fm_error err2 = {0};
+    t0 = seconds();
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err2), FM_EINPUT);
+    assert_non_null(strstr(err2.msg, "brackets"));
+    assert_true(seconds() - t0 < 5);
+    free(prompt);
+    /* a thousand of them is still A1111's answer */
+    prompt = repeat("(a", 1000);
+    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(c.n_chunks, 14); /* 1000 tokens "a" */
     fm_token_chunks_free(&c);
     free(prompt);
 }

@@ -18,9 +18,15 @@
 #define ROUND_MULTIPLIER 1.1
 #define SQUARE_MULTIPLIER (1 / 1.1)
 
+/* A1111's weighting is quadratic in the worst case (every bracket left open
+ * multiplies all later pieces). Past this many multiplications, which no
+ * real prompt comes near, parsing fails instead of running for minutes. */
+#define MAX_WEIGHT_MULTIPLICATIONS 100000000LL
+
 typedef struct {
     fm_prompt_attention *res;
     int cap;
+    long long multiplications;
 } parse_state;
 
 static int add_piece(parse_state *st, const uint32_t *t, size_t n, double weight)
@@ -45,10 +51,16 @@ static int add_piece(parse_state *st, const uint32_t *t, size_t n, double weight
     return 0;
 }
 
-static void multiply_range(fm_prompt_attention *r, int from, double multiplier)
+/* Multiplies the weights of the pieces from `from` on; -2 when over budget. */
+static int multiply_range(parse_state *st, int from, double multiplier)
 {
+    fm_prompt_attention *r = st->res;
+    st->multiplications += r->n - from;
+    if (st->multiplications > MAX_WEIGHT_MULTIPLICATIONS)
+        return -2;
     for (int p = from; p < r->n; p++)
         r->pieces[p].weight *= multiplier;
+    return 0;
 }
 
 /* Python re's \w on str: letters, numbers (isalnum) and '_'. */
@@ -207,24 +219,27 @@ static int parse(const uint32_t *t, size_t n, parse_state *st, int_stack *round,
             double w;
             if (parse_weight(t, nb, ne, &w))
                 return fm_fail(err, FM_EINPUT, "prompt: bad weight in (...:w)");
-            multiply_range(res, round->v[--round->n], w);
+            r = multiply_range(st, round->v[--round->n], w);
             len = weight_len;
         } else if (c == ')' && round->n) {
-            multiply_range(res, round->v[--round->n], ROUND_MULTIPLIER);
+            r = multiply_range(st, round->v[--round->n], ROUND_MULTIPLIER);
         } else if (c == ']' && square->n) {
-            multiply_range(res, square->v[--square->n], SQUARE_MULTIPLIER);
+            r = multiply_range(st, square->v[--square->n], SQUARE_MULTIPLIER);
         } else {
             len = plain_text_length(t, n, i, weight_len);
             r = add_text(st, t + i, len);
         }
         if (r)
-            return fm_fail(err, FM_EINPUT, "prompt: out of memory");
+            return fm_fail(err, FM_EINPUT, "prompt: %s",
+                           r == -2 ? "too many nested or unclosed brackets" : "out of memory");
         i += len;
     }
     for (int k = 0; k < round->n; k++)
-        multiply_range(res, round->v[k], ROUND_MULTIPLIER);
+        if (multiply_range(st, round->v[k], ROUND_MULTIPLIER))
+            return fm_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
     for (int k = 0; k < square->n; k++)
-        multiply_range(res, square->v[k], SQUARE_MULTIPLIER);
+        if (multiply_range(st, square->v[k], SQUARE_MULTIPLIER))
+            return fm_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
     return 0;
 }
 
@@ -254,7 +269,7 @@ int fm_parse_prompt_attention(const char *prompt, fm_prompt_attention *out, fm_e
 {
     *out = (fm_prompt_attention){0};
     fm_cps t = {0};
-    parse_state st = {out, 0};
+    parse_state st = {out, 0, 0};
     int_stack round = {0}, square = {0};
     int rc;
     if (fm_utf8_to_cps(prompt ? prompt : "", prompt ? strlen(prompt) : 0, &t)) {

@@ -29,8 +29,9 @@ typedef struct {
 
 /* parse_prompt_attention(prompt): at least one piece ("" -> [("", 1.0)]).
  * Ill-formed UTF-8 bytes become U+FFFD. Fails with FM_EINPUT where A1111's
- * float() would raise (a weight like "(a:1.2.3)" or "(a:.)"), or when memory
- * runs out. */
+ * float() would raise (a weight like "(a:1.2.3)" or "(a:.)"), when memory
+ * runs out, or when brackets would cost more than 10^8 weight
+ * multiplications (A1111's rule is quadratic: "(a" repeated 10^5 times). */
 int fm_parse_prompt_attention(const char *prompt, fm_prompt_attention *out, fm_error *err);
 void fm_prompt_attention_free(fm_prompt_attention *a);
 
