@@ -26,7 +26,7 @@
 typedef struct fm_tokenizer fm_tokenizer;
 
 /* Builds the vocabulary and merge table from the embedded merges file
- * (~50 ms). NULL with err set when memory runs out. */
+ * (~60 ms). NULL with err set when memory runs out. */
 fm_tokenizer *fm_tokenizer_new(fm_error *err);
 void fm_tokenizer_free(fm_tokenizer *tok);
 
