@@ -138,7 +138,7 @@ int fm_tokenize(const fm_model *m, const char *text, int32_t ids[77], fm_error *
     const fm_tokenizer *tok = m ? m->tokenizer : (own = fm_tokenizer_new(err));
     if (!tok) return -1;
     int pad = m ? m->cfg.text[0].pad_token : FM_CLIP_EOS;
-    int rc = fm_tokenize_77(tok, text, pad, ids, err);
+    int kept = fm_tokenize_77(tok, text, pad, ids, err);
     fm_tokenizer_free(own);
-    return rc ? -1 : 77;
+    return kept < 0 ? -1 : 77;
 }

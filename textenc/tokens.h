@@ -1,8 +1,8 @@
 /* tokens: a prompt as the text encoders consume it. A1111 splits a prompt
  * into chunks of 75 tokens (at BREAK, or when 75 are full), each encoded as
  * its own 77-token sequence [BOS, up to 75 tokens, EOS, padding], with an
- * emphasis weight per position. Produced by the tokenizer/weighting parser
- * (textenc/tokenizer.h), consumed by the text towers (textenc/textenc.h). */
+ * emphasis weight per position. Produced by the weighting parser
+ * (textenc/prompt.h), consumed by the text towers (textenc/textenc.h). */
 #ifndef FM_TOKENS_H
 #define FM_TOKENS_H
 
