@@ -1,0 +1,746 @@
+/* AutoencoderKL (ldm/modules/diffusionmodules/model.py Encoder/Decoder and
+ * ldm/models/autoencoder.py): encode = quant_conv(Encoder(x)) split into
+ * mean/logvar; decode = Decoder(post_quant_conv(z)).
+ *
+ * Activations live in three workspace slots, reused layer after layer:
+ * X holds the running feature map, A the GroupNorm'd copy / shortcut /
+ * upsampled map, B the first conv of a ResnetBlock (and q, k, v in the
+ * attention). A planning pass of the same code sizes them. */
+#include "vae/kl_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+int fm_vae_latent_factor(const fm_vae_config *cfg) { return 1 << (cfg->n_levels - 1); }
+
+/* ---------------------------------------------------------------- structure */
+
+static void conv_shape(fm_conv *c, int cin, int cout, int k, int stride)
+{
+    memset(c, 0, sizeof *c);
+    c->cin = cin;
+    c->cout = cout;
+    c->kh = c->kw = k;
+    c->stride = stride;
+    c->pad_t = c->pad_l = c->pad_b = c->pad_r = k / 2;
+    c->w.rows = cout;
+    c->w.cols = cin * k * k;
+}
+
+static void resblock_shape(vae_resblock *b, int cin, int cout)
+{
+    b->cin = cin;
+    b->cout = cout;
+    b->has_nin = cin != cout;
+    b->norm1.c = cin;
+    b->norm2.c = cout;
+    conv_shape(&b->conv1, cin, cout, 3, 1);
+    conv_shape(&b->conv2, cout, cout, 3, 1);
+    if (b->has_nin) conv_shape(&b->nin_shortcut, cin, cout, 1, 1);
+}
+
+static void mid_shape(vae_mid *m, int c)
+{
+    resblock_shape(&m->block_1, c, c);
+    resblock_shape(&m->block_2, c, c);
+    m->attn_1.c = c;
+    m->attn_1.norm.c = c;
+    m->attn_1.q.rows = m->attn_1.q.cols = c;
+    m->attn_1.k = m->attn_1.v = m->attn_1.proj_out = m->attn_1.q;
+}
+
+static int validate_config(const fm_vae_config *cfg, fm_error *err)
+{
+    if (cfg->n_levels < 1 || cfg->n_levels > FM_MAX_LEVELS)
+        return fm_fail(err, FM_EINPUT, "vae config: %d levels (1..%d)", cfg->n_levels, FM_MAX_LEVELS);
+    if (cfg->ch < 1 || cfg->num_res_blocks < 1 || cfg->z_channels < 1 || cfg->embed_dim < 1 ||
+        cfg->in_channels < 1 || cfg->out_ch < 1)
+        return fm_fail(err, FM_EINPUT, "vae config: non-positive size");
+    for (int i = 0; i < cfg->n_levels; i++)
+        if (cfg->ch_mult[i] < 1 || (cfg->ch * cfg->ch_mult[i]) % VAE_GROUPS)
+            return fm_fail(err, FM_EINPUT, "vae config: level %d has %d channels, not a multiple of %d",
+                           i, cfg->ch * cfg->ch_mult[i], VAE_GROUPS);
+    if (cfg->latent_factor && cfg->latent_factor != fm_vae_latent_factor(cfg))
+        return fm_fail(err, FM_EINPUT, "vae config: latent factor %d contradicts %d levels",
+                       cfg->latent_factor, cfg->n_levels);
+    if (!(cfg->scale_factor > 0))
+        return fm_fail(err, FM_EINPUT, "vae config: scale factor %g", (double)cfg->scale_factor);
+    return 0;
+}
+
+/* The Encoder: in_ch_mult = (1,) + ch_mult, num_res_blocks per level,
+ * Downsample below every level but the last. */
+static int encoder_shape(vae_encoder *e, const fm_vae_config *cfg)
+{
+    int L = cfg->n_levels, block_in = cfg->ch;
+    conv_shape(&e->conv_in, cfg->in_channels, cfg->ch, 3, 1);
+    for (int i = 0; i < L; i++) {
+        vae_level *lv = &e->down[i];
+        int block_out = cfg->ch * cfg->ch_mult[i];
+        lv->n_blocks = cfg->num_res_blocks;
+        lv->block = calloc((size_t)lv->n_blocks, sizeof *lv->block);
+        if (!lv->block) return -1;
+        for (int b = 0; b < lv->n_blocks; b++, block_in = block_out)
+            resblock_shape(&lv->block[b], block_in, block_out);
+        lv->has_resample = i != L - 1;
+        if (lv->has_resample) {
+            /* torch pad (0,1,0,1), then 3x3 stride 2 without padding */
+            conv_shape(&lv->resample, block_in, block_in, 3, 2);
+            lv->resample.pad_t = lv->resample.pad_l = 0;
+            lv->resample.pad_b = lv->resample.pad_r = 1;
+        }
+    }
+    mid_shape(&e->mid, block_in);
+    e->norm_out.c = block_in;
+    int zc = cfg->double_z ? 2 * cfg->z_channels : cfg->z_channels;
+    conv_shape(&e->conv_out, block_in, zc, 3, 1);
+    conv_shape(&e->quant_conv, 2 * cfg->z_channels, 2 * cfg->embed_dim, 1, 1);
+    return 0;
+}
+
+/* The Decoder: levels from the deepest up, num_res_blocks + 1 blocks each,
+ * Upsample (nearest x2, conv) above every level but level 0. */
+static int decoder_shape(vae_decoder *d, const fm_vae_config *cfg)
+{
+    int L = cfg->n_levels, block_in = cfg->ch * cfg->ch_mult[L - 1];
+    conv_shape(&d->post_quant_conv, cfg->embed_dim, cfg->z_channels, 1, 1);
+    conv_shape(&d->conv_in, cfg->z_channels, block_in, 3, 1);
+    mid_shape(&d->mid, block_in);
+    for (int i = L - 1; i >= 0; i--) {
+        vae_level *lv = &d->up[i];
+        int block_out = cfg->ch * cfg->ch_mult[i];
+        lv->n_blocks = cfg->num_res_blocks + 1;
+        lv->block = calloc((size_t)lv->n_blocks, sizeof *lv->block);
+        if (!lv->block) return -1;
+        for (int b = 0; b < lv->n_blocks; b++, block_in = block_out)
+            resblock_shape(&lv->block[b], block_in, block_out);
+        lv->has_resample = i != 0;
+        if (lv->has_resample) conv_shape(&lv->resample, block_in, block_in, 3, 1);
+    }
+    d->norm_out.c = block_in;
+    conv_shape(&d->conv_out, block_in, cfg->out_ch, 3, 1);
+    return 0;
+}
+
+int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err)
+{
+    if (validate_config(cfg, err)) return err ? err->code : FM_EINPUT;
+    vae->cfg = *cfg;
+    vae->cfg.latent_factor = fm_vae_latent_factor(cfg);
+    if (encoder_shape(&vae->enc, cfg) || decoder_shape(&vae->dec, cfg))
+        return fm_fail(err, FM_EINPUT, "vae: out of memory");
+    return 0;
+}
+
+int vae_decoder_norm_calls(const fm_vae_config *cfg)
+{
+    /* mid: 2 per ResnetBlock + the AttnBlock's; 2 per up block; norm_out */
+    return 5 + 2 * cfg->n_levels * (cfg->num_res_blocks + 1) + 1;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+typedef struct binder {
+    const fm_safetensors *st;
+    fm_vae *vae;
+    fm_precision prec;
+    fm_error *err;
+} binder;
+
+#define NAME_LEN 320 /* tensor names are far shorter */
+
+static void fmt_name(char *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, NAME_LEN, fmt, ap);
+    va_end(ap);
+}
+
+static int own(fm_vae *vae, void *p)
+{
+    if (!p) return -1;
+    if (vae->n_owned == vae->cap_owned) {
+        int cap = vae->cap_owned ? 2 * vae->cap_owned : 64;
+        void **o = realloc(vae->owned, sizeof *o * (size_t)cap);
+        if (!o) {
+            fm_free(p);
+            return -1;
+        }
+        vae->owned = o;
+        vae->cap_owned = cap;
+    }
+    vae->owned[vae->n_owned++] = p;
+    return 0;
+}
+
+static const fm_st_tensor *require(binder *B, const char *name, int ndim, const int64_t *shape)
+{
+    char full[NAME_LEN];
+    fmt_name(full, "%s%s", B->vae->cfg.prefix, name);
+    return fm_st_require(B->st, full, ndim, shape, B->err);
+}
+
+static float *vector_f32(binder *B, const char *name, int n)
+{
+    int64_t shape[1] = {n};
+    const fm_st_tensor *t = require(B, name, 1, shape);
+    if (!t) return NULL;
+    float *f = fm_st_to_f32(t, B->err);
+    if (!f || own(B->vae, f)) {
+        fm_fail(B->err, FM_EINPUT, "vae: out of memory");
+        return NULL;
+    }
+    return f;
+}
+
+/* A weight matrix mapped from the file (F64 files get a float32 copy). */
+static int bind_mat(binder *B, fm_mat *m, const fm_st_tensor *t)
+{
+    if (t->dtype == FM_DT_F64) {
+        float *f = fm_st_to_f32(t, B->err);
+        if (!f || own(B->vae, f)) return fm_fail(B->err, FM_EINPUT, "vae: out of memory");
+        m->data = f;
+        m->dtype = FM_DT_F32;
+    } else {
+        m->data = t->data;
+        m->dtype = t->dtype;
+    }
+    m->packed = NULL;
+    m->packed_kind = 0;
+    if ((size_t)m->rows * m->cols >= 16384) fm_mat_pack(m, B->prec); /* unpacked stays usable */
+    return 0;
+}
+
+static int bind_conv(binder *B, fm_conv *c, const char *fmt, ...)
+{
+    char base[NAME_LEN], name[NAME_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(base, NAME_LEN, fmt, ap);
+    va_end(ap);
+    int64_t wshape[4] = {c->cout, c->cin, c->kh, c->kw};
+    fmt_name(name, "%s.weight", base);
+    const fm_st_tensor *w = require(B, name, 4, wshape);
+    if (!w || bind_mat(B, &c->w, w)) return FM_EINPUT;
+    fmt_name(name, "%s.bias", base);
+    c->bias = vector_f32(B, name, c->cout);
+    return c->bias ? 0 : FM_EINPUT;
+}
+
+static int bind_norm(binder *B, vae_norm *n, const char *base)
+{
+    char name[NAME_LEN];
+    fmt_name(name, "%s.weight", base);
+    n->gamma = vector_f32(B, name, n->c);
+    fmt_name(name, "%s.bias", base);
+    n->beta = n->gamma ? vector_f32(B, name, n->c) : NULL;
+    return n->beta ? 0 : FM_EINPUT;
+}
+
+static int bind_resblock(binder *B, vae_resblock *b, const char *base)
+{
+    char name[NAME_LEN];
+    fmt_name(name, "%s.norm1", base);
+    if (bind_norm(B, &b->norm1, name)) return FM_EINPUT;
+    fmt_name(name, "%s.norm2", base);
+    if (bind_norm(B, &b->norm2, name)) return FM_EINPUT;
+    if (bind_conv(B, &b->conv1, "%s.conv1", base) || bind_conv(B, &b->conv2, "%s.conv2", base))
+        return FM_EINPUT;
+    return b->has_nin ? bind_conv(B, &b->nin_shortcut, "%s.nin_shortcut", base) : 0;
+}
+
+/* q/k/v/proj_out are 1x1 convs [C,C,1,1]; converted files store them [C,C]. */
+static int bind_attn_proj(binder *B, fm_mat *m, float **bias, const char *base, const char *which)
+{
+    char name[NAME_LEN], full[NAME_LEN];
+    fmt_name(name, "%s.%s.weight", base, which);
+    fmt_name(full, "%s%s", B->vae->cfg.prefix, name);
+    const fm_st_tensor *t = fm_st_find(B->st, full);
+    int64_t shape[4] = {m->rows, m->cols, 1, 1};
+    t = require(B, name, t && t->ndim == 2 ? 2 : 4, shape);
+    if (!t || bind_mat(B, m, t)) return FM_EINPUT;
+    fmt_name(name, "%s.%s.bias", base, which);
+    *bias = vector_f32(B, name, m->rows);
+    return *bias ? 0 : FM_EINPUT;
+}
+
+static int bind_mid(binder *B, vae_mid *m, const char *part)
+{
+    char base[NAME_LEN];
+    fmt_name(base, "%s.mid.block_1", part);
+    if (bind_resblock(B, &m->block_1, base)) return FM_EINPUT;
+    fmt_name(base, "%s.mid.block_2", part);
+    if (bind_resblock(B, &m->block_2, base)) return FM_EINPUT;
+    vae_attn *a = &m->attn_1;
+    fmt_name(base, "%s.mid.attn_1.norm", part);
+    if (bind_norm(B, &a->norm, base)) return FM_EINPUT;
+    fmt_name(base, "%s.mid.attn_1", part);
+    if (bind_attn_proj(B, &a->q, &a->bq, base, "q") || bind_attn_proj(B, &a->k, &a->bk, base, "k") ||
+        bind_attn_proj(B, &a->v, &a->bv, base, "v") ||
+        bind_attn_proj(B, &a->proj_out, &a->bproj, base, "proj_out"))
+        return FM_EINPUT;
+    return 0;
+}
+
+static int bind_levels(binder *B, vae_level *levels, int n, const char *part, const char *kind,
+                       const char *resample)
+{
+    for (int i = 0; i < n; i++) {
+        vae_level *lv = &levels[i];
+        for (int b = 0; b < lv->n_blocks; b++) {
+            char base[NAME_LEN];
+            fmt_name(base, "%s.%s.%d.block.%d", part, kind, i, b);
+            if (bind_resblock(B, &lv->block[b], base)) return FM_EINPUT;
+        }
+        if (lv->has_resample &&
+            bind_conv(B, &lv->resample, "%s.%s.%d.%s.conv", part, kind, i, resample))
+            return FM_EINPUT;
+    }
+    return 0;
+}
+
+static int bind_decoder(binder *B, vae_decoder *d, int n_levels)
+{
+    if (bind_conv(B, &d->post_quant_conv, "post_quant_conv") ||
+        bind_conv(B, &d->conv_in, "decoder.conv_in") || bind_mid(B, &d->mid, "decoder") ||
+        bind_levels(B, d->up, n_levels, "decoder", "up", "upsample") ||
+        bind_norm(B, &d->norm_out, "decoder.norm_out") || bind_conv(B, &d->conv_out, "decoder.conv_out"))
+        return FM_EINPUT;
+    return 0;
+}
+
+static int bind_encoder(binder *B, vae_encoder *e, int n_levels)
+{
+    if (bind_conv(B, &e->conv_in, "encoder.conv_in") ||
+        bind_levels(B, e->down, n_levels, "encoder", "down", "downsample") ||
+        bind_mid(B, &e->mid, "encoder") || bind_norm(B, &e->norm_out, "encoder.norm_out") ||
+        bind_conv(B, &e->conv_out, "encoder.conv_out") || bind_conv(B, &e->quant_conv, "quant_conv"))
+        return FM_EINPUT;
+    return 0;
+}
+
+fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_precision prec,
+                    fm_error *err)
+{
+    fm_vae *vae = calloc(1, sizeof *vae);
+    if (!vae) {
+        fm_fail(err, FM_EINPUT, "vae: out of memory");
+        return NULL;
+    }
+    if (vae_build(vae, cfg, err)) {
+        fm_vae_free(vae);
+        return NULL;
+    }
+    binder B = {st, vae, prec, err};
+    if (bind_decoder(&B, &vae->dec, cfg->n_levels)) {
+        fm_vae_free(vae);
+        return NULL;
+    }
+    char probe[NAME_LEN];
+    fmt_name(probe, "%sencoder.conv_in.weight", cfg->prefix);
+    if (fm_st_find(st, probe)) {
+        if (!cfg->double_z) {
+            fm_fail(err, FM_EINPUT, "%s: vae encoder without double_z is not a KL autoencoder", st->path);
+            fm_vae_free(vae);
+            return NULL;
+        }
+        if (bind_encoder(&B, &vae->enc, cfg->n_levels)) {
+            fm_vae_free(vae);
+            return NULL;
+        }
+        vae->has_encoder = 1;
+    }
+    vae->has_weights = 1;
+    return vae;
+}
+
+static void release_conv(fm_conv *c) { fm_mat_release(&c->w); }
+
+static void release_resblock(vae_resblock *b)
+{
+    release_conv(&b->conv1);
+    release_conv(&b->conv2);
+    release_conv(&b->nin_shortcut);
+}
+
+static void release_mid(vae_mid *m)
+{
+    release_resblock(&m->block_1);
+    release_resblock(&m->block_2);
+    fm_mat_release(&m->attn_1.q);
+    fm_mat_release(&m->attn_1.k);
+    fm_mat_release(&m->attn_1.v);
+    fm_mat_release(&m->attn_1.proj_out);
+}
+
+static void release_levels(vae_level *levels, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int b = 0; b < levels[i].n_blocks && levels[i].block; b++)
+            release_resblock(&levels[i].block[b]);
+        free(levels[i].block);
+        release_conv(&levels[i].resample);
+    }
+}
+
+void fm_vae_free(fm_vae *vae)
+{
+    if (!vae) return;
+    int L = vae->cfg.n_levels;
+    if (L > FM_MAX_LEVELS) L = FM_MAX_LEVELS;
+    release_conv(&vae->enc.conv_in);
+    release_levels(vae->enc.down, L);
+    release_mid(&vae->enc.mid);
+    release_conv(&vae->enc.conv_out);
+    release_conv(&vae->enc.quant_conv);
+    release_conv(&vae->dec.post_quant_conv);
+    release_conv(&vae->dec.conv_in);
+    release_mid(&vae->dec.mid);
+    release_levels(vae->dec.up, L);
+    release_conv(&vae->dec.conv_out);
+    for (int i = 0; i < vae->n_owned; i++) fm_free(vae->owned[i]);
+    free(vae->owned);
+    free(vae);
+}
+
+const fm_vae_config *fm_vae_config_of(const fm_vae *vae) { return &vae->cfg; }
+int fm_vae_has_encoder(const fm_vae *vae) { return vae->has_encoder; }
+
+void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user)
+{
+    vae->trace = fn;
+    vae->trace_user = user;
+}
+
+/* ---------------------------------------------------------------- run state */
+
+/* Slot s, which must hold n floats (planning: records that it must). */
+static float *slot(vae_run *r, int s, size_t n)
+{
+    if (r->planning) {
+        r->need[s] = zmax(r->need[s], n);
+        return NULL;
+    }
+    if (n > r->cap[s]) r->overflow = 1;
+    return r->buf[s];
+}
+
+static int computing(const vae_run *r) { return !r->planning && !r->overflow; }
+
+static void trace(const vae_run *r, const char *name, const float *x, int c, int h, int w)
+{
+    if (computing(r) && r->trace && r->vae->trace) r->vae->trace(r->vae->trace_user, name, x, c, h, w);
+}
+
+static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+{
+    if (r->planning) {
+        /* what the kernels allocate besides our slots: im2col columns and a
+         * float32 copy of a non-F32 weight */
+        size_t K = (size_t)c->cin * c->kh * c->kw, P = (size_t)fm_conv_out_h(c, h) * fm_conv_out_w(c, w);
+        int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1;
+        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * P) + K * c->cout));
+        return;
+    }
+    if (computing(r)) fm_conv2d(y, x, c, 1, h, w);
+}
+
+/* y = x * s + t per channel, optionally SiLU: GroupNorm with given statistics. */
+static void norm_apply(float *y, const float *x, const vae_norm *n, int hw, const float *mean,
+                       const float *rstd, int silu)
+{
+    int cg = n->c / VAE_GROUPS;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < n->c; ch++) {
+        int g = ch / cg;
+        float s = rstd[g] * n->gamma[ch], t = n->beta[ch] - mean[g] * s;
+        const float *xr = x + (size_t)ch * hw;
+        float *yr = y + (size_t)ch * hw;
+        for (int i = 0; i < hw; i++) {
+            float v = xr[i] * s + t;
+            yr[i] = silu ? v / (1.0f + expf(-v)) : v;
+        }
+    }
+}
+
+/* Adds the tile's own cells of x [c][h][w] to the statistics of call k. */
+static void norm_collect(vae_norm_share *ns, int k, const float *x, int c, int h, int w)
+{
+    int sy = h / ns->tile_h, sx = w / ns->tile_w, cg = c / VAE_GROUPS;
+    int y0 = ns->core_y0 * sy, y1 = ns->core_y1 * sy, x0 = ns->core_x0 * sx, x1 = ns->core_x1 * sx;
+#pragma omp parallel for schedule(static)
+    for (int g = 0; g < VAE_GROUPS; g++) {
+        double s = 0, q = 0;
+        for (int ch = g * cg; ch < (g + 1) * cg; ch++)
+            for (int yy = y0; yy < y1; yy++) {
+                const float *row = x + ((size_t)ch * h + yy) * w;
+                for (int xx = x0; xx < x1; xx++) {
+                    s += row[xx];
+                    q += (double)row[xx] * row[xx];
+                }
+            }
+        size_t at = (size_t)k * VAE_GROUPS + g;
+        ns->sum[at] += s;
+        ns->sumsq[at] += q;
+        ns->count[at] += (double)cg * (y1 - y0) * (x1 - x0);
+    }
+}
+
+/* GroupNorm(32, eps 1e-6) of x [n->c][h][w], then SiLU if silu. y may be x. */
+static void run_norm(vae_run *r, const vae_norm *n, float *y, const float *x, int h, int w, int silu)
+{
+    if (!computing(r)) return;
+    vae_norm_share *ns = r->norms;
+    int hw = h * w;
+    if (!ns) {
+        fm_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
+        return;
+    }
+    int k = ns->call++;
+    if (k >= ns->n_calls) {
+        r->overflow = 1;
+        return;
+    }
+    if (ns->collect) norm_collect(ns, k, x, n->c, h, w);
+    if (ns->shared)
+        norm_apply(y, x, n, hw, ns->mean + (size_t)k * VAE_GROUPS, ns->rstd + (size_t)k * VAE_GROUPS, silu);
+    else
+        fm_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
+}
+
+static void run_add(vae_run *r, float *y, const float *a, const float *b, size_t n)
+{
+    if (computing(r)) fm_add(y, a, b, n);
+}
+
+static void run_copy(vae_run *r, float *y, const float *x, size_t n)
+{
+    if (computing(r)) memcpy(y, x, n * sizeof(float));
+}
+
+/* ---------------------------------------------------------------- blocks */
+
+/* x = x + conv2(silu(norm2(conv1(silu(norm1(x)))))), with x through
+ * nin_shortcut when the channel count changes. Works in slot X. */
+static void resnet_block(vae_run *r, const vae_resblock *b, int h, int w)
+{
+    size_t P = (size_t)h * w;
+    float *x = slot(r, VAE_SLOT_X, (size_t)(b->cin > b->cout ? b->cin : b->cout) * P);
+    float *a = slot(r, VAE_SLOT_A, (size_t)(b->has_nin ? b->cout : b->cin) * P);
+    float *t = slot(r, VAE_SLOT_B, (size_t)b->cout * P);
+    float *h1; /* conv1's input, free again once conv1 has run */
+    if (b->has_nin) {
+        run_conv(r, &b->nin_shortcut, a, x, h, w);
+        run_norm(r, &b->norm1, x, x, h, w, 1);
+        h1 = x;
+    } else {
+        run_norm(r, &b->norm1, a, x, h, w, 1);
+        h1 = a;
+    }
+    run_conv(r, &b->conv1, t, h1, h, w);
+    run_norm(r, &b->norm2, t, t, h, w, 1);
+    run_conv(r, &b->conv2, h1, t, h, w);
+    run_add(r, x, x, a, (size_t)b->cout * P); /* x + h, or h + shortcut(x) */
+}
+
+/* x = x + proj_out(softmax(q k^T / sqrt(C)) v), one head over h*w tokens. */
+static void attn_block(vae_run *r, const vae_attn *at, int h, int w)
+{
+    int C = at->c, P = h * w;
+    size_t CP = (size_t)C * P;
+    float *x = slot(r, VAE_SLOT_X, CP), *a = slot(r, VAE_SLOT_A, CP), *b = slot(r, VAE_SLOT_B, 4 * CP);
+    run_norm(r, &at->norm, a, x, h, w, 0);
+    if (!computing(r)) return;
+    float *tok = b, *q = b + CP, *k = b + 2 * CP, *v = b + 3 * CP;
+    fm_nchw_to_nhwc(tok, a, 1, C, P);
+    fm_linear(q, tok, P, &at->q, at->bq);
+    fm_linear(k, tok, P, &at->k, at->bk);
+    fm_linear(v, tok, P, &at->v, at->bv);
+    fm_attention(a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0);
+    fm_linear(tok, a, P, &at->proj_out, at->bproj);
+    fm_nhwc_to_nchw(a, tok, 1, C, P);
+    fm_add(x, x, a, CP);
+}
+
+static void mid_block(vae_run *r, const vae_mid *m, int h, int w)
+{
+    resnet_block(r, &m->block_1, h, w);
+    attn_block(r, &m->attn_1, h, w);
+    resnet_block(r, &m->block_2, h, w);
+}
+
+/* ---------------------------------------------------------------- decoder */
+
+static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w)
+{
+    const fm_vae_config *cfg = &r->vae->cfg;
+    const vae_decoder *d = &r->vae->dec;
+    size_t P = (size_t)h * w;
+    float *a = slot(r, VAE_SLOT_A, (size_t)cfg->z_channels * P);
+    run_conv(r, &d->post_quant_conv, a, z, h, w);
+    trace(r, "dec.post_quant", a, cfg->z_channels, h, w);
+    float *x = slot(r, VAE_SLOT_X, (size_t)d->conv_in.cout * P);
+    run_conv(r, &d->conv_in, x, a, h, w);
+    trace(r, "dec.conv_in", x, d->conv_in.cout, h, w);
+    mid_block(r, &d->mid, h, w);
+    trace(r, "dec.mid", x, d->mid.attn_1.c, h, w);
+    for (int i = cfg->n_levels - 1; i >= 0; i--) {
+        const vae_level *lv = &d->up[i];
+        for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
+        int c = lv->block[lv->n_blocks - 1].cout;
+        if (lv->has_resample) {
+            float *up = slot(r, VAE_SLOT_A, (size_t)c * 4 * h * w);
+            x = slot(r, VAE_SLOT_X, (size_t)c * 4 * h * w);
+            if (computing(r)) fm_upsample_nearest(up, 2 * h, 2 * w, x, c, h, w);
+            h *= 2;
+            w *= 2;
+            run_conv(r, &lv->resample, x, up, h, w);
+        }
+        char name[32];
+        fmt_name(name, "dec.up.%d", i);
+        trace(r, name, x, c, h, w);
+    }
+    run_norm(r, &d->norm_out, x, x, h, w, 1);
+    run_conv(r, &d->conv_out, img, x, h, w);
+    trace(r, "dec", img, cfg->out_ch, h, w);
+}
+
+static void run_init(vae_run *r, const fm_vae *vae)
+{
+    memset(r, 0, sizeof *r);
+    r->vae = vae;
+}
+
+void vae_run_release(vae_run *r)
+{
+    for (int s = 0; s < VAE_SLOTS; s++) {
+        fm_free(r->buf[s]);
+        r->buf[s] = NULL;
+        r->cap[s] = 0;
+    }
+}
+
+static int run_alloc(vae_run *r, fm_error *err)
+{
+    for (int s = 0; s < VAE_SLOTS; s++) {
+        r->cap[s] = r->need[s];
+        r->buf[s] = fm_alloc(zmax(r->cap[s], 1) * sizeof(float));
+        if (!r->buf[s]) {
+            vae_run_release(r);
+            return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations",
+                           (r->need[0] + r->need[1] + r->need[2]) * sizeof(float) >> 20);
+        }
+    }
+    r->planning = 0;
+    return 0;
+}
+
+int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, fm_error *err)
+{
+    run_init(r, vae);
+    r->planning = 1;
+    decoder_forward(r, NULL, NULL, h, w);
+    return run_alloc(r, err);
+}
+
+size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w)
+{
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    decoder_forward(&r, NULL, NULL, h, w);
+    return (r.need[0] + r.need[1] + r.need[2]) * sizeof(float) + r.scratch_bytes;
+}
+
+int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err)
+{
+    if (r->norms) r->norms->call = 0;
+    decoder_forward(r, img, z, h, w);
+    if (r->overflow) return fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small");
+    return 0;
+}
+
+static int check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err)
+{
+    if (!vae || !vae->has_weights) return fm_fail(err, FM_EINPUT, "vae: no model");
+    if (h < 1 || w < 1 || h > 65536 || w > 65536)
+        return fm_fail(err, FM_EINPUT, "vae %s: bad size %dx%d", what, w, h);
+    return 0;
+}
+
+int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_error *err)
+{
+    if (check_size(vae, h, w, "decode", err)) return FM_EINPUT;
+    vae_run r;
+    if (vae_run_alloc_decode(&r, vae, h, w, err)) return FM_EINPUT;
+    r.trace = 1;
+    int rc = vae_decode_with(&r, img, z, h, w, err);
+    vae_run_release(&r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+static void encoder_forward(vae_run *r, float *mean, float *logvar, const float *img, int h, int w)
+{
+    const fm_vae_config *cfg = &r->vae->cfg;
+    const vae_encoder *e = &r->vae->enc;
+    float *x = slot(r, VAE_SLOT_X, (size_t)cfg->ch * h * w);
+    run_conv(r, &e->conv_in, x, img, h, w);
+    trace(r, "enc.conv_in", x, cfg->ch, h, w);
+    for (int i = 0; i < cfg->n_levels; i++) {
+        const vae_level *lv = &e->down[i];
+        for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
+        int c = lv->block[lv->n_blocks - 1].cout;
+        if (lv->has_resample) {
+            int oh = fm_conv_out_h(&lv->resample, h), ow = fm_conv_out_w(&lv->resample, w);
+            float *down = slot(r, VAE_SLOT_A, (size_t)c * oh * ow);
+            run_conv(r, &lv->resample, down, x, h, w);
+            h = oh;
+            w = ow;
+            run_copy(r, x, down, (size_t)c * h * w);
+        }
+        char name[32];
+        fmt_name(name, "enc.down.%d", i);
+        trace(r, name, x, c, h, w);
+    }
+    mid_block(r, &e->mid, h, w);
+    trace(r, "enc.mid", x, e->mid.attn_1.c, h, w);
+    run_norm(r, &e->norm_out, x, x, h, w, 1);
+    size_t P = (size_t)h * w, E = (size_t)cfg->embed_dim * P;
+    float *hz = slot(r, VAE_SLOT_A, (size_t)e->conv_out.cout * P);
+    float *moments = slot(r, VAE_SLOT_B, 2 * E);
+    run_conv(r, &e->conv_out, hz, x, h, w);
+    trace(r, "enc.h", hz, e->conv_out.cout, h, w);
+    run_conv(r, &e->quant_conv, moments, hz, h, w);
+    trace(r, "enc.moments", moments, 2 * cfg->embed_dim, h, w);
+    if (!computing(r)) return;
+    memcpy(mean, moments, E * sizeof(float));
+    for (size_t i = 0; i < E; i++) logvar[i] = fminf(fmaxf(moments[E + i], -30.0f), 20.0f);
+}
+
+int fm_vae_encode(fm_vae *vae, float *mean, float *logvar, const float *img, int H, int W,
+                  fm_error *err)
+{
+    if (check_size(vae, H, W, "encode", err)) return FM_EINPUT;
+    if (!vae->has_encoder) return fm_fail(err, FM_EINPUT, "vae: the file has no encoder");
+    int f = vae->cfg.latent_factor;
+    if (H % f || W % f)
+        return fm_fail(err, FM_EINPUT, "vae encode: %dx%d is not a multiple of %d", W, H, f);
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    encoder_forward(&r, NULL, NULL, NULL, H, W);
+    if (run_alloc(&r, err)) return FM_EINPUT;
+    r.trace = 1;
+    encoder_forward(&r, mean, logvar, img, H, W);
+    int rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+    vae_run_release(&r);
+    return rc;
+}

@@ -1,0 +1,113 @@
+/* What autoencoder_kl.c shares with tiling.c: the model's structure, the
+ * forward pass's run state (workspace slots, planning mode, GroupNorm
+ * statistics shared between tiles). Not a public header. */
+#ifndef FM_VAE_KL_INTERNAL_H
+#define FM_VAE_KL_INTERNAL_H
+
+#include "kernels/kernels.h"
+#include "vae/vae.h"
+
+#define VAE_GROUPS 32
+#define VAE_EPS 1e-6f
+
+typedef struct vae_norm {
+    float *gamma, *beta;
+    int c;
+} vae_norm;
+
+/* ldm ResnetBlock without timestep embedding. */
+typedef struct vae_resblock {
+    int cin, cout, has_nin;
+    vae_norm norm1, norm2;
+    fm_conv conv1, conv2, nin_shortcut;
+} vae_resblock;
+
+/* ldm AttnBlock: single-head self-attention over the h*w positions. */
+typedef struct vae_attn {
+    int c;
+    vae_norm norm;
+    fm_mat q, k, v, proj_out;
+    float *bq, *bk, *bv, *bproj;
+} vae_attn;
+
+typedef struct vae_mid {
+    vae_resblock block_1, block_2;
+    vae_attn attn_1;
+} vae_mid;
+
+/* One resolution: its ResnetBlocks, then an optional Down/Upsample conv. */
+typedef struct vae_level {
+    int n_blocks;
+    vae_resblock *block;
+    int has_resample;
+    fm_conv resample;
+} vae_level;
+
+typedef struct vae_encoder {
+    fm_conv conv_in;
+    vae_level down[FM_MAX_LEVELS];
+    vae_mid mid;
+    vae_norm norm_out;
+    fm_conv conv_out, quant_conv;
+} vae_encoder;
+
+typedef struct vae_decoder {
+    fm_conv post_quant_conv, conv_in;
+    vae_mid mid;
+    vae_level up[FM_MAX_LEVELS];
+    vae_norm norm_out;
+    fm_conv conv_out;
+} vae_decoder;
+
+struct fm_vae {
+    fm_vae_config cfg;
+    int has_encoder, has_weights;
+    vae_encoder enc;
+    vae_decoder dec;
+    void **owned; /* float32 copies made at load time */
+    int n_owned, cap_owned;
+    fm_vae_trace_fn trace;
+    void *trace_user;
+};
+
+/* Whole-image GroupNorm statistics for tiled decoding. Every GroupNorm call
+ * of one decode has an index (its call order); `collect` adds each tile's
+ * own cells (its core) to sum/sumsq, `shared` normalises with mean/rstd
+ * instead of the tile's own statistics. */
+typedef struct vae_norm_share {
+    int collect, shared;
+    int call, n_calls;
+    double *sum, *sumsq, *count; /* [n_calls][VAE_GROUPS] */
+    float *mean, *rstd;          /* [n_calls][VAE_GROUPS] */
+    int tile_h, tile_w;          /* the tile's latent size */
+    int core_y0, core_y1, core_x0, core_x1; /* the tile's own latent cells, tile-relative */
+} vae_norm_share;
+
+enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOTS };
+
+/* A forward pass. In planning mode nothing is computed: the pass only
+ * records how many floats each workspace slot needs and the kernels'
+ * scratch, so the memory estimate is the code path itself. */
+typedef struct vae_run {
+    const fm_vae *vae;
+    int planning, overflow;
+    float *buf[VAE_SLOTS];
+    size_t cap[VAE_SLOTS], need[VAE_SLOTS];
+    size_t scratch_bytes;
+    vae_norm_share *norms; /* NULL: every GroupNorm uses its own statistics */
+    int trace;
+} vae_run;
+
+/* Structure only (no weights) from cfg, for planning. */
+int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err);
+/* Number of GroupNorm calls in one decode. */
+int vae_decoder_norm_calls(const fm_vae_config *cfg);
+/* Allocates r's slots for an h x w decode (planning first). */
+int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, fm_error *err);
+void vae_run_release(vae_run *r);
+/* Decoder forward on r's workspace; 0 or an error. */
+int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err);
+/* Bytes a decode of h x w needs (slots + kernel scratch). */
+size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w);
+
+#endif

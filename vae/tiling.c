@@ -1,0 +1,317 @@
+/* Tiled KL-VAE decoding. The latent is cut into overlapping tiles on a
+ * grid; each tile is decoded on its own (memory: one tile's activations)
+ * and the decoded tiles are blended with weights that ramp linearly across
+ * each overlap, so tile edges (where zero padding makes a tile wrong) get
+ * almost no weight and no seam shows.
+ *
+ * Per-tile GroupNorm statistics would shift tones from tile to tile. With
+ * norm_passes > 0 the tiles are first decoded to gather whole-image
+ * statistics (each tile contributing only its own cells, so overlaps are
+ * not counted twice); the final pass normalises every tile with them. The
+ * mid-block attention stays within a tile: the one approximation left. */
+#include "vae/kl_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void fm_vae_tiling_default(fm_vae_tiling *t)
+{
+    t->tile = 64;
+    t->overlap = 16;
+    t->norm_passes = 1;
+}
+
+/* Tiles along one axis of length n: equal size, spread evenly, neighbours
+ * sharing at least `overlap` cells. Returns the count; start[] gets origins. */
+static int tile_starts(int n, int tile, int overlap, int *start)
+{
+    if (n <= tile) {
+        start[0] = 0;
+        return 1;
+    }
+    int step = tile - overlap, count = (n - overlap + step - 1) / step;
+    if (count < 2) count = 2;
+    for (int i = 0; i < count; i++) start[i] = (int)((long long)i * (n - tile) / (count - 1));
+    return count;
+}
+
+static int tile_count(int n, int tile, int overlap)
+{
+    if (n <= tile) return 1;
+    int step = tile - overlap, count = (n - overlap + step - 1) / step;
+    return count < 2 ? 2 : count;
+}
+
+/* Feather weight of pixel p (0..size-1) of a tile whose overlaps with the
+ * previous/next tile are ramp_lo/ramp_hi pixels (0 at the image border). */
+static float feather(int p, int size, int ramp_lo, int ramp_hi)
+{
+    float wgt = 1.0f;
+    if (ramp_lo > 0) wgt = fminf(wgt, (p + 0.5f) / ramp_lo);
+    if (ramp_hi > 0) wgt = fminf(wgt, (size - p - 0.5f) / ramp_hi);
+    return wgt;
+}
+
+typedef struct axis {
+    int n, count, size; /* latent length, tiles, tile size (latent cells) */
+    int *start;
+    int *core0, *core1; /* each tile's own cells, absolute */
+} axis;
+
+static int axis_init(axis *a, int n, const fm_vae_tiling *t)
+{
+    a->n = n;
+    a->count = tile_count(n, t->tile, t->overlap);
+    a->size = n < t->tile ? n : t->tile;
+    a->start = malloc(sizeof(int) * 3 * (size_t)a->count);
+    if (!a->start) return -1;
+    a->core0 = a->start + a->count;
+    a->core1 = a->core0 + a->count;
+    tile_starts(n, t->tile, t->overlap, a->start);
+    for (int i = 0; i < a->count; i++) {
+        /* the border between tiles i-1 and i is the middle of their overlap */
+        a->core0[i] = i == 0 ? 0 : (a->start[i] + a->start[i - 1] + a->size) / 2;
+        if (i > 0) a->core1[i - 1] = a->core0[i];
+    }
+    a->core1[a->count - 1] = n;
+    return 0;
+}
+
+static int ramp_lo(const axis *a, int i, int f)
+{
+    return i == 0 ? 0 : (a->start[i - 1] + a->size - a->start[i]) * f;
+}
+
+static int ramp_hi(const axis *a, int i, int f)
+{
+    return i == a->count - 1 ? 0 : (a->start[i] + a->size - a->start[i + 1]) * f;
+}
+
+/* Sum over tiles of the feather weights along one axis, per pixel. */
+static void axis_weight_sum(float *sum, const axis *a, int f)
+{
+    memset(sum, 0, sizeof(float) * (size_t)a->n * f);
+    int size = a->size * f;
+    for (int i = 0; i < a->count; i++)
+        for (int p = 0; p < size; p++)
+            sum[a->start[i] * f + p] += feather(p, size, ramp_lo(a, i, f), ramp_hi(a, i, f));
+}
+
+static int validate(const fm_vae_tiling *t, fm_error *err)
+{
+    if (t->tile < 4 || t->overlap < 0 || t->overlap >= t->tile / 2 + 1 || t->norm_passes < 0 ||
+        t->norm_passes > 8)
+        return fm_fail(err, FM_EUSAGE, "vae tiling: tile %d, overlap %d, norm passes %d", t->tile,
+                       t->overlap, t->norm_passes);
+    return 0;
+}
+
+static void crop(float *dst, const float *src, int c, int h, int w, int y0, int x0, int th, int tw)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < th; y++)
+            memcpy(dst + ((size_t)ch * th + y) * tw, src + ((size_t)ch * h + y0 + y) * w + x0,
+                   sizeof(float) * (size_t)tw);
+}
+
+static void finish_stats(vae_norm_share *ns)
+{
+    size_t n = (size_t)ns->n_calls * VAE_GROUPS;
+    for (size_t i = 0; i < n; i++) {
+        double cnt = ns->count[i] > 0 ? ns->count[i] : 1, m = ns->sum[i] / cnt;
+        double var = ns->sumsq[i] / cnt - m * m;
+        ns->mean[i] = (float)m;
+        ns->rstd[i] = (float)(1.0 / sqrt((var > 0 ? var : 0) + VAE_EPS));
+    }
+}
+
+typedef struct tiled {
+    fm_vae *vae;
+    const float *z;
+    float *img;
+    int h, w, f;
+    axis ay, ax;
+    float *ztile, *itile, *wy, *wx;
+    vae_run run;
+    vae_norm_share ns;
+} tiled;
+
+/* One sweep over all tiles; `blend` accumulates the weighted tiles in img. */
+static int sweep(tiled *T, int blend, fm_error *err)
+{
+    const fm_vae_config *cfg = &T->vae->cfg;
+    int th = T->ay.size, tw = T->ax.size, f = T->f, H = T->h * f, W = T->w * f;
+    for (int i = 0; i < T->ay.count; i++)
+        for (int j = 0; j < T->ax.count; j++) {
+            int y0 = T->ay.start[i], x0 = T->ax.start[j];
+            T->ns.core_y0 = T->ay.core0[i] - y0;
+            T->ns.core_y1 = T->ay.core1[i] - y0;
+            T->ns.core_x0 = T->ax.core0[j] - x0;
+            T->ns.core_x1 = T->ax.core1[j] - x0;
+            crop(T->ztile, T->z, cfg->embed_dim, T->h, T->w, y0, x0, th, tw);
+            if (vae_decode_with(&T->run, T->itile, T->ztile, th, tw, err)) return FM_EINPUT;
+            if (!blend) continue;
+            int ph = th * f, pw = tw * f;
+            int rl = ramp_lo(&T->ay, i, f), rh = ramp_hi(&T->ay, i, f);
+            int cl = ramp_lo(&T->ax, j, f), chh = ramp_hi(&T->ax, j, f);
+#pragma omp parallel for schedule(static)
+            for (int y = 0; y < ph; y++) {
+                float wy = feather(y, ph, rl, rh);
+                for (int c = 0; c < cfg->out_ch; c++) {
+                    const float *src = T->itile + ((size_t)c * ph + y) * pw;
+                    float *dst = T->img + ((size_t)c * H + y0 * f + y) * W + x0 * f;
+                    for (int x = 0; x < pw; x++) dst[x] += wy * feather(x, pw, cl, chh) * src[x];
+                }
+            }
+        }
+    return 0;
+}
+
+static void tiled_free(tiled *T)
+{
+    vae_run_release(&T->run);
+    free(T->ay.start);
+    free(T->ax.start);
+    fm_free(T->ztile);
+    fm_free(T->itile);
+    fm_free(T->wy);
+    fm_free(T->wx);
+    fm_free(T->ns.sum);
+}
+
+/* Bytes of everything tiled decoding allocates besides the slots/scratch. */
+static size_t tiled_extra_bytes(const fm_vae_config *cfg, int h, int w, int th, int tw, int n_calls)
+{
+    int f = fm_vae_latent_factor(cfg);
+    return sizeof(float) * ((size_t)cfg->embed_dim * th * tw + (size_t)cfg->out_ch * th * tw * f * f +
+                            (size_t)(h + w) * f) +
+           (size_t)n_calls * VAE_GROUPS * (3 * sizeof(double) + 2 * sizeof(float));
+}
+
+int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
+                        const fm_vae_tiling *tiling, fm_error *err)
+{
+    fm_vae_tiling def;
+    if (!tiling) {
+        fm_vae_tiling_default(&def);
+        tiling = &def;
+    }
+    if (validate(tiling, err)) return err ? err->code : FM_EUSAGE;
+    if (h <= tiling->tile && w <= tiling->tile) return fm_vae_decode(vae, img, z, h, w, err);
+    if (!vae || h > 65536 || w > 65536) return fm_fail(err, FM_EINPUT, "vae decode: bad size %dx%d", w, h);
+    const fm_vae_config *cfg = &vae->cfg;
+    tiled T;
+    memset(&T, 0, sizeof T);
+    T.vae = vae;
+    T.z = z;
+    T.img = img;
+    T.h = h;
+    T.w = w;
+    T.f = cfg->latent_factor;
+    int rc = FM_EINPUT, f = T.f;
+    if (axis_init(&T.ay, h, tiling) || axis_init(&T.ax, w, tiling)) {
+        fm_fail(err, FM_EINPUT, "vae: out of memory");
+        goto done;
+    }
+    int th = T.ay.size, tw = T.ax.size, n_calls = vae_decoder_norm_calls(cfg);
+    size_t nst = (size_t)n_calls * VAE_GROUPS;
+    T.ztile = fm_alloc(sizeof(float) * cfg->embed_dim * th * tw);
+    T.itile = fm_alloc(sizeof(float) * cfg->out_ch * th * tw * f * f);
+    T.wy = fm_alloc(sizeof(float) * h * f);
+    T.wx = fm_alloc(sizeof(float) * w * f);
+    T.ns.sum = fm_alloc(nst * (3 * sizeof(double) + 2 * sizeof(float)));
+    if (!T.ztile || !T.itile || !T.wy || !T.wx || !T.ns.sum) {
+        fm_fail(err, FM_EINPUT, "vae: out of memory");
+        goto done;
+    }
+    T.ns.sumsq = T.ns.sum + nst;
+    T.ns.count = T.ns.sumsq + nst;
+    T.ns.mean = (float *)(T.ns.count + nst);
+    T.ns.rstd = T.ns.mean + nst;
+    T.ns.n_calls = n_calls;
+    T.ns.tile_h = th;
+    T.ns.tile_w = tw;
+    if (vae_run_alloc_decode(&T.run, vae, th, tw, err)) goto done;
+    T.run.norms = &T.ns;
+
+    for (int pass = 0; pass < tiling->norm_passes; pass++) {
+        memset(T.ns.sum, 0, nst * 3 * sizeof(double));
+        T.ns.collect = 1;
+        T.ns.shared = pass > 0;
+        if (sweep(&T, 0, err)) goto done;
+        finish_stats(&T.ns);
+    }
+    T.ns.collect = 0;
+    T.ns.shared = tiling->norm_passes > 0;
+    size_t H = (size_t)h * f, W = (size_t)w * f;
+    memset(img, 0, sizeof(float) * cfg->out_ch * H * W);
+    if (sweep(&T, 1, err)) goto done;
+
+    axis_weight_sum(T.wy, &T.ay, f);
+    axis_weight_sum(T.wx, &T.ax, f);
+#pragma omp parallel for schedule(static)
+    for (size_t y = 0; y < H; y++)
+        for (int c = 0; c < cfg->out_ch; c++) {
+            float *row = img + ((size_t)c * H + y) * W;
+            for (size_t x = 0; x < W; x++) row[x] /= T.wy[y] * T.wx[x];
+        }
+    rc = 0;
+done:
+    tiled_free(&T);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+size_t fm_vae_decode_bytes(const fm_vae_config *cfg, int h, int w, const fm_vae_tiling *tiling)
+{
+    fm_vae *skel = calloc(1, sizeof *skel);
+    if (!skel) return SIZE_MAX;
+    size_t bytes = SIZE_MAX;
+    if (!vae_build(skel, cfg, NULL)) {
+        if (tiling && (h > tiling->tile || w > tiling->tile)) {
+            int th = h < tiling->tile ? h : tiling->tile, tw = w < tiling->tile ? w : tiling->tile;
+            bytes = vae_plan_decode_bytes(skel, th, tw) +
+                    tiled_extra_bytes(cfg, h, w, th, tw, vae_decoder_norm_calls(cfg));
+        } else {
+            bytes = vae_plan_decode_bytes(skel, h, w);
+        }
+    }
+    fm_vae_free(skel);
+    return bytes;
+}
+
+int fm_vae_check_decode_memory(const fm_vae_config *cfg, int h, int w,
+                               const fm_vae_tiling *tiling, size_t budget, fm_error *err)
+{
+    size_t need = fm_vae_decode_bytes(cfg, h, w, tiling);
+    if (need <= budget) return 0;
+    int f = fm_vae_latent_factor(cfg);
+    if (tiling)
+        return fm_fail(err, FM_EINPUT,
+                       "decoding %dx%d needs %zu MB even with --vae-tiling (tile %d), more than the %zu MB available",
+                       w * f, h * f, need >> 20, tiling->tile, budget >> 20);
+    return fm_fail(err, FM_EINPUT,
+                   "decoding %dx%d needs %zu MB, more than the %zu MB available: use --vae-tiling",
+                   w * f, h * f, need >> 20, budget >> 20);
+}
+
+size_t fm_vae_memory_available(void)
+{
+    FILE *fp = fopen("/proc/meminfo", "r");
+    if (fp) {
+        char line[128];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, fp))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                fclose(fp);
+                return (size_t)kb * 1024;
+            }
+        fclose(fp);
+    }
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}

@@ -1,0 +1,109 @@
+/* vae: the image <-> latent autoencoders.
+ *
+ *   - AutoencoderKL (ldm/sgm): the full VAE of every Stable Diffusion
+ *     checkpoint, decoder and encoder (autoencoder_kl.c).
+ *   - Tiled decoding of the KL-VAE, bounding memory for large images, and
+ *     the decode's memory estimate (tiling.c).
+ *   - TAESD / TAESDXL, the tiny distilled autoencoder (taesd.c).
+ *
+ * Tensors are batch-1 NCHW float32. KL-VAE images are in [-1, 1] (decoder
+ * output not clamped); TAESD images are in [0, 1] (upstream convention,
+ * decoder output not clamped either). */
+#ifndef FM_VAE_H
+#define FM_VAE_H
+
+#include <stddef.h>
+#include "core/core.h"
+#include "diffusion/config.h"
+#include "diffusion/safetensors.h"
+
+/* Debug/test hook: called with every named intermediate of a forward pass
+ * (KL-VAE: "dec.post_quant", "dec.conv_in", "dec.mid", "dec.up.N", "dec",
+ * "enc.conv_in", "enc.down.N", "enc.mid", "enc.h", "enc.moments";
+ * TAESD: "dec.after.N", "enc.after.N" with N the upstream Sequential index). */
+typedef void (*fm_vae_trace_fn)(void *user, const char *name, const float *x, int c, int h,
+                                int w);
+
+/* ---- AutoencoderKL ---- */
+
+typedef struct fm_vae fm_vae;
+
+/* Loads the VAE tensors cfg->prefix + "encoder.*", "decoder.*", "quant_conv.*",
+ * "post_quant_conv.*" of st, each shape-checked against cfg. Weights stay
+ * mapped from st (which must outlive the VAE); small vectors become float32.
+ * The encoder half is optional: a file without it loads decoder-only and
+ * fm_vae_encode then fails. */
+fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_precision prec,
+                    fm_error *err);
+void fm_vae_free(fm_vae *vae);
+const fm_vae_config *fm_vae_config_of(const fm_vae *vae);
+/* 2^(n_levels-1): pixels per latent cell. */
+int fm_vae_latent_factor(const fm_vae_config *cfg);
+int fm_vae_has_encoder(const fm_vae *vae);
+void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user);
+
+/* img [1][out_ch][h*f][w*f] = Decoder(post_quant_conv(z)), z [1][embed_dim][h][w]
+ * already divided by scale_factor (ldm's decode(z)). Not clamped. */
+int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_error *err);
+/* mean, logvar [1][embed_dim][H/f][W/f] of the posterior of img
+ * [1][in_channels][H][W] in [-1, 1]; logvar clamped to [-30, 20]. Multiply a
+ * latent by scale_factor before giving it to the U-Net. H, W multiples of f. */
+int fm_vae_encode(fm_vae *vae, float *mean, float *logvar, const float *img, int H, int W,
+                  fm_error *err);
+
+/* ---- tiled decoding (tiling.c) ---- */
+
+typedef struct fm_vae_tiling {
+    int tile;    /* latent cells per tile side (64 = 512 px for SD) */
+    int overlap; /* latent cells shared by neighbouring tiles, blended */
+    /* GroupNorm statistics: 0 = each tile its own (one pass); n > 0 = n
+     * extra passes that gather whole-image statistics, then every tile
+     * normalises with the same ones (no tone jumps between tiles). */
+    int norm_passes;
+} fm_vae_tiling;
+
+void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1 */
+
+/* Same contract as fm_vae_decode; tiles of the latent are decoded one after
+ * another and blended with feathered weights across the overlaps. */
+int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
+                        const fm_vae_tiling *tiling, fm_error *err);
+
+/* Peak working memory in bytes (activations and scratch, excluding the
+ * weights and the caller's z and img) of decoding an h x w latent, untiled
+ * (tiling NULL) or tiled. */
+size_t fm_vae_decode_bytes(const fm_vae_config *cfg, int h, int w, const fm_vae_tiling *tiling);
+/* 0 if that decode fits in budget bytes, else FM_EINPUT with a message that
+ * says how much is needed and names --vae-tiling. */
+int fm_vae_check_decode_memory(const fm_vae_config *cfg, int h, int w,
+                               const fm_vae_tiling *tiling, size_t budget, fm_error *err);
+/* MemAvailable of this machine in bytes (0 if unknown). */
+size_t fm_vae_memory_available(void);
+
+/* ---- TAESD / TAESDXL (taesd.c) ---- */
+
+typedef struct fm_taesd fm_taesd;
+
+/* Accepts upstream names (combined "encoder.N."/"decoder.N.", or a split
+ * taesd_encoder/taesd_decoder file without prefix) and diffusers
+ * AutoencoderTiny names ("encoder.layers.N.", "decoder.layers.N-1.").
+ * A file may hold only one half. st must outlive the result. */
+fm_taesd *fm_taesd_load(const fm_safetensors *st, fm_error *err);
+/* Opens path and loads it; the mapping is owned by the result. */
+fm_taesd *fm_taesd_open(const char *path, fm_error *err);
+void fm_taesd_free(fm_taesd *t);
+int fm_taesd_has_encoder(const fm_taesd *t);
+int fm_taesd_has_decoder(const fm_taesd *t);
+int fm_taesd_latent_channels(const fm_taesd *t);
+void fm_taesd_set_trace(fm_taesd *t, fm_vae_trace_fn fn, void *user);
+
+/* img [1][3][8h][8w] in [0, 1] (not clamped) from the U-Net-space latent
+ * z [1][4][h][w]: no scale_factor division (TAESD's scale factor is 1). */
+int fm_taesd_decode(fm_taesd *t, float *img, const float *z, int h, int w, fm_error *err);
+/* z [1][4][H/8][W/8] in U-Net space from img [1][3][H][W] in [0, 1]. */
+int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err);
+/* Upstream scale_latents: clamp(x / 6 + 0.5, 0, 1), only for storing
+ * latents as 8-bit images; never part of decode/encode. */
+void fm_taesd_scale_latents(float *y, const float *x, size_t n);
+
+#endif
