@@ -142,11 +142,11 @@ void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, f
             for (size_t i = 0; i < m; i++) sq += (xg[i] - mean) * (xg[i] - mean);
             float inv = (float)(1.0 / sqrt(sq / m + eps)), mf = (float)mean;
             for (int ci = 0; ci < cg; ci++) {
-                float s = inv * gamma[g * cg + ci], t = beta[g * cg + ci] - mf * s;
+                float s = inv * gamma[g * cg + ci], t = beta[g * cg + ci];
                 float *yr = yg + (size_t)ci * hw;
                 const float *xr = xg + (size_t)ci * hw;
                 for (int i = 0; i < hw; i++) {
-                    float v = xr[i] * s + t;
+                    float v = (xr[i] - mf) * s + t;
                     yr[i] = fuse_silu ? v / (1.0f + expf(-v)) : v;
                 }
             }
