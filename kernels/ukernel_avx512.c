@@ -1,0 +1,98 @@
+/* AVX-512 micro-kernels: 12 rows x 32 columns (24 zmm accumulators), in
+ * float (vfmadd) and in bf16 pairs (vdpbf16ps, when the CPU has AVX512_BF16).
+ * Built for the target whatever -march says; used only when the CPU has it. */
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
+#include "kernels/gemm.h"
+
+#include <immintrin.h>
+
+enum { Z_MR = 12, Z_NR = 32 };
+
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+/* Adds the accumulators to C, masking rows >= mv and columns >= nv. */
+#define STORE_TILE()                                                                      \
+    do {                                                                                  \
+        if (mv == Z_MR && nv == Z_NR) {                                                   \
+            _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {                     \
+                float *cr = C + r * ldc;                                                  \
+                _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));        \
+                _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1])); \
+            }                                                                             \
+        } else {                                                                          \
+            __mmask16 m0 = nv >= 16 ? 0xffff : (__mmask16)((1u << nv) - 1);               \
+            __mmask16 m1 = nv >= 32 ? 0xffff : nv > 16 ? (__mmask16)((1u << (nv - 16)) - 1) : 0; \
+            _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {                     \
+                if (r >= mv) break;                                                       \
+                float *cr = C + r * ldc;                                                  \
+                _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), c[r][0])); \
+                _mm512_mask_storeu_ps(cr + 16, m1,                                        \
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), c[r][1])); \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+
+static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv)
+{
+    __m512 c[Z_MR][2];
+    _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, A += Z_MR, B += Z_NR) {
+        __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+        _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {
+            __m512 a = _mm512_set1_ps(A[r]);
+            c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+        }
+    }
+    STORE_TILE();
+}
+
+static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv)
+{
+    __m512 c[Z_MR][2];
+    _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc2; k++, A += Z_MR, B += Z_NR) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(B), b1 = (__m512bh)_mm512_load_si512(B + 16);
+        _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r]);
+            c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
+            c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
+        }
+    }
+    STORE_TILE();
+}
+
+/* Round to bf16, nearest even (NaN is not expected in activations). */
+static inline __m512i round_bf16(__m512 x)
+{
+    __m512i i = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(i, 16), _mm512_set1_epi32(1));
+    return _mm512_srli_epi32(_mm512_add_epi32(i, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+}
+
+static void pair_bf16(uint32_t *dst, const float *k0, const float *k1, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i lo = round_bf16(_mm512_loadu_ps(k0 + i)), hi = round_bf16(_mm512_loadu_ps(k1 + i));
+        _mm512_storeu_si512(dst + i, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512i lo = round_bf16(_mm512_maskz_loadu_ps(m, k0 + i)), hi = round_bf16(_mm512_maskz_loadu_ps(m, k1 + i));
+        _mm512_mask_storeu_epi32(dst + i, m, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+}
+
+const gemm_arch fm_gemm_arch_avx512 = {
+    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 256,
+    .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
+};
+
+/* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
+const gemm_arch fm_gemm_arch_avx512_bf16 = {
+    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 256,
+    .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
+};
+#endif
