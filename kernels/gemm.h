@@ -33,6 +33,10 @@ typedef struct gemm_arch {
     fm_ukernel_f32 f32;
     fm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
     fm_pair_bf16_fn pair_bf16;
+    /* One online-softmax step over a block of scores st [kb][NR] (one column
+     * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
+     * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
+    void (*softmax_cols)(float *st, int kb, float scale, float *m, float *l, float *corr);
 } gemm_arch;
 
 /* The micro-kernels of the ISA fm_kernel_isa() chose (never NULL). */

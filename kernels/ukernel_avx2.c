@@ -5,6 +5,7 @@
 #include "kernels/gemm.h"
 
 #include <immintrin.h>
+#include "kernels/vexp.h"
 
 enum { V_MR = 6, V_NR = 16 };
 
@@ -37,8 +38,27 @@ static void ukernel_avx2(int kc, const float *A, const float *B, float *C, ptrdi
         for (int c = 0; c < nv; c++) C[r * ldc + c] += t[r][c];
 }
 
+static void softmax_cols_avx2(float *st, int kb, float scale, float *m, float *l, float *corr)
+{
+    __m256 vs = _mm256_set1_ps(scale);
+    for (int v = 0; v < V_NR; v += 8) {
+        __m256 mold = _mm256_loadu_ps(m + v), mx = mold;
+        for (int j = 0; j < kb; j++) mx = _mm256_max_ps(mx, _mm256_mul_ps(_mm256_load_ps(st + j * V_NR + v), vs));
+        __m256 sum = _mm256_setzero_ps();
+        for (int j = 0; j < kb; j++) {
+            __m256 p = fm_exp256(_mm256_fmsub_ps(_mm256_load_ps(st + j * V_NR + v), vs, mx));
+            _mm256_store_ps(st + j * V_NR + v, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        __m256 cr = fm_exp256(_mm256_sub_ps(mold, mx));
+        _mm256_storeu_ps(corr + v, cr);
+        _mm256_storeu_ps(l + v, _mm256_fmadd_ps(_mm256_loadu_ps(l + v), cr, sum));
+        _mm256_storeu_ps(m + v, mx);
+    }
+}
+
 const gemm_arch fm_gemm_arch_avx2 = {
     .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 120, .kc = 256,
-    .f32 = ukernel_avx2, .bf16 = NULL, .pair_bf16 = NULL,
+    .f32 = ukernel_avx2, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_avx2,
 };
 #endif

@@ -6,6 +6,7 @@
 #include "kernels/gemm.h"
 
 #include <immintrin.h>
+#include "kernels/vexp.h"
 
 enum { Z_MR = 12, Z_NR = 32 };
 
@@ -85,14 +86,35 @@ static void pair_bf16(uint32_t *dst, const float *k0, const float *k1, int n)
     }
 }
 
+static void softmax_cols_avx512(float *st, int kb, float scale, float *m, float *l, float *corr)
+{
+    __m512 vs = _mm512_set1_ps(scale);
+    for (int v = 0; v < Z_NR; v += 16) {
+        __m512 mold = _mm512_loadu_ps(m + v), mx = mold;
+        for (int j = 0; j < kb; j++) mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_load_ps(st + j * Z_NR + v), vs));
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < kb; j++) {
+            __m512 p = fm_exp512(_mm512_fmsub_ps(_mm512_load_ps(st + j * Z_NR + v), vs, mx));
+            _mm512_store_ps(st + j * Z_NR + v, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        __m512 cr = fm_exp512(_mm512_sub_ps(mold, mx));
+        _mm512_storeu_ps(corr + v, cr);
+        _mm512_storeu_ps(l + v, _mm512_fmadd_ps(_mm512_loadu_ps(l + v), cr, sum));
+        _mm512_storeu_ps(m + v, mx);
+    }
+}
+
 const gemm_arch fm_gemm_arch_avx512 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 256,
     .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
+    .softmax_cols = softmax_cols_avx512,
 };
 
 /* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
 const gemm_arch fm_gemm_arch_avx512_bf16 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 256,
     .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
+    .softmax_cols = softmax_cols_avx512,
 };
 #endif

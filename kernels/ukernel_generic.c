@@ -1,6 +1,7 @@
 /* Portable C micro-kernel (any CPU; also what FM_ISA=scalar selects). */
 #include "kernels/gemm.h"
 
+#include <math.h>
 #include <string.h>
 
 enum { G_MR = 4, G_NR = 16 };
@@ -18,7 +19,24 @@ static void ukernel_generic(int kc, const float *A, const float *B, float *C, pt
             C[r * ldc + c] += acc[r][c];
 }
 
+static void softmax_cols_generic(float *st, int kb, float scale, float *m, float *l, float *corr)
+{
+    for (int c = 0; c < G_NR; c++) {
+        float mx = m[c];
+        for (int j = 0; j < kb; j++) mx = fmaxf(mx, st[j * G_NR + c] * scale);
+        float sum = 0;
+        for (int j = 0; j < kb; j++) {
+            float p = expf(st[j * G_NR + c] * scale - mx);
+            st[j * G_NR + c] = p;
+            sum += p;
+        }
+        corr[c] = expf(m[c] - mx);
+        l[c] = l[c] * corr[c] + sum;
+        m[c] = mx;
+    }
+}
+
 const gemm_arch fm_gemm_arch_generic = {
     .isa = FM_ISA_SCALAR, .mr = G_MR, .nr = G_NR, .mc = 64, .kc = 256,
-    .f32 = ukernel_generic, .bf16 = NULL, .pair_bf16 = NULL,
+    .f32 = ukernel_generic, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_generic,
 };
