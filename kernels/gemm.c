@@ -26,37 +26,51 @@ static void mat_row_f32(float *dst, const fm_mat *m, int i, int k0, int kc)
     fm_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
 }
 
-/* One output row's worth (n pixels) of im2col for kernel tap k, from pixel j0. */
-static void im2col_row(float *dst, const gemm_operand *op, const float *x, int k, int j0, int n)
+/* im2col columns j0..j0+nv (pixels; with folded batches, pixel j of the
+ * batch-concatenated maps) for taps k0..k0+kc into one panel. */
+static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int nv, int k0, int kc,
+                        int panel)
 {
     const fm_conv *c = op->conv;
-    int kk = c->kh * c->kw, ci = k / kk, ky = (k % kk) / c->kw, kx = k % c->kw, s = c->stride;
-    const float *xc = x + (size_t)ci * op->h * op->w;
-    int oy = j0 / op->ow, ox = j0 % op->ow;
-    while (n > 0) {
-        int len = op->ow - ox < n ? op->ow - ox : n; /* run within output row oy */
-        int iy = oy * s + ky - c->pad_t;
-        if (iy < 0 || iy >= op->h) {
-            memset(dst, 0, sizeof(float) * len);
-        } else {
-            const float *row = xc + (size_t)iy * op->w;
-            int ix0 = ox * s + kx - c->pad_l; /* input column of dst[0] */
-            /* valid t: 0 <= ix0 + t*s < w */
-            int t0 = ix0 >= 0 ? 0 : (-ix0 + s - 1) / s;
-            int t1 = ix0 >= op->w ? 0 : (op->w - 1 - ix0) / s + 1; /* first invalid past the end */
+    int P = op->oh * op->ow, s = c->stride, h = op->h, w = op->w;
+    struct run { const float *x; int oy, ox, len, at; } runs[64]; /* panel <= 64 */
+    int nruns = 0;
+    for (int at = 0, j = j0; at < nv;) {
+        int b = j / P, p = j % P, ox = p % op->ow;
+        int len = op->ow - ox < nv - at ? op->ow - ox : nv - at;
+        runs[nruns++] = (struct run){op->p + (batch + b) * op->batch_stride, p / op->ow, ox, len, at};
+        j += len;
+        at += len;
+    }
+    int kk = c->kh * c->kw, ci = k0 / kk, ky = (k0 % kk) / c->kw, kx = k0 % c->kw;
+    for (int k = 0; k < kc; k++) {
+        float *dk = d + (size_t)k * panel;
+        for (int r = 0; r < nruns; r++) {
+            const struct run *u = &runs[r];
+            float *o = dk + u->at;
+            int iy = u->oy * s + ky - c->pad_t, len = u->len;
+            if (iy < 0 || iy >= h) {
+                for (int t = 0; t < len; t++) o[t] = 0.0f;
+                continue;
+            }
+            const float *row = u->x + ((size_t)ci * h + iy) * w;
+            int ix0 = u->ox * s + kx - c->pad_l; /* input column of o[0] */
+            int t0 = ix0 >= 0 ? 0 : (-ix0 + s - 1) / s;          /* first t with ix >= 0 */
+            int t1 = ix0 >= w ? 0 : (w - 1 - ix0) / s + 1;       /* first t with ix >= w */
             if (t1 > len) t1 = len;
             if (t0 > t1) t0 = t1;
-            for (int t = 0; t < t0; t++) dst[t] = 0.0f;
+            for (int t = 0; t < t0; t++) o[t] = 0.0f;
             if (s == 1)
-                memcpy(dst + t0, row + ix0 + t0, sizeof(float) * (t1 - t0));
+                for (int t = t0; t < t1; t++) o[t] = row[ix0 + t];
             else
-                for (int t = t0; t < t1; t++) dst[t] = row[ix0 + t * s];
-            for (int t = t1; t < len; t++) dst[t] = 0.0f;
+                for (int t = t0; t < t1; t++) o[t] = row[ix0 + t * s];
+            for (int t = t1; t < len; t++) o[t] = 0.0f;
         }
-        dst += len;
-        n -= len;
-        ox = 0;
-        oy++;
+        for (int t = nv; t < panel; t++) dk[t] = 0.0f;
+        if (++kx == c->kw) {
+            kx = 0;
+            if (++ky == c->kh) { ky = 0; ci++; }
+        }
     }
 }
 
@@ -82,28 +96,40 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
                         mat_row_f32(tmp, op->mat, i, k0 + k1, n);
                         src = tmp;
                     }
-                    for (int k = 0; k < n; k++) d[(size_t)(k1 + k) * panel + r] = src[k];
+                    float *dk = d + (size_t)k1 * panel + r;
+                    for (int k = 0; k < n; k++) dk[(size_t)k * panel] = src[k];
                 }
             }
             if (nv < panel)
                 for (int k = 0; k < kc; k++)
-                    memset(d + (size_t)k * panel + nv, 0, sizeof(float) * (panel - nv));
+                    for (int r = nv; r < panel; r++) d[(size_t)k * panel + r] = 0.0f;
             break;
-        case OP_COLS:
-            for (int k = 0; k < kc; k++) {
-                const float *src = op->p + batch * op->batch_stride + (ptrdiff_t)(k0 + k) * op->ld + i0 + p0;
-                memcpy(d + (size_t)k * panel, src, sizeof(float) * nv);
-                memset(d + (size_t)k * panel + nv, 0, sizeof(float) * (panel - nv));
+        case OP_COLS: {
+            int i = i0 + p0, bi = batch;
+            if (op->fold) {
+                bi += i / op->fold;
+                i %= op->fold;
+                if (nv > op->fold - i) { /* straddles two items: element by element */
+                    for (int k = 0; k < kc; k++)
+                        for (int r = 0; r < panel; r++) {
+                            int ir = i0 + p0 + r;
+                            d[(size_t)k * panel + r] = r < nv ? op->p[(batch + ir / op->fold) * op->batch_stride +
+                                                                        (ptrdiff_t)(k0 + k) * op->ld + ir % op->fold] : 0.0f;
+                        }
+                    break;
+                }
             }
-            break;
-        case OP_IM2COL: {
-            const float *x = op->p + batch * op->batch_stride;
             for (int k = 0; k < kc; k++) {
-                im2col_row(d + (size_t)k * panel, op, x, k0 + k, i0 + p0, nv);
-                memset(d + (size_t)k * panel + nv, 0, sizeof(float) * (panel - nv));
+                const float *src = op->p + bi * op->batch_stride + (ptrdiff_t)(k0 + k) * op->ld + i;
+                float *dk = d + (size_t)k * panel;
+                for (int r = 0; r < nv; r++) dk[r] = src[r];
+                for (int r = nv; r < panel; r++) dk[r] = 0.0f;
             }
             break;
         }
+        case OP_IM2COL:
+            pack_im2col(op, batch, d, i0 + p0, nv, k0, kc, panel);
+            break;
         }
     }
 }
@@ -128,6 +154,7 @@ static void panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *sr
 typedef struct tiling {
     int mt, nt;       /* task tile */
     int tm, tn;       /* tasks along M and N */
+    int kc;           /* K slice: K split evenly into slices of at most arch->kc */
 } tiling;
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -135,16 +162,19 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threads)
 {
     tiling t;
+    int slices = (p->K + a->kc - 1) / a->kc;
+    t.kc = slices ? round_up((p->K + slices - 1) / slices, 2) : a->kc;
+    /* Big tiles repack less (a task packs its A rows and B columns once per
+     * K slice); enough tasks keep every thread busy to the end. */
     t.mt = round_up(p->M, a->mr);
     if (t.mt > 4 * a->mc) t.mt = 4 * a->mc;
     t.nt = round_up(p->N, a->nr);
-    if (t.nt > 24 * a->nr) t.nt = 24 * a->nr;
+    if (t.nt > 64 * a->nr) t.nt = 64 * a->nr;
     for (;;) {
         t.tm = (p->M + t.mt - 1) / t.mt;
         t.tn = (p->N + t.nt - 1) / t.nt;
         long tasks = (long)t.tm * t.tn * p->batch;
-        if (tasks >= 4L * threads) break;
-        /* split the larger side, keeping panels whole */
+        if (tasks >= 4L * threads || (threads == 1 && t.nt <= 24 * a->nr)) break;
         if (t.nt >= t.mt && t.nt > 4 * a->nr) t.nt = round_up(t.nt / 2, a->nr);
         else if (t.mt > 2 * a->mr) t.mt = round_up(t.mt / 2, a->mr);
         else if (t.nt > a->nr) t.nt = round_up(t.nt / 2, a->nr);
@@ -153,18 +183,30 @@ static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threa
     return t;
 }
 
-static void init_c_tile(const gemm_problem *p, float *c, int m0, int mv, int n0, int nv)
+/* Address of C[i][j] of batch item b; with folded batches column j runs over
+ * the concatenated items, each c_fold columns wide. */
+static float *c_at(const gemm_problem *p, int b, int i, int j)
 {
-    for (int i = 0; i < mv; i++) {
-        float *ci = c + (ptrdiff_t)i * p->ldc;
-        float bm = p->bias_m ? p->bias_m[m0 + i] : 0.0f;
-        if (p->beta == 0.0f) {
-            if (p->bias_n) for (int j = 0; j < nv; j++) ci[j] = p->bias_n[n0 + j] + bm;
-            else for (int j = 0; j < nv; j++) ci[j] = bm;
-        } else {
-            if (p->beta != 1.0f) for (int j = 0; j < nv; j++) ci[j] *= p->beta;
-            if (p->bias_n) for (int j = 0; j < nv; j++) ci[j] += p->bias_n[n0 + j];
-            if (bm != 0.0f) for (int j = 0; j < nv; j++) ci[j] += bm;
+    if (p->c_fold) {
+        b += j / p->c_fold;
+        j %= p->c_fold;
+    }
+    return p->c + b * p->c_batch_stride + (ptrdiff_t)i * p->ldc + j;
+}
+
+static void init_c_tile(const gemm_problem *p, int b, int m0, int mv, int n0, int nv, int nr)
+{
+    for (int j0 = 0; j0 < nv; j0 += nr) { /* a column chunk never crosses a batch item */
+        int nj = nv - j0 < nr ? nv - j0 : nr;
+        for (int i = 0; i < mv; i++) {
+            float *ci = c_at(p, b, m0 + i, n0 + j0);
+            float bm = p->bias_m ? p->bias_m[m0 + i] : 0.0f;
+            const float *bn = p->bias_n ? p->bias_n + n0 + j0 : NULL;
+            if (p->beta == 0.0f) {
+                for (int j = 0; j < nj; j++) ci[j] = bm + (bn ? bn[j] : 0.0f);
+            } else {
+                for (int j = 0; j < nj; j++) ci[j] = p->beta * ci[j] + bm + (bn ? bn[j] : 0.0f);
+            }
         }
     }
 }
@@ -182,12 +224,11 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
     long r = task % ((long)t->tm * t->tn);
     int m0 = (int)(r / t->tn) * t->mt, n0 = (int)(r % t->tn) * t->nt;
     int mt = p->M - m0 < t->mt ? p->M - m0 : t->mt, nt = p->N - n0 < t->nt ? p->N - n0 : t->nt;
-    float *c = p->c + b * p->c_batch_stride + (ptrdiff_t)m0 * p->ldc + n0;
     int MR = arch->mr, NR = arch->nr;
 
-    init_c_tile(p, c, m0, mt, n0, nt);
-    for (int k0 = 0; k0 < p->K; k0 += arch->kc) {
-        int kc = p->K - k0 < arch->kc ? p->K - k0 : arch->kc, kc2 = (kc + 1) / 2;
+    init_c_tile(p, b, m0, mt, n0, nt, NR);
+    for (int k0 = 0; k0 < p->K; k0 += t->kc) {
+        int kc = p->K - k0 < t->kc ? p->K - k0 : t->kc, kc2 = (kc + 1) / 2;
         int nt_pad = round_up(nt, NR);
         gemm_pack(&p->b, b, p->N, bf->b, n0, nt_pad, k0, kc, NR);
         if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, nt_pad / NR, kc, NR, bf->zeros);
@@ -197,9 +238,10 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
             if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mc_pad / MR, kc, MR, bf->zeros);
             for (int j = 0; j < nt; j += NR) {
                 int nv = nt - j < NR ? nt - j : NR;
+                float *cj = c_at(p, b, m0 + i0, n0 + j);
                 for (int i = 0; i < mc; i += MR) {
                     int mv = mc - i < MR ? mc - i : MR;
-                    float *ct = c + (ptrdiff_t)(i0 + i) * p->ldc + j;
+                    float *ct = cj + (ptrdiff_t)i * p->ldc;
                     if (p->bf16)
                         arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2 + (size_t)j * kc2, ct, p->ldc, mv, nv);
                     else
@@ -216,13 +258,17 @@ void gemm_run(const gemm_problem *p)
     const gemm_arch *arch = gemm_arch_get();
     gemm_problem q = *p;
     if (q.bf16 && !arch->bf16) q.bf16 = 0; /* no native bf16: full precision */
+    if (q.c_fold && q.c_fold % arch->nr) { /* tiles would straddle items: unfold */
+        q.N = q.c_fold;
+        q.batch = q.N ? p->N / q.c_fold : 0;
+        q.c_fold = 0;
+        q.b.fold = 0;
+    }
     double flops = 2.0 * q.M * q.N * (double)(q.K > 0 ? q.K : 1) * q.batch;
     int threads = flops < 2e6 ? 1 : omp_get_max_threads();
     tiling t = choose_tiling(&q, arch, threads);
     long tasks = (long)t.tm * t.tn * q.batch;
-    int kc = arch->kc;
-    size_t a_sz = (size_t)round_up(arch->mc, arch->mr) * kc, b_sz = (size_t)round_up(t.nt, arch->nr) * kc;
-    int failed = 0;
+    size_t a_sz = (size_t)round_up(arch->mc, arch->mr) * t.kc, b_sz = (size_t)round_up(t.nt, arch->nr) * t.kc;
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
     {
         gemm_bufs bf = {0};
@@ -233,17 +279,14 @@ void gemm_run(const gemm_problem *p)
             bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + t.nt + arch->nr));
             bf.zeros = fm_calloc(sizeof(float) * (arch->nr > arch->mr ? arch->nr : arch->mr));
         }
+        /* The API has no error path: a thread without scratch leaves its
+         * tasks to the others; if none has any, C is left as it was. */
         int ok = bf.a && bf.b && (!q.bf16 || (bf.a2 && bf.b2 && bf.zeros));
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
-        }
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < tasks; task++)
             if (ok) run_task(&q, arch, &t, task, &bf);
         fm_free(bf.a); fm_free(bf.b); fm_free(bf.a2); fm_free(bf.b2); fm_free(bf.zeros);
     }
-    (void)failed; /* the API has no error path; out of memory leaves C incomplete */
 }
 
 /* ---- public entry points ---- */
@@ -276,18 +319,21 @@ void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
 {
     int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
     int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+    /* The batch items are concatenated along N (pixels) so that the weights
+     * are packed once for all of them. */
     gemm_problem p = {
-        .M = c->cout, .N = oh * ow, .K = c->cin * c->kh * c->kw, .batch = n,
+        .M = c->cout, .N = n * oh * ow, .K = c->cin * c->kh * c->kw, .batch = 1, .c_fold = oh * ow,
         .a = {.kind = OP_MAT, .mat = &c->w},
         .c = y, .ldc = (ptrdiff_t)oh * ow, .c_batch_stride = (ptrdiff_t)c->cout * oh * ow,
         .beta = 0.0f, .bias_m = c->bias,
         .bf16 = c->w.packed_kind == FM_PACKED_BF16,
     };
     if (is_1x1)
-        p.b = (gemm_operand){.kind = OP_COLS, .p = x, .ld = (ptrdiff_t)h * w, .batch_stride = (ptrdiff_t)c->cin * h * w};
+        p.b = (gemm_operand){.kind = OP_COLS, .p = x, .ld = (ptrdiff_t)h * w, .batch_stride = (ptrdiff_t)c->cin * h * w,
+                             .fold = oh * ow};
     else
         p.b = (gemm_operand){.kind = OP_IM2COL, .p = x, .batch_stride = (ptrdiff_t)c->cin * h * w,
-                             .conv = c, .h = h, .w = w, .oh = oh, .ow = ow};
+                             .conv = c, .h = h, .w = w, .oh = oh, .ow = ow, .fold = oh * ow};
     gemm_run(&p);
 }
 

@@ -67,6 +67,7 @@ typedef struct gemm_operand {
     const fm_mat *mat;
     const fm_conv *conv;    /* OP_IM2COL: geometry */
     int h, w, oh, ow;
+    int fold;               /* B side: columns are batch items of `fold` columns each, concatenated (0: no) */
 } gemm_operand;
 
 typedef struct gemm_problem {
@@ -75,6 +76,7 @@ typedef struct gemm_problem {
     gemm_operand b;  /* K x N (the packer sees it as N x K "rows" for OP_ROWS/OP_MAT) */
     float *c;
     ptrdiff_t ldc, c_batch_stride;
+    int c_fold;          /* C columns are batch items of c_fold columns each (0: no); must match b.fold */
     float beta;
     const float *bias_m; /* added to row i of C, or NULL */
     const float *bias_n; /* added to column j of C, or NULL */

@@ -58,7 +58,7 @@ static void softmax_cols_avx2(float *st, int kb, float scale, float *m, float *l
 }
 
 const gemm_arch fm_gemm_arch_avx2 = {
-    .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 120, .kc = 256,
+    .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 120, .kc = 320,
     .f32 = ukernel_avx2, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_avx2,
 };
 #endif

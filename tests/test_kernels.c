@@ -263,6 +263,8 @@ static const conv_case conv_cases[] = {
     {1, 320, 33, 8, 8, 3, 1, 1, 1, 1, 1},    /* long K (2880), small map */
     {1, 4, 320, 32, 32, 3, 1, 1, 1, 1, 1},   /* conv_in shape */
     {1, 16, 8, 64, 64, 3, 1, 1, 1, 1, 1},    /* wide map */
+    {3, 40, 24, 8, 8, 1, 1, 0, 0, 0, 0},     /* 1x1, batch folded into the pixel axis */
+    {2, 24, 30, 16, 8, 3, 1, 1, 1, 1, 1},    /* 3x3, batch folded */
 };
 
 static void test_conv2d(void **state)
