@@ -37,6 +37,14 @@ typedef struct gemm_arch {
      * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
      * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
     void (*softmax_cols)(float *st, int kb, float scale, float *m, float *l, float *corr);
+
+    /* Element-wise, vectorised where the ISA allows (y may equal x):
+     * x * sigmoid(beta * x) (SiLU: beta 1, quick GELU: 1.702) */
+    void (*sigmoid_gate)(float *y, const float *x, size_t n, float beta);
+    /* gelu(x) (exact erf form, |error| < 2e-7 |x|), times mul[i] if mul */
+    void (*gelu)(float *y, const float *x, const float *mul, size_t n);
+    /* (x - mean) * s + t, then SiLU if silu */
+    void (*affine)(float *y, const float *x, size_t n, float mean, float s, float t, int silu);
 } gemm_arch;
 
 /* The micro-kernels of the ISA fm_kernel_isa() chose (never NULL). */

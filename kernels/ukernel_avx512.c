@@ -105,10 +105,66 @@ static void softmax_cols_avx512(float *st, int kb, float scale, float *m, float 
     }
 }
 
+/* erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
+static inline __m512 erf512(__m512 x)
+{
+    __m512 ax = _mm512_abs_ps(x);
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    p = _mm512_mul_ps(p, t);
+    __m512 y = _mm512_fnmadd_ps(p, fm_exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax)), _mm512_set1_ps(1.0f));
+    __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
+}
+
+static inline __m512 sigmoid_gate512(__m512 x, __m512 nbeta)
+{
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), fm_exp512(_mm512_mul_ps(nbeta, x))));
+}
+
+static inline __mmask16 tail_mask(size_t left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
+
+static void sigmoid_gate_avx512(float *y, const float *x, size_t n, float beta)
+{
+    __m512 nb = _mm512_set1_ps(-beta);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, sigmoid_gate512(_mm512_maskz_loadu_ps(m, x + i), nb));
+    }
+}
+
+static void gelu_avx512(float *y, const float *x, const float *mul, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 g = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
+                                 _mm512_add_ps(_mm512_set1_ps(1.0f), erf512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)))));
+        if (mul) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, mul + i));
+        _mm512_mask_storeu_ps(y + i, m, g);
+    }
+}
+
+static void affine_avx512(float *y, const float *x, size_t n, float mean, float s, float t, int silu)
+{
+    __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(s), vt = _mm512_set1_ps(t), nb = _mm512_set1_ps(-1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vs, vt);
+        if (silu) v = sigmoid_gate512(v, nb);
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
 const gemm_arch fm_gemm_arch_avx512 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 320,
     .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,
+    .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };
 
 /* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
@@ -116,5 +172,6 @@ const gemm_arch fm_gemm_arch_avx512_bf16 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 320,
     .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,
+    .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };
 #endif

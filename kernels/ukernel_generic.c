@@ -36,7 +36,29 @@ static void softmax_cols_generic(float *st, int kb, float scale, float *m, float
     }
 }
 
+static void sigmoid_gate_generic(float *y, const float *x, size_t n, float beta)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-beta * x[i]));
+}
+
+static void gelu_generic(float *y, const float *x, const float *mul, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float g = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        y[i] = mul ? g * mul[i] : g;
+    }
+}
+
+static void affine_generic(float *y, const float *x, size_t n, float mean, float s, float t, int silu)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = (x[i] - mean) * s + t;
+        y[i] = silu ? v / (1.0f + expf(-v)) : v;
+    }
+}
+
 const gemm_arch fm_gemm_arch_generic = {
     .isa = FM_ISA_SCALAR, .mr = G_MR, .nr = G_NR, .mc = 64, .kc = 256,
     .f32 = ukernel_generic, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_generic,
+    .sigmoid_gate = sigmoid_gate_generic, .gelu = gelu_generic, .affine = affine_generic,
 };
