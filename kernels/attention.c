@@ -62,9 +62,8 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
     if (j->causal && q0 + qv < key_end) key_end = q0 + qv;
     for (int j0 = 0; j0 < key_end; j0 += j->kb) {
         int kb = key_end - j0 < j->kb ? key_end - j0 : j->kb;
-        memset(s->st, 0, sizeof(float) * kb * NR);
         for (int i = 0; i < kb; i += MR)
-            a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR);
+            a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
         if (j->causal && j0 + kb - 1 > q0) /* keys past a query's own position */
             for (int r = 0; r < kb; r++)
                 for (int c = 0; c < NR; c++)
@@ -74,7 +73,7 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
             for (int c = 0; c < NR; c++) s->ot[e * NR + c] *= s->corr[c];
         for (int e = 0; e < d; e += MR)
             a->f32(kb, vp + (size_t)e * j->nk + (size_t)j0 * MR, s->st, s->ot + (size_t)e * NR, NR,
-                   d - e < MR ? d - e : MR, NR);
+                   d - e < MR ? d - e : MR, NR, 1);
     }
     int od = j->heads * d;
     for (int c = 0; c < qv; c++) {

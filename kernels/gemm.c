@@ -77,33 +77,41 @@ static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int
 void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,
                int kc, int panel)
 {
-    float tmp[512];
+    float tmp[32 * 512]; /* converted weight rows of one panel */
     for (int p0 = 0; p0 < ni; p0 += panel) {
         float *d = dst + (size_t)p0 * kc;
         int nv = ni - p0 < panel ? ni - p0 : panel;
         if (i0 + p0 + nv > rows) nv = rows - (i0 + p0) > 0 ? rows - (i0 + p0) : 0;
         switch (op->kind) {
         case OP_ROWS:
-        case OP_MAT:
+        case OP_MAT: {
+            /* k outer, rows inner: contiguous stores into the panel */
+            const float *src[64]; /* panel <= 64 */
             for (int r = 0; r < nv; r++) {
                 int i = i0 + p0 + r;
-                for (int k1 = 0; k1 < kc; k1 += 512) {
-                    int n = kc - k1 < 512 ? kc - k1 : 512;
-                    const float *src;
-                    if (op->kind == OP_ROWS) {
-                        src = op->p + batch * op->batch_stride + (ptrdiff_t)i * op->ld + k0 + k1;
-                    } else {
-                        mat_row_f32(tmp, op->mat, i, k0 + k1, n);
-                        src = tmp;
+                if (op->kind == OP_ROWS)
+                    src[r] = op->p + batch * op->batch_stride + (ptrdiff_t)i * op->ld + k0;
+                else if (op->mat->dtype == FM_DT_F32)
+                    src[r] = (const float *)op->mat->data + (size_t)i * op->mat->cols + k0;
+                else if ((size_t)(r + 1) * kc <= sizeof tmp / sizeof *tmp) {
+                    mat_row_f32(tmp + (size_t)r * kc, op->mat, i, k0, kc);
+                    src[r] = tmp + (size_t)r * kc;
+                } else { /* beyond the scratch (no caller packs such slices): slowly */
+                    for (int k = 0; k < kc; k++) {
+                        mat_row_f32(tmp, op->mat, i, k0 + k, 1);
+                        d[(size_t)k * panel + r] = tmp[0];
                     }
-                    float *dk = d + (size_t)k1 * panel + r;
-                    for (int k = 0; k < n; k++) dk[(size_t)k * panel] = src[k];
+                    src[r] = NULL;
                 }
             }
-            if (nv < panel)
-                for (int k = 0; k < kc; k++)
-                    for (int r = nv; r < panel; r++) d[(size_t)k * panel + r] = 0.0f;
+            for (int k = 0; k < kc; k++) {
+                float *dk = d + (size_t)k * panel;
+                for (int r = 0; r < nv; r++)
+                    if (src[r]) dk[r] = src[r][k];
+                for (int r = nv; r < panel; r++) dk[r] = 0.0f;
+            }
             break;
+        }
         case OP_COLS: {
             int i = i0 + p0, bi = batch;
             if (op->fold) {
@@ -245,7 +253,7 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
                     if (p->bf16)
                         arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2 + (size_t)j * kc2, ct, p->ldc, mv, nv);
                     else
-                        arch->f32(kc, bf->a + (size_t)i * kc, bf->b + (size_t)j * kc, ct, p->ldc, mv, nv);
+                        arch->f32(kc, bf->a + (size_t)i * kc, bf->b + (size_t)j * kc, ct, p->ldc, mv, nv, 1);
                 }
             }
         }

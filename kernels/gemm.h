@@ -16,10 +16,10 @@
 #include <stdint.h>
 #include "kernels/kernels.h"
 
-/* C[mr][nr] += Ap . Bp over kc; only the first mv rows and nv columns of the
- * tile are inside C. */
+/* C[mr][nr] (+)= Ap . Bp over kc (accumulating when acc, else overwriting);
+ * only the first mv rows and nv columns of the tile are inside C. */
 typedef void (*fm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
-                               int mv, int nv);
+                               int mv, int nv, int acc);
 /* The same with bf16 pairs: Ap [kc2][MR] and Bp [kc2][NR], each uint32 holding
  * (k even, k odd) as bf16, accumulated in float. */
 typedef void (*fm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,

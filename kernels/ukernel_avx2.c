@@ -9,7 +9,7 @@
 
 enum { V_MR = 6, V_NR = 16 };
 
-static void ukernel_avx2(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv)
+static void ukernel_avx2(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -21,6 +21,12 @@ static void ukernel_avx2(int kc, const float *A, const float *B, float *C, ptrdi
         c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);
         ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
 #undef ROW
+    }
+    if (mv == V_MR && nv == V_NR && !acc) {
+#define ST0(r) _mm256_storeu_ps(C + r * ldc, c##r##0); _mm256_storeu_ps(C + r * ldc + 8, c##r##1);
+        ST0(0) ST0(1) ST0(2) ST0(3) ST0(4) ST0(5)
+#undef ST0
+        return;
     }
     if (mv == V_MR && nv == V_NR) {
 #define ST(r)                                                                              \
@@ -35,7 +41,7 @@ static void ukernel_avx2(int kc, const float *A, const float *B, float *C, ptrdi
     TS(0) TS(1) TS(2) TS(3) TS(4) TS(5)
 #undef TS
     for (int r = 0; r < mv; r++)
-        for (int c = 0; c < nv; c++) C[r * ldc + c] += t[r][c];
+        for (int c = 0; c < nv; c++) C[r * ldc + c] = (acc ? C[r * ldc + c] : 0.0f) + t[r][c];
 }
 
 static void softmax_cols_avx2(float *st, int kb, float scale, float *m, float *l, float *corr)

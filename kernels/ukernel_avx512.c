@@ -15,7 +15,12 @@ enum { Z_MR = 12, Z_NR = 32 };
 /* Adds the accumulators to C, masking rows >= mv and columns >= nv. */
 #define STORE_TILE()                                                                      \
     do {                                                                                  \
-        if (mv == Z_MR && nv == Z_NR) {                                                   \
+        if (mv == Z_MR && nv == Z_NR && !acc) {                                           \
+            _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {                     \
+                _mm512_storeu_ps(C + r * ldc, c[r][0]);                                   \
+                _mm512_storeu_ps(C + r * ldc + 16, c[r][1]);                              \
+            }                                                                             \
+        } else if (mv == Z_MR && nv == Z_NR) {                                                   \
             _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {                     \
                 float *cr = C + r * ldc;                                                  \
                 _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));        \
@@ -27,14 +32,14 @@ enum { Z_MR = 12, Z_NR = 32 };
             _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {                     \
                 if (r >= mv) break;                                                       \
                 float *cr = C + r * ldc;                                                  \
-                _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), c[r][0])); \
+                _mm512_mask_storeu_ps(cr, m0, acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), c[r][0]) : c[r][0]); \
                 _mm512_mask_storeu_ps(cr + 16, m1,                                        \
-                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), c[r][1])); \
+                                      acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), c[r][1]) : c[r][1]); \
             }                                                                             \
         }                                                                                 \
     } while (0)
 
-static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv)
+static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
     __m512 c[Z_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
@@ -51,6 +56,7 @@ static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdif
 
 static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv)
 {
+    const int acc = 1;
     __m512 c[Z_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc2; k++, A += Z_MR, B += Z_NR) {

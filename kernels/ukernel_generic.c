@@ -6,17 +6,17 @@
 
 enum { G_MR = 4, G_NR = 16 };
 
-static void ukernel_generic(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv)
+static void ukernel_generic(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
-    float acc[G_MR][G_NR];
-    memset(acc, 0, sizeof acc);
+    float sum[G_MR][G_NR];
+    memset(sum, 0, sizeof sum);
     for (int k = 0; k < kc; k++, A += G_MR, B += G_NR)
         for (int r = 0; r < G_MR; r++)
             for (int c = 0; c < G_NR; c++)
-                acc[r][c] += A[r] * B[c];
+                sum[r][c] += A[r] * B[c];
     for (int r = 0; r < mv; r++)
         for (int c = 0; c < nv; c++)
-            C[r * ldc + c] += acc[r][c];
+            C[r * ldc + c] = (acc ? C[r * ldc + c] : 0.0f) + sum[r][c];
 }
 
 static void softmax_cols_generic(float *st, int kb, float scale, float *m, float *l, float *corr)
