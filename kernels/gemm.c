@@ -175,7 +175,7 @@ static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threa
     /* Big tiles repack less (a task packs its A rows and B columns once per
      * K slice); enough tasks keep every thread busy to the end. */
     t.mt = round_up(p->M, a->mr);
-    if (t.mt > 4 * a->mc) t.mt = 4 * a->mc;
+    if (t.mt > a->mc) t.mt = a->mc;
     t.nt = round_up(p->N, a->nr);
     if (t.nt > 64 * a->nr) t.nt = 64 * a->nr;
     for (;;) {
@@ -225,6 +225,9 @@ typedef struct gemm_bufs {
     float *zeros;
 } gemm_bufs;
 
+/* One task: the C tile m0..m0+mt x n0..n0+nt. Per K slice the tile's A rows
+ * are packed once (kept in L2), then each NR-wide B panel is packed just
+ * before use (kept in L1) and swept by every A panel. */
 static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling *t, long task,
                      gemm_bufs *bf)
 {
@@ -232,29 +235,25 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
     long r = task % ((long)t->tm * t->tn);
     int m0 = (int)(r / t->tn) * t->mt, n0 = (int)(r % t->tn) * t->nt;
     int mt = p->M - m0 < t->mt ? p->M - m0 : t->mt, nt = p->N - n0 < t->nt ? p->N - n0 : t->nt;
-    int MR = arch->mr, NR = arch->nr;
+    int MR = arch->mr, NR = arch->nr, mt_pad = round_up(mt, MR);
 
     init_c_tile(p, b, m0, mt, n0, nt, NR);
     for (int k0 = 0; k0 < p->K; k0 += t->kc) {
         int kc = p->K - k0 < t->kc ? p->K - k0 : t->kc, kc2 = (kc + 1) / 2;
-        int nt_pad = round_up(nt, NR);
-        gemm_pack(&p->b, b, p->N, bf->b, n0, nt_pad, k0, kc, NR);
-        if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, nt_pad / NR, kc, NR, bf->zeros);
-        for (int i0 = 0; i0 < mt; i0 += arch->mc) {
-            int mc = mt - i0 < arch->mc ? mt - i0 : arch->mc, mc_pad = round_up(mc, MR);
-            gemm_pack(&p->a, b, p->M, bf->a, m0 + i0, mc_pad, k0, kc, MR);
-            if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mc_pad / MR, kc, MR, bf->zeros);
-            for (int j = 0; j < nt; j += NR) {
-                int nv = nt - j < NR ? nt - j : NR;
-                float *cj = c_at(p, b, m0 + i0, n0 + j);
-                for (int i = 0; i < mc; i += MR) {
-                    int mv = mc - i < MR ? mc - i : MR;
-                    float *ct = cj + (ptrdiff_t)i * p->ldc;
-                    if (p->bf16)
-                        arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2 + (size_t)j * kc2, ct, p->ldc, mv, nv);
-                    else
-                        arch->f32(kc, bf->a + (size_t)i * kc, bf->b + (size_t)j * kc, ct, p->ldc, mv, nv, 1);
-                }
+        gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
+        if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+        for (int j = 0; j < nt; j += NR) {
+            int nv = nt - j < NR ? nt - j : NR;
+            gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
+            if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
+            float *cj = c_at(p, b, m0, n0 + j);
+            for (int i = 0; i < mt; i += MR) {
+                int mv = mt - i < MR ? mt - i : MR;
+                float *ct = cj + (ptrdiff_t)i * p->ldc;
+                if (p->bf16)
+                    arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2, ct, p->ldc, mv, nv);
+                else
+                    arch->f32(kc, bf->a + (size_t)i * kc, bf->b, ct, p->ldc, mv, nv, 1);
             }
         }
     }
@@ -276,15 +275,15 @@ void gemm_run(const gemm_problem *p)
     int threads = flops < 2e6 ? 1 : omp_get_max_threads();
     tiling t = choose_tiling(&q, arch, threads);
     long tasks = (long)t.tm * t.tn * q.batch;
-    size_t a_sz = (size_t)round_up(arch->mc, arch->mr) * t.kc, b_sz = (size_t)round_up(t.nt, arch->nr) * t.kc;
+    size_t a_sz = (size_t)round_up(t.mt, arch->mr) * t.kc, b_sz = (size_t)arch->nr * t.kc;
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
     {
         gemm_bufs bf = {0};
         bf.a = fm_alloc(sizeof(float) * a_sz);
         bf.b = fm_alloc(sizeof(float) * b_sz);
         if (q.bf16) {
-            bf.a2 = fm_alloc(sizeof(uint32_t) * (a_sz / 2 + arch->mc + arch->mr));
-            bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + t.nt + arch->nr));
+            bf.a2 = fm_alloc(sizeof(uint32_t) * (a_sz / 2 + t.mt + arch->mr));
+            bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + arch->nr));
             bf.zeros = fm_calloc(sizeof(float) * (arch->nr > arch->mr ? arch->nr : arch->mr));
         }
         /* The API has no error path: a thread without scratch leaves its

@@ -139,7 +139,7 @@ static void affine_avx2(float *y, const float *x, size_t n, float mean, float s,
 }
 
 const gemm_arch fm_gemm_arch_avx2 = {
-    .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 120, .kc = 320,
+    .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 192, .kc = 320,
     .f32 = ukernel_avx2, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_avx2,
     .sigmoid_gate = sigmoid_gate_avx2, .gelu = gelu_avx2, .affine = affine_avx2,
 };

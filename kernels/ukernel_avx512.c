@@ -167,7 +167,7 @@ static void affine_avx512(float *y, const float *x, size_t n, float mean, float 
 }
 
 const gemm_arch fm_gemm_arch_avx512 = {
-    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 320,
+    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
@@ -175,7 +175,7 @@ const gemm_arch fm_gemm_arch_avx512 = {
 
 /* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
 const gemm_arch fm_gemm_arch_avx512_bf16 = {
-    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 144, .kc = 320,
+    .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
