@@ -68,6 +68,8 @@ void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int group
 /* LayerNorm over the last dim of x [rows][dim]. y may equal x. */
 void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
                    const float *beta, float eps);
+void fm_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
+                       const float *beta, float eps);
 
 /* Element-wise, in place. */
 void fm_silu(float *x, size_t n);
@@ -77,6 +79,12 @@ void fm_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) */
 void fm_geglu(float *y, const float *x, int rows, int dim);
 /* Softmax along each row of x [rows][n], in place. */
 void fm_softmax(float *x, int rows, int n);
+/* Reference loops of the above (double precision inside). */
+void fm_silu_ref(float *x, size_t n);
+void fm_gelu_ref(float *x, size_t n);
+void fm_quick_gelu_ref(float *x, size_t n);
+void fm_geglu_ref(float *y, const float *x, int rows, int dim);
+void fm_softmax_ref(float *x, int rows, int n);
 /* y[i] = a[i] + b[i] (y may alias a or b). */
 void fm_add(float *y, const float *a, const float *b, size_t n);
 
@@ -103,6 +111,17 @@ void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb
 /* [n][c][hw] <-> [n][hw][c] */
 void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw);
 void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
+
+/* The instruction set the fast kernels use: the best the CPU runs, chosen once
+ * per process; FM_ISA=scalar|avx2|avx512 in the environment can lower it (tests
+ * use this to check every path). Portable builds rely on it; -march=native
+ * builds too, so one binary never assumes an ISA. */
+typedef enum { FM_ISA_SCALAR = 0, FM_ISA_AVX2, FM_ISA_AVX512 } fm_isa;
+fm_isa fm_kernel_isa(void);
+int fm_isa_supported(fm_isa isa); /* this CPU can run it */
+const char *fm_isa_name(fm_isa isa);
+/* Whether fm_mat_pack(m, FM_PREC_BF16) uses native bf16 dot products here. */
+int fm_kernel_has_bf16(void);
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
 void fm_mat_row(float *dst, const fm_mat *m, int r);

@@ -132,3 +132,56 @@ void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, 
             }
     free(s);
 }
+
+void fm_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
+                       const float *beta, float eps)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        double mean = 0, var = 0;
+        for (int i = 0; i < dim; i++) mean += xr[i];
+        mean /= dim;
+        for (int i = 0; i < dim; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= dim;
+        double inv = 1.0 / sqrt(var + eps);
+        for (int i = 0; i < dim; i++)
+            y[(size_t)r * dim + i] = (float)((xr[i] - mean) * inv * gamma[i] + beta[i]);
+    }
+}
+
+void fm_silu_ref(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
+}
+
+static double gelu_d(double v) { return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440)); }
+
+void fm_gelu_ref(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)gelu_d(x[i]);
+}
+
+void fm_quick_gelu_ref(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] / (1.0 + exp(-1.702 * (double)x[i])));
+}
+
+void fm_geglu_ref(float *y, const float *x, int rows, int dim)
+{
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < dim; i++) {
+            const float *a = x + (size_t)r * 2 * dim;
+            y[(size_t)r * dim + i] = (float)(a[i] * gelu_d(a[dim + i]));
+        }
+}
+
+void fm_softmax_ref(float *x, int rows, int n)
+{
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * n;
+        double mx = -DBL_MAX, sum = 0;
+        for (int i = 0; i < n; i++) if (xr[i] > mx) mx = xr[i];
+        for (int i = 0; i < n; i++) sum += exp(xr[i] - mx);
+        for (int i = 0; i < n; i++) xr[i] = (float)(exp(xr[i] - mx) / sum);
+    }
+}

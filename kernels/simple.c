@@ -1,41 +1,46 @@
 /* Element-wise and data-movement kernels: memory bound, so plain loops that
  * the compiler vectorises, split across threads when large. */
-#include "kernels/kernels.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
 #include <string.h>
 
 #define PAR_MIN 65536 /* below this many elements a parallel region costs more than it saves */
 
+/* Splits n elements into cache-friendly chunks across threads. */
+#define CHUNK 16384
+
 void fm_silu(float *x, size_t n)
 {
+    const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-x[i]));
+    for (size_t i = 0; i < n; i += CHUNK)
+        a->sigmoid_gate(x + i, x + i, n - i < CHUNK ? n - i : CHUNK, 1.0f);
 }
 
 void fm_gelu(float *x, size_t n)
 {
+    const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    for (size_t i = 0; i < n; i += CHUNK)
+        a->gelu(x + i, x + i, NULL, n - i < CHUNK ? n - i : CHUNK);
 }
 
 void fm_quick_gelu(float *x, size_t n)
 {
+    const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    for (size_t i = 0; i < n; i += CHUNK)
+        a->sigmoid_gate(x + i, x + i, n - i < CHUNK ? n - i : CHUNK, 1.702f);
 }
 
 void fm_geglu(float *y, const float *x, int rows, int dim)
 {
+    const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)
     for (int r = 0; r < rows; r++) {
-        const float *a = x + (size_t)r * 2 * dim, *g = a + dim;
-        float *yr = y + (size_t)r * dim;
-        for (int i = 0; i < dim; i++)
-            yr[i] = a[i] * (0.5f * g[i] * (1.0f + erff(g[i] * 0.70710678118654752f)));
+        const float *xa = x + (size_t)r * 2 * dim;
+        a->gelu(y + (size_t)r * dim, xa + dim, xa, (size_t)dim);
     }
 }
 
@@ -55,24 +60,6 @@ void fm_add(float *y, const float *a, const float *b, size_t n)
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] = a[i] + b[i];
-}
-
-void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
-                   const float *beta, float eps)
-{
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * dim;
-        float *yr = y + (size_t)r * dim;
-        double mean = 0, var = 0;
-        for (int i = 0; i < dim; i++) mean += xr[i];
-        mean /= dim;
-        for (int i = 0; i < dim; i++) var += (xr[i] - mean) * (xr[i] - mean);
-        var /= dim;
-        float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
-        for (int i = 0; i < dim; i++)
-            yr[i] = (xr[i] - m) * inv * gamma[i] + beta[i];
-    }
 }
 
 void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w)

@@ -1,0 +1,140 @@
+/* Flash-style multi-head attention on the GEMM micro-kernels.
+ *
+ * Per (batch, head), K and V are packed once as A-side panels: K as [key][dim]
+ * rows, V transposed as [dim][key] rows. Then per block of NR queries (the
+ * micro-kernel's vector width), scores are computed transposed,
+ * S^T [keys][queries] = K . Q^T, so that the online softmax runs down columns
+ * (one vector lane per query, no horizontal reductions) and P^T is already
+ * the packed B operand of O^T += V^T . P^T. Memory: the packed K/V (about the
+ * size of K and V) plus per thread a block of KB x NR scores; never nq x nk. */
+#include "kernels/gemm.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+#define KB_TARGET 256 /* keys per block */
+
+typedef struct attn_job {
+    const float *q, *k, *v;
+    float *out;
+    int q_stride, kv_stride, batch, nq, nk, heads, d;
+    float scale;
+    int causal;
+    const gemm_arch *arch;
+    int nk_pad, d_pad, kb;   /* keys rounded to MR, dims rounded to MR, keys per block */
+    float *kp, *vp;          /* packed K and V^T for every (batch, head) */
+} attn_job;
+
+static size_t kv_pack_size(const attn_job *j) { return (size_t)j->nk_pad * j->d + (size_t)j->d_pad * j->nk; }
+
+static void pack_kv(const attn_job *j, int b, int h)
+{
+    const gemm_arch *a = j->arch;
+    float *kp = j->kp + ((size_t)b * j->heads + h) * kv_pack_size(j), *vp = kp + (size_t)j->nk_pad * j->d;
+    size_t off = (size_t)b * j->nk * j->kv_stride + (size_t)h * j->d;
+    gemm_operand k = {.kind = OP_ROWS, .p = j->k + off, .ld = j->kv_stride};
+    gemm_operand vt = {.kind = OP_COLS, .p = j->v + off, .ld = j->kv_stride};
+    gemm_pack(&k, 0, j->nk, kp, 0, j->nk_pad, 0, j->d, a->mr);     /* [key panel][d][MR] */
+    if (j->nk > 0)
+        gemm_pack(&vt, 0, j->d, vp, 0, j->d_pad, 0, j->nk, a->mr); /* [dim panel][nk][MR] */
+}
+
+typedef struct attn_scratch {
+    float *qt, *st, *ot, *m, *l, *corr;
+} attn_scratch;
+
+/* Queries q0..q0+NR of (b, h). */
+static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *s)
+{
+    const gemm_arch *a = j->arch;
+    int MR = a->mr, NR = a->nr, d = j->d;
+    int qv = j->nq - q0 < NR ? j->nq - q0 : NR;
+    const float *kp = j->kp + ((size_t)b * j->heads + h) * kv_pack_size(j), *vp = kp + (size_t)j->nk_pad * d;
+    gemm_operand q = {.kind = OP_ROWS, .p = j->q + (size_t)b * j->nq * j->q_stride + (size_t)h * d, .ld = j->q_stride};
+    gemm_pack(&q, 0, j->nq, s->qt, q0, NR, 0, d, NR); /* Q^T block [d][NR] */
+    memset(s->ot, 0, sizeof(float) * j->d_pad * NR);
+    for (int c = 0; c < NR; c++) { s->m[c] = -FLT_MAX; s->l[c] = 0.0f; }
+
+    /* causal: the last key any query of this block sees */
+    int key_end = j->nk;
+    if (j->causal && q0 + qv < key_end) key_end = q0 + qv;
+    for (int j0 = 0; j0 < key_end; j0 += j->kb) {
+        int kb = key_end - j0 < j->kb ? key_end - j0 : j->kb;
+        for (int i = 0; i < kb; i += MR)
+            a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
+        if (j->causal && j0 + kb - 1 > q0) /* keys past a query's own position */
+            for (int r = 0; r < kb; r++)
+                for (int c = 0; c < NR; c++)
+                    if (j0 + r > q0 + c) s->st[r * NR + c] = -FLT_MAX;
+        a->softmax_cols(s->st, kb, j->scale, s->m, s->l, s->corr);
+        for (int e = 0; e < j->d_pad; e++)
+            for (int c = 0; c < NR; c++) s->ot[e * NR + c] *= s->corr[c];
+        for (int e = 0; e < d; e += MR)
+            a->f32(kb, vp + (size_t)e * j->nk + (size_t)j0 * MR, s->st, s->ot + (size_t)e * NR, NR,
+                   d - e < MR ? d - e : MR, NR, 1);
+    }
+    int od = j->heads * d;
+    for (int c = 0; c < qv; c++) {
+        float inv = 1.0f / s->l[c], *o = j->out + ((size_t)b * j->nq + q0 + c) * od + (size_t)h * d;
+        for (int e = 0; e < d; e++) o[e] = s->ot[e * NR + c] * inv;
+    }
+}
+
+void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
+                  int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                  float scale, int causal)
+{
+    if (batch <= 0 || nq <= 0 || heads <= 0 || head_dim <= 0) return;
+    const gemm_arch *a = gemm_arch_get();
+    attn_job j = {
+        .q = q, .k = k, .v = v, .out = out, .q_stride = q_stride, .kv_stride = kv_stride,
+        .batch = batch, .nq = nq, .nk = nk, .heads = heads, .d = head_dim, .scale = scale,
+        .causal = causal, .arch = a,
+        .nk_pad = (nk + a->mr - 1) / a->mr * a->mr, .d_pad = (head_dim + a->mr - 1) / a->mr * a->mr,
+        .kb = KB_TARGET / a->mr * a->mr,
+    };
+    if (nk <= 0) { /* softmax over nothing: define the output as zero */
+        for (size_t i = 0; i < (size_t)batch * nq; i++)
+            memset(out + i * heads * head_dim, 0, sizeof(float) * heads * head_dim);
+        return;
+    }
+    j.kp = fm_alloc(sizeof(float) * kv_pack_size(&j) * batch * heads);
+    if (!j.kp) {
+        fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
+        return;
+    }
+    int qblocks = (nq + a->nr - 1) / a->nr, bh = batch * heads;
+    long tasks = (long)bh * qblocks;
+    double work = 4.0 * nq * nk * head_dim * bh;
+    int threads = work < 2e6 ? 1 : omp_get_max_threads();
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < bh; t++) pack_kv(&j, t / heads, t % heads);
+        int NR = a->nr;
+        attn_scratch s;
+        float *mem = fm_alloc(sizeof(float) * ((size_t)head_dim * NR + (size_t)j.kb * NR + (size_t)j.d_pad * NR + 3 * 64));
+        s.qt = mem;
+        s.st = s.qt + (size_t)head_dim * NR;
+        s.ot = s.st + (size_t)j.kb * NR;
+        s.m = s.ot + (size_t)j.d_pad * NR;
+        s.l = s.m + 64;
+        s.corr = s.l + 64;
+#pragma omp for schedule(dynamic, 4)
+        for (long t = 0; t < tasks; t++) {
+            int bhi = (int)(t / qblocks), qb = (int)(t % qblocks);
+            if (mem) attend_block(&j, bhi / heads, bhi % heads, qb * NR, &s);
+        }
+        if (!mem) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        fm_free(mem);
+    }
+    fm_free(j.kp);
+    if (failed) /* out of memory for a few KiB of scratch: slow but right */
+        fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
+}

@@ -1,0 +1,361 @@
+/* The blocked GEMM driver and the operand packers (see gemm.h). */
+#include "kernels/gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+const gemm_arch *gemm_arch_get(void)
+{
+#if defined(__x86_64__)
+    switch (fm_kernel_isa()) {
+    case FM_ISA_AVX512: return fm_kernel_has_bf16() ? &fm_gemm_arch_avx512_bf16 : &fm_gemm_arch_avx512;
+    case FM_ISA_AVX2: return &fm_gemm_arch_avx2;
+    default: break;
+    }
+#endif
+    return &fm_gemm_arch_generic;
+}
+
+/* ---- packing ---- */
+
+/* Row i (k0..k0+kc) of an fm_mat as float. */
+static void mat_row_f32(float *dst, const fm_mat *m, int i, int k0, int kc)
+{
+    size_t es = fm_dtype_size(m->dtype);
+    fm_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
+}
+
+/* im2col columns j0..j0+nv (pixels; with folded batches, pixel j of the
+ * batch-concatenated maps) for taps k0..k0+kc into one panel. */
+static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int nv, int k0, int kc,
+                        int panel)
+{
+    const fm_conv *c = op->conv;
+    int P = op->oh * op->ow, s = c->stride, h = op->h, w = op->w;
+    struct run { const float *x; int oy, ox, len, at; } runs[64]; /* panel <= 64 */
+    int nruns = 0;
+    for (int at = 0, j = j0; at < nv;) {
+        int b = j / P, p = j % P, ox = p % op->ow;
+        int len = op->ow - ox < nv - at ? op->ow - ox : nv - at;
+        runs[nruns++] = (struct run){op->p + (batch + b) * op->batch_stride, p / op->ow, ox, len, at};
+        j += len;
+        at += len;
+    }
+    int kk = c->kh * c->kw, ci = k0 / kk, ky = (k0 % kk) / c->kw, kx = k0 % c->kw;
+    for (int k = 0; k < kc; k++) {
+        float *dk = d + (size_t)k * panel;
+        for (int r = 0; r < nruns; r++) {
+            const struct run *u = &runs[r];
+            float *o = dk + u->at;
+            int iy = u->oy * s + ky - c->pad_t, len = u->len;
+            if (iy < 0 || iy >= h) {
+                for (int t = 0; t < len; t++) o[t] = 0.0f;
+                continue;
+            }
+            const float *row = u->x + ((size_t)ci * h + iy) * w;
+            int ix0 = u->ox * s + kx - c->pad_l; /* input column of o[0] */
+            int t0 = ix0 >= 0 ? 0 : (-ix0 + s - 1) / s;          /* first t with ix >= 0 */
+            int t1 = ix0 >= w ? 0 : (w - 1 - ix0) / s + 1;       /* first t with ix >= w */
+            if (t1 > len) t1 = len;
+            if (t0 > t1) t0 = t1;
+            for (int t = 0; t < t0; t++) o[t] = 0.0f;
+            if (s == 1)
+                for (int t = t0; t < t1; t++) o[t] = row[ix0 + t];
+            else
+                for (int t = t0; t < t1; t++) o[t] = row[ix0 + t * s];
+            for (int t = t1; t < len; t++) o[t] = 0.0f;
+        }
+        for (int t = nv; t < panel; t++) dk[t] = 0.0f;
+        if (++kx == c->kw) {
+            kx = 0;
+            if (++ky == c->kh) { ky = 0; ci++; }
+        }
+    }
+}
+
+void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,
+               int kc, int panel)
+{
+    float tmp[32 * 512]; /* converted weight rows of one panel */
+    for (int p0 = 0; p0 < ni; p0 += panel) {
+        float *d = dst + (size_t)p0 * kc;
+        int nv = ni - p0 < panel ? ni - p0 : panel;
+        if (i0 + p0 + nv > rows) nv = rows - (i0 + p0) > 0 ? rows - (i0 + p0) : 0;
+        switch (op->kind) {
+        case OP_ROWS:
+        case OP_MAT: {
+            /* k outer, rows inner: contiguous stores into the panel */
+            const float *src[64]; /* panel <= 64 */
+            for (int r = 0; r < nv; r++) {
+                int i = i0 + p0 + r;
+                if (op->kind == OP_ROWS)
+                    src[r] = op->p + batch * op->batch_stride + (ptrdiff_t)i * op->ld + k0;
+                else if (op->mat->dtype == FM_DT_F32)
+                    src[r] = (const float *)op->mat->data + (size_t)i * op->mat->cols + k0;
+                else if ((size_t)(r + 1) * kc <= sizeof tmp / sizeof *tmp) {
+                    mat_row_f32(tmp + (size_t)r * kc, op->mat, i, k0, kc);
+                    src[r] = tmp + (size_t)r * kc;
+                } else { /* beyond the scratch (no caller packs such slices): slowly */
+                    for (int k = 0; k < kc; k++) {
+                        mat_row_f32(tmp, op->mat, i, k0 + k, 1);
+                        d[(size_t)k * panel + r] = tmp[0];
+                    }
+                    src[r] = NULL;
+                }
+            }
+            for (int k = 0; k < kc; k++) {
+                float *dk = d + (size_t)k * panel;
+                for (int r = 0; r < nv; r++)
+                    if (src[r]) dk[r] = src[r][k];
+                for (int r = nv; r < panel; r++) dk[r] = 0.0f;
+            }
+            break;
+        }
+        case OP_COLS: {
+            int i = i0 + p0, bi = batch;
+            if (op->fold) {
+                bi += i / op->fold;
+                i %= op->fold;
+                if (nv > op->fold - i) { /* straddles two items: element by element */
+                    for (int k = 0; k < kc; k++)
+                        for (int r = 0; r < panel; r++) {
+                            int ir = i0 + p0 + r;
+                            d[(size_t)k * panel + r] = r < nv ? op->p[(batch + ir / op->fold) * op->batch_stride +
+                                                                        (ptrdiff_t)(k0 + k) * op->ld + ir % op->fold] : 0.0f;
+                        }
+                    break;
+                }
+            }
+            for (int k = 0; k < kc; k++) {
+                const float *src = op->p + bi * op->batch_stride + (ptrdiff_t)(k0 + k) * op->ld + i;
+                float *dk = d + (size_t)k * panel;
+                for (int r = 0; r < nv; r++) dk[r] = src[r];
+                for (int r = nv; r < panel; r++) dk[r] = 0.0f;
+            }
+            break;
+        }
+        case OP_IM2COL:
+            pack_im2col(op, batch, d, i0 + p0, nv, k0, kc, panel);
+            break;
+        }
+    }
+}
+
+/* Packed f32 panels [kc][panel] -> bf16 pair panels [(kc+1)/2][panel]. */
+static void panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
+                           int kc, int panel, const float *zeros)
+{
+    int kc2 = (kc + 1) / 2;
+    for (int p = 0; p < n_panels; p++) {
+        const float *s = src + (size_t)p * kc * panel;
+        uint32_t *d = dst + (size_t)p * kc2 * panel;
+        for (int k = 0; k < kc2; k++) {
+            const float *odd = 2 * k + 1 < kc ? s + (size_t)(2 * k + 1) * panel : zeros;
+            arch->pair_bf16(d + (size_t)k * panel, s + (size_t)2 * k * panel, odd, panel);
+        }
+    }
+}
+
+/* ---- driver ---- */
+
+typedef struct tiling {
+    int mt, nt;       /* task tile */
+    int tm, tn;       /* tasks along M and N */
+    int kc;           /* K slice: K split evenly into slices of at most arch->kc */
+} tiling;
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threads)
+{
+    tiling t;
+    int slices = (p->K + a->kc - 1) / a->kc;
+    t.kc = slices ? round_up((p->K + slices - 1) / slices, 2) : a->kc;
+    /* Big tiles repack less (a task packs its A rows and B columns once per
+     * K slice); enough tasks keep every thread busy to the end. */
+    t.mt = round_up(p->M, a->mr);
+    if (t.mt > a->mc) t.mt = a->mc;
+    t.nt = round_up(p->N, a->nr);
+    if (t.nt > 64 * a->nr) t.nt = 64 * a->nr;
+    for (;;) {
+        t.tm = (p->M + t.mt - 1) / t.mt;
+        t.tn = (p->N + t.nt - 1) / t.nt;
+        long tasks = (long)t.tm * t.tn * p->batch;
+        if (tasks >= 4L * threads || (threads == 1 && t.nt <= 24 * a->nr)) break;
+        if (t.nt >= t.mt && t.nt > 4 * a->nr) t.nt = round_up(t.nt / 2, a->nr);
+        else if (t.mt > 2 * a->mr) t.mt = round_up(t.mt / 2, a->mr);
+        else if (t.nt > a->nr) t.nt = round_up(t.nt / 2, a->nr);
+        else break;
+    }
+    return t;
+}
+
+/* Address of C[i][j] of batch item b; with folded batches column j runs over
+ * the concatenated items, each c_fold columns wide. */
+static float *c_at(const gemm_problem *p, int b, int i, int j)
+{
+    if (p->c_fold) {
+        b += j / p->c_fold;
+        j %= p->c_fold;
+    }
+    return p->c + b * p->c_batch_stride + (ptrdiff_t)i * p->ldc + j;
+}
+
+static void init_c_tile(const gemm_problem *p, int b, int m0, int mv, int n0, int nv, int nr)
+{
+    for (int j0 = 0; j0 < nv; j0 += nr) { /* a column chunk never crosses a batch item */
+        int nj = nv - j0 < nr ? nv - j0 : nr;
+        for (int i = 0; i < mv; i++) {
+            float *ci = c_at(p, b, m0 + i, n0 + j0);
+            float bm = p->bias_m ? p->bias_m[m0 + i] : 0.0f;
+            const float *bn = p->bias_n ? p->bias_n + n0 + j0 : NULL;
+            if (p->beta == 0.0f) {
+                for (int j = 0; j < nj; j++) ci[j] = bm + (bn ? bn[j] : 0.0f);
+            } else {
+                for (int j = 0; j < nj; j++) ci[j] = p->beta * ci[j] + bm + (bn ? bn[j] : 0.0f);
+            }
+        }
+    }
+}
+
+typedef struct gemm_bufs {
+    float *a, *b;       /* f32 packed blocks */
+    uint32_t *a2, *b2;  /* bf16 pair blocks */
+    float *zeros;
+} gemm_bufs;
+
+/* One task: the C tile m0..m0+mt x n0..n0+nt. Per K slice the tile's A rows
+ * are packed once (kept in L2), then each NR-wide B panel is packed just
+ * before use (kept in L1) and swept by every A panel. */
+static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling *t, long task,
+                     gemm_bufs *bf)
+{
+    int b = (int)(task / ((long)t->tm * t->tn));
+    long r = task % ((long)t->tm * t->tn);
+    int m0 = (int)(r / t->tn) * t->mt, n0 = (int)(r % t->tn) * t->nt;
+    int mt = p->M - m0 < t->mt ? p->M - m0 : t->mt, nt = p->N - n0 < t->nt ? p->N - n0 : t->nt;
+    int MR = arch->mr, NR = arch->nr, mt_pad = round_up(mt, MR);
+
+    init_c_tile(p, b, m0, mt, n0, nt, NR);
+    for (int k0 = 0; k0 < p->K; k0 += t->kc) {
+        int kc = p->K - k0 < t->kc ? p->K - k0 : t->kc, kc2 = (kc + 1) / 2;
+        gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
+        if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+        for (int j = 0; j < nt; j += NR) {
+            int nv = nt - j < NR ? nt - j : NR;
+            gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
+            if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
+            float *cj = c_at(p, b, m0, n0 + j);
+            for (int i = 0; i < mt; i += MR) {
+                int mv = mt - i < MR ? mt - i : MR;
+                float *ct = cj + (ptrdiff_t)i * p->ldc;
+                if (p->bf16)
+                    arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2, ct, p->ldc, mv, nv);
+                else
+                    arch->f32(kc, bf->a + (size_t)i * kc, bf->b, ct, p->ldc, mv, nv, 1);
+            }
+        }
+    }
+}
+
+void gemm_run(const gemm_problem *p)
+{
+    if (p->M <= 0 || p->N <= 0 || p->batch <= 0) return;
+    const gemm_arch *arch = gemm_arch_get();
+    gemm_problem q = *p;
+    if (q.bf16 && !arch->bf16) q.bf16 = 0; /* no native bf16: full precision */
+    if (q.c_fold && q.c_fold % arch->nr) { /* tiles would straddle items: unfold */
+        q.N = q.c_fold;
+        q.batch = q.N ? p->N / q.c_fold : 0;
+        q.c_fold = 0;
+        q.b.fold = 0;
+    }
+    double flops = 2.0 * q.M * q.N * (double)(q.K > 0 ? q.K : 1) * q.batch;
+    int threads = flops < 2e6 ? 1 : omp_get_max_threads();
+    tiling t = choose_tiling(&q, arch, threads);
+    long tasks = (long)t.tm * t.tn * q.batch;
+    size_t a_sz = (size_t)round_up(t.mt, arch->mr) * t.kc, b_sz = (size_t)arch->nr * t.kc;
+#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
+    {
+        gemm_bufs bf = {0};
+        bf.a = fm_alloc(sizeof(float) * a_sz);
+        bf.b = fm_alloc(sizeof(float) * b_sz);
+        if (q.bf16) {
+            bf.a2 = fm_alloc(sizeof(uint32_t) * (a_sz / 2 + t.mt + arch->mr));
+            bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + arch->nr));
+            bf.zeros = fm_calloc(sizeof(float) * (arch->nr > arch->mr ? arch->nr : arch->mr));
+        }
+        /* The API has no error path: a thread without scratch leaves its
+         * tasks to the others; if none has any, C is left as it was. */
+        int ok = bf.a && bf.b && (!q.bf16 || (bf.a2 && bf.b2 && bf.zeros));
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < tasks; task++)
+            if (ok) run_task(&q, arch, &t, task, &bf);
+        fm_free(bf.a); fm_free(bf.b); fm_free(bf.a2); fm_free(bf.b2); fm_free(bf.zeros);
+    }
+}
+
+/* ---- public entry points ---- */
+
+void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              int trans_b, float beta, float *C, int ldc)
+{
+    gemm_problem p = {
+        .M = M, .N = N, .K = K, .batch = 1,
+        .a = {.kind = OP_ROWS, .p = A, .ld = lda},
+        .b = {.kind = trans_b ? OP_ROWS : OP_COLS, .p = B, .ld = ldb},
+        .c = C, .ldc = ldc, .beta = beta,
+    };
+    gemm_run(&p);
+}
+
+void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+{
+    gemm_problem p = {
+        .M = n, .N = w->rows, .K = w->cols, .batch = 1,
+        .a = {.kind = OP_ROWS, .p = x, .ld = w->cols},
+        .b = {.kind = OP_MAT, .mat = w},
+        .c = y, .ldc = w->rows, .beta = 0.0f, .bias_n = bias,
+        .bf16 = w->packed_kind == FM_PACKED_BF16,
+    };
+    gemm_run(&p);
+}
+
+void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+{
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+    /* The batch items are concatenated along N (pixels) so that the weights
+     * are packed once for all of them. */
+    gemm_problem p = {
+        .M = c->cout, .N = n * oh * ow, .K = c->cin * c->kh * c->kw, .batch = 1, .c_fold = oh * ow,
+        .a = {.kind = OP_MAT, .mat = &c->w},
+        .c = y, .ldc = (ptrdiff_t)oh * ow, .c_batch_stride = (ptrdiff_t)c->cout * oh * ow,
+        .beta = 0.0f, .bias_m = c->bias,
+        .bf16 = c->w.packed_kind == FM_PACKED_BF16,
+    };
+    if (is_1x1)
+        p.b = (gemm_operand){.kind = OP_COLS, .p = x, .ld = (ptrdiff_t)h * w, .batch_stride = (ptrdiff_t)c->cin * h * w,
+                             .fold = oh * ow};
+    else
+        p.b = (gemm_operand){.kind = OP_IM2COL, .p = x, .batch_stride = (ptrdiff_t)c->cin * h * w,
+                             .conv = c, .h = h, .w = w, .oh = oh, .ow = ow, .fold = oh * ow};
+    gemm_run(&p);
+}
+
+/* Weights stay in their file dtype and are converted while packing (the
+ * packed blocks are per call and bounded), so packing only records the
+ * precision: no extra memory per matrix. */
+int fm_mat_pack(fm_mat *m, fm_precision prec)
+{
+    m->packed_kind = prec == FM_PREC_BF16 ? FM_PACKED_BF16 : 0;
+    return 0;
+}
+
+void fm_mat_release(fm_mat *m)
+{
+    fm_free(m->packed);
+    m->packed = NULL;
+    m->packed_kind = 0;
+}

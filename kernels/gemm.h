@@ -1,0 +1,104 @@
+/* kernels-private: the packed, blocked GEMM engine behind fm_sgemm,
+ * fm_linear, fm_conv2d and fm_attention.
+ *
+ * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style: per task (a tile of C)
+ * and per KC slice of K, B is packed into NR-wide column panels
+ * (panel[k][NR]) and A, MC rows at a time, into MR-high row panels
+ * (panel[k][MR]); a register-blocked micro-kernel multiplies one A panel by
+ * one B panel. Packing gathers from whatever the operand really is (a
+ * row-major matrix, a transposed one, an F16/BF16 weight matrix, or an
+ * implicit im2col of a feature map), so nothing larger than a packed block
+ * (KC x MC and KC x NC floats per thread) is ever materialised. */
+#ifndef FM_KERNELS_GEMM_H
+#define FM_KERNELS_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels/kernels.h"
+
+/* C[mr][nr] (+)= Ap . Bp over kc (accumulating when acc, else overwriting);
+ * only the first mv rows and nv columns of the tile are inside C. */
+typedef void (*fm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
+                               int mv, int nv, int acc);
+/* The same with bf16 pairs: Ap [kc2][MR] and Bp [kc2][NR], each uint32 holding
+ * (k even, k odd) as bf16, accumulated in float. */
+typedef void (*fm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,
+                                ptrdiff_t ldc, int mv, int nv);
+/* Two packed f32 rows (k even, k odd) of n floats -> n bf16 pairs. */
+typedef void (*fm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
+
+typedef struct gemm_arch {
+    fm_isa isa;
+    int mr, nr, mc, kc;
+    fm_ukernel_f32 f32;
+    fm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
+    fm_pair_bf16_fn pair_bf16;
+    /* One online-softmax step over a block of scores st [kb][NR] (one column
+     * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
+     * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
+    void (*softmax_cols)(float *st, int kb, float scale, float *m, float *l, float *corr);
+
+    /* Element-wise, vectorised where the ISA allows (y may equal x):
+     * x * sigmoid(beta * x) (SiLU: beta 1, quick GELU: 1.702) */
+    void (*sigmoid_gate)(float *y, const float *x, size_t n, float beta);
+    /* gelu(x) (exact erf form, |error| < 2e-7 |x|), times mul[i] if mul */
+    void (*gelu)(float *y, const float *x, const float *mul, size_t n);
+    /* (x - mean) * s + t, then SiLU if silu */
+    void (*affine)(float *y, const float *x, size_t n, float mean, float s, float t, int silu);
+} gemm_arch;
+
+/* The micro-kernels of the ISA fm_kernel_isa() chose (never NULL). */
+const gemm_arch *gemm_arch_get(void);
+
+/* Micro-kernel sets, one per ISA file. */
+extern const gemm_arch fm_gemm_arch_generic;
+#if defined(__x86_64__)
+extern const gemm_arch fm_gemm_arch_avx2;
+extern const gemm_arch fm_gemm_arch_avx512;
+extern const gemm_arch fm_gemm_arch_avx512_bf16;
+#endif
+
+/* ---- operands ---- */
+
+typedef enum {
+    OP_ROWS,    /* X[i][k] = p[i*ld + k], float */
+    OP_COLS,    /* X[i][k] = p[k*ld + i], float */
+    OP_MAT,     /* X[i][k] = mat(i, k), any fm_mat dtype */
+    OP_IM2COL,  /* X[k][j] of a convolution's im2col (B side only) */
+} gemm_op_kind;
+
+typedef struct gemm_operand {
+    gemm_op_kind kind;
+    const float *p;
+    ptrdiff_t ld;
+    ptrdiff_t batch_stride; /* floats between batch items */
+    const fm_mat *mat;
+    const fm_conv *conv;    /* OP_IM2COL: geometry */
+    int h, w, oh, ow;
+    int fold;               /* B side: columns are batch items of `fold` columns each, concatenated (0: no) */
+} gemm_operand;
+
+typedef struct gemm_problem {
+    int M, N, K, batch;
+    gemm_operand a;  /* M x K */
+    gemm_operand b;  /* K x N (the packer sees it as N x K "rows" for OP_ROWS/OP_MAT) */
+    float *c;
+    ptrdiff_t ldc, c_batch_stride;
+    int c_fold;          /* C columns are batch items of c_fold columns each (0: no); must match b.fold */
+    float beta;
+    const float *bias_m; /* added to row i of C, or NULL */
+    const float *bias_n; /* added to column j of C, or NULL */
+    int bf16;            /* round A and B to bf16, dot in bf16, accumulate in float */
+} gemm_problem;
+
+void gemm_run(const gemm_problem *p);
+
+/* Packs rows i0..i0+ni of op (as an ni x kc slice from k0) into panels of
+ * width `panel`, zero-padding past `rows`. Used by attention too. */
+void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,
+               int kc, int panel);
+
+/* precision flags kept in fm_mat.packed_kind */
+#define FM_PACKED_BF16 1
+
+#endif

@@ -1,0 +1,528 @@
+/* Every fast kernel against its reference loop on random data.
+ *
+ * Tolerance: |got - ref| <= tol * max(1, |ref|) element-wise (tu_assert_close).
+ * FP32 kernels accumulate in float against a double reference: 2e-5 for short
+ * sums, 1e-4 for the long ones (K up to a few thousand). The BF16 mode rounds
+ * weights and activations to 8-bit mantissas (relative 2^-9 each): it must
+ * match the reference run on bf16-rounded inputs to fp32 tolerance, and its
+ * error against full precision, which grows like sqrt(K) * 2^-9 per output,
+ * must stay within 3e-2 of the output RMS (measured value printed).
+ *
+ * The program runs once with the best ISA the CPU has, then re-runs itself
+ * with FM_ISA=avx2 and FM_ISA=scalar where the CPU allows, so every
+ * dispatched path is checked. */
+#include "testutil.h"
+#include "kernels/kernels.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TOL_SHORT 2e-5
+#define TOL_LONG 1e-4
+#define TOL_BF16_RMS 3e-2
+
+static float *rnd(size_t n, uint64_t seed)
+{
+    float *x = fm_alloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(x);
+    tu_fill_random(x, n, seed);
+    return x;
+}
+
+static float *buf(size_t n)
+{
+    float *x = fm_alloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(x);
+    return x;
+}
+
+/* Largest error in the tu_assert_close sense, for the log. */
+static double max_rel_err(const float *got, const float *ref, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]) / fmax(1.0, fabs((double)ref[i]));
+        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+static void check(const float *got, const float *ref, size_t n, double tol, const char *what)
+{
+    if (getenv("FM_TEST_VERBOSE"))
+        print_message("  %-48s max err %.2e (tol %.0e)\n", what, max_rel_err(got, ref, n), tol);
+    tu_assert_close(got, ref, n, tol, what);
+}
+
+/* A weight matrix in the given dtype made from random floats; the float
+ * values are rounded to the dtype first so the reference sees the same. */
+static fm_mat make_mat(int rows, int cols, fm_dtype dt, uint64_t seed)
+{
+    size_t n = (size_t)rows * cols;
+    float *f = rnd(n, seed);
+    fm_mat m = {.dtype = dt, .rows = rows, .cols = cols};
+    if (dt == FM_DT_F32) {
+        m.data = f;
+        return m;
+    }
+    uint16_t *h = fm_alloc(2 * n + 2);
+    assert_non_null(h);
+    if (dt == FM_DT_F16) fm_f32_to_f16(h, f, n);
+    else fm_f32_to_bf16(h, f, n);
+    fm_free(f);
+    m.data = h;
+    return m;
+}
+
+static void free_mat(fm_mat *m)
+{
+    fm_mat_release(m);
+    fm_free((void *)m->data);
+}
+
+/* x rounded to bf16 (nearest even) and back, in place. */
+static void round_to_bf16(float *x, size_t n)
+{
+    uint16_t *h = fm_alloc(2 * n + 2);
+    assert_non_null(h);
+    fm_f32_to_bf16(h, x, n);
+    fm_bf16_to_f32(x, h, n);
+    fm_free(h);
+}
+
+/* m as float32 rounded to bf16: what the BF16 mode multiplies by. */
+static fm_mat bf16_rounded_copy(const fm_mat *m)
+{
+    size_t n = (size_t)m->rows * m->cols;
+    float *f = fm_alloc(sizeof(float) * n + 4);
+    assert_non_null(f);
+    fm_convert_to_f32(f, m->data, m->dtype, n);
+    round_to_bf16(f, n);
+    return (fm_mat){.data = f, .dtype = FM_DT_F32, .rows = m->rows, .cols = m->cols};
+}
+
+static double rms(const float *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / (n ? n : 1));
+}
+
+/* The BF16 mode: exact (fp32 tolerance) against the reference on bf16-rounded
+ * inputs, and its error against full precision, relative to the output's RMS,
+ * within TOL_BF16_RMS. */
+static void check_bf16_mode(const float *got, const float *ref_rounded, const float *ref_fp32, size_t n,
+                            const char *what)
+{
+    double worst = 0, scale = rms(ref_fp32, n);
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref_fp32[i]) / scale;
+        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
+    }
+    print_message("  %-48s max err vs fp32 %.2e of output RMS (tol %.0e)\n", what, worst, TOL_BF16_RMS);
+    assert_true(worst <= TOL_BF16_RMS);
+    check(got, ref_rounded, n, TOL_LONG, what);
+}
+
+static const char *dt_name(fm_dtype dt) { return fm_dtype_name(dt); }
+
+/* ---- GEMM ---- */
+
+static void sgemm_case(int M, int N, int K, int trans_b, float beta, int pad)
+{
+    int lda = K + pad, ldb = (trans_b ? K : N) + pad, ldc = N + pad;
+    float *A = rnd((size_t)M * lda, 1), *B = rnd((size_t)(trans_b ? N : K) * ldb, 2);
+    float *C = rnd((size_t)M * ldc, 3), *R = buf((size_t)M * ldc);
+    memcpy(R, C, sizeof(float) * M * ldc);
+    fm_sgemm(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+    fm_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, R, ldc);
+    char what[96];
+    snprintf(what, sizeof what, "sgemm %dx%dx%d tb%d beta%g", M, N, K, trans_b, beta);
+    check(C, R, (size_t)M * ldc, K > 200 ? TOL_LONG : TOL_SHORT, what);
+    fm_free(A); fm_free(B); fm_free(C); fm_free(R);
+}
+
+static void test_sgemm(void **state)
+{
+    (void)state;
+    sgemm_case(1, 1, 1, 0, 0.0f, 0);
+    sgemm_case(37, 53, 29, 0, 0.0f, 3);
+    sgemm_case(37, 53, 29, 1, 1.0f, 0);
+    sgemm_case(130, 67, 300, 1, 0.5f, 5);
+    sgemm_case(131, 260, 77, 0, 1.0f, 1);
+    sgemm_case(300, 33, 1030, 0, 0.0f, 0);
+    sgemm_case(64, 1100, 40, 1, 0.0f, 0);
+}
+
+/* ---- linear ---- */
+
+static void linear_case(int n, int in, int out, fm_dtype dt, int with_bias, fm_precision prec)
+{
+    fm_mat w = make_mat(out, in, dt, 11);
+    float *x = rnd((size_t)n * in, 12), *bias = with_bias ? rnd(out, 13) : NULL;
+    float *y = buf((size_t)n * out), *r = buf((size_t)n * out);
+    fm_linear_ref(r, x, n, &w, bias);
+    if (prec != FM_PREC_AUTO) assert_int_equal(fm_mat_pack(&w, prec), 0);
+    fm_linear(y, x, n, &w, bias);
+    if (prec == FM_PREC_BF16 && fm_kernel_has_bf16()) {
+        fm_mat wr = bf16_rounded_copy(&w);
+        float *xr = buf((size_t)n * in), *rr = buf((size_t)n * out);
+        memcpy(xr, x, sizeof(float) * n * in);
+        round_to_bf16(xr, (size_t)n * in);
+        fm_linear_ref(rr, xr, n, &wr, bias);
+        char what[96];
+        snprintf(what, sizeof what, "linear %dx%d->%d %s [bf16 mode]", n, in, out, dt_name(dt));
+        check_bf16_mode(y, rr, r, (size_t)n * out, what);
+        fm_free(xr); fm_free(rr); free_mat(&wr);
+        fm_free(x); fm_free(bias); fm_free(y); fm_free(r);
+        free_mat(&w);
+        return;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "linear %dx%d->%d %s%s%s", n, in, out, dt_name(dt),
+             with_bias ? " bias" : "", prec == FM_PREC_BF16 ? " [bf16 mode]" : prec ? " [packed]" : "");
+    check(y, r, (size_t)n * out, in > 200 ? TOL_LONG : TOL_SHORT, what);
+    fm_free(x); fm_free(bias); fm_free(y); fm_free(r);
+    free_mat(&w);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    for (int d = 0; d < 3; d++) {
+        linear_case(1, 7, 5, dts[d], 1, FM_PREC_AUTO);
+        linear_case(77, 45, 33, dts[d], 0, FM_PREC_AUTO);
+        linear_case(130, 320, 97, dts[d], 1, FM_PREC_AUTO);
+        linear_case(129, 321, 130, dts[d], 1, FM_PREC_FP32);
+        linear_case(300, 640, 1280, dts[d], 1, FM_PREC_AUTO);
+    }
+}
+
+static void test_linear_bf16_mode(void **state)
+{
+    (void)state;
+    linear_case(77, 45, 33, FM_DT_F32, 1, FM_PREC_BF16);
+    linear_case(130, 320, 97, FM_DT_F16, 1, FM_PREC_BF16);
+    linear_case(300, 1281, 133, FM_DT_BF16, 0, FM_PREC_BF16);
+}
+
+/* ---- convolution ---- */
+
+typedef struct conv_case {
+    int n, cin, cout, h, w, k, stride, pt, pl, pb, pr;
+} conv_case;
+
+static void conv_run(const conv_case *cc, fm_dtype dt, int with_bias, fm_precision prec)
+{
+    fm_conv c = {.cin = cc->cin, .cout = cc->cout, .kh = cc->k, .kw = cc->k, .stride = cc->stride,
+                 .pad_t = cc->pt, .pad_l = cc->pl, .pad_b = cc->pb, .pad_r = cc->pr};
+    c.w = make_mat(cc->cout, cc->cin * cc->k * cc->k, dt, 21);
+    float *bias = with_bias ? rnd(cc->cout, 22) : NULL;
+    c.bias = bias;
+    int oh = fm_conv_out_h(&c, cc->h), ow = fm_conv_out_w(&c, cc->w);
+    size_t ny = (size_t)cc->n * cc->cout * oh * ow;
+    float *x = rnd((size_t)cc->n * cc->cin * cc->h * cc->w, 23), *y = buf(ny), *r = buf(ny);
+    fm_conv2d_ref(r, x, &c, cc->n, cc->h, cc->w);
+    if (prec != FM_PREC_AUTO) assert_int_equal(fm_mat_pack(&c.w, prec), 0);
+    fm_conv2d(y, x, &c, cc->n, cc->h, cc->w);
+    if (prec == FM_PREC_BF16 && fm_kernel_has_bf16()) {
+        fm_conv cr = c;
+        cr.w = bf16_rounded_copy(&c.w);
+        size_t nx = (size_t)cc->n * cc->cin * cc->h * cc->w;
+        float *xr = buf(nx), *rr = buf(ny);
+        memcpy(xr, x, sizeof(float) * nx);
+        round_to_bf16(xr, nx);
+        fm_conv2d_ref(rr, xr, &cr, cc->n, cc->h, cc->w);
+        char what[128];
+        snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d %s [bf16 mode]", cc->n, cc->cin, cc->cout,
+                 cc->h, cc->w, cc->k, cc->stride, dt_name(dt));
+        check_bf16_mode(y, rr, r, ny, what);
+        fm_free(xr); fm_free(rr); free_mat(&cr.w);
+        fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+        free_mat(&c.w);
+        return;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d pad(%d,%d,%d,%d) %s%s", cc->n, cc->cin,
+             cc->cout, cc->h, cc->w, cc->k, cc->stride, cc->pt, cc->pl, cc->pb, cc->pr, dt_name(dt),
+             prec == FM_PREC_BF16 ? " [bf16 mode]" : "");
+    int K = cc->cin * cc->k * cc->k;
+    check(y, r, ny, K > 200 ? TOL_LONG : TOL_SHORT, what);
+    fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+    free_mat(&c.w);
+}
+
+static const conv_case conv_cases[] = {
+    {1, 3, 5, 9, 7, 3, 1, 1, 1, 1, 1},       /* 3x3 pad 1 stride 1, tiny */
+    {2, 37, 45, 19, 23, 3, 1, 1, 1, 1, 1},   /* odd channels and sizes, batch 2 */
+    {1, 64, 70, 33, 31, 3, 2, 1, 1, 1, 1},   /* 3x3 stride 2 pad 1 (U-Net downsample) */
+    {2, 32, 48, 16, 16, 3, 2, 0, 0, 1, 1},   /* VAE downsample: pad (0,1,0,1), stride 2 */
+    {1, 19, 21, 15, 17, 3, 2, 0, 0, 1, 1},   /* same, odd */
+    {2, 96, 40, 13, 11, 1, 1, 0, 0, 0, 0},   /* 1x1 */
+    {1, 320, 33, 8, 8, 3, 1, 1, 1, 1, 1},    /* long K (2880), small map */
+    {1, 4, 320, 32, 32, 3, 1, 1, 1, 1, 1},   /* conv_in shape */
+    {1, 16, 8, 64, 64, 3, 1, 1, 1, 1, 1},    /* wide map */
+    {3, 40, 24, 8, 8, 1, 1, 0, 0, 0, 0},     /* 1x1, batch folded into the pixel axis */
+    {2, 24, 30, 16, 8, 3, 1, 1, 1, 1, 1},    /* 3x3, batch folded */
+};
+
+static void test_conv2d(void **state)
+{
+    (void)state;
+    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    for (size_t i = 0; i < sizeof conv_cases / sizeof *conv_cases; i++)
+        conv_run(&conv_cases[i], dts[i % 3], (int)(i % 4 != 1), FM_PREC_AUTO);
+    conv_run(&conv_cases[1], FM_DT_F16, 1, FM_PREC_FP32);
+    conv_run(&conv_cases[3], FM_DT_F32, 1, FM_PREC_FP32);
+}
+
+static void test_conv2d_bf16_mode(void **state)
+{
+    (void)state;
+    conv_run(&conv_cases[1], FM_DT_F16, 1, FM_PREC_BF16);
+    conv_run(&conv_cases[3], FM_DT_F32, 1, FM_PREC_BF16);
+    conv_run(&conv_cases[6], FM_DT_BF16, 0, FM_PREC_BF16);
+}
+
+/* ---- normalisation ---- */
+
+static void group_norm_case(int n, int c, int hw, int groups, int silu, int in_place)
+{
+    size_t len = (size_t)n * c * hw;
+    float *x = rnd(len, 31), *g = rnd(c, 32), *b = rnd(c, 33), *y = buf(len), *r = buf(len);
+    for (size_t i = 0; i < len; i++) x[i] = x[i] * 3.0f + 0.5f; /* non-zero mean */
+    fm_group_norm_ref(r, x, n, c, hw, groups, 1e-5f, g, b, silu);
+    if (in_place) {
+        fm_group_norm(x, x, n, c, hw, groups, 1e-5f, g, b, silu);
+        memcpy(y, x, sizeof(float) * len);
+    } else {
+        fm_group_norm(y, x, n, c, hw, groups, 1e-5f, g, b, silu);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "group_norm n%d c%d hw%d g%d%s%s", n, c, hw, groups,
+             silu ? " +silu" : "", in_place ? " in place" : "");
+    check(y, r, len, TOL_SHORT, what);
+    fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+}
+
+static void test_group_norm(void **state)
+{
+    (void)state;
+    group_norm_case(1, 32, 1, 32, 0, 0);
+    group_norm_case(2, 64, 37, 32, 0, 0);
+    group_norm_case(2, 64, 37, 32, 1, 1);
+    group_norm_case(1, 320, 4096, 32, 1, 0);
+    group_norm_case(3, 96, 17, 32, 1, 0);
+}
+
+static void test_layer_norm(void **state)
+{
+    (void)state;
+    const int dims[] = {1, 45, 320, 768}, rows[] = {3, 77, 130, 77};
+    for (int t = 0; t < 4; t++) {
+        size_t len = (size_t)rows[t] * dims[t];
+        float *x = rnd(len, 41), *g = rnd(dims[t], 42), *b = rnd(dims[t], 43), *y = buf(len), *r = buf(len);
+        for (size_t i = 0; i < len; i++) x[i] = x[i] * 4.0f - 1.0f;
+        fm_layer_norm_ref(r, x, rows[t], dims[t], g, b, 1e-5f);
+        fm_layer_norm(y, x, rows[t], dims[t], g, b, 1e-5f);
+        char what[64];
+        snprintf(what, sizeof what, "layer_norm %dx%d", rows[t], dims[t]);
+        check(y, r, len, TOL_SHORT, what);
+        fm_layer_norm(x, x, rows[t], dims[t], g, b, 1e-5f); /* in place */
+        check(x, r, len, TOL_SHORT, "layer_norm in place");
+        fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+    }
+}
+
+/* ---- element-wise ---- */
+
+static void unary_case(void (*fast)(float *, size_t), void (*ref)(float *, size_t), const char *name)
+{
+    const size_t sizes[] = {1, 15, 1000, 70001};
+    for (int t = 0; t < 4; t++) {
+        size_t n = sizes[t];
+        float *x = rnd(n, 51), *r = buf(n);
+        for (size_t i = 0; i < n; i++) x[i] *= 12.0f; /* covers saturation */
+        if (n > 3) { x[0] = -100.0f; x[1] = 100.0f; x[2] = 0.0f; }
+        memcpy(r, x, sizeof(float) * n);
+        fast(x, n);
+        ref(r, n);
+        char what[64];
+        snprintf(what, sizeof what, "%s n=%zu", name, n);
+        check(x, r, n, TOL_SHORT, what);
+        fm_free(x); fm_free(r);
+    }
+}
+
+static void test_activations(void **state)
+{
+    (void)state;
+    unary_case(fm_silu, fm_silu_ref, "silu");
+    unary_case(fm_gelu, fm_gelu_ref, "gelu");
+    unary_case(fm_quick_gelu, fm_quick_gelu_ref, "quick_gelu");
+
+    int rows = 77, dim = 161;
+    float *x = rnd((size_t)rows * 2 * dim, 52), *y = buf((size_t)rows * dim), *r = buf((size_t)rows * dim);
+    for (int i = 0; i < rows * 2 * dim; i++) x[i] *= 6.0f;
+    fm_geglu(y, x, rows, dim);
+    fm_geglu_ref(r, x, rows, dim);
+    check(y, r, (size_t)rows * dim, TOL_SHORT, "geglu 77x161");
+    fm_free(x); fm_free(y); fm_free(r);
+
+    float *a = rnd(1000, 53), *b = rnd(1000, 54), *s = buf(1000);
+    fm_add(s, a, b, 1000);
+    for (int i = 0; i < 1000; i++) assert_true(s[i] == a[i] + b[i]);
+    fm_free(a); fm_free(b); fm_free(s);
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    const int rows[] = {1, 13, 40}, ns[] = {1, 1100, 77};
+    for (int t = 0; t < 3; t++) {
+        size_t len = (size_t)rows[t] * ns[t];
+        float *x = rnd(len, 61), *r = buf(len);
+        for (size_t i = 0; i < len; i++) x[i] *= 20.0f;
+        memcpy(r, x, sizeof(float) * len);
+        fm_softmax(x, rows[t], ns[t]);
+        fm_softmax_ref(r, rows[t], ns[t]);
+        char what[64];
+        snprintf(what, sizeof what, "softmax %dx%d", rows[t], ns[t]);
+        check(x, r, len, TOL_SHORT, what);
+        fm_free(x); fm_free(r);
+    }
+}
+
+/* ---- attention ---- */
+
+typedef struct attn_case {
+    int batch, nq, nk, heads, head_dim, causal, extra_stride;
+} attn_case;
+
+static void attention_run(const attn_case *a)
+{
+    int dim = a->heads * a->head_dim;
+    int qs = dim + a->extra_stride, kvs = dim + 2 * a->extra_stride;
+    float *q = rnd((size_t)a->batch * a->nq * qs, 71), *k = rnd((size_t)a->batch * a->nk * kvs, 72);
+    float *v = rnd((size_t)a->batch * a->nk * kvs, 73);
+    for (size_t i = 0; i < (size_t)a->batch * a->nq * qs; i++) q[i] *= 4.0f; /* peaky softmax */
+    size_t no = (size_t)a->batch * a->nq * dim;
+    float *o = buf(no), *r = buf(no);
+    float scale = 1.0f / sqrtf((float)a->head_dim);
+    fm_attention(o, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    fm_attention_ref(r, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    char what[96];
+    snprintf(what, sizeof what, "attention b%d %dx%d h%d d%d%s", a->batch, a->nq, a->nk, a->heads,
+             a->head_dim, a->causal ? " causal" : "");
+    check(o, r, no, TOL_SHORT, what);
+    fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    const attn_case cases[] = {
+        {1, 1100, 1100, 2, 40, 0, 0},  /* long self-attention */
+        {2, 300, 77, 8, 40, 0, 7},     /* cross-attention to 77 text tokens */
+        {2, 77, 77, 3, 64, 1, 0},      /* causal text self-attention */
+        {1, 1100, 1100, 1, 24, 1, 5},  /* long causal */
+        {1, 130, 200, 2, 80, 1, 0},    /* causal, nq < nk */
+        {1, 70, 77, 1, 160, 0, 3},
+        {2, 33, 5, 4, 8, 0, 1},        /* tiny heads */
+        {1, 1, 1, 1, 1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        attention_run(&cases[i]);
+}
+
+/* ---- data movement ---- */
+
+static void test_data_movement(void **state)
+{
+    (void)state;
+    int nc = 6, h = 5, w = 7;
+    float *x = rnd((size_t)nc * h * w, 81), *y = buf((size_t)nc * 4 * h * w);
+    fm_upsample_nearest(y, 2 * h, 2 * w, x, nc, h, w);
+    for (int c = 0; c < nc; c++)
+        for (int oy = 0; oy < 2 * h; oy++)
+            for (int ox = 0; ox < 2 * w; ox++)
+                assert_true(y[((size_t)c * 2 * h + oy) * 2 * w + ox] == x[((size_t)c * h + oy / 2) * w + ox / 2]);
+
+    int n = 2, ca = 3, cb = 5, hw = 11;
+    float *a = rnd((size_t)n * ca * hw, 82), *b = rnd((size_t)n * cb * hw, 83), *cat = buf((size_t)n * (ca + cb) * hw);
+    fm_concat_channels(cat, a, ca, b, cb, n, hw);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < ca + cb; c++)
+            for (int p = 0; p < hw; p++)
+                assert_true(cat[((size_t)i * (ca + cb) + c) * hw + p] ==
+                            (c < ca ? a[((size_t)i * ca + c) * hw + p] : b[((size_t)i * cb + c - ca) * hw + p]));
+
+    float *t = buf((size_t)n * (ca + cb) * hw), *back = buf((size_t)n * (ca + cb) * hw);
+    fm_nchw_to_nhwc(t, cat, n, ca + cb, hw);
+    assert_true(t[(size_t)(1 * hw + 4) * (ca + cb) + 6] == cat[((size_t)1 * (ca + cb) + 6) * hw + 4]);
+    fm_nhwc_to_nchw(back, t, n, ca + cb, hw);
+    assert_memory_equal(back, cat, sizeof(float) * n * (ca + cb) * hw);
+
+    fm_mat m = make_mat(4, 9, FM_DT_F16, 84);
+    float row[9], want[9];
+    fm_mat_row(row, &m, 2);
+    fm_f16_to_f32(want, (const uint16_t *)m.data + 18, 9);
+    assert_memory_equal(row, want, sizeof row);
+    free_mat(&m);
+    fm_free(x); fm_free(y); fm_free(a); fm_free(b); fm_free(cat); fm_free(t); fm_free(back);
+}
+
+static void test_isa(void **state)
+{
+    (void)state;
+    fm_isa isa = fm_kernel_isa();
+    assert_true(fm_isa_supported(isa));
+    assert_true(fm_kernel_isa() == isa);
+    print_message("  kernels use %s%s\n", fm_isa_name(isa), fm_kernel_has_bf16() ? " (+bf16)" : "");
+}
+
+/* Re-runs this program with FM_ISA=name; returns its exit status. */
+static int run_with_isa(char **argv, const char *name)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("FM_ISA", name, 1);
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) return 1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_isa),
+        cmocka_unit_test(test_sgemm),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_bf16_mode),
+        cmocka_unit_test(test_conv2d),
+        cmocka_unit_test(test_conv2d_bf16_mode),
+        cmocka_unit_test(test_group_norm),
+        cmocka_unit_test(test_layer_norm),
+        cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_data_movement),
+    };
+    int fails = cmocka_run_group_tests(tests, NULL, NULL);
+    if (!getenv("FM_ISA")) {
+        fm_isa best = fm_kernel_isa();
+        for (int i = (int)best - 1; i >= FM_ISA_SCALAR; i--)
+            if (fm_isa_supported((fm_isa)i)) {
+                print_message("== again with FM_ISA=%s\n", fm_isa_name((fm_isa)i));
+                fails += run_with_isa(argv, fm_isa_name((fm_isa)i)) != 0;
+            }
+    }
+    return fails ? 1 : 0;
+}

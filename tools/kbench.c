@@ -1,0 +1,203 @@
+/* kbench: a short micro-benchmark of the kernels on representative SD 1.5
+ * shapes. Prints the machine's FP32 peak (an FMA loop), the GEMM engine on a
+ * large square, and GFLOP/s with the fraction of that peak for each shape,
+ * in fp32 and in the bf16 mode. Threads: OMP_NUM_THREADS, default 2.
+ *   kbench [repeats]     (median of `repeats` runs, default 3) */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static double clock_s(clockid_t id)
+{
+    struct timespec t;
+    clock_gettime(id, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+/* CPU time of all threads: on a shared machine, time / threads is what the
+ * run would take with the cores to itself. */
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
+
+static float *rnd(size_t n, unsigned seed)
+{
+    float *x = fm_alloc(sizeof(float) * n);
+    if (!x) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
+    uint64_t s = seed * 6364136223846793005ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+    return x;
+}
+
+#if defined(__x86_64__)
+/* Independent FMA chains: 2 * 16 lanes * 12 chains flops per iteration. */
+__attribute__((target("avx512f"))) static float fma_loop_512(long iters)
+{
+    __m512 c[12], a = _mm512_set1_ps(1.0000001f), b = _mm512_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) c[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) c[i] = _mm512_fmadd_ps(c[i], a, b);
+    for (int i = 1; i < 12; i++) c[0] = _mm512_add_ps(c[0], c[i]);
+    return _mm512_reduce_add_ps(c[0]);
+}
+__attribute__((target("avx2,fma"))) static float fma_loop_256(long iters)
+{
+    __m256 c[12], a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) c[i] = _mm256_set1_ps((float)i);
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) c[i] = _mm256_fmadd_ps(c[i], a, b);
+    for (int i = 1; i < 12; i++) c[0] = _mm256_add_ps(c[0], c[i]);
+    float t[8];
+    _mm256_storeu_ps(t, c[0]);
+    return t[0];
+}
+#endif
+
+/* FP32 FMA peak of all threads, in CPU time (best of 3). */
+static double peak_gflops(void)
+{
+    long iters = 10000000;
+    int lanes = fm_kernel_isa() == FM_ISA_AVX512 ? 16 : fm_kernel_isa() == FM_ISA_AVX2 ? 8 : 0;
+    if (!lanes) return 1.0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double c0 = cpu_now();
+        float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+        {
+#if defined(__x86_64__)
+            sink += lanes == 16 ? fma_loop_512(iters) : fma_loop_256(iters);
+#endif
+        }
+        double c = (cpu_now() - c0) / omp_get_max_threads();
+        if (sink == 12345.0f) printf(" ");
+        double g = 2.0 * lanes * 12 * iters * omp_get_max_threads() / c * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
+typedef void (*bench_fn)(void *ctx);
+
+typedef struct timing { double wall, cpu; } timing; /* medians; cpu per thread */
+
+static void sort(double *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (t[j] < t[i]) { double s = t[i]; t[i] = t[j]; t[j] = s; }
+}
+
+static timing median_time(bench_fn f, void *ctx, int reps)
+{
+    double w[16], c[16];
+    f(ctx); /* warm up */
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(), c0 = cpu_now();
+        f(ctx);
+        w[r] = now() - t0;
+        c[r] = (cpu_now() - c0) / omp_get_max_threads();
+    }
+    sort(w, reps);
+    sort(c, reps);
+    return (timing){w[reps / 2], c[reps / 2]};
+}
+
+typedef struct { float *y, *x; fm_conv c; int n, h, w; } conv_ctx;
+static void run_conv(void *p) { conv_ctx *c = p; fm_conv2d(c->y, c->x, &c->c, c->n, c->h, c->w); }
+
+typedef struct { float *y, *x; fm_mat w; int n; const float *bias; } lin_ctx;
+static void run_lin(void *p) { lin_ctx *c = p; fm_linear(c->y, c->x, c->n, &c->w, c->bias); }
+
+typedef struct { float *o, *q, *k, *v; int n, heads, d; } att_ctx;
+static void run_att(void *p)
+{
+    att_ctx *c = p;
+    int dim = c->heads * c->d;
+    fm_attention(c->o, c->q, dim, c->k, c->v, dim, 1, c->n, c->n, c->heads, c->d, 1.0f / sqrtf((float)c->d), 0);
+}
+
+typedef struct { float *a, *b, *c; int n; } sq_ctx;
+static void run_sq(void *p) { sq_ctx *s = p; fm_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n); }
+
+static uint16_t *to_f16(const float *f, size_t n)
+{
+    uint16_t *h = fm_alloc(2 * n);
+    fm_f32_to_f16(h, f, n);
+    return h;
+}
+
+static void report(const char *what, double flops, timing t, double peak)
+{
+    double g = flops / t.wall * 1e-9, gc = flops / t.cpu * 1e-9;
+    printf("%-42s %7.1f ms %7.1f GFLOP/s | %7.1f ms %7.1f GFLOP/s %5.1f%%\n", what, t.wall * 1e3, g,
+           t.cpu * 1e3, gc, 100.0 * gc / peak);
+}
+
+int main(int argc, char **argv)
+{
+    int reps = argc > 1 ? atoi(argv[1]) : 3;
+    if (reps < 1) reps = 1;
+    if (reps > 15) reps = 15;
+    if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(2);
+    printf("kernels: %s%s, %d threads\n", fm_isa_name(fm_kernel_isa()), fm_kernel_has_bf16() ? " +bf16" : "",
+           omp_get_max_threads());
+    double peak = peak_gflops();
+    printf("FP32 FMA peak (CPU time, all threads): %.1f GFLOP/s\n", peak);
+    printf("%-42s %26s | %s\n", "", "wall clock", "CPU time / threads, % of peak");
+
+    sq_ctx sq = {.n = 1536};
+    sq.a = rnd((size_t)sq.n * sq.n, 1); sq.b = rnd((size_t)sq.n * sq.n, 2); sq.c = rnd((size_t)sq.n * sq.n, 3);
+    report("sgemm 1536^3", 2.0 * sq.n * sq.n * sq.n, median_time(run_sq, &sq, reps), peak);
+    fm_free(sq.a); fm_free(sq.b); fm_free(sq.c);
+
+    for (int prec = 0; prec < 2; prec++) {
+        const char *mode = prec ? "bf16" : "fp32";
+        if (prec && !fm_kernel_has_bf16()) {
+            printf("bf16 mode: no native bf16 on this CPU (falls back to fp32)\n");
+            break;
+        }
+        char what[96];
+        /* 3x3 conv, 320 channels, 64x64, batch 2 (CFG) */
+        conv_ctx cv = {.n = 2, .h = 64, .w = 64};
+        cv.c = (fm_conv){.cin = 320, .cout = 320, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+        float *wf = rnd((size_t)320 * 2880, 4);
+        cv.c.w = (fm_mat){.data = to_f16(wf, (size_t)320 * 2880), .dtype = FM_DT_F16, .rows = 320, .cols = 2880};
+        cv.c.bias = rnd(320, 5);
+        fm_mat_pack(&cv.c.w, prec ? FM_PREC_BF16 : FM_PREC_FP32);
+        cv.x = rnd((size_t)2 * 320 * 4096, 6); cv.y = fm_alloc(sizeof(float) * 2 * 320 * 4096);
+        snprintf(what, sizeof what, "conv3x3 320->320 64x64 b2 F16 w, %s", mode);
+        report(what, 2.0 * 320 * 2880 * 4096 * 2, median_time(run_conv, &cv, reps), peak);
+        fm_mat_release(&cv.c.w);
+        fm_free((void *)cv.c.w.data); fm_free(wf); fm_free((void *)cv.c.bias); fm_free(cv.x); fm_free(cv.y);
+
+        /* linear 8192 tokens x 320 -> 1280 */
+        lin_ctx ln = {.n = 8192};
+        wf = rnd((size_t)1280 * 320, 7);
+        ln.w = (fm_mat){.data = to_f16(wf, (size_t)1280 * 320), .dtype = FM_DT_F16, .rows = 1280, .cols = 320};
+        fm_mat_pack(&ln.w, prec ? FM_PREC_BF16 : FM_PREC_FP32);
+        ln.bias = rnd(1280, 8);
+        ln.x = rnd((size_t)8192 * 320, 9); ln.y = fm_alloc(sizeof(float) * 8192 * 1280);
+        snprintf(what, sizeof what, "linear 8192x320->1280 F16 w, %s", mode);
+        report(what, 2.0 * 8192 * 320 * 1280, median_time(run_lin, &ln, reps), peak);
+        fm_mat_release(&ln.w);
+        fm_free((void *)ln.w.data); fm_free(wf); fm_free((void *)ln.bias); fm_free(ln.x); fm_free(ln.y);
+    }
+
+    att_ctx at = {.n = 4096, .heads = 8, .d = 40};
+    size_t na = (size_t)at.n * at.heads * at.d;
+    at.q = rnd(na, 10); at.k = rnd(na, 11); at.v = rnd(na, 12); at.o = fm_alloc(sizeof(float) * na);
+    report("attention 4096x4096 8 heads x 40, fp32", 4.0 * at.n * at.n * at.heads * at.d,
+           median_time(run_att, &at, reps), peak);
+    fm_free(at.q); fm_free(at.k); fm_free(at.v); fm_free(at.o);
+    return 0;
+}
