@@ -103,7 +103,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     const cli_options *o = r->o;
     const pf_line *l = jb->line;
     fm_params_default(r->model, p);
-    p->prompt = l ? l->prompt : o->prompt;
+    p->prompt = l ? l->prompt : (o->prompt ? o->prompt : "");
     p->negative = l && l->negative ? l->negative : (o->negative ? o->negative : "");
     p->width = l && l->width ? l->width : (o->width ? o->width : p->width);
     p->height = l && l->height ? l->height : (o->height ? o->height : p->height);

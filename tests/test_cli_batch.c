@@ -62,7 +62,7 @@ static void assert_same_set(const char *a, const char *b)
         char pa[400], pb[400];
         snprintf(pa, sizeof pa, "%s/%s", a, expected[i]);
         snprintf(pb, sizeof pb, "%s/%s", b, expected[i]);
-        size_t la, lb;
+        size_t la = 0, lb = 0;
         uint8_t *da = cu_slurp(pa, &la), *db = cu_slurp(pb, &lb);
         if (!da || !db) fail_msg("missing %s or %s", pa, pb);
         if (la != lb || memcmp(da, db, la)) fail_msg("%s and %s differ", pa, pb);

@@ -3,6 +3,36 @@
  * >= 99% of the values, and the metadata must name what was used. */
 #include "cliutil.h"
 
+#include "diffusion/st_write.h"
+
+/* golden/sd2/README.md: the tiny SD 2.x file carries no metadata, and its
+ * 16-wide heads cannot be read off the shapes (real SD 2.x heads are 64
+ * wide, the family's value). The test gives the file its documented config
+ * WITHOUT "prediction", so eps-or-v is still decided by the A1111 probe. */
+static const char *sd2_config =
+    "{\"family\": \"sd2\", \"unet\": {\"num_heads\": -1, \"num_head_channels\": 16}, "
+    "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
+
+static void write_sd2_with_config(const char *out)
+{
+    fm_safetensors st;
+    tu_open(&st, "tests/data/tiny-sd2.safetensors");
+    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    for (int i = 0; i < st.n_tensors; i++) {
+        const fm_st_tensor *t = &st.tensors[i];
+        e[i].name = t->name;
+        e[i].dtype = t->dtype;
+        e[i].ndim = t->ndim;
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+        e[i].data = t->data;
+    }
+    fm_st_meta meta = {"fmimage.config", sd2_config};
+    fm_error err = {0};
+    if (fm_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
+    free(e);
+    fm_st_close(&st);
+}
+
 static void expect_golden(const char *const *args, const char *out, const char *golden)
 {
     char err[4096];
@@ -58,8 +88,18 @@ static void test_sd2_v_prediction_probe(void **state)
 {
     (void)state;
     char out[300];
+    char model[300];
     snprintf(out, sizeof out, "%s/sd2.png", dir);
-    const char *args[] = {"-m", "tests/data/tiny-sd2.safetensors", "a red fox in snow", "--seed", "42",
+    snprintf(model, sizeof model, "%s/tiny-sd2.safetensors", dir);
+    write_sd2_with_config(model);
+    char info_path[320];
+    snprintf(info_path, sizeof info_path, "%s/sd2-info.txt", dir);
+    const char *info[] = {"--info", "-m", model, NULL};
+    assert_int_equal(cu_wait(cu_spawn(info, info_path, NULL)), 0);
+    char *text = (char *)cu_slurp(info_path, NULL);
+    assert_non_null(strstr(text, "prediction used: v (decided by the A1111 probe"));
+    free(text);
+    const char *args[] = {"-m", model, "a red fox in snow", "--seed", "42",
                           "-W", "64", "-H", "64", "--sampler", "euler", "--scheduler", "normal",
                           "--steps", "6", "--cfg", "7.5", "-q", "-o", out, NULL};
     expect_golden(args, out, "tests/data/sd2-e2e_v.png");
