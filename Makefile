@@ -14,7 +14,7 @@ BUILD   ?= build
 PORTABLE ?= 0
 SAN     ?= 0
 
-PKGS    := libpng libcjson libutf8proc
+PKGS    := libpng libcjson libutf8proc zlib
 MODULES := core kernels diffusion textenc unet vae samplers
 
 ifeq ($(PORTABLE),1)
