@@ -143,7 +143,7 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
 }
 
 /* Packed f32 panels [kc][panel] -> bf16 pair panels [(kc+1)/2][panel]. */
-static void panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
+void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                            int kc, int panel, const float *zeros)
 {
     int kc2 = (kc + 1) / 2;
@@ -241,11 +241,11 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
     for (int k0 = 0; k0 < p->K; k0 += t->kc) {
         int kc = p->K - k0 < t->kc ? p->K - k0 : t->kc, kc2 = (kc + 1) / 2;
         gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
-        if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+        if (p->bf16) gemm_panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
         for (int j = 0; j < nt; j += NR) {
             int nv = nt - j < NR ? nt - j : NR;
             gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
-            if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
+            if (p->bf16) gemm_panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
             float *cj = c_at(p, b, m0, n0 + j);
             for (int i = 0; i < mt; i += MR) {
                 int mv = mt - i < MR ? mt - i : MR;

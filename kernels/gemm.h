@@ -98,6 +98,11 @@ void gemm_run(const gemm_problem *p);
 void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,
                int kc, int panel);
 
+/* Packed f32 panels [kc][panel] -> bf16 pair panels [(kc+1)/2][panel];
+ * zeros: `panel` zero floats (the partner of an odd last k). */
+void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
+                         int kc, int panel, const float *zeros);
+
 /* precision flags kept in fm_mat.packed_kind */
 #define FM_PACKED_BF16 1
 

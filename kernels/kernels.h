@@ -110,6 +110,12 @@ void fm_add(float *y, const float *a, const float *b, size_t n);
 void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal);
+/* The same in a given precision: FM_PREC_BF16 rounds Q, K, V and the softmax
+ * weights to bf16 for vdpbf16ps dot products (float accumulation and
+ * softmax); full precision where the CPU lacks AVX512_BF16. */
+void fm_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
+                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                       float scale, int causal, fm_precision prec);
 void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal);

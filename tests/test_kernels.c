@@ -419,6 +419,56 @@ static void attention_run(const attn_case *a)
     fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r);
 }
 
+/* BF16 mode. Two checks: against the reference run on bf16-rounded Q, K, V
+ * (what remains is the rounding of the softmax weights: within 2e-2 of the
+ * output RMS), and against full precision, whose error is dominated by the
+ * rounding of the inputs: within 2e-2 of the largest output. */
+static void attention_bf16_run(const attn_case *a)
+{
+    int dim = a->heads * a->head_dim;
+    float *q = rnd((size_t)a->batch * a->nq * dim, 74), *k = rnd((size_t)a->batch * a->nk * dim, 75);
+    float *v = rnd((size_t)a->batch * a->nk * dim, 76);
+    for (size_t i = 0; i < (size_t)a->batch * a->nq * dim; i++) q[i] *= 4.0f;
+    size_t no = (size_t)a->batch * a->nq * dim;
+    float *o = buf(no), *r = buf(no);
+    float scale = 1.0f / sqrtf((float)a->head_dim);
+    fm_attention_prec(o, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal,
+                      FM_PREC_BF16);
+    fm_attention_ref(r, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    size_t nqk = (size_t)a->batch * a->nk * dim;
+    round_to_bf16(q, no);
+    round_to_bf16(k, nqk);
+    round_to_bf16(v, nqk);
+    float *rr = buf(no);
+    fm_attention_ref(rr, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    double vs_fp32 = 0, vs_rounded = 0, out_max = 0, out_rms = rms(r, no);
+    for (size_t i = 0; i < no; i++) out_max = fmax(out_max, fabs(r[i]));
+    for (size_t i = 0; i < no; i++) {
+        double d1 = fabs((double)o[i] - r[i]) / out_max, d2 = fabs((double)o[i] - rr[i]) / out_rms;
+        if (!(d1 <= vs_fp32)) vs_fp32 = isnan(d1) ? INFINITY : d1;
+        if (!(d2 <= vs_rounded)) vs_rounded = isnan(d2) ? INFINITY : d2;
+    }
+    print_message("  attention b%d %dx%d h%d d%d%s [bf16 mode]: max err vs fp32 %.2e of max |out|, "
+                  "vs rounded inputs %.2e of RMS (tol 2e-2)\n", a->batch, a->nq, a->nk, a->heads,
+                  a->head_dim, a->causal ? " causal" : "", vs_fp32, vs_rounded);
+    assert_true(vs_fp32 <= 2e-2);
+    if (fm_kernel_has_bf16()) assert_true(vs_rounded <= 2e-2); /* else full precision */
+    fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r); fm_free(rr);
+}
+
+static void test_attention_bf16_mode(void **state)
+{
+    (void)state;
+    const attn_case cases[] = {
+        {1, 1100, 1100, 2, 40, 0, 0},
+        {2, 300, 77, 8, 40, 0, 0},
+        {1, 513, 513, 1, 80, 1, 0},
+        {1, 33, 77, 2, 7, 0, 0}, /* odd head dim and key count */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        attention_bf16_run(&cases[i]);
+}
+
 static void test_attention(void **state)
 {
     (void)state;
@@ -513,6 +563,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_bf16_mode),
         cmocka_unit_test(test_data_movement),
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);

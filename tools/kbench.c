@@ -121,12 +121,13 @@ static void run_conv(void *p) { conv_ctx *c = p; fm_conv2d(c->y, c->x, &c->c, c-
 typedef struct { float *y, *x; fm_mat w; int n; const float *bias; } lin_ctx;
 static void run_lin(void *p) { lin_ctx *c = p; fm_linear(c->y, c->x, c->n, &c->w, c->bias); }
 
-typedef struct { float *o, *q, *k, *v; int n, heads, d; } att_ctx;
+typedef struct { float *o, *q, *k, *v; int n, heads, d; fm_precision prec; } att_ctx;
 static void run_att(void *p)
 {
     att_ctx *c = p;
     int dim = c->heads * c->d;
-    fm_attention(c->o, c->q, dim, c->k, c->v, dim, 1, c->n, c->n, c->heads, c->d, 1.0f / sqrtf((float)c->d), 0);
+    fm_attention_prec(c->o, c->q, dim, c->k, c->v, dim, 1, c->n, c->n, c->heads, c->d,
+                      1.0f / sqrtf((float)c->d), 0, c->prec);
 }
 
 typedef struct { float *a, *b, *c; int n; } sq_ctx;
@@ -201,6 +202,11 @@ int main(int argc, char **argv)
     at.q = rnd(na, 10); at.k = rnd(na, 11); at.v = rnd(na, 12); at.o = fm_alloc(sizeof(float) * na);
     report("attention 4096x4096 8 heads x 40, fp32", 4.0 * at.n * at.n * at.heads * at.d,
            median_time(run_att, &at, reps), peak);
+    if (fm_kernel_has_bf16()) {
+        at.prec = FM_PREC_BF16;
+        report("attention 4096x4096 8 heads x 40, bf16", 4.0 * at.n * at.n * at.heads * at.d,
+               median_time(run_att, &at, reps), peak);
+    }
     fm_free(at.q); fm_free(at.k); fm_free(at.v); fm_free(at.o);
     return 0;
 }
