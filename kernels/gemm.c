@@ -55,6 +55,11 @@ static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int
             }
             const float *row = u->x + ((size_t)ci * h + iy) * w;
             int ix0 = u->ox * s + kx - c->pad_l; /* input column of o[0] */
+            if (s == 1 && ix0 >= 0 && ix0 + len <= w) { /* interior: a plain copy */
+                if (len == 32) memcpy(o, row + ix0, 32 * sizeof(float));
+                else memcpy(o, row + ix0, (size_t)len * sizeof(float));
+                continue;
+            }
             int t0 = ix0 >= 0 ? 0 : (-ix0 + s - 1) / s;          /* first t with ix >= 0 */
             int t1 = ix0 >= w ? 0 : (w - 1 - ix0) / s + 1;       /* first t with ix >= w */
             if (t1 > len) t1 = len;

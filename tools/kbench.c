@@ -140,6 +140,8 @@ static uint16_t *to_f16(const float *f, size_t n)
     return h;
 }
 
+static int g_reps = 3;
+
 static void report(const char *what, double flops, timing t, double peak)
 {
     double g = flops / t.wall * 1e-9, gc = flops / t.cpu * 1e-9;
@@ -147,11 +149,31 @@ static void report(const char *what, double flops, timing t, double peak)
            t.cpu * 1e3, gc, 100.0 * gc / peak);
 }
 
+/* 3x3 pad 1 conv, ch -> ch on an hw x hw map, F16 weights. */
+static void bench_conv(int ch, int hw, int n, int bf16, double peak)
+{
+    conv_ctx cv = {.n = n, .h = hw, .w = hw};
+    cv.c = (fm_conv){.cin = ch, .cout = ch, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    size_t nw = (size_t)ch * ch * 9, nx = (size_t)n * ch * hw * hw;
+    float *wf = rnd(nw, 4);
+    cv.c.w = (fm_mat){.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = ch, .cols = ch * 9};
+    cv.c.bias = rnd(ch, 5);
+    fm_mat_pack(&cv.c.w, bf16 ? FM_PREC_BF16 : FM_PREC_FP32);
+    cv.x = rnd(nx, 6);
+    cv.y = fm_alloc(sizeof(float) * nx);
+    char what[96];
+    snprintf(what, sizeof what, "conv3x3 %d->%d %dx%d b%d F16 w, %s", ch, ch, hw, hw, n, bf16 ? "bf16" : "fp32");
+    report(what, 2.0 * nw * hw * hw * n, median_time(run_conv, &cv, g_reps), peak);
+    fm_mat_release(&cv.c.w);
+    fm_free((void *)cv.c.w.data); fm_free(wf); fm_free((void *)cv.c.bias); fm_free(cv.x); fm_free(cv.y);
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 3;
     if (reps < 1) reps = 1;
     if (reps > 15) reps = 15;
+    g_reps = reps;
     if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(2);
     printf("kernels: %s%s, %d threads\n", fm_isa_name(fm_kernel_isa()), fm_kernel_has_bf16() ? " +bf16" : "",
            omp_get_max_threads());
@@ -170,19 +192,11 @@ int main(int argc, char **argv)
             printf("bf16 mode: no native bf16 on this CPU (falls back to fp32)\n");
             break;
         }
+        bench_conv(320, 64, 2, prec, peak);  /* U-Net level 1, batch 2 (CFG) */
+        bench_conv(1280, 16, 2, prec, peak); /* U-Net level 3: the weights dominate */
+        bench_conv(128, 256, 1, prec, peak); /* VAE decoder, last levels */
         char what[96];
-        /* 3x3 conv, 320 channels, 64x64, batch 2 (CFG) */
-        conv_ctx cv = {.n = 2, .h = 64, .w = 64};
-        cv.c = (fm_conv){.cin = 320, .cout = 320, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
-        float *wf = rnd((size_t)320 * 2880, 4);
-        cv.c.w = (fm_mat){.data = to_f16(wf, (size_t)320 * 2880), .dtype = FM_DT_F16, .rows = 320, .cols = 2880};
-        cv.c.bias = rnd(320, 5);
-        fm_mat_pack(&cv.c.w, prec ? FM_PREC_BF16 : FM_PREC_FP32);
-        cv.x = rnd((size_t)2 * 320 * 4096, 6); cv.y = fm_alloc(sizeof(float) * 2 * 320 * 4096);
-        snprintf(what, sizeof what, "conv3x3 320->320 64x64 b2 F16 w, %s", mode);
-        report(what, 2.0 * 320 * 2880 * 4096 * 2, median_time(run_conv, &cv, reps), peak);
-        fm_mat_release(&cv.c.w);
-        fm_free((void *)cv.c.w.data); fm_free(wf); fm_free((void *)cv.c.bias); fm_free(cv.x); fm_free(cv.y);
+        float *wf;
 
         /* linear 8192 tokens x 320 -> 1280 */
         lin_ctx ln = {.n = 8192};
