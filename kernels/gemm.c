@@ -177,22 +177,24 @@ static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threa
     tiling t;
     int slices = (p->K + a->kc - 1) / a->kc;
     t.kc = slices ? round_up((p->K + slices - 1) / slices, 2) : a->kc;
-    /* Big tiles repack less (a task packs its A rows and B columns once per
-     * K slice); enough tasks keep every thread busy to the end. */
-    t.mt = round_up(p->M, a->mr);
-    if (t.mt > a->mc) t.mt = a->mc;
-    t.nt = round_up(p->N, a->nr);
-    if (t.nt > 64 * a->nr) t.nt = 64 * a->nr;
-    for (;;) {
-        t.tm = (p->M + t.mt - 1) / t.mt;
-        t.tn = (p->N + t.nt - 1) / t.nt;
-        long tasks = (long)t.tm * t.tn * p->batch;
-        if (tasks >= 4L * threads || (threads == 1 && t.nt <= 24 * a->nr)) break;
-        if (t.nt >= t.mt && t.nt > 4 * a->nr) t.nt = round_up(t.nt / 2, a->nr);
-        else if (t.mt > 2 * a->mr) t.mt = round_up(t.mt / 2, a->mr);
-        else if (t.nt > a->nr) t.nt = round_up(t.nt / 2, a->nr);
+    /* Big tiles repack less (a task packs its A rows once per K slice and
+     * its B panels once); enough tasks keep every thread busy to the end.
+     * Tiles split their dimension evenly, in whole panels. */
+    int m_panels = (p->M + a->mr - 1) / a->mr, n_panels = (p->N + a->nr - 1) / a->nr;
+    int tm = (m_panels + a->mc / a->mr - 1) / (a->mc / a->mr), tn = (n_panels + 63) / 64;
+    while ((long)tm * tn * p->batch < 4L * threads) {
+        int nt = (n_panels + tn - 1) / tn, mt = (m_panels + tm - 1) / tm;
+        if (nt >= 8 && nt * a->nr >= mt * a->mr) tn *= 2;
+        else if (mt >= 4) tm *= 2;
+        else if (nt >= 2) tn *= 2;
         else break;
     }
+    if (tm > m_panels) tm = m_panels;
+    if (tn > n_panels) tn = n_panels;
+    t.mt = (m_panels + tm - 1) / tm * a->mr;
+    t.nt = (n_panels + tn - 1) / tn * a->nr;
+    t.tm = (p->M + t.mt - 1) / t.mt;
+    t.tn = (p->N + t.nt - 1) / t.nt;
     return t;
 }
 
