@@ -479,6 +479,7 @@ static void test_attention(void **state)
         {1, 1100, 1100, 1, 24, 1, 5},  /* long causal */
         {1, 130, 200, 2, 80, 1, 0},    /* causal, nq < nk */
         {1, 70, 77, 1, 160, 0, 3},
+        {1, 300, 300, 1, 512, 0, 0},   /* VAE mid-block: one 512-wide head */
         {2, 33, 5, 4, 8, 0, 1},        /* tiny heads */
         {1, 1, 1, 1, 1, 0, 0},
     };
