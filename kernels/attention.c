@@ -84,9 +84,8 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
     for (int j0 = 0; j0 < key_end; j0 += j->kb) {
         int kb = key_end - j0 < j->kb ? key_end - j0 : j->kb;
         if (j->bf16) {
-            memset(s->st, 0, sizeof(float) * kb * NR);
             for (int i = 0; i < kb; i += MR)
-                a->bf16(d2, kp2 + (size_t)(j0 + i) * d2, s->qt2, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR);
+                a->bf16(d2, kp2 + (size_t)(j0 + i) * d2, s->qt2, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
         } else {
             for (int i = 0; i < kb; i += MR)
                 a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
@@ -102,7 +101,7 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
             gemm_panels_to_bf16(a, s->pt2, s->st, 1, kb, NR, j->zeros);
             for (int e = 0; e < d; e += MR)
                 a->bf16((kb + 1) / 2, vp2 + (size_t)e * nk2 + (size_t)(j0 / 2) * MR, s->pt2, s->ot + (size_t)e * NR, NR,
-                        d - e < MR ? d - e : MR, NR);
+                        d - e < MR ? d - e : MR, NR, 1);
         } else {
             for (int e = 0; e < d; e += MR)
                 a->f32(kb, vp + (size_t)e * j->nk + (size_t)j0 * MR, s->st, s->ot + (size_t)e * NR, NR,

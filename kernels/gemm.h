@@ -23,7 +23,7 @@ typedef void (*fm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *
 /* The same with bf16 pairs: Ap [kc2][MR] and Bp [kc2][NR], each uint32 holding
  * (k even, k odd) as bf16, accumulated in float. */
 typedef void (*fm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,
-                                ptrdiff_t ldc, int mv, int nv);
+                                ptrdiff_t ldc, int mv, int nv, int acc);
 /* Two packed f32 rows (k even, k odd) of n floats -> n bf16 pairs. */
 typedef void (*fm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
 

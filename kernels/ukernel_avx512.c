@@ -66,9 +66,8 @@ static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdif
     STORE_TILE();
 }
 
-static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv)
+static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
-    const int acc = 1;
     __m512 c[Z_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
     PREFETCH_C();

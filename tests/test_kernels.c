@@ -196,6 +196,7 @@ static void test_linear(void **state)
         linear_case(130, 320, 97, dts[d], 1, FM_PREC_AUTO);
         linear_case(129, 321, 130, dts[d], 1, FM_PREC_FP32);
         linear_case(300, 640, 1280, dts[d], 1, FM_PREC_AUTO);
+        linear_case(1000, 96, 70, dts[d], 1, FM_PREC_AUTO); /* weights shared by many row tiles */
     }
 }
 
@@ -205,6 +206,7 @@ static void test_linear_bf16_mode(void **state)
     linear_case(77, 45, 33, FM_DT_F32, 1, FM_PREC_BF16);
     linear_case(130, 320, 97, FM_DT_F16, 1, FM_PREC_BF16);
     linear_case(300, 1281, 133, FM_DT_BF16, 0, FM_PREC_BF16);
+    linear_case(1000, 321, 70, FM_DT_F16, 1, FM_PREC_BF16);
 }
 
 /* ---- convolution ---- */
