@@ -1,14 +1,17 @@
 /* kernels-private: the packed, blocked GEMM engine behind fm_sgemm,
  * fm_linear, fm_conv2d and fm_attention.
  *
- * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style: per task (a tile of C)
- * and per KC slice of K, B is packed into NR-wide column panels
- * (panel[k][NR]) and A, MC rows at a time, into MR-high row panels
- * (panel[k][MR]); a register-blocked micro-kernel multiplies one A panel by
- * one B panel. Packing gathers from whatever the operand really is (a
- * row-major matrix, a transposed one, an F16/BF16 weight matrix, or an
- * implicit im2col of a feature map), so nothing larger than a packed block
- * (KC x MC and KC x NC floats per thread) is ever materialised. */
+ * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style. The C matrix is cut
+ * into tasks (tiles of at most MC rows, split evenly, run by OpenMP threads
+ * with dynamic scheduling; tiles are disjoint, so no false sharing). Per task
+ * and per KC slice of K, the tile's A rows are packed into MR-high panels
+ * (panel[k][MR], kept in L2), then each NR-wide B panel (panel[k][NR]) is
+ * packed just before use (kept in L1) and swept by every A panel with a
+ * register-blocked micro-kernel. Packing gathers from whatever the operand
+ * really is (a row-major matrix, a transposed one, an F16/BF16 weight matrix,
+ * or an implicit im2col of a feature map), so nothing larger than a packed
+ * block is materialised per thread; weight operands that several tasks would
+ * repack are packed once per call and shared (at most 16 MiB). */
 #ifndef FM_KERNELS_GEMM_H
 #define FM_KERNELS_GEMM_H
 
