@@ -516,6 +516,19 @@ static void test_data_movement(void **state)
     assert_true(t[(size_t)(1 * hw + 4) * (ca + cb) + 6] == cat[((size_t)1 * (ca + cb) + 6) * hw + 4]);
     fm_nhwc_to_nchw(back, t, n, ca + cb, hw);
     assert_memory_equal(back, cat, sizeof(float) * n * (ca + cb) * hw);
+    {
+        int tn = 2, tc = 70, thw = 33 * 35; /* not multiples of the 32 x 32 tiles */
+        size_t len = (size_t)tn * tc * thw;
+        float *src = rnd(len, 85), *dst = buf(len), *rt = buf(len);
+        fm_nchw_to_nhwc(dst, src, tn, tc, thw);
+        for (int b = 0; b < tn; b++)
+            for (int ch = 0; ch < tc; ch++)
+                for (int p = 0; p < thw; p++)
+                    assert_true(dst[((size_t)b * thw + p) * tc + ch] == src[((size_t)b * tc + ch) * thw + p]);
+        fm_nhwc_to_nchw(rt, dst, tn, tc, thw);
+        assert_memory_equal(rt, src, sizeof(float) * len);
+        fm_free(src); fm_free(dst); fm_free(rt);
+    }
 
     fm_mat m = make_mat(4, 9, FM_DT_F16, 84);
     float row[9], want[9];
