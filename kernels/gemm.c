@@ -233,9 +233,10 @@ typedef struct gemm_bufs {
     float *stage;       /* f32 staging for the shared bf16 weights */
 } gemm_bufs;
 
-/* A weight operand (OP_MAT) that several tasks would each pack is packed once
+/* An operand (weights, mostly) that several tasks would each pack is packed once
  * per call instead, shared by all threads: per K slice, all its panels, in
- * f32 or bf16 pairs. Slice k0 starts at k0 * rows_pad floats (k0/2 pairs). */
+ * f32 or bf16 pairs. Slice k0 starts at k0 * rows_pad floats (k0/2 pairs).
+ * Any operand that does not change with the batch item can be shared. */
 typedef struct shared_pack {
     int on, width, rows_pad;
     float *f;
@@ -348,10 +349,11 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
     }
 }
 
-static void shared_plan(shared_pack *sp, const gemm_operand *op, int rows, int width, int K, int repacks, int bf16)
+static void shared_plan(shared_pack *sp, const gemm_operand *op, int batch, int rows, int width, int K,
+                        int repacks, int bf16)
 {
     sp->on = 0;
-    if (op->kind != OP_MAT || repacks < 2) return;
+    if (repacks < 2 || (op->kind != OP_MAT && batch > 1)) return; /* only what all tasks see alike */
     sp->width = width;
     sp->rows_pad = round_up(rows, width);
     size_t bytes = (size_t)sp->rows_pad * (bf16 ? (size_t)(K + 1) / 2 * 4 + 4 * 1 : (size_t)K * 4) + 64;
@@ -380,10 +382,14 @@ void gemm_run(const gemm_problem *p)
     size_t a_sz = (size_t)round_up(t.mt, arch->mr) * t.kc, b_sz = (size_t)arch->nr * t.kc;
     shared_pack sa = {0}, sb = {0};
     if (q.K > 0) {
-        /* Measured: sharing pays for B-side weights (fm_linear) and in bf16
-         * mode; an f32 A block (conv weights) is better packed per task. */
-        if (q.bf16) shared_plan(&sa, &q.a, q.M, arch->mr, q.K, t.tn * q.batch, q.bf16);
-        shared_plan(&sb, &q.b, q.N, arch->nr, q.K, t.tm * q.batch, q.bf16);
+        /* Measured: sharing pays in bf16 mode (half the bytes, and each
+         * pack converts twice), and in f32 for F16/BF16 weights on the B side
+         * (fm_linear). Other f32 operands are faster packed per task: the
+         * micro-kernel then reads fresh panels from L1/L2, not a large
+         * shared buffer from L3. */
+        int b_converts = q.b.kind == OP_MAT && q.b.mat->dtype != FM_DT_F32;
+        if (q.bf16) shared_plan(&sa, &q.a, q.batch, q.M, arch->mr, q.K, t.tn * q.batch, 1);
+        if (q.bf16 || b_converts) shared_plan(&sb, &q.b, q.batch, q.N, arch->nr, q.K, t.tm * q.batch, q.bf16);
     }
     int wmax = arch->mr > arch->nr ? arch->mr : arch->nr, shared_failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
