@@ -24,10 +24,17 @@ typedef struct attn_job {
     int causal;
     const gemm_arch *arch;
     int nk_pad, d_pad, kb;   /* keys rounded to MR, dims rounded to MR, keys per block */
-    float *kp, *vp;          /* packed K and V^T for every (batch, head) */
+    float *kp;               /* packed K and V^T for every (batch, head) */
+    int bf16;                /* also as bf16 pairs, and the products in bf16 */
+    uint32_t *kp2;
+    const float *zeros;
 } attn_job;
 
 static size_t kv_pack_size(const attn_job *j) { return (size_t)j->nk_pad * j->d + (size_t)j->d_pad * j->nk; }
+static size_t kv_pack_size2(const attn_job *j)
+{
+    return (size_t)j->nk_pad * ((j->d + 1) / 2) + (size_t)j->d_pad * ((j->nk + 1) / 2);
+}
 
 static void pack_kv(const attn_job *j, int b, int h)
 {
@@ -39,10 +46,17 @@ static void pack_kv(const attn_job *j, int b, int h)
     gemm_pack(&k, 0, j->nk, kp, 0, j->nk_pad, 0, j->d, a->mr);     /* [key panel][d][MR] */
     if (j->nk > 0)
         gemm_pack(&vt, 0, j->d, vp, 0, j->d_pad, 0, j->nk, a->mr); /* [dim panel][nk][MR] */
+    if (j->bf16) {
+        uint32_t *kp2 = j->kp2 + ((size_t)b * j->heads + h) * kv_pack_size2(j);
+        uint32_t *vp2 = kp2 + (size_t)j->nk_pad * ((j->d + 1) / 2);
+        gemm_panels_to_bf16(a, kp2, kp, j->nk_pad / a->mr, j->d, a->mr, j->zeros);
+        gemm_panels_to_bf16(a, vp2, vp, j->d_pad / a->mr, j->nk, a->mr, j->zeros);
+    }
 }
 
 typedef struct attn_scratch {
     float *qt, *st, *ot, *m, *l, *corr;
+    uint32_t *qt2, *pt2; /* bf16 mode: Q^T and P^T as pairs */
 } attn_scratch;
 
 /* Queries q0..q0+NR of (b, h). */
@@ -54,6 +68,13 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
     const float *kp = j->kp + ((size_t)b * j->heads + h) * kv_pack_size(j), *vp = kp + (size_t)j->nk_pad * d;
     gemm_operand q = {.kind = OP_ROWS, .p = j->q + (size_t)b * j->nq * j->q_stride + (size_t)h * d, .ld = j->q_stride};
     gemm_pack(&q, 0, j->nq, s->qt, q0, NR, 0, d, NR); /* Q^T block [d][NR] */
+    int d2 = (d + 1) / 2, nk2 = (j->nk + 1) / 2;
+    const uint32_t *kp2 = NULL, *vp2 = NULL;
+    if (j->bf16) {
+        kp2 = j->kp2 + ((size_t)b * j->heads + h) * kv_pack_size2(j);
+        vp2 = kp2 + (size_t)j->nk_pad * d2;
+        gemm_panels_to_bf16(a, s->qt2, s->qt, 1, d, NR, j->zeros);
+    }
     memset(s->ot, 0, sizeof(float) * j->d_pad * NR);
     for (int c = 0; c < NR; c++) { s->m[c] = -FLT_MAX; s->l[c] = 0.0f; }
 
@@ -62,8 +83,13 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
     if (j->causal && q0 + qv < key_end) key_end = q0 + qv;
     for (int j0 = 0; j0 < key_end; j0 += j->kb) {
         int kb = key_end - j0 < j->kb ? key_end - j0 : j->kb;
-        for (int i = 0; i < kb; i += MR)
-            a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
+        if (j->bf16) {
+            for (int i = 0; i < kb; i += MR)
+                a->bf16(d2, kp2 + (size_t)(j0 + i) * d2, s->qt2, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
+        } else {
+            for (int i = 0; i < kb; i += MR)
+                a->f32(d, kp + (size_t)(j0 + i) * d, s->qt, s->st + (size_t)i * NR, NR, kb - i < MR ? kb - i : MR, NR, 0);
+        }
         if (j->causal && j0 + kb - 1 > q0) /* keys past a query's own position */
             for (int r = 0; r < kb; r++)
                 for (int c = 0; c < NR; c++)
@@ -71,9 +97,16 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
         a->softmax_cols(s->st, kb, j->scale, s->m, s->l, s->corr);
         for (int e = 0; e < j->d_pad; e++)
             for (int c = 0; c < NR; c++) s->ot[e * NR + c] *= s->corr[c];
-        for (int e = 0; e < d; e += MR)
-            a->f32(kb, vp + (size_t)e * j->nk + (size_t)j0 * MR, s->st, s->ot + (size_t)e * NR, NR,
-                   d - e < MR ? d - e : MR, NR, 1);
+        if (j->bf16) { /* j0 is even (kb is), so key pairs line up */
+            gemm_panels_to_bf16(a, s->pt2, s->st, 1, kb, NR, j->zeros);
+            for (int e = 0; e < d; e += MR)
+                a->bf16((kb + 1) / 2, vp2 + (size_t)e * nk2 + (size_t)(j0 / 2) * MR, s->pt2, s->ot + (size_t)e * NR, NR,
+                        d - e < MR ? d - e : MR, NR, 1);
+        } else {
+            for (int e = 0; e < d; e += MR)
+                a->f32(kb, vp + (size_t)e * j->nk + (size_t)j0 * MR, s->st, s->ot + (size_t)e * NR, NR,
+                       d - e < MR ? d - e : MR, NR, 1);
+        }
     }
     int od = j->heads * d;
     for (int c = 0; c < qv; c++) {
@@ -86,6 +119,14 @@ void fm_attention(float *out, const float *q, int q_stride, const float *k, cons
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal)
 {
+    fm_attention_prec(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale,
+                      causal, FM_PREC_FP32);
+}
+
+void fm_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
+                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                       float scale, int causal, fm_precision prec)
+{
     if (batch <= 0 || nq <= 0 || heads <= 0 || head_dim <= 0) return;
     const gemm_arch *a = gemm_arch_get();
     attn_job j = {
@@ -93,15 +134,23 @@ void fm_attention(float *out, const float *q, int q_stride, const float *k, cons
         .batch = batch, .nq = nq, .nk = nk, .heads = heads, .d = head_dim, .scale = scale,
         .causal = causal, .arch = a,
         .nk_pad = (nk + a->mr - 1) / a->mr * a->mr, .d_pad = (head_dim + a->mr - 1) / a->mr * a->mr,
-        .kb = KB_TARGET / a->mr * a->mr,
+        .kb = KB_TARGET / a->mr * a->mr / 2 * 2,
+        .bf16 = prec == FM_PREC_BF16 && a->bf16,
     };
+    static const float zeros[64];
+    j.zeros = zeros;
     if (nk <= 0) { /* softmax over nothing: define the output as zero */
         for (size_t i = 0; i < (size_t)batch * nq; i++)
             memset(out + i * heads * head_dim, 0, sizeof(float) * heads * head_dim);
         return;
     }
     j.kp = fm_alloc(sizeof(float) * kv_pack_size(&j) * batch * heads);
+    if (j.bf16) {
+        j.kp2 = fm_alloc(sizeof(uint32_t) * kv_pack_size2(&j) * batch * heads);
+        if (!j.kp2) j.bf16 = 0;
+    }
     if (!j.kp) {
+        fm_free(j.kp2);
         fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
         return;
     }
@@ -116,13 +165,17 @@ void fm_attention(float *out, const float *q, int q_stride, const float *k, cons
         for (int t = 0; t < bh; t++) pack_kv(&j, t / heads, t % heads);
         int NR = a->nr;
         attn_scratch s;
-        float *mem = fm_alloc(sizeof(float) * ((size_t)head_dim * NR + (size_t)j.kb * NR + (size_t)j.d_pad * NR + 3 * 64));
+        size_t d2 = (size_t)(head_dim + 1) / 2, kb2 = (size_t)(j.kb + 1) / 2;
+        float *mem = fm_alloc(sizeof(float) * ((size_t)head_dim * NR + (size_t)j.kb * NR + (size_t)j.d_pad * NR + 3 * 64 +
+                                               (d2 + kb2) * NR));
         s.qt = mem;
         s.st = s.qt + (size_t)head_dim * NR;
         s.ot = s.st + (size_t)j.kb * NR;
         s.m = s.ot + (size_t)j.d_pad * NR;
         s.l = s.m + 64;
         s.corr = s.l + 64;
+        s.qt2 = (uint32_t *)(s.corr + 64);
+        s.pt2 = s.qt2 + d2 * NR;
 #pragma omp for schedule(dynamic, 4)
         for (long t = 0; t < tasks; t++) {
             int bhi = (int)(t / qblocks), qb = (int)(t % qblocks);
@@ -135,6 +188,7 @@ void fm_attention(float *out, const float *q, int q_stride, const float *k, cons
         fm_free(mem);
     }
     fm_free(j.kp);
+    fm_free(j.kp2);
     if (failed) /* out of memory for a few KiB of scratch: slow but right */
         fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
 }

@@ -55,6 +55,11 @@ static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int
             }
             const float *row = u->x + ((size_t)ci * h + iy) * w;
             int ix0 = u->ox * s + kx - c->pad_l; /* input column of o[0] */
+            if (s == 1 && ix0 >= 0 && ix0 + len <= w) { /* interior: a plain copy */
+                if (len == 32) memcpy(o, row + ix0, 32 * sizeof(float));
+                else memcpy(o, row + ix0, (size_t)len * sizeof(float));
+                continue;
+            }
             int t0 = ix0 >= 0 ? 0 : (-ix0 + s - 1) / s;          /* first t with ix >= 0 */
             int t1 = ix0 >= w ? 0 : (w - 1 - ix0) / s + 1;       /* first t with ix >= w */
             if (t1 > len) t1 = len;
@@ -143,7 +148,7 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
 }
 
 /* Packed f32 panels [kc][panel] -> bf16 pair panels [(kc+1)/2][panel]. */
-static void panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
+void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                            int kc, int panel, const float *zeros)
 {
     int kc2 = (kc + 1) / 2;
@@ -172,22 +177,24 @@ static tiling choose_tiling(const gemm_problem *p, const gemm_arch *a, int threa
     tiling t;
     int slices = (p->K + a->kc - 1) / a->kc;
     t.kc = slices ? round_up((p->K + slices - 1) / slices, 2) : a->kc;
-    /* Big tiles repack less (a task packs its A rows and B columns once per
-     * K slice); enough tasks keep every thread busy to the end. */
-    t.mt = round_up(p->M, a->mr);
-    if (t.mt > a->mc) t.mt = a->mc;
-    t.nt = round_up(p->N, a->nr);
-    if (t.nt > 64 * a->nr) t.nt = 64 * a->nr;
-    for (;;) {
-        t.tm = (p->M + t.mt - 1) / t.mt;
-        t.tn = (p->N + t.nt - 1) / t.nt;
-        long tasks = (long)t.tm * t.tn * p->batch;
-        if (tasks >= 4L * threads || (threads == 1 && t.nt <= 24 * a->nr)) break;
-        if (t.nt >= t.mt && t.nt > 4 * a->nr) t.nt = round_up(t.nt / 2, a->nr);
-        else if (t.mt > 2 * a->mr) t.mt = round_up(t.mt / 2, a->mr);
-        else if (t.nt > a->nr) t.nt = round_up(t.nt / 2, a->nr);
+    /* Big tiles repack less (a task packs its A rows once per K slice and
+     * its B panels once); enough tasks keep every thread busy to the end.
+     * Tiles split their dimension evenly, in whole panels. */
+    int m_panels = (p->M + a->mr - 1) / a->mr, n_panels = (p->N + a->nr - 1) / a->nr;
+    int tm = (m_panels + a->mc / a->mr - 1) / (a->mc / a->mr), tn = (n_panels + 63) / 64;
+    while ((long)tm * tn * p->batch < 4L * threads) {
+        int nt = (n_panels + tn - 1) / tn, mt = (m_panels + tm - 1) / tm;
+        if (nt >= 8 && nt * a->nr >= mt * a->mr) tn *= 2;
+        else if (mt >= 4) tm *= 2;
+        else if (nt >= 2) tn *= 2;
         else break;
     }
+    if (tm > m_panels) tm = m_panels;
+    if (tn > n_panels) tn = n_panels;
+    t.mt = (m_panels + tm - 1) / tm * a->mr;
+    t.nt = (n_panels + tn - 1) / tn * a->nr;
+    t.tm = (p->M + t.mt - 1) / t.mt;
+    t.tn = (p->N + t.nt - 1) / t.nt;
     return t;
 }
 
@@ -223,40 +230,137 @@ typedef struct gemm_bufs {
     float *a, *b;       /* f32 packed blocks */
     uint32_t *a2, *b2;  /* bf16 pair blocks */
     float *zeros;
+    float *stage;       /* f32 staging for the shared bf16 weights */
 } gemm_bufs;
+
+/* An operand (weights, mostly) that several tasks would each pack is packed once
+ * per call instead, shared by all threads: per K slice, all its panels, in
+ * f32 or bf16 pairs. Slice k0 starts at k0 * rows_pad floats (k0/2 pairs).
+ * Any operand that does not change with the batch item can be shared. */
+typedef struct shared_pack {
+    int on, width, rows_pad;
+    float *f;
+    uint32_t *u;
+} shared_pack;
+
+/* bytes; larger weights are packed per task. Kept below glibc's largest mmap
+ * threshold (32 MiB) so the buffer is reused from the heap, not page-faulted
+ * in again on every call. */
+#define SHARED_MAX ((size_t)16 << 20)
+#define STAGE_PANELS 8
+
+static const float *shared_f32(const shared_pack *sp, int k0, int kc, int row0)
+{
+    return sp->f + (size_t)k0 * sp->rows_pad + (size_t)row0 * kc;
+}
+static const uint32_t *shared_bf16(const shared_pack *sp, int k0, int kc, int row0)
+{
+    return sp->u + (size_t)(k0 / 2) * sp->rows_pad + (size_t)row0 * ((kc + 1) / 2);
+}
+
+/* Packs this thread's share of sp; returns 0 when it lacked scratch. */
+static int shared_fill(const gemm_problem *p, const gemm_arch *arch, const tiling *t, const gemm_operand *op,
+                       int rows, const shared_pack *sp, gemm_bufs *bf)
+{
+    int ok = 1;
+    int panels = sp->rows_pad / sp->width, chunks = (panels + STAGE_PANELS - 1) / STAGE_PANELS;
+    int slices = (p->K + t->kc - 1) / t->kc;
+#pragma omp for schedule(dynamic, 1)
+    for (long u = 0; u < (long)slices * chunks; u++) {
+        int k0 = (int)(u / chunks) * t->kc, kc = p->K - k0 < t->kc ? p->K - k0 : t->kc;
+        int p0 = (int)(u % chunks) * STAGE_PANELS, np = panels - p0 < STAGE_PANELS ? panels - p0 : STAGE_PANELS;
+        int row0 = p0 * sp->width;
+        if (p->bf16) {
+            if (!bf->stage || !bf->zeros) {
+                ok = 0;
+                continue;
+            }
+            gemm_pack(op, 0, rows, bf->stage, row0, np * sp->width, k0, kc, sp->width);
+            gemm_panels_to_bf16(arch, (uint32_t *)shared_bf16(sp, k0, kc, row0), bf->stage, np, kc, sp->width,
+                                bf->zeros);
+        } else {
+            gemm_pack(op, 0, rows, (float *)shared_f32(sp, k0, kc, row0), row0, np * sp->width, k0, kc, sp->width);
+        }
+    }
+    return ok;
+}
+
+static void add_bias_tile(const gemm_problem *p, float *c, int m0, int mv, int n0, int nv)
+{
+    for (int i = 0; i < mv; i++) {
+        float *ci = c + (ptrdiff_t)i * p->ldc, bm = p->bias_m ? p->bias_m[m0 + i] : 0.0f;
+        if (p->bias_n)
+            for (int j = 0; j < nv; j++) ci[j] += bm + p->bias_n[n0 + j];
+        else
+            for (int j = 0; j < nv; j++) ci[j] += bm;
+    }
+}
 
 /* One task: the C tile m0..m0+mt x n0..n0+nt. Per K slice the tile's A rows
  * are packed once (kept in L2), then each NR-wide B panel is packed just
- * before use (kept in L1) and swept by every A panel. */
+ * before use (kept in L1) and swept by every A panel. With beta 0, the first
+ * slice overwrites C and the bias is added to each micro-tile after the last
+ * slice, while it is in cache (C is written once, not initialised first). */
 static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling *t, long task,
-                     gemm_bufs *bf)
+                     gemm_bufs *bf, const shared_pack *sa, const shared_pack *sb)
 {
     int b = (int)(task / ((long)t->tm * t->tn));
     long r = task % ((long)t->tm * t->tn);
     int m0 = (int)(r / t->tn) * t->mt, n0 = (int)(r % t->tn) * t->nt;
     int mt = p->M - m0 < t->mt ? p->M - m0 : t->mt, nt = p->N - n0 < t->nt ? p->N - n0 : t->nt;
     int MR = arch->mr, NR = arch->nr, mt_pad = round_up(mt, MR);
+    int direct = p->beta == 0.0f && p->K > 0, bias = p->bias_m || p->bias_n;
 
-    init_c_tile(p, b, m0, mt, n0, nt, NR);
+    if (!direct) init_c_tile(p, b, m0, mt, n0, nt, NR);
     for (int k0 = 0; k0 < p->K; k0 += t->kc) {
         int kc = p->K - k0 < t->kc ? p->K - k0 : t->kc, kc2 = (kc + 1) / 2;
-        gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
-        if (p->bf16) panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+        int acc = !direct || k0 > 0, last = k0 + kc >= p->K;
+        const float *ap = bf->a;
+        const uint32_t *ap2 = bf->a2;
+        if (sa->on) {
+            ap = p->bf16 ? NULL : shared_f32(sa, k0, kc, m0);
+            ap2 = p->bf16 ? shared_bf16(sa, k0, kc, m0) : NULL;
+        } else {
+            gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
+            if (p->bf16) gemm_panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+        }
         for (int j = 0; j < nt; j += NR) {
             int nv = nt - j < NR ? nt - j : NR;
-            gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
-            if (p->bf16) panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
+            const float *bp = bf->b;
+            const uint32_t *bp2 = bf->b2;
+            if (sb->on) {
+                bp = p->bf16 ? NULL : shared_f32(sb, k0, kc, n0 + j);
+                bp2 = p->bf16 ? shared_bf16(sb, k0, kc, n0 + j) : NULL;
+            } else {
+                gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
+                if (p->bf16) gemm_panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
+            }
             float *cj = c_at(p, b, m0, n0 + j);
             for (int i = 0; i < mt; i += MR) {
                 int mv = mt - i < MR ? mt - i : MR;
                 float *ct = cj + (ptrdiff_t)i * p->ldc;
                 if (p->bf16)
-                    arch->bf16(kc2, bf->a2 + (size_t)i * kc2, bf->b2, ct, p->ldc, mv, nv);
+                    arch->bf16(kc2, ap2 + (size_t)i * kc2, bp2, ct, p->ldc, mv, nv, acc);
                 else
-                    arch->f32(kc, bf->a + (size_t)i * kc, bf->b, ct, p->ldc, mv, nv, 1);
+                    arch->f32(kc, ap + (size_t)i * kc, bp, ct, p->ldc, mv, nv, acc);
+                if (direct && last && bias) add_bias_tile(p, ct, m0 + i, mv, n0 + j, nv);
             }
         }
     }
+}
+
+static void shared_plan(shared_pack *sp, const gemm_operand *op, int batch, int rows, int width, int K,
+                        int repacks, int bf16)
+{
+    sp->on = 0;
+    if (repacks < 2 || (op->kind != OP_MAT && batch > 1)) return; /* only what all tasks see alike */
+    sp->width = width;
+    sp->rows_pad = round_up(rows, width);
+    size_t bytes = (size_t)sp->rows_pad * (bf16 ? (size_t)(K + 1) / 2 * 4 + 4 * 1 : (size_t)K * 4) + 64;
+    if (bytes > SHARED_MAX) return;
+    if (bf16) sp->u = fm_alloc((size_t)sp->rows_pad * ((size_t)K / 2 + 1) * sizeof(uint32_t));
+    else sp->f = fm_alloc((size_t)sp->rows_pad * (size_t)K * sizeof(float));
+    sp->on = (bf16 ? (void *)sp->u : (void *)sp->f) != NULL;
 }
 
 void gemm_run(const gemm_problem *p)
@@ -276,6 +380,18 @@ void gemm_run(const gemm_problem *p)
     tiling t = choose_tiling(&q, arch, threads);
     long tasks = (long)t.tm * t.tn * q.batch;
     size_t a_sz = (size_t)round_up(t.mt, arch->mr) * t.kc, b_sz = (size_t)arch->nr * t.kc;
+    shared_pack sa = {0}, sb = {0};
+    if (q.K > 0) {
+        /* Measured: sharing pays in bf16 mode (half the bytes, and each
+         * pack converts twice), and in f32 for F16/BF16 weights on the B side
+         * (fm_linear). Other f32 operands are faster packed per task: the
+         * micro-kernel then reads fresh panels from L1/L2, not a large
+         * shared buffer from L3. */
+        int b_converts = q.b.kind == OP_MAT && q.b.mat->dtype != FM_DT_F32;
+        if (q.bf16) shared_plan(&sa, &q.a, q.batch, q.M, arch->mr, q.K, t.tn * q.batch, 1);
+        if (q.bf16 || b_converts) shared_plan(&sb, &q.b, q.batch, q.N, arch->nr, q.K, t.tm * q.batch, q.bf16);
+    }
+    int wmax = arch->mr > arch->nr ? arch->mr : arch->nr, shared_failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
     {
         gemm_bufs bf = {0};
@@ -284,16 +400,34 @@ void gemm_run(const gemm_problem *p)
         if (q.bf16) {
             bf.a2 = fm_alloc(sizeof(uint32_t) * (a_sz / 2 + t.mt + arch->mr));
             bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + arch->nr));
-            bf.zeros = fm_calloc(sizeof(float) * (arch->nr > arch->mr ? arch->nr : arch->mr));
+            bf.zeros = fm_calloc(sizeof(float) * wmax);
+        }
+        shared_pack my_sa = sa, my_sb = sb; /* this thread's view */
+        if (sa.on || sb.on) {
+            if (q.bf16) bf.stage = fm_alloc(sizeof(float) * STAGE_PANELS * wmax * t.kc);
+            int filled = 1;
+            if (sa.on) filled &= shared_fill(&q, arch, &t, &q.a, q.M, &sa, &bf);
+            if (sb.on) filled &= shared_fill(&q, arch, &t, &q.b, q.N, &sb, &bf);
+            fm_free(bf.stage);
+            if (!filled) {
+#pragma omp atomic write
+                shared_failed = 1;
+            }
+#pragma omp barrier
+            int failed;
+#pragma omp atomic read
+            failed = shared_failed;
+            if (failed) my_sa.on = my_sb.on = 0; /* some panels missing: everyone packs per task */
         }
         /* The API has no error path: a thread without scratch leaves its
          * tasks to the others; if none has any, C is left as it was. */
         int ok = bf.a && bf.b && (!q.bf16 || (bf.a2 && bf.b2 && bf.zeros));
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < tasks; task++)
-            if (ok) run_task(&q, arch, &t, task, &bf);
+            if (ok) run_task(&q, arch, &t, task, &bf, &my_sa, &my_sb);
         fm_free(bf.a); fm_free(bf.b); fm_free(bf.a2); fm_free(bf.b2); fm_free(bf.zeros);
     }
+    fm_free(sa.f); fm_free(sa.u); fm_free(sb.f); fm_free(sb.u);
 }
 
 /* ---- public entry points ---- */

@@ -1,14 +1,17 @@
 /* kernels-private: the packed, blocked GEMM engine behind fm_sgemm,
  * fm_linear, fm_conv2d and fm_attention.
  *
- * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style: per task (a tile of C)
- * and per KC slice of K, B is packed into NR-wide column panels
- * (panel[k][NR]) and A, MC rows at a time, into MR-high row panels
- * (panel[k][MR]); a register-blocked micro-kernel multiplies one A panel by
- * one B panel. Packing gathers from whatever the operand really is (a
- * row-major matrix, a transposed one, an F16/BF16 weight matrix, or an
- * implicit im2col of a feature map), so nothing larger than a packed block
- * (KC x MC and KC x NC floats per thread) is ever materialised. */
+ * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style. The C matrix is cut
+ * into tasks (tiles of at most MC rows, split evenly, run by OpenMP threads
+ * with dynamic scheduling; tiles are disjoint, so no false sharing). Per task
+ * and per KC slice of K, the tile's A rows are packed into MR-high panels
+ * (panel[k][MR], kept in L2), then each NR-wide B panel (panel[k][NR]) is
+ * packed just before use (kept in L1) and swept by every A panel with a
+ * register-blocked micro-kernel. Packing gathers from whatever the operand
+ * really is (a row-major matrix, a transposed one, an F16/BF16 weight matrix,
+ * or an implicit im2col of a feature map), so nothing larger than a packed
+ * block is materialised per thread; weight operands that several tasks would
+ * repack are packed once per call and shared (at most 16 MiB). */
 #ifndef FM_KERNELS_GEMM_H
 #define FM_KERNELS_GEMM_H
 
@@ -23,7 +26,7 @@ typedef void (*fm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *
 /* The same with bf16 pairs: Ap [kc2][MR] and Bp [kc2][NR], each uint32 holding
  * (k even, k odd) as bf16, accumulated in float. */
 typedef void (*fm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,
-                                ptrdiff_t ldc, int mv, int nv);
+                                ptrdiff_t ldc, int mv, int nv, int acc);
 /* Two packed f32 rows (k even, k odd) of n floats -> n bf16 pairs. */
 typedef void (*fm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
 
@@ -97,6 +100,11 @@ void gemm_run(const gemm_problem *p);
  * width `panel`, zero-padding past `rows`. Used by attention too. */
 void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,
                int kc, int panel);
+
+/* Packed f32 panels [kc][panel] -> bf16 pair panels [(kc+1)/2][panel];
+ * zeros: `panel` zero floats (the partner of an odd last k). */
+void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
+                         int kc, int panel, const float *zeros);
 
 /* precision flags kept in fm_mat.packed_kind */
 #define FM_PACKED_BF16 1

@@ -28,7 +28,16 @@ typedef struct fm_mat {
 
 /* Optionally repack m for the fast kernels, in the given precision
  * (FM_PREC_AUTO/FP32 keep full precision). Returns 0, or -1 when memory ran
- * out (m stays usable unpacked). fm_mat_release frees the packed copy. */
+ * out (m stays usable unpacked). fm_mat_release frees the packed copy.
+ *
+ * Current implementation: no copy is made (memory cost 0). The kernels
+ * convert F16/BF16 weights while packing per-call blocks (bounded scratch per
+ * thread), so the file mapping stays the only copy; fm_mat_pack just records
+ * the precision. FM_PREC_BF16: fm_linear / fm_conv2d round weights and
+ * activations to bf16 and use vdpbf16ps dot products with float
+ * accumulation (about 2x faster; error about 2^-9 sqrt(K) relative to the
+ * output scale, see tests/test_kernels.c); on CPUs without AVX512_BF16 it
+ * computes in full precision. FM_PREC_F16 computes in full precision. */
 int fm_mat_pack(fm_mat *m, fm_precision prec);
 void fm_mat_release(fm_mat *m);
 
@@ -37,7 +46,8 @@ void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bi
 void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias);
 
 /* C[M][N] = A[M][K] . B + beta*C, with B [K][N] (trans_b 0) or [N][K] (trans_b 1);
- * all float32 with leading dimensions lda, ldb, ldc. */
+ * all float32 with leading dimensions lda, ldb, ldc. Blocked and packed
+ * (kernels/gemm.h), AVX-512 / AVX2 micro-kernels chosen at run time. */
 void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               int trans_b, float beta, float *C, int ldc);
 void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -54,7 +64,10 @@ typedef struct fm_conv {
 static inline int fm_conv_out_h(const fm_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
 static inline int fm_conv_out_w(const fm_conv *c, int w) { return (w + c->pad_l + c->pad_r - c->kw) / c->stride + 1; }
 
-/* y [n][cout][oh][ow] = conv(x [n][cin][h][w]). */
+/* y [n][cout][oh][ow] = conv(x [n][cin][h][w]). An implicit GEMM: im2col
+ * columns are gathered into the GEMM's packed panels on the fly (nothing
+ * larger than KC x NR floats per thread), and the weights are packed once for
+ * all n images. */
 void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w);
 void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w);
 
@@ -97,6 +110,12 @@ void fm_add(float *y, const float *a, const float *b, size_t n);
 void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal);
+/* The same in a given precision: FM_PREC_BF16 rounds Q, K, V and the softmax
+ * weights to bf16 for vdpbf16ps dot products (float accumulation and
+ * softmax); full precision where the CPU lacks AVX512_BF16. */
+void fm_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
+                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                       float scale, int causal, fm_precision prec);
 void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal);

@@ -83,20 +83,30 @@ void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb
     }
 }
 
+/* y[c][r] = x[r][c] for an rows x cols matrix, in 32 x 32 tiles so that both
+ * sides move whole cache lines. */
+static void transpose(float *y, const float *x, int rows, int cols)
+{
+    enum { T = 32 };
+    int tr = (rows + T - 1) / T, tc = (cols + T - 1) / T;
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > PAR_MIN)
+    for (long t = 0; t < (long)tr * tc; t++) {
+        int r0 = (int)(t / tc) * T, c0 = (int)(t % tc) * T;
+        int r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+        for (int c = c0; c < c1; c++)
+            for (int r = r0; r < r1; r++)
+                y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+    }
+}
+
 void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw)
 {
     for (int b = 0; b < n; b++)
-#pragma omp parallel for schedule(static) if ((size_t)c * hw > PAR_MIN)
-        for (int p = 0; p < hw; p++)
-            for (int ch = 0; ch < c; ch++)
-                y[((size_t)b * hw + p) * c + ch] = x[((size_t)b * c + ch) * hw + p];
+        transpose(y + (size_t)b * c * hw, x + (size_t)b * c * hw, c, hw);
 }
 
 void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw)
 {
     for (int b = 0; b < n; b++)
-#pragma omp parallel for schedule(static) if ((size_t)c * hw > PAR_MIN)
-        for (int ch = 0; ch < c; ch++)
-            for (int p = 0; p < hw; p++)
-                y[((size_t)b * c + ch) * hw + p] = x[((size_t)b * hw + p) * c + ch];
+        transpose(y + (size_t)b * c * hw, x + (size_t)b * c * hw, hw, c);
 }

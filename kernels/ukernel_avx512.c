@@ -39,10 +39,22 @@ enum { Z_MR = 12, Z_NR = 32 };
         }                                                                                 \
     } while (0)
 
+/* C rows are often a whole feature-map row apart (same cache set): fetch the
+ * tile while the k loop runs instead of stalling at the end. */
+#define PREFETCH_C()                                                        \
+    do {                                                                    \
+        if (acc)                                                            \
+            for (int r = 0; r < mv; r++) {                                  \
+                _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);      \
+                _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T0); \
+            }                                                               \
+    } while (0)
+
 static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
     __m512 c[Z_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    PREFETCH_C();
     for (int k = 0; k < kc; k++, A += Z_MR, B += Z_NR) {
         __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
         _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {
@@ -54,11 +66,11 @@ static void ukernel_f32(int kc, const float *A, const float *B, float *C, ptrdif
     STORE_TILE();
 }
 
-static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv)
+static void ukernel_bf16(int kc2, const uint32_t *A, const uint32_t *B, float *C, ptrdiff_t ldc, int mv, int nv, int acc)
 {
-    const int acc = 1;
     __m512 c[Z_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    PREFETCH_C();
     for (int k = 0; k < kc2; k++, A += Z_MR, B += Z_NR) {
         __m512bh b0 = (__m512bh)_mm512_load_si512(B), b1 = (__m512bh)_mm512_load_si512(B + 16);
         _Pragma("GCC unroll 12") for (int r = 0; r < Z_MR; r++) {

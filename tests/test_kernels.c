@@ -196,6 +196,7 @@ static void test_linear(void **state)
         linear_case(130, 320, 97, dts[d], 1, FM_PREC_AUTO);
         linear_case(129, 321, 130, dts[d], 1, FM_PREC_FP32);
         linear_case(300, 640, 1280, dts[d], 1, FM_PREC_AUTO);
+        linear_case(1000, 96, 70, dts[d], 1, FM_PREC_AUTO); /* weights shared by many row tiles */
     }
 }
 
@@ -205,6 +206,7 @@ static void test_linear_bf16_mode(void **state)
     linear_case(77, 45, 33, FM_DT_F32, 1, FM_PREC_BF16);
     linear_case(130, 320, 97, FM_DT_F16, 1, FM_PREC_BF16);
     linear_case(300, 1281, 133, FM_DT_BF16, 0, FM_PREC_BF16);
+    linear_case(1000, 321, 70, FM_DT_F16, 1, FM_PREC_BF16);
 }
 
 /* ---- convolution ---- */
@@ -419,6 +421,56 @@ static void attention_run(const attn_case *a)
     fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r);
 }
 
+/* BF16 mode. Two checks: against the reference run on bf16-rounded Q, K, V
+ * (what remains is the rounding of the softmax weights: within 2e-2 of the
+ * output RMS), and against full precision, whose error is dominated by the
+ * rounding of the inputs: within 2e-2 of the largest output. */
+static void attention_bf16_run(const attn_case *a)
+{
+    int dim = a->heads * a->head_dim;
+    float *q = rnd((size_t)a->batch * a->nq * dim, 74), *k = rnd((size_t)a->batch * a->nk * dim, 75);
+    float *v = rnd((size_t)a->batch * a->nk * dim, 76);
+    for (size_t i = 0; i < (size_t)a->batch * a->nq * dim; i++) q[i] *= 4.0f;
+    size_t no = (size_t)a->batch * a->nq * dim;
+    float *o = buf(no), *r = buf(no);
+    float scale = 1.0f / sqrtf((float)a->head_dim);
+    fm_attention_prec(o, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal,
+                      FM_PREC_BF16);
+    fm_attention_ref(r, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    size_t nqk = (size_t)a->batch * a->nk * dim;
+    round_to_bf16(q, no);
+    round_to_bf16(k, nqk);
+    round_to_bf16(v, nqk);
+    float *rr = buf(no);
+    fm_attention_ref(rr, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    double vs_fp32 = 0, vs_rounded = 0, out_max = 0, out_rms = rms(r, no);
+    for (size_t i = 0; i < no; i++) out_max = fmax(out_max, fabs(r[i]));
+    for (size_t i = 0; i < no; i++) {
+        double d1 = fabs((double)o[i] - r[i]) / out_max, d2 = fabs((double)o[i] - rr[i]) / out_rms;
+        if (!(d1 <= vs_fp32)) vs_fp32 = isnan(d1) ? INFINITY : d1;
+        if (!(d2 <= vs_rounded)) vs_rounded = isnan(d2) ? INFINITY : d2;
+    }
+    print_message("  attention b%d %dx%d h%d d%d%s [bf16 mode]: max err vs fp32 %.2e of max |out|, "
+                  "vs rounded inputs %.2e of RMS (tol 2e-2)\n", a->batch, a->nq, a->nk, a->heads,
+                  a->head_dim, a->causal ? " causal" : "", vs_fp32, vs_rounded);
+    assert_true(vs_fp32 <= 2e-2);
+    if (fm_kernel_has_bf16()) assert_true(vs_rounded <= 2e-2); /* else full precision */
+    fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r); fm_free(rr);
+}
+
+static void test_attention_bf16_mode(void **state)
+{
+    (void)state;
+    const attn_case cases[] = {
+        {1, 1100, 1100, 2, 40, 0, 0},
+        {2, 300, 77, 8, 40, 0, 0},
+        {1, 513, 513, 1, 80, 1, 0},
+        {1, 33, 77, 2, 7, 0, 0}, /* odd head dim and key count */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        attention_bf16_run(&cases[i]);
+}
+
 static void test_attention(void **state)
 {
     (void)state;
@@ -429,6 +481,7 @@ static void test_attention(void **state)
         {1, 1100, 1100, 1, 24, 1, 5},  /* long causal */
         {1, 130, 200, 2, 80, 1, 0},    /* causal, nq < nk */
         {1, 70, 77, 1, 160, 0, 3},
+        {1, 300, 300, 1, 512, 0, 0},   /* VAE mid-block: one 512-wide head */
         {2, 33, 5, 4, 8, 0, 1},        /* tiny heads */
         {1, 1, 1, 1, 1, 0, 0},
     };
@@ -463,6 +516,19 @@ static void test_data_movement(void **state)
     assert_true(t[(size_t)(1 * hw + 4) * (ca + cb) + 6] == cat[((size_t)1 * (ca + cb) + 6) * hw + 4]);
     fm_nhwc_to_nchw(back, t, n, ca + cb, hw);
     assert_memory_equal(back, cat, sizeof(float) * n * (ca + cb) * hw);
+    {
+        int tn = 2, tc = 70, thw = 33 * 35; /* not multiples of the 32 x 32 tiles */
+        size_t len = (size_t)tn * tc * thw;
+        float *src = rnd(len, 85), *dst = buf(len), *rt = buf(len);
+        fm_nchw_to_nhwc(dst, src, tn, tc, thw);
+        for (int b = 0; b < tn; b++)
+            for (int ch = 0; ch < tc; ch++)
+                for (int p = 0; p < thw; p++)
+                    assert_true(dst[((size_t)b * thw + p) * tc + ch] == src[((size_t)b * tc + ch) * thw + p]);
+        fm_nhwc_to_nchw(rt, dst, tn, tc, thw);
+        assert_memory_equal(rt, src, sizeof(float) * len);
+        fm_free(src); fm_free(dst); fm_free(rt);
+    }
 
     fm_mat m = make_mat(4, 9, FM_DT_F16, 84);
     float row[9], want[9];
@@ -513,6 +579,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_bf16_mode),
         cmocka_unit_test(test_data_movement),
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);
