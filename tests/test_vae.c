@@ -240,12 +240,13 @@ static double psnr(const float *a, const float *b, size_t n, double range)
     return 10 * log10(range * range / (se / n));
 }
 
-/* A 256x256 latent (512x512 px at latent factor 2) as 5x5 tiles of 64 with
- * overlap >= 16, against the untiled decode. */
+/* A 128x128 latent (256x256 px at latent factor 2) as 3x3 tiles of 64 with
+ * overlap >= 16, against the untiled decode. (Larger latents make the
+ * untiled reference's global attention too slow for a unit test.) */
 static void test_tiled_matches_untiled(void **state)
 {
     fixture *fx = *state;
-    int h = 256, w = 256, f = 2;
+    int h = 128, w = 128, f = 2;
     size_t nz = 4 * (size_t)h * w, ni = 3 * (size_t)h * w * f * f;
     float *z = fm_alloc(sizeof(float) * nz), *full = fm_alloc(sizeof(float) * ni),
           *tiled = fm_alloc(sizeof(float) * ni);
@@ -262,11 +263,11 @@ static void test_tiled_matches_untiled(void **state)
     fm_vae_tiling_default(&t);
     assert_int_equal(fm_vae_decode_tiled(fx->vae, tiled, z, h, w, &t, &err), 0);
     double p_shared = psnr(tiled, full, ni, 2.0);
-    t.norm_passes = 0;
+    t.whole_mid_max = 0;
     assert_int_equal(fm_vae_decode_tiled(fx->vae, tiled, z, h, w, &t, &err), 0);
-    double p_local = psnr(tiled, full, ni, 2.0);
-    printf("    tiled vs untiled 512x512: PSNR %.2f dB (shared GroupNorm stats), %.2f dB (per-tile)\n",
-           p_shared, p_local);
+    double p_tile_attn = psnr(tiled, full, ni, 2.0);
+    printf("    tiled vs untiled 256x256 px: PSNR %.2f dB (whole mid, shared GroupNorm stats), "
+           "%.2f dB (per-tile attention)\n", p_shared, p_tile_attn);
     assert_true(p_shared >= 40.0);
     /* a latent no bigger than a tile decodes exactly as untiled */
     assert_int_equal(fm_vae_decode_tiled(fx->vae, tiled, z, 64, 64, &t, &err), 0);
@@ -291,10 +292,11 @@ static void test_memory_estimate(void **state)
     size_t tiled4096 = fm_vae_decode_bytes(&sd, 512, 512, &t);
     printf("    SD decode working memory: 512x512 %zu MB, 1024x1024 %zu MB, tiled 1024x1024 %zu MB, "
            "tiled 4096x4096 %zu MB\n", full512 >> 20, full1024 >> 20, tiled1024 >> 20, tiled4096 >> 20);
-    /* three activation slots: the 512x512x256 upsampled map (256 MB) twice, one 128-channel map */
+    /* three activation slots: the 512x512x256 upsampled map (256 MB) twice,
+     * one 128-channel map; plus the kernels' scratch */
     assert_true(full512 >= (size_t)640 << 20);
     assert_true(full1024 > 3 * full512);
-    assert_true(tiled1024 < full512 + ((size_t)16 << 20));
+    assert_true(tiled1024 < full512 + ((size_t)64 << 20));
     assert_true(tiled4096 < full512 + ((size_t)64 << 20));
     fm_error err = {0};
     assert_int_equal(fm_vae_check_decode_memory(&sd, 128, 128, NULL, full1024 - 1, &err), FM_EINPUT);

@@ -577,7 +577,9 @@ static void mid_block(vae_run *r, const vae_mid *m, int h, int w)
 
 /* ---------------------------------------------------------------- decoder */
 
-static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w)
+/* post_quant_conv, conv_in and the mid block: everything at latent
+ * resolution, leaving the mid output in slot X. */
+static void decoder_trunk(vae_run *r, const float *z, int h, int w)
 {
     const fm_vae_config *cfg = &r->vae->cfg;
     const vae_decoder *d = &r->vae->dec;
@@ -590,6 +592,14 @@ static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w
     trace(r, "dec.conv_in", x, d->conv_in.cout, h, w);
     mid_block(r, &d->mid, h, w);
     trace(r, "dec.mid", x, d->mid.attn_1.c, h, w);
+}
+
+/* The up levels, norm_out and conv_out, from the mid output in slot X. */
+static void decoder_head(vae_run *r, float *img, int h, int w)
+{
+    const fm_vae_config *cfg = &r->vae->cfg;
+    const vae_decoder *d = &r->vae->dec;
+    float *x = slot(r, VAE_SLOT_X, (size_t)d->mid.attn_1.c * h * w);
     for (int i = cfg->n_levels - 1; i >= 0; i--) {
         const vae_level *lv = &d->up[i];
         for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
@@ -603,12 +613,23 @@ static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w
             run_conv(r, &lv->resample, x, up, h, w);
         }
         char name[32];
-        fmt_name(name, "dec.up.%d", i);
+        snprintf(name, sizeof name, "dec.up.%d", i);
         trace(r, name, x, c, h, w);
     }
     run_norm(r, &d->norm_out, x, x, h, w, 1);
     run_conv(r, &d->conv_out, img, x, h, w);
     trace(r, "dec", img, cfg->out_ch, h, w);
+}
+
+/* From z, or (r->from_mid) from a mid-block output [C][h][w]. */
+static void decoder_forward(vae_run *r, float *img, const float *in, int h, int w)
+{
+    if (r->from_mid)
+        run_copy(r, slot(r, VAE_SLOT_X, (size_t)r->vae->dec.mid.attn_1.c * h * w), in,
+                 (size_t)r->vae->dec.mid.attn_1.c * h * w);
+    else
+        decoder_trunk(r, in, h, w);
+    decoder_head(r, img, h, w);
 }
 
 static void run_init(vae_run *r, const fm_vae *vae)
@@ -641,21 +662,51 @@ static int run_alloc(vae_run *r, fm_error *err)
     return 0;
 }
 
-int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, fm_error *err)
+int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, fm_error *err)
 {
     run_init(r, vae);
     r->planning = 1;
+    r->from_mid = from_mid;
     decoder_forward(r, NULL, NULL, h, w);
     return run_alloc(r, err);
 }
 
-size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w)
+static size_t planned_bytes(const vae_run *r)
+{
+    return (r->need[0] + r->need[1] + r->need[2]) * sizeof(float) + r->scratch_bytes;
+}
+
+size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid)
 {
     vae_run r;
     run_init(&r, vae);
     r.planning = 1;
+    r.from_mid = from_mid;
     decoder_forward(&r, NULL, NULL, h, w);
-    return (r.need[0] + r.need[1] + r.need[2]) * sizeof(float) + r.scratch_bytes;
+    return planned_bytes(&r);
+}
+
+size_t vae_plan_trunk_bytes(const fm_vae *vae, int h, int w)
+{
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    decoder_trunk(&r, NULL, h, w);
+    return planned_bytes(&r);
+}
+
+int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, fm_error *err)
+{
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    decoder_trunk(&r, NULL, h, w);
+    if (run_alloc(&r, err)) return FM_EINPUT;
+    decoder_trunk(&r, z, h, w);
+    int rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+    if (!rc) memcpy(mid, r.buf[VAE_SLOT_X], sizeof(float) * vae->dec.mid.attn_1.c * h * w);
+    vae_run_release(&r);
+    return rc;
 }
 
 int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err)
@@ -678,7 +729,7 @@ int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_erro
 {
     if (check_size(vae, h, w, "decode", err)) return FM_EINPUT;
     vae_run r;
-    if (vae_run_alloc_decode(&r, vae, h, w, err)) return FM_EINPUT;
+    if (vae_run_alloc_decode(&r, vae, h, w, 0, err)) return FM_EINPUT;
     r.trace = 1;
     int rc = vae_decode_with(&r, img, z, h, w, err);
     vae_run_release(&r);

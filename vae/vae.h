@@ -60,9 +60,13 @@ typedef struct fm_vae_tiling {
      * extra passes that gather whole-image statistics, then every tile
      * normalises with the same ones (no tone jumps between tiles). */
     int norm_passes;
+    /* The mid block (its attention is global) runs once on the whole latent
+     * while h*w <= this, so it is exact; larger latents attend within each
+     * tile. */
+    int whole_mid_max;
 } fm_vae_tiling;
 
-void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1 */
+void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1, 128*128 */
 
 /* Same contract as fm_vae_decode; tiles of the latent are decoded one after
  * another and blended with feathered weights across the overlaps. */
