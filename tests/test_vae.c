@@ -1,6 +1,8 @@
 /* The KL-VAE against the tiny SD 1.x and SDXL goldens (every vae.* tensor
  * and intermediate, 1e-4 x max(1, |ref|)), tiled against untiled decoding,
  * and the memory estimate. */
+#include <unistd.h>
+
 #include "testutil.h"
 #include "vae/vae.h"
 
@@ -310,6 +312,88 @@ static void test_memory_estimate(void **state)
     assert_true(fm_vae_memory_available() > 0);
 }
 
+/* A full-size SD VAE with random F16 weights in the real tensor layout
+ * (first_stage_model.* of golden layouts/sd1.tsv; SD 2.x and SDXL have the
+ * identical layout): loads with every shape checked, decodes 64x64 px and
+ * encodes it back to finite values. */
+static void test_full_size_layout(void **state)
+{
+    (void)state;
+    FILE *fp = fopen("tests/data/layout-sd1-vae.tsv", "r");
+    assert_non_null(fp);
+    static char names[300][96];
+    static int64_t shapes[300][4];
+    int nd[300], n = 0;
+    char line[256];
+    while (n < 300 && fgets(line, sizeof line, fp)) {
+        char dt[8], shp[64];
+        assert_int_equal(sscanf(line, "%95s %7s %63s", names[n], dt, shp), 3);
+        nd[n] = 0;
+        for (char *tok = strtok(shp, ","); tok; tok = strtok(NULL, ",")) shapes[n][nd[n]++] = atoll(tok);
+        n++;
+    }
+    fclose(fp);
+    assert_int_equal(n, 248);
+    char path[] = "/tmp/fm_vae_full_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t cap = 1 << 16, len = 0, off = 0;
+    char *hdr = malloc(cap);
+    len += (size_t)snprintf(hdr, cap, "{");
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"F16\",\"shape\":[", i ? "," : "", names[i]);
+        for (int d = 0; d < nd[i]; d++) {
+            len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)shapes[i][d]);
+            numel *= (size_t)shapes[i][d];
+        }
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off, off + 2 * numel);
+        off += 2 * numel;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    FILE *out = fdopen(fd, "wb");
+    uint64_t hl = len;
+    fwrite(&hl, 8, 1, out);
+    fwrite(hdr, 1, len, out);
+    free(hdr);
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1, fan_in = 1;
+        for (int d = 0; d < nd[i]; d++) numel *= (size_t)shapes[i][d];
+        for (int d = 1; d < nd[i]; d++) fan_in *= (size_t)shapes[i][d];
+        int is_bias = strstr(names[i], ".bias") != NULL;
+        float *v = malloc(sizeof(float) * numel);
+        uint16_t *h16 = malloc(2 * numel);
+        tu_fill_random(v, numel, (uint64_t)i + 1);
+        for (size_t k = 0; k < numel; k++)
+            v[k] = nd[i] == 4 ? v[k] * sqrtf(3.0f / fan_in) : is_bias ? 0.1f * v[k] : 1.0f + 0.1f * v[k];
+        fm_f32_to_f16(h16, v, numel);
+        fwrite(h16, 2, numel, out);
+        free(v);
+        free(h16);
+    }
+    fclose(out);
+    fm_safetensors st;
+    tu_open(&st, path);
+    unlink(path);
+    fm_vae_config cfg;
+    sd_config(&cfg);
+    fm_error err = {0};
+    fm_vae *vae = fm_vae_load(&st, &cfg, FM_PREC_AUTO, &err);
+    if (!vae) fail_msg("%s", err.msg);
+    assert_true(fm_vae_has_encoder(vae));
+    float z[4 * 8 * 8], mean[4 * 8 * 8], logvar[4 * 8 * 8];
+    float *img = malloc(sizeof(float) * 3 * 64 * 64);
+    tu_fill_random(z, 4 * 8 * 8, 3);
+    assert_int_equal(fm_vae_decode(vae, img, z, 8, 8, &err), 0);
+    for (int i = 0; i < 3 * 64 * 64; i++) assert_true(isfinite(img[i]));
+    assert_int_equal(fm_vae_encode(vae, mean, logvar, img, 64, 64, &err), 0);
+    for (int i = 0; i < 4 * 8 * 8; i++) assert_true(isfinite(mean[i]) && isfinite(logvar[i]));
+    free(img);
+    fm_vae_free(vae);
+    fm_st_close(&st);
+}
+
 static void test_errors(void **state)
 {
     fixture *fx = *state;
@@ -347,6 +431,7 @@ int main(void)
     };
     const struct CMUnitTest other[] = {
         cmocka_unit_test(test_memory_estimate),
+        cmocka_unit_test(test_full_size_layout),
     };
     int fails = cmocka_run_group_tests_name("vae sd1", sd1, setup_sd1, teardown);
     fails += cmocka_run_group_tests_name("vae sdxl", sdxl, setup_sdxl, teardown);
