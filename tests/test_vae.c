@@ -235,6 +235,19 @@ static void test_sdxl_decode(void **state)
     check_decode(fx, NULL, "e2ez.x_final", "e2ez.decoded", fm_vae_config_of(fx->vae)->scale_factor);
 }
 
+/* Convolutions in row bands (forced by a tiny scratch limit: one or a few
+ * output rows per band) give the same results. */
+static void test_banded_convolutions(void **state)
+{
+    fixture *fx = *state;
+    fm_vae_set_conv_scratch(fx->vae, 16 << 10);
+    check_decode(fx, NULL, "vae.z", "vae.dec", 1.0f);
+    check_decode(fx, NULL, "vae_ns.z", "vae_ns.dec", 1.0f);
+    check_encode(fx, NULL, "vae.img", "vae.enc");
+    check_encode(fx, NULL, "vae_ns.img", "vae_ns.enc");
+    fm_vae_set_conv_scratch(fx->vae, 128 << 20);
+}
+
 static double psnr(const float *a, const float *b, size_t n, double range)
 {
     double se = 0;
@@ -424,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_sd1_non_square),
         cmocka_unit_test(test_sd1_e2e_decode),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_banded_convolutions),
         cmocka_unit_test(test_tiled_matches_untiled),
     };
     const struct CMUnitTest sdxl[] = {

@@ -132,6 +132,7 @@ int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err)
     if (validate_config(cfg, err)) return err ? err->code : FM_EINPUT;
     vae->cfg = *cfg;
     vae->cfg.latent_factor = fm_vae_latent_factor(cfg);
+    vae->conv_scratch = VAE_DEFAULT_CONV_SCRATCH;
     if (encoder_shape(&vae->enc, cfg) || decoder_shape(&vae->dec, cfg))
         return fm_fail(err, FM_EINPUT, "vae: out of memory");
     return 0;
@@ -412,6 +413,11 @@ void fm_vae_free(fm_vae *vae)
 const fm_vae_config *fm_vae_config_of(const fm_vae *vae) { return &vae->cfg; }
 int fm_vae_has_encoder(const fm_vae *vae) { return vae->has_encoder; }
 
+void fm_vae_set_conv_scratch(fm_vae *vae, size_t bytes)
+{
+    vae->conv_scratch = bytes / sizeof(float) > 0 ? bytes / sizeof(float) : 1;
+}
+
 void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user)
 {
     vae->trace = fn;
@@ -438,17 +444,57 @@ static void trace(const vae_run *r, const char *name, const float *x, int c, int
     if (computing(r) && r->trace && r->vae->trace) r->vae->trace(r->vae->trace_user, name, x, c, h, w);
 }
 
+/* Output rows [r0, r1) of conv c on x [cin][h][w] into y [cout][oh][ow]:
+ * the input rows they read are copied to a band (with the zero padding
+ * that falls outside x re-expressed as the band's own padding). */
+static void conv_band(const fm_conv *c, float *y, const float *x, int h, int w, int r0, int r1,
+                      float *band_in, float *band_out)
+{
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    int first = r0 * c->stride - c->pad_t, end = (r1 - 1) * c->stride - c->pad_t + c->kh;
+    fm_conv b = *c;
+    b.pad_t = first < 0 ? -first : 0;
+    b.pad_b = end > h ? end - h : 0;
+    int start = first < 0 ? 0 : first, stop = end > h ? h : end, rows = stop - start;
+    for (int ch = 0; ch < c->cin; ch++)
+        memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
+    fm_conv2d(band_out, band_in, &b, 1, rows, w);
+    for (int ch = 0; ch < c->cout; ch++)
+        memcpy(y + ((size_t)ch * oh + r0) * ow, band_out + (size_t)ch * (r1 - r0) * ow,
+               sizeof(float) * (size_t)(r1 - r0) * ow);
+}
+
+/* Output rows per band so that the kernel's im2col stays within the limit
+ * (all rows: no banding). */
+static int band_rows(const vae_run *r, const fm_conv *c, int oh, int ow)
+{
+    size_t K = (size_t)c->cin * c->kh * c->kw;
+    if (c->kh == 1 && c->kw == 1 && c->stride == 1) return oh; /* no im2col */
+    size_t rows = r->vae->conv_scratch / (K * (size_t)ow);
+    return rows >= (size_t)oh ? oh : rows < 1 ? 1 : (int)rows;
+}
+
 static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
 {
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), rows = band_rows(r, c, oh, ow);
+    size_t band_in = (size_t)c->cin * w * ((size_t)(rows - 1) * c->stride + c->kh);
+    size_t band_out = (size_t)c->cout * rows * ow;
+    float *band = rows < oh ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
     if (r->planning) {
-        /* what the kernels allocate besides our slots: im2col columns and a
-         * float32 copy of a non-F32 weight */
-        size_t K = (size_t)c->cin * c->kh * c->kw, P = (size_t)fm_conv_out_h(c, h) * fm_conv_out_w(c, w);
+        /* what the kernels allocate besides our slots: im2col columns for
+         * one band and a float32 copy of a non-F32 weight */
+        size_t K = (size_t)c->cin * c->kh * c->kw;
         int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1;
-        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * P) + K * c->cout));
+        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * rows * ow) + K * c->cout));
         return;
     }
-    if (computing(r)) fm_conv2d(y, x, c, 1, h, w);
+    if (!computing(r)) return;
+    if (rows == oh) {
+        fm_conv2d(y, x, c, 1, h, w);
+        return;
+    }
+    for (int r0 = 0; r0 < oh; r0 += rows)
+        conv_band(c, y, x, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band, band + band_in);
 }
 
 /* y = x * s + t per channel, optionally SiLU: GroupNorm with given statistics. */
@@ -647,6 +693,13 @@ void vae_run_release(vae_run *r)
     }
 }
 
+static size_t planned_bytes(const vae_run *r)
+{
+    size_t floats = 0;
+    for (int s = 0; s < VAE_SLOTS; s++) floats += r->need[s];
+    return floats * sizeof(float) + r->scratch_bytes;
+}
+
 static int run_alloc(vae_run *r, fm_error *err)
 {
     for (int s = 0; s < VAE_SLOTS; s++) {
@@ -655,7 +708,7 @@ static int run_alloc(vae_run *r, fm_error *err)
         if (!r->buf[s]) {
             vae_run_release(r);
             return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations",
-                           (r->need[0] + r->need[1] + r->need[2]) * sizeof(float) >> 20);
+                           planned_bytes(r) >> 20);
         }
     }
     r->planning = 0;
@@ -669,11 +722,6 @@ int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_m
     r->from_mid = from_mid;
     decoder_forward(r, NULL, NULL, h, w);
     return run_alloc(r, err);
-}
-
-static size_t planned_bytes(const vae_run *r)
-{
-    return (r->need[0] + r->need[1] + r->need[2]) * sizeof(float) + r->scratch_bytes;
 }
 
 size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid)

@@ -66,6 +66,7 @@ struct fm_vae {
     vae_decoder dec;
     void **owned; /* float32 copies made at load time */
     int n_owned, cap_owned;
+    size_t conv_scratch; /* floats; VAE_DEFAULT_CONV_SCRATCH */
     fm_vae_trace_fn trace;
     void *trace_user;
 };
@@ -83,7 +84,12 @@ typedef struct vae_norm_share {
     int core_y0, core_y1, core_x0, core_x1; /* the tile's own latent cells, tile-relative */
 } vae_norm_share;
 
-enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOTS };
+/* X, A, B: feature maps; BAND: row bands of a convolution's input and output. */
+enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOT_BAND, VAE_SLOTS };
+
+/* A convolution whose im2col columns would exceed this many floats runs in
+ * row bands (128 MB: the kernels' scratch stays bounded at any image size). */
+#define VAE_DEFAULT_CONV_SCRATCH ((size_t)32 << 20)
 
 /* A forward pass. In planning mode nothing is computed: the pass only
  * records how many floats each workspace slot needs and the kernels'
