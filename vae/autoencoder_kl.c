@@ -3,9 +3,11 @@
  * mean/logvar; decode = Decoder(post_quant_conv(z)).
  *
  * Activations live in three workspace slots, reused layer after layer:
- * X holds the running feature map, A the GroupNorm'd copy / shortcut /
- * upsampled map, B the first conv of a ResnetBlock (and q, k, v in the
- * attention). A planning pass of the same code sizes them. */
+ * X holds the running feature map, A the GroupNorm'd copy or shortcut, B
+ * the first conv of a ResnetBlock (q, k, v in the attention; the input of
+ * an Upsample). Large convolutions (and every Upsample) run in row bands,
+ * a fourth slot, so neither the kernels' im2col nor the upsampled map is
+ * ever whole in memory. A planning pass of the same code sizes the slots. */
 #include "vae/kl_internal.h"
 
 #include <math.h>
@@ -444,11 +446,12 @@ static void trace(const vae_run *r, const char *name, const float *x, int c, int
     if (computing(r) && r->trace && r->vae->trace) r->vae->trace(r->vae->trace_user, name, x, c, h, w);
 }
 
-/* Output rows [r0, r1) of conv c on x [cin][h][w] into y [cout][oh][ow]:
- * the input rows they read are copied to a band (with the zero padding
- * that falls outside x re-expressed as the band's own padding). */
-static void conv_band(const fm_conv *c, float *y, const float *x, int h, int w, int r0, int r1,
-                      float *band_in, float *band_out)
+/* Output rows [r0, r1) of conv c on its input [cin][h][w] into y
+ * [cout][oh][ow]: the input rows they read are copied to a band (the zero
+ * padding that falls outside the input becomes the band's own padding).
+ * The input is x, or x [cin][h/2][w/2] upsampled x2 nearest when up2. */
+static void conv_band(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0,
+                      int r1, float *band_in, float *band_out)
 {
     int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
     int first = r0 * c->stride - c->pad_t, end = (r1 - 1) * c->stride - c->pad_t + c->kh;
@@ -456,8 +459,19 @@ static void conv_band(const fm_conv *c, float *y, const float *x, int h, int w, 
     b.pad_t = first < 0 ? -first : 0;
     b.pad_b = end > h ? end - h : 0;
     int start = first < 0 ? 0 : first, stop = end > h ? h : end, rows = stop - start;
-    for (int ch = 0; ch < c->cin; ch++)
-        memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
+    if (up2) {
+        int sw = w / 2;
+#pragma omp parallel for schedule(static)
+        for (int ch = 0; ch < c->cin; ch++)
+            for (int i = 0; i < rows; i++) {
+                const float *src = x + ((size_t)ch * (h / 2) + (start + i) / 2) * sw;
+                float *dst = band_in + ((size_t)ch * rows + i) * w;
+                for (int xx = 0; xx < w; xx++) dst[xx] = src[xx / 2];
+            }
+    } else {
+        for (int ch = 0; ch < c->cin; ch++)
+            memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
+    }
     fm_conv2d(band_out, band_in, &b, 1, rows, w);
     for (int ch = 0; ch < c->cout; ch++)
         memcpy(y + ((size_t)ch * oh + r0) * ow, band_out + (size_t)ch * (r1 - r0) * ow,
@@ -474,12 +488,16 @@ static int band_rows(const vae_run *r, const fm_conv *c, int oh, int ow)
     return rows >= (size_t)oh ? oh : rows < 1 ? 1 : (int)rows;
 }
 
-static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+/* y = conv(x), x [cin][h][w]; or conv(upsample_x2(x)) with x [cin][h/2][w/2]
+ * when up2, which always goes through bands so the upsampled map is never
+ * whole in memory. */
+static void conv_any(vae_run *r, const fm_conv *c, float *y, const float *x, int up2, int h, int w)
 {
     int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), rows = band_rows(r, c, oh, ow);
+    int banded = up2 || rows < oh;
     size_t band_in = (size_t)c->cin * w * ((size_t)(rows - 1) * c->stride + c->kh);
     size_t band_out = (size_t)c->cout * rows * ow;
-    float *band = rows < oh ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
+    float *band = banded ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
     if (r->planning) {
         /* what the kernels allocate besides our slots: im2col columns for
          * one band and a float32 copy of a non-F32 weight */
@@ -489,12 +507,23 @@ static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int
         return;
     }
     if (!computing(r)) return;
-    if (rows == oh) {
+    if (!banded) {
         fm_conv2d(y, x, c, 1, h, w);
         return;
     }
     for (int r0 = 0; r0 < oh; r0 += rows)
-        conv_band(c, y, x, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band, band + band_in);
+        conv_band(c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band, band + band_in);
+}
+
+static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+{
+    conv_any(r, c, y, x, 0, h, w);
+}
+
+/* ldm Upsample: nearest x2, then conv; x [cin][h][w] -> y [cout][2h][2w]. */
+static void run_upsample_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+{
+    conv_any(r, c, y, x, 1, 2 * h, 2 * w);
 }
 
 /* y = x * s + t per channel, optionally SiLU: GroupNorm with given statistics. */
@@ -567,7 +596,7 @@ static void run_add(vae_run *r, float *y, const float *a, const float *b, size_t
 
 static void run_copy(vae_run *r, float *y, const float *x, size_t n)
 {
-    if (computing(r)) memcpy(y, x, n * sizeof(float));
+    if (computing(r) && y && x) memcpy(y, x, n * sizeof(float));
 }
 
 /* ---------------------------------------------------------------- blocks */
@@ -651,12 +680,13 @@ static void decoder_head(vae_run *r, float *img, int h, int w)
         for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
         int c = lv->block[lv->n_blocks - 1].cout;
         if (lv->has_resample) {
-            float *up = slot(r, VAE_SLOT_A, (size_t)c * 4 * h * w);
+            /* the input moves to B so the upsampled output can take X */
+            float *in = slot(r, VAE_SLOT_B, (size_t)c * h * w);
+            run_copy(r, in, x, (size_t)c * h * w);
             x = slot(r, VAE_SLOT_X, (size_t)c * 4 * h * w);
-            if (computing(r)) fm_upsample_nearest(up, 2 * h, 2 * w, x, c, h, w);
+            run_upsample_conv(r, &lv->resample, x, in, h, w);
             h *= 2;
             w *= 2;
-            run_conv(r, &lv->resample, x, up, h, w);
         }
         char name[32];
         snprintf(name, sizeof name, "dec.up.%d", i);
