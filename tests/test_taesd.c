@@ -250,9 +250,11 @@ static void test_split_decoder_file(void **state)
     int n = read_names(rules, 200), k = 0;
     for (int i = 0; i < n; i++)
         if (!strncmp(rules[i].from, "decoder.", 8)) {
-            rules[k] = rules[i];
-            snprintf(rules[k].to, sizeof rules[k].to, "%s", rules[i].from + 8);
-            k++;
+            rename_rule r;
+            memcpy(r.from, rules[i].from, sizeof r.from);
+            memcpy(r.to, rules[i].from + 8, sizeof r.to - 8);
+            r.to[sizeof r.to - 8] = 0;
+            rules[k++] = r;
         }
     assert_int_equal(k, 67);
     fm_safetensors src;

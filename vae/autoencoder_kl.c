@@ -3,9 +3,11 @@
  * mean/logvar; decode = Decoder(post_quant_conv(z)).
  *
  * Activations live in three workspace slots, reused layer after layer:
- * X holds the running feature map, A the GroupNorm'd copy / shortcut /
- * upsampled map, B the first conv of a ResnetBlock (and q, k, v in the
- * attention). A planning pass of the same code sizes them. */
+ * X holds the running feature map, A the GroupNorm'd copy or shortcut, B
+ * the first conv of a ResnetBlock (q, k, v in the attention; the input of
+ * an Upsample). Large convolutions (and every Upsample) run in row bands,
+ * a fourth slot, so neither the kernels' im2col nor the upsampled map is
+ * ever whole in memory. A planning pass of the same code sizes the slots. */
 #include "vae/kl_internal.h"
 
 #include <math.h>
@@ -132,6 +134,7 @@ int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err)
     if (validate_config(cfg, err)) return err ? err->code : FM_EINPUT;
     vae->cfg = *cfg;
     vae->cfg.latent_factor = fm_vae_latent_factor(cfg);
+    vae->conv_scratch = VAE_DEFAULT_CONV_SCRATCH;
     if (encoder_shape(&vae->enc, cfg) || decoder_shape(&vae->dec, cfg))
         return fm_fail(err, FM_EINPUT, "vae: out of memory");
     return 0;
@@ -412,6 +415,11 @@ void fm_vae_free(fm_vae *vae)
 const fm_vae_config *fm_vae_config_of(const fm_vae *vae) { return &vae->cfg; }
 int fm_vae_has_encoder(const fm_vae *vae) { return vae->has_encoder; }
 
+void fm_vae_set_conv_scratch(fm_vae *vae, size_t bytes)
+{
+    vae->conv_scratch = bytes / sizeof(float) > 0 ? bytes / sizeof(float) : 1;
+}
+
 void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user)
 {
     vae->trace = fn;
@@ -438,17 +446,84 @@ static void trace(const vae_run *r, const char *name, const float *x, int c, int
     if (computing(r) && r->trace && r->vae->trace) r->vae->trace(r->vae->trace_user, name, x, c, h, w);
 }
 
-static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+/* Output rows [r0, r1) of conv c on its input [cin][h][w] into y
+ * [cout][oh][ow]: the input rows they read are copied to a band (the zero
+ * padding that falls outside the input becomes the band's own padding).
+ * The input is x, or x [cin][h/2][w/2] upsampled x2 nearest when up2. */
+static void conv_band(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0,
+                      int r1, float *band_in, float *band_out)
 {
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    int first = r0 * c->stride - c->pad_t, end = (r1 - 1) * c->stride - c->pad_t + c->kh;
+    fm_conv b = *c;
+    b.pad_t = first < 0 ? -first : 0;
+    b.pad_b = end > h ? end - h : 0;
+    int start = first < 0 ? 0 : first, stop = end > h ? h : end, rows = stop - start;
+    if (up2) {
+        int sw = w / 2;
+#pragma omp parallel for schedule(static)
+        for (int ch = 0; ch < c->cin; ch++)
+            for (int i = 0; i < rows; i++) {
+                const float *src = x + ((size_t)ch * (h / 2) + (start + i) / 2) * sw;
+                float *dst = band_in + ((size_t)ch * rows + i) * w;
+                for (int xx = 0; xx < w; xx++) dst[xx] = src[xx / 2];
+            }
+    } else {
+        for (int ch = 0; ch < c->cin; ch++)
+            memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
+    }
+    fm_conv2d(band_out, band_in, &b, 1, rows, w);
+    for (int ch = 0; ch < c->cout; ch++)
+        memcpy(y + ((size_t)ch * oh + r0) * ow, band_out + (size_t)ch * (r1 - r0) * ow,
+               sizeof(float) * (size_t)(r1 - r0) * ow);
+}
+
+/* Output rows per band so that the kernel's im2col stays within the limit
+ * (all rows: no banding). */
+static int band_rows(const vae_run *r, const fm_conv *c, int oh, int ow)
+{
+    size_t K = (size_t)c->cin * c->kh * c->kw;
+    if (c->kh == 1 && c->kw == 1 && c->stride == 1) return oh; /* no im2col */
+    size_t rows = r->vae->conv_scratch / (K * (size_t)ow);
+    return rows >= (size_t)oh ? oh : rows < 1 ? 1 : (int)rows;
+}
+
+/* y = conv(x), x [cin][h][w]; or conv(upsample_x2(x)) with x [cin][h/2][w/2]
+ * when up2, which always goes through bands so the upsampled map is never
+ * whole in memory. */
+static void conv_any(vae_run *r, const fm_conv *c, float *y, const float *x, int up2, int h, int w)
+{
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), rows = band_rows(r, c, oh, ow);
+    int banded = up2 || rows < oh;
+    size_t band_in = (size_t)c->cin * w * ((size_t)(rows - 1) * c->stride + c->kh);
+    size_t band_out = (size_t)c->cout * rows * ow;
+    float *band = banded ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
     if (r->planning) {
-        /* what the kernels allocate besides our slots: im2col columns and a
-         * float32 copy of a non-F32 weight */
-        size_t K = (size_t)c->cin * c->kh * c->kw, P = (size_t)fm_conv_out_h(c, h) * fm_conv_out_w(c, w);
+        /* what the kernels allocate besides our slots: im2col columns for
+         * one band and a float32 copy of a non-F32 weight */
+        size_t K = (size_t)c->cin * c->kh * c->kw;
         int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1;
-        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * P) + K * c->cout));
+        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * rows * ow) + K * c->cout));
         return;
     }
-    if (computing(r)) fm_conv2d(y, x, c, 1, h, w);
+    if (!computing(r)) return;
+    if (!banded) {
+        fm_conv2d(y, x, c, 1, h, w);
+        return;
+    }
+    for (int r0 = 0; r0 < oh; r0 += rows)
+        conv_band(c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band, band + band_in);
+}
+
+static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+{
+    conv_any(r, c, y, x, 0, h, w);
+}
+
+/* ldm Upsample: nearest x2, then conv; x [cin][h][w] -> y [cout][2h][2w]. */
+static void run_upsample_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+{
+    conv_any(r, c, y, x, 1, 2 * h, 2 * w);
 }
 
 /* y = x * s + t per channel, optionally SiLU: GroupNorm with given statistics. */
@@ -521,7 +596,7 @@ static void run_add(vae_run *r, float *y, const float *a, const float *b, size_t
 
 static void run_copy(vae_run *r, float *y, const float *x, size_t n)
 {
-    if (computing(r)) memcpy(y, x, n * sizeof(float));
+    if (computing(r) && y && x) memcpy(y, x, n * sizeof(float));
 }
 
 /* ---------------------------------------------------------------- blocks */
@@ -577,7 +652,9 @@ static void mid_block(vae_run *r, const vae_mid *m, int h, int w)
 
 /* ---------------------------------------------------------------- decoder */
 
-static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w)
+/* post_quant_conv, conv_in and the mid block: everything at latent
+ * resolution, leaving the mid output in slot X. */
+static void decoder_trunk(vae_run *r, const float *z, int h, int w)
 {
     const fm_vae_config *cfg = &r->vae->cfg;
     const vae_decoder *d = &r->vae->dec;
@@ -590,25 +667,45 @@ static void decoder_forward(vae_run *r, float *img, const float *z, int h, int w
     trace(r, "dec.conv_in", x, d->conv_in.cout, h, w);
     mid_block(r, &d->mid, h, w);
     trace(r, "dec.mid", x, d->mid.attn_1.c, h, w);
+}
+
+/* The up levels, norm_out and conv_out, from the mid output in slot X. */
+static void decoder_head(vae_run *r, float *img, int h, int w)
+{
+    const fm_vae_config *cfg = &r->vae->cfg;
+    const vae_decoder *d = &r->vae->dec;
+    float *x = slot(r, VAE_SLOT_X, (size_t)d->mid.attn_1.c * h * w);
     for (int i = cfg->n_levels - 1; i >= 0; i--) {
         const vae_level *lv = &d->up[i];
         for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
         int c = lv->block[lv->n_blocks - 1].cout;
         if (lv->has_resample) {
-            float *up = slot(r, VAE_SLOT_A, (size_t)c * 4 * h * w);
+            /* the input moves to B so the upsampled output can take X */
+            float *in = slot(r, VAE_SLOT_B, (size_t)c * h * w);
+            run_copy(r, in, x, (size_t)c * h * w);
             x = slot(r, VAE_SLOT_X, (size_t)c * 4 * h * w);
-            if (computing(r)) fm_upsample_nearest(up, 2 * h, 2 * w, x, c, h, w);
+            run_upsample_conv(r, &lv->resample, x, in, h, w);
             h *= 2;
             w *= 2;
-            run_conv(r, &lv->resample, x, up, h, w);
         }
         char name[32];
-        fmt_name(name, "dec.up.%d", i);
+        snprintf(name, sizeof name, "dec.up.%d", i);
         trace(r, name, x, c, h, w);
     }
     run_norm(r, &d->norm_out, x, x, h, w, 1);
     run_conv(r, &d->conv_out, img, x, h, w);
     trace(r, "dec", img, cfg->out_ch, h, w);
+}
+
+/* From z, or (r->from_mid) from a mid-block output [C][h][w]. */
+static void decoder_forward(vae_run *r, float *img, const float *in, int h, int w)
+{
+    if (r->from_mid)
+        run_copy(r, slot(r, VAE_SLOT_X, (size_t)r->vae->dec.mid.attn_1.c * h * w), in,
+                 (size_t)r->vae->dec.mid.attn_1.c * h * w);
+    else
+        decoder_trunk(r, in, h, w);
+    decoder_head(r, img, h, w);
 }
 
 static void run_init(vae_run *r, const fm_vae *vae)
@@ -626,6 +723,13 @@ void vae_run_release(vae_run *r)
     }
 }
 
+static size_t planned_bytes(const vae_run *r)
+{
+    size_t floats = 0;
+    for (int s = 0; s < VAE_SLOTS; s++) floats += r->need[s];
+    return floats * sizeof(float) + r->scratch_bytes;
+}
+
 static int run_alloc(vae_run *r, fm_error *err)
 {
     for (int s = 0; s < VAE_SLOTS; s++) {
@@ -634,28 +738,53 @@ static int run_alloc(vae_run *r, fm_error *err)
         if (!r->buf[s]) {
             vae_run_release(r);
             return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations",
-                           (r->need[0] + r->need[1] + r->need[2]) * sizeof(float) >> 20);
+                           planned_bytes(r) >> 20);
         }
     }
     r->planning = 0;
     return 0;
 }
 
-int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, fm_error *err)
+int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, fm_error *err)
 {
     run_init(r, vae);
     r->planning = 1;
+    r->from_mid = from_mid;
     decoder_forward(r, NULL, NULL, h, w);
     return run_alloc(r, err);
 }
 
-size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w)
+size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid)
 {
     vae_run r;
     run_init(&r, vae);
     r.planning = 1;
+    r.from_mid = from_mid;
     decoder_forward(&r, NULL, NULL, h, w);
-    return (r.need[0] + r.need[1] + r.need[2]) * sizeof(float) + r.scratch_bytes;
+    return planned_bytes(&r);
+}
+
+size_t vae_plan_trunk_bytes(const fm_vae *vae, int h, int w)
+{
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    decoder_trunk(&r, NULL, h, w);
+    return planned_bytes(&r);
+}
+
+int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, fm_error *err)
+{
+    vae_run r;
+    run_init(&r, vae);
+    r.planning = 1;
+    decoder_trunk(&r, NULL, h, w);
+    if (run_alloc(&r, err)) return FM_EINPUT;
+    decoder_trunk(&r, z, h, w);
+    int rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+    if (!rc) memcpy(mid, r.buf[VAE_SLOT_X], sizeof(float) * vae->dec.mid.attn_1.c * h * w);
+    vae_run_release(&r);
+    return rc;
 }
 
 int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err)
@@ -678,7 +807,7 @@ int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_erro
 {
     if (check_size(vae, h, w, "decode", err)) return FM_EINPUT;
     vae_run r;
-    if (vae_run_alloc_decode(&r, vae, h, w, err)) return FM_EINPUT;
+    if (vae_run_alloc_decode(&r, vae, h, w, 0, err)) return FM_EINPUT;
     r.trace = 1;
     int rc = vae_decode_with(&r, img, z, h, w, err);
     vae_run_release(&r);

@@ -66,6 +66,7 @@ struct fm_vae {
     vae_decoder dec;
     void **owned; /* float32 copies made at load time */
     int n_owned, cap_owned;
+    size_t conv_scratch; /* floats; VAE_DEFAULT_CONV_SCRATCH */
     fm_vae_trace_fn trace;
     void *trace_user;
 };
@@ -83,7 +84,12 @@ typedef struct vae_norm_share {
     int core_y0, core_y1, core_x0, core_x1; /* the tile's own latent cells, tile-relative */
 } vae_norm_share;
 
-enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOTS };
+/* X, A, B: feature maps; BAND: row bands of a convolution's input and output. */
+enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOT_BAND, VAE_SLOTS };
+
+/* A convolution whose im2col columns would exceed this many floats runs in
+ * row bands (128 MB: the kernels' scratch stays bounded at any image size). */
+#define VAE_DEFAULT_CONV_SCRATCH ((size_t)32 << 20)
 
 /* A forward pass. In planning mode nothing is computed: the pass only
  * records how many floats each workspace slot needs and the kernels'
@@ -91,6 +97,7 @@ enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOTS };
 typedef struct vae_run {
     const fm_vae *vae;
     int planning, overflow;
+    int from_mid; /* decode input is the mid block's output, not z */
     float *buf[VAE_SLOTS];
     size_t cap[VAE_SLOTS], need[VAE_SLOTS];
     size_t scratch_bytes;
@@ -103,11 +110,16 @@ int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err);
 /* Number of GroupNorm calls in one decode. */
 int vae_decoder_norm_calls(const fm_vae_config *cfg);
 /* Allocates r's slots for an h x w decode (planning first). */
-int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, fm_error *err);
+int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, fm_error *err);
 void vae_run_release(vae_run *r);
 /* Decoder forward on r's workspace; 0 or an error. */
 int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err);
-/* Bytes a decode of h x w needs (slots + kernel scratch). */
-size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w);
+/* Bytes a decode of h x w needs (slots + kernel scratch), from z or from
+ * the mid output. */
+size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid);
+/* The decoder's latent-resolution part (post_quant_conv, conv_in, mid
+ * block) on its own: mid [C][h][w] from z, and the bytes that needs. */
+int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, fm_error *err);
+size_t vae_plan_trunk_bytes(const fm_vae *vae, int h, int w);
 
 #endif

@@ -7,8 +7,12 @@
  * Per-tile GroupNorm statistics would shift tones from tile to tile. With
  * norm_passes > 0 the tiles are first decoded to gather whole-image
  * statistics (each tile contributing only its own cells, so overlaps are
- * not counted twice); the final pass normalises every tile with them. The
- * mid-block attention stays within a tile: the one approximation left. */
+ * not counted twice); the final pass normalises every tile with them.
+ *
+ * The mid block's attention is global. While the latent is small enough
+ * the decoder's latent-resolution part (post_quant_conv, conv_in, mid) runs
+ * once on the whole latent and only the up levels are tiled; beyond that
+ * each tile attends within itself, the one approximation left. */
 #include "vae/kl_internal.h"
 
 #include <math.h>
@@ -22,6 +26,7 @@ void fm_vae_tiling_default(fm_vae_tiling *t)
     t->tile = 64;
     t->overlap = 16;
     t->norm_passes = 1;
+    t->whole_mid_max = 128 * 128;
 }
 
 /* Tiles along one axis of length n: equal size, spread evenly, neighbours
@@ -103,7 +108,7 @@ static void axis_weight_sum(float *sum, const axis *a, int f)
 static int validate(const fm_vae_tiling *t, fm_error *err)
 {
     if (t->tile < 4 || t->overlap < 0 || t->overlap >= t->tile / 2 + 1 || t->norm_passes < 0 ||
-        t->norm_passes > 8)
+        t->norm_passes > 8 || t->whole_mid_max < 0)
         return fm_fail(err, FM_EUSAGE, "vae tiling: tile %d, overlap %d, norm passes %d", t->tile,
                        t->overlap, t->norm_passes);
     return 0;
@@ -130,11 +135,12 @@ static void finish_stats(vae_norm_share *ns)
 
 typedef struct tiled {
     fm_vae *vae;
-    const float *z;
+    const float *z; /* or the whole mid output, when from_mid */
+    int in_ch, from_mid;
     float *img;
     int h, w, f;
     axis ay, ax;
-    float *ztile, *itile, *wy, *wx;
+    float *ztile, *itile, *wy, *wx, *wrow;
     vae_run run;
     vae_norm_share ns;
 } tiled;
@@ -151,19 +157,20 @@ static int sweep(tiled *T, int blend, fm_error *err)
             T->ns.core_y1 = T->ay.core1[i] - y0;
             T->ns.core_x0 = T->ax.core0[j] - x0;
             T->ns.core_x1 = T->ax.core1[j] - x0;
-            crop(T->ztile, T->z, cfg->embed_dim, T->h, T->w, y0, x0, th, tw);
+            crop(T->ztile, T->z, T->in_ch, T->h, T->w, y0, x0, th, tw);
             if (vae_decode_with(&T->run, T->itile, T->ztile, th, tw, err)) return FM_EINPUT;
             if (!blend) continue;
             int ph = th * f, pw = tw * f;
             int rl = ramp_lo(&T->ay, i, f), rh = ramp_hi(&T->ay, i, f);
-            int cl = ramp_lo(&T->ax, j, f), chh = ramp_hi(&T->ax, j, f);
+            int cl = ramp_lo(&T->ax, j, f), cr = ramp_hi(&T->ax, j, f);
+            for (int x = 0; x < pw; x++) T->wrow[x] = feather(x, pw, cl, cr);
 #pragma omp parallel for schedule(static)
             for (int y = 0; y < ph; y++) {
                 float wy = feather(y, ph, rl, rh);
                 for (int c = 0; c < cfg->out_ch; c++) {
                     const float *src = T->itile + ((size_t)c * ph + y) * pw;
                     float *dst = T->img + ((size_t)c * H + y0 * f + y) * W + x0 * f;
-                    for (int x = 0; x < pw; x++) dst[x] += wy * feather(x, pw, cl, chh) * src[x];
+                    for (int x = 0; x < pw; x++) dst[x] += wy * T->wrow[x] * src[x];
                 }
             }
         }
@@ -179,16 +186,34 @@ static void tiled_free(tiled *T)
     fm_free(T->itile);
     fm_free(T->wy);
     fm_free(T->wx);
+    fm_free(T->wrow);
     fm_free(T->ns.sum);
+    if (T->from_mid) fm_free((float *)T->z);
 }
 
 /* Bytes of everything tiled decoding allocates besides the slots/scratch. */
-static size_t tiled_extra_bytes(const fm_vae_config *cfg, int h, int w, int th, int tw, int n_calls)
+static size_t tiled_extra_bytes(const fm_vae_config *cfg, int in_ch, int h, int w, int th, int tw,
+                                int n_calls)
 {
     int f = fm_vae_latent_factor(cfg);
-    return sizeof(float) * ((size_t)cfg->embed_dim * th * tw + (size_t)cfg->out_ch * th * tw * f * f +
-                            (size_t)(h + w) * f) +
+    return sizeof(float) * ((size_t)in_ch * th * tw + (size_t)cfg->out_ch * th * tw * f * f +
+                            (size_t)(h + w + tw) * f) +
            (size_t)n_calls * VAE_GROUPS * (3 * sizeof(double) + 2 * sizeof(float));
+}
+
+static int whole_mid(const fm_vae_tiling *t, int h, int w) { return (long long)h * w <= t->whole_mid_max; }
+
+/* Peak bytes of a tiled decode (vae may be a weightless skeleton). */
+static size_t tiled_bytes(const fm_vae *vae, int h, int w, const fm_vae_tiling *t)
+{
+    int th = h < t->tile ? h : t->tile, tw = w < t->tile ? w : t->tile;
+    int n_calls = vae_decoder_norm_calls(&vae->cfg), c = vae->dec.mid.attn_1.c;
+    if (!whole_mid(t, h, w))
+        return vae_plan_decode_bytes(vae, th, tw, 0) +
+               tiled_extra_bytes(&vae->cfg, vae->cfg.embed_dim, h, w, th, tw, n_calls);
+    size_t mid = sizeof(float) * c * h * w, trunk = vae_plan_trunk_bytes(vae, h, w);
+    size_t tiles = vae_plan_decode_bytes(vae, th, tw, 1) + tiled_extra_bytes(&vae->cfg, c, h, w, th, tw, n_calls);
+    return mid + (trunk > tiles ? trunk : tiles);
 }
 
 int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
@@ -207,23 +232,36 @@ int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
     memset(&T, 0, sizeof T);
     T.vae = vae;
     T.z = z;
+    T.in_ch = cfg->embed_dim;
     T.img = img;
     T.h = h;
     T.w = w;
     T.f = cfg->latent_factor;
     int rc = FM_EINPUT, f = T.f;
+    if (whole_mid(tiling, h, w)) {
+        T.in_ch = vae->dec.mid.attn_1.c;
+        float *mid = fm_alloc(sizeof(float) * T.in_ch * h * w);
+        if (!mid) return fm_fail(err, FM_EINPUT, "vae: out of memory");
+        if (vae_decode_trunk(vae, mid, z, h, w, err)) {
+            fm_free(mid);
+            return FM_EINPUT;
+        }
+        T.z = mid;
+        T.from_mid = 1;
+    }
     if (axis_init(&T.ay, h, tiling) || axis_init(&T.ax, w, tiling)) {
         fm_fail(err, FM_EINPUT, "vae: out of memory");
         goto done;
     }
     int th = T.ay.size, tw = T.ax.size, n_calls = vae_decoder_norm_calls(cfg);
     size_t nst = (size_t)n_calls * VAE_GROUPS;
-    T.ztile = fm_alloc(sizeof(float) * cfg->embed_dim * th * tw);
+    T.ztile = fm_alloc(sizeof(float) * T.in_ch * th * tw);
     T.itile = fm_alloc(sizeof(float) * cfg->out_ch * th * tw * f * f);
     T.wy = fm_alloc(sizeof(float) * h * f);
     T.wx = fm_alloc(sizeof(float) * w * f);
+    T.wrow = fm_alloc(sizeof(float) * tw * f);
     T.ns.sum = fm_alloc(nst * (3 * sizeof(double) + 2 * sizeof(float)));
-    if (!T.ztile || !T.itile || !T.wy || !T.wx || !T.ns.sum) {
+    if (!T.ztile || !T.itile || !T.wy || !T.wx || !T.wrow || !T.ns.sum) {
         fm_fail(err, FM_EINPUT, "vae: out of memory");
         goto done;
     }
@@ -234,7 +272,7 @@ int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
     T.ns.n_calls = n_calls;
     T.ns.tile_h = th;
     T.ns.tile_w = tw;
-    if (vae_run_alloc_decode(&T.run, vae, th, tw, err)) goto done;
+    if (vae_run_alloc_decode(&T.run, vae, th, tw, T.from_mid, err)) goto done;
     T.run.norms = &T.ns;
 
     for (int pass = 0; pass < tiling->norm_passes; pass++) {
@@ -272,13 +310,10 @@ size_t fm_vae_decode_bytes(const fm_vae_config *cfg, int h, int w, const fm_vae_
     if (!skel) return SIZE_MAX;
     size_t bytes = SIZE_MAX;
     if (!vae_build(skel, cfg, NULL)) {
-        if (tiling && (h > tiling->tile || w > tiling->tile)) {
-            int th = h < tiling->tile ? h : tiling->tile, tw = w < tiling->tile ? w : tiling->tile;
-            bytes = vae_plan_decode_bytes(skel, th, tw) +
-                    tiled_extra_bytes(cfg, h, w, th, tw, vae_decoder_norm_calls(cfg));
-        } else {
-            bytes = vae_plan_decode_bytes(skel, h, w);
-        }
+        if (tiling && (h > tiling->tile || w > tiling->tile))
+            bytes = tiled_bytes(skel, h, w, tiling);
+        else
+            bytes = vae_plan_decode_bytes(skel, h, w, 0);
     }
     fm_vae_free(skel);
     return bytes;

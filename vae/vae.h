@@ -41,6 +41,9 @@ const fm_vae_config *fm_vae_config_of(const fm_vae *vae);
 int fm_vae_latent_factor(const fm_vae_config *cfg);
 int fm_vae_has_encoder(const fm_vae *vae);
 void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user);
+/* Convolutions whose im2col columns would exceed `bytes` run in row bands
+ * (default 128 MB, which fm_vae_decode_bytes assumes). Tests lower it. */
+void fm_vae_set_conv_scratch(fm_vae *vae, size_t bytes);
 
 /* img [1][out_ch][h*f][w*f] = Decoder(post_quant_conv(z)), z [1][embed_dim][h][w]
  * already divided by scale_factor (ldm's decode(z)). Not clamped. */
@@ -60,9 +63,13 @@ typedef struct fm_vae_tiling {
      * extra passes that gather whole-image statistics, then every tile
      * normalises with the same ones (no tone jumps between tiles). */
     int norm_passes;
+    /* The mid block (its attention is global) runs once on the whole latent
+     * while h*w <= this, so it is exact; larger latents attend within each
+     * tile. */
+    int whole_mid_max;
 } fm_vae_tiling;
 
-void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1 */
+void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1, 128*128 */
 
 /* Same contract as fm_vae_decode; tiles of the latent are decoded one after
  * another and blended with feathered weights across the overlaps. */
