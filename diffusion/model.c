@@ -67,8 +67,10 @@ fm_model *fm_model_load(const char *path, fm_error *err)
     if (!rc) rc = fm_detect_config(&m->st, &m->cfg, err);
     if (!rc && !(m->tokenizer = fm_tokenizer_new(err))) rc = FM_EINPUT;
     if (!rc) rc = fm_text_encoder_load(&m->text, &m->st, &m->cfg, err);
-    if (!rc && !(m->unet = fm_unet_load(&m->st, &m->cfg.unet, FM_PREC_AUTO, err))) rc = FM_EINPUT;
-    if (!rc && !(m->vae = fm_vae_load(&m->st, &m->cfg.vae, FM_PREC_AUTO, err))) rc = FM_EINPUT;
+    /* float32 at load, so the v-prediction probe below decides the same on
+     * every CPU; fm_generate switches to the requested precision. */
+    if (!rc && !(m->unet = fm_unet_load(&m->st, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = fm_vae_load(&m->st, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "diffusion/infotext.h"
+#include "kernels/kernels.h"
 #include "textenc/prompt.h"
 
 #define MAX_SIDE 16384
@@ -237,10 +238,33 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, int lh
     return rc;
 }
 
+/* The mode the kernels compute in for a requested one. AUTO is the fastest
+ * mode measured to keep the final image >= 35 dB PSNR from float32 (bf16:
+ * see tests/test_precision.c and docs/DESIGN.md); F16 weights are already
+ * multiplied with float32 accumulation in fp32 mode, so f16 is fp32. */
+fm_precision fm_precision_resolve(fm_precision requested)
+{
+    switch (requested) {
+    case FM_PREC_AUTO:
+    case FM_PREC_BF16: return fm_kernel_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
+    default: return FM_PREC_FP32;
+    }
+}
+
+/* The U-Net and the VAE compute in the requested mode; the text encoders
+ * (small, and the conditioning every step depends on) stay float32. */
+static void use_precision(fm_model *m, fm_precision requested)
+{
+    fm_precision prec = fm_precision_resolve(requested);
+    if (fm_unet_precision(m->unet) != prec) fm_unet_set_precision(m->unet, prec);
+    if (fm_vae_precision(m->vae) != prec) fm_vae_set_precision(m->vae, prec);
+}
+
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
 {
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
+    use_precision(m, p->precision);
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
     size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
     fm_sampler_id sampler = (fm_sampler_id)fm_sampler_find(p->sampler);

@@ -27,6 +27,11 @@ struct fm_model {
     char *taesd_path;
 };
 
+/* The precision fm_generate computes in for a requested one: AUTO and BF16
+ * are bf16 where the CPU has AVX512_BF16, float32 elsewhere; FP32 and F16
+ * are float32 (F16 weights always multiply with float32 accumulation). */
+fm_precision fm_precision_resolve(fm_precision requested);
+
 /* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
 int fm_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
 

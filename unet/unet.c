@@ -84,9 +84,9 @@ static void resblock(const run *R, const un_resblock *r, float *out, const float
  * [batch][nq][C] and k, v from kv_src [batch][nk][kv_dim] (x itself for
  * self-attention). out may alias x. qkvo: [batch*nq][C] x 2 (+2 more when
  * k and v are NULL, i.e. placed after q and o). */
-static void attention(const un_attention *a, const un_spatial_transformer *s, float *out,
-                      const float *x, int batch, int nq, const float *kv_src, int nk, float *k,
-                      float *v, float *qkvo)
+static void attention(const un_attention *a, const un_spatial_transformer *s, fm_precision prec,
+                      float *out, const float *x, int batch, int nq, const float *kv_src, int nk,
+                      float *k, float *v, float *qkvo)
 {
     size_t rows = (size_t)batch * nq, c = (size_t)s->c;
     float *q = qkvo, *o = qkvo + rows * c;
@@ -97,8 +97,8 @@ static void attention(const un_attention *a, const un_spatial_transformer *s, fl
     fm_linear(q, x, (int)rows, &a->to_q, NULL);
     fm_linear(k, kv_src, batch * nk, &a->to_k, NULL);
     fm_linear(v, kv_src, batch * nk, &a->to_v, NULL);
-    fm_attention(o, q, (int)c, k, v, (int)c, batch, nq, nk, s->heads, s->dim_head,
-                 1.0f / sqrtf((float)s->dim_head), 0);
+    fm_attention_prec(o, q, (int)c, k, v, (int)c, batch, nq, nk, s->heads, s->dim_head,
+                      1.0f / sqrtf((float)s->dim_head), 0, prec);
     fm_linear(out, o, (int)rows, &a->to_out.w, a->to_out.bias);
 }
 
@@ -128,11 +128,11 @@ static void transformer_block(const run *R, const un_spatial_transformer *s,
     size_t rows = (size_t)B * hw, n = rows * c;
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm1.gamma, b->norm1.beta, UN_LN_EPS);
-    attention(&b->attn1, s, nrm, nrm, B, hw, nrm, hw, NULL, NULL, big);
+    attention(&b->attn1, s, R->u->prec, nrm, nrm, B, hw, nrm, hw, NULL, NULL, big);
     fm_add(xt, xt, nrm, n);
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm2.gamma, b->norm2.beta, UN_LN_EPS);
-    attention(&b->attn2, s, nrm, nrm, B, hw, R->context, R->n_ctx, R->ctx_k, R->ctx_v, big);
+    attention(&b->attn2, s, R->u->prec, nrm, nrm, B, hw, R->context, R->n_ctx, R->ctx_k, R->ctx_v, big);
     fm_add(xt, xt, nrm, n);
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm3.gamma, b->norm3.beta, UN_LN_EPS);

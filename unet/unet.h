@@ -24,6 +24,13 @@ fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_pr
                       fm_error *err);
 void fm_unet_free(fm_unet *u);
 
+/* The precision of the matrix products and attention (FM_PREC_BF16: bf16
+ * dot products with float accumulation where the CPU has AVX512_BF16; every
+ * other mode computes in float32). Packing only records the mode, so
+ * switching costs nothing; not while a forward runs. */
+void fm_unet_set_precision(fm_unet *u, fm_precision prec);
+fm_precision fm_unet_precision(const fm_unet *u);
+
 /* out [batch][out_channels][h][w] = eps / v prediction for
  *   x       [batch][in_channels][h][w] (already scaled by c_in),
  *   t       [batch] timesteps, fractional allowed,

@@ -401,6 +401,7 @@ fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_pr
     fm_unet *u = unet_new(cfg, err);
     if (!u) return NULL;
     loader L = {.u = u, .st = st, .prec = prec, .err = err};
+    u->prec = prec;
     build(&L);
     if (L.failed) {
         fm_unet_free(u);
@@ -408,6 +409,18 @@ fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_pr
     }
     return u;
 }
+
+void fm_unet_set_precision(fm_unet *u, fm_precision prec)
+{
+    if (u->prec == prec) return;
+    for (int i = 0; i < u->n_mats; i++) {
+        fm_mat_release(u->mats[i]); /* packing may one day own a copy */
+        fm_mat_pack(u->mats[i], prec);
+    }
+    u->prec = prec;
+}
+
+fm_precision fm_unet_precision(const fm_unet *u) { return u->prec; }
 
 int fm_unet_list_tensors(const fm_unet_config *cfg, fm_unet_tensor_fn fn, void *user,
                          fm_error *err)

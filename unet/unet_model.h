@@ -82,6 +82,7 @@ struct fm_unet {
     int n_owned, cap_owned;
     fm_mat **mats;
     int n_mats, cap_mats;
+    fm_precision prec;          /* of every matrix and attention (fm_unet_set_precision) */
 
     /* activation workspace; grows when a call needs more */
     void *ws;

@@ -202,6 +202,9 @@ static float *vector_f32(binder *B, const char *name, int n)
     return f;
 }
 
+/* Small matrices stay float32 in every mode (too little work to gain). */
+static int is_packed_size(const fm_mat *m) { return (size_t)m->rows * m->cols >= 16384; }
+
 /* A weight matrix mapped from the file (F64 files get a float32 copy). */
 static int bind_mat(binder *B, fm_mat *m, const fm_st_tensor *t)
 {
@@ -216,7 +219,7 @@ static int bind_mat(binder *B, fm_mat *m, const fm_st_tensor *t)
     }
     m->packed = NULL;
     m->packed_kind = 0;
-    if ((size_t)m->rows * m->cols >= 16384) fm_mat_pack(m, B->prec); /* unpacked stays usable */
+    if (is_packed_size(m)) fm_mat_pack(m, B->prec); /* unpacked stays usable */
     return 0;
 }
 
@@ -341,6 +344,7 @@ fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_preci
         return NULL;
     }
     binder B = {st, vae, prec, err};
+    vae->prec = prec;
     if (bind_decoder(&B, &vae->dec, cfg->n_levels)) {
         fm_vae_free(vae);
         return NULL;
@@ -363,54 +367,88 @@ fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_preci
     return vae;
 }
 
-static void release_conv(fm_conv *c) { fm_mat_release(&c->w); }
+/* Every weight matrix of the model, for release and re-marking. */
+typedef void (*mat_fn)(fm_mat *m, void *arg);
 
-static void release_resblock(vae_resblock *b)
+static void each_mat_resblock(vae_resblock *b, mat_fn fn, void *arg)
 {
-    release_conv(&b->conv1);
-    release_conv(&b->conv2);
-    release_conv(&b->nin_shortcut);
+    fn(&b->conv1.w, arg);
+    fn(&b->conv2.w, arg);
+    fn(&b->nin_shortcut.w, arg);
 }
 
-static void release_mid(vae_mid *m)
+static void each_mat_mid(vae_mid *m, mat_fn fn, void *arg)
 {
-    release_resblock(&m->block_1);
-    release_resblock(&m->block_2);
-    fm_mat_release(&m->attn_1.q);
-    fm_mat_release(&m->attn_1.k);
-    fm_mat_release(&m->attn_1.v);
-    fm_mat_release(&m->attn_1.proj_out);
+    each_mat_resblock(&m->block_1, fn, arg);
+    each_mat_resblock(&m->block_2, fn, arg);
+    fn(&m->attn_1.q, arg);
+    fn(&m->attn_1.k, arg);
+    fn(&m->attn_1.v, arg);
+    fn(&m->attn_1.proj_out, arg);
 }
 
-static void release_levels(vae_level *levels, int n)
+static void each_mat_levels(vae_level *levels, int n, mat_fn fn, void *arg)
 {
     for (int i = 0; i < n; i++) {
         for (int b = 0; b < levels[i].n_blocks && levels[i].block; b++)
-            release_resblock(&levels[i].block[b]);
-        free(levels[i].block);
-        release_conv(&levels[i].resample);
+            each_mat_resblock(&levels[i].block[b], fn, arg);
+        fn(&levels[i].resample.w, arg);
     }
+}
+
+static void each_mat(fm_vae *vae, mat_fn fn, void *arg)
+{
+    int L = vae->cfg.n_levels;
+    if (L > FM_MAX_LEVELS) L = FM_MAX_LEVELS;
+    fn(&vae->enc.conv_in.w, arg);
+    each_mat_levels(vae->enc.down, L, fn, arg);
+    each_mat_mid(&vae->enc.mid, fn, arg);
+    fn(&vae->enc.conv_out.w, arg);
+    fn(&vae->enc.quant_conv.w, arg);
+    fn(&vae->dec.post_quant_conv.w, arg);
+    fn(&vae->dec.conv_in.w, arg);
+    each_mat_mid(&vae->dec.mid, fn, arg);
+    each_mat_levels(vae->dec.up, L, fn, arg);
+    fn(&vae->dec.conv_out.w, arg);
+}
+
+static void release_mat(fm_mat *m, void *arg)
+{
+    (void)arg;
+    fm_mat_release(m);
 }
 
 void fm_vae_free(fm_vae *vae)
 {
     if (!vae) return;
+    each_mat(vae, release_mat, NULL);
     int L = vae->cfg.n_levels;
     if (L > FM_MAX_LEVELS) L = FM_MAX_LEVELS;
-    release_conv(&vae->enc.conv_in);
-    release_levels(vae->enc.down, L);
-    release_mid(&vae->enc.mid);
-    release_conv(&vae->enc.conv_out);
-    release_conv(&vae->enc.quant_conv);
-    release_conv(&vae->dec.post_quant_conv);
-    release_conv(&vae->dec.conv_in);
-    release_mid(&vae->dec.mid);
-    release_levels(vae->dec.up, L);
-    release_conv(&vae->dec.conv_out);
+    for (int i = 0; i < L; i++) {
+        free(vae->enc.down[i].block);
+        free(vae->dec.up[i].block);
+    }
     for (int i = 0; i < vae->n_owned; i++) fm_free(vae->owned[i]);
     free(vae->owned);
     free(vae);
 }
+
+/* The matrices bind_mat packed (the large ones) take the new mode. */
+static void repack_mat(fm_mat *m, void *arg)
+{
+    if (!m->data || !is_packed_size(m)) return;
+    fm_mat_release(m);
+    fm_mat_pack(m, *(const fm_precision *)arg);
+}
+
+void fm_vae_set_precision(fm_vae *vae, fm_precision prec)
+{
+    if (vae->prec == prec) return;
+    each_mat(vae, repack_mat, &prec);
+    vae->prec = prec;
+}
+
+fm_precision fm_vae_precision(const fm_vae *vae) { return vae->prec; }
 
 const fm_vae_config *fm_vae_config_of(const fm_vae *vae) { return &vae->cfg; }
 int fm_vae_has_encoder(const fm_vae *vae) { return vae->has_encoder; }
@@ -637,7 +675,7 @@ static void attn_block(vae_run *r, const vae_attn *at, int h, int w)
     fm_linear(q, tok, P, &at->q, at->bq);
     fm_linear(k, tok, P, &at->k, at->bk);
     fm_linear(v, tok, P, &at->v, at->bv);
-    fm_attention(a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0);
+    fm_attention_prec(a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0, r->vae->prec);
     fm_linear(tok, a, P, &at->proj_out, at->bproj);
     fm_nhwc_to_nchw(a, tok, 1, C, P);
     fm_add(x, x, a, CP);

@@ -67,6 +67,7 @@ struct fm_vae {
     void **owned; /* float32 copies made at load time */
     int n_owned, cap_owned;
     size_t conv_scratch; /* floats; VAE_DEFAULT_CONV_SCRATCH */
+    fm_precision prec;   /* of the large matrices and the attention (fm_vae_set_precision) */
     fm_vae_trace_fn trace;
     void *trace_user;
 };

@@ -36,6 +36,12 @@ typedef struct fm_vae fm_vae;
 fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_precision prec,
                     fm_error *err);
 void fm_vae_free(fm_vae *vae);
+/* The precision of the convolutions, matrix products and attention
+ * (FM_PREC_BF16: bf16 dot products with float accumulation where the CPU has
+ * AVX512_BF16; every other mode computes in float32). Packing only records
+ * the mode, so switching costs nothing; not while a decode runs. */
+void fm_vae_set_precision(fm_vae *vae, fm_precision prec);
+fm_precision fm_vae_precision(const fm_vae *vae);
 const fm_vae_config *fm_vae_config_of(const fm_vae *vae);
 /* 2^(n_levels-1): pixels per latent cell. */
 int fm_vae_latent_factor(const fm_vae_config *cfg);
