@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fmimage.h"
+#include "diffusion/st_write.h"
 
 extern char **environ;
 
@@ -136,6 +137,33 @@ static inline char *cu_png_parameters(const char *path)
     png_destroy_read_struct(&png, &info, NULL);
     fclose(f);
     return out;
+}
+
+/* golden/sd2/README.md: the tiny SD 2.x file carries no metadata, and its
+ * 16-wide heads cannot be read off the shapes (real SD 2.x heads are 64
+ * wide, the family's value). The tests give the file its documented config
+ * WITHOUT "prediction", so eps-or-v is still decided by the A1111 probe. */
+static inline void cu_write_tiny_sd2(const char *out)
+{
+    static const char *const cu_sd2_config =
+        "{\"family\": \"sd2\", \"unet\": {\"num_heads\": -1, \"num_head_channels\": 16}, "
+        "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
+    fm_safetensors st;
+    tu_open(&st, "tests/data/tiny-sd2.safetensors");
+    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    for (int i = 0; i < st.n_tensors; i++) {
+        const fm_st_tensor *t = &st.tensors[i];
+        e[i].name = t->name;
+        e[i].dtype = t->dtype;
+        e[i].ndim = t->ndim;
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+        e[i].data = t->data;
+    }
+    fm_st_meta meta = {"fmimage.config", cu_sd2_config};
+    fm_error err = {0};
+    if (fm_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
+    free(e);
+    fm_st_close(&st);
 }
 
 #endif

@@ -6,36 +6,6 @@
  * some values by more than 1 LSB. */
 #include "cliutil.h"
 
-#include "diffusion/st_write.h"
-
-/* golden/sd2/README.md: the tiny SD 2.x file carries no metadata, and its
- * 16-wide heads cannot be read off the shapes (real SD 2.x heads are 64
- * wide, the family's value). The test gives the file its documented config
- * WITHOUT "prediction", so eps-or-v is still decided by the A1111 probe. */
-static const char *sd2_config =
-    "{\"family\": \"sd2\", \"unet\": {\"num_heads\": -1, \"num_head_channels\": 16}, "
-    "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
-
-static void write_sd2_with_config(const char *out)
-{
-    fm_safetensors st;
-    tu_open(&st, "tests/data/tiny-sd2.safetensors");
-    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
-    for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
-        e[i].name = t->name;
-        e[i].dtype = t->dtype;
-        e[i].ndim = t->ndim;
-        memcpy(e[i].shape, t->shape, sizeof t->shape);
-        e[i].data = t->data;
-    }
-    fm_st_meta meta = {"fmimage.config", sd2_config};
-    fm_error err = {0};
-    if (fm_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
-    free(e);
-    fm_st_close(&st);
-}
-
 static void expect_golden(const char *const *args, const char *out, const char *golden)
 {
     char err[4096];
@@ -94,7 +64,7 @@ static void test_sd2_v_prediction_probe(void **state)
     char model[300];
     snprintf(out, sizeof out, "%s/sd2.png", dir);
     snprintf(model, sizeof model, "%s/tiny-sd2.safetensors", dir);
-    write_sd2_with_config(model);
+    cu_write_tiny_sd2(model);
     char info_path[320];
     snprintf(info_path, sizeof info_path, "%s/sd2-info.txt", dir);
     const char *info[] = {"--info", "-m", model, NULL};

@@ -98,6 +98,17 @@ static void test_sdxl_bf16_psnr(void **state)
     assert_true(bf16_psnr(args, sizeof args / sizeof *args, "sdxl") >= MIN_PSNR_DB);
 }
 
+static void test_sd2_bf16_psnr(void **state)
+{
+    (void)state;
+    if (skip_without_bf16()) skip();
+    char model[300];
+    snprintf(model, sizeof model, "%s/tiny-sd2.safetensors", dir);
+    cu_write_tiny_sd2(model);
+    const char *args[] = {"-m", model, FOX};
+    assert_true(bf16_psnr(args, sizeof args / sizeof *args, "sd2") >= MIN_PSNR_DB);
+}
+
 /* f16 and fp32 compute the same way: identical images, on every CPU. */
 static void test_f16_is_fp32(void **state)
 {
@@ -116,6 +127,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sd1_bf16_psnr),
         cmocka_unit_test(test_sd1_dpmpp2m_bf16_psnr),
+        cmocka_unit_test(test_sd2_bf16_psnr),
         cmocka_unit_test(test_sdxl_bf16_psnr),
         cmocka_unit_test(test_f16_is_fp32),
     };
