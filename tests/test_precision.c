@@ -121,6 +121,21 @@ static void test_f16_is_fp32(void **state)
     assert_true(isinf(png_psnr(f16, fp32)));
 }
 
+/* auto is bf16 where the CPU has AVX512_BF16 (every golden run above
+ * >= 35 dB), fp32 elsewhere: the same image as that mode. */
+static void test_auto_is_measured_mode(void **state)
+{
+    (void)state;
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", FOX, "--rng", "cuda"};
+    int n = sizeof args / sizeof *args;
+    const char *expected = fm_kernel_has_bf16() ? "bf16" : "fp32";
+    char aut[300], ref[300];
+    run_in(args, n, "sd1-auto-ref", "auto", aut, sizeof aut);
+    run_in(args, n, "sd1-auto-ref", expected, ref, sizeof ref);
+    printf("  auto computes as %s here\n", expected);
+    assert_true(isinf(png_psnr(aut, ref)));
+}
+
 int main(void)
 {
     cu_tempdir(dir, sizeof dir, "precision");
@@ -130,6 +145,7 @@ int main(void)
         cmocka_unit_test(test_sd2_bf16_psnr),
         cmocka_unit_test(test_sdxl_bf16_psnr),
         cmocka_unit_test(test_f16_is_fp32),
+        cmocka_unit_test(test_auto_is_measured_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
