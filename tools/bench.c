@@ -784,6 +784,12 @@ static void write_json(bench *b, const char *path)
     cJSON_AddBoolToObject(j, "kernels_bf16", fm_kernel_has_bf16());
     cJSON_AddNumberToObject(j, "fp32_fma_peak_gflops", b->fma_peak);
     cJSON_AddNumberToObject(j, "fp32_sgemm_gflops", b->gemm_gflops);
+    cJSON_AddNumberToObject(j, "cpu_share_during_peak", b->cpu_share);
+    double load[3];
+    if (getloadavg(load, 3) == 3) {
+        cJSON *l = cJSON_AddArrayToObject(j, "loadavg_at_end");
+        for (int i = 0; i < 3; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(load[i]));
+    }
     cJSON *arr = cJSON_AddArrayToObject(j, "stages");
     for (int i = 0; i < b->n; i++) {
         const stage *s = &b->st[i];
