@@ -6,11 +6,13 @@
  * stable-diffusion.cpp when given) as child processes for wall time and peak
  * RSS, then prints a table and writes JSON.
  *
- *   bench [--reps N] [--threads T] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
+ *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
  *
  * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp (default: all)
  * --flops     print the FLOP counts of the stages and exit
+ * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
+ *             512; smaller only for a smoke test of the harness)
  * Checkpoints: DIR/sd1-f16.safetensors, sdturbo-f16..., sdxl-f16...,
  * DIR/taesd.safetensors. Medians over N runs (default 3); wall clock and CPU
  * time per thread (which is what the run would take with the cores to itself
@@ -190,6 +192,7 @@ typedef struct stage {
 
 typedef struct bench {
     int reps, threads;
+    int px;               /* image side of SD 1.5 / SD-Turbo (SDXL: 2 px) */
     const char *cache, *fmimage, *sdcpp;
     double fma_peak, gemm_gflops; /* GFLOP/s, CPU time based */
     double cpu_share;             /* CPU time per thread / wall clock while measuring the peak */
@@ -217,14 +220,20 @@ static void fail(const char *what, const fm_error *err)
 typedef int (*stage_fn)(void *ctx, fm_error *err);
 
 /* Runs f reps times (no separate warm-up: the median drops a cold first
- * run when reps >= 3) and records the medians. */
-static void time_stage(bench *b, stage *s, stage_fn f, void *ctx)
+ * run when reps >= 3) and records the medians. On an error: a message, the
+ * stage dropped, non-zero (the caller skips the rest of that model). */
+static int time_stage(bench *b, stage *s, stage_fn f, void *ctx)
 {
     double w[MAX_REPS], c[MAX_REPS];
     fm_error err = {0};
     for (int r = 0; r < b->reps; r++) {
         double t0 = now(), c0 = cpu_now();
-        if (f(ctx, &err)) fail(s->label, &err);
+        if (f(ctx, &err)) {
+            fprintf(stderr, "bench: %s: %s\n", s->label, err.msg);
+            printf("%s: FAILED (%s)\n", s->label, err.msg);
+            b->n--;
+            return 1;
+        }
         w[r] = now() - t0;
         c[r] = (cpu_now() - c0) / b->threads;
         fprintf(stderr, "  %-44s run %d/%d: %7.2f s wall, %7.2f s CPU/thread\n", s->label, r + 1, b->reps, w[r], c[r]);
@@ -232,6 +241,7 @@ static void time_stage(bench *b, stage *s, stage_fn f, void *ctx)
     s->runs = b->reps;
     s->wall = median(w, b->reps);
     s->cpu = median(c, b->reps);
+    return 0;
 }
 
 /* --------------------------------------------------------------- peak -- */
@@ -492,29 +502,34 @@ static void bench_sd1(bench *b)
     path_in(path, sizeof path, b->cache, "sd1-f16.safetensors");
     path_in(taesd, sizeof taesd, b->cache, "taesd.safetensors");
     if (!exists(path)) { fprintf(stderr, "bench: %s missing, SD 1.5 skipped\n", path); return; }
-    fprintf(stderr, "SD 1.5, 512x512, CFG (batch 2)\n");
-    model_ctx c = {.path = path, .batch = 2, .lh = 64, .lw = 64};
-    time_stage(b, add_stage(b, "sd1.load", "SD 1.5 load (page cache warm)", 0), run_load, &c);
+    int px = b->px, l = px / 8;
+    char label[96];
+    fprintf(stderr, "SD 1.5, %dx%d, CFG (batch 2)\n", px, px);
+    model_ctx c = {.path = path, .batch = 2, .lh = l, .lw = l};
+    if (time_stage(b, add_stage(b, "sd1.load", "SD 1.5 load (page cache warm)", 0), run_load, &c)) goto done;
     const fm_model_config *cfg = &c.m->cfg;
     int layer = 0, final_ln = 0;
     fm_error err = {0};
     if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
-    time_stage(b, add_stage(b, "sd1.text_encode", "SD 1.5 text encode (prompt + negative)", text_flops(&cfg->text[0], 2, layer)),
-               run_text, &c);
+    if (time_stage(b, add_stage(b, "sd1.text_encode", "SD 1.5 text encode (prompt + negative)", text_flops(&cfg->text[0], 2, layer)),
+               run_text, &c)) goto done;
     unet_inputs(&c);
-    double uf = unet_flops(&cfg->unet, 2, 64, 64, c.cond.n_tokens);
-    time_stage(b, add_stage(b, "sd1.unet_b2", "SD 1.5 U-Net, batch 2, 64x64 latent", uf), run_unet, &c);
-    time_stage(b, add_stage(b, "sd1.step", "SD 1.5 sampling step (euler, CFG 7)", uf), run_step, &c);
-    c.img = malloc(sizeof(float) * 3 * 512 * 512);
-    c.z = malloc(sizeof(float) * 4 * 64 * 64);
+    double uf = unet_flops(&cfg->unet, 2, l, l, c.cond.n_tokens);
+    snprintf(label, sizeof label, "SD 1.5 U-Net, batch 2, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "sd1.unet_b2", label, uf), run_unet, &c)) goto done;
+    if (time_stage(b, add_stage(b, "sd1.step", "SD 1.5 sampling step (euler, CFG 7)", uf), run_step, &c)) goto done;
+    c.img = malloc(sizeof(float) * 3 * px * px);
+    c.z = malloc(sizeof(float) * 4 * l * l);
     if (!c.img || !c.z) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
-    fill_normal(c.z, 4 * 64 * 64, 3);
-    time_stage(b, add_stage(b, "sd1.vae_decode", "VAE decode 64x64 -> 512x512", vae_decode_flops(&cfg->vae, 64, 64)), run_vae, &c);
+    fill_normal(c.z, (size_t)4 * l * l, 3);
+    snprintf(label, sizeof label, "VAE decode %dx%d -> %dx%d", l, l, px, px);
+    if (time_stage(b, add_stage(b, "sd1.vae_decode", label, vae_decode_flops(&cfg->vae, l, l)), run_vae, &c)) goto done;
+    snprintf(label, sizeof label, "TAESD decode %dx%d -> %dx%d", l, l, px, px);
     if (exists(taesd) && (c.taesd = fm_taesd_open(taesd, &err)))
-        time_stage(b, add_stage(b, "sd1.taesd_decode", "TAESD decode 64x64 -> 512x512", taesd_decode_flops(64, 64)),
-                   run_taesd, &c);
+        time_stage(b, add_stage(b, "sd1.taesd_decode", label, taesd_decode_flops(l, l)), run_taesd, &c);
     else
         fprintf(stderr, "bench: TAESD %s: %s\n", taesd, err.code ? err.msg : "missing");
+done:
     ctx_free(&c);
 }
 
@@ -523,30 +538,34 @@ static void bench_turbo(bench *b)
     char path[1024];
     path_in(path, sizeof path, b->cache, "sdturbo-f16.safetensors");
     if (!exists(path)) { fprintf(stderr, "bench: %s missing, SD-Turbo skipped\n", path); return; }
-    fprintf(stderr, "SD-Turbo, 512x512, 1 step, no CFG\n");
-    model_ctx c = {.path = path, .batch = 1, .lh = 64, .lw = 64};
-    time_stage(b, add_stage(b, "turbo.load", "SD-Turbo load (page cache warm)", 0), run_load, &c);
+    int px = b->px, l = px / 8;
+    char label[96];
+    fprintf(stderr, "SD-Turbo, %dx%d, 1 step, no CFG\n", px, px);
+    model_ctx c = {.path = path, .batch = 1, .lh = l, .lw = l};
+    if (time_stage(b, add_stage(b, "turbo.load", "SD-Turbo load (page cache warm)", 0), run_load, &c)) goto done;
     const fm_model_config *cfg = &c.m->cfg;
     int layer = 0, final_ln = 0;
     fm_error err = {0};
     if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
     double tf = text_flops(&cfg->text[0], 1, layer);
-    time_stage(b, add_stage(b, "turbo.text_encode", "SD-Turbo text encode (prompt)", tf), run_text, &c);
+    if (time_stage(b, add_stage(b, "turbo.text_encode", "SD-Turbo text encode (prompt)", tf), run_text, &c)) goto done;
     unet_inputs(&c);
-    double uf = unet_flops(&cfg->unet, 1, 64, 64, c.cond.n_tokens);
-    time_stage(b, add_stage(b, "turbo.unet_b1", "SD-Turbo U-Net, batch 1, 64x64 latent", uf), run_unet, &c);
+    double uf = unet_flops(&cfg->unet, 1, l, l, c.cond.n_tokens);
+    snprintf(label, sizeof label, "SD-Turbo U-Net, batch 1, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "turbo.unet_b1", label, uf), run_unet, &c)) goto done;
     fm_params_default(c.m, &c.p);
     c.p.prompt = PROMPT;
-    c.p.width = c.p.height = 512;
+    c.p.width = c.p.height = px;
     c.p.steps = 1;
     c.p.cfg = 1.0f;
     c.p.seed = 1;
-    c.rgb = malloc(3 * 512 * 512);
+    c.rgb = malloc((size_t)3 * px * px);
     if (!c.rgb) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
     stage *s = add_stage(b, "turbo.image", "SD-Turbo whole image, 1 step (load excluded)",
-                         tf + uf + vae_decode_flops(&cfg->vae, 64, 64));
+                         tf + uf + vae_decode_flops(&cfg->vae, l, l));
     snprintf(s->note, sizeof s->note, "sampler %s, full VAE", c.p.sampler);
-    time_stage(b, s, run_generate, &c);
+    if (time_stage(b, s, run_generate, &c)) goto done;
+done:
     ctx_free(&c);
 }
 
@@ -555,18 +574,24 @@ static void bench_sdxl(bench *b)
     char path[1024];
     path_in(path, sizeof path, b->cache, "sdxl-f16.safetensors");
     if (!exists(path)) { fprintf(stderr, "bench: %s missing, SDXL skipped\n", path); return; }
-    fprintf(stderr, "SDXL, 1024x1024, one U-Net evaluation (batch 1)\n");
-    model_ctx c = {.path = path, .batch = 1, .lh = 128, .lw = 128};
+    int l = b->px / 4;
+    char label[96];
+    fprintf(stderr, "SDXL, %dx%d, one U-Net evaluation (batch 1)\n", 2 * b->px, 2 * b->px);
+    model_ctx c = {.path = path, .batch = 1, .lh = l, .lw = l};
     fm_error err = {0};
     int reps = b->reps;
     b->reps = 1;
-    time_stage(b, add_stage(b, "sdxl.load", "SDXL load (page cache warm)", 0), run_load, &c);
+    int failed = time_stage(b, add_stage(b, "sdxl.load", "SDXL load (page cache warm)", 0), run_load, &c);
     b->reps = reps;
-    if (run_text(&c, &err)) fail("SDXL text", &err);
+    if (failed) goto done;
+    if (run_text(&c, &err)) {
+        fprintf(stderr, "bench: SDXL text: %s\n", err.msg);
+        goto done;
+    }
     unet_inputs(&c);
-    time_stage(b, add_stage(b, "sdxl.unet_b1", "SDXL U-Net, batch 1, 128x128 latent",
-                            unet_flops(&c.m->cfg.unet, 1, 128, 128, c.cond.n_tokens)),
-               run_unet, &c);
+    snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens)), run_unet, &c)) goto done;
+done:
     ctx_free(&c);
 }
 
@@ -619,25 +644,26 @@ static int child_stage(bench *b, stage *s, char *const argv[], const char *log, 
 
 static void bench_gen(bench *b)
 {
-    char model[1024], out[1024], log[1024], threads[16];
+    char model[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
     path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
     path_in(out, sizeof out, b->cache, "fmimage-sd1.png");
     path_in(log, sizeof log, b->cache, "fmimage-sd1.log");
     snprintf(threads, sizeof threads, "%d", b->threads);
     if (!exists(model) || !b->fmimage) return;
     fprintf(stderr, "whole generations (child processes)\n");
-    char *argv[] = {(char *)b->fmimage, "-m", model, "-W", "512", "-H", "512", "--steps", "2", "--cfg", "7",
+    char *argv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "2", "--cfg", "7",
                     "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
-    stage *s = add_stage(b, "sd1.gen", "fmimage SD 1.5 512x512, 2 steps CFG 7 (incl. load)", 0);
+    stage *s = add_stage(b, "sd1.gen", "fmimage SD 1.5 whole run, 2 steps CFG 7, with load", 0);
     snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
     child_stage(b, s, argv, log, 1);
     path_in(model, sizeof model, b->cache, "sdturbo-f16.safetensors");
     path_in(out, sizeof out, b->cache, "fmimage-turbo.png");
     path_in(log, sizeof log, b->cache, "fmimage-turbo.log");
     if (!exists(model)) return;
-    char *targv[] = {(char *)b->fmimage, "-m", model, "-W", "512", "-H", "512", "--steps", "1", "--cfg", "1",
+    char *targv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "1", "--cfg", "1",
                      "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
-    s = add_stage(b, "turbo.gen", "fmimage SD-Turbo 512x512, 1 step (incl. load)", 0);
+    s = add_stage(b, "turbo.gen", "fmimage SD-Turbo whole run, 1 step, with load", 0);
     snprintf(s->note, sizeof s->note, "fmimage CLI, 1 run");
     child_stage(b, s, targv, log, 1);
 }
@@ -666,16 +692,17 @@ static void bench_sdcpp(bench *b)
         printf("sd.cpp: not available\n");
         return;
     }
-    char model[1024], out[1024], log[1024], threads[16];
+    char model[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
     path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
     path_in(out, sizeof out, b->cache, "sdcpp-sd1.png");
     path_in(log, sizeof log, b->cache, "sdcpp-sd1.log");
     snprintf(threads, sizeof threads, "%d", b->threads);
     if (!exists(model)) return;
     fprintf(stderr, "stable-diffusion.cpp (%s)\n", b->sdcpp);
-    char *argv[] = {(char *)b->sdcpp, "-m", model, "-p", PROMPT, "-W", "512", "-H", "512", "--steps", "2",
+    char *argv[] = {(char *)b->sdcpp, "-m", model, "-p", PROMPT, "-W", px, "-H", px, "--steps", "2",
                     "--cfg-scale", "7", "--sampling-method", "euler", "-s", "42", "-t", threads, "-o", out, "-v", NULL};
-    stage *s = add_stage(b, "sdcpp.sd1.gen", "sd.cpp SD 1.5 512x512, 2 steps CFG 7 (incl. load)", 0);
+    stage *s = add_stage(b, "sdcpp.sd1.gen", "sd.cpp SD 1.5 whole run, 2 steps CFG 7, with load", 0);
     snprintf(s->note, sizeof s->note, "sd-cli -t %s, euler, 1 run", threads);
     if (child_stage(b, s, argv, log, 1)) return;
     static const struct { const char *key, *label, *log_key; } parts[] = {
@@ -878,7 +905,7 @@ static double planned_flops(int reps, const char *only)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
+    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
                     "             [--only peak,sd1,gen,turbo,sdxl,sdcpp] [--estimate-only] [--flops]\n");
     return 2;
 }
@@ -886,13 +913,14 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    bench b = {.reps = 3, .threads = 2};
+    bench b = {.reps = 3, .threads = 2, .px = 512};
     const char *json = NULL, *only = NULL;
     int estimate_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--reps") && v) b.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) b.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--px") && v) b.px = atoi(argv[++i]);
         else if (!strcmp(a, "--cache") && v) b.cache = argv[++i];
         else if (!strcmp(a, "--fmimage") && v) b.fmimage = argv[++i];
         else if (!strcmp(a, "--sdcpp") && v) b.sdcpp = *argv[++i] ? argv[i] : NULL;
@@ -902,7 +930,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--flops")) { print_flops(); return 0; }
         else return usage();
     }
-    if (b.reps < 1 || b.reps > MAX_REPS || b.threads < 1 || !b.cache) return usage();
+    if (b.reps < 1 || b.reps > MAX_REPS || b.threads < 1 || b.px < 64 || b.px % 64 || !b.cache) return usage();
     omp_set_num_threads(b.threads);
     b.json = cJSON_CreateObject();
     char model[256], flags[128];
