@@ -597,8 +597,9 @@ done:
 
 /* ------------------------------------------------------ child processes -- */
 
-/* Runs argv with stdout and stderr to log; wall time and peak RSS (GiB). */
-static int run_child(char *const argv[], const char *log, double *wall, double *rss_gib)
+/* Runs argv with stdout and stderr to log; wall time, CPU time (user +
+ * system) and peak RSS (GiB). */
+static int run_child(char *const argv[], const char *log, double *wall, double *cpu, double *rss_gib)
 {
     fflush(stdout);
     fflush(stderr);
@@ -619,6 +620,7 @@ static int run_child(char *const argv[], const char *log, double *wall, double *
     struct rusage ru;
     if (wait4(pid, &status, 0, &ru) < 0) return -1;
     *wall = now() - t0;
+    *cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
     *rss_gib = ru.ru_maxrss / (1024.0 * 1024.0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
@@ -626,19 +628,21 @@ static int run_child(char *const argv[], const char *log, double *wall, double *
 /* The median child run of reps (by wall time); each child a fresh process. */
 static int child_stage(bench *b, stage *s, char *const argv[], const char *log, int reps)
 {
-    double w[MAX_REPS], r[MAX_REPS];
+    double w[MAX_REPS], c[MAX_REPS], r[MAX_REPS];
     for (int i = 0; i < reps; i++) {
-        int rc = run_child(argv, log, &w[i], &r[i]);
+        int rc = run_child(argv, log, &w[i], &c[i], &r[i]);
         if (rc) {
             fprintf(stderr, "bench: %s failed (exit %d), see %s\n", argv[0], rc, log);
             return rc;
         }
-        fprintf(stderr, "  %-44s run %d/%d: %7.2f s wall, %.2f GiB peak RSS\n", s->label, i + 1, reps, w[i], r[i]);
+        c[i] /= b->threads;
+        fprintf(stderr, "  %-44s run %d/%d: %7.2f s wall, %7.2f s CPU/thread, %.2f GiB peak RSS\n", s->label, i + 1,
+                reps, w[i], c[i], r[i]);
     }
     s->runs = reps;
     s->wall = median(w, reps);
+    s->cpu = median(c, reps);
     s->rss_gib = median(r, reps);
-    (void)b;
     return 0;
 }
 
@@ -793,6 +797,8 @@ static void print_table(const bench *b)
         if (!o || !t || o->wall <= 0) continue;
         if (!header++) printf("\nside by side with stable-diffusion.cpp (%d threads each)\n%-44s %10s %10s %8s\n", b->threads, "", "fmimage", "sd.cpp", "sd.cpp/fmimage");
         printf("%-44s %9.2fs %9.2fs %8.2fx\n", vs[i].what, o->wall, t->wall, t->wall / o->wall);
+        if (o->cpu > 0 && t->cpu > 0)
+            printf("%-44s %9.2fs %9.2fs %8.2fx\n", "  CPU time per thread", o->cpu, t->cpu, t->cpu / o->cpu);
         if (o->rss_gib > 0 && t->rss_gib > 0)
             printf("%-44s %7.2fGiB %7.2fGiB %8.2fx\n", "  peak RSS", o->rss_gib, t->rss_gib, t->rss_gib / o->rss_gib);
     }
