@@ -5,6 +5,8 @@
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
 #   BENCH_ONLY=LIST     subset of peak,sd1,gen,sdcpp,turbo,sdxl (default all)
+#   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
+#                       smaller only to check the harness quickly)
 #   SDCPP_BIN=PATH      stable-diffusion.cpp's sd-cli (default: the cache's
 #                       sdcpp/build/bin/sd-cli, if present)
 #   BUILD=DIR           fmimage build directory (default build)
@@ -16,6 +18,7 @@ CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench
 REPS=${BENCH_REPS:-3}
 THREADS=${BENCH_THREADS:-2}
 ONLY=${BENCH_ONLY:-peak,sd1,gen,sdcpp,turbo,sdxl}
+PX=${BENCH_PX:-512}
 
 mkdir -p "$CACHE" bench
 
@@ -41,5 +44,5 @@ else
 fi
 
 echo "bench: the numbers are only as quiet as the machine; 'uptime' now: $(uptime)"
-exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --only "$ONLY" \
+exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --only "$ONLY" \
     --fmimage "$BUILD/fmimage" --sdcpp "$SDCPP" --json bench/results.json
