@@ -1,0 +1,972 @@
+/* bench: the measuring side of `make bench` (tools/bench.sh prepares the
+ * checkpoints and calls this). Times each stage of SD 1.5, SD-Turbo and SDXL
+ * in-process through the modules' own APIs, so every stage is isolated,
+ * counts the stage's FLOPs from the model config, measures the machine's
+ * FP32 peak in the same run, runs whole generations (fmimage, and
+ * stable-diffusion.cpp when given) as child processes for wall time and peak
+ * RSS, then prints a table and writes JSON.
+ *
+ *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
+ *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
+ *
+ * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp (default: all)
+ * --flops     print the FLOP counts of the stages and exit
+ * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
+ *             512; smaller only for a smoke test of the harness)
+ * Checkpoints: DIR/sd1-f16.safetensors, sdturbo-f16..., sdxl-f16...,
+ * DIR/taesd.safetensors. Medians over N runs (default 3); wall clock and CPU
+ * time per thread (which is what the run would take with the cores to itself
+ * on a shared machine) are both reported. */
+#include "diffusion/pipeline_internal.h"
+#include "kernels/kernels.h"
+#include "textenc/prompt.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define MAX_REPS 15
+#define PROMPT "a photograph of an astronaut riding a horse"
+
+/* ------------------------------------------------------------- clocks -- */
+
+static double clock_s(clockid_t id)
+{
+    struct timespec t;
+    clock_gettime(id, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
+
+static double median(double *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (v[j] < v[i]) { double s = v[i]; v[i] = v[j]; v[j] = s; }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ------------------------------------------------------- FLOP counts -- */
+/* Multiply-adds count 2. Convolutions 2*Cin*Cout*k*k*Hout*Wout, linears
+ * 2*in*out*tokens, attention 4*n_q*n_k*dim over all heads (QK^T and PV);
+ * norms, activations and softmax are not counted. Per batch element. */
+
+static double conv_flops(int cin, int cout, int k, int h, int w)
+{
+    return 2.0 * cin * cout * k * k * (double)h * w;
+}
+
+static double attention_flops(int c, double n_q, double n_k) { return 4.0 * n_q * n_k * c; }
+
+/* ldm ResBlock: conv 3x3, emb linear (temb_dim 0 = none, the VAE's), conv
+ * 3x3, 1x1 skip when the width changes. */
+static double resblock_flops(int cin, int cout, int h, int w, int temb_dim)
+{
+    double f = conv_flops(cin, cout, 3, h, w) + conv_flops(cout, cout, 3, h, w) + 2.0 * temb_dim * cout;
+    if (cin != cout) f += conv_flops(cin, cout, 1, h, w);
+    return f;
+}
+
+/* SpatialTransformer: proj_in/out (1x1 conv or linear: the same count),
+ * then depth x (self-attention, cross-attention, GEGLU feed-forward). */
+static double transformer_flops(int c, int depth, int h, int w, int n_ctx, int ctx_dim)
+{
+    double n = (double)h * w, f = 2 * 2.0 * c * c * n;
+    for (int d = 0; d < depth; d++) {
+        f += 4 * 2.0 * c * c * n + attention_flops(c, n, n);
+        f += 2 * 2.0 * c * c * n + 2 * 2.0 * ctx_dim * c * n_ctx + attention_flops(c, n, n_ctx);
+        f += 2.0 * c * 8 * c * n + 2.0 * 4 * c * c * n;
+    }
+    return f;
+}
+
+static double unet_flops(const fm_unet_config *u, int batch, int h, int w, int n_ctx)
+{
+    int mc = u->model_channels, temb = 4 * mc, ch = mc, chans[64], nch = 0;
+    double f = 2.0 * mc * temb + 2.0 * temb * temb;
+    if (u->adm_in_channels) f += 2.0 * u->adm_in_channels * temb + 2.0 * temb * temb;
+    f += conv_flops(u->in_channels, mc, 3, h, w);
+    chans[nch++] = mc;
+    for (int l = 0; l < u->n_levels; l++) {
+        for (int r = 0; r < u->num_res_blocks; r++) {
+            int co = mc * u->channel_mult[l];
+            f += resblock_flops(ch, co, h, w, temb);
+            ch = co;
+            if (u->transformer_depth[l])
+                f += transformer_flops(ch, u->transformer_depth[l], h, w, n_ctx, u->context_dim);
+            chans[nch++] = ch;
+        }
+        if (l != u->n_levels - 1) {
+            h = (h - 1) / 2 + 1;
+            w = (w - 1) / 2 + 1;
+            f += conv_flops(ch, ch, 3, h, w);
+            chans[nch++] = ch;
+        }
+    }
+    f += 2 * resblock_flops(ch, ch, h, w, temb);
+    if (u->transformer_depth_middle) f += transformer_flops(ch, u->transformer_depth_middle, h, w, n_ctx, u->context_dim);
+    for (int l = u->n_levels - 1; l >= 0; l--)
+        for (int i = 0; i <= u->num_res_blocks; i++) {
+            int co = mc * u->channel_mult[l];
+            f += resblock_flops(ch + chans[--nch], co, h, w, temb);
+            ch = co;
+            if (u->transformer_depth[l])
+                f += transformer_flops(ch, u->transformer_depth[l], h, w, n_ctx, u->context_dim);
+            if (l > 0 && i == u->num_res_blocks) {
+                h *= 2;
+                w *= 2;
+                f += conv_flops(ch, ch, 3, h, w);
+            }
+        }
+    f += conv_flops(ch, u->out_channels, 3, h, w);
+    return f * batch;
+}
+
+/* ldm Decoder with post_quant_conv, from an h x w latent. */
+static double vae_decode_flops(const fm_vae_config *v, int h, int w)
+{
+    int bi = v->ch * v->ch_mult[v->n_levels - 1];
+    double f = conv_flops(v->embed_dim, v->z_channels, 1, h, w) + conv_flops(v->z_channels, bi, 3, h, w);
+    double n = (double)h * w;
+    f += 2 * resblock_flops(bi, bi, h, w, 0) + 4 * 2.0 * bi * bi * n + attention_flops(bi, n, n);
+    for (int l = v->n_levels - 1; l >= 0; l--) {
+        int bo = v->ch * v->ch_mult[l];
+        for (int i = 0; i <= v->num_res_blocks; i++) {
+            f += resblock_flops(bi, bo, h, w, 0);
+            bi = bo;
+        }
+        if (l != 0) {
+            h *= 2;
+            w *= 2;
+            f += conv_flops(bi, bi, 3, h, w);
+        }
+    }
+    return f + conv_flops(bi, v->out_ch, 3, h, w);
+}
+
+/* TAESD decoder (vae/taesd.c's table): 64-wide 3x3 convs, Blocks of three. */
+static double taesd_decode_flops(int h, int w)
+{
+    double c64 = conv_flops(64, 64, 3, 1, 1), f = conv_flops(4, 64, 3, h, w);
+    double hw = (double)h * w;
+    f += 3 * 3 * c64 * hw;
+    for (int up = 0; up < 3; up++) {
+        hw *= 4;
+        f += c64 * hw + (up < 2 ? 3 : 1) * 3 * c64 * hw;
+    }
+    return f + conv_flops(64, 3, 3, 1, 1) * hw;
+}
+
+/* n_seq sequences of 77 tokens through `layers` transformer layers. */
+static double text_flops(const fm_text_config *t, int n_seq, int layers)
+{
+    double n = 77.0, W = t->width;
+    double per = 4 * 2.0 * W * W * n + attention_flops(t->width, n, n) + 2 * 2.0 * W * t->intermediate_size * n;
+    return per * layers * n_seq;
+}
+
+/* ----------------------------------------------------------- results -- */
+
+typedef struct stage {
+    char key[48], label[96];
+    double flops;        /* 0 = not a compute stage */
+    double wall, cpu;    /* medians, seconds; cpu per thread */
+    int runs;
+    double rss_gib;      /* child runs: peak RSS, else 0 */
+    char note[160];
+} stage;
+
+typedef struct bench {
+    int reps, threads;
+    int px;               /* image side of SD 1.5 / SD-Turbo (SDXL: 2 px) */
+    const char *cache, *fmimage, *sdcpp;
+    double fma_peak, gemm_gflops; /* GFLOP/s, CPU time based */
+    double cpu_share;             /* CPU time per thread / wall clock while measuring the peak */
+    stage st[64];
+    int n;
+    cJSON *json;
+} bench;
+
+static stage *add_stage(bench *b, const char *key, const char *label, double flops)
+{
+    stage *s = &b->st[b->n++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->key, sizeof s->key, "%s", key);
+    snprintf(s->label, sizeof s->label, "%s", label);
+    s->flops = flops;
+    return s;
+}
+
+static void fail(const char *what, const fm_error *err)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, err->msg);
+    exit(1);
+}
+
+typedef int (*stage_fn)(void *ctx, fm_error *err);
+
+/* Runs f reps times (no separate warm-up: the median drops a cold first
+ * run when reps >= 3) and records the medians. On an error: a message, the
+ * stage dropped, non-zero (the caller skips the rest of that model). */
+static int time_stage(bench *b, stage *s, stage_fn f, void *ctx)
+{
+    double w[MAX_REPS], c[MAX_REPS];
+    fm_error err = {0};
+    for (int r = 0; r < b->reps; r++) {
+        double t0 = now(), c0 = cpu_now();
+        if (f(ctx, &err)) {
+            fprintf(stderr, "bench: %s: %s\n", s->label, err.msg);
+            printf("%s: FAILED (%s)\n", s->label, err.msg);
+            b->n--;
+            return 1;
+        }
+        w[r] = now() - t0;
+        c[r] = (cpu_now() - c0) / b->threads;
+        fprintf(stderr, "  %-44s run %d/%d: %7.2f s wall, %7.2f s CPU/thread\n", s->label, r + 1, b->reps, w[r], c[r]);
+    }
+    s->runs = b->reps;
+    s->wall = median(w, b->reps);
+    s->cpu = median(c, b->reps);
+    return 0;
+}
+
+/* --------------------------------------------------------------- peak -- */
+
+#if defined(__x86_64__)
+/* Independent FMA chains (tools/kbench.c's method). */
+__attribute__((target("avx512f"))) static float fma_loop_512(long iters)
+{
+    __m512 c[12], a = _mm512_set1_ps(1.0000001f), b = _mm512_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) c[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) c[i] = _mm512_fmadd_ps(c[i], a, b);
+    for (int i = 1; i < 12; i++) c[0] = _mm512_add_ps(c[0], c[i]);
+    return _mm512_reduce_add_ps(c[0]);
+}
+__attribute__((target("avx2,fma"))) static float fma_loop_256(long iters)
+{
+    __m256 c[12], a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) c[i] = _mm256_set1_ps((float)i);
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) c[i] = _mm256_fmadd_ps(c[i], a, b);
+    for (int i = 1; i < 12; i++) c[0] = _mm256_add_ps(c[0], c[i]);
+    float t[8];
+    _mm256_storeu_ps(t, c[0]);
+    return t[0];
+}
+#endif
+
+/* FP32 FMA peak of all threads in CPU time, best of 3. */
+static double fma_peak(void)
+{
+    long iters = 10000000;
+    int lanes = fm_kernel_isa() == FM_ISA_AVX512 ? 16 : fm_kernel_isa() == FM_ISA_AVX2 ? 8 : 0;
+    if (!lanes) return 0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double c0 = cpu_now();
+        float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+        {
+#if defined(__x86_64__)
+            sink += lanes == 16 ? fma_loop_512(iters) : fma_loop_256(iters);
+#endif
+        }
+        double c = (cpu_now() - c0) / omp_get_max_threads();
+        if (sink == 12345.0f) fputc(' ', stderr);
+        double g = 2.0 * lanes * 12 * iters * omp_get_max_threads() / c * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
+typedef struct sq_ctx { float *a, *b, *c; int n; } sq_ctx;
+static int run_sgemm(void *p, fm_error *err)
+{
+    (void)err;
+    sq_ctx *s = p;
+    fm_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n);
+    return 0;
+}
+
+static void bench_peak(bench *b)
+{
+    fprintf(stderr, "peak: FMA loop and fm_sgemm 2048^3\n");
+    double t0 = now(), c0 = cpu_now();
+    b->fma_peak = fma_peak();
+    sq_ctx sq = {.n = 2048};
+    size_t nn = (size_t)sq.n * sq.n;
+    sq.a = fm_alloc(4 * nn);
+    sq.b = fm_alloc(4 * nn);
+    sq.c = fm_alloc(4 * nn);
+    if (!sq.a || !sq.b || !sq.c) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < nn; i++) {
+        sq.a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+        sq.b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    }
+    stage *s = add_stage(b, "sgemm_2048", "fm_sgemm 2048x2048x2048 (FP32 GEMM)", 2.0 * sq.n * sq.n * sq.n);
+    run_sgemm(&sq, NULL); /* warm: packing buffers, page faults */
+    int reps = b->reps;
+    b->reps = reps < 3 ? 3 : reps;
+    time_stage(b, s, run_sgemm, &sq);
+    b->reps = reps;
+    b->gemm_gflops = s->flops / s->cpu * 1e-9;
+    b->cpu_share = (cpu_now() - c0) / b->threads / (now() - t0);
+    fm_free(sq.a);
+    fm_free(sq.b);
+    fm_free(sq.c);
+}
+
+/* ------------------------------------------------------------ stages -- */
+
+typedef struct model_ctx {
+    fm_model *m;
+    const char *path;
+    int batch, lh, lw;
+    fm_cond cond, uncond;
+    float *x, *out, *ctx, *y, t[2];
+    float *img, *z;
+    fm_taesd *taesd;
+    fm_params p;
+    uint8_t *rgb;
+} model_ctx;
+
+static int run_load(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    fm_model_free(c->m);
+    c->m = fm_model_load(c->path, err);
+    return c->m ? 0 : err->code;
+}
+
+/* The pipeline's conditioning: prompt and (with CFG) the empty negative. */
+static int run_text(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    fm_cond_free(&c->cond);
+    fm_cond_free(&c->uncond);
+    fm_token_chunks tc = {0}, tu = {0};
+    fm_size_cond sizes = {8 * c->lh, 8 * c->lw, 0, 0, 8 * c->lh, 8 * c->lw};
+    int rc = fm_prompt_to_chunks(c->m->tokenizer, PROMPT, FM_CLIP_EOS, &tc, err);
+    if (!rc) rc = fm_prompt_to_chunks(c->m->tokenizer, "", FM_CLIP_EOS, &tu, err);
+    if (!rc) rc = fm_text_encode(&c->m->text, &tc, 1, &sizes, &c->cond, err);
+    if (!rc && c->batch == 2) rc = fm_text_encode(&c->m->text, &tu, 1, &sizes, &c->uncond, err);
+    fm_token_chunks_free(&tc);
+    fm_token_chunks_free(&tu);
+    return rc;
+}
+
+static void fill_normal(float *x, size_t n, uint64_t seed)
+{
+    fm_rng rng;
+    fm_rng_init(&rng, FM_RNG_CPU, seed);
+    fm_rng_randn(&rng, x, n);
+}
+
+/* U-Net inputs from the encoded conditioning (run_text first). */
+static void unet_inputs(model_ctx *c)
+{
+    const fm_unet_config *u = &c->m->cfg.unet;
+    size_t lat = (size_t)u->in_channels * c->lh * c->lw, ctx = (size_t)c->cond.n_tokens * c->cond.context_dim;
+    c->x = malloc(sizeof(float) * lat * c->batch);
+    c->out = malloc(sizeof(float) * (size_t)u->out_channels * c->lh * c->lw * c->batch);
+    c->ctx = malloc(sizeof(float) * ctx * c->batch);
+    if (c->cond.adm_dim) c->y = malloc(sizeof(float) * (size_t)c->cond.adm_dim * c->batch);
+    if (!c->x || !c->out || !c->ctx || (c->cond.adm_dim && !c->y)) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    fill_normal(c->x, lat * c->batch, 1);
+    for (int b = 0; b < c->batch; b++) {
+        const fm_cond *k = b ? &c->uncond : &c->cond;
+        memcpy(c->ctx + b * ctx, k->context, sizeof(float) * ctx);
+        if (c->y) memcpy(c->y + (size_t)b * c->cond.adm_dim, k->y, sizeof(float) * c->cond.adm_dim);
+        c->t[b] = 500.0f;
+    }
+}
+
+static int run_unet(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    return fm_unet_forward(c->m->unet, c->out, c->x, c->batch, c->lh, c->lw, c->t, c->ctx, c->cond.n_tokens, c->y, err);
+}
+
+/* One sampler step: the pipeline's denoiser (c_in scaling, U-Net on
+ * [cond; uncond], CFG 7 combine) under fm_sample's euler update. */
+static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
+{
+    model_ctx *c = user;
+    fm_scalings s = fm_denoiser_scalings(c->m->prediction, sigma);
+    float t = (float)fm_discrete_sigma_to_t(&c->m->schedule, sigma);
+    for (int b = 0; b < c->batch; b++) {
+        c->t[b] = t;
+        for (size_t i = 0; i < n; i++) c->x[b * n + i] = (float)(x[i] * s.c_in);
+    }
+    int rc = run_unet(c, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) {
+        float dc = (float)(x[i] * s.c_skip + c->out[i] * s.c_out);
+        if (c->batch == 2) {
+            float du = (float)(x[i] * s.c_skip + c->out[n + i] * s.c_out);
+            dc = du + (dc - du) * 7.0f;
+        }
+        denoised[i] = dc;
+    }
+    return 0;
+}
+
+static int run_step(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    size_t n = (size_t)c->m->cfg.unet.in_channels * c->lh * c->lw;
+    int sampler = fm_sampler_find("euler"), n_sigmas = 0;
+    double *sigmas = fm_sampler_sigmas(&c->m->schedule, (fm_sampler_id)sampler, (fm_scheduler_id)fm_scheduler_find("karras"),
+                                       20, &n_sigmas, err);
+    float *lat = malloc(sizeof(float) * n);
+    if (!sigmas || !lat) {
+        free(sigmas);
+        free(lat);
+        return err->code ? err->code : fm_fail(err, FM_EINPUT, "out of memory");
+    }
+    fill_normal(lat, n, 2);
+    for (size_t i = 0; i < n; i++) lat[i] *= (float)sigmas[0];
+    fm_sampler_io io;
+    fm_sampler_io_init(&io);
+    io.denoise = denoise;
+    io.denoise_user = c;
+    int rc = fm_sample((fm_sampler_id)sampler, &io, lat, n, sigmas, 2, err);
+    free(sigmas);
+    free(lat);
+    return rc;
+}
+
+static int run_vae(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    return fm_vae_decode(c->m->vae, c->img, c->z, c->lh, c->lw, err);
+}
+
+static int run_taesd(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    return fm_taesd_decode(c->taesd, c->img, c->z, c->lh, c->lw, err);
+}
+
+static int run_generate(void *p, fm_error *err)
+{
+    model_ctx *c = p;
+    return fm_generate(c->m, &c->p, c->rgb, err);
+}
+
+static void ctx_free(model_ctx *c)
+{
+    fm_cond_free(&c->cond);
+    fm_cond_free(&c->uncond);
+    free(c->x);
+    free(c->out);
+    free(c->ctx);
+    free(c->y);
+    free(c->img);
+    free(c->z);
+    free(c->rgb);
+    fm_taesd_free(c->taesd);
+    fm_model_free(c->m);
+    memset(c, 0, sizeof *c);
+}
+
+static void path_in(char *out, size_t size, const char *dir, const char *name)
+{
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+static int exists(const char *path)
+{
+    struct stat s;
+    return stat(path, &s) == 0;
+}
+
+static void bench_sd1(bench *b)
+{
+    char path[1024], taesd[1024];
+    path_in(path, sizeof path, b->cache, "sd1-f16.safetensors");
+    path_in(taesd, sizeof taesd, b->cache, "taesd.safetensors");
+    if (!exists(path)) { fprintf(stderr, "bench: %s missing, SD 1.5 skipped\n", path); return; }
+    int px = b->px, l = px / 8;
+    char label[96];
+    fprintf(stderr, "SD 1.5, %dx%d, CFG (batch 2)\n", px, px);
+    model_ctx c = {.path = path, .batch = 2, .lh = l, .lw = l};
+    if (time_stage(b, add_stage(b, "sd1.load", "SD 1.5 load (page cache warm)", 0), run_load, &c)) goto done;
+    const fm_model_config *cfg = &c.m->cfg;
+    int layer = 0, final_ln = 0;
+    fm_error err = {0};
+    if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
+    if (time_stage(b, add_stage(b, "sd1.text_encode", "SD 1.5 text encode (prompt + negative)", text_flops(&cfg->text[0], 2, layer)),
+               run_text, &c)) goto done;
+    unet_inputs(&c);
+    double uf = unet_flops(&cfg->unet, 2, l, l, c.cond.n_tokens);
+    snprintf(label, sizeof label, "SD 1.5 U-Net, batch 2, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "sd1.unet_b2", label, uf), run_unet, &c)) goto done;
+    if (time_stage(b, add_stage(b, "sd1.step", "SD 1.5 sampling step (euler, CFG 7)", uf), run_step, &c)) goto done;
+    c.img = malloc(sizeof(float) * 3 * px * px);
+    c.z = malloc(sizeof(float) * 4 * l * l);
+    if (!c.img || !c.z) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    fill_normal(c.z, (size_t)4 * l * l, 3);
+    snprintf(label, sizeof label, "VAE decode %dx%d -> %dx%d", l, l, px, px);
+    if (time_stage(b, add_stage(b, "sd1.vae_decode", label, vae_decode_flops(&cfg->vae, l, l)), run_vae, &c)) goto done;
+    snprintf(label, sizeof label, "TAESD decode %dx%d -> %dx%d", l, l, px, px);
+    if (exists(taesd) && (c.taesd = fm_taesd_open(taesd, &err)))
+        time_stage(b, add_stage(b, "sd1.taesd_decode", label, taesd_decode_flops(l, l)), run_taesd, &c);
+    else
+        fprintf(stderr, "bench: TAESD %s: %s\n", taesd, err.code ? err.msg : "missing");
+done:
+    ctx_free(&c);
+}
+
+static void bench_turbo(bench *b)
+{
+    char path[1024];
+    path_in(path, sizeof path, b->cache, "sdturbo-f16.safetensors");
+    if (!exists(path)) { fprintf(stderr, "bench: %s missing, SD-Turbo skipped\n", path); return; }
+    int px = b->px, l = px / 8;
+    char label[96];
+    fprintf(stderr, "SD-Turbo, %dx%d, 1 step, no CFG\n", px, px);
+    model_ctx c = {.path = path, .batch = 1, .lh = l, .lw = l};
+    if (time_stage(b, add_stage(b, "turbo.load", "SD-Turbo load (page cache warm)", 0), run_load, &c)) goto done;
+    const fm_model_config *cfg = &c.m->cfg;
+    int layer = 0, final_ln = 0;
+    fm_error err = {0};
+    if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
+    double tf = text_flops(&cfg->text[0], 1, layer);
+    if (time_stage(b, add_stage(b, "turbo.text_encode", "SD-Turbo text encode (prompt)", tf), run_text, &c)) goto done;
+    unet_inputs(&c);
+    double uf = unet_flops(&cfg->unet, 1, l, l, c.cond.n_tokens);
+    snprintf(label, sizeof label, "SD-Turbo U-Net, batch 1, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "turbo.unet_b1", label, uf), run_unet, &c)) goto done;
+    fm_params_default(c.m, &c.p);
+    c.p.prompt = PROMPT;
+    c.p.width = c.p.height = px;
+    c.p.steps = 1;
+    c.p.cfg = 1.0f;
+    c.p.seed = 1;
+    c.rgb = malloc((size_t)3 * px * px);
+    if (!c.rgb) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    stage *s = add_stage(b, "turbo.image", "SD-Turbo whole image, 1 step (load excluded)",
+                         tf + uf + vae_decode_flops(&cfg->vae, l, l));
+    snprintf(s->note, sizeof s->note, "sampler %s, full VAE", c.p.sampler);
+    if (time_stage(b, s, run_generate, &c)) goto done;
+done:
+    ctx_free(&c);
+}
+
+static void bench_sdxl(bench *b)
+{
+    char path[1024];
+    path_in(path, sizeof path, b->cache, "sdxl-f16.safetensors");
+    if (!exists(path)) { fprintf(stderr, "bench: %s missing, SDXL skipped\n", path); return; }
+    int l = b->px / 4;
+    char label[96];
+    fprintf(stderr, "SDXL, %dx%d, one U-Net evaluation (batch 1)\n", 2 * b->px, 2 * b->px);
+    model_ctx c = {.path = path, .batch = 1, .lh = l, .lw = l};
+    fm_error err = {0};
+    int reps = b->reps;
+    b->reps = 1;
+    int failed = time_stage(b, add_stage(b, "sdxl.load", "SDXL load (page cache warm)", 0), run_load, &c);
+    b->reps = reps;
+    if (failed) goto done;
+    if (run_text(&c, &err)) {
+        fprintf(stderr, "bench: SDXL text: %s\n", err.msg);
+        goto done;
+    }
+    unet_inputs(&c);
+    snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
+    if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens)), run_unet, &c)) goto done;
+done:
+    ctx_free(&c);
+}
+
+/* ------------------------------------------------------ child processes -- */
+
+/* Runs argv with stdout and stderr to log; wall time, CPU time (user +
+ * system) and peak RSS (GiB). */
+static int run_child(char *const argv[], const char *log, double *wall, double *cpu, double *rss_gib)
+{
+    fflush(stdout);
+    fflush(stderr);
+    double t0 = now();
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) return -1;
+    *wall = now() - t0;
+    *cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+    *rss_gib = ru.ru_maxrss / (1024.0 * 1024.0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* The median child run of reps (by wall time); each child a fresh process. */
+static int child_stage(bench *b, stage *s, char *const argv[], const char *log, int reps)
+{
+    double w[MAX_REPS], c[MAX_REPS], r[MAX_REPS];
+    for (int i = 0; i < reps; i++) {
+        int rc = run_child(argv, log, &w[i], &c[i], &r[i]);
+        if (rc) {
+            fprintf(stderr, "bench: %s failed (exit %d), see %s\n", argv[0], rc, log);
+            return rc;
+        }
+        c[i] /= b->threads;
+        fprintf(stderr, "  %-44s run %d/%d: %7.2f s wall, %7.2f s CPU/thread, %.2f GiB peak RSS\n", s->label, i + 1,
+                reps, w[i], c[i], r[i]);
+    }
+    s->runs = reps;
+    s->wall = median(w, reps);
+    s->cpu = median(c, reps);
+    s->rss_gib = median(r, reps);
+    return 0;
+}
+
+static void bench_gen(bench *b)
+{
+    char model[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
+    path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
+    path_in(out, sizeof out, b->cache, "fmimage-sd1.png");
+    path_in(log, sizeof log, b->cache, "fmimage-sd1.log");
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    if (!exists(model) || !b->fmimage) return;
+    fprintf(stderr, "whole generations (child processes)\n");
+    char *argv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "2", "--cfg", "7",
+                    "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
+    stage *s = add_stage(b, "sd1.gen", "fmimage SD 1.5 whole run, 2 steps CFG 7, with load", 0);
+    snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
+    child_stage(b, s, argv, log, 1);
+    path_in(model, sizeof model, b->cache, "sdturbo-f16.safetensors");
+    path_in(out, sizeof out, b->cache, "fmimage-turbo.png");
+    path_in(log, sizeof log, b->cache, "fmimage-turbo.log");
+    if (!exists(model)) return;
+    char *targv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "1", "--cfg", "1",
+                     "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
+    s = add_stage(b, "turbo.gen", "fmimage SD-Turbo whole run, 1 step, with load", 0);
+    snprintf(s->note, sizeof s->note, "fmimage CLI, 1 run");
+    child_stage(b, s, targv, log, 1);
+}
+
+/* "... taking 12.34s" / "... completed in 12.34s" after key in sd.cpp's log. */
+static double log_seconds(const char *log, const char *key)
+{
+    FILE *f = fopen(log, "r");
+    if (!f) return -1;
+    char line[4096];
+    double v = -1;
+    while (fgets(line, sizeof line, f)) {
+        char *k = strstr(line, key);
+        if (!k) continue;
+        char *t = strstr(k, "taking ");
+        if (!t) t = strstr(k, " in ");
+        if (t) v = atof(strchr(t, ' ') + 1);
+    }
+    fclose(f);
+    return v;
+}
+
+static void bench_sdcpp(bench *b)
+{
+    if (!b->sdcpp) {
+        printf("sd.cpp: not available\n");
+        return;
+    }
+    char model[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
+    path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
+    path_in(out, sizeof out, b->cache, "sdcpp-sd1.png");
+    path_in(log, sizeof log, b->cache, "sdcpp-sd1.log");
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    if (!exists(model)) return;
+    fprintf(stderr, "stable-diffusion.cpp (%s)\n", b->sdcpp);
+    char *argv[] = {(char *)b->sdcpp, "-m", model, "-p", PROMPT, "-W", px, "-H", px, "--steps", "2",
+                    "--cfg-scale", "7", "--sampling-method", "euler", "-s", "42", "-t", threads, "-o", out, "-v", NULL};
+    stage *s = add_stage(b, "sdcpp.sd1.gen", "sd.cpp SD 1.5 whole run, 2 steps CFG 7, with load", 0);
+    snprintf(s->note, sizeof s->note, "sd-cli -t %s, euler, 1 run", threads);
+    if (child_stage(b, s, argv, log, 1)) return;
+    static const struct { const char *key, *label, *log_key; } parts[] = {
+        {"sdcpp.sd1.load", "sd.cpp SD 1.5 load tensors", "loading tensors completed"},
+        {"sdcpp.sd1.text_encode", "sd.cpp SD 1.5 text encode", "get_learned_condition completed"},
+        {"sdcpp.sd1.sampling", "sd.cpp SD 1.5 sampling, 2 steps", "sampling completed"},
+        {"sdcpp.sd1.vae_decode", "sd.cpp VAE decode", "decode_first_stage completed"},
+        {"sdcpp.sd1.generate", "sd.cpp generate_image (excl. load)", "generate_image completed"},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        double v = log_seconds(log, parts[i].log_key);
+        if (v < 0) continue;
+        stage *p = add_stage(b, parts[i].key, parts[i].label, 0);
+        p->wall = v;
+        p->runs = 1;
+        snprintf(p->note, sizeof p->note, "from sd-cli -v output");
+    }
+}
+
+/* ------------------------------------------------------------- output -- */
+
+static const stage *find_stage(const bench *b, const char *key)
+{
+    for (int i = 0; i < b->n; i++)
+        if (!strcmp(b->st[i].key, key)) return &b->st[i];
+    return NULL;
+}
+
+static void cpu_info(cJSON *j, char *model, size_t size, char *flags, size_t fsize)
+{
+    snprintf(model, size, "unknown");
+    flags[0] = 0;
+    FILE *f = popen("LC_ALL=C lscpu 2>/dev/null", "r");
+    char line[8192];
+    int avx2 = 0, avx512f = 0, bf16 = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *v = strchr(line, ':');
+        if (!v) continue;
+        for (v++; *v == ' '; v++) {}
+        if (!strncmp(line, "Model name:", 11)) snprintf(model, size, "%s", v);
+        if (!strncmp(line, "Flags:", 6)) {
+            char *s = v;
+            for (char *t = strtok(s, " "); t; t = strtok(NULL, " ")) {
+                avx2 |= !strcmp(t, "avx2");
+                avx512f |= !strcmp(t, "avx512f");
+                bf16 |= !strcmp(t, "avx512_bf16");
+            }
+        }
+    }
+    if (f) pclose(f);
+    snprintf(flags, fsize, "avx2=%s avx512f=%s avx512_bf16=%s", avx2 ? "yes" : "no", avx512f ? "yes" : "no",
+             bf16 ? "yes" : "no");
+    cJSON_AddStringToObject(j, "cpu_model", model);
+    cJSON *fl = cJSON_AddObjectToObject(j, "cpu_flags");
+    cJSON_AddBoolToObject(fl, "avx2", avx2);
+    cJSON_AddBoolToObject(fl, "avx512f", avx512f);
+    cJSON_AddBoolToObject(fl, "avx512_bf16", bf16);
+}
+
+static void print_table(const bench *b)
+{
+    printf("\n%-52s %9s %9s %9s %9s %7s %9s\n", "stage", "GFLOP", "wall s", "CPU s/thr", "GFLOP/s", "% peak",
+           "peak RSS");
+    for (int i = 0; i < b->n; i++) {
+        const stage *s = &b->st[i];
+        char gf[16] = "", gs[16] = "", pk[16] = "", cpu[16] = "", rss[16] = "";
+        if (s->flops > 0) {
+            snprintf(gf, sizeof gf, "%.0f", s->flops * 1e-9);
+            snprintf(gs, sizeof gs, "%.1f", s->flops / s->wall * 1e-9);
+            if (b->fma_peak > 0 && s->cpu > 0) snprintf(pk, sizeof pk, "%.1f", 100.0 * s->flops / s->cpu * 1e-9 / b->fma_peak);
+        }
+        if (s->cpu > 0) snprintf(cpu, sizeof cpu, "%.2f", s->cpu);
+        if (s->rss_gib > 0) snprintf(rss, sizeof rss, "%.2f GiB", s->rss_gib);
+        printf("%-52s %9s %9.2f %9s %9s %7s %9s\n", s->label, gf, s->wall, cpu, gs, pk, rss);
+    }
+    printf("(medians of %d runs unless noted; GFLOP/s on wall clock; %% peak = FLOPs / CPU time per thread / FMA peak)\n",
+           b->reps);
+    static const struct { const char *ours, *theirs, *what; } vs[] = {
+        {"sd1.gen", "sdcpp.sd1.gen", "SD 1.5 512x512 2 steps CFG 7, whole run"},
+        {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode 512x512"},
+        {"sd1.text_encode", "sdcpp.sd1.text_encode", "text encode"},
+        {"sd1.load", "sdcpp.sd1.load", "load"},
+    };
+    int header = 0;
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+        const stage *o = find_stage(b, vs[i].ours), *t = find_stage(b, vs[i].theirs);
+        if (!o || !t || o->wall <= 0) continue;
+        if (!header++) printf("\nside by side with stable-diffusion.cpp (%d threads each)\n%-44s %10s %10s %8s\n", b->threads, "", "fmimage", "sd.cpp", "sd.cpp/fmimage");
+        printf("%-44s %9.2fs %9.2fs %8.2fx\n", vs[i].what, o->wall, t->wall, t->wall / o->wall);
+        if (o->cpu > 0 && t->cpu > 0)
+            printf("%-44s %9.2fs %9.2fs %8.2fx\n", "  CPU time per thread", o->cpu, t->cpu, t->cpu / o->cpu);
+        if (o->rss_gib > 0 && t->rss_gib > 0)
+            printf("%-44s %7.2fGiB %7.2fGiB %8.2fx\n", "  peak RSS", o->rss_gib, t->rss_gib, t->rss_gib / o->rss_gib);
+    }
+    const stage *st = find_stage(b, "sd1.step"), *sp = find_stage(b, "sdcpp.sd1.sampling");
+    if (st && sp && st->wall > 0)
+        printf("%-44s %9.2fs %9.2fs %8.2fx\n", "sampling, 2 steps (ours: 2 x one step)", 2 * st->wall, sp->wall,
+               sp->wall / (2 * st->wall));
+}
+
+static void write_json(bench *b, const char *path)
+{
+    cJSON *j = b->json;
+    cJSON_AddNumberToObject(j, "threads", b->threads);
+    cJSON_AddNumberToObject(j, "reps", b->reps);
+    cJSON_AddStringToObject(j, "kernels", fm_isa_name(fm_kernel_isa()));
+    cJSON_AddBoolToObject(j, "kernels_bf16", fm_kernel_has_bf16());
+    cJSON_AddNumberToObject(j, "fp32_fma_peak_gflops", b->fma_peak);
+    cJSON_AddNumberToObject(j, "fp32_sgemm_gflops", b->gemm_gflops);
+    cJSON_AddNumberToObject(j, "cpu_share_during_peak", b->cpu_share);
+    double load[3];
+    if (getloadavg(load, 3) == 3) {
+        cJSON *l = cJSON_AddArrayToObject(j, "loadavg_at_end");
+        for (int i = 0; i < 3; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber(load[i]));
+    }
+    cJSON *arr = cJSON_AddArrayToObject(j, "stages");
+    for (int i = 0; i < b->n; i++) {
+        const stage *s = &b->st[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "key", s->key);
+        cJSON_AddStringToObject(o, "label", s->label);
+        cJSON_AddNumberToObject(o, "runs", s->runs);
+        cJSON_AddNumberToObject(o, "wall_s", s->wall);
+        if (s->cpu > 0) cJSON_AddNumberToObject(o, "cpu_s_per_thread", s->cpu);
+        if (s->flops > 0) {
+            cJSON_AddNumberToObject(o, "gflop", s->flops * 1e-9);
+            cJSON_AddNumberToObject(o, "gflops_wall", s->flops / s->wall * 1e-9);
+            if (s->cpu > 0) cJSON_AddNumberToObject(o, "gflops_cpu", s->flops / s->cpu * 1e-9);
+            if (s->cpu > 0 && b->fma_peak > 0) cJSON_AddNumberToObject(o, "fraction_of_peak", s->flops / s->cpu * 1e-9 / b->fma_peak);
+        }
+        if (s->rss_gib > 0) cJSON_AddNumberToObject(o, "peak_rss_gib", s->rss_gib);
+        if (s->note[0]) cJSON_AddStringToObject(o, "note", s->note);
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *text = cJSON_Print(j);
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (f && text) {
+        fputs(text, f);
+        fputc('\n', f);
+        fclose(f);
+        printf("\nJSON: %s\n", path);
+    } else if (path) {
+        fprintf(stderr, "bench: %s: %s\n", path, strerror(errno));
+    }
+    free(text);
+}
+
+static int wanted(const char *only, const char *what)
+{
+    if (!only) return 1;
+    size_t n = strlen(what);
+    for (const char *p = only; (p = strstr(p, what)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* ----------------------------------------------------------- estimate -- */
+
+/* The published configs, for --flops and the estimate (the timed stages
+ * count from the loaded model's own config). */
+static const fm_unet_config sd1_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 4,
+                                        .channel_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
+                                        .transformer_depth = {1, 1, 1, 0}, .transformer_depth_middle = 1,
+                                        .context_dim = 768};
+static const fm_unet_config sdxl_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 3,
+                                         .channel_mult = {1, 2, 4}, .num_res_blocks = 2,
+                                         .transformer_depth = {0, 2, 10}, .transformer_depth_middle = 10,
+                                         .context_dim = 2048, .adm_in_channels = 2816};
+static const fm_vae_config sd_vae = {.ch = 128, .n_levels = 4, .ch_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
+                                     .z_channels = 4, .embed_dim = 4, .out_ch = 3};
+static const fm_text_config clip_l = {.width = 768, .intermediate_size = 3072};
+static const fm_text_config openclip_h = {.width = 1024, .intermediate_size = 4096};
+
+static void print_flops(void)
+{
+    fm_unet_config sd2 = sd1_unet;
+    sd2.context_dim = 1024;
+    printf("SD 1.5 U-Net 64x64 batch 1: %.1f GFLOP\n", unet_flops(&sd1_unet, 1, 64, 64, 77) * 1e-9);
+    printf("SD 2.x U-Net 64x64 batch 1: %.1f GFLOP\n", unet_flops(&sd2, 1, 64, 64, 77) * 1e-9);
+    printf("SDXL U-Net 128x128 batch 1: %.1f GFLOP\n", unet_flops(&sdxl_unet, 1, 128, 128, 77) * 1e-9);
+    printf("VAE decode 512x512: %.1f GFLOP\n", vae_decode_flops(&sd_vae, 64, 64) * 1e-9);
+    printf("TAESD decode 512x512: %.1f GFLOP\n", taesd_decode_flops(64, 64) * 1e-9);
+    printf("CLIP-L 12 layers, 1 sequence: %.1f GFLOP\n", text_flops(&clip_l, 1, 12) * 1e-9);
+    printf("OpenCLIP-H 23 layers, 1 sequence: %.1f GFLOP\n", text_flops(&openclip_h, 1, 23) * 1e-9);
+}
+
+/* FLOPs of everything the run will compute (sd.cpp not included). */
+static double planned_flops(int reps, const char *only)
+{
+    double unet = unet_flops(&sd1_unet, 1, 64, 64, 77), vae = vae_decode_flops(&sd_vae, 64, 64);
+    double clip = text_flops(&clip_l, 1, 12), h14 = text_flops(&openclip_h, 1, 23);
+    double f = 0;
+    if (wanted(only, "sd1")) f += reps * (2 * clip + 4 * unet + vae + taesd_decode_flops(64, 64));
+    if (wanted(only, "gen")) f += 2 * clip + 4 * unet + vae + h14 + unet + vae;
+    if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
+    if (wanted(only, "sdxl")) f += reps * unet_flops(&sdxl_unet, 1, 128, 128, 77);
+    return f;
+}
+
+/* --------------------------------------------------------------- main -- */
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
+                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp] [--estimate-only] [--flops]\n");
+    return 2;
+}
+
+
+int main(int argc, char **argv)
+{
+    bench b = {.reps = 3, .threads = 2, .px = 512};
+    const char *json = NULL, *only = NULL;
+    int estimate_only = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--reps") && v) b.reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v) b.threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--px") && v) b.px = atoi(argv[++i]);
+        else if (!strcmp(a, "--cache") && v) b.cache = argv[++i];
+        else if (!strcmp(a, "--fmimage") && v) b.fmimage = argv[++i];
+        else if (!strcmp(a, "--sdcpp") && v) b.sdcpp = *argv[++i] ? argv[i] : NULL;
+        else if (!strcmp(a, "--json") && v) json = argv[++i];
+        else if (!strcmp(a, "--only") && v) only = argv[++i];
+        else if (!strcmp(a, "--estimate-only")) estimate_only = 1;
+        else if (!strcmp(a, "--flops")) { print_flops(); return 0; }
+        else return usage();
+    }
+    if (b.reps < 1 || b.reps > MAX_REPS || b.threads < 1 || b.px < 64 || b.px % 64 || !b.cache) return usage();
+    omp_set_num_threads(b.threads);
+    b.json = cJSON_CreateObject();
+    char model[256], flags[128];
+    cpu_info(b.json, model, sizeof model, flags, sizeof flags);
+    printf("fmimage bench: %s (%s), kernels %s%s, %d threads, %d runs per stage\n", model, flags,
+           fm_isa_name(fm_kernel_isa()), fm_kernel_has_bf16() ? " +bf16" : "", b.threads, b.reps);
+    fflush(stdout);
+    if (wanted(only, "peak")) bench_peak(&b);
+    printf("FP32 peak: FMA loop %.1f GFLOP/s, fm_sgemm 2048^3 %.1f GFLOP/s (CPU time, all threads)\n", b.fma_peak,
+           b.gemm_gflops);
+    if (b.gemm_gflops > 0 && b.cpu_share > 0) {
+        /* Stages ran at 40-60% of the sgemm rate in the first runs; the
+         * machine's load scales the wall clock by 1 / cpu_share. sd.cpp
+         * took about 160 s for its run on an idle machine (issue 7). */
+        double s = planned_flops(b.reps, only) / (0.5 * b.gemm_gflops * 1e9) + 20;
+        if (b.sdcpp && wanted(only, "sdcpp")) s += 160;
+        printf("estimated time: about %.0f min (%.0f min of CPU per thread; this process gets %.0f%% of its %d "
+               "threads now)\n", s / b.cpu_share / 60, s / 60, 100 * b.cpu_share, b.threads);
+    }
+    fflush(stdout);
+    if (estimate_only) return 0;
+    double t0 = now();
+    if (wanted(only, "sd1")) bench_sd1(&b);
+    if (wanted(only, "gen")) bench_gen(&b);
+    if (wanted(only, "sdcpp")) bench_sdcpp(&b);
+    if (wanted(only, "turbo")) bench_turbo(&b);
+    if (wanted(only, "sdxl")) bench_sdxl(&b);
+    cJSON_AddNumberToObject(b.json, "total_s", now() - t0);
+    print_table(&b);
+    write_json(&b, json);
+    cJSON_Delete(b.json);
+    return 0;
+}

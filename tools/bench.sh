@@ -1,0 +1,48 @@
+#!/bin/sh
+# make bench: speed and memory of fmimage on random full-size F16
+# checkpoints, side by side with stable-diffusion.cpp when a binary is there.
+# See tools/BENCH.md. Environment:
+#   BENCH_REPS=N        runs per stage, medians (default 3)
+#   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
+#   BENCH_ONLY=LIST     subset of peak,sd1,gen,sdcpp,turbo,sdxl (default all)
+#   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
+#                       smaller only to check the harness quickly)
+#   SDCPP_BIN=PATH      stable-diffusion.cpp's sd-cli (default: the cache's
+#                       sdcpp/build/bin/sd-cli, if present)
+#   BUILD=DIR           fmimage build directory (default build)
+set -eu
+cd "$(dirname "$0")/.."
+
+BUILD=${BUILD:-build}
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench
+REPS=${BENCH_REPS:-3}
+THREADS=${BENCH_THREADS:-2}
+ONLY=${BENCH_ONLY:-peak,sd1,gen,sdcpp,turbo,sdxl}
+PX=${BENCH_PX:-512}
+
+mkdir -p "$CACHE" bench
+
+# Random full-size checkpoints in the real tensor layouts (F16, as the
+# common releases ship), made once: about 11 GB in all.
+for layout in sd1 sdturbo sdxl; do
+    ckpt=$CACHE/$layout-f16.safetensors
+    if [ ! -f "$ckpt" ]; then
+        echo "bench: writing $ckpt (random weights, layout tests/data/layouts/$layout.tsv)"
+        nice "$BUILD/tools/mkckpt" "tests/data/layouts/$layout.tsv" "$ckpt.tmp" --dtype F16 --seed 1
+        mv "$ckpt.tmp" "$ckpt"
+    fi
+done
+# TAESD: the golden file is the TAESD architecture with seeded random weights.
+[ -f "$CACHE/taesd.safetensors" ] || cp tests/data/taesd-weights.safetensors "$CACHE/taesd.safetensors"
+
+SDCPP=${SDCPP_BIN:-$CACHE/sdcpp/build/bin/sd-cli}
+if [ -x "$SDCPP" ]; then
+    echo "sd.cpp: $SDCPP"
+else
+    echo "sd.cpp: not available"
+    SDCPP=
+fi
+
+echo "bench: the numbers are only as quiet as the machine; 'uptime' now: $(uptime)"
+exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --only "$ONLY" \
+    --fmimage "$BUILD/fmimage" --sdcpp "$SDCPP" --json bench/results.json
