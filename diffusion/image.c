@@ -55,15 +55,52 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
     return NULL;
 }
 
+/* Debian's stb_image 2.27 writes past its 257-entry Huffman size table when
+ * a DHT segment declares more than 256 codes (fixed upstream in 2.28), so
+ * JPEG Huffman tables are checked here before stb sees them. Walks the
+ * marker segments (and skips entropy-coded data after each SOS); anything
+ * this walk cannot follow is left to stb's own checks. Returns the number of
+ * codes of the first oversized table, or 0. */
+static int jpeg_oversized_huffman(const uint8_t *d, size_t n)
+{
+    if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return 0;
+    size_t i = 2;
+    while (i + 1 < n) {
+        if (d[i] != 0xFF) return 0;
+        while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
+        if (i + 1 >= n) return 0;
+        uint8_t m = d[i + 1];
+        i += 2;
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0xD9 || i + 2 > n) return 0;
+        size_t len = (size_t)d[i] << 8 | d[i + 1];
+        if (len < 2 || i + len > n) return 0;
+        if (m == 0xC4)
+            for (size_t t = i + 2; t + 17 <= i + len;) {
+                int codes = 0;
+                for (int k = 1; k <= 16; k++) codes += d[t + k];
+                if (codes > 256) return codes;
+                t += 17 + (size_t)codes;
+            }
+        i += len;
+        if (m == 0xDA) /* entropy-coded data runs to the next real marker */
+            while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 && !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
+                i++;
+    }
+    return 0;
+}
+
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
     size_t len;
     unsigned char *data = read_file(path, &len, err);
     if (!data) return NULL;
-    int w, h, comp;
+    int w, h, comp, bad_codes;
     uint8_t *rgb = NULL;
     if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
         fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
+    } else if ((bad_codes = jpeg_oversized_huffman(data, len))) {
+        fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (a Huffman table with %d codes)", path, bad_codes);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
         fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
     } else {
