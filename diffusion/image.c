@@ -11,7 +11,9 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_NO_STDIO
-#define STBI_MAX_DIMENSIONS 16384
+/* stb's own limit stays at its default (2^24) so that stbi_info reports a
+ * huge size and the message below can name it; MAX_SIDE is checked before
+ * anything is decoded. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
@@ -90,6 +92,17 @@ static int jpeg_oversized_huffman(const uint8_t *d, size_t n)
     return 0;
 }
 
+/* The size a PNG's IHDR declares (stb's info call refuses huge PNGs with
+ * nothing but "too large"); 0 if this is not a PNG header. */
+static int png_header_size(const uint8_t *d, size_t n, long long *w, long long *h)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 24 || memcmp(d, sig, 8) || memcmp(d + 12, "IHDR", 4)) return 0;
+    *w = (long long)d[16] << 24 | d[17] << 16 | d[18] << 8 | d[19];
+    *h = (long long)d[20] << 24 | d[21] << 16 | d[22] << 8 | d[23];
+    return 1;
+}
+
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
     size_t len;
@@ -97,8 +110,12 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     if (!data) return NULL;
     int w, h, comp, bad_codes;
     uint8_t *rgb = NULL;
+    long long pw, ph;
     if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
-        fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
+        if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))
+            fm_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
+        else
+            fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
     } else if ((bad_codes = jpeg_oversized_huffman(data, len))) {
         fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (a Huffman table with %d codes)", path, bad_codes);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
