@@ -59,31 +59,32 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
 
 /* Debian's stb_image 2.27 writes past its 257-entry Huffman size table when
  * a DHT segment declares more than 256 codes (fixed upstream in 2.28), so
- * JPEG Huffman tables are checked here before stb sees them. Walks the
- * marker segments (and skips entropy-coded data after each SOS); anything
- * this walk cannot follow is left to stb's own checks. Returns the number of
- * codes of the first oversized table, or 0. */
+ * JPEG Huffman tables are checked here before stb sees them. The walk
+ * follows stb's reader: bytes between segments that are not a marker are
+ * skipped, entropy-coded data after SOS runs to the next marker, and a
+ * segment may claim bytes past the end (stb reads zeros there). Returns the
+ * number of codes of the first oversized table, or 0. */
 static int jpeg_oversized_huffman(const uint8_t *d, size_t n)
 {
     if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return 0;
     size_t i = 2;
     while (i + 1 < n) {
-        if (d[i] != 0xFF) return 0;
+        if (d[i] != 0xFF) { i++; continue; }
         while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
         if (i + 1 >= n) return 0;
         uint8_t m = d[i + 1];
         i += 2;
-        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0x00 || m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
         if (m == 0xD9 || i + 2 > n) return 0;
         size_t len = (size_t)d[i] << 8 | d[i + 1];
-        if (len < 2 || i + len > n) return 0;
         if (m == 0xC4)
-            for (size_t t = i + 2; t + 17 <= i + len;) {
+            for (size_t t = i + 2; t < i + len;) {
                 int codes = 0;
-                for (int k = 1; k <= 16; k++) codes += d[t + k];
+                for (size_t k = t + 1; k <= t + 16; k++) codes += k < n ? d[k] : 0;
                 if (codes > 256) return codes;
                 t += 17 + (size_t)codes;
             }
+        if (len < 2) return 0;
         i += len;
         if (m == 0xDA) /* entropy-coded data runs to the next real marker */
             while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 && !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
@@ -111,13 +112,14 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     int w, h, comp, bad_codes;
     uint8_t *rgb = NULL;
     long long pw, ph;
-    if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
+    /* Before stbi_info: it already builds the tables ahead of the SOF. */
+    if ((bad_codes = jpeg_oversized_huffman(data, len))) {
+        fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (a Huffman table with %d codes)", path, bad_codes);
+    } else if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
         if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))
             fm_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
         else
             fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
-    } else if ((bad_codes = jpeg_oversized_huffman(data, len))) {
-        fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (a Huffman table with %d codes)", path, bad_codes);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
         fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
     } else {

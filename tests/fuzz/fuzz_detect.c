@@ -6,6 +6,7 @@
  * (a sparse memfd), so the seeds are the few-KB headers of the tiny test
  * models instead of multi-MB files, and mutations act on names and shapes. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
