@@ -382,6 +382,22 @@ static void test_init_images(void **state)
     assert_refused(&o, 1, "huge.png: 20000x20000 pixels (at most 16384 a side)");
     if (o.max_rss_kb > 400 * 1024) fail_msg("the huge header took %ld MB", o.max_rss_kb >> 10);
 
+    /* The same as a JPEG (the SOF0 of a 1x1 seed patched). */
+    png = cu_slurp("tests/fuzz/corpus/image/one-pixel.jpg", &len);
+    assert_non_null(png);
+    size_t sof = 2;
+    while (sof + 9 < len && !(png[sof] == 0xFF && png[sof + 1] == 0xC0)) sof++;
+    assert_true(sof + 9 < len);
+    memcpy(png + sof + 5, side + 2, 2); /* height */
+    memcpy(png + sof + 7, side + 2, 2); /* width */
+    snprintf(img, sizeof img, "%s/huge.jpg", dir);
+    f = fopen(img, "wb");
+    fwrite(png, 1, len, f);
+    fclose(f);
+    free(png);
+    run_simple(args, &o);
+    assert_refused(&o, 1, "huge.jpg: 20000x20000 pixels (at most 16384 a side)");
+
     /* Not an image at all, and a missing file. */
     snprintf(img, sizeof img, "%s/text.png", dir);
     f = fopen(img, "w");
