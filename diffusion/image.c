@@ -66,8 +66,11 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
  * number of codes of the first oversized table, or 0. */
 static int jpeg_oversized_huffman(const uint8_t *d, size_t n)
 {
-    if (n < 4 || d[0] != 0xFF || d[1] != 0xD8) return 0;
-    size_t i = 2;
+    /* stb takes any number of 0xFF before the SOI's D8 too. */
+    size_t i = 0;
+    while (i + 1 < n && d[i] == 0xFF && d[i + 1] == 0xFF) i++;
+    if (i + 1 >= n || d[i] != 0xFF || d[i + 1] != 0xD8) return 0;
+    i += 2;
     while (i + 1 < n) {
         if (d[i] != 0xFF) { i++; continue; }
         while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
@@ -104,6 +107,23 @@ static int png_header_size(const uint8_t *d, size_t n, long long *w, long long *
     return 1;
 }
 
+/* stb grows its IDAT buffer to what a chunk header claims before reading
+ * it, so a 200-byte PNG claiming a 2 GB chunk costs a 2 GB allocation. A
+ * chunk whose length runs past the end of the file is refused first (stb
+ * would fail on it with "outofdata" anyway). 1 if this is such a PNG. */
+static int png_chunk_past_end(const uint8_t *d, size_t n)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(d, sig, 8)) return 0;
+    for (size_t i = 8; i + 8 <= n;) {
+        size_t len = (size_t)d[i] << 24 | (size_t)d[i + 1] << 16 | (size_t)d[i + 2] << 8 | d[i + 3];
+        if (len > n - i - 8) return 1;
+        if (!memcmp(d + i + 4, "IEND", 4)) return 0;
+        i += 12 + len;
+    }
+    return 0;
+}
+
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
     size_t len;
@@ -115,6 +135,8 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     /* Before stbi_info: it already builds the tables ahead of the SOF. */
     if ((bad_codes = jpeg_oversized_huffman(data, len))) {
         fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (a Huffman table with %d codes)", path, bad_codes);
+    } else if (png_chunk_past_end(data, len)) {
+        fm_fail(err, FM_EINPUT, "%s: truncated PNG (a chunk runs past the end of the file)", path);
     } else if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
         if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))
             fm_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
@@ -124,7 +146,12 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
         fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
     } else {
         rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, 3);
-        if (!rgb) fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path, stbi_failure_reason());
+        /* stb tries every format in turn: after a JPEG fails, its reason is
+         * the PNG reader's "bad png sig". */
+        int jpeg = len > 2 && data[0] == 0xFF && (data[1] == 0xD8 || data[1] == 0xFF);
+        if (!rgb)
+            fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path,
+                    jpeg ? "corrupt or truncated JPEG" : stbi_failure_reason());
         else { *width = w; *height = h; }
     }
     free(data);

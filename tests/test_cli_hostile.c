@@ -361,20 +361,33 @@ static void test_init_images(void **state)
     struct stat sb;
     stat(img, &sb);
     assert_int_equal(truncate(img, sb.st_size / 2), 0);
+    size_t len;
+    uint8_t *png;
+    FILE *f;
     run_simple(args, &o);
-    assert_refused(&o, 1, "half.png: cannot decode");
+    assert_refused(&o, 1, "half.png: truncated PNG (a chunk runs past the end of the file)");
+
+    /* A JPEG cut inside its tables. */
+    png = cu_slurp("tests/fuzz/corpus/image/rgb-8x6.jpg", &len);
+    assert_non_null(png);
+    snprintf(img, sizeof img, "%s/half.jpg", dir);
+    f = fopen(img, "wb");
+    fwrite(png, 1, 400, f);
+    fclose(f);
+    free(png);
+    run_simple(args, &o);
+    assert_refused(&o, 1, "half.jpg: cannot decode: corrupt or truncated JPEG");
 
     /* 20000x20000 in the header: refused from the header alone. */
     snprintf(img, sizeof img, "%s/huge.png", dir);
     write_png(img, 1, 1);
-    size_t len;
-    uint8_t *png = cu_slurp(img, &len);
+    png = cu_slurp(img, &len);
     const uint8_t side[4] = {0, 0, 0x4e, 0x20}; /* 20000 big-endian */
     memcpy(png + 16, side, 4);                 /* IHDR width, height */
     memcpy(png + 20, side, 4);
     uint32_t crc = (uint32_t)crc32(0, png + 12, 17); /* "IHDR" + 13 bytes */
     for (int i = 0; i < 4; i++) png[29 + i] = (uint8_t)(crc >> (24 - 8 * i));
-    FILE *f = fopen(img, "wb");
+    f = fopen(img, "wb");
     fwrite(png, 1, len, f);
     fclose(f);
     free(png);
