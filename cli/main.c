@@ -117,6 +117,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->taesd_path = o->taesd;
     p->vae_tiling = o->vae_tiling;
     p->precision = o->precision;
+    p->memory_limit = o->memory_limit;
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
     if (sampler) {
@@ -389,6 +390,9 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A file-size limit (ulimit -f) must become a write error that removes
+     * the temporary file, not a kill that leaves it behind. */
+    signal(SIGXFSZ, SIG_IGN);
     switch (o.mode) {
     case MODE_HELP: cli_print_help(); return 0;
     case MODE_VERSION: printf("fmimage %s\n", FM_VERSION); return 0;

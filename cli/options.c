@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,10 @@ void cli_print_help(void)
         "      --info               print the model's family, config and parameter counts\n"
         "      --print-tokens TEXT  print the 77 token ids\n"
         "      --list-samplers      print sampler and scheduler names\n"
-        "      --help, --version\n");
+        "      --help, --version\n"
+        "\n"
+        "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
+        "the machine's available memory); larger sizes are refused before sampling.\n");
 }
 
 static int usage(const char *what, const char *why)
@@ -74,6 +78,25 @@ static int parse_finite(const char *s, float *out)
     float v = strtof(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return -1;
     *out = v;
+    return 0;
+}
+
+/* FMIMAGE_MEMORY_LIMIT: bytes, or a number with the suffix K, M or G
+ * (powers of 1024). */
+static int parse_memory(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-') return -1;
+    int shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    }
+    if (*end || v == 0 || v > (SIZE_MAX >> shift)) return -1;
+    *out = (size_t)v << shift;
     return 0;
 }
 
@@ -117,6 +140,9 @@ int cli_parse(int argc, char **argv, cli_options *o)
     o->shard_n = 1;
     o->metadata = 1;
     opterr = 0;
+    const char *mem = getenv("FMIMAGE_MEMORY_LIMIT");
+    if (mem && *mem && parse_memory(mem, &o->memory_limit))
+        return usage("FMIMAGE_MEMORY_LIMIT", "must be a positive number of bytes, optionally with K, M or G");
     int c;
     long v;
     char label[40];
@@ -128,7 +154,8 @@ int cli_parse(int argc, char **argv, cli_options *o)
         case 'o': o->output = arg; break;
         case 'n': o->negative = arg; break;
         case 'W': case 'H':
-            if (parse_long(arg, 1, 65536, &v)) return usage(opt_name, "must be a positive number of pixels");
+            /* Large values reach fm_params_check, which names the limit. */
+            if (parse_long(arg, 1, INT_MAX, &v)) return usage(opt_name, "must be a positive number of pixels");
             *(c == 'W' ? &o->width : &o->height) = (int)v;
             break;
         case OPT_STEPS:

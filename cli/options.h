@@ -2,6 +2,7 @@
 #ifndef FM_CLI_OPTIONS_H
 #define FM_CLI_OPTIONS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "fmimage.h"
 
@@ -24,6 +25,7 @@ typedef struct cli_options {
     int vae_tiling;
     fm_precision precision;
     int threads;
+    size_t memory_limit; /* $FMIMAGE_MEMORY_LIMIT in bytes; 0 = MemAvailable */
     int metadata; /* 1 = a1111, 0 = none */
     int force, quiet, verbose;
 } cli_options;

@@ -3,6 +3,7 @@
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <cpuid.h>
 #endif
 
 static const struct { const char *name; size_t size; } dtype_info[FM_DT_COUNT] = {
@@ -79,7 +80,9 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, con
 void fm_f16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) {
+    /* F16C through cpuid: clang 14's __builtin_cpu_supports has no "f16c". */
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2")) {
         f16_to_f32_f16c(dst, src, n);
         return;
     }

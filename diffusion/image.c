@@ -11,7 +11,9 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_NO_STDIO
-#define STBI_MAX_DIMENSIONS 16384
+/* stb's own limit stays at its default (2^24) so that stbi_info reports a
+ * huge size and the message below can name it; MAX_SIDE is checked before
+ * anything is decoded. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
@@ -55,6 +57,106 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
     return NULL;
 }
 
+/* Offset just past the SOI marker, or 0 if d is not a JPEG. stb takes any
+ * number of 0xFF before the SOI's D8. */
+static size_t jpeg_soi_end(const uint8_t *d, size_t n)
+{
+    size_t i = 0;
+    while (i + 1 < n && d[i] == 0xFF && d[i + 1] == 0xFF) i++;
+    return i + 1 < n && d[i] == 0xFF && d[i + 1] == 0xD8 ? i + 2 : 0;
+}
+
+static int is_jpeg(const uint8_t *d, size_t n) { return jpeg_soi_end(d, n) != 0; }
+
+/* stb reads a zero-length IDAT into a buffer it has not allocated yet (NULL
+ * plus 0: undefined behaviour). Such chunks carry nothing: drop them.
+ * Returns the new length. */
+static size_t png_drop_empty_idat(uint8_t *d, size_t n)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(d, sig, 8)) return n;
+    for (size_t i = 8; i + 12 <= n;) {
+        size_t len = (size_t)d[i] << 24 | (size_t)d[i + 1] << 16 | (size_t)d[i + 2] << 8 | d[i + 3];
+        if (len == 0 && !memcmp(d + i + 4, "IDAT", 4)) {
+            memmove(d + i, d + i + 12, n - i - 12);
+            n -= 12;
+            continue;
+        }
+        if (len > n - i - 12) break;
+        i += 12 + len;
+    }
+    return n;
+}
+
+/* Debian's stb_image 2.27 writes past its 257-entry Huffman size table when
+ * a DHT segment declares more than 256 codes (fixed upstream in 2.28), so
+ * JPEG Huffman tables are checked here before stb sees them. The walk
+ * follows stb's reader: bytes between segments that are not a marker are
+ * skipped, entropy-coded data after SOS runs to the next marker, and a
+ * segment may claim bytes past the end (stb reads zeros there). DC tables
+ * must hold bit counts (at most 15). Returns 1 for a bad table, else 0. */
+static int jpeg_bad_huffman(const uint8_t *d, size_t n)
+{
+    size_t i = jpeg_soi_end(d, n);
+    if (!i) return 0;
+    while (i + 1 < n) {
+        if (d[i] != 0xFF) { i++; continue; }
+        while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
+        if (i + 1 >= n) return 0;
+        uint8_t m = d[i + 1];
+        i += 2;
+        if (m == 0x00 || m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0xD9 || i + 2 > n) return 0;
+        size_t len = (size_t)d[i] << 8 | d[i + 1];
+        if (m == 0xC4)
+            for (size_t t = i + 2; t < i + len;) {
+                int codes = 0;
+                for (size_t k = t + 1; k <= t + 16; k++) codes += k < n ? d[k] : 0;
+                if (codes > 256) return 1;
+                /* A DC symbol is a bit count 0..15; stb 2.27 shifts by it
+                 * unchecked (2.28 refuses > 15 while decoding). */
+                if (t < n && d[t] >> 4 == 0)
+                    for (size_t k = t + 17; k < t + 17 + (size_t)codes && k < n; k++)
+                        if (d[k] > 15) return 1;
+                t += 17 + (size_t)codes;
+            }
+        if (len < 2) return 0;
+        i += len;
+        if (m == 0xDA) /* entropy-coded data runs to the next real marker */
+            while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 && !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
+                i++;
+    }
+    return 0;
+}
+
+/* The size a PNG's IHDR declares (stb's info call refuses huge PNGs with
+ * nothing but "too large"); 0 if this is not a PNG header. */
+static int png_header_size(const uint8_t *d, size_t n, long long *w, long long *h)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 24 || memcmp(d, sig, 8) || memcmp(d + 12, "IHDR", 4)) return 0;
+    *w = (long long)d[16] << 24 | d[17] << 16 | d[18] << 8 | d[19];
+    *h = (long long)d[20] << 24 | d[21] << 16 | d[22] << 8 | d[23];
+    return 1;
+}
+
+/* stb grows its IDAT buffer to what a chunk header claims before reading
+ * it, so a 200-byte PNG claiming a 2 GB chunk costs a 2 GB allocation. A
+ * chunk whose length runs past the end of the file is refused first (stb
+ * would fail on it with "outofdata" anyway). 1 if this is such a PNG. */
+static int png_chunk_past_end(const uint8_t *d, size_t n)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(d, sig, 8)) return 0;
+    for (size_t i = 8; i + 8 <= n;) {
+        size_t len = (size_t)d[i] << 24 | (size_t)d[i + 1] << 16 | (size_t)d[i + 2] << 8 | d[i + 3];
+        if (len > n - i - 8) return 1;
+        if (!memcmp(d + i + 4, "IEND", 4)) return 0;
+        i += 12 + len;
+    }
+    return 0;
+}
+
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
     size_t len;
@@ -62,13 +164,31 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     if (!data) return NULL;
     int w, h, comp;
     uint8_t *rgb = NULL;
-    if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
-        fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
+    long long pw, ph;
+    len = png_drop_empty_idat(data, len);
+    /* Before stbi_info: it already builds the tables ahead of the SOF. */
+    if (jpeg_bad_huffman(data, len)) {
+        fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (bad Huffman table)", path);
+    } else if (png_chunk_past_end(data, len)) {
+        fm_fail(err, FM_EINPUT, "%s: truncated PNG (a chunk runs past the end of the file)", path);
+    } else if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
+        if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))
+            fm_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
+        else
+            fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
         fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
+    } else if (is_jpeg(data, len) && len * 8 < (size_t)((w + 7) / 8) * (size_t)((h + 7) / 8)) {
+        /* Every 8x8 block costs at least one bit (its DC Huffman code);
+         * stb would decode a few hundred bytes into 16384x16384 of zeros. */
+        fm_fail(err, FM_EINPUT, "%s: truncated JPEG (%dx%d pixels in %zu bytes)", path, w, h, len);
     } else {
         rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, 3);
-        if (!rgb) fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path, stbi_failure_reason());
+        /* stb tries every format in turn: after a JPEG fails, its reason is
+         * the PNG reader's "bad png sig". */
+        if (!rgb)
+            fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path,
+                    is_jpeg(data, len) ? "corrupt or truncated JPEG" : stbi_failure_reason());
         else { *width = w; *height = h; }
     }
     free(data);

@@ -78,6 +78,11 @@ static int encode_prompts(fm_model *m, const fm_params *p, conds *c, fm_error *e
     int zero_negative = m->cfg.family == FM_FAMILY_SDXL && (!p->negative || !p->negative[0]);
     int rc = fm_prompt_to_chunks(m->tokenizer, p->prompt, pad, &tc, err);
     if (!rc) rc = fm_prompt_to_chunks(m->tokenizer, p->negative ? p->negative : "", pad, &tu, err);
+    if (!rc && (tc.n_chunks > FM_MAX_PROMPT_CHUNKS || tu.n_chunks > FM_MAX_PROMPT_CHUNKS))
+        rc = fm_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
+                     tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? "prompt" : "negative prompt",
+                     tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? tc.n_chunks : tu.n_chunks,
+                     FM_PROMPT_CHUNK_TOKENS, FM_MAX_PROMPT_CHUNKS);
     /* CFG batches cond and uncond: both need the same number of chunks. */
     int n = tc.n_chunks > tu.n_chunks ? tc.n_chunks : tu.n_chunks;
     if (!rc) rc = fm_token_chunks_pad(&tc, n, pad);
@@ -169,6 +174,32 @@ static void denoiser_free(denoiser *d)
     free(d->out);
 }
 
+/* ---- memory ---- */
+
+static size_t memory_budget(const fm_params *p)
+{
+    return p->memory_limit ? p->memory_limit : fm_vae_memory_available();
+}
+
+/* Refuses, before the first step, a size whose U-Net activations or VAE
+ * decode would not fit: the OS would otherwise kill the process mid-run.
+ * An unknown budget (0) refuses nothing. */
+static int check_memory(const fm_model *m, const fm_params *p, int batch, int lh, int lw, int n_ctx,
+                        fm_error *err)
+{
+    size_t budget = memory_budget(p);
+    if (!budget) return 0;
+    size_t need = fm_unet_workspace_bytes(&m->cfg.unet, batch, lh, lw, n_ctx);
+    if (need > budget)
+        return fm_fail(err, FM_EINPUT,
+                       "%dx%d needs %zu MB of U-Net activations, more than the %zu MB available: use a smaller size",
+                       p->width, p->height, need >> 20, budget >> 20);
+    if (p->taesd_path) return 0;
+    fm_vae_tiling tiling;
+    fm_vae_tiling_default(&tiling);
+    return fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, p->vae_tiling ? &tiling : NULL, budget, err);
+}
+
 /* ---- latents in and out ---- */
 
 /* img2img: the init image resized, encoded, latent = mean x scale factor. */
@@ -217,7 +248,8 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, int lh
         fm_vae_tiling tiling;
         fm_vae_tiling_default(&tiling);
         const fm_vae_tiling *t = p->vae_tiling ? &tiling : NULL;
-        rc = fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, t, fm_vae_memory_available(), err);
+        size_t budget = memory_budget(p);
+        rc = budget ? fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, t, budget, err) : 0;
         float *z = rc ? NULL : malloc(sizeof(float) * lat);
         if (!rc && !z) rc = fm_fail(err, FM_EINPUT, "out of memory");
         if (!rc) {
@@ -276,6 +308,7 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     int n_sigmas = 0;
     if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
     rc = encode_prompts(m, p, &c, err);
+    if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
     if (!rc && !(sigmas = fm_sampler_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;

@@ -54,6 +54,10 @@ typedef enum { FM_PREC_AUTO = 0, FM_PREC_FP32, FM_PREC_BF16, FM_PREC_F16 } fm_pr
 
 typedef struct fm_model fm_model;
 
+/* Prompts longer than this many 75-token chunks (A1111's unit; 4800 tokens)
+ * are refused: the cross-attention context grows with every chunk. */
+#define FM_MAX_PROMPT_CHUNKS 64
+
 /* Defaults that depend on the model (DESIGN.md "Defaults by family"). */
 typedef struct fm_model_defaults {
     int width, height, steps;
@@ -87,6 +91,9 @@ typedef struct fm_params {
     fm_precision precision;
     fm_progress_fn progress;
     void *progress_user;
+    /* Bytes the U-Net and VAE activations may take; 0 = the machine's
+     * MemAvailable. A size over it is refused (FM_EINPUT) before sampling. */
+    size_t memory_limit;
 } fm_params;
 
 /* ---- model ---- */
@@ -106,7 +113,8 @@ void fm_params_default(const fm_model *model, fm_params *p);
  * factor, within limits), steps, cfg, sampler and scheduler names, strength.
  * FM_EUSAGE with "--width: why"-style messages. fm_generate checks too. */
 int fm_params_check(const fm_model *model, const fm_params *p, fm_error *err);
-/* Writes width*height*3 bytes (RGB, row-major) to rgb. */
+/* Writes width*height*3 bytes (RGB, row-major) to rgb. A prompt or
+ * negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens is refused. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
 
 /* ---- text ---- */

@@ -1,0 +1,148 @@
+/* Every input the fuzzers (tests/fuzz/) ever crashed on, replayed through
+ * the same entry point: tests/fuzz/regressions/<target>-<what>. Each must
+ * now fail cleanly (or succeed); `make sanitize` runs this under ASan+UBSan,
+ * where the original bugs were reported. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../cli/promptfile.c"
+#include "diffusion/detect.h"
+#include "diffusion/safetensors.h"
+#include "fmimage.h"
+#include "textenc/prompt.h"
+#include "textenc/tokenizer.h"
+
+#define DIR_REGRESSIONS "tests/fuzz/regressions"
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* What the image regressions must say: the stb 2.27 Huffman overflow
+ * ("-jpeg-dht-") and the allocation a PNG chunk length claims
+ * ("-png-chunk-", an out-of-memory and slow units under ASan). */
+static void replay_image(const char *path, const char *name)
+{
+    fm_error err = {0};
+    int w, h;
+    uint8_t *rgb = fm_image_read(path, &w, &h, &err);
+    if (strstr(name, "-jpeg-dht-")) {
+        assert_null(rgb);
+        if (!strstr(err.msg, "corrupt JPEG (bad Huffman table)")) fail_msg("%s: %s", name, err.msg);
+    }
+    if (strstr(name, "-png-chunk-")) {
+        assert_null(rgb);
+        if (!strstr(err.msg, "truncated PNG")) fail_msg("%s: %s", name, err.msg);
+    }
+    if (strstr(name, "-huge-size-")) {
+        assert_null(rgb);
+        if (!strstr(err.msg, "truncated JPEG (")) fail_msg("%s: %s", name, err.msg);
+    }
+    if (!rgb) assert_true(err.msg[0]);
+    free(rgb);
+}
+
+static void replay_safetensors(const char *path)
+{
+    fm_safetensors st;
+    fm_error err = {0};
+    if (fm_st_open(&st, path, &err)) {
+        assert_true(err.msg[0] && !strchr(err.msg, '\n'));
+        return;
+    }
+    fm_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (fm_detect_config(&st, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st));
+    fm_st_close(&st);
+}
+
+/* detect inputs are bare JSON headers (see tests/fuzz/fuzz_detect.c). */
+static void replay_detect(const uint8_t *json, size_t len)
+{
+    char path[] = "build/test-tmp/fuzz-detect-XXXXXX";
+    mkdir("build", 0777);
+    mkdir("build/test-tmp", 0777);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t n[8];
+    for (int i = 0; i < 8; i++) n[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    assert_int_equal(write(fd, n, 8), 8);
+    assert_int_equal(write(fd, json, len), (ssize_t)len);
+    assert_int_equal(ftruncate(fd, 8 + (off_t)len + (64 << 20)), 0);
+    close(fd);
+    replay_safetensors(path);
+    unlink(path);
+}
+
+static void replay_text(const char *target, const uint8_t *data, size_t len, const fm_tokenizer *tok)
+{
+    fm_error err = {0};
+    if (!strcmp(target, "tokenizer")) {
+        int32_t ids[256];
+        assert_true(fm_tokenizer_encode_n(tok, (const char *)data, len, ids, 256, &err) >= 0);
+    } else if (!strcmp(target, "prompt")) {
+        fm_prompt_attention a = {0};
+        if (!fm_parse_prompt_attention((const char *)data, &a, &err)) fm_prompt_attention_free(&a);
+        fm_token_chunks c = {0};
+        if (!fm_prompt_to_chunks(tok, (const char *)data, FM_CLIP_PAD_SD1, &c, &err)) fm_token_chunks_free(&c);
+    } else if (!strcmp(target, "promptfile")) {
+        pf_line l;
+        char why[256];
+        if (pf_parse_line((const char *)data, len, 1, &l, why, sizeof why) >= 0) pf_line_free(&l);
+    } else {
+        fail_msg("unknown fuzz target %s", target);
+    }
+}
+
+static void test_replay_all(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    fm_tokenizer *tok = fm_tokenizer_new(&err);
+    assert_non_null(tok);
+    DIR *d = opendir(DIR_REGRESSIONS);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[512], target[32];
+        snprintf(path, sizeof path, "%s/%s", DIR_REGRESSIONS, e->d_name);
+        const char *dash = strchr(e->d_name, '-');
+        assert_non_null(dash);
+        snprintf(target, sizeof target, "%.*s", (int)(dash - e->d_name), e->d_name);
+        size_t len;
+        uint8_t *data = slurp(path, &len);
+        if (!strcmp(target, "image")) replay_image(path, e->d_name);
+        else if (!strcmp(target, "safetensors")) replay_safetensors(path);
+        else if (!strcmp(target, "detect")) replay_detect(data, len);
+        else replay_text(target, data, len, tok);
+        free(data);
+        n++;
+    }
+    closedir(d);
+    fm_tokenizer_free(tok);
+    assert_true(n >= 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replay_all),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
