@@ -633,6 +633,8 @@ static int child_stage(bench *b, stage *s, char *const argv[], const char *log, 
         int rc = run_child(argv, log, &w[i], &c[i], &r[i]);
         if (rc) {
             fprintf(stderr, "bench: %s failed (exit %d), see %s\n", argv[0], rc, log);
+            printf("%s: FAILED (exit %d, see %s)\n", s->label, rc, log);
+            b->n--;
             return rc;
         }
         c[i] /= b->threads;
