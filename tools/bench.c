@@ -685,8 +685,8 @@ static double log_seconds(const char *log, const char *key)
         char *k = strstr(line, key);
         if (!k) continue;
         char *t = strstr(k, "taking ");
-        if (!t) t = strstr(k, " in ");
-        if (t) v = atof(strchr(t, ' ') + 1);
+        if (t) v = atof(t + 7);
+        else if ((t = strstr(k, " in "))) v = atof(t + 4);
     }
     fclose(f);
     return v;
@@ -788,8 +788,8 @@ static void print_table(const bench *b)
     printf("(medians of %d runs unless noted; GFLOP/s on wall clock; %% peak = FLOPs / CPU time per thread / FMA peak)\n",
            b->reps);
     static const struct { const char *ours, *theirs, *what; } vs[] = {
-        {"sd1.gen", "sdcpp.sd1.gen", "SD 1.5 512x512 2 steps CFG 7, whole run"},
-        {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode 512x512"},
+        {"sd1.gen", "sdcpp.sd1.gen", "SD 1.5 2 steps CFG 7, whole run"},
+        {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode"},
         {"sd1.text_encode", "sdcpp.sd1.text_encode", "text encode"},
         {"sd1.load", "sdcpp.sd1.load", "load"},
     };
