@@ -75,13 +75,15 @@ static size_t png_drop_empty_idat(uint8_t *d, size_t n)
 {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (n < 8 || memcmp(d, sig, 8)) return n;
-    for (size_t i = 8; i + 12 <= n;) {
+    for (size_t i = 8; i + 8 <= n;) {
         size_t len = (size_t)d[i] << 24 | (size_t)d[i + 1] << 16 | (size_t)d[i + 2] << 8 | d[i + 3];
         if (len == 0 && !memcmp(d + i + 4, "IDAT", 4)) {
-            memmove(d + i, d + i + 12, n - i - 12);
-            n -= 12;
+            size_t cut = n - i < 12 ? n - i : 12; /* the CRC may be cut off */
+            memmove(d + i, d + i + cut, n - i - cut);
+            n -= cut;
             continue;
         }
+        if (i + 12 > n) break;
         if (len > n - i - 12) break;
         i += 12 + len;
     }
