@@ -188,7 +188,8 @@ class UNetModel(nn.Module):
         nn.init.zeros_(self.out[2].bias)
 
     def forward(self, x, t, context):
-        emb = self.time_embed(timestep_embedding(t, self.model_channels))
+        temb = timestep_embedding(t, self.model_channels).to(self.time_embed[0].weight.dtype)
+        emb = self.time_embed(temb)
         hs, h = [], x
         for m in self.input_blocks:
             h = m(h, emb, context)
@@ -409,7 +410,7 @@ class CLIPTextTransformer(nn.Module):
     def forward(self, ids):
         n = ids.shape[1]
         x = self.embeddings.token_embedding(ids) + self.embeddings.position_embedding.weight[:n]
-        mask = torch.full((n, n), float("-inf")).triu(1)
+        mask = torch.full((n, n), float("-inf"), dtype=x.dtype).triu(1)
         for layer in self.encoder.layers:
             x = layer(x, mask)
         return self.final_layer_norm(x)

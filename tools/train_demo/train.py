@@ -191,6 +191,7 @@ def train_unet(args):
 # ------------------------------------------------------------------ export
 
 def export(args):
+    """EMA weights -> F16 safetensors (DDPM buffers F32, position_ids I64)."""
     sd = models.SD1(config.CONFIG)
     vae = torch.load(os.path.join(args.out, "vae.pt"))
     ck = torch.load(os.path.join(args.out, "unet.pt"))
@@ -218,7 +219,7 @@ def export(args):
     cfg["defaults"] = config.DEFAULTS
     cfg["vocabulary"] = scenes.vocabulary()
     cfg["training"] = {"unet_steps": int(ck["step"]), "seed": args.seed, "held_out": scenes.HELD_OUT}
-    path = os.path.join(ROOT, "assets", "demo", "fmimage-demo.safetensors")
+    path = args.dest
     os.makedirs(os.path.dirname(path), exist_ok=True)
     stfile.save(path, tensors, {"fmimage.config": json.dumps(cfg), "format": "pt"})
     log(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path) / 1e6:.2f} MB, step {ck['step']}")
@@ -229,21 +230,23 @@ def main():
     p.add_argument("stages", nargs="*", default=["vae", "unet", "export"])
     p.add_argument("--out", default=os.path.join(ROOT, "build", "demo-train"))
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--dest", default=os.path.join(ROOT, "assets", "demo", "fmimage-demo.safetensors"),
+                   help="export: output file")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vae-steps", type=int, default=400)
     p.add_argument("--vae-full-steps", type=int, default=120)
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=2e-4)
     p.add_argument("--vae-kl", type=float, default=1e-4)
-    p.add_argument("--unet-steps", type=int, default=3000)
+    p.add_argument("--unet-steps", type=int, default=1200)
     p.add_argument("--unet-batch", type=int, default=32)
-    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--unet-lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-prob", type=float, default=0.1)
-    p.add_argument("--pool", type=int, default=4096)
-    p.add_argument("--pool-refresh", type=int, default=4)
-    p.add_argument("--unet-time-limit", type=float, default=1e9, help="seconds")
+    p.add_argument("--pool", type=int, default=2048)
+    p.add_argument("--pool-refresh", type=int, default=2)
+    p.add_argument("--unet-time-limit", type=float, default=3600, help="seconds")
     p.add_argument("--ckpt-every", type=float, default=300, help="seconds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
