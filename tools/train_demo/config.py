@@ -12,7 +12,7 @@ keep the F16 file under 16 MB (the 49408-row token embedding alone is 3.2 MB).
 """
 
 UNET = {"in_channels": 4, "out_channels": 4, "model_channels": 32, "channel_mult": [2, 3, 3],
-        "num_res_blocks": 1, "attention_resolutions": [1, 2, 4], "transformer_depth": [1, 1, 1],
+        "num_res_blocks": 1, "attention_resolutions": [2, 4], "transformer_depth": [1, 1, 1],
         "num_heads": 2, "num_head_channels": -1, "context_dim": 32, "use_linear_in_transformer": False,
         "use_spatial_transformer": True, "legacy": False, "image_size": 16, "use_checkpoint": False}
 VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,

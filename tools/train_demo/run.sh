@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 PY=/usr/bin/python3
 export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
 mkdir -p build/demo-train
-$PY tools/train_demo/train.py vae unet export "$@" 2>&1 | tee build/demo-train/train.log
+$PY tools/train_demo/train.py vae unet decoder export "$@" 2>&1 | tee build/demo-train/train.log
 $PY tools/train_demo/reference.py
 $PY tools/train_demo/samples.py
 $PY tools/train_demo/evaluate.py
