@@ -120,11 +120,13 @@ def main():
     p.add_argument("--grid", help="write a grid of all images")
     p.add_argument("--from-pngs", help="classify DIR/NNN.png instead of generating")
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--every", type=int, default=1, help="only every Nth prompt (quick checks)")
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--list", action="store_true", help="print the prompts (index = seed) and exit")
     args = p.parse_args()
     items = scenes.heldout_prompts()
+    items = items[::args.every]
     if args.limit:
         items = items[:args.limit]
     if args.list:

@@ -16,7 +16,7 @@ bit-exact with golden/rng.safetensors). Stored, F32 unless noted (P = run):
   P.cond, P.uncond                [1,77,32]  last_hidden_state
   P.noise                         [1,4,16,16] Philox noise (x.0 = noise * sigmas[0])
   P.sigmas [S+1], P.t [S]         schedule and the fractional U-Net timesteps
-  P.x.N (N = 0..S), P.denoised.N (N = 0..S-1)   the trajectory
+  P.x.N (N = 0..S), P.denoised.N (N = 0..S-1)   the trajectory (ref2: N = 0, 1 only)
   P.x_final                       [1,4,16,16] = P.x.S
   P.dec                           [1,3,64,64] decode(x_final / 0.18215), not clamped
   P.image                         [1,3,64,64] clamp((dec+1)/2, 0, 1)
@@ -37,9 +37,9 @@ import stfile  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RUNS = [
     dict(name="ref", prompt="a red circle on a blue background", negative="", seed=42, steps=10, cfg=5.0,
-         sampler="euler", scheduler="normal"),
+         sampler="euler", scheduler="normal", trace=True),
     dict(name="ref2", prompt="a yellow star above a purple square", negative="", seed=7, steps=20, cfg=5.0,
-         sampler="dpmpp_2m", scheduler="karras"),
+         sampler="dpmpp_2m", scheduler="karras", trace=False),
 ]
 
 
@@ -66,9 +66,11 @@ def main():
         out[f"{P}.sigmas"] = np.asarray(sig)
         out[f"{P}.t"] = np.array([pipe.sigma_to_t(float(s)) for s in sig[:-1]])
         for i, (xi, di) in enumerate(trace):
-            out[f"{P}.x.{i}"] = xi.numpy()
-            out[f"{P}.denoised.{i}"] = di.numpy()
-        out[f"{P}.x.{len(trace)}"] = x.numpy()
+            if r["trace"] or i < 2:
+                out[f"{P}.x.{i}"] = xi.numpy()
+                out[f"{P}.denoised.{i}"] = di.numpy()
+        if r["trace"]:
+            out[f"{P}.x.{len(trace)}"] = x.numpy()
         out[f"{P}.x_final"] = x.numpy()
         out[f"{P}.dec"] = dec.numpy()
         out[f"{P}.image"] = ((dec + 1) / 2).clamp(0, 1).numpy()

@@ -110,7 +110,7 @@ class Pipeline:
         shape = (4, height // self.factor, width // self.factor)
         noise = torch.from_numpy(np.stack([philox_randn(s, shape) for s in seeds]))
         sig = self.schedule(steps, scheduler)
-        x = noise * float(sig[0])
+        x = noise.to(next(self.sd.parameters()).dtype) * float(sig[0])
         old = None
         for i in range(steps):
             den = self.denoise(x, float(sig[i]), cond, uncond, cfg)

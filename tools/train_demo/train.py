@@ -156,8 +156,10 @@ class TextUNet(torch.nn.Module):
 
 
 def train_unet(args):
-    torch.manual_seed(args.seed + 2)
-    rng = random.Random(args.seed + 2)
+    # a resumed run draws new data (a different stream per starting step)
+    data_seed = args.seed + 2 + (torch.load(os.path.join(args.out, "unet.pt"))["step"] if args.resume else 0)
+    torch.manual_seed(data_seed)
+    rng = random.Random(data_seed)
     tok = Tokenizer()
     vae = models.AutoencoderKL(config.VAE)
     vae.load_state_dict(torch.load(os.path.join(args.out, "vae.pt")))
@@ -173,6 +175,13 @@ def train_unet(args):
         p.requires_grad_(False)
     nparams = sum(p.numel() for p in model.parameters())
     log(f"unet+text params {nparams / 1e6:.2f}M")
+    first = 1
+    if args.resume:  # continue a run from its checkpoint (fresh Adam moments, warm-up again)
+        ck = torch.load(os.path.join(args.out, "unet.pt"))
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        first = ck["step"] + 1
+        log(f"resuming after step {ck['step']}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.unet_lr, weight_decay=0.0)
     ac = models.ddpm_buffers(config.SCHEDULE)["alphas_cumprod"]
     snr = ac / (1 - ac)
@@ -180,7 +189,7 @@ def train_unet(args):
 
     t0 = last_ckpt = time.time()
     avg = None
-    for step in range(1, args.unet_steps + 1):
+    for step in range(first, args.unet_steps + 1):
         z0, sc = pool.sample(args.unet_batch)
         caps = ["" if rng.random() < args.uncond_prob else scenes.caption(rng, s) for s in sc]
         ids = torch.tensor([tok(c) for c in caps])
@@ -191,7 +200,9 @@ def train_unet(args):
         eps = model.unet(zt, t.float(), model.text(ids))
         loss = ((eps - noise).pow(2).mean(dim=(1, 2, 3)) * loss_w[t]).mean()
         for g in opt.param_groups:
-            g["lr"] = args.unet_lr * min(1.0, step / args.warmup)
+            g["lr"] = args.unet_lr * min(1.0, (step - first + 1) / args.warmup)
+            if args.anneal:  # cosine to 0 over this run's steps
+                g["lr"] *= 0.5 * (1 + math.cos(math.pi * (step - first) / (args.unet_steps - first + 1)))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -203,7 +214,7 @@ def train_unet(args):
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         el = time.time() - t0
         if step % 20 == 0 or step == 1:
-            log(f"unet {step}/{args.unet_steps} loss {avg:.4f} {step / el:.3f} it/s")
+            log(f"unet {step}/{args.unet_steps} loss {avg:.4f} {(step - first + 1) / el:.3f} it/s")
         done = step == args.unet_steps or el > args.unet_time_limit
         if done or time.time() - last_ckpt > args.ckpt_every:
             torch.save({"step": step, "ema": ema.state_dict(), "model": model.state_dict()},
@@ -268,6 +279,8 @@ def main():
     p.add_argument("--unet-batch", type=int, default=24)
     p.add_argument("--unet-lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="unet: continue from build/.../unet.pt")
+    p.add_argument("--anneal", action="store_true", help="unet: cosine learning-rate decay to 0")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-prob", type=float, default=0.1)
     p.add_argument("--pool", type=int, default=2048)
