@@ -1,0 +1,16 @@
+#!/bin/sh
+# Re-train the demo model from scratch and rewrite the shipped files:
+#   assets/demo/fmimage-demo.safetensors, assets/demo/samples.png,
+#   tests/data/demo-ref.safetensors
+# Needs Debian's python3-torch (+ python3-numpy, python3-pil); with the
+# reference BLAS torch's matmuls are ~8x slower, so install libopenblas0-pthread.
+# Takes about 75 minutes on 2 busy cores. Extra arguments go to train.py.
+set -e
+cd "$(dirname "$0")/../.."
+PY=/usr/bin/python3
+export OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1
+mkdir -p build/demo-train
+$PY tools/train_demo/train.py vae unet decoder export "$@" 2>&1 | tee build/demo-train/train.log
+$PY tools/train_demo/reference.py
+$PY tools/train_demo/samples.py
+$PY tools/train_demo/evaluate.py
