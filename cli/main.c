@@ -380,8 +380,23 @@ static int print_tokens(const cli_options *o)
     return rc;
 }
 
+/* OpenMP threads that spin while waiting at a barrier cost little on an
+ * idle machine, but when another process holds a core every barrier can
+ * cost a whole time slice: a small model then runs 30x slower. libgomp reads
+ * OMP_WAIT_POLICY before main(), so the default (passive: sleep while
+ * waiting) is set by running ourselves again once; a user's own setting is
+ * kept. */
+static void prefer_passive_waiting(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with spinning threads */
+}
+
 int main(int argc, char **argv)
 {
+    prefer_passive_waiting(argv);
     cli_options o;
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;

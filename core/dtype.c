@@ -77,12 +77,27 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, con
 }
 #endif
 
+#if defined(__x86_64__)
+/* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"),
+ * asked once: cpuid traps to the hypervisor in a VM, and the kernels convert
+ * weights in small blocks millions of times per image. */
+static int has_f16c_avx2(void)
+{
+    static _Atomic int cached = -1;
+    int v = cached;
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2");
+        cached = v;
+    }
+    return v;
+}
+#endif
+
 void fm_f16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
 #if defined(__x86_64__)
-    /* F16C through cpuid: clang 14's __builtin_cpu_supports has no "f16c". */
-    unsigned a, b, c, d;
-    if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2")) {
+    if (has_f16c_avx2()) {
         f16_to_f32_f16c(dst, src, n);
         return;
     }
