@@ -292,7 +292,8 @@ static void use_precision(fm_model *m, fm_precision requested)
     if (fm_vae_precision(m->vae) != prec) fm_vae_set_precision(m->vae, prec);
 }
 
-int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
+/* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f]. */
+int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 {
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
@@ -303,10 +304,9 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     fm_scheduler_id sched = (fm_scheduler_id)fm_scheduler_find(p->scheduler);
     conds c = {0};
     denoiser d = {0};
-    float *x = malloc(sizeof(float) * n), *init = NULL;
+    float *init = NULL;
     double *sigmas = NULL;
     int n_sigmas = 0;
-    if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
     rc = encode_prompts(m, p, &c, err);
     if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
@@ -338,13 +338,24 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
         io.progress_user = p->progress_user;
         rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
     }
-    if (!rc) rc = decode_latent(m, p, x, lh, lw, rgb, err);
     free(sigmas);
     free(init);
-    free(x);
     denoiser_free(&d);
     fm_cond_free(&c.cond);
     fm_cond_free(&c.uncond);
+    return rc;
+}
+
+int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
+{
+    int rc = fm_params_check(m, p, err);
+    if (rc) return rc;
+    int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
+    float *x = malloc(sizeof(float) * (size_t)m->cfg.unet.in_channels * lh * lw);
+    if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
+    rc = fm_sample_latent(m, p, x, err);
+    if (!rc) rc = decode_latent(m, p, x, lh, lw, rgb, err);
+    free(x);
     return rc;
 }
 

@@ -35,6 +35,10 @@ fm_precision fm_precision_resolve(fm_precision requested);
 /* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
 int fm_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
 
+/* fm_generate up to the decode: x [in_channels][height/f][width/f] gets the
+ * sampled latent (tests compare it with reference runs). */
+int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err);
+
 /* A1111's test for SD 2.x v-prediction: one U-Net call on a constant input. */
 int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err);
 
