@@ -37,6 +37,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#include "fma_peak.h"
 
 #define MAX_REPS 15
 #define PROMPT "a photograph of an astronaut riding a horse"
@@ -246,53 +247,6 @@ static int time_stage(bench *b, stage *s, stage_fn f, void *ctx)
 
 /* --------------------------------------------------------------- peak -- */
 
-#if defined(__x86_64__)
-/* Independent FMA chains (tools/kbench.c's method). */
-__attribute__((target("avx512f"))) static float fma_loop_512(long iters)
-{
-    __m512 c[12], a = _mm512_set1_ps(1.0000001f), b = _mm512_set1_ps(0.9999999f);
-    for (int i = 0; i < 12; i++) c[i] = _mm512_set1_ps((float)i);
-    for (long k = 0; k < iters; k++)
-        for (int i = 0; i < 12; i++) c[i] = _mm512_fmadd_ps(c[i], a, b);
-    for (int i = 1; i < 12; i++) c[0] = _mm512_add_ps(c[0], c[i]);
-    return _mm512_reduce_add_ps(c[0]);
-}
-__attribute__((target("avx2,fma"))) static float fma_loop_256(long iters)
-{
-    __m256 c[12], a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
-    for (int i = 0; i < 12; i++) c[i] = _mm256_set1_ps((float)i);
-    for (long k = 0; k < iters; k++)
-        for (int i = 0; i < 12; i++) c[i] = _mm256_fmadd_ps(c[i], a, b);
-    for (int i = 1; i < 12; i++) c[0] = _mm256_add_ps(c[0], c[i]);
-    float t[8];
-    _mm256_storeu_ps(t, c[0]);
-    return t[0];
-}
-#endif
-
-/* FP32 FMA peak of all threads in CPU time, best of 3. */
-static double fma_peak(void)
-{
-    long iters = 10000000;
-    int lanes = fm_kernel_isa() == FM_ISA_AVX512 ? 16 : fm_kernel_isa() == FM_ISA_AVX2 ? 8 : 0;
-    if (!lanes) return 0;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double c0 = cpu_now();
-        float sink = 0;
-#pragma omp parallel reduction(+ : sink)
-        {
-#if defined(__x86_64__)
-            sink += lanes == 16 ? fma_loop_512(iters) : fma_loop_256(iters);
-#endif
-        }
-        double c = (cpu_now() - c0) / omp_get_max_threads();
-        if (sink == 12345.0f) fputc(' ', stderr);
-        double g = 2.0 * lanes * 12 * iters * omp_get_max_threads() / c * 1e-9;
-        if (g > best) best = g;
-    }
-    return best;
-}
 
 typedef struct sq_ctx { float *a, *b, *c; int n; } sq_ctx;
 static int run_sgemm(void *p, fm_error *err)
@@ -307,7 +261,7 @@ static void bench_peak(bench *b)
 {
     fprintf(stderr, "peak: FMA loop and fm_sgemm 2048^3\n");
     double t0 = now(), c0 = cpu_now();
-    b->fma_peak = fma_peak();
+    b->fma_peak = fma_peak_gflops();
     sq_ctx sq = {.n = 2048};
     size_t nn = (size_t)sq.n * sq.n;
     sq.a = fm_alloc(4 * nn);
