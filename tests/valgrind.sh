@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 make -s BUILD=build/vg PORTABLE=1 build/vg/fmimage
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+# OMP_WAIT_POLICY set: otherwise the CLI re-executes itself to set it, and
+# the re-executed process would run outside valgrind.
+OMP_WAIT_POLICY=passive valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
     build/vg/fmimage -m tests/data/tiny-sd1.safetensors "a fox" -W 32 -H 32 --steps 2 -t 1 \
     --seed 1 -q -o "$out/x.png"
 test -s "$out/x.png"
