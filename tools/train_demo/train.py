@@ -195,6 +195,8 @@ def train_unet(args):
         ids = torch.tensor([tok(c) for c in caps])
         t = torch.randint(0, 1000, (len(caps),))
         noise = torch.randn_like(z0)
+        if args.offset_noise:  # per-image, per-channel constant: the input's mean stops telling the colour
+            noise = noise + args.offset_noise * torch.randn(z0.shape[0], z0.shape[1], 1, 1)
         a = ac[t][:, None, None, None]
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         eps = model.unet(zt, t.float(), model.text(ids))
@@ -283,6 +285,8 @@ def main():
     p.add_argument("--anneal", action="store_true", help="unet: cosine learning-rate decay to 0")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-prob", type=float, default=0.1)
+    p.add_argument("--offset-noise", type=float, default=0.0,
+                   help="unet: offset noise strength (0 = the shipped run; try 0.3-0.5, see README)")
     p.add_argument("--pool", type=int, default=2048)
     p.add_argument("--pool-refresh", type=int, default=2)
     p.add_argument("--unet-time-limit", type=float, default=3600, help="seconds")
