@@ -286,7 +286,7 @@ def main():
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-prob", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.0,
-                   help="unet: offset noise strength (0 = the shipped run; try 0.3-0.5, see README)")
+                   help="unet: offset noise strength (the shipped second stage uses 0.5; see README)")
     p.add_argument("--pool", type=int, default=2048)
     p.add_argument("--pool-refresh", type=int, default=2)
     p.add_argument("--unet-time-limit", type=float, default=3600, help="seconds")
