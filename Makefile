@@ -31,7 +31,7 @@ endif
 
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fopenmp -Wall -Wextra \
-           -Iinclude -I. -I/usr/include/stb $(shell pkg-config --cflags $(PKGS))
+           -Iinclude -I. $(shell pkg-config --cflags $(PKGS))
 LDLIBS   = $(shell pkg-config --libs $(PKGS)) $(EXTRA_LIBS) -lm
 LDFLAGS += -fopenmp $(LDSAN)
 
@@ -130,7 +130,7 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   := build/fuzz
 FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fopenmp -Wall -Wextra \
-                -Wno-unknown-pragmas -Iinclude -I. -I/usr/include/stb $(shell pkg-config --cflags $(PKGS))
+                -Wno-unknown-pragmas -Iinclude -I. $(shell pkg-config --cflags $(PKGS))
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 # The parsers live in core, diffusion and textenc (the archive only lends a

@@ -1,5 +1,7 @@
-/* Init images for img2img: PNG or JPEG through stb_image, with the size
- * checked from the header before anything is decoded. */
+/* Init images for img2img: PNG or JPEG through stb_image (v2.30, vendored in
+ * third_party/), with the size checked from the header before anything is
+ * decoded and the few inputs that still cost stb undefined behaviour or a
+ * huge allocation refused first (found by tests/fuzz/fuzz_image). */
 #include "core/core.h"
 
 #include <errno.h>
@@ -18,7 +20,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#include <stb_image.h>
+#include "third_party/stb_image.h"
 #pragma GCC diagnostic pop
 
 #define MAX_SIDE 16384
@@ -90,47 +92,6 @@ static size_t png_drop_empty_idat(uint8_t *d, size_t n)
     return n;
 }
 
-/* Debian's stb_image 2.27 writes past its 257-entry Huffman size table when
- * a DHT segment declares more than 256 codes (fixed upstream in 2.28), so
- * JPEG Huffman tables are checked here before stb sees them. The walk
- * follows stb's reader: bytes between segments that are not a marker are
- * skipped, entropy-coded data after SOS runs to the next marker, and a
- * segment may claim bytes past the end (stb reads zeros there). DC tables
- * must hold bit counts (at most 15). Returns 1 for a bad table, else 0. */
-static int jpeg_bad_huffman(const uint8_t *d, size_t n)
-{
-    size_t i = jpeg_soi_end(d, n);
-    if (!i) return 0;
-    while (i + 1 < n) {
-        if (d[i] != 0xFF) { i++; continue; }
-        while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
-        if (i + 1 >= n) return 0;
-        uint8_t m = d[i + 1];
-        i += 2;
-        if (m == 0x00 || m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
-        if (m == 0xD9 || i + 2 > n) return 0;
-        size_t len = (size_t)d[i] << 8 | d[i + 1];
-        if (m == 0xC4)
-            for (size_t t = i + 2; t < i + len;) {
-                int codes = 0;
-                for (size_t k = t + 1; k <= t + 16; k++) codes += k < n ? d[k] : 0;
-                if (codes > 256) return 1;
-                /* A DC symbol is a bit count 0..15; stb 2.27 shifts by it
-                 * unchecked (2.28 refuses > 15 while decoding). */
-                if (t < n && d[t] >> 4 == 0)
-                    for (size_t k = t + 17; k < t + 17 + (size_t)codes && k < n; k++)
-                        if (d[k] > 15) return 1;
-                t += 17 + (size_t)codes;
-            }
-        if (len < 2) return 0;
-        i += len;
-        if (m == 0xDA) /* entropy-coded data runs to the next real marker */
-            while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 && !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
-                i++;
-    }
-    return 0;
-}
-
 /* The size a PNG's IHDR declares (stb's info call refuses huge PNGs with
  * nothing but "too large"); 0 if this is not a PNG header. */
 static int png_header_size(const uint8_t *d, size_t n, long long *w, long long *h)
@@ -168,10 +129,7 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     uint8_t *rgb = NULL;
     long long pw, ph;
     len = png_drop_empty_idat(data, len);
-    /* Before stbi_info: it already builds the tables ahead of the SOF. */
-    if (jpeg_bad_huffman(data, len)) {
-        fm_fail(err, FM_EINPUT, "%s: corrupt JPEG (bad Huffman table)", path);
-    } else if (png_chunk_past_end(data, len)) {
+    if (png_chunk_past_end(data, len)) {
         fm_fail(err, FM_EINPUT, "%s: truncated PNG (a chunk runs past the end of the file)", path);
     } else if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
         if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))

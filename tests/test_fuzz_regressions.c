@@ -32,18 +32,16 @@ static uint8_t *slurp(const char *path, size_t *len)
     return b;
 }
 
-/* What the image regressions must say: the stb 2.27 Huffman overflow
- * ("-jpeg-dht-") and the allocation a PNG chunk length claims
- * ("-png-chunk-", an out-of-memory and slow units under ASan). */
+/* What the image regressions must say: the allocation a PNG chunk length
+ * claims ("-png-chunk-", an out-of-memory and slow units under ASan) and the
+ * huge JPEG of a few bytes. The others (stb 2.27's Huffman overflow and
+ * shift, "-jpeg-dht-", "-code-bits-") only must not crash or trip the
+ * sanitizers: stb 2.30 decodes or refuses them itself. */
 static void replay_image(const char *path, const char *name)
 {
     fm_error err = {0};
     int w, h;
     uint8_t *rgb = fm_image_read(path, &w, &h, &err);
-    if (strstr(name, "-jpeg-dht-")) {
-        assert_null(rgb);
-        if (!strstr(err.msg, "corrupt JPEG (bad Huffman table)")) fail_msg("%s: %s", name, err.msg);
-    }
     if (strstr(name, "-png-chunk-")) {
         assert_null(rgb);
         if (!strstr(err.msg, "truncated PNG")) fail_msg("%s: %s", name, err.msg);

@@ -175,6 +175,15 @@ def main():
         out.write('    {"%s", %d, {\n' % (enc, enc.startswith("sloppy-")))
         for i in range(0, 256, 8):
             out.write("        " + " ".join("0x%04x," % c for c in table[i:i + 8]) + "\n")
+        # what str.encode(enc) maps back to a byte besides ASCII: bytes
+        # 0x80..0xFF and 0x1A (chardata.possible_encoding), sorted by code point
+        rev = sorted((table[b], b) for b in list(range(0x80, 0x100)) + [0x1A])
+        assert len(set(cp for cp, _ in rev)) == len(rev), enc
+        for cp, b in rev:
+            assert chr(cp).encode(enc) == bytes([b]), (enc, cp, b)
+        out.write("    }, {\n")
+        for i in range(0, len(rev), 6):
+            out.write("        " + " ".join("{0x%04x, 0x%02x}," % e for e in rev[i:i + 6]) + "\n")
         out.write("    }},\n")
     out.write("};\n\n")
     strict = []

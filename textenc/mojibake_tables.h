@@ -53,9 +53,14 @@ extern const int fm_utf8_clue_classes_count;
 /* chardata.CHARMAP_ENCODINGS in ftfy's order of preference */
 #define FM_N_CHARMAPS 10
 typedef struct {
+    uint32_t cp;
+    uint8_t byte;
+} fm_charmap_entry;
+typedef struct {
     const char *name;
     int sloppy;            /* "sloppy-" codec: lossy-sequence repair applies */
     uint32_t decode[256];  /* byte -> code point */
+    fm_charmap_entry encode[129]; /* code point -> byte for 0x80..0xFF and 0x1A, sorted by cp */
 } fm_charmap;
 extern const fm_charmap fm_charmaps[FM_N_CHARMAPS];
 extern const uint32_t fm_windows_1252[256];

@@ -116,46 +116,30 @@ static int is_bad(const uint32_t *t, size_t n)
 
 /* ---- single-byte codecs ------------------------------------------------------ */
 
-typedef struct {
-    uint32_t cp;
-    uint8_t byte;
-} reverse_entry;
-
-static int cmp_reverse(const void *a, const void *b)
+static int cmp_entry(const void *a, const void *b)
 {
-    const reverse_entry *x = a, *y = b;
+    const fm_charmap_entry *x = a, *y = b;
     return x->cp < y->cp ? -1 : x->cp > y->cp;
 }
 
-/* The characters besides ASCII that a codec can encode: bytes 0x80..0xFF and
- * 0x1A (chardata.possible_encoding), sorted for lookup. */
-static void build_reverse(const fm_charmap *cm, reverse_entry rev[129])
-{
-    for (int b = 0x80; b < 0x100; b++)
-        rev[b - 0x80] = (reverse_entry){cm->decode[b], (uint8_t)b};
-    rev[128] = (reverse_entry){cm->decode[0x1A], 0x1A};
-    qsort(rev, 129, sizeof *rev, cmp_reverse);
-}
-
-static int encode_char(const reverse_entry rev[129], uint32_t c)
+/* The byte that encodes c in this codec, or -1. */
+static int encode_char(const fm_charmap *cm, uint32_t c)
 {
     if (c < 0x80 && c != 0x1A)
         return (int)c;
-    reverse_entry key = {c, 0};
-    const reverse_entry *e = bsearch(&key, rev, 129, sizeof *rev, cmp_reverse);
+    fm_charmap_entry key = {c, 0};
+    const fm_charmap_entry *e = bsearch(&key, cm->encode, 129, sizeof key, cmp_entry);
     return e ? e->byte : -1;
 }
 
 /* text.encode(codec) if every character fits; else NULL. */
 static unsigned char *encode_text(const fm_charmap *cm, const uint32_t *t, size_t n)
 {
-    reverse_entry rev[129];
-    build_reverse(cm, rev);
     unsigned char *bytes = malloc(n + 1);
     if (!bytes)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        int b = encode_char(rev, t[i]);
+        int b = encode_char(cm, t[i]);
         if (b < 0) {
             free(bytes);
             return NULL;
@@ -167,10 +151,8 @@ static unsigned char *encode_text(const fm_charmap *cm, const uint32_t *t, size_
 
 static int possible_encoding(const fm_charmap *cm, const uint32_t *t, size_t n)
 {
-    reverse_entry rev[129];
-    build_reverse(cm, rev);
     for (size_t i = 0; i < n; i++)
-        if (encode_char(rev, t[i]) < 0)
+        if (encode_char(cm, t[i]) < 0)
             return 0;
     return 1;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages fmimage needs to build and test. As root it
 # runs apt-get; otherwise it prints the one command to run.
-PKGS="build-essential pkg-config libpng-dev libcjson-dev libutf8proc-dev libstb-dev libcmocka-dev libpcre2-dev zlib1g-dev"
+PKGS="build-essential pkg-config libpng-dev libcjson-dev libutf8proc-dev libcmocka-dev libpcre2-dev zlib1g-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -8,7 +8,9 @@ Stages (default: all, in this order):
   unet   U-Net + CLIP text encoder from scratch on latents: eps prediction, SD
          scaled_linear schedule, Min-SNR-5 loss weights, 10% empty captions
          (for CFG), EMA of the weights; checkpoints every --ckpt-every seconds
+  decoder  decoder fine-tune on the fixed encoder's latents
   export F16 single-file SD 1.x checkpoint -> assets/demo/fmimage-demo.safetensors
+  unpack the shipped checkpoint -> the files the stages above continue from
 
 Everything is seeded (--seed); the same command gives the same weights as long
 as the run is not cut by --unet-time-limit (a safety net for slow machines:
@@ -76,7 +78,10 @@ def train_vae(args):
 def train_decoder(args):
     """Decoder (+ post_quant_conv) fine-tune on the fixed encoder's latents:
     L1, 32x32 scenes (4x cheaper, the decoder is convolutional) and every
-    fourth step 64x64. Writes vae.pt (whole VAE, encoder unchanged)."""
+    fourth step 64x64; learning rate annealed to 0 with --anneal. With
+    --latent-noise S each latent gets Gaussian noise of a random std in [0, S)
+    (unit-std latent units): sampled latents keep some noise, and the decoder
+    learns to draw it as flat colour. Writes vae.pt (encoder unchanged)."""
     torch.manual_seed(args.seed + 3)
     rng = random.Random(args.seed + 3)
     vae = models.AutoencoderKL(config.VAE)
@@ -88,9 +93,14 @@ def train_decoder(args):
     for step in range(1, args.vae_steps + 1):
         size = 64 if step % 4 == 0 else 32
         x = to_tensor(scenes.batch(rng, args.vae_batch, size)[0])
-        l1 = (vae.decode(analytic_latent(vae, x) / config.VAE["scale_factor"]) - x).abs().mean()
+        z = analytic_latent(vae, x)
+        if args.latent_noise:
+            z = z + args.latent_noise * torch.rand(z.shape[0], 1, 1, 1) * torch.randn_like(z)
+        l1 = (vae.decode(z / config.VAE["scale_factor"]) - x).abs().mean()
         for g in opt.param_groups:
             g["lr"] = args.vae_lr * min(1.0, step / args.warmup)
+            if args.anneal:
+                g["lr"] *= 0.5 * (1 + math.cos(math.pi * (step - 1) / args.vae_steps))
         opt.zero_grad()
         l1.backward()
         opt.step()
@@ -265,6 +275,26 @@ def export(args):
     log(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path) / 1e6:.2f} MB, step {ck['step']}")
 
 
+def unpack(args):
+    """The inverse of export: a shipped checkpoint (--src) -> vae.pt and
+    unet.pt (EMA = model = its weights, step from its fmimage.config), so later
+    stages can continue from the shipped model without the earlier run's files."""
+    tensors, meta = stfile.load(args.src)
+    step = json.loads(meta["fmimage.config"]).get("training", {}).get("unet_steps", 0)
+    f32 = {k: torch.from_numpy(v.astype(np.int64 if v.dtype == np.int64 else np.float32)) for k, v in tensors.items()}
+    vae = {k[len("first_stage_model."):]: v for k, v in f32.items() if k.startswith("first_stage_model.")}
+    net = {}
+    for k, v in f32.items():
+        if k.startswith("model.diffusion_model."):
+            net["unet." + k[len("model.diffusion_model."):]] = v
+        elif k.startswith("cond_stage_model.transformer.text_model."):
+            net["text." + k[len("cond_stage_model.transformer.text_model."):]] = v
+    TextUNet().load_state_dict(net, strict=True)  # every name present, nothing extra
+    torch.save(vae, os.path.join(args.out, "vae.pt"))
+    torch.save({"step": step, "ema": net, "model": net}, os.path.join(args.out, "unet.pt"))
+    log(f"unpacked {args.src}: step {step}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stages", nargs="*", default=["vae", "unet", "export"])
@@ -277,12 +307,15 @@ def main():
     p.add_argument("--vae-time-limit", type=float, default=3600, help="seconds")
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-4)
+    p.add_argument("--latent-noise", type=float, default=0.0, help="decoder: max std of latent noise")
+    p.add_argument("--src", default=os.path.join(ROOT, "assets", "demo", "fmimage-demo.safetensors"),
+                   help="unpack: checkpoint to continue from")
     p.add_argument("--unet-steps", type=int, default=1600)
     p.add_argument("--unet-batch", type=int, default=24)
     p.add_argument("--unet-lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="unet: continue from build/.../unet.pt")
-    p.add_argument("--anneal", action="store_true", help="unet: cosine learning-rate decay to 0")
+    p.add_argument("--anneal", action="store_true", help="unet, decoder: cosine learning-rate decay to 0")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-prob", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.0,
@@ -295,7 +328,8 @@ def main():
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     for s in args.stages:
-        {"vae": train_vae, "unet": train_unet, "decoder": train_decoder, "export": export}[s](args)
+        {"vae": train_vae, "unet": train_unet, "decoder": train_decoder, "export": export,
+         "unpack": unpack}[s](args)
 
 
 if __name__ == "__main__":
