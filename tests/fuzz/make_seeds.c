@@ -16,7 +16,7 @@ int main(int argc, char **argv)
     snprintf(p, sizeof p, "%s/grey-alpha-2x2.png", argv[1]); stbi_write_png(p, 2, 2, 2, px, 4);
     snprintf(p, sizeof p, "%s/one-pixel.png", argv[1]); stbi_write_png(p, 1, 1, 3, px, 3);
     snprintf(p, sizeof p, "%s/rgb-8x6.jpg", argv[1]); stbi_write_jpg(p, 8, 6, 3, px, 90);
-    snprintf(p, sizeof p, "%s/grey-16x9.jpg", argv[1]); stbi_write_jpg(p, 16, 3, 1, px, 50);
+    snprintf(p, sizeof p, "%s/grey-16x3.jpg", argv[1]); stbi_write_jpg(p, 16, 3, 1, px, 50);
     snprintf(p, sizeof p, "%s/one-pixel.jpg", argv[1]); stbi_write_jpg(p, 1, 1, 3, px, 75);
     return 0;
 }
