@@ -108,7 +108,7 @@ demo:
 	@echo "wrote build/demo.png"
 
 # Re-trains the demo model (Python + Debian's python3-torch; offline tool).
-demo-model:
+demo-model: all
 	./tools/train_demo/run.sh
 
 # Side-by-side speed and memory figures (random full-size checkpoints are
