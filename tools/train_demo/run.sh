@@ -17,7 +17,7 @@ $PY tools/train_demo/train.py unet --resume --anneal --offset-noise 0.5 --unet-s
     2>&1 | tee -a build/demo-train/train.log
 # Third stage: the decoder alone, longer, annealed, on slightly noisy latents
 # (README "Results": the first stage's decoder lost small stars and corners).
-$PY tools/train_demo/train.py decoder --threads 1 --vae-steps 5000 --vae-lr 3e-4 --anneal --latent-noise 0.1 \
+$PY tools/train_demo/train.py decoder --threads 1 --vae-steps 5000 --vae-batch 4 --vae-lr 3e-4 --anneal --latent-noise 0.1 \
     --warmup 50 "$@" 2>&1 | tee -a build/demo-train/train.log
 $PY tools/train_demo/train.py export "$@" 2>&1 | tee -a build/demo-train/train.log
 $PY tools/train_demo/reference.py

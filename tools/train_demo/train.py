@@ -77,8 +77,9 @@ def train_vae(args):
 
 def train_decoder(args):
     """Decoder (+ post_quant_conv) fine-tune on the fixed encoder's latents:
-    L1, 32x32 scenes (4x cheaper, the decoder is convolutional) and every
-    fourth step 64x64; learning rate annealed to 0 with --anneal. With
+    L1 on 64x64 scenes (smaller renders shrink the shapes against the latent
+    grid, and the decoder learned to draw small stars as blobs); learning rate
+    annealed to 0 with --anneal. With
     --latent-noise S each latent gets Gaussian noise of a random std in [0, S)
     (unit-std latent units): sampled latents keep some noise, and the decoder
     learns to draw it as flat colour. Writes vae.pt (encoder unchanged)."""
@@ -91,8 +92,7 @@ def train_decoder(args):
     val = to_tensor(scenes.batch(random.Random(args.seed + 4), 16)[0])
     t0 = last = time.time()
     for step in range(1, args.vae_steps + 1):
-        size = 64 if step % 4 == 0 else 32
-        x = to_tensor(scenes.batch(rng, args.vae_batch, size)[0])
+        x = to_tensor(scenes.batch(rng, args.vae_batch)[0])
         z = analytic_latent(vae, x)
         if args.latent_noise:
             z = z + args.latent_noise * torch.rand(z.shape[0], 1, 1, 1) * torch.randn_like(z)
