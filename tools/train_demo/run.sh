@@ -15,10 +15,15 @@ $PY tools/train_demo/train.py vae unet "$@" 2>&1 | tee build/demo-train/train.lo
 # follows the seed's noise mean instead of the caption (README "Results").
 $PY tools/train_demo/train.py unet --resume --anneal --offset-noise 0.5 --unet-steps 5000 --warmup 20 "$@" \
     2>&1 | tee -a build/demo-train/train.log
-# Third stage: the decoder alone, longer, annealed, on slightly noisy latents
-# (README "Results": the first stage's decoder lost small stars and corners).
-$PY tools/train_demo/train.py decoder --threads 1 --vae-steps 5000 --vae-batch 4 --vae-lr 3e-4 --anneal --latent-noise 0.1 \
+# Third stage: more U-Net steps (stars in held-out colours came out malformed).
+$PY tools/train_demo/train.py unet --resume --anneal --offset-noise 0.5 --unet-lr 3e-4 --unet-steps 6300 --warmup 20 "$@" \
+    2>&1 | tee -a build/demo-train/train.log
+# Fourth stage: the decoder alone, on slightly noisy latents, then with the
+# shapes' pixels weighted (README "Results": plain L1 drew small stars as blobs).
+$PY tools/train_demo/train.py decoder --vae-steps 5000 --vae-batch 4 --vae-lr 3e-4 --anneal --latent-noise 0.1 \
     --warmup 50 "$@" 2>&1 | tee -a build/demo-train/train.log
+$PY tools/train_demo/train.py decoder --vae-steps 2500 --vae-batch 4 --vae-lr 1e-4 --anneal --latent-noise 0.1 \
+    --fg-weight 3 --warmup 50 "$@" 2>&1 | tee -a build/demo-train/train.log
 $PY tools/train_demo/train.py export "$@" 2>&1 | tee -a build/demo-train/train.log
 $PY tools/train_demo/reference.py
 $PY tools/train_demo/samples.py

@@ -75,11 +75,26 @@ def train_vae(args):
     torch.save(vae.state_dict(), os.path.join(args.out, "vae.pt"))
 
 
+def shape_weight(x, w):
+    """Per-pixel L1 weight: 1 + w on the shapes (pixels away from the border's
+    median colour), 1 on the background. Under plain L1 the decoder draws a
+    pixel it is unsure of as the majority (background), and a small star's
+    points vanish into a blob; weighting the shapes draws a pixel as shape
+    once it is at least 1/(2 + w) likely to be one."""
+    if not w:
+        return torch.ones_like(x[:, :1])
+    border = torch.cat([x[:, :, :2].flatten(2), x[:, :, -2:].flatten(2),
+                        x[:, :, :, :2].flatten(2), x[:, :, :, -2:].flatten(2)], dim=2)
+    bg = border.median(dim=2).values[:, :, None, None]
+    return 1 + w * ((x - bg).norm(dim=1, keepdim=True) > 0.3).float()
+
+
 def train_decoder(args):
     """Decoder (+ post_quant_conv) fine-tune on the fixed encoder's latents:
     L1 on 64x64 scenes (smaller renders shrink the shapes against the latent
     grid, and the decoder learned to draw small stars as blobs); learning rate
-    annealed to 0 with --anneal. With
+    annealed to 0 with --anneal; --fg-weight W weights the shapes' pixels
+    1 + W (shape_weight). With
     --latent-noise S each latent gets Gaussian noise of a random std in [0, S)
     (unit-std latent units): sampled latents keep some noise, and the decoder
     learns to draw it as flat colour. Writes vae.pt (encoder unchanged)."""
@@ -96,7 +111,7 @@ def train_decoder(args):
         z = analytic_latent(vae, x)
         if args.latent_noise:
             z = z + args.latent_noise * torch.rand(z.shape[0], 1, 1, 1) * torch.randn_like(z)
-        l1 = (vae.decode(z / config.VAE["scale_factor"]) - x).abs().mean()
+        l1 = ((vae.decode(z / config.VAE["scale_factor"]) - x).abs() * shape_weight(x, args.fg_weight)).mean()
         for g in opt.param_groups:
             g["lr"] = args.vae_lr * min(1.0, step / args.warmup)
             if args.anneal:
@@ -308,6 +323,7 @@ def main():
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-4)
     p.add_argument("--latent-noise", type=float, default=0.0, help="decoder: max std of latent noise")
+    p.add_argument("--fg-weight", type=float, default=0.0, help="decoder: extra L1 weight of shape pixels")
     p.add_argument("--src", default=os.path.join(ROOT, "assets", "demo", "fmimage-demo.safetensors"),
                    help="unpack: checkpoint to continue from")
     p.add_argument("--unet-steps", type=int, default=1600)
