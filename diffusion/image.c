@@ -70,6 +70,33 @@ static size_t jpeg_soi_end(const uint8_t *d, size_t n)
 
 static int is_jpeg(const uint8_t *d, size_t n) { return jpeg_soi_end(d, n) != 0; }
 
+/* Does the JPEG end before its end-of-image marker? stb 2.30 decodes a cut
+ * file as if the rest were zeros (grey blocks); PIL, and so A1111, refuses
+ * it ("image file is truncated"). The walk follows stb's reader: bytes
+ * between segments that are not a marker are skipped, and entropy-coded data
+ * after an SOS runs to the next marker that is not a stuffed 0xFF00 or a
+ * restart; a progressive file has several scans. An EXIF thumbnail (a whole
+ * JPEG inside APP1) is skipped with its segment, so its EOI does not count. */
+static int jpeg_truncated(const uint8_t *d, size_t n)
+{
+    size_t i = jpeg_soi_end(d, n);
+    while (i + 1 < n) {
+        if (d[i] != 0xFF) { i++; continue; }
+        while (i + 1 < n && d[i + 1] == 0xFF) i++; /* fill bytes */
+        if (i + 1 >= n) break;
+        uint8_t m = d[i + 1];
+        i += 2;
+        if (m == 0xD9) return 0;
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue;
+        if (i + 2 > n) break;
+        i += (size_t)d[i] << 8 | d[i + 1];
+        if (m == 0xDA)
+            while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 && !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7)))
+                i++;
+    }
+    return 1;
+}
+
 /* stb reads a zero-length IDAT into a buffer it has not allocated yet (NULL
  * plus 0: undefined behaviour). Such chunks carry nothing: drop them.
  * Returns the new length. */
@@ -138,6 +165,8 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
             fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
         fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
+    } else if (is_jpeg(data, len) && jpeg_truncated(data, len)) {
+        fm_fail(err, FM_EINPUT, "%s: truncated JPEG (it ends before its end-of-image marker)", path);
     } else if (is_jpeg(data, len) && len * 8 < (size_t)((w + 7) / 8) * (size_t)((h + 7) / 8)) {
         /* Every 8x8 block costs at least one bit (its DC Huffman code);
          * stb would decode a few hundred bytes into 16384x16384 of zeros. */

@@ -367,16 +367,20 @@ static void test_init_images(void **state)
     run_simple(args, &o);
     assert_refused(&o, 1, "half.png: truncated PNG (a chunk runs past the end of the file)");
 
-    /* A JPEG cut inside its tables. */
+    /* A JPEG cut inside its tables, and one cut inside its entropy-coded
+     * data (stb would fill the rest with grey; PIL refuses both). */
     png = cu_slurp("tests/fuzz/corpus/image/rgb-8x6.jpg", &len);
     assert_non_null(png);
     snprintf(img, sizeof img, "%s/half.jpg", dir);
-    f = fopen(img, "wb");
-    fwrite(png, 1, 400, f);
-    fclose(f);
+    const size_t cuts[2] = {400, len - 2};
+    for (int k = 0; k < 2; k++) {
+        f = fopen(img, "wb");
+        fwrite(png, 1, cuts[k], f);
+        fclose(f);
+        run_simple(args, &o);
+        assert_refused(&o, 1, "half.jpg: truncated JPEG");
+    }
     free(png);
-    run_simple(args, &o);
-    assert_refused(&o, 1, "half.jpg: cannot decode: corrupt or truncated JPEG");
 
     /* 20000x20000 in the header: refused from the header alone. */
     snprintf(img, sizeof img, "%s/huge.png", dir);
