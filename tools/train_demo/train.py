@@ -94,10 +94,10 @@ def train_decoder(args):
     L1 on 64x64 scenes (smaller renders shrink the shapes against the latent
     grid, and the decoder learned to draw small stars as blobs); learning rate
     annealed to 0 with --anneal; --fg-weight W weights the shapes' pixels
-    1 + W (shape_weight). With
-    --latent-noise S each latent gets Gaussian noise of a random std in [0, S)
-    (unit-std latent units): sampled latents keep some noise, and the decoder
-    learns to draw it as flat colour. Writes vae.pt (encoder unchanged)."""
+    1 + W (shape_weight). With --latent-noise S each latent gets Gaussian
+    noise of a random std in [0, S) (unit-std latent units): sampled latents
+    keep some noise, and the decoder learns to draw it as flat colour. Writes
+    vae.pt (encoder unchanged)."""
     torch.manual_seed(args.seed + 3)
     rng = random.Random(args.seed + 3)
     vae = models.AutoencoderKL(config.VAE)
