@@ -139,6 +139,24 @@ static inline char *cu_png_parameters(const char *path)
     return out;
 }
 
+/* Writer entries for every tensor of an open file, pointing at its mapped
+ * data: fm_st_write(path, e, st->n_tensors, ...) copies the file, and a test
+ * changes the entries it wants first. Free with free(). */
+static inline fm_st_entry *cu_st_entries(const fm_safetensors *st)
+{
+    fm_st_entry *e = calloc((size_t)st->n_tensors, sizeof *e);
+    assert_non_null(e);
+    for (int i = 0; i < st->n_tensors; i++) {
+        const fm_st_tensor *t = &st->tensors[i];
+        e[i].name = t->name;
+        e[i].dtype = t->dtype;
+        e[i].ndim = t->ndim;
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+        e[i].data = t->data;
+    }
+    return e;
+}
+
 /* golden/sd2/README.md: the tiny SD 2.x file carries no metadata, and its
  * 16-wide heads cannot be read off the shapes (real SD 2.x heads are 64
  * wide, the family's value). The tests give the file its documented config
@@ -150,15 +168,7 @@ static inline void cu_write_tiny_sd2(const char *out)
         "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
     fm_safetensors st;
     tu_open(&st, "tests/data/tiny-sd2.safetensors");
-    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
-    for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
-        e[i].name = t->name;
-        e[i].dtype = t->dtype;
-        e[i].ndim = t->ndim;
-        memcpy(e[i].shape, t->shape, sizeof t->shape);
-        e[i].data = t->data;
-    }
+    fm_st_entry *e = cu_st_entries(&st);
     fm_st_meta meta = {"fmimage.config", cu_sd2_config};
     fm_error err = {0};
     if (fm_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);

@@ -361,7 +361,7 @@ static void test_init_images(void **state)
     struct stat sb;
     stat(img, &sb);
     assert_int_equal(truncate(img, sb.st_size / 2), 0);
-    size_t len;
+    size_t len = 0;
     uint8_t *png;
     FILE *f;
     run_simple(args, &o);
@@ -439,16 +439,11 @@ static void test_nan_weights(void **state)
     fm_safetensors st;
     fm_error err = {0};
     assert_int_equal(fm_st_open(&st, MODEL, &err), 0);
-    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    fm_st_entry *e = cu_st_entries(&st);
     void *poisoned = NULL;
     const char *victim = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";
     for (int i = 0; i < st.n_tensors; i++) {
         const fm_st_tensor *t = &st.tensors[i];
-        e[i].name = t->name;
-        e[i].dtype = t->dtype;
-        e[i].ndim = t->ndim;
-        memcpy(e[i].shape, t->shape, sizeof t->shape);
-        e[i].data = t->data;
         if (!strcmp(t->name, victim)) {
             assert_int_equal(t->dtype, FM_DT_F32);
             poisoned = malloc(t->nbytes);
