@@ -37,21 +37,13 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#include "clocks.h"
 #include "fma_peak.h"
 
 #define MAX_REPS 15
 #define PROMPT "a photograph of an astronaut riding a horse"
 
 /* ------------------------------------------------------------- clocks -- */
-
-static double clock_s(clockid_t id)
-{
-    struct timespec t;
-    clock_gettime(id, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static double median(double *v, int n)
 {

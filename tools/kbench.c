@@ -17,18 +17,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#include "clocks.h"
 #include "fma_peak.h"
-
-static double clock_s(clockid_t id)
-{
-    struct timespec t;
-    clock_gettime(id, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-/* CPU time of all threads: on a shared machine, time / threads is what the
- * run would take with the cores to itself. */
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 
 static float *rnd(size_t n, unsigned seed)
 {
