@@ -217,12 +217,14 @@ static int ensure_line(run *r, const job_out *jo, const char *sha, double second
     return rc;
 }
 
-/* Resume: 1 if the job's image is finished (skip it), 0 to make it (reason
- * set when an existing file is to be replaced), or an error code. */
-static int batch_check(run *r, const job_out *jo, const char **reason, fm_error *err)
+/* Resume: *done = 1 if the job's image is finished (skip it), else 0 to
+ * make it (reason set when an existing file is to be replaced). Returns 0 or
+ * an error code. */
+static int batch_check(run *r, const job_out *jo, int *done, const char **reason, fm_error *err)
 {
     const char *what;
     *reason = NULL;
+    *done = 0;
     out_kind kind = out_path_kind(jo->path, &what);
     if (kind == OUT_OTHER) return fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", jo->path, what);
     if (kind == OUT_ABSENT) return 0;
@@ -233,10 +235,10 @@ static int batch_check(run *r, const job_out *jo, const char **reason, fm_error 
     if (r->o->force) return 0;
     if (out_manifest_lock(&r->manifest, err)) return err->code;
     char sha[65];
-    int done = job_done(r, jo, sha, reason), rc = 0;
-    if (done) rc = ensure_line(r, jo, sha, 0, err);
+    int rc = 0;
+    if ((*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
     out_manifest_unlock(&r->manifest);
-    return rc ? rc : done;
+    return rc;
 }
 
 /* Puts the written image in place and lists it (manifest locked). Another
@@ -298,8 +300,9 @@ static int run_job(run *r, const job *jb)
         rc = err.code ? err.code : FM_EINPUT;
     job_out jo = {jb, &p, file, path, params};
     if (!rc && r->dir) {
-        rc = batch_check(r, &jo, &reason, &err);
-        if (rc == 1) {
+        int done;
+        rc = batch_check(r, &jo, &done, &reason, &err);
+        if (!rc && done) {
             r->skipped++;
             free(params);
             free(init);
