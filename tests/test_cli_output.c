@@ -222,6 +222,8 @@ static void assert_complete_batch(const char *dir, int n)
 
 /* ---- items 4, 5: devices, FIFOs, dangling links as the single output ---- */
 
+/* ---- item 4: devices and FIFOs as the output ---- */
+
 static void test_char_device_as_root(void **state)
 {
     (void)state;
@@ -229,54 +231,62 @@ static void test_char_device_as_root(void **state)
         print_message("[  SKIPPED ] mknod needs root: the character-device case runs as root (CI)\n");
         skip();
     }
-    char dir[300], dev[400], out[400], link[400];
+    char dir[300], dev[400], link[400];
     fresh_dir(dir, sizeof dir, "chardev");
     snprintf(dev, sizeof dev, "%s/null", dir);
     /* Our own /dev/null twin (1,3), never the system's. */
     assert_int_equal(mknod(dev, S_IFCHR | 0666, makedev(1, 3)), 0);
+    snprintf(link, sizeof link, "%s/stdout", dir);
+    assert_int_equal(symlink("null", link), 0);
     snapshot before, after;
     take_snapshot(dir, NULL, &before);
     outcome o;
-    const char *a1[] = {"a fox", "-q", "-o", dev, NULL};
+    const char *a1[] = {"a fox", "-q", "--force", "-o", dev, NULL};
     run(a1, &o);
+    struct stat sb;
+    assert_int_equal(lstat(dev, &sb), 0);
+    if (!S_ISCHR(sb.st_mode) || sb.st_rdev != makedev(1, 3)) fail_msg("the device was replaced: %s", o.err);
     assert_refused(&o, 1, "null: not a regular file (character device)");
-    const char *a2[] = {"a fox", "-q", "--force", "-o", dev, NULL};
+    const char *a2[] = {"a fox", "-q", "-o", dev, NULL};
     run(a2, &o);
     assert_refused(&o, 1, "null: not a regular file (character device)");
     /* A link to it (as /dev/stdout is) is not replaced either. */
-    snprintf(link, sizeof link, "%s/stdout", dir);
-    assert_int_equal(symlink("null", link), 0);
-    take_snapshot(dir, NULL, &before);
     const char *a3[] = {"a fox", "-q", "--force", "-o", link, NULL};
     run(a3, &o);
     assert_refused(&o, 1, "stdout: not a regular file (symbolic link to a character device)");
     take_snapshot(dir, NULL, &after);
     assert_same_snapshot(&before, &after);
-    struct stat sb;
-    assert_int_equal(lstat(dev, &sb), 0);
-    assert_true(S_ISCHR(sb.st_mode) && sb.st_rdev == makedev(1, 3));
-    /* In a batch directory a device under a job's name fails that job alone. */
-    snprintf(out, sizeof out, "%s/batch", dir);
-    mkdir(out, 0777);
-    char job[500];
+}
+
+static void test_char_device_in_batch_as_root(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        print_message("[  SKIPPED ] mknod needs root: the character-device case runs as root (CI)\n");
+        skip();
+    }
+    char out[300], job[500];
+    fresh_dir(out, sizeof out, "chardev-batch");
     snprintf(job, sizeof job, "%s/00000-4.png", out);
     assert_int_equal(mknod(job, S_IFCHR | 0666, makedev(1, 3)), 0);
-    const char *a4[] = {"a fox", "-q", "--force", "--seed", "4", "--batch-count", "2", "-o", out, NULL};
-    run(a4, &o);
+    /* A device under a job's name fails that job alone, even with --force. */
+    outcome o;
+    const char *a[] = {"a fox", "-q", "--force", "--seed", "4", "--batch-count", "2", "-o", out, NULL};
+    run(a, &o);
+    struct stat sb;
+    assert_int_equal(lstat(job, &sb), 0);
+    if (!S_ISCHR(sb.st_mode)) fail_msg("the device was replaced: %s", o.err);
     if (o.code != 1) fail_msg("exit %d: %s", o.code, o.err);
     assert_stderr_has(&o, "00000-4.png: not a regular file (character device)");
-    assert_int_equal(lstat(job, &sb), 0);
-    assert_true(S_ISCHR(sb.st_mode));
     snprintf(job, sizeof job, "%s/00001-5.png", out);
     assert_true(png_decodes(job));
 }
 
-static void test_fifo_and_dangling_link(void **state)
+static void test_fifo_is_not_replaced(void **state)
 {
     (void)state;
-    char dir[300], out[300], fifo[400], link[400], victim[400];
-    fresh_dir(dir, sizeof dir, "special");
-    fresh_dir(out, sizeof out, "special/out");
+    char out[300], fifo[400];
+    fresh_dir(out, sizeof out, "fifo");
     /* A FIFO is refused outright: nothing is opened on it, so nothing
      * blocks waiting for a reader. */
     snprintf(fifo, sizeof fifo, "%s/fifo", out);
@@ -284,13 +294,25 @@ static void test_fifo_and_dangling_link(void **state)
     outcome o;
     const char *a1[] = {"a fox", "-q", "--force", "-o", fifo, NULL};
     run(a1, &o);
+    struct stat sb;
+    assert_int_equal(lstat(fifo, &sb), 0);
+    if (!S_ISFIFO(sb.st_mode)) fail_msg("the FIFO was replaced: %s", o.err);
     assert_refused(&o, 1, "fifo: not a regular file (FIFO)");
     const char *a2[] = {"a fox", "-q", "-o", fifo, NULL};
     run(a2, &o);
     assert_refused(&o, 1, "fifo: not a regular file (FIFO)");
-    struct stat sb;
     assert_int_equal(lstat(fifo, &sb), 0);
     assert_true(S_ISFIFO(sb.st_mode));
+}
+
+/* ---- item 5: links as the single output ---- */
+
+static void test_dangling_link_output(void **state)
+{
+    (void)state;
+    char dir[300], out[300], link[400], victim[400];
+    fresh_dir(dir, sizeof dir, "dangling");
+    fresh_dir(out, sizeof out, "dangling/out");
     /* A dangling link is an existing name: refused without --force; with
      * it the link itself becomes the image, its target is never created. */
     snprintf(victim, sizeof victim, "%s/victim.png", dir);
@@ -298,38 +320,55 @@ static void test_fifo_and_dangling_link(void **state)
     assert_int_equal(symlink("../victim.png", link), 0);
     snapshot before, after;
     take_snapshot(dir, "out", &before);
-    const char *a3[] = {"a fox", "-q", "-o", link, NULL};
-    run(a3, &o);
+    outcome o;
+    const char *a1[] = {"a fox", "-q", "-o", link, NULL};
+    run(a1, &o);
+    take_snapshot(dir, "out", &after);
+    assert_same_snapshot(&before, &after);
     assert_refused(&o, 1, "dangling.png: exists (use --force to overwrite)");
+    struct stat sb;
     assert_int_equal(lstat(link, &sb), 0);
     assert_true(S_ISLNK(sb.st_mode));
-    const char *a4[] = {"a fox", "-q", "--force", "-o", link, NULL};
-    run(a4, &o);
-    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_int_equal(lstat(link, &sb), 0);
-    assert_true(S_ISREG(sb.st_mode));
-    assert_true(png_decodes(link));
-    assert_false(cu_exists(victim));
-    /* A link to a file outside: replaced, the file outside unchanged. */
-    write_file(victim, "not an image\n");
-    snprintf(link, sizeof link, "%s/tovictim.png", out);
-    assert_int_equal(symlink("../victim.png", link), 0);
-    take_snapshot(dir, "out", &before);
-    const char *a5[] = {"a fox", "-q", "--force", "-o", link, NULL};
-    run(a5, &o);
+    const char *a2[] = {"a fox", "-q", "--force", "-o", link, NULL};
+    run(a2, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
     take_snapshot(dir, "out", &after);
     assert_same_snapshot(&before, &after);
     assert_int_equal(lstat(link, &sb), 0);
     assert_true(S_ISREG(sb.st_mode));
+    assert_true(png_decodes(link));
+}
+
+static void test_link_to_outside_file_output(void **state)
+{
+    (void)state;
+    char dir[300], out[300], link[400], victim[400];
+    fresh_dir(dir, sizeof dir, "tovictim");
+    fresh_dir(out, sizeof out, "tovictim/out");
+    snprintf(victim, sizeof victim, "%s/victim.png", dir);
+    write_file(victim, "not an image\n");
+    snprintf(link, sizeof link, "%s/tovictim.png", out);
+    assert_int_equal(symlink("../victim.png", link), 0);
+    snapshot before, after;
+    take_snapshot(dir, "out", &before);
+    outcome o;
+    const char *a[] = {"a fox", "-q", "--force", "-o", link, NULL};
+    run(a, &o);
+    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
+    take_snapshot(dir, "out", &after);
+    assert_same_snapshot(&before, &after);
+    struct stat sb;
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_true(png_decodes(link));
 }
 
 /* ---- item 6: symlinks planted in a batch directory ---- */
 
-static void test_planted_symlinks(void **state)
+static void test_planted_manifest_link(void **state)
 {
     (void)state;
-    char dir[300], out[300], p[500], secret[400];
+    char dir[300], out[300], p[500], secret[400], job[500];
     fresh_dir(dir, sizeof dir, "planted");
     fresh_dir(out, sizeof out, "planted/out");
     snprintf(secret, sizeof secret, "%s/secret.txt", dir);
@@ -339,95 +378,119 @@ static void test_planted_symlinks(void **state)
     snapshot before, after;
     take_snapshot(dir, "out", &before);
     outcome o;
-    const char *a1[] = {"a fox", "-q", "--seed", "1", "--batch-count", "2", "-o", out, NULL};
-    run(a1, &o);
-    assert_refused(&o, 1, "manifest.jsonl: a symbolic link (refused)");
+    const char *a[] = {"a fox", "-q", "--seed", "1", "--batch-count", "2", "-o", out, NULL};
+    run(a, &o);
     take_snapshot(dir, "out", &after);
     assert_same_snapshot(&before, &after);
-    char job[500];
+    assert_refused(&o, 1, "manifest.jsonl: a symbolic link (refused)");
     snprintf(job, sizeof job, "%s/00000-1.png", out);
     assert_false(cu_exists(job));
-    unlink(p);
-    /* A job PNG linked to a finished, matching image outside: the link is
-     * not a finished job; it is replaced, the image outside untouched. */
-    run(a1, &o);
+}
+
+static void test_planted_job_link(void **state)
+{
+    (void)state;
+    char dir[300], out[300], job[500], outside[400];
+    fresh_dir(dir, sizeof dir, "planted-job");
+    fresh_dir(out, sizeof out, "planted-job/out");
+    outcome o;
+    const char *a[] = {"a fox", "--seed", "1", "--batch-count", "2", "-o", out, NULL};
+    run(a, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    char outside[400];
+    /* The job's PNG linked to a finished, matching image outside: a link is
+     * not a finished job; it is replaced, the image outside untouched. */
+    snprintf(job, sizeof job, "%s/00000-1.png", out);
     snprintf(outside, sizeof outside, "%s/finished.png", dir);
     assert_int_equal(rename(job, outside), 0);
     assert_int_equal(symlink("../finished.png", job), 0);
+    snapshot before, after;
     take_snapshot(dir, "out", &before);
-    const char *a2[] = {"a fox", "--seed", "1", "--batch-count", "2", "-o", out, NULL};
-    run(a2, &o);
+    run(a, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_stderr_has(&o, "00000-1.png: replaced (was a symbolic link)");
-    assert_stderr_has(&o, "fmimage: skipped 1 finished image\n");
     take_snapshot(dir, "out", &after);
     assert_same_snapshot(&before, &after);
     struct stat sb;
     assert_int_equal(lstat(job, &sb), 0);
-    assert_true(S_ISREG(sb.st_mode));
+    if (!S_ISREG(sb.st_mode)) fail_msg("the planted link counted as a finished job: %s", o.err);
+    assert_stderr_has(&o, "00000-1.png: replaced (was a symbolic link)");
+    assert_stderr_has(&o, "fmimage: skipped 1 finished image\n");
     assert_complete_batch(out, 2);
 }
 
-/* ---- items 7, 8, 10: resume verifies, changed settings redo ---- */
+/* ---- item 7: resume checks what is there ---- */
 
-static void test_resume_checks_what_is_there(void **state)
+static const char *red_args[] = {"a red circle", "--seed", "10", "--batch-count", "3", "-o", NULL, NULL};
+
+static void run_red(const char *out, outcome *o)
+{
+    const char *a[8];
+    memcpy(a, red_args, sizeof a);
+    a[6] = out;
+    run(a, o);
+    if (o->code) fail_msg("exit %d: %s", o->code, o->err);
+}
+
+static void test_resume_redoes_broken_files(void **state)
 {
     (void)state;
-    char out[300], p0[400], p1[400], p2[400], want[3][65];
-    fresh_dir(out, sizeof out, "resume");
+    char out[300], p0[400], p1[400], want[2][65], hex[65];
+    fresh_dir(out, sizeof out, "broken");
     outcome o;
-    const char *red[] = {"a red circle", "--seed", "10", "--batch-count", "3", "-o", out, NULL};
-    run(red, &o);
-    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
+    run_red(out, &o);
     snprintf(p0, sizeof p0, "%s/00000-10.png", out);
     snprintf(p1, sizeof p1, "%s/00001-11.png", out);
-    snprintf(p2, sizeof p2, "%s/00002-12.png", out);
     file_sha(p0, want[0]);
     file_sha(p1, want[1]);
-    file_sha(p2, want[2]);
     /* An empty and a truncated file are not finished images. */
     assert_int_equal(truncate(p0, 0), 0);
     struct stat sb;
     stat(p1, &sb);
     assert_int_equal(truncate(p1, sb.st_size - 20), 0);
-    run(red, &o);
-    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_stderr_has(&o, "00000-10.png: replaced (not a complete PNG)");
-    assert_stderr_has(&o, "00001-11.png: replaced (not a complete PNG)");
-    assert_stderr_has(&o, "fmimage: skipped 1 finished image\n");
-    char hex[65];
+    run_red(out, &o);
+    if (!png_decodes(p0) || !png_decodes(p1)) fail_msg("broken files kept: %s", o.err);
     file_sha(p0, hex);
     assert_string_equal(hex, want[0]);
     file_sha(p1, hex);
     assert_string_equal(hex, want[1]);
-    assert_complete_batch(out, 3);
-    /* A deleted image is made again, with no second line for it. */
-    unlink(p2);
-    run(red, &o);
-    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_stderr_has(&o, "skipped 2 finished images");
+    assert_stderr_has(&o, "00000-10.png: replaced (not a complete PNG)");
+    assert_stderr_has(&o, "00001-11.png: replaced (not a complete PNG)");
+    assert_stderr_has(&o, "fmimage: skipped 1 finished image\n");
     assert_complete_batch(out, 3);
     /* Same settings: every image skipped and said so, nothing rewritten. */
     stat(p0, &sb);
-    run(red, &o);
-    if (o.code) fail_msg("exit %d: %s", o.code, o.err);
+    run_red(out, &o);
     assert_stderr_has(&o, "fmimage: skipped 3 finished images\n");
     struct stat sb2;
     stat(p0, &sb2);
     assert_true(sb.st_ino == sb2.st_ino && sb.st_mtim.tv_nsec == sb2.st_mtim.tv_nsec);
-    /* A changed prompt replaces every image, with their new parameters. */
+    /* -q silences the summary. */
+    const char *q[] = {"a red circle", "-q", "--seed", "10", "--batch-count", "3", "-o", out, NULL};
+    run(q, &o);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.err, "");
+}
+
+/* ---- item 8: changed settings replace the images ---- */
+
+static void test_changed_prompt_replaces(void **state)
+{
+    (void)state;
+    char out[300], p0[400];
+    fresh_dir(out, sizeof out, "changed");
+    outcome o;
+    run_red(out, &o);
+    snprintf(p0, sizeof p0, "%s/00000-10.png", out);
     const char *green[] = {"a green square on a red background", "--seed", "10", "--batch-count", "3", "-o", out, NULL};
     run(green, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_stderr_has(&o, "00000-10.png: replaced (parameters changed)");
-    assert_stderr_has(&o, "00002-12.png: replaced (parameters changed)");
     char *params = cu_png_parameters(p0);
     assert_non_null(params);
-    assert_true(!strncmp(params, "a green square on a red background\n", 35));
+    if (strncmp(params, "a green square on a red background\n", 35)) fail_msg("old image kept: %s", params);
     free(params);
+    assert_stderr_has(&o, "00000-10.png: replaced (parameters changed)");
+    assert_stderr_has(&o, "00002-12.png: replaced (parameters changed)");
     /* --force makes every image again (new files), listed once each. */
+    struct stat sb, sb2;
     stat(p0, &sb);
     const char *force[] = {"a green square on a red background", "-q", "--force", "--seed", "10", "--batch-count", "3",
                            "-o", out, NULL};
@@ -435,11 +498,12 @@ static void test_resume_checks_what_is_there(void **state)
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
     stat(p0, &sb2);
     assert_true(sb.st_ino != sb2.st_ino);
-    /* The manifest: one line per image of the first run, one per replaced
-     * image; read by name the last line wins and says the green prompt. */
+    /* The manifest: a line per image of the first run and one per replaced
+     * image; read by name, the last line wins and has the green prompt. */
     char mpath[400];
     snprintf(mpath, sizeof mpath, "%s/manifest.jsonl", out);
     char *text = (char *)cu_slurp(mpath, NULL);
+    assert_non_null(text);
     int lines = 0, green_lines = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++) {
         cJSON *j = cJSON_Parse(line);
@@ -472,9 +536,25 @@ static void test_resume_without_metadata(void **state)
     assert_stderr_has(&o, "00000-3.png: replaced (parameters changed)");
 }
 
+/* ---- item 10: one line per image ---- */
+
+static void test_deleted_image_one_line(void **state)
+{
+    (void)state;
+    char out[300], p2[400];
+    fresh_dir(out, sizeof out, "deleted");
+    outcome o;
+    run_red(out, &o);
+    snprintf(p2, sizeof p2, "%s/00002-12.png", out);
+    unlink(p2);
+    run_red(out, &o);
+    assert_stderr_has(&o, "skipped 2 finished images");
+    assert_complete_batch(out, 3);
+}
+
 /* ---- item 9: torn manifest lines ---- */
 
-static void test_torn_manifest(void **state)
+static void test_torn_manifest_repaired(void **state)
 {
     (void)state;
     char out[300], mpath[400];
@@ -489,8 +569,6 @@ static void test_torn_manifest(void **state)
     const char *b[] = {"a fox", "-q", "--seed", "5", "--batch-count", "2", "-o", out, NULL};
     run(b, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    snprintf(want, sizeof want, "manifest.jsonl: removed a torn last line (%zu bytes)", strlen(torn));
-    assert_stderr_has(&o, want);
     size_t len;
     char *text = (char *)cu_slurp(mpath, &len);
     int lines = 0;
@@ -501,41 +579,47 @@ static void test_torn_manifest(void **state)
     }
     free(text);
     assert_int_equal(lines, 3);
-    /* A failed append (the file-size limit hits the manifest, not the PNG)
-     * leaves the manifest exactly as it was. */
+    snprintf(want, sizeof want, "manifest.jsonl: removed a torn last line (%zu bytes)", strlen(torn));
+    assert_stderr_has(&o, want);
+}
+
+static void test_failed_append_truncated_back(void **state)
+{
+    (void)state;
     char big[300], bpath[400];
-    fresh_dir(big, sizeof big, "torn/full");
+    fresh_dir(big, sizeof big, "full");
     snprintf(bpath, sizeof bpath, "%s/manifest.jsonl", big);
     FILE *f = fopen(bpath, "w");
     for (int i = 0; i < 200; i++) fprintf(f, "{\"file\":\"old-%03d.png\",\"job\":%d,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}\n", i, i);
     fclose(f);
-    struct stat sb;
+    struct stat sb, sb2;
     stat(bpath, &sb);
+    /* The file-size limit hits the manifest line, not the (smaller) PNG. */
+    outcome o;
     const char *c[] = {"a fox", "-q", "--seed", "5", "--batch-count", "2", "-o", big, NULL};
     run_ex(c, (rlim_t)sb.st_size + 100, &o);
+    stat(bpath, &sb2);
+    if (sb2.st_size != sb.st_size) fail_msg("manifest %lld bytes, was %lld: %s", (long long)sb2.st_size, (long long)sb.st_size, o.err);
     assert_int_equal(o.code, 1);
     assert_stderr_has(&o, "manifest.jsonl: short write");
-    struct stat sb2;
-    stat(bpath, &sb2);
-    assert_int_equal(sb2.st_size, sb.st_size);
 }
 
-/* ---- items 11, 12: temporary files ---- */
+/* ---- item 11: stale temporary files ---- */
 
-static void test_temporary_files(void **state)
+static void test_stale_temporaries_removed(void **state)
 {
     (void)state;
     char out[300], stale[400], live[400], old[400];
     fresh_dir(out, sizeof out, "temps");
-    /* Left by a killed run: ours (no lock held) and fmimage 0.1's naming
-     * with a PID that has exited. */
-    snprintf(stale, sizeof stale, "%s/.fmimage-Ab12Cd", out);
-    write_file(stale, "half a png");
+    /* Left by killed runs: fmimage 0.1's naming with a PID that has exited,
+     * and ours with no lock held. */
     pid_t dead = fork();
     if (dead == 0) _exit(0);
     waitpid(dead, NULL, 0);
     snprintf(old, sizeof old, "%s/.00000-1.png.tmp-%d", out, (int)dead);
     write_file(old, "half a png");
+    snprintf(stale, sizeof stale, "%s/.fmimage-Ab12Cd", out);
+    write_file(stale, "half a png");
     /* A live writer's file: locked, so kept. */
     snprintf(live, sizeof live, "%s/.fmimage-Ef34Gh", out);
     int fd = open(live, O_WRONLY | O_CREAT, 0600);
@@ -545,17 +629,25 @@ static void test_temporary_files(void **state)
     const char *a[] = {"a fox", "-q", "--seed", "1", "--batch-count", "2", "-o", out, NULL};
     run(a, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    assert_false(cu_exists(stale));
     assert_false(cu_exists(old));
+    assert_false(cu_exists(stale));
     assert_true(cu_exists(live));
     close(fd);
     unlink(live);
     assert_complete_batch(out, 2);
-    /* A 255-byte name, the longest legal one, is written. */
-    char name[256], path[700];
+}
+
+/* ---- item 12: the longest legal name ---- */
+
+static void test_255_byte_name(void **state)
+{
+    (void)state;
+    char out[300], name[256], path[700];
+    fresh_dir(out, sizeof out, "longname");
     memset(name, 'n', 251);
     memcpy(name + 251, ".png", 5);
     snprintf(path, sizeof path, "%s/%s", out, name);
+    outcome o;
     const char *b[] = {"a fox", "-q", "--seed", "1", "-o", path, NULL};
     run(b, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
@@ -625,32 +717,44 @@ static void test_kill9_and_races(void **state)
 
 /* ---- items 13, 15: prompt files ---- */
 
-static void test_prompt_file_reading(void **state)
+
+/* ---- item 13: prompt-file read errors ---- */
+
+static void test_prompt_file_is_a_directory(void **state)
 {
     (void)state;
-    char dir[300], out[400], pf[400];
-    fresh_dir(dir, sizeof dir, "pf");
+    char dir[300], out[400];
+    fresh_dir(dir, sizeof dir, "pfdir");
     snprintf(out, sizeof out, "%s/ne", dir);
     outcome o;
     const char *a[] = {"--prompt-file", dir, "-o", out, NULL};
     run(a, &o);
+    assert_false(cu_exists(out));
     char want[400];
     snprintf(want, sizeof want, "fmimage: %s: Is a directory\n", dir);
     assert_refused(&o, 1, want);
-    assert_false(cu_exists(out));
-    /* A byte order mark does not become part of the first line. */
+}
+
+/* ---- item 15: a byte order mark ---- */
+
+static void test_prompt_file_bom(void **state)
+{
+    (void)state;
+    char dir[300], out[400], pf[400], png[500];
+    fresh_dir(dir, sizeof dir, "bom");
+    snprintf(out, sizeof out, "%s/out", dir);
     snprintf(pf, sizeof pf, "%s/bom.txt", dir);
+    /* The mark does not become part of the first line; later it is text. */
     write_file(pf, "\xef\xbb\xbf--prompt \"a cat\" --seed 3\n\xef\xbb\xbf" "a dog\n");
+    outcome o;
     const char *b[] = {"--prompt-file", pf, "--seed", "50", "-q", "-o", out, NULL};
     run(b, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    char png[500];
     snprintf(png, sizeof png, "%s/00000-3.png", out);
     char *params = cu_png_parameters(png);
     if (!params) fail_msg("%s missing: the first line's options were not read", png);
     assert_true(!strncmp(params, "a cat\n", 6));
     free(params);
-    /* Only at the start of the file: later it is part of the text. */
     snprintf(png, sizeof png, "%s/00001-51.png", out);
     params = cu_png_parameters(png);
     assert_non_null(params);
@@ -660,11 +764,11 @@ static void test_prompt_file_reading(void **state)
 
 /* ---- item 18: -o DIR for one image, -o NAME.png for several ---- */
 
-static void test_output_names(void **state)
+static void test_single_image_into_directory(void **state)
 {
     (void)state;
     char dir[300], p[500], d[400];
-    fresh_dir(dir, sizeof dir, "names");
+    fresh_dir(dir, sizeof dir, "intodir");
     outcome o;
     /* An existing directory receives fmimage-SEED.png. */
     const char *a[] = {"a fox", "-q", "--seed", "5", "-o", dir, NULL};
@@ -681,9 +785,17 @@ static void test_output_names(void **state)
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
     snprintf(p, sizeof p, "%s/new/fmimage-6.png", dir);
     assert_true(png_decodes(p));
+}
+
+static void test_batch_with_png_name(void **state)
+{
+    (void)state;
+    char dir[300], p[500], d[400];
+    fresh_dir(dir, sizeof dir, "pngname");
     /* Several images and -o NAME.png: NAME-NNNNN-SEED.png beside it. */
     snprintf(d, sizeof d, "%s/b.png", dir);
-    const char *c[] = {"a fox", "-q", "--seed", "7", "--batch-count", "3", "-o", d, NULL};
+    outcome o;
+    const char *c[] = {"a fox", "--seed", "7", "--batch-count", "3", "-o", d, NULL};
     run(c, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
     assert_false(cu_exists(d));
@@ -695,8 +807,6 @@ static void test_output_names(void **state)
     assert_true(cu_exists(p));
     run(c, &o);
     assert_int_equal(o.code, 0);
-    const char *c2[] = {"a fox", "--seed", "7", "--batch-count", "3", "-o", d, NULL};
-    run(c2, &o);
     assert_stderr_has(&o, "fmimage: skipped 3 finished images\n");
 }
 
@@ -705,15 +815,25 @@ int main(void)
     cu_tempdir(root, sizeof root, "output");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_char_device_as_root),
-        cmocka_unit_test(test_fifo_and_dangling_link),
-        cmocka_unit_test(test_planted_symlinks),
-        cmocka_unit_test(test_resume_checks_what_is_there),
+        cmocka_unit_test(test_char_device_in_batch_as_root),
+        cmocka_unit_test(test_fifo_is_not_replaced),
+        cmocka_unit_test(test_dangling_link_output),
+        cmocka_unit_test(test_link_to_outside_file_output),
+        cmocka_unit_test(test_planted_manifest_link),
+        cmocka_unit_test(test_planted_job_link),
+        cmocka_unit_test(test_resume_redoes_broken_files),
+        cmocka_unit_test(test_changed_prompt_replaces),
         cmocka_unit_test(test_resume_without_metadata),
-        cmocka_unit_test(test_torn_manifest),
-        cmocka_unit_test(test_temporary_files),
+        cmocka_unit_test(test_deleted_image_one_line),
+        cmocka_unit_test(test_torn_manifest_repaired),
+        cmocka_unit_test(test_failed_append_truncated_back),
+        cmocka_unit_test(test_stale_temporaries_removed),
+        cmocka_unit_test(test_255_byte_name),
         cmocka_unit_test(test_kill9_and_races),
-        cmocka_unit_test(test_prompt_file_reading),
-        cmocka_unit_test(test_output_names),
+        cmocka_unit_test(test_prompt_file_is_a_directory),
+        cmocka_unit_test(test_prompt_file_bom),
+        cmocka_unit_test(test_single_image_into_directory),
+        cmocka_unit_test(test_batch_with_png_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
