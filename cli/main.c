@@ -424,7 +424,7 @@ static int setup_output(run *r, fm_error *err)
     if (len >= sizeof r->dir_buf) return fm_fail(err, FM_EINPUT, "%s: path too long", out);
     char temp_dir[PATH_MAX];
     if (single) {
-        if (out && (is_dir || out[len - 1] == '/')) {
+        if (out && (is_dir || (len && out[len - 1] == '/'))) {
             snprintf(r->dir_buf, sizeof r->dir_buf, "%s", out);
             while (len > 1 && r->dir_buf[len - 1] == '/') r->dir_buf[--len] = 0;
             if (!is_dir && out_make_dir(r->dir_buf, err)) return err->code;
@@ -498,6 +498,8 @@ static int generate(const cli_options *o)
     if (!o->has_seed && !o->quiet) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     if (setup_output(&r, &err)) {
         report(&err);
+        for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
+        free(lines);
         fm_model_free(r.model);
         return 1;
     }
