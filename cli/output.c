@@ -117,6 +117,18 @@ static void block_signals(sigset_t *old)
     sigprocmask(SIG_BLOCK, &block, old);
 }
 
+/* flock where the file system has it; where it has not (some network and
+ * FUSE file systems) the run goes on unlocked: temporaries are then never
+ * taken for stale, and racing runs may list an image twice. */
+static int lock_fd(int fd, int how)
+{
+    while (flock(fd, how) != 0) {
+        if (errno == EINTR) continue;
+        return errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
+    }
+    return 0;
+}
+
 /* A new locked temporary file in dir. mkstemp and flock are two steps: a
  * stale-temp cleaner in another process may take the lock in between and
  * remove the file, so the name is checked to still be ours once locked. */
@@ -128,7 +140,7 @@ static int make_locked_temp(out_temp *t, const char *dir, fm_error *err)
         t->fd = mkostemp(t->path, O_CLOEXEC);
         if (t->fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
         struct stat a, b;
-        if (flock(t->fd, LOCK_EX) == 0 && fstat(t->fd, &a) == 0 && lstat(t->path, &b) == 0 &&
+        if (lock_fd(t->fd, LOCK_EX) == 0 && fstat(t->fd, &a) == 0 && lstat(t->path, &b) == 0 &&
             a.st_ino == b.st_ino && a.st_dev == b.st_dev)
             return 0;
         close(t->fd);
@@ -552,8 +564,7 @@ int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_err
 
 int out_manifest_lock(out_manifest *m, fm_error *err)
 {
-    while (flock(m->fd, LOCK_EX) != 0)
-        if (errno != EINTR) return fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
+    if (lock_fd(m->fd, LOCK_EX) != 0) return fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
     int rc = read_new_lines(m, err);
     if (rc) out_manifest_unlock(m);
     return rc;
