@@ -742,6 +742,11 @@ static void test_prompt_file_is_a_directory(void **state)
     char want[400];
     snprintf(want, sizeof want, "fmimage: %s: Is a directory\n", dir);
     assert_refused(&o, 1, want);
+    /* A file whose read fails (its first page is not mapped): EIO. */
+    const char *b[] = {"--prompt-file", "/proc/self/mem", "-o", out, NULL};
+    run(b, &o);
+    assert_false(cu_exists(out));
+    assert_refused(&o, 1, "fmimage: /proc/self/mem: Input/output error\n");
 }
 
 /* ---- item 15: a byte order mark ---- */
