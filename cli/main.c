@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,8 +92,12 @@ typedef struct run {
     const char *model_path;
     char model_name[256], model_hash[11];
     const char *dir;      /* NULL: single output file */
+    char dir_buf[PATH_MAX];
+    const char *prefix;   /* batch file names: PREFIX NNNNN-SEED.png */
+    char prefix_buf[PATH_MAX];
+    const char *single_dir; /* single image into this directory (-o DIR) */
     out_manifest manifest;
-    int failed;
+    int failed, skipped;
     cli_progress progress;
 } run;
 
@@ -136,7 +141,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
 }
 
 static char *manifest_line(const run *r, const job *jb, const fm_params *p, const char *file,
-                           const char *sha, double seconds)
+                           const char *sha, const char *parameters, double seconds)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "file", file);
@@ -154,10 +159,112 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     cJSON_AddStringToObject(j, "model", r->model_name);
     cJSON_AddStringToObject(j, "model_hash", r->model_hash);
     if (sha) cJSON_AddStringToObject(j, "sha256", sha);
+    cJSON_AddStringToObject(j, "parameters", parameters);
     cJSON_AddNumberToObject(j, "seconds", round(seconds * 10) / 10);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
+}
+
+/* What a batch job needs to know about its image and its manifest line. */
+typedef struct job_out {
+    const job *jb;
+    const fm_params *p;
+    const char *file, *path;
+    const char *parameters; /* the infotext this job writes now */
+} job_out;
+
+/* Whether the PNG at jo->path is this job's finished image (manifest
+ * locked). With --metadata none the PNG carries no text, so its manifest
+ * line (same bytes, same infotext) vouches for it. sha gets the digest. */
+static int job_done(const run *r, const job_out *jo, char sha[65], const char **reason)
+{
+    char *have = NULL;
+    const char *why;
+    if (!out_png_complete(jo->path, &have, sha, &why)) {
+        *reason = !strcmp(why, "a symbolic link") ? "was a symbolic link" : "not a complete PNG";
+        return 0;
+    }
+    const out_manifest_entry *e = out_manifest_find(&r->manifest, jo->file);
+    int ok;
+    if (r->o->metadata) {
+        ok = have && !strcmp(have, jo->parameters);
+    } else {
+        ok = !have && e && e->sha256 && e->parameters && !strcmp(e->sha256, sha) &&
+             !strcmp(e->parameters, jo->parameters);
+        if (!ok && !have && !e) {
+            free(have);
+            *reason = "no manifest line to check it against";
+            return 0;
+        }
+    }
+    free(have);
+    *reason = "parameters changed";
+    return ok;
+}
+
+/* The manifest's line for the image (manifest locked): appended unless the
+ * last line for its name already says these bytes and these parameters, so
+ * reruns and racing processes leave one line per image. */
+static int ensure_line(run *r, const job_out *jo, const char *sha, double seconds, fm_error *err)
+{
+    const out_manifest_entry *e = out_manifest_find(&r->manifest, jo->file);
+    if (e && e->sha256 && e->parameters && !strcmp(e->sha256, sha) && !strcmp(e->parameters, jo->parameters))
+        return 0;
+    char *line = manifest_line(r, jo->jb, jo->p, jo->file, sha, jo->parameters, seconds);
+    int rc = line ? out_manifest_append(&r->manifest, line, err) : fm_fail(err, FM_EINPUT, "out of memory");
+    free(line);
+    return rc;
+}
+
+/* Resume: *done = 1 if the job's image is finished (skip it), else 0 to
+ * make it (reason set when an existing file is to be replaced). Returns 0 or
+ * an error code. */
+static int batch_check(run *r, const job_out *jo, int *done, const char **reason, fm_error *err)
+{
+    const char *what;
+    *reason = NULL;
+    *done = 0;
+    out_kind kind = out_path_kind(jo->path, &what);
+    if (kind == OUT_OTHER) return fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", jo->path, what);
+    if (kind == OUT_ABSENT) return 0;
+    if (kind == OUT_SYMLINK) {
+        *reason = "was a symbolic link";
+        return 0;
+    }
+    if (r->o->force) return 0;
+    if (out_manifest_lock(&r->manifest, err)) return err->code;
+    char sha[65];
+    int rc = 0;
+    if ((*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
+    out_manifest_unlock(&r->manifest);
+    return rc;
+}
+
+/* Puts the written image in place and lists it (manifest locked). Another
+ * process may have finished the same job meanwhile (two runs on one
+ * directory): then its file stays and ours is dropped. */
+static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha, double seconds,
+                        int *raced, fm_error *err)
+{
+    *raced = 0;
+    if (out_manifest_lock(&r->manifest, err)) {
+        out_temp_discard(t);
+        return err->code;
+    }
+    const char *what, *reason;
+    char their_sha[65];
+    int rc;
+    if (!r->o->force && out_path_kind(jo->path, &what) == OUT_REGULAR && job_done(r, jo, their_sha, &reason)) {
+        out_temp_discard(t);
+        *raced = 1;
+        rc = ensure_line(r, jo, their_sha, seconds, err);
+    } else {
+        rc = out_temp_commit(t, jo->path, 1, err);
+        if (!rc) rc = ensure_line(r, jo, sha, seconds, err);
+    }
+    out_manifest_unlock(&r->manifest);
+    return rc;
 }
 
 /* Makes one image. Returns 0, FM_EINPUT (counted, the batch goes on) or
@@ -171,8 +278,10 @@ static int run_job(run *r, const job *jb)
     uint8_t *init = NULL, *rgb = NULL;
     int n;
     if (r->dir) {
-        snprintf(file, sizeof file, "%05d-%llu.png", jb->index, (unsigned long long)jb->seed);
+        snprintf(file, sizeof file, "%s%05d-%llu.png", r->prefix, jb->index, (unsigned long long)jb->seed);
         n = snprintf(path, sizeof path, "%s/%s", r->dir, file);
+    } else if (r->single_dir) {
+        n = snprintf(path, sizeof path, "%s/fmimage-%llu.png", r->single_dir, (unsigned long long)jb->seed);
     } else if (o->output) {
         n = snprintf(path, sizeof path, "%s", o->output);
     } else {
@@ -183,22 +292,29 @@ static int run_job(run *r, const job *jb)
         return FM_EINPUT;
     }
     if (!r->dir) snprintf(file, sizeof file, "%s", path);
+    char *params = NULL, sha[65];
+    const char *reason = NULL, *what;
     int rc = job_params(r, jb, &p, &init, &err);
-    if (!rc && r->dir && access(path, F_OK) == 0) {
-        /* Resume: the image is complete (it was renamed into place). */
-        if (!out_manifest_has(&r->manifest, file)) {
-            char sha[65];
-            if (!out_file_sha256(path, sha, &err)) {
-                char *line = manifest_line(r, jb, &p, file, sha, 0);
-                if (line) out_manifest_append(r->dir, line, &err);
-                free(line);
-            }
+    /* The infotext is the job's identity for resume, written or not. */
+    if (!rc && !(params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err)))
+        rc = err.code ? err.code : FM_EINPUT;
+    job_out jo = {jb, &p, file, path, params};
+    if (!rc && r->dir) {
+        int done;
+        rc = batch_check(r, &jo, &done, &reason, &err);
+        if (!rc && done) {
+            r->skipped++;
+            free(params);
+            free(init);
+            return 0;
         }
-        free(init);
-        return err.code ? (report(&err), FM_EINPUT) : 0;
+    } else if (!rc) {
+        /* Checked before the work, and again at the rename. */
+        out_kind kind = out_path_kind(path, &what);
+        if (kind == OUT_OTHER) rc = fm_fail(&err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
+        else if (kind != OUT_ABSENT && !o->force)
+            rc = fm_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     }
-    if (!rc && !r->dir && !o->force && access(path, F_OK) == 0)
-        rc = fm_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     if (!rc && !(rgb = malloc((size_t)p.width * p.height * 3)))
         rc = fm_fail(&err, FM_EINPUT, "%s: out of memory", path);
     double t0 = cli_now();
@@ -209,16 +325,12 @@ static int run_job(run *r, const job *jb)
         rc = fm_generate(r->model, &p, rgb, &err);
     }
     double seconds = cli_now() - t0;
-    char *params = NULL, sha[65];
-    if (!rc && o->metadata && !(params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err)))
-        rc = err.code ? err.code : FM_EINPUT;
-    if (!rc) rc = out_write_png(path, rgb, p.width, p.height, params, !r->dir && !o->force, sha, &err);
-    if (!rc && r->dir) {
-        char *line = manifest_line(r, jb, &p, file, sha, seconds);
-        rc = line ? out_manifest_append(r->dir, line, &err) : fm_fail(&err, FM_EINPUT, "out of memory");
-        free(line);
-    }
+    out_temp t;
+    int raced = 0;
+    if (!rc) rc = out_temp_write(&t, path, rgb, p.width, p.height, o->metadata ? params : NULL, sha, &err);
+    if (!rc) rc = r->dir ? batch_commit(r, &jo, &t, sha, seconds, &raced, &err) : out_temp_commit(&t, path, o->force, &err);
     if (!rc) cli_progress_done(&r->progress, p.steps, seconds);
+    if (!rc && reason && !raced) fprintf(stderr, "fmimage: %s: replaced (%s)\n", path, reason);
     free(params);
     free(rgb);
     free(init);
@@ -272,12 +384,77 @@ static pf_line *read_prompt_file(const char *path, int *n_lines, int *bad)
         }
         lines[n++] = l;
     }
+    /* getline's -1 is also a read error ("Is a directory", EIO): not an
+     * empty or shorter file. */
+    if (ferror(f) && *bad >= 0) {
+        fprintf(stderr, "fmimage: %s: %s\n", path, strerror(errno ? errno : EIO));
+        *bad = -1;
+    }
     if (*bad > MAX_LINE_ERRORS_SHOWN)
         fprintf(stderr, "fmimage: %s: %d more bad lines not shown\n", path, *bad - MAX_LINE_ERRORS_SHOWN);
     free(text);
     fclose(f);
+    if (*bad < 0) {
+        for (int i = 0; i < n; i++) pf_line_free(&lines[i]);
+        free(lines);
+        *n_lines = 0;
+        return NULL;
+    }
     *n_lines = n;
     return lines;
+}
+
+static int ends_with_png(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 4 && !strcasecmp(s + n - 4, ".png");
+}
+
+/* Where the images go (DESIGN.md "Output files"). One image: -o FILE, or
+ * into -o DIR when DIR exists or ends in '/'. Several: -o DIR (created), or
+ * for -o NAME.png next to it as NAME-NNNNN-SEED.png with NAME-manifest.jsonl. */
+static int setup_output(run *r, fm_error *err)
+{
+    const cli_options *o = r->o;
+    const char *out = o->output;
+    struct stat sb;
+    int is_dir = out && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
+    size_t len = out ? strlen(out) : 0;
+    int single = !o->prompt_file && o->batch_count == 1;
+    if (len >= sizeof r->dir_buf) return fm_fail(err, FM_EINPUT, "%s: path too long", out);
+    char temp_dir[PATH_MAX];
+    if (single) {
+        if (out && (is_dir || (len && out[len - 1] == '/'))) {
+            snprintf(r->dir_buf, sizeof r->dir_buf, "%s", out);
+            while (len > 1 && r->dir_buf[len - 1] == '/') r->dir_buf[--len] = 0;
+            if (!is_dir && out_make_dir(r->dir_buf, err)) return err->code;
+            r->single_dir = r->dir_buf;
+        }
+        const char *slash = out ? strrchr(out, '/') : NULL;
+        if (r->single_dir) snprintf(temp_dir, sizeof temp_dir, "%s", r->single_dir);
+        else if (slash) snprintf(temp_dir, sizeof temp_dir, "%.*s", slash == out ? 1 : (int)(slash - out), out);
+        else snprintf(temp_dir, sizeof temp_dir, ".");
+        out_remove_stale_temps(temp_dir);
+        return 0;
+    }
+    const char *manifest = "manifest.jsonl";
+    r->prefix = "";
+    if (out && !is_dir && ends_with_png(out)) {
+        const char *slash = strrchr(out, '/'), *base = slash ? slash + 1 : out;
+        if (slash) snprintf(r->dir_buf, sizeof r->dir_buf, "%.*s", slash == out ? 1 : (int)(slash - out), out);
+        else snprintf(r->dir_buf, sizeof r->dir_buf, ".");
+        snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base);
+        r->prefix = r->prefix_buf;
+        if (snprintf(temp_dir, sizeof temp_dir, "%smanifest.jsonl", r->prefix) >= (int)sizeof temp_dir)
+            return fm_fail(err, FM_EINPUT, "%s: path too long", out);
+        manifest = temp_dir;
+    } else {
+        snprintf(r->dir_buf, sizeof r->dir_buf, "%s", out ? out : "fmimage-out");
+    }
+    r->dir = r->dir_buf;
+    if (out_make_dir(r->dir, err) || out_manifest_open(&r->manifest, r->dir, manifest, err)) return err->code;
+    out_remove_stale_temps(r->dir);
+    return 0;
 }
 
 static int generate(const cli_options *o)
@@ -319,16 +496,12 @@ static int generate(const cli_options *o)
     }
     uint64_t base = o->has_seed ? o->seed : random_seed();
     if (!o->has_seed && !o->quiet) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
-    int single = !o->prompt_file && o->batch_count == 1;
-    if (!single) {
-        r.dir = o->output ? o->output : "fmimage-out";
-        if (out_make_dir(r.dir, &err)) {
-            report(&err);
-            fm_model_free(r.model);
-            return 1;
-        }
-        out_remove_stale_temps(r.dir);
-        out_manifest_load(&r.manifest, r.dir);
+    if (setup_output(&r, &err)) {
+        report(&err);
+        for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
+        free(lines);
+        fm_model_free(r.model);
+        return 1;
     }
     r.progress.enabled = !o->quiet;
     r.progress.tty = isatty(2);
@@ -348,7 +521,9 @@ static int generate(const cli_options *o)
     }
     for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
     free(lines);
-    out_manifest_free(&r.manifest);
+    if (r.dir) out_manifest_close(&r.manifest);
+    if (r.skipped && !o->quiet)
+        fprintf(stderr, "fmimage: skipped %d finished image%s\n", r.skipped, r.skipped == 1 ? "" : "s");
     fm_model_free(r.model);
     return status ? status : r.failed ? 1 : 0;
 }

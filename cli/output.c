@@ -5,26 +5,28 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/core.h"
 #include "core/sha256.h"
 
-static void split_dir(const char *path, char *dir, size_t n, const char **base)
+#define TEMP_PREFIX ".fmimage-"
+#define TEMP_TEMPLATE TEMP_PREFIX "XXXXXX"
+/* The longest iTXt "parameters" text read back for a resume check; a longer
+ * one is not ours (prompts are bounded far below this). */
+#define MAX_PARAMETERS (16u << 20)
+
+static void split_dir(const char *path, char *dir, size_t n)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, n, ".");
-        *base = path;
-    } else {
-        snprintf(dir, n, "%.*s", (int)(slash - path) ? (int)(slash - path) : 1, path);
-        *base = slash + 1;
-    }
+    if (!slash) snprintf(dir, n, ".");
+    else snprintf(dir, n, "%.*s", (int)(slash - path) ? (int)(slash - path) : 1, path);
 }
 
 static void fsync_dir(const char *dir)
@@ -36,57 +38,199 @@ static void fsync_dir(const char *dir)
     }
 }
 
-int out_file_sha256(const char *path, char hex[65], fm_error *err)
+static const char *kind_name(mode_t m)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(m)) return "directory";
+    if (S_ISCHR(m)) return "character device";
+    if (S_ISBLK(m)) return "block device";
+    if (S_ISFIFO(m)) return "FIFO";
+    if (S_ISSOCK(m)) return "socket";
+    return "special file";
+}
+
+static const char *link_kind_name(mode_t m)
+{
+    if (S_ISDIR(m)) return "symbolic link to a directory";
+    if (S_ISCHR(m)) return "symbolic link to a character device";
+    if (S_ISBLK(m)) return "symbolic link to a block device";
+    if (S_ISFIFO(m)) return "symbolic link to a FIFO";
+    if (S_ISSOCK(m)) return "symbolic link to a socket";
+    return "symbolic link to a special file";
+}
+
+out_kind out_path_kind(const char *path, const char **what)
+{
+    struct stat sb, target;
+    *what = NULL;
+    if (lstat(path, &sb) != 0) return OUT_ABSENT; /* the write reports EACCES and the like */
+    if (S_ISREG(sb.st_mode)) return OUT_REGULAR;
+    if (S_ISLNK(sb.st_mode)) {
+        /* The link is replaced, never written through; but a link to a
+         * device or FIFO (/dev/stdout) is as much not ours as the device. */
+        if (stat(path, &target) == 0 && !S_ISREG(target.st_mode)) {
+            *what = link_kind_name(target.st_mode);
+            return OUT_OTHER;
+        }
+        *what = "symbolic link";
+        return OUT_SYMLINK;
+    }
+    *what = kind_name(sb.st_mode);
+    return OUT_OTHER;
+}
+
+static int fd_sha256(int fd, char hex[65])
+{
     fm_sha256 s;
     fm_sha256_init(&s);
-    static const size_t chunk = 1 << 20;
-    uint8_t *buf = malloc(chunk);
-    if (!buf) { close(fd); return fm_fail(err, FM_EINPUT, "%s: out of memory", path); }
+    uint8_t buf[1 << 16];
     ssize_t r;
-    while ((r = read(fd, buf, chunk)) > 0) fm_sha256_update(&s, buf, (size_t)r);
-    int e = errno;
-    free(buf);
-    close(fd);
-    if (r < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
+    off_t off = 0;
+    while ((r = pread(fd, buf, sizeof buf, off)) > 0) {
+        fm_sha256_update(&s, buf, (size_t)r);
+        off += r;
+    }
+    if (r < 0) return -1;
     uint8_t d[32];
     fm_sha256_final(&s, d);
     fm_hex(d, 32, hex);
     return 0;
 }
 
-int out_write_png(const char *path, const uint8_t *rgb, int width, int height,
-                  const char *parameters, int no_clobber, char sha256_hex[65], fm_error *err)
+int out_file_sha256(const char *path, char hex[65], fm_error *err)
 {
-    char dir[PATH_MAX], tmp[PATH_MAX];
-    const char *base;
-    split_dir(path, dir, sizeof dir, &base);
-    if (no_clobber && access(path, F_OK) == 0)
-        return fm_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
-    if (snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%ld", dir, base, (long)getpid()) >= (int)sizeof tmp)
-        return fm_fail(err, FM_EINPUT, "%s: path too long", path);
-    /* SIGINT waits until the image is either in place or gone. */
-    sigset_t block, old;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    int rc = fd_sha256(fd, hex);
+    int e = errno;
+    close(fd);
+    if (rc) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
+    return 0;
+}
+
+static void block_signals(sigset_t *old)
+{
+    sigset_t block;
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
-    sigprocmask(SIG_BLOCK, &block, &old);
-    int rc = fm_png_write(tmp, rgb, width, height, parameters, err);
-    if (!rc && sha256_hex) rc = out_file_sha256(tmp, sha256_hex, err);
-    if (!rc && rename(tmp, path) != 0)
-        rc = fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
-    if (rc) unlink(tmp);
-    else fsync_dir(dir);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (rc && err && strncmp(err->msg, tmp, strlen(tmp)) == 0) {
-        /* Name the file the user asked for, not our temporary. */
-        char why[sizeof err->msg];
-        snprintf(why, sizeof why, "%s", err->msg + strlen(tmp));
-        snprintf(err->msg, sizeof err->msg, "%s%s", path, why);
+    sigaddset(&block, SIGHUP);
+    sigprocmask(SIG_BLOCK, &block, old);
+}
+
+/* flock where the file system has it; where it has not (some network and
+ * FUSE file systems) the run goes on unlocked: temporaries are then never
+ * taken for stale, and racing runs may list an image twice. */
+static int lock_fd(int fd, int how)
+{
+    while (flock(fd, how) != 0) {
+        if (errno == EINTR) continue;
+        return errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
+    }
+    return 0;
+}
+
+/* A new locked temporary file in dir. mkstemp and flock are two steps: a
+ * stale-temp cleaner in another process may take the lock in between and
+ * remove the file, so the name is checked to still be ours once locked. */
+static int make_locked_temp(out_temp *t, const char *dir, fm_error *err)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (snprintf(t->path, sizeof t->path, "%s/" TEMP_TEMPLATE, dir) >= (int)sizeof t->path)
+            return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
+        t->fd = mkostemp(t->path, O_CLOEXEC);
+        if (t->fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
+        struct stat a, b;
+        if (lock_fd(t->fd, LOCK_EX) == 0 && fstat(t->fd, &a) == 0 && lstat(t->path, &b) == 0 &&
+            a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            return 0;
+        close(t->fd);
+        t->fd = -1;
+    }
+    return fm_fail(err, FM_EINPUT, "%s: cannot create a temporary file", dir);
+}
+
+int out_temp_write(out_temp *t, const char *final_path, const uint8_t *rgb, int width, int height,
+                   const char *parameters, char sha256_hex[65], fm_error *err)
+{
+    char dir[PATH_MAX];
+    split_dir(final_path, dir, sizeof dir);
+    t->fd = -1;
+    block_signals(&t->old_mask);
+    int rc = make_locked_temp(t, dir, err);
+    if (rc) {
+        /* Name what the user asked for: "out/a.png: Permission denied". */
+        if (err) {
+            const char *why = strrchr(err->msg, ':');
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s%s", final_path, why ? why : ": cannot write");
+            snprintf(err->msg, sizeof err->msg, "%s", msg);
+        }
+        sigprocmask(SIG_SETMASK, &t->old_mask, NULL);
+        return rc;
+    }
+    /* mkstemp makes 0600; the image gets what a plain create would. */
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(t->fd, 0666 & ~mask);
+    /* The library writes by name; /proc/self/fd names our open file itself,
+     * so a name swapped in the directory meanwhile is never written. */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", t->fd);
+    const char *target = access(self, W_OK) == 0 ? self : t->path;
+    fm_error e = {0};
+    rc = fm_png_write(target, rgb, width, height, parameters, &e);
+    if (!rc && sha256_hex && fd_sha256(t->fd, sha256_hex)) rc = fm_fail(&e, FM_EINPUT, "x: %s", strerror(errno));
+    if (rc) {
+        const char *why = strncmp(e.msg, target, strlen(target)) == 0 ? e.msg + strlen(target) : strchr(e.msg, ':');
+        fm_fail(err, rc, "%s%s", final_path, why ? why : ": write failed");
+        out_temp_discard(t);
     }
     return rc;
+}
+
+void out_temp_discard(out_temp *t)
+{
+    if (t->fd >= 0) {
+        unlink(t->path);
+        close(t->fd);
+        t->fd = -1;
+        sigprocmask(SIG_SETMASK, &t->old_mask, NULL);
+    }
+}
+
+/* rename without replacing: renameat2 where the file system has it, else
+ * link + unlink (both fail on an existing name). */
+static int rename_noreplace(const char *from, const char *to)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return -1;
+    if (link(from, to) != 0) return -1;
+    unlink(from);
+    return 0;
+}
+
+int out_temp_commit(out_temp *t, const char *path, int replace, fm_error *err)
+{
+    const char *what;
+    out_kind kind = out_path_kind(path, &what);
+    int rc = 0;
+    if (kind == OUT_OTHER) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
+    else if (!replace && kind != OUT_ABSENT)
+        rc = fm_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
+    else if (replace ? rename(t->path, path) : rename_noreplace(t->path, path))
+        rc = errno == EEXIST ? fm_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path)
+                             : fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (rc) {
+        out_temp_discard(t);
+        return rc;
+    }
+    char dir[PATH_MAX];
+    split_dir(path, dir, sizeof dir);
+    fsync_dir(dir);
+    close(t->fd); /* releases the lock: the name is no longer a temporary */
+    t->fd = -1;
+    sigprocmask(SIG_SETMASK, &t->old_mask, NULL);
+    return 0;
 }
 
 int out_make_dir(const char *dir, fm_error *err)
@@ -112,85 +256,359 @@ int out_make_dir(const char *dir, fm_error *err)
     return 0;
 }
 
+/* Our temporary names: ".fmimage-" and mkstemp's six characters; and the
+ * ".NAME.png.tmp-PID" of fmimage 0.1, removed when PID is gone. */
+static int is_temp_name(const char *name, long *old_pid)
+{
+    *old_pid = 0;
+    if (!strncmp(name, TEMP_PREFIX, strlen(TEMP_PREFIX)) && strlen(name) == strlen(TEMP_TEMPLATE)) return 1;
+    const char *t = name[0] == '.' ? strstr(name, ".png.tmp-") : NULL;
+    if (!t) return 0;
+    char *end;
+    *old_pid = strtol(t + 9, &end, 10);
+    return *old_pid > 0 && !*end;
+}
+
 void out_remove_stale_temps(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        const char *t = e->d_name[0] == '.' ? strstr(e->d_name, ".png.tmp-") : NULL;
-        if (!t) continue;
-        long pid = strtol(t + 9, NULL, 10);
-        if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue;
+        long pid;
+        if (!is_temp_name(e->d_name, &pid)) continue;
         char path[PATH_MAX];
-        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path) unlink(path);
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
+        if (pid) {
+            if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) unlink(path);
+            continue;
+        }
+        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat a, b;
+        /* Unlocked: its writer is dead (a live one holds the lock until the
+         * file is renamed away or removed). Same inode: still a temporary. */
+        if (fstat(fd, &a) == 0 && S_ISREG(a.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            lstat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            unlink(path);
+        close(fd);
     }
     closedir(d);
 }
 
-int out_manifest_load(out_manifest *m, const char *dir)
+/* ---- reading a PNG back ---- */
+
+typedef struct png_reader {
+    int fd;
+    uint8_t buf[1 << 16];
+    size_t pos, len;
+    fm_sha256 sha;
+} png_reader;
+
+/* n bytes into dst (NULL: skipped), through crc if non-NULL. 0 or -1 (end). */
+static int rd_get(png_reader *r, uint8_t *dst, size_t n, uLong *crc)
 {
-    memset(m, 0, sizeof *m);
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *file = cJSON_GetObjectItemCaseSensitive(j, "file");
-        if (cJSON_IsString(file) && !out_manifest_has(m, file->valuestring)) {
-            if (m->n == m->cap) {
-                int nc = m->cap ? m->cap * 2 : 64;
-                char **p = realloc(m->files, sizeof *p * (size_t)nc);
-                if (!p) { cJSON_Delete(j); break; }
-                m->files = p;
-                m->cap = nc;
-            }
-            m->files[m->n] = strdup(file->valuestring);
-            if (m->files[m->n]) m->n++;
+    while (n) {
+        if (r->pos == r->len) {
+            ssize_t got = read(r->fd, r->buf, sizeof r->buf);
+            if (got <= 0) return -1;
+            fm_sha256_update(&r->sha, r->buf, (size_t)got);
+            r->pos = 0;
+            r->len = (size_t)got;
         }
-        cJSON_Delete(j);
+        size_t k = r->len - r->pos < n ? r->len - r->pos : n;
+        if (crc) *crc = crc32(*crc, r->buf + r->pos, (uInt)k);
+        if (dst) {
+            memcpy(dst, r->buf + r->pos, k);
+            dst += k;
+        }
+        r->pos += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static uint32_t be32(const uint8_t *b) { return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]; }
+
+/* An uncompressed iTXt "parameters": keyword NUL flag method lang NUL
+ * translated NUL text. Anything else yields NULL. */
+static char *itxt_parameters(const uint8_t *d, size_t n)
+{
+    static const char key[] = "parameters";
+    if (n < sizeof key + 2 || memcmp(d, key, sizeof key) || d[sizeof key] != 0) return NULL;
+    size_t i = sizeof key + 2;
+    for (int field = 0; field < 2; field++) {
+        const uint8_t *z = memchr(d + i, 0, n - i);
+        if (!z) return NULL;
+        i = (size_t)(z - d) + 1;
+    }
+    return strndup((const char *)d + i, n - i);
+}
+
+static const char *png_walk(png_reader *r, char **parameters)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t h[8];
+    if (rd_get(r, h, 8, NULL) || memcmp(h, sig, 8)) return "no PNG signature";
+    int n_chunks = 0, idat = 0;
+    for (;;) {
+        if (rd_get(r, h, 8, NULL)) return "truncated";
+        uint32_t len = be32(h);
+        const uint8_t *type = h + 4;
+        if (len > 0x7fffffffu) return "bad chunk length";
+        if (n_chunks++ == 0 && (memcmp(type, "IHDR", 4) || len != 13)) return "no IHDR first";
+        uLong crc = crc32(0, type, 4);
+        if (!memcmp(type, "iTXt", 4) && len <= MAX_PARAMETERS && !*parameters) {
+            uint8_t *d = malloc(len ? len : 1);
+            if (!d) return "out of memory";
+            if (rd_get(r, d, len, &crc)) { free(d); return "truncated"; }
+            *parameters = itxt_parameters(d, len);
+            free(d);
+        } else if (rd_get(r, NULL, len, &crc)) {
+            return "truncated";
+        }
+        uint8_t c[4];
+        if (rd_get(r, c, 4, NULL)) return "truncated";
+        if (be32(c) != (uint32_t)crc) return "bad chunk CRC";
+        idat |= !memcmp(type, "IDAT", 4);
+        if (!memcmp(type, "IEND", 4)) break;
+    }
+    if (!idat) return "no image data";
+    if (rd_get(r, h, 1, NULL) == 0) return "data after IEND";
+    return NULL;
+}
+
+int out_png_complete(const char *path, char **parameters, char sha256_hex[65], const char **why)
+{
+    *parameters = NULL;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *why = errno == ELOOP ? "a symbolic link" : "unreadable";
+        return 0;
+    }
+    struct stat sb;
+    png_reader *r = malloc(sizeof *r);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || !r) {
+        *why = r ? "not a regular file" : "out of memory";
+        free(r);
+        close(fd);
+        return 0;
+    }
+    r->fd = fd;
+    r->pos = r->len = 0;
+    fm_sha256_init(&r->sha);
+    *why = png_walk(r, parameters);
+    if (!*why) {
+        uint8_t d[32];
+        fm_sha256_final(&r->sha, d);
+        fm_hex(d, 32, sha256_hex);
+    } else {
+        free(*parameters);
+        *parameters = NULL;
+    }
+    free(r);
+    close(fd);
+    return *why == NULL;
+}
+
+/* ---- the manifest ---- */
+
+static size_t name_hash(const char *s)
+{
+    size_t h = 1469598103934665603u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static out_manifest_entry *slot_for(const out_manifest *m, const char *file)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = name_hash(file) & mask;; i = (i + 1) & mask)
+        if (!m->slots[i].file || !strcmp(m->slots[i].file, file)) return &m->slots[i];
+}
+
+static int table_grow(out_manifest *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    out_manifest_entry *old = m->slots;
+    size_t old_cap = m->cap;
+    if (!(m->slots = calloc(cap, sizeof *m->slots))) { m->slots = old; return -1; }
+    m->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].file) *slot_for(m, old[i].file) = old[i];
+    free(old);
+    return 0;
+}
+
+static char *dup_string(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+}
+
+/* One line: the last line naming a file wins. Lines that are not a JSON
+ * object with a "file" are ignored. */
+static void take_line(out_manifest *m, const char *line)
+{
+    cJSON *j = cJSON_Parse(line);
+    char *file = dup_string(j, "file");
+    if (file && (m->n + 1) * 2 > m->cap && table_grow(m)) { free(file); file = NULL; }
+    if (file) {
+        out_manifest_entry *e = slot_for(m, file);
+        if (e->file) {
+            free(file);
+            free(e->sha256);
+            free(e->parameters);
+        } else {
+            e->file = file;
+            m->n++;
+        }
+        e->sha256 = dup_string(j, "sha256");
+        e->parameters = dup_string(j, "parameters");
+    }
+    cJSON_Delete(j);
+}
+
+static void table_clear(out_manifest *m)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        free(m->slots[i].file);
+        free(m->slots[i].sha256);
+        free(m->slots[i].parameters);
+    }
+    free(m->slots);
+    m->slots = NULL;
+    m->n = m->cap = 0;
+}
+
+/* The complete lines past read_to (called with the lock held). */
+static int read_new_lines(out_manifest *m, fm_error *err)
+{
+    struct stat sb;
+    if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    if (sb.st_size < m->read_to) { /* cut back by another process: read it all again */
+        table_clear(m);
+        m->read_to = 0;
+    }
+    char *line = NULL;
+    size_t len = 0, cap = 0;
+    off_t off = m->read_to;
+    uint8_t buf[1 << 16];
+    while (off < sb.st_size) {
+        ssize_t r = pread(m->fd, buf, sizeof buf, off);
+        if (r <= 0) break;
+        for (ssize_t i = 0; i < r; i++) {
+            if (len + 1 >= cap) {
+                size_t nc = cap ? cap * 2 : 4096;
+                char *p = realloc(line, nc);
+                if (!p) { free(line); return fm_fail(err, FM_EINPUT, "%s: out of memory", m->path); }
+                line = p;
+                cap = nc;
+            }
+            if (buf[i] != '\n') { line[len++] = (char)buf[i]; continue; }
+            line[len] = 0;
+            take_line(m, line);
+            len = 0;
+            m->read_to = off + i + 1;
+        }
+        off += r;
     }
     free(line);
-    fclose(f);
     return 0;
 }
 
-int out_manifest_has(const out_manifest *m, const char *file)
+/* A line without its newline was torn by a writer that died or hit a full
+ * disk: appending after it would glue two objects together. */
+static void cut_torn_line(out_manifest *m)
 {
-    for (int i = 0; i < m->n; i++)
-        if (!strcmp(m->files[i], file)) return 1;
-    return 0;
+    struct stat sb;
+    if (fstat(m->fd, &sb) != 0 || sb.st_size == 0) return;
+    off_t end = sb.st_size, keep = 0;
+    char buf[4096];
+    for (off_t pos = end; pos > 0 && !keep;) {
+        size_t n = pos < (off_t)sizeof buf ? (size_t)pos : sizeof buf;
+        pos -= (off_t)n;
+        if (pread(m->fd, buf, n, pos) != (ssize_t)n) return;
+        if (pos + (off_t)n == end && buf[n - 1] == '\n') return; /* whole */
+        for (size_t i = n; i-- > 0;)
+            if (buf[i] == '\n') { keep = pos + (off_t)i + 1; break; }
+    }
+    if (ftruncate(m->fd, keep) == 0)
+        fprintf(stderr, "fmimage: %s: removed a torn last line (%lld bytes)\n", m->path, (long long)(end - keep));
 }
 
-void out_manifest_free(out_manifest *m)
+int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_error *err)
 {
-    for (int i = 0; i < m->n; i++) free(m->files[i]);
-    free(m->files);
     memset(m, 0, sizeof *m);
+    m->fd = -1;
+    if (snprintf(m->path, sizeof m->path, "%s/%s", dir, name) >= (int)sizeof m->path)
+        return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
+    /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
+    m->fd = open(m->path, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+    if (m->fd < 0)
+        return fm_fail(err, FM_EINPUT, "%s: %s", m->path,
+                       errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
+    struct stat sb;
+    int rc = 0;
+    if (fstat(m->fd, &sb) != 0) rc = fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode)) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", m->path, kind_name(sb.st_mode));
+    else if (sb.st_nlink > 1) rc = fm_fail(err, FM_EINPUT, "%s: has other hard links (refused)", m->path);
+    if (!rc && !(rc = out_manifest_lock(m, err))) {
+        cut_torn_line(m);
+        rc = read_new_lines(m, err);
+        out_manifest_unlock(m);
+    }
+    if (rc) out_manifest_close(m);
+    return rc;
 }
 
-int out_manifest_append(const char *dir, const char *json, fm_error *err)
+int out_manifest_lock(out_manifest *m, fm_error *err)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (lock_fd(m->fd, LOCK_EX) != 0) return fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
+    int rc = read_new_lines(m, err);
+    if (rc) out_manifest_unlock(m);
+    return rc;
+}
+
+void out_manifest_unlock(out_manifest *m) { flock(m->fd, LOCK_UN); }
+
+const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *file)
+{
+    if (!m->cap) return NULL;
+    const out_manifest_entry *e = slot_for(m, file);
+    return e->file ? e : NULL;
+}
+
+int out_manifest_append(out_manifest *m, const char *json, fm_error *err)
+{
+    struct stat sb;
+    if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
     size_t n = strlen(json);
     char *line = malloc(n + 1);
-    if (!line) { close(fd); return fm_fail(err, FM_EINPUT, "%s: out of memory", path); }
+    if (!line) return fm_fail(err, FM_EINPUT, "%s: out of memory", m->path);
     memcpy(line, json, n);
     line[n] = '\n';
-    ssize_t w = write(fd, line, n + 1);
+    ssize_t w = write(m->fd, line, n + 1);
     int e = errno;
     free(line);
-    if (w == (ssize_t)(n + 1) && fsync(fd) != 0 && errno != EINVAL) { w = -1; e = errno; }
-    close(fd);
-    if (w != (ssize_t)(n + 1))
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, w < 0 ? strerror(e) : "short write");
+    if (w == (ssize_t)(n + 1) && fsync(m->fd) != 0 && errno != EINVAL) { w = -1; e = errno; }
+    if (w != (ssize_t)(n + 1)) {
+        /* Leave the file as it was: a half line would break every reader. */
+        if (ftruncate(m->fd, sb.st_size)) { /* the next open cuts it */ }
+        return fm_fail(err, FM_EINPUT, "%s: %s", m->path, w < 0 ? strerror(e) : "short write");
+    }
+    if (m->read_to == sb.st_size) {
+        take_line(m, json);
+        m->read_to = sb.st_size + (off_t)n + 1;
+    }
     return 0;
+}
+
+void out_manifest_close(out_manifest *m)
+{
+    if (m->fd >= 0) close(m->fd);
+    m->fd = -1;
+    table_clear(m);
 }
 
 static void cache_path(char *buf, size_t n)

@@ -1,35 +1,86 @@
-/* output: where images go and how they get there. Every PNG is written to a
- * temporary file in its directory, fsync'ed and renamed into place, so no
- * reader ever sees half an image; manifest lines are appended with one
- * write() on an O_APPEND descriptor after the PNG is in place. */
+/* output: where images go and how they get there, without destroying what is
+ * not ours or trusting what is already there (DESIGN.md "Output files").
+ *
+ * Every PNG is written to a temporary file made by mkstemp in its directory
+ * (".fmimage-XXXXXX"), locked with flock while it is written, fsync'ed and
+ * renamed into place: no reader ever sees half an image, and a temporary
+ * file nobody holds a lock on belongs to a dead process. An existing name is
+ * looked at with lstat: only a regular file or a symbolic link is ever
+ * replaced, and a link is replaced itself, never followed.
+ *
+ * A batch directory's manifest is opened with O_NOFOLLOW and flock'ed around
+ * every "is this job done / append its line", so racing processes write one
+ * line per image; a torn last line (a writer killed mid-write) is cut off. */
 #ifndef FM_CLI_OUTPUT_H
 #define FM_CLI_OUTPUT_H
 
+#include <signal.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "fmimage.h"
 
-/* Writes path atomically (temp + fsync + rename + directory fsync). With
- * no_clobber, an existing file is an error. sha256_hex (may be NULL) gets the
- * digest of the bytes written. */
-int out_write_png(const char *path, const uint8_t *rgb, int width, int height,
-                  const char *parameters, int no_clobber, char sha256_hex[65], fm_error *err);
+/* What an output name is now (lstat, a link is not followed). */
+typedef enum out_kind { OUT_ABSENT, OUT_REGULAR, OUT_SYMLINK, OUT_OTHER } out_kind;
+/* what: "character device", "FIFO", ... for OUT_OTHER, also for a link to
+ * one (which is OUT_OTHER too: a link to /dev/null is not replaced). */
+out_kind out_path_kind(const char *path, const char **what);
+
+/* An image written to a locked temporary file, not yet in place. Signals
+ * that end the run (INT, TERM, HUP) wait from out_temp_write until
+ * out_temp_commit or out_temp_discard, so the file is either in place or gone. */
+typedef struct out_temp {
+    int fd;
+    char path[4096];
+    sigset_t old_mask;
+} out_temp;
+/* Writes the PNG into a new temporary file in dir; sha256_hex gets the
+ * digest of its bytes. On failure nothing is left behind. */
+int out_temp_write(out_temp *t, const char *dir, const uint8_t *rgb, int width, int height,
+                   const char *parameters, char sha256_hex[65], fm_error *err);
+/* Renames the temporary file to path. replace = 0: an existing name of any
+ * kind is an error ("exists (use --force to overwrite)"); replace = 1: a
+ * regular file or a link is replaced, anything else is refused ("not a
+ * regular file"). The temporary file is gone afterwards in every case. */
+int out_temp_commit(out_temp *t, const char *path, int replace, fm_error *err);
+void out_temp_discard(out_temp *t);
 
 /* Creates dir (and parents) if missing. */
 int out_make_dir(const char *dir, fm_error *err);
 
-/* Removes temporary files left in dir by processes that no longer exist. */
+/* Removes the temporary files in dir that no process holds a lock on. */
 void out_remove_stale_temps(const char *dir);
 
-/* The set of file names already listed in DIR/manifest.jsonl. */
+/* Whether path is a complete PNG we could have written: a regular file
+ * (not a link), signature, IHDR first, well-formed chunks with valid CRCs,
+ * an IDAT, IEND last and nothing after it. Returns 1 if so, with *parameters
+ * (malloc'd, NULL if none) the iTXt "parameters" text and sha256_hex the
+ * file's digest; 0 if not (why says what is wrong). */
+int out_png_complete(const char *path, char **parameters, char sha256_hex[65], const char **why);
+
+/* A batch manifest: the last line for each file name wins. */
+typedef struct out_manifest_entry {
+    char *file, *sha256, *parameters; /* sha256/parameters: NULL if absent */
+} out_manifest_entry;
 typedef struct out_manifest {
-    char **files;
-    int n, cap;
+    int fd;
+    char path[4096];
+    off_t read_to;                /* bytes of the file already parsed */
+    out_manifest_entry *slots;    /* open-addressing table by file name */
+    size_t n, cap;
 } out_manifest;
-int out_manifest_load(out_manifest *m, const char *dir);
-int out_manifest_has(const out_manifest *m, const char *file);
-void out_manifest_free(out_manifest *m);
-/* Appends one line (a JSON object, newline added) to DIR/manifest.jsonl. */
-int out_manifest_append(const char *dir, const char *json, fm_error *err);
+/* Opens (creating) DIR/NAME without following a link; refuses anything but
+ * a regular file with one link; cuts a torn last line off (saying so on
+ * stderr) and reads the lines. */
+int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_error *err);
+/* The exclusive lock around "check done / append"; lock also reads the
+ * lines other processes appended since. */
+int out_manifest_lock(out_manifest *m, fm_error *err);
+void out_manifest_unlock(out_manifest *m);
+const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *file);
+/* Appends one line (a JSON object with "file", newline added) while locked.
+ * A failed or short write is truncated back to the previous length. */
+int out_manifest_append(out_manifest *m, const char *json, fm_error *err);
+void out_manifest_close(out_manifest *m);
 
 /* SHA-256 of a whole file as hex. */
 int out_file_sha256(const char *path, char hex[65], fm_error *err);

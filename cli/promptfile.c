@@ -228,6 +228,12 @@ int pf_parse_line(const char *text, size_t len, int line_no, pf_line *out, char 
     memset(out, 0, sizeof *out);
     out->line_no = line_no;
     out->cfg = out->strength = NAN;
+    /* A UTF-8 byte order mark (Windows editors) starts the file, not the
+     * prompt: left in, it would hide a leading "--". */
+    if (line_no == 1 && len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) {
+        text += 3;
+        len -= 3;
+    }
     /* Python str.strip(): trim white space at both ends. */
     while (len && strchr(" \t\r\n\v\f", text[0])) { text++; len--; }
     while (len && strchr(" \t\r\n\v\f", text[len - 1])) len--;

@@ -78,7 +78,7 @@ static void assert_no_temporaries(const char *dir)
     struct dirent *e;
     int pngs = 0;
     while ((e = readdir(d))) {
-        if (strstr(e->d_name, ".tmp-")) fail_msg("%s/%s left behind", dir, e->d_name);
+        if (strstr(e->d_name, ".tmp-") || !strncmp(e->d_name, ".fmimage-", 9)) fail_msg("%s/%s left behind", dir, e->d_name);
         pngs += strstr(e->d_name, ".png") != NULL;
     }
     closedir(d);

@@ -85,7 +85,7 @@ static void assert_dir_has_no_png(const char *dir)
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d)))
-        if (strstr(e->d_name, ".png") || strstr(e->d_name, ".tmp")) fail_msg("%s/%s was written", dir, e->d_name);
+        if (strstr(e->d_name, ".png") || strstr(e->d_name, ".tmp") || !strncmp(e->d_name, ".fmimage-", 9)) fail_msg("%s/%s was written", dir, e->d_name);
     closedir(d);
 }
 
