@@ -1,5 +1,6 @@
-/* The fmimage.config metadata (golden/README.md): values the shapes already
- * determined are checked, the others fill the config. */
+/* The fmimage.config metadata (tests/data/README.md#checkpoint-metadata):
+ * values the shapes already determined are checked, the others fill the
+ * config. */
 #include "diffusion/detect.h"
 
 #include <cjson/cJSON.h>

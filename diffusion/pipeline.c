@@ -1,6 +1,6 @@
 /* fm_generate: prompt -> conditioning -> noise -> sampler loop over the
  * U-Net with classifier-free guidance -> VAE (or TAESD) decode -> RGB8.
- * A1111 txt2img/img2img semantics (golden/TINY-SD1.md section 3). */
+ * A1111 txt2img/img2img semantics (tests/data/README.md#a1111-txt2img). */
 #include "diffusion/pipeline_internal.h"
 
 #include <math.h>

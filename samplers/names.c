@@ -1,5 +1,5 @@
 /* Sampler and scheduler names: ComfyUI's identifiers, A1111's labels
- * (golden/SAMPLERS.md 3.5), and the public resolvers of fmimage.h. */
+ * (tests/data/README.md#sampler-names), and the public resolvers of fmimage.h. */
 #include "samplers/samplers.h"
 
 #include <ctype.h>

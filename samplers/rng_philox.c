@@ -1,7 +1,7 @@
 /* A1111's "NV" generator (modules/rng_philox.py): Philox 4x32-10 with
  * counter (offset, 0, element, 0), key = seed, and a Box-Muller transform on
  * the first two output words, imitating torch.randn(device='cuda').
- * golden/SAMPLERS.md 1.1 describes it down to the rounding. */
+ * tests/data/README.md#rng describes it down to the rounding. */
 #include "samplers/rng_impl.h"
 
 #include <math.h>

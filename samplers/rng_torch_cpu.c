@@ -1,5 +1,5 @@
 /* PyTorch's CPU generator as torch.manual_seed(s); torch.randn(shape) uses it
- * for float32 (golden/SAMPLERS.md 1.2): MT19937, then
+ * for float32 (tests/data/README.md#rng): MT19937, then
  *   n >= 16: normal_fill (float uniforms, Box-Muller per 16-value block, the
  *            ragged tail redrawn as one more block),
  *   n <  16: normal_distribution<double> per value, whose second Box-Muller

@@ -3,15 +3,16 @@
  *
  * The layers, from the bottom:
  *   fm_rng        A1111's Philox "NV" generator or PyTorch's CPU generator,
- *                 bit-exact including successive calls (golden/SAMPLERS.md 1).
+ *                 bit-exact including successive calls (tests/data/README.md#rng).
  *   fm_discrete   a model's discrete schedule (sigmas from alphas_cumprod),
  *                 sigma <-> fractional timestep, and the six schedulers
- *                 (golden/SAMPLERS.md 2).
+ *                 (tests/data/README.md#schedules).
  *   fm_denoiser_scalings   c_skip/c_out/c_in of k-diffusion's CompVis
  *                 (eps) and CompVisV (v) denoisers.
  *   fm_sample     one sampler run over a denoiser callback, k-diffusion's
- *                 sampling.py equations (golden/SAMPLERS.md 3.3).
- *   fm_sampler_sigmas   the front-end convention layer (SAMPLERS.md 3.4):
+ *                 sampling.py equations (tests/data/README.md#sampler-update-rules).
+ *   fm_sampler_sigmas   the front-end convention layer
+ *                 (tests/data/README.md#front-end-conventions):
  *                 the sigmas a UI would hand the sampler, including the
  *                 "discard next-to-last sigma" of dpm_2 / dpm_2_ancestral.
  *                 fm_sample itself never alters the sigmas it is given.
@@ -30,9 +31,9 @@
 /* Which of PyTorch's CPU normal_fill kernels to imitate for >= 16 values
  * (they differ in the last bits): AVX2 = normal_fill_16_AVX2 (avx_mathfun
  * polynomials; what PyTorch runs on AVX2-only x86 CPUs, i.e. most desktops,
- * and what golden/TINY-SD1.md's e2e3 noise came from) is fm_rng_init's
+ * and what the tiny SD1 cases' e2e3 noise came from) is fm_rng_init's
  * choice; DEFAULT = the scalar libm kernel (PyTorch's DEFAULT and AVX512
- * dispatch, non-x86). Both bit-exact against golden/rng.safetensors. */
+ * dispatch, non-x86). Both bit-exact against tests/data/rng.safetensors. */
 typedef enum { FM_TORCH_KERNEL_DEFAULT = 0, FM_TORCH_KERNEL_AVX2 } fm_torch_kernel;
 
 typedef struct fm_rng {
@@ -68,7 +69,7 @@ typedef struct fm_discrete {
 int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_error *err);
 /* ldm's scaled_linear betas = linspace(sqrt(start), sqrt(end), n)^2 and
  * alphas_cumprod = cumprod(1 - betas), kept in float64 as ComfyUI's
- * ModelSamplingDiscrete and golden/schedules.safetensors do (sigma_min
+ * ModelSamplingDiscrete and tests/data/schedules.safetensors do (sigma_min
  * 0.029167158 for SD 1.x). */
 int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
                                    fm_error *err);
@@ -167,14 +168,15 @@ int fm_rng_noise(void *rng, float *out, size_t n, fm_error *err);
 
 /* Runs sampler over sigmas[0..n_sigmas-1] (decreasing, normally ending with
  * 0), updating x[n] in place from the start latent to the sample. Steps =
- * n_sigmas - 1. The start latent is the caller's (SAMPLERS.md 3.4): A1111
+ * n_sigmas - 1. The start latent is the caller's
+ * (tests/data/README.md#front-end-conventions): A1111
  * and k-diffusion use noise * sigmas[0] (img2img: init + noise * sigmas[0]);
  * ComfyUI uses noise * sqrt(1 + sigmas[0]^2) when sigmas[0] is sigma_max.
  * The noisy samplers draw one tensor per step with sigmas[i+1] > 0
  * (dpmpp_sde two), the first after the initial noise: with fm_rng_noise on
  * the image's generator that is A1111's sequence. dpmpp_2m_sde and dpmpp_sde
  * default to a Brownian tree in k-diffusion/ComfyUI; that noise is not
- * reproduced (golden/SAMPLERS.md 3.3). */
+ * reproduced (tests/data/README.md#sampler-update-rules). */
 int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
               const double *sigmas, int n_sigmas, fm_error *err);
 

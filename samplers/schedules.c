@@ -1,7 +1,7 @@
 /* The discrete (DDPM) noise schedule of a model and the schedulers that pick
  * sampling sigmas from it: k-diffusion's DiscreteSchedule (get_sigmas,
  * sigma_to_t, t_to_sigma), get_sigmas_karras / _exponential, and ComfyUI's
- * sgm_uniform, simple and ddim_uniform. golden/SAMPLERS.md 2. */
+ * sgm_uniform, simple and ddim_uniform. tests/data/README.md#schedules. */
 #include "samplers/samplers.h"
 
 #include <math.h>

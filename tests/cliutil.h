@@ -157,7 +157,7 @@ static inline fm_st_entry *cu_st_entries(const fm_safetensors *st)
     return e;
 }
 
-/* golden/sd2/README.md: the tiny SD 2.x file carries no metadata, and its
+/* tests/data/README.md#tiny-sd2: the tiny SD 2.x file carries no metadata, and its
  * 16-wide heads cannot be read off the shapes (real SD 2.x heads are 64
  * wide, the family's value). The tests give the file its documented config
  * WITHOUT "prediction", so eps-or-v is still decided by the A1111 probe. */

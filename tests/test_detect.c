@@ -1,5 +1,5 @@
-/* Model detection: the tiny goldens (expected values from their READMEs:
- * golden/TINY-SD1.md, golden/sd2/README.md, golden/sdxl/README.md) and
+/* Model detection: the tiny goldens (expected values from tests/data/README.md:
+ * #tiny-sd1, #tiny-sd2, #tiny-sdxl) and
  * sparse full-size files made from the real layouts (expected values and
  * parameter counts from layouts/README.md). */
 #include "testutil.h"
@@ -358,7 +358,7 @@ static void test_sd2_config(void **state)
     (void)state;
     fm_model_config cfg;
     fm_error err = {0};
-    /* golden/sd2/README.md's config (not stored in the file). */
+    /* tests/data/README.md#tiny-sd2's config (not stored in the file). */
     const char *v = "{\"family\":\"sd2\",\"prediction\":\"v\",\"unet\":{\"model_channels\":32,\"channel_mult\":[1,2],"
                     "\"num_res_blocks\":1,\"attention_resolutions\":[1,2],\"transformer_depth\":[1,1],\"num_heads\":-1,"
                     "\"num_head_channels\":16,\"context_dim\":32,\"use_linear_in_transformer\":true},"

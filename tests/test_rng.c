@@ -1,4 +1,4 @@
-/* Both generators against golden/rng.safetensors, bit for bit. */
+/* Both generators against tests/data/rng.safetensors, bit for bit. */
 #include "testutil.h"
 #include "samplers/samplers.h"
 

@@ -1,5 +1,5 @@
 /* The samplers layer as the pipeline will drive it, against the tiny SD1
- * end-to-end runs (golden/TINY-SD1.md 2-3): sigmas from the checkpoint's
+ * end-to-end runs (tests/data/README.md#a1111-txt2img): sigmas from the checkpoint's
  * alphas_cumprod, U-Net timesteps, the initial noise of both generators, and
  * each recorded step replayed through fm_sample with the recorded denoised. */
 #include "testutil.h"
@@ -59,8 +59,8 @@ static int check_x(void *user, int i, int steps, double sigma, const float *x, c
     replay *r = user;
     char name[64];
     snprintf(name, sizeof name, "%s.x.%d", r->prefix, i);
-    /* 1e-4, not TINY-SD1.md's 1e-3: the recorded denoised is replayed, so
-     * there is no U-Net error to absorb */
+    /* 1e-4, not the e2e trajectory's 1e-3 (tests/data/README.md#tolerances):
+     * the recorded denoised is replayed, so there is no U-Net error to absorb */
     tu_check(&cases, name, x, LATENT, 1e-4);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* The samplers on golden/SAMPLERS.md's toy denoiser: every stored x.i,
+/* The samplers on the toy denoiser (tests/data/README.md#samplers): every stored x.i,
  * denoised.i, noise.k and final of samplers.safetensors, plus the denoiser
  * wrappers, the front-end sigma conventions and the names. */
 #include "testutil.h"
@@ -184,7 +184,7 @@ static void run_one(fm_sampler_id sampler, const char *sched, int steps, fm_pred
     if (fm_sample(sampler, &io, x, LATENT, sigmas, (int)ns, &err))
         fail_msg("%s: %s", prefix, err.msg);
     assert_int_equal(rc.steps_seen, steps);
-    /* SAMPLERS.md 3.2: noisy samplers draw once per step with sigma_next > 0 */
+    /* tests/data/README.md#samplers: noisy samplers draw once per step with sigma_next > 0 */
     assert_int_equal(rc.draws, fm_sampler_is_noisy(sampler) ? steps - 1 : 0);
     snprintf(name, sizeof name, "%s.x.%d", prefix, steps);
     check(name, x, LATENT);
@@ -373,7 +373,7 @@ static void test_cancel_and_errors(void **state)
     assert_int_equal(fm_sample(FM_SAMPLER_COUNT, &io, x, LATENT, sigmas, ns, &e5), FM_EUSAGE);
 }
 
-/* SAMPLERS.md 3.4: dpm_2* get the schedule for steps + 1 minus its
+/* tests/data/README.md#front-end-conventions: dpm_2* get the schedule for steps + 1 minus its
  * next-to-last sigma; the others get fm_schedule unchanged. */
 static void test_front_end_sigmas(void **state)
 {

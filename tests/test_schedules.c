@@ -1,5 +1,5 @@
 /* Discrete schedule, sigma <-> t and the six schedulers against
- * golden/schedules.safetensors (1e-6 relative). */
+ * tests/data/schedules.safetensors (1e-6 relative). */
 #include "testutil.h"
 #include "samplers/samplers.h"
 
@@ -67,7 +67,7 @@ static void test_model_sigmas(void **state)
 }
 
 /* A1111 takes sigmas from the checkpoint's F32 alphas_cumprod buffer: the
- * tiny SD1 checkpoint and its cases file (golden/TINY-SD1.md, sched.sigmas). */
+ * tiny SD1 checkpoint and its cases file (tests/data/README.md#tiny-sd1, sched.sigmas). */
 static void test_checkpoint_alphas_cumprod(void **state)
 {
     (void)state;

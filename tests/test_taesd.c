@@ -1,4 +1,4 @@
-/* TAESD against golden/taesd.safetensors (1e-4 x max(1, |ref|)), with the
+/* TAESD against tests/data/taesd.safetensors (1e-4 x max(1, |ref|)), with the
  * upstream combined names of the golden weights, the diffusers
  * AutoencoderTiny names (a copy renamed through assets/taesd/NAMES.tsv) and
  * a split upstream decoder file (prefix stripped). */

@@ -1,5 +1,5 @@
 /* The text towers and the conditioning against the goldens (tiny SD 1.x,
- * SD 2.x and SDXL; TINY-SD1.md, sd2/README.md, sdxl/README.md): every hidden
+ * SD 2.x and SDXL; tests/data/README.md#tiny-sd1, #tiny-sd2, #tiny-sdxl): every hidden
  * state within 5e-5 * max(1, |ref|), and A1111 emphasis checked against an
  * independent implementation of its formula. */
 #include "testutil.h"
@@ -46,7 +46,7 @@ static int32_t (*golden_ids(const fm_safetensors *st, const char *name, int *row
     return ids;
 }
 
-/* ---- configs, from the golden READMEs ---- */
+/* ---- configs, from tests/data/README.md ---- */
 
 static fm_text_config clip_config(const char *prefix, int width, int layers, int penultimate, int final_ln)
 {
@@ -87,16 +87,16 @@ static fm_text_config openclip_config(const char *prefix, int layers, int final_
     return c;
 }
 
-/* TINY-SD1.md: width 8, 2 layers, last layer + final LN. */
+/* tests/data/README.md#tiny-sd1: width 8, 2 layers, last layer + final LN. */
 static fm_text_config sd1_config(void)
 {
     return clip_config("cond_stage_model.transformer.text_model.", 8, 2, 0, 1);
 }
 
-/* sd2/README.md: OpenCLIP 32 wide, 3 layers, penultimate + ln_final. */
+/* tests/data/README.md#tiny-sd2: OpenCLIP 32 wide, 3 layers, penultimate + ln_final. */
 static fm_text_config sd2_config(void) { return openclip_config("cond_stage_model.model.", 3, 1); }
 
-/* sdxl/README.md: CLIP-L style (3 layers) and bigG style (2 layers), both
+/* tests/data/README.md#tiny-sdxl: CLIP-L style (3 layers) and bigG style (2 layers), both
  * penultimate without a final LN; bigG gives the pooled vector. */
 static fm_model_config sdxl_config(void)
 {

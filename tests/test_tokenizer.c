@@ -1,7 +1,7 @@
 /* CLIP tokenizer and A1111 prompt weighting against the goldens made with
  * openai/CLIP + ftfy 6.3.1 and A1111's prompt_parser.py
  * (tests/data/tokenizer.tsv, tokenizer_sd2.tsv, prompt_attention.tsv; see
- * ../shared/golden/TOKENIZER.md). */
+ * tests/data/README.md#tokenizer). */
 #include "tests/testutil.h"
 
 #include <cjson/cJSON.h>
@@ -172,7 +172,7 @@ static void test_tokenizer_sd2(void **state)
                      359);
 }
 
-/* TOKENIZER.md §4.3 examples */
+/* tests/data/README.md#bpe examples */
 static void test_encode_examples(void **state)
 {
     (void)state;

@@ -6,7 +6,7 @@
 
 #define TOL 1e-4
 
-/* Configurations as documented in the golden READMEs (fmimage.config). */
+/* Configurations as documented in tests/data/README.md (fmimage.config). */
 static fm_unet_config base_config(void)
 {
     fm_unet_config c;
@@ -220,7 +220,7 @@ static void test_sd2_vprobe(void **state)
     fm_unet_config c = tiny_sd2_config();
     double score = 0;
     run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "vprobe.", "-", "-", 1, &score);
-    /* sd2/README.md: score = mean(out - x) = -1.96633245 -> "v" (< -1) */
+    /* tests/data/README.md#tiny-sd2: score = mean(out - x) = -1.96633245 -> "v" (< -1) */
     fm_safetensors cases;
     tu_open(&cases, "tests/data/sd2-cases.safetensors");
     float *ref = tu_f32(&cases, "vprobe.score", NULL);

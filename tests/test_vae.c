@@ -8,7 +8,7 @@
 
 #define TOL 1e-4
 
-/* The "vae" configs of the golden READMEs (fmimage.config of each file). */
+/* The "vae" configs of tests/data/README.md (fmimage.config of each file). */
 static void tiny_config(fm_vae_config *cfg, float scale_factor)
 {
     memset(cfg, 0, sizeof *cfg);

@@ -4,7 +4,7 @@
  * BREAK), then tokenized piece by piece and laid out in 75-token chunks as
  * A1111's FrozenCLIPEmbedderWithCustomWords.tokenize_line does with its
  * default settings (emphasis "Original", comma_padding_backtrack 20; no
- * textual-inversion embeddings). See ../shared/golden/TOKENIZER.md §7. */
+ * textual-inversion embeddings). See tests/data/README.md#prompt-weighting. */
 #ifndef FM_PROMPT_H
 #define FM_PROMPT_H
 

@@ -5,8 +5,8 @@
  *   text = whitespace_clean(text)      # \s+ -> ' ', strip
  *   text = text.lower()
  *
- * with ftfy 6.3.1's default passes. Section numbers refer to
- * ../shared/golden/TOKENIZER.md. Unicode properties come from utf8proc. */
+ * with ftfy 6.3.1's default passes, in the order
+ * tests/data/README.md#text-cleaning lists. Unicode properties come from utf8proc. */
 #include "textenc/text_clean.h"
 
 #include <stdlib.h>

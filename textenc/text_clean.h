@@ -1,6 +1,6 @@
 /* text_clean: CLIP's text cleaning (openai/CLIP SimpleTokenizer.encode):
  * ftfy.fix_text, html.unescape twice, whitespace collapse, lower case, as
- * ../shared/golden/TOKENIZER.md §2 describes. Works on arrays of Unicode code
+ * tests/data/README.md#text-cleaning describes. Works on arrays of Unicode code
  * points. Internal to textenc. */
 #ifndef FM_TEXT_CLEAN_H
 #define FM_TEXT_CLEAN_H

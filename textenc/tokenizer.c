@@ -1,6 +1,6 @@
 /* tokenizer: CLIP byte-level BPE (openai/CLIP simple_tokenizer.py). Cleaning
  * lives in text_clean.c; this file holds the vocabulary, the pre-tokenizer
- * and the merge loop. Section numbers refer to ../shared/golden/TOKENIZER.md. */
+ * and the merge loop. The steps are those of tests/data/README.md#bpe. */
 #include "textenc/tokenizer.h"
 
 #include <stdlib.h>
@@ -15,7 +15,7 @@ extern const unsigned char fm_clip_bpe_gz[];
 extern const unsigned char fm_clip_bpe_gz_end[];
 
 enum {
-    N_MERGES = 48894, /* 49152 - 256 - 2: the merges CLIP uses (§4.2) */
+    N_MERGES = 48894, /* 49152 - 256 - 2: the merges CLIP uses */
     FIRST_MERGE_ID = 512,
     PAIR_SLOTS = 1 << 17, /* open addressing, load < 0.4 */
 };
@@ -26,13 +26,13 @@ typedef struct {
 } pair_slot;
 
 struct fm_tokenizer {
-    uint8_t byte_id[256]; /* byte -> id of its symbol (ids 0..255, §4.2) */
+    uint8_t byte_id[256]; /* byte -> id of its symbol (ids 0..255) */
     pair_slot *pairs;     /* (left id, right id) -> merged id; rank = id - 512 */
 };
 
 /* ---- vocabulary ----------------------------------------------------------- */
 
-/* bytes_to_unicode (§4.1): the printable bytes keep their code point, the
+/* bytes_to_unicode: the printable bytes keep their code point, the
  * other 68 get U+0100.. in byte order. */
 static int byte_is_printable(int b)
 {
@@ -173,7 +173,7 @@ static char *inflate_merges(size_t *len_out)
     return buf;
 }
 
-/* Reads the merges into the pair table (§4.2). Returns 0 or -1 (memory or a
+/* Reads the merges into the pair table. Returns 0 or -1 (memory or a
  * damaged asset). */
 static int build_merges(fm_tokenizer *tok)
 {
@@ -249,7 +249,7 @@ void fm_tokenizer_free(fm_tokenizer *tok)
     free(tok);
 }
 
-/* ---- BPE of one pre-token (§4.3) ------------------------------------------------ */
+/* ---- BPE of one pre-token ------------------------------------------------------- */
 
 typedef struct {
     int32_t rank; /* of the pair (sym[pos], sym[next[pos]]) when pushed */
@@ -401,7 +401,7 @@ static int bpe_word(const fm_tokenizer *tok, scratch *s, const unsigned char *b,
     return 0;
 }
 
-/* ---- pre-tokenizer (§3) ------------------------------------------------------------ */
+/* ---- pre-tokenizer ----------------------------------------------------------------- */
 
 enum { CH_OTHER, CH_LETTER, CH_NUMBER, CH_NONE };
 

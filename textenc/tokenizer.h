@@ -1,5 +1,5 @@
 /* tokenizer: the CLIP byte-level BPE tokenizer (openai/CLIP
- * simple_tokenizer.py, the reference of ../shared/golden/TOKENIZER.md):
+ * simple_tokenizer.py, the reference of tests/data/README.md#tokenizer):
  * ftfy-style cleaning, HTML unescaping, whitespace collapse, lower case,
  * CLIP's pre-tokenizer and BPE with the 48894 merges of
  * bpe_simple_vocab_16e6.txt.gz, which is embedded in the library (nothing is

@@ -4,7 +4,7 @@
  * Sequentials, index for index, so tensor names and traces use upstream
  * indices (diffusers' DecoderTiny is the same list shifted by one).
  *
- * Conventions (golden/TAESD.md): latents are in U-Net space (no
+ * Conventions (tests/data/README.md#taesd): latents are in U-Net space (no
  * scale_factor), images in [0, 1], the decoder output is not clamped. */
 #include "kernels/kernels.h"
 #include "vae/vae.h"

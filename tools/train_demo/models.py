@@ -2,7 +2,7 @@
 
 Written from CompVis/stable-diffusion (openaimodel.py, attention.py, model.py,
 autoencoder.py) and HF modeling_clip.py; the conventions the C code implements
-are in /work/shared/golden/TINY-SD1.md. state_dict() of `SD1` gives the
+are in tests/data/README.md#tiny-sd1. state_dict() of `SD1` gives the
 single-file names (model.diffusion_model.*, first_stage_model.*,
 cond_stage_model.transformer.text_model.*).
 """

@@ -4,14 +4,14 @@
 
 Loads assets/demo/fmimage-demo.safetensors (F16 weights widened to float64:
 the reference is computed in float64, like the goldens) and runs A1111-style
-txt2img (TINY-SD1.md section 3) twice:
+txt2img (tests/data/README.md#a1111-txt2img) twice:
 
   run    prompt                               seed steps cfg sampler   schedule
   ref    "a red circle on a blue background"    42   10  5.0 euler     normal
   ref2   "a yellow star above a purple square"   7   20  5.0 dpmpp_2m  karras  (the model's defaults)
 
 Both with negative prompt "" and A1111 "NV" Philox noise (sampling.philox_randn,
-bit-exact with golden/rng.safetensors). Stored, F32 unless noted (P = run):
+bit-exact with tests/data/rng.safetensors). Stored, F32 unless noted (P = run):
   P.tokens_cond, P.tokens_uncond  I32 [1,77]
   P.cond, P.uncond                [1,77,32]  last_hidden_state
   P.noise                         [1,4,16,16] Philox noise (x.0 = noise * sigmas[0])

@@ -1,6 +1,6 @@
 """k-diffusion style sampling of an SD1 module (A1111 txt2img conventions).
 
-Follows /work/shared/golden/TINY-SD1.md section 3 and SAMPLERS.md 1.1:
+Follows tests/data/README.md#a1111-txt2img and #rng (Philox):
 CompVisDenoiser (c_in, c_out = -sigma, fractional t from log-sigma
 interpolation), CFG on the batch [cond; uncond], Euler and DPM++ 2M, normal
 and Karras schedules, A1111 "NV" Philox noise.
