@@ -149,6 +149,11 @@ static int png_chunk_past_end(const uint8_t *d, size_t n)
 
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
+    fm_error_clear(err);
+    if (!path || !width || !height) {
+        fm_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
+        return NULL;
+    }
     size_t len;
     unsigned char *data = read_file(path, &len, err);
     if (!data) return NULL;

@@ -202,6 +202,13 @@ int fm_scheduler_find(const char *comfy_name);
 int fm_sampler_is_noisy(fm_sampler_id s);
 /* A1111's "Automatic" schedule type of the sampler (its table). */
 fm_scheduler_id fm_sampler_default_scheduler(fm_sampler_id s);
+/* The pair a caller's sampler and scheduler names mean, as A1111's
+ * get_sampler_and_scheduler decides it: a scheduler suffix of the sampler
+ * label wins ("DPM++ 2M Karras"), then the scheduler name; a NULL, "" or
+ * "automatic" scheduler is the sampler's fm_sampler_default_scheduler.
+ * Returns 0, or FM_EUSAGE with err set for an unknown name. */
+int fm_sampler_pair(const char *sampler, const char *scheduler, fm_sampler_id *sampler_out,
+                    fm_scheduler_id *scheduler_out, fm_error *err);
 /* Schedule computed for steps + 1, next-to-last sigma dropped. */
 int fm_sampler_discards_penultimate_sigma(fm_sampler_id s);
 
