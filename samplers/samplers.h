@@ -171,7 +171,8 @@ int fm_rng_noise(void *rng, float *out, size_t n, fm_error *err);
  * and k-diffusion use noise * sigmas[0] (img2img: init + noise * sigmas[0]);
  * ComfyUI uses noise * sqrt(1 + sigmas[0]^2) when sigmas[0] is sigma_max.
  * The noisy samplers draw one tensor per step with sigmas[i+1] > 0
- * (dpmpp_sde two), the first after the initial noise: with fm_rng_noise on
+ * (dpmpp_sde two; dpm_2_ancestral one per step whose sigma_down != 0, as
+ * k-diffusion), the first after the initial noise: with fm_rng_noise on
  * the image's generator that is A1111's sequence. dpmpp_2m_sde and dpmpp_sde
  * default to a Brownian tree in k-diffusion/ComfyUI; that noise is not
  * reproduced (golden/SAMPLERS.md 3.3). */
