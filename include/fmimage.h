@@ -169,7 +169,9 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 
 /* ---- output ---- */
 /* A1111 infotext ("parameters" chunk) for the image made with p by model.
- * model_hash: 10 hex digits or NULL. Returns a malloc'd string. */
+ * model_hash: 10 hex digits or NULL. Returns a malloc'd string, or NULL
+ * (FM_EUSAGE) for a prompt, sampler or scheduler fm_params_check refuses.
+ * Sampler and Schedule type are A1111's labels of the pair used. */
 char *fm_infotext(const fm_model *model, const fm_params *p, const char *model_name,
                   const char *model_hash, fm_error *err);
 /* Writes an 8-bit RGB PNG with an iTXt "parameters" chunk (if non-NULL),
