@@ -1,4 +1,5 @@
-# fmimage build. Every module folder's *.c goes into libfmimage.a; every
+# fmimage build. Every module folder's *.c goes into libfmimage.a and
+# libfmimage.so (SONAME libfmimage.so.0; the objects are -fPIC); every
 # tests/test_*.c is one cmocka program; every tools/*.c is one program.
 # New files need no Makefile edit.
 #
@@ -44,6 +45,12 @@ LIB_EXTRA_OBJ :=
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(MODULES)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_EXTRA_OBJ)
 LIB      := $(BUILD)/libfmimage.a
+# The shared library: libfmimage.so.0 is its SONAME (the ABI, 0 while the
+# version is 0.x), libfmimage.so.$(FM_VERSION) the file, libfmimage.so the
+# name -lfmimage finds.
+FM_VERSION := $(shell sed -n 's/^\#define FM_VERSION "\(.*\)"/\1/p' include/fmimage.h)
+SONAME   := libfmimage.so.0
+SOLIB    := $(BUILD)/libfmimage.so.$(FM_VERSION)
 CLI_SRC  := $(wildcard cli/*.c)
 BIN      := $(BUILD)/fmimage
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -53,16 +60,28 @@ TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 
 .PHONY: all test sanitize install clean demo demo-model bench tools
 .SECONDARY:
-all: $(LIB) $(BIN) $(TOOLS)
+all: $(LIB) $(SOLIB) $(BIN) $(TOOLS)
 	@ln -sf $(BUILD)/fmimage fmimage 2>/dev/null || true
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# Position-independent, so the same objects make both libraries (rebuilt
+# when this file changes: a tree built before -fPIC cannot link the .so).
+$(LIB_OBJ): CFLAGS += -fPIC
+$(LIB_OBJ): Makefile
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# -z defs: every dependency is recorded (NEEDED), so a program links with
+# plain `pkg-config --libs fmimage`.
+$(SOLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	ln -sf $(notdir $@) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libfmimage.so
 
 $(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -89,9 +108,13 @@ install: all
 	           $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/fmimage
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fmimage
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libfmimage.a
+	install -m 755 $(SOLIB) $(DESTDIR)$(PREFIX)/lib/$(notdir $(SOLIB))
+	ln -sf $(notdir $(SOLIB)) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libfmimage.so
 	install -m 644 include/fmimage.h $(DESTDIR)$(PREFIX)/include/fmimage.h
 	cp -r assets/. $(DESTDIR)$(PREFIX)/share/fmimage/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@PKGS@|$(PKGS)|g' fmimage.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fmimage.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@PKGS@|$(PKGS)|g' -e 's|@VERSION@|$(FM_VERSION)|g' \
+	    fmimage.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fmimage.pc
 
 # The demo: install what is missing, build, draw one image with the shipped
 # model (the tiny golden model until the demo model exists).

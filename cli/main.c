@@ -19,6 +19,7 @@
 #include "output.h"
 #include "progress.h"
 #include "promptfile.h"
+#include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
 
@@ -101,8 +102,26 @@ typedef struct run {
     cli_progress progress;
 } run;
 
+/* The job's sampler and scheduler as ComfyUI names in p (which holds the
+ * family's pair). As in A1111, a label's scheduler suffix ("DPM++ 2M
+ * Karras") wins, and an A1111 label or alias without a scheduler ("Euler
+ * a") gets the sampler's own schedule ("Automatic": Uniform for Euler a).
+ * A plain ComfyUI name ("euler") without one keeps the family's scheduler:
+ * ComfyUI always names both. */
+static int job_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
+{
+    if (!scheduler) scheduler = sampler && fm_sampler_find(sampler) < 0 ? "automatic" : p->scheduler;
+    fm_sampler_id s;
+    fm_scheduler_id sch;
+    int rc = fm_sampler_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
+    if (rc) return rc;
+    snprintf(p->sampler, sizeof p->sampler, "%s", fm_sampler_name(s));
+    snprintf(p->scheduler, sizeof p->scheduler, "%s", fm_scheduler_name(sch));
+    return 0;
+}
+
 /* fm_params for a job: the model's defaults, then the command line, then
- * what the line sets. Sampler labels may imply a scheduler ("DPM++ 2M Karras"). */
+ * what the line sets. */
 static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, fm_error *err)
 {
     const cli_options *o = r->o;
@@ -125,12 +144,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->memory_limit = o->memory_limit;
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
-    if (sampler) {
-        char implied[32];
-        if (fm_sampler_resolve(sampler, p->sampler, implied, err)) return err->code;
-        if (implied[0] && !scheduler) snprintf(p->scheduler, sizeof p->scheduler, "%s", implied);
-    }
-    if (scheduler && fm_scheduler_resolve(scheduler, p->scheduler, err)) return err->code;
+    if (job_sampler(p, sampler, scheduler, err)) return err->code;
     const char *init = l && l->init_image ? l->init_image : o->init_image;
     if (init) {
         *init_rgb = fm_image_read(init, &p->init_width, &p->init_height, err);

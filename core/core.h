@@ -9,9 +9,12 @@
 
 /* Set err (if non-NULL) to code and a printf-formatted message; returns code,
  * so `return fm_fail(err, FM_EINPUT, "%s: truncated", path);` reads well.
- * An error already set is kept (the first cause wins). */
+ * An error already set during this call is kept (the first cause wins) and
+ * its code returned. Every public call clears err on entry
+ * (fm_error_clear), so no message outlives the call that set it. */
 int fm_fail(fm_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void fm_error_clear(fm_error *err);
 /* Prefix an already-set message with "what: " (e.g. a file name). */
 void fm_error_prefix(fm_error *err, const char *what);
 

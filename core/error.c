@@ -4,10 +4,22 @@
 #include <stdio.h>
 #include <string.h>
 
+void fm_error_clear(fm_error *err)
+{
+    if (err) {
+        err->code = FM_OK;
+        err->msg[0] = 0;
+    }
+}
+
 int fm_fail(fm_error *err, int code, const char *fmt, ...)
 {
-    if (!err || err->code != FM_OK)
+    if (!err)
         return code;
+    /* The cause set first in this call is kept; returning its code keeps
+     * the code a caller passes on and the message it prints together. */
+    if (err->code != FM_OK)
+        return err->code;
     err->code = code;
     va_list ap;
     va_start(ap, fmt);

@@ -13,6 +13,23 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_NO_STDIO
+/* stb's asserts would abort the process, and the library never does. Each
+ * one states an invariant of stb's own decoders for what we ask of them
+ * (PNG and JPEG, 8 bits, req_comp 3), not a property of the input:
+ * req_comp in 1..4 and every (img_n, req_comp) conversion (we pass 3, PNG
+ * and JPEG give 1..4 channels); bits per channel 8 or 16 (what the two
+ * loaders set); a PNG's output channels img_n or img_n + 1, and 2 or 4 when
+ * a tRNS colour key adds alpha (only grey and RGB may have one: stb refuses
+ * "tRNS with alpha"); bit depth 1 in the last branch (IHDR accepts 1, 2, 4,
+ * 8, 16 only); zlib code lengths <= 16 (the code-length alphabet is 0..15);
+ * a JPEG Huffman symbol's code matching its length (stbi__build_huffman
+ * refuses over-full code lengths, and the symbol index is range-checked
+ * just before); the iPhone CgBI path runs only after
+ * stbi_set_unpremultiply_on_load / stbi_convert_iphone_png_to_rgb, which we
+ * never call. So they compile to nothing (sizeof: never evaluated, no
+ * unused-variable warnings); tests/test_api.c checks that the library holds
+ * no call to __assert_fail, abort or exit. */
+#define STBI_ASSERT(x) ((void)sizeof(x))
 /* stb's own limit stays at its default (2^24) so that stbi_info reports a
  * huge size and the message below can name it; MAX_SIDE is checked before
  * anything is decoded. */
@@ -149,6 +166,11 @@ static int png_chunk_past_end(const uint8_t *d, size_t n)
 
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
+    fm_error_clear(err);
+    if (!path || !width || !height) {
+        fm_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
+        return NULL;
+    }
     size_t len;
     unsigned char *data = read_file(path, &len, err);
     if (!data) return NULL;

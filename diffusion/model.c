@@ -58,6 +58,11 @@ int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
 
 fm_model *fm_model_load(const char *path, fm_error *err)
 {
+    fm_error_clear(err);
+    if (!path) {
+        fm_fail(err, FM_EUSAGE, "--model: no path given");
+        return NULL;
+    }
     fm_model *m = calloc(1, sizeof *m);
     if (!m) {
         fm_fail(err, FM_EINPUT, "out of memory");
@@ -117,6 +122,11 @@ int fm_model_latent_factor(const fm_model *m) { return m->cfg.vae.latent_factor;
 
 char *fm_model_describe(fm_model *m, fm_error *err)
 {
+    fm_error_clear(err);
+    if (!m) {
+        fm_fail(err, FM_EUSAGE, "fm_model_describe: no model");
+        return NULL;
+    }
     char *cfg = fm_config_describe(&m->cfg, &m->st);
     if (!cfg) {
         fm_fail(err, FM_EINPUT, "out of memory");
@@ -136,6 +146,11 @@ char *fm_model_describe(fm_model *m, fm_error *err)
 
 int fm_tokenize(const fm_model *m, const char *text, int32_t ids[77], fm_error *err)
 {
+    fm_error_clear(err);
+    if (!text || !ids) {
+        fm_fail(err, FM_EUSAGE, "fm_tokenize: no text or no ids");
+        return -1;
+    }
     fm_tokenizer *own = NULL;
     const fm_tokenizer *tok = m ? m->tokenizer : (own = fm_tokenizer_new(err));
     if (!tok) return -1;

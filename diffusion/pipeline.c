@@ -39,30 +39,49 @@ static int check_side(const char *opt, int v, int factor, fm_error *err)
     return 0;
 }
 
-int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
+/* p's sampler and scheduler as ids. Both names sit in the caller's fixed
+ * arrays: one with no NUL inside its array is refused, never read past. */
+static int param_names(const fm_params *p, fm_sampler_id *s, fm_scheduler_id *sch, fm_error *err)
 {
-    int factor = m->cfg.vae.latent_factor;
-    if (p->taesd_path && factor < 8) factor = 8;
-    if (check_side("--width", p->width, factor, err) || check_side("--height", p->height, factor, err))
-        return FM_EUSAGE;
+    if (!memchr(p->sampler, 0, sizeof p->sampler))
+        return fm_fail(err, FM_EUSAGE, "--sampler: not a string of at most %zu bytes", sizeof p->sampler - 1);
+    if (!memchr(p->scheduler, 0, sizeof p->scheduler))
+        return fm_fail(err, FM_EUSAGE, "--scheduler: not a string of at most %zu bytes", sizeof p->scheduler - 1);
+    return fm_sampler_pair(p->sampler, p->scheduler, s, sch, err);
+}
+
+/* fm_params_check, also giving the sampler and scheduler it resolved. Every
+ * check runs in turn; the first failure is the answer. */
+static int check_params(const fm_model *m, const fm_params *p, fm_sampler_id *s, fm_scheduler_id *sch,
+                        fm_error *err)
+{
+    if (!m || !p) return fm_fail(err, FM_EUSAGE, "fm_params_check: no model or no parameters");
+    int factor = m->cfg.vae.latent_factor, rc;
+    /* TAESD's decoder always upsamples by 8: any other factor would decode
+     * a latent into an image of another size than the one asked for. */
+    if (p->taesd_path && factor != 8)
+        return fm_fail(err, FM_EUSAGE, "--taesd: TAESD decodes by 8, this model's latent factor is %d", factor);
+    if ((rc = check_side("--width", p->width, factor, err)) || (rc = check_side("--height", p->height, factor, err)))
+        return rc;
     if (p->steps < 1 || p->steps > 1000) return fm_fail(err, FM_EUSAGE, "--steps: %d is not in 1..1000", p->steps);
     if (!isfinite(p->cfg)) return fm_fail(err, FM_EUSAGE, "--cfg: must be a finite number");
     if (p->seed > 0xffffffffu) return fm_fail(err, FM_EUSAGE, "--seed: over 4294967295");
     if (p->clip_skip < 1) return fm_fail(err, FM_EUSAGE, "--clip-skip: must be at least 1");
-    if (fm_sampler_find(p->sampler) < 0) {
-        char s[32], sch[32];
-        return fm_sampler_resolve(p->sampler, s, sch, err);
-    }
-    if (fm_scheduler_find(p->scheduler) < 0) {
-        char s[32];
-        return fm_scheduler_resolve(p->scheduler, s, err);
-    }
+    if ((rc = param_names(p, s, sch, err))) return rc;
     if (p->init_rgb && !(p->strength > 0 && p->strength <= 1))
         return fm_fail(err, FM_EUSAGE, "--strength: must be in (0,1]");
     if (p->init_rgb && (p->init_width <= 0 || p->init_height <= 0))
         return fm_fail(err, FM_EUSAGE, "--init-image: empty image");
     if (!p->prompt) return fm_fail(err, FM_EUSAGE, "prompt: missing");
     return 0;
+}
+
+int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
+{
+    fm_error_clear(err);
+    fm_sampler_id s;
+    fm_scheduler_id sch;
+    return check_params(m, p, &s, &sch, err);
 }
 
 /* ---- conditioning ---- */
@@ -226,11 +245,14 @@ static uint8_t to_u8(float v)
     return (uint8_t)rintf(v * 255.0f);
 }
 
-/* Decodes latent x [c][lh][lw] into rgb [H][W][3]. */
-static int decode_latent(fm_model *m, const fm_params *p, const float *x, int lh, int lw, uint8_t *rgb, fm_error *err)
+/* Decodes latent x [c][lh][lw] (n floats) into rgb [H][W][3]. */
+static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t n, int lh, int lw, uint8_t *rgb,
+                         fm_error *err)
 {
     int W = p->width, H = p->height;
     size_t px = (size_t)W * H, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
+    if (lat > n) return fm_fail(err, FM_EINPUT, "decode: the VAE takes %d latent channels, the U-Net gives fewer",
+                                m->cfg.vae.embed_dim);
     float *img = malloc(sizeof(float) * 3 * px);
     if (!img) return fm_fail(err, FM_EINPUT, "out of memory for a %dx%d image", W, H);
     int rc = 0, taesd = p->taesd_path != NULL;
@@ -243,7 +265,10 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, int lh
             else if (!fm_taesd_has_decoder(m->taesd))
                 rc = fm_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
         }
-        if (!rc) rc = fm_taesd_decode(m->taesd, img, x, lh, lw, err);
+        if (!rc && fm_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
+            rc = fm_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
+                         fm_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
+        if (!rc) rc = fm_taesd_decode(m->taesd, img, 3 * px, x, n, lh, lw, err);
     } else {
         fm_vae_tiling tiling;
         fm_vae_tiling_default(&tiling);
@@ -295,13 +320,13 @@ static void use_precision(fm_model *m, fm_precision requested)
 /* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f]. */
 int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 {
-    int rc = fm_params_check(m, p, err);
+    fm_sampler_id sampler;
+    fm_scheduler_id sched;
+    int rc = check_params(m, p, &sampler, &sched, err);
     if (rc) return rc;
     use_precision(m, p->precision);
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
     size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
-    fm_sampler_id sampler = (fm_sampler_id)fm_sampler_find(p->sampler);
-    fm_scheduler_id sched = (fm_scheduler_id)fm_scheduler_find(p->scheduler);
     conds c = {0};
     denoiser d = {0};
     float *init = NULL;
@@ -348,13 +373,16 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
 {
+    fm_error_clear(err);
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
+    if (!rgb) return fm_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
-    float *x = malloc(sizeof(float) * (size_t)m->cfg.unet.in_channels * lh * lw);
+    size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
+    float *x = malloc(sizeof(float) * n);
     if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
     rc = fm_sample_latent(m, p, x, err);
-    if (!rc) rc = decode_latent(m, p, x, lh, lw, rgb, err);
+    if (!rc) rc = decode_latent(m, p, x, n, lh, lw, rgb, err);
     free(x);
     return rc;
 }
@@ -363,11 +391,18 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
                   fm_error *err)
 {
     (void)m;
-    int s = fm_sampler_find(p->sampler), sch = fm_scheduler_find(p->scheduler);
+    fm_error_clear(err);
+    fm_sampler_id s;
+    fm_scheduler_id sch;
+    if (!p || !p->prompt) {
+        fm_fail(err, FM_EUSAGE, "prompt: missing");
+        return NULL;
+    }
+    if (param_names(p, &s, &sch, err)) return NULL;
     fm_infotext_fields f = {
         .prompt = p->prompt, .negative = p->negative, .steps = p->steps,
-        .sampler_label = s >= 0 ? fm_sampler_label((fm_sampler_id)s) : p->sampler,
-        .schedule_label = sch >= 0 ? fm_scheduler_label((fm_scheduler_id)sch) : p->scheduler,
+        .sampler_label = fm_sampler_label(s),
+        .schedule_label = fm_scheduler_label(sch),
         .cfg = p->cfg, .seed = p->seed, .width = p->width, .height = p->height,
         .model_hash = model_hash, .model_name = model_name,
         .denoising_strength = p->init_rgb ? p->strength : -1.0f, .clip_skip = p->clip_skip,

@@ -62,6 +62,8 @@ static int write_png_stream(FILE *f, const uint8_t *rgb, int width, int height,
 int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
                  const char *parameters, fm_error *err)
 {
+    fm_error_clear(err);
+    if (!path || !rgb) return fm_fail(err, FM_EUSAGE, "fm_png_write: no path or no image");
     if (width <= 0 || height <= 0)
         return fm_fail(err, FM_EINPUT, "%s: empty image", path);
     FILE *f = fopen(path, "wb");

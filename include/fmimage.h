@@ -4,7 +4,26 @@
  * come from the model), generate into an RGB8 buffer, write a PNG with A1111
  * metadata, free. Errors are values: every call that can fail takes an
  * fm_error* and returns non-zero (or NULL) with err->code and err->msg set.
- * The library never prints and never exits.
+ * Each such call clears *err on entry, so one fm_error may be reused: after
+ * a call it holds that call's outcome only (FM_OK and "" on success). err
+ * may be NULL. The library never prints, never exits and never aborts.
+ *
+ * Threads: an fm_model is not locked. fm_generate changes its model (U-Net
+ * and VAE precision, activation workspaces, the cached TAESD decoder), so
+ * one model serves one fm_generate at a time, and no other call may use it
+ * meanwhile except those taking a const fm_model* (they read only what
+ * fm_model_load set). Different models may be loaded, used and freed in
+ * different threads at the same time; the library keeps no mutable global
+ * state of its own (the CPU feature probes are atomics written once;
+ * libcjson's parser, reading a safetensors header, stores a process-wide
+ * error position that fmimage never reads).
+ * Calls without a model (fm_sampler_resolve, fm_scheduler_resolve,
+ * fm_sampler_list, fm_family_name, fm_image_read, fm_png_write,
+ * fm_tokenize with NULL) may run in any thread at any time. fm_params and
+ * the buffers it points to are only read, and may be shared. Each
+ * fm_generate computes with OpenMP threads started from its calling thread
+ * (omp_set_num_threads in that thread sets their number); the progress
+ * callback runs in the calling thread.
  *
  *   fm_error err = {0};
  *   fm_model *m = fm_model_load("v1-5.safetensors", &err);
@@ -76,7 +95,15 @@ typedef struct fm_params {
     int width, height;         /* pixels, multiples of the latent factor */
     int steps;                 /* 1..1000 */
     float cfg;                 /* 1 = no unconditional pass */
-    char sampler[32];          /* ComfyUI name or A1111 label */
+    /* ComfyUI name or A1111 label, case-insensitive ("dpmpp_2m", "Euler a",
+     * "DPM++ 2M Karras"); a label's scheduler suffix wins over scheduler. */
+    char sampler[32];
+    /* ComfyUI name or A1111 label ("karras", "Uniform"); "" or "automatic"
+     * (A1111's Automatic) is the sampler's own default, as A1111 picks it
+     * (Uniform for Euler a, Karras for DPM++ 2M, Exponential for DPM++ 2M
+     * SDE). fm_params_default fills the family's pair: after changing the
+     * sampler, set "" to get A1111's choice. Both arrays must hold a NUL
+     * (a name fills at most 31 bytes): the library reads no further. */
     char scheduler[32];
     uint64_t seed;             /* 0..2^32-1 */
     fm_rng_kind rng;
@@ -110,11 +137,14 @@ int fm_model_latent_factor(const fm_model *model);
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);
 /* Checks p against the model: sizes (positive multiples of the latent
- * factor, within limits), steps, cfg, sampler and scheduler names, strength.
- * FM_EUSAGE with "--width: why"-style messages. fm_generate checks too. */
+ * factor, within limits), steps, cfg, sampler and scheduler names (resolved
+ * here: labels are accepted as they are), strength, init image, prompt, and
+ * that a taesd_path goes with a model of latent factor 8 (TAESD decodes by
+ * 8). FM_EUSAGE with "--width: why"-style messages. fm_generate checks too. */
 int fm_params_check(const fm_model *model, const fm_params *p, fm_error *err);
-/* Writes width*height*3 bytes (RGB, row-major) to rgb. A prompt or
- * negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens is refused. */
+/* Writes width*height*3 bytes (RGB, row-major) to rgb, which must hold
+ * them. A prompt or negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens
+ * is refused. See "Threads" above for what may run alongside. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
 
 /* ---- text ---- */
@@ -139,7 +169,9 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 
 /* ---- output ---- */
 /* A1111 infotext ("parameters" chunk) for the image made with p by model.
- * model_hash: 10 hex digits or NULL. Returns a malloc'd string. */
+ * model_hash: 10 hex digits or NULL. Returns a malloc'd string, or NULL
+ * (FM_EUSAGE) for a prompt, sampler or scheduler fm_params_check refuses.
+ * Sampler and Schedule type are A1111's labels of the pair used. */
 char *fm_infotext(const fm_model *model, const fm_params *p, const char *model_name,
                   const char *model_hash, fm_error *err);
 /* Writes an 8-bit RGB PNG with an iTXt "parameters" chunk (if non-NULL),

@@ -7,6 +7,11 @@
 #include <string.h>
 #include <strings.h>
 
+/* a1111_default: the schedule A1111 (1.9+, sd_samplers_kdiffusion.py's
+ * 'scheduler' option) uses for the sampler when its schedule type is
+ * "Automatic": Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a, DPM2, DPM2 a;
+ * Exponential for DPM++ 2M SDE; none (its discrete schedule, "Uniform")
+ * for Euler, Euler a, Heun, LMS, LCM. */
 typedef struct sampler_info {
     const char *name, *label;
     fm_scheduler_id a1111_default;
@@ -17,8 +22,8 @@ static const sampler_info samplers[FM_SAMPLER_COUNT] = {
     [FM_SAMPLER_EULER] = {"euler", "Euler", FM_SCHED_NORMAL, 0, 0},
     [FM_SAMPLER_EULER_ANCESTRAL] = {"euler_ancestral", "Euler a", FM_SCHED_NORMAL, 1, 0},
     [FM_SAMPLER_HEUN] = {"heun", "Heun", FM_SCHED_NORMAL, 0, 0},
-    [FM_SAMPLER_DPM_2] = {"dpm_2", "DPM2", FM_SCHED_NORMAL, 0, 1},
-    [FM_SAMPLER_DPM_2_ANCESTRAL] = {"dpm_2_ancestral", "DPM2 a", FM_SCHED_NORMAL, 1, 1},
+    [FM_SAMPLER_DPM_2] = {"dpm_2", "DPM2", FM_SCHED_KARRAS, 0, 1},
+    [FM_SAMPLER_DPM_2_ANCESTRAL] = {"dpm_2_ancestral", "DPM2 a", FM_SCHED_KARRAS, 1, 1},
     [FM_SAMPLER_LMS] = {"lms", "LMS", FM_SCHED_NORMAL, 0, 0},
     [FM_SAMPLER_DPMPP_2M] = {"dpmpp_2m", "DPM++ 2M", FM_SCHED_KARRAS, 0, 0},
     [FM_SAMPLER_DPMPP_2S_ANCESTRAL] = {"dpmpp_2s_ancestral", "DPM++ 2S a", FM_SCHED_KARRAS, 1, 0},
@@ -197,6 +202,7 @@ static int split_scheduler_suffix(const char *name, int *sampler, int *sched)
 
 int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_out[32], fm_error *err)
 {
+    fm_error_clear(err);
     char buf[64];
     const char *n = name ? trimmed(name, buf, sizeof buf) : NULL;
     int sampler = n ? sampler_lookup(n) : -1, sched = -1;
@@ -221,6 +227,7 @@ int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_ou
 
 int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err)
 {
+    fm_error_clear(err);
     char buf[64];
     const char *n = name ? trimmed(name, buf, sizeof buf) : NULL;
     int sched = n ? scheduler_lookup(n) : -1;
@@ -234,5 +241,34 @@ int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err
                        name ? name : "(null)", valid);
     }
     copy_name(scheduler_out, schedulers[sched].name);
+    return 0;
+}
+
+/* "" or "automatic": A1111's schedule type that means the sampler's own. */
+static int is_automatic(const char *name)
+{
+    char buf[32];
+    const char *n = trimmed(name, buf, sizeof buf);
+    return n && (!n[0] || !strcasecmp(n, "automatic"));
+}
+
+int fm_sampler_pair(const char *sampler, const char *scheduler, fm_sampler_id *sampler_out,
+                    fm_scheduler_id *scheduler_out, fm_error *err)
+{
+    char s[32], implied[32], sch[32];
+    int rc = fm_sampler_resolve(sampler, s, implied, err);
+    if (rc) return rc;
+    *sampler_out = (fm_sampler_id)fm_sampler_find(s);
+    if (implied[0]) {
+        /* A1111's get_sampler_and_scheduler: the label's suffix wins. */
+        *scheduler_out = (fm_scheduler_id)fm_scheduler_find(implied);
+        return 0;
+    }
+    if (!scheduler || is_automatic(scheduler)) {
+        *scheduler_out = fm_sampler_default_scheduler(*sampler_out);
+        return 0;
+    }
+    if ((rc = fm_scheduler_resolve(scheduler, sch, err))) return rc;
+    *scheduler_out = (fm_scheduler_id)fm_scheduler_find(sch);
     return 0;
 }

@@ -73,7 +73,9 @@ int fm_sample_dpm_2(fm_run *r)
     return 0;
 }
 
-/* dpm_2 towards s_down, then x += noise s_noise s_up while s_{i+1} > 0 */
+/* Euler to 0 when s_down is 0; otherwise dpm_2 towards s_down, then x +=
+ * noise s_noise s_up. k-diffusion adds the noise in the DPM-2 branch only,
+ * so a step whose s_down is 0 while s_{i+1} > 0 (eta > 1) draws none. */
 int fm_sample_dpm_2_ancestral(fm_run *r)
 {
     float *noise = r->buf[0];
@@ -83,15 +85,13 @@ int fm_sample_dpm_2_ancestral(fm_run *r)
         if (rc)
             return rc;
         fm_ancestral_step(s, s_next, r->io->eta, &down, &up);
-        if (down == 0)
+        if (down == 0) {
             fm_euler_update(r->x, r->denoised, r->n, s, down);
-        else if ((rc = midpoint_step(r, s, down)))
-            return rc;
-        if (s_next > 0) {
-            if ((rc = fm_run_noise(r, noise)))
-                return rc;
-            fm_add_noise(r->x, noise, r->n, r->io->s_noise * up);
+            continue;
         }
+        if ((rc = midpoint_step(r, s, down)) || (rc = fm_run_noise(r, noise)))
+            return rc;
+        fm_add_noise(r->x, noise, r->n, r->io->s_noise * up);
     }
     return 0;
 }

@@ -173,7 +173,8 @@ int fm_rng_noise(void *rng, float *out, size_t n, fm_error *err);
  * and k-diffusion use noise * sigmas[0] (img2img: init + noise * sigmas[0]);
  * ComfyUI uses noise * sqrt(1 + sigmas[0]^2) when sigmas[0] is sigma_max.
  * The noisy samplers draw one tensor per step with sigmas[i+1] > 0
- * (dpmpp_sde two), the first after the initial noise: with fm_rng_noise on
+ * (dpmpp_sde two; dpm_2_ancestral one per step whose sigma_down != 0, as
+ * k-diffusion), the first after the initial noise: with fm_rng_noise on
  * the image's generator that is A1111's sequence. dpmpp_2m_sde and dpmpp_sde
  * default to a Brownian tree in k-diffusion/ComfyUI; that noise is not
  * reproduced (tests/data/README.md#sampler-update-rules). */
@@ -204,6 +205,13 @@ int fm_scheduler_find(const char *comfy_name);
 int fm_sampler_is_noisy(fm_sampler_id s);
 /* A1111's "Automatic" schedule type of the sampler (its table). */
 fm_scheduler_id fm_sampler_default_scheduler(fm_sampler_id s);
+/* The pair a caller's sampler and scheduler names mean, as A1111's
+ * get_sampler_and_scheduler decides it: a scheduler suffix of the sampler
+ * label wins ("DPM++ 2M Karras"), then the scheduler name; a NULL, "" or
+ * "automatic" scheduler is the sampler's fm_sampler_default_scheduler.
+ * Returns 0, or FM_EUSAGE with err set for an unknown name. */
+int fm_sampler_pair(const char *sampler, const char *scheduler, fm_sampler_id *sampler_out,
+                    fm_scheduler_id *scheduler_out, fm_error *err);
 /* Schedule computed for steps + 1, next-to-last sigma dropped. */
 int fm_sampler_discards_penultimate_sigma(fm_sampler_id s);
 

@@ -86,7 +86,8 @@ static float *decode(fm_taesd *t, const fm_safetensors *cases, const char *zname
     float *z = tu_f32(cases, zname, NULL);
     float *img = fm_alloc(sizeof(float) * 3 * 64 * (size_t)h * w);
     fm_error err = {0};
-    assert_int_equal(fm_taesd_decode(t, img, z, h, w, &err), 0);
+    assert_int_equal(fm_taesd_decode(t, img, (size_t)3 * 64 * h * w, z, (size_t)fm_taesd_latent_channels(t) * h * w, h,
+                                     w, &err), 0);
     fm_free(z);
     *H = 8 * h;
     *W = 8 * w;
@@ -147,7 +148,7 @@ static void test_encoder_and_round_trip(void **state)
     check(&fx->cases, "enc.scaled", scaled, 4 * 8 * 8);
     float *rt = fm_alloc(sizeof(float) * 3 * 64 * 64);
     fm_error err = {0};
-    assert_int_equal(fm_taesd_decode(fx->taesd, rt, z, 8, 8, &err), 0);
+    assert_int_equal(fm_taesd_decode(fx->taesd, rt, 3 * 64 * 64, z, 4 * 8 * 8, 8, 8, &err), 0);
     check(&fx->cases, "rt.out", rt, 3 * 64 * 64);
     fm_free(rt);
     fm_free(z);

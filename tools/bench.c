@@ -406,7 +406,8 @@ static int run_vae(void *p, fm_error *err)
 static int run_taesd(void *p, fm_error *err)
 {
     model_ctx *c = p;
-    return fm_taesd_decode(c->taesd, c->img, c->z, c->lh, c->lw, err);
+    return fm_taesd_decode(c->taesd, c->img, (size_t)3 * 64 * c->lh * c->lw, c->z, (size_t)4 * c->lh * c->lw, c->lh,
+                           c->lw, err);
 }
 
 static int run_generate(void *p, fm_error *err)

@@ -345,10 +345,19 @@ static int run_alloc(run *r, size_t floats, fm_error *err)
                    3 * floats * sizeof(float) >> 20);
 }
 
-int fm_taesd_decode(fm_taesd *t, float *img, const float *z, int h, int w, fm_error *err)
+int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+                    fm_error *err)
 {
     if (!t || !t->dec.present) return fm_fail(err, FM_EINPUT, "taesd: the file has no decoder");
     if (h < 1 || w < 1 || h > 8192 || w > 8192) return fm_fail(err, FM_EINPUT, "taesd decode: bad size %dx%d", w, h);
+    /* The sizes the caller's buffers must have, checked here where they are
+     * read and written: a latent of latent_ch x h x w in, 3 x 8h x 8w out. */
+    if ((size_t)t->latent_ch * h * w > z_len)
+        return fm_fail(err, FM_EINPUT, "taesd decode: a %dx%d latent of %d channels is more than the %zu values given",
+                       w, h, t->latent_ch, z_len);
+    if ((size_t)3 * 64 * h * w > img_len)
+        return fm_fail(err, FM_EINPUT, "taesd decode: a %dx%d image does not fit the %zu values given", 8 * w, 8 * h,
+                       img_len);
     run r = {0};
     if (run_alloc(&r, (size_t)TAESD_CH * 64 * h * w, err)) return FM_EINPUT;
     float *bufs[3] = {r.cur, r.t1, r.t2};

@@ -111,8 +111,11 @@ int fm_taesd_latent_channels(const fm_taesd *t);
 void fm_taesd_set_trace(fm_taesd *t, fm_vae_trace_fn fn, void *user);
 
 /* img [1][3][8h][8w] in [0, 1] (not clamped) from the U-Net-space latent
- * z [1][4][h][w]: no scale_factor division (TAESD's scale factor is 1). */
-int fm_taesd_decode(fm_taesd *t, float *img, const float *z, int h, int w, fm_error *err);
+ * z [1][latent_ch][h][w]: no scale_factor division (TAESD's scale factor is
+ * 1). img holds img_len floats and z z_len: sizes that do not fit them are
+ * refused (FM_EINPUT) before anything is read or written. */
+int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+                    fm_error *err);
 /* z [1][4][H/8][W/8] in U-Net space from img [1][3][H][W] in [0, 1]. */
 int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err);
 /* Upstream scale_latents: clamp(x / 6 + 0.5, 0, 1), only for storing

@@ -1,7 +1,7 @@
 /* The smallest program built on libfmimage: load a model, generate one
  * image, write it with its A1111 metadata. Built against the installed
- * pkg-config file by tests/test_install.c:
- *   cc fmimage_example.c $(pkg-config --cflags --libs --static fmimage) */
+ * pkg-config file by tests/test_install.c with the README's command:
+ *   cc fmimage_example.c -o example $(pkg-config --cflags --libs fmimage) */
 #include <fmimage.h>
 #include <stdio.h>
 #include <stdlib.h>
