@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,13 +22,10 @@
 
 #define MAX_LINE_ERRORS_SHOWN 20
 
+/* The number of the first SIGINT, SIGTERM or SIGHUP; 0 = none. */
 static volatile sig_atomic_t interrupted;
 
-static void on_sigint(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
+static void on_interrupt(int sig) { interrupted = sig; }
 
 static void report(const fm_error *err) { fprintf(stderr, "fmimage: %s\n", err->msg); }
 
@@ -60,11 +58,15 @@ static const char *find_demo_model(char *buf, size_t n)
     return NULL;
 }
 
-static uint64_t random_seed(void)
+#define MAX_SEED 4294967295u
+
+/* A random base seed such that base + n_jobs - 1 is still a seed. */
+static uint64_t random_seed(uint64_t n_jobs)
 {
     uint32_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint32_t)(cli_now() * 1e6);
-    return s;
+    uint64_t span = (uint64_t)MAX_SEED + 1 - (n_jobs > 1 ? n_jobs - 1 : 0);
+    return span ? s % span : 0;
 }
 
 /* The model name A1111 records: file name without directory and extension. */
@@ -160,6 +162,52 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     return s;
 }
 
+/* Images a prompt-file line (NULL: the command line) makes. A bad line
+ * holds the place of one. */
+static int line_images(const cli_options *o, const pf_line *l)
+{
+    return l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+}
+
+/* Seeds do not wrap: A1111 makes image k of seed S with seed S + k, also
+ * past 4294967295, where fmimage's seeds end, so a wrapped seed would
+ * silently repeat another image. A line whose own --seed runs past the end
+ * fails alone (exit 1 at the end); a base seed (--seed) that does is a usage
+ * error; a random base is drawn low enough. Returns 0 with *base set, or the
+ * exit code. */
+static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *bad, uint64_t *base)
+{
+    uint64_t j = 0, n_base = 0;
+    for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
+        pf_line *l = o->prompt_file ? &lines[li] : NULL;
+        uint64_t images = (uint64_t)line_images(o, l);
+        if (l && l->line_no > 0 && l->has_seed && l->seed + images - 1 > MAX_SEED) {
+            fprintf(stderr, "fmimage: %s:%d: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
+                    o->prompt_file, l->line_no, (unsigned long long)l->seed,
+                    (unsigned long long)(l->seed + images - 1), MAX_SEED);
+            int line_no = l->line_no;
+            pf_line_free(l);
+            l->line_no = -line_no;
+            images = 1;
+            ++*bad;
+        } else if (!(l && l->has_seed)) {
+            n_base = j + images;
+        }
+        j += images;
+    }
+    if (!o->has_seed) {
+        *base = random_seed(n_base);
+        return 0;
+    }
+    if (n_base && o->seed + n_base - 1 > MAX_SEED) {
+        fprintf(stderr, "fmimage: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
+                (unsigned long long)o->seed, (unsigned long long)(o->seed + n_base - 1), MAX_SEED);
+        return 2;
+    }
+    *base = o->seed;
+    return 0;
+}
+
 /* Makes one image. Returns 0, FM_EINPUT (counted, the batch goes on) or
  * FM_EINTERRUPT. */
 static int run_job(run *r, const job *jb)
@@ -206,13 +254,17 @@ static int run_job(run *r, const job *jb)
         cli_progress_start(&r->progress, file);
         p.progress = cli_progress_step;
         p.progress_user = &r->progress;
+        p.stage = cli_progress_stage;
+        p.stage_user = &r->progress;
         rc = fm_generate(r->model, &p, rgb, &err);
     }
     double seconds = cli_now() - t0;
     char *params = NULL, sha[65];
     if (!rc && o->metadata && !(params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err)))
         rc = err.code ? err.code : FM_EINPUT;
+    double t_write = cli_now();
     if (!rc) rc = out_write_png(path, rgb, p.width, p.height, params, !r->dir && !o->force, sha, &err);
+    if (!rc) cli_progress_stage(&r->progress, "write", cli_now() - t_write);
     if (!rc && r->dir) {
         char *line = manifest_line(r, jb, &p, file, sha, seconds);
         rc = line ? out_manifest_append(r->dir, line, &err) : fm_fail(&err, FM_EINPUT, "out of memory");
@@ -296,6 +348,13 @@ static int generate(const cli_options *o)
         lines = read_prompt_file(o->prompt_file, &n_lines, &bad);
         if (bad < 0) return 1;
     }
+    uint64_t base;
+    int rc = plan_seeds(o, lines, n_lines, &bad, &base);
+    if (rc) {
+        for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
+        free(lines);
+        return rc;
+    }
     if (!(r.model = fm_model_load(r.model_path, &err))) {
         report(&err);
         return 1;
@@ -310,14 +369,13 @@ static int generate(const cli_options *o)
     job probe = {0};
     fm_params p;
     uint8_t *init = NULL;
-    int rc = job_params(&r, &probe, &p, &init, &err);
+    rc = job_params(&r, &probe, &p, &init, &err);
     free(init);
     if (rc) {
         report(&err);
         fm_model_free(r.model);
         return rc == FM_EUSAGE ? 2 : 1;
     }
-    uint64_t base = o->has_seed ? o->seed : random_seed();
     if (!o->has_seed && !o->quiet) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     int single = !o->prompt_file && o->batch_count == 1;
     if (!single) {
@@ -331,18 +389,20 @@ static int generate(const cli_options *o)
         out_manifest_load(&r.manifest, r.dir);
     }
     r.progress.enabled = !o->quiet;
+    r.progress.verbose = o->verbose;
     r.progress.tty = isatty(2);
     r.progress.interrupted = &interrupted;
     r.failed = bad > 0;
     int j = 0, status = 0;
     for (int li = 0; li < (o->prompt_file ? n_lines : 1) && !status; li++) {
         const pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        int images = l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+        int images = line_images(o, l);
         for (int i = 0; i < images && !status; i++, j++) {
             if (j % o->shard_n != o->shard_k || (l && l->line_no < 0)) continue;
-            job jb = {.index = j, .line = l, .seed = (l && l->has_seed ? l->seed + i : base + (uint64_t)j) & 0xffffffffu};
+            if (interrupted) { status = 128 + interrupted; break; }
+            job jb = {.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
             rc = run_job(&r, &jb);
-            if (rc == FM_EINTERRUPT || interrupted) status = 130;
+            if (rc == FM_EINTERRUPT || interrupted) status = 128 + (interrupted ? interrupted : SIGINT);
             else if (rc) r.failed = 1;
         }
     }
@@ -394,6 +454,38 @@ static void prefer_passive_waiting(char **argv)
     /* exec failed: go on with spinning threads */
 }
 
+/* SIGINT, SIGTERM and SIGHUP ask the batch to stop: the image being made
+ * is dropped (its temporary file never outlives the write, output.c blocks
+ * these signals there), the finished ones and their manifest lines stay.
+ * A second signal of a kind ends the process at once, for a decode that
+ * would take long to reach the next check. */
+static void catch_interrupts(void)
+{
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+    }
+}
+
+/* -v's last line: the most memory the process held at once. */
+static void print_peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        fprintf(stderr, "fmimage: peak RSS %.1f MB\n", ru.ru_maxrss / 1024.0);
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
@@ -401,10 +493,6 @@ int main(int argc, char **argv)
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;
     if (o.threads) omp_set_num_threads(o.threads);
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     /* A file-size limit (ulimit -f) must become a write error that removes
      * the temporary file, not a kill that leaves it behind. */
     signal(SIGXFSZ, SIG_IGN);
@@ -414,7 +502,17 @@ int main(int argc, char **argv)
     case MODE_LIST_SAMPLERS: fputs(fm_sampler_list(), stdout); return 0;
     case MODE_INFO: return info(&o);
     case MODE_PRINT_TOKENS: return print_tokens(&o);
-    case MODE_GENERATE: return generate(&o);
+    case MODE_GENERATE:
+        catch_interrupts();
+        rc = generate(&o);
+        /* Exit 128 + the signal, as a shell reports a process the signal
+         * ended, for whichever stage it arrived in. */
+        if (interrupted) {
+            fprintf(stderr, "fmimage: interrupted by %s\n", signal_name(interrupted));
+            rc = 128 + interrupted;
+        }
+        if (o.verbose) print_peak_rss();
+        return rc;
     }
     return 0;
 }

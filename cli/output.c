@@ -72,6 +72,7 @@ int out_write_png(const char *path, const uint8_t *rgb, int width, int height,
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
     sigprocmask(SIG_BLOCK, &block, &old);
     int rc = fm_png_write(tmp, rgb, width, height, parameters, err);
     if (!rc && sha256_hex) rc = out_file_sha256(tmp, sha256_hex, err);
