@@ -45,7 +45,7 @@ void cli_print_help(void)
         "      --metadata a1111|none  PNG parameters chunk (default a1111)\n"
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
-        "  -v, --verbose            timings per stage\n"
+        "  -v, --verbose            timings per stage and step, peak memory at the end\n"
         "      --info               print the model's family, config and parameter counts\n"
         "      --print-tokens TEXT  print the 77 token ids\n"
         "      --list-samplers      print sampler and scheduler names\n"

@@ -363,6 +363,7 @@ static void test_verbose_stages(void **state)
     const char *te = strstr(o.err, ": text encode "), *s3 = strstr(o.err, ": step 3/3 "),
                *de = strstr(o.err, ": decode "), *wr = strstr(o.err, ": write "),
                *rss = strstr(o.err, "\nfmimage: peak RSS ");
+    assert_non_null(rss);
     assert_true(te < s3 && s3 < de && de < wr && wr < rss);
     double mb;
     char nl;
