@@ -25,7 +25,10 @@
 /* The number of the first SIGINT, SIGTERM or SIGHUP; 0 = none. */
 static volatile sig_atomic_t interrupted;
 
-static void on_interrupt(int sig) { interrupted = sig; }
+static void on_interrupt(int sig)
+{
+    if (!interrupted) interrupted = sig;
+}
 
 static void report(const fm_error *err) { fprintf(stderr, "fmimage: %s\n", err->msg); }
 
@@ -454,14 +457,15 @@ static void prefer_passive_waiting(char **argv)
     /* exec failed: go on with spinning threads */
 }
 
-/* SIGINT, SIGTERM and SIGHUP ask the batch to stop: the image being made
- * is dropped (its temporary file never outlives the write, output.c blocks
- * these signals there), the finished ones and their manifest lines stay.
- * A second signal of a kind ends the process at once, for a decode that
- * would take long to reach the next check. */
+/* SIGINT, SIGTERM and SIGHUP ask the run to stop. The handler only records
+ * the signal; the run looks at it at each sampler step and before each
+ * image, so the image being made is dropped, a PNG write is never cut short
+ * (no temporary file is left) and the finished images and their manifest
+ * lines stay. Later signals do no more: a second one that killed at once
+ * could land on an OpenMP worker thread while the main thread writes. */
 static void catch_interrupts(void)
 {
-    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESETHAND};
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

@@ -283,10 +283,11 @@ static int wait_for_file(const char *path, pid_t pid, double seconds)
     return 0;
 }
 
-static void interrupt_batch(int sig, const char *name)
+/* Sends sig (then `then`, if non-zero) to a batch in its second image. */
+static void interrupt_batch(int sig, const char *name, int then)
 {
     char dir[300], pf[400], out[400], png[500];
-    snprintf(dir, sizeof dir, "%s/signal-%s", root, name);
+    snprintf(dir, sizeof dir, "%s/signal-%s-%d", root, name, then);
     assert_int_equal(mkdir(dir, 0777), 0);
     snprintf(pf, sizeof pf, "%s/prompts.txt", dir);
     snprintf(out, sizeof out, "%s/out", dir);
@@ -303,6 +304,7 @@ static void interrupt_batch(int sig, const char *name)
     }
     usleep(200 * 1000); /* into the second image's 1000 steps */
     kill(pid, sig); /* the re-exec keeps the pid */
+    if (then) kill(pid, then);
     int code = cu_wait(pid);
     char err[4096];
     slurp_into(err_path, err, sizeof err);
@@ -321,9 +323,12 @@ static void interrupt_batch(int sig, const char *name)
 static void test_signals_exit_128_plus(void **state)
 {
     (void)state;
-    interrupt_batch(SIGTERM, "SIGTERM");
-    interrupt_batch(SIGHUP, "SIGHUP");
-    interrupt_batch(SIGINT, "SIGINT");
+    interrupt_batch(SIGTERM, "SIGTERM", 0);
+    interrupt_batch(SIGHUP, "SIGHUP", 0);
+    interrupt_batch(SIGINT, "SIGINT", 0);
+    /* a second signal changes nothing: the first one is reported */
+    interrupt_batch(SIGTERM, "SIGTERM", SIGINT);
+    interrupt_batch(SIGINT, "SIGINT", SIGINT);
 }
 
 /* ---- item 14: -v ---- */
