@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,12 +24,12 @@
 
 #define MAX_LINE_ERRORS_SHOWN 20
 
+/* The number of the first SIGINT, SIGTERM or SIGHUP; 0 = none. */
 static volatile sig_atomic_t interrupted;
 
-static void on_sigint(int sig)
+static void on_interrupt(int sig)
 {
-    (void)sig;
-    interrupted = 1;
+    if (!interrupted) interrupted = sig;
 }
 
 static void report(const fm_error *err) { fprintf(stderr, "fmimage: %s\n", err->msg); }
@@ -62,11 +63,15 @@ static const char *find_demo_model(char *buf, size_t n)
     return NULL;
 }
 
-static uint64_t random_seed(void)
+#define MAX_SEED 4294967295u
+
+/* A random base seed such that base + n_jobs - 1 is still a seed. */
+static uint64_t random_seed(uint64_t n_jobs)
 {
     uint32_t s = 0;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint32_t)(cli_now() * 1e6);
-    return s;
+    uint64_t span = (uint64_t)MAX_SEED + 1 - (n_jobs > 1 ? n_jobs - 1 : 0);
+    return span ? s % span : 0;
 }
 
 /* The model name A1111 records: file name without directory and extension. */
@@ -281,6 +286,52 @@ static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha,
     return rc;
 }
 
+/* Images a prompt-file line (NULL: the command line) makes. A bad line
+ * holds the place of one. */
+static int line_images(const cli_options *o, const pf_line *l)
+{
+    return l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+}
+
+/* Seeds do not wrap: A1111 makes image k of seed S with seed S + k, also
+ * past 4294967295, where fmimage's seeds end, so a wrapped seed would
+ * silently repeat another image. A line whose own --seed runs past the end
+ * fails alone (exit 1 at the end); a base seed (--seed) that does is a usage
+ * error; a random base is drawn low enough. Returns 0 with *base set, or the
+ * exit code. */
+static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *bad, uint64_t *base)
+{
+    uint64_t j = 0, n_base = 0;
+    for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
+        pf_line *l = o->prompt_file ? &lines[li] : NULL;
+        uint64_t images = (uint64_t)line_images(o, l);
+        if (l && l->line_no > 0 && l->has_seed && l->seed + images - 1 > MAX_SEED) {
+            fprintf(stderr, "fmimage: %s:%d: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
+                    o->prompt_file, l->line_no, (unsigned long long)l->seed,
+                    (unsigned long long)(l->seed + images - 1), MAX_SEED);
+            int line_no = l->line_no;
+            pf_line_free(l);
+            l->line_no = -line_no;
+            images = 1;
+            ++*bad;
+        } else if (!(l && l->has_seed)) {
+            n_base = j + images;
+        }
+        j += images;
+    }
+    if (!o->has_seed) {
+        *base = random_seed(n_base);
+        return 0;
+    }
+    if (n_base && o->seed + n_base - 1 > MAX_SEED) {
+        fprintf(stderr, "fmimage: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
+                (unsigned long long)o->seed, (unsigned long long)(o->seed + n_base - 1), MAX_SEED);
+        return 2;
+    }
+    *base = o->seed;
+    return 0;
+}
+
 /* Makes one image. Returns 0, FM_EINPUT (counted, the batch goes on) or
  * FM_EINTERRUPT. */
 static int run_job(run *r, const job *jb)
@@ -336,13 +387,17 @@ static int run_job(run *r, const job *jb)
         cli_progress_start(&r->progress, file);
         p.progress = cli_progress_step;
         p.progress_user = &r->progress;
+        p.stage = cli_progress_stage;
+        p.stage_user = &r->progress;
         rc = fm_generate(r->model, &p, rgb, &err);
     }
     double seconds = cli_now() - t0;
     out_temp t;
     int raced = 0;
+    double t_write = cli_now();
     if (!rc) rc = out_temp_write(&t, path, rgb, p.width, p.height, o->metadata ? params : NULL, sha, &err);
     if (!rc) rc = r->dir ? batch_commit(r, &jo, &t, sha, seconds, &raced, &err) : out_temp_commit(&t, path, o->force, &err);
+    if (!rc) cli_progress_stage(&r->progress, "write", cli_now() - t_write);
     if (!rc) cli_progress_done(&r->progress, p.steps, seconds);
     if (!rc && reason && !raced) fprintf(stderr, "fmimage: %s: replaced (%s)\n", path, reason);
     free(params);
@@ -471,6 +526,12 @@ static int setup_output(run *r, fm_error *err)
     return 0;
 }
 
+static void free_lines(pf_line *lines, int n_lines)
+{
+    for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
+    free(lines);
+}
+
 static int generate(const cli_options *o)
 {
     run r = {.o = o};
@@ -487,13 +548,21 @@ static int generate(const cli_options *o)
         lines = read_prompt_file(o->prompt_file, &n_lines, &bad);
         if (bad < 0) return 1;
     }
+    uint64_t base;
+    int rc = plan_seeds(o, lines, n_lines, &bad, &base);
+    if (rc) {
+        free_lines(lines, n_lines);
+        return rc;
+    }
     if (!(r.model = fm_model_load(r.model_path, &err))) {
         report(&err);
+        free_lines(lines, n_lines);
         return 1;
     }
     model_name(r.model_path, r.model_name, sizeof r.model_name);
     if (out_model_hash(r.model_path, r.model_hash, &err)) {
         report(&err);
+        free_lines(lines, n_lines);
         fm_model_free(r.model);
         return 1;
     }
@@ -501,40 +570,40 @@ static int generate(const cli_options *o)
     job probe = {0};
     fm_params p;
     uint8_t *init = NULL;
-    int rc = job_params(&r, &probe, &p, &init, &err);
+    rc = job_params(&r, &probe, &p, &init, &err);
     free(init);
     if (rc) {
         report(&err);
+        free_lines(lines, n_lines);
         fm_model_free(r.model);
         return rc == FM_EUSAGE ? 2 : 1;
     }
-    uint64_t base = o->has_seed ? o->seed : random_seed();
     if (!o->has_seed && !o->quiet) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     if (setup_output(&r, &err)) {
         report(&err);
-        for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
-        free(lines);
+        free_lines(lines, n_lines);
         fm_model_free(r.model);
         return 1;
     }
     r.progress.enabled = !o->quiet;
+    r.progress.verbose = o->verbose;
     r.progress.tty = isatty(2);
     r.progress.interrupted = &interrupted;
     r.failed = bad > 0;
     int j = 0, status = 0;
     for (int li = 0; li < (o->prompt_file ? n_lines : 1) && !status; li++) {
         const pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        int images = l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+        int images = line_images(o, l);
         for (int i = 0; i < images && !status; i++, j++) {
             if (j % o->shard_n != o->shard_k || (l && l->line_no < 0)) continue;
-            job jb = {.index = j, .line = l, .seed = (l && l->has_seed ? l->seed + i : base + (uint64_t)j) & 0xffffffffu};
+            if (interrupted) { status = 128 + interrupted; break; }
+            job jb = {.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
             rc = run_job(&r, &jb);
-            if (rc == FM_EINTERRUPT || interrupted) status = 130;
+            if (rc == FM_EINTERRUPT || interrupted) status = 128 + (interrupted ? interrupted : SIGINT);
             else if (rc) r.failed = 1;
         }
     }
-    for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
-    free(lines);
+    free_lines(lines, n_lines);
     if (r.dir) out_manifest_close(&r.manifest);
     if (r.skipped && !o->quiet)
         fprintf(stderr, "fmimage: skipped %d finished image%s\n", r.skipped, r.skipped == 1 ? "" : "s");
@@ -583,6 +652,39 @@ static void prefer_passive_waiting(char **argv)
     /* exec failed: go on with spinning threads */
 }
 
+/* SIGINT, SIGTERM and SIGHUP ask the run to stop. The handler only records
+ * the signal; the run looks at it at each sampler step and before each
+ * image, so the image being made is dropped, a PNG write is never cut short
+ * (no temporary file is left) and the finished images and their manifest
+ * lines stay. Later signals do no more: a second one that killed at once
+ * could land on an OpenMP worker thread while the main thread writes. */
+static void catch_interrupts(void)
+{
+    struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+    }
+}
+
+/* -v's last line: the most memory the process held at once. */
+static void print_peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        fprintf(stderr, "fmimage: peak RSS %.1f MB\n", ru.ru_maxrss / 1024.0);
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
@@ -590,10 +692,6 @@ int main(int argc, char **argv)
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;
     if (o.threads) omp_set_num_threads(o.threads);
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     /* A file-size limit (ulimit -f) must become a write error that removes
      * the temporary file, not a kill that leaves it behind. */
     signal(SIGXFSZ, SIG_IGN);
@@ -603,7 +701,17 @@ int main(int argc, char **argv)
     case MODE_LIST_SAMPLERS: fputs(fm_sampler_list(), stdout); return 0;
     case MODE_INFO: return info(&o);
     case MODE_PRINT_TOKENS: return print_tokens(&o);
-    case MODE_GENERATE: return generate(&o);
+    case MODE_GENERATE:
+        catch_interrupts();
+        rc = generate(&o);
+        /* Exit 128 + the signal, as a shell reports a process the signal
+         * ended, for whichever stage it arrived in. */
+        if (interrupted) {
+            fprintf(stderr, "fmimage: interrupted by %s\n", signal_name(interrupted));
+            rc = 128 + interrupted;
+        }
+        if (o.verbose) print_peak_rss();
+        return rc;
     }
     return 0;
 }

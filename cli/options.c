@@ -45,19 +45,22 @@ void cli_print_help(void)
         "      --metadata a1111|none  PNG parameters chunk (default a1111)\n"
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
-        "  -v, --verbose            timings per stage\n"
+        "  -v, --verbose            timings per stage and step, peak memory at the end\n"
         "      --info               print the model's family, config and parameter counts\n"
         "      --print-tokens TEXT  print the 77 token ids\n"
         "      --list-samplers      print sampler and scheduler names\n"
-        "      --help, --version\n"
+        "  -h, --help, --version\n"
         "\n"
         "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
         "the machine's available memory); larger sizes are refused before sampling.\n");
 }
 
+/* "fmimage: WHAT: why", or "fmimage: why" when nothing narrower is at
+ * fault (the program's own name is never the WHAT). */
 static int usage(const char *what, const char *why)
 {
-    fprintf(stderr, "fmimage: %s: %s\n", what, why);
+    if (what) fprintf(stderr, "fmimage: %s: %s\n", what, why);
+    else fprintf(stderr, "fmimage: %s\n", why);
     return 2;
 }
 
@@ -100,7 +103,8 @@ static int parse_memory(const char *s, size_t *out)
     return 0;
 }
 
-/* "--width" for 'W': error messages name the long option. */
+/* "--width" for 'W': error messages name the long option; NULL if c is
+ * no option's. */
 static const char *option_label(int c, const struct option *longs, char *buf, size_t n)
 {
     for (; longs->name; longs++)
@@ -108,14 +112,31 @@ static const char *option_label(int c, const struct option *longs, char *buf, si
             snprintf(buf, n, "--%s", longs->name);
             return buf;
         }
-    snprintf(buf, n, "option");
-    return buf;
+    return NULL;
+}
+
+/* getopt_long's '?': optopt is 0 for an unknown long option (the whole word
+ * is argv[optind - 1]), an option's value for a known one given a value it
+ * does not take ("--force=1"), else the unknown short option's letter (the
+ * word may hold more letters, so name the letter). */
+static int bad_option(char **argv, const struct option *longs)
+{
+    char label[40], word[80];
+    if (optopt == 0) {
+        const char *arg = argv[optind - 1], *eq = strchr(arg, '=');
+        snprintf(word, sizeof word, "%.*s", eq ? (int)(eq - arg) : 60, arg);
+        return usage(word, "unknown option (see --help)");
+    }
+    const char *name = option_label(optopt, longs, label, sizeof label);
+    if (name) return usage(name, "takes no value");
+    snprintf(word, sizeof word, "-%c", optopt > 32 && optopt < 127 ? optopt : '?');
+    return usage(word, "unknown option (see --help)");
 }
 
 enum {
     OPT_STEPS = 256, OPT_CFG, OPT_SAMPLER, OPT_SCHEDULER, OPT_SEED, OPT_RNG, OPT_BATCH, OPT_PFILE,
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
-    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_HELP, OPT_VERSION
+    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION
 };
 
 int cli_parse(int argc, char **argv, cli_options *o)
@@ -130,7 +151,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"vae-tiling", 0, 0, OPT_TILING}, {"precision", 1, 0, OPT_PREC}, {"threads", 1, 0, 't'},
         {"metadata", 1, 0, OPT_META}, {"force", 0, 0, OPT_FORCE}, {"quiet", 0, 0, 'q'},
         {"verbose", 0, 0, 'v'}, {"info", 0, 0, OPT_INFO}, {"print-tokens", 1, 0, OPT_TOKENS},
-        {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, OPT_HELP}, {"version", 0, 0, OPT_VERSION},
+        {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, 'h'}, {"version", 0, 0, OPT_VERSION},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -146,9 +167,10 @@ int cli_parse(int argc, char **argv, cli_options *o)
     int c;
     long v;
     char label[40];
-    while ((c = getopt_long(argc, argv, ":m:o:n:W:H:i:t:qv", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:o:n:W:H:i:t:qvh", longs, NULL)) != -1) {
         const char *arg = optarg;
         const char *opt_name = option_label(c, longs, label, sizeof label);
+        if (!opt_name) opt_name = "option";
         switch (c) {
         case 'm': o->model = arg; break;
         case 'o': o->output = arg; break;
@@ -198,6 +220,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         case OPT_STRENGTH:
             if (parse_finite(arg, &o->strength) || !(o->strength > 0 && o->strength <= 1))
                 return usage(opt_name, "must be in (0,1]");
+            o->has_strength = 1;
             break;
         case OPT_CLIPSKIP:
             if (parse_long(arg, 1, 12, &v)) return usage(opt_name, "must be 1..12");
@@ -232,18 +255,34 @@ int cli_parse(int argc, char **argv, cli_options *o)
         case OPT_INFO: o->mode = MODE_INFO; break;
         case OPT_TOKENS: o->mode = MODE_PRINT_TOKENS; o->prompt = arg; break;
         case OPT_LIST: o->mode = MODE_LIST_SAMPLERS; break;
-        case OPT_HELP: o->mode = MODE_HELP; return 0;
+        case 'h': o->mode = MODE_HELP; return 0;
         case OPT_VERSION: o->mode = MODE_VERSION; return 0;
-        case ':': return usage(argv[optind - 1], "needs a value");
-        default: return usage(argv[optind - 1], "unknown option (see --help)");
+        case ':': {
+            const char *name = option_label(optopt, longs, label, sizeof label);
+            return usage(name ? name : argv[optind - 1], "needs a value");
+        }
+        default: return bad_option(argv, longs);
         }
     }
     int rest = argc - optind;
     if (o->mode == MODE_GENERATE) {
         if (o->prompt_file && rest > 0) return usage(argv[optind], "a prompt and --prompt-file exclude each other");
         if (!o->prompt_file && rest != 1)
-            return usage("fmimage", rest ? "one prompt at a time (quote it)" : "no prompt (see --help)");
+            return usage(NULL, rest ? "one prompt at a time (quote it)" : "no prompt (see --help)");
         if (!o->prompt_file) o->prompt = argv[optind];
+        /* --strength only means something for img2img: given without -i it
+         * is a mistake (a prompt file's lines may bring their own
+         * --init_image, so there it is allowed). */
+        if (o->has_strength && !o->init_image && !o->prompt_file)
+            return usage("--strength", "only for img2img (needs -i/--init-image)");
+        /* Seeds do not wrap (DESIGN.md): the last image's seed must exist.
+         * A prompt file is checked once its lines are known. */
+        if (o->has_seed && !o->prompt_file && o->seed + (uint64_t)o->batch_count - 1 > 4294967295u) {
+            char why[160];
+            snprintf(why, sizeof why, "images %llu..%llu pass the largest seed 4294967295 (seeds do not wrap)",
+                     (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)o->batch_count - 1));
+            return usage("--seed", why);
+        }
     } else if (rest > 0) {
         return usage(argv[optind], "unexpected argument");
     }

@@ -20,6 +20,7 @@ typedef struct cli_options {
     fm_rng_kind rng;
     int batch_count, shard_k, shard_n;
     float strength;
+    int has_strength; /* --strength was given */
     int clip_skip;
     fm_prediction prediction;
     int vae_tiling;

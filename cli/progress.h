@@ -1,20 +1,29 @@
-/* progress: a bar per image on a terminal, one line per image in a pipe. */
+/* progress: a bar per image on a terminal, one line per image in a pipe;
+ * with -v, one line per stage (DESIGN.md "Messages and exit codes"). */
 #ifndef FM_CLI_PROGRESS_H
 #define FM_CLI_PROGRESS_H
 
 #include <signal.h>
 
 typedef struct cli_progress {
-    int enabled, tty;
+    int enabled, tty;         /* bar / final lines; stderr is a terminal */
+    int verbose;              /* a line per stage and per step */
+    int drawn;                /* a bar is on the screen (the cursor ends it) */
     const char *label;        /* "00000-42.png" */
-    double start, last;       /* seconds */
+    double start, last;       /* seconds: the image began, the last stage or step ended */
     volatile sig_atomic_t *interrupted;
 } cli_progress;
 
 double cli_now(void);
+/* Columns of the terminal on fd: TIOCGWINSZ, else $COLUMNS, else 80. */
+int cli_terminal_columns(int fd);
 void cli_progress_start(cli_progress *p, const char *label);
-/* fm_progress_fn: draws the bar; returns non-zero once SIGINT arrived. */
+/* fm_progress_fn: draws the bar; returns non-zero once a signal arrived. */
 int cli_progress_step(void *user, int step, int steps);
+/* fm_stage_fn (and the CLI's own "write"): with -v, "LABEL: STAGE 0.123 s". */
+void cli_progress_stage(void *user, const char *stage, double seconds);
+/* Removes the bar from the screen, if one is drawn. */
+void cli_progress_clear(cli_progress *p);
 void cli_progress_done(cli_progress *p, int steps, double seconds);
 
 #endif

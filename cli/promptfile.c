@@ -153,19 +153,19 @@ void pf_line_free(pf_line *l)
     memset(l, 0, sizeof *l);
 }
 
-/* --prompt and --negative_prompt take every following word up to the next
- * "--" word, joined by spaces (A1111's cmdargs). */
-static char *join_words(char **argv, int argc, int *pos)
+/* --prompt and --negative_prompt take their value and every following word
+ * up to the next "--" word, joined by spaces (A1111's cmdargs). *pos is the
+ * word after the value and ends at the next option. */
+static char *join_words(const char *first, char **argv, int argc, int *pos)
 {
-    size_t n = 0;
+    size_t n = strlen(first) + 1;
     int end = *pos;
-    do n += strlen(argv[end++]) + 1;
-    while (end < argc && strncmp(argv[end], "--", 2));
+    for (; end < argc && strncmp(argv[end], "--", 2); end++) n += strlen(argv[end]) + 1;
     char *s = malloc(n);
     if (!s) return NULL;
-    s[0] = 0;
+    strcpy(s, first);
     for (int i = *pos; i < end; i++) {
-        if (i > *pos) strcat(s, " ");
+        strcat(s, " ");
         strcat(s, argv[i]);
     }
     *pos = end;
@@ -175,15 +175,19 @@ static char *join_words(char **argv, int argc, int *pos)
 static int parse_options(char **argv, int argc, pf_line *out, char *why, size_t why_len)
 {
     for (int pos = 0; pos < argc;) {
-        const char *arg = argv[pos];
+        char *arg = argv[pos];
         if (strncmp(arg, "--", 2)) { snprintf(why, why_len, "must start with \"--\": %.60s", arg); return -1; }
-        if (pos + 1 >= argc) { snprintf(why, why_len, "missing value for %.60s", arg); return -1; }
-        const char *key = arg + 2, *val = argv[pos + 1];
+        /* "--key=value" is "--key value", as on the command line. */
+        char *eq = strchr(arg, '=');
+        if (eq) *eq = 0;
+        else if (pos + 1 >= argc) { snprintf(why, why_len, "missing value for %.60s", arg); return -1; }
+        const char *key = arg + 2, *val = eq ? eq + 1 : argv[pos + 1];
+        int next = pos + (eq ? 1 : 2); /* the word after the value */
         long iv = 0;
         int bad = 0;
         if (!strcmp(key, "prompt") || !strcmp(key, "negative_prompt")) {
-            pos++;
-            char *text = join_words(argv, argc, &pos);
+            pos = next;
+            char *text = join_words(val, argv, argc, &pos);
             if (!text) { snprintf(why, why_len, "out of memory"); return -1; }
             char **field = key[0] == 'p' ? &out->prompt : &out->negative;
             free(*field);
@@ -217,7 +221,7 @@ static int parse_options(char **argv, int argc, pf_line *out, char *why, size_t 
             return -1;
         }
         if (bad) { snprintf(why, why_len, "bad value for --%s: %.60s", key, val); return -1; }
-        pos += 2;
+        pos = next;
     }
     if (!out->prompt) { snprintf(why, why_len, "no --prompt"); return -1; }
     return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "diffusion/infotext.h"
 #include "kernels/kernels.h"
@@ -317,6 +318,21 @@ static void use_precision(fm_model *m, fm_precision requested)
     if (fm_vae_precision(m->vae) != prec) fm_vae_set_precision(m->vae, prec);
 }
 
+/* ---- stage timings (fm_params.stage) ---- */
+
+static double stage_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Reports a stage that began at `start` and succeeded (rc 0). */
+static void stage_end(const fm_params *p, int rc, const char *stage, double start)
+{
+    if (!rc && p->stage) p->stage(p->stage_user, stage, stage_clock() - start);
+}
+
 /* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f]. */
 int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 {
@@ -332,7 +348,9 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
     float *init = NULL;
     double *sigmas = NULL;
     int n_sigmas = 0;
+    double t = stage_clock();
     rc = encode_prompts(m, p, &c, err);
+    stage_end(p, rc, "text encode", t);
     if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
     if (!rc && !(sigmas = fm_sampler_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
@@ -345,11 +363,14 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
         first = n_sigmas - 1 - (t_enc + 1);
         if (first < 0) first = 0;
         if (!(init = malloc(sizeof(float) * n))) rc = fm_fail(err, FM_EINPUT, "out of memory");
+        t = stage_clock();
         if (!rc) rc = encode_init_image(m, p, init, err);
+        stage_end(p, rc, "init encode", t);
     }
     fm_rng rng;
     fm_rng_init(&rng, p->rng, p->seed);
     if (!rc) {
+        t = stage_clock();
         fm_rng_randn(&rng, x, n);
         double s0 = sigmas[first];
         for (size_t i = 0; i < n; i++) x[i] = (float)((init ? init[i] : 0.0f) + x[i] * s0);
@@ -362,6 +383,7 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
         io.progress = p->progress;
         io.progress_user = p->progress_user;
         rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+        stage_end(p, rc, "sampling", t);
     }
     free(sigmas);
     free(init);
@@ -382,7 +404,9 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     float *x = malloc(sizeof(float) * n);
     if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
     rc = fm_sample_latent(m, p, x, err);
+    double t = stage_clock();
     if (!rc) rc = decode_latent(m, p, x, n, lh, lw, rgb, err);
+    stage_end(p, rc, "decode", t);
     free(x);
     return rc;
 }

@@ -89,6 +89,13 @@ typedef struct fm_model_defaults {
  * non-zero to cancel; fm_generate then fails with FM_EINTERRUPT. */
 typedef int (*fm_progress_fn)(void *user, int step, int steps);
 
+/* Stage callback: called as each stage of fm_generate ends successfully,
+ * with the stage's name and its wall-clock seconds. The names, in order:
+ * "text encode" (the prompt and negative), "init encode" (img2img only: the
+ * init image through the VAE encoder), "sampling" (every step; each step is
+ * also reported to progress), "decode" (VAE or TAESD). */
+typedef void (*fm_stage_fn)(void *user, const char *stage, double seconds);
+
 typedef struct fm_params {
     const char *prompt;        /* UTF-8, A1111 weighting syntax allowed */
     const char *negative;      /* may be NULL or "" */
@@ -121,6 +128,8 @@ typedef struct fm_params {
     /* Bytes the U-Net and VAE activations may take; 0 = the machine's
      * MemAvailable. A size over it is refused (FM_EINPUT) before sampling. */
     size_t memory_limit;
+    fm_stage_fn stage;         /* optional, may be NULL */
+    void *stage_user;
 } fm_params;
 
 /* ---- model ---- */
