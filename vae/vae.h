@@ -82,6 +82,14 @@ void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1, 128*128 */
 int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
                         const fm_vae_tiling *tiling, fm_error *err);
 
+/* The same decodes (tiling NULL: untiled) in a caller-owned arena of
+ * fm_vae_decode_arena_bytes bytes (64-byte aligned), so that a pipeline
+ * allocates it before sampling and the decode allocates nothing. The size
+ * is exact for this loaded model and precision (0 for a bad size). */
+size_t fm_vae_decode_arena_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling);
+int fm_vae_decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                     void *arena, size_t bytes, fm_error *err);
+
 /* Peak working memory in bytes (activations and scratch, excluding the
  * weights and the caller's z and img) of decoding an h x w latent, untiled
  * (tiling NULL) or tiled. */
