@@ -121,6 +121,11 @@ void fm_taesd_set_trace(fm_taesd *t, fm_vae_trace_fn fn, void *user);
 /* img [1][3][8h][8w] in [0, 1] (not clamped) from the U-Net-space latent
  * z [1][4][h][w]: no scale_factor division (TAESD's scale factor is 1). */
 int fm_taesd_decode(fm_taesd *t, float *img, const float *z, int h, int w, fm_error *err);
+/* The same decode in a caller-owned arena of fm_taesd_decode_bytes bytes
+ * (64-byte aligned): a pipeline allocates it before sampling. */
+size_t fm_taesd_decode_bytes(const fm_taesd *t, int h, int w);
+int fm_taesd_decode_in(fm_taesd *t, float *img, const float *z, int h, int w, void *arena, size_t bytes,
+                       fm_error *err);
 /* z [1][4][H/8][W/8] in U-Net space from img [1][3][H][W] in [0, 1]. */
 int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err);
 /* Upstream scale_latents: clamp(x / 6 + 0.5, 0, 1), only for storing
