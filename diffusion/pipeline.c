@@ -195,7 +195,7 @@ static int check_memory(const fm_model *m, const fm_params *p, int batch, int lh
 {
     size_t budget = memory_budget(p);
     if (!budget) return 0;
-    size_t need = fm_unet_workspace_bytes(&m->cfg.unet, batch, lh, lw, n_ctx);
+    size_t need = fm_unet_prepare_bytes(m->unet, batch, lh, lw, n_ctx);
     if (need > budget)
         return fm_fail(err, FM_EINPUT,
                        "%dx%d needs %zu MB of U-Net activations, more than the %zu MB available: use a smaller size",

@@ -230,6 +230,14 @@ static int ensure_workspace(fm_unet *u, int batch, int h, int w, int n_ctx, cons
     return 0;
 }
 
+size_t fm_unet_prepare_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx)
+{
+    if (batch < 1 || h < 1 || w < 1 || n_ctx < 1) return 0;
+    un_plan p;
+    un_plan_workspace(&u->cfg, batch, h, w, n_ctx, &p);
+    return un_plan_bytes(&p) + un_plan_kernel_bytes(u, batch, h, w, n_ctx, fm_scratch_threads());
+}
+
 int fm_unet_prepare(fm_unet *u, int batch, int h, int w, int n_ctx, const fm_alloc_hook *hook, fm_error *err)
 {
     if (batch < 1 || h < 1 || w < 1 || n_ctx < 1)

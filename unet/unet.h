@@ -48,6 +48,8 @@ int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, in
  * size (or smaller) then allocates nothing, so a sampler loop calls this
  * once before its first step and any allocation failure is found there. */
 int fm_unet_prepare(fm_unet *u, int batch, int h, int w, int n_ctx, const fm_alloc_hook *hook, fm_error *err);
+/* The bytes fm_unet_prepare allocates for that size (0 for a bad size). */
+size_t fm_unet_prepare_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx);
 
 /* Bytes of activation workspace a forward of this size allocates (the
  * skip connections, the working buffers and the attention scratch; the
