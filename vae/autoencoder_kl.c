@@ -597,30 +597,38 @@ static void run_copy(vae_run *r, float *y, const float *x, size_t n)
 
 /* ---------------------------------------------------------------- blocks */
 
-/* x = x + conv2(silu(norm2(conv1(silu(norm1(x)))))), with x through
- * nin_shortcut when the channel count changes. Works in slot X. */
+/* ldm ResnetBlock.forward (no timestep embedding, dropout off):
+ *   h = conv1(silu(norm1(x)));  h = conv2(silu(norm2(h)));
+ *   return nin_shortcut(x) + h   (x + h when the channels stay)
+ * in place on the running map x (slot X). Views: `side` (slot A) holds the
+ * shortcut when there is one, else norm1's output; `hid` (slot B) is h
+ * between the convolutions. conv2 writes into whichever of x and side is
+ * free by then, so the sum needs no extra map. */
 static void resnet_block(vae_run *r, const vae_resblock *b, int h, int w)
 {
     size_t P = (size_t)h * w;
     float *x = slot(r, VAE_SLOT_X, (size_t)(b->cin > b->cout ? b->cin : b->cout) * P);
-    float *a = slot(r, VAE_SLOT_A, (size_t)(b->has_nin ? b->cout : b->cin) * P);
-    float *t = slot(r, VAE_SLOT_B, (size_t)b->cout * P);
-    float *h1; /* conv1's input, free again once conv1 has run */
+    float *side = slot(r, VAE_SLOT_A, (size_t)(b->has_nin ? b->cout : b->cin) * P);
+    float *hid = slot(r, VAE_SLOT_B, (size_t)b->cout * P);
+    float *normed; /* norm1's output, conv1's input; free again once conv1 has run */
     if (b->has_nin) {
-        run_conv(r, &b->nin_shortcut, a, x, h, w);
+        run_conv(r, &b->nin_shortcut, side, x, h, w);
         run_norm(r, &b->norm1, x, x, h, w, 1);
-        h1 = x;
+        normed = x;
     } else {
-        run_norm(r, &b->norm1, a, x, h, w, 1);
-        h1 = a;
+        run_norm(r, &b->norm1, side, x, h, w, 1);
+        normed = side;
     }
-    run_conv(r, &b->conv1, t, h1, h, w);
-    run_norm(r, &b->norm2, t, t, h, w, 1);
-    run_conv(r, &b->conv2, h1, t, h, w);
-    run_add(r, x, x, a, (size_t)b->cout * P); /* x + h, or h + shortcut(x) */
+    run_conv(r, &b->conv1, hid, normed, h, w);
+    run_norm(r, &b->norm2, hid, hid, h, w, 1);
+    run_conv(r, &b->conv2, normed, hid, h, w);
+    run_add(r, x, x, side, (size_t)b->cout * P); /* shortcut + h, or x + h */
 }
 
-/* x = x + proj_out(softmax(q k^T / sqrt(C)) v), one head over h*w tokens. */
+/* ldm AttnBlock.forward: h = norm(x); q, k, v = 1x1 convs of h (linears
+ * over the h*w tokens, channels-last); x + proj_out(softmax(q k^T / sqrt(C)) v),
+ * one head. Views: x (slot X), the normed map and the attention output
+ * (slot A), the tokens and q, k, v (slot B, four C x hw maps). */
 static void attn_block(vae_run *r, const vae_attn *at, int h, int w)
 {
     int C = at->c, P = h * w;
