@@ -132,6 +132,29 @@ static void run_cases(const char *path, int side)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) generate_counted(path, side, &cases[i]);
 }
 
+/* The counter sees the library's allocations (under every build: plain,
+ * ASan): fm_alloc lives in the library's core object. */
+static void test_counter_works(void **state)
+{
+    (void)state;
+    atomic_store(&in_window, 0);
+    atomic_store(&counting, 1);
+    void *p = fm_alloc(100); /* posix_memalign */
+    atomic_store(&counting, 0);
+    assert_non_null(p);
+    fm_free(p);
+    assert_int_equal(atomic_load(&in_window), 1);
+    fm_discrete d;
+    fm_error err = {0};
+    atomic_store(&in_window, 0);
+    atomic_store(&counting, 1);
+    int rc = fm_discrete_init_scaled_linear(&d, 0.00085, 0.012, 1000, &err); /* malloc */
+    atomic_store(&counting, 0);
+    assert_int_equal(rc, 0);
+    assert_true(atomic_load(&in_window) >= 1);
+    fm_discrete_free(&d);
+}
+
 static void test_tiny_sd1(void **state)
 {
     (void)state;
@@ -160,6 +183,7 @@ static void test_demo(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counter_works),
         cmocka_unit_test(test_tiny_sd1),
         cmocka_unit_test(test_tiny_sdxl),
         cmocka_unit_test(test_demo),
