@@ -22,3 +22,10 @@ void *fm_calloc(size_t bytes)
 }
 
 void fm_free(void *p) { free(p); }
+
+void *fm_alloc_hooked(const fm_alloc_hook *hook, size_t bytes)
+{
+    if (hook && hook->refuse && hook->refuse(hook->user, bytes))
+        return NULL;
+    return fm_alloc(bytes);
+}

@@ -47,4 +47,17 @@ void *fm_alloc(size_t bytes);
 void *fm_calloc(size_t bytes);
 void fm_free(void *p);
 
+/* A hook on the planned allocations (the U-Net workspace, the VAE and TAESD
+ * arenas, the sampler's latents: everything a generation takes before its
+ * first step). It is a field of whoever owns the plan (fm_model), never a
+ * global, so a test can count those allocations or refuse one to see the
+ * failure come back as an error value. */
+typedef struct fm_alloc_hook {
+    int (*refuse)(void *user, size_t bytes); /* non-zero: this allocation fails */
+    void *user;
+} fm_alloc_hook;
+
+/* fm_alloc through hook (which may be NULL). */
+void *fm_alloc_hooked(const fm_alloc_hook *hook, size_t bytes);
+
 #endif

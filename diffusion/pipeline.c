@@ -131,6 +131,7 @@ typedef struct denoiser {
     float *context, *y;    /* [batch][n_ctx][dim], [batch][adm] */
     int n_ctx;
     float *x_in, *out;     /* [batch][c][h][w] */
+    float *work;           /* the sampler's latents (fm_sample_work_floats) */
     float t[2];
 } denoiser;
 
@@ -171,12 +172,16 @@ static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const con
     d->prediction = p->prediction != FM_PRED_AUTO ? p->prediction : m->prediction;
     d->n_ctx = c->cond.n_tokens;
     size_t ctx = (size_t)c->cond.n_tokens * c->cond.context_dim, lat = (size_t)d->c * lh * lw;
-    d->context = malloc(sizeof(float) * ctx * d->batch);
-    d->x_in = malloc(sizeof(float) * lat * d->batch);
-    d->out = malloc(sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
-    if (c->cond.adm_dim) d->y = malloc(sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
-    if (!d->context || !d->x_in || !d->out || (c->cond.adm_dim && !d->y))
+    const fm_alloc_hook *hook = &m->alloc;
+    d->context = fm_alloc_hooked(hook, sizeof(float) * ctx * d->batch);
+    d->x_in = fm_alloc_hooked(hook, sizeof(float) * lat * d->batch);
+    d->out = fm_alloc_hooked(hook, sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
+    if (c->cond.adm_dim) d->y = fm_alloc_hooked(hook, sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
+    d->work = fm_alloc_hooked(hook, sizeof(float) * fm_sample_work_floats(lat));
+    if (!d->context || !d->x_in || !d->out || (c->cond.adm_dim && !d->y) || !d->work)
         return fm_fail(err, FM_EINPUT, "out of memory for the sampler");
+    /* everything the U-Net needs, before the first step */
+    if (fm_unet_prepare(m->unet, d->batch, lh, lw, d->n_ctx, hook, err)) return FM_EINPUT;
     memcpy(d->context, c->cond.context, sizeof(float) * ctx);
     if (d->y) memcpy(d->y, c->cond.y, sizeof(float) * c->cond.adm_dim);
     if (d->batch == 2) {
@@ -188,10 +193,11 @@ static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const con
 
 static void denoiser_free(denoiser *d)
 {
-    free(d->context);
-    free(d->y);
-    free(d->x_in);
-    free(d->out);
+    fm_free(d->context);
+    fm_free(d->y);
+    fm_free(d->x_in);
+    fm_free(d->out);
+    fm_free(d->work);
 }
 
 /* ---- memory ---- */
@@ -209,7 +215,7 @@ static int check_memory(const fm_model *m, const fm_params *p, int batch, int lh
 {
     size_t budget = memory_budget(p);
     if (!budget) return 0;
-    size_t need = fm_unet_workspace_bytes(&m->cfg.unet, batch, lh, lw, n_ctx);
+    size_t need = fm_unet_prepare_bytes(m->unet, batch, lh, lw, n_ctx);
     if (need > budget)
         return fm_fail(err, FM_EINPUT,
                        "%dx%d needs %zu MB of U-Net activations, more than the %zu MB available: use a smaller size",
@@ -246,44 +252,73 @@ static uint8_t to_u8(float v)
     return (uint8_t)rintf(v * 255.0f);
 }
 
+/* The decoder's memory, allocated before sampling so that a failure is
+ * found before the first step and the decode allocates nothing. */
+typedef struct decode_plan {
+    float *img, *z;     /* [3][H][W]; the VAE's input z = x / scale_factor */
+    void *arena;
+    size_t bytes;
+    fm_vae_tiling tiling;
+    const fm_vae_tiling *t; /* &tiling, or NULL untiled */
+} decode_plan;
+
+static int decode_prepare(fm_model *m, const fm_params *p, int lh, int lw, decode_plan *dp, fm_error *err)
+{
+    memset(dp, 0, sizeof *dp);
+    const fm_alloc_hook *hook = &m->alloc;
+    size_t px = (size_t)p->width * p->height, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
+    if (p->taesd_path) {
+        if (!m->taesd || strcmp(m->taesd_path, p->taesd_path)) {
+            fm_taesd_free(m->taesd);
+            free(m->taesd_path);
+            m->taesd = NULL;
+            if (!(m->taesd_path = strdup(p->taesd_path))) return fm_fail(err, FM_EINPUT, "out of memory");
+            if (!(m->taesd = fm_taesd_open(p->taesd_path, err))) return err->code;
+        }
+        if (!fm_taesd_has_decoder(m->taesd))
+            return fm_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
+        if (fm_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
+            return fm_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
+                           fm_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
+        dp->bytes = fm_taesd_decode_bytes(m->taesd, lh, lw);
+    } else {
+        fm_vae_tiling_default(&dp->tiling);
+        dp->t = p->vae_tiling ? &dp->tiling : NULL; /* check_memory has checked the budget */
+        dp->bytes = fm_vae_decode_arena_bytes(m->vae, lh, lw, dp->t);
+        if (!(dp->z = fm_alloc_hooked(hook, sizeof(float) * lat)))
+            return fm_fail(err, FM_EINPUT, "out of memory for the decoder");
+    }
+    if (!dp->bytes) return fm_fail(err, FM_EINPUT, "decoder: cannot decode a %dx%d latent", lw, lh);
+    if (!(dp->img = fm_alloc_hooked(hook, sizeof(float) * 3 * px)))
+        return fm_fail(err, FM_EINPUT, "out of memory for a %dx%d image", p->width, p->height);
+    if (!(dp->arena = fm_alloc_hooked(hook, dp->bytes)))
+        return fm_fail(err, FM_EINPUT, "out of memory for %zu MB of decoder activations", dp->bytes >> 20);
+    return 0;
+}
+
+static void decode_release(decode_plan *dp)
+{
+    fm_free(dp->img);
+    fm_free(dp->z);
+    fm_free(dp->arena);
+}
+
 /* Decodes latent x [c][lh][lw] (n floats) into rgb [H][W][3]. */
-static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t n, int lh, int lw, uint8_t *rgb,
-                         fm_error *err)
+static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t n, int lh, int lw,
+                         const decode_plan *dp, uint8_t *rgb, fm_error *err)
 {
     int W = p->width, H = p->height;
     size_t px = (size_t)W * H, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
     if (lat > n) return fm_fail(err, FM_EINPUT, "decode: the VAE takes %d latent channels, the U-Net gives fewer",
                                 m->cfg.vae.embed_dim);
-    float *img = malloc(sizeof(float) * 3 * px);
-    if (!img) return fm_fail(err, FM_EINPUT, "out of memory for a %dx%d image", W, H);
+    float *img = dp->img;
     int rc = 0, taesd = p->taesd_path != NULL;
     if (taesd) {
-        if (!m->taesd || strcmp(m->taesd_path, p->taesd_path)) {
-            fm_taesd_free(m->taesd);
-            free(m->taesd_path);
-            m->taesd_path = strdup(p->taesd_path);
-            if (!(m->taesd = fm_taesd_open(p->taesd_path, err))) rc = err->code;
-            else if (!fm_taesd_has_decoder(m->taesd))
-                rc = fm_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
-        }
-        if (!rc && fm_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
-            rc = fm_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
-                         fm_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
-        if (!rc) rc = fm_taesd_decode(m->taesd, img, 3 * px, x, n, lh, lw, err);
+        rc = fm_taesd_decode_in(m->taesd, img, 3 * px, x, n, lh, lw, dp->arena, dp->bytes, err);
     } else {
-        fm_vae_tiling tiling;
-        fm_vae_tiling_default(&tiling);
-        const fm_vae_tiling *t = p->vae_tiling ? &tiling : NULL;
-        size_t budget = memory_budget(p);
-        rc = budget ? fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, t, budget, err) : 0;
-        float *z = rc ? NULL : malloc(sizeof(float) * lat);
-        if (!rc && !z) rc = fm_fail(err, FM_EINPUT, "out of memory");
-        if (!rc) {
-            float inv = 1.0f / m->cfg.vae.scale_factor;
-            for (size_t i = 0; i < lat; i++) z[i] = x[i] * inv;
-            rc = t ? fm_vae_decode_tiled(m->vae, img, z, lh, lw, t, err) : fm_vae_decode(m->vae, img, z, lh, lw, err);
-        }
-        free(z);
+        float inv = 1.0f / m->cfg.vae.scale_factor;
+        for (size_t i = 0; i < lat; i++) dp->z[i] = x[i] * inv;
+        rc = fm_vae_decode_in(m->vae, img, dp->z, lh, lw, dp->t, dp->arena, dp->bytes, err);
     }
     for (size_t i = 0; !rc && i < 3 * px; i++)
         if (!isfinite(img[i])) rc = fm_fail(err, FM_EINPUT, "the image came out NaN or infinite (bad weights?): not written");
@@ -292,7 +327,6 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
             float v = img[c * px + i];
             rgb[i * 3 + c] = to_u8(taesd ? v : (v + 1.0f) * 0.5f);
         }
-    free(img);
     return rc;
 }
 
@@ -333,8 +367,9 @@ static void stage_end(const fm_params *p, int rc, const char *stage, double star
     if (!rc && p->stage) p->stage(p->stage_user, stage, stage_clock() - start);
 }
 
-/* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f]. */
-int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
+/* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f];
+ * with dp, the decoder's memory is allocated too, before the first step. */
+static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan *dp, fm_error *err)
 {
     fm_sampler_id sampler;
     fm_scheduler_id sched;
@@ -352,6 +387,7 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
     rc = encode_prompts(m, p, &c, err);
     stage_end(p, rc, "text encode", t);
     if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
+    if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
     if (!rc && !(sigmas = fm_sampler_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;
@@ -382,6 +418,7 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
         io.noise_user = &rng;
         io.progress = p->progress;
         io.progress_user = p->progress_user;
+        io.work = d.work;
         rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
         stage_end(p, rc, "sampling", t);
     }
@@ -393,6 +430,11 @@ int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
     return rc;
 }
 
+int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
+{
+    return sample_latent(m, p, x, NULL, err);
+}
+
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
 {
     fm_error_clear(err);
@@ -401,13 +443,15 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     if (!rgb) return fm_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
     size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
-    float *x = malloc(sizeof(float) * n);
+    float *x = fm_alloc_hooked(&m->alloc, sizeof(float) * n);
     if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
-    rc = fm_sample_latent(m, p, x, err);
+    decode_plan dp = {0};
+    rc = sample_latent(m, p, x, &dp, err);
     double t = stage_clock();
-    if (!rc) rc = decode_latent(m, p, x, n, lh, lw, rgb, err);
+    if (!rc) rc = decode_latent(m, p, x, n, lh, lw, &dp, rgb, err);
     stage_end(p, rc, "decode", t);
-    free(x);
+    decode_release(&dp);
+    fm_free(x);
     return rc;
 }
 

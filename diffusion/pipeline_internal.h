@@ -25,6 +25,10 @@ struct fm_model {
     /* TAESD decoder, opened on first use and kept for the next images */
     fm_taesd *taesd;
     char *taesd_path;
+    /* what fm_generate allocates before the first step (the U-Net workspace,
+     * the sampler's latents, the decoder's arena) goes through this hook:
+     * tests count those allocations or make one fail */
+    fm_alloc_hook alloc;
 };
 
 /* The precision fm_generate computes in for a requested one: AUTO and BF16

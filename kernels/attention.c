@@ -115,6 +115,105 @@ static void attend_block(const attn_job *j, int b, int h, int q0, attn_scratch *
     }
 }
 
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* The job, its thread count and where its buffers live in the scratch:
+ * [packed K/V^T][bf16 pairs][slice of thread 0][slice 1]... */
+typedef struct attn_layout {
+    attn_job j;
+    int threads;
+    size_t kp_bytes, kp2_bytes, slice, total;
+} attn_layout;
+
+/* Returns 0 when there is nothing to attend over (no queries, or no keys). */
+static int attn_layout_of(attn_layout *L, int batch, int nq, int nk, int heads, int head_dim,
+                          fm_precision prec, int max_threads)
+{
+    memset(L, 0, sizeof *L);
+    if (batch <= 0 || nq <= 0 || heads <= 0 || head_dim <= 0 || nk <= 0) return 0;
+    const gemm_arch *a = gemm_arch_get();
+    attn_job *j = &L->j;
+    *j = (attn_job){
+        .batch = batch, .nq = nq, .nk = nk, .heads = heads, .d = head_dim, .arch = a,
+        .nk_pad = (nk + a->mr - 1) / a->mr * a->mr, .d_pad = (head_dim + a->mr - 1) / a->mr * a->mr,
+        .kb = KB_TARGET / a->mr * a->mr / 2 * 2,
+        .bf16 = prec == FM_PREC_BF16 && a->bf16,
+    };
+    size_t bh = (size_t)batch * heads, NR = (size_t)a->nr;
+    double work = 4.0 * nq * nk * head_dim * (double)bh;
+    L->threads = work < 2e6 || max_threads < 1 ? 1 : max_threads;
+    L->kp_bytes = align64(sizeof(float) * kv_pack_size(j) * bh);
+    L->kp2_bytes = j->bf16 ? align64(sizeof(uint32_t) * kv_pack_size2(j) * bh) : 0;
+    size_t d2 = (size_t)(head_dim + 1) / 2, kb2 = (size_t)(j->kb + 1) / 2;
+    L->slice = align64(sizeof(float) * ((size_t)head_dim * NR + (size_t)j->kb * NR + (size_t)j->d_pad * NR +
+                                        3 * 64 + (d2 + kb2) * NR));
+    L->total = L->kp_bytes + L->kp2_bytes + (size_t)L->threads * L->slice;
+    return 1;
+}
+
+size_t fm_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
+                            int threads)
+{
+    attn_layout L;
+    return attn_layout_of(&L, batch, nq, nk, heads, head_dim, prec, threads) ? L.total : 0;
+}
+
+/* softmax over nothing: define the output as zero */
+static void attention_no_keys(float *out, int batch, int nq, int heads, int head_dim)
+{
+    for (size_t i = 0; i < (size_t)batch * nq; i++)
+        memset(out + i * heads * head_dim, 0, sizeof(float) * heads * head_dim);
+}
+
+int fm_attention_ws(const fm_scratch *s, float *out, const float *q, int q_stride, const float *k,
+                    const float *v, int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                    float scale, int causal, fm_precision prec)
+{
+    if (batch <= 0 || nq <= 0 || heads <= 0 || head_dim <= 0) return 0;
+    if (nk <= 0) {
+        attention_no_keys(out, batch, nq, heads, head_dim);
+        return 0;
+    }
+    attn_layout L;
+    attn_layout_of(&L, batch, nq, nk, heads, head_dim, prec, s ? s->threads : 1);
+    if (!s || !s->base || s->bytes < L.total) return -1;
+    static const float zeros[64];
+    attn_job j = L.j;
+    j.q = q, j.k = k, j.v = v, j.out = out;
+    j.q_stride = q_stride, j.kv_stride = kv_stride, j.scale = scale, j.causal = causal;
+    j.zeros = zeros;
+    char *base = s->base;
+    j.kp = (float *)base;
+    j.kp2 = j.bf16 ? (uint32_t *)(base + L.kp_bytes) : NULL;
+    base += L.kp_bytes + L.kp2_bytes;
+    const gemm_arch *a = j.arch;
+    int qblocks = (nq + a->nr - 1) / a->nr, bh = batch * heads;
+    long tasks = (long)bh * qblocks;
+#pragma omp parallel num_threads(L.threads) if (L.threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < bh; t++) pack_kv(&j, t / heads, t % heads);
+        int NR = a->nr;
+        attn_scratch sc;
+        size_t d2 = (size_t)(head_dim + 1) / 2;
+        float *mem = (float *)(base + (size_t)omp_get_thread_num() * L.slice);
+        sc.qt = mem;
+        sc.st = sc.qt + (size_t)head_dim * NR;
+        sc.ot = sc.st + (size_t)j.kb * NR;
+        sc.m = sc.ot + (size_t)j.d_pad * NR;
+        sc.l = sc.m + 64;
+        sc.corr = sc.l + 64;
+        sc.qt2 = (uint32_t *)(sc.corr + 64);
+        sc.pt2 = sc.qt2 + d2 * NR;
+#pragma omp for schedule(dynamic, 4)
+        for (long t = 0; t < tasks; t++) {
+            int bhi = (int)(t / qblocks), qb = (int)(t % qblocks);
+            attend_block(&j, bhi / heads, bhi % heads, qb * NR, &sc);
+        }
+    }
+    return 0;
+}
+
 void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal)
@@ -127,68 +226,11 @@ void fm_attention_prec(float *out, const float *q, int q_stride, const float *k,
                        int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                        float scale, int causal, fm_precision prec)
 {
-    if (batch <= 0 || nq <= 0 || heads <= 0 || head_dim <= 0) return;
-    const gemm_arch *a = gemm_arch_get();
-    attn_job j = {
-        .q = q, .k = k, .v = v, .out = out, .q_stride = q_stride, .kv_stride = kv_stride,
-        .batch = batch, .nq = nq, .nk = nk, .heads = heads, .d = head_dim, .scale = scale,
-        .causal = causal, .arch = a,
-        .nk_pad = (nk + a->mr - 1) / a->mr * a->mr, .d_pad = (head_dim + a->mr - 1) / a->mr * a->mr,
-        .kb = KB_TARGET / a->mr * a->mr / 2 * 2,
-        .bf16 = prec == FM_PREC_BF16 && a->bf16,
-    };
-    static const float zeros[64];
-    j.zeros = zeros;
-    if (nk <= 0) { /* softmax over nothing: define the output as zero */
-        for (size_t i = 0; i < (size_t)batch * nq; i++)
-            memset(out + i * heads * head_dim, 0, sizeof(float) * heads * head_dim);
-        return;
-    }
-    j.kp = fm_alloc(sizeof(float) * kv_pack_size(&j) * batch * heads);
-    if (j.bf16) {
-        j.kp2 = fm_alloc(sizeof(uint32_t) * kv_pack_size2(&j) * batch * heads);
-        if (!j.kp2) j.bf16 = 0;
-    }
-    if (!j.kp) {
-        fm_free(j.kp2);
+    int threads = fm_scratch_threads();
+    size_t bytes = fm_attention_scratch(batch, nq, nk, heads, head_dim, prec, threads);
+    fm_scratch s = {.base = bytes ? fm_alloc(bytes) : NULL, .bytes = bytes, .threads = threads};
+    if ((bytes && !s.base) ||
+        fm_attention_ws(&s, out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal, prec))
         fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
-        return;
-    }
-    int qblocks = (nq + a->nr - 1) / a->nr, bh = batch * heads;
-    long tasks = (long)bh * qblocks;
-    double work = 4.0 * nq * nk * head_dim * bh;
-    int threads = work < 2e6 ? 1 : omp_get_max_threads();
-    int failed = 0;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-#pragma omp for schedule(static)
-        for (int t = 0; t < bh; t++) pack_kv(&j, t / heads, t % heads);
-        int NR = a->nr;
-        attn_scratch s;
-        size_t d2 = (size_t)(head_dim + 1) / 2, kb2 = (size_t)(j.kb + 1) / 2;
-        float *mem = fm_alloc(sizeof(float) * ((size_t)head_dim * NR + (size_t)j.kb * NR + (size_t)j.d_pad * NR + 3 * 64 +
-                                               (d2 + kb2) * NR));
-        s.qt = mem;
-        s.st = s.qt + (size_t)head_dim * NR;
-        s.ot = s.st + (size_t)j.kb * NR;
-        s.m = s.ot + (size_t)j.d_pad * NR;
-        s.l = s.m + 64;
-        s.corr = s.l + 64;
-        s.qt2 = (uint32_t *)(s.corr + 64);
-        s.pt2 = s.qt2 + d2 * NR;
-#pragma omp for schedule(dynamic, 4)
-        for (long t = 0; t < tasks; t++) {
-            int bhi = (int)(t / qblocks), qb = (int)(t % qblocks);
-            if (mem) attend_block(&j, bhi / heads, bhi % heads, qb * NR, &s);
-        }
-        if (!mem) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        fm_free(mem);
-    }
-    fm_free(j.kp);
-    fm_free(j.kp2);
-    if (failed) /* out of memory for a few KiB of scratch: slow but right */
-        fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
+    fm_free(s.base);
 }

@@ -243,9 +243,8 @@ typedef struct shared_pack {
     uint32_t *u;
 } shared_pack;
 
-/* bytes; larger weights are packed per task. Kept below glibc's largest mmap
- * threshold (32 MiB) so the buffer is reused from the heap, not page-faulted
- * in again on every call. */
+/* bytes; larger weights are packed per task (this bounds what a plan's
+ * scratch holds for the shared packs). */
 #define SHARED_MAX ((size_t)16 << 20)
 #define STAGE_PANELS 8
 
@@ -258,11 +257,11 @@ static const uint32_t *shared_bf16(const shared_pack *sp, int k0, int kc, int ro
     return sp->u + (size_t)(k0 / 2) * sp->rows_pad + (size_t)row0 * ((kc + 1) / 2);
 }
 
-/* Packs this thread's share of sp; returns 0 when it lacked scratch. */
-static int shared_fill(const gemm_problem *p, const gemm_arch *arch, const tiling *t, const gemm_operand *op,
-                       int rows, const shared_pack *sp, gemm_bufs *bf)
+/* Packs this thread's share of sp (a worksharing loop: every thread of the
+ * region must call it). */
+static void shared_fill(const gemm_problem *p, const gemm_arch *arch, const tiling *t, const gemm_operand *op,
+                        int rows, const shared_pack *sp, gemm_bufs *bf)
 {
-    int ok = 1;
     int panels = sp->rows_pad / sp->width, chunks = (panels + STAGE_PANELS - 1) / STAGE_PANELS;
     int slices = (p->K + t->kc - 1) / t->kc;
 #pragma omp for schedule(dynamic, 1)
@@ -271,10 +270,6 @@ static int shared_fill(const gemm_problem *p, const gemm_arch *arch, const tilin
         int p0 = (int)(u % chunks) * STAGE_PANELS, np = panels - p0 < STAGE_PANELS ? panels - p0 : STAGE_PANELS;
         int row0 = p0 * sp->width;
         if (p->bf16) {
-            if (!bf->stage || !bf->zeros) {
-                ok = 0;
-                continue;
-            }
             gemm_pack(op, 0, rows, bf->stage, row0, np * sp->width, k0, kc, sp->width);
             gemm_panels_to_bf16(arch, (uint32_t *)shared_bf16(sp, k0, kc, row0), bf->stage, np, kc, sp->width,
                                 bf->zeros);
@@ -282,7 +277,6 @@ static int shared_fill(const gemm_problem *p, const gemm_arch *arch, const tilin
             gemm_pack(op, 0, rows, (float *)shared_f32(sp, k0, kc, row0), row0, np * sp->width, k0, kc, sp->width);
         }
     }
-    return ok;
 }
 
 static void add_bias_tile(const gemm_problem *p, float *c, int m0, int mv, int n0, int nv)
@@ -349,23 +343,44 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
     }
 }
 
-static void shared_plan(shared_pack *sp, const gemm_operand *op, int batch, int rows, int width, int K,
-                        int repacks, int bf16)
+/* Bytes of a shared pack of op, or 0 when it is not shared. */
+static size_t shared_plan(shared_pack *sp, const gemm_operand *op, int batch, int rows, int width, int K,
+                          int repacks, int bf16)
 {
     sp->on = 0;
-    if (repacks < 2 || (op->kind != OP_MAT && batch > 1)) return; /* only what all tasks see alike */
+    if (repacks < 2 || (op->kind != OP_MAT && batch > 1)) return 0; /* only what all tasks see alike */
     sp->width = width;
     sp->rows_pad = round_up(rows, width);
     size_t bytes = (size_t)sp->rows_pad * (bf16 ? (size_t)(K + 1) / 2 * 4 + 4 * 1 : (size_t)K * 4) + 64;
-    if (bytes > SHARED_MAX) return;
-    if (bf16) sp->u = fm_alloc((size_t)sp->rows_pad * ((size_t)K / 2 + 1) * sizeof(uint32_t));
-    else sp->f = fm_alloc((size_t)sp->rows_pad * (size_t)K * sizeof(float));
-    sp->on = (bf16 ? (void *)sp->u : (void *)sp->f) != NULL;
+    if (bytes > SHARED_MAX) return 0;
+    sp->on = 1;
+    return bf16 ? (size_t)sp->rows_pad * ((size_t)K / 2 + 1) * sizeof(uint32_t)
+                : (size_t)sp->rows_pad * (size_t)K * sizeof(float);
 }
 
-void gemm_run(const gemm_problem *p)
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Everything one call decides before it runs: the (possibly unfolded)
+ * problem, threads, tiling, the shared packs and where each buffer lives in
+ * the scratch: [shared A][shared B][slice of thread 0][slice 1]... */
+typedef struct gemm_layout {
+    gemm_problem q;
+    const gemm_arch *arch;
+    int threads, wmax;
+    tiling t;
+    long tasks;
+    shared_pack sa, sb;
+    size_t sa_bytes, sb_bytes;
+    size_t a_sz, b_sz;                         /* floats of the per-task packed blocks */
+    size_t off_b, off_a2, off_b2, off_zeros, off_stage, slice; /* bytes, within a slice */
+    size_t total;
+} gemm_layout;
+
+/* Returns 0 when the call has nothing to compute. */
+static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L)
 {
-    if (p->M <= 0 || p->N <= 0 || p->batch <= 0) return;
+    memset(L, 0, sizeof *L);
+    if (p->M <= 0 || p->N <= 0 || p->batch <= 0) return 0;
     const gemm_arch *arch = gemm_arch_get();
     gemm_problem q = *p;
     if (q.bf16 && !arch->bf16) q.bf16 = 0; /* no native bf16: full precision */
@@ -376,11 +391,12 @@ void gemm_run(const gemm_problem *p)
         q.b.fold = 0;
     }
     double flops = 2.0 * q.M * q.N * (double)(q.K > 0 ? q.K : 1) * q.batch;
-    int threads = flops < 2e6 ? 1 : omp_get_max_threads();
-    tiling t = choose_tiling(&q, arch, threads);
-    long tasks = (long)t.tm * t.tn * q.batch;
-    size_t a_sz = (size_t)round_up(t.mt, arch->mr) * t.kc, b_sz = (size_t)arch->nr * t.kc;
-    shared_pack sa = {0}, sb = {0};
+    L->threads = flops < 2e6 || max_threads < 1 ? 1 : max_threads;
+    L->t = choose_tiling(&q, arch, L->threads);
+    L->tasks = (long)L->t.tm * L->t.tn * q.batch;
+    if (L->tasks <= 1) L->threads = 1;
+    L->a_sz = (size_t)round_up(L->t.mt, arch->mr) * L->t.kc;
+    L->b_sz = (size_t)arch->nr * L->t.kc;
     if (q.K > 0) {
         /* Measured: sharing pays in bf16 mode (half the bytes, and each
          * pack converts twice), and in f32 for F16/BF16 weights on the B side
@@ -388,75 +404,114 @@ void gemm_run(const gemm_problem *p)
          * micro-kernel then reads fresh panels from L1/L2, not a large
          * shared buffer from L3. */
         int b_converts = q.b.kind == OP_MAT && q.b.mat->dtype != FM_DT_F32;
-        if (q.bf16) shared_plan(&sa, &q.a, q.batch, q.M, arch->mr, q.K, t.tn * q.batch, 1);
-        if (q.bf16 || b_converts) shared_plan(&sb, &q.b, q.batch, q.N, arch->nr, q.K, t.tm * q.batch, q.bf16);
+        if (q.bf16) L->sa_bytes = shared_plan(&L->sa, &q.a, q.batch, q.M, arch->mr, q.K, L->t.tn * q.batch, 1);
+        if (q.bf16 || b_converts)
+            L->sb_bytes = shared_plan(&L->sb, &q.b, q.batch, q.N, arch->nr, q.K, L->t.tm * q.batch, q.bf16);
     }
-    int wmax = arch->mr > arch->nr ? arch->mr : arch->nr, shared_failed = 0;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
+    L->wmax = arch->mr > arch->nr ? arch->mr : arch->nr;
+    size_t at = align64(sizeof(float) * L->a_sz);
+    L->off_b = at;
+    at += align64(sizeof(float) * L->b_sz);
+    if (q.bf16) {
+        L->off_a2 = at;
+        at += align64(sizeof(uint32_t) * (L->a_sz / 2 + L->t.mt + arch->mr));
+        L->off_b2 = at;
+        at += align64(sizeof(uint32_t) * (L->b_sz / 2 + arch->nr));
+        L->off_zeros = at;
+        at += align64(sizeof(float) * L->wmax);
+        if (L->sa.on || L->sb.on) {
+            L->off_stage = at;
+            at += align64(sizeof(float) * STAGE_PANELS * L->wmax * L->t.kc);
+        }
+    }
+    L->slice = at;
+    L->total = align64(L->sa_bytes) + align64(L->sb_bytes) + (size_t)L->threads * L->slice;
+    L->q = q;
+    L->arch = arch;
+    return 1;
+}
+
+size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
+{
+    gemm_layout L;
+    return gemm_layout_of(p, threads, &L) ? L.total : 0;
+}
+
+int gemm_run_ws(const gemm_problem *p, const fm_scratch *s)
+{
+    gemm_layout L;
+    if (!gemm_layout_of(p, s ? s->threads : 1, &L)) return 0;
+    if (!s || !s->base || s->bytes < L.total) return -1;
+    const gemm_problem *q = &L.q;
+    const gemm_arch *arch = L.arch;
+    char *base = s->base;
+    L.sa.f = L.sa.on && !q->bf16 ? (float *)base : NULL;
+    L.sa.u = L.sa.on && q->bf16 ? (uint32_t *)base : NULL;
+    base += align64(L.sa_bytes);
+    L.sb.f = L.sb.on && !q->bf16 ? (float *)base : NULL;
+    L.sb.u = L.sb.on && q->bf16 ? (uint32_t *)base : NULL;
+    base += align64(L.sb_bytes);
+#pragma omp parallel num_threads(L.threads) if (L.threads > 1)
     {
-        gemm_bufs bf = {0};
-        bf.a = fm_alloc(sizeof(float) * a_sz);
-        bf.b = fm_alloc(sizeof(float) * b_sz);
-        if (q.bf16) {
-            bf.a2 = fm_alloc(sizeof(uint32_t) * (a_sz / 2 + t.mt + arch->mr));
-            bf.b2 = fm_alloc(sizeof(uint32_t) * (b_sz / 2 + arch->nr));
-            bf.zeros = fm_calloc(sizeof(float) * wmax);
+        char *mine = base + (size_t)omp_get_thread_num() * L.slice;
+        gemm_bufs bf = {.a = (float *)mine, .b = (float *)(mine + L.off_b)};
+        if (q->bf16) {
+            bf.a2 = (uint32_t *)(mine + L.off_a2);
+            bf.b2 = (uint32_t *)(mine + L.off_b2);
+            bf.zeros = (float *)(mine + L.off_zeros);
+            memset(bf.zeros, 0, sizeof(float) * L.wmax);
+            if (L.sa.on || L.sb.on) bf.stage = (float *)(mine + L.off_stage);
         }
-        shared_pack my_sa = sa, my_sb = sb; /* this thread's view */
-        if (sa.on || sb.on) {
-            if (q.bf16) bf.stage = fm_alloc(sizeof(float) * STAGE_PANELS * wmax * t.kc);
-            int filled = 1;
-            if (sa.on) filled &= shared_fill(&q, arch, &t, &q.a, q.M, &sa, &bf);
-            if (sb.on) filled &= shared_fill(&q, arch, &t, &q.b, q.N, &sb, &bf);
-            fm_free(bf.stage);
-            if (!filled) {
-#pragma omp atomic write
-                shared_failed = 1;
-            }
-#pragma omp barrier
-            int failed;
-#pragma omp atomic read
-            failed = shared_failed;
-            if (failed) my_sa.on = my_sb.on = 0; /* some panels missing: everyone packs per task */
-        }
-        /* The API has no error path: a thread without scratch leaves its
-         * tasks to the others; if none has any, C is left as it was. */
-        int ok = bf.a && bf.b && (!q.bf16 || (bf.a2 && bf.b2 && bf.zeros));
+        /* the shared packs are complete at the implicit barrier of each fill */
+        if (L.sa.on) shared_fill(q, arch, &L.t, &q->a, q->M, &L.sa, &bf);
+        if (L.sb.on) shared_fill(q, arch, &L.t, &q->b, q->N, &L.sb, &bf);
 #pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < tasks; task++)
-            if (ok) run_task(&q, arch, &t, task, &bf, &my_sa, &my_sb);
-        fm_free(bf.a); fm_free(bf.b); fm_free(bf.a2); fm_free(bf.b2); fm_free(bf.zeros);
+        for (long task = 0; task < L.tasks; task++) run_task(q, arch, &L.t, task, &bf, &L.sa, &L.sb);
     }
-    fm_free(sa.f); fm_free(sa.u); fm_free(sb.f); fm_free(sb.u);
+    return 0;
+}
+
+int fm_scratch_threads(void)
+{
+    int t = omp_get_max_threads();
+    return t > 0 ? t : 1;
+}
+
+/* One call's scratch from the heap, for the entry points without a plan.
+ * Returns 0 (and fills s) or -1. */
+static int scratch_alloc(fm_scratch *s, size_t bytes, int threads)
+{
+    s->threads = threads;
+    s->bytes = bytes;
+    s->base = bytes ? fm_alloc(bytes) : NULL;
+    return bytes && !s->base ? -1 : 0;
 }
 
 /* ---- public entry points ---- */
 
-void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-              int trans_b, float beta, float *C, int ldc)
+static gemm_problem sgemm_problem(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                  int trans_b, float beta, float *C, int ldc)
 {
-    gemm_problem p = {
+    return (gemm_problem){
         .M = M, .N = N, .K = K, .batch = 1,
         .a = {.kind = OP_ROWS, .p = A, .ld = lda},
         .b = {.kind = trans_b ? OP_ROWS : OP_COLS, .p = B, .ld = ldb},
         .c = C, .ldc = ldc, .beta = beta,
     };
-    gemm_run(&p);
 }
 
-void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+static gemm_problem linear_problem(float *y, const float *x, int n, const fm_mat *w, const float *bias)
 {
-    gemm_problem p = {
+    return (gemm_problem){
         .M = n, .N = w->rows, .K = w->cols, .batch = 1,
         .a = {.kind = OP_ROWS, .p = x, .ld = w->cols},
         .b = {.kind = OP_MAT, .mat = w},
         .c = y, .ldc = w->rows, .beta = 0.0f, .bias_n = bias,
         .bf16 = w->packed_kind == FM_PACKED_BF16,
     };
-    gemm_run(&p);
 }
 
-void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+static gemm_problem conv_problem(float *y, const float *x, const fm_conv *c, int n, int h, int w)
 {
     int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
     int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
@@ -475,7 +530,73 @@ void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
     else
         p.b = (gemm_operand){.kind = OP_IM2COL, .p = x, .batch_stride = (ptrdiff_t)c->cin * h * w,
                              .conv = c, .h = h, .w = w, .oh = oh, .ow = ow, .fold = oh * ow};
-    gemm_run(&p);
+    return p;
+}
+
+size_t fm_sgemm_scratch(int M, int N, int K, int trans_b, int threads)
+{
+    gemm_problem p = sgemm_problem(M, N, K, NULL, K, NULL, trans_b ? K : N, trans_b, 0.0f, NULL, N);
+    return gemm_scratch_bytes(&p, threads);
+}
+
+int fm_sgemm_ws(const fm_scratch *s, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                int trans_b, float beta, float *C, int ldc)
+{
+    gemm_problem p = sgemm_problem(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+    return gemm_run_ws(&p, s);
+}
+
+void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              int trans_b, float beta, float *C, int ldc)
+{
+    fm_scratch s;
+    int threads = fm_scratch_threads();
+    if (scratch_alloc(&s, fm_sgemm_scratch(M, N, K, trans_b, threads), threads) ||
+        fm_sgemm_ws(&s, M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc))
+        fm_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+    fm_free(s.base);
+}
+
+size_t fm_linear_scratch(int n, const fm_mat *w, int threads)
+{
+    gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
+    return gemm_scratch_bytes(&p, threads);
+}
+
+int fm_linear_ws(const fm_scratch *s, float *y, const float *x, int n, const fm_mat *w, const float *bias)
+{
+    gemm_problem p = linear_problem(y, x, n, w, bias);
+    return gemm_run_ws(&p, s);
+}
+
+void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+{
+    fm_scratch s;
+    int threads = fm_scratch_threads();
+    if (scratch_alloc(&s, fm_linear_scratch(n, w, threads), threads) || fm_linear_ws(&s, y, x, n, w, bias))
+        fm_linear_ref(y, x, n, w, bias);
+    fm_free(s.base);
+}
+
+size_t fm_conv2d_scratch(const fm_conv *c, int n, int h, int w, int threads)
+{
+    gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
+    return gemm_scratch_bytes(&p, threads);
+}
+
+int fm_conv2d_ws(const fm_scratch *s, float *y, const float *x, const fm_conv *c, int n, int h, int w)
+{
+    gemm_problem p = conv_problem(y, x, c, n, h, w);
+    return gemm_run_ws(&p, s);
+}
+
+void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+{
+    fm_scratch s;
+    int threads = fm_scratch_threads();
+    if (scratch_alloc(&s, fm_conv2d_scratch(c, n, h, w, threads), threads) || fm_conv2d_ws(&s, y, x, c, n, h, w))
+        fm_conv2d_ref(y, x, c, n, h, w);
+    fm_free(s.base);
 }
 
 /* Weights stay in their file dtype and are converted while packing (the

@@ -11,7 +11,9 @@
  * really is (a row-major matrix, a transposed one, an F16/BF16 weight matrix,
  * or an implicit im2col of a feature map), so nothing larger than a packed
  * block is materialised per thread; weight operands that several tasks would
- * repack are packed once per call and shared (at most 16 MiB). */
+ * repack are packed once per call and shared (at most 16 MiB). All of it
+ * lives in caller-owned scratch (fm_scratch): the shared packs, then one
+ * slice per thread; the driver allocates nothing. */
 #ifndef FM_KERNELS_GEMM_H
 #define FM_KERNELS_GEMM_H
 
@@ -94,7 +96,12 @@ typedef struct gemm_problem {
     int bf16;            /* round A and B to bf16, dot in bf16, accumulate in float */
 } gemm_problem;
 
-void gemm_run(const gemm_problem *p);
+/* Bytes of scratch gemm_run_ws needs for p with up to `threads` threads
+ * (0: nothing to compute). */
+size_t gemm_scratch_bytes(const gemm_problem *p, int threads);
+/* Runs p in caller-owned scratch (sized by gemm_scratch_bytes for
+ * s->threads); -1 without touching C when s is too small. */
+int gemm_run_ws(const gemm_problem *p, const fm_scratch *s);
 
 /* Packs rows i0..i0+ni of op (as an ni x kc slice from k0) into panels of
  * width `panel`, zero-padding past `rows`. Used by attention too. */

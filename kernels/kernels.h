@@ -41,9 +41,32 @@ typedef struct fm_mat {
 int fm_mat_pack(fm_mat *m, fm_precision prec);
 void fm_mat_release(fm_mat *m);
 
+/* Caller-owned scratch for the fast kernels. A plan (the U-Net's workspace,
+ * the VAE's arena) asks each call shape how many bytes it needs for a given
+ * number of threads (fm_X_scratch), keeps the largest, allocates once before
+ * the first step, and hands the same block to every call (fm_X_ws): nothing
+ * is allocated inside a forward pass. Inside, a call carves its shared
+ * panels and one slice per OpenMP thread. base is 64-byte aligned. */
+typedef struct fm_scratch {
+    void *base;
+    size_t bytes;
+    int threads; /* the thread count the sizes were asked for (>= 1) */
+} fm_scratch;
+
+/* The thread count a plan sizes scratch for: OpenMP's current maximum. */
+int fm_scratch_threads(void);
+
+/* The fm_X_ws kernels return 0, or -1 without touching the output when s is
+ * smaller than fm_X_scratch says (a plan that missed a call shape: an
+ * error, never skipped work). The plain fm_X entry points allocate their
+ * scratch per call (text encoders, tests, tools) and compute with the
+ * reference loop when that allocation fails: slower, never wrong. */
+
 /* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
 void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias);
 void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias);
+size_t fm_linear_scratch(int n, const fm_mat *w, int threads);
+int fm_linear_ws(const fm_scratch *s, float *y, const float *x, int n, const fm_mat *w, const float *bias);
 
 /* C[M][N] = A[M][K] . B + beta*C, with B [K][N] (trans_b 0) or [N][K] (trans_b 1);
  * all float32 with leading dimensions lda, ldb, ldc. Blocked and packed
@@ -52,6 +75,9 @@ void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int 
               int trans_b, float beta, float *C, int ldc);
 void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   int trans_b, float beta, float *C, int ldc);
+size_t fm_sgemm_scratch(int M, int N, int K, int trans_b, int threads);
+int fm_sgemm_ws(const fm_scratch *s, int M, int N, int K, const float *A, int lda, const float *B,
+                int ldb, int trans_b, float beta, float *C, int ldc);
 
 /* 2-D convolution. Weight as a matrix [cout][cin*kh*kw] (PyTorch order). */
 typedef struct fm_conv {
@@ -70,6 +96,20 @@ static inline int fm_conv_out_w(const fm_conv *c, int w) { return (w + c->pad_l 
  * all n images. */
 void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w);
 void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w);
+size_t fm_conv2d_scratch(const fm_conv *c, int n, int h, int w, int threads);
+int fm_conv2d_ws(const fm_scratch *s, float *y, const float *x, const fm_conv *c, int n, int h, int w);
+
+/* Output rows [r0, r1) of conv c on one image x [cin][h][w] into y
+ * [cout][oh][ow], or on x [cin][h/2][w/2] upsampled x2 nearest when up2
+ * (h, w are then the upsampled size, which is never whole in memory). The
+ * input rows those outputs read are copied into band_in (the zero padding
+ * outside the input becomes the band's own), the band's output goes to
+ * band_out, then to its rows of y. band_in: cin * w * ((r1-r0-1) * stride
+ * + kh) floats, band_out: cout * (r1-r0) * ow. */
+size_t fm_conv2d_rows_scratch(const fm_conv *c, int h, int w, int r0, int r1, int threads);
+int fm_conv2d_rows_ws(const fm_scratch *s, const fm_conv *c, float *y, const float *x, int up2, int h, int w,
+                      int r0, int r1, float *band_in, float *band_out);
+void fm_conv2d_rows_ref(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1);
 
 /* GroupNorm over x [n][c][hw]; gamma/beta [c]; optional SiLU afterwards.
  * y may equal x. */
@@ -77,6 +117,20 @@ void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, f
                    const float *gamma, const float *beta, int fuse_silu);
 void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
                        const float *gamma, const float *beta, int fuse_silu);
+
+/* GroupNorm with given statistics (whole-image ones, gathered over tiles):
+ * y = (x - mean[g]) * rstd[g] * gamma + beta over x [c][hw], then SiLU if
+ * silu. y may equal x. */
+void fm_group_norm_apply(float *y, const float *x, int c, int hw, int groups, const float *mean,
+                         const float *rstd, const float *gamma, const float *beta, int silu);
+void fm_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
+                             const float *rstd, const float *gamma, const float *beta, int silu);
+/* Adds the cells [y0,y1) x [x0,x1) of x [c][h][w] to the per-group sums
+ * sum[g], sumsq[g] and count[g] (double, so that many tiles add up). */
+void fm_group_stats_add(double *sum, double *sumsq, double *count, const float *x, int c, int h, int w,
+                        int groups, int y0, int y1, int x0, int x1);
+void fm_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
+                            int w, int groups, int y0, int y1, int x0, int x1);
 
 /* LayerNorm over the last dim of x [rows][dim]. y may equal x. */
 void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
@@ -119,6 +173,11 @@ void fm_attention_prec(float *out, const float *q, int q_stride, const float *k,
 void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal);
+size_t fm_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
+                            int threads);
+int fm_attention_ws(const fm_scratch *s, float *out, const float *q, int q_stride, const float *k,
+                    const float *v, int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
+                    float scale, int causal, fm_precision prec);
 
 /* Nearest-neighbour resize of x [nc][h][w] to [nc][oh][ow] (PyTorch
  * 'nearest': src = floor(dst * in / out)); oh = 2h, ow = 2w is the U-Net's x2. */

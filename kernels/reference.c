@@ -102,32 +102,59 @@ void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int group
         }
 }
 
+/* The fallback of fm_attention when its scratch runs out, so it works
+ * without memory too: the scores are kept when a row of them can be
+ * allocated, else recomputed in each pass (float accumulation of the output). */
+static double ref_score(const float *qi, const float *k, int kv_stride, int head_dim, size_t row, int hd,
+                        float scale)
+{
+    const float *kj = k + row * kv_stride + (size_t)hd * head_dim;
+    double d = 0;
+    for (int e = 0; e < head_dim; e++) d += (double)qi[e] * kj[e];
+    return d * scale;
+}
+
 void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal)
 {
-    double *s = malloc(sizeof(double) * (size_t)nk);
-    if (!s) return;
+    double *s = nk > 0 ? malloc(sizeof(double) * (size_t)nk) : NULL;
     for (int b = 0; b < batch; b++)
         for (int hd = 0; hd < heads; hd++)
             for (int i = 0; i < nq; i++) {
                 const float *qi = q + ((size_t)b * nq + i) * q_stride + (size_t)hd * head_dim;
+                float *o = out + ((size_t)b * nq + i) * ((size_t)heads * head_dim) + (size_t)hd * head_dim;
+                if (nk <= 0) {
+                    for (int e = 0; e < head_dim; e++) o[e] = 0.0f;
+                    continue;
+                }
                 double mx = -DBL_MAX, sum = 0;
                 int last = causal ? (i < nk ? i : nk - 1) : nk - 1;
-                for (int j = 0; j <= last; j++) {
-                    const float *kj = k + ((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim;
-                    double d = 0;
-                    for (int e = 0; e < head_dim; e++) d += (double)qi[e] * kj[e];
-                    s[j] = d * scale;
-                    if (s[j] > mx) mx = s[j];
+                if (s) {
+                    for (int j = 0; j <= last; j++) {
+                        s[j] = ref_score(qi, k, kv_stride, head_dim, (size_t)b * nk + j, hd, scale);
+                        if (s[j] > mx) mx = s[j];
+                    }
+                    for (int j = 0; j <= last; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+                    for (int e = 0; e < head_dim; e++) {
+                        double acc = 0;
+                        for (int j = 0; j <= last; j++)
+                            acc += s[j] * v[((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim + e];
+                        o[e] = (float)(acc / sum);
+                    }
+                    continue;
                 }
-                for (int j = 0; j <= last; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
-                float *o = out + ((size_t)b * nq + i) * ((size_t)heads * head_dim) + (size_t)hd * head_dim;
-                for (int e = 0; e < head_dim; e++) {
-                    double acc = 0;
-                    for (int j = 0; j <= last; j++)
-                        acc += s[j] * v[((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim + e];
-                    o[e] = (float)(acc / sum);
+                for (int j = 0; j <= last; j++) {
+                    double sj = ref_score(qi, k, kv_stride, head_dim, (size_t)b * nk + j, hd, scale);
+                    if (sj > mx) mx = sj;
+                }
+                for (int j = 0; j <= last; j++)
+                    sum += exp(ref_score(qi, k, kv_stride, head_dim, (size_t)b * nk + j, hd, scale) - mx);
+                for (int e = 0; e < head_dim; e++) o[e] = 0.0f;
+                for (int j = 0; j <= last; j++) {
+                    double p = exp(ref_score(qi, k, kv_stride, head_dim, (size_t)b * nk + j, hd, scale) - mx) / sum;
+                    const float *vj = v + ((size_t)b * nk + j) * kv_stride + (size_t)hd * head_dim;
+                    for (int e = 0; e < head_dim; e++) o[e] = (float)(o[e] + p * vj[e]);
                 }
             }
     free(s);
@@ -184,4 +211,51 @@ void fm_softmax_ref(float *x, int rows, int n)
         for (int i = 0; i < n; i++) sum += exp(xr[i] - mx);
         for (int i = 0; i < n; i++) xr[i] = (float)(exp(xr[i] - mx) / sum);
     }
+}
+
+void fm_conv2d_rows_ref(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1)
+{
+    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), sh = up2 ? h / 2 : h, sw = up2 ? w / 2 : w;
+    for (int co = 0; co < c->cout; co++)
+        for (int oy = r0; oy < r1; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                double acc = c->bias ? c->bias[co] : 0.0;
+                for (int ci = 0; ci < c->cin; ci++)
+                    for (int ky = 0; ky < c->kh; ky++)
+                        for (int kx = 0; kx < c->kw; kx++) {
+                            int iy = oy * c->stride + ky - c->pad_t, ix = ox * c->stride + kx - c->pad_l;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                            if (up2) iy /= 2, ix /= 2;
+                            acc += (double)x[((size_t)ci * sh + iy) * sw + ix] *
+                                   mat_at(&c->w, co, (ci * c->kh + ky) * c->kw + kx);
+                        }
+                y[((size_t)co * oh + oy) * ow + ox] = (float)acc;
+            }
+}
+
+void fm_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
+                             const float *rstd, const float *gamma, const float *beta, int silu)
+{
+    int cg = c / groups;
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < hw; i++) {
+            int g = ch / cg;
+            double v = ((double)x[(size_t)ch * hw + i] - mean[g]) * rstd[g] * gamma[ch] + beta[ch];
+            if (silu) v = v / (1.0 + exp(-v));
+            y[(size_t)ch * hw + i] = (float)v;
+        }
+}
+
+void fm_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
+                            int w, int groups, int y0, int y1, int x0, int x1)
+{
+    int cg = c / groups;
+    for (int ch = 0; ch < c; ch++)
+        for (int yy = y0; yy < y1; yy++)
+            for (int xx = x0; xx < x1; xx++) {
+                double v = x[((size_t)ch * h + yy) * w + xx];
+                sum[ch / cg] += v;
+                sumsq[ch / cg] += v * v;
+                count[ch / cg] += 1;
+            }
 }

@@ -90,6 +90,8 @@ static int (*const sampler_fns[FM_SAMPLER_COUNT])(fm_run *) = {
     [FM_SAMPLER_LCM] = fm_sample_lcm,
 };
 
+size_t fm_sample_work_floats(size_t n) { return (FM_RUN_BUFFERS + 1) * n; }
+
 static int check_sigmas(const double *sigmas, int n_sigmas, fm_error *err)
 {
     if (n_sigmas < 2)
@@ -116,8 +118,8 @@ int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n
     if (rc)
         return rc;
     fm_run r = {.io = io, .x = x, .n = n, .sigmas = sigmas, .steps = n_sigmas - 1, .err = err};
-    float *all = fm_alloc((FM_RUN_BUFFERS + 1) * n * sizeof(float));
-    if (!all)
+    float *all = io->work, *own = NULL;
+    if (!all && !(all = own = fm_alloc(fm_sample_work_floats(n) * sizeof(float))))
         return fm_fail(err, FM_EINPUT, "sampler: out of memory for %d latents of %zu values",
                        FM_RUN_BUFFERS + 1, n);
     r.denoised = all;
@@ -126,7 +128,7 @@ int fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n
     rc = sampler_fns[sampler](&r);
     if (!rc)
         rc = report_progress(&r, r.steps);
-    fm_free(all);
+    fm_free(own);
     return rc;
 }
 

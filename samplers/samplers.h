@@ -158,7 +158,14 @@ typedef struct fm_sampler_io {
     fm_progress_fn progress;
     void *progress_user;
     double eta, s_noise;   /* 1 and 1 after fm_sampler_io_init (A1111/ComfyUI defaults) */
+    /* optional: fm_sample_work_floats(n) floats for the samplers' own
+     * latents, planned by the caller so that fm_sample allocates nothing
+     * (NULL: fm_sample allocates them before the first step) */
+    float *work;
 } fm_sampler_io;
+
+/* Floats of fm_sampler_io.work for latents of n values (any sampler). */
+size_t fm_sample_work_floats(size_t n);
 
 void fm_sampler_io_init(fm_sampler_io *io);
 

@@ -287,6 +287,180 @@ static void test_conv2d_bf16_mode(void **state)
     conv_run(&conv_cases[6], FM_DT_BF16, 0, FM_PREC_BF16);
 }
 
+/* ---- caller-owned scratch ---- */
+
+/* A call given its queried scratch computes what the allocating entry point
+ * does (bit for bit: same layout, same threads); one byte less is an error
+ * that leaves the output as it was, never a partial result. */
+static void scratch_case(const char *what, size_t bytes, int (*run)(const fm_scratch *, void *), void *ctx,
+                         float *out, const float *want, size_t n)
+{
+    int threads = fm_scratch_threads();
+    fm_scratch s = {.base = fm_alloc(bytes), .bytes = bytes, .threads = threads};
+    assert_non_null(s.base);
+    for (size_t i = 0; i < n; i++) out[i] = 12345.0f;
+    s.bytes = bytes - 1;
+    if (run(&s, ctx) != -1) fail_msg("%s: a scratch one byte short was not refused", what);
+    for (size_t i = 0; i < n; i++)
+        if (out[i] != 12345.0f) fail_msg("%s: a refused call wrote output %zu", what, i);
+    s.bytes = bytes;
+    assert_int_equal(run(&s, ctx), 0);
+    if (memcmp(out, want, n * sizeof(float))) fail_msg("%s: differs from the allocating entry point", what);
+    fm_free(s.base);
+}
+
+typedef struct lin_ctx { float *y; const float *x; int n; const fm_mat *w; const float *b; } lin_ctx;
+static int run_lin(const fm_scratch *s, void *c)
+{
+    lin_ctx *l = c;
+    return fm_linear_ws(s, l->y, l->x, l->n, l->w, l->b);
+}
+
+typedef struct conv_ctx { float *y; const float *x; const fm_conv *c; int n, h, w; } conv_ctx;
+static int run_conv(const fm_scratch *s, void *c)
+{
+    conv_ctx *v = c;
+    return fm_conv2d_ws(s, v->y, v->x, v->c, v->n, v->h, v->w);
+}
+
+typedef struct att_ctx { float *o; const float *q, *k, *v; int b, nq, nk, heads, d; fm_precision prec; } att_ctx;
+static int run_att(const fm_scratch *s, void *c)
+{
+    att_ctx *a = c;
+    int st = a->heads * a->d;
+    return fm_attention_ws(s, a->o, a->q, st, a->k, a->v, st, a->b, a->nq, a->nk, a->heads, a->d,
+                           1.0f / sqrtf((float)a->d), 0, a->prec);
+}
+
+static void test_scratch(void **state)
+{
+    (void)state;
+    int threads = fm_scratch_threads();
+    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    for (int mode = 0; mode < 2; mode++)
+        for (int d = 0; d < 3; d++) {
+            int n = 300, in = 320, outc = 640; /* big enough for threads and shared packs */
+            fm_mat w = make_mat(outc, in, dts[d], 71);
+            fm_mat_pack(&w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
+            float *x = rnd((size_t)n * in, 72), *b = rnd(outc, 73), *y = buf((size_t)n * outc),
+                  *want = buf((size_t)n * outc);
+            fm_linear(want, x, n, &w, b);
+            lin_ctx l = {y, x, n, &w, b};
+            scratch_case("linear", fm_linear_scratch(n, &w, threads), run_lin, &l, y, want, (size_t)n * outc);
+            fm_free(x); fm_free(b); fm_free(y); fm_free(want);
+            free_mat(&w);
+
+            fm_conv c = {.w = make_mat(48, 40 * 9, dts[d], 74), .cin = 40, .cout = 48, .kh = 3, .kw = 3,
+                         .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+            fm_mat_pack(&c.w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
+            float *cx = rnd(2 * 40 * 24 * 20, 75), *cy = buf(2 * 48 * 24 * 20), *cw = buf(2 * 48 * 24 * 20);
+            fm_conv2d(cw, cx, &c, 2, 24, 20);
+            conv_ctx v = {cy, cx, &c, 2, 24, 20};
+            scratch_case("conv2d", fm_conv2d_scratch(&c, 2, 24, 20, threads), run_conv, &v, cy, cw,
+                         2 * 48 * 24 * 20);
+            fm_free(cx); fm_free(cy); fm_free(cw);
+            free_mat(&c.w);
+        }
+    for (int mode = 0; mode < 2; mode++) {
+        fm_precision prec = mode ? FM_PREC_BF16 : FM_PREC_FP32;
+        int B = 2, nq = 77, nk = 300, heads = 3, d = 40;
+        size_t nqd = (size_t)B * nq * heads * d, nkd = (size_t)B * nk * heads * d;
+        float *q = rnd(nqd, 81), *k = rnd(nkd, 82), *v = rnd(nkd, 83), *o = buf(nqd), *want = buf(nqd);
+        fm_attention_prec(want, q, heads * d, k, v, heads * d, B, nq, nk, heads, d, 1.0f / sqrtf((float)d), 0, prec);
+        att_ctx a = {o, q, k, v, B, nq, nk, heads, d, prec};
+        scratch_case("attention", fm_attention_scratch(B, nq, nk, heads, d, prec, threads), run_att, &a, o, want, nqd);
+        fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(want);
+    }
+}
+
+/* ---- banded convolution, GroupNorm in parts (tiled VAE decoding) ---- */
+
+static void band_case(int cin, int cout, int h, int w, int k, int stride, int up2, int rows, fm_dtype dt)
+{
+    int pad = k / 2;
+    fm_conv c = {.w = make_mat(cout, cin * k * k, dt, 91), .cin = cin, .cout = cout, .kh = k, .kw = k,
+                 .stride = stride, .pad_t = pad, .pad_l = pad, .pad_b = pad, .pad_r = pad};
+    float *bias = rnd(cout, 92);
+    c.bias = bias;
+    int oh = fm_conv_out_h(&c, h), ow = fm_conv_out_w(&c, w), ih = up2 ? h / 2 : h, iw = up2 ? w / 2 : w;
+    size_t ny = (size_t)cout * oh * ow;
+    float *x = rnd((size_t)cin * ih * iw, 93), *y = buf(ny), *r = buf(ny);
+    size_t band_in = (size_t)cin * w * ((size_t)(rows - 1) * stride + k), band_out = (size_t)cout * rows * ow;
+    float *band = buf(band_in + band_out);
+    int threads = fm_scratch_threads();
+    size_t most = 0;
+    for (int r0 = 0; r0 < oh; r0 += rows) {
+        size_t b = fm_conv2d_rows_scratch(&c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, threads);
+        most = b > most ? b : most;
+    }
+    fm_scratch s = {.base = fm_alloc(most), .bytes = most, .threads = threads};
+    assert_non_null(s.base);
+    for (int r0 = 0; r0 < oh; r0 += rows)
+        assert_int_equal(fm_conv2d_rows_ws(&s, &c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
+                                           band + band_in), 0);
+    fm_conv2d_rows_ref(&c, r, x, up2, h, w, 0, oh);
+    char what[96];
+    snprintf(what, sizeof what, "conv rows %d->%d %dx%d k%d s%d%s, bands of %d %s", cin, cout, h, w, k, stride,
+             up2 ? " up2" : "", rows, dt_name(dt));
+    check(y, r, ny, cin * k * k > 200 ? TOL_LONG : TOL_SHORT, what);
+    if (!up2) { /* the whole convolution is the same thing */
+        fm_conv2d_ref(r, x, &c, 1, h, w);
+        check(y, r, ny, cin * k * k > 200 ? TOL_LONG : TOL_SHORT, what);
+    }
+    fm_free(s.base); fm_free(band); fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+    free_mat(&c.w);
+}
+
+static void test_conv_rows(void **state)
+{
+    (void)state;
+    band_case(8, 12, 17, 13, 3, 1, 0, 4, FM_DT_F32);  /* last band shorter */
+    band_case(8, 12, 16, 14, 3, 1, 1, 5, FM_DT_F16);  /* upsampled input */
+    band_case(6, 10, 15, 11, 3, 2, 0, 2, FM_DT_BF16); /* stride 2 */
+    band_case(40, 24, 12, 12, 3, 1, 1, 1, FM_DT_F32); /* one row per band, long K */
+    band_case(5, 7, 9, 9, 1, 1, 0, 3, FM_DT_F32);     /* 1x1 */
+}
+
+static void test_group_norm_parts(void **state)
+{
+    (void)state;
+    const int c = 64, groups = 32, h = 13, w = 11, hw = h * w;
+    float *x = rnd((size_t)c * hw, 101), *g = rnd(c, 102), *b = rnd(c, 103);
+    for (int i = 0; i < c * hw; i++) x[i] = x[i] * 2.0f + 0.3f;
+    /* statistics of a window, added twice (two tiles' worth) */
+    double s[32] = {0}, q[32] = {0}, n[32] = {0}, rs[32] = {0}, rq[32] = {0}, rn[32] = {0};
+    for (int t = 0; t < 2; t++) {
+        fm_group_stats_add(s, q, n, x, c, h, w, groups, 2, 11, 1, 9);
+        fm_group_stats_add_ref(rs, rq, rn, x, c, h, w, groups, 2, 11, 1, 9);
+    }
+    float mean[32], rstd[32];
+    for (int i = 0; i < groups; i++) {
+        assert_true(n[i] == rn[i] && n[i] == 2.0 * 2 * 9 * 8);
+        if (fabs(s[i] - rs[i]) > 1e-9 * fmax(1, fabs(rs[i])) || fabs(q[i] - rq[i]) > 1e-9 * rq[i])
+            fail_msg("group %d: sums %.17g %.17g, reference %.17g %.17g", i, s[i], q[i], rs[i], rq[i]);
+        mean[i] = (float)(s[i] / n[i]);
+        rstd[i] = (float)(1.0 / sqrt(q[i] / n[i] - (double)mean[i] * mean[i] + 1e-6));
+    }
+    float *y = buf((size_t)c * hw), *r = buf((size_t)c * hw);
+    for (int silu = 0; silu < 2; silu++) {
+        fm_group_norm_apply_ref(r, x, c, hw, groups, mean, rstd, g, b, silu);
+        memcpy(y, x, sizeof(float) * c * hw);
+        fm_group_norm_apply(y, y, c, hw, groups, mean, rstd, g, b, silu); /* in place */
+        check(y, r, (size_t)c * hw, TOL_SHORT, silu ? "group_norm_apply +silu" : "group_norm_apply");
+    }
+    /* with the whole map's statistics it is GroupNorm itself */
+    double s1[32] = {0}, q1[32] = {0}, n1[32] = {0};
+    fm_group_stats_add_ref(s1, q1, n1, x, c, h, w, groups, 0, h, 0, w);
+    for (int i = 0; i < groups; i++) {
+        mean[i] = (float)(s1[i] / n1[i]);
+        rstd[i] = (float)(1.0 / sqrt(q1[i] / n1[i] - (double)mean[i] * mean[i] + 1e-5));
+    }
+    fm_group_norm_apply(y, x, c, hw, groups, mean, rstd, g, b, 1);
+    fm_group_norm_ref(r, x, 1, c, hw, groups, 1e-5f, g, b, 1);
+    check(y, r, (size_t)c * hw, TOL_LONG, "group_norm_apply = group_norm");
+    fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+}
+
 /* ---- normalisation ---- */
 
 static void group_norm_case(int n, int c, int hw, int groups, int silu, int in_place)
@@ -574,6 +748,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_linear_bf16_mode),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_bf16_mode),
+        cmocka_unit_test(test_scratch),
+        cmocka_unit_test(test_conv_rows),
+        cmocka_unit_test(test_group_norm_parts),
         cmocka_unit_test(test_group_norm),
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_activations),

@@ -310,9 +310,11 @@ static void test_memory_estimate(void **state)
     size_t tiled4096 = fm_vae_decode_bytes(&sd, 512, 512, &t);
     printf("    SD decode working memory: 512x512 %zu MB, 1024x1024 %zu MB, tiled 1024x1024 %zu MB, "
            "tiled 4096x4096 %zu MB\n", full512 >> 20, full1024 >> 20, tiled1024 >> 20, tiled4096 >> 20);
-    /* three activation slots: the 512x512x256 upsampled map (256 MB) twice,
-     * one 128-channel map; plus the kernels' scratch */
-    assert_true(full512 >= (size_t)640 << 20);
+    /* three activation slots: the 512x512x256 upsampled map (256 MB) and two
+     * 128-channel maps, plus the row bands and the kernels' scratch (a few
+     * MB: the implicit GEMM never holds im2col columns, so the estimate no
+     * longer counts them) */
+    assert_true(full512 >= (size_t)512 << 20);
     assert_true(full1024 > 3 * full512);
     assert_true(tiled1024 < full512 + ((size_t)64 << 20));
     assert_true(tiled4096 < full512 + ((size_t)64 << 20));

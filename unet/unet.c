@@ -19,7 +19,21 @@ typedef struct run {
     const float *context;  /* [batch][n_ctx][context_dim] */
     int n_ctx;
     float *ctx_k, *ctx_v;  /* cross-attention keys/values [batch][n_ctx][C] */
+    const fm_scratch *ks;  /* the kernels' scratch, planned with the activations */
+    int *failed;           /* set when a kernel found its scratch too small */
 } run;
+
+/* The kernels on the planned scratch. A call the plan did not size fails
+ * the forward (an error value, see fm_unet_forward), it is never skipped. */
+static void linear(const run *R, float *y, const float *x, int n, const fm_mat *w, const float *bias)
+{
+    if (fm_linear_ws(R->ks, y, x, n, w, bias)) *R->failed = 1;
+}
+
+static void conv2d(const run *R, float *y, const float *x, const fm_conv *c, int h, int w)
+{
+    if (fm_conv2d_ws(R->ks, y, x, c, R->batch, h, w)) *R->failed = 1;
+}
 
 static void probe(const fm_unet *u, const char *name, const float *data, int n, int c, int h, int w)
 {
@@ -63,17 +77,17 @@ static void resblock(const run *R, const un_resblock *r, float *out, const float
     float *g = scratch, *hid = scratch + (size_t)B * hw * (r->cin > r->cout ? r->cin : r->cout);
 
     fm_group_norm(g, x, B, r->cin, (int)hw, UN_GROUPS, UN_RES_EPS, r->in_norm.gamma, r->in_norm.beta, 1);
-    fm_conv2d(hid, g, &r->in_conv, B, h, w);
+    conv2d(R, hid, g, &r->in_conv, h, w);
 
-    fm_linear(R->emb_out, R->emb_silu, B, &r->emb_proj.w, r->emb_proj.bias);
+    linear(R, R->emb_out, R->emb_silu, B, &r->emb_proj.w, r->emb_proj.bias);
     add_per_channel(hid, R->emb_out, B, r->cout, hw);
 
     fm_group_norm(hid, hid, B, r->cout, (int)hw, UN_GROUPS, UN_RES_EPS, r->out_norm.gamma, r->out_norm.beta, 1);
-    fm_conv2d(out, hid, &r->out_conv, B, h, w);
+    conv2d(R, out, hid, &r->out_conv, h, w);
 
     size_t n = (size_t)B * r->cout * hw;
     if (r->has_skip) {
-        fm_conv2d(g, x, &r->skip, B, h, w);
+        conv2d(R, g, x, &r->skip, h, w);
         fm_add(out, out, g, n);
     } else {
         fm_add(out, out, x, n);
@@ -84,36 +98,38 @@ static void resblock(const run *R, const un_resblock *r, float *out, const float
  * [batch][nq][C] and k, v from kv_src [batch][nk][kv_dim] (x itself for
  * self-attention). out may alias x. qkvo: [batch*nq][C] x 2 (+2 more when
  * k and v are NULL, i.e. placed after q and o). */
-static void attention(const un_attention *a, const un_spatial_transformer *s, fm_precision prec,
-                      float *out, const float *x, int batch, int nq, const float *kv_src, int nk,
+static void attention(const run *R, const un_attention *a, const un_spatial_transformer *s,
+                      float *out, const float *x, int nq, const float *kv_src, int nk,
                       float *k, float *v, float *qkvo)
 {
+    int batch = R->batch;
     size_t rows = (size_t)batch * nq, c = (size_t)s->c;
     float *q = qkvo, *o = qkvo + rows * c;
     if (!k) {
         k = o + rows * c;
         v = k + rows * c;
     }
-    fm_linear(q, x, (int)rows, &a->to_q, NULL);
-    fm_linear(k, kv_src, batch * nk, &a->to_k, NULL);
-    fm_linear(v, kv_src, batch * nk, &a->to_v, NULL);
-    fm_attention_prec(o, q, (int)c, k, v, (int)c, batch, nq, nk, s->heads, s->dim_head,
-                      1.0f / sqrtf((float)s->dim_head), 0, prec);
-    fm_linear(out, o, (int)rows, &a->to_out.w, a->to_out.bias);
+    linear(R, q, x, (int)rows, &a->to_q, NULL);
+    linear(R, k, kv_src, batch * nk, &a->to_k, NULL);
+    linear(R, v, kv_src, batch * nk, &a->to_v, NULL);
+    if (fm_attention_ws(R->ks, o, q, (int)c, k, v, (int)c, batch, nq, nk, s->heads, s->dim_head,
+                        1.0f / sqrtf((float)s->dim_head), 0, R->u->prec))
+        *R->failed = 1;
+    linear(R, out, o, (int)rows, &a->to_out.w, a->to_out.bias);
 }
 
 /* FeedForward with GEGLU: x = net.2(a * gelu(gate)), [a | gate] = net.0.proj(x),
  * in place on x [rows][C], a chunk of rows at a time. */
-static void feed_forward(const un_transformer_block *b, float *x, size_t rows, int c, float *tmp)
+static void feed_forward(const run *R, const un_transformer_block *b, float *x, size_t rows, int c, float *tmp)
 {
     size_t chunk = un_ff_rows(rows);
     float *proj = tmp, *gated = tmp + chunk * 8 * (size_t)c;
     for (size_t r0 = 0; r0 < rows; r0 += chunk) {
         int nr = (int)(rows - r0 < chunk ? rows - r0 : chunk);
         float *xr = x + r0 * c;
-        fm_linear(proj, xr, nr, &b->ff_proj.w, b->ff_proj.bias);
+        linear(R, proj, xr, nr, &b->ff_proj.w, b->ff_proj.bias);
         fm_geglu(gated, proj, nr, 4 * c);
-        fm_linear(xr, gated, nr, &b->ff_out.w, b->ff_out.bias);
+        linear(R, xr, gated, nr, &b->ff_out.w, b->ff_out.bias);
     }
 }
 
@@ -128,15 +144,15 @@ static void transformer_block(const run *R, const un_spatial_transformer *s,
     size_t rows = (size_t)B * hw, n = rows * c;
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm1.gamma, b->norm1.beta, UN_LN_EPS);
-    attention(&b->attn1, s, R->u->prec, nrm, nrm, B, hw, nrm, hw, NULL, NULL, big);
+    attention(R, &b->attn1, s, nrm, nrm, hw, nrm, hw, NULL, NULL, big);
     fm_add(xt, xt, nrm, n);
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm2.gamma, b->norm2.beta, UN_LN_EPS);
-    attention(&b->attn2, s, R->u->prec, nrm, nrm, B, hw, R->context, R->n_ctx, R->ctx_k, R->ctx_v, big);
+    attention(R, &b->attn2, s, nrm, nrm, hw, R->context, R->n_ctx, R->ctx_k, R->ctx_v, big);
     fm_add(xt, xt, nrm, n);
 
     fm_layer_norm(nrm, xt, (int)rows, c, b->norm3.gamma, b->norm3.beta, UN_LN_EPS);
-    feed_forward(b, nrm, rows, c, big);
+    feed_forward(R, b, nrm, rows, c, big);
     fm_add(xt, xt, nrm, n);
 }
 
@@ -151,10 +167,10 @@ static void spatial_transformer(const run *R, const un_spatial_transformer *s, f
 
     fm_group_norm(big, x, B, c, hw, UN_GROUPS, UN_ST_EPS, s->norm.gamma, s->norm.beta, 0);
     fm_nchw_to_nhwc(nrm, big, B, c, hw);
-    fm_linear(xt, nrm, B * hw, &s->proj_in.w, s->proj_in.bias);
+    linear(R, xt, nrm, B * hw, &s->proj_in.w, s->proj_in.bias);
     for (int d = 0; d < s->depth; d++)
         transformer_block(R, s, &s->blocks[d], xt, hw, nrm, big);
-    fm_linear(nrm, xt, B * hw, &s->proj_out.w, s->proj_out.bias);
+    linear(R, nrm, xt, B * hw, &s->proj_out.w, s->proj_out.bias);
     fm_nhwc_to_nchw(big, nrm, B, c, hw);
     fm_add(x, x, big, n);
 }
@@ -165,23 +181,30 @@ static void upsample(const run *R, const fm_conv *conv, float *out, const float 
                      int oh, int ow, float *scratch)
 {
     fm_upsample_nearest(scratch, oh, ow, x, R->batch * conv->cin, h, w);
-    fm_conv2d(out, scratch, conv, R->batch, oh, ow);
+    conv2d(R, out, scratch, conv, oh, ow);
 }
 
-/* Workspace regions (floats), laid out as un_plan says. */
+/* Workspace regions (floats), laid out as un_plan says, then the kernels'
+ * scratch. */
 typedef struct ws_view {
     float *tsin, *emb_hidden, *emb, *emb_silu, *label, *emb_out;
     float *ctx_k, *ctx_v, *skips, *act[2], *scratch;
+    fm_scratch ks;
 } ws_view;
 
-static int ensure_workspace(fm_unet *u, int batch, int h, int w, int n_ctx, ws_view *v, fm_error *err)
+/* Sizes the workspace for this forward (allocating through hook when it
+ * has to grow) and lays it out in v. */
+static int ensure_workspace(fm_unet *u, int batch, int h, int w, int n_ctx, const fm_alloc_hook *hook,
+                            ws_view *v, fm_error *err)
 {
     un_plan p;
     un_plan_workspace(&u->cfg, batch, h, w, n_ctx, &p);
-    size_t bytes = un_plan_bytes(&p);
+    int threads = fm_scratch_threads();
+    size_t acts = un_plan_bytes(&p), kbytes = un_plan_kernel_bytes(u, batch, h, w, n_ctx, threads);
+    size_t bytes = acts + kbytes;
     if (bytes > u->ws_bytes) {
         fm_free(u->ws);
-        u->ws = fm_alloc(bytes);
+        u->ws = fm_alloc_hooked(hook, bytes);
         u->ws_bytes = u->ws ? bytes : 0;
         if (!u->ws)
             return fm_fail(err, FM_EINPUT, "U-Net: out of memory for %zu MB of activations", bytes >> 20);
@@ -202,22 +225,41 @@ static int ensure_workspace(fm_unet *u, int batch, int h, int w, int n_ctx, ws_v
     v->act[0] = f, f += p.act;
     v->act[1] = f, f += p.act;
     v->scratch = f;
+    /* un_plan_bytes is a multiple of 64 bytes, so this is aligned as fm_alloc's base */
+    v->ks = (fm_scratch){.base = (char *)u->ws + acts, .bytes = u->ws_bytes - acts, .threads = threads};
     return 0;
 }
 
-/* emb = time_embed(timestep_embedding(t)) (+ label_emb(y)). */
-static void embed(const fm_unet *u, const ws_view *v, int B, const float *t, const float *y)
+size_t fm_unet_prepare_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx)
 {
-    int td = u->time_dim;
+    if (batch < 1 || h < 1 || w < 1 || n_ctx < 1) return 0;
+    un_plan p;
+    un_plan_workspace(&u->cfg, batch, h, w, n_ctx, &p);
+    return un_plan_bytes(&p) + un_plan_kernel_bytes(u, batch, h, w, n_ctx, fm_scratch_threads());
+}
+
+int fm_unet_prepare(fm_unet *u, int batch, int h, int w, int n_ctx, const fm_alloc_hook *hook, fm_error *err)
+{
+    if (batch < 1 || h < 1 || w < 1 || n_ctx < 1)
+        return fm_fail(err, FM_EINPUT, "U-Net: batch %d, latent %dx%d, %d context tokens", batch, w, h, n_ctx);
+    ws_view v;
+    return ensure_workspace(u, batch, h, w, n_ctx, hook, &v, err) ? FM_EINPUT : 0;
+}
+
+/* emb = time_embed(timestep_embedding(t)) (+ label_emb(y)). */
+static void embed(const run *R, const ws_view *v, const float *t, const float *y)
+{
+    const fm_unet *u = R->u;
+    int td = u->time_dim, B = R->batch;
     timestep_embedding(v->tsin, t, B, u->cfg.model_channels);
     probe(u, "temb_sin", v->tsin, B, u->cfg.model_channels, 1, 1);
-    fm_linear(v->emb_hidden, v->tsin, B, &u->time_embed0.w, u->time_embed0.bias);
+    linear(R, v->emb_hidden, v->tsin, B, &u->time_embed0.w, u->time_embed0.bias);
     fm_silu(v->emb_hidden, (size_t)B * td);
-    fm_linear(v->emb, v->emb_hidden, B, &u->time_embed2.w, u->time_embed2.bias);
+    linear(R, v->emb, v->emb_hidden, B, &u->time_embed2.w, u->time_embed2.bias);
     if (u->has_label) {
-        fm_linear(v->emb_hidden, y, B, &u->label_emb0.w, u->label_emb0.bias);
+        linear(R, v->emb_hidden, y, B, &u->label_emb0.w, u->label_emb0.bias);
         fm_silu(v->emb_hidden, (size_t)B * td);
-        fm_linear(v->label, v->emb_hidden, B, &u->label_emb2.w, u->label_emb2.bias);
+        linear(R, v->label, v->emb_hidden, B, &u->label_emb2.w, u->label_emb2.bias);
         fm_add(v->emb, v->emb, v->label, (size_t)B * td);
     }
     probe(u, "emb", v->emb, B, td, 1, 1);
@@ -240,12 +282,13 @@ int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, in
     if (u->has_label && !y)
         return fm_fail(err, FM_EINPUT, "U-Net: this model needs the ADM vector y (%d values)", cfg->adm_in_channels);
     ws_view v = {0};
-    if (ensure_workspace(u, batch, h, w, n_ctx, &v, err)) return err ? err->code : FM_EINPUT;
+    if (ensure_workspace(u, batch, h, w, n_ctx, NULL, &v, err)) return err ? err->code : FM_EINPUT;
 
-    int B = batch;
-    embed(u, &v, B, t, u->has_label ? y : NULL);
+    int B = batch, failed = 0;
     run R = {.u = u, .batch = B, .emb_silu = v.emb_silu, .emb_out = v.emb_out,
-             .context = context, .n_ctx = n_ctx, .ctx_k = v.ctx_k, .ctx_v = v.ctx_v};
+             .context = context, .n_ctx = n_ctx, .ctx_k = v.ctx_k, .ctx_v = v.ctx_v,
+             .ks = &v.ks, .failed = &failed};
+    embed(&R, &v, t, u->has_label ? y : NULL);
     char name[32];
 
     /* input_blocks: each output is a skip connection, kept where it is written */
@@ -256,7 +299,7 @@ int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, in
     for (int i = 0; i < u->n_in; i++) {
         const un_block *b = &u->in[i];
         if (b->has_conv) { /* conv_in, or Downsample */
-            fm_conv2d(dst, hcur, &b->conv, B, h, w);
+            conv2d(&R, dst, hcur, &b->conv, h, w);
             h = fm_conv_out_h(&b->conv, h);
             w = fm_conv_out_w(&b->conv, w);
         } else {
@@ -306,7 +349,9 @@ int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, in
     /* out: GroupNorm, SiLU, conv */
     fm_group_norm(v.scratch, v.act[cur], B, c, h * w, UN_GROUPS, UN_RES_EPS, u->out_norm.gamma,
                   u->out_norm.beta, 1);
-    fm_conv2d(out, v.scratch, &u->out_conv, B, h, w);
+    conv2d(&R, out, v.scratch, &u->out_conv, h, w);
+    if (failed) /* un_plan_kernel_bytes missed a call shape */
+        return fm_fail(err, FM_EINPUT, "U-Net: internal error: kernel scratch smaller than a call needs");
     probe(u, "out", out, B, cfg->out_channels, h, w);
     return 0;
 }

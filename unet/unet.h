@@ -2,10 +2,11 @@
  * UNetModel), one implementation driven by fm_unet_config.
  *
  * Weights stay mapped from the checkpoint in its dtype (F16 files stay F16);
- * only biases and norm parameters are copied to float32. Activations live in
- * a workspace owned by the fm_unet, allocated on the first call for a given
- * (batch, h, w, n_ctx) and reused while the size fits, so one fm_unet must
- * not run two forwards at the same time. */
+ * only biases and norm parameters are copied to float32. Activations and the
+ * kernels' scratch live in a workspace owned by the fm_unet, allocated by
+ * fm_unet_prepare (or the first call for a given (batch, h, w, n_ctx)) and
+ * reused while the size fits, so one fm_unet must not run two forwards at
+ * the same time. */
 #ifndef FM_UNET_H
 #define FM_UNET_H
 
@@ -42,8 +43,17 @@ int fm_unet_forward(fm_unet *u, float *out, const float *x, int batch, int h, in
                     const float *t, const float *context, int n_ctx, const float *y,
                     fm_error *err);
 
+/* Allocates (through hook, which may be NULL) the workspace a forward of
+ * this size needs: activations and the kernels' scratch. A forward of that
+ * size (or smaller) then allocates nothing, so a sampler loop calls this
+ * once before its first step and any allocation failure is found there. */
+int fm_unet_prepare(fm_unet *u, int batch, int h, int w, int n_ctx, const fm_alloc_hook *hook, fm_error *err);
+/* The bytes fm_unet_prepare allocates for that size (0 for a bad size). */
+size_t fm_unet_prepare_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx);
+
 /* Bytes of activation workspace a forward of this size allocates (the
- * skip connections, the working buffers and the attention scratch). */
+ * skip connections, the working buffers and the attention scratch; the
+ * kernels' scratch, a few MB at most, comes on top). */
 size_t fm_unet_workspace_bytes(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx);
 
 /* Intermediates for tests and debugging: called (when set) with

@@ -109,6 +109,10 @@ typedef struct un_plan {
 
 void un_plan_workspace(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx, un_plan *p);
 size_t un_plan_bytes(const un_plan *p);
+/* Bytes of kernel scratch one forward of u needs with `threads` threads:
+ * the largest of every fm_linear / fm_conv2d / fm_attention call it makes
+ * (the same walk as the forward, on the loaded blocks and their dtypes). */
+size_t un_plan_kernel_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx, int threads);
 
 /* FeedForward rows per chunk for n tokens: the GEGLU hidden [rows][12C]
  * then fits where the attention's q, k, v, o [n][4C] were. */

@@ -108,3 +108,97 @@ size_t fm_unet_workspace_bytes(const fm_unet_config *cfg, int batch, int h, int 
     un_plan_workspace(cfg, batch, h, w, n_ctx, &p);
     return un_plan_bytes(&p);
 }
+
+/* ---- the kernels' scratch: the forward's calls, in its order ---- */
+
+typedef struct kplan {
+    int B, n_ctx, threads;
+    fm_precision prec;
+    size_t bytes;
+} kplan;
+
+static void k_linear(kplan *k, int n, const fm_mat *w)
+{
+    k->bytes = MAXZ(k->bytes, fm_linear_scratch(n, w, k->threads));
+}
+
+static void k_conv(kplan *k, const fm_conv *c, int h, int w)
+{
+    k->bytes = MAXZ(k->bytes, fm_conv2d_scratch(c, k->B, h, w, k->threads));
+}
+
+static void k_resblock(kplan *k, const un_resblock *r, int h, int w)
+{
+    k_conv(k, &r->in_conv, h, w);
+    k_linear(k, k->B, &r->emb_proj.w);
+    k_conv(k, &r->out_conv, h, w);
+    if (r->has_skip) k_conv(k, &r->skip, h, w);
+}
+
+static void k_attention(kplan *k, const un_attention *a, const un_spatial_transformer *s, int nq, int nk)
+{
+    k_linear(k, k->B * nq, &a->to_q);
+    k_linear(k, k->B * nk, &a->to_k);
+    k_linear(k, k->B * nk, &a->to_v);
+    k->bytes = MAXZ(k->bytes, fm_attention_scratch(k->B, nq, nk, s->heads, s->dim_head, k->prec, k->threads));
+    k_linear(k, k->B * nq, &a->to_out.w);
+}
+
+static void k_transformer(kplan *k, const un_spatial_transformer *s, int hw)
+{
+    size_t rows = (size_t)k->B * hw, chunk = un_ff_rows(rows), last = rows % chunk ? rows % chunk : chunk;
+    k_linear(k, (int)rows, &s->proj_in.w);
+    for (int d = 0; d < s->depth; d++) {
+        const un_transformer_block *b = &s->blocks[d];
+        k_attention(k, &b->attn1, s, hw, hw);
+        k_attention(k, &b->attn2, s, hw, k->n_ctx);
+        k_linear(k, (int)chunk, &b->ff_proj.w); /* full chunks, then the last */
+        k_linear(k, (int)chunk, &b->ff_out.w);
+        k_linear(k, (int)last, &b->ff_proj.w);
+        k_linear(k, (int)last, &b->ff_out.w);
+    }
+    k_linear(k, (int)rows, &s->proj_out.w);
+}
+
+size_t un_plan_kernel_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx, int threads)
+{
+    kplan k = {.B = batch, .n_ctx = n_ctx, .threads = threads, .prec = u->prec};
+    k_linear(&k, batch, &u->time_embed0.w);
+    k_linear(&k, batch, &u->time_embed2.w);
+    if (u->has_label) {
+        k_linear(&k, batch, &u->label_emb0.w);
+        k_linear(&k, batch, &u->label_emb2.w);
+    }
+    int hs[1 + FM_MAX_LEVELS * 65][2], n_hs = 0;
+    for (int i = 0; i < u->n_in; i++) {
+        const un_block *b = &u->in[i];
+        if (b->has_conv) {
+            k_conv(&k, &b->conv, h, w);
+            h = fm_conv_out_h(&b->conv, h);
+            w = fm_conv_out_w(&b->conv, w);
+        } else {
+            k_resblock(&k, &b->res, h, w);
+            if (b->has_attn) k_transformer(&k, &b->attn, h * w);
+        }
+        if (n_hs < (int)(sizeof hs / sizeof hs[0])) {
+            hs[n_hs][0] = h;
+            hs[n_hs++][1] = w;
+        }
+    }
+    k_resblock(&k, &u->mid.res, h, w);
+    if (u->mid.has_attn) k_transformer(&k, &u->mid.attn, h * w);
+    k_resblock(&k, &u->mid.res2, h, w);
+    for (int i = 0; i < u->n_out && n_hs > 0; i++) {
+        const un_block *b = &u->out[i];
+        n_hs--;
+        k_resblock(&k, &b->res, h, w);
+        if (b->has_attn) k_transformer(&k, &b->attn, h * w);
+        if (b->has_upsample && n_hs > 0) {
+            h = hs[n_hs - 1][0];
+            w = hs[n_hs - 1][1];
+            k_conv(&k, &b->upsample, h, w);
+        }
+    }
+    k_conv(&k, &u->out_conv, h, w);
+    return (k.bytes + 63) & ~(size_t)63;
+}

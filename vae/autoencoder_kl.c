@@ -466,6 +466,19 @@ void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user)
 
 /* ---------------------------------------------------------------- run state */
 
+void *vae_take(vae_arena *a, size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (a->base && bytes > a->cap - a->used) {
+        a->used = a->cap + 1; /* full: later takes fail too */
+        return NULL;
+    }
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += bytes;
+    a->peak = zmax(a->peak, a->used);
+    return p;
+}
+
 /* Slot s, which must hold n floats (planning: records that it must). */
 static float *slot(vae_run *r, int s, size_t n)
 {
@@ -479,41 +492,18 @@ static float *slot(vae_run *r, int s, size_t n)
 
 static int computing(const vae_run *r) { return !r->planning && !r->overflow; }
 
+/* Planning: a kernel call needing this much scratch. */
+static void need_scratch(vae_run *r, size_t bytes) { r->kernel_bytes = zmax(r->kernel_bytes, bytes); }
+
+/* A kernel call whose scratch the plan did not size fails the run. */
+static void kernel_rc(vae_run *r, int rc)
+{
+    if (rc) r->overflow = 1;
+}
+
 static void trace(const vae_run *r, const char *name, const float *x, int c, int h, int w)
 {
     if (computing(r) && r->trace && r->vae->trace) r->vae->trace(r->vae->trace_user, name, x, c, h, w);
-}
-
-/* Output rows [r0, r1) of conv c on its input [cin][h][w] into y
- * [cout][oh][ow]: the input rows they read are copied to a band (the zero
- * padding that falls outside the input becomes the band's own padding).
- * The input is x, or x [cin][h/2][w/2] upsampled x2 nearest when up2. */
-static void conv_band(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0,
-                      int r1, float *band_in, float *band_out)
-{
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
-    int first = r0 * c->stride - c->pad_t, end = (r1 - 1) * c->stride - c->pad_t + c->kh;
-    fm_conv b = *c;
-    b.pad_t = first < 0 ? -first : 0;
-    b.pad_b = end > h ? end - h : 0;
-    int start = first < 0 ? 0 : first, stop = end > h ? h : end, rows = stop - start;
-    if (up2) {
-        int sw = w / 2;
-#pragma omp parallel for schedule(static)
-        for (int ch = 0; ch < c->cin; ch++)
-            for (int i = 0; i < rows; i++) {
-                const float *src = x + ((size_t)ch * (h / 2) + (start + i) / 2) * sw;
-                float *dst = band_in + ((size_t)ch * rows + i) * w;
-                for (int xx = 0; xx < w; xx++) dst[xx] = src[xx / 2];
-            }
-    } else {
-        for (int ch = 0; ch < c->cin; ch++)
-            memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
-    }
-    fm_conv2d(band_out, band_in, &b, 1, rows, w);
-    for (int ch = 0; ch < c->cout; ch++)
-        memcpy(y + ((size_t)ch * oh + r0) * ow, band_out + (size_t)ch * (r1 - r0) * ow,
-               sizeof(float) * (size_t)(r1 - r0) * ow);
 }
 
 /* Output rows per band so that the kernel's im2col stays within the limit
@@ -537,20 +527,19 @@ static void conv_any(vae_run *r, const fm_conv *c, float *y, const float *x, int
     size_t band_out = (size_t)c->cout * rows * ow;
     float *band = banded ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
     if (r->planning) {
-        /* what the kernels allocate besides our slots: im2col columns for
-         * one band and a float32 copy of a non-F32 weight */
-        size_t K = (size_t)c->cin * c->kh * c->kw;
-        int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1;
-        r->scratch_bytes = zmax(r->scratch_bytes, sizeof(float) * ((is_1x1 ? 0 : K * rows * ow) + K * c->cout));
+        if (!banded) need_scratch(r, fm_conv2d_scratch(c, 1, h, w, r->ks.threads));
+        for (int r0 = 0; banded && r0 < oh; r0 += rows)
+            need_scratch(r, fm_conv2d_rows_scratch(c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, r->ks.threads));
         return;
     }
     if (!computing(r)) return;
     if (!banded) {
-        fm_conv2d(y, x, c, 1, h, w);
+        kernel_rc(r, fm_conv2d_ws(&r->ks, y, x, c, 1, h, w));
         return;
     }
-    for (int r0 = 0; r0 < oh; r0 += rows)
-        conv_band(c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band, band + band_in);
+    for (int r0 = 0; r0 < oh && computing(r); r0 += rows)
+        kernel_rc(r, fm_conv2d_rows_ws(&r->ks, c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
+                                       band + band_in));
 }
 
 static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
@@ -564,45 +553,13 @@ static void run_upsample_conv(vae_run *r, const fm_conv *c, float *y, const floa
     conv_any(r, c, y, x, 1, 2 * h, 2 * w);
 }
 
-/* y = x * s + t per channel, optionally SiLU: GroupNorm with given statistics. */
-static void norm_apply(float *y, const float *x, const vae_norm *n, int hw, const float *mean,
-                       const float *rstd, int silu)
-{
-    int cg = n->c / VAE_GROUPS;
-#pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < n->c; ch++) {
-        int g = ch / cg;
-        float s = rstd[g] * n->gamma[ch], t = n->beta[ch] - mean[g] * s;
-        const float *xr = x + (size_t)ch * hw;
-        float *yr = y + (size_t)ch * hw;
-        for (int i = 0; i < hw; i++) {
-            float v = xr[i] * s + t;
-            yr[i] = silu ? v / (1.0f + expf(-v)) : v;
-        }
-    }
-}
-
 /* Adds the tile's own cells of x [c][h][w] to the statistics of call k. */
 static void norm_collect(vae_norm_share *ns, int k, const float *x, int c, int h, int w)
 {
-    int sy = h / ns->tile_h, sx = w / ns->tile_w, cg = c / VAE_GROUPS;
-    int y0 = ns->core_y0 * sy, y1 = ns->core_y1 * sy, x0 = ns->core_x0 * sx, x1 = ns->core_x1 * sx;
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < VAE_GROUPS; g++) {
-        double s = 0, q = 0;
-        for (int ch = g * cg; ch < (g + 1) * cg; ch++)
-            for (int yy = y0; yy < y1; yy++) {
-                const float *row = x + ((size_t)ch * h + yy) * w;
-                for (int xx = x0; xx < x1; xx++) {
-                    s += row[xx];
-                    q += (double)row[xx] * row[xx];
-                }
-            }
-        size_t at = (size_t)k * VAE_GROUPS + g;
-        ns->sum[at] += s;
-        ns->sumsq[at] += q;
-        ns->count[at] += (double)cg * (y1 - y0) * (x1 - x0);
-    }
+    int sy = h / ns->tile_h, sx = w / ns->tile_w;
+    size_t at = (size_t)k * VAE_GROUPS;
+    fm_group_stats_add(ns->sum + at, ns->sumsq + at, ns->count + at, x, c, h, w, VAE_GROUPS, ns->core_y0 * sy,
+                       ns->core_y1 * sy, ns->core_x0 * sx, ns->core_x1 * sx);
 }
 
 /* GroupNorm(32, eps 1e-6) of x [n->c][h][w], then SiLU if silu. y may be x. */
@@ -622,7 +579,8 @@ static void run_norm(vae_run *r, const vae_norm *n, float *y, const float *x, in
     }
     if (ns->collect) norm_collect(ns, k, x, n->c, h, w);
     if (ns->shared)
-        norm_apply(y, x, n, hw, ns->mean + (size_t)k * VAE_GROUPS, ns->rstd + (size_t)k * VAE_GROUPS, silu);
+        fm_group_norm_apply(y, x, n->c, hw, VAE_GROUPS, ns->mean + (size_t)k * VAE_GROUPS,
+                            ns->rstd + (size_t)k * VAE_GROUPS, n->gamma, n->beta, silu);
     else
         fm_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
 }
@@ -639,44 +597,58 @@ static void run_copy(vae_run *r, float *y, const float *x, size_t n)
 
 /* ---------------------------------------------------------------- blocks */
 
-/* x = x + conv2(silu(norm2(conv1(silu(norm1(x)))))), with x through
- * nin_shortcut when the channel count changes. Works in slot X. */
+/* ldm ResnetBlock.forward (no timestep embedding, dropout off):
+ *   h = conv1(silu(norm1(x)));  h = conv2(silu(norm2(h)));
+ *   return nin_shortcut(x) + h   (x + h when the channels stay)
+ * in place on the running map x (slot X). Views: `side` (slot A) holds the
+ * shortcut when there is one, else norm1's output; `hid` (slot B) is h
+ * between the convolutions. conv2 writes into whichever of x and side is
+ * free by then, so the sum needs no extra map. */
 static void resnet_block(vae_run *r, const vae_resblock *b, int h, int w)
 {
     size_t P = (size_t)h * w;
     float *x = slot(r, VAE_SLOT_X, (size_t)(b->cin > b->cout ? b->cin : b->cout) * P);
-    float *a = slot(r, VAE_SLOT_A, (size_t)(b->has_nin ? b->cout : b->cin) * P);
-    float *t = slot(r, VAE_SLOT_B, (size_t)b->cout * P);
-    float *h1; /* conv1's input, free again once conv1 has run */
+    float *side = slot(r, VAE_SLOT_A, (size_t)(b->has_nin ? b->cout : b->cin) * P);
+    float *hid = slot(r, VAE_SLOT_B, (size_t)b->cout * P);
+    float *normed; /* norm1's output, conv1's input; free again once conv1 has run */
     if (b->has_nin) {
-        run_conv(r, &b->nin_shortcut, a, x, h, w);
+        run_conv(r, &b->nin_shortcut, side, x, h, w);
         run_norm(r, &b->norm1, x, x, h, w, 1);
-        h1 = x;
+        normed = x;
     } else {
-        run_norm(r, &b->norm1, a, x, h, w, 1);
-        h1 = a;
+        run_norm(r, &b->norm1, side, x, h, w, 1);
+        normed = side;
     }
-    run_conv(r, &b->conv1, t, h1, h, w);
-    run_norm(r, &b->norm2, t, t, h, w, 1);
-    run_conv(r, &b->conv2, h1, t, h, w);
-    run_add(r, x, x, a, (size_t)b->cout * P); /* x + h, or h + shortcut(x) */
+    run_conv(r, &b->conv1, hid, normed, h, w);
+    run_norm(r, &b->norm2, hid, hid, h, w, 1);
+    run_conv(r, &b->conv2, normed, hid, h, w);
+    run_add(r, x, x, side, (size_t)b->cout * P); /* shortcut + h, or x + h */
 }
 
-/* x = x + proj_out(softmax(q k^T / sqrt(C)) v), one head over h*w tokens. */
+/* ldm AttnBlock.forward: h = norm(x); q, k, v = 1x1 convs of h (linears
+ * over the h*w tokens, channels-last); x + proj_out(softmax(q k^T / sqrt(C)) v),
+ * one head. Views: x (slot X), the normed map and the attention output
+ * (slot A), the tokens and q, k, v (slot B, four C x hw maps). */
 static void attn_block(vae_run *r, const vae_attn *at, int h, int w)
 {
     int C = at->c, P = h * w;
     size_t CP = (size_t)C * P;
     float *x = slot(r, VAE_SLOT_X, CP), *a = slot(r, VAE_SLOT_A, CP), *b = slot(r, VAE_SLOT_B, 4 * CP);
     run_norm(r, &at->norm, a, x, h, w, 0);
+    const fm_mat *proj[4] = {&at->q, &at->k, &at->v, &at->proj_out};
+    if (r->planning) {
+        for (int i = 0; i < 4; i++) need_scratch(r, fm_linear_scratch(P, proj[i], r->ks.threads));
+        need_scratch(r, fm_attention_scratch(1, P, P, 1, C, r->vae->prec, r->ks.threads));
+    }
     if (!computing(r)) return;
+    const fm_scratch *ks = &r->ks;
     float *tok = b, *q = b + CP, *k = b + 2 * CP, *v = b + 3 * CP;
     fm_nchw_to_nhwc(tok, a, 1, C, P);
-    fm_linear(q, tok, P, &at->q, at->bq);
-    fm_linear(k, tok, P, &at->k, at->bk);
-    fm_linear(v, tok, P, &at->v, at->bv);
-    fm_attention_prec(a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0, r->vae->prec);
-    fm_linear(tok, a, P, &at->proj_out, at->bproj);
+    kernel_rc(r, fm_linear_ws(ks, q, tok, P, &at->q, at->bq));
+    kernel_rc(r, fm_linear_ws(ks, k, tok, P, &at->k, at->bk));
+    kernel_rc(r, fm_linear_ws(ks, v, tok, P, &at->v, at->bv));
+    kernel_rc(r, fm_attention_ws(ks, a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0, r->vae->prec));
+    kernel_rc(r, fm_linear_ws(ks, tok, a, P, &at->proj_out, at->bproj));
     fm_nhwc_to_nchw(a, tok, 1, C, P);
     fm_add(x, x, a, CP);
 }
@@ -750,78 +722,49 @@ static void run_init(vae_run *r, const fm_vae *vae)
 {
     memset(r, 0, sizeof *r);
     r->vae = vae;
+    r->planning = 1;
+    r->ks.threads = fm_scratch_threads();
 }
 
-void vae_run_release(vae_run *r)
+/* The planned slots and scratch from a; then the run computes. */
+static int run_take(vae_run *r, vae_arena *a, fm_error *err)
 {
-    for (int s = 0; s < VAE_SLOTS; s++) {
-        fm_free(r->buf[s]);
-        r->buf[s] = NULL;
-        r->cap[s] = 0;
-    }
-}
-
-static size_t planned_bytes(const vae_run *r)
-{
-    size_t floats = 0;
-    for (int s = 0; s < VAE_SLOTS; s++) floats += r->need[s];
-    return floats * sizeof(float) + r->scratch_bytes;
-}
-
-static int run_alloc(vae_run *r, fm_error *err)
-{
+    int ok = 1;
     for (int s = 0; s < VAE_SLOTS; s++) {
         r->cap[s] = r->need[s];
-        r->buf[s] = fm_alloc(zmax(r->cap[s], 1) * sizeof(float));
-        if (!r->buf[s]) {
-            vae_run_release(r);
-            return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations",
-                           planned_bytes(r) >> 20);
-        }
+        r->buf[s] = vae_take(a, zmax(r->cap[s], 1) * sizeof(float));
+        ok &= r->buf[s] != NULL;
     }
+    r->ks.bytes = r->kernel_bytes;
+    r->ks.base = vae_take(a, zmax(r->kernel_bytes, 1));
+    ok &= r->ks.base != NULL;
     r->planning = 0;
+    if (a->base && !ok) /* the caller sized a with the same walk: a bug if it is short */
+        return fm_fail(err, FM_EINPUT, "vae: internal error: arena of %zu bytes, the plan needs more", a->cap);
     return 0;
 }
 
-int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, fm_error *err)
+int vae_run_take_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err)
 {
     run_init(r, vae);
-    r->planning = 1;
     r->from_mid = from_mid;
     decoder_forward(r, NULL, NULL, h, w);
-    return run_alloc(r, err);
+    return run_take(r, a, err);
 }
 
-size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid)
+int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err)
 {
     vae_run r;
+    size_t mark = a->used;
     run_init(&r, vae);
-    r.planning = 1;
-    r.from_mid = from_mid;
-    decoder_forward(&r, NULL, NULL, h, w);
-    return planned_bytes(&r);
-}
-
-size_t vae_plan_trunk_bytes(const fm_vae *vae, int h, int w)
-{
-    vae_run r;
-    run_init(&r, vae);
-    r.planning = 1;
     decoder_trunk(&r, NULL, h, w);
-    return planned_bytes(&r);
-}
-
-int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, fm_error *err)
-{
-    vae_run r;
-    run_init(&r, vae);
-    r.planning = 1;
-    decoder_trunk(&r, NULL, h, w);
-    if (run_alloc(&r, err)) return FM_EINPUT;
-    decoder_trunk(&r, z, h, w);
-    int rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
-    if (!rc) memcpy(mid, r.buf[VAE_SLOT_X], sizeof(float) * vae->dec.mid.attn_1.c * h * w);
-    vae_run_release(&r);
+    int rc = run_take(&r, a, err) ? FM_EINPUT : 0;
+    if (!rc && a->base) {
+        decoder_trunk(&r, z, h, w);
+        rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+        if (!rc) memcpy(mid, r.buf[VAE_SLOT_X], sizeof(float) * vae->dec.mid.attn_1.c * h * w);
+    }
+    a->used = mark;
     return rc;
 }
 
@@ -833,7 +776,7 @@ int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_err
     return 0;
 }
 
-static int check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err)
+int vae_check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err)
 {
     if (!vae || !vae->has_weights) return fm_fail(err, FM_EINPUT, "vae: no model");
     if (h < 1 || w < 1 || h > 65536 || w > 65536)
@@ -841,15 +784,13 @@ static int check_size(const fm_vae *vae, int h, int w, const char *what, fm_erro
     return 0;
 }
 
-int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_error *err)
+int vae_decode_untiled(fm_vae *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err)
 {
-    if (check_size(vae, h, w, "decode", err)) return FM_EINPUT;
     vae_run r;
-    if (vae_run_alloc_decode(&r, vae, h, w, 0, err)) return FM_EINPUT;
+    if (vae_run_take_decode(&r, vae, h, w, 0, a, err)) return FM_EINPUT;
+    if (!a->base) return 0;
     r.trace = 1;
-    int rc = vae_decode_with(&r, img, z, h, w, err);
-    vae_run_release(&r);
-    return rc;
+    return vae_decode_with(&r, img, z, h, w, err);
 }
 
 /* ---------------------------------------------------------------- encoder */
@@ -895,19 +836,26 @@ static void encoder_forward(vae_run *r, float *mean, float *logvar, const float 
 int fm_vae_encode(fm_vae *vae, float *mean, float *logvar, const float *img, int H, int W,
                   fm_error *err)
 {
-    if (check_size(vae, H, W, "encode", err)) return FM_EINPUT;
+    if (vae_check_size(vae, H, W, "encode", err)) return FM_EINPUT;
     if (!vae->has_encoder) return fm_fail(err, FM_EINPUT, "vae: the file has no encoder");
     int f = vae->cfg.latent_factor;
     if (H % f || W % f)
         return fm_fail(err, FM_EINPUT, "vae encode: %dx%d is not a multiple of %d", W, H, f);
     vae_run r;
+    vae_arena a = {0};
     run_init(&r, vae);
-    r.planning = 1;
     encoder_forward(&r, NULL, NULL, NULL, H, W);
-    if (run_alloc(&r, err)) return FM_EINPUT;
-    r.trace = 1;
-    encoder_forward(&r, mean, logvar, img, H, W);
-    int rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
-    vae_run_release(&r);
+    run_take(&r, &a, err); /* counts */
+    a = (vae_arena){.base = fm_alloc(a.peak), .cap = a.peak};
+    if (!a.base) return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", a.cap >> 20);
+    run_init(&r, vae);
+    encoder_forward(&r, NULL, NULL, NULL, H, W);
+    int rc = run_take(&r, &a, err);
+    if (!rc) {
+        r.trace = 1;
+        encoder_forward(&r, mean, logvar, img, H, W);
+        rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+    }
+    fm_free(a.base);
     return rc;
 }

@@ -92,16 +92,29 @@ enum { VAE_SLOT_X = 0, VAE_SLOT_A, VAE_SLOT_B, VAE_SLOT_BAND, VAE_SLOTS };
  * row bands (128 MB: the kernels' scratch stays bounded at any image size). */
 #define VAE_DEFAULT_CONV_SCRATCH ((size_t)32 << 20)
 
+/* A caller-owned block that a decode carves everything from (64-byte
+ * aligned pieces). With base NULL it only counts: planning takes exactly
+ * what the run takes, so the size is the code path itself. */
+typedef struct vae_arena {
+    char *base;
+    size_t cap, used, peak;
+} vae_arena;
+
+/* bytes (rounded up to 64) from a; NULL when counting, or when a is full. */
+void *vae_take(vae_arena *a, size_t bytes);
+
 /* A forward pass. In planning mode nothing is computed: the pass only
- * records how many floats each workspace slot needs and the kernels'
- * scratch, so the memory estimate is the code path itself. */
+ * records how many floats each workspace slot needs and the largest kernel
+ * scratch of its calls; then the slots and the scratch are taken from an
+ * arena, and the computing pass allocates nothing. */
 typedef struct vae_run {
     const fm_vae *vae;
     int planning, overflow;
     int from_mid; /* decode input is the mid block's output, not z */
     float *buf[VAE_SLOTS];
     size_t cap[VAE_SLOTS], need[VAE_SLOTS];
-    size_t scratch_bytes;
+    size_t kernel_bytes;   /* the largest scratch of one kernel call */
+    fm_scratch ks;         /* that scratch, in the arena */
     vae_norm_share *norms; /* NULL: every GroupNorm uses its own statistics */
     int trace;
 } vae_run;
@@ -110,17 +123,19 @@ typedef struct vae_run {
 int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err);
 /* Number of GroupNorm calls in one decode. */
 int vae_decoder_norm_calls(const fm_vae_config *cfg);
-/* Allocates r's slots for an h x w decode (planning first). */
-int vae_run_alloc_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, fm_error *err);
-void vae_run_release(vae_run *r);
+/* Plans an h x w decode and takes its slots and scratch from a (a counting
+ * arena: only counts). 0, or an error when a is too small. */
+int vae_run_take_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err);
 /* Decoder forward on r's workspace; 0 or an error. */
 int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err);
-/* Bytes a decode of h x w needs (slots + kernel scratch), from z or from
- * the mid output. */
-size_t vae_plan_decode_bytes(const fm_vae *vae, int h, int w, int from_mid);
 /* The decoder's latent-resolution part (post_quant_conv, conv_in, mid
- * block) on its own: mid [C][h][w] from z, and the bytes that needs. */
-int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, fm_error *err);
-size_t vae_plan_trunk_bytes(const fm_vae *vae, int h, int w);
+ * block) on its own: mid [C][h][w] from z, in memory taken from a and
+ * given back after (with a counting arena: only counts). */
+int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err);
+
+/* "vae WHAT: bad size" / "no model" checks of the public entry points. */
+int vae_check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err);
+/* An untiled decode of h x w in arena a (counting arena: only counts). */
+int vae_decode_untiled(fm_vae *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err);
 
 #endif

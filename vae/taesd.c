@@ -268,10 +268,13 @@ static void relu(float *x, size_t n)
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0;
 }
 
-/* Three buffers of 64 x (largest h*w): cur holds the running map. */
+/* Three buffers of 64 x (largest h*w): cur holds the running map; the
+ * convolutions' scratch. All of it from one caller-owned arena. */
 typedef struct run {
     float *cur, *t1, *t2;
     int c, h, w;
+    fm_scratch ks;
+    int failed; /* a convolution found the scratch smaller than planned */
 } run;
 
 static void swap(float **a, float **b)
@@ -281,15 +284,20 @@ static void swap(float **a, float **b)
     *b = t;
 }
 
+static void conv(run *r, float *y, const float *x, const fm_conv *c)
+{
+    if (fm_conv2d_ws(&r->ks, y, x, c, 1, r->h, r->w)) r->failed = 1;
+}
+
 /* x = ReLU(conv4(ReLU(conv2(ReLU(conv0(x))))) + x) */
 static void block(run *r, const layer *ly)
 {
     size_t n = (size_t)TAESD_CH * r->h * r->w;
-    fm_conv2d(r->t1, r->cur, &ly->conv[0], 1, r->h, r->w);
+    conv(r, r->t1, r->cur, &ly->conv[0]);
     relu(r->t1, n);
-    fm_conv2d(r->t2, r->t1, &ly->conv[1], 1, r->h, r->w);
+    conv(r, r->t2, r->t1, &ly->conv[1]);
     relu(r->t2, n);
-    fm_conv2d(r->t1, r->t2, &ly->conv[2], 1, r->h, r->w);
+    conv(r, r->t1, r->t2, &ly->conv[2]);
     fm_add(r->cur, r->cur, r->t1, n);
     relu(r->cur, n);
 }
@@ -315,7 +323,7 @@ static void forward(const fm_taesd *t, const half *hf, run *r, float *out, const
         case L_CONV: {
             const fm_conv *c = &ly->conv[0];
             float *dst = i == hf->n - 1 ? out : r->t1;
-            fm_conv2d(dst, r->cur, c, 1, r->h, r->w);
+            conv(r, dst, r->cur, c);
             r->c = c->cout;
             r->h = fm_conv_out_h(c, r->h);
             r->w = fm_conv_out_w(c, r->w);
@@ -332,24 +340,74 @@ static void forward(const fm_taesd *t, const half *hf, run *r, float *out, const
     }
 }
 
-static int run_alloc(run *r, size_t floats, fm_error *err)
+/* The largest convolution scratch of forward on an h x w input: the same
+ * walk on shapes. */
+static size_t forward_scratch(const half *hf, int h, int w, int threads)
 {
-    r->cur = fm_alloc(floats * sizeof(float));
-    r->t1 = fm_alloc(floats * sizeof(float));
-    r->t2 = fm_alloc(floats * sizeof(float));
-    if (r->cur && r->t1 && r->t2) return 0;
-    fm_free(r->cur);
-    fm_free(r->t1);
-    fm_free(r->t2);
-    return fm_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations",
-                   3 * floats * sizeof(float) >> 20);
+    size_t most = 0;
+    for (int i = 0; i < hf->n; i++) {
+        const layer *ly = &hf->layers[i];
+        for (int k = 0; k < (ly->kind == L_BLOCK ? 3 : ly->kind == L_CONV ? 1 : 0); k++) {
+            size_t b = fm_conv2d_scratch(&ly->conv[k], 1, h, w, threads);
+            most = b > most ? b : most;
+        }
+        if (ly->kind == L_UPSAMPLE) h *= 2, w *= 2;
+        if (ly->kind == L_CONV) h = fm_conv_out_h(&ly->conv[0], h), w = fm_conv_out_w(&ly->conv[0], w);
+    }
+    return most;
 }
 
-int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
-                    fm_error *err)
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Arena bytes of a forward whose largest map has `floats` values. */
+static size_t run_bytes(const half *hf, size_t floats, int h, int w, int threads)
+{
+    return 3 * align64(floats * sizeof(float)) + align64(forward_scratch(hf, h, w, threads));
+}
+
+static void run_carve(run *r, const half *hf, size_t floats, int h, int w, int threads, void *arena)
+{
+    char *p = arena;
+    size_t b = align64(floats * sizeof(float));
+    r->cur = (float *)p;
+    r->t1 = (float *)(p + b);
+    r->t2 = (float *)(p + 2 * b);
+    r->ks = (fm_scratch){.base = p + 3 * b, .bytes = align64(forward_scratch(hf, h, w, threads)), .threads = threads};
+}
+
+static int run_forward(const fm_taesd *t, const half *hf, float *out, const float *in, int c, int h, int w,
+                       size_t floats, void *arena, size_t bytes, const char *part, fm_error *err)
+{
+    int threads = fm_scratch_threads();
+    if (!arena || bytes < run_bytes(hf, floats, h, w, threads))
+        return fm_fail(err, FM_EINPUT, "taesd: the arena is smaller than the %s needs", part);
+    run r = {0};
+    run_carve(&r, hf, floats, h, w, threads, arena);
+    memcpy(r.cur, in, sizeof(float) * c * h * w);
+    r.c = c;
+    r.h = h;
+    r.w = w;
+    forward(t, hf, &r, out, part);
+    return r.failed ? fm_fail(err, FM_EINPUT, "taesd: internal error: convolution scratch smaller than planned") : 0;
+}
+
+static int decode_size(const fm_taesd *t, int h, int w, fm_error *err)
 {
     if (!t || !t->dec.present) return fm_fail(err, FM_EINPUT, "taesd: the file has no decoder");
     if (h < 1 || w < 1 || h > 8192 || w > 8192) return fm_fail(err, FM_EINPUT, "taesd decode: bad size %dx%d", w, h);
+    return 0;
+}
+
+size_t fm_taesd_decode_bytes(const fm_taesd *t, int h, int w)
+{
+    if (decode_size(t, h, w, NULL)) return 0;
+    return run_bytes(&t->dec, (size_t)TAESD_CH * 64 * h * w, h, w, fm_scratch_threads());
+}
+
+int fm_taesd_decode_in(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+                       void *arena, size_t bytes, fm_error *err)
+{
+    if (decode_size(t, h, w, err)) return FM_EINPUT;
     /* The sizes the caller's buffers must have, checked here where they are
      * read and written: a latent of latent_ch x h x w in, 3 x 8h x 8w out. */
     if ((size_t)t->latent_ch * h * w > z_len)
@@ -358,16 +416,20 @@ int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, siz
     if ((size_t)3 * 64 * h * w > img_len)
         return fm_fail(err, FM_EINPUT, "taesd decode: a %dx%d image does not fit the %zu values given", 8 * w, 8 * h,
                        img_len);
-    run r = {0};
-    if (run_alloc(&r, (size_t)TAESD_CH * 64 * h * w, err)) return FM_EINPUT;
-    float *bufs[3] = {r.cur, r.t1, r.t2};
-    memcpy(r.cur, z, sizeof(float) * t->latent_ch * h * w);
-    r.c = t->latent_ch;
-    r.h = h;
-    r.w = w;
-    forward(t, &t->dec, &r, img, "dec");
-    for (int i = 0; i < 3; i++) fm_free(bufs[i]);
-    return 0;
+    return run_forward(t, &t->dec, img, z, t->latent_ch, h, w, (size_t)TAESD_CH * 64 * h * w, arena, bytes,
+                       "dec", err);
+}
+
+int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+                    fm_error *err)
+{
+    if (decode_size(t, h, w, err)) return FM_EINPUT;
+    size_t bytes = fm_taesd_decode_bytes(t, h, w);
+    void *arena = fm_alloc(bytes);
+    if (!arena) return fm_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
+    int rc = fm_taesd_decode_in(t, img, img_len, z, z_len, h, w, arena, bytes, err);
+    fm_free(arena);
+    return rc;
 }
 
 int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err)
@@ -375,14 +437,10 @@ int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_er
     if (!t || !t->enc.present) return fm_fail(err, FM_EINPUT, "taesd: the file has no encoder");
     if (H < 8 || W < 8 || H % 8 || W % 8 || H > 65536 || W > 65536)
         return fm_fail(err, FM_EINPUT, "taesd encode: %dx%d is not a multiple of 8", W, H);
-    run r = {0};
-    if (run_alloc(&r, (size_t)TAESD_CH * H * W, err)) return FM_EINPUT;
-    float *bufs[3] = {r.cur, r.t1, r.t2};
-    memcpy(r.cur, img, sizeof(float) * 3 * H * W);
-    r.c = 3;
-    r.h = H;
-    r.w = W;
-    forward(t, &t->enc, &r, z, "enc");
-    for (int i = 0; i < 3; i++) fm_free(bufs[i]);
-    return 0;
+    size_t floats = (size_t)TAESD_CH * H * W, bytes = run_bytes(&t->enc, floats, H, W, fm_scratch_threads());
+    void *arena = fm_alloc(bytes);
+    if (!arena) return fm_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
+    int rc = run_forward(t, &t->enc, z, img, 3, H, W, floats, arena, bytes, "enc", err);
+    fm_free(arena);
+    return rc;
 }

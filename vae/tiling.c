@@ -66,12 +66,13 @@ typedef struct axis {
     int *core0, *core1; /* each tile's own cells, absolute */
 } axis;
 
-static int axis_init(axis *a, int n, const fm_vae_tiling *t)
+/* Takes the axis' arrays from ar; with a counting arena only counts. */
+static int axis_init(axis *a, int n, const fm_vae_tiling *t, vae_arena *ar)
 {
     a->n = n;
     a->count = tile_count(n, t->tile, t->overlap);
     a->size = n < t->tile ? n : t->tile;
-    a->start = malloc(sizeof(int) * 3 * (size_t)a->count);
+    a->start = vae_take(ar, sizeof(int) * 3 * (size_t)a->count);
     if (!a->start) return -1;
     a->core0 = a->start + a->count;
     a->core1 = a->core0 + a->count;
@@ -177,43 +178,141 @@ static int sweep(tiled *T, int blend, fm_error *err)
     return 0;
 }
 
-static void tiled_free(tiled *T)
-{
-    vae_run_release(&T->run);
-    free(T->ay.start);
-    free(T->ax.start);
-    fm_free(T->ztile);
-    fm_free(T->itile);
-    fm_free(T->wy);
-    fm_free(T->wx);
-    fm_free(T->wrow);
-    fm_free(T->ns.sum);
-    if (T->from_mid) fm_free((float *)T->z);
-}
-
-/* Bytes of everything tiled decoding allocates besides the slots/scratch. */
-static size_t tiled_extra_bytes(const fm_vae_config *cfg, int in_ch, int h, int w, int th, int tw,
-                                int n_calls)
-{
-    int f = fm_vae_latent_factor(cfg);
-    return sizeof(float) * ((size_t)in_ch * th * tw + (size_t)cfg->out_ch * th * tw * f * f +
-                            (size_t)(h + w + tw) * f) +
-           (size_t)n_calls * VAE_GROUPS * (3 * sizeof(double) + 2 * sizeof(float));
-}
-
 static int whole_mid(const fm_vae_tiling *t, int h, int w) { return (long long)h * w <= t->whole_mid_max; }
 
-/* Peak bytes of a tiled decode (vae may be a weightless skeleton). */
-static size_t tiled_bytes(const fm_vae *vae, int h, int w, const fm_vae_tiling *t)
+static int short_arena(fm_error *err)
 {
-    int th = h < t->tile ? h : t->tile, tw = w < t->tile ? w : t->tile;
-    int n_calls = vae_decoder_norm_calls(&vae->cfg), c = vae->dec.mid.attn_1.c;
-    if (!whole_mid(t, h, w))
-        return vae_plan_decode_bytes(vae, th, tw, 0) +
-               tiled_extra_bytes(&vae->cfg, vae->cfg.embed_dim, h, w, th, tw, n_calls);
-    size_t mid = sizeof(float) * c * h * w, trunk = vae_plan_trunk_bytes(vae, h, w);
-    size_t tiles = vae_plan_decode_bytes(vae, th, tw, 1) + tiled_extra_bytes(&vae->cfg, c, h, w, th, tw, n_calls);
-    return mid + (trunk > tiles ? trunk : tiles);
+    return fm_fail(err, FM_EINPUT, "vae: internal error: the decode arena is smaller than its plan");
+}
+
+/* A tiled decode in arena ar; a counting arena (base NULL) only counts, so
+ * the size is this code path. Layout: [mid output][trunk's run, given back]
+ * then [axes][tile buffers][statistics][the tiles' run]. */
+static int decode_tiled_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                           vae_arena *ar, fm_error *err)
+{
+    const fm_vae_config *cfg = &vae->cfg;
+    int counting = !ar->base;
+    tiled T;
+    memset(&T, 0, sizeof T);
+    T.vae = vae;
+    T.z = z;
+    T.in_ch = cfg->embed_dim;
+    T.img = img;
+    T.h = h;
+    T.w = w;
+    T.f = cfg->latent_factor;
+    int f = T.f;
+    if (whole_mid(tiling, h, w)) {
+        T.in_ch = vae->dec.mid.attn_1.c;
+        float *mid = vae_take(ar, sizeof(float) * T.in_ch * h * w);
+        if (!counting && !mid) return short_arena(err);
+        if (vae_decode_trunk(vae, mid, z, h, w, ar, err)) return FM_EINPUT;
+        T.z = mid;
+        T.from_mid = 1;
+    }
+    int bad = axis_init(&T.ay, h, tiling, ar) | axis_init(&T.ax, w, tiling, ar);
+    int th = T.ay.size, tw = T.ax.size, n_calls = vae_decoder_norm_calls(cfg);
+    size_t nst = (size_t)n_calls * VAE_GROUPS;
+    T.ztile = vae_take(ar, sizeof(float) * T.in_ch * th * tw);
+    T.itile = vae_take(ar, sizeof(float) * cfg->out_ch * th * tw * f * f);
+    T.wy = vae_take(ar, sizeof(float) * h * f);
+    T.wx = vae_take(ar, sizeof(float) * w * f);
+    T.wrow = vae_take(ar, sizeof(float) * tw * f);
+    T.ns.sum = vae_take(ar, nst * (3 * sizeof(double) + 2 * sizeof(float)));
+    if (vae_run_take_decode(&T.run, vae, th, tw, T.from_mid, ar, err)) return FM_EINPUT;
+    if (counting) return 0;
+    if (bad || !T.ztile || !T.itile || !T.wy || !T.wx || !T.wrow || !T.ns.sum) return short_arena(err);
+    T.ns.sumsq = T.ns.sum + nst;
+    T.ns.count = T.ns.sumsq + nst;
+    T.ns.mean = (float *)(T.ns.count + nst);
+    T.ns.rstd = T.ns.mean + nst;
+    T.ns.n_calls = n_calls;
+    T.ns.tile_h = th;
+    T.ns.tile_w = tw;
+    T.run.norms = &T.ns;
+
+    for (int pass = 0; pass < tiling->norm_passes; pass++) {
+        memset(T.ns.sum, 0, nst * 3 * sizeof(double));
+        T.ns.collect = 1;
+        T.ns.shared = pass > 0;
+        if (sweep(&T, 0, err)) return FM_EINPUT;
+        finish_stats(&T.ns);
+    }
+    T.ns.collect = 0;
+    T.ns.shared = tiling->norm_passes > 0;
+    size_t H = (size_t)h * f, W = (size_t)w * f;
+    memset(img, 0, sizeof(float) * cfg->out_ch * H * W);
+    if (sweep(&T, 1, err)) return FM_EINPUT;
+
+    axis_weight_sum(T.wy, &T.ay, f);
+    axis_weight_sum(T.wx, &T.ax, f);
+#pragma omp parallel for schedule(static)
+    for (size_t y = 0; y < H; y++)
+        for (int c = 0; c < cfg->out_ch; c++) {
+            float *row = img + ((size_t)c * H + y) * W;
+            for (size_t x = 0; x < W; x++) row[x] /= T.wy[y] * T.wx[x];
+        }
+    return 0;
+}
+
+/* Untiled when tiling is NULL or the latent fits one tile. */
+static int decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                     vae_arena *ar, fm_error *err)
+{
+    if (tiling && (h > tiling->tile || w > tiling->tile))
+        return decode_tiled_in(vae, img, z, h, w, tiling, ar, err);
+    return vae_decode_untiled(vae, img, z, h, w, ar, err);
+}
+
+/* Bytes decode_in takes (vae may be a weightless skeleton); SIZE_MAX for
+ * an impossible plan. */
+static size_t decode_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling)
+{
+    vae_arena count = {0};
+    if (decode_in(vae, NULL, NULL, h, w, tiling, &count, NULL)) return SIZE_MAX;
+    return count.peak;
+}
+
+static int check_decode(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling, fm_error *err)
+{
+    if (tiling && validate(tiling, err)) return err ? err->code : FM_EUSAGE;
+    return vae_check_size(vae, h, w, "decode", err);
+}
+
+size_t fm_vae_decode_arena_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling)
+{
+    if (check_decode(vae, h, w, tiling, NULL)) return 0;
+    return decode_bytes(vae, h, w, tiling);
+}
+
+int fm_vae_decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                     void *arena, size_t bytes, fm_error *err)
+{
+    int rc = check_decode(vae, h, w, tiling, err);
+    if (rc) return rc;
+    if (!arena) return fm_fail(err, FM_EINPUT, "vae decode: no arena");
+    vae_arena ar = {.base = arena, .cap = bytes};
+    return decode_in(vae, img, z, h, w, tiling, &ar, err);
+}
+
+/* The entry points without a caller's arena: one allocation up front. */
+static int decode_alloc(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                        fm_error *err)
+{
+    int rc = check_decode(vae, h, w, tiling, err);
+    if (rc) return rc;
+    size_t bytes = decode_bytes(vae, h, w, tiling);
+    void *arena = bytes != SIZE_MAX ? fm_alloc(bytes) : NULL;
+    if (!arena) return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", bytes >> 20);
+    rc = fm_vae_decode_in(vae, img, z, h, w, tiling, arena, bytes, err);
+    fm_free(arena);
+    return rc;
+}
+
+int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_error *err)
+{
+    return decode_alloc(vae, img, z, h, w, NULL, err);
 }
 
 int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
@@ -224,82 +323,7 @@ int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
         fm_vae_tiling_default(&def);
         tiling = &def;
     }
-    if (validate(tiling, err)) return err ? err->code : FM_EUSAGE;
-    if (h <= tiling->tile && w <= tiling->tile) return fm_vae_decode(vae, img, z, h, w, err);
-    if (!vae || h > 65536 || w > 65536) return fm_fail(err, FM_EINPUT, "vae decode: bad size %dx%d", w, h);
-    const fm_vae_config *cfg = &vae->cfg;
-    tiled T;
-    memset(&T, 0, sizeof T);
-    T.vae = vae;
-    T.z = z;
-    T.in_ch = cfg->embed_dim;
-    T.img = img;
-    T.h = h;
-    T.w = w;
-    T.f = cfg->latent_factor;
-    int rc = FM_EINPUT, f = T.f;
-    if (whole_mid(tiling, h, w)) {
-        T.in_ch = vae->dec.mid.attn_1.c;
-        float *mid = fm_alloc(sizeof(float) * T.in_ch * h * w);
-        if (!mid) return fm_fail(err, FM_EINPUT, "vae: out of memory");
-        if (vae_decode_trunk(vae, mid, z, h, w, err)) {
-            fm_free(mid);
-            return FM_EINPUT;
-        }
-        T.z = mid;
-        T.from_mid = 1;
-    }
-    if (axis_init(&T.ay, h, tiling) || axis_init(&T.ax, w, tiling)) {
-        fm_fail(err, FM_EINPUT, "vae: out of memory");
-        goto done;
-    }
-    int th = T.ay.size, tw = T.ax.size, n_calls = vae_decoder_norm_calls(cfg);
-    size_t nst = (size_t)n_calls * VAE_GROUPS;
-    T.ztile = fm_alloc(sizeof(float) * T.in_ch * th * tw);
-    T.itile = fm_alloc(sizeof(float) * cfg->out_ch * th * tw * f * f);
-    T.wy = fm_alloc(sizeof(float) * h * f);
-    T.wx = fm_alloc(sizeof(float) * w * f);
-    T.wrow = fm_alloc(sizeof(float) * tw * f);
-    T.ns.sum = fm_alloc(nst * (3 * sizeof(double) + 2 * sizeof(float)));
-    if (!T.ztile || !T.itile || !T.wy || !T.wx || !T.wrow || !T.ns.sum) {
-        fm_fail(err, FM_EINPUT, "vae: out of memory");
-        goto done;
-    }
-    T.ns.sumsq = T.ns.sum + nst;
-    T.ns.count = T.ns.sumsq + nst;
-    T.ns.mean = (float *)(T.ns.count + nst);
-    T.ns.rstd = T.ns.mean + nst;
-    T.ns.n_calls = n_calls;
-    T.ns.tile_h = th;
-    T.ns.tile_w = tw;
-    if (vae_run_alloc_decode(&T.run, vae, th, tw, T.from_mid, err)) goto done;
-    T.run.norms = &T.ns;
-
-    for (int pass = 0; pass < tiling->norm_passes; pass++) {
-        memset(T.ns.sum, 0, nst * 3 * sizeof(double));
-        T.ns.collect = 1;
-        T.ns.shared = pass > 0;
-        if (sweep(&T, 0, err)) goto done;
-        finish_stats(&T.ns);
-    }
-    T.ns.collect = 0;
-    T.ns.shared = tiling->norm_passes > 0;
-    size_t H = (size_t)h * f, W = (size_t)w * f;
-    memset(img, 0, sizeof(float) * cfg->out_ch * H * W);
-    if (sweep(&T, 1, err)) goto done;
-
-    axis_weight_sum(T.wy, &T.ay, f);
-    axis_weight_sum(T.wx, &T.ax, f);
-#pragma omp parallel for schedule(static)
-    for (size_t y = 0; y < H; y++)
-        for (int c = 0; c < cfg->out_ch; c++) {
-            float *row = img + ((size_t)c * H + y) * W;
-            for (size_t x = 0; x < W; x++) row[x] /= T.wy[y] * T.wx[x];
-        }
-    rc = 0;
-done:
-    tiled_free(&T);
-    return rc;
+    return decode_alloc(vae, img, z, h, w, tiling, err);
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -310,10 +334,7 @@ size_t fm_vae_decode_bytes(const fm_vae_config *cfg, int h, int w, const fm_vae_
     if (!skel) return SIZE_MAX;
     size_t bytes = SIZE_MAX;
     if (!vae_build(skel, cfg, NULL)) {
-        if (tiling && (h > tiling->tile || w > tiling->tile))
-            bytes = tiled_bytes(skel, h, w, tiling);
-        else
-            bytes = vae_plan_decode_bytes(skel, h, w, 0);
+        bytes = decode_bytes(skel, h, w, tiling);
     }
     fm_vae_free(skel);
     return bytes;

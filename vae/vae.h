@@ -82,6 +82,14 @@ void fm_vae_tiling_default(fm_vae_tiling *t); /* 64, 16, 1, 128*128 */
 int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
                         const fm_vae_tiling *tiling, fm_error *err);
 
+/* The same decodes (tiling NULL: untiled) in a caller-owned arena of
+ * fm_vae_decode_arena_bytes bytes (64-byte aligned), so that a pipeline
+ * allocates it before sampling and the decode allocates nothing. The size
+ * is exact for this loaded model and precision (0 for a bad size). */
+size_t fm_vae_decode_arena_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling);
+int fm_vae_decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+                     void *arena, size_t bytes, fm_error *err);
+
 /* Peak working memory in bytes (activations and scratch, excluding the
  * weights and the caller's z and img) of decoding an h x w latent, untiled
  * (tiling NULL) or tiled. */
@@ -116,6 +124,11 @@ void fm_taesd_set_trace(fm_taesd *t, fm_vae_trace_fn fn, void *user);
  * refused (FM_EINPUT) before anything is read or written. */
 int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
                     fm_error *err);
+/* The same decode in a caller-owned arena of fm_taesd_decode_bytes bytes
+ * (64-byte aligned): a pipeline allocates it before sampling. */
+size_t fm_taesd_decode_bytes(const fm_taesd *t, int h, int w);
+int fm_taesd_decode_in(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+                       void *arena, size_t bytes, fm_error *err);
 /* z [1][4][H/8][W/8] in U-Net space from img [1][3][H][W] in [0, 1]. */
 int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err);
 /* Upstream scale_latents: clamp(x / 6 + 0.5, 0, 1), only for storing
