@@ -10,8 +10,8 @@
 #ifndef FM_DETECT_H
 #define FM_DETECT_H
 
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/safetensors.h"
 
 int fm_detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err);
 

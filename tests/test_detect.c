@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "diffusion/detect.h"
-#include "diffusion/randckpt.h"
+#include "tools/lib/randckpt.h"
 
 static char dir[256];
 

@@ -10,7 +10,7 @@
 
 #include "../cli/promptfile.c"
 #include "diffusion/detect.h"
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 #include "fmimage.h"
 #include "textenc/prompt.h"
 #include "textenc/tokenizer.h"

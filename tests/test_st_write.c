@@ -5,7 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "diffusion/randckpt.h"
+#include "tools/lib/randckpt.h"
 
 static char dir[256];
 

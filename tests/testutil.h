@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "core/core.h"
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 
 /* Opens a golden file under tests/data or fails the test. */
 static inline void tu_open(fm_safetensors *st, const char *path)

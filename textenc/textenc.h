@@ -18,8 +18,8 @@
 
 #include <stdint.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/safetensors.h"
 #include "textenc/tokens.h"
 
 /* ---- one tower ---- */

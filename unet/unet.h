@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/safetensors.h"
 
 typedef struct fm_unet fm_unet;
 

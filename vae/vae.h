@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/safetensors.h"
 
 /* Debug/test hook: called with every named intermediate of a forward pass
  * (KL-VAE: "dec.post_quant", "dec.conv_in", "dec.mid", "dec.up.N", "dec",

@@ -1,4 +1,4 @@
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
