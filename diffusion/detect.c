@@ -1,4 +1,5 @@
 #include "diffusion/detect.h"
+#include "diffusion/detect_meta.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -6,33 +7,33 @@
 
 /* Tensor lookups by formatted name; `need` also checks the shape (-1 = any). */
 typedef struct probe {
-    const fm_safetensors *st;
+    const wt_source *st;
     fm_error *err;
 } probe;
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
-static const fm_st_tensor *vfind(const probe *p, char *name, size_t len, const char *fmt, va_list ap)
+static const wt_tensor *vfind(const probe *p, char *name, size_t len, const char *fmt, va_list ap)
 {
     int n = vsnprintf(name, len, fmt, ap);
     if (n < 0 || (size_t)n >= len) return NULL;
-    return fm_st_find(p->st, name);
+    return wt_find(p->st, name);
 }
 
-static const fm_st_tensor *find(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const fm_st_tensor *find(const probe *p, const char *fmt, ...)
+static const wt_tensor *find(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const wt_tensor *find(const probe *p, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
-    const fm_st_tensor *t = vfind(p, name, sizeof name, fmt, ap);
+    const wt_tensor *t = vfind(p, name, sizeof name, fmt, ap);
     va_end(ap);
     return t;
 }
 
-static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+static const wt_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+static const wt_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
@@ -40,10 +41,10 @@ static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, 
     int n = vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof name) {
-        fm_fail(p->err, FM_EINPUT, "%s: tensor name too long", p->st->path);
+        wt_fail(p->err, p->st, "tensor name too long");
         return NULL;
     }
-    return fm_st_require(p->st, name, ndim, shape, p->err);
+    return wt_require(p->st, name, ndim, shape, p->err);
 }
 
 /* Is there any tensor whose name starts with the formatted prefix? */
@@ -55,14 +56,7 @@ static int has_prefix(const probe *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    size_t len = strlen(pre);
-    int lo = 0, hi = p->st->n_tensors; /* first name >= pre */
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (strcmp(p->st->tensors[mid].name, pre) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < p->st->n_tensors && !strncmp(p->st->tensors[lo].name, pre, len);
+    return wt_has_prefix(p->st, pre);
 }
 
 static int count_indexed(const probe *p, const char *fmt_prefix, const char *suffix)
@@ -74,16 +68,8 @@ static int count_indexed(const probe *p, const char *fmt_prefix, const char *suf
     return n;
 }
 
-static int bad(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad(const probe *p, const char *fmt, ...)
-{
-    char why[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    return fm_fail(p->err, FM_EINPUT, "%s: %s", p->st->path, why);
-}
+/* "PATH: why" (weights/source.h), the file named once for every message. */
+#define bad(p, ...) wt_fail((p)->err, (p)->st, __VA_ARGS__)
 
 #define TRY(x) do { if (!(x)) return FM_EINPUT; } while (0)
 
@@ -92,7 +78,7 @@ static int bad(const probe *p, const char *fmt, ...)
 /* ResBlock at blk ("...input_blocks.1.0."): cin -> *cout channels. */
 static int unet_resblock(const probe *p, const char *blk, int64_t cin, int64_t temb, int64_t *cout)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     TRY(t = need(p, 4, SHAPE(-1, cin, 3, 3), "%sin_layers.2.weight", blk));
     int64_t c = t->shape[0];
     TRY(need(p, 1, SHAPE(cin), "%sin_layers.0.weight", blk));
@@ -111,7 +97,7 @@ static int unet_transformer(const probe *p, const char *blk, int64_t c, fm_unet_
     while (d < 1000 && find(p, "%stransformer_blocks.%d.attn1.to_q.weight", blk, d)) d++;
     *depth = d;
     if (!d) return 0;
-    const fm_st_tensor *t = find(p, "%sproj_in.weight", blk);
+    const wt_tensor *t = find(p, "%sproj_in.weight", blk);
     if (!t) TRY(need(p, 2, SHAPE(c, c), "%sproj_in.weight", blk));
     int linear = t->ndim == 2;
     if (u->use_linear_in_transformer < 0) u->use_linear_in_transformer = linear;
@@ -149,7 +135,7 @@ static int infer_unet(const probe *p, fm_unet_config *u)
 {
     const char *P = "model.diffusion_model.";
     snprintf(u->prefix, sizeof u->prefix, "%s", P);
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     char b[128];
     int rc;
     TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sinput_blocks.0.0.weight", P));
@@ -272,7 +258,7 @@ static int vae_mid(const probe *p, const char *mid, int64_t c)
     static const char *const qkvo[] = {"q", "k", "v", "proj_out"};
     /* 1x1 convs in the original releases; some conversions store them as linear. */
     for (int i = 0; i < 4; i++) {
-        const fm_st_tensor *t = find(p, "%sattn_1.%s.weight", mid, qkvo[i]);
+        const wt_tensor *t = find(p, "%sattn_1.%s.weight", mid, qkvo[i]);
         if (t && t->ndim == 2) TRY(need(p, 2, SHAPE(c, c), "%sattn_1.%s.weight", mid, qkvo[i]));
         else TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sattn_1.%s.weight", mid, qkvo[i]));
     }
@@ -284,7 +270,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
 {
     const char *P = "first_stage_model.";
     snprintf(v->prefix, sizeof v->prefix, "%s", P);
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     char b[160];
     int rc;
     TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sdecoder.conv_in.weight", P));
@@ -302,7 +288,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
     snprintf(b, sizeof b, "%sdecoder.up.0.block.", P);
     v->num_res_blocks = count_indexed(p, b, "conv1.weight") - 1;
     if (v->num_res_blocks < 1) return bad(p, "%sdecoder.up.0: fewer than 2 ResnetBlocks", P);
-    const fm_st_tensor *enc = find(p, "%sencoder.conv_in.weight", P);
+    const wt_tensor *enc = find(p, "%sencoder.conv_in.weight", P);
     v->has_encoder = enc != NULL;
     if (enc) TRY(enc = need(p, 4, SHAPE(-1, -1, 3, 3), "%sencoder.conv_in.weight", P));
     int64_t ch = enc ? enc->shape[0] : c0; /* without encoder: ch_mult[0] = 1 */
@@ -367,7 +353,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
 /* Hugging Face CLIPTextModel names under prefix P ("...text_model."). */
 static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
     tc->kind = FM_TEXT_CLIP;
     TRY(t = need(p, 2, SHAPE(-1, -1), "%sembeddings.token_embedding.weight", P));
@@ -406,7 +392,7 @@ static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
 /* open_clip text tower names under prefix P ("...model."). */
 static int infer_openclip(const probe *p, fm_text_config *tc, const char *P)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
     tc->kind = FM_TEXT_OPENCLIP;
     TRY(t = need(p, 2, SHAPE(-1, -1), "%stoken_embedding.weight", P));
@@ -471,32 +457,6 @@ static int detect_family(const probe *p, fm_family *family)
         return bad(p, "no known text encoder (cond_stage_model.* or conditioner.embedders.*)");
     }
     return 0;
-}
-
-const char *fm_family_str(fm_family family)
-{
-    switch (family) {
-    case FM_FAMILY_SD1: return "sd1";
-    case FM_FAMILY_SD2: return "sd2";
-    case FM_FAMILY_SD_TURBO: return "sd-turbo";
-    case FM_FAMILY_SDXL: return "sdxl";
-    case FM_FAMILY_DEMO: return "demo";
-    default: return "unknown";
-    }
-}
-
-void fm_family_defaults(fm_family family, fm_prediction prediction, fm_model_defaults *out)
-{
-    fm_model_defaults d = {512, 512, 20, 7.0f, "dpmpp_2m", "karras"};
-    if (family == FM_FAMILY_SD2 && prediction != FM_PRED_EPS) d.width = d.height = 768;
-    if (family == FM_FAMILY_SDXL) d.width = d.height = 1024;
-    if (family == FM_FAMILY_SD_TURBO) {
-        d.steps = 1;
-        d.cfg = 1.0f;
-        snprintf(d.sampler, sizeof d.sampler, "euler_ancestral");
-        snprintf(d.scheduler, sizeof d.scheduler, "sgm_uniform");
-    }
-    *out = d;
 }
 
 /* What the family's reference code does that the shapes cannot show. */
@@ -571,7 +531,7 @@ static int schedule_from_buffers(const probe *p, fm_model_config *cfg)
 {
     static const char *const names[] = {"alphas_cumprod", "betas", "denoiser.sigmas"};
     for (int i = 0; i < 3; i++) {
-        const fm_st_tensor *t = find(p, "%s", names[i]);
+        const wt_tensor *t = find(p, "%s", names[i]);
         if (!t) continue;
         if (t->ndim != 1 || t->shape[0] < 2 || t->shape[0] > 100000)
             return bad(p, "tensor %s: shape is not [timesteps]", names[i]);
@@ -590,14 +550,14 @@ static int one_line(int rc, fm_error *err)
     return rc;
 }
 
-static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err);
+static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err);
 
-int fm_detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+int fm_detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
 {
     return one_line(detect_config(st, cfg, err), err);
 }
 
-static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
 {
     probe p = {st, err};
     memset(cfg, 0, sizeof *cfg);
@@ -620,20 +580,18 @@ static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_erro
     family_semantics(cfg);
     if ((rc = schedule_from_buffers(&p, cfg))) return rc;
     fm_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
-    const char *meta = fm_st_meta_get(st, "fmimage.config");
+    const char *meta = wt_meta(st, "fmimage.config");
     if (meta && (rc = fm_config_apply_meta(meta, cfg, st, err))) return rc;
     return check_cross(&p, cfg);
 }
 
-int64_t fm_count_params(const fm_safetensors *st, const char *prefix)
+int64_t fm_count_params(const wt_source *st, const char *prefix)
 {
     size_t len = strlen(prefix);
     int64_t n = 0;
-    for (int i = 0; i < st->n_tensors; i++) {
-        const fm_st_tensor *t = &st->tensors[i];
-        int is_float = t->dtype == FM_DT_F32 || t->dtype == FM_DT_F16 || t->dtype == FM_DT_BF16 ||
-                       t->dtype == FM_DT_F64;
-        if (is_float && !strncmp(t->name, prefix, len)) n += fm_st_numel(t);
+    for (int i = 0; i < wt_count(st); i++) {
+        const wt_tensor *t = wt_at(st, i);
+        if (wt_is_float(t->dtype) && !strncmp(t->name, prefix, len)) n += wt_numel(t);
     }
     return n;
 }

@@ -64,13 +64,13 @@ fm_model *fm_model_load(const char *path, fm_error *err)
         return NULL;
     }
     int rc = fm_st_open(&m->st, path, err);
-    if (!rc) rc = fm_detect_config(&m->st, &m->cfg, err);
+    if (!rc) rc = fm_detect_config(&m->st.src, &m->cfg, err);
     if (!rc && !(m->tokenizer = fm_tokenizer_new(err))) rc = FM_EINPUT;
-    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st, &m->cfg, err);
+    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st.src, &m->cfg, err);
     /* float32 at load, so the v-prediction probe below decides the same on
      * every CPU; fm_generate switches to the requested precision. */
-    if (!rc && !(m->unet = fm_unet_load(&m->st, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
-    if (!rc && !(m->vae = fm_vae_load(&m->st, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->unet = fm_unet_load(&m->st.src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = fm_vae_load(&m->st.src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {
@@ -117,7 +117,7 @@ int fm_model_latent_factor(const fm_model *m) { return m->cfg.vae.latent_factor;
 
 char *fm_model_describe(fm_model *m, fm_error *err)
 {
-    char *cfg = fm_config_describe(&m->cfg, &m->st);
+    char *cfg = fm_config_describe(&m->cfg, &m->st.src);
     if (!cfg) {
         fm_fail(err, FM_EINPUT, "out of memory");
         return NULL;

@@ -56,7 +56,7 @@ static void expect_refused(const char *path, const char *why)
     int rc = fm_st_open(&st, path, &err);
     if (rc == 0) {
         fm_model_config cfg;
-        rc = fm_detect_config(&st, &cfg, &err);
+        rc = fm_detect_config(&st.src, &cfg, &err);
         fm_st_close(&st);
     }
     if (rc != FM_EINPUT) fail_msg("%s: accepted (rc %d)", path, rc);

@@ -31,7 +31,7 @@ static void detect(const char *path, fm_safetensors *st, fm_model_config *cfg)
 {
     fm_error err = {0};
     tu_open(st, path);
-    if (fm_detect_config(st, cfg, &err)) fail_msg("%s", err.msg);
+    if (fm_detect_config(&st->src, cfg, &err)) fail_msg("%s", err.msg);
 }
 
 static void assert_ints(const int *got, const int *want, int n, const char *what)
@@ -111,7 +111,7 @@ static void test_tiny_sd1(void **state)
     assert_int_equal(cfg.defaults.steps, 20);
     assert_string_equal(cfg.defaults.sampler, "dpmpp_2m");
     assert_string_equal(cfg.vocabulary, "");
-    char *d = fm_config_describe(&cfg, &st);
+    char *d = fm_config_describe(&cfg, &st.src);
     assert_non_null(d);
     assert_non_null(strstr(d, "family: sd1\n"));
     assert_non_null(strstr(d, "prediction: eps\n"));
@@ -235,11 +235,11 @@ static void check_full(const full_case *c, fm_model_config *cfg)
     detect(path, &st, cfg);
     assert_int_equal(st.n_tensors, c->n_tensors);
     assert_int_equal(cfg->family, c->family);
-    assert_int_equal(fm_count_params(&st, cfg->unet.prefix), c->unet);
-    assert_int_equal(fm_count_params(&st, cfg->vae.prefix), c->vae);
-    assert_int_equal(fm_count_params(&st, cfg->text[0].prefix), c->text0);
-    if (c->text1) assert_int_equal(fm_count_params(&st, cfg->text[1].prefix), c->text1);
-    char *d = fm_config_describe(cfg, &st);
+    assert_int_equal(fm_count_params(&st.src, cfg->unet.prefix), c->unet);
+    assert_int_equal(fm_count_params(&st.src, cfg->vae.prefix), c->vae);
+    assert_int_equal(fm_count_params(&st.src, cfg->text[0].prefix), c->text0);
+    if (c->text1) assert_int_equal(fm_count_params(&st.src, cfg->text[1].prefix), c->text1);
+    char *d = fm_config_describe(cfg, &st.src);
     assert_non_null(d);
     char line[64];
     snprintf(line, sizeof line, "family: %s\n", fm_family_str(c->family));
@@ -347,7 +347,7 @@ static int detect_with_config(const char *src, const char *config, fm_model_conf
     free(e);
     fm_st_close(&st);
     tu_open(&st, out);
-    int rc = fm_detect_config(&st, cfg, err);
+    int rc = fm_detect_config(&st.src, cfg, err);
     fm_st_close(&st);
     unlink(out);
     return rc;

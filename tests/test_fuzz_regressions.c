@@ -64,7 +64,7 @@ static void replay_safetensors(const char *path)
     }
     fm_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (fm_detect_config(&st, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st));
+    if (fm_detect_config(&st.src, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st.src));
     fm_st_close(&st);
 }
 

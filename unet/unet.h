@@ -13,14 +13,14 @@
 #include <stdint.h>
 #include "core/core.h"
 #include "weights/config.h"
-#include "weights/safetensors.h"
+#include "weights/source.h"
 
 typedef struct fm_unet fm_unet;
 
-/* Maps every model.diffusion_model tensor the config implies; a missing
- * tensor or a wrong shape fails with "PATH: tensor NAME: why". st must
- * outlive the fm_unet. */
-fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_precision prec,
+/* Binds every model.diffusion_model tensor the config implies
+ * (weights/binder.h); a missing tensor or a wrong shape fails with
+ * "PATH: tensor NAME: why". src must outlive the fm_unet. */
+fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precision prec,
                       fm_error *err);
 void fm_unet_free(fm_unet *u);
 
