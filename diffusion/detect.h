@@ -2,11 +2,13 @@
  *
  * The family comes from the tensor names (layouts/README.md "Telling the
  * families apart"); every hyper-parameter that the shapes determine is read
- * from the shapes (and the structure is checked on the way: every block the
- * U-Net, VAE and text towers will look up exists with a consistent shape);
- * the rest comes from __metadata__["fmimage.config"] when present, else from
- * the family's known values. A config value that contradicts the shapes is
- * an error, as is a tensor with the wrong shape. Errors read "PATH: why". */
+ * from the few tensors that show it (the structure: levels, blocks, widths,
+ * depths, and that they agree); the rest comes from
+ * __metadata__["fmimage.config"] when present, else from the family's known
+ * values. A config value that contradicts the shapes is an error. Every
+ * other tensor is checked against the config when the parts bind it
+ * (weights/binder.h), so the checkpoint's names are walked once per part,
+ * not twice. Errors read "PATH: why". */
 #ifndef FM_DETECT_H
 #define FM_DETECT_H
 
