@@ -1,5 +1,6 @@
 /* Corrupt checkpoints: every one is refused with one line "PATH: why" and
- * FM_EINPUT, by the loader (header) or by model detection (names/shapes).
+ * FM_EINPUT, by the reader (header), by detection (structure) or by the
+ * weight binder (every other tensor).
  * The files are made here, in a temporary directory. */
 #include "testutil.h"
 
@@ -9,27 +10,9 @@
 #include "diffusion/detect.h"
 #include "tools/lib/randckpt.h"
 
-static char dir[256];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fm-corrupt-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static void path_of(char *out, size_t len, const char *name)
 {
-    snprintf(out, len, "%s/%s", dir, name);
+    snprintf(out, len, "%s/%s", tu_dir, name);
 }
 
 /* A file: 8-byte length (hlen, or the header's own length when hlen < 0),
@@ -63,7 +46,7 @@ static void expect_refused(const char *path, const char *why)
         fail_msg("message does not start with \"%s: \": %s", path, err.msg);
     if (strchr(err.msg, '\n')) fail_msg("message is not one line: %s", err.msg);
     if (!strstr(err.msg, why)) fail_msg("message \"%s\" does not say \"%s\"", err.msg, why);
-    print_message("  %s\n", err.msg + strlen(dir) + 1);
+    print_message("  %s\n", err.msg + strlen(tu_dir) + 1);
 }
 
 /* A header case: name, header text, data bytes, expected message part. */
@@ -315,5 +298,5 @@ int main(void)
         cmocka_unit_test(test_model_corruptions),
         cmocka_unit_test(test_layout_corruptions),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

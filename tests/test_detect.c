@@ -9,24 +9,6 @@
 #include "diffusion/detect.h"
 #include "tools/lib/randckpt.h"
 
-static char dir[256];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fm-detect-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static void detect(const char *path, fm_safetensors *st, fm_model_config *cfg)
 {
     fm_error err = {0};
@@ -218,7 +200,7 @@ static void make_sparse(const char *layout_name, char *out, size_t len)
 {
     char tsv[256];
     snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
-    snprintf(out, len, "%s/%s.safetensors", dir, layout_name);
+    snprintf(out, len, "%s/%s.safetensors", tu_dir, layout_name);
     fm_layout layout;
     fm_error err = {0};
     if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
@@ -341,7 +323,7 @@ static int detect_with_config(const char *src, const char *config, fm_model_conf
         memcpy(e[i].shape, t->shape, sizeof t->shape);
     }
     char out[512];
-    snprintf(out, sizeof out, "%s/with-config.safetensors", dir);
+    snprintf(out, sizeof out, "%s/with-config.safetensors", tu_dir);
     fm_st_meta meta = {"fmimage.config", config};
     if (fm_st_write(out, e, st.n_tensors, &meta, 1, err)) fail_msg("%s", err->msg);
     free(e);
@@ -442,5 +424,5 @@ int main(void)
         cmocka_unit_test(test_demo_config),
         cmocka_unit_test(test_family_defaults),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

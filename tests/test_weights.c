@@ -2,17 +2,15 @@
  * place, converted copies, the sticky first error, list mode, the records. */
 #include "testutil.h"
 
-#include <unistd.h>
-
 #include "tools/lib/st_write.h"
 #include "weights/binder.h"
 
-static char path[64];
+static char path[300];
 
 static int make_file(void **state)
 {
-    (void)state;
-    snprintf(path, sizeof path, "/tmp/fm-weights-%d.safetensors", (int)getpid());
+    if (tu_make_dir(state)) return -1;
+    snprintf(path, sizeof path, "%s/w.safetensors", tu_dir);
     /* mat32 [4][3] F32, mat16 [4][3] F16, mat64 [2][2] F64, vec16 [3] F16,
      * vec32 [3] F32 (at byte 176 of the data: aligned), conv [2][1][3][3] */
     static float m32[12], c32[18], v32[3] = {1, 2, 3};
@@ -35,12 +33,7 @@ static int make_file(void **state)
     return fm_st_write(path, e, (int)(sizeof e / sizeof e[0]), NULL, 0, &err);
 }
 
-static int remove_file(void **state)
-{
-    (void)state;
-    unlink(path);
-    return 0;
-}
+static int remove_file(void **state) { return tu_remove_dir(state); }
 
 static void test_views_and_copies(void **state)
 {
