@@ -2,7 +2,11 @@
  * place, converted copies, the sticky first error, list mode, the records. */
 #include "testutil.h"
 
+#include "diffusion/detect.h"
+#include "textenc/textenc.h"
 #include "tools/lib/st_write.h"
+#include "unet/unet.h"
+#include "vae/vae.h"
 #include "weights/binder.h"
 
 static char path[300];
@@ -99,7 +103,7 @@ static void test_sticky_error(void **state)
     fm_mat m;
     const float *v = (const float *)&m;
     wt_bind_mat(&b, &m, 3, 4, 2, (const int64_t[]){3, 4}, "mat32");
-    char want[256];
+    char want[400];
     snprintf(want, sizeof want, "%s: tensor p.mat32: shape [4,3], expected [3,4]", path);
     assert_string_equal(err.msg, want);
     assert_null(m.data);
@@ -161,12 +165,78 @@ static void test_list_mode(void **state)
     assert_null(m.data);
 }
 
+/* List mode against real files: every tensor a part lists is in the file
+ * with that shape, and together the parts list every float tensor of the
+ * file (nothing the file holds goes unbound, nothing is bound twice). */
+typedef struct coverage {
+    const fm_safetensors *st;
+    unsigned char *seen; /* per tensor of st */
+    int listed, missing, twice;
+    char first_missing[256];
+} coverage;
+
+static void cover(void *user, const char *name, int ndim, const int64_t *shape)
+{
+    coverage *c = user;
+    const fm_st_tensor *t = fm_st_find(c->st, name);
+    c->listed++;
+    int ok = t && t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        if (!c->missing++) snprintf(c->first_missing, sizeof c->first_missing, "%s", name);
+        return;
+    }
+    if (c->seen[t - c->st->tensors]++) c->twice++;
+}
+
+static void check_coverage(const char *path, int head_channels)
+{
+    fm_safetensors st;
+    tu_open(&st, path);
+    fm_model_config cfg;
+    fm_error err = {0};
+    if (fm_detect_config(&st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    if (head_channels) cfg.unet.num_head_channels = head_channels;
+    coverage c = {.st = &st, .seen = calloc((size_t)st.n_tensors + 1, 1)};
+    if (fm_unet_list_tensors(&cfg.unet, cover, &c, &err) || fm_vae_list_tensors(&cfg.vae, cover, &c, &err))
+        fail_msg("%s", err.msg);
+    for (int i = 0; i < cfg.n_text; i++)
+        if (fm_text_tower_list_tensors(&cfg.text[i], cover, &c, &err)) fail_msg("%s", err.msg);
+    if (c.missing) fail_msg("%s: %d listed tensors not in the file, the first %s", path, c.missing, c.first_missing);
+    assert_int_equal(c.twice, 0);
+    int unbound = 0;
+    for (int i = 0; i < st.n_tensors; i++) {
+        const fm_st_tensor *t = &st.tensors[i];
+        /* buffers: the schedule, position_ids, logit_scale are not parameters of a part */
+        int buffer = !strchr(t->name, '.') || strstr(t->name, "position_ids") || strstr(t->name, "logit_scale") ||
+                     !strncmp(t->name, "denoiser.", 9);
+        if (!c.seen[i] && wt_is_float(t->dtype) && !buffer) {
+            if (!unbound++) print_message("  %s: not bound: %s\n", path, t->name);
+        }
+    }
+    print_message("  %s: the parts list %d of its %d tensors, %d parameters unbound\n", path, c.listed,
+                  st.n_tensors, unbound);
+    assert_int_equal(unbound, 0);
+    free(c.seen);
+    fm_st_close(&st);
+}
+
+static void test_list_covers_the_files(void **state)
+{
+    (void)state;
+    check_coverage("tests/data/tiny-sd1.safetensors", 0);
+    /* the tiny SD 2 file has no fmimage.config; its heads are 16 wide (test_unet) */
+    check_coverage("tests/data/tiny-sd2.safetensors", 16);
+    check_coverage("tests/data/tiny-sdxl.safetensors", 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_views_and_copies),
         cmocka_unit_test(test_sticky_error),
         cmocka_unit_test(test_list_mode),
+        cmocka_unit_test(test_list_covers_the_files),
     };
     return cmocka_run_group_tests(tests, make_file, remove_file);
 }

@@ -2,7 +2,7 @@
  * UNetModel), one implementation driven by fm_unet_config.
  *
  * Weights stay mapped from the checkpoint in its dtype (F16 files stay F16);
- * only biases and norm parameters are copied to float32. Activations live in
+ * only biases and norm parameters of non-F32 files are copied to float32. Activations live in
  * a workspace owned by the fm_unet, allocated on the first call for a given
  * (batch, h, w, n_ctx) and reused while the size fits, so one fm_unet must
  * not run two forwards at the same time. */

@@ -40,7 +40,8 @@ int wt_fail(fm_error *err, const wt_source *s, const char *fmt, ...)
     return fm_fail(err, FM_EINPUT, "%s: %s", s->path, why);
 }
 
-void wt_shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
+/* "[a,b,c]" into buf. */
+static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
 {
     size_t o = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < ndim && o < len; i++)
@@ -61,8 +62,8 @@ const wt_tensor *wt_require(const wt_source *s, const char *name, int ndim, cons
         ok = shape[i] < 0 || shape[i] == t->shape[i];
     if (!ok) {
         char want[128], have[128];
-        wt_shape_str(want, sizeof want, ndim, shape);
-        wt_shape_str(have, sizeof have, t->ndim, t->shape);
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(have, sizeof have, t->ndim, t->shape);
         wt_fail(err, s, "tensor %.200s: shape %s, expected %s", name, have, want);
         return NULL;
     }

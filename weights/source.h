@@ -64,9 +64,6 @@ int wt_fail(fm_error *err, const wt_source *s, const char *fmt, ...) __attribute
 const wt_tensor *wt_require(const wt_source *s, const char *name, int ndim, const int64_t *shape,
                             fm_error *err);
 
-/* "[a,b,c]" into buf. */
-void wt_shape_str(char *buf, size_t len, int ndim, const int64_t *shape);
-
 /* dst[numel] = t converted to float32, whatever its alignment in the file
  * (misaligned data goes through a small stack buffer, no copy of the whole). */
 void wt_convert_f32(float *dst, const wt_tensor *t);
