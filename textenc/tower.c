@@ -181,7 +181,8 @@ fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cf
         return NULL;
     wt_binder b;
     wt_bind_begin(&b, src, cfg->prefix, "text encoder", err);
-    bind_tower(&b, t);
+    do bind_tower(&b, t);
+    while (wt_bind_again(&b));
     if (!(t->weights = wt_bind_end(&b))) {
         fm_text_tower_free(t);
         return NULL;

@@ -176,7 +176,7 @@ static void spatial_transformer(loader *L, un_spatial_transformer *s, int c, int
                      c, cfg->num_heads, cfg->num_head_channels);
         return;
     }
-    s->blocks = calloc((size_t)depth, sizeof *s->blocks);
+    if (!s->blocks) s->blocks = calloc((size_t)depth, sizeof *s->blocks); /* once for both walks */
     if (!s->blocks) {
         wt_bind_fail(&L->b, "U-Net: out of memory");
         return;
@@ -334,7 +334,8 @@ fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precis
     if (!u) return NULL;
     loader L = {.u = u};
     wt_bind_begin(&L.b, src, "", "U-Net", err);
-    build(&L);
+    do build(&L);
+    while (wt_bind_again(&L.b));
     if (!(u->weights = wt_bind_end(&L.b))) {
         fm_unet_free(u);
         return NULL;

@@ -273,13 +273,15 @@ fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision
     }
     wt_binder B;
     wt_bind_begin(&B, src, cfg->prefix, "vae", err);
-    bind_decoder(&B, &vae->dec, cfg->n_levels);
-    if (wt_bind_peek(&B, "encoder.conv_in.weight")) {
-        if (!cfg->double_z)
-            wt_bind_fail(&B, "%s: vae encoder without double_z is not a KL autoencoder", src->path);
-        bind_encoder(&B, &vae->enc, cfg->n_levels);
-        vae->has_encoder = wt_bind_ok(&B);
-    }
+    do {
+        bind_decoder(&B, &vae->dec, cfg->n_levels);
+        if (wt_bind_peek(&B, "encoder.conv_in.weight")) {
+            if (!cfg->double_z)
+                wt_bind_fail(&B, "%s: vae encoder without double_z is not a KL autoencoder", src->path);
+            bind_encoder(&B, &vae->enc, cfg->n_levels);
+            vae->has_encoder = wt_bind_ok(&B);
+        }
+    } while (wt_bind_again(&B));
     if (!(vae->weights = wt_bind_end(&B))) {
         fm_vae_free(vae);
         return NULL;

@@ -189,8 +189,10 @@ fm_taesd *fm_taesd_load(const wt_source *src, fm_error *err)
         fm_taesd_free(t);
         return NULL;
     }
-    if (has_dec) load_half(&L, &t->dec, "decoder", decoder_spec, N_DEC);
-    if (has_enc) load_half(&L, &t->enc, "encoder", encoder_spec, N_ENC);
+    do {
+        if (has_dec) load_half(&L, &t->dec, "decoder", decoder_spec, N_DEC);
+        if (has_enc) load_half(&L, &t->enc, "encoder", encoder_spec, N_ENC);
+    } while (wt_bind_again(&L.b));
     if (!(t->weights = wt_bind_end(&L.b))) {
         fm_taesd_free(t);
         return NULL;

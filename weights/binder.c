@@ -7,67 +7,61 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Arena: 64-byte aligned pieces carved from chunks; a piece larger than a
- * chunk gets a chunk of its own, so the waste stays below one chunk. */
-#define ARENA_CHUNK ((size_t)256 << 10)
-#define ARENA_HEAD 64
+/* The walk runs twice: a measuring pass finds every tensor (and every
+ * error) and adds up the copies and records, then the binding pass fills
+ * one arena block and one record array of exactly that size. So the copies
+ * cost what they are, with no per-copy allocation. */
 
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap; /* bytes after the header */
-} chunk;
+/* A record: the tensor, and the slot pointer with the origin (bits 0-1) and
+ * the slot kind (bit 2) in its low bits (slots are pointer-aligned). */
+typedef struct packed_binding {
+    const wt_tensor *tensor;
+    uintptr_t slot;
+} packed_binding;
 
 struct wt_weights {
-    wt_binding *rec;
+    packed_binding *rec;
     int n, cap;
-    chunk *chunks;
-    size_t copied;
+    char *arena;       /* one block, 64-byte aligned pieces */
+    size_t used, size; /* bytes */
 };
+
+static size_t piece(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 static void *arena_alloc(wt_weights *w, size_t bytes)
 {
-    bytes = (bytes + 63) & ~(size_t)63;
-    chunk *c = w->chunks;
-    if (!c || c->cap - c->used < bytes) {
-        size_t cap = bytes > ARENA_CHUNK ? bytes : ARENA_CHUNK;
-        c = fm_alloc(ARENA_HEAD + cap);
-        if (!c) return NULL;
-        c->used = 0;
-        c->cap = cap;
-        if (bytes > ARENA_CHUNK && w->chunks) {
-            /* keep filling the current small chunk; the big one goes behind it */
-            c->next = w->chunks->next;
-            w->chunks->next = c;
-        } else {
-            c->next = w->chunks;
-            w->chunks = c;
-        }
-    }
-    void *p = (char *)c + ARENA_HEAD + c->used;
-    c->used += bytes;
-    w->copied += bytes;
+    bytes = piece(bytes);
+    if (w->size - w->used < bytes) return NULL; /* the measuring pass said otherwise: a bug */
+    void *p = w->arena + w->used;
+    w->used += bytes;
     return p;
 }
 
 void wt_weights_free(wt_weights *w)
 {
     if (!w) return;
-    for (chunk *c = w->chunks, *next; c; c = next) {
-        next = c->next;
-        fm_free(c);
-    }
+    fm_free(w->arena);
     free(w->rec);
     free(w);
 }
 
 int wt_weights_count(const wt_weights *w) { return w ? w->n : 0; }
-const wt_binding *wt_weights_at(const wt_weights *w, int i) { return &w->rec[i]; }
-size_t wt_weights_copied_bytes(const wt_weights *w) { return w ? w->copied : 0; }
+
+wt_binding wt_weights_at(const wt_weights *w, int i)
+{
+    const packed_binding *r = &w->rec[i];
+    return (wt_binding){r->tensor, (wt_origin)(r->slot & 3), (wt_slot_kind)(r->slot >> 2 & 1),
+                        (void *)(r->slot & ~(uintptr_t)7)};
+}
+
+size_t wt_weights_copied_bytes(const wt_weights *w) { return w ? w->used : 0; }
 
 void wt_weights_each_mat(wt_weights *w, void (*fn)(fm_mat *m, void *arg), void *arg)
 {
-    for (int i = 0; w && i < w->n; i++)
-        if (w->rec[i].kind == WT_SLOT_MAT) fn(w->rec[i].slot, arg);
+    for (int i = 0; w && i < w->n; i++) {
+        wt_binding r = wt_weights_at(w, i);
+        if (r.kind == WT_SLOT_MAT) fn(r.slot, arg);
+    }
 }
 
 static int oom(wt_binder *b)
@@ -84,10 +78,27 @@ static void set_prefix(wt_binder *b, const char *prefix)
 int wt_bind_begin(wt_binder *b, const wt_source *src, const char *prefix, const char *what,
                   fm_error *err)
 {
-    *b = (wt_binder){.src = src, .err = err, .what = what};
+    *b = (wt_binder){.src = src, .err = err, .what = what, .measuring = 1};
     set_prefix(b, prefix);
     b->w = calloc(1, sizeof *b->w);
     return b->w ? 0 : oom(b);
+}
+
+int wt_bind_again(wt_binder *b)
+{
+    if (!b->measuring || b->failed || !b->src) return 0;
+    wt_weights *w = b->w;
+    b->measuring = 0;
+    w->size = w->used;
+    w->used = 0;
+    w->cap = w->n;
+    w->n = 0;
+    if ((w->size && !(w->arena = fm_alloc(w->size))) ||
+        (w->cap && !(w->rec = malloc(sizeof *w->rec * (size_t)w->cap)))) {
+        oom(b);
+        return 0;
+    }
+    return 1;
 }
 
 void wt_list_begin(wt_binder *b, wt_list_fn fn, void *user, const char *prefix, const char *what,
@@ -104,6 +115,11 @@ wt_weights *wt_bind_end(wt_binder *b)
     if (b->failed || !b->src) {
         wt_weights_free(w);
         if (b->failed && b->err && b->err->code == FM_OK) fm_fail(b->err, FM_EINPUT, "%s: load failed", b->what);
+        return NULL;
+    }
+    if (b->measuring) { /* the part did not walk again: nothing was bound */
+        wt_weights_free(w);
+        wt_bind_fail(b, "%s: internal error: binding walk not repeated", b->what);
         return NULL;
     }
     return w;
@@ -133,17 +149,19 @@ static int vname(wt_binder *b, char *out, const char *fmt, va_list ap)
     return 0;
 }
 
+/* Counts (measuring) or stores one record. */
 static int record(wt_binder *b, const wt_tensor *t, wt_origin origin, wt_slot_kind kind, void *slot)
 {
     wt_weights *w = b->w;
-    if (w->n == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 256;
-        wt_binding *r = realloc(w->rec, sizeof *r * (size_t)cap);
-        if (!r) return oom(b);
-        w->rec = r;
-        w->cap = cap;
+    if (b->measuring) {
+        w->n++;
+        return 0;
     }
-    w->rec[w->n++] = (wt_binding){t, origin, kind, slot};
+    if (w->n == w->cap) { /* the walks differ: a bug */
+        wt_bind_fail(b, "%s: internal error: the binding walk changed", b->what);
+        return -1;
+    }
+    w->rec[w->n++] = (packed_binding){t, (uintptr_t)slot | (uintptr_t)origin | (uintptr_t)kind << 2};
     return 0;
 }
 
@@ -161,11 +179,18 @@ static const wt_tensor *take(wt_binder *b, int ndim, const int64_t *shape, const
     return t;
 }
 
+/* t as float32 in the arena; measuring: only its size is counted (and a
+ * non-NULL stand-in returned, never stored in the part). */
 static const float *converted(wt_binder *b, const wt_tensor *t)
 {
-    float *f = arena_alloc(b->w, sizeof(float) * (size_t)wt_numel(t));
+    size_t bytes = sizeof(float) * (size_t)wt_numel(t);
+    if (b->measuring) {
+        b->w->used += piece(bytes);
+        return (const float *)t->data;
+    }
+    float *f = arena_alloc(b->w, bytes);
     if (!f) {
-        oom(b);
+        wt_bind_fail(b, "%s: internal error: the binding walk changed", b->what);
         return NULL;
     }
     wt_convert_f32(f, t);
@@ -192,7 +217,10 @@ void wt_bind_mat(wt_binder *b, fm_mat *m, int rows, int cols, int ndim, const in
         m->data = t->data;
         m->dtype = t->dtype;
     }
-    if (record(b, t, origin, WT_SLOT_MAT, m)) memset(m, 0, sizeof *m);
+    if (record(b, t, origin, WT_SLOT_MAT, m) || b->measuring) { /* measuring binds nothing */
+        m->data = NULL;
+        m->dtype = FM_DT_F32;
+    }
 }
 
 static void bind_f32(wt_binder *b, const float **dst, int ndim, const int64_t *shape, const char *fmt,
@@ -209,7 +237,7 @@ static void bind_f32(wt_binder *b, const float **dst, int ndim, const int64_t *s
         if (!(f = converted(b, t))) return;
         origin = WT_CONVERTED;
     }
-    if (!record(b, t, origin, WT_SLOT_F32, (void *)dst)) *dst = f;
+    if (!record(b, t, origin, WT_SLOT_F32, (void *)dst) && !b->measuring) *dst = f;
 }
 
 void wt_bind_f32(wt_binder *b, const float **dst, int ndim, const int64_t *shape, const char *fmt, ...)

@@ -11,6 +11,15 @@
  *                a converted copy.
  * Copies live in one arena per part (wt_weights), freed with the part.
  *
+ * A part binds in a loop, walking twice: the first walk measures (finds
+ * every tensor and error, sizes the arena and the records), the second
+ * binds into exactly that much memory:
+ *     wt_bind_begin(&b, src, prefix, "U-Net", err);
+ *     do build(&b, part); while (wt_bind_again(&b));
+ *     part->weights = wt_bind_end(&b);      (NULL: err says why)
+ * The walk must not depend on what the first pass put into the part (it
+ * puts nothing useful there) and must make the same calls both times.
+ *
  * The error is sticky: the first missing or mis-shaped tensor sets err to
  * "PATH: tensor NAME: shape [have], expected [want]" (or "...: missing"),
  * and every later call does nothing, so a part binds without checking each
@@ -55,7 +64,7 @@ typedef struct wt_weights wt_weights;
 
 void wt_weights_free(wt_weights *w);
 int wt_weights_count(const wt_weights *w);
-const wt_binding *wt_weights_at(const wt_weights *w, int i);
+wt_binding wt_weights_at(const wt_weights *w, int i);
 /* fn on every bound matrix (e.g. to set its precision). */
 void wt_weights_each_mat(wt_weights *w, void (*fn)(fm_mat *m, void *arg), void *arg);
 /* Bytes of converted copies (for tests and --info). */
@@ -72,6 +81,7 @@ typedef struct wt_binder {
     const char *what;      /* "U-Net", "vae", ...: names the part in out-of-memory messages */
     char prefix[128];      /* prepended to every name */
     int failed;
+    int measuring;         /* first pass of binding mode */
     wt_weights *w;
 } wt_binder;
 
@@ -79,6 +89,10 @@ typedef struct wt_binder {
  * (out of memory) after which b is failed and wt_bind_end returns NULL. */
 int wt_bind_begin(wt_binder *b, const wt_source *src, const char *prefix, const char *what,
                   fm_error *err);
+/* After a walk: 1 when the part must walk again (the measuring pass is
+ * done, the binding pass comes); 0 after the binding pass, in list mode,
+ * or once the walk failed. */
+int wt_bind_again(wt_binder *b);
 /* List mode: fn(user, name, ndim, shape) for every parameter instead. */
 void wt_list_begin(wt_binder *b, wt_list_fn fn, void *user, const char *prefix, const char *what,
                    fm_error *err);
