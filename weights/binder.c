@@ -157,7 +157,7 @@ static int record(wt_binder *b, const wt_tensor *t, wt_origin origin, wt_slot_ki
         w->n++;
         return 0;
     }
-    if (w->n == w->cap) { /* the walks differ: a bug */
+    if (w->n == w->cap || ((uintptr_t)slot & 7)) { /* the walks differ, or a slot the bits would clobber: a bug */
         wt_bind_fail(b, "%s: internal error: the binding walk changed", b->what);
         return -1;
     }
