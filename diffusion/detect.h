@@ -22,6 +22,11 @@ int fm_detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err);
  * (integer buffers such as position_ids are not parameters). */
 int64_t fm_count_params(const wt_source *st, const char *prefix);
 
+/* Of st's tensors, how many the U-Net, VAE and text towers of cfg bind
+ * (*bound) and how many they need that st lacks (*absent); 0, or an error
+ * for a config the parts cannot build (diffusion/bound.c). */
+int fm_count_bound(const fm_model_config *cfg, const wt_source *st, int64_t *bound, int64_t *absent);
+
 /* Text for `fmimage --info`: family, prediction, the full config and the
  * parameter counts per component. malloc'd; NULL when out of memory. */
 char *fm_config_describe(const fm_model_config *cfg, const wt_source *st);

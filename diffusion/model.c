@@ -123,10 +123,13 @@ char *fm_model_describe(fm_model *m, fm_error *err)
         return NULL;
     }
     const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
-    size_t n = strlen(cfg) + 128;
+    int64_t bound = 0, absent = 0;
+    fm_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
+    size_t n = strlen(cfg) + 256;
     char *s = malloc(n);
     if (s)
-        snprintf(s, n, "%sprediction used: %s (%s)\n", cfg, pred,
+        snprintf(s, n, "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n",
+                 cfg, wt_count(&m->st.src), (long long)bound, (long long)(wt_count(&m->st.src) - bound), pred,
                  m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file");
     else
         fm_fail(err, FM_EINPUT, "out of memory");

@@ -98,6 +98,16 @@ static void test_tiny_sd1(void **state)
     assert_non_null(strstr(d, "family: sd1\n"));
     assert_non_null(strstr(d, "prediction: eps\n"));
     free(d);
+    /* --info: the parts' lists (binder list mode) against the file; all but
+     * ldm's 12 DDPM schedule buffers and CLIP's position_ids are bound. */
+    fm_error err = {0};
+    fm_model *m = fm_model_load("tests/data/tiny-sd1.safetensors", &err);
+    if (!m) fail_msg("%s", err.msg);
+    d = fm_model_describe(m, &err);
+    assert_non_null(d);
+    if (!strstr(d, "tensors: 381 in the file, 368 bound by the parts, 13 other\n")) fail_msg("%s", d);
+    free(d);
+    fm_model_free(m);
     fm_st_close(&st);
 }
 
