@@ -16,7 +16,7 @@ PORTABLE ?= 0
 SAN     ?= 0
 
 PKGS    := libpng libcjson libutf8proc zlib
-MODULES := core kernels diffusion textenc unet vae samplers
+MODULES := core kernels weights diffusion textenc unet vae samplers
 
 ifeq ($(PORTABLE),1)
   ARCH := -march=x86-64-v2 -mtune=generic -DFM_PORTABLE=1
@@ -57,6 +57,10 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
+# Code only tests and tools use (random checkpoints, the safetensors
+# writer): its own archive, linked before the library, never installed.
+TESTLIB_SRC := $(wildcard tools/lib/*.c)
+TESTLIB  := $(BUILD)/libfmtest.a
 
 .PHONY: all test sanitize install clean demo demo-model bench tools
 .SECONDARY:
@@ -83,13 +87,17 @@ $(SOLIB): $(LIB_OBJ)
 	ln -sf $(notdir $@) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libfmimage.so
 
+$(TESTLIB): $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(TESTLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka libpcre2-8)
 
 tools: $(TOOLS)
@@ -162,9 +170,9 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -
                 -Wno-unknown-pragmas -Iinclude -I. $(shell pkg-config --cflags $(PKGS))
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
-# The parsers live in core, diffusion and textenc (the archive only lends a
+# The parsers live in core, weights, diffusion and textenc (the archive only lends a
 # harness the objects it references; the SIMD kernels are not needed).
-FUZZ_LIB_SRC := $(wildcard core/*.c diffusion/*.c textenc/*.c)
+FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/textenc/clip_bpe_blob.o \
                 $(FUZZ_BUILD)/obj/cli/promptfile.o
 

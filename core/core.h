@@ -41,6 +41,8 @@ float fm_f16_to_f32_1(uint16_t h);
 uint16_t fm_f32_to_f16_1(float f);
 /* Any float or integer dtype to float32. */
 void fm_convert_to_f32(float *dst, const void *src, fm_dtype t, size_t n);
+/* The CPU has F16C and AVX2 (the one cpuid probe; asked once, cached). */
+int fm_cpu_has_f16c_avx2(void);
 
 /* 64-byte aligned allocation (free with fm_free). Returns NULL on failure. */
 void *fm_alloc(size_t bytes);

@@ -77,12 +77,12 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, con
 }
 #endif
 
-#if defined(__x86_64__)
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"),
  * asked once: cpuid traps to the hypervisor in a VM, and the kernels convert
  * weights in small blocks millions of times per image. */
-static int has_f16c_avx2(void)
+int fm_cpu_has_f16c_avx2(void)
 {
+#if defined(__x86_64__)
     static _Atomic int cached = -1;
     int v = cached;
     if (v < 0) {
@@ -91,13 +91,15 @@ static int has_f16c_avx2(void)
         cached = v;
     }
     return v;
-}
+#else
+    return 0;
 #endif
+}
 
 void fm_f16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
 #if defined(__x86_64__)
-    if (has_f16c_avx2()) {
+    if (fm_cpu_has_f16c_avx2()) {
         f16_to_f32_f16c(dst, src, n);
         return;
     }

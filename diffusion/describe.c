@@ -66,7 +66,7 @@ static void describe_text(out *o, const fm_text_config *t, int i)
         t->final_ln_on_output ? " + final layer norm" : " (no final layer norm)");
 }
 
-char *fm_config_describe(const fm_model_config *cfg, const fm_safetensors *st)
+char *fm_config_describe(const fm_model_config *cfg, const wt_source *st)
 {
     out o = {malloc(4096), 0, 4096, 0};
     if (!o.s) return NULL;

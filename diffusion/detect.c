@@ -1,4 +1,5 @@
 #include "diffusion/detect.h"
+#include "diffusion/detect_meta.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -6,33 +7,33 @@
 
 /* Tensor lookups by formatted name; `need` also checks the shape (-1 = any). */
 typedef struct probe {
-    const fm_safetensors *st;
+    const wt_source *st;
     fm_error *err;
 } probe;
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
-static const fm_st_tensor *vfind(const probe *p, char *name, size_t len, const char *fmt, va_list ap)
+static const wt_tensor *vfind(const probe *p, char *name, size_t len, const char *fmt, va_list ap)
 {
     int n = vsnprintf(name, len, fmt, ap);
     if (n < 0 || (size_t)n >= len) return NULL;
-    return fm_st_find(p->st, name);
+    return wt_find(p->st, name);
 }
 
-static const fm_st_tensor *find(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const fm_st_tensor *find(const probe *p, const char *fmt, ...)
+static const wt_tensor *find(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const wt_tensor *find(const probe *p, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
-    const fm_st_tensor *t = vfind(p, name, sizeof name, fmt, ap);
+    const wt_tensor *t = vfind(p, name, sizeof name, fmt, ap);
     va_end(ap);
     return t;
 }
 
-static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+static const wt_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
+static const wt_tensor *need(const probe *p, int ndim, const int64_t *shape, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
@@ -40,10 +41,10 @@ static const fm_st_tensor *need(const probe *p, int ndim, const int64_t *shape, 
     int n = vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof name) {
-        fm_fail(p->err, FM_EINPUT, "%s: tensor name too long", p->st->path);
+        wt_fail(p->err, p->st, "tensor name too long");
         return NULL;
     }
-    return fm_st_require(p->st, name, ndim, shape, p->err);
+    return wt_require(p->st, name, ndim, shape, p->err);
 }
 
 /* Is there any tensor whose name starts with the formatted prefix? */
@@ -55,14 +56,7 @@ static int has_prefix(const probe *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    size_t len = strlen(pre);
-    int lo = 0, hi = p->st->n_tensors; /* first name >= pre */
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (strcmp(p->st->tensors[mid].name, pre) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < p->st->n_tensors && !strncmp(p->st->tensors[lo].name, pre, len);
+    return wt_has_prefix(p->st, pre);
 }
 
 static int count_indexed(const probe *p, const char *fmt_prefix, const char *suffix)
@@ -74,33 +68,20 @@ static int count_indexed(const probe *p, const char *fmt_prefix, const char *suf
     return n;
 }
 
-static int bad(const probe *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad(const probe *p, const char *fmt, ...)
-{
-    char why[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    return fm_fail(p->err, FM_EINPUT, "%s: %s", p->st->path, why);
-}
+/* "PATH: why" (weights/source.h), the file named once for every message. */
+#define bad(p, ...) wt_fail((p)->err, (p)->st, __VA_ARGS__)
 
 #define TRY(x) do { if (!(x)) return FM_EINPUT; } while (0)
 
 /* ---- U-Net (ldm/sgm openaimodel.UNetModel) ---- */
 
-/* ResBlock at blk ("...input_blocks.1.0."): cin -> *cout channels. */
-static int unet_resblock(const probe *p, const char *blk, int64_t cin, int64_t temb, int64_t *cout)
+/* ResBlock at blk ("...input_blocks.1.0."): cin -> *cout channels (the
+ * binder checks its other tensors against the config). */
+static int unet_resblock(const probe *p, const char *blk, int64_t cin, int64_t *cout)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     TRY(t = need(p, 4, SHAPE(-1, cin, 3, 3), "%sin_layers.2.weight", blk));
-    int64_t c = t->shape[0];
-    TRY(need(p, 1, SHAPE(cin), "%sin_layers.0.weight", blk));
-    TRY(need(p, 2, SHAPE(c, temb), "%semb_layers.1.weight", blk));
-    TRY(need(p, 1, SHAPE(c), "%sout_layers.0.weight", blk));
-    TRY(need(p, 4, SHAPE(c, c, 3, 3), "%sout_layers.3.weight", blk));
-    if (c != cin) TRY(need(p, 4, SHAPE(c, cin, 1, 1), "%sskip_connection.weight", blk));
-    *cout = c;
+    *cout = t->shape[0];
     return 0;
 }
 
@@ -111,36 +92,15 @@ static int unet_transformer(const probe *p, const char *blk, int64_t c, fm_unet_
     while (d < 1000 && find(p, "%stransformer_blocks.%d.attn1.to_q.weight", blk, d)) d++;
     *depth = d;
     if (!d) return 0;
-    const fm_st_tensor *t = find(p, "%sproj_in.weight", blk);
+    const wt_tensor *t = find(p, "%sproj_in.weight", blk);
     if (!t) TRY(need(p, 2, SHAPE(c, c), "%sproj_in.weight", blk));
     int linear = t->ndim == 2;
     if (u->use_linear_in_transformer < 0) u->use_linear_in_transformer = linear;
     if (linear != u->use_linear_in_transformer)
         return bad(p, "%sproj_in: linear and 1x1-conv projections mixed in one U-Net", blk);
-    if (linear) {
-        TRY(need(p, 2, SHAPE(c, c), "%sproj_in.weight", blk));
-        TRY(need(p, 2, SHAPE(c, c), "%sproj_out.weight", blk));
-    } else {
-        TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sproj_in.weight", blk));
-        TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sproj_out.weight", blk));
-    }
-    TRY(need(p, 1, SHAPE(c), "%snorm.weight", blk));
-    for (int i = 0; i < d; i++) {
-        const char *b = blk;
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_q.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_k.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_v.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn1.to_out.0.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn2.to_q.weight", b, i));
-        int64_t ctx = u->context_dim > 0 ? u->context_dim : -1;
-        TRY(t = need(p, 2, SHAPE(c, ctx), "%stransformer_blocks.%d.attn2.to_k.weight", b, i));
+    if (u->context_dim <= 0) {
+        TRY(t = need(p, 2, SHAPE(c, -1), "%stransformer_blocks.0.attn2.to_k.weight", blk));
         u->context_dim = (int)t->shape[1];
-        TRY(need(p, 2, SHAPE(c, u->context_dim), "%stransformer_blocks.%d.attn2.to_v.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, c), "%stransformer_blocks.%d.attn2.to_out.0.weight", b, i));
-        for (int k = 1; k <= 3; k++)
-            TRY(need(p, 1, SHAPE(c), "%stransformer_blocks.%d.norm%d.weight", b, i, k));
-        TRY(need(p, 2, SHAPE(8 * c, c), "%stransformer_blocks.%d.ff.net.0.proj.weight", b, i));
-        TRY(need(p, 2, SHAPE(c, 4 * c), "%stransformer_blocks.%d.ff.net.2.weight", b, i));
     }
     return 0;
 }
@@ -149,21 +109,17 @@ static int infer_unet(const probe *p, fm_unet_config *u)
 {
     const char *P = "model.diffusion_model.";
     snprintf(u->prefix, sizeof u->prefix, "%s", P);
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     char b[128];
     int rc;
     TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sinput_blocks.0.0.weight", P));
     int64_t mc = t->shape[0];
     u->model_channels = (int)mc;
     u->in_channels = (int)t->shape[1];
-    TRY(t = need(p, 2, SHAPE(-1, mc), "%stime_embed.0.weight", P));
-    int64_t temb = t->shape[0];
-    TRY(need(p, 2, SHAPE(temb, temb), "%stime_embed.2.weight", P));
     u->adm_in_channels = 0;
     if (find(p, "%slabel_emb.0.0.weight", P)) {
-        TRY(t = need(p, 2, SHAPE(temb, -1), "%slabel_emb.0.0.weight", P));
+        TRY(t = need(p, 2, SHAPE(-1, -1), "%slabel_emb.0.0.weight", P));
         u->adm_in_channels = (int)t->shape[1];
-        TRY(need(p, 2, SHAPE(temb, temb), "%slabel_emb.0.2.weight", P));
     }
     u->use_linear_in_transformer = -1;
     u->context_dim = 0;
@@ -177,7 +133,6 @@ static int infer_unet(const probe *p, fm_unet_config *u)
         snprintf(b, sizeof b, "%sinput_blocks.%d.", P, blk);
         if (ns >= 120) return bad(p, "%s: too many U-Net blocks", b);
         if (find(p, "%s0.op.weight", b)) {
-            TRY(need(p, 4, SHAPE(ch, ch, 3, 3), "%s0.op.weight", b));
             if (!nres[level]) return bad(p, "%s0.op: downsampling a level without ResBlocks", b);
             if (++level >= FM_MAX_LEVELS) return bad(p, "U-Net has more than %d levels", FM_MAX_LEVELS);
             skip[ns++] = ch;
@@ -188,7 +143,7 @@ static int infer_unet(const probe *p, fm_unet_config *u)
         int depth;
         char sub[140];
         snprintf(sub, sizeof sub, "%s0.", b);
-        if ((rc = unet_resblock(p, sub, ch, temb, &c))) return rc;
+        if ((rc = unet_resblock(p, sub, ch, &c))) return rc;
         snprintf(sub, sizeof sub, "%s1.", b);
         if ((rc = unet_transformer(p, sub, c, u, &depth))) return rc;
         if (!nres[level]) {
@@ -214,12 +169,12 @@ static int infer_unet(const probe *p, fm_unet_config *u)
     /* Middle: ResBlock, SpatialTransformer, ResBlock. */
     int64_t c;
     snprintf(b, sizeof b, "%smiddle_block.0.", P);
-    if ((rc = unet_resblock(p, b, ch, temb, &c))) return rc;
+    if ((rc = unet_resblock(p, b, ch, &c))) return rc;
     if (c != ch) return bad(p, "%s: %lld channels, expected %lld", b, (long long)c, (long long)ch);
     snprintf(b, sizeof b, "%smiddle_block.1.", P);
     if ((rc = unet_transformer(p, b, ch, u, &u->transformer_depth_middle))) return rc;
     snprintf(b, sizeof b, "%smiddle_block.%d.", P, u->transformer_depth_middle ? 2 : 1);
-    if ((rc = unet_resblock(p, b, ch, temb, &c))) return rc;
+    if ((rc = unet_resblock(p, b, ch, &c))) return rc;
     if (c != ch) return bad(p, "%s: %lld channels, expected %lld", b, (long long)c, (long long)ch);
 
     /* Output blocks: per level num_res_blocks + 1 x [ResBlock on cat(h, skip),
@@ -230,7 +185,7 @@ static int infer_unet(const probe *p, fm_unet_config *u)
             char sub[140];
             snprintf(b, sizeof b, "%soutput_blocks.%d.", P, o);
             snprintf(sub, sizeof sub, "%s0.", b);
-            if ((rc = unet_resblock(p, sub, ch + skip[--ns], temb, &c))) return rc;
+            if ((rc = unet_resblock(p, sub, ch + skip[--ns], &c))) return rc;
             if (c != mc * u->channel_mult[l])
                 return bad(p, "%s0: %lld channels, level %d has %lld", b, (long long)c, l, (long long)(mc * u->channel_mult[l]));
             int depth;
@@ -239,11 +194,8 @@ static int infer_unet(const probe *p, fm_unet_config *u)
             if (depth != u->transformer_depth[l])
                 return bad(p, "%s1: %d transformer blocks, level %d has %d", b, depth, l, u->transformer_depth[l]);
             ch = c;
-            if (l > 0 && j == u->num_res_blocks)
-                TRY(need(p, 4, SHAPE(ch, ch, 3, 3), "%s%d.conv.weight", b, depth ? 2 : 1));
         }
     if (has_prefix(p, "%soutput_blocks.%d.", P, o)) return bad(p, "%soutput_blocks.%d: one output block too many", P, o);
-    TRY(need(p, 1, SHAPE(ch), "%sout.0.weight", P));
     TRY(t = need(p, 4, SHAPE(-1, ch, 3, 3), "%sout.2.weight", P));
     u->out_channels = (int)t->shape[0];
     if (u->use_linear_in_transformer < 0) u->use_linear_in_transformer = 0;
@@ -252,41 +204,12 @@ static int infer_unet(const probe *p, fm_unet_config *u)
 
 /* ---- VAE (ldm AutoencoderKL Encoder/Decoder) ---- */
 
-static int vae_resnet(const probe *p, const char *blk, int64_t cin, int64_t cout)
-{
-    TRY(need(p, 1, SHAPE(cin), "%snorm1.weight", blk));
-    TRY(need(p, 4, SHAPE(cout, cin, 3, 3), "%sconv1.weight", blk));
-    TRY(need(p, 1, SHAPE(cout), "%snorm2.weight", blk));
-    TRY(need(p, 4, SHAPE(cout, cout, 3, 3), "%sconv2.weight", blk));
-    if (cin != cout) TRY(need(p, 4, SHAPE(cout, cin, 1, 1), "%snin_shortcut.weight", blk));
-    return 0;
-}
-
-static int vae_mid(const probe *p, const char *mid, int64_t c)
-{
-    char b[160];
-    int rc;
-    snprintf(b, sizeof b, "%sblock_1.", mid);
-    if ((rc = vae_resnet(p, b, c, c))) return rc;
-    TRY(need(p, 1, SHAPE(c), "%sattn_1.norm.weight", mid));
-    static const char *const qkvo[] = {"q", "k", "v", "proj_out"};
-    /* 1x1 convs in the original releases; some conversions store them as linear. */
-    for (int i = 0; i < 4; i++) {
-        const fm_st_tensor *t = find(p, "%sattn_1.%s.weight", mid, qkvo[i]);
-        if (t && t->ndim == 2) TRY(need(p, 2, SHAPE(c, c), "%sattn_1.%s.weight", mid, qkvo[i]));
-        else TRY(need(p, 4, SHAPE(c, c, 1, 1), "%sattn_1.%s.weight", mid, qkvo[i]));
-    }
-    snprintf(b, sizeof b, "%sblock_2.", mid);
-    return vae_resnet(p, b, c, c);
-}
-
 static int infer_vae(const probe *p, fm_vae_config *v)
 {
     const char *P = "first_stage_model.";
     snprintf(v->prefix, sizeof v->prefix, "%s", P);
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     char b[160];
-    int rc;
     TRY(t = need(p, 4, SHAPE(-1, -1, 3, 3), "%sdecoder.conv_in.weight", P));
     int64_t top = t->shape[0];
     v->z_channels = (int)t->shape[1];
@@ -302,7 +225,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
     snprintf(b, sizeof b, "%sdecoder.up.0.block.", P);
     v->num_res_blocks = count_indexed(p, b, "conv1.weight") - 1;
     if (v->num_res_blocks < 1) return bad(p, "%sdecoder.up.0: fewer than 2 ResnetBlocks", P);
-    const fm_st_tensor *enc = find(p, "%sencoder.conv_in.weight", P);
+    const wt_tensor *enc = find(p, "%sencoder.conv_in.weight", P);
     v->has_encoder = enc != NULL;
     if (enc) TRY(enc = need(p, 4, SHAPE(-1, -1, 3, 3), "%sencoder.conv_in.weight", P));
     int64_t ch = enc ? enc->shape[0] : c0; /* without encoder: ch_mult[0] = 1 */
@@ -315,50 +238,25 @@ static int infer_vae(const probe *p, fm_vae_config *v)
     }
     v->latent_factor = 1 << (v->n_levels - 1);
 
-    /* Decoder: mid at the top width, up levels from the last to level 0. */
+    /* Decoder: mid at the top width, up levels from the last to level 0
+     * (the binder checks every block against these). */
     if (top != ch * v->ch_mult[v->n_levels - 1])
         return bad(p, "%sdecoder.conv_in: %lld channels, the last level has %lld", P, (long long)top, (long long)(ch * v->ch_mult[v->n_levels - 1]));
-    snprintf(b, sizeof b, "%sdecoder.mid.", P);
-    if ((rc = vae_mid(p, b, top))) return rc;
-    int64_t cur = top;
-    for (int l = v->n_levels - 1; l >= 0; l--) {
-        int64_t cout = ch * v->ch_mult[l];
-        for (int j = 0; j <= v->num_res_blocks; j++) {
-            snprintf(b, sizeof b, "%sdecoder.up.%d.block.%d.", P, l, j);
-            if ((rc = vae_resnet(p, b, cur, cout))) return rc;
-            cur = cout;
-        }
+    for (int l = v->n_levels - 1; l >= 0; l--)
         if (find(p, "%sdecoder.up.%d.block.%d.conv1.weight", P, l, v->num_res_blocks + 1))
             return bad(p, "%sdecoder.up.%d: more ResnetBlocks than level 0", P, l);
-        if (l > 0) TRY(need(p, 4, SHAPE(cur, cur, 3, 3), "%sdecoder.up.%d.upsample.conv.weight", P, l));
-    }
-    if (cur != c0) return bad(p, "%sdecoder.conv_out: %lld input channels, expected %lld", P, (long long)c0, (long long)cur);
-    TRY(need(p, 1, SHAPE(cur), "%sdecoder.norm_out.weight", P));
+    if (c0 != ch * v->ch_mult[0])
+        return bad(p, "%sdecoder.conv_out: %lld input channels, expected %lld", P, (long long)c0, (long long)(ch * v->ch_mult[0]));
 
-    /* Encoder (img2img only): levels up, num_res_blocks each, downsample between. */
+    /* Encoder (img2img only): the same levels; conv_out says double_z. */
     v->double_z = 1;
     if (!enc) return 0;
-    cur = ch;
-    for (int l = 0; l < v->n_levels; l++) {
-        int64_t cout = ch * v->ch_mult[l];
-        for (int j = 0; j < v->num_res_blocks; j++) {
-            snprintf(b, sizeof b, "%sencoder.down.%d.block.%d.", P, l, j);
-            if ((rc = vae_resnet(p, b, cur, cout))) return rc;
-            cur = cout;
-        }
-        if (l < v->n_levels - 1) TRY(need(p, 4, SHAPE(cur, cur, 3, 3), "%sencoder.down.%d.downsample.conv.weight", P, l));
-    }
     if (find(p, "%sencoder.down.%d.block.0.conv1.weight", P, v->n_levels))
         return bad(p, "%sencoder: more levels than the decoder", P);
-    snprintf(b, sizeof b, "%sencoder.mid.", P);
-    if ((rc = vae_mid(p, b, cur))) return rc;
-    TRY(need(p, 1, SHAPE(cur), "%sencoder.norm_out.weight", P));
-    TRY(t = need(p, 4, SHAPE(-1, cur, 3, 3), "%sencoder.conv_out.weight", P));
+    TRY(t = need(p, 4, SHAPE(-1, top, 3, 3), "%sencoder.conv_out.weight", P));
     if (t->shape[0] != v->z_channels && t->shape[0] != 2 * v->z_channels)
         return bad(p, "%sencoder.conv_out: %lld outputs for z_channels %d", P, (long long)t->shape[0], v->z_channels);
     v->double_z = t->shape[0] == 2 * v->z_channels;
-    int64_t moments = v->double_z ? 2 * v->embed_dim : v->embed_dim;
-    TRY(need(p, 4, SHAPE(moments, t->shape[0], 1, 1), "%squant_conv.weight", P));
     return 0;
 }
 
@@ -367,7 +265,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
 /* Hugging Face CLIPTextModel names under prefix P ("...text_model."). */
 static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
     tc->kind = FM_TEXT_CLIP;
     TRY(t = need(p, 2, SHAPE(-1, -1), "%sembeddings.token_embedding.weight", P));
@@ -383,20 +281,8 @@ static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
     TRY(t = need(p, 2, SHAPE(-1, w), "%sencoder.layers.0.mlp.fc1.weight", P));
     int64_t mlp = t->shape[0];
     tc->intermediate_size = (int)mlp;
-    static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-    for (int i = 0; i < tc->layers; i++) {
-        for (int k = 0; k < 4; k++) {
-            TRY(need(p, 2, SHAPE(w, w), "%sencoder.layers.%d.self_attn.%s.weight", P, i, proj[k]));
-            TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.self_attn.%s.bias", P, i, proj[k]));
-        }
-        TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.layer_norm1.weight", P, i));
-        TRY(need(p, 1, SHAPE(w), "%sencoder.layers.%d.layer_norm2.weight", P, i));
-        TRY(need(p, 2, SHAPE(mlp, w), "%sencoder.layers.%d.mlp.fc1.weight", P, i));
-        TRY(need(p, 2, SHAPE(w, mlp), "%sencoder.layers.%d.mlp.fc2.weight", P, i));
-    }
     if (has_prefix(p, "%sencoder.layers.%d.", P, tc->layers))
         return bad(p, "%sencoder.layers.%d: incomplete layer", P, tc->layers);
-    TRY(need(p, 1, SHAPE(w), "%sfinal_layer_norm.weight", P));
     tc->projection_dim = 0;
     tc->act_quick_gelu = 1;
     tc->pad_token = 49407;
@@ -406,7 +292,7 @@ static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
 /* open_clip text tower names under prefix P ("...model."). */
 static int infer_openclip(const probe *p, fm_text_config *tc, const char *P)
 {
-    const fm_st_tensor *t;
+    const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
     tc->kind = FM_TEXT_OPENCLIP;
     TRY(t = need(p, 2, SHAPE(-1, -1), "%stoken_embedding.weight", P));
@@ -422,19 +308,8 @@ static int infer_openclip(const probe *p, fm_text_config *tc, const char *P)
     TRY(t = need(p, 2, SHAPE(-1, w), "%stransformer.resblocks.0.mlp.c_fc.weight", P));
     int64_t mlp = t->shape[0];
     tc->intermediate_size = (int)mlp;
-    for (int i = 0; i < tc->layers; i++) {
-        const char *r = "transformer.resblocks";
-        TRY(need(p, 2, SHAPE(3 * w, w), "%s%s.%d.attn.in_proj_weight", P, r, i));
-        TRY(need(p, 1, SHAPE(3 * w), "%s%s.%d.attn.in_proj_bias", P, r, i));
-        TRY(need(p, 2, SHAPE(w, w), "%s%s.%d.attn.out_proj.weight", P, r, i));
-        TRY(need(p, 1, SHAPE(w), "%s%s.%d.ln_1.weight", P, r, i));
-        TRY(need(p, 1, SHAPE(w), "%s%s.%d.ln_2.weight", P, r, i));
-        TRY(need(p, 2, SHAPE(mlp, w), "%s%s.%d.mlp.c_fc.weight", P, r, i));
-        TRY(need(p, 2, SHAPE(w, mlp), "%s%s.%d.mlp.c_proj.weight", P, r, i));
-    }
     if (has_prefix(p, "%stransformer.resblocks.%d.", P, tc->layers))
         return bad(p, "%stransformer.resblocks.%d: incomplete block", P, tc->layers);
-    TRY(need(p, 1, SHAPE(w), "%sln_final.weight", P));
     tc->projection_dim = 0;
     if (find(p, "%stext_projection", P)) {
         TRY(t = need(p, 2, SHAPE(w, -1), "%stext_projection", P));
@@ -471,32 +346,6 @@ static int detect_family(const probe *p, fm_family *family)
         return bad(p, "no known text encoder (cond_stage_model.* or conditioner.embedders.*)");
     }
     return 0;
-}
-
-const char *fm_family_str(fm_family family)
-{
-    switch (family) {
-    case FM_FAMILY_SD1: return "sd1";
-    case FM_FAMILY_SD2: return "sd2";
-    case FM_FAMILY_SD_TURBO: return "sd-turbo";
-    case FM_FAMILY_SDXL: return "sdxl";
-    case FM_FAMILY_DEMO: return "demo";
-    default: return "unknown";
-    }
-}
-
-void fm_family_defaults(fm_family family, fm_prediction prediction, fm_model_defaults *out)
-{
-    fm_model_defaults d = {512, 512, 20, 7.0f, "dpmpp_2m", "karras"};
-    if (family == FM_FAMILY_SD2 && prediction != FM_PRED_EPS) d.width = d.height = 768;
-    if (family == FM_FAMILY_SDXL) d.width = d.height = 1024;
-    if (family == FM_FAMILY_SD_TURBO) {
-        d.steps = 1;
-        d.cfg = 1.0f;
-        snprintf(d.sampler, sizeof d.sampler, "euler_ancestral");
-        snprintf(d.scheduler, sizeof d.scheduler, "sgm_uniform");
-    }
-    *out = d;
 }
 
 /* What the family's reference code does that the shapes cannot show. */
@@ -571,7 +420,7 @@ static int schedule_from_buffers(const probe *p, fm_model_config *cfg)
 {
     static const char *const names[] = {"alphas_cumprod", "betas", "denoiser.sigmas"};
     for (int i = 0; i < 3; i++) {
-        const fm_st_tensor *t = find(p, "%s", names[i]);
+        const wt_tensor *t = find(p, "%s", names[i]);
         if (!t) continue;
         if (t->ndim != 1 || t->shape[0] < 2 || t->shape[0] > 100000)
             return bad(p, "tensor %s: shape is not [timesteps]", names[i]);
@@ -590,14 +439,14 @@ static int one_line(int rc, fm_error *err)
     return rc;
 }
 
-static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err);
+static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err);
 
-int fm_detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+int fm_detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
 {
     return one_line(detect_config(st, cfg, err), err);
 }
 
-static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_error *err)
+static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
 {
     probe p = {st, err};
     memset(cfg, 0, sizeof *cfg);
@@ -620,20 +469,18 @@ static int detect_config(const fm_safetensors *st, fm_model_config *cfg, fm_erro
     family_semantics(cfg);
     if ((rc = schedule_from_buffers(&p, cfg))) return rc;
     fm_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
-    const char *meta = fm_st_meta_get(st, "fmimage.config");
+    const char *meta = wt_meta(st, "fmimage.config");
     if (meta && (rc = fm_config_apply_meta(meta, cfg, st, err))) return rc;
     return check_cross(&p, cfg);
 }
 
-int64_t fm_count_params(const fm_safetensors *st, const char *prefix)
+int64_t fm_count_params(const wt_source *st, const char *prefix)
 {
     size_t len = strlen(prefix);
     int64_t n = 0;
-    for (int i = 0; i < st->n_tensors; i++) {
-        const fm_st_tensor *t = &st->tensors[i];
-        int is_float = t->dtype == FM_DT_F32 || t->dtype == FM_DT_F16 || t->dtype == FM_DT_BF16 ||
-                       t->dtype == FM_DT_F64;
-        if (is_float && !strncmp(t->name, prefix, len)) n += fm_st_numel(t);
+    for (int i = 0; i < wt_count(st); i++) {
+        const wt_tensor *t = wt_at(st, i);
+        if (wt_is_float(t->dtype) && !strncmp(t->name, prefix, len)) n += wt_numel(t);
     }
     return n;
 }

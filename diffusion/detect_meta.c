@@ -1,7 +1,8 @@
 /* The fmimage.config metadata (tests/data/README.md#checkpoint-metadata):
  * values the shapes already determined are checked, the others fill the
  * config. */
-#include "diffusion/detect.h"
+#include "diffusion/detect_meta.h"
+#include "diffusion/family.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 
 typedef struct meta {
-    const fm_safetensors *st;
+    const wt_source *st;
     fm_error *err;
     const char *section; /* "unet", "vae", "text[1]", ... for messages */
 } meta;
@@ -23,7 +24,7 @@ static int fail(const meta *m, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    return fm_fail(m->err, FM_EINPUT, "%s: fmimage.config: %s", m->st->path, why);
+    return wt_fail(m->err, m->st, "fmimage.config: %s", why);
 }
 
 static const cJSON *item(const cJSON *obj, const char *key)
@@ -341,8 +342,8 @@ static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
     if ((o = item(root, "schedule"))) {
         m->section = "schedule";
         if (!cJSON_IsObject(o)) return fail(m, "schedule is not an object");
-        int from_buffers = fm_st_find(m->st, "alphas_cumprod") || fm_st_find(m->st, "betas") ||
-                           fm_st_find(m->st, "denoiser.sigmas");
+        int from_buffers = wt_find(m->st, "alphas_cumprod") || wt_find(m->st, "betas") ||
+                           wt_find(m->st, "denoiser.sigmas");
         if (from_buffers) {
             if ((rc = check_int(m, o, "timesteps", cfg->timesteps))) return rc;
         } else if ((rc = set_int(m, o, "timesteps", &cfg->timesteps))) {
@@ -360,7 +361,7 @@ static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
     return 0;
 }
 
-int fm_config_apply_meta(const char *json, fm_model_config *cfg, const fm_safetensors *st, fm_error *err)
+int fm_config_apply_meta(const char *json, fm_model_config *cfg, const wt_source *st, fm_error *err)
 {
     meta m = {st, err, ""};
     cJSON *root = cJSON_Parse(json);

@@ -69,13 +69,13 @@ fm_model *fm_model_load(const char *path, fm_error *err)
         return NULL;
     }
     int rc = fm_st_open(&m->st, path, err);
-    if (!rc) rc = fm_detect_config(&m->st, &m->cfg, err);
+    if (!rc) rc = fm_detect_config(&m->st.src, &m->cfg, err);
     if (!rc && !(m->tokenizer = fm_tokenizer_new(err))) rc = FM_EINPUT;
-    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st, &m->cfg, err);
+    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st.src, &m->cfg, err);
     /* float32 at load, so the v-prediction probe below decides the same on
      * every CPU; fm_generate switches to the requested precision. */
-    if (!rc && !(m->unet = fm_unet_load(&m->st, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
-    if (!rc && !(m->vae = fm_vae_load(&m->st, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->unet = fm_unet_load(&m->st.src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = fm_vae_load(&m->st.src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {
@@ -127,16 +127,19 @@ char *fm_model_describe(fm_model *m, fm_error *err)
         fm_fail(err, FM_EUSAGE, "fm_model_describe: no model");
         return NULL;
     }
-    char *cfg = fm_config_describe(&m->cfg, &m->st);
+    char *cfg = fm_config_describe(&m->cfg, &m->st.src);
     if (!cfg) {
         fm_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
     const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
-    size_t n = strlen(cfg) + 128;
+    int64_t bound = 0, absent = 0;
+    fm_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
+    size_t n = strlen(cfg) + 256;
     char *s = malloc(n);
     if (s)
-        snprintf(s, n, "%sprediction used: %s (%s)\n", cfg, pred,
+        snprintf(s, n, "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n",
+                 cfg, wt_count(&m->st.src), (long long)bound, (long long)(wt_count(&m->st.src) - bound), pred,
                  m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file");
     else
         fm_fail(err, FM_EINPUT, "out of memory");

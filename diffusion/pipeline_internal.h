@@ -4,8 +4,8 @@
 
 #include "fmimage.h"
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/safetensors.h"
 #include "samplers/samplers.h"
 #include "textenc/textenc.h"
 #include "textenc/tokenizer.h"

@@ -607,10 +607,3 @@ int fm_mat_pack(fm_mat *m, fm_precision prec)
     m->packed_kind = prec == FM_PREC_BF16 ? FM_PACKED_BF16 : 0;
     return 0;
 }
-
-void fm_mat_release(fm_mat *m)
-{
-    fm_free(m->packed);
-    m->packed = NULL;
-    m->packed_kind = 0;
-}

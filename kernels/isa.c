@@ -5,17 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-
-/* Through cpuid: clang 14's __builtin_cpu_supports knows no "f16c". */
-static int has_f16c(void)
-{
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
-#endif
-
 static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 
 const char *fm_isa_name(fm_isa isa)
@@ -30,8 +19,7 @@ int fm_isa_supported(fm_isa isa)
     switch (isa) {
     case FM_ISA_SCALAR: return 1;
     case FM_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               has_f16c();
+        return __builtin_cpu_supports("fma") && fm_cpu_has_f16c_avx2(); /* core's cpuid probe */
     case FM_ISA_AVX512:
         return fm_isa_supported(FM_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&

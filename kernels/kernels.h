@@ -4,7 +4,7 @@
  *   - Feature maps are NCHW float32, as in PyTorch (and the goldens).
  *   - Token sequences are [batch][tokens][dim] float32, row-major.
  *   - Weights stay in the checkpoint's dtype (F32/F16/BF16), mapped from the
- *     file; an fm_mat may carry a kernel-private packed copy (fm_mat_pack).
+ *     file; an fm_mat records the precision its products run in (fm_mat_pack).
  *
  * Every fast kernel fm_X has a plain loop fm_X_ref beside it with the same
  * contract; tests compare the two on random data. Kernels parallelise with
@@ -22,13 +22,11 @@ typedef struct fm_mat {
     const void *data;  /* row-major, dtype below; not owned */
     fm_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
     int rows, cols;
-    void *packed;      /* kernel-private layout made by fm_mat_pack, or NULL */
-    int packed_kind;   /* kernel-private */
+    int packed_kind;   /* kernel-private: the precision fm_mat_pack recorded */
 } fm_mat;
 
-/* Optionally repack m for the fast kernels, in the given precision
- * (FM_PREC_AUTO/FP32 keep full precision). Returns 0, or -1 when memory ran
- * out (m stays usable unpacked). fm_mat_release frees the packed copy.
+/* Sets the precision m's products run in (FM_PREC_AUTO/FP32 keep full
+ * precision); may be called again to change it. Returns 0.
  *
  * Current implementation: no copy is made (memory cost 0). The kernels
  * convert F16/BF16 weights while packing per-call blocks (bounded scratch per
@@ -39,7 +37,6 @@ typedef struct fm_mat {
  * output scale, see tests/test_kernels.c); on CPUs without AVX512_BF16 it
  * computes in full precision. FM_PREC_F16 computes in full precision. */
 int fm_mat_pack(fm_mat *m, fm_precision prec);
-void fm_mat_release(fm_mat *m);
 
 /* Caller-owned scratch for the fast kernels. A plan (the U-Net's workspace,
  * the VAE's arena) asks each call shape how many bytes it needs for a given

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "fmimage.h"
-#include "diffusion/st_write.h"
+#include "tools/lib/st_write.h"
 
 extern char **environ;
 

@@ -9,8 +9,8 @@
 #include <sys/resource.h>
 #include <zlib.h>
 
-#include "diffusion/safetensors.h"
-#include "diffusion/st_write.h"
+#include "weights/safetensors.h"
+#include "tools/lib/st_write.h"
 
 #define MODEL "tests/data/tiny-sd1.safetensors"
 

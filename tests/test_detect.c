@@ -7,31 +7,13 @@
 #include <unistd.h>
 
 #include "diffusion/detect.h"
-#include "diffusion/randckpt.h"
-
-static char dir[256];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fm-detect-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "tools/lib/randckpt.h"
 
 static void detect(const char *path, fm_safetensors *st, fm_model_config *cfg)
 {
     fm_error err = {0};
     tu_open(st, path);
-    if (fm_detect_config(st, cfg, &err)) fail_msg("%s", err.msg);
+    if (fm_detect_config(&st->src, cfg, &err)) fail_msg("%s", err.msg);
 }
 
 static void assert_ints(const int *got, const int *want, int n, const char *what)
@@ -111,11 +93,21 @@ static void test_tiny_sd1(void **state)
     assert_int_equal(cfg.defaults.steps, 20);
     assert_string_equal(cfg.defaults.sampler, "dpmpp_2m");
     assert_string_equal(cfg.vocabulary, "");
-    char *d = fm_config_describe(&cfg, &st);
+    char *d = fm_config_describe(&cfg, &st.src);
     assert_non_null(d);
     assert_non_null(strstr(d, "family: sd1\n"));
     assert_non_null(strstr(d, "prediction: eps\n"));
     free(d);
+    /* --info: the parts' lists (binder list mode) against the file; all but
+     * ldm's 12 DDPM schedule buffers and CLIP's position_ids are bound. */
+    fm_error err = {0};
+    fm_model *m = fm_model_load("tests/data/tiny-sd1.safetensors", &err);
+    if (!m) fail_msg("%s", err.msg);
+    d = fm_model_describe(m, &err);
+    assert_non_null(d);
+    if (!strstr(d, "tensors: 381 in the file, 368 bound by the parts, 13 other\n")) fail_msg("%s", d);
+    free(d);
+    fm_model_free(m);
     fm_st_close(&st);
 }
 
@@ -218,7 +210,7 @@ static void make_sparse(const char *layout_name, char *out, size_t len)
 {
     char tsv[256];
     snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
-    snprintf(out, len, "%s/%s.safetensors", dir, layout_name);
+    snprintf(out, len, "%s/%s.safetensors", tu_dir, layout_name);
     fm_layout layout;
     fm_error err = {0};
     if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
@@ -235,11 +227,11 @@ static void check_full(const full_case *c, fm_model_config *cfg)
     detect(path, &st, cfg);
     assert_int_equal(st.n_tensors, c->n_tensors);
     assert_int_equal(cfg->family, c->family);
-    assert_int_equal(fm_count_params(&st, cfg->unet.prefix), c->unet);
-    assert_int_equal(fm_count_params(&st, cfg->vae.prefix), c->vae);
-    assert_int_equal(fm_count_params(&st, cfg->text[0].prefix), c->text0);
-    if (c->text1) assert_int_equal(fm_count_params(&st, cfg->text[1].prefix), c->text1);
-    char *d = fm_config_describe(cfg, &st);
+    assert_int_equal(fm_count_params(&st.src, cfg->unet.prefix), c->unet);
+    assert_int_equal(fm_count_params(&st.src, cfg->vae.prefix), c->vae);
+    assert_int_equal(fm_count_params(&st.src, cfg->text[0].prefix), c->text0);
+    if (c->text1) assert_int_equal(fm_count_params(&st.src, cfg->text[1].prefix), c->text1);
+    char *d = fm_config_describe(cfg, &st.src);
     assert_non_null(d);
     char line[64];
     snprintf(line, sizeof line, "family: %s\n", fm_family_str(c->family));
@@ -341,13 +333,13 @@ static int detect_with_config(const char *src, const char *config, fm_model_conf
         memcpy(e[i].shape, t->shape, sizeof t->shape);
     }
     char out[512];
-    snprintf(out, sizeof out, "%s/with-config.safetensors", dir);
+    snprintf(out, sizeof out, "%s/with-config.safetensors", tu_dir);
     fm_st_meta meta = {"fmimage.config", config};
     if (fm_st_write(out, e, st.n_tensors, &meta, 1, err)) fail_msg("%s", err->msg);
     free(e);
     fm_st_close(&st);
     tu_open(&st, out);
-    int rc = fm_detect_config(&st, cfg, err);
+    int rc = fm_detect_config(&st.src, cfg, err);
     fm_st_close(&st);
     unlink(out);
     return rc;
@@ -442,5 +434,5 @@ int main(void)
         cmocka_unit_test(test_demo_config),
         cmocka_unit_test(test_family_defaults),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

@@ -10,7 +10,7 @@
 
 #include "../cli/promptfile.c"
 #include "diffusion/detect.h"
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 #include "fmimage.h"
 #include "textenc/prompt.h"
 #include "textenc/tokenizer.h"
@@ -64,7 +64,7 @@ static void replay_safetensors(const char *path)
     }
     fm_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (fm_detect_config(&st, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st));
+    if (fm_detect_config(&st.src, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st.src));
     fm_st_close(&st);
 }
 

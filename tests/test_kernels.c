@@ -76,7 +76,6 @@ static fm_mat make_mat(int rows, int cols, fm_dtype dt, uint64_t seed)
 
 static void free_mat(fm_mat *m)
 {
-    fm_mat_release(m);
     fm_free((void *)m->data);
 }
 

@@ -16,9 +16,9 @@ static void test_opens_tiny_sd1(void **state)
     assert_non_null(fm_st_meta_get(&st, "fmimage.config"));
     fm_error err = {0};
     int64_t want[] = {49408, 8};
-    assert_non_null(fm_st_require(&st, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, want, &err));
+    assert_non_null(wt_require(&st.src, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, want, &err));
     int64_t wrong[] = {49408, 9};
-    assert_null(fm_st_require(&st, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, wrong, &err));
+    assert_null(wt_require(&st.src, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, wrong, &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_non_null(strstr(err.msg, "shape [49408,8], expected [49408,9]"));
     fm_st_close(&st);

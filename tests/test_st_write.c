@@ -5,31 +5,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "diffusion/randckpt.h"
-
-static char dir[256];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fm-stwrite-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "tools/lib/randckpt.h"
 
 static void test_round_trip(void **state)
 {
     (void)state;
     char path[512];
-    snprintf(path, sizeof path, "%s/rt.safetensors", dir);
+    snprintf(path, sizeof path, "%s/rt.safetensors", tu_dir);
     const float f[6] = {1, -2, 3.5f, 0, 1e-3f, 65504};
     const uint16_t h[3] = {0x3c00, 0xc000, 0x7bff};
     const int64_t ids[4] = {0, 1, 2, 76};
@@ -79,7 +61,7 @@ static void test_round_trip(void **state)
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
     struct stat sb;
     assert_int_not_equal(stat(tmp, &sb), 0);
-    snprintf(path, sizeof path, "%s/no-such-dir/x.safetensors", dir);
+    snprintf(path, sizeof path, "%s/no-such-tu_dir/x.safetensors", tu_dir);
     fm_error err2 = {0};
     assert_int_equal(fm_st_write(path, e, 6, NULL, 0, &err2), FM_EINPUT);
     assert_non_null(strstr(err2.msg, "No such file or directory"));
@@ -92,7 +74,7 @@ static void test_unaligned_tensors(void **state)
     /* safetensors packs tensors without alignment: a 1-element F16 moves
      * the following F64/I64/I32 tensors off their natural alignment. */
     char path[512];
-    snprintf(path, sizeof path, "%s/unaligned.safetensors", dir);
+    snprintf(path, sizeof path, "%s/unaligned.safetensors", tu_dir);
     const uint16_t one = 0x3c00;
     const double d[3] = {1.5, -2.25, 1e10};
     const int64_t l[2] = {-5, 1LL << 40};
@@ -141,7 +123,7 @@ static const char layout_text[] =
 
 static void write_layout(char *path, size_t len)
 {
-    snprintf(path, len, "%s/small.tsv", dir);
+    snprintf(path, len, "%s/small.tsv", tu_dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(layout_text, f);
@@ -153,8 +135,8 @@ static void test_random_checkpoint(void **state)
     (void)state;
     char tsv[512], out[512], out2[512];
     write_layout(tsv, sizeof tsv);
-    snprintf(out, sizeof out, "%s/rand.safetensors", dir);
-    snprintf(out2, sizeof out2, "%s/rand-bf16.safetensors", dir);
+    snprintf(out, sizeof out, "%s/rand.safetensors", tu_dir);
+    snprintf(out2, sizeof out2, "%s/rand-bf16.safetensors", tu_dir);
     fm_layout layout;
     fm_error err = {0};
     if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
@@ -230,7 +212,7 @@ static void test_random_checkpoint(void **state)
     const char *tools = getenv("FM_TOOLS");
     if (tools) {
         char cmd[1600], out3[512];
-        snprintf(out3, sizeof out3, "%s/tool.safetensors", dir);
+        snprintf(out3, sizeof out3, "%s/tool.safetensors", tu_dir);
         snprintf(cmd, sizeof cmd, "'%s/mkckpt' '%s' '%s' --seed 7", tools, tsv, out3);
         assert_int_equal(system(cmd), 0);
         fm_safetensors st3;
@@ -249,7 +231,7 @@ static void test_layout_errors(void **state)
 {
     (void)state;
     char path[512];
-    snprintf(path, sizeof path, "%s/bad.tsv", dir);
+    snprintf(path, sizeof path, "%s/bad.tsv", tu_dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs("a\tF32\t3\nb\tF32\t3,x\n", f);
@@ -270,5 +252,5 @@ int main(void)
         cmocka_unit_test(test_random_checkpoint),
         cmocka_unit_test(test_layout_errors),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

@@ -113,7 +113,7 @@ static fm_model_config sdxl_config(void)
 static fm_text_tower *load_tower(const fm_safetensors *st, const fm_text_config *cfg)
 {
     fm_error err = {0};
-    fm_text_tower *t = fm_text_tower_load(st, cfg, &err);
+    fm_text_tower *t = fm_text_tower_load(&st->src, cfg, &err);
     if (!t)
         fail_msg("%s", err.msg);
     return t;
@@ -197,7 +197,7 @@ static void test_sd1_conditioning(void **state)
     m.unet.context_dim = 8;
     fm_text_encoder enc;
     fm_error err = {0};
-    if (fm_text_encoder_load(&enc, &st, &m, &err))
+    if (fm_text_encoder_load(&enc, &st.src, &m, &err))
         fail_msg("%s", err.msg);
     assert_int_equal(enc.context_dim, 8);
     assert_int_equal(enc.pooled_dim, 0);
@@ -271,7 +271,7 @@ static void test_sd2_tower(void **state)
     m.text[0] = cfg;
     m.unet.context_dim = 32;
     fm_text_encoder enc;
-    if (fm_text_encoder_load(&enc, &st, &m, &err))
+    if (fm_text_encoder_load(&enc, &st.src, &m, &err))
         fail_msg("%s", err.msg);
     float w[1][FM_CLIP_LEN];
     for (int b = 0; b < n; b++) {
@@ -351,7 +351,7 @@ static void test_sdxl_conditioning(void **state)
     fm_model_config m = sdxl_config();
     fm_text_encoder enc;
     fm_error err = {0};
-    if (fm_text_encoder_load(&enc, &st, &m, &err))
+    if (fm_text_encoder_load(&enc, &st.src, &m, &err))
         fail_msg("%s", err.msg);
     assert_int_equal(enc.context_dim, 64);
     assert_int_equal(enc.pooled_dim, 32);
@@ -475,7 +475,7 @@ static void test_emphasis_sd1(void **state)
     m.text[0] = sd1_config();
     fm_text_encoder enc;
     fm_error err = {0};
-    if (fm_text_encoder_load(&enc, &st, &m, &err))
+    if (fm_text_encoder_load(&enc, &st.src, &m, &err))
         fail_msg("%s", err.msg);
     int n;
     int32_t (*ids)[FM_CLIP_LEN] = golden_ids(&cases, "textenc.tokens", &n);
@@ -541,7 +541,7 @@ static void test_emphasis_sdxl(void **state)
     fm_model_config m = sdxl_config();
     fm_text_encoder enc;
     fm_error err = {0};
-    if (fm_text_encoder_load(&enc, &st, &m, &err))
+    if (fm_text_encoder_load(&enc, &st.src, &m, &err))
         fail_msg("%s", err.msg);
     int n;
     int32_t (*ids)[FM_CLIP_LEN] = golden_ids(&cases, "te0.tokens", &n);
@@ -575,26 +575,26 @@ static void test_load_errors(void **state)
     fm_error err = {0};
     fm_text_config cfg = sd1_config();
     cfg.width = 16;
-    assert_null(fm_text_tower_load(&st, &cfg, &err));
+    assert_null(fm_text_tower_load(&st.src, &cfg, &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_non_null(strstr(err.msg, "token_embedding.weight: shape [49408,8], expected [49408,16]"));
 
     err = (fm_error){0};
     cfg = sd1_config();
     cfg.layers = 3;
-    assert_null(fm_text_tower_load(&st, &cfg, &err));
+    assert_null(fm_text_tower_load(&st.src, &cfg, &err));
     assert_non_null(strstr(err.msg, "encoder.layers.2.layer_norm1.weight: missing"));
 
     err = (fm_error){0};
     cfg = sd1_config();
     cfg.kind = FM_TEXT_OPENCLIP; /* open_clip names in an HF file */
-    assert_null(fm_text_tower_load(&st, &cfg, &err));
+    assert_null(fm_text_tower_load(&st.src, &cfg, &err));
     assert_non_null(strstr(err.msg, "cond_stage_model.transformer.text_model.token_embedding.weight: missing"));
 
     err = (fm_error){0};
     cfg = sd1_config();
     cfg.heads = 3;
-    assert_null(fm_text_tower_load(&st, &cfg, &err));
+    assert_null(fm_text_tower_load(&st.src, &cfg, &err));
     assert_non_null(strstr(err.msg, "heads"));
 
     /* ids outside the vocabulary */
@@ -615,7 +615,7 @@ static void test_load_errors(void **state)
     m.text[0] = sd1_config();
     m.unet.context_dim = 768;
     fm_text_encoder enc;
-    assert_int_equal(fm_text_encoder_load(&enc, &st, &m, &err), FM_EINPUT);
+    assert_int_equal(fm_text_encoder_load(&enc, &st.src, &m, &err), FM_EINPUT);
     assert_non_null(strstr(err.msg, "context of 8 values, the U-Net expects 768"));
     fm_st_close(&st);
 }

@@ -139,7 +139,7 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
     tu_open(&st, model_path);
     tu_open(&cases, cases_path);
     fm_error err = {0};
-    fm_unet *u = fm_unet_load(&st, cfg, FM_PREC_FP32, &err);
+    fm_unet *u = fm_unet_load(&st.src, cfg, FM_PREC_FP32, &err);
     if (!u) fail_msg("%s", err.msg);
 
     char n[64];
@@ -249,7 +249,7 @@ static void test_load_errors(void **state)
     fm_error err = {0};
     fm_unet_config c = tiny_sd1_config();
     c.use_linear_in_transformer = 1;
-    assert_null(fm_unet_load(&st, &c, FM_PREC_AUTO, &err));
+    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_string_equal(err.msg, "tests/data/tiny-sd1.safetensors: tensor model.diffusion_model.input_blocks.1.1.proj_in.weight: "
                                  "shape [32,32,1,1], expected [32,32]");
@@ -257,18 +257,18 @@ static void test_load_errors(void **state)
     fm_error err2 = {0};
     c = tiny_sd1_config();
     c.transformer_depth[1] = 1;
-    assert_null(fm_unet_load(&st, &c, FM_PREC_AUTO, &err2));
+    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err2));
     assert_string_equal(err2.msg, "tests/data/tiny-sd1.safetensors: tensor model.diffusion_model.input_blocks.3.1.norm.weight: missing");
 
     fm_error err3 = {0};
     c = tiny_sd1_config();
     c.num_heads = 3;
-    assert_null(fm_unet_load(&st, &c, FM_PREC_AUTO, &err3));
+    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err3));
     assert_non_null(strstr(err3.msg, "do not split into heads"));
 
     fm_error err4 = {0};
     c = tiny_sd1_config();
-    fm_unet *u = fm_unet_load(&st, &c, FM_PREC_AUTO, &err4);
+    fm_unet *u = fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err4);
     assert_non_null(u);
     float x[4 * 8 * 8] = {0}, t = 1, ctx[8] = {0}, out[4 * 8 * 8];
     assert_int_equal(fm_unet_forward(u, out, x, 1, 8, 8, &t, ctx, 0, NULL, &err4), FM_EINPUT);
@@ -447,6 +447,14 @@ static int cmp_tensor(const void *a, const void *b)
     return strcmp(((const fm_st_tensor *)a)->name, ((const fm_st_tensor *)b)->name);
 }
 
+/* The in-memory table as a wt_source (any reader's shape: src first). */
+static const fm_safetensors *fake_of(const wt_source *s) { return (const fm_safetensors *)s; }
+static int fake_count(const wt_source *s) { return fake_of(s)->n_tensors; }
+static const wt_tensor *fake_at(const wt_source *s, int i) { return &fake_of(s)->tensors[i]; }
+static const wt_tensor *fake_find(const wt_source *s, const char *name) { return fm_st_find(fake_of(s), name); }
+static const char *fake_meta(const wt_source *s, const char *key) { (void)s, (void)key; return NULL; }
+static const wt_source_ops fake_ops = {fake_count, fake_at, fake_find, fake_meta};
+
 static void fake_open(fake_model *f, const fm_unet_config *cfg, fm_dtype dtype)
 {
     memset(f, 0, sizeof *f);
@@ -455,6 +463,7 @@ static void fake_open(fake_model *f, const fm_unet_config *cfg, fm_dtype dtype)
     fm_error err = {0};
     assert_int_equal(fm_unet_list_tensors(cfg, fake_tensor, f, &err), 0);
     qsort(f->st.tensors, f->st.n_tensors, sizeof(fm_st_tensor), cmp_tensor);
+    f->st.src = (wt_source){&fake_ops, f->st.path};
 }
 
 static void fake_close(fake_model *f)
@@ -473,7 +482,7 @@ static void run_random(const fm_unet_config *cfg, fm_dtype dtype, int h, int w, 
     fake_model f;
     fake_open(&f, cfg, dtype);
     fm_error err = {0};
-    fm_unet *u = fm_unet_load(&f.st, cfg, FM_PREC_AUTO, &err);
+    fm_unet *u = fm_unet_load(&f.st.src, cfg, FM_PREC_AUTO, &err);
     if (!u) fail_msg("%s", err.msg);
 
     int B = 2, cin = cfg->in_channels, cout = cfg->out_channels, adm = cfg->adm_in_channels;

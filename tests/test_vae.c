@@ -104,7 +104,7 @@ static int open_fixture(fixture *fx, const char *model, const char *cases, float
     }
     fm_vae_config cfg;
     tiny_config(&cfg, scale);
-    fx->vae = fm_vae_load(&fx->model, &cfg, FM_PREC_FP32, &err);
+    fx->vae = fm_vae_load(&fx->model.src, &cfg, FM_PREC_FP32, &err);
     if (!fx->vae) fprintf(stderr, "%s\n", err.msg);
     return fx->vae ? 0 : -1;
 }
@@ -397,7 +397,7 @@ static void test_full_size_layout(void **state)
     fm_vae_config cfg;
     sd_config(&cfg);
     fm_error err = {0};
-    fm_vae *vae = fm_vae_load(&st, &cfg, FM_PREC_AUTO, &err);
+    fm_vae *vae = fm_vae_load(&st.src, &cfg, FM_PREC_AUTO, &err);
     if (!vae) fail_msg("%s", err.msg);
     assert_true(fm_vae_has_encoder(vae));
     float z[4 * 8 * 8], mean[4 * 8 * 8], logvar[4 * 8 * 8];
@@ -419,13 +419,13 @@ static void test_errors(void **state)
     tiny_config(&cfg, 0.18215f);
     cfg.ch_mult[1] = 4; /* 128 channels where the file has 64 */
     fm_error err = {0};
-    assert_null(fm_vae_load(&fx->model, &cfg, FM_PREC_FP32, &err));
+    assert_null(fm_vae_load(&fx->model.src, &cfg, FM_PREC_FP32, &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_non_null(strstr(err.msg, "shape"));
     tiny_config(&cfg, 0.18215f);
     cfg.latent_factor = 8;
     fm_error err2 = {0};
-    assert_null(fm_vae_load(&fx->model, &cfg, FM_PREC_FP32, &err2));
+    assert_null(fm_vae_load(&fx->model.src, &cfg, FM_PREC_FP32, &err2));
     assert_non_null(strstr(err2.msg, "latent factor"));
     float img[3 * 6 * 6] = {0}, lat[4 * 9];
     fm_error err3 = {0};

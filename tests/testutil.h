@@ -3,6 +3,7 @@
 #ifndef FM_TESTUTIL_H
 #define FM_TESTUTIL_H
 
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +15,28 @@
 #include <cmocka.h>
 
 #include "core/core.h"
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
+
+/* Group fixture (cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir)):
+ * a fresh directory tu_dir under $TMPDIR (or /tmp), named after the test
+ * program, removed with everything in it afterwards. */
+static char tu_dir[256] __attribute__((unused));
+
+static inline int tu_make_dir(void **state)
+{
+    (void)state;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tu_dir, sizeof tu_dir, "%s/fm-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", program_invocation_short_name);
+    return mkdtemp(tu_dir) ? 0 : -1;
+}
+
+static inline int tu_remove_dir(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
 
 /* Opens a golden file under tests/data or fails the test. */
 static inline void tu_open(fm_safetensors *st, const char *path)

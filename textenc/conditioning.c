@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fm_text_encoder_load(fm_text_encoder *enc, const fm_safetensors *st, const fm_model_config *cfg,
+int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_model_config *cfg,
                          fm_error *err)
 {
     memset(enc, 0, sizeof *enc);
     if (cfg->n_text < 1 || cfg->n_text > 2)
         return fm_fail(err, FM_EINPUT, "%d text encoders in the config, expected 1 or 2", cfg->n_text);
     for (int i = 0; i < cfg->n_text; i++) {
-        if (!(enc->towers[i] = fm_text_tower_load(st, &cfg->text[i], err))) {
+        if (!(enc->towers[i] = fm_text_tower_load(src, &cfg->text[i], err))) {
             fm_text_encoder_free(enc);
             return err ? err->code : FM_EINPUT;
         }

@@ -63,16 +63,6 @@ static int multiply_range(parse_state *st, int from, double multiplier)
     return 0;
 }
 
-/* Python re's \w on str: letters, numbers (isalnum) and '_'. */
-static int is_word_char(uint32_t c)
-{
-    if (c == '_')
-        return 1;
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
-}
-
 static int is_break_at(const uint32_t *t, size_t n, size_t k)
 {
     static const char word[] = "BREAK";
@@ -81,7 +71,7 @@ static int is_break_at(const uint32_t *t, size_t n, size_t k)
     for (int i = 0; i < 5; i++)
         if (t[k + (size_t)i] != (uint32_t)word[i])
             return 0;
-    return (k == 0 || !is_word_char(t[k - 1])) && (k + 5 == n || !is_word_char(t[k + 5]));
+    return (k == 0 || !fm_is_python_word(t[k - 1])) && (k + 5 == n || !fm_is_python_word(t[k + 5]));
 }
 
 /* re.split(r"\s*\bBREAK\b\s*", text): parts with ("BREAK", -1) between. */

@@ -43,6 +43,9 @@ int fm_is_regex_space(uint32_t c);
  * U+001C..U+001F. */
 int fm_is_python_space(uint32_t c);
 
+/* Python re's \w on str: letters, numbers (isalnum) and '_'. */
+int fm_is_python_word(uint32_t c);
+
 /* The whole cleaning: text (UTF-8, len bytes) -> lower-cased, cleaned code points. */
 int fm_clip_clean(const char *text, size_t len, fm_cps *out);
 

@@ -1,9 +1,10 @@
 /* text_cps: growable code point arrays, UTF-8 conversion and the whitespace
- * classes of Python's re and regex modules. */
+ * and word classes of Python's re and regex modules. */
 #include "textenc/text_clean.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 /* ---- code point buffers ------------------------------------------------ */
 
@@ -134,5 +135,14 @@ int fm_is_regex_space(uint32_t c)
 int fm_is_python_space(uint32_t c)
 {
     return fm_is_regex_space(c) || (c >= 0x1C && c <= 0x1F);
+}
+
+int fm_is_python_word(uint32_t c)
+{
+    if (c == '_')
+        return 1;
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
+           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
 }
 

@@ -37,22 +37,13 @@ static int in_ranges(const fm_cp_range *r, int n, uint32_t c)
     return 0;
 }
 
-static int is_word_char(uint32_t c)
-{
-    if (c == '_')
-        return 1;
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
-}
-
 static int elem_matches(const fm_bad_elem *e, uint32_t c)
 {
     switch (e->kind) {
     case BE_SET: return in_ranges(e->ranges, e->n_ranges, c);
     case BE_NOT_SET: return !in_ranges(e->ranges, e->n_ranges, c);
     case BE_SPACE: return fm_is_python_space(c);
-    case BE_WORD: return is_word_char(c);
+    case BE_WORD: return fm_is_python_word(c);
     case BE_ANY: return c != '\n';
     default: return 0;
     }

@@ -18,17 +18,19 @@
 
 #include <stdint.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/binder.h"
 #include "textenc/tokens.h"
 
 /* ---- one tower ---- */
 
 typedef struct fm_text_tower fm_text_tower;
 
-/* Checks every tensor of the tower named by cfg (prefix, kind, sizes) and
- * keeps views into st, which must outlive the tower. Errors name the tensor. */
-fm_text_tower *fm_text_tower_load(const fm_safetensors *st, const fm_text_config *cfg, fm_error *err);
+/* Binds every tensor of the tower named by cfg (prefix, kind, sizes) and
+ * keeps views into src, which must outlive the tower. Errors name the tensor. */
+fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cfg, fm_error *err);
+/* Every tensor the tower binds, in order, to fn (list mode of the binder). */
+int fm_text_tower_list_tensors(const fm_text_config *cfg, wt_list_fn fn, void *user, fm_error *err);
 void fm_text_tower_free(fm_text_tower *t);
 const fm_text_config *fm_text_tower_config(const fm_text_tower *t);
 
@@ -62,7 +64,7 @@ typedef struct fm_text_encoder {
 
 /* Loads cfg->text[0 .. cfg->n_text-1] from st. An SDXL model (family, or
  * unet.adm_in_channels > 0) takes the pooled vector from its last tower. */
-int fm_text_encoder_load(fm_text_encoder *enc, const fm_safetensors *st, const fm_model_config *cfg,
+int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_model_config *cfg,
                          fm_error *err);
 void fm_text_encoder_free(fm_text_encoder *enc);
 

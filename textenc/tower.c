@@ -11,11 +11,14 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "weights/binder.h"
 
 typedef struct tower_layer {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     fm_mat q, k, v, out, fc1, fc2;
     const float *q_b, *k_b, *v_b, *out_b, *fc1_b, *fc2_b;
+    fm_mat in_proj;           /* OpenCLIP: the fused [q; k; v] that q, k, v view */
+    const float *in_bias;
 } tower_layer;
 
 struct fm_text_tower {
@@ -27,67 +30,23 @@ struct fm_text_tower {
     tower_layer *layers;
     const float *lnf_g, *lnf_b;
     fm_mat proj;              /* text_projection [width][proj_dim], used as x @ proj; rows 0 if none */
-    float **owned;            /* float32 copies this tower frees */
-    int n_owned, cap_owned;
+    wt_weights *weights;      /* the binding records and any converted copies */
 };
 
-/* ---- loading ---- */
+/* ---- loading (weights/binder.h; names are relative to cfg.prefix) ---- */
 
-typedef struct loader {
-    fm_text_tower *t;
-    const fm_safetensors *st;
-    fm_error *err;
-} loader;
-
-static void *own(loader *ld, float *p)
+/* Biases, norms, the position embedding: float32. */
+static void small(wt_binder *b, const float **dst, const char *suffix, int ndim, int64_t d0, int64_t d1)
 {
-    fm_text_tower *t = ld->t;
-    if (!p)
-        return NULL;
-    if (t->n_owned == t->cap_owned) {
-        int cap = t->cap_owned ? 2 * t->cap_owned : 64;
-        float **o = realloc(t->owned, sizeof(*o) * (size_t)cap);
-        if (!o) {
-            fm_free(p);
-            fm_fail(ld->err, FM_EINPUT, "text encoder: out of memory");
-            return NULL;
-        }
-        t->owned = o;
-        t->cap_owned = cap;
-    }
-    t->owned[t->n_owned++] = p;
-    return p;
-}
-
-static const fm_st_tensor *require(loader *ld, const char *suffix, int ndim, int64_t d0, int64_t d1)
-{
-    char name[256];
-    snprintf(name, sizeof name, "%s%s", ld->t->cfg.prefix, suffix);
     int64_t shape[2] = {d0, d1};
-    return fm_st_require(ld->st, name, ndim, shape, ld->err);
+    wt_bind_f32(b, dst, ndim, shape, "%s", suffix);
 }
 
-/* Biases, norms, the position embedding: small, kept as float32 copies. */
-static const float *small(loader *ld, const char *suffix, int ndim, int64_t d0, int64_t d1)
+/* A weight matrix as a view into the file (F64 converted). */
+static void matrix(wt_binder *b, fm_mat *m, const char *suffix, int64_t rows, int64_t cols)
 {
-    const fm_st_tensor *s = require(ld, suffix, ndim, d0, d1);
-    return s ? own(ld, fm_st_to_f32(s, ld->err)) : NULL;
-}
-
-/* A weight matrix as a view into the file; F64 (no kernel reads it) is
- * converted to a float32 copy. */
-static int matrix(loader *ld, fm_mat *m, const char *suffix, int64_t rows, int64_t cols)
-{
-    const fm_st_tensor *s = require(ld, suffix, 2, rows, cols);
-    if (!s)
-        return -1;
-    *m = (fm_mat){.data = s->data, .dtype = s->dtype, .rows = (int)rows, .cols = (int)cols};
-    if (s->dtype == FM_DT_F64) {
-        if (!(m->data = own(ld, fm_st_to_f32(s, ld->err))))
-            return -1;
-        m->dtype = FM_DT_F32;
-    }
-    return 0;
+    int64_t shape[2] = {rows, cols};
+    wt_bind_mat(b, m, (int)rows, (int)cols, 2, shape, "%s", suffix);
 }
 
 /* Rows [r0, r0+nr) of m as a matrix of its own (the fused in_proj's q, k, v). */
@@ -99,63 +58,81 @@ static fm_mat sub_rows(const fm_mat *m, int r0, int nr)
     return s;
 }
 
-static int load_clip_layer(loader *ld, tower_layer *L, int i)
+static void load_clip_layer(wt_binder *b, tower_layer *L, int i, int W, int I)
 {
-    fm_text_tower *t = ld->t;
-    int W = t->width, I = t->inter;
     char p[160];
 #define HF(s) (snprintf(p, sizeof p, "encoder.layers.%d.%s", i, s), p)
-    if (!(L->ln1_g = small(ld, HF("layer_norm1.weight"), 1, W, 0)) ||
-        !(L->ln1_b = small(ld, HF("layer_norm1.bias"), 1, W, 0)) ||
-        matrix(ld, &L->q, HF("self_attn.q_proj.weight"), W, W) ||
-        !(L->q_b = small(ld, HF("self_attn.q_proj.bias"), 1, W, 0)) ||
-        matrix(ld, &L->k, HF("self_attn.k_proj.weight"), W, W) ||
-        !(L->k_b = small(ld, HF("self_attn.k_proj.bias"), 1, W, 0)) ||
-        matrix(ld, &L->v, HF("self_attn.v_proj.weight"), W, W) ||
-        !(L->v_b = small(ld, HF("self_attn.v_proj.bias"), 1, W, 0)) ||
-        matrix(ld, &L->out, HF("self_attn.out_proj.weight"), W, W) ||
-        !(L->out_b = small(ld, HF("self_attn.out_proj.bias"), 1, W, 0)) ||
-        !(L->ln2_g = small(ld, HF("layer_norm2.weight"), 1, W, 0)) ||
-        !(L->ln2_b = small(ld, HF("layer_norm2.bias"), 1, W, 0)) ||
-        matrix(ld, &L->fc1, HF("mlp.fc1.weight"), I, W) ||
-        !(L->fc1_b = small(ld, HF("mlp.fc1.bias"), 1, I, 0)) ||
-        matrix(ld, &L->fc2, HF("mlp.fc2.weight"), W, I) ||
-        !(L->fc2_b = small(ld, HF("mlp.fc2.bias"), 1, W, 0)))
-        return -1;
+    small(b, &L->ln1_g, HF("layer_norm1.weight"), 1, W, 0);
+    small(b, &L->ln1_b, HF("layer_norm1.bias"), 1, W, 0);
+    matrix(b, &L->q, HF("self_attn.q_proj.weight"), W, W);
+    small(b, &L->q_b, HF("self_attn.q_proj.bias"), 1, W, 0);
+    matrix(b, &L->k, HF("self_attn.k_proj.weight"), W, W);
+    small(b, &L->k_b, HF("self_attn.k_proj.bias"), 1, W, 0);
+    matrix(b, &L->v, HF("self_attn.v_proj.weight"), W, W);
+    small(b, &L->v_b, HF("self_attn.v_proj.bias"), 1, W, 0);
+    matrix(b, &L->out, HF("self_attn.out_proj.weight"), W, W);
+    small(b, &L->out_b, HF("self_attn.out_proj.bias"), 1, W, 0);
+    small(b, &L->ln2_g, HF("layer_norm2.weight"), 1, W, 0);
+    small(b, &L->ln2_b, HF("layer_norm2.bias"), 1, W, 0);
+    matrix(b, &L->fc1, HF("mlp.fc1.weight"), I, W);
+    small(b, &L->fc1_b, HF("mlp.fc1.bias"), 1, I, 0);
+    matrix(b, &L->fc2, HF("mlp.fc2.weight"), W, I);
+    small(b, &L->fc2_b, HF("mlp.fc2.bias"), 1, W, 0);
 #undef HF
-    return 0;
 }
 
-static int load_openclip_layer(loader *ld, tower_layer *L, int i)
+static void load_openclip_layer(wt_binder *b, tower_layer *L, int i, int W, int I)
 {
-    fm_text_tower *t = ld->t;
-    int W = t->width, I = t->inter;
     char p[160];
-    fm_mat in_proj;
-    const float *in_bias;
 #define OC(s) (snprintf(p, sizeof p, "transformer.resblocks.%d.%s", i, s), p)
-    if (!(L->ln1_g = small(ld, OC("ln_1.weight"), 1, W, 0)) ||
-        !(L->ln1_b = small(ld, OC("ln_1.bias"), 1, W, 0)) ||
-        matrix(ld, &in_proj, OC("attn.in_proj_weight"), 3 * W, W) ||
-        !(in_bias = small(ld, OC("attn.in_proj_bias"), 1, 3 * W, 0)) ||
-        matrix(ld, &L->out, OC("attn.out_proj.weight"), W, W) ||
-        !(L->out_b = small(ld, OC("attn.out_proj.bias"), 1, W, 0)) ||
-        !(L->ln2_g = small(ld, OC("ln_2.weight"), 1, W, 0)) ||
-        !(L->ln2_b = small(ld, OC("ln_2.bias"), 1, W, 0)) ||
-        matrix(ld, &L->fc1, OC("mlp.c_fc.weight"), I, W) ||
-        !(L->fc1_b = small(ld, OC("mlp.c_fc.bias"), 1, I, 0)) ||
-        matrix(ld, &L->fc2, OC("mlp.c_proj.weight"), W, I) ||
-        !(L->fc2_b = small(ld, OC("mlp.c_proj.bias"), 1, W, 0)))
-        return -1;
+    small(b, &L->ln1_g, OC("ln_1.weight"), 1, W, 0);
+    small(b, &L->ln1_b, OC("ln_1.bias"), 1, W, 0);
+    matrix(b, &L->in_proj, OC("attn.in_proj_weight"), 3 * W, W);
+    small(b, &L->in_bias, OC("attn.in_proj_bias"), 1, 3 * W, 0);
+    matrix(b, &L->out, OC("attn.out_proj.weight"), W, W);
+    small(b, &L->out_b, OC("attn.out_proj.bias"), 1, W, 0);
+    small(b, &L->ln2_g, OC("ln_2.weight"), 1, W, 0);
+    small(b, &L->ln2_b, OC("ln_2.bias"), 1, W, 0);
+    matrix(b, &L->fc1, OC("mlp.c_fc.weight"), I, W);
+    small(b, &L->fc1_b, OC("mlp.c_fc.bias"), 1, I, 0);
+    matrix(b, &L->fc2, OC("mlp.c_proj.weight"), W, I);
+    small(b, &L->fc2_b, OC("mlp.c_proj.bias"), 1, W, 0);
 #undef OC
+    if (!wt_bind_ok(b) || !L->in_bias) return; /* list mode binds nothing */
     /* nn.MultiheadAttention's in_proj rows are [q; k; v]. */
-    L->q = sub_rows(&in_proj, 0, W);
-    L->k = sub_rows(&in_proj, W, W);
-    L->v = sub_rows(&in_proj, 2 * W, W);
-    L->q_b = in_bias;
-    L->k_b = in_bias + W;
-    L->v_b = in_bias + 2 * W;
-    return 0;
+    L->q = sub_rows(&L->in_proj, 0, W);
+    L->k = sub_rows(&L->in_proj, W, W);
+    L->v = sub_rows(&L->in_proj, 2 * W, W);
+    L->q_b = L->in_bias;
+    L->k_b = L->in_bias + W;
+    L->v_b = L->in_bias + 2 * W;
+}
+
+/* CLIPTextModel / open_clip TextTransformer.__init__, tensor by tensor. */
+static void bind_tower(wt_binder *b, fm_text_tower *t)
+{
+    const fm_text_config *cfg = &t->cfg;
+    int W = t->width, I = t->inter;
+    if (cfg->kind == FM_TEXT_CLIP) {
+        matrix(b, &t->tok_emb, "embeddings.token_embedding.weight", cfg->vocab_size, W);
+        small(b, &t->pos_emb, "embeddings.position_embedding.weight", 2, FM_CLIP_LEN, W);
+        for (int i = 0; i < t->n_layers; i++) load_clip_layer(b, &t->layers[i], i, W, I);
+        small(b, &t->lnf_g, "final_layer_norm.weight", 1, W, 0);
+        small(b, &t->lnf_b, "final_layer_norm.bias", 1, W, 0);
+        if (wt_bind_ok(b) && cfg->projection_dim)
+            wt_bind_fail(b, "%s: a CLIPTextModel has no text_projection (projection_dim %d)", cfg->prefix,
+                         cfg->projection_dim);
+    } else {
+        matrix(b, &t->tok_emb, "token_embedding.weight", cfg->vocab_size, W);
+        small(b, &t->pos_emb, "positional_embedding", 2, FM_CLIP_LEN, W);
+        for (int i = 0; i < t->n_layers; i++) load_openclip_layer(b, &t->layers[i], i, W, I);
+        small(b, &t->lnf_g, "ln_final.weight", 1, W, 0);
+        small(b, &t->lnf_b, "ln_final.bias", 1, W, 0);
+        if (cfg->projection_dim) {
+            matrix(b, &t->proj, "text_projection", W, cfg->projection_dim);
+            t->proj_dim = cfg->projection_dim;
+        }
+    }
 }
 
 static int check_config(const fm_text_config *c, fm_error *err)
@@ -174,64 +151,63 @@ static int check_config(const fm_text_config *c, fm_error *err)
     return 0;
 }
 
-fm_text_tower *fm_text_tower_load(const fm_safetensors *st, const fm_text_config *cfg, fm_error *err)
+/* The tower's shape from cfg, no weights yet. */
+static fm_text_tower *tower_new(const fm_text_config *cfg, fm_error *err)
 {
     if (check_config(cfg, err))
         return NULL;
     fm_text_tower *t = calloc(1, sizeof *t);
-    if (!t) {
+    if (t) {
+        t->cfg = *cfg;
+        t->width = cfg->width;
+        t->heads = cfg->heads;
+        t->n_layers = cfg->layers;
+        t->inter = cfg->intermediate_size ? cfg->intermediate_size : 4 * cfg->width;
+        t->eps = cfg->layer_norm_eps > 0 ? cfg->layer_norm_eps : 1e-5f;
+        t->layers = calloc((size_t)t->n_layers, sizeof *t->layers);
+    }
+    if (!t || !t->layers) {
+        fm_text_tower_free(t);
         fm_fail(err, FM_EINPUT, "text encoder: out of memory");
         return NULL;
     }
-    t->cfg = *cfg;
-    t->width = cfg->width;
-    t->heads = cfg->heads;
-    t->n_layers = cfg->layers;
-    t->inter = cfg->intermediate_size ? cfg->intermediate_size : 4 * cfg->width;
-    t->eps = cfg->layer_norm_eps > 0 ? cfg->layer_norm_eps : 1e-5f;
-    t->layers = calloc((size_t)t->n_layers, sizeof *t->layers);
-    loader ld = {t, st, err};
-    int W = t->width, bad = !t->layers;
-    if (bad)
-        fm_fail(err, FM_EINPUT, "text encoder: out of memory");
+    return t;
+}
 
-    if (!bad && cfg->kind == FM_TEXT_CLIP) {
-        bad = matrix(&ld, &t->tok_emb, "embeddings.token_embedding.weight", cfg->vocab_size, W) ||
-              !(t->pos_emb = small(&ld, "embeddings.position_embedding.weight", 2, FM_CLIP_LEN, W));
-        for (int i = 0; !bad && i < t->n_layers; i++)
-            bad = load_clip_layer(&ld, &t->layers[i], i);
-        bad = bad || !(t->lnf_g = small(&ld, "final_layer_norm.weight", 1, W, 0)) ||
-              !(t->lnf_b = small(&ld, "final_layer_norm.bias", 1, W, 0));
-        if (!bad && cfg->projection_dim)
-            bad = fm_fail(err, FM_EINPUT, "%s: a CLIPTextModel has no text_projection (projection_dim %d)",
-                          cfg->prefix, cfg->projection_dim);
-    } else if (!bad) {
-        bad = matrix(&ld, &t->tok_emb, "token_embedding.weight", cfg->vocab_size, W) ||
-              !(t->pos_emb = small(&ld, "positional_embedding", 2, FM_CLIP_LEN, W));
-        for (int i = 0; !bad && i < t->n_layers; i++)
-            bad = load_openclip_layer(&ld, &t->layers[i], i);
-        bad = bad || !(t->lnf_g = small(&ld, "ln_final.weight", 1, W, 0)) ||
-              !(t->lnf_b = small(&ld, "ln_final.bias", 1, W, 0));
-        if (!bad && cfg->projection_dim) {
-            bad = matrix(&ld, &t->proj, "text_projection", W, cfg->projection_dim);
-            t->proj_dim = cfg->projection_dim;
-        }
-    }
-    if (bad) {
-        fm_fail(err, FM_EINPUT, "text encoder: load failed"); /* keeps the first cause */
+fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cfg, fm_error *err)
+{
+    fm_text_tower *t = tower_new(cfg, err);
+    if (!t)
+        return NULL;
+    wt_binder b;
+    wt_bind_begin(&b, src, cfg->prefix, "text encoder", err);
+    do bind_tower(&b, t);
+    while (wt_bind_again(&b));
+    if (!(t->weights = wt_bind_end(&b))) {
         fm_text_tower_free(t);
         return NULL;
     }
     return t;
 }
 
+int fm_text_tower_list_tensors(const fm_text_config *cfg, wt_list_fn fn, void *user, fm_error *err)
+{
+    fm_text_tower *t = tower_new(cfg, err);
+    if (!t)
+        return FM_EINPUT;
+    wt_binder b;
+    wt_list_begin(&b, fn, user, cfg->prefix, "text encoder", err);
+    bind_tower(&b, t);
+    wt_bind_end(&b);
+    fm_text_tower_free(t);
+    return b.failed ? FM_EINPUT : 0;
+}
+
 void fm_text_tower_free(fm_text_tower *t)
 {
     if (!t)
         return;
-    for (int i = 0; i < t->n_owned; i++)
-        fm_free(t->owned[i]);
-    free(t->owned);
+    wt_weights_free(t->weights);
     free(t->layers);
     free(t);
 }

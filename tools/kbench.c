@@ -108,7 +108,6 @@ static void bench_conv(int ch, int hw, int n, int bf16, double peak)
     char what[96];
     snprintf(what, sizeof what, "conv3x3 %d->%d %dx%d b%d F16 w, %s", ch, ch, hw, hw, n, bf16 ? "bf16" : "fp32");
     report(what, 2.0 * nw * hw * hw * n, median_time(run_conv, &cv, g_reps), peak);
-    fm_mat_release(&cv.c.w);
     fm_free((void *)cv.c.w.data); fm_free(wf); fm_free((void *)cv.c.bias); fm_free(cv.x); fm_free(cv.y);
 }
 
@@ -152,7 +151,6 @@ int main(int argc, char **argv)
         ln.x = rnd((size_t)8192 * 320, 9); ln.y = fm_alloc(sizeof(float) * 8192 * 1280);
         snprintf(what, sizeof what, "linear 8192x320->1280 F16 w, %s", mode);
         report(what, 2.0 * 8192 * 320 * 1280, median_time(run_lin, &ln, reps), peak);
-        fm_mat_release(&ln.w);
         fm_free((void *)ln.w.data); fm_free(wf); fm_free((void *)ln.bias); fm_free(ln.x); fm_free(ln.y);
     }
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "diffusion/randckpt.h"
+#include "tools/lib/randckpt.h"
 
 static int usage(void)
 {

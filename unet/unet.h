@@ -2,26 +2,26 @@
  * UNetModel), one implementation driven by fm_unet_config.
  *
  * Weights stay mapped from the checkpoint in its dtype (F16 files stay F16);
- * only biases and norm parameters are copied to float32. Activations and the
- * kernels' scratch live in a workspace owned by the fm_unet, allocated by
- * fm_unet_prepare (or the first call for a given (batch, h, w, n_ctx)) and
- * reused while the size fits, so one fm_unet must not run two forwards at
- * the same time. */
+ * only biases and norm parameters of non-F32 files are copied to float32.
+ * Activations and the kernels' scratch live in a workspace owned by the
+ * fm_unet, allocated by fm_unet_prepare (or the first call for a given
+ * (batch, h, w, n_ctx)) and reused while the size fits, so one fm_unet must
+ * not run two forwards at the same time. */
 #ifndef FM_UNET_H
 #define FM_UNET_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/source.h"
 
 typedef struct fm_unet fm_unet;
 
-/* Maps every model.diffusion_model tensor the config implies; a missing
- * tensor or a wrong shape fails with "PATH: tensor NAME: why". st must
- * outlive the fm_unet. */
-fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_precision prec,
+/* Binds every model.diffusion_model tensor the config implies
+ * (weights/binder.h); a missing tensor or a wrong shape fails with
+ * "PATH: tensor NAME: why". src must outlive the fm_unet. */
+fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precision prec,
                       fm_error *err);
 void fm_unet_free(fm_unet *u);
 

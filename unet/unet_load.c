@@ -8,16 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NAME_MAX_LEN 256
+#define NAME_MAX_LEN WT_NAME_MAX
 
 typedef struct loader {
     fm_unet *u;
-    const fm_safetensors *st; /* NULL: list mode */
-    fm_unet_tensor_fn list_fn;
-    void *list_user;
-    fm_precision prec;
-    fm_error *err;
-    int failed;
+    wt_binder b; /* binding or list mode */
 } loader;
 
 int un_heads(const fm_unet_config *cfg, int c, int *heads, int *dim_head)
@@ -34,42 +29,6 @@ int un_heads(const fm_unet_config *cfg, int c, int *heads, int *dim_head)
     return 0;
 }
 
-static int keep_pointer(void ***list, int *n, int *cap, void *p)
-{
-    if (*n == *cap) {
-        int nc = *cap ? 2 * *cap : 256;
-        void **l = realloc(*list, sizeof(void *) * (size_t)nc);
-        if (!l) return -1;
-        *list = l;
-        *cap = nc;
-    }
-    (*list)[(*n)++] = p;
-    return 0;
-}
-
-static int own_floats(loader *L, float *p)
-{
-    if (keep_pointer((void ***)&L->u->owned, &L->u->n_owned, &L->u->cap_owned, p)) {
-        fm_free(p);
-        L->failed = 1;
-        return fm_fail(L->err, FM_EINPUT, "U-Net: out of memory");
-    }
-    return 0;
-}
-
-/* The tensor `name` with the given shape, or NULL (error set, or list mode). */
-static const fm_st_tensor *take(loader *L, const char *name, int ndim, const int64_t *shape)
-{
-    if (L->failed) return NULL;
-    if (!L->st) {
-        L->list_fn(L->list_user, name, ndim, shape);
-        return NULL;
-    }
-    const fm_st_tensor *t = fm_st_require(L->st, name, ndim, shape, L->err);
-    if (!t) L->failed = 1;
-    return t;
-}
-
 static void vformat(char *dst, const char *fmt, va_list ap)
 {
     vsnprintf(dst, NAME_MAX_LEN, fmt, ap);
@@ -84,7 +43,7 @@ static void fmt_name(char *dst, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A float32 copy of the 1-D tensor NAME [n]. */
+/* A float32 view or copy of the 1-D tensor NAME [n]. */
 static const float *vec(loader *L, int n, const char *fmt, ...)
 {
     char name[NAME_MAX_LEN];
@@ -92,44 +51,16 @@ static const float *vec(loader *L, int n, const char *fmt, ...)
     va_start(ap, fmt);
     vformat(name, fmt, ap);
     va_end(ap);
-    int64_t shape[1] = {n};
-    const fm_st_tensor *t = take(L, name, 1, shape);
-    if (!t) return NULL;
-    float *f = fm_st_to_f32(t, L->err);
-    if (!f) {
-        L->failed = 1;
-        return NULL;
-    }
-    return own_floats(L, f) ? NULL : f;
+    const float *f;
+    wt_bind_vec(&L->b, &f, n, "%s", name);
+    return f;
 }
 
 /* Matrix [rows][cols] mapped from NAME, stored with shape[ndim]. */
 static void mat_nd(loader *L, fm_mat *m, int rows, int cols, int ndim, const int64_t *shape,
                    const char *name)
 {
-    memset(m, 0, sizeof *m);
-    m->rows = rows;
-    m->cols = cols;
-    const fm_st_tensor *t = take(L, name, ndim, shape);
-    if (!t) return;
-    if (t->dtype == FM_DT_F64) { /* the kernels take F32/F16/BF16; F64 files are rare */
-        float *f = fm_st_to_f32(t, L->err);
-        if (!f || own_floats(L, f)) {
-            L->failed = 1;
-            return;
-        }
-        m->data = f;
-        m->dtype = FM_DT_F32;
-    } else {
-        m->data = t->data;
-        m->dtype = t->dtype;
-    }
-    if (keep_pointer((void ***)&L->u->mats, &L->u->n_mats, &L->u->cap_mats, m)) {
-        L->failed = 1;
-        fm_fail(L->err, FM_EINPUT, "U-Net: out of memory");
-        return;
-    }
-    fm_mat_pack(m, L->prec); /* failure leaves m usable unpacked */
+    wt_bind_mat(&L->b, m, rows, cols, ndim, shape, "%s", name);
 }
 
 static void mat(loader *L, fm_mat *m, int rows, int cols, const char *fmt, ...)
@@ -239,16 +170,15 @@ static void spatial_transformer(loader *L, un_spatial_transformer *s, int c, int
     char n[NAME_MAX_LEN];
     s->c = c;
     s->depth = depth;
+    if (!wt_bind_ok(&L->b)) return;
     if (un_heads(cfg, c, &s->heads, &s->dim_head)) {
-        L->failed = 1;
-        fm_fail(L->err, FM_EINPUT, "U-Net config: %d channels do not split into heads (num_heads %d, num_head_channels %d)",
-                c, cfg->num_heads, cfg->num_head_channels);
+        wt_bind_fail(&L->b, "U-Net config: %d channels do not split into heads (num_heads %d, num_head_channels %d)",
+                     c, cfg->num_heads, cfg->num_head_channels);
         return;
     }
-    s->blocks = calloc((size_t)depth, sizeof *s->blocks);
+    if (!s->blocks) s->blocks = calloc((size_t)depth, sizeof *s->blocks); /* once for both walks */
     if (!s->blocks) {
-        L->failed = 1;
-        fm_fail(L->err, FM_EINPUT, "U-Net: out of memory");
+        wt_bind_fail(&L->b, "U-Net: out of memory");
         return;
     }
     sub(n, base, "norm"), norm(L, &s->norm, c, n);
@@ -395,28 +325,30 @@ static fm_unet *unet_new(const fm_unet_config *cfg, fm_error *err)
     return u;
 }
 
-fm_unet *fm_unet_load(const fm_safetensors *st, const fm_unet_config *cfg, fm_precision prec,
+static void pack(fm_mat *m, void *prec) { fm_mat_pack(m, *(const fm_precision *)prec); }
+
+fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precision prec,
                       fm_error *err)
 {
     fm_unet *u = unet_new(cfg, err);
     if (!u) return NULL;
-    loader L = {.u = u, .st = st, .prec = prec, .err = err};
-    u->prec = prec;
-    build(&L);
-    if (L.failed) {
+    loader L = {.u = u};
+    wt_bind_begin(&L.b, src, "", "U-Net", err);
+    do build(&L);
+    while (wt_bind_again(&L.b));
+    if (!(u->weights = wt_bind_end(&L.b))) {
         fm_unet_free(u);
         return NULL;
     }
+    u->prec = prec;
+    wt_weights_each_mat(u->weights, pack, &prec);
     return u;
 }
 
 void fm_unet_set_precision(fm_unet *u, fm_precision prec)
 {
     if (u->prec == prec) return;
-    for (int i = 0; i < u->n_mats; i++) {
-        fm_mat_release(u->mats[i]); /* packing may one day own a copy */
-        fm_mat_pack(u->mats[i], prec);
-    }
+    wt_weights_each_mat(u->weights, pack, &prec);
     u->prec = prec;
 }
 
@@ -427,9 +359,11 @@ int fm_unet_list_tensors(const fm_unet_config *cfg, fm_unet_tensor_fn fn, void *
 {
     fm_unet *u = unet_new(cfg, err);
     if (!u) return err ? err->code : FM_EINPUT;
-    loader L = {.u = u, .list_fn = fn, .list_user = user, .err = err};
+    loader L = {.u = u};
+    wt_list_begin(&L.b, fn, user, "", "U-Net", err);
     build(&L);
-    int rc = L.failed ? FM_EINPUT : 0;
+    wt_bind_end(&L.b);
+    int rc = L.b.failed ? FM_EINPUT : 0;
     fm_unet_free(u);
     return rc;
 }
@@ -442,10 +376,7 @@ static void free_blocks(un_block *b, int n)
 void fm_unet_free(fm_unet *u)
 {
     if (!u) return;
-    for (int i = 0; i < u->n_mats; i++) fm_mat_release(u->mats[i]);
-    for (int i = 0; i < u->n_owned; i++) fm_free(u->owned[i]);
-    free(u->mats);
-    free(u->owned);
+    wt_weights_free(u->weights);
     free_blocks(u->in, u->n_in);
     free_blocks(u->out, u->n_out);
     free_blocks(&u->mid, 1);

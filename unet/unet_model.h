@@ -5,6 +5,7 @@
 
 #include "kernels/kernels.h"
 #include "unet/unet.h"
+#include "weights/binder.h"
 
 /* GroupNorm32 (ResBlocks, out: eps 1e-5) and the SpatialTransformer's norm (1e-6). */
 #define UN_GROUPS 32
@@ -77,11 +78,7 @@ struct fm_unet {
     un_norm out_norm;           /* out.0 */
     fm_conv out_conv;           /* out.2 */
 
-    /* ownership: float32 copies, and matrices to release */
-    float **owned;
-    int n_owned, cap_owned;
-    fm_mat **mats;
-    int n_mats, cap_mats;
+    wt_weights *weights;        /* the binding records and any converted copies */
     fm_precision prec;          /* of every matrix and attention (fm_unet_set_precision) */
 
     /* activation workspace; grows when a call needs more */

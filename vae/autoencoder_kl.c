@@ -148,14 +148,9 @@ int vae_decoder_norm_calls(const fm_vae_config *cfg)
 
 /* ---------------------------------------------------------------- weights */
 
-typedef struct binder {
-    const fm_safetensors *st;
-    fm_vae *vae;
-    fm_precision prec;
-    fm_error *err;
-} binder;
+/* Names are relative to cfg.prefix (weights/binder.h binds them). */
 
-#define NAME_LEN 320 /* tensor names are far shorter */
+#define NAME_LEN WT_NAME_MAX
 
 static void fmt_name(char *out, const char *fmt, ...)
 {
@@ -165,173 +160,106 @@ static void fmt_name(char *out, const char *fmt, ...)
     va_end(ap);
 }
 
-static int own(fm_vae *vae, void *p)
-{
-    if (!p) return -1;
-    if (vae->n_owned == vae->cap_owned) {
-        int cap = vae->cap_owned ? 2 * vae->cap_owned : 64;
-        void **o = realloc(vae->owned, sizeof *o * (size_t)cap);
-        if (!o) {
-            fm_free(p);
-            return -1;
-        }
-        vae->owned = o;
-        vae->cap_owned = cap;
-    }
-    vae->owned[vae->n_owned++] = p;
-    return 0;
-}
-
-static const fm_st_tensor *require(binder *B, const char *name, int ndim, const int64_t *shape)
-{
-    char full[NAME_LEN];
-    fmt_name(full, "%s%s", B->vae->cfg.prefix, name);
-    return fm_st_require(B->st, full, ndim, shape, B->err);
-}
-
-static float *vector_f32(binder *B, const char *name, int n)
-{
-    int64_t shape[1] = {n};
-    const fm_st_tensor *t = require(B, name, 1, shape);
-    if (!t) return NULL;
-    float *f = fm_st_to_f32(t, B->err);
-    if (!f || own(B->vae, f)) {
-        fm_fail(B->err, FM_EINPUT, "vae: out of memory");
-        return NULL;
-    }
-    return f;
-}
-
 /* Small matrices stay float32 in every mode (too little work to gain). */
 static int is_packed_size(const fm_mat *m) { return (size_t)m->rows * m->cols >= 16384; }
 
-/* A weight matrix mapped from the file (F64 files get a float32 copy). */
-static int bind_mat(binder *B, fm_mat *m, const fm_st_tensor *t)
+static void bind_conv(wt_binder *B, fm_conv *c, const char *fmt, ...)
 {
-    if (t->dtype == FM_DT_F64) {
-        float *f = fm_st_to_f32(t, B->err);
-        if (!f || own(B->vae, f)) return fm_fail(B->err, FM_EINPUT, "vae: out of memory");
-        m->data = f;
-        m->dtype = FM_DT_F32;
-    } else {
-        m->data = t->data;
-        m->dtype = t->dtype;
-    }
-    m->packed = NULL;
-    m->packed_kind = 0;
-    if (is_packed_size(m)) fm_mat_pack(m, B->prec); /* unpacked stays usable */
-    return 0;
-}
-
-static int bind_conv(binder *B, fm_conv *c, const char *fmt, ...)
-{
-    char base[NAME_LEN], name[NAME_LEN];
+    char base[NAME_LEN];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(base, NAME_LEN, fmt, ap);
     va_end(ap);
     int64_t wshape[4] = {c->cout, c->cin, c->kh, c->kw};
-    fmt_name(name, "%s.weight", base);
-    const fm_st_tensor *w = require(B, name, 4, wshape);
-    if (!w || bind_mat(B, &c->w, w)) return FM_EINPUT;
-    fmt_name(name, "%s.bias", base);
-    c->bias = vector_f32(B, name, c->cout);
-    return c->bias ? 0 : FM_EINPUT;
+    wt_bind_mat(B, &c->w, c->w.rows, c->w.cols, 4, wshape, "%s.weight", base);
+    wt_bind_vec(B, &c->bias, c->cout, "%s.bias", base);
 }
 
-static int bind_norm(binder *B, vae_norm *n, const char *base)
+static void bind_norm(wt_binder *B, vae_norm *n, const char *base)
 {
-    char name[NAME_LEN];
-    fmt_name(name, "%s.weight", base);
-    n->gamma = vector_f32(B, name, n->c);
-    fmt_name(name, "%s.bias", base);
-    n->beta = n->gamma ? vector_f32(B, name, n->c) : NULL;
-    return n->beta ? 0 : FM_EINPUT;
+    wt_bind_vec(B, &n->gamma, n->c, "%s.weight", base);
+    wt_bind_vec(B, &n->beta, n->c, "%s.bias", base);
 }
 
-static int bind_resblock(binder *B, vae_resblock *b, const char *base)
+static void bind_resblock(wt_binder *B, vae_resblock *b, const char *base)
 {
     char name[NAME_LEN];
     fmt_name(name, "%s.norm1", base);
-    if (bind_norm(B, &b->norm1, name)) return FM_EINPUT;
+    bind_norm(B, &b->norm1, name);
     fmt_name(name, "%s.norm2", base);
-    if (bind_norm(B, &b->norm2, name)) return FM_EINPUT;
-    if (bind_conv(B, &b->conv1, "%s.conv1", base) || bind_conv(B, &b->conv2, "%s.conv2", base))
-        return FM_EINPUT;
-    return b->has_nin ? bind_conv(B, &b->nin_shortcut, "%s.nin_shortcut", base) : 0;
+    bind_norm(B, &b->norm2, name);
+    bind_conv(B, &b->conv1, "%s.conv1", base);
+    bind_conv(B, &b->conv2, "%s.conv2", base);
+    if (b->has_nin) bind_conv(B, &b->nin_shortcut, "%s.nin_shortcut", base);
 }
 
 /* q/k/v/proj_out are 1x1 convs [C,C,1,1]; converted files store them [C,C]. */
-static int bind_attn_proj(binder *B, fm_mat *m, float **bias, const char *base, const char *which)
+static void bind_attn_proj(wt_binder *B, fm_mat *m, const float **bias, const char *base, const char *which)
 {
-    char name[NAME_LEN], full[NAME_LEN];
-    fmt_name(name, "%s.%s.weight", base, which);
-    fmt_name(full, "%s%s", B->vae->cfg.prefix, name);
-    const fm_st_tensor *t = fm_st_find(B->st, full);
+    const wt_tensor *t = wt_bind_peek(B, "%s.%s.weight", base, which);
     int64_t shape[4] = {m->rows, m->cols, 1, 1};
-    t = require(B, name, t && t->ndim == 2 ? 2 : 4, shape);
-    if (!t || bind_mat(B, m, t)) return FM_EINPUT;
-    fmt_name(name, "%s.%s.bias", base, which);
-    *bias = vector_f32(B, name, m->rows);
-    return *bias ? 0 : FM_EINPUT;
+    wt_bind_mat(B, m, m->rows, m->cols, t && t->ndim == 2 ? 2 : 4, shape, "%s.%s.weight", base, which);
+    wt_bind_vec(B, bias, m->rows, "%s.%s.bias", base, which);
 }
 
-static int bind_mid(binder *B, vae_mid *m, const char *part)
+static void bind_mid(wt_binder *B, vae_mid *m, const char *part)
 {
     char base[NAME_LEN];
     fmt_name(base, "%s.mid.block_1", part);
-    if (bind_resblock(B, &m->block_1, base)) return FM_EINPUT;
+    bind_resblock(B, &m->block_1, base);
     fmt_name(base, "%s.mid.block_2", part);
-    if (bind_resblock(B, &m->block_2, base)) return FM_EINPUT;
+    bind_resblock(B, &m->block_2, base);
     vae_attn *a = &m->attn_1;
     fmt_name(base, "%s.mid.attn_1.norm", part);
-    if (bind_norm(B, &a->norm, base)) return FM_EINPUT;
+    bind_norm(B, &a->norm, base);
     fmt_name(base, "%s.mid.attn_1", part);
-    if (bind_attn_proj(B, &a->q, &a->bq, base, "q") || bind_attn_proj(B, &a->k, &a->bk, base, "k") ||
-        bind_attn_proj(B, &a->v, &a->bv, base, "v") ||
-        bind_attn_proj(B, &a->proj_out, &a->bproj, base, "proj_out"))
-        return FM_EINPUT;
-    return 0;
+    bind_attn_proj(B, &a->q, &a->bq, base, "q");
+    bind_attn_proj(B, &a->k, &a->bk, base, "k");
+    bind_attn_proj(B, &a->v, &a->bv, base, "v");
+    bind_attn_proj(B, &a->proj_out, &a->bproj, base, "proj_out");
 }
 
-static int bind_levels(binder *B, vae_level *levels, int n, const char *part, const char *kind,
-                       const char *resample)
+static void bind_levels(wt_binder *B, vae_level *levels, int n, const char *part, const char *kind,
+                        const char *resample)
 {
     for (int i = 0; i < n; i++) {
         vae_level *lv = &levels[i];
         for (int b = 0; b < lv->n_blocks; b++) {
             char base[NAME_LEN];
             fmt_name(base, "%s.%s.%d.block.%d", part, kind, i, b);
-            if (bind_resblock(B, &lv->block[b], base)) return FM_EINPUT;
+            bind_resblock(B, &lv->block[b], base);
         }
-        if (lv->has_resample &&
-            bind_conv(B, &lv->resample, "%s.%s.%d.%s.conv", part, kind, i, resample))
-            return FM_EINPUT;
+        if (lv->has_resample) bind_conv(B, &lv->resample, "%s.%s.%d.%s.conv", part, kind, i, resample);
     }
-    return 0;
 }
 
-static int bind_decoder(binder *B, vae_decoder *d, int n_levels)
+static void bind_decoder(wt_binder *B, vae_decoder *d, int n_levels)
 {
-    if (bind_conv(B, &d->post_quant_conv, "post_quant_conv") ||
-        bind_conv(B, &d->conv_in, "decoder.conv_in") || bind_mid(B, &d->mid, "decoder") ||
-        bind_levels(B, d->up, n_levels, "decoder", "up", "upsample") ||
-        bind_norm(B, &d->norm_out, "decoder.norm_out") || bind_conv(B, &d->conv_out, "decoder.conv_out"))
-        return FM_EINPUT;
-    return 0;
+    bind_conv(B, &d->post_quant_conv, "post_quant_conv");
+    bind_conv(B, &d->conv_in, "decoder.conv_in");
+    bind_mid(B, &d->mid, "decoder");
+    bind_levels(B, d->up, n_levels, "decoder", "up", "upsample");
+    bind_norm(B, &d->norm_out, "decoder.norm_out");
+    bind_conv(B, &d->conv_out, "decoder.conv_out");
 }
 
-static int bind_encoder(binder *B, vae_encoder *e, int n_levels)
+static void bind_encoder(wt_binder *B, vae_encoder *e, int n_levels)
 {
-    if (bind_conv(B, &e->conv_in, "encoder.conv_in") ||
-        bind_levels(B, e->down, n_levels, "encoder", "down", "downsample") ||
-        bind_mid(B, &e->mid, "encoder") || bind_norm(B, &e->norm_out, "encoder.norm_out") ||
-        bind_conv(B, &e->conv_out, "encoder.conv_out") || bind_conv(B, &e->quant_conv, "quant_conv"))
-        return FM_EINPUT;
-    return 0;
+    bind_conv(B, &e->conv_in, "encoder.conv_in");
+    bind_levels(B, e->down, n_levels, "encoder", "down", "downsample");
+    bind_mid(B, &e->mid, "encoder");
+    bind_norm(B, &e->norm_out, "encoder.norm_out");
+    bind_conv(B, &e->conv_out, "encoder.conv_out");
+    bind_conv(B, &e->quant_conv, "quant_conv");
 }
 
-fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_precision prec,
+/* The matrices large enough to gain from it take the precision mode. */
+static void pack_mat(fm_mat *m, void *prec)
+{
+    if (is_packed_size(m)) fm_mat_pack(m, *(const fm_precision *)prec);
+}
+
+fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision prec,
                     fm_error *err)
 {
     fm_vae *vae = calloc(1, sizeof *vae);
@@ -343,108 +271,61 @@ fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_preci
         fm_vae_free(vae);
         return NULL;
     }
-    binder B = {st, vae, prec, err};
-    vae->prec = prec;
-    if (bind_decoder(&B, &vae->dec, cfg->n_levels)) {
+    wt_binder B;
+    wt_bind_begin(&B, src, cfg->prefix, "vae", err);
+    do {
+        bind_decoder(&B, &vae->dec, cfg->n_levels);
+        if (wt_bind_peek(&B, "encoder.conv_in.weight")) {
+            if (!cfg->double_z)
+                wt_bind_fail(&B, "%s: vae encoder without double_z is not a KL autoencoder", src->path);
+            bind_encoder(&B, &vae->enc, cfg->n_levels);
+            vae->has_encoder = wt_bind_ok(&B);
+        }
+    } while (wt_bind_again(&B));
+    if (!(vae->weights = wt_bind_end(&B))) {
         fm_vae_free(vae);
         return NULL;
     }
-    char probe[NAME_LEN];
-    fmt_name(probe, "%sencoder.conv_in.weight", cfg->prefix);
-    if (fm_st_find(st, probe)) {
-        if (!cfg->double_z) {
-            fm_fail(err, FM_EINPUT, "%s: vae encoder without double_z is not a KL autoencoder", st->path);
-            fm_vae_free(vae);
-            return NULL;
-        }
-        if (bind_encoder(&B, &vae->enc, cfg->n_levels)) {
-            fm_vae_free(vae);
-            return NULL;
-        }
-        vae->has_encoder = 1;
-    }
+    vae->prec = prec;
+    wt_weights_each_mat(vae->weights, pack_mat, &prec);
     vae->has_weights = 1;
     return vae;
 }
 
-/* Every weight matrix of the model, for release and re-marking. */
-typedef void (*mat_fn)(fm_mat *m, void *arg);
-
-static void each_mat_resblock(vae_resblock *b, mat_fn fn, void *arg)
+int fm_vae_list_tensors(const fm_vae_config *cfg, wt_list_fn fn, void *user, fm_error *err)
 {
-    fn(&b->conv1.w, arg);
-    fn(&b->conv2.w, arg);
-    fn(&b->nin_shortcut.w, arg);
-}
-
-static void each_mat_mid(vae_mid *m, mat_fn fn, void *arg)
-{
-    each_mat_resblock(&m->block_1, fn, arg);
-    each_mat_resblock(&m->block_2, fn, arg);
-    fn(&m->attn_1.q, arg);
-    fn(&m->attn_1.k, arg);
-    fn(&m->attn_1.v, arg);
-    fn(&m->attn_1.proj_out, arg);
-}
-
-static void each_mat_levels(vae_level *levels, int n, mat_fn fn, void *arg)
-{
-    for (int i = 0; i < n; i++) {
-        for (int b = 0; b < levels[i].n_blocks && levels[i].block; b++)
-            each_mat_resblock(&levels[i].block[b], fn, arg);
-        fn(&levels[i].resample.w, arg);
+    fm_vae *vae = calloc(1, sizeof *vae);
+    if (!vae) return fm_fail(err, FM_EINPUT, "vae: out of memory");
+    int rc = vae_build(vae, cfg, err);
+    if (!rc) {
+        wt_binder B;
+        wt_list_begin(&B, fn, user, cfg->prefix, "vae", err);
+        bind_decoder(&B, &vae->dec, cfg->n_levels);
+        if (cfg->has_encoder) bind_encoder(&B, &vae->enc, cfg->n_levels);
+        wt_bind_end(&B);
+        rc = B.failed ? FM_EINPUT : 0;
     }
-}
-
-static void each_mat(fm_vae *vae, mat_fn fn, void *arg)
-{
-    int L = vae->cfg.n_levels;
-    if (L > FM_MAX_LEVELS) L = FM_MAX_LEVELS;
-    fn(&vae->enc.conv_in.w, arg);
-    each_mat_levels(vae->enc.down, L, fn, arg);
-    each_mat_mid(&vae->enc.mid, fn, arg);
-    fn(&vae->enc.conv_out.w, arg);
-    fn(&vae->enc.quant_conv.w, arg);
-    fn(&vae->dec.post_quant_conv.w, arg);
-    fn(&vae->dec.conv_in.w, arg);
-    each_mat_mid(&vae->dec.mid, fn, arg);
-    each_mat_levels(vae->dec.up, L, fn, arg);
-    fn(&vae->dec.conv_out.w, arg);
-}
-
-static void release_mat(fm_mat *m, void *arg)
-{
-    (void)arg;
-    fm_mat_release(m);
+    fm_vae_free(vae);
+    return rc;
 }
 
 void fm_vae_free(fm_vae *vae)
 {
     if (!vae) return;
-    each_mat(vae, release_mat, NULL);
     int L = vae->cfg.n_levels;
     if (L > FM_MAX_LEVELS) L = FM_MAX_LEVELS;
     for (int i = 0; i < L; i++) {
         free(vae->enc.down[i].block);
         free(vae->dec.up[i].block);
     }
-    for (int i = 0; i < vae->n_owned; i++) fm_free(vae->owned[i]);
-    free(vae->owned);
+    wt_weights_free(vae->weights);
     free(vae);
-}
-
-/* The matrices bind_mat packed (the large ones) take the new mode. */
-static void repack_mat(fm_mat *m, void *arg)
-{
-    if (!m->data || !is_packed_size(m)) return;
-    fm_mat_release(m);
-    fm_mat_pack(m, *(const fm_precision *)arg);
 }
 
 void fm_vae_set_precision(fm_vae *vae, fm_precision prec)
 {
     if (vae->prec == prec) return;
-    each_mat(vae, repack_mat, &prec);
+    wt_weights_each_mat(vae->weights, pack_mat, &prec);
     vae->prec = prec;
 }
 

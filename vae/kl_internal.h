@@ -6,12 +6,13 @@
 
 #include "kernels/kernels.h"
 #include "vae/vae.h"
+#include "weights/binder.h"
 
 #define VAE_GROUPS 32
 #define VAE_EPS 1e-6f
 
 typedef struct vae_norm {
-    float *gamma, *beta;
+    const float *gamma, *beta;
     int c;
 } vae_norm;
 
@@ -27,7 +28,7 @@ typedef struct vae_attn {
     int c;
     vae_norm norm;
     fm_mat q, k, v, proj_out;
-    float *bq, *bk, *bv, *bproj;
+    const float *bq, *bk, *bv, *bproj;
 } vae_attn;
 
 typedef struct vae_mid {
@@ -64,8 +65,7 @@ struct fm_vae {
     int has_encoder, has_weights;
     vae_encoder enc;
     vae_decoder dec;
-    void **owned; /* float32 copies made at load time */
-    int n_owned, cap_owned;
+    wt_weights *weights; /* the binding records and any converted copies */
     size_t conv_scratch; /* floats; VAE_DEFAULT_CONV_SCRATCH */
     fm_precision prec;   /* of the large matrices and the attention (fm_vae_set_precision) */
     fm_vae_trace_fn trace;

@@ -8,6 +8,8 @@
  * scale_factor), images in [0, 1], the decoder output is not clamped. */
 #include "kernels/kernels.h"
 #include "vae/vae.h"
+#include "weights/binder.h"
+#include "weights/safetensors.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -66,8 +68,7 @@ struct fm_taesd {
     int owns_file;
     int latent_ch;
     half enc, dec;
-    float **owned;
-    int n_owned;
+    wt_weights *weights; /* the binding records and any converted copies */
     fm_vae_trace_fn trace;
     void *trace_user;
 };
@@ -75,10 +76,11 @@ struct fm_taesd {
 /* ---------------------------------------------------------------- loading */
 
 typedef struct loader {
-    const fm_safetensors *st;
+    const wt_source *src;
     name_scheme scheme;
     fm_taesd *t;
     fm_error *err;
+    wt_binder b;
 } loader;
 
 /* The tensor name of Sequential entry idx of "encoder"/"decoder", + rest. */
@@ -94,17 +96,8 @@ static void tensor_name(char *out, size_t n, name_scheme s, const char *part, in
     }
 }
 
-static int keep(fm_taesd *t, float *p)
-{
-    float **o = realloc(t->owned, sizeof *o * (size_t)(t->n_owned + 1));
-    if (!o) return -1;
-    t->owned = o;
-    t->owned[t->n_owned++] = p;
-    return 0;
-}
-
-static int load_conv(loader *L, fm_conv *c, const char *part, int idx, const char *sub,
-                     const layer_spec *sp)
+static void load_conv(loader *L, fm_conv *c, const char *part, int idx, const char *sub,
+                      const layer_spec *sp)
 {
     char rest[64], name[128];
     int cin = sp->cin < 0 ? L->t->latent_ch : sp->cin, cout = sp->cout < 0 ? L->t->latent_ch : sp->cout;
@@ -117,28 +110,11 @@ static int load_conv(loader *L, fm_conv *c, const char *part, int idx, const cha
     snprintf(rest, sizeof rest, "%sweight", sub);
     tensor_name(name, sizeof name, L->scheme, part, idx, rest);
     int64_t shape[4] = {cout, cin, 3, 3};
-    const fm_st_tensor *w = fm_st_require(L->st, name, 4, shape, L->err);
-    if (!w) return FM_EINPUT;
-    c->w.rows = cout;
-    c->w.cols = cin * 9;
-    c->w.data = w->data;
-    c->w.dtype = w->dtype;
-    if (w->dtype == FM_DT_F64) {
-        float *f = fm_st_to_f32(w, L->err);
-        if (!f || keep(L->t, f)) return fm_fail(L->err, FM_EINPUT, "taesd: out of memory");
-        c->w.data = f;
-        c->w.dtype = FM_DT_F32;
-    }
-    fm_mat_pack(&c->w, FM_PREC_FP32);
-    if (!sp->bias) return 0;
+    wt_bind_mat(&L->b, &c->w, cout, cin * 9, 4, shape, "%s", name);
+    if (!sp->bias) return;
     snprintf(rest, sizeof rest, "%sbias", sub);
     tensor_name(name, sizeof name, L->scheme, part, idx, rest);
-    int64_t bshape[1] = {cout};
-    const fm_st_tensor *b = fm_st_require(L->st, name, 1, bshape, L->err);
-    float *bias = b ? fm_st_to_f32(b, L->err) : NULL;
-    if (!bias || keep(L->t, bias)) return fm_fail(L->err, FM_EINPUT, "taesd: %s", b ? "out of memory" : "bad bias");
-    c->bias = bias;
-    return 0;
+    wt_bind_vec(&L->b, &c->bias, cout, "%s", name);
 }
 
 static int load_half(loader *L, half *h, const char *part, const layer_spec *spec, int n)
@@ -147,16 +123,16 @@ static int load_half(loader *L, half *h, const char *part, const layer_spec *spe
     for (int i = 0; i < n; i++) {
         layer *ly = &h->layers[i];
         ly->kind = spec[i].kind;
-        if (ly->kind == L_CONV && load_conv(L, &ly->conv[0], part, i, "", &spec[i])) return FM_EINPUT;
+        if (ly->kind == L_CONV) load_conv(L, &ly->conv[0], part, i, "", &spec[i]);
         if (ly->kind == L_BLOCK)
             for (int k = 0; k < 3; k++) {
                 char sub[16];
                 snprintf(sub, sizeof sub, "conv.%d.", 2 * k);
-                if (load_conv(L, &ly->conv[k], part, i, sub, &spec[i])) return FM_EINPUT;
+                load_conv(L, &ly->conv[k], part, i, sub, &spec[i]);
             }
     }
-    h->present = 1;
-    return 0;
+    h->present = wt_bind_ok(&L->b);
+    return h->present ? 0 : FM_EINPUT;
 }
 
 /* Which scheme, which halves, and the latent channel count (from the first
@@ -167,50 +143,61 @@ static int detect(loader *L, int *has_enc, int *has_dec)
         {NAMES_DIFFUSERS, "decoder.layers.0.weight", "encoder.layers.14.weight"},
         {NAMES_COMBINED, "decoder.1.weight", "encoder.14.weight"},
     };
-    const fm_safetensors *st = L->st;
+    const wt_source *st = L->src;
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
-        const fm_st_tensor *d = fm_st_find(st, probes[i].dec), *e = fm_st_find(st, probes[i].enc);
+        const wt_tensor *d = wt_find(st, probes[i].dec), *e = wt_find(st, probes[i].enc);
         if (!d && !e) continue;
         L->scheme = probes[i].s;
         *has_dec = d != NULL;
         *has_enc = e != NULL;
         L->t->latent_ch = (int)(d && d->ndim == 4 ? d->shape[1] : e && e->ndim == 4 ? e->shape[0] : 0);
-        return L->t->latent_ch > 0 ? 0 : fm_fail(L->err, FM_EINPUT, "%s: taesd: bad first/last conv", st->path);
+        return L->t->latent_ch > 0 ? 0 : wt_fail(L->err, st, "taesd: bad first/last conv");
     }
     /* split upstream files: decoder 1.weight [64,lat,3,3] + 19.weight; encoder 0.weight [64,3,3,3] + 14.weight */
-    const fm_st_tensor *d = fm_st_find(st, "19.weight"), *e = fm_st_find(st, "14.weight");
-    const fm_st_tensor *d1 = fm_st_find(st, "1.weight");
+    const wt_tensor *d = wt_find(st, "19.weight"), *e = wt_find(st, "14.weight");
+    const wt_tensor *d1 = wt_find(st, "1.weight");
     L->scheme = NAMES_SPLIT;
-    if (d && d1 && d1->ndim == 4 && !fm_st_find(st, "0.weight")) {
+    if (d && d1 && d1->ndim == 4 && !wt_find(st, "0.weight")) {
         *has_dec = 1;
         L->t->latent_ch = (int)d1->shape[1];
         return 0;
     }
-    if (e && e->ndim == 4 && fm_st_find(st, "0.weight")) {
+    if (e && e->ndim == 4 && wt_find(st, "0.weight")) {
         *has_enc = 1;
         L->t->latent_ch = (int)e->shape[0];
         return 0;
     }
-    return fm_fail(L->err, FM_EINPUT,
-                   "%s: not a TAESD file (no decoder.1.*, decoder.layers.0.*, 1.*/19.* or 0.*/14.* tensors)",
-                   st->path);
+    return wt_fail(L->err, st, "not a TAESD file (no decoder.1.*, decoder.layers.0.*, 1.*/19.* or 0.*/14.* tensors)");
 }
 
-fm_taesd *fm_taesd_load(const fm_safetensors *st, fm_error *err)
+static void pack_fp32(fm_mat *m, void *arg)
+{
+    (void)arg;
+    fm_mat_pack(m, FM_PREC_FP32);
+}
+
+fm_taesd *fm_taesd_load(const wt_source *src, fm_error *err)
 {
     fm_taesd *t = calloc(1, sizeof *t);
     if (!t) {
         fm_fail(err, FM_EINPUT, "taesd: out of memory");
         return NULL;
     }
-    loader L = {st, NAMES_COMBINED, t, err};
+    loader L = {src, NAMES_COMBINED, t, err, {0}};
     int has_enc = 0, has_dec = 0;
-    if (detect(&L, &has_enc, &has_dec) ||
-        (has_dec && load_half(&L, &t->dec, "decoder", decoder_spec, N_DEC)) ||
-        (has_enc && load_half(&L, &t->enc, "encoder", encoder_spec, N_ENC))) {
+    if (detect(&L, &has_enc, &has_dec) || wt_bind_begin(&L.b, src, "", "taesd", err)) {
         fm_taesd_free(t);
         return NULL;
     }
+    do {
+        if (has_dec) load_half(&L, &t->dec, "decoder", decoder_spec, N_DEC);
+        if (has_enc) load_half(&L, &t->enc, "encoder", encoder_spec, N_ENC);
+    } while (wt_bind_again(&L.b));
+    if (!(t->weights = wt_bind_end(&L.b))) {
+        fm_taesd_free(t);
+        return NULL;
+    }
+    wt_weights_each_mat(t->weights, pack_fp32, NULL);
     return t;
 }
 
@@ -218,7 +205,7 @@ fm_taesd *fm_taesd_open(const char *path, fm_error *err)
 {
     fm_safetensors st;
     if (fm_st_open(&st, path, err)) return NULL;
-    fm_taesd *t = fm_taesd_load(&st, err);
+    fm_taesd *t = fm_taesd_load(&st.src, err);
     if (!t) {
         fm_st_close(&st);
         return NULL;
@@ -228,19 +215,10 @@ fm_taesd *fm_taesd_open(const char *path, fm_error *err)
     return t;
 }
 
-static void release_half(half *h)
-{
-    for (int i = 0; i < h->n; i++)
-        for (int k = 0; k < 3; k++) fm_mat_release(&h->layers[i].conv[k].w);
-}
-
 void fm_taesd_free(fm_taesd *t)
 {
     if (!t) return;
-    release_half(&t->enc);
-    release_half(&t->dec);
-    for (int i = 0; i < t->n_owned; i++) fm_free(t->owned[i]);
-    free(t->owned);
+    wt_weights_free(t->weights);
     if (t->owns_file) fm_st_close(&t->file);
     free(t);
 }

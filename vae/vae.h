@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 #include "core/core.h"
-#include "diffusion/config.h"
-#include "diffusion/safetensors.h"
+#include "weights/config.h"
+#include "weights/binder.h"
 
 /* Debug/test hook: called with every named intermediate of a forward pass
  * (KL-VAE: "dec.post_quant", "dec.conv_in", "dec.mid", "dec.up.N", "dec",
@@ -28,13 +28,17 @@ typedef void (*fm_vae_trace_fn)(void *user, const char *name, const float *x, in
 
 typedef struct fm_vae fm_vae;
 
-/* Loads the VAE tensors cfg->prefix + "encoder.*", "decoder.*", "quant_conv.*",
- * "post_quant_conv.*" of st, each shape-checked against cfg. Weights stay
- * mapped from st (which must outlive the VAE); small vectors become float32.
+/* Binds the VAE tensors cfg->prefix + "encoder.*", "decoder.*", "quant_conv.*",
+ * "post_quant_conv.*" of src, each shape-checked against cfg
+ * (weights/binder.h). Weights stay mapped from src (which must outlive the
+ * VAE); small vectors are float32 (converted where the file is not).
  * The encoder half is optional: a file without it loads decoder-only and
  * fm_vae_encode then fails. */
-fm_vae *fm_vae_load(const fm_safetensors *st, const fm_vae_config *cfg, fm_precision prec,
+fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision prec,
                     fm_error *err);
+/* Every tensor the VAE binds for cfg (the encoder when cfg->has_encoder),
+ * in order, to fn. */
+int fm_vae_list_tensors(const fm_vae_config *cfg, wt_list_fn fn, void *user, fm_error *err);
 void fm_vae_free(fm_vae *vae);
 /* The precision of the convolutions, matrix products and attention
  * (FM_PREC_BF16: bf16 dot products with float accumulation where the CPU has
@@ -108,8 +112,8 @@ typedef struct fm_taesd fm_taesd;
 /* Accepts upstream names (combined "encoder.N."/"decoder.N.", or a split
  * taesd_encoder/taesd_decoder file without prefix) and diffusers
  * AutoencoderTiny names ("encoder.layers.N.", "decoder.layers.N-1.").
- * A file may hold only one half. st must outlive the result. */
-fm_taesd *fm_taesd_load(const fm_safetensors *st, fm_error *err);
+ * A file may hold only one half. src must outlive the result. */
+fm_taesd *fm_taesd_load(const wt_source *src, fm_error *err);
 /* Opens path and loads it; the mapping is owned by the result. */
 fm_taesd *fm_taesd_open(const char *path, fm_error *err);
 void fm_taesd_free(fm_taesd *t);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "diffusion/detect.h"
+#include "weights/safetensors.h"
 
 #define DATA_BYTES (64u << 20)
 
@@ -40,8 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fm_st_open(&st, header_file(data, size), &err)) return 0;
     fm_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (fm_detect_config(&st, &cfg, &err) == 0) {
-        char *s = fm_config_describe(&cfg, &st);
+    if (fm_detect_config(&st.src, &cfg, &err) == 0) {
+        char *s = fm_config_describe(&cfg, &st.src);
         free(s);
     } else if (!err.code || !err.msg[0]) {
         abort();

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 #include "fuzz_memfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,4 +1,4 @@
-#include "diffusion/st_write.h"
+#include "tools/lib/st_write.h"
 
 #include <errno.h>
 #include <fcntl.h>

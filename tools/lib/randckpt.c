@@ -1,4 +1,4 @@
-#include "diffusion/randckpt.h"
+#include "tools/lib/randckpt.h"
 
 #include <errno.h>
 #include <math.h>

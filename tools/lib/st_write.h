@@ -11,7 +11,7 @@
 #ifndef FM_ST_WRITE_H
 #define FM_ST_WRITE_H
 
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 
 typedef struct fm_st_entry {
     const char *name;

@@ -3,31 +3,29 @@
  *
  * Layout: u64 little-endian header length N, N bytes of JSON
  * {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
- * then the data section; offsets are relative to its start. */
+ * then the data section; offsets are relative to its start.
+ *
+ * An open file is a wt_source (weights/source.h): &st->src is what
+ * detection and the weight binder read. */
 #ifndef FM_SAFETENSORS_H
 #define FM_SAFETENSORS_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include "core/core.h"
+#include "weights/source.h"
 
-#define FM_ST_MAX_DIMS 8
+#define FM_ST_MAX_DIMS WT_MAX_DIMS
 #define FM_ST_MAX_HEADER (100u << 20) /* 100 MiB of JSON is far beyond any real file */
 
-typedef struct fm_st_tensor {
-    const char *name;
-    fm_dtype dtype;
-    int ndim;
-    int64_t shape[FM_ST_MAX_DIMS];
-    size_t nbytes;
-    const void *data; /* inside the mapping */
-} fm_st_tensor;
+typedef wt_tensor fm_st_tensor; /* data points inside the mapping */
 
 typedef struct fm_st_meta {
     const char *key, *value;
 } fm_st_meta;
 
 typedef struct fm_safetensors {
+    wt_source src; /* first: the source ops cast it back to the file */
     char *path;
     void *map;
     size_t map_size;
@@ -46,12 +44,7 @@ void fm_st_close(fm_safetensors *st);
 const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name);
 /* Value of a __metadata__ key, or NULL. */
 const char *fm_st_meta_get(const fm_safetensors *st, const char *key);
-int64_t fm_st_numel(const fm_st_tensor *t);
-
-/* Looks up name and checks its shape (ndim entries of shape; -1 matches any
- * size). Missing tensor or wrong shape: error "PATH: tensor NAME: why". */
-const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, int ndim,
-                                  const int64_t *shape, fm_error *err);
+static inline int64_t fm_st_numel(const fm_st_tensor *t) { return wt_numel(t); }
 /* The tensor converted to a newly allocated float32 array (fm_free). */
 float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err);
 

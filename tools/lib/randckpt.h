@@ -5,7 +5,7 @@
 #ifndef FM_RANDCKPT_H
 #define FM_RANDCKPT_H
 
-#include "diffusion/st_write.h"
+#include "tools/lib/st_write.h"
 
 typedef struct fm_layout {
     fm_st_entry *entries;

@@ -1,4 +1,4 @@
-#include "diffusion/safetensors.h"
+#include "weights/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -182,6 +182,14 @@ done:
 
 static int st_open(fm_safetensors *st, const char *path, fm_error *err);
 
+/* The wt_source face of an open file (st->src is its first member). */
+static const fm_safetensors *of(const wt_source *s) { return (const fm_safetensors *)s; }
+static int src_count(const wt_source *s) { return of(s)->n_tensors; }
+static const wt_tensor *src_at(const wt_source *s, int i) { return &of(s)->tensors[i]; }
+static const wt_tensor *src_find(const wt_source *s, const char *name) { return fm_st_find(of(s), name); }
+static const char *src_meta(const wt_source *s, const char *key) { return fm_st_meta_get(of(s), key); }
+static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta};
+
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)
 {
@@ -219,6 +227,7 @@ static int st_open(fm_safetensors *st, const char *path, fm_error *err)
     st->map = map;
     st->map_size = size;
     st->path = strdup(path);
+    st->src = (wt_source){&st_ops, st->path};
     const uint8_t *p = map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
@@ -258,46 +267,6 @@ const char *fm_st_meta_get(const fm_safetensors *st, const char *key)
     return NULL;
 }
 
-int64_t fm_st_numel(const fm_st_tensor *t)
-{
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-    return n;
-}
-
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && o < len; i++)
-        o += (size_t)snprintf(buf + o, len - o, i ? ",%lld" : "%lld", (long long)shape[i]);
-    if (o < len) snprintf(buf + o, len - o, "]");
-}
-
-const fm_st_tensor *fm_st_require(const fm_safetensors *st, const char *name, int ndim,
-                                  const int64_t *shape, fm_error *err)
-{
-    const fm_st_tensor *t = fm_st_find(st, name);
-    if (!t) {
-        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: missing", st->path, name);
-        return NULL;
-    }
-    int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++)
-        ok = shape[i] < 0 || shape[i] == t->shape[i];
-    if (!ok) {
-        char want[128], have[128];
-        shape_str(want, sizeof want, ndim, shape);
-        shape_str(have, sizeof have, t->ndim, t->shape);
-        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape %s, expected %s", st->path, name, have, want);
-        return NULL;
-    }
-    if (t->dtype != FM_DT_F32 && t->dtype != FM_DT_F16 && t->dtype != FM_DT_BF16 && t->dtype != FM_DT_F64) {
-        fm_fail(err, FM_EINPUT, "%s: tensor %.200s: dtype %s is not a float type", st->path, name, fm_dtype_name(t->dtype));
-        return NULL;
-    }
-    return t;
-}
-
 float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
 {
     size_t n = (size_t)fm_st_numel(t);
@@ -306,20 +275,6 @@ float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
         fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
         return NULL;
     }
-    size_t es = fm_dtype_size(t->dtype);
-    if ((uintptr_t)t->data % es) {
-        /* safetensors does not align tensors: widen from an aligned copy. */
-        void *tmp = fm_alloc(n * es);
-        if (!tmp) {
-            fm_free(f);
-            fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
-            return NULL;
-        }
-        memcpy(tmp, t->data, n * es);
-        fm_convert_to_f32(f, tmp, t->dtype, n);
-        fm_free(tmp);
-        return f;
-    }
-    fm_convert_to_f32(f, t->data, t->dtype, n);
+    wt_convert_f32(f, t);
     return f;
 }
