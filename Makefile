@@ -142,7 +142,7 @@ bench: all
 clean:
 	rm -rf build fmimage
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)
 
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c, clang): each is built with
 # ASan+UBSan into build/fuzz/ and run for FUZZ_SECONDS on its seed corpus
