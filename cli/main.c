@@ -260,8 +260,9 @@ static int batch_check(run *r, const job_out *jo, int *done, const char **reason
     if (r->o->force) return 0;
     if (out_manifest_lock(&r->manifest, err)) return err->code;
     char sha[65];
-    int rc = 0;
-    if ((*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
+    /* The image is there: another process (shard) may have listed it. */
+    int rc = out_manifest_refresh(&r->manifest, err);
+    if (!rc && (*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
     out_manifest_unlock(&r->manifest);
     return rc;
 }
@@ -280,7 +281,15 @@ static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha,
     const char *what, *reason;
     char their_sha[65];
     int rc;
-    if (!r->o->force && out_path_kind(jo->path, &what) == OUT_REGULAR && job_done(r, jo, their_sha, &reason)) {
+    int theirs = out_path_kind(jo->path, &what) == OUT_REGULAR;
+    /* Made meanwhile by another process, which may have listed it in its
+     * own manifest: read the others before deciding. */
+    if (theirs && out_manifest_refresh(&r->manifest, err)) {
+        out_manifest_unlock(&r->manifest);
+        out_temp_discard(t);
+        return err->code;
+    }
+    if (!r->o->force && theirs && job_done(r, jo, their_sha, &reason)) {
         out_temp_discard(t);
         *raced = 1;
         rc = ensure_line(r, jo, their_sha, seconds, err);
@@ -532,7 +541,8 @@ static int setup_output(run *r, fm_error *err)
         const char *slash = strrchr(out, '/'), *base = slash ? slash + 1 : out;
         if (slash) snprintf(r->dir_buf, sizeof r->dir_buf, "%.*s", slash == out ? 1 : (int)(slash - out), out);
         else snprintf(r->dir_buf, sizeof r->dir_buf, ".");
-        if (snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base) >= 200)
+        if (snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base) >=
+            (int)sizeof r->manifest.prefix)
             return fm_fail(err, FM_EINPUT, "%s: path too long", out);
         r->prefix = r->prefix_buf;
     } else {

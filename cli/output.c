@@ -646,9 +646,10 @@ static int read_new_lines(out_manifest *m, fm_error *err)
         table_clear(m);
         m->read_to = 0;
         for (size_t i = 0; i < m->n_srcs; i++) m->srcs_read_to[i] = 0;
+        int rc = read_others(m, err);
+        if (rc) return rc;
     }
-    int rc = read_lines(m, m->fd, m->own, &m->read_to, m->path, err);
-    return rc ? rc : read_others(m, err);
+    return read_lines(m, m->fd, m->own, &m->read_to, m->path, err);
 }
 
 /* A line without its newline was torn by a writer that died or hit a full
@@ -720,9 +721,8 @@ int out_manifest_open(out_manifest *m, const char *dir, const char *prefix, cons
         cut_torn_line(m);
         rc = read_new_lines(m, err);
         out_manifest_unlock(m);
-    } else if (!rc) {
-        rc = read_others(m, err);
     }
+    if (!rc) rc = read_others(m, err);
     if (rc) out_manifest_close(m);
     return rc;
 }
@@ -735,6 +735,8 @@ int out_manifest_lock(out_manifest *m, fm_error *err)
     if (rc) out_manifest_unlock(m);
     return rc;
 }
+
+int out_manifest_refresh(out_manifest *m, fm_error *err) { return read_others(m, err); }
 
 void out_manifest_unlock(out_manifest *m)
 {

@@ -92,9 +92,11 @@ typedef struct out_manifest {
  * a line still being written, and is not read. */
 int out_manifest_open(out_manifest *m, const char *dir, const char *prefix, const char *own, fm_error *err);
 /* The exclusive lock around "check done / append" (own file); lock also
- * reads the lines other processes appended since, to it and to the other
- * manifests (new shards' files included). */
+ * reads the lines other processes appended to it since. */
 int out_manifest_lock(out_manifest *m, fm_error *err);
+/* Reads the lines appended to the other manifests since (new shards' files
+ * included): when an image another process may have made is looked at. */
+int out_manifest_refresh(out_manifest *m, fm_error *err);
 void out_manifest_unlock(out_manifest *m);
 const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *file);
 /* The seq for the next line this process appends. */
