@@ -7,6 +7,7 @@
 #   make PORTABLE=1   x86-64-v2 baseline; AVX2/AVX-512 kernels chosen at run time
 #   make test         build and run every test
 #   make sanitize     the tests under ASan + UBSan (build/san)
+#   make test-cluster Slurm and NFS tests (root; tools/install-deps.sh --cluster)
 #   make install PREFIX=/usr/local
 
 CC      ?= gcc
@@ -117,6 +118,14 @@ test: $(TESTS) $(BIN) $(TOOLS)
 sanitize:
 	$(MAKE) BUILD=build/san SAN=1 test
 
+# Many machines (root, ~2 min): a real single-node Slurm runs the example
+# array job (tests/slurm), two NFS mounts share a set (tests/nfs); each
+# skips with a line saying why where its daemons cannot start.
+.PHONY: test-cluster
+test-cluster: $(BIN)
+	@fail=0; for t in tests/slurm/test_slurm.sh tests/nfs/test_nfs.sh; do echo "== $$t"; \
+	  OMP_WAIT_POLICY=passive FM_BIN=$(BIN) timeout 1200 $$t || fail=1; done; exit $$fail
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	           $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/fmimage
@@ -156,7 +165,7 @@ bench: all
 clean:
 	rm -rf build fmimage
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)
 
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c, clang): each is built with
 # ASan+UBSan into build/fuzz/ and run for FUZZ_SECONDS on its seed corpus

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "options.h"
 #include "output.h"
 #include "progress.h"
+#include "shard.h"
 #include "promptfile.h"
 #include "samplers/samplers.h"
 
@@ -160,7 +162,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
 }
 
 static char *manifest_line(const run *r, const job *jb, const fm_params *p, const char *file,
-                           const char *sha, const char *parameters, double seconds)
+                           const char *path, const char *sha, const char *parameters, double seconds)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "file", file);
@@ -178,8 +180,12 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     cJSON_AddStringToObject(j, "model", r->model_name);
     cJSON_AddStringToObject(j, "model_hash", r->model_hash);
     if (sha) cJSON_AddStringToObject(j, "sha256", sha);
+    struct stat sb;
+    if (sha && lstat(path, &sb) == 0) cJSON_AddNumberToObject(j, "bytes", (double)sb.st_size);
     cJSON_AddStringToObject(j, "parameters", parameters);
     cJSON_AddNumberToObject(j, "seconds", round(seconds * 10) / 10);
+    /* The merge order of the shards' manifests (DESIGN.md "Output files"). */
+    cJSON_AddNumberToObject(j, "seq", (double)out_manifest_next_seq(&r->manifest));
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -230,7 +236,7 @@ static int ensure_line(run *r, const job_out *jo, const char *sha, double second
     const out_manifest_entry *e = out_manifest_find(&r->manifest, jo->file);
     if (e && e->sha256 && e->parameters && !strcmp(e->sha256, sha) && !strcmp(e->parameters, jo->parameters))
         return 0;
-    char *line = manifest_line(r, jo->jb, jo->p, jo->file, sha, jo->parameters, seconds);
+    char *line = manifest_line(r, jo->jb, jo->p, jo->file, jo->path, sha, jo->parameters, seconds);
     int rc = line ? out_manifest_append(&r->manifest, line, err) : fm_fail(err, FM_EINPUT, "out of memory");
     free(line);
     return rc;
@@ -254,8 +260,9 @@ static int batch_check(run *r, const job_out *jo, int *done, const char **reason
     if (r->o->force) return 0;
     if (out_manifest_lock(&r->manifest, err)) return err->code;
     char sha[65];
-    int rc = 0;
-    if ((*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
+    /* The image is there: another process (shard) may have listed it. */
+    int rc = out_manifest_refresh(&r->manifest, err);
+    if (!rc && (*done = job_done(r, jo, sha, reason))) rc = ensure_line(r, jo, sha, 0, err);
     out_manifest_unlock(&r->manifest);
     return rc;
 }
@@ -274,7 +281,15 @@ static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha,
     const char *what, *reason;
     char their_sha[65];
     int rc;
-    if (!r->o->force && out_path_kind(jo->path, &what) == OUT_REGULAR && job_done(r, jo, their_sha, &reason)) {
+    int theirs = out_path_kind(jo->path, &what) == OUT_REGULAR;
+    /* Made meanwhile by another process, which may have listed it in its
+     * own manifest: read the others before deciding. */
+    if (theirs && out_manifest_refresh(&r->manifest, err)) {
+        out_manifest_unlock(&r->manifest);
+        out_temp_discard(t);
+        return err->code;
+    }
+    if (!r->o->force && theirs && job_done(r, jo, their_sha, &reason)) {
         out_temp_discard(t);
         *raced = 1;
         rc = ensure_line(r, jo, their_sha, seconds, err);
@@ -319,6 +334,12 @@ static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *ba
         }
         j += images;
     }
+    if (!o->has_seed && n_base && (o->status || o->only_missing)) {
+        /* A random base seed would name other files than the run's. */
+        fprintf(stderr, "fmimage: %s: needs the run's --seed (jobs without their own seed are named by it)\n",
+                o->status ? "--status" : "--only-missing");
+        return 2;
+    }
     if (!o->has_seed) {
         *base = random_seed(n_base);
         return 0;
@@ -334,6 +355,30 @@ static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *ba
 
 /* Makes one image. Returns 0, FM_EINPUT (counted, the batch goes on) or
  * FM_EINTERRUPT. */
+/* The job's output file: path, and file (its name in the batch directory,
+ * or the path for a single image). Returns 0, or -1 when too long. */
+static int job_path(const run *r, const job *jb, char *file, char *path, size_t n_path)
+{
+    const cli_options *o = r->o;
+    int n;
+    if (r->dir) {
+        snprintf(file, n_path, "%s%05d-%llu.png", r->prefix, jb->index, (unsigned long long)jb->seed);
+        n = snprintf(path, n_path, "%s/%s", r->dir, file);
+    } else if (r->single_dir) {
+        n = snprintf(path, n_path, "%s/fmimage-%llu.png", r->single_dir, (unsigned long long)jb->seed);
+    } else if (o->output) {
+        n = snprintf(path, n_path, "%s", o->output);
+    } else {
+        n = snprintf(path, n_path, "fmimage-%llu.png", (unsigned long long)jb->seed);
+    }
+    if (n >= (int)n_path) {
+        fprintf(stderr, "fmimage: %s: path too long\n", r->dir ? r->dir : o->output);
+        return -1;
+    }
+    if (!r->dir) snprintf(file, n_path, "%s", path);
+    return 0;
+}
+
 static int run_job(run *r, const job *jb)
 {
     const cli_options *o = r->o;
@@ -341,22 +386,7 @@ static int run_job(run *r, const job *jb)
     fm_error err = {0};
     fm_params p;
     uint8_t *init = NULL, *rgb = NULL;
-    int n;
-    if (r->dir) {
-        snprintf(file, sizeof file, "%s%05d-%llu.png", r->prefix, jb->index, (unsigned long long)jb->seed);
-        n = snprintf(path, sizeof path, "%s/%s", r->dir, file);
-    } else if (r->single_dir) {
-        n = snprintf(path, sizeof path, "%s/fmimage-%llu.png", r->single_dir, (unsigned long long)jb->seed);
-    } else if (o->output) {
-        n = snprintf(path, sizeof path, "%s", o->output);
-    } else {
-        n = snprintf(path, sizeof path, "fmimage-%llu.png", (unsigned long long)jb->seed);
-    }
-    if (n >= (int)sizeof path) {
-        fprintf(stderr, "fmimage: %s: path too long\n", r->dir ? r->dir : o->output);
-        return FM_EINPUT;
-    }
-    if (!r->dir) snprintf(file, sizeof file, "%s", path);
+    if (job_path(r, jb, file, path, sizeof path)) return FM_EINPUT;
     char *params = NULL, sha[65];
     const char *reason = NULL, *what;
     int rc = job_params(r, jb, &p, &init, &err);
@@ -506,22 +536,28 @@ static int setup_output(run *r, fm_error *err)
         out_remove_stale_temps(temp_dir);
         return 0;
     }
-    const char *manifest = "manifest.jsonl";
     r->prefix = "";
     if (out && !is_dir && ends_with_png(out)) {
         const char *slash = strrchr(out, '/'), *base = slash ? slash + 1 : out;
         if (slash) snprintf(r->dir_buf, sizeof r->dir_buf, "%.*s", slash == out ? 1 : (int)(slash - out), out);
         else snprintf(r->dir_buf, sizeof r->dir_buf, ".");
-        snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base);
-        r->prefix = r->prefix_buf;
-        if (snprintf(temp_dir, sizeof temp_dir, "%smanifest.jsonl", r->prefix) >= (int)sizeof temp_dir)
+        if (snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base) >=
+            (int)sizeof r->manifest.prefix)
             return fm_fail(err, FM_EINPUT, "%s: path too long", out);
-        manifest = temp_dir;
+        r->prefix = r->prefix_buf;
     } else {
         snprintf(r->dir_buf, sizeof r->dir_buf, "%s", out ? out : "fmimage-out");
     }
     r->dir = r->dir_buf;
-    if (out_make_dir(r->dir, err) || out_manifest_open(&r->manifest, r->dir, manifest, err)) return err->code;
+    /* Each shard appends only to its own manifest, so no two machines ever
+     * append to one file (NFS appends are not atomic across clients). */
+    if (o->shard_n > 1)
+        snprintf(temp_dir, sizeof temp_dir, "%smanifest.d/%d-of-%d.jsonl", r->prefix, o->shard_k, o->shard_n);
+    else
+        snprintf(temp_dir, sizeof temp_dir, "%smanifest.jsonl", r->prefix);
+    if (o->status) /* reads only: nothing is created or cleaned */
+        return out_manifest_open(&r->manifest, r->dir, r->prefix, NULL, err) ? err->code : 0;
+    if (out_make_dir(r->dir, err) || out_manifest_open(&r->manifest, r->dir, r->prefix, temp_dir, err)) return err->code;
     out_remove_stale_temps(r->dir);
     return 0;
 }
@@ -530,6 +566,146 @@ static void free_lines(pf_line *lines, int n_lines)
 {
     for (int i = 0; i < n_lines; i++) pf_line_free(&lines[i]);
     free(lines);
+}
+
+typedef enum { JOB_DONE, JOB_MISSING, JOB_BROKEN } job_state;
+
+/* What is under a batch job's name now, without making anything: done (a
+ * finished image, as resume decides), missing (nothing there) or broken
+ * (anything else; why says what). With quick, a regular file whose
+ * manifest line carries the job's infotext counts as done unread
+ * (--only-missing: every process looks at every job). */
+static job_state check_job(run *r, const job *jb, int quick, char *file, size_t n_file, const char **why)
+{
+    char path[PATH_MAX];
+    *why = NULL;
+    if (jb->line && jb->line->line_no < 0) {
+        snprintf(file, n_file, "line %d", -jb->line->line_no);
+        *why = "the line does not parse";
+        return JOB_BROKEN;
+    }
+    if (job_path(r, jb, file, path, sizeof path)) {
+        *why = "path too long";
+        return JOB_BROKEN;
+    }
+    fm_params p;
+    uint8_t *init = NULL;
+    fm_error err = {0};
+    char *params = NULL;
+    if (!job_params(r, jb, &p, &init, &err)) params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err);
+    free(init);
+    if (!params) {
+        *why = "its settings are refused";
+        return JOB_BROKEN;
+    }
+    const char *what;
+    job_state st = JOB_BROKEN;
+    out_kind kind = out_path_kind(path, &what);
+    if (kind == OUT_ABSENT) {
+        st = JOB_MISSING;
+    } else if (kind == OUT_OTHER) {
+        *why = what;
+    } else if (quick) {
+        /* Listed with this infotext and still of the listed size: a file
+         * cut short or replaced since is made again. */
+        const out_manifest_entry *e = out_manifest_find(&r->manifest, file);
+        struct stat sb;
+        st = kind == OUT_REGULAR && e && e->sha256 && e->parameters && !strcmp(e->parameters, params) &&
+                     e->bytes >= 0 && lstat(path, &sb) == 0 && sb.st_size == e->bytes
+                 ? JOB_DONE
+                 : JOB_MISSING;
+    } else {
+        job_out jo = {jb, &p, file, path, params};
+        char sha[65];
+        if (job_done(r, &jo, sha, why)) st = JOB_DONE;
+        else if (!strcmp(*why, "was a symbolic link")) *why = "a symbolic link";
+    }
+    free(params);
+    return st;
+}
+
+#define MAX_STATUS_NAMES 20
+
+/* --status: one line per shard of N on stdout (N: --shard's, else the
+ * largest K-of-N among the manifests, else 1), a total, and the names of at
+ * most 20 missing and 20 broken jobs. 0 when every job is done, else 1. */
+static int status_report(run *r, const job *jobs, int n_jobs)
+{
+    int n = r->o->has_shard ? r->o->shard_n : r->manifest.shards_seen;
+    int (*count)[3] = calloc((size_t)n, sizeof *count);
+    if (!count) { fprintf(stderr, "fmimage: out of memory\n"); return 1; }
+    int shown[3] = {0}, total[3] = {0};
+    for (int i = 0; i < n_jobs && !interrupted; i++) {
+        char file[PATH_MAX];
+        const char *why;
+        job_state st = check_job(r, &jobs[i], 0, file, sizeof file, &why);
+        count[jobs[i].index % n][st]++;
+        total[st]++;
+        if (st == JOB_DONE || shown[st]++ >= MAX_STATUS_NAMES) continue;
+        printf("%s %s (shard %d/%d", st == JOB_MISSING ? "missing" : "broken", file, jobs[i].index % n, n);
+        if (jobs[i].line && jobs[i].line->line_no > 0) printf(", line %d", jobs[i].line->line_no);
+        printf(why ? "): %s\n" : ")\n", why);
+    }
+    for (int st = JOB_MISSING; st <= JOB_BROKEN; st++)
+        if (shown[st] > MAX_STATUS_NAMES)
+            printf("... and %d more %s\n", shown[st] - MAX_STATUS_NAMES, st == JOB_MISSING ? "missing" : "broken");
+    for (int k = 0; k < n; k++)
+        printf("shard %d/%d: %d done, %d missing, %d broken\n", k, n, count[k][JOB_DONE], count[k][JOB_MISSING],
+               count[k][JOB_BROKEN]);
+    printf("total: %d jobs, %d done, %d missing, %d broken\n", n_jobs, total[JOB_DONE], total[JOB_MISSING],
+           total[JOB_BROKEN]);
+    free(count);
+    return total[JOB_DONE] == n_jobs ? 0 : 1;
+}
+
+/* Every job of the run in order, bad lines included (line_no < 0). */
+static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, uint64_t base, int *n_jobs)
+{
+    job *v = NULL;
+    int n = 0, cap = 0, j = 0;
+    for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
+        const pf_line *l = o->prompt_file ? &lines[li] : NULL;
+        int images = line_images(o, l);
+        for (int i = 0; i < images; i++, j++) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                job *p = realloc(v, sizeof *p * (size_t)cap);
+                if (!p) { free(v); return NULL; }
+                v = p;
+            }
+            v[n++] = (job){.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
+        }
+    }
+    *n_jobs = n;
+    return v;
+}
+
+/* --only-missing: every job not listed as done, claimed one at a time so
+ * that any number of processes share them whatever they find done when they
+ * start; shard K starts K/N of the way into the list, so N processes start
+ * on different jobs. Returns the run's status, 0 if not interrupted. */
+static int run_missing(run *r, const job *jobs, int n_jobs)
+{
+    const cli_options *o = r->o;
+    int start = (int)((long long)o->shard_k * n_jobs / o->shard_n);
+    for (int t = 0; t < n_jobs; t++) {
+        const job *jb = &jobs[(start + t) % n_jobs];
+        if (jb->line && jb->line->line_no < 0) continue;
+        if (interrupted) return 128 + interrupted;
+        char file[PATH_MAX], claim[4096];
+        const char *why;
+        if (check_job(r, jb, 1, file, sizeof file, &why) == JOB_DONE) {
+            r->skipped++;
+            continue;
+        }
+        int fd;
+        if (!out_claim(r->dir, file, &fd, claim)) continue; /* another process makes it */
+        int rc = run_job(r, jb);
+        out_claim_release(fd, claim);
+        if (rc == FM_EINTERRUPT || interrupted) return 128 + (interrupted ? interrupted : SIGINT);
+        if (rc) r->failed = 1;
+    }
+    return 0;
 }
 
 static int generate(const cli_options *o)
@@ -578,7 +754,7 @@ static int generate(const cli_options *o)
         fm_model_free(r.model);
         return rc == FM_EUSAGE ? 2 : 1;
     }
-    if (!o->has_seed && !o->quiet) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
+    if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     if (setup_output(&r, &err)) {
         report(&err);
         free_lines(lines, n_lines);
@@ -590,19 +766,27 @@ static int generate(const cli_options *o)
     r.progress.tty = isatty(2);
     r.progress.interrupted = &interrupted;
     r.failed = bad > 0;
-    int j = 0, status = 0;
-    for (int li = 0; li < (o->prompt_file ? n_lines : 1) && !status; li++) {
-        const pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        int images = line_images(o, l);
-        for (int i = 0; i < images && !status; i++, j++) {
-            if (j % o->shard_n != o->shard_k || (l && l->line_no < 0)) continue;
+    int status = 0, n_jobs = 0;
+    job *jobs = list_jobs(o, lines, n_lines, base, &n_jobs);
+    if (!jobs && n_jobs) {
+        fprintf(stderr, "fmimage: out of memory\n");
+        status = 1;
+    } else if (o->status) {
+        status = status_report(&r, jobs, n_jobs);
+        r.failed = 0;
+    } else if (o->only_missing) {
+        status = run_missing(&r, jobs, n_jobs);
+    } else {
+        for (int i = 0; i < n_jobs && !status; i++) {
+            const job *jb = &jobs[i];
+            if (jb->index % o->shard_n != o->shard_k || (jb->line && jb->line->line_no < 0)) continue;
             if (interrupted) { status = 128 + interrupted; break; }
-            job jb = {.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
-            rc = run_job(&r, &jb);
+            rc = run_job(&r, jb);
             if (rc == FM_EINTERRUPT || interrupted) status = 128 + (interrupted ? interrupted : SIGINT);
             else if (rc) r.failed = 1;
         }
     }
+    free(jobs);
     free_lines(lines, n_lines);
     if (r.dir) out_manifest_close(&r.manifest);
     if (r.skipped && !o->quiet)
@@ -685,6 +869,19 @@ static void print_peak_rss(void)
         fprintf(stderr, "fmimage: peak RSS %.1f MB\n", ru.ru_maxrss / 1024.0);
 }
 
+static const char *env_get(const char *name) { return getenv(name); }
+
+/* Threads default to the CPUs the scheduler granted, not the machine's: a
+ * Slurm task or a container limited to 2 CPUs on a 64-core node runs 2
+ * threads (more would only wait for each other). */
+static int granted_cpus(void)
+{
+    cpu_set_t set;
+    int affinity = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : omp_get_num_procs();
+    const char *source;
+    return shard_granted_cpus("", affinity, env_get, &source);
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
@@ -692,6 +889,7 @@ int main(int argc, char **argv)
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;
     if (o.threads) omp_set_num_threads(o.threads);
+    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(granted_cpus());
     /* A file-size limit (ulimit -f) must become a write error that removes
      * the temporary file, not a kill that leaves it behind. */
     signal(SIGXFSZ, SIG_IGN);

@@ -1,5 +1,7 @@
 #include "options.h"
 
+#include "shard.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -30,7 +32,11 @@ void cli_print_help(void)
         "      --rng cuda|cpu       noise generator: A1111 NV (cuda) or PyTorch CPU (default cuda)\n"
         "      --batch-count N      images per prompt; image k uses seed+k (default 1)\n"
         "      --prompt-file FILE   one job per line, A1111 \"prompts from file\" syntax\n"
-        "      --shard K/N          run only jobs j with j mod N == K (default 0/1)\n"
+        "      --shard K/N|auto[/N] run only jobs j with j mod N == K (default 0/1); auto: K and N\n"
+        "                           from Slurm, a Kubernetes Indexed Job or FMIMAGE_SHARD=K/N\n"
+        "      --status             report done, missing and broken jobs per shard, make nothing\n"
+        "                           (exit 0 when complete, 1 otherwise)\n"
+        "      --only-missing       make just the unfinished jobs, shared among the N shards\n"
         "  -i, --init-image FILE    img2img from a PNG or JPEG\n"
         "      --strength X         img2img denoising strength in (0,1] (default 0.75)\n"
         "      --clip-skip N        A1111 clip skip (default 1)\n"
@@ -41,7 +47,8 @@ void cli_print_help(void)
         "                           needs AVX512_BF16, else fp32); f16 = fp32 (f16 weights\n"
         "                           always use fp32 math); auto = bf16 if the CPU has it,\n"
         "                           else fp32 (default auto)\n"
-        "  -t, --threads N          threads (default: all cores; OMP_NUM_THREADS respected)\n"
+        "  -t, --threads N          threads (default: the CPUs granted: affinity, cgroup quota,\n"
+        "                           SLURM_CPUS_PER_TASK; OMP_NUM_THREADS respected)\n"
         "      --metadata a1111|none  PNG parameters chunk (default a1111)\n"
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
@@ -52,8 +59,11 @@ void cli_print_help(void)
         "  -h, --help, --version\n"
         "\n"
         "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
-        "the machine's available memory); larger sizes are refused before sampling.\n");
+        "the machine's available memory); larger sizes are refused before sampling.\n"
+        "FMIMAGE_SHARD=K/N, or FMIMAGE_SHARD_COUNT=N with JOB_COMPLETION_INDEX, for --shard auto.\n");
 }
+
+static const char *env_get(const char *name) { return getenv(name); }
 
 /* "fmimage: WHAT: why", or "fmimage: why" when nothing narrower is at
  * fault (the program's own name is never the WHAT). */
@@ -136,7 +146,7 @@ static int bad_option(char **argv, const struct option *longs)
 enum {
     OPT_STEPS = 256, OPT_CFG, OPT_SAMPLER, OPT_SCHEDULER, OPT_SEED, OPT_RNG, OPT_BATCH, OPT_PFILE,
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
-    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION
+    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING
 };
 
 int cli_parse(int argc, char **argv, cli_options *o)
@@ -152,6 +162,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"metadata", 1, 0, OPT_META}, {"force", 0, 0, OPT_FORCE}, {"quiet", 0, 0, 'q'},
         {"verbose", 0, 0, 'v'}, {"info", 0, 0, OPT_INFO}, {"print-tokens", 1, 0, OPT_TOKENS},
         {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, 'h'}, {"version", 0, 0, OPT_VERSION},
+        {"status", 0, 0, OPT_STATUS}, {"only-missing", 0, 0, OPT_ONLY_MISSING},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -164,7 +175,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
     const char *mem = getenv("FMIMAGE_MEMORY_LIMIT");
     if (mem && *mem && parse_memory(mem, &o->memory_limit))
         return usage("FMIMAGE_MEMORY_LIMIT", "must be a positive number of bytes, optionally with K, M or G");
-    int c;
+    int c, shard_is_auto = 0, shard_auto_n = 0;
     long v;
     char label[40];
     while ((c = getopt_long(argc, argv, ":m:o:n:W:H:i:t:qvh", longs, NULL)) != -1) {
@@ -206,16 +217,28 @@ int cli_parse(int argc, char **argv, cli_options *o)
         case OPT_PFILE: o->prompt_file = arg; break;
         case OPT_SHARD: {
             long k, n;
-            char *slash = strchr(arg, '/');
+            const char *slash = strchr(arg, '/');
             char kbuf[32];
-            if (!slash || slash - arg >= (long)sizeof kbuf) return usage(opt_name, "must be K/N with 0 <= K < N");
+            const char *bad = "must be K/N with 0 <= K < N, auto or auto/N";
+            o->has_shard = 1;
+            if (!strncmp(arg, "auto", 4) && (!arg[4] || arg[4] == '/')) {
+                /* Resolved from the environment once the options are read. */
+                if (arg[4] && parse_long(arg + 5, 1, 1000000, &n)) return usage(opt_name, bad);
+                shard_auto_n = arg[4] ? (int)n : 0;
+                shard_is_auto = 1;
+                break;
+            }
+            shard_is_auto = 0;
+            if (!slash || slash - arg >= (long)sizeof kbuf) return usage(opt_name, bad);
             snprintf(kbuf, sizeof kbuf, "%.*s", (int)(slash - arg), arg);
             if (parse_long(kbuf, 0, 1000000, &k) || parse_long(slash + 1, 1, 1000000, &n) || k >= n)
-                return usage(opt_name, "must be K/N with 0 <= K < N");
+                return usage(opt_name, bad);
             o->shard_k = (int)k;
             o->shard_n = (int)n;
             break;
         }
+        case OPT_STATUS: o->status = 1; break;
+        case OPT_ONLY_MISSING: o->only_missing = 1; break;
         case 'i': o->init_image = arg; break;
         case OPT_STRENGTH:
             if (parse_finite(arg, &o->strength) || !(o->strength > 0 && o->strength <= 1))
@@ -265,6 +288,10 @@ int cli_parse(int argc, char **argv, cli_options *o)
         }
     }
     int rest = argc - optind;
+    if (shard_is_auto) {
+        char why[200];
+        if (shard_auto(shard_auto_n, env_get, &o->shard_k, &o->shard_n, why, sizeof why)) return usage(NULL, why);
+    }
     if (o->mode == MODE_GENERATE) {
         if (o->prompt_file && rest > 0) return usage(argv[optind], "a prompt and --prompt-file exclude each other");
         if (!o->prompt_file && rest != 1)
@@ -283,6 +310,11 @@ int cli_parse(int argc, char **argv, cli_options *o)
                      (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)o->batch_count - 1));
             return usage("--seed", why);
         }
+        int batch = o->prompt_file || o->batch_count > 1;
+        if (o->status && !batch) return usage("--status", "only for batches (--prompt-file or --batch-count)");
+        if (o->only_missing && !batch) return usage("--only-missing", "only for batches (--prompt-file or --batch-count)");
+        if (o->status && o->only_missing) return usage("--only-missing", "makes images; --status makes none");
+        if (o->only_missing && o->force) return usage("--only-missing", "and --force exclude each other");
     } else if (rest > 0) {
         return usage(argv[optind], "unexpected argument");
     }

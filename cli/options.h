@@ -29,6 +29,9 @@ typedef struct cli_options {
     size_t memory_limit; /* $FMIMAGE_MEMORY_LIMIT in bytes; 0 = MemAvailable */
     int metadata; /* 1 = a1111, 0 = none */
     int force, quiet, verbose;
+    int has_shard;    /* --shard given (K/N or auto) */
+    int status;       /* --status: report done / missing / broken, make nothing */
+    int only_missing; /* --only-missing: claim and make just the unfinished jobs */
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */

@@ -262,6 +262,8 @@ static int is_temp_name(const char *name, long *old_pid)
 {
     *old_pid = 0;
     if (!strncmp(name, TEMP_PREFIX, strlen(TEMP_PREFIX)) && strlen(name) == strlen(TEMP_TEMPLATE)) return 1;
+    /* A claim (--only-missing) nobody holds: its process is gone. */
+    if (!strncmp(name, ".fmimage-claim-", 15) && strlen(name) == 15 + 16) return 1;
     const char *t = name[0] == '.' ? strstr(name, ".png.tmp-") : NULL;
     if (!t) return 0;
     char *end;
@@ -446,25 +448,46 @@ static char *dup_string(const cJSON *j, const char *key)
     return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
 }
 
-/* One line: the last line naming a file wins. Lines that are not a JSON
- * object with a "file" are ignored. */
-static void take_line(out_manifest *m, const char *line)
+/* Whether a line at (seq, src, pos) comes after entry e: larger seq, then
+ * the later manifest name, then the later position in one file. */
+static int comes_after(long long seq, const char *src, off_t pos, const out_manifest_entry *e)
+{
+    if (seq != e->seq) return seq > e->seq;
+    int c = strcmp(src, e->src);
+    return c ? c > 0 : pos >= e->pos;
+}
+
+/* One line of manifest src at byte pos. Lines that are not a JSON object
+ * with a "file" are ignored. */
+static void take_line(out_manifest *m, const char *line, const char *src, off_t pos)
 {
     cJSON *j = cJSON_Parse(line);
     char *file = dup_string(j, "file");
     if (file && (m->n + 1) * 2 > m->cap && table_grow(m)) { free(file); file = NULL; }
     if (file) {
+        const cJSON *sq = cJSON_GetObjectItemCaseSensitive(j, "seq");
+        long long seq = cJSON_IsNumber(sq) && sq->valuedouble >= 0 && sq->valuedouble < 9e15 ? (long long)sq->valuedouble : 0;
+        if (seq > m->max_seq) m->max_seq = seq;
         out_manifest_entry *e = slot_for(m, file);
-        if (e->file) {
-            free(file);
-            free(e->sha256);
-            free(e->parameters);
+        if (!e->file || comes_after(seq, src, pos, e)) {
+            if (e->file) {
+                free(file);
+                free(e->sha256);
+                free(e->parameters);
+            } else {
+                e->file = file;
+                m->n++;
+            }
+            e->sha256 = dup_string(j, "sha256");
+            e->parameters = dup_string(j, "parameters");
+            const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bytes");
+            e->bytes = cJSON_IsNumber(b) && b->valuedouble >= 0 ? (long long)b->valuedouble : -1;
+            e->seq = seq;
+            e->src = src;
+            e->pos = pos;
         } else {
-            e->file = file;
-            m->n++;
+            free(file);
         }
-        e->sha256 = dup_string(j, "sha256");
-        e->parameters = dup_string(j, "parameters");
     }
     cJSON_Delete(j);
 }
@@ -481,7 +504,140 @@ static void table_clear(out_manifest *m)
     m->n = m->cap = 0;
 }
 
-/* The complete lines past read_to (called with the lock held). */
+/* The complete lines of fd from *from to its end, as manifest src; *from
+ * moves past the last complete line. A tail without its newline is not read. */
+static int read_lines(out_manifest *m, int fd, const char *src, off_t *from, const char *what, fm_error *err)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", what, strerror(errno));
+    char *line = NULL;
+    size_t len = 0, cap = 0;
+    off_t off = *from;
+    uint8_t buf[1 << 16];
+    while (off < sb.st_size) {
+        ssize_t r = pread(fd, buf, sizeof buf, off);
+        if (r <= 0) break;
+        for (ssize_t i = 0; i < r; i++) {
+            if (len + 1 >= cap) {
+                size_t nc = cap ? cap * 2 : 4096;
+                char *p = realloc(line, nc);
+                if (!p) { free(line); return fm_fail(err, FM_EINPUT, "%s: out of memory", what); }
+                line = p;
+                cap = nc;
+            }
+            if (buf[i] != '\n') { line[len++] = (char)buf[i]; continue; }
+            line[len] = 0;
+            take_line(m, line, src, off + i + 1 - (off_t)len - 1);
+            len = 0;
+            *from = off + i + 1;
+        }
+        off += r;
+    }
+    free(line);
+    return 0;
+}
+
+/* The index of manifest name in srcs (added if new), or -1. */
+static long add_src(out_manifest *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_srcs; i++)
+        if (!strcmp(m->srcs[i], name)) return (long)i;
+    char **p = realloc(m->srcs, (m->n_srcs + 1) * sizeof *p);
+    if (!p) return -1;
+    m->srcs = p;
+    off_t *o = realloc(m->srcs_read_to, (m->n_srcs + 1) * sizeof *o);
+    if (!o) return -1;
+    m->srcs_read_to = o;
+    if (!(p[m->n_srcs] = strdup(name))) return -1;
+    o[m->n_srcs] = 0;
+    return (long)m->n_srcs++;
+}
+
+/* Another process's manifest DIR/name (dfd: the directory holding it): its
+ * complete lines not read yet; never locked or written. A link or anything
+ * but a regular file is refused, as for one's own. */
+static int read_other(out_manifest *m, int dfd, const char *base, const char *name, fm_error *err)
+{
+    char what[8192];
+    snprintf(what, sizeof what, "%s/%s", m->dir, name);
+    if (m->own && !strcmp(name, m->own)) return 0;
+    int fd = openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        return fm_fail(err, FM_EINPUT, "%s: %s", what, errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
+    }
+    struct stat sb;
+    int rc = 0;
+    long i = add_src(m, name);
+    if (i < 0) rc = fm_fail(err, FM_EINPUT, "%s: out of memory", what);
+    else if (fstat(fd, &sb) != 0) rc = fm_fail(err, FM_EINPUT, "%s: %s", what, strerror(errno));
+    else if (!S_ISREG(sb.st_mode)) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", what, kind_name(sb.st_mode));
+    else {
+        if (sb.st_size < m->srcs_read_to[i]) m->srcs_read_to[i] = 0; /* cut back by its owner */
+        rc = read_lines(m, fd, m->srcs[i], &m->srcs_read_to[i], what, err);
+    }
+    close(fd);
+    return rc;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* PREFIXmanifest.d opened without following a link; create: made if missing.
+ * -1 with errno (ENOENT when absent and not to be made). */
+static int open_subdir(const out_manifest *m, const char *sub, int create)
+{
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", m->dir, sub);
+    if (create && mkdir(path, 0777) != 0 && errno != EEXIST) return -1;
+    return open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Every manifest but our own: PREFIXmanifest.jsonl, then the *.jsonl of
+ * PREFIXmanifest.d in name order. */
+static int read_others(out_manifest *m, fm_error *err)
+{
+    char name[600], sub[300];
+    snprintf(name, sizeof name, "%smanifest.jsonl", m->prefix);
+    snprintf(sub, sizeof sub, "%smanifest.d", m->prefix);
+    int dfd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errno == ENOENT ? 0 : fm_fail(err, FM_EINPUT, "%s: %s", m->dir, strerror(errno));
+    int rc = read_other(m, dfd, name, name, err);
+    close(dfd);
+    if (rc) return rc;
+    int sfd = open_subdir(m, sub, 0);
+    if (sfd < 0) {
+        if (errno == ENOENT) return 0;
+        return fm_fail(err, FM_EINPUT, "%s/%s: %s", m->dir, sub, errno == ELOOP || errno == ENOTDIR ? "not a directory (refused)" : strerror(errno));
+    }
+    DIR *d = fdopendir(dup(sfd));
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || len < 7 || strcmp(e->d_name + len - 6, ".jsonl")) continue;
+        char **p = realloc(names, (n + 1) * sizeof *p);
+        if (!p) break;
+        names = p;
+        if ((names[n] = strdup(e->d_name))) n++;
+        int k, shards;
+        char tail[16];
+        if (sscanf(e->d_name, "%d-of-%d%15s", &k, &shards, tail) == 3 && !strcmp(tail, ".jsonl") && shards > m->shards_seen)
+            m->shards_seen = shards;
+    }
+    if (d) closedir(d);
+    qsort(names, n, sizeof *names, by_name);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s/%s", sub, names[i]);
+        if (!rc) rc = read_other(m, sfd, names[i], name, err);
+        free(names[i]);
+    }
+    free(names);
+    close(sfd);
+    return rc;
+}
+
+/* Our own file's complete lines past read_to (called with the lock held). */
 static int read_new_lines(out_manifest *m, fm_error *err)
 {
     struct stat sb;
@@ -489,32 +645,11 @@ static int read_new_lines(out_manifest *m, fm_error *err)
     if (sb.st_size < m->read_to) { /* cut back by another process: read it all again */
         table_clear(m);
         m->read_to = 0;
+        for (size_t i = 0; i < m->n_srcs; i++) m->srcs_read_to[i] = 0;
+        int rc = read_others(m, err);
+        if (rc) return rc;
     }
-    char *line = NULL;
-    size_t len = 0, cap = 0;
-    off_t off = m->read_to;
-    uint8_t buf[1 << 16];
-    while (off < sb.st_size) {
-        ssize_t r = pread(m->fd, buf, sizeof buf, off);
-        if (r <= 0) break;
-        for (ssize_t i = 0; i < r; i++) {
-            if (len + 1 >= cap) {
-                size_t nc = cap ? cap * 2 : 4096;
-                char *p = realloc(line, nc);
-                if (!p) { free(line); return fm_fail(err, FM_EINPUT, "%s: out of memory", m->path); }
-                line = p;
-                cap = nc;
-            }
-            if (buf[i] != '\n') { line[len++] = (char)buf[i]; continue; }
-            line[len] = 0;
-            take_line(m, line);
-            len = 0;
-            m->read_to = off + i + 1;
-        }
-        off += r;
-    }
-    free(line);
-    return 0;
+    return read_lines(m, m->fd, m->own, &m->read_to, m->path, err);
 }
 
 /* A line without its newline was torn by a writer that died or hit a full
@@ -537,40 +672,76 @@ static void cut_torn_line(out_manifest *m)
         fprintf(stderr, "fmimage: %s: removed a torn last line (%lld bytes)\n", m->path, (long long)(end - keep));
 }
 
-int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_error *err)
+/* Opens DIR/own for appending: O_NOFOLLOW on the file, and on the
+ * subdirectory when own is "SUB/NAME". */
+static int open_own(out_manifest *m, const char *own, fm_error *err)
+{
+    const char *slash = strchr(own, '/');
+    int dfd;
+    if (slash) {
+        char sub[300];
+        snprintf(sub, sizeof sub, "%.*s", (int)(slash - own), own);
+        dfd = open_subdir(m, sub, 1);
+        if (dfd < 0)
+            return fm_fail(err, FM_EINPUT, "%s/%s: %s", m->dir, sub,
+                           errno == ELOOP || errno == ENOTDIR ? "not a directory (refused)" : strerror(errno));
+    } else {
+        dfd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->dir, strerror(errno));
+    }
+    /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
+    m->fd = openat(dfd, slash ? slash + 1 : own, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+    int e = errno;
+    close(dfd);
+    if (m->fd < 0)
+        return fm_fail(err, FM_EINPUT, "%s: %s", m->path, e == ELOOP ? "a symbolic link (refused)" : strerror(e));
+    struct stat sb;
+    if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", m->path, kind_name(sb.st_mode));
+    if (sb.st_nlink > 1) return fm_fail(err, FM_EINPUT, "%s: has other hard links (refused)", m->path);
+    return 0;
+}
+
+int out_manifest_open(out_manifest *m, const char *dir, const char *prefix, const char *own, fm_error *err)
 {
     memset(m, 0, sizeof *m);
     m->fd = -1;
-    if (snprintf(m->path, sizeof m->path, "%s/%s", dir, name) >= (int)sizeof m->path)
+    m->shards_seen = 1;
+    if (snprintf(m->dir, sizeof m->dir, "%s", dir) >= (int)sizeof m->dir ||
+        snprintf(m->prefix, sizeof m->prefix, "%s", prefix) >= (int)sizeof m->prefix ||
+        snprintf(m->path, sizeof m->path, "%s/%s", dir, own ? own : "") >= (int)sizeof m->path)
         return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
-    /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
-    m->fd = open(m->path, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
-    if (m->fd < 0)
-        return fm_fail(err, FM_EINPUT, "%s: %s", m->path,
-                       errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
-    struct stat sb;
     int rc = 0;
-    if (fstat(m->fd, &sb) != 0) rc = fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", m->path, kind_name(sb.st_mode));
-    else if (sb.st_nlink > 1) rc = fm_fail(err, FM_EINPUT, "%s: has other hard links (refused)", m->path);
-    if (!rc && !(rc = out_manifest_lock(m, err))) {
+    long i = own ? add_src(m, own) : 0;
+    if (i < 0) rc = fm_fail(err, FM_EINPUT, "%s: out of memory", m->path);
+    else if (own) m->own = m->srcs[i];
+    if (!rc && own) rc = open_own(m, own, err);
+    if (!rc && own && lock_fd(m->fd, LOCK_EX) != 0) rc = fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
+    if (!rc && own) {
         cut_torn_line(m);
         rc = read_new_lines(m, err);
         out_manifest_unlock(m);
     }
+    if (!rc) rc = read_others(m, err);
     if (rc) out_manifest_close(m);
     return rc;
 }
 
 int out_manifest_lock(out_manifest *m, fm_error *err)
 {
+    if (m->fd < 0) return 0; /* read-only */
     if (lock_fd(m->fd, LOCK_EX) != 0) return fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
     int rc = read_new_lines(m, err);
     if (rc) out_manifest_unlock(m);
     return rc;
 }
 
-void out_manifest_unlock(out_manifest *m) { flock(m->fd, LOCK_UN); }
+int out_manifest_refresh(out_manifest *m, fm_error *err) { return read_others(m, err); }
+
+void out_manifest_unlock(out_manifest *m)
+{
+    if (m->fd >= 0) flock(m->fd, LOCK_UN);
+}
 
 const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *file)
 {
@@ -579,8 +750,11 @@ const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *f
     return e->file ? e : NULL;
 }
 
+long long out_manifest_next_seq(const out_manifest *m) { return m->max_seq + 1; }
+
 int out_manifest_append(out_manifest *m, const char *json, fm_error *err)
 {
+    if (m->fd < 0) return fm_fail(err, FM_EINPUT, "%s: read-only", m->dir);
     struct stat sb;
     if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
     size_t n = strlen(json);
@@ -598,7 +772,7 @@ int out_manifest_append(out_manifest *m, const char *json, fm_error *err)
         return fm_fail(err, FM_EINPUT, "%s: %s", m->path, w < 0 ? strerror(e) : "short write");
     }
     if (m->read_to == sb.st_size) {
-        take_line(m, json);
+        take_line(m, json, m->own, sb.st_size);
         m->read_to = sb.st_size + (off_t)n + 1;
     }
     return 0;
@@ -609,6 +783,46 @@ void out_manifest_close(out_manifest *m)
     if (m->fd >= 0) close(m->fd);
     m->fd = -1;
     table_clear(m);
+    for (size_t i = 0; i < m->n_srcs; i++) free(m->srcs[i]);
+    free(m->srcs);
+    free(m->srcs_read_to);
+    m->srcs = NULL;
+    m->srcs_read_to = NULL;
+    m->n_srcs = 0;
+    m->own = NULL;
+}
+
+/* ---- claims (--only-missing) ---- */
+
+#define CLAIM_PREFIX ".fmimage-claim-"
+
+int out_claim(const char *dir, const char *file, int *fd, char path[4096])
+{
+    snprintf(path, 4096, "%s/" CLAIM_PREFIX "%016llx", dir, (unsigned long long)name_hash(file));
+    for (int attempt = 0; attempt < 10; attempt++) {
+        *fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+        if (*fd < 0) return 1; /* cannot claim: make it anyway (duplicates are harmless) */
+        if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            close(*fd);
+            *fd = -1;
+            if (e == EWOULDBLOCK) return 0;
+            return 1; /* no flock here */
+        }
+        /* Still the name's file: a releaser may have removed it meanwhile. */
+        struct stat a, b;
+        if (fstat(*fd, &a) == 0 && lstat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) return 1;
+        close(*fd);
+    }
+    *fd = -1;
+    return 1;
+}
+
+void out_claim_release(int fd, const char *path)
+{
+    if (fd < 0) return;
+    unlink(path);
+    close(fd);
 }
 
 static void cache_path(char *buf, size_t n)

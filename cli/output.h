@@ -57,30 +57,62 @@ void out_remove_stale_temps(const char *dir);
  * file's digest; 0 if not (why says what is wrong). */
 int out_png_complete(const char *path, char **parameters, char sha256_hex[65], const char **why);
 
-/* A batch manifest: the last line for each file name wins. */
+/* A batch's manifests: PREFIXmanifest.jsonl (unsharded runs) and
+ * PREFIXmanifest.d/K-of-N.jsonl (shard K of N), merged. For each file name
+ * the line that wins is the one with the largest (seq, manifest name, byte
+ * position): seq is one more than every seq its writer had read, so a line
+ * written after another was seen always wins over it. */
 typedef struct out_manifest_entry {
     char *file, *sha256, *parameters; /* sha256/parameters: NULL if absent */
+    long long seq;                    /* the line's "seq", 0 if none */
+    long long bytes;                  /* the line's "bytes", -1 if none */
+    const char *src;                  /* its manifest's name (one of srcs) */
+    off_t pos;                        /* its byte offset there */
 } out_manifest_entry;
 typedef struct out_manifest {
-    int fd;
-    char path[4096];
-    off_t read_to;                /* bytes of the file already parsed */
+    int fd;                       /* the file this process appends to; -1 read-only */
+    char path[4096];              /* DIR/own, for messages */
+    char dir[4096], prefix[256];
+    const char *own;              /* own name relative to dir (one of srcs) */
+    off_t read_to;                /* bytes of own already parsed */
+    char **srcs;                  /* names of the manifests read, relative to dir */
+    off_t *srcs_read_to;          /* bytes of each already parsed */
+    size_t n_srcs;
+    long long max_seq;
+    int shards_seen;              /* the largest N of a K-of-N.jsonl found, else 1 */
     out_manifest_entry *slots;    /* open-addressing table by file name */
     size_t n, cap;
 } out_manifest;
-/* Opens (creating) DIR/NAME without following a link; refuses anything but
- * a regular file with one link; cuts a torn last line off (saying so on
- * stderr) and reads the lines. */
-int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_error *err);
-/* The exclusive lock around "check done / append"; lock also reads the
- * lines other processes appended since. */
+/* Reads every manifest of the batch in dir whose file names start with
+ * prefix. own != NULL: also opens (creating) DIR/own to append to, without
+ * following a link (own may be "SUB/NAME": SUB is created, and refused if a
+ * link); refuses anything but a regular file with one link; cuts a torn last
+ * line off (saying so on stderr). own == NULL: reads only, creates nothing.
+ * Other processes' manifests are read, never written: a torn tail there is
+ * a line still being written, and is not read. */
+int out_manifest_open(out_manifest *m, const char *dir, const char *prefix, const char *own, fm_error *err);
+/* The exclusive lock around "check done / append" (own file); lock also
+ * reads the lines other processes appended to it since. */
 int out_manifest_lock(out_manifest *m, fm_error *err);
+/* Reads the lines appended to the other manifests since (new shards' files
+ * included): when an image another process may have made is looked at. */
+int out_manifest_refresh(out_manifest *m, fm_error *err);
 void out_manifest_unlock(out_manifest *m);
 const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *file);
+/* The seq for the next line this process appends. */
+long long out_manifest_next_seq(const out_manifest *m);
 /* Appends one line (a JSON object with "file", newline added) while locked.
  * A failed or short write is truncated back to the previous length. */
 int out_manifest_append(out_manifest *m, const char *json, fm_error *err);
 void out_manifest_close(out_manifest *m);
+
+/* --only-missing: an exclusive claim on making one job, an flock on
+ * DIR/.fmimage-claim-HASH held while the job is made (a dead process's claim
+ * goes with it). Returns 1 and *fd when claimed, 0 when another process holds
+ * it. */
+int out_claim(const char *dir, const char *file, int *fd, char path[4096]);
+/* Gives the claim up and removes its file. */
+void out_claim_release(int fd, const char *path);
 
 /* SHA-256 of a whole file as hex. */
 int out_file_sha256(const char *path, char hex[65], fm_error *err);

@@ -101,6 +101,39 @@ static inline uint8_t *cu_slurp(const char *path, size_t *len)
     return b;
 }
 
+/* A batch directory's manifests, concatenated (malloc'd, NULL if none):
+ * DIR/manifest.jsonl, then every DIR/manifest.d/ *.jsonl a sharded run
+ * writes (DESIGN.md "Output files"). */
+static inline char *cu_manifests(const char *dir, size_t *len)
+{
+    char path[1024];
+    size_t n = 0, cap = 1;
+    char *all = malloc(1);
+    int found = 0;
+    struct dirent **names = NULL;
+    snprintf(path, sizeof path, "%s/manifest.d", dir);
+    int k = scandir(path, &names, NULL, alphasort);
+    for (int i = -1; i < (k > 0 ? k : 0); i++) {
+        if (i < 0) snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
+        else if (names[i]->d_name[0] == '.') continue;
+        else snprintf(path, sizeof path, "%s/manifest.d/%s", dir, names[i]->d_name);
+        size_t l = 0;
+        uint8_t *d = cu_slurp(path, &l);
+        if (!d) continue;
+        found = 1;
+        all = realloc(all, cap += l);
+        memcpy(all + n, d, l);
+        n += l;
+        free(d);
+    }
+    for (int i = 0; i < k; i++) free(names[i]);
+    free(names);
+    all[n] = 0;
+    if (len) *len = n;
+    if (!found) { free(all); return NULL; }
+    return all;
+}
+
 /* Share of 8-bit values of two same-size PNGs that differ by at most 1. */
 static inline double cu_png_within_1(const char *a, const char *b)
 {

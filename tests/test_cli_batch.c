@@ -30,10 +30,8 @@ static int run_batch(const char *out_dir, const char *shard, char *err, size_t n
 
 static int count_manifest_lines(const char *dir, int check_files)
 {
-    char path[400];
-    snprintf(path, sizeof path, "%s/manifest.jsonl", dir);
     size_t len;
-    char *text = (char *)cu_slurp(path, &len);
+    char *text = cu_manifests(dir, &len);
     if (!text) return 0;
     int n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), n++) {
