@@ -103,9 +103,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
 tools: $(TOOLS)
 
 # tests/test_noalloc counts the library's calls to the C allocator while it
-# samples: its link redirects them (and fm_sample, the counting window).
+# samples: its link redirects them (and smp_sample, the counting window).
 comma := ,
-NOALLOC_WRAP := malloc calloc realloc posix_memalign aligned_alloc strdup strndup fm_sample
+NOALLOC_WRAP := malloc calloc realloc posix_memalign aligned_alloc strdup strndup smp_sample
 $(BUILD)/tests/test_noalloc: LDFLAGS += $(addprefix -Wl$(comma)--wrap=,$(NOALLOC_WRAP))
 
 # Tests run from the repository root (they read tests/data/...). Each test

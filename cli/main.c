@@ -115,13 +115,13 @@ typedef struct run {
  * ComfyUI always names both. */
 static int job_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
 {
-    if (!scheduler) scheduler = sampler && fm_sampler_find(sampler) < 0 ? "automatic" : p->scheduler;
-    fm_sampler_id s;
-    fm_scheduler_id sch;
-    int rc = fm_sampler_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
+    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
+    smp_id s;
+    smp_scheduler_id sch;
+    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
     if (rc) return rc;
-    snprintf(p->sampler, sizeof p->sampler, "%s", fm_sampler_name(s));
-    snprintf(p->scheduler, sizeof p->scheduler, "%s", fm_scheduler_name(sch));
+    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(s));
+    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
     return 0;
 }
 
@@ -231,7 +231,7 @@ static int ensure_line(run *r, const job_out *jo, const char *sha, double second
     if (e && e->sha256 && e->parameters && !strcmp(e->sha256, sha) && !strcmp(e->parameters, jo->parameters))
         return 0;
     char *line = manifest_line(r, jo->jb, jo->p, jo->file, sha, jo->parameters, seconds);
-    int rc = line ? out_manifest_append(&r->manifest, line, err) : fm_fail(err, FM_EINPUT, "out of memory");
+    int rc = line ? out_manifest_append(&r->manifest, line, err) : core_fail(err, FM_EINPUT, "out of memory");
     free(line);
     return rc;
 }
@@ -245,7 +245,7 @@ static int batch_check(run *r, const job_out *jo, int *done, const char **reason
     *reason = NULL;
     *done = 0;
     out_kind kind = out_path_kind(jo->path, &what);
-    if (kind == OUT_OTHER) return fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", jo->path, what);
+    if (kind == OUT_OTHER) return core_fail(err, FM_EINPUT, "%s: not a regular file (%s)", jo->path, what);
     if (kind == OUT_ABSENT) return 0;
     if (kind == OUT_SYMLINK) {
         *reason = "was a symbolic link";
@@ -376,12 +376,12 @@ static int run_job(run *r, const job *jb)
     } else if (!rc) {
         /* Checked before the work, and again at the rename. */
         out_kind kind = out_path_kind(path, &what);
-        if (kind == OUT_OTHER) rc = fm_fail(&err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
+        if (kind == OUT_OTHER) rc = core_fail(&err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
         else if (kind != OUT_ABSENT && !o->force)
-            rc = fm_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
+            rc = core_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     }
     if (!rc && !(rgb = malloc((size_t)p.width * p.height * 3)))
-        rc = fm_fail(&err, FM_EINPUT, "%s: out of memory", path);
+        rc = core_fail(&err, FM_EINPUT, "%s: out of memory", path);
     double t0 = cli_now();
     if (!rc) {
         cli_progress_start(&r->progress, file);
@@ -490,7 +490,7 @@ static int setup_output(run *r, fm_error *err)
     int is_dir = out && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
     size_t len = out ? strlen(out) : 0;
     int single = !o->prompt_file && o->batch_count == 1;
-    if (len >= sizeof r->dir_buf) return fm_fail(err, FM_EINPUT, "%s: path too long", out);
+    if (len >= sizeof r->dir_buf) return core_fail(err, FM_EINPUT, "%s: path too long", out);
     char temp_dir[PATH_MAX];
     if (single) {
         if (out && (is_dir || (len && out[len - 1] == '/'))) {
@@ -515,7 +515,7 @@ static int setup_output(run *r, fm_error *err)
         snprintf(r->prefix_buf, sizeof r->prefix_buf, "%.*s-", (int)strlen(base) - 4, base);
         r->prefix = r->prefix_buf;
         if (snprintf(temp_dir, sizeof temp_dir, "%smanifest.jsonl", r->prefix) >= (int)sizeof temp_dir)
-            return fm_fail(err, FM_EINPUT, "%s: path too long", out);
+            return core_fail(err, FM_EINPUT, "%s: path too long", out);
         manifest = temp_dir;
     } else {
         snprintf(r->dir_buf, sizeof r->dir_buf, "%s", out ? out : "fmimage-out");

@@ -80,30 +80,30 @@ out_kind out_path_kind(const char *path, const char **what)
 
 static int fd_sha256(int fd, char hex[65])
 {
-    fm_sha256 s;
-    fm_sha256_init(&s);
+    core_sha256 s;
+    core_sha256_init(&s);
     uint8_t buf[1 << 16];
     ssize_t r;
     off_t off = 0;
     while ((r = pread(fd, buf, sizeof buf, off)) > 0) {
-        fm_sha256_update(&s, buf, (size_t)r);
+        core_sha256_update(&s, buf, (size_t)r);
         off += r;
     }
     if (r < 0) return -1;
     uint8_t d[32];
-    fm_sha256_final(&s, d);
-    fm_hex(d, 32, hex);
+    core_sha256_final(&s, d);
+    core_hex(d, 32, hex);
     return 0;
 }
 
 int out_file_sha256(const char *path, char hex[65], fm_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (fd < 0) return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     int rc = fd_sha256(fd, hex);
     int e = errno;
     close(fd);
-    if (rc) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
+    if (rc) return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
     return 0;
 }
 
@@ -136,9 +136,9 @@ static int make_locked_temp(out_temp *t, const char *dir, fm_error *err)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         if (snprintf(t->path, sizeof t->path, "%s/" TEMP_TEMPLATE, dir) >= (int)sizeof t->path)
-            return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
+            return core_fail(err, FM_EINPUT, "%s: path too long", dir);
         t->fd = mkostemp(t->path, O_CLOEXEC);
-        if (t->fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
+        if (t->fd < 0) return core_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
         struct stat a, b;
         if (lock_fd(t->fd, LOCK_EX) == 0 && fstat(t->fd, &a) == 0 && lstat(t->path, &b) == 0 &&
             a.st_ino == b.st_ino && a.st_dev == b.st_dev)
@@ -146,7 +146,7 @@ static int make_locked_temp(out_temp *t, const char *dir, fm_error *err)
         close(t->fd);
         t->fd = -1;
     }
-    return fm_fail(err, FM_EINPUT, "%s: cannot create a temporary file", dir);
+    return core_fail(err, FM_EINPUT, "%s: cannot create a temporary file", dir);
 }
 
 int out_temp_write(out_temp *t, const char *final_path, const uint8_t *rgb, int width, int height,
@@ -179,10 +179,10 @@ int out_temp_write(out_temp *t, const char *final_path, const uint8_t *rgb, int 
     const char *target = access(self, W_OK) == 0 ? self : t->path;
     fm_error e = {0};
     rc = fm_png_write(target, rgb, width, height, parameters, &e);
-    if (!rc && sha256_hex && fd_sha256(t->fd, sha256_hex)) rc = fm_fail(&e, FM_EINPUT, "x: %s", strerror(errno));
+    if (!rc && sha256_hex && fd_sha256(t->fd, sha256_hex)) rc = core_fail(&e, FM_EINPUT, "x: %s", strerror(errno));
     if (rc) {
         const char *why = strncmp(e.msg, target, strlen(target)) == 0 ? e.msg + strlen(target) : strchr(e.msg, ':');
-        fm_fail(err, rc, "%s%s", final_path, why ? why : ": write failed");
+        core_fail(err, rc, "%s%s", final_path, why ? why : ": write failed");
         out_temp_discard(t);
     }
     return rc;
@@ -214,12 +214,12 @@ int out_temp_commit(out_temp *t, const char *path, int replace, fm_error *err)
     const char *what;
     out_kind kind = out_path_kind(path, &what);
     int rc = 0;
-    if (kind == OUT_OTHER) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
+    if (kind == OUT_OTHER) rc = core_fail(err, FM_EINPUT, "%s: not a regular file (%s)", path, what);
     else if (!replace && kind != OUT_ABSENT)
-        rc = fm_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
+        rc = core_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     else if (replace ? rename(t->path, path) : rename_noreplace(t->path, path))
-        rc = errno == EEXIST ? fm_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path)
-                             : fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+        rc = errno == EEXIST ? core_fail(err, FM_EINPUT, "%s: exists (use --force to overwrite)", path)
+                             : core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     if (rc) {
         out_temp_discard(t);
         return rc;
@@ -237,22 +237,22 @@ int out_make_dir(const char *dir, fm_error *err)
 {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
+        return core_fail(err, FM_EINPUT, "%s: path too long", dir);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == 0) {
             char c = *p;
             *p = 0;
             if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return fm_fail(err, FM_EINPUT, "%s: %s", buf, strerror(errno));
+                return core_fail(err, FM_EINPUT, "%s: %s", buf, strerror(errno));
             *p = c;
             if (!c) break;
         }
     }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return fm_fail(err, FM_EINPUT, "%s: not a directory", dir);
+        return core_fail(err, FM_EINPUT, "%s: not a directory", dir);
     if (access(dir, W_OK) != 0)
-        return fm_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
     return 0;
 }
 
@@ -302,7 +302,7 @@ typedef struct png_reader {
     int fd;
     uint8_t buf[1 << 16];
     size_t pos, len;
-    fm_sha256 sha;
+    core_sha256 sha;
 } png_reader;
 
 /* n bytes into dst (NULL: skipped), through crc if non-NULL. 0 or -1 (end). */
@@ -312,7 +312,7 @@ static int rd_get(png_reader *r, uint8_t *dst, size_t n, uLong *crc)
         if (r->pos == r->len) {
             ssize_t got = read(r->fd, r->buf, sizeof r->buf);
             if (got <= 0) return -1;
-            fm_sha256_update(&r->sha, r->buf, (size_t)got);
+            core_sha256_update(&r->sha, r->buf, (size_t)got);
             r->pos = 0;
             r->len = (size_t)got;
         }
@@ -396,12 +396,12 @@ int out_png_complete(const char *path, char **parameters, char sha256_hex[65], c
     }
     r->fd = fd;
     r->pos = r->len = 0;
-    fm_sha256_init(&r->sha);
+    core_sha256_init(&r->sha);
     *why = png_walk(r, parameters);
     if (!*why) {
         uint8_t d[32];
-        fm_sha256_final(&r->sha, d);
-        fm_hex(d, 32, sha256_hex);
+        core_sha256_final(&r->sha, d);
+        core_hex(d, 32, sha256_hex);
     } else {
         free(*parameters);
         *parameters = NULL;
@@ -485,7 +485,7 @@ static void table_clear(out_manifest *m)
 static int read_new_lines(out_manifest *m, fm_error *err)
 {
     struct stat sb;
-    if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    if (fstat(m->fd, &sb) != 0) return core_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
     if (sb.st_size < m->read_to) { /* cut back by another process: read it all again */
         table_clear(m);
         m->read_to = 0;
@@ -501,7 +501,7 @@ static int read_new_lines(out_manifest *m, fm_error *err)
             if (len + 1 >= cap) {
                 size_t nc = cap ? cap * 2 : 4096;
                 char *p = realloc(line, nc);
-                if (!p) { free(line); return fm_fail(err, FM_EINPUT, "%s: out of memory", m->path); }
+                if (!p) { free(line); return core_fail(err, FM_EINPUT, "%s: out of memory", m->path); }
                 line = p;
                 cap = nc;
             }
@@ -542,17 +542,17 @@ int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_err
     memset(m, 0, sizeof *m);
     m->fd = -1;
     if (snprintf(m->path, sizeof m->path, "%s/%s", dir, name) >= (int)sizeof m->path)
-        return fm_fail(err, FM_EINPUT, "%s: path too long", dir);
+        return core_fail(err, FM_EINPUT, "%s: path too long", dir);
     /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
     m->fd = open(m->path, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
     if (m->fd < 0)
-        return fm_fail(err, FM_EINPUT, "%s: %s", m->path,
+        return core_fail(err, FM_EINPUT, "%s: %s", m->path,
                        errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
     struct stat sb;
     int rc = 0;
-    if (fstat(m->fd, &sb) != 0) rc = fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) rc = fm_fail(err, FM_EINPUT, "%s: not a regular file (%s)", m->path, kind_name(sb.st_mode));
-    else if (sb.st_nlink > 1) rc = fm_fail(err, FM_EINPUT, "%s: has other hard links (refused)", m->path);
+    if (fstat(m->fd, &sb) != 0) rc = core_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode)) rc = core_fail(err, FM_EINPUT, "%s: not a regular file (%s)", m->path, kind_name(sb.st_mode));
+    else if (sb.st_nlink > 1) rc = core_fail(err, FM_EINPUT, "%s: has other hard links (refused)", m->path);
     if (!rc && !(rc = out_manifest_lock(m, err))) {
         cut_torn_line(m);
         rc = read_new_lines(m, err);
@@ -564,7 +564,7 @@ int out_manifest_open(out_manifest *m, const char *dir, const char *name, fm_err
 
 int out_manifest_lock(out_manifest *m, fm_error *err)
 {
-    if (lock_fd(m->fd, LOCK_EX) != 0) return fm_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
+    if (lock_fd(m->fd, LOCK_EX) != 0) return core_fail(err, FM_EINPUT, "%s: lock: %s", m->path, strerror(errno));
     int rc = read_new_lines(m, err);
     if (rc) out_manifest_unlock(m);
     return rc;
@@ -582,10 +582,10 @@ const out_manifest_entry *out_manifest_find(const out_manifest *m, const char *f
 int out_manifest_append(out_manifest *m, const char *json, fm_error *err)
 {
     struct stat sb;
-    if (fstat(m->fd, &sb) != 0) return fm_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
+    if (fstat(m->fd, &sb) != 0) return core_fail(err, FM_EINPUT, "%s: %s", m->path, strerror(errno));
     size_t n = strlen(json);
     char *line = malloc(n + 1);
-    if (!line) return fm_fail(err, FM_EINPUT, "%s: out of memory", m->path);
+    if (!line) return core_fail(err, FM_EINPUT, "%s: out of memory", m->path);
     memcpy(line, json, n);
     line[n] = '\n';
     ssize_t w = write(m->fd, line, n + 1);
@@ -595,7 +595,7 @@ int out_manifest_append(out_manifest *m, const char *json, fm_error *err)
     if (w != (ssize_t)(n + 1)) {
         /* Leave the file as it was: a half line would break every reader. */
         if (ftruncate(m->fd, sb.st_size)) { /* the next open cuts it */ }
-        return fm_fail(err, FM_EINPUT, "%s: %s", m->path, w < 0 ? strerror(e) : "short write");
+        return core_fail(err, FM_EINPUT, "%s: %s", m->path, w < 0 ? strerror(e) : "short write");
     }
     if (m->read_to == sb.st_size) {
         take_line(m, json);
@@ -623,7 +623,7 @@ int out_model_hash(const char *path, char hash10[11], fm_error *err)
     char abs[PATH_MAX], dir[PATH_MAX], file[PATH_MAX + 16];
     struct stat sb;
     if (!realpath(path, abs) || stat(abs, &sb) != 0)
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     cache_path(dir, sizeof dir);
     snprintf(file, sizeof file, "%s/hashes.tsv", dir);
     /* Lines: path<TAB>size<TAB>mtime_ns<TAB>sha256 */

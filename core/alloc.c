@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void *fm_alloc(size_t bytes)
+void *core_alloc(size_t bytes)
 {
     void *p = NULL;
     if (bytes == 0)
@@ -13,19 +13,19 @@ void *fm_alloc(size_t bytes)
     return p;
 }
 
-void *fm_calloc(size_t bytes)
+void *core_calloc(size_t bytes)
 {
-    void *p = fm_alloc(bytes);
+    void *p = core_alloc(bytes);
     if (p)
         memset(p, 0, bytes);
     return p;
 }
 
-void fm_free(void *p) { free(p); }
+void core_free(void *p) { free(p); }
 
-void *fm_alloc_hooked(const fm_alloc_hook *hook, size_t bytes)
+void *core_alloc_hooked(const core_alloc_hook *hook, size_t bytes)
 {
     if (hook && hook->refuse && hook->refuse(hook->user, bytes))
         return NULL;
-    return fm_alloc(bytes);
+    return core_alloc(bytes);
 }

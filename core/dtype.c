@@ -12,11 +12,11 @@ static const struct { const char *name; size_t size; } dtype_info[FM_DT_COUNT] =
     [FM_DT_U8] = {"U8", 1},
 };
 
-size_t fm_dtype_size(fm_dtype t) { return (unsigned)t < FM_DT_COUNT ? dtype_info[t].size : 0; }
-const char *fm_dtype_name(fm_dtype t) { return (unsigned)t < FM_DT_COUNT ? dtype_info[t].name : "?"; }
+size_t core_dtype_size(core_dtype t) { return (unsigned)t < FM_DT_COUNT ? dtype_info[t].size : 0; }
+const char *core_dtype_name(core_dtype t) { return (unsigned)t < FM_DT_COUNT ? dtype_info[t].name : "?"; }
 
 /* IEEE half -> float, exact for every input including subnormals, inf, NaN. */
-float fm_f16_to_f32_1(uint16_t h)
+float core_f16_to_f32_1(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
@@ -39,7 +39,7 @@ float fm_f16_to_f32_1(uint16_t h)
 }
 
 /* float -> half, round to nearest even, overflow to inf. */
-uint16_t fm_f32_to_f16_1(float f)
+uint16_t core_f32_to_f16_1(float f)
 {
     uint32_t x;
     memcpy(&x, &f, 4);
@@ -73,14 +73,14 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, con
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++)
-        dst[i] = fm_f16_to_f32_1(src[i]);
+        dst[i] = core_f16_to_f32_1(src[i]);
 }
 #endif
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"),
  * asked once: cpuid traps to the hypervisor in a VM, and the kernels convert
  * weights in small blocks millions of times per image. */
-int fm_cpu_has_f16c_avx2(void)
+int core_cpu_has_f16c_avx2(void)
 {
 #if defined(__x86_64__)
     static _Atomic int cached = -1;
@@ -96,19 +96,19 @@ int fm_cpu_has_f16c_avx2(void)
 #endif
 }
 
-void fm_f16_to_f32(float *dst, const uint16_t *src, size_t n)
+void core_f16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
 #if defined(__x86_64__)
-    if (fm_cpu_has_f16c_avx2()) {
+    if (core_cpu_has_f16c_avx2()) {
         f16_to_f32_f16c(dst, src, n);
         return;
     }
 #endif
     for (size_t i = 0; i < n; i++)
-        dst[i] = fm_f16_to_f32_1(src[i]);
+        dst[i] = core_f16_to_f32_1(src[i]);
 }
 
-void fm_bf16_to_f32(float *dst, const uint16_t *src, size_t n)
+void core_bf16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
     /* A shift; compilers vectorise this loop at -O3. */
     uint32_t *d = (uint32_t *)dst;
@@ -116,13 +116,13 @@ void fm_bf16_to_f32(float *dst, const uint16_t *src, size_t n)
         d[i] = (uint32_t)src[i] << 16;
 }
 
-void fm_f32_to_f16(uint16_t *dst, const float *src, size_t n)
+void core_f32_to_f16(uint16_t *dst, const float *src, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        dst[i] = fm_f32_to_f16_1(src[i]);
+        dst[i] = core_f32_to_f16_1(src[i]);
 }
 
-void fm_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
+void core_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
 {
     const uint32_t *s = (const uint32_t *)src;
     for (size_t i = 0; i < n; i++) {
@@ -136,12 +136,12 @@ void fm_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
     }
 }
 
-void fm_convert_to_f32(float *dst, const void *src, fm_dtype t, size_t n)
+void core_convert_to_f32(float *dst, const void *src, core_dtype t, size_t n)
 {
     switch (t) {
     case FM_DT_F32: memcpy(dst, src, n * 4); break;
-    case FM_DT_F16: fm_f16_to_f32(dst, src, n); break;
-    case FM_DT_BF16: fm_bf16_to_f32(dst, src, n); break;
+    case FM_DT_F16: core_f16_to_f32(dst, src, n); break;
+    case FM_DT_BF16: core_bf16_to_f32(dst, src, n); break;
     /* Tensors in a file need not be aligned to their element size: memcpy. */
     case FM_DT_F64: for (size_t i = 0; i < n; i++) { double v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
     case FM_DT_I64: for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-void fm_error_clear(fm_error *err)
+void core_error_clear(fm_error *err)
 {
     if (err) {
         err->code = FM_OK;
@@ -12,7 +12,7 @@ void fm_error_clear(fm_error *err)
     }
 }
 
-int fm_fail(fm_error *err, int code, const char *fmt, ...)
+int core_fail(fm_error *err, int code, const char *fmt, ...)
 {
     if (!err)
         return code;
@@ -28,7 +28,7 @@ int fm_fail(fm_error *err, int code, const char *fmt, ...)
     return code;
 }
 
-void fm_error_prefix(fm_error *err, const char *what)
+void core_error_prefix(fm_error *err, const char *what)
 {
     if (!err || err->code == FM_OK || !what)
         return;

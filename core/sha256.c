@@ -34,7 +34,7 @@ static void compress(uint32_t h[8], const uint8_t *p)
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
-void fm_sha256_init(fm_sha256 *s)
+void core_sha256_init(core_sha256 *s)
 {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -43,7 +43,7 @@ void fm_sha256_init(fm_sha256 *s)
     s->nbuf = 0;
 }
 
-void fm_sha256_update(fm_sha256 *s, const void *data, size_t n)
+void core_sha256_update(core_sha256 *s, const void *data, size_t n)
 {
     const uint8_t *p = data;
     s->len += n;
@@ -61,23 +61,23 @@ void fm_sha256_update(fm_sha256 *s, const void *data, size_t n)
     s->nbuf = n;
 }
 
-void fm_sha256_final(fm_sha256 *s, uint8_t digest[32])
+void core_sha256_final(core_sha256 *s, uint8_t digest[32])
 {
     uint64_t bits = s->len * 8;
     uint8_t pad = 0x80, zero = 0;
-    fm_sha256_update(s, &pad, 1);
+    core_sha256_update(s, &pad, 1);
     while (s->nbuf != 56)
-        fm_sha256_update(s, &zero, 1);
+        core_sha256_update(s, &zero, 1);
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
-    fm_sha256_update(s, lenb, 8);
+    core_sha256_update(s, lenb, 8);
     for (int i = 0; i < 8; i++) {
         digest[4 * i] = (uint8_t)(s->h[i] >> 24); digest[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
         digest[4 * i + 2] = (uint8_t)(s->h[i] >> 8); digest[4 * i + 3] = (uint8_t)s->h[i];
     }
 }
 
-void fm_hex(const uint8_t *bytes, size_t n, char *out)
+void core_hex(const uint8_t *bytes, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -87,12 +87,12 @@ void fm_hex(const uint8_t *bytes, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-void fm_sha256_hex(const void *data, size_t n, char hex[65])
+void core_sha256_hex(const void *data, size_t n, char hex[65])
 {
-    fm_sha256 s;
+    core_sha256 s;
     uint8_t d[32];
-    fm_sha256_init(&s);
-    fm_sha256_update(&s, data, n);
-    fm_sha256_final(&s, d);
-    fm_hex(d, 32, hex);
+    core_sha256_init(&s);
+    core_sha256_update(&s, data, n);
+    core_sha256_final(&s, d);
+    core_hex(d, 32, hex);
 }

@@ -5,18 +5,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct fm_sha256 {
+typedef struct core_sha256 {
     uint32_t h[8];
     uint64_t len;
     uint8_t buf[64];
     size_t nbuf;
-} fm_sha256;
+} core_sha256;
 
-void fm_sha256_init(fm_sha256 *s);
-void fm_sha256_update(fm_sha256 *s, const void *data, size_t n);
-void fm_sha256_final(fm_sha256 *s, uint8_t digest[32]);
+void core_sha256_init(core_sha256 *s);
+void core_sha256_update(core_sha256 *s, const void *data, size_t n);
+void core_sha256_final(core_sha256 *s, uint8_t digest[32]);
 /* Lower-case hex of data's digest into hex[65]. */
-void fm_sha256_hex(const void *data, size_t n, char hex[65]);
-void fm_hex(const uint8_t *bytes, size_t n, char *out);
+void core_sha256_hex(const void *data, size_t n, char hex[65]);
+void core_hex(const uint8_t *bytes, size_t n, char *out);
 
 #endif

@@ -19,14 +19,14 @@ static void count_tensor(void *user, const char *name, int ndim, const int64_t *
     else t->absent++;
 }
 
-int fm_count_bound(const fm_model_config *cfg, const wt_source *st, int64_t *bound, int64_t *absent)
+int df_count_bound(const wt_model_config *cfg, const wt_source *st, int64_t *bound, int64_t *absent)
 {
     tally t = {st, 0, 0};
     fm_error err = {0};
-    int rc = fm_unet_list_tensors(&cfg->unet, count_tensor, &t, &err) ||
-             fm_vae_list_tensors(&cfg->vae, count_tensor, &t, &err);
+    int rc = un_list_tensors(&cfg->unet, count_tensor, &t, &err) ||
+             vae_list_tensors(&cfg->vae, count_tensor, &t, &err);
     for (int i = 0; !rc && i < cfg->n_text; i++)
-        rc = fm_text_tower_list_tensors(&cfg->text[i], count_tensor, &t, &err);
+        rc = te_tower_list_tensors(&cfg->text[i], count_tensor, &t, &err);
     *bound = t.bound;
     *absent = t.absent;
     return rc ? FM_EINPUT : 0;

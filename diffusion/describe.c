@@ -55,7 +55,7 @@ static const char *prediction_str(fm_prediction p)
     return p == FM_PRED_EPS ? "eps" : p == FM_PRED_V ? "v" : "auto (unknown from the file; probed at load)";
 }
 
-static void describe_text(out *o, const fm_text_config *t, int i)
+static void describe_text(out *o, const wt_text_config *t, int i)
 {
     put(o, "text[%d]: %s, %s\n", i, t->kind == FM_TEXT_CLIP ? "CLIP (Hugging Face names)" : "OpenCLIP", t->prefix);
     put(o, "  width %d, layers %d, heads %d, intermediate_size %d, vocab_size %d, max_length %d\n", t->width,
@@ -66,14 +66,14 @@ static void describe_text(out *o, const fm_text_config *t, int i)
         t->final_ln_on_output ? " + final layer norm" : " (no final layer norm)");
 }
 
-char *fm_config_describe(const fm_model_config *cfg, const wt_source *st)
+char *df_config_describe(const wt_model_config *cfg, const wt_source *st)
 {
     out o = {malloc(4096), 0, 4096, 0};
     if (!o.s) return NULL;
     o.s[0] = 0;
-    const fm_unet_config *u = &cfg->unet;
-    const fm_vae_config *v = &cfg->vae;
-    put(&o, "family: %s\n", fm_family_str(cfg->family));
+    const wt_unet_config *u = &cfg->unet;
+    const wt_vae_config *v = &cfg->vae;
+    put(&o, "family: %s\n", df_family_str(cfg->family));
     put(&o, "prediction: %s\n", prediction_str(cfg->prediction));
     put(&o, "unet: %s\n  in_channels %d, out_channels %d, model_channels %d, channel_mult ", u->prefix,
         u->in_channels, u->out_channels, u->model_channels);
@@ -102,19 +102,19 @@ char *fm_config_describe(const fm_model_config *cfg, const wt_source *st)
     put(&o, "parameters:\n");
     int64_t total = 0, n;
     put(&o, "  unet          ");
-    put_count(&o, n = fm_count_params(st, u->prefix));
+    put_count(&o, n = df_count_params(st, u->prefix));
     total += n;
     put(&o, "\n  vae           ");
-    put_count(&o, n = fm_count_params(st, v->prefix));
+    put_count(&o, n = df_count_params(st, v->prefix));
     total += n;
     for (int i = 0; i < cfg->n_text; i++) {
         put(&o, "\n  text[%d]       ", i);
-        put_count(&o, n = fm_count_params(st, cfg->text[i].prefix));
+        put_count(&o, n = df_count_params(st, cfg->text[i].prefix));
         total += n;
     }
     put(&o, "\n  total         ");
     put_count(&o, total);
-    int64_t all = fm_count_params(st, "");
+    int64_t all = df_count_params(st, "");
     if (all != total) {
         put(&o, "\n  (other float tensors: ");
         put_count(&o, all - total);

@@ -86,7 +86,7 @@ static int unet_resblock(const probe *p, const char *blk, int64_t cin, int64_t *
 }
 
 /* SpatialTransformer at blk with c channels, or none (*depth = 0). */
-static int unet_transformer(const probe *p, const char *blk, int64_t c, fm_unet_config *u, int *depth)
+static int unet_transformer(const probe *p, const char *blk, int64_t c, wt_unet_config *u, int *depth)
 {
     int d = 0;
     while (d < 1000 && find(p, "%stransformer_blocks.%d.attn1.to_q.weight", blk, d)) d++;
@@ -105,7 +105,7 @@ static int unet_transformer(const probe *p, const char *blk, int64_t c, fm_unet_
     return 0;
 }
 
-static int infer_unet(const probe *p, fm_unet_config *u)
+static int infer_unet(const probe *p, wt_unet_config *u)
 {
     const char *P = "model.diffusion_model.";
     snprintf(u->prefix, sizeof u->prefix, "%s", P);
@@ -204,7 +204,7 @@ static int infer_unet(const probe *p, fm_unet_config *u)
 
 /* ---- VAE (ldm AutoencoderKL Encoder/Decoder) ---- */
 
-static int infer_vae(const probe *p, fm_vae_config *v)
+static int infer_vae(const probe *p, wt_vae_config *v)
 {
     const char *P = "first_stage_model.";
     snprintf(v->prefix, sizeof v->prefix, "%s", P);
@@ -263,7 +263,7 @@ static int infer_vae(const probe *p, fm_vae_config *v)
 /* ---- text towers ---- */
 
 /* Hugging Face CLIPTextModel names under prefix P ("...text_model."). */
-static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
+static int infer_clip_hf(const probe *p, wt_text_config *tc, const char *P)
 {
     const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
@@ -290,7 +290,7 @@ static int infer_clip_hf(const probe *p, fm_text_config *tc, const char *P)
 }
 
 /* open_clip text tower names under prefix P ("...model."). */
-static int infer_openclip(const probe *p, fm_text_config *tc, const char *P)
+static int infer_openclip(const probe *p, wt_text_config *tc, const char *P)
 {
     const wt_tensor *t;
     snprintf(tc->prefix, sizeof tc->prefix, "%s", P);
@@ -349,10 +349,10 @@ static int detect_family(const probe *p, fm_family *family)
 }
 
 /* What the family's reference code does that the shapes cannot show. */
-static void family_semantics(fm_model_config *cfg)
+static void family_semantics(wt_model_config *cfg)
 {
     fm_family f = cfg->family;
-    fm_unet_config *u = &cfg->unet;
+    wt_unet_config *u = &cfg->unet;
     if (f == FM_FAMILY_SD1) {
         u->num_heads = 8;
         u->num_head_channels = -1;
@@ -362,7 +362,7 @@ static void family_semantics(fm_model_config *cfg)
     }
     cfg->vae.scale_factor = f == FM_FAMILY_SDXL ? 0.13025f : 0.18215f;
     for (int i = 0; i < cfg->n_text; i++) {
-        fm_text_config *t = &cfg->text[i];
+        wt_text_config *t = &cfg->text[i];
         /* CLIP-L 12, OpenCLIP-H 16, bigG 20 heads: all 64 wide. */
         t->heads = t->width >= 64 ? t->width / 64 : 1;
         t->layer_norm_eps = 1e-5f;
@@ -375,9 +375,9 @@ static void family_semantics(fm_model_config *cfg)
     cfg->timesteps = 1000;
 }
 
-static int check_cross(const probe *p, const fm_model_config *cfg)
+static int check_cross(const probe *p, const wt_model_config *cfg)
 {
-    const fm_unet_config *u = &cfg->unet;
+    const wt_unet_config *u = &cfg->unet;
     int ctx = cfg->text[0].width + (cfg->n_text > 1 ? cfg->text[1].width : 0);
     if (u->context_dim && u->context_dim != ctx)
         return bad(p, "U-Net cross-attention context is %d wide, the text encoder%s give%s %d",
@@ -391,10 +391,10 @@ static int check_cross(const probe *p, const fm_model_config *cfg)
             return bad(p, "label_emb takes %d inputs, not the pooled text (%d) plus 6 size embeddings",
                        u->adm_in_channels, cfg->text[1].projection_dim);
     } else if (u->adm_in_channels) {
-        return bad(p, "model.diffusion_model.label_emb in a %s checkpoint", fm_family_str(cfg->family));
+        return bad(p, "model.diffusion_model.label_emb in a %s checkpoint", df_family_str(cfg->family));
     }
     for (int i = 0; i < cfg->n_text; i++) {
-        const fm_text_config *t = &cfg->text[i];
+        const wt_text_config *t = &cfg->text[i];
         if (t->heads < 1 || t->width % t->heads)
             return bad(p, "text encoder %d: width %d not divisible into %d heads", i, t->width, t->heads);
         if (t->max_length < 77)
@@ -416,7 +416,7 @@ static int check_cross(const probe *p, const fm_model_config *cfg)
 }
 
 /* Timesteps from the stored schedule buffers, when present. */
-static int schedule_from_buffers(const probe *p, fm_model_config *cfg)
+static int schedule_from_buffers(const probe *p, wt_model_config *cfg)
 {
     static const char *const names[] = {"alphas_cumprod", "betas", "denoiser.sigmas"};
     for (int i = 0; i < 3; i++) {
@@ -439,14 +439,14 @@ static int one_line(int rc, fm_error *err)
     return rc;
 }
 
-static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err);
+static int detect_config(const wt_source *st, wt_model_config *cfg, fm_error *err);
 
-int fm_detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
+int df_detect_config(const wt_source *st, wt_model_config *cfg, fm_error *err)
 {
     return one_line(detect_config(st, cfg, err), err);
 }
 
-static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err)
+static int detect_config(const wt_source *st, wt_model_config *cfg, fm_error *err)
 {
     probe p = {st, err};
     memset(cfg, 0, sizeof *cfg);
@@ -468,13 +468,13 @@ static int detect_config(const wt_source *st, fm_model_config *cfg, fm_error *er
     if ((rc = infer_vae(&p, &cfg->vae))) return rc;
     family_semantics(cfg);
     if ((rc = schedule_from_buffers(&p, cfg))) return rc;
-    fm_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
+    df_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
     const char *meta = wt_meta(st, "fmimage.config");
-    if (meta && (rc = fm_config_apply_meta(meta, cfg, st, err))) return rc;
+    if (meta && (rc = df_config_apply_meta(meta, cfg, st, err))) return rc;
     return check_cross(&p, cfg);
 }
 
-int64_t fm_count_params(const wt_source *st, const char *prefix)
+int64_t df_count_params(const wt_source *st, const char *prefix)
 {
     size_t len = strlen(prefix);
     int64_t n = 0;

@@ -16,19 +16,19 @@
 #include "weights/config.h"
 #include "weights/source.h"
 
-int fm_detect_config(const wt_source *st, fm_model_config *cfg, fm_error *err);
+int df_detect_config(const wt_source *st, wt_model_config *cfg, fm_error *err);
 
 /* Elements of the floating-point tensors whose names start with prefix
  * (integer buffers such as position_ids are not parameters). */
-int64_t fm_count_params(const wt_source *st, const char *prefix);
+int64_t df_count_params(const wt_source *st, const char *prefix);
 
 /* Of st's tensors, how many the U-Net, VAE and text towers of cfg bind
  * (*bound) and how many they need that st lacks (*absent); 0, or an error
  * for a config the parts cannot build (diffusion/bound.c). */
-int fm_count_bound(const fm_model_config *cfg, const wt_source *st, int64_t *bound, int64_t *absent);
+int df_count_bound(const wt_model_config *cfg, const wt_source *st, int64_t *bound, int64_t *absent);
 
 /* Text for `fmimage --info`: family, prediction, the full config and the
  * parameter counts per component. malloc'd; NULL when out of memory. */
-char *fm_config_describe(const fm_model_config *cfg, const wt_source *st);
+char *df_config_describe(const wt_model_config *cfg, const wt_source *st);
 
 #endif

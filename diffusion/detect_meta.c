@@ -95,7 +95,7 @@ static int check_list(const meta *m, const cJSON *obj, const char *key, const in
     return 0;
 }
 
-static int apply_unet(meta *m, const cJSON *o, fm_unet_config *u)
+static int apply_unet(meta *m, const cJSON *o, wt_unet_config *u)
 {
     int rc;
     m->section = "unet";
@@ -162,7 +162,7 @@ static int apply_unet(meta *m, const cJSON *o, fm_unet_config *u)
     return 0;
 }
 
-static int apply_vae(meta *m, const cJSON *o, fm_vae_config *v)
+static int apply_vae(meta *m, const cJSON *o, wt_vae_config *v)
 {
     int rc;
     m->section = "vae";
@@ -183,7 +183,7 @@ static int apply_vae(meta *m, const cJSON *o, fm_vae_config *v)
     return 0;
 }
 
-static int apply_text(meta *m, const cJSON *o, fm_text_config *t)
+static int apply_text(meta *m, const cJSON *o, wt_text_config *t)
 {
     int rc;
     if (!cJSON_IsObject(o)) return fail(m, "%s is not an object", m->section);
@@ -286,7 +286,7 @@ static int apply_vocabulary(meta *m, const cJSON *v, char *out, size_t cap)
     return 0;
 }
 
-static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
+static int apply(meta *m, const cJSON *root, wt_model_config *cfg)
 {
     int rc, demo = 0;
     m->section = "";
@@ -298,10 +298,10 @@ static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
         int known = 0;
         demo = !strcmp(s, "demo");
         for (int i = 0; i < 4; i++)
-            if (!strcmp(s, fm_family_str(all[i]))) {
+            if (!strcmp(s, df_family_str(all[i]))) {
                 known = 1;
                 if (all[i] != cfg->family)
-                    return fail(m, "family is %s, the tensors are %s", s, fm_family_str(cfg->family));
+                    return fail(m, "family is %s, the tensors are %s", s, df_family_str(cfg->family));
             }
         if (!known && !demo) return fail(m, "family \"%.40s\" is not sd1, sd2, sd-turbo, sdxl or demo", s);
     }
@@ -311,7 +311,7 @@ static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
         if (!strcmp(s, "eps")) cfg->prediction = FM_PRED_EPS;
         else if (!strcmp(s, "v")) cfg->prediction = FM_PRED_V;
         else return fail(m, "prediction is not \"eps\" or \"v\"");
-        fm_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
+        df_family_defaults(cfg->family, cfg->prediction, &cfg->defaults);
     }
     const cJSON *o;
     if ((o = item(root, "unet")) && !cJSON_IsObject(o)) return fail(m, "unet is not an object");
@@ -361,7 +361,7 @@ static int apply(meta *m, const cJSON *root, fm_model_config *cfg)
     return 0;
 }
 
-int fm_config_apply_meta(const char *json, fm_model_config *cfg, const wt_source *st, fm_error *err)
+int df_config_apply_meta(const char *json, wt_model_config *cfg, const wt_source *st, fm_error *err)
 {
     meta m = {st, err, ""};
     cJSON *root = cJSON_Parse(json);

@@ -7,6 +7,6 @@
 
 /* Checks the shape-inferred cfg against the fmimage.config JSON text of st
  * and fills what shapes cannot say. Errors "PATH: fmimage.config: why". */
-int fm_config_apply_meta(const char *json, fm_model_config *cfg, const wt_source *st, fm_error *err);
+int df_config_apply_meta(const char *json, wt_model_config *cfg, const wt_source *st, fm_error *err);
 
 #endif

@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-const char *fm_family_str(fm_family family)
+const char *df_family_str(fm_family family)
 {
     switch (family) {
     case FM_FAMILY_SD1: return "sd1";
@@ -16,7 +16,7 @@ const char *fm_family_str(fm_family family)
     }
 }
 
-void fm_family_defaults(fm_family family, fm_prediction prediction, fm_model_defaults *out)
+void df_family_defaults(fm_family family, fm_prediction prediction, fm_model_defaults *out)
 {
     fm_model_defaults d = {512, 512, 20, 7.0f, "dpmpp_2m", "karras"};
     if (family == FM_FAMILY_SD2 && prediction != FM_PRED_EPS) d.width = d.height = 768;

@@ -47,7 +47,7 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+        core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
         return NULL;
     }
     unsigned char *buf = NULL;
@@ -55,18 +55,18 @@ static unsigned char *read_file(const char *path, size_t *len, fm_error *err)
     for (;;) {
         if (n == cap) {
             if (cap >= MAX_FILE) {
-                fm_fail(err, FM_EINPUT, "%s: larger than %u MiB", path, MAX_FILE >> 20);
+                core_fail(err, FM_EINPUT, "%s: larger than %u MiB", path, MAX_FILE >> 20);
                 break;
             }
             cap = cap ? cap * 2 : 1 << 16;
             unsigned char *p = realloc(buf, cap);
-            if (!p) { fm_fail(err, FM_EINPUT, "%s: out of memory", path); break; }
+            if (!p) { core_fail(err, FM_EINPUT, "%s: out of memory", path); break; }
             buf = p;
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
         if (r == 0) {
-            if (ferror(f)) fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+            if (ferror(f)) core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
             else { fclose(f); *len = n; return buf; }
             break;
         }
@@ -166,9 +166,9 @@ static int png_chunk_past_end(const uint8_t *d, size_t n)
 
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     if (!path || !width || !height) {
-        fm_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
+        core_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
         return NULL;
     }
     size_t len;
@@ -179,26 +179,26 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
     long long pw, ph;
     len = png_drop_empty_idat(data, len);
     if (png_chunk_past_end(data, len)) {
-        fm_fail(err, FM_EINPUT, "%s: truncated PNG (a chunk runs past the end of the file)", path);
+        core_fail(err, FM_EINPUT, "%s: truncated PNG (a chunk runs past the end of the file)", path);
     } else if (len > 0x7fffffff || !stbi_info_from_memory(data, (int)len, &w, &h, &comp)) {
         if (png_header_size(data, len, &pw, &ph) && (pw > MAX_SIDE || ph > MAX_SIDE))
-            fm_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
+            core_fail(err, FM_EINPUT, "%s: %lldx%lld pixels (at most %d a side)", path, pw, ph, MAX_SIDE);
         else
-            fm_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
+            core_fail(err, FM_EINPUT, "%s: not a PNG or JPEG image", path);
     } else if (w <= 0 || h <= 0 || w > MAX_SIDE || h > MAX_SIDE) {
-        fm_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
+        core_fail(err, FM_EINPUT, "%s: %dx%d pixels (at most %d a side)", path, w, h, MAX_SIDE);
     } else if (is_jpeg(data, len) && jpeg_truncated(data, len)) {
-        fm_fail(err, FM_EINPUT, "%s: truncated JPEG (it ends before its end-of-image marker)", path);
+        core_fail(err, FM_EINPUT, "%s: truncated JPEG (it ends before its end-of-image marker)", path);
     } else if (is_jpeg(data, len) && len * 8 < (size_t)((w + 7) / 8) * (size_t)((h + 7) / 8)) {
         /* Every 8x8 block costs at least one bit (its DC Huffman code);
          * stb would decode a few hundred bytes into 16384x16384 of zeros. */
-        fm_fail(err, FM_EINPUT, "%s: truncated JPEG (%dx%d pixels in %zu bytes)", path, w, h, len);
+        core_fail(err, FM_EINPUT, "%s: truncated JPEG (%dx%d pixels in %zu bytes)", path, w, h, len);
     } else {
         rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, 3);
         /* stb tries every format in turn: after a JPEG fails, its reason is
          * the PNG reader's "bad png sig". */
         if (!rgb)
-            fm_fail(err, FM_EINPUT, "%s: cannot decode: %s", path,
+            core_fail(err, FM_EINPUT, "%s: cannot decode: %s", path,
                     is_jpeg(data, len) ? "corrupt or truncated JPEG" : stbi_failure_reason());
         else { *width = w; *height = h; }
     }

@@ -71,7 +71,7 @@ static void sb_value(strbuf *b, const char *v)
     else sb_puts(b, v);
 }
 
-void fm_format_float(char *buf, size_t n, float v)
+void df_format_float(char *buf, size_t n, float v)
 {
     for (int prec = 1; prec <= 9; prec++) {
         snprintf(buf, n, "%.*g", prec, (double)v);
@@ -89,7 +89,7 @@ static void sb_param(strbuf *b, int *first, const char *key, const char *value)
     sb_value(b, value);
 }
 
-char *fm_infotext_format(const fm_infotext_fields *f)
+char *df_infotext_format(const df_infotext_fields *f)
 {
     strbuf b = {0};
     char num[64], size[64];
@@ -105,7 +105,7 @@ char *fm_infotext_format(const fm_infotext_fields *f)
     sb_param(&b, &first, "Steps", num);
     sb_param(&b, &first, "Sampler", f->sampler_label);
     sb_param(&b, &first, "Schedule type", f->schedule_label);
-    fm_format_float(num, sizeof num, f->cfg);
+    df_format_float(num, sizeof num, f->cfg);
     sb_param(&b, &first, "CFG scale", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)f->seed);
     sb_param(&b, &first, "Seed", num);
@@ -114,7 +114,7 @@ char *fm_infotext_format(const fm_infotext_fields *f)
     sb_param(&b, &first, "Model hash", f->model_hash);
     sb_param(&b, &first, "Model", f->model_name);
     if (f->denoising_strength >= 0) {
-        fm_format_float(num, sizeof num, f->denoising_strength);
+        df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);
     }
     if (f->clip_skip > 1) {

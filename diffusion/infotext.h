@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct fm_infotext_fields {
+typedef struct df_infotext_fields {
     const char *prompt, *negative;   /* negative NULL or "" = no line */
     int steps;
     const char *sampler_label;       /* "DPM++ 2M" */
@@ -19,12 +19,12 @@ typedef struct fm_infotext_fields {
     float denoising_strength;        /* < 0 = not img2img */
     int clip_skip;                   /* written when > 1 */
     const char *rng_label;           /* "NV" or "CPU" */
-} fm_infotext_fields;
+} df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */
-char *fm_infotext_format(const fm_infotext_fields *f);
+char *df_infotext_format(const df_infotext_fields *f);
 
 /* Shortest decimal that reads back as the same float ("7", "7.5", "0.75"). */
-void fm_format_float(char *buf, size_t n, float v);
+void df_format_float(char *buf, size_t n, float v);
 
 #endif

@@ -12,23 +12,23 @@
  * (every SD file does), else ldm's scaled_linear betas from the config. */
 static int load_schedule(fm_model *m, fm_error *err)
 {
-    const fm_st_tensor *ac = fm_st_find(&m->st, "alphas_cumprod");
+    const wt_st_tensor *ac = wt_st_find(&m->st, "alphas_cumprod");
     if (ac && ac->ndim == 1 && ac->shape[0] >= 2 && ac->shape[0] <= 100000) {
-        float *a = fm_st_to_f32(ac, err);
+        float *a = wt_st_to_f32(ac, err);
         if (!a) return FM_EINPUT;
-        int rc = fm_discrete_init(&m->schedule, a, (int)ac->shape[0], err);
-        fm_free(a);
-        if (rc) fm_error_prefix(err, m->st.path);
+        int rc = smp_discrete_init(&m->schedule, a, (int)ac->shape[0], err);
+        core_free(a);
+        if (rc) core_error_prefix(err, m->st.path);
         return rc;
     }
-    return fm_discrete_init_scaled_linear(&m->schedule, m->cfg.linear_start, m->cfg.linear_end,
+    return smp_discrete_init_scaled_linear(&m->schedule, m->cfg.linear_start, m->cfg.linear_end,
                                           m->cfg.timesteps, err);
 }
 
 /* A1111 decides eps or v for SD 2.x files with one probe call. */
-int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
+int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
 {
-    const fm_unet_config *u = &m->cfg.unet;
+    const wt_unet_config *u = &m->cfg.unet;
     enum { H = 8, W = 8, NCTX = 2 };
     size_t nx = (size_t)u->in_channels * H * W;
     float *x = malloc(sizeof(float) * nx), *out = malloc(sizeof(float) * u->out_channels * H * W);
@@ -36,12 +36,12 @@ int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
     float *y = u->adm_in_channels ? calloc((size_t)u->adm_in_channels, sizeof(float)) : NULL;
     int rc = 0;
     if (!x || !out || !ctx || (u->adm_in_channels && !y)) {
-        rc = fm_fail(err, FM_EINPUT, "out of memory");
+        rc = core_fail(err, FM_EINPUT, "out of memory");
     } else {
         for (size_t i = 0; i < nx; i++) x[i] = 0.5f;
         for (int i = 0; i < NCTX * u->context_dim; i++) ctx[i] = 0.5f;
         float t = 999;
-        rc = fm_unet_forward(m->unet, out, x, 1, H, W, &t, ctx, NCTX, y, err);
+        rc = un_forward(m->unet, out, x, 1, H, W, &t, ctx, NCTX, y, err);
         if (!rc) {
             /* (unet(x) - x).mean() < -1 means v */
             double sum = 0;
@@ -58,40 +58,40 @@ int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
 
 fm_model *fm_model_load(const char *path, fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     if (!path) {
-        fm_fail(err, FM_EUSAGE, "--model: no path given");
+        core_fail(err, FM_EUSAGE, "--model: no path given");
         return NULL;
     }
     fm_model *m = calloc(1, sizeof *m);
     if (!m) {
-        fm_fail(err, FM_EINPUT, "out of memory");
+        core_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
-    int rc = fm_st_open(&m->st, path, err);
-    if (!rc) rc = fm_detect_config(&m->st.src, &m->cfg, err);
-    if (!rc && !(m->tokenizer = fm_tokenizer_new(err))) rc = FM_EINPUT;
-    if (!rc) rc = fm_text_encoder_load(&m->text, &m->st.src, &m->cfg, err);
+    int rc = wt_st_open(&m->st, path, err);
+    if (!rc) rc = df_detect_config(&m->st.src, &m->cfg, err);
+    if (!rc && !(m->tokenizer = te_tokenizer_new(err))) rc = FM_EINPUT;
+    if (!rc) rc = te_encoder_load(&m->text, &m->st.src, &m->cfg, err);
     /* float32 at load, so the v-prediction probe below decides the same on
      * every CPU; fm_generate switches to the requested precision. */
-    if (!rc && !(m->unet = fm_unet_load(&m->st.src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
-    if (!rc && !(m->vae = fm_vae_load(&m->st.src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->unet = un_load(&m->st.src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = vae_load(&m->st.src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {
         int is_v = 0;
-        rc = fm_probe_v_prediction(m, &is_v, err);
+        rc = df_probe_v_prediction(m, &is_v, err);
         m->prediction = is_v ? FM_PRED_V : FM_PRED_EPS;
         m->prediction_probed = 1;
         /* SD 2.x defaults depend on the parameterisation (768 px for v,
          * 512 for eps); keep defaults the file itself gave. */
         fm_model_defaults unknown;
-        fm_family_defaults(m->cfg.family, FM_PRED_AUTO, &unknown);
+        df_family_defaults(m->cfg.family, FM_PRED_AUTO, &unknown);
         if (unknown.width == m->cfg.defaults.width && unknown.height == m->cfg.defaults.height)
-            fm_family_defaults(m->cfg.family, m->prediction, &m->cfg.defaults);
+            df_family_defaults(m->cfg.family, m->prediction, &m->cfg.defaults);
     }
     if (rc) {
-        if (err && err->code == FM_OK) fm_fail(err, FM_EINPUT, "%s: cannot load", path);
+        if (err && err->code == FM_OK) core_fail(err, FM_EINPUT, "%s: cannot load", path);
         fm_model_free(m);
         return NULL;
     }
@@ -101,20 +101,20 @@ fm_model *fm_model_load(const char *path, fm_error *err)
 void fm_model_free(fm_model *m)
 {
     if (!m) return;
-    fm_taesd_free(m->taesd);
+    vae_taesd_free(m->taesd);
     free(m->taesd_path);
-    fm_vae_free(m->vae);
-    fm_unet_free(m->unet);
-    fm_text_encoder_free(&m->text);
-    fm_tokenizer_free(m->tokenizer);
-    fm_discrete_free(&m->schedule);
-    fm_st_close(&m->st);
+    vae_free(m->vae);
+    un_free(m->unet);
+    te_encoder_free(&m->text);
+    te_tokenizer_free(m->tokenizer);
+    smp_discrete_free(&m->schedule);
+    wt_st_close(&m->st);
     free(m);
 }
 
 fm_family fm_model_family(const fm_model *m) { return m->cfg.family; }
 
-const char *fm_family_name(fm_family f) { return fm_family_str(f); }
+const char *fm_family_name(fm_family f) { return df_family_str(f); }
 
 void fm_model_get_defaults(const fm_model *m, fm_model_defaults *out) { *out = m->cfg.defaults; }
 
@@ -122,19 +122,19 @@ int fm_model_latent_factor(const fm_model *m) { return m->cfg.vae.latent_factor;
 
 char *fm_model_describe(fm_model *m, fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     if (!m) {
-        fm_fail(err, FM_EUSAGE, "fm_model_describe: no model");
+        core_fail(err, FM_EUSAGE, "fm_model_describe: no model");
         return NULL;
     }
-    char *cfg = fm_config_describe(&m->cfg, &m->st.src);
+    char *cfg = df_config_describe(&m->cfg, &m->st.src);
     if (!cfg) {
-        fm_fail(err, FM_EINPUT, "out of memory");
+        core_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
     const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
     int64_t bound = 0, absent = 0;
-    fm_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
+    df_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
     size_t n = strlen(cfg) + 256;
     char *s = malloc(n);
     if (s)
@@ -142,23 +142,23 @@ char *fm_model_describe(fm_model *m, fm_error *err)
                  cfg, wt_count(&m->st.src), (long long)bound, (long long)(wt_count(&m->st.src) - bound), pred,
                  m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file");
     else
-        fm_fail(err, FM_EINPUT, "out of memory");
+        core_fail(err, FM_EINPUT, "out of memory");
     free(cfg);
     return s;
 }
 
 int fm_tokenize(const fm_model *m, const char *text, int32_t ids[77], fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     if (!text || !ids) {
-        fm_fail(err, FM_EUSAGE, "fm_tokenize: no text or no ids");
+        core_fail(err, FM_EUSAGE, "fm_tokenize: no text or no ids");
         return -1;
     }
-    fm_tokenizer *own = NULL;
-    const fm_tokenizer *tok = m ? m->tokenizer : (own = fm_tokenizer_new(err));
+    te_tokenizer *own = NULL;
+    const te_tokenizer *tok = m ? m->tokenizer : (own = te_tokenizer_new(err));
     if (!tok) return -1;
     int pad = m ? m->cfg.text[0].pad_token : FM_CLIP_EOS;
-    int kept = fm_tokenize_77(tok, text, pad, ids, err);
-    fm_tokenizer_free(own);
+    int kept = te_tokenize_77(tok, text, pad, ids, err);
+    te_tokenizer_free(own);
     return kept < 0 ? -1 : 77;
 }

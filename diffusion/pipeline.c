@@ -34,89 +34,89 @@ void fm_params_default(const fm_model *m, fm_params *p)
 
 static int check_side(const char *opt, int v, int factor, fm_error *err)
 {
-    if (v <= 0) return fm_fail(err, FM_EUSAGE, "%s: must be positive", opt);
-    if (v > MAX_SIDE) return fm_fail(err, FM_EUSAGE, "%s: %d is over the %d-pixel limit", opt, v, MAX_SIDE);
-    if (v % factor) return fm_fail(err, FM_EUSAGE, "%s: %d is not a multiple of %d (the model's latent factor)", opt, v, factor);
+    if (v <= 0) return core_fail(err, FM_EUSAGE, "%s: must be positive", opt);
+    if (v > MAX_SIDE) return core_fail(err, FM_EUSAGE, "%s: %d is over the %d-pixel limit", opt, v, MAX_SIDE);
+    if (v % factor) return core_fail(err, FM_EUSAGE, "%s: %d is not a multiple of %d (the model's latent factor)", opt, v, factor);
     return 0;
 }
 
 /* p's sampler and scheduler as ids. Both names sit in the caller's fixed
  * arrays: one with no NUL inside its array is refused, never read past. */
-static int param_names(const fm_params *p, fm_sampler_id *s, fm_scheduler_id *sch, fm_error *err)
+static int param_names(const fm_params *p, smp_id *s, smp_scheduler_id *sch, fm_error *err)
 {
     if (!memchr(p->sampler, 0, sizeof p->sampler))
-        return fm_fail(err, FM_EUSAGE, "--sampler: not a string of at most %zu bytes", sizeof p->sampler - 1);
+        return core_fail(err, FM_EUSAGE, "--sampler: not a string of at most %zu bytes", sizeof p->sampler - 1);
     if (!memchr(p->scheduler, 0, sizeof p->scheduler))
-        return fm_fail(err, FM_EUSAGE, "--scheduler: not a string of at most %zu bytes", sizeof p->scheduler - 1);
-    return fm_sampler_pair(p->sampler, p->scheduler, s, sch, err);
+        return core_fail(err, FM_EUSAGE, "--scheduler: not a string of at most %zu bytes", sizeof p->scheduler - 1);
+    return smp_pair(p->sampler, p->scheduler, s, sch, err);
 }
 
 /* fm_params_check, also giving the sampler and scheduler it resolved. Every
  * check runs in turn; the first failure is the answer. */
-static int check_params(const fm_model *m, const fm_params *p, fm_sampler_id *s, fm_scheduler_id *sch,
+static int check_params(const fm_model *m, const fm_params *p, smp_id *s, smp_scheduler_id *sch,
                         fm_error *err)
 {
-    if (!m || !p) return fm_fail(err, FM_EUSAGE, "fm_params_check: no model or no parameters");
+    if (!m || !p) return core_fail(err, FM_EUSAGE, "fm_params_check: no model or no parameters");
     int factor = m->cfg.vae.latent_factor, rc;
     /* TAESD's decoder always upsamples by 8: any other factor would decode
      * a latent into an image of another size than the one asked for. */
     if (p->taesd_path && factor != 8)
-        return fm_fail(err, FM_EUSAGE, "--taesd: TAESD decodes by 8, this model's latent factor is %d", factor);
+        return core_fail(err, FM_EUSAGE, "--taesd: TAESD decodes by 8, this model's latent factor is %d", factor);
     if ((rc = check_side("--width", p->width, factor, err)) || (rc = check_side("--height", p->height, factor, err)))
         return rc;
-    if (p->steps < 1 || p->steps > 1000) return fm_fail(err, FM_EUSAGE, "--steps: %d is not in 1..1000", p->steps);
-    if (!isfinite(p->cfg)) return fm_fail(err, FM_EUSAGE, "--cfg: must be a finite number");
-    if (p->seed > 0xffffffffu) return fm_fail(err, FM_EUSAGE, "--seed: over 4294967295");
-    if (p->clip_skip < 1) return fm_fail(err, FM_EUSAGE, "--clip-skip: must be at least 1");
+    if (p->steps < 1 || p->steps > 1000) return core_fail(err, FM_EUSAGE, "--steps: %d is not in 1..1000", p->steps);
+    if (!isfinite(p->cfg)) return core_fail(err, FM_EUSAGE, "--cfg: must be a finite number");
+    if (p->seed > 0xffffffffu) return core_fail(err, FM_EUSAGE, "--seed: over 4294967295");
+    if (p->clip_skip < 1) return core_fail(err, FM_EUSAGE, "--clip-skip: must be at least 1");
     if ((rc = param_names(p, s, sch, err))) return rc;
     if (p->init_rgb && !(p->strength > 0 && p->strength <= 1))
-        return fm_fail(err, FM_EUSAGE, "--strength: must be in (0,1]");
+        return core_fail(err, FM_EUSAGE, "--strength: must be in (0,1]");
     if (p->init_rgb && (p->init_width <= 0 || p->init_height <= 0))
-        return fm_fail(err, FM_EUSAGE, "--init-image: empty image");
-    if (!p->prompt) return fm_fail(err, FM_EUSAGE, "prompt: missing");
+        return core_fail(err, FM_EUSAGE, "--init-image: empty image");
+    if (!p->prompt) return core_fail(err, FM_EUSAGE, "prompt: missing");
     return 0;
 }
 
 int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
 {
-    fm_error_clear(err);
-    fm_sampler_id s;
-    fm_scheduler_id sch;
+    core_error_clear(err);
+    smp_id s;
+    smp_scheduler_id sch;
     return check_params(m, p, &s, &sch, err);
 }
 
 /* ---- conditioning ---- */
 
 typedef struct conds {
-    fm_cond cond, uncond;
+    te_cond cond, uncond;
 } conds;
 
 static int encode_prompts(fm_model *m, const fm_params *p, conds *c, fm_error *err)
 {
-    fm_token_chunks tc = {0}, tu = {0};
-    int pad = FM_CLIP_EOS; /* fm_text_encode re-pads per tower */
+    te_token_chunks tc = {0}, tu = {0};
+    int pad = FM_CLIP_EOS; /* te_encode re-pads per tower */
     int zero_negative = m->cfg.family == FM_FAMILY_SDXL && (!p->negative || !p->negative[0]);
-    int rc = fm_prompt_to_chunks(m->tokenizer, p->prompt, pad, &tc, err);
-    if (!rc) rc = fm_prompt_to_chunks(m->tokenizer, p->negative ? p->negative : "", pad, &tu, err);
+    int rc = te_prompt_to_chunks(m->tokenizer, p->prompt, pad, &tc, err);
+    if (!rc) rc = te_prompt_to_chunks(m->tokenizer, p->negative ? p->negative : "", pad, &tu, err);
     if (!rc && (tc.n_chunks > FM_MAX_PROMPT_CHUNKS || tu.n_chunks > FM_MAX_PROMPT_CHUNKS))
-        rc = fm_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
+        rc = core_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
                      tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? "prompt" : "negative prompt",
                      tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? tc.n_chunks : tu.n_chunks,
                      FM_PROMPT_CHUNK_TOKENS, FM_MAX_PROMPT_CHUNKS);
     /* CFG batches cond and uncond: both need the same number of chunks. */
     int n = tc.n_chunks > tu.n_chunks ? tc.n_chunks : tu.n_chunks;
-    if (!rc) rc = fm_token_chunks_pad(&tc, n, pad);
-    if (!rc) rc = fm_token_chunks_pad(&tu, n, pad);
-    if (rc && err->code == FM_OK) rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
-    fm_size_cond sizes = {p->height, p->width, 0, 0, p->height, p->width};
-    if (!rc) rc = fm_text_encode(&m->text, &tc, p->clip_skip, &sizes, &c->cond, err);
+    if (!rc) rc = te_token_chunks_pad(&tc, n, pad);
+    if (!rc) rc = te_token_chunks_pad(&tu, n, pad);
+    if (rc && err->code == FM_OK) rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
+    te_size_cond sizes = {p->height, p->width, 0, 0, p->height, p->width};
+    if (!rc) rc = te_encode(&m->text, &tc, p->clip_skip, &sizes, &c->cond, err);
     if (!rc && p->cfg != 1.0f) {
         /* A1111's SDXL rule: an empty negative is zero conditioning. */
-        rc = zero_negative ? fm_text_encode_zero(&m->text, n, &sizes, &c->uncond, err)
-                           : fm_text_encode(&m->text, &tu, p->clip_skip, &sizes, &c->uncond, err);
+        rc = zero_negative ? te_encode_zero(&m->text, n, &sizes, &c->uncond, err)
+                           : te_encode(&m->text, &tu, p->clip_skip, &sizes, &c->uncond, err);
     }
-    fm_token_chunks_free(&tc);
-    fm_token_chunks_free(&tu);
+    te_token_chunks_free(&tc);
+    te_token_chunks_free(&tu);
     return rc;
 }
 
@@ -131,20 +131,20 @@ typedef struct denoiser {
     float *context, *y;    /* [batch][n_ctx][dim], [batch][adm] */
     int n_ctx;
     float *x_in, *out;     /* [batch][c][h][w] */
-    float *work;           /* the sampler's latents (fm_sample_work_floats) */
+    float *work;           /* the sampler's latents (smp_sample_work_floats) */
     float t[2];
 } denoiser;
 
 static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
 {
     denoiser *d = user;
-    fm_scalings s = fm_denoiser_scalings(d->prediction, sigma);
-    double t = fm_discrete_sigma_to_t(&d->m->schedule, sigma);
+    smp_scalings s = smp_denoiser_scalings(d->prediction, sigma);
+    double t = smp_discrete_sigma_to_t(&d->m->schedule, sigma);
     for (int b = 0; b < d->batch; b++) {
         d->t[b] = (float)t;
         for (size_t i = 0; i < n; i++) d->x_in[b * n + i] = (float)(x[i] * s.c_in);
     }
-    int rc = fm_unet_forward(d->m->unet, d->out, d->x_in, d->batch, d->h, d->w, d->t, d->context,
+    int rc = un_forward(d->m->unet, d->out, d->x_in, d->batch, d->h, d->w, d->t, d->context,
                              d->n_ctx, d->y, err);
     if (rc) return rc;
     const float *cond = d->out, *uncond = d->out + n;
@@ -172,16 +172,16 @@ static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const con
     d->prediction = p->prediction != FM_PRED_AUTO ? p->prediction : m->prediction;
     d->n_ctx = c->cond.n_tokens;
     size_t ctx = (size_t)c->cond.n_tokens * c->cond.context_dim, lat = (size_t)d->c * lh * lw;
-    const fm_alloc_hook *hook = &m->alloc;
-    d->context = fm_alloc_hooked(hook, sizeof(float) * ctx * d->batch);
-    d->x_in = fm_alloc_hooked(hook, sizeof(float) * lat * d->batch);
-    d->out = fm_alloc_hooked(hook, sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
-    if (c->cond.adm_dim) d->y = fm_alloc_hooked(hook, sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
-    d->work = fm_alloc_hooked(hook, sizeof(float) * fm_sample_work_floats(lat));
+    const core_alloc_hook *hook = &m->alloc;
+    d->context = core_alloc_hooked(hook, sizeof(float) * ctx * d->batch);
+    d->x_in = core_alloc_hooked(hook, sizeof(float) * lat * d->batch);
+    d->out = core_alloc_hooked(hook, sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
+    if (c->cond.adm_dim) d->y = core_alloc_hooked(hook, sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
+    d->work = core_alloc_hooked(hook, sizeof(float) * smp_sample_work_floats(lat));
     if (!d->context || !d->x_in || !d->out || (c->cond.adm_dim && !d->y) || !d->work)
-        return fm_fail(err, FM_EINPUT, "out of memory for the sampler");
+        return core_fail(err, FM_EINPUT, "out of memory for the sampler");
     /* everything the U-Net needs, before the first step */
-    if (fm_unet_prepare(m->unet, d->batch, lh, lw, d->n_ctx, hook, err)) return FM_EINPUT;
+    if (un_prepare(m->unet, d->batch, lh, lw, d->n_ctx, hook, err)) return FM_EINPUT;
     memcpy(d->context, c->cond.context, sizeof(float) * ctx);
     if (d->y) memcpy(d->y, c->cond.y, sizeof(float) * c->cond.adm_dim);
     if (d->batch == 2) {
@@ -193,18 +193,18 @@ static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const con
 
 static void denoiser_free(denoiser *d)
 {
-    fm_free(d->context);
-    fm_free(d->y);
-    fm_free(d->x_in);
-    fm_free(d->out);
-    fm_free(d->work);
+    core_free(d->context);
+    core_free(d->y);
+    core_free(d->x_in);
+    core_free(d->out);
+    core_free(d->work);
 }
 
 /* ---- memory ---- */
 
 static size_t memory_budget(const fm_params *p)
 {
-    return p->memory_limit ? p->memory_limit : fm_vae_memory_available();
+    return p->memory_limit ? p->memory_limit : vae_memory_available();
 }
 
 /* Refuses, before the first step, a size whose U-Net activations or VAE
@@ -215,15 +215,15 @@ static int check_memory(const fm_model *m, const fm_params *p, int batch, int lh
 {
     size_t budget = memory_budget(p);
     if (!budget) return 0;
-    size_t need = fm_unet_prepare_bytes(m->unet, batch, lh, lw, n_ctx);
+    size_t need = un_prepare_bytes(m->unet, batch, lh, lw, n_ctx);
     if (need > budget)
-        return fm_fail(err, FM_EINPUT,
+        return core_fail(err, FM_EINPUT,
                        "%dx%d needs %zu MB of U-Net activations, more than the %zu MB available: use a smaller size",
                        p->width, p->height, need >> 20, budget >> 20);
     if (p->taesd_path) return 0;
-    fm_vae_tiling tiling;
-    fm_vae_tiling_default(&tiling);
-    return fm_vae_check_decode_memory(&m->cfg.vae, lh, lw, p->vae_tiling ? &tiling : NULL, budget, err);
+    vae_tiles tiling;
+    vae_tiles_default(&tiling);
+    return vae_check_decode_memory(&m->cfg.vae, lh, lw, p->vae_tiling ? &tiling : NULL, budget, err);
 }
 
 /* ---- latents in and out ---- */
@@ -234,10 +234,10 @@ static int encode_init_image(fm_model *m, const fm_params *p, float *latent, fm_
     int W = p->width, H = p->height, f = m->cfg.vae.latent_factor;
     size_t lat = (size_t)m->cfg.vae.embed_dim * (H / f) * (W / f);
     float *img = malloc(sizeof(float) * 3 * (size_t)W * H), *logvar = malloc(sizeof(float) * lat);
-    int rc = (!img || !logvar) ? fm_fail(err, FM_EINPUT, "out of memory for the init image") : 0;
-    if (!rc && fm_resize_rgb_to_nchw(img, W, H, p->init_rgb, p->init_width, p->init_height))
-        rc = fm_fail(err, FM_EINPUT, "out of memory resizing the init image");
-    if (!rc) rc = fm_vae_encode(m->vae, latent, logvar, img, H, W, err);
+    int rc = (!img || !logvar) ? core_fail(err, FM_EINPUT, "out of memory for the init image") : 0;
+    if (!rc && df_resize_rgb_to_nchw(img, W, H, p->init_rgb, p->init_width, p->init_height))
+        rc = core_fail(err, FM_EINPUT, "out of memory resizing the init image");
+    if (!rc) rc = vae_encode(m->vae, latent, logvar, img, H, W, err);
     if (!rc)
         for (size_t i = 0; i < lat; i++) latent[i] *= m->cfg.vae.scale_factor;
     free(img);
@@ -258,49 +258,49 @@ typedef struct decode_plan {
     float *img, *z;     /* [3][H][W]; the VAE's input z = x / scale_factor */
     void *arena;
     size_t bytes;
-    fm_vae_tiling tiling;
-    const fm_vae_tiling *t; /* &tiling, or NULL untiled */
+    vae_tiles tiling;
+    const vae_tiles *t; /* &tiling, or NULL untiled */
 } decode_plan;
 
 static int decode_prepare(fm_model *m, const fm_params *p, int lh, int lw, decode_plan *dp, fm_error *err)
 {
     memset(dp, 0, sizeof *dp);
-    const fm_alloc_hook *hook = &m->alloc;
+    const core_alloc_hook *hook = &m->alloc;
     size_t px = (size_t)p->width * p->height, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
     if (p->taesd_path) {
         if (!m->taesd || strcmp(m->taesd_path, p->taesd_path)) {
-            fm_taesd_free(m->taesd);
+            vae_taesd_free(m->taesd);
             free(m->taesd_path);
             m->taesd = NULL;
-            if (!(m->taesd_path = strdup(p->taesd_path))) return fm_fail(err, FM_EINPUT, "out of memory");
-            if (!(m->taesd = fm_taesd_open(p->taesd_path, err))) return err->code;
+            if (!(m->taesd_path = strdup(p->taesd_path))) return core_fail(err, FM_EINPUT, "out of memory");
+            if (!(m->taesd = vae_taesd_open(p->taesd_path, err))) return err->code;
         }
-        if (!fm_taesd_has_decoder(m->taesd))
-            return fm_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
-        if (fm_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
-            return fm_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
-                           fm_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
-        dp->bytes = fm_taesd_decode_bytes(m->taesd, lh, lw);
+        if (!vae_taesd_has_decoder(m->taesd))
+            return core_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
+        if (vae_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
+            return core_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
+                           vae_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
+        dp->bytes = vae_taesd_decode_bytes(m->taesd, lh, lw);
     } else {
-        fm_vae_tiling_default(&dp->tiling);
+        vae_tiles_default(&dp->tiling);
         dp->t = p->vae_tiling ? &dp->tiling : NULL; /* check_memory has checked the budget */
-        dp->bytes = fm_vae_decode_arena_bytes(m->vae, lh, lw, dp->t);
-        if (!(dp->z = fm_alloc_hooked(hook, sizeof(float) * lat)))
-            return fm_fail(err, FM_EINPUT, "out of memory for the decoder");
+        dp->bytes = vae_decode_arena_bytes(m->vae, lh, lw, dp->t);
+        if (!(dp->z = core_alloc_hooked(hook, sizeof(float) * lat)))
+            return core_fail(err, FM_EINPUT, "out of memory for the decoder");
     }
-    if (!dp->bytes) return fm_fail(err, FM_EINPUT, "decoder: cannot decode a %dx%d latent", lw, lh);
-    if (!(dp->img = fm_alloc_hooked(hook, sizeof(float) * 3 * px)))
-        return fm_fail(err, FM_EINPUT, "out of memory for a %dx%d image", p->width, p->height);
-    if (!(dp->arena = fm_alloc_hooked(hook, dp->bytes)))
-        return fm_fail(err, FM_EINPUT, "out of memory for %zu MB of decoder activations", dp->bytes >> 20);
+    if (!dp->bytes) return core_fail(err, FM_EINPUT, "decoder: cannot decode a %dx%d latent", lw, lh);
+    if (!(dp->img = core_alloc_hooked(hook, sizeof(float) * 3 * px)))
+        return core_fail(err, FM_EINPUT, "out of memory for a %dx%d image", p->width, p->height);
+    if (!(dp->arena = core_alloc_hooked(hook, dp->bytes)))
+        return core_fail(err, FM_EINPUT, "out of memory for %zu MB of decoder activations", dp->bytes >> 20);
     return 0;
 }
 
 static void decode_release(decode_plan *dp)
 {
-    fm_free(dp->img);
-    fm_free(dp->z);
-    fm_free(dp->arena);
+    core_free(dp->img);
+    core_free(dp->z);
+    core_free(dp->arena);
 }
 
 /* Decodes latent x [c][lh][lw] (n floats) into rgb [H][W][3]. */
@@ -309,19 +309,19 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
 {
     int W = p->width, H = p->height;
     size_t px = (size_t)W * H, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
-    if (lat > n) return fm_fail(err, FM_EINPUT, "decode: the VAE takes %d latent channels, the U-Net gives fewer",
+    if (lat > n) return core_fail(err, FM_EINPUT, "decode: the VAE takes %d latent channels, the U-Net gives fewer",
                                 m->cfg.vae.embed_dim);
     float *img = dp->img;
     int rc = 0, taesd = p->taesd_path != NULL;
     if (taesd) {
-        rc = fm_taesd_decode_in(m->taesd, img, 3 * px, x, n, lh, lw, dp->arena, dp->bytes, err);
+        rc = vae_taesd_decode_in(m->taesd, img, 3 * px, x, n, lh, lw, dp->arena, dp->bytes, err);
     } else {
         float inv = 1.0f / m->cfg.vae.scale_factor;
         for (size_t i = 0; i < lat; i++) dp->z[i] = x[i] * inv;
-        rc = fm_vae_decode_in(m->vae, img, dp->z, lh, lw, dp->t, dp->arena, dp->bytes, err);
+        rc = vae_decode_in(m->vae, img, dp->z, lh, lw, dp->t, dp->arena, dp->bytes, err);
     }
     for (size_t i = 0; !rc && i < 3 * px; i++)
-        if (!isfinite(img[i])) rc = fm_fail(err, FM_EINPUT, "the image came out NaN or infinite (bad weights?): not written");
+        if (!isfinite(img[i])) rc = core_fail(err, FM_EINPUT, "the image came out NaN or infinite (bad weights?): not written");
     for (size_t i = 0; !rc && i < px; i++)
         for (int c = 0; c < 3; c++) {
             float v = img[c * px + i];
@@ -334,11 +334,11 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
  * mode measured to keep the final image >= 35 dB PSNR from float32 (bf16:
  * see tests/test_precision.c and docs/DESIGN.md); F16 weights are already
  * multiplied with float32 accumulation in fp32 mode, so f16 is fp32. */
-fm_precision fm_precision_resolve(fm_precision requested)
+fm_precision df_precision_resolve(fm_precision requested)
 {
     switch (requested) {
     case FM_PREC_AUTO:
-    case FM_PREC_BF16: return fm_kernel_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
+    case FM_PREC_BF16: return kn_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
     default: return FM_PREC_FP32;
     }
 }
@@ -347,9 +347,9 @@ fm_precision fm_precision_resolve(fm_precision requested)
  * (small, and the conditioning every step depends on) stay float32. */
 static void use_precision(fm_model *m, fm_precision requested)
 {
-    fm_precision prec = fm_precision_resolve(requested);
-    if (fm_unet_precision(m->unet) != prec) fm_unet_set_precision(m->unet, prec);
-    if (fm_vae_precision(m->vae) != prec) fm_vae_set_precision(m->vae, prec);
+    fm_precision prec = df_precision_resolve(requested);
+    if (un_precision(m->unet) != prec) un_set_precision(m->unet, prec);
+    if (vae_precision(m->vae) != prec) vae_set_precision(m->vae, prec);
 }
 
 /* ---- stage timings (fm_params.stage) ---- */
@@ -371,8 +371,8 @@ static void stage_end(const fm_params *p, int rc, const char *stage, double star
  * with dp, the decoder's memory is allocated too, before the first step. */
 static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan *dp, fm_error *err)
 {
-    fm_sampler_id sampler;
-    fm_scheduler_id sched;
+    smp_id sampler;
+    smp_scheduler_id sched;
     int rc = check_params(m, p, &sampler, &sched, err);
     if (rc) return rc;
     use_precision(m, p->precision);
@@ -389,7 +389,7 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
-    if (!rc && !(sigmas = fm_sampler_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
+    if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;
     /* img2img: A1111 runs the last int(strength * steps) + 1 steps of the
      * schedule from the init latent noised to that sigma. */
@@ -398,60 +398,60 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
         int t_enc = (int)(fminf(p->strength, 0.999f) * p->steps);
         first = n_sigmas - 1 - (t_enc + 1);
         if (first < 0) first = 0;
-        if (!(init = malloc(sizeof(float) * n))) rc = fm_fail(err, FM_EINPUT, "out of memory");
+        if (!(init = malloc(sizeof(float) * n))) rc = core_fail(err, FM_EINPUT, "out of memory");
         t = stage_clock();
         if (!rc) rc = encode_init_image(m, p, init, err);
         stage_end(p, rc, "init encode", t);
     }
-    fm_rng rng;
-    fm_rng_init(&rng, p->rng, p->seed);
+    smp_rng rng;
+    smp_rng_init(&rng, p->rng, p->seed);
     if (!rc) {
         t = stage_clock();
-        fm_rng_randn(&rng, x, n);
+        smp_rng_randn(&rng, x, n);
         double s0 = sigmas[first];
         for (size_t i = 0; i < n; i++) x[i] = (float)((init ? init[i] : 0.0f) + x[i] * s0);
-        fm_sampler_io io;
-        fm_sampler_io_init(&io);
+        smp_io io;
+        smp_io_init(&io);
         io.denoise = denoise;
         io.denoise_user = &d;
-        io.noise = fm_rng_noise;
+        io.noise = smp_rng_noise;
         io.noise_user = &rng;
         io.progress = p->progress;
         io.progress_user = p->progress_user;
         io.work = d.work;
-        rc = fm_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+        rc = smp_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
         stage_end(p, rc, "sampling", t);
     }
     free(sigmas);
     free(init);
     denoiser_free(&d);
-    fm_cond_free(&c.cond);
-    fm_cond_free(&c.uncond);
+    te_cond_free(&c.cond);
+    te_cond_free(&c.uncond);
     return rc;
 }
 
-int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
+int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 {
     return sample_latent(m, p, x, NULL, err);
 }
 
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
-    if (!rgb) return fm_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
+    if (!rgb) return core_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
     size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
-    float *x = fm_alloc_hooked(&m->alloc, sizeof(float) * n);
-    if (!x) return fm_fail(err, FM_EINPUT, "out of memory");
+    float *x = core_alloc_hooked(&m->alloc, sizeof(float) * n);
+    if (!x) return core_fail(err, FM_EINPUT, "out of memory");
     decode_plan dp = {0};
     rc = sample_latent(m, p, x, &dp, err);
     double t = stage_clock();
     if (!rc) rc = decode_latent(m, p, x, n, lh, lw, &dp, rgb, err);
     stage_end(p, rc, "decode", t);
     decode_release(&dp);
-    fm_free(x);
+    core_free(x);
     return rc;
 }
 
@@ -459,23 +459,23 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
                   fm_error *err)
 {
     (void)m;
-    fm_error_clear(err);
-    fm_sampler_id s;
-    fm_scheduler_id sch;
+    core_error_clear(err);
+    smp_id s;
+    smp_scheduler_id sch;
     if (!p || !p->prompt) {
-        fm_fail(err, FM_EUSAGE, "prompt: missing");
+        core_fail(err, FM_EUSAGE, "prompt: missing");
         return NULL;
     }
     if (param_names(p, &s, &sch, err)) return NULL;
-    fm_infotext_fields f = {
+    df_infotext_fields f = {
         .prompt = p->prompt, .negative = p->negative, .steps = p->steps,
-        .sampler_label = fm_sampler_label(s),
-        .schedule_label = fm_scheduler_label(sch),
+        .sampler_label = smp_label(s),
+        .schedule_label = smp_scheduler_label(sch),
         .cfg = p->cfg, .seed = p->seed, .width = p->width, .height = p->height,
         .model_hash = model_hash, .model_name = model_name,
         .denoising_strength = p->init_rgb ? p->strength : -1.0f, .clip_skip = p->clip_skip,
         .rng_label = p->rng == FM_RNG_CPU ? "CPU" : "NV"};
-    char *t = fm_infotext_format(&f);
-    if (!t) fm_fail(err, FM_EINPUT, "out of memory");
+    char *t = df_infotext_format(&f);
+    if (!t) core_fail(err, FM_EINPUT, "out of memory");
     return t;
 }

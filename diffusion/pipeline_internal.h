@@ -13,37 +13,37 @@
 #include "vae/vae.h"
 
 struct fm_model {
-    fm_safetensors st;          /* the mapped checkpoint; every part keeps views into it */
-    fm_model_config cfg;
+    wt_safetensors st;          /* the mapped checkpoint; every part keeps views into it */
+    wt_model_config cfg;
     fm_prediction prediction;   /* resolved: eps or v */
     int prediction_probed;      /* 1 when decided by the A1111 probe */
-    fm_tokenizer *tokenizer;
-    fm_text_encoder text;
-    fm_unet *unet;
-    fm_vae *vae;
-    fm_discrete schedule;
+    te_tokenizer *tokenizer;
+    te_encoder text;
+    un_model *unet;
+    vae_kl *vae;
+    smp_discrete schedule;
     /* TAESD decoder, opened on first use and kept for the next images */
-    fm_taesd *taesd;
+    vae_taesd *taesd;
     char *taesd_path;
     /* what fm_generate allocates before the first step (the U-Net workspace,
      * the sampler's latents, the decoder's arena) goes through this hook:
      * tests count those allocations or make one fail */
-    fm_alloc_hook alloc;
+    core_alloc_hook alloc;
 };
 
 /* The precision fm_generate computes in for a requested one: AUTO and BF16
  * are bf16 where the CPU has AVX512_BF16, float32 elsewhere; FP32 and F16
  * are float32 (F16 weights always multiply with float32 accumulation). */
-fm_precision fm_precision_resolve(fm_precision requested);
+fm_precision df_precision_resolve(fm_precision requested);
 
 /* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
-int fm_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
+int df_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
 
 /* fm_generate up to the decode: x [in_channels][height/f][width/f] gets the
  * sampled latent (tests compare it with reference runs). */
-int fm_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err);
+int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err);
 
 /* A1111's test for SD 2.x v-prediction: one U-Net call on a constant input. */
-int fm_probe_v_prediction(fm_model *m, int *is_v, fm_error *err);
+int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err);
 
 #endif

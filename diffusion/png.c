@@ -62,13 +62,13 @@ static int write_png_stream(FILE *f, const uint8_t *rgb, int width, int height,
 int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
                  const char *parameters, fm_error *err)
 {
-    fm_error_clear(err);
-    if (!path || !rgb) return fm_fail(err, FM_EUSAGE, "fm_png_write: no path or no image");
+    core_error_clear(err);
+    if (!path || !rgb) return core_fail(err, FM_EUSAGE, "fm_png_write: no path or no image");
     if (width <= 0 || height <= 0)
-        return fm_fail(err, FM_EINPUT, "%s: empty image", path);
+        return core_fail(err, FM_EINPUT, "%s: empty image", path);
     FILE *f = fopen(path, "wb");
     if (!f)
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     struct png_err_ctx ctx = {.msg = ""};
     int rc = write_png_stream(f, rgb, width, height, parameters, &ctx);
     int write_errno = ferror(f) ? errno : 0;
@@ -76,8 +76,8 @@ int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
     if (fsync(fileno(f)) != 0 && !write_errno && errno != EINVAL) write_errno = errno;
     if (fclose(f) != 0 && !write_errno) write_errno = errno ? errno : EIO;
     if (rc)
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, write_errno ? strerror(write_errno) : ctx.msg);
+        return core_fail(err, FM_EINPUT, "%s: %s", path, write_errno ? strerror(write_errno) : ctx.msg);
     if (write_errno)
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(write_errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(write_errno));
     return 0;
 }

@@ -42,7 +42,7 @@ static int resample_axis(float *out, const float *in, int in_len, int out_len, i
     return 0;
 }
 
-int fm_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h)
+int df_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h)
 {
     /* Work in [0,255] floats: planes [3][in_h][in_w] -> [3][in_h][out_w] -> [3][out_h][out_w]. */
     size_t in_px = (size_t)in_w * in_h;

@@ -151,7 +151,7 @@ static int attn_layout_of(attn_layout *L, int batch, int nq, int nk, int heads, 
     return 1;
 }
 
-size_t fm_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
+size_t kn_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
                             int threads)
 {
     attn_layout L;
@@ -165,7 +165,7 @@ static void attention_no_keys(float *out, int batch, int nq, int heads, int head
         memset(out + i * heads * head_dim, 0, sizeof(float) * heads * head_dim);
 }
 
-int fm_attention_ws(const fm_scratch *s, float *out, const float *q, int q_stride, const float *k,
+int kn_attention_ws(const kn_scratch *s, float *out, const float *q, int q_stride, const float *k,
                     const float *v, int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                     float scale, int causal, fm_precision prec)
 {
@@ -214,23 +214,23 @@ int fm_attention_ws(const fm_scratch *s, float *out, const float *q, int q_strid
     return 0;
 }
 
-void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal)
 {
-    fm_attention_prec(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale,
+    kn_attention_prec(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale,
                       causal, FM_PREC_FP32);
 }
 
-void fm_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
                        int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                        float scale, int causal, fm_precision prec)
 {
-    int threads = fm_scratch_threads();
-    size_t bytes = fm_attention_scratch(batch, nq, nk, heads, head_dim, prec, threads);
-    fm_scratch s = {.base = bytes ? fm_alloc(bytes) : NULL, .bytes = bytes, .threads = threads};
+    int threads = kn_scratch_threads();
+    size_t bytes = kn_attention_scratch(batch, nq, nk, heads, head_dim, prec, threads);
+    kn_scratch s = {.base = bytes ? core_alloc(bytes) : NULL, .bytes = bytes, .threads = threads};
     if ((bytes && !s.base) ||
-        fm_attention_ws(&s, out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal, prec))
-        fm_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
-    fm_free(s.base);
+        kn_attention_ws(&s, out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal, prec))
+        kn_attention_ref(out, q, q_stride, k, v, kv_stride, batch, nq, nk, heads, head_dim, scale, causal);
+    core_free(s.base);
 }

@@ -9,10 +9,10 @@
 
 /* The band's own convolution: c with the padding that falls outside the
  * input rows [*start, *start + *rows) made the band's padding. */
-static fm_conv band_conv(const fm_conv *c, int h, int r0, int r1, int *start, int *rows)
+static kn_conv band_conv(const kn_conv *c, int h, int r0, int r1, int *start, int *rows)
 {
     int first = r0 * c->stride - c->pad_t, end = (r1 - 1) * c->stride - c->pad_t + c->kh;
-    fm_conv b = *c;
+    kn_conv b = *c;
     b.pad_t = first < 0 ? -first : 0;
     b.pad_b = end > h ? end - h : 0;
     *start = first < 0 ? 0 : first;
@@ -20,19 +20,19 @@ static fm_conv band_conv(const fm_conv *c, int h, int r0, int r1, int *start, in
     return b;
 }
 
-size_t fm_conv2d_rows_scratch(const fm_conv *c, int h, int w, int r0, int r1, int threads)
+size_t kn_conv2d_rows_scratch(const kn_conv *c, int h, int w, int r0, int r1, int threads)
 {
     int start, rows;
-    fm_conv b = band_conv(c, h, r0, r1, &start, &rows);
-    return fm_conv2d_scratch(&b, 1, rows, w, threads);
+    kn_conv b = band_conv(c, h, r0, r1, &start, &rows);
+    return kn_conv2d_scratch(&b, 1, rows, w, threads);
 }
 
-int fm_conv2d_rows_ws(const fm_scratch *s, const fm_conv *c, float *y, const float *x, int up2, int h, int w,
+int kn_conv2d_rows_ws(const kn_scratch *s, const kn_conv *c, float *y, const float *x, int up2, int h, int w,
                       int r0, int r1, float *band_in, float *band_out)
 {
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), start, rows;
-    fm_conv b = band_conv(c, h, r0, r1, &start, &rows);
-    if (s->bytes < fm_conv2d_scratch(&b, 1, rows, w, s->threads)) return -1;
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w), start, rows;
+    kn_conv b = band_conv(c, h, r0, r1, &start, &rows);
+    if (s->bytes < kn_conv2d_scratch(&b, 1, rows, w, s->threads)) return -1;
     if (up2) {
         int sw = w / 2;
 #pragma omp parallel for schedule(static) if ((size_t)c->cin * rows * w > PAR_MIN)
@@ -46,14 +46,14 @@ int fm_conv2d_rows_ws(const fm_scratch *s, const fm_conv *c, float *y, const flo
         for (int ch = 0; ch < c->cin; ch++)
             memcpy(band_in + (size_t)ch * rows * w, x + ((size_t)ch * h + start) * w, sizeof(float) * rows * w);
     }
-    if (fm_conv2d_ws(s, band_out, band_in, &b, 1, rows, w)) return -1;
+    if (kn_conv2d_ws(s, band_out, band_in, &b, 1, rows, w)) return -1;
     for (int ch = 0; ch < c->cout; ch++)
         memcpy(y + ((size_t)ch * oh + r0) * ow, band_out + (size_t)ch * (r1 - r0) * ow,
                sizeof(float) * (size_t)(r1 - r0) * ow);
     return 0;
 }
 
-void fm_group_norm_apply(float *y, const float *x, int c, int hw, int groups, const float *mean,
+void kn_group_norm_apply(float *y, const float *x, int c, int hw, int groups, const float *mean,
                          const float *rstd, const float *gamma, const float *beta, int silu)
 {
     const gemm_arch *a = gemm_arch_get();
@@ -65,7 +65,7 @@ void fm_group_norm_apply(float *y, const float *x, int c, int hw, int groups, co
     }
 }
 
-void fm_group_stats_add(double *sum, double *sumsq, double *count, const float *x, int c, int h, int w,
+void kn_group_stats_add(double *sum, double *sumsq, double *count, const float *x, int c, int h, int w,
                         int groups, int y0, int y1, int x0, int x1)
 {
     int cg = c / groups;

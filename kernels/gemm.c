@@ -8,22 +8,22 @@
 const gemm_arch *gemm_arch_get(void)
 {
 #if defined(__x86_64__)
-    switch (fm_kernel_isa()) {
-    case FM_ISA_AVX512: return fm_kernel_has_bf16() ? &fm_gemm_arch_avx512_bf16 : &fm_gemm_arch_avx512;
-    case FM_ISA_AVX2: return &fm_gemm_arch_avx2;
+    switch (kn_isa_chosen()) {
+    case FM_ISA_AVX512: return kn_has_bf16() ? &gemm_arch_avx512_bf16 : &gemm_arch_avx512;
+    case FM_ISA_AVX2: return &gemm_arch_avx2;
     default: break;
     }
 #endif
-    return &fm_gemm_arch_generic;
+    return &gemm_arch_generic;
 }
 
 /* ---- packing ---- */
 
-/* Row i (k0..k0+kc) of an fm_mat as float. */
-static void mat_row_f32(float *dst, const fm_mat *m, int i, int k0, int kc)
+/* Row i (k0..k0+kc) of an kn_mat as float. */
+static void mat_row_f32(float *dst, const kn_mat *m, int i, int k0, int kc)
 {
-    size_t es = fm_dtype_size(m->dtype);
-    fm_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
+    size_t es = core_dtype_size(m->dtype);
+    core_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
 }
 
 /* im2col columns j0..j0+nv (pixels; with folded batches, pixel j of the
@@ -31,7 +31,7 @@ static void mat_row_f32(float *dst, const fm_mat *m, int i, int k0, int kc)
 static void pack_im2col(const gemm_operand *op, int batch, float *d, int j0, int nv, int k0, int kc,
                         int panel)
 {
-    const fm_conv *c = op->conv;
+    const kn_conv *c = op->conv;
     int P = op->oh * op->ow, s = c->stride, h = op->h, w = op->w;
     struct run { const float *x; int oy, ox, len, at; } runs[64]; /* panel <= 64 */
     int nruns = 0;
@@ -400,7 +400,7 @@ static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L
     if (q.K > 0) {
         /* Measured: sharing pays in bf16 mode (half the bytes, and each
          * pack converts twice), and in f32 for F16/BF16 weights on the B side
-         * (fm_linear). Other f32 operands are faster packed per task: the
+         * (kn_linear). Other f32 operands are faster packed per task: the
          * micro-kernel then reads fresh panels from L1/L2, not a large
          * shared buffer from L3. */
         int b_converts = q.b.kind == OP_MAT && q.b.mat->dtype != FM_DT_F32;
@@ -437,7 +437,7 @@ size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
     return gemm_layout_of(p, threads, &L) ? L.total : 0;
 }
 
-int gemm_run_ws(const gemm_problem *p, const fm_scratch *s)
+int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
 {
     gemm_layout L;
     if (!gemm_layout_of(p, s ? s->threads : 1, &L)) return 0;
@@ -471,7 +471,7 @@ int gemm_run_ws(const gemm_problem *p, const fm_scratch *s)
     return 0;
 }
 
-int fm_scratch_threads(void)
+int kn_scratch_threads(void)
 {
     int t = omp_get_max_threads();
     return t > 0 ? t : 1;
@@ -479,11 +479,11 @@ int fm_scratch_threads(void)
 
 /* One call's scratch from the heap, for the entry points without a plan.
  * Returns 0 (and fills s) or -1. */
-static int scratch_alloc(fm_scratch *s, size_t bytes, int threads)
+static int scratch_alloc(kn_scratch *s, size_t bytes, int threads)
 {
     s->threads = threads;
     s->bytes = bytes;
-    s->base = bytes ? fm_alloc(bytes) : NULL;
+    s->base = bytes ? core_alloc(bytes) : NULL;
     return bytes && !s->base ? -1 : 0;
 }
 
@@ -500,7 +500,7 @@ static gemm_problem sgemm_problem(int M, int N, int K, const float *A, int lda, 
     };
 }
 
-static gemm_problem linear_problem(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+static gemm_problem linear_problem(float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
     return (gemm_problem){
         .M = n, .N = w->rows, .K = w->cols, .batch = 1,
@@ -511,9 +511,9 @@ static gemm_problem linear_problem(float *y, const float *x, int n, const fm_mat
     };
 }
 
-static gemm_problem conv_problem(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+static gemm_problem conv_problem(float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
     int is_1x1 = c->kh == 1 && c->kw == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
     /* The batch items are concatenated along N (pixels) so that the weights
      * are packed once for all of them. */
@@ -533,76 +533,76 @@ static gemm_problem conv_problem(float *y, const float *x, const fm_conv *c, int
     return p;
 }
 
-size_t fm_sgemm_scratch(int M, int N, int K, int trans_b, int threads)
+size_t kn_sgemm_scratch(int M, int N, int K, int trans_b, int threads)
 {
     gemm_problem p = sgemm_problem(M, N, K, NULL, K, NULL, trans_b ? K : N, trans_b, 0.0f, NULL, N);
     return gemm_scratch_bytes(&p, threads);
 }
 
-int fm_sgemm_ws(const fm_scratch *s, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+int kn_sgemm_ws(const kn_scratch *s, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                 int trans_b, float beta, float *C, int ldc)
 {
     gemm_problem p = sgemm_problem(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
     return gemm_run_ws(&p, s);
 }
 
-void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               int trans_b, float beta, float *C, int ldc)
 {
-    fm_scratch s;
-    int threads = fm_scratch_threads();
-    if (scratch_alloc(&s, fm_sgemm_scratch(M, N, K, trans_b, threads), threads) ||
-        fm_sgemm_ws(&s, M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc))
-        fm_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
-    fm_free(s.base);
+    kn_scratch s;
+    int threads = kn_scratch_threads();
+    if (scratch_alloc(&s, kn_sgemm_scratch(M, N, K, trans_b, threads), threads) ||
+        kn_sgemm_ws(&s, M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc))
+        kn_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+    core_free(s.base);
 }
 
-size_t fm_linear_scratch(int n, const fm_mat *w, int threads)
+size_t kn_linear_scratch(int n, const kn_mat *w, int threads)
 {
     gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
     return gemm_scratch_bytes(&p, threads);
 }
 
-int fm_linear_ws(const fm_scratch *s, float *y, const float *x, int n, const fm_mat *w, const float *bias)
+int kn_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
     gemm_problem p = linear_problem(y, x, n, w, bias);
     return gemm_run_ws(&p, s);
 }
 
-void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
-    fm_scratch s;
-    int threads = fm_scratch_threads();
-    if (scratch_alloc(&s, fm_linear_scratch(n, w, threads), threads) || fm_linear_ws(&s, y, x, n, w, bias))
-        fm_linear_ref(y, x, n, w, bias);
-    fm_free(s.base);
+    kn_scratch s;
+    int threads = kn_scratch_threads();
+    if (scratch_alloc(&s, kn_linear_scratch(n, w, threads), threads) || kn_linear_ws(&s, y, x, n, w, bias))
+        kn_linear_ref(y, x, n, w, bias);
+    core_free(s.base);
 }
 
-size_t fm_conv2d_scratch(const fm_conv *c, int n, int h, int w, int threads)
+size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
     gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
     return gemm_scratch_bytes(&p, threads);
 }
 
-int fm_conv2d_ws(const fm_scratch *s, float *y, const float *x, const fm_conv *c, int n, int h, int w)
+int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
     gemm_problem p = conv_problem(y, x, c, n, h, w);
     return gemm_run_ws(&p, s);
 }
 
-void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    fm_scratch s;
-    int threads = fm_scratch_threads();
-    if (scratch_alloc(&s, fm_conv2d_scratch(c, n, h, w, threads), threads) || fm_conv2d_ws(&s, y, x, c, n, h, w))
-        fm_conv2d_ref(y, x, c, n, h, w);
-    fm_free(s.base);
+    kn_scratch s;
+    int threads = kn_scratch_threads();
+    if (scratch_alloc(&s, kn_conv2d_scratch(c, n, h, w, threads), threads) || kn_conv2d_ws(&s, y, x, c, n, h, w))
+        kn_conv2d_ref(y, x, c, n, h, w);
+    core_free(s.base);
 }
 
 /* Weights stay in their file dtype and are converted while packing (the
  * packed blocks are per call and bounded), so packing only records the
  * precision: no extra memory per matrix. */
-int fm_mat_pack(fm_mat *m, fm_precision prec)
+int kn_mat_pack(kn_mat *m, fm_precision prec)
 {
     m->packed_kind = prec == FM_PREC_BF16 ? FM_PACKED_BF16 : 0;
     return 0;

@@ -1,5 +1,5 @@
-/* kernels-private: the packed, blocked GEMM engine behind fm_sgemm,
- * fm_linear, fm_conv2d and fm_attention.
+/* kernels-private: the packed, blocked GEMM engine behind kn_sgemm,
+ * kn_linear, kn_conv2d and kn_attention.
  *
  * C[M][N] += A[M][K] . B[K][N] is computed BLIS-style. The C matrix is cut
  * into tasks (tiles of at most MC rows, split evenly, run by OpenMP threads
@@ -12,7 +12,7 @@
  * or an implicit im2col of a feature map), so nothing larger than a packed
  * block is materialised per thread; weight operands that several tasks would
  * repack are packed once per call and shared (at most 16 MiB). All of it
- * lives in caller-owned scratch (fm_scratch): the shared packs, then one
+ * lives in caller-owned scratch (kn_scratch): the shared packs, then one
  * slice per thread; the driver allocates nothing. */
 #ifndef FM_KERNELS_GEMM_H
 #define FM_KERNELS_GEMM_H
@@ -23,21 +23,21 @@
 
 /* C[mr][nr] (+)= Ap . Bp over kc (accumulating when acc, else overwriting);
  * only the first mv rows and nv columns of the tile are inside C. */
-typedef void (*fm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
+typedef void (*gemm_ukernel_f32)(int kc, const float *Ap, const float *Bp, float *C, ptrdiff_t ldc,
                                int mv, int nv, int acc);
 /* The same with bf16 pairs: Ap [kc2][MR] and Bp [kc2][NR], each uint32 holding
  * (k even, k odd) as bf16, accumulated in float. */
-typedef void (*fm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,
+typedef void (*gemm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *Bp, float *C,
                                 ptrdiff_t ldc, int mv, int nv, int acc);
 /* Two packed f32 rows (k even, k odd) of n floats -> n bf16 pairs. */
-typedef void (*fm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
+typedef void (*gemm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
 
 typedef struct gemm_arch {
-    fm_isa isa;
+    kn_isa isa;
     int mr, nr, mc, kc;
-    fm_ukernel_f32 f32;
-    fm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
-    fm_pair_bf16_fn pair_bf16;
+    gemm_ukernel_f32 f32;
+    gemm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
+    gemm_pair_bf16_fn pair_bf16;
     /* One online-softmax step over a block of scores st [kb][NR] (one column
      * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
      * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
@@ -52,15 +52,15 @@ typedef struct gemm_arch {
     void (*affine)(float *y, const float *x, size_t n, float mean, float s, float t, int silu);
 } gemm_arch;
 
-/* The micro-kernels of the ISA fm_kernel_isa() chose (never NULL). */
+/* The micro-kernels of the ISA kn_isa_chosen() chose (never NULL). */
 const gemm_arch *gemm_arch_get(void);
 
 /* Micro-kernel sets, one per ISA file. */
-extern const gemm_arch fm_gemm_arch_generic;
+extern const gemm_arch gemm_arch_generic;
 #if defined(__x86_64__)
-extern const gemm_arch fm_gemm_arch_avx2;
-extern const gemm_arch fm_gemm_arch_avx512;
-extern const gemm_arch fm_gemm_arch_avx512_bf16;
+extern const gemm_arch gemm_arch_avx2;
+extern const gemm_arch gemm_arch_avx512;
+extern const gemm_arch gemm_arch_avx512_bf16;
 #endif
 
 /* ---- operands ---- */
@@ -68,7 +68,7 @@ extern const gemm_arch fm_gemm_arch_avx512_bf16;
 typedef enum {
     OP_ROWS,    /* X[i][k] = p[i*ld + k], float */
     OP_COLS,    /* X[i][k] = p[k*ld + i], float */
-    OP_MAT,     /* X[i][k] = mat(i, k), any fm_mat dtype */
+    OP_MAT,     /* X[i][k] = mat(i, k), any kn_mat dtype */
     OP_IM2COL,  /* X[k][j] of a convolution's im2col (B side only) */
 } gemm_op_kind;
 
@@ -77,8 +77,8 @@ typedef struct gemm_operand {
     const float *p;
     ptrdiff_t ld;
     ptrdiff_t batch_stride; /* floats between batch items */
-    const fm_mat *mat;
-    const fm_conv *conv;    /* OP_IM2COL: geometry */
+    const kn_mat *mat;
+    const kn_conv *conv;    /* OP_IM2COL: geometry */
     int h, w, oh, ow;
     int fold;               /* B side: columns are batch items of `fold` columns each, concatenated (0: no) */
 } gemm_operand;
@@ -101,7 +101,7 @@ typedef struct gemm_problem {
 size_t gemm_scratch_bytes(const gemm_problem *p, int threads);
 /* Runs p in caller-owned scratch (sized by gemm_scratch_bytes for
  * s->threads); -1 without touching C when s is too small. */
-int gemm_run_ws(const gemm_problem *p, const fm_scratch *s);
+int gemm_run_ws(const gemm_problem *p, const kn_scratch *s);
 
 /* Packs rows i0..i0+ni of op (as an ni x kc slice from k0) into panels of
  * width `panel`, zero-padding past `rows`. Used by attention too. */
@@ -113,7 +113,7 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
 void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                          int kc, int panel, const float *zeros);
 
-/* precision flags kept in fm_mat.packed_kind */
+/* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1
 
 #endif

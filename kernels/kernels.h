@@ -4,9 +4,9 @@
  *   - Feature maps are NCHW float32, as in PyTorch (and the goldens).
  *   - Token sequences are [batch][tokens][dim] float32, row-major.
  *   - Weights stay in the checkpoint's dtype (F32/F16/BF16), mapped from the
- *     file; an fm_mat records the precision its products run in (fm_mat_pack).
+ *     file; an kn_mat records the precision its products run in (kn_mat_pack).
  *
- * Every fast kernel fm_X has a plain loop fm_X_ref beside it with the same
+ * Every fast kernel kn_X has a plain loop kn_X_ref beside it with the same
  * contract; tests compare the two on random data. Kernels parallelise with
  * OpenMP internally; callers never open parallel regions around them.
  */
@@ -18,83 +18,83 @@
 #include "core/core.h"
 
 /* A weight matrix [rows][cols], rows = output features. */
-typedef struct fm_mat {
+typedef struct kn_mat {
     const void *data;  /* row-major, dtype below; not owned */
-    fm_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
+    core_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
     int rows, cols;
-    int packed_kind;   /* kernel-private: the precision fm_mat_pack recorded */
-} fm_mat;
+    int packed_kind;   /* kernel-private: the precision kn_mat_pack recorded */
+} kn_mat;
 
 /* Sets the precision m's products run in (FM_PREC_AUTO/FP32 keep full
  * precision); may be called again to change it. Returns 0.
  *
  * Current implementation: no copy is made (memory cost 0). The kernels
  * convert F16/BF16 weights while packing per-call blocks (bounded scratch per
- * thread), so the file mapping stays the only copy; fm_mat_pack just records
- * the precision. FM_PREC_BF16: fm_linear / fm_conv2d round weights and
+ * thread), so the file mapping stays the only copy; kn_mat_pack just records
+ * the precision. FM_PREC_BF16: kn_linear / kn_conv2d round weights and
  * activations to bf16 and use vdpbf16ps dot products with float
  * accumulation (about 2x faster; error about 2^-9 sqrt(K) relative to the
  * output scale, see tests/test_kernels.c); on CPUs without AVX512_BF16 it
  * computes in full precision. FM_PREC_F16 computes in full precision. */
-int fm_mat_pack(fm_mat *m, fm_precision prec);
+int kn_mat_pack(kn_mat *m, fm_precision prec);
 
 /* Caller-owned scratch for the fast kernels. A plan (the U-Net's workspace,
  * the VAE's arena) asks each call shape how many bytes it needs for a given
- * number of threads (fm_X_scratch), keeps the largest, allocates once before
- * the first step, and hands the same block to every call (fm_X_ws): nothing
+ * number of threads (kn_X_scratch), keeps the largest, allocates once before
+ * the first step, and hands the same block to every call (kn_X_ws): nothing
  * is allocated inside a forward pass. Inside, a call carves its shared
  * panels and one slice per OpenMP thread. base is 64-byte aligned. */
-typedef struct fm_scratch {
+typedef struct kn_scratch {
     void *base;
     size_t bytes;
     int threads; /* the thread count the sizes were asked for (>= 1) */
-} fm_scratch;
+} kn_scratch;
 
 /* The thread count a plan sizes scratch for: OpenMP's current maximum. */
-int fm_scratch_threads(void);
+int kn_scratch_threads(void);
 
-/* The fm_X_ws kernels return 0, or -1 without touching the output when s is
- * smaller than fm_X_scratch says (a plan that missed a call shape: an
- * error, never skipped work). The plain fm_X entry points allocate their
+/* The kn_X_ws kernels return 0, or -1 without touching the output when s is
+ * smaller than kn_X_scratch says (a plan that missed a call shape: an
+ * error, never skipped work). The plain kn_X entry points allocate their
  * scratch per call (text encoders, tests, tools) and compute with the
  * reference loop when that allocation fails: slower, never wrong. */
 
 /* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
-void fm_linear(float *y, const float *x, int n, const fm_mat *w, const float *bias);
-void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias);
-size_t fm_linear_scratch(int n, const fm_mat *w, int threads);
-int fm_linear_ws(const fm_scratch *s, float *y, const float *x, int n, const fm_mat *w, const float *bias);
+void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias);
+void kn_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias);
+size_t kn_linear_scratch(int n, const kn_mat *w, int threads);
+int kn_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias);
 
 /* C[M][N] = A[M][K] . B + beta*C, with B [K][N] (trans_b 0) or [N][K] (trans_b 1);
  * all float32 with leading dimensions lda, ldb, ldc. Blocked and packed
  * (kernels/gemm.h), AVX-512 / AVX2 micro-kernels chosen at run time. */
-void fm_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               int trans_b, float beta, float *C, int ldc);
-void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   int trans_b, float beta, float *C, int ldc);
-size_t fm_sgemm_scratch(int M, int N, int K, int trans_b, int threads);
-int fm_sgemm_ws(const fm_scratch *s, int M, int N, int K, const float *A, int lda, const float *B,
+size_t kn_sgemm_scratch(int M, int N, int K, int trans_b, int threads);
+int kn_sgemm_ws(const kn_scratch *s, int M, int N, int K, const float *A, int lda, const float *B,
                 int ldb, int trans_b, float beta, float *C, int ldc);
 
 /* 2-D convolution. Weight as a matrix [cout][cin*kh*kw] (PyTorch order). */
-typedef struct fm_conv {
-    fm_mat w;
+typedef struct kn_conv {
+    kn_mat w;
     const float *bias; /* [cout] or NULL */
     int cin, cout, kh, kw, stride;
     int pad_t, pad_l, pad_b, pad_r; /* zero padding */
-} fm_conv;
+} kn_conv;
 
-static inline int fm_conv_out_h(const fm_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
-static inline int fm_conv_out_w(const fm_conv *c, int w) { return (w + c->pad_l + c->pad_r - c->kw) / c->stride + 1; }
+static inline int kn_conv_out_h(const kn_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
+static inline int kn_conv_out_w(const kn_conv *c, int w) { return (w + c->pad_l + c->pad_r - c->kw) / c->stride + 1; }
 
 /* y [n][cout][oh][ow] = conv(x [n][cin][h][w]). An implicit GEMM: im2col
  * columns are gathered into the GEMM's packed panels on the fly (nothing
  * larger than KC x NR floats per thread), and the weights are packed once for
  * all n images. */
-void fm_conv2d(float *y, const float *x, const fm_conv *c, int n, int h, int w);
-void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w);
-size_t fm_conv2d_scratch(const fm_conv *c, int n, int h, int w, int threads);
-int fm_conv2d_ws(const fm_scratch *s, float *y, const float *x, const fm_conv *c, int n, int h, int w);
+void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w);
+void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w);
+size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
+int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
 
 /* Output rows [r0, r1) of conv c on one image x [cin][h][w] into y
  * [cout][oh][ow], or on x [cin][h/2][w/2] upsampled x2 nearest when up2
@@ -103,54 +103,54 @@ int fm_conv2d_ws(const fm_scratch *s, float *y, const float *x, const fm_conv *c
  * outside the input becomes the band's own), the band's output goes to
  * band_out, then to its rows of y. band_in: cin * w * ((r1-r0-1) * stride
  * + kh) floats, band_out: cout * (r1-r0) * ow. */
-size_t fm_conv2d_rows_scratch(const fm_conv *c, int h, int w, int r0, int r1, int threads);
-int fm_conv2d_rows_ws(const fm_scratch *s, const fm_conv *c, float *y, const float *x, int up2, int h, int w,
+size_t kn_conv2d_rows_scratch(const kn_conv *c, int h, int w, int r0, int r1, int threads);
+int kn_conv2d_rows_ws(const kn_scratch *s, const kn_conv *c, float *y, const float *x, int up2, int h, int w,
                       int r0, int r1, float *band_in, float *band_out);
-void fm_conv2d_rows_ref(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1);
+void kn_conv2d_rows_ref(const kn_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1);
 
 /* GroupNorm over x [n][c][hw]; gamma/beta [c]; optional SiLU afterwards.
  * y may equal x. */
-void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+void kn_group_norm(float *y, const float *x, int n, int c, int hw, int groups, float eps,
                    const float *gamma, const float *beta, int fuse_silu);
-void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+void kn_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
                        const float *gamma, const float *beta, int fuse_silu);
 
 /* GroupNorm with given statistics (whole-image ones, gathered over tiles):
  * y = (x - mean[g]) * rstd[g] * gamma + beta over x [c][hw], then SiLU if
  * silu. y may equal x. */
-void fm_group_norm_apply(float *y, const float *x, int c, int hw, int groups, const float *mean,
+void kn_group_norm_apply(float *y, const float *x, int c, int hw, int groups, const float *mean,
                          const float *rstd, const float *gamma, const float *beta, int silu);
-void fm_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
+void kn_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
                              const float *rstd, const float *gamma, const float *beta, int silu);
 /* Adds the cells [y0,y1) x [x0,x1) of x [c][h][w] to the per-group sums
  * sum[g], sumsq[g] and count[g] (double, so that many tiles add up). */
-void fm_group_stats_add(double *sum, double *sumsq, double *count, const float *x, int c, int h, int w,
+void kn_group_stats_add(double *sum, double *sumsq, double *count, const float *x, int c, int h, int w,
                         int groups, int y0, int y1, int x0, int x1);
-void fm_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
+void kn_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
                             int w, int groups, int y0, int y1, int x0, int x1);
 
 /* LayerNorm over the last dim of x [rows][dim]. y may equal x. */
-void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
+void kn_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
                    const float *beta, float eps);
-void fm_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
+void kn_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
                        const float *beta, float eps);
 
 /* Element-wise, in place. */
-void fm_silu(float *x, size_t n);
-void fm_gelu(float *x, size_t n);       /* exact erf GELU */
-void fm_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) */
+void kn_silu(float *x, size_t n);
+void kn_gelu(float *x, size_t n);       /* exact erf GELU */
+void kn_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) */
 /* GEGLU: x [rows][2*dim] = [a | gate] -> y [rows][dim] = a * gelu(gate). */
-void fm_geglu(float *y, const float *x, int rows, int dim);
+void kn_geglu(float *y, const float *x, int rows, int dim);
 /* Softmax along each row of x [rows][n], in place. */
-void fm_softmax(float *x, int rows, int n);
+void kn_softmax(float *x, int rows, int n);
 /* Reference loops of the above (double precision inside). */
-void fm_silu_ref(float *x, size_t n);
-void fm_gelu_ref(float *x, size_t n);
-void fm_quick_gelu_ref(float *x, size_t n);
-void fm_geglu_ref(float *y, const float *x, int rows, int dim);
-void fm_softmax_ref(float *x, int rows, int n);
+void kn_silu_ref(float *x, size_t n);
+void kn_gelu_ref(float *x, size_t n);
+void kn_quick_gelu_ref(float *x, size_t n);
+void kn_geglu_ref(float *y, const float *x, int rows, int dim);
+void kn_softmax_ref(float *x, int rows, int n);
 /* y[i] = a[i] + b[i] (y may alias a or b). */
-void fm_add(float *y, const float *a, const float *b, size_t n);
+void kn_add(float *y, const float *a, const float *b, size_t n);
 
 /* Multi-head scaled-dot-product attention, never materialising the full
  * [nq][nk] score matrix (online softmax over key blocks).
@@ -158,47 +158,47 @@ void fm_add(float *y, const float *a, const float *b, size_t n);
  *   k, v: [batch][nk] rows of kv_stride floats, same head columns
  *   out: [batch][nq][heads*head_dim]
  * causal: key j > query i is masked. */
-void fm_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention(float *out, const float *q, int q_stride, const float *k, const float *v,
                   int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                   float scale, int causal);
 /* The same in a given precision: FM_PREC_BF16 rounds Q, K, V and the softmax
  * weights to bf16 for vdpbf16ps dot products (float accumulation and
  * softmax); full precision where the CPU lacks AVX512_BF16. */
-void fm_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention_prec(float *out, const float *q, int q_stride, const float *k, const float *v,
                        int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                        float scale, int causal, fm_precision prec);
-void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal);
-size_t fm_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
+size_t kn_attention_scratch(int batch, int nq, int nk, int heads, int head_dim, fm_precision prec,
                             int threads);
-int fm_attention_ws(const fm_scratch *s, float *out, const float *q, int q_stride, const float *k,
+int kn_attention_ws(const kn_scratch *s, float *out, const float *q, int q_stride, const float *k,
                     const float *v, int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                     float scale, int causal, fm_precision prec);
 
 /* Nearest-neighbour resize of x [nc][h][w] to [nc][oh][ow] (PyTorch
  * 'nearest': src = floor(dst * in / out)); oh = 2h, ow = 2w is the U-Net's x2. */
-void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w);
+void kn_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w);
 
 /* y [n][ca+cb][hw] = cat(a [n][ca][hw], b [n][cb][hw]) along channels. */
-void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw);
+void kn_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw);
 
 /* [n][c][hw] <-> [n][hw][c] */
-void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw);
-void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
+void kn_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw);
+void kn_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
 
 /* The instruction set the fast kernels use: the best the CPU runs, chosen once
  * per process; FM_ISA=scalar|avx2|avx512 in the environment can lower it (tests
  * use this to check every path). Portable builds rely on it; -march=native
  * builds too, so one binary never assumes an ISA. */
-typedef enum { FM_ISA_SCALAR = 0, FM_ISA_AVX2, FM_ISA_AVX512 } fm_isa;
-fm_isa fm_kernel_isa(void);
-int fm_isa_supported(fm_isa isa); /* this CPU can run it */
-const char *fm_isa_name(fm_isa isa);
-/* Whether fm_mat_pack(m, FM_PREC_BF16) uses native bf16 dot products here. */
-int fm_kernel_has_bf16(void);
+typedef enum { FM_ISA_SCALAR = 0, FM_ISA_AVX2, FM_ISA_AVX512 } kn_isa;
+kn_isa kn_isa_chosen(void);
+int kn_isa_supported(kn_isa isa); /* this CPU can run it */
+const char *kn_isa_name(kn_isa isa);
+/* Whether kn_mat_pack(m, FM_PREC_BF16) uses native bf16 dot products here. */
+int kn_has_bf16(void);
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
-void fm_mat_row(float *dst, const fm_mat *m, int r);
+void kn_mat_row(float *dst, const kn_mat *m, int r);
 
 #endif

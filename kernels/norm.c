@@ -32,7 +32,7 @@ static void mean_var(const float *x, size_t n, float *mean, float *var)
     *var = (float)(v / (double)n);
 }
 
-void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+void kn_group_norm(float *y, const float *x, int n, int c, int hw, int groups, float eps,
                    const float *gamma, const float *beta, int fuse_silu)
 {
     const gemm_arch *a = gemm_arch_get();
@@ -52,7 +52,7 @@ void fm_group_norm(float *y, const float *x, int n, int c, int hw, int groups, f
         }
 }
 
-void fm_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
+void kn_layer_norm(float *y, const float *x, int rows, int dim, const float *gamma,
                    const float *beta, float eps)
 {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)

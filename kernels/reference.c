@@ -7,11 +7,11 @@
 #include <string.h>
 
 /* Weight element (r, c) as float. */
-static float mat_at(const fm_mat *m, int r, int c)
+static float mat_at(const kn_mat *m, int r, int c)
 {
     size_t i = (size_t)r * m->cols + c;
     switch (m->dtype) {
-    case FM_DT_F16: return fm_f16_to_f32_1(((const uint16_t *)m->data)[i]);
+    case FM_DT_F16: return core_f16_to_f32_1(((const uint16_t *)m->data)[i]);
     case FM_DT_BF16: {
         uint32_t b = (uint32_t)((const uint16_t *)m->data)[i] << 16;
         float f;
@@ -22,13 +22,13 @@ static float mat_at(const fm_mat *m, int r, int c)
     }
 }
 
-void fm_mat_row(float *dst, const fm_mat *m, int r)
+void kn_mat_row(float *dst, const kn_mat *m, int r)
 {
-    fm_convert_to_f32(dst, (const char *)m->data + (size_t)r * m->cols * fm_dtype_size(m->dtype),
+    core_convert_to_f32(dst, (const char *)m->data + (size_t)r * m->cols * core_dtype_size(m->dtype),
                       m->dtype, (size_t)m->cols);
 }
 
-void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float *bias)
+void kn_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
     for (int i = 0; i < n; i++)
         for (int o = 0; o < w->rows; o++) {
@@ -39,7 +39,7 @@ void fm_linear_ref(float *y, const float *x, int n, const fm_mat *w, const float
         }
 }
 
-void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   int trans_b, float beta, float *C, int ldc)
 {
     for (int i = 0; i < M; i++)
@@ -53,9 +53,9 @@ void fm_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, 
         }
 }
 
-void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int w)
+void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w);
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
     for (int b = 0; b < n; b++)
         for (int co = 0; co < c->cout; co++)
             for (int oy = 0; oy < oh; oy++)
@@ -76,7 +76,7 @@ void fm_conv2d_ref(float *y, const float *x, const fm_conv *c, int n, int h, int
                 }
 }
 
-void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
+void kn_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
                        const float *gamma, const float *beta, int fuse_silu)
 {
     int cg = c / groups;
@@ -102,7 +102,7 @@ void fm_group_norm_ref(float *y, const float *x, int n, int c, int hw, int group
         }
 }
 
-/* The fallback of fm_attention when its scratch runs out, so it works
+/* The fallback of kn_attention when its scratch runs out, so it works
  * without memory too: the scores are kept when a row of them can be
  * allocated, else recomputed in each pass (float accumulation of the output). */
 static double ref_score(const float *qi, const float *k, int kv_stride, int head_dim, size_t row, int hd,
@@ -114,7 +114,7 @@ static double ref_score(const float *qi, const float *k, int kv_stride, int head
     return d * scale;
 }
 
-void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
+void kn_attention_ref(float *out, const float *q, int q_stride, const float *k, const float *v,
                       int kv_stride, int batch, int nq, int nk, int heads, int head_dim,
                       float scale, int causal)
 {
@@ -160,7 +160,7 @@ void fm_attention_ref(float *out, const float *q, int q_stride, const float *k, 
     free(s);
 }
 
-void fm_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
+void kn_layer_norm_ref(float *y, const float *x, int rows, int dim, const float *gamma,
                        const float *beta, float eps)
 {
     for (int r = 0; r < rows; r++) {
@@ -176,24 +176,24 @@ void fm_layer_norm_ref(float *y, const float *x, int rows, int dim, const float 
     }
 }
 
-void fm_silu_ref(float *x, size_t n)
+void kn_silu_ref(float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
 }
 
 static double gelu_d(double v) { return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440)); }
 
-void fm_gelu_ref(float *x, size_t n)
+void kn_gelu_ref(float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) x[i] = (float)gelu_d(x[i]);
 }
 
-void fm_quick_gelu_ref(float *x, size_t n)
+void kn_quick_gelu_ref(float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] / (1.0 + exp(-1.702 * (double)x[i])));
 }
 
-void fm_geglu_ref(float *y, const float *x, int rows, int dim)
+void kn_geglu_ref(float *y, const float *x, int rows, int dim)
 {
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < dim; i++) {
@@ -202,7 +202,7 @@ void fm_geglu_ref(float *y, const float *x, int rows, int dim)
         }
 }
 
-void fm_softmax_ref(float *x, int rows, int n)
+void kn_softmax_ref(float *x, int rows, int n)
 {
     for (int r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * n;
@@ -213,9 +213,9 @@ void fm_softmax_ref(float *x, int rows, int n)
     }
 }
 
-void fm_conv2d_rows_ref(const fm_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1)
+void kn_conv2d_rows_ref(const kn_conv *c, float *y, const float *x, int up2, int h, int w, int r0, int r1)
 {
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), sh = up2 ? h / 2 : h, sw = up2 ? w / 2 : w;
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w), sh = up2 ? h / 2 : h, sw = up2 ? w / 2 : w;
     for (int co = 0; co < c->cout; co++)
         for (int oy = r0; oy < r1; oy++)
             for (int ox = 0; ox < ow; ox++) {
@@ -233,7 +233,7 @@ void fm_conv2d_rows_ref(const fm_conv *c, float *y, const float *x, int up2, int
             }
 }
 
-void fm_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
+void kn_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups, const float *mean,
                              const float *rstd, const float *gamma, const float *beta, int silu)
 {
     int cg = c / groups;
@@ -246,7 +246,7 @@ void fm_group_norm_apply_ref(float *y, const float *x, int c, int hw, int groups
         }
 }
 
-void fm_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
+void kn_group_stats_add_ref(double *sum, double *sumsq, double *count, const float *x, int c, int h,
                             int w, int groups, int y0, int y1, int x0, int x1)
 {
     int cg = c / groups;

@@ -10,7 +10,7 @@
 /* Splits n elements into cache-friendly chunks across threads. */
 #define CHUNK 16384
 
-void fm_silu(float *x, size_t n)
+void kn_silu(float *x, size_t n)
 {
     const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
@@ -18,7 +18,7 @@ void fm_silu(float *x, size_t n)
         a->sigmoid_gate(x + i, x + i, n - i < CHUNK ? n - i : CHUNK, 1.0f);
 }
 
-void fm_gelu(float *x, size_t n)
+void kn_gelu(float *x, size_t n)
 {
     const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
@@ -26,7 +26,7 @@ void fm_gelu(float *x, size_t n)
         a->gelu(x + i, x + i, NULL, n - i < CHUNK ? n - i : CHUNK);
 }
 
-void fm_quick_gelu(float *x, size_t n)
+void kn_quick_gelu(float *x, size_t n)
 {
     const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
@@ -34,7 +34,7 @@ void fm_quick_gelu(float *x, size_t n)
         a->sigmoid_gate(x + i, x + i, n - i < CHUNK ? n - i : CHUNK, 1.702f);
 }
 
-void fm_geglu(float *y, const float *x, int rows, int dim)
+void kn_geglu(float *y, const float *x, int rows, int dim)
 {
     const gemm_arch *a = gemm_arch_get();
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim > PAR_MIN)
@@ -44,7 +44,7 @@ void fm_geglu(float *y, const float *x, int rows, int dim)
     }
 }
 
-void fm_softmax(float *x, int rows, int n)
+void kn_softmax(float *x, int rows, int n)
 {
 #pragma omp parallel for schedule(static) if ((size_t)rows * n > PAR_MIN)
     for (int r = 0; r < rows; r++) {
@@ -55,14 +55,14 @@ void fm_softmax(float *x, int rows, int n)
     }
 }
 
-void fm_add(float *y, const float *a, const float *b, size_t n)
+void kn_add(float *y, const float *a, const float *b, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] = a[i] + b[i];
 }
 
-void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w)
+void kn_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h, int w)
 {
 #pragma omp parallel for schedule(static) if ((size_t)nc * oh * ow > PAR_MIN)
     for (int c = 0; c < nc; c++)
@@ -75,7 +75,7 @@ void fm_upsample_nearest(float *y, int oh, int ow, const float *x, int nc, int h
         }
 }
 
-void fm_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
+void kn_concat_channels(float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
 {
     for (int i = 0; i < n; i++) {
         memcpy(y + (size_t)i * (ca + cb) * hw, a + (size_t)i * ca * hw, sizeof(float) * ca * hw);
@@ -99,13 +99,13 @@ static void transpose(float *y, const float *x, int rows, int cols)
     }
 }
 
-void fm_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw)
+void kn_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw)
 {
     for (int b = 0; b < n; b++)
         transpose(y + (size_t)b * c * hw, x + (size_t)b * c * hw, c, hw);
 }
 
-void fm_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw)
+void kn_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw)
 {
     for (int b = 0; b < n; b++)
         transpose(y + (size_t)b * c * hw, x + (size_t)b * c * hw, hw, c);

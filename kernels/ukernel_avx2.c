@@ -52,11 +52,11 @@ static void softmax_cols_avx2(float *st, int kb, float scale, float *m, float *l
         for (int j = 0; j < kb; j++) mx = _mm256_max_ps(mx, _mm256_mul_ps(_mm256_load_ps(st + j * V_NR + v), vs));
         __m256 sum = _mm256_setzero_ps();
         for (int j = 0; j < kb; j++) {
-            __m256 p = fm_exp256(_mm256_fmsub_ps(_mm256_load_ps(st + j * V_NR + v), vs, mx));
+            __m256 p = kn_exp256(_mm256_fmsub_ps(_mm256_load_ps(st + j * V_NR + v), vs, mx));
             _mm256_store_ps(st + j * V_NR + v, p);
             sum = _mm256_add_ps(sum, p);
         }
-        __m256 cr = fm_exp256(_mm256_sub_ps(mold, mx));
+        __m256 cr = kn_exp256(_mm256_sub_ps(mold, mx));
         _mm256_storeu_ps(corr + v, cr);
         _mm256_storeu_ps(l + v, _mm256_fmadd_ps(_mm256_loadu_ps(l + v), cr, sum));
         _mm256_storeu_ps(m + v, mx);
@@ -74,13 +74,13 @@ static inline __m256 erf256(__m256 x)
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
     p = _mm256_mul_ps(p, t);
-    __m256 y = _mm256_fnmadd_ps(p, fm_exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), ax), ax)), _mm256_set1_ps(1.0f));
+    __m256 y = _mm256_fnmadd_ps(p, kn_exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), ax), ax)), _mm256_set1_ps(1.0f));
     return _mm256_or_ps(y, _mm256_and_ps(signbit, x));
 }
 
 static inline __m256 sigmoid_gate256(__m256 x, __m256 nbeta)
 {
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), fm_exp256(_mm256_mul_ps(nbeta, x))));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), kn_exp256(_mm256_mul_ps(nbeta, x))));
 }
 
 static inline __m256 gelu256(__m256 v)
@@ -138,7 +138,7 @@ static void affine_avx2(float *y, const float *x, size_t n, float mean, float s,
     }
 }
 
-const gemm_arch fm_gemm_arch_avx2 = {
+const gemm_arch gemm_arch_avx2 = {
     .isa = FM_ISA_AVX2, .mr = V_MR, .nr = V_NR, .mc = 192, .kc = 320,
     .f32 = ukernel_avx2, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_avx2,
     .sigmoid_gate = sigmoid_gate_avx2, .gelu = gelu_avx2, .affine = affine_avx2,

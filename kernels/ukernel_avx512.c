@@ -112,11 +112,11 @@ static void softmax_cols_avx512(float *st, int kb, float scale, float *m, float 
         for (int j = 0; j < kb; j++) mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_load_ps(st + j * Z_NR + v), vs));
         __m512 sum = _mm512_setzero_ps();
         for (int j = 0; j < kb; j++) {
-            __m512 p = fm_exp512(_mm512_fmsub_ps(_mm512_load_ps(st + j * Z_NR + v), vs, mx));
+            __m512 p = kn_exp512(_mm512_fmsub_ps(_mm512_load_ps(st + j * Z_NR + v), vs, mx));
             _mm512_store_ps(st + j * Z_NR + v, p);
             sum = _mm512_add_ps(sum, p);
         }
-        __m512 cr = fm_exp512(_mm512_sub_ps(mold, mx));
+        __m512 cr = kn_exp512(_mm512_sub_ps(mold, mx));
         _mm512_storeu_ps(corr + v, cr);
         _mm512_storeu_ps(l + v, _mm512_fmadd_ps(_mm512_loadu_ps(l + v), cr, sum));
         _mm512_storeu_ps(m + v, mx);
@@ -134,14 +134,14 @@ static inline __m512 erf512(__m512 x)
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
     p = _mm512_mul_ps(p, t);
-    __m512 y = _mm512_fnmadd_ps(p, fm_exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax)), _mm512_set1_ps(1.0f));
+    __m512 y = _mm512_fnmadd_ps(p, kn_exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax)), _mm512_set1_ps(1.0f));
     __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
 }
 
 static inline __m512 sigmoid_gate512(__m512 x, __m512 nbeta)
 {
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), fm_exp512(_mm512_mul_ps(nbeta, x))));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), kn_exp512(_mm512_mul_ps(nbeta, x))));
 }
 
 static inline __mmask16 tail_mask(size_t left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
@@ -178,7 +178,7 @@ static void affine_avx512(float *y, const float *x, size_t n, float mean, float 
     }
 }
 
-const gemm_arch fm_gemm_arch_avx512 = {
+const gemm_arch gemm_arch_avx512 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,
@@ -186,7 +186,7 @@ const gemm_arch fm_gemm_arch_avx512 = {
 };
 
 /* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
-const gemm_arch fm_gemm_arch_avx512_bf16 = {
+const gemm_arch gemm_arch_avx512_bf16 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
     .softmax_cols = softmax_cols_avx512,

@@ -57,7 +57,7 @@ static void affine_generic(float *y, const float *x, size_t n, float mean, float
     }
 }
 
-const gemm_arch fm_gemm_arch_generic = {
+const gemm_arch gemm_arch_generic = {
     .isa = FM_ISA_SCALAR, .mr = G_MR, .nr = G_NR, .mc = 64, .kc = 256,
     .f32 = ukernel_generic, .bf16 = NULL, .pair_bf16 = NULL, .softmax_cols = softmax_cols_generic,
     .sigmoid_gate = sigmoid_gate_generic, .gelu = gelu_generic, .affine = affine_generic,

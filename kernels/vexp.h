@@ -10,7 +10,7 @@
 #define FM_EXP_HI 88.3762626647949f
 
 #ifdef __AVX512F__
-static inline __m512 fm_exp512(__m512 x)
+static inline __m512 kn_exp512(__m512 x)
 {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(FM_EXP_LO)), _mm512_set1_ps(FM_EXP_HI));
     __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
@@ -29,7 +29,7 @@ static inline __m512 fm_exp512(__m512 x)
 #endif
 
 #ifdef __AVX2__
-static inline __m256 fm_exp256(__m256 x)
+static inline __m256 kn_exp256(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(FM_EXP_LO)), _mm256_set1_ps(FM_EXP_HI));
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),

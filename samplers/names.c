@@ -14,7 +14,7 @@
  * for Euler, Euler a, Heun, LMS, LCM. */
 typedef struct sampler_info {
     const char *name, *label;
-    fm_scheduler_id a1111_default;
+    smp_scheduler_id a1111_default;
     int noisy, discards_penultimate;
 } sampler_info;
 
@@ -84,42 +84,42 @@ static const char sampler_list[] =
 
 const char *fm_sampler_list(void) { return sampler_list; }
 
-const char *fm_sampler_name(fm_sampler_id s)
+const char *smp_name(smp_id s)
 {
     return (unsigned)s < FM_SAMPLER_COUNT ? samplers[s].name : NULL;
 }
 
-const char *fm_sampler_label(fm_sampler_id s)
+const char *smp_label(smp_id s)
 {
     return (unsigned)s < FM_SAMPLER_COUNT ? samplers[s].label : NULL;
 }
 
-const char *fm_scheduler_name(fm_scheduler_id s)
+const char *smp_scheduler_name(smp_scheduler_id s)
 {
     return (unsigned)s < FM_SCHED_COUNT ? schedulers[s].name : NULL;
 }
 
-const char *fm_scheduler_label(fm_scheduler_id s)
+const char *smp_scheduler_label(smp_scheduler_id s)
 {
     return (unsigned)s < FM_SCHED_COUNT ? schedulers[s].label : NULL;
 }
 
-int fm_sampler_is_noisy(fm_sampler_id s)
+int smp_is_noisy(smp_id s)
 {
     return (unsigned)s < FM_SAMPLER_COUNT && samplers[s].noisy;
 }
 
-fm_scheduler_id fm_sampler_default_scheduler(fm_sampler_id s)
+smp_scheduler_id smp_default_scheduler(smp_id s)
 {
     return (unsigned)s < FM_SAMPLER_COUNT ? samplers[s].a1111_default : FM_SCHED_NORMAL;
 }
 
-int fm_sampler_discards_penultimate_sigma(fm_sampler_id s)
+int smp_discards_penultimate_sigma(smp_id s)
 {
     return (unsigned)s < FM_SAMPLER_COUNT && samplers[s].discards_penultimate;
 }
 
-int fm_sampler_find(const char *name)
+int smp_find(const char *name)
 {
     for (int s = 0; s < FM_SAMPLER_COUNT; s++)
         if (strcmp(name, samplers[s].name) == 0)
@@ -127,7 +127,7 @@ int fm_sampler_find(const char *name)
     return -1;
 }
 
-int fm_scheduler_find(const char *name)
+int smp_scheduler_find(const char *name)
 {
     for (int s = 0; s < FM_SCHED_COUNT; s++)
         if (strcmp(name, schedulers[s].name) == 0)
@@ -202,7 +202,7 @@ static int split_scheduler_suffix(const char *name, int *sampler, int *sched)
 
 int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_out[32], fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     char buf[64];
     const char *n = name ? trimmed(name, buf, sizeof buf) : NULL;
     int sampler = n ? sampler_lookup(n) : -1, sched = -1;
@@ -214,7 +214,7 @@ int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_ou
         for (int s = 0; s < FM_SAMPLER_COUNT && used < sizeof valid; s++)
             used += (size_t)snprintf(valid + used, sizeof valid - used, "%s%s (%s)", s ? ", " : "",
                                      samplers[s].name, samplers[s].label);
-        return fm_fail(err, FM_EUSAGE,
+        return core_fail(err, FM_EUSAGE,
                        "sampler \"%.40s\": unknown; valid: %s; an A1111 label may end in "
                        "\" Karras\" or \" Exponential\"",
                        name ? name : "(null)", valid);
@@ -227,7 +227,7 @@ int fm_sampler_resolve(const char *name, char sampler_out[32], char scheduler_ou
 
 int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err)
 {
-    fm_error_clear(err);
+    core_error_clear(err);
     char buf[64];
     const char *n = name ? trimmed(name, buf, sizeof buf) : NULL;
     int sched = n ? scheduler_lookup(n) : -1;
@@ -237,7 +237,7 @@ int fm_scheduler_resolve(const char *name, char scheduler_out[32], fm_error *err
         for (int s = 0; s < FM_SCHED_COUNT && used < sizeof valid; s++)
             used += (size_t)snprintf(valid + used, sizeof valid - used, "%s%s (%s)", s ? ", " : "",
                                      schedulers[s].name, schedulers[s].label);
-        return fm_fail(err, FM_EUSAGE, "scheduler \"%.40s\": unknown; valid: %s, discrete (= normal)",
+        return core_fail(err, FM_EUSAGE, "scheduler \"%.40s\": unknown; valid: %s, discrete (= normal)",
                        name ? name : "(null)", valid);
     }
     copy_name(scheduler_out, schedulers[sched].name);
@@ -252,23 +252,23 @@ static int is_automatic(const char *name)
     return n && (!n[0] || !strcasecmp(n, "automatic"));
 }
 
-int fm_sampler_pair(const char *sampler, const char *scheduler, fm_sampler_id *sampler_out,
-                    fm_scheduler_id *scheduler_out, fm_error *err)
+int smp_pair(const char *sampler, const char *scheduler, smp_id *sampler_out,
+                    smp_scheduler_id *scheduler_out, fm_error *err)
 {
     char s[32], implied[32], sch[32];
     int rc = fm_sampler_resolve(sampler, s, implied, err);
     if (rc) return rc;
-    *sampler_out = (fm_sampler_id)fm_sampler_find(s);
+    *sampler_out = (smp_id)smp_find(s);
     if (implied[0]) {
         /* A1111's get_sampler_and_scheduler: the label's suffix wins. */
-        *scheduler_out = (fm_scheduler_id)fm_scheduler_find(implied);
+        *scheduler_out = (smp_scheduler_id)smp_scheduler_find(implied);
         return 0;
     }
     if (!scheduler || is_automatic(scheduler)) {
-        *scheduler_out = fm_sampler_default_scheduler(*sampler_out);
+        *scheduler_out = smp_default_scheduler(*sampler_out);
         return 0;
     }
     if ((rc = fm_scheduler_resolve(scheduler, sch, err))) return rc;
-    *scheduler_out = (fm_scheduler_id)fm_scheduler_find(sch);
+    *scheduler_out = (smp_scheduler_id)smp_scheduler_find(sch);
     return 0;
 }

@@ -4,10 +4,10 @@
 
 #include <math.h>
 
-fm_scalings fm_denoiser_scalings(fm_prediction pred, double sigma)
+smp_scalings smp_denoiser_scalings(fm_prediction pred, double sigma)
 {
     double s2p1 = sigma * sigma + 1;
-    fm_scalings k;
+    smp_scalings k;
     k.c_in = 1 / sqrt(s2p1);
     if (pred == FM_PRED_V) {
         k.c_skip = 1 / s2p1;

@@ -57,7 +57,7 @@ static float box_muller(uint32_t r0, uint32_t r1)
     return (float)(sqrt(-2.0 * log(u)) * sin(v));
 }
 
-void fm_philox_randn(fm_rng *rng, float *out, size_t n)
+void smp_philox_randn(smp_rng *rng, float *out, size_t n)
 {
     uint32_t k0 = (uint32_t)rng->seed, k1 = (uint32_t)(rng->seed >> 32);
     uint32_t c0 = (uint32_t)rng->offset;

@@ -107,7 +107,7 @@ static void cephes_sincosf(float x, float *s, float *c)
     *c = float_of(bits_of(cos_v) ^ sign_cos);
 }
 
-void fm_torch_normal_fill_16_avx2(float *d)
+void smp_torch_normal_fill_16_avx2(float *d)
 {
     const float two_pi = (float)(2.0 * M_PI);
     for (int j = 0; j < 8; j++) {

@@ -16,7 +16,7 @@
 
 enum { MT_N = 624, MT_M = 397 };
 
-void fm_mt19937_seed(fm_rng *rng, uint32_t seed)
+void smp_mt19937_seed(smp_rng *rng, uint32_t seed)
 {
     rng->mt[0] = seed;
     for (int j = 1; j < MT_N; j++)
@@ -33,7 +33,7 @@ static void mt_twist(uint32_t *mt)
     }
 }
 
-static uint32_t mt_next(fm_rng *rng)
+static uint32_t mt_next(smp_rng *rng)
 {
     if (rng->mti >= MT_N) {
         mt_twist(rng->mt);
@@ -48,20 +48,20 @@ static uint32_t mt_next(fm_rng *rng)
 }
 
 /* 24 random bits -> [0, 1), exact. */
-static float uniform_float(fm_rng *rng)
+static float uniform_float(smp_rng *rng)
 {
     return (float)((double)(mt_next(rng) & 0xFFFFFFu) * 0x1p-24);
 }
 
 /* 53 random bits of (first draw << 32 | second draw) -> [0, 1), exact. */
-static double uniform_double(fm_rng *rng)
+static double uniform_double(smp_rng *rng)
 {
     uint64_t hi = mt_next(rng), lo = mt_next(rng);
     return (double)(((hi << 32) | lo) & ((1ull << 53) - 1)) * 0x1p-53;
 }
 
 /* at::normal_distribution<double> with mean 0, std 1. */
-static double normal_double(fm_rng *rng)
+static double normal_double(smp_rng *rng)
 {
     if (rng->has_cached_normal) {
         rng->has_cached_normal = 0;
@@ -89,10 +89,10 @@ static void normal_fill_16(float *d)
     }
 }
 
-static void normal_fill(fm_rng *rng, float *d, size_t n)
+static void normal_fill(smp_rng *rng, float *d, size_t n)
 {
     void (*fill16)(float *) =
-        rng->torch_kernel == FM_TORCH_KERNEL_AVX2 ? fm_torch_normal_fill_16_avx2 : normal_fill_16;
+        rng->torch_kernel == FM_TORCH_KERNEL_AVX2 ? smp_torch_normal_fill_16_avx2 : normal_fill_16;
     for (size_t i = 0; i < n; i++)
         d[i] = uniform_float(rng);
     for (size_t i = 0; i + 16 <= n; i += 16)
@@ -104,7 +104,7 @@ static void normal_fill(fm_rng *rng, float *d, size_t n)
     }
 }
 
-void fm_torch_cpu_randn(fm_rng *rng, float *out, size_t n)
+void smp_torch_cpu_randn(smp_rng *rng, float *out, size_t n)
 {
     if (n >= 16) {
         normal_fill(rng, out, n);

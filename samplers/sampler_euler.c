@@ -3,32 +3,32 @@
 #include "samplers/sampler_impl.h"
 
 /* x += d (s_{i+1} - s_i) */
-int fm_sample_euler(fm_run *r)
+int smp_sample_euler(smp_run *r)
 {
     for (int i = 0; i < r->steps; i++) {
-        int rc = fm_run_denoise_step(r, i);
+        int rc = smp_run_denoise_step(r, i);
         if (rc)
             return rc;
-        fm_euler_update(r->x, r->denoised, r->n, r->sigmas[i], r->sigmas[i + 1]);
+        smp_euler_update(r->x, r->denoised, r->n, r->sigmas[i], r->sigmas[i + 1]);
     }
     return 0;
 }
 
 /* x += d (s_down - s_i); then x += noise s_noise s_up while s_{i+1} > 0 */
-int fm_sample_euler_ancestral(fm_run *r)
+int smp_sample_euler_ancestral(smp_run *r)
 {
     float *noise = r->buf[0];
     for (int i = 0; i < r->steps; i++) {
-        int rc = fm_run_denoise_step(r, i);
+        int rc = smp_run_denoise_step(r, i);
         if (rc)
             return rc;
         double down, up;
-        fm_ancestral_step(r->sigmas[i], r->sigmas[i + 1], r->io->eta, &down, &up);
-        fm_euler_update(r->x, r->denoised, r->n, r->sigmas[i], down);
+        smp_ancestral_step(r->sigmas[i], r->sigmas[i + 1], r->io->eta, &down, &up);
+        smp_euler_update(r->x, r->denoised, r->n, r->sigmas[i], down);
         if (r->sigmas[i + 1] > 0) {
-            if ((rc = fm_run_noise(r, noise)))
+            if ((rc = smp_run_noise(r, noise)))
                 return rc;
-            fm_add_noise(r->x, noise, r->n, r->io->s_noise * up);
+            smp_add_noise(r->x, noise, r->n, r->io->s_noise * up);
         }
     }
     return 0;

@@ -1,4 +1,4 @@
-/* Internal to samplers/: the state of one fm_sample run and the pieces the
+/* Internal to samplers/: the state of one smp_sample run and the pieces the
  * k-diffusion samplers share (to_d, get_ancestral_step, model calls). */
 #ifndef FM_SAMPLER_IMPL_H
 #define FM_SAMPLER_IMPL_H
@@ -7,8 +7,8 @@
 
 enum { FM_RUN_BUFFERS = 8 };
 
-typedef struct fm_run {
-    const fm_sampler_io *io;
+typedef struct smp_run {
+    const smp_io *io;
     float *x;              /* the latent, updated in place */
     size_t n;
     const double *sigmas;  /* steps + 1 of them */
@@ -16,36 +16,36 @@ typedef struct fm_run {
     fm_error *err;
     float *denoised;       /* the step's first model evaluation */
     float *buf[FM_RUN_BUFFERS]; /* scratch latents for the samplers' own use */
-} fm_run;
+} smp_run;
 
 /* denoised = D(x, sigma) into out. */
-int fm_run_model(fm_run *r, float *out, const float *x, double sigma);
+int smp_run_model(smp_run *r, float *out, const float *x, double sigma);
 /* Step i's first evaluation: r->denoised = D(r->x, sigmas[i]), then the
  * step callback (and its cancel). */
-int fm_run_denoise_step(fm_run *r, int i);
+int smp_run_denoise_step(smp_run *r, int i);
 /* The next noise tensor into out. */
-int fm_run_noise(fm_run *r, float *out);
+int smp_run_noise(smp_run *r, float *out);
 
 /* k-diffusion get_ancestral_step: split sigma_from -> sigma_to into a
  * deterministic step down to *down and fresh noise of std *up. */
-void fm_ancestral_step(double sigma_from, double sigma_to, double eta, double *down, double *up);
+void smp_ancestral_step(double sigma_from, double sigma_to, double eta, double *down, double *up);
 
 /* x += (x - denoised)/sigma * (sigma_to - sigma): an Euler step along
  * k-diffusion's to_d derivative. */
-void fm_euler_update(float *x, const float *denoised, size_t n, double sigma, double sigma_to);
+void smp_euler_update(float *x, const float *denoised, size_t n, double sigma, double sigma_to);
 /* x += noise * scale */
-void fm_add_noise(float *x, const float *noise, size_t n, double scale);
+void smp_add_noise(float *x, const float *noise, size_t n, double scale);
 
-int fm_sample_euler(fm_run *r);
-int fm_sample_euler_ancestral(fm_run *r);
-int fm_sample_heun(fm_run *r);
-int fm_sample_dpm_2(fm_run *r);
-int fm_sample_dpm_2_ancestral(fm_run *r);
-int fm_sample_lms(fm_run *r);
-int fm_sample_dpmpp_2m(fm_run *r);
-int fm_sample_dpmpp_2s_ancestral(fm_run *r);
-int fm_sample_dpmpp_2m_sde(fm_run *r);
-int fm_sample_dpmpp_sde(fm_run *r);
-int fm_sample_lcm(fm_run *r);
+int smp_sample_euler(smp_run *r);
+int smp_sample_euler_ancestral(smp_run *r);
+int smp_sample_heun(smp_run *r);
+int smp_sample_dpm_2(smp_run *r);
+int smp_sample_dpm_2_ancestral(smp_run *r);
+int smp_sample_lms(smp_run *r);
+int smp_sample_dpmpp_2m(smp_run *r);
+int smp_sample_dpmpp_2s_ancestral(smp_run *r);
+int smp_sample_dpmpp_2m_sde(smp_run *r);
+int smp_sample_dpmpp_sde(smp_run *r);
+int smp_sample_lcm(smp_run *r);
 
 #endif

@@ -4,18 +4,18 @@
 
 #include <string.h>
 
-int fm_sample_lcm(fm_run *r)
+int smp_sample_lcm(smp_run *r)
 {
     float *noise = r->buf[0];
     for (int i = 0; i < r->steps; i++) {
-        int rc = fm_run_denoise_step(r, i);
+        int rc = smp_run_denoise_step(r, i);
         if (rc)
             return rc;
         memcpy(r->x, r->denoised, r->n * sizeof(float));
         if (r->sigmas[i + 1] > 0) {
-            if ((rc = fm_run_noise(r, noise)))
+            if ((rc = smp_run_noise(r, noise)))
                 return rc;
-            fm_add_noise(r->x, noise, r->n, r->sigmas[i + 1]);
+            smp_add_noise(r->x, noise, r->n, r->sigmas[i + 1]);
         }
     }
     return 0;

@@ -28,12 +28,12 @@ static double lms_coeff(int order, const double *s, int i, int j)
     return integral;
 }
 
-int fm_sample_lms(fm_run *r)
+int smp_sample_lms(smp_run *r)
 {
     float *ds[LMS_ORDER] = {r->buf[0], r->buf[1], r->buf[2], r->buf[3]}; /* ds[0] newest */
     for (int i = 0; i < r->steps; i++) {
         double s = r->sigmas[i];
-        int rc = fm_run_denoise_step(r, i);
+        int rc = smp_run_denoise_step(r, i);
         if (rc)
             return rc;
         float *oldest = ds[LMS_ORDER - 1];

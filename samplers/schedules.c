@@ -7,27 +7,27 @@
 #include <math.h>
 #include <stdlib.h>
 
-static int discrete_alloc(fm_discrete *d, int n, fm_error *err)
+static int discrete_alloc(smp_discrete *d, int n, fm_error *err)
 {
     d->n = n;
     d->sigmas = malloc((size_t)n * sizeof(double));
     d->log_sigmas = malloc((size_t)n * sizeof(double));
     if (!d->sigmas || !d->log_sigmas) {
-        fm_discrete_free(d);
-        return fm_fail(err, FM_EINPUT, "schedule: out of memory");
+        smp_discrete_free(d);
+        return core_fail(err, FM_EINPUT, "schedule: out of memory");
     }
     return 0;
 }
 
 /* sigmas from alphas_cumprod given in double (either source's precision). */
-static int discrete_from_ac(fm_discrete *d, const double *ac, int n, fm_error *err)
+static int discrete_from_ac(smp_discrete *d, const double *ac, int n, fm_error *err)
 {
     d->sigmas = d->log_sigmas = NULL;
     if (n < 2)
-        return fm_fail(err, FM_EINPUT, "alphas_cumprod: %d timesteps, need at least 2", n);
+        return core_fail(err, FM_EINPUT, "alphas_cumprod: %d timesteps, need at least 2", n);
     for (int i = 0; i < n; i++)
         if (!(ac[i] > 0 && ac[i] < 1) || (i > 0 && !(ac[i] < ac[i - 1])))
-            return fm_fail(err, FM_EINPUT, "alphas_cumprod[%d] = %g: not a decreasing value in (0,1)",
+            return core_fail(err, FM_EINPUT, "alphas_cumprod[%d] = %g: not a decreasing value in (0,1)",
                            i, ac[i]);
     if (discrete_alloc(d, n, err))
         return FM_EINPUT;
@@ -38,12 +38,12 @@ static int discrete_from_ac(fm_discrete *d, const double *ac, int n, fm_error *e
     return 0;
 }
 
-int fm_discrete_init(fm_discrete *d, const float *alphas_cumprod, int n, fm_error *err)
+int smp_discrete_init(smp_discrete *d, const float *alphas_cumprod, int n, fm_error *err)
 {
     d->sigmas = d->log_sigmas = NULL;
     double *ac = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
     if (!ac)
-        return fm_fail(err, FM_EINPUT, "schedule: out of memory");
+        return core_fail(err, FM_EINPUT, "schedule: out of memory");
     for (int i = 0; i < n; i++)
         ac[i] = alphas_cumprod[i];
     int rc = discrete_from_ac(d, ac, n, err);
@@ -62,12 +62,12 @@ static double scaled_linear_beta(double linear_start, double linear_end, int i, 
 static int scaled_linear_ok(double linear_start, double linear_end, int n, fm_error *err)
 {
     if (n < 2 || !(linear_start > 0) || !(linear_end < 1) || !(linear_start < linear_end))
-        return fm_fail(err, FM_EINPUT, "schedule: bad scaled_linear parameters (%g, %g, %d)",
+        return core_fail(err, FM_EINPUT, "schedule: bad scaled_linear parameters (%g, %g, %d)",
                        linear_start, linear_end, n);
     return 0;
 }
 
-int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double linear_end, int n,
+int smp_discrete_init_scaled_linear(smp_discrete *d, double linear_start, double linear_end, int n,
                                    fm_error *err)
 {
     d->sigmas = d->log_sigmas = NULL;
@@ -75,7 +75,7 @@ int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double l
         return FM_EINPUT;
     double *ac = malloc((size_t)n * sizeof(double));
     if (!ac)
-        return fm_fail(err, FM_EINPUT, "schedule: out of memory");
+        return core_fail(err, FM_EINPUT, "schedule: out of memory");
     double cumprod = 1;
     for (int i = 0; i < n; i++)
         ac[i] = cumprod *= 1 - scaled_linear_beta(linear_start, linear_end, i, n);
@@ -84,7 +84,7 @@ int fm_discrete_init_scaled_linear(fm_discrete *d, double linear_start, double l
     return rc;
 }
 
-void fm_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start, double linear_end,
+void smp_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start, double linear_end,
                                      int n)
 {
     double cumprod = 1;
@@ -92,7 +92,7 @@ void fm_scaled_linear_alphas_cumprod(float *alphas_cumprod, double linear_start,
         alphas_cumprod[i] = (float)(cumprod *= 1 - scaled_linear_beta(linear_start, linear_end, i, n));
 }
 
-void fm_discrete_free(fm_discrete *d)
+void smp_discrete_free(smp_discrete *d)
 {
     free(d->sigmas);
     free(d->log_sigmas);
@@ -100,10 +100,10 @@ void fm_discrete_free(fm_discrete *d)
     d->n = 0;
 }
 
-double fm_discrete_sigma_min(const fm_discrete *d) { return d->sigmas[0]; }
-double fm_discrete_sigma_max(const fm_discrete *d) { return d->sigmas[d->n - 1]; }
+double smp_discrete_sigma_min(const smp_discrete *d) { return d->sigmas[0]; }
+double smp_discrete_sigma_max(const smp_discrete *d) { return d->sigmas[d->n - 1]; }
 
-double fm_discrete_t_to_sigma(const fm_discrete *d, double t)
+double smp_discrete_t_to_sigma(const smp_discrete *d, double t)
 {
     t = (float)t; /* k-diffusion: t = t.float() */
     if (t <= 0)
@@ -115,7 +115,7 @@ double fm_discrete_t_to_sigma(const fm_discrete *d, double t)
     return exp((1 - w) * d->log_sigmas[lo] + w * d->log_sigmas[hi]);
 }
 
-double fm_discrete_sigma_to_t(const fm_discrete *d, double sigma)
+double smp_discrete_sigma_to_t(const smp_discrete *d, double sigma)
 {
     double l = log(sigma);
     /* lo = (number of log_sigmas <= l) - 1, by bisection (increasing). */
@@ -147,38 +147,38 @@ static double linspace(double a, double b, int n, int k)
     return a + (b - a) * k / (n - 1);
 }
 
-static void sched_normal(const fm_discrete *d, int steps, double *s)
+static void sched_normal(const smp_discrete *d, int steps, double *s)
 {
     for (int k = 0; k < steps; k++)
-        s[k] = fm_discrete_t_to_sigma(d, linspace(d->n - 1, 0, steps, k));
+        s[k] = smp_discrete_t_to_sigma(d, linspace(d->n - 1, 0, steps, k));
 }
 
-static void sched_karras(const fm_discrete *d, int steps, double *s)
+static void sched_karras(const smp_discrete *d, int steps, double *s)
 {
     const double rho = 7;
-    double min_inv_rho = pow(fm_discrete_sigma_min(d), 1 / rho);
-    double max_inv_rho = pow(fm_discrete_sigma_max(d), 1 / rho);
+    double min_inv_rho = pow(smp_discrete_sigma_min(d), 1 / rho);
+    double max_inv_rho = pow(smp_discrete_sigma_max(d), 1 / rho);
     for (int k = 0; k < steps; k++) {
         double ramp = linspace(0, 1, steps, k);
         s[k] = pow(max_inv_rho + ramp * (min_inv_rho - max_inv_rho), rho);
     }
 }
 
-static void sched_exponential(const fm_discrete *d, int steps, double *s)
+static void sched_exponential(const smp_discrete *d, int steps, double *s)
 {
-    double a = log(fm_discrete_sigma_max(d)), b = log(fm_discrete_sigma_min(d));
+    double a = log(smp_discrete_sigma_max(d)), b = log(smp_discrete_sigma_min(d));
     for (int k = 0; k < steps; k++)
         s[k] = exp(linspace(a, b, steps, k));
 }
 
 /* linspace(n-1, 0, steps + 1) without its last element: never reaches t = 0. */
-static void sched_sgm_uniform(const fm_discrete *d, int steps, double *s)
+static void sched_sgm_uniform(const smp_discrete *d, int steps, double *s)
 {
     for (int k = 0; k < steps; k++)
-        s[k] = fm_discrete_t_to_sigma(d, linspace(d->n - 1, 0, steps + 1, k));
+        s[k] = smp_discrete_t_to_sigma(d, linspace(d->n - 1, 0, steps + 1, k));
 }
 
-static void sched_simple(const fm_discrete *d, int steps, double *s)
+static void sched_simple(const smp_discrete *d, int steps, double *s)
 {
     double ss = (double)d->n / steps;
     for (int k = 0; k < steps; k++)
@@ -186,34 +186,34 @@ static void sched_simple(const fm_discrete *d, int steps, double *s)
 }
 
 /* ComfyUI ddim_uniform: every ss-th sigma from index 1 upwards, reversed. */
-static int ddim_stride(const fm_discrete *d, int steps)
+static int ddim_stride(const smp_discrete *d, int steps)
 {
     int ss = d->n / steps;
     return ss < 1 ? 1 : ss;
 }
 
-static int ddim_count(const fm_discrete *d, int steps)
+static int ddim_count(const smp_discrete *d, int steps)
 {
     return (d->n - 2) / ddim_stride(d, steps) + 1;
 }
 
-static void sched_ddim_uniform(const fm_discrete *d, int steps, double *s)
+static void sched_ddim_uniform(const smp_discrete *d, int steps, double *s)
 {
     int ss = ddim_stride(d, steps), m = ddim_count(d, steps);
     for (int k = 0; k < m; k++)
         s[m - 1 - k] = d->sigmas[1 + k * ss];
 }
 
-int fm_schedule_length(const fm_discrete *d, fm_scheduler_id s, int steps)
+int smp_schedule_length(const smp_discrete *d, smp_scheduler_id s, int steps)
 {
     if (steps < 1)
         return 0;
     return (s == FM_SCHED_DDIM_UNIFORM ? ddim_count(d, steps) : steps) + 1;
 }
 
-int fm_schedule(const fm_discrete *d, fm_scheduler_id s, int steps, double *sigmas, fm_error *err)
+int smp_schedule(const smp_discrete *d, smp_scheduler_id s, int steps, double *sigmas, fm_error *err)
 {
-    static void (*const scheds[FM_SCHED_COUNT])(const fm_discrete *, int, double *) = {
+    static void (*const scheds[FM_SCHED_COUNT])(const smp_discrete *, int, double *) = {
         [FM_SCHED_NORMAL] = sched_normal,
         [FM_SCHED_KARRAS] = sched_karras,
         [FM_SCHED_EXPONENTIAL] = sched_exponential,
@@ -222,14 +222,14 @@ int fm_schedule(const fm_discrete *d, fm_scheduler_id s, int steps, double *sigm
         [FM_SCHED_DDIM_UNIFORM] = sched_ddim_uniform,
     };
     if ((unsigned)s >= FM_SCHED_COUNT) {
-        fm_fail(err, FM_EUSAGE, "scheduler %d: unknown", (int)s);
+        core_fail(err, FM_EUSAGE, "scheduler %d: unknown", (int)s);
         return -1;
     }
     if (steps < 1) {
-        fm_fail(err, FM_EUSAGE, "steps %d: must be at least 1", steps);
+        core_fail(err, FM_EUSAGE, "steps %d: must be at least 1", steps);
         return -1;
     }
-    int len = fm_schedule_length(d, s, steps);
+    int len = smp_schedule_length(d, s, steps);
     scheds[s](d, steps, sigmas);
     sigmas[len - 1] = 0;
     return len;

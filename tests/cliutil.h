@@ -140,14 +140,14 @@ static inline char *cu_png_parameters(const char *path)
 }
 
 /* Writer entries for every tensor of an open file, pointing at its mapped
- * data: fm_st_write(path, e, st->n_tensors, ...) copies the file, and a test
+ * data: tl_st_write(path, e, st->n_tensors, ...) copies the file, and a test
  * changes the entries it wants first. Free with free(). */
-static inline fm_st_entry *cu_st_entries(const fm_safetensors *st)
+static inline tl_st_entry *cu_st_entries(const wt_safetensors *st)
 {
-    fm_st_entry *e = calloc((size_t)st->n_tensors, sizeof *e);
+    tl_st_entry *e = calloc((size_t)st->n_tensors, sizeof *e);
     assert_non_null(e);
     for (int i = 0; i < st->n_tensors; i++) {
-        const fm_st_tensor *t = &st->tensors[i];
+        const wt_st_tensor *t = &st->tensors[i];
         e[i].name = t->name;
         e[i].dtype = t->dtype;
         e[i].ndim = t->ndim;
@@ -166,14 +166,14 @@ static inline void cu_write_tiny_sd2(const char *out)
     static const char *const cu_sd2_config =
         "{\"family\": \"sd2\", \"unet\": {\"num_heads\": -1, \"num_head_channels\": 16}, "
         "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, "tests/data/tiny-sd2.safetensors");
-    fm_st_entry *e = cu_st_entries(&st);
-    fm_st_meta meta = {"fmimage.config", cu_sd2_config};
+    tl_st_entry *e = cu_st_entries(&st);
+    wt_st_meta meta = {"fmimage.config", cu_sd2_config};
     fm_error err = {0};
-    if (fm_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
+    if (tl_st_write(out, e, st.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
     free(e);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 #endif

@@ -52,7 +52,7 @@ static int generate(const fault_case *fc, int refuse_at, uint8_t *rgb, int *call
     fm_model *m = fm_model_load(fc->model, &lerr);
     if (!m) fail_msg("%s", lerr.msg);
     faults f = {0, refuse_at};
-    m->alloc = (fm_alloc_hook){refuse, &f};
+    m->alloc = (core_alloc_hook){refuse, &f};
     fm_params p;
     fm_params_default(m, &p);
     p.prompt = "a red circle on a blue background";

@@ -436,14 +436,14 @@ static void test_nan_weights(void **state)
     char dir[300], model[400], out[400];
     fresh_dir(dir, sizeof dir, "nan");
     snprintf(model, sizeof model, "%s/nan-sd1.safetensors", dir);
-    fm_safetensors st;
+    wt_safetensors st;
     fm_error err = {0};
-    assert_int_equal(fm_st_open(&st, MODEL, &err), 0);
-    fm_st_entry *e = cu_st_entries(&st);
+    assert_int_equal(wt_st_open(&st, MODEL, &err), 0);
+    tl_st_entry *e = cu_st_entries(&st);
     void *poisoned = NULL;
     const char *victim = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";
     for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
+        const wt_st_tensor *t = &st.tensors[i];
         if (!strcmp(t->name, victim)) {
             assert_int_equal(t->dtype, FM_DT_F32);
             poisoned = malloc(t->nbytes);
@@ -453,10 +453,10 @@ static void test_nan_weights(void **state)
         }
     }
     assert_non_null(poisoned);
-    if (fm_st_write(model, e, st.n_tensors, st.meta, st.n_meta, &err)) fail_msg("%s", err.msg);
+    if (tl_st_write(model, e, st.n_tensors, st.meta, st.n_meta, &err)) fail_msg("%s", err.msg);
     free(poisoned);
     free(e);
-    fm_st_close(&st);
+    wt_st_close(&st);
     snprintf(out, sizeof out, "%s/a.png", dir);
     const char *args[] = {"-m", model, "a fox", "-W", "32", "-H", "32", "--steps", "2", "-q", "-o", out, NULL};
     outcome o;

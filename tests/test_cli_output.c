@@ -98,7 +98,7 @@ static void file_sha(const char *path, char hex[65])
     size_t len = 0;
     uint8_t *d = cu_slurp(path, &len);
     if (!d) fail_msg("cannot read %s", path);
-    fm_sha256_hex(d, len, hex);
+    core_sha256_hex(d, len, hex);
     free(d);
 }
 

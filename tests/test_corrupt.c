@@ -140,14 +140,14 @@ static void test_file_level(void **state)
 static void rewrite_tiny(const char *out, const char *drop, const char *reshape, int ndim,
                          const int64_t *shape, const char *config)
 {
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, "tests/data/tiny-sd1.safetensors");
-    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    tl_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
     int n = 0;
     for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
+        const wt_st_tensor *t = &st.tensors[i];
         if (drop && !strcmp(t->name, drop)) continue;
-        e[n] = (fm_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        e[n] = (tl_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
         memcpy(e[n].shape, t->shape, sizeof t->shape);
         if (reshape && !strcmp(t->name, reshape)) {
             e[n].ndim = ndim;
@@ -156,11 +156,11 @@ static void rewrite_tiny(const char *out, const char *drop, const char *reshape,
         }
         n++;
     }
-    fm_st_meta meta = {"fmimage.config", config ? config : fm_st_meta_get(&st, "fmimage.config")};
+    wt_st_meta meta = {"fmimage.config", config ? config : wt_st_meta_get(&st, "fmimage.config")};
     fm_error err = {0};
-    if (fm_st_write(out, e, n, &meta, 1, &err)) fail_msg("%s", err.msg);
+    if (tl_st_write(out, e, n, &meta, 1, &err)) fail_msg("%s", err.msg);
     free(e);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 static void test_model_corruptions(void **state)
@@ -170,13 +170,13 @@ static void test_model_corruptions(void **state)
 
     path_of(path, sizeof path, "truncated.safetensors");
     {
-        fm_safetensors st;
+        wt_safetensors st;
         tu_open(&st, "tests/data/tiny-sd1.safetensors");
         FILE *f = fopen(path, "wb");
         assert_non_null(f);
         fwrite(st.map, 1, st.map_size / 2, f);
         fclose(f);
-        fm_st_close(&st);
+        wt_st_close(&st);
     }
     expect_refused(path, "past the end of the data section");
 
@@ -227,36 +227,36 @@ static void test_model_corruptions(void **state)
 
 /* A full-size layout changed by edit(), written sparse, must be refused. */
 static void expect_layout_refused(const char *layout_name, const char *file,
-                                  void (*edit)(fm_layout *), const char *why)
+                                  void (*edit)(tl_layout *), const char *why)
 {
     char tsv[256], path[512];
     snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
     path_of(path, sizeof path, file);
-    fm_layout layout;
+    tl_layout layout;
     fm_error err = {0};
-    if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
+    if (tl_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
     edit(&layout);
-    fm_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
-    if (fm_randckpt_write(&layout, path, &o, &err)) fail_msg("%s", err.msg);
-    fm_layout_free(&layout);
+    tl_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
+    if (tl_randckpt_write(&layout, path, &o, &err)) fail_msg("%s", err.msg);
+    tl_layout_free(&layout);
     expect_refused(path, why);
     unlink(path);
 }
 
-static void widen_context(fm_layout *l)
+static void widen_context(tl_layout *l)
 {
     for (int i = 0; i < l->n; i++)
         if (strstr(l->entries[i].name, "attn2.to_k.weight") || strstr(l->entries[i].name, "attn2.to_v.weight"))
             l->entries[i].shape[1] = 1024;
 }
 
-static void inpainting(fm_layout *l)
+static void inpainting(tl_layout *l)
 {
     for (int i = 0; i < l->n; i++)
         if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.0.0.weight")) l->entries[i].shape[1] = 9;
 }
 
-static void as_refiner(fm_layout *l)
+static void as_refiner(tl_layout *l)
 {
     /* Rename CLIP-L's token embedding into an open_clip embedder 0. */
     for (int i = 0; i < l->n; i++)
@@ -264,14 +264,14 @@ static void as_refiner(fm_layout *l)
             l->entries[i].name = "conditioner.embedders.0.model.token_embedding.weight";
 }
 
-static void extra_block(fm_layout *l)
+static void extra_block(tl_layout *l)
 {
     for (int i = 0; i < l->n; i++)
         if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.9.0.op.weight"))
             l->entries[i].name = "model.diffusion_model.input_blocks.12.0.op.weight";
 }
 
-static void sdxl_label_emb_renamed(fm_layout *l)
+static void sdxl_label_emb_renamed(tl_layout *l)
 {
     for (int i = 0; i < l->n; i++)
         if (!strcmp(l->entries[i].name, "model.diffusion_model.label_emb.0.0.weight"))

@@ -9,7 +9,7 @@
 
 #define DEMO "assets/demo/fmimage-demo.safetensors"
 
-static void check_run(fm_model *m, const fm_safetensors *ref, const cJSON *run)
+static void check_run(fm_model *m, const wt_safetensors *ref, const cJSON *run)
 {
     const char *name = cJSON_GetObjectItem(run, "name")->valuestring;
     fm_params p;
@@ -24,9 +24,9 @@ static void check_run(fm_model *m, const fm_safetensors *ref, const cJSON *run)
     p.width = p.height = 64;
     p.precision = FM_PREC_FP32; /* the reference path */
     size_t n = 4 * 16 * 16;
-    float *x = fm_alloc(sizeof(float) * n);
+    float *x = core_alloc(sizeof(float) * n);
     fm_error err = {0};
-    if (fm_sample_latent(m, &p, x, &err)) fail_msg("%s: %s", name, err.msg);
+    if (df_sample_latent(m, &p, x, &err)) fail_msg("%s: %s", name, err.msg);
     char key[64];
     snprintf(key, sizeof key, "%s.x_final", name);
     size_t rn;
@@ -36,16 +36,16 @@ static void check_run(fm_model *m, const fm_safetensors *ref, const cJSON *run)
     for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(x[i] - want[i]) / fmax(1.0, fabs(want[i])));
     printf("  %s (%s, %d steps): final latent max relative error %.2e\n", name, p.sampler, p.steps, worst);
     tu_assert_close(x, want, n, 1e-3, key);
-    fm_free(want);
-    fm_free(x);
+    core_free(want);
+    core_free(x);
 }
 
 static void test_demo_matches_pytorch(void **state)
 {
     (void)state;
-    fm_safetensors ref;
+    wt_safetensors ref;
     tu_open(&ref, "tests/data/demo-ref.safetensors");
-    cJSON *runs = cJSON_Parse(fm_st_meta_get(&ref, "runs"));
+    cJSON *runs = cJSON_Parse(wt_st_meta_get(&ref, "runs"));
     assert_true(cJSON_IsArray(runs));
     fm_error err = {0};
     fm_model *m = fm_model_load(DEMO, &err);
@@ -55,7 +55,7 @@ static void test_demo_matches_pytorch(void **state)
     cJSON_ArrayForEach(run, runs) check_run(m, &ref, run);
     fm_model_free(m);
     cJSON_Delete(runs);
-    fm_st_close(&ref);
+    wt_st_close(&ref);
 }
 
 int main(void)

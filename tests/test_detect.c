@@ -9,11 +9,11 @@
 #include "diffusion/detect.h"
 #include "tools/lib/randckpt.h"
 
-static void detect(const char *path, fm_safetensors *st, fm_model_config *cfg)
+static void detect(const char *path, wt_safetensors *st, wt_model_config *cfg)
 {
     fm_error err = {0};
     tu_open(st, path);
-    if (fm_detect_config(&st->src, cfg, &err)) fail_msg("%s", err.msg);
+    if (df_detect_config(&st->src, cfg, &err)) fail_msg("%s", err.msg);
 }
 
 static void assert_ints(const int *got, const int *want, int n, const char *what)
@@ -22,7 +22,7 @@ static void assert_ints(const int *got, const int *want, int n, const char *what
         if (got[i] != want[i]) fail_msg("%s[%d] is %d, expected %d", what, i, got[i], want[i]);
 }
 
-static void assert_tiny_vae(const fm_vae_config *v, float scale_factor)
+static void assert_tiny_vae(const wt_vae_config *v, float scale_factor)
 {
     assert_string_equal(v->prefix, "first_stage_model.");
     assert_int_equal(v->ch, 32);
@@ -39,7 +39,7 @@ static void assert_tiny_vae(const fm_vae_config *v, float scale_factor)
     assert_float_equal(v->scale_factor, scale_factor, 1e-7);
 }
 
-static void assert_schedule(const fm_model_config *cfg)
+static void assert_schedule(const wt_model_config *cfg)
 {
     assert_float_equal(cfg->linear_start, 0.00085, 1e-12);
     assert_float_equal(cfg->linear_end, 0.012, 1e-12);
@@ -49,12 +49,12 @@ static void assert_schedule(const fm_model_config *cfg)
 static void test_tiny_sd1(void **state)
 {
     (void)state;
-    fm_safetensors st;
-    fm_model_config cfg;
+    wt_safetensors st;
+    wt_model_config cfg;
     detect("tests/data/tiny-sd1.safetensors", &st, &cfg);
     assert_int_equal(cfg.family, FM_FAMILY_SD1);
     assert_int_equal(cfg.prediction, FM_PRED_EPS);
-    const fm_unet_config *u = &cfg.unet;
+    const wt_unet_config *u = &cfg.unet;
     assert_string_equal(u->prefix, "model.diffusion_model.");
     assert_int_equal(u->in_channels, 4);
     assert_int_equal(u->out_channels, 4);
@@ -72,7 +72,7 @@ static void test_tiny_sd1(void **state)
     assert_int_equal(u->adm_in_channels, 0);
     assert_tiny_vae(&cfg.vae, 0.18215f);
     assert_int_equal(cfg.n_text, 1);
-    const fm_text_config *t = &cfg.text[0];
+    const wt_text_config *t = &cfg.text[0];
     assert_string_equal(t->prefix, "cond_stage_model.transformer.text_model.");
     assert_int_equal(t->kind, FM_TEXT_CLIP);
     assert_int_equal(t->width, 8);
@@ -93,7 +93,7 @@ static void test_tiny_sd1(void **state)
     assert_int_equal(cfg.defaults.steps, 20);
     assert_string_equal(cfg.defaults.sampler, "dpmpp_2m");
     assert_string_equal(cfg.vocabulary, "");
-    char *d = fm_config_describe(&cfg, &st.src);
+    char *d = df_config_describe(&cfg, &st.src);
     assert_non_null(d);
     assert_non_null(strstr(d, "family: sd1\n"));
     assert_non_null(strstr(d, "prediction: eps\n"));
@@ -108,19 +108,19 @@ static void test_tiny_sd1(void **state)
     if (!strstr(d, "tensors: 381 in the file, 368 bound by the parts, 13 other\n")) fail_msg("%s", d);
     free(d);
     fm_model_free(m);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 static void test_tiny_sd2_without_metadata(void **state)
 {
     (void)state;
-    fm_safetensors st;
-    fm_model_config cfg;
+    wt_safetensors st;
+    wt_model_config cfg;
     detect("tests/data/tiny-sd2.safetensors", &st, &cfg);
-    assert_null(fm_st_meta_get(&st, "fmimage.config"));
+    assert_null(wt_st_meta_get(&st, "fmimage.config"));
     assert_int_equal(cfg.family, FM_FAMILY_SD2);
     assert_int_equal(cfg.prediction, FM_PRED_AUTO); /* v, but only the probe can tell */
-    const fm_unet_config *u = &cfg.unet;
+    const wt_unet_config *u = &cfg.unet;
     assert_int_equal(u->model_channels, 32);
     assert_int_equal(u->n_levels, 2);
     assert_ints(u->channel_mult, (const int[]){1, 2}, 2, "channel_mult");
@@ -131,7 +131,7 @@ static void test_tiny_sd2_without_metadata(void **state)
     assert_int_equal(u->use_linear_in_transformer, 1);
     assert_int_equal(u->num_heads, -1); /* head width is SD 2.x's 64 (the tiny file's 16 is not in it) */
     assert_tiny_vae(&cfg.vae, 0.18215f);
-    const fm_text_config *t = &cfg.text[0];
+    const wt_text_config *t = &cfg.text[0];
     assert_string_equal(t->prefix, "cond_stage_model.model.");
     assert_int_equal(t->kind, FM_TEXT_OPENCLIP);
     assert_int_equal(t->width, 32);
@@ -146,18 +146,18 @@ static void test_tiny_sd2_without_metadata(void **state)
     assert_int_equal(t->final_ln_on_output, 1);
     assert_schedule(&cfg);
     assert_int_equal(cfg.defaults.width, 768);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 static void test_tiny_sdxl(void **state)
 {
     (void)state;
-    fm_safetensors st;
-    fm_model_config cfg;
+    wt_safetensors st;
+    wt_model_config cfg;
     detect("tests/data/tiny-sdxl.safetensors", &st, &cfg);
     assert_int_equal(cfg.family, FM_FAMILY_SDXL);
     assert_int_equal(cfg.prediction, FM_PRED_EPS);
-    const fm_unet_config *u = &cfg.unet;
+    const wt_unet_config *u = &cfg.unet;
     assert_int_equal(u->model_channels, 32);
     assert_int_equal(u->n_levels, 3);
     assert_ints(u->channel_mult, (const int[]){1, 2, 2}, 3, "channel_mult");
@@ -171,7 +171,7 @@ static void test_tiny_sdxl(void **state)
     assert_int_equal(u->adm_in_channels, 1568);
     assert_tiny_vae(&cfg.vae, 0.13025f);
     assert_int_equal(cfg.n_text, 2);
-    const fm_text_config *a = &cfg.text[0], *b = &cfg.text[1];
+    const wt_text_config *a = &cfg.text[0], *b = &cfg.text[1];
     assert_string_equal(a->prefix, "conditioner.embedders.0.transformer.text_model.");
     assert_int_equal(a->kind, FM_TEXT_CLIP);
     assert_int_equal(a->width, 32);
@@ -194,7 +194,7 @@ static void test_tiny_sdxl(void **state)
     assert_int_equal(b->final_ln_on_output, 0);
     assert_schedule(&cfg);
     assert_int_equal(cfg.defaults.width, 1024);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 /* ---- full-size layouts, as sparse all-zero files ---- */
@@ -211,33 +211,33 @@ static void make_sparse(const char *layout_name, char *out, size_t len)
     char tsv[256];
     snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
     snprintf(out, len, "%s/%s.safetensors", tu_dir, layout_name);
-    fm_layout layout;
+    tl_layout layout;
     fm_error err = {0};
-    if (fm_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
-    fm_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
-    if (fm_randckpt_write(&layout, out, &o, &err)) fail_msg("%s", err.msg);
-    fm_layout_free(&layout);
+    if (tl_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
+    tl_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
+    if (tl_randckpt_write(&layout, out, &o, &err)) fail_msg("%s", err.msg);
+    tl_layout_free(&layout);
 }
 
-static void check_full(const full_case *c, fm_model_config *cfg)
+static void check_full(const full_case *c, wt_model_config *cfg)
 {
     char path[512];
     make_sparse(c->layout, path, sizeof path);
-    fm_safetensors st;
+    wt_safetensors st;
     detect(path, &st, cfg);
     assert_int_equal(st.n_tensors, c->n_tensors);
     assert_int_equal(cfg->family, c->family);
-    assert_int_equal(fm_count_params(&st.src, cfg->unet.prefix), c->unet);
-    assert_int_equal(fm_count_params(&st.src, cfg->vae.prefix), c->vae);
-    assert_int_equal(fm_count_params(&st.src, cfg->text[0].prefix), c->text0);
-    if (c->text1) assert_int_equal(fm_count_params(&st.src, cfg->text[1].prefix), c->text1);
-    char *d = fm_config_describe(cfg, &st.src);
+    assert_int_equal(df_count_params(&st.src, cfg->unet.prefix), c->unet);
+    assert_int_equal(df_count_params(&st.src, cfg->vae.prefix), c->vae);
+    assert_int_equal(df_count_params(&st.src, cfg->text[0].prefix), c->text0);
+    if (c->text1) assert_int_equal(df_count_params(&st.src, cfg->text[1].prefix), c->text1);
+    char *d = df_config_describe(cfg, &st.src);
     assert_non_null(d);
     char line[64];
-    snprintf(line, sizeof line, "family: %s\n", fm_family_str(c->family));
+    snprintf(line, sizeof line, "family: %s\n", df_family_str(c->family));
     assert_non_null(strstr(d, line));
     free(d);
-    fm_st_close(&st);
+    wt_st_close(&st);
     unlink(path);
     /* The common VAE: ch 128, ch_mult [1,2,4,4], 2 res blocks, z 4, double_z. */
     assert_int_equal(cfg->vae.ch, 128);
@@ -254,7 +254,7 @@ static void check_full(const full_case *c, fm_model_config *cfg)
 static void test_full_sd1(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     check_full(&(full_case){"sd1", FM_FAMILY_SD1, 859520964, 83653863, 123060480, 0, 1145}, &cfg);
     assert_ints(cfg.unet.channel_mult, (const int[]){1, 2, 4, 4}, 4, "channel_mult");
     assert_ints(cfg.unet.transformer_depth, (const int[]){1, 1, 1, 0}, 4, "transformer_depth");
@@ -272,7 +272,7 @@ static void test_full_sd1(void **state)
 static void test_full_sd2(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     check_full(&(full_case){"sd2", FM_FAMILY_SD2, 865910724, 83653863, 354032641, 0, 1242}, &cfg);
     assert_int_equal(cfg.unet.num_head_channels, 64);
     assert_int_equal(cfg.unet.context_dim, 1024);
@@ -290,7 +290,7 @@ static void test_full_sd2(void **state)
 static void test_full_sdturbo(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     check_full(&(full_case){"sdturbo", FM_FAMILY_SD_TURBO, 865910724, 83653863, 354032641, 0, 1229}, &cfg);
     assert_string_equal(cfg.text[0].prefix, "conditioner.embedders.0.model.");
     assert_int_equal(cfg.text[0].layers, 24);
@@ -304,7 +304,7 @@ static void test_full_sdturbo(void **state)
 static void test_full_sdxl(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     check_full(&(full_case){"sdxl", FM_FAMILY_SDXL, 2567463684, 83653863, 123060480, 694659841, 2515}, &cfg);
     assert_int_equal(cfg.unet.n_levels, 3);
     assert_ints(cfg.unet.channel_mult, (const int[]){1, 2, 4}, 3, "channel_mult");
@@ -322,25 +322,25 @@ static void test_full_sdxl(void **state)
 /* ---- fmimage.config fills what shapes cannot say ---- */
 
 /* src rewritten with __metadata__["fmimage.config"] = config, then detected. */
-static int detect_with_config(const char *src, const char *config, fm_model_config *cfg, fm_error *err)
+static int detect_with_config(const char *src, const char *config, wt_model_config *cfg, fm_error *err)
 {
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, src);
-    fm_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
+    tl_st_entry *e = calloc((size_t)st.n_tensors, sizeof *e);
     for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
-        e[i] = (fm_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        const wt_st_tensor *t = &st.tensors[i];
+        e[i] = (tl_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
         memcpy(e[i].shape, t->shape, sizeof t->shape);
     }
     char out[512];
     snprintf(out, sizeof out, "%s/with-config.safetensors", tu_dir);
-    fm_st_meta meta = {"fmimage.config", config};
-    if (fm_st_write(out, e, st.n_tensors, &meta, 1, err)) fail_msg("%s", err->msg);
+    wt_st_meta meta = {"fmimage.config", config};
+    if (tl_st_write(out, e, st.n_tensors, &meta, 1, err)) fail_msg("%s", err->msg);
     free(e);
-    fm_st_close(&st);
+    wt_st_close(&st);
     tu_open(&st, out);
-    int rc = fm_detect_config(&st.src, cfg, err);
-    fm_st_close(&st);
+    int rc = df_detect_config(&st.src, cfg, err);
+    wt_st_close(&st);
     unlink(out);
     return rc;
 }
@@ -348,7 +348,7 @@ static int detect_with_config(const char *src, const char *config, fm_model_conf
 static void test_sd2_config(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     fm_error err = {0};
     /* tests/data/README.md#tiny-sd2's config (not stored in the file). */
     const char *v = "{\"family\":\"sd2\",\"prediction\":\"v\",\"unet\":{\"model_channels\":32,\"channel_mult\":[1,2],"
@@ -371,7 +371,7 @@ static void test_sd2_config(void **state)
 static void test_demo_config(void **state)
 {
     (void)state;
-    fm_model_config cfg;
+    wt_model_config cfg;
     fm_error err = {0};
     const char *demo = "{\"family\":\"demo\",\"defaults\":{\"width\":64,\"height\":64,\"steps\":12,\"cfg\":4.5,"
                        "\"sampler\":\"euler\",\"scheduler\":\"normal\"},\"vocabulary\":[\"red\",\"circle\"]}";
@@ -410,7 +410,7 @@ static void test_family_defaults(void **state)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         fm_model_defaults d;
-        fm_family_defaults(rows[i].f, rows[i].p, &d);
+        df_family_defaults(rows[i].f, rows[i].p, &d);
         assert_int_equal(d.width, rows[i].size);
         assert_int_equal(d.height, rows[i].size);
         assert_int_equal(d.steps, rows[i].steps);

@@ -31,14 +31,14 @@ static int ones(void *user, float *out, size_t n, fm_error *err)
 
 static int run(double eta, const double *sigmas, int ns, float *x, int *draws)
 {
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_io io;
+    smp_io_init(&io);
     io.eta = eta;
     io.denoise = halve;
     io.noise = ones;
     io.noise_user = draws;
     fm_error err = {0};
-    return fm_sample(FM_SAMPLER_DPM_2_ANCESTRAL, &io, x, N, sigmas, ns, &err);
+    return smp_sample(FM_SAMPLER_DPM_2_ANCESTRAL, &io, x, N, sigmas, ns, &err);
 }
 
 /* eta 10: sigma_up = min(s_next, 10 s_next sqrt(s^2 - s_next^2) / s) =

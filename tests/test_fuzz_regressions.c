@@ -56,16 +56,16 @@ static void replay_image(const char *path, const char *name)
 
 static void replay_safetensors(const char *path)
 {
-    fm_safetensors st;
+    wt_safetensors st;
     fm_error err = {0};
-    if (fm_st_open(&st, path, &err)) {
+    if (wt_st_open(&st, path, &err)) {
         assert_true(err.msg[0] && !strchr(err.msg, '\n'));
         return;
     }
-    fm_model_config cfg;
+    wt_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (fm_detect_config(&st.src, &cfg, &err) == 0) free(fm_config_describe(&cfg, &st.src));
-    fm_st_close(&st);
+    if (df_detect_config(&st.src, &cfg, &err) == 0) free(df_config_describe(&cfg, &st.src));
+    wt_st_close(&st);
 }
 
 /* detect inputs are bare JSON headers (see tests/fuzz/fuzz_detect.c). */
@@ -86,17 +86,17 @@ static void replay_detect(const uint8_t *json, size_t len)
     unlink(path);
 }
 
-static void replay_text(const char *target, const uint8_t *data, size_t len, const fm_tokenizer *tok)
+static void replay_text(const char *target, const uint8_t *data, size_t len, const te_tokenizer *tok)
 {
     fm_error err = {0};
     if (!strcmp(target, "tokenizer")) {
         int32_t ids[256];
-        assert_true(fm_tokenizer_encode_n(tok, (const char *)data, len, ids, 256, &err) >= 0);
+        assert_true(te_tokenizer_encode_n(tok, (const char *)data, len, ids, 256, &err) >= 0);
     } else if (!strcmp(target, "prompt")) {
-        fm_prompt_attention a = {0};
-        if (!fm_parse_prompt_attention((const char *)data, &a, &err)) fm_prompt_attention_free(&a);
-        fm_token_chunks c = {0};
-        if (!fm_prompt_to_chunks(tok, (const char *)data, FM_CLIP_PAD_SD1, &c, &err)) fm_token_chunks_free(&c);
+        te_prompt_attention a = {0};
+        if (!te_parse_prompt_attention((const char *)data, &a, &err)) te_prompt_attention_free(&a);
+        te_token_chunks c = {0};
+        if (!te_prompt_to_chunks(tok, (const char *)data, FM_CLIP_PAD_SD1, &c, &err)) te_token_chunks_free(&c);
     } else if (!strcmp(target, "promptfile")) {
         pf_line l;
         char why[256];
@@ -110,7 +110,7 @@ static void test_replay_all(void **state)
 {
     (void)state;
     fm_error err = {0};
-    fm_tokenizer *tok = fm_tokenizer_new(&err);
+    te_tokenizer *tok = te_tokenizer_new(&err);
     assert_non_null(tok);
     DIR *d = opendir(DIR_REGRESSIONS);
     assert_non_null(d);
@@ -133,7 +133,7 @@ static void test_replay_all(void **state)
         n++;
     }
     closedir(d);
-    fm_tokenizer_free(tok);
+    te_tokenizer_free(tok);
     assert_true(n >= 2);
 }
 

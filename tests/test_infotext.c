@@ -75,12 +75,12 @@ static const char *lookup(const kv *p, int n, const char *key)
 static void test_design_example(void **state)
 {
     (void)state;
-    fm_infotext_fields f = {.prompt = "a red fox in snow", .negative = "blurry", .steps = 20,
+    df_infotext_fields f = {.prompt = "a red fox in snow", .negative = "blurry", .steps = 20,
                             .sampler_label = "DPM++ 2M", .schedule_label = "Karras", .cfg = 7,
                             .seed = 42, .width = 512, .height = 512, .model_hash = "6ce0161689",
                             .model_name = "v1-5-pruned-emaonly", .denoising_strength = -1,
                             .clip_skip = 1, .rng_label = "NV"};
-    char *t = fm_infotext_format(&f);
+    char *t = df_infotext_format(&f);
     assert_string_equal(t, "a red fox in snow\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, "
                            "Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512, Model hash: "
                            "6ce0161689, Model: v1-5-pruned-emaonly, RNG: NV, Version: fmimage " FM_VERSION);
@@ -90,12 +90,12 @@ static void test_design_example(void **state)
 static void test_round_trip(void **state)
 {
     (void)state;
-    fm_infotext_fields f = {.prompt = "a (red:1.2) fox, in snow\nsecond line", .negative = "",
+    df_infotext_fields f = {.prompt = "a (red:1.2) fox, in snow\nsecond line", .negative = "",
                             .steps = 6, .sampler_label = "Euler a", .schedule_label = "SGM Uniform",
                             .cfg = 7.5f, .seed = 4294967295u, .width = 64, .height = 96,
                             .model_hash = "0123456789", .model_name = "odd: name, \"quoted\"",
                             .denoising_strength = 0.75f, .clip_skip = 2, .rng_label = "CPU"};
-    char *t = fm_infotext_format(&f);
+    char *t = df_infotext_format(&f);
     char prompt[512], negative[512];
     kv p[32];
     int n = parse_infotext(t, prompt, negative, p, 32);
@@ -118,10 +118,10 @@ static void test_float_format(void **state)
 {
     (void)state;
     char b[32];
-    fm_format_float(b, sizeof b, 7.0f); assert_string_equal(b, "7");
-    fm_format_float(b, sizeof b, 7.5f); assert_string_equal(b, "7.5");
-    fm_format_float(b, sizeof b, 0.1f); assert_string_equal(b, "0.1");
-    fm_format_float(b, sizeof b, 1.0f / 3); assert_string_equal(b, "0.33333334");
+    df_format_float(b, sizeof b, 7.0f); assert_string_equal(b, "7");
+    df_format_float(b, sizeof b, 7.5f); assert_string_equal(b, "7.5");
+    df_format_float(b, sizeof b, 0.1f); assert_string_equal(b, "0.1");
+    df_format_float(b, sizeof b, 1.0f / 3); assert_string_equal(b, "0.33333334");
 }
 
 int main(void)

@@ -23,7 +23,7 @@
 
 static float *rnd(size_t n, uint64_t seed)
 {
-    float *x = fm_alloc(sizeof(float) * (n ? n : 1));
+    float *x = core_alloc(sizeof(float) * (n ? n : 1));
     assert_non_null(x);
     tu_fill_random(x, n, seed);
     return x;
@@ -31,7 +31,7 @@ static float *rnd(size_t n, uint64_t seed)
 
 static float *buf(size_t n)
 {
-    float *x = fm_alloc(sizeof(float) * (n ? n : 1));
+    float *x = core_alloc(sizeof(float) * (n ? n : 1));
     assert_non_null(x);
     return x;
 }
@@ -56,48 +56,48 @@ static void check(const float *got, const float *ref, size_t n, double tol, cons
 
 /* A weight matrix in the given dtype made from random floats; the float
  * values are rounded to the dtype first so the reference sees the same. */
-static fm_mat make_mat(int rows, int cols, fm_dtype dt, uint64_t seed)
+static kn_mat make_mat(int rows, int cols, core_dtype dt, uint64_t seed)
 {
     size_t n = (size_t)rows * cols;
     float *f = rnd(n, seed);
-    fm_mat m = {.dtype = dt, .rows = rows, .cols = cols};
+    kn_mat m = {.dtype = dt, .rows = rows, .cols = cols};
     if (dt == FM_DT_F32) {
         m.data = f;
         return m;
     }
-    uint16_t *h = fm_alloc(2 * n + 2);
+    uint16_t *h = core_alloc(2 * n + 2);
     assert_non_null(h);
-    if (dt == FM_DT_F16) fm_f32_to_f16(h, f, n);
-    else fm_f32_to_bf16(h, f, n);
-    fm_free(f);
+    if (dt == FM_DT_F16) core_f32_to_f16(h, f, n);
+    else core_f32_to_bf16(h, f, n);
+    core_free(f);
     m.data = h;
     return m;
 }
 
-static void free_mat(fm_mat *m)
+static void free_mat(kn_mat *m)
 {
-    fm_free((void *)m->data);
+    core_free((void *)m->data);
 }
 
 /* x rounded to bf16 (nearest even) and back, in place. */
 static void round_to_bf16(float *x, size_t n)
 {
-    uint16_t *h = fm_alloc(2 * n + 2);
+    uint16_t *h = core_alloc(2 * n + 2);
     assert_non_null(h);
-    fm_f32_to_bf16(h, x, n);
-    fm_bf16_to_f32(x, h, n);
-    fm_free(h);
+    core_f32_to_bf16(h, x, n);
+    core_bf16_to_f32(x, h, n);
+    core_free(h);
 }
 
 /* m as float32 rounded to bf16: what the BF16 mode multiplies by. */
-static fm_mat bf16_rounded_copy(const fm_mat *m)
+static kn_mat bf16_rounded_copy(const kn_mat *m)
 {
     size_t n = (size_t)m->rows * m->cols;
-    float *f = fm_alloc(sizeof(float) * n + 4);
+    float *f = core_alloc(sizeof(float) * n + 4);
     assert_non_null(f);
-    fm_convert_to_f32(f, m->data, m->dtype, n);
+    core_convert_to_f32(f, m->data, m->dtype, n);
     round_to_bf16(f, n);
-    return (fm_mat){.data = f, .dtype = FM_DT_F32, .rows = m->rows, .cols = m->cols};
+    return (kn_mat){.data = f, .dtype = FM_DT_F32, .rows = m->rows, .cols = m->cols};
 }
 
 static double rms(const float *x, size_t n)
@@ -123,7 +123,7 @@ static void check_bf16_mode(const float *got, const float *ref_rounded, const fl
     check(got, ref_rounded, n, TOL_LONG, what);
 }
 
-static const char *dt_name(fm_dtype dt) { return fm_dtype_name(dt); }
+static const char *dt_name(core_dtype dt) { return core_dtype_name(dt); }
 
 /* ---- GEMM ---- */
 
@@ -133,12 +133,12 @@ static void sgemm_case(int M, int N, int K, int trans_b, float beta, int pad)
     float *A = rnd((size_t)M * lda, 1), *B = rnd((size_t)(trans_b ? N : K) * ldb, 2);
     float *C = rnd((size_t)M * ldc, 3), *R = buf((size_t)M * ldc);
     memcpy(R, C, sizeof(float) * M * ldc);
-    fm_sgemm(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
-    fm_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, R, ldc);
+    kn_sgemm(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+    kn_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, R, ldc);
     char what[96];
     snprintf(what, sizeof what, "sgemm %dx%dx%d tb%d beta%g", M, N, K, trans_b, beta);
     check(C, R, (size_t)M * ldc, K > 200 ? TOL_LONG : TOL_SHORT, what);
-    fm_free(A); fm_free(B); fm_free(C); fm_free(R);
+    core_free(A); core_free(B); core_free(C); core_free(R);
 }
 
 static void test_sgemm(void **state)
@@ -155,25 +155,25 @@ static void test_sgemm(void **state)
 
 /* ---- linear ---- */
 
-static void linear_case(int n, int in, int out, fm_dtype dt, int with_bias, fm_precision prec)
+static void linear_case(int n, int in, int out, core_dtype dt, int with_bias, fm_precision prec)
 {
-    fm_mat w = make_mat(out, in, dt, 11);
+    kn_mat w = make_mat(out, in, dt, 11);
     float *x = rnd((size_t)n * in, 12), *bias = with_bias ? rnd(out, 13) : NULL;
     float *y = buf((size_t)n * out), *r = buf((size_t)n * out);
-    fm_linear_ref(r, x, n, &w, bias);
-    if (prec != FM_PREC_AUTO) assert_int_equal(fm_mat_pack(&w, prec), 0);
-    fm_linear(y, x, n, &w, bias);
-    if (prec == FM_PREC_BF16 && fm_kernel_has_bf16()) {
-        fm_mat wr = bf16_rounded_copy(&w);
+    kn_linear_ref(r, x, n, &w, bias);
+    if (prec != FM_PREC_AUTO) assert_int_equal(kn_mat_pack(&w, prec), 0);
+    kn_linear(y, x, n, &w, bias);
+    if (prec == FM_PREC_BF16 && kn_has_bf16()) {
+        kn_mat wr = bf16_rounded_copy(&w);
         float *xr = buf((size_t)n * in), *rr = buf((size_t)n * out);
         memcpy(xr, x, sizeof(float) * n * in);
         round_to_bf16(xr, (size_t)n * in);
-        fm_linear_ref(rr, xr, n, &wr, bias);
+        kn_linear_ref(rr, xr, n, &wr, bias);
         char what[96];
         snprintf(what, sizeof what, "linear %dx%d->%d %s [bf16 mode]", n, in, out, dt_name(dt));
         check_bf16_mode(y, rr, r, (size_t)n * out, what);
-        fm_free(xr); fm_free(rr); free_mat(&wr);
-        fm_free(x); fm_free(bias); fm_free(y); fm_free(r);
+        core_free(xr); core_free(rr); free_mat(&wr);
+        core_free(x); core_free(bias); core_free(y); core_free(r);
         free_mat(&w);
         return;
     }
@@ -181,14 +181,14 @@ static void linear_case(int n, int in, int out, fm_dtype dt, int with_bias, fm_p
     snprintf(what, sizeof what, "linear %dx%d->%d %s%s%s", n, in, out, dt_name(dt),
              with_bias ? " bias" : "", prec == FM_PREC_BF16 ? " [bf16 mode]" : prec ? " [packed]" : "");
     check(y, r, (size_t)n * out, in > 200 ? TOL_LONG : TOL_SHORT, what);
-    fm_free(x); fm_free(bias); fm_free(y); fm_free(r);
+    core_free(x); core_free(bias); core_free(y); core_free(r);
     free_mat(&w);
 }
 
 static void test_linear(void **state)
 {
     (void)state;
-    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    const core_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
     for (int d = 0; d < 3; d++) {
         linear_case(1, 7, 5, dts[d], 1, FM_PREC_AUTO);
         linear_case(77, 45, 33, dts[d], 0, FM_PREC_AUTO);
@@ -214,33 +214,33 @@ typedef struct conv_case {
     int n, cin, cout, h, w, k, stride, pt, pl, pb, pr;
 } conv_case;
 
-static void conv_run(const conv_case *cc, fm_dtype dt, int with_bias, fm_precision prec)
+static void conv_run(const conv_case *cc, core_dtype dt, int with_bias, fm_precision prec)
 {
-    fm_conv c = {.cin = cc->cin, .cout = cc->cout, .kh = cc->k, .kw = cc->k, .stride = cc->stride,
+    kn_conv c = {.cin = cc->cin, .cout = cc->cout, .kh = cc->k, .kw = cc->k, .stride = cc->stride,
                  .pad_t = cc->pt, .pad_l = cc->pl, .pad_b = cc->pb, .pad_r = cc->pr};
     c.w = make_mat(cc->cout, cc->cin * cc->k * cc->k, dt, 21);
     float *bias = with_bias ? rnd(cc->cout, 22) : NULL;
     c.bias = bias;
-    int oh = fm_conv_out_h(&c, cc->h), ow = fm_conv_out_w(&c, cc->w);
+    int oh = kn_conv_out_h(&c, cc->h), ow = kn_conv_out_w(&c, cc->w);
     size_t ny = (size_t)cc->n * cc->cout * oh * ow;
     float *x = rnd((size_t)cc->n * cc->cin * cc->h * cc->w, 23), *y = buf(ny), *r = buf(ny);
-    fm_conv2d_ref(r, x, &c, cc->n, cc->h, cc->w);
-    if (prec != FM_PREC_AUTO) assert_int_equal(fm_mat_pack(&c.w, prec), 0);
-    fm_conv2d(y, x, &c, cc->n, cc->h, cc->w);
-    if (prec == FM_PREC_BF16 && fm_kernel_has_bf16()) {
-        fm_conv cr = c;
+    kn_conv2d_ref(r, x, &c, cc->n, cc->h, cc->w);
+    if (prec != FM_PREC_AUTO) assert_int_equal(kn_mat_pack(&c.w, prec), 0);
+    kn_conv2d(y, x, &c, cc->n, cc->h, cc->w);
+    if (prec == FM_PREC_BF16 && kn_has_bf16()) {
+        kn_conv cr = c;
         cr.w = bf16_rounded_copy(&c.w);
         size_t nx = (size_t)cc->n * cc->cin * cc->h * cc->w;
         float *xr = buf(nx), *rr = buf(ny);
         memcpy(xr, x, sizeof(float) * nx);
         round_to_bf16(xr, nx);
-        fm_conv2d_ref(rr, xr, &cr, cc->n, cc->h, cc->w);
+        kn_conv2d_ref(rr, xr, &cr, cc->n, cc->h, cc->w);
         char what[128];
         snprintf(what, sizeof what, "conv n%d %d->%d %dx%d k%d s%d %s [bf16 mode]", cc->n, cc->cin, cc->cout,
                  cc->h, cc->w, cc->k, cc->stride, dt_name(dt));
         check_bf16_mode(y, rr, r, ny, what);
-        fm_free(xr); fm_free(rr); free_mat(&cr.w);
-        fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+        core_free(xr); core_free(rr); free_mat(&cr.w);
+        core_free(x); core_free(y); core_free(r); core_free(bias);
         free_mat(&c.w);
         return;
     }
@@ -250,7 +250,7 @@ static void conv_run(const conv_case *cc, fm_dtype dt, int with_bias, fm_precisi
              prec == FM_PREC_BF16 ? " [bf16 mode]" : "");
     int K = cc->cin * cc->k * cc->k;
     check(y, r, ny, K > 200 ? TOL_LONG : TOL_SHORT, what);
-    fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+    core_free(x); core_free(y); core_free(r); core_free(bias);
     free_mat(&c.w);
 }
 
@@ -271,7 +271,7 @@ static const conv_case conv_cases[] = {
 static void test_conv2d(void **state)
 {
     (void)state;
-    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    const core_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
     for (size_t i = 0; i < sizeof conv_cases / sizeof *conv_cases; i++)
         conv_run(&conv_cases[i], dts[i % 3], (int)(i % 4 != 1), FM_PREC_AUTO);
     conv_run(&conv_cases[1], FM_DT_F16, 1, FM_PREC_FP32);
@@ -291,11 +291,11 @@ static void test_conv2d_bf16_mode(void **state)
 /* A call given its queried scratch computes what the allocating entry point
  * does (bit for bit: same layout, same threads); one byte less is an error
  * that leaves the output as it was, never a partial result. */
-static void scratch_case(const char *what, size_t bytes, int (*run)(const fm_scratch *, void *), void *ctx,
+static void scratch_case(const char *what, size_t bytes, int (*run)(const kn_scratch *, void *), void *ctx,
                          float *out, const float *want, size_t n)
 {
-    int threads = fm_scratch_threads();
-    fm_scratch s = {.base = fm_alloc(bytes), .bytes = bytes, .threads = threads};
+    int threads = kn_scratch_threads();
+    kn_scratch s = {.base = core_alloc(bytes), .bytes = bytes, .threads = threads};
     assert_non_null(s.base);
     for (size_t i = 0; i < n; i++) out[i] = 12345.0f;
     s.bytes = bytes - 1;
@@ -305,59 +305,59 @@ static void scratch_case(const char *what, size_t bytes, int (*run)(const fm_scr
     s.bytes = bytes;
     assert_int_equal(run(&s, ctx), 0);
     if (memcmp(out, want, n * sizeof(float))) fail_msg("%s: differs from the allocating entry point", what);
-    fm_free(s.base);
+    core_free(s.base);
 }
 
-typedef struct lin_ctx { float *y; const float *x; int n; const fm_mat *w; const float *b; } lin_ctx;
-static int run_lin(const fm_scratch *s, void *c)
+typedef struct lin_ctx { float *y; const float *x; int n; const kn_mat *w; const float *b; } lin_ctx;
+static int run_lin(const kn_scratch *s, void *c)
 {
     lin_ctx *l = c;
-    return fm_linear_ws(s, l->y, l->x, l->n, l->w, l->b);
+    return kn_linear_ws(s, l->y, l->x, l->n, l->w, l->b);
 }
 
-typedef struct conv_ctx { float *y; const float *x; const fm_conv *c; int n, h, w; } conv_ctx;
-static int run_conv(const fm_scratch *s, void *c)
+typedef struct conv_ctx { float *y; const float *x; const kn_conv *c; int n, h, w; } conv_ctx;
+static int run_conv(const kn_scratch *s, void *c)
 {
     conv_ctx *v = c;
-    return fm_conv2d_ws(s, v->y, v->x, v->c, v->n, v->h, v->w);
+    return kn_conv2d_ws(s, v->y, v->x, v->c, v->n, v->h, v->w);
 }
 
 typedef struct att_ctx { float *o; const float *q, *k, *v; int b, nq, nk, heads, d; fm_precision prec; } att_ctx;
-static int run_att(const fm_scratch *s, void *c)
+static int run_att(const kn_scratch *s, void *c)
 {
     att_ctx *a = c;
     int st = a->heads * a->d;
-    return fm_attention_ws(s, a->o, a->q, st, a->k, a->v, st, a->b, a->nq, a->nk, a->heads, a->d,
+    return kn_attention_ws(s, a->o, a->q, st, a->k, a->v, st, a->b, a->nq, a->nk, a->heads, a->d,
                            1.0f / sqrtf((float)a->d), 0, a->prec);
 }
 
 static void test_scratch(void **state)
 {
     (void)state;
-    int threads = fm_scratch_threads();
-    const fm_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    int threads = kn_scratch_threads();
+    const core_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
     for (int mode = 0; mode < 2; mode++)
         for (int d = 0; d < 3; d++) {
             int n = 300, in = 320, outc = 640; /* big enough for threads and shared packs */
-            fm_mat w = make_mat(outc, in, dts[d], 71);
-            fm_mat_pack(&w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
+            kn_mat w = make_mat(outc, in, dts[d], 71);
+            kn_mat_pack(&w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
             float *x = rnd((size_t)n * in, 72), *b = rnd(outc, 73), *y = buf((size_t)n * outc),
                   *want = buf((size_t)n * outc);
-            fm_linear(want, x, n, &w, b);
+            kn_linear(want, x, n, &w, b);
             lin_ctx l = {y, x, n, &w, b};
-            scratch_case("linear", fm_linear_scratch(n, &w, threads), run_lin, &l, y, want, (size_t)n * outc);
-            fm_free(x); fm_free(b); fm_free(y); fm_free(want);
+            scratch_case("linear", kn_linear_scratch(n, &w, threads), run_lin, &l, y, want, (size_t)n * outc);
+            core_free(x); core_free(b); core_free(y); core_free(want);
             free_mat(&w);
 
-            fm_conv c = {.w = make_mat(48, 40 * 9, dts[d], 74), .cin = 40, .cout = 48, .kh = 3, .kw = 3,
+            kn_conv c = {.w = make_mat(48, 40 * 9, dts[d], 74), .cin = 40, .cout = 48, .kh = 3, .kw = 3,
                          .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
-            fm_mat_pack(&c.w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
+            kn_mat_pack(&c.w, mode ? FM_PREC_BF16 : FM_PREC_FP32);
             float *cx = rnd(2 * 40 * 24 * 20, 75), *cy = buf(2 * 48 * 24 * 20), *cw = buf(2 * 48 * 24 * 20);
-            fm_conv2d(cw, cx, &c, 2, 24, 20);
+            kn_conv2d(cw, cx, &c, 2, 24, 20);
             conv_ctx v = {cy, cx, &c, 2, 24, 20};
-            scratch_case("conv2d", fm_conv2d_scratch(&c, 2, 24, 20, threads), run_conv, &v, cy, cw,
+            scratch_case("conv2d", kn_conv2d_scratch(&c, 2, 24, 20, threads), run_conv, &v, cy, cw,
                          2 * 48 * 24 * 20);
-            fm_free(cx); fm_free(cy); fm_free(cw);
+            core_free(cx); core_free(cy); core_free(cw);
             free_mat(&c.w);
         }
     for (int mode = 0; mode < 2; mode++) {
@@ -365,48 +365,48 @@ static void test_scratch(void **state)
         int B = 2, nq = 77, nk = 300, heads = 3, d = 40;
         size_t nqd = (size_t)B * nq * heads * d, nkd = (size_t)B * nk * heads * d;
         float *q = rnd(nqd, 81), *k = rnd(nkd, 82), *v = rnd(nkd, 83), *o = buf(nqd), *want = buf(nqd);
-        fm_attention_prec(want, q, heads * d, k, v, heads * d, B, nq, nk, heads, d, 1.0f / sqrtf((float)d), 0, prec);
+        kn_attention_prec(want, q, heads * d, k, v, heads * d, B, nq, nk, heads, d, 1.0f / sqrtf((float)d), 0, prec);
         att_ctx a = {o, q, k, v, B, nq, nk, heads, d, prec};
-        scratch_case("attention", fm_attention_scratch(B, nq, nk, heads, d, prec, threads), run_att, &a, o, want, nqd);
-        fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(want);
+        scratch_case("attention", kn_attention_scratch(B, nq, nk, heads, d, prec, threads), run_att, &a, o, want, nqd);
+        core_free(q); core_free(k); core_free(v); core_free(o); core_free(want);
     }
 }
 
 /* ---- banded convolution, GroupNorm in parts (tiled VAE decoding) ---- */
 
-static void band_case(int cin, int cout, int h, int w, int k, int stride, int up2, int rows, fm_dtype dt)
+static void band_case(int cin, int cout, int h, int w, int k, int stride, int up2, int rows, core_dtype dt)
 {
     int pad = k / 2;
-    fm_conv c = {.w = make_mat(cout, cin * k * k, dt, 91), .cin = cin, .cout = cout, .kh = k, .kw = k,
+    kn_conv c = {.w = make_mat(cout, cin * k * k, dt, 91), .cin = cin, .cout = cout, .kh = k, .kw = k,
                  .stride = stride, .pad_t = pad, .pad_l = pad, .pad_b = pad, .pad_r = pad};
     float *bias = rnd(cout, 92);
     c.bias = bias;
-    int oh = fm_conv_out_h(&c, h), ow = fm_conv_out_w(&c, w), ih = up2 ? h / 2 : h, iw = up2 ? w / 2 : w;
+    int oh = kn_conv_out_h(&c, h), ow = kn_conv_out_w(&c, w), ih = up2 ? h / 2 : h, iw = up2 ? w / 2 : w;
     size_t ny = (size_t)cout * oh * ow;
     float *x = rnd((size_t)cin * ih * iw, 93), *y = buf(ny), *r = buf(ny);
     size_t band_in = (size_t)cin * w * ((size_t)(rows - 1) * stride + k), band_out = (size_t)cout * rows * ow;
     float *band = buf(band_in + band_out);
-    int threads = fm_scratch_threads();
+    int threads = kn_scratch_threads();
     size_t most = 0;
     for (int r0 = 0; r0 < oh; r0 += rows) {
-        size_t b = fm_conv2d_rows_scratch(&c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, threads);
+        size_t b = kn_conv2d_rows_scratch(&c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, threads);
         most = b > most ? b : most;
     }
-    fm_scratch s = {.base = fm_alloc(most), .bytes = most, .threads = threads};
+    kn_scratch s = {.base = core_alloc(most), .bytes = most, .threads = threads};
     assert_non_null(s.base);
     for (int r0 = 0; r0 < oh; r0 += rows)
-        assert_int_equal(fm_conv2d_rows_ws(&s, &c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
+        assert_int_equal(kn_conv2d_rows_ws(&s, &c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
                                            band + band_in), 0);
-    fm_conv2d_rows_ref(&c, r, x, up2, h, w, 0, oh);
+    kn_conv2d_rows_ref(&c, r, x, up2, h, w, 0, oh);
     char what[96];
     snprintf(what, sizeof what, "conv rows %d->%d %dx%d k%d s%d%s, bands of %d %s", cin, cout, h, w, k, stride,
              up2 ? " up2" : "", rows, dt_name(dt));
     check(y, r, ny, cin * k * k > 200 ? TOL_LONG : TOL_SHORT, what);
     if (!up2) { /* the whole convolution is the same thing */
-        fm_conv2d_ref(r, x, &c, 1, h, w);
+        kn_conv2d_ref(r, x, &c, 1, h, w);
         check(y, r, ny, cin * k * k > 200 ? TOL_LONG : TOL_SHORT, what);
     }
-    fm_free(s.base); fm_free(band); fm_free(x); fm_free(y); fm_free(r); fm_free(bias);
+    core_free(s.base); core_free(band); core_free(x); core_free(y); core_free(r); core_free(bias);
     free_mat(&c.w);
 }
 
@@ -429,8 +429,8 @@ static void test_group_norm_parts(void **state)
     /* statistics of a window, added twice (two tiles' worth) */
     double s[32] = {0}, q[32] = {0}, n[32] = {0}, rs[32] = {0}, rq[32] = {0}, rn[32] = {0};
     for (int t = 0; t < 2; t++) {
-        fm_group_stats_add(s, q, n, x, c, h, w, groups, 2, 11, 1, 9);
-        fm_group_stats_add_ref(rs, rq, rn, x, c, h, w, groups, 2, 11, 1, 9);
+        kn_group_stats_add(s, q, n, x, c, h, w, groups, 2, 11, 1, 9);
+        kn_group_stats_add_ref(rs, rq, rn, x, c, h, w, groups, 2, 11, 1, 9);
     }
     float mean[32], rstd[32];
     for (int i = 0; i < groups; i++) {
@@ -442,22 +442,22 @@ static void test_group_norm_parts(void **state)
     }
     float *y = buf((size_t)c * hw), *r = buf((size_t)c * hw);
     for (int silu = 0; silu < 2; silu++) {
-        fm_group_norm_apply_ref(r, x, c, hw, groups, mean, rstd, g, b, silu);
+        kn_group_norm_apply_ref(r, x, c, hw, groups, mean, rstd, g, b, silu);
         memcpy(y, x, sizeof(float) * c * hw);
-        fm_group_norm_apply(y, y, c, hw, groups, mean, rstd, g, b, silu); /* in place */
+        kn_group_norm_apply(y, y, c, hw, groups, mean, rstd, g, b, silu); /* in place */
         check(y, r, (size_t)c * hw, TOL_SHORT, silu ? "group_norm_apply +silu" : "group_norm_apply");
     }
     /* with the whole map's statistics it is GroupNorm itself */
     double s1[32] = {0}, q1[32] = {0}, n1[32] = {0};
-    fm_group_stats_add_ref(s1, q1, n1, x, c, h, w, groups, 0, h, 0, w);
+    kn_group_stats_add_ref(s1, q1, n1, x, c, h, w, groups, 0, h, 0, w);
     for (int i = 0; i < groups; i++) {
         mean[i] = (float)(s1[i] / n1[i]);
         rstd[i] = (float)(1.0 / sqrt(q1[i] / n1[i] - (double)mean[i] * mean[i] + 1e-5));
     }
-    fm_group_norm_apply(y, x, c, hw, groups, mean, rstd, g, b, 1);
-    fm_group_norm_ref(r, x, 1, c, hw, groups, 1e-5f, g, b, 1);
+    kn_group_norm_apply(y, x, c, hw, groups, mean, rstd, g, b, 1);
+    kn_group_norm_ref(r, x, 1, c, hw, groups, 1e-5f, g, b, 1);
     check(y, r, (size_t)c * hw, TOL_LONG, "group_norm_apply = group_norm");
-    fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+    core_free(x); core_free(g); core_free(b); core_free(y); core_free(r);
 }
 
 /* ---- normalisation ---- */
@@ -467,18 +467,18 @@ static void group_norm_case(int n, int c, int hw, int groups, int silu, int in_p
     size_t len = (size_t)n * c * hw;
     float *x = rnd(len, 31), *g = rnd(c, 32), *b = rnd(c, 33), *y = buf(len), *r = buf(len);
     for (size_t i = 0; i < len; i++) x[i] = x[i] * 3.0f + 0.5f; /* non-zero mean */
-    fm_group_norm_ref(r, x, n, c, hw, groups, 1e-5f, g, b, silu);
+    kn_group_norm_ref(r, x, n, c, hw, groups, 1e-5f, g, b, silu);
     if (in_place) {
-        fm_group_norm(x, x, n, c, hw, groups, 1e-5f, g, b, silu);
+        kn_group_norm(x, x, n, c, hw, groups, 1e-5f, g, b, silu);
         memcpy(y, x, sizeof(float) * len);
     } else {
-        fm_group_norm(y, x, n, c, hw, groups, 1e-5f, g, b, silu);
+        kn_group_norm(y, x, n, c, hw, groups, 1e-5f, g, b, silu);
     }
     char what[96];
     snprintf(what, sizeof what, "group_norm n%d c%d hw%d g%d%s%s", n, c, hw, groups,
              silu ? " +silu" : "", in_place ? " in place" : "");
     check(y, r, len, TOL_SHORT, what);
-    fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+    core_free(x); core_free(g); core_free(b); core_free(y); core_free(r);
 }
 
 static void test_group_norm(void **state)
@@ -499,14 +499,14 @@ static void test_layer_norm(void **state)
         size_t len = (size_t)rows[t] * dims[t];
         float *x = rnd(len, 41), *g = rnd(dims[t], 42), *b = rnd(dims[t], 43), *y = buf(len), *r = buf(len);
         for (size_t i = 0; i < len; i++) x[i] = x[i] * 4.0f - 1.0f;
-        fm_layer_norm_ref(r, x, rows[t], dims[t], g, b, 1e-5f);
-        fm_layer_norm(y, x, rows[t], dims[t], g, b, 1e-5f);
+        kn_layer_norm_ref(r, x, rows[t], dims[t], g, b, 1e-5f);
+        kn_layer_norm(y, x, rows[t], dims[t], g, b, 1e-5f);
         char what[64];
         snprintf(what, sizeof what, "layer_norm %dx%d", rows[t], dims[t]);
         check(y, r, len, TOL_SHORT, what);
-        fm_layer_norm(x, x, rows[t], dims[t], g, b, 1e-5f); /* in place */
+        kn_layer_norm(x, x, rows[t], dims[t], g, b, 1e-5f); /* in place */
         check(x, r, len, TOL_SHORT, "layer_norm in place");
-        fm_free(x); fm_free(g); fm_free(b); fm_free(y); fm_free(r);
+        core_free(x); core_free(g); core_free(b); core_free(y); core_free(r);
     }
 }
 
@@ -526,29 +526,29 @@ static void unary_case(void (*fast)(float *, size_t), void (*ref)(float *, size_
         char what[64];
         snprintf(what, sizeof what, "%s n=%zu", name, n);
         check(x, r, n, TOL_SHORT, what);
-        fm_free(x); fm_free(r);
+        core_free(x); core_free(r);
     }
 }
 
 static void test_activations(void **state)
 {
     (void)state;
-    unary_case(fm_silu, fm_silu_ref, "silu");
-    unary_case(fm_gelu, fm_gelu_ref, "gelu");
-    unary_case(fm_quick_gelu, fm_quick_gelu_ref, "quick_gelu");
+    unary_case(kn_silu, kn_silu_ref, "silu");
+    unary_case(kn_gelu, kn_gelu_ref, "gelu");
+    unary_case(kn_quick_gelu, kn_quick_gelu_ref, "quick_gelu");
 
     int rows = 77, dim = 161;
     float *x = rnd((size_t)rows * 2 * dim, 52), *y = buf((size_t)rows * dim), *r = buf((size_t)rows * dim);
     for (int i = 0; i < rows * 2 * dim; i++) x[i] *= 6.0f;
-    fm_geglu(y, x, rows, dim);
-    fm_geglu_ref(r, x, rows, dim);
+    kn_geglu(y, x, rows, dim);
+    kn_geglu_ref(r, x, rows, dim);
     check(y, r, (size_t)rows * dim, TOL_SHORT, "geglu 77x161");
-    fm_free(x); fm_free(y); fm_free(r);
+    core_free(x); core_free(y); core_free(r);
 
     float *a = rnd(1000, 53), *b = rnd(1000, 54), *s = buf(1000);
-    fm_add(s, a, b, 1000);
+    kn_add(s, a, b, 1000);
     for (int i = 0; i < 1000; i++) assert_true(s[i] == a[i] + b[i]);
-    fm_free(a); fm_free(b); fm_free(s);
+    core_free(a); core_free(b); core_free(s);
 }
 
 static void test_softmax(void **state)
@@ -560,12 +560,12 @@ static void test_softmax(void **state)
         float *x = rnd(len, 61), *r = buf(len);
         for (size_t i = 0; i < len; i++) x[i] *= 20.0f;
         memcpy(r, x, sizeof(float) * len);
-        fm_softmax(x, rows[t], ns[t]);
-        fm_softmax_ref(r, rows[t], ns[t]);
+        kn_softmax(x, rows[t], ns[t]);
+        kn_softmax_ref(r, rows[t], ns[t]);
         char what[64];
         snprintf(what, sizeof what, "softmax %dx%d", rows[t], ns[t]);
         check(x, r, len, TOL_SHORT, what);
-        fm_free(x); fm_free(r);
+        core_free(x); core_free(r);
     }
 }
 
@@ -585,13 +585,13 @@ static void attention_run(const attn_case *a)
     size_t no = (size_t)a->batch * a->nq * dim;
     float *o = buf(no), *r = buf(no);
     float scale = 1.0f / sqrtf((float)a->head_dim);
-    fm_attention(o, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
-    fm_attention_ref(r, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    kn_attention(o, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    kn_attention_ref(r, q, qs, k, v, kvs, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
     char what[96];
     snprintf(what, sizeof what, "attention b%d %dx%d h%d d%d%s", a->batch, a->nq, a->nk, a->heads,
              a->head_dim, a->causal ? " causal" : "");
     check(o, r, no, TOL_SHORT, what);
-    fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r);
+    core_free(q); core_free(k); core_free(v); core_free(o); core_free(r);
 }
 
 /* BF16 mode. Two checks: against the reference run on bf16-rounded Q, K, V
@@ -607,15 +607,15 @@ static void attention_bf16_run(const attn_case *a)
     size_t no = (size_t)a->batch * a->nq * dim;
     float *o = buf(no), *r = buf(no);
     float scale = 1.0f / sqrtf((float)a->head_dim);
-    fm_attention_prec(o, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal,
+    kn_attention_prec(o, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal,
                       FM_PREC_BF16);
-    fm_attention_ref(r, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    kn_attention_ref(r, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
     size_t nqk = (size_t)a->batch * a->nk * dim;
     round_to_bf16(q, no);
     round_to_bf16(k, nqk);
     round_to_bf16(v, nqk);
     float *rr = buf(no);
-    fm_attention_ref(rr, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
+    kn_attention_ref(rr, q, dim, k, v, dim, a->batch, a->nq, a->nk, a->heads, a->head_dim, scale, a->causal);
     double vs_fp32 = 0, vs_rounded = 0, out_max = 0, out_rms = rms(r, no);
     for (size_t i = 0; i < no; i++) out_max = fmax(out_max, fabs(r[i]));
     for (size_t i = 0; i < no; i++) {
@@ -627,8 +627,8 @@ static void attention_bf16_run(const attn_case *a)
                   "vs rounded inputs %.2e of RMS (tol 2e-2)\n", a->batch, a->nq, a->nk, a->heads,
                   a->head_dim, a->causal ? " causal" : "", vs_fp32, vs_rounded);
     assert_true(vs_fp32 <= 2e-2);
-    if (fm_kernel_has_bf16()) assert_true(vs_rounded <= 2e-2); /* else full precision */
-    fm_free(q); fm_free(k); fm_free(v); fm_free(o); fm_free(r); fm_free(rr);
+    if (kn_has_bf16()) assert_true(vs_rounded <= 2e-2); /* else full precision */
+    core_free(q); core_free(k); core_free(v); core_free(o); core_free(r); core_free(rr);
 }
 
 static void test_attention_bf16_mode(void **state)
@@ -669,7 +669,7 @@ static void test_data_movement(void **state)
     (void)state;
     int nc = 6, h = 5, w = 7;
     float *x = rnd((size_t)nc * h * w, 81), *y = buf((size_t)nc * 4 * h * w);
-    fm_upsample_nearest(y, 2 * h, 2 * w, x, nc, h, w);
+    kn_upsample_nearest(y, 2 * h, 2 * w, x, nc, h, w);
     for (int c = 0; c < nc; c++)
         for (int oy = 0; oy < 2 * h; oy++)
             for (int ox = 0; ox < 2 * w; ox++)
@@ -677,7 +677,7 @@ static void test_data_movement(void **state)
 
     int n = 2, ca = 3, cb = 5, hw = 11;
     float *a = rnd((size_t)n * ca * hw, 82), *b = rnd((size_t)n * cb * hw, 83), *cat = buf((size_t)n * (ca + cb) * hw);
-    fm_concat_channels(cat, a, ca, b, cb, n, hw);
+    kn_concat_channels(cat, a, ca, b, cb, n, hw);
     for (int i = 0; i < n; i++)
         for (int c = 0; c < ca + cb; c++)
             for (int p = 0; p < hw; p++)
@@ -685,40 +685,40 @@ static void test_data_movement(void **state)
                             (c < ca ? a[((size_t)i * ca + c) * hw + p] : b[((size_t)i * cb + c - ca) * hw + p]));
 
     float *t = buf((size_t)n * (ca + cb) * hw), *back = buf((size_t)n * (ca + cb) * hw);
-    fm_nchw_to_nhwc(t, cat, n, ca + cb, hw);
+    kn_nchw_to_nhwc(t, cat, n, ca + cb, hw);
     assert_true(t[(size_t)(1 * hw + 4) * (ca + cb) + 6] == cat[((size_t)1 * (ca + cb) + 6) * hw + 4]);
-    fm_nhwc_to_nchw(back, t, n, ca + cb, hw);
+    kn_nhwc_to_nchw(back, t, n, ca + cb, hw);
     assert_memory_equal(back, cat, sizeof(float) * n * (ca + cb) * hw);
     {
         int tn = 2, tc = 70, thw = 33 * 35; /* not multiples of the 32 x 32 tiles */
         size_t len = (size_t)tn * tc * thw;
         float *src = rnd(len, 85), *dst = buf(len), *rt = buf(len);
-        fm_nchw_to_nhwc(dst, src, tn, tc, thw);
+        kn_nchw_to_nhwc(dst, src, tn, tc, thw);
         for (int b = 0; b < tn; b++)
             for (int ch = 0; ch < tc; ch++)
                 for (int p = 0; p < thw; p++)
                     assert_true(dst[((size_t)b * thw + p) * tc + ch] == src[((size_t)b * tc + ch) * thw + p]);
-        fm_nhwc_to_nchw(rt, dst, tn, tc, thw);
+        kn_nhwc_to_nchw(rt, dst, tn, tc, thw);
         assert_memory_equal(rt, src, sizeof(float) * len);
-        fm_free(src); fm_free(dst); fm_free(rt);
+        core_free(src); core_free(dst); core_free(rt);
     }
 
-    fm_mat m = make_mat(4, 9, FM_DT_F16, 84);
+    kn_mat m = make_mat(4, 9, FM_DT_F16, 84);
     float row[9], want[9];
-    fm_mat_row(row, &m, 2);
-    fm_f16_to_f32(want, (const uint16_t *)m.data + 18, 9);
+    kn_mat_row(row, &m, 2);
+    core_f16_to_f32(want, (const uint16_t *)m.data + 18, 9);
     assert_memory_equal(row, want, sizeof row);
     free_mat(&m);
-    fm_free(x); fm_free(y); fm_free(a); fm_free(b); fm_free(cat); fm_free(t); fm_free(back);
+    core_free(x); core_free(y); core_free(a); core_free(b); core_free(cat); core_free(t); core_free(back);
 }
 
 static void test_isa(void **state)
 {
     (void)state;
-    fm_isa isa = fm_kernel_isa();
-    assert_true(fm_isa_supported(isa));
-    assert_true(fm_kernel_isa() == isa);
-    print_message("  kernels use %s%s\n", fm_isa_name(isa), fm_kernel_has_bf16() ? " (+bf16)" : "");
+    kn_isa isa = kn_isa_chosen();
+    assert_true(kn_isa_supported(isa));
+    assert_true(kn_isa_chosen() == isa);
+    print_message("  kernels use %s%s\n", kn_isa_name(isa), kn_has_bf16() ? " (+bf16)" : "");
 }
 
 /* Re-runs this program with FM_ISA=name; returns its exit status. */
@@ -760,11 +760,11 @@ int main(int argc, char **argv)
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);
     if (!getenv("FM_ISA")) {
-        fm_isa best = fm_kernel_isa();
+        kn_isa best = kn_isa_chosen();
         for (int i = (int)best - 1; i >= FM_ISA_SCALAR; i--)
-            if (fm_isa_supported((fm_isa)i)) {
-                print_message("== again with FM_ISA=%s\n", fm_isa_name((fm_isa)i));
-                fails += run_with_isa(argv, fm_isa_name((fm_isa)i)) != 0;
+            if (kn_isa_supported((kn_isa)i)) {
+                print_message("== again with FM_ISA=%s\n", kn_isa_name((kn_isa)i));
+                fails += run_with_isa(argv, kn_isa_name((kn_isa)i)) != 0;
             }
     }
     return fails ? 1 : 0;

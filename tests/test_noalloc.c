@@ -5,16 +5,16 @@
  *
  * How it is counted: this program alone is linked with
  * -Wl,--wrap=malloc,calloc,realloc,posix_memalign,aligned_alloc,... and
- * --wrap=fm_sample (Makefile), so every call the library's objects make to
+ * --wrap=smp_sample (Makefile), so every call the library's objects make to
  * the C allocator comes through the counters below, and the counting
- * window is exactly the sampling loop, fm_sample, from before its first
+ * window is exactly the sampling loop, smp_sample, from before its first
  * model call to after its last step. The OpenMP runtime is excluded on
  * purpose: libgomp is a shared library whose own calls (its thread pool,
  * made on the first parallel region) do not go through --wrap, and they are
  * not the library's. Only the public API is used, so the same test builds
- * against the original code (where it fails: gemm_run and fm_attention
+ * against the original code (where it fails: gemm_run and kn_attention
  * allocated scratch per call, the U-Net its workspace on the first step,
- * fm_sample its latents). */
+ * smp_sample its latents). */
 #include "testutil.h"
 
 #include <stdatomic.h>
@@ -48,14 +48,14 @@ char *__wrap_strndup(const char *s, size_t n) { note(); return __real_strndup(s,
 
 static atomic_int sample_calls;
 
-int __real_fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
+int __real_smp_sample(smp_id sampler, const smp_io *io, float *x, size_t n,
                      const double *sigmas, int n_sigmas, fm_error *err);
-int __wrap_fm_sample(fm_sampler_id sampler, const fm_sampler_io *io, float *x, size_t n,
+int __wrap_smp_sample(smp_id sampler, const smp_io *io, float *x, size_t n,
                      const double *sigmas, int n_sigmas, fm_error *err)
 {
     atomic_fetch_add(&sample_calls, 1);
     atomic_store(&counting, 1);
-    int rc = __real_fm_sample(sampler, io, x, n, sigmas, n_sigmas, err);
+    int rc = __real_smp_sample(sampler, io, x, n, sigmas, n_sigmas, err);
     atomic_store(&counting, 0);
     return rc;
 }
@@ -81,7 +81,7 @@ typedef struct gen_case {
 } gen_case;
 
 /* One fm_generate on a freshly loaded model (nothing cached from an earlier
- * image), counting the allocator calls inside fm_sample. */
+ * image), counting the allocator calls inside smp_sample. */
 static void generate_counted(const char *path, int side, const gen_case *gc)
 {
     fm_error err = {0};
@@ -133,26 +133,26 @@ static void run_cases(const char *path, int side)
 }
 
 /* The counter sees the library's allocations (under every build: plain,
- * ASan): fm_alloc lives in the library's core object. */
+ * ASan): core_alloc lives in the library's core object. */
 static void test_counter_works(void **state)
 {
     (void)state;
     atomic_store(&in_window, 0);
     atomic_store(&counting, 1);
-    void *p = fm_alloc(100); /* posix_memalign */
+    void *p = core_alloc(100); /* posix_memalign */
     atomic_store(&counting, 0);
     assert_non_null(p);
-    fm_free(p);
+    core_free(p);
     assert_int_equal(atomic_load(&in_window), 1);
-    fm_discrete d;
+    smp_discrete d;
     fm_error err = {0};
     atomic_store(&in_window, 0);
     atomic_store(&counting, 1);
-    int rc = fm_discrete_init_scaled_linear(&d, 0.00085, 0.012, 1000, &err); /* malloc */
+    int rc = smp_discrete_init_scaled_linear(&d, 0.00085, 0.012, 1000, &err); /* malloc */
     atomic_store(&counting, 0);
     assert_int_equal(rc, 0);
     assert_true(atomic_load(&in_window) >= 1);
-    fm_discrete_free(&d);
+    smp_discrete_free(&d);
 }
 
 static void test_tiny_sd1(void **state)

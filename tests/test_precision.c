@@ -64,7 +64,7 @@ static double bf16_psnr(const char **args, int n_args, const char *name)
 
 static int skip_without_bf16(void)
 {
-    if (fm_kernel_has_bf16()) return 0;
+    if (kn_has_bf16()) return 0;
     printf("  skipped: no AVX512_BF16 here (or FM_ISA below avx512): bf16 mode computes in fp32\n");
     return 1;
 }
@@ -128,7 +128,7 @@ static void test_auto_is_measured_mode(void **state)
     (void)state;
     const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", FOX, "--rng", "cuda"};
     int n = sizeof args / sizeof *args;
-    const char *expected = fm_kernel_has_bf16() ? "bf16" : "fp32";
+    const char *expected = kn_has_bf16() ? "bf16" : "fp32";
     char aut[300], ref[300];
     run_in(args, n, "sd1-auto-ref", "auto", aut, sizeof aut);
     run_in(args, n, "sd1-auto-ref", expected, ref, sizeof ref);

@@ -4,7 +4,7 @@
 
 #define GOLDEN "tests/data/rng.safetensors"
 
-static fm_safetensors st;
+static wt_safetensors st;
 
 static int setup(void **state)
 {
@@ -16,18 +16,18 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    fm_st_close(&st);
+    wt_st_close(&st);
     return 0;
 }
 
 /* Golden tensor name must equal got bit for bit. */
 static void assert_bits(const char *name, const float *got, size_t n)
 {
-    const fm_st_tensor *t = fm_st_find(&st, name);
+    const wt_st_tensor *t = wt_st_find(&st, name);
     if (!t)
         fail_msg("golden tensor %s missing", name);
     assert_int_equal(t->dtype, FM_DT_F32);
-    assert_int_equal((size_t)fm_st_numel(t), n);
+    assert_int_equal((size_t)wt_st_numel(t), n);
     const float *ref = t->data;
     for (size_t i = 0; i < n; i++)
         if (memcmp(&got[i], &ref[i], sizeof(float)) != 0)
@@ -36,10 +36,10 @@ static void assert_bits(const char *name, const float *got, size_t n)
 
 static void assert_close_abs(const char *name, const float *got, size_t n, double tol, double *worst)
 {
-    const fm_st_tensor *t = fm_st_find(&st, name);
+    const wt_st_tensor *t = wt_st_find(&st, name);
     if (!t)
         fail_msg("golden tensor %s missing", name);
-    assert_int_equal((size_t)fm_st_numel(t), n);
+    assert_int_equal((size_t)wt_st_numel(t), n);
     const float *ref = t->data;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - ref[i]);
@@ -58,17 +58,17 @@ static const struct { const char *name; size_t n; } shapes[] = {
 
 static int n_checked;
 
-static void check_first_calls(const char *kind_name, fm_rng_kind kind, fm_torch_kernel kernel,
+static void check_first_calls(const char *kind_name, fm_rng_kind kind, smp_torch_kernel kernel,
                               int n_shapes, int exact, double *worst)
 {
     char name[64];
     for (size_t s = 0; s < sizeof seeds / sizeof seeds[0]; s++)
         for (int k = 0; k < n_shapes; k++) {
-            fm_rng rng;
-            fm_rng_init(&rng, kind, seeds[s]);
+            smp_rng rng;
+            smp_rng_init(&rng, kind, seeds[s]);
             rng.torch_kernel = kernel;
             float *out = malloc(shapes[k].n * sizeof(float));
-            fm_rng_randn(&rng, out, shapes[k].n);
+            smp_rng_randn(&rng, out, shapes[k].n);
             snprintf(name, sizeof name, "%s.s%llu.%s", kind_name, (unsigned long long)seeds[s],
                      shapes[k].name);
             if (exact)
@@ -80,16 +80,16 @@ static void check_first_calls(const char *kind_name, fm_rng_kind kind, fm_torch_
         }
 }
 
-static void check_successive(const char *kind_name, fm_rng_kind kind, fm_torch_kernel kernel,
+static void check_successive(const char *kind_name, fm_rng_kind kind, smp_torch_kernel kernel,
                              int exact, double *worst)
 {
     char name[64];
-    fm_rng rng;
-    fm_rng_init(&rng, kind, 42);
+    smp_rng rng;
+    smp_rng_init(&rng, kind, 42);
     rng.torch_kernel = kernel;
     float out[256];
     for (int call = 1; call <= 3; call++) {
-        fm_rng_randn(&rng, out, 256);
+        smp_rng_randn(&rng, out, 256);
         snprintf(name, sizeof name, "%s.s42.call%d.1x4x8x8", kind_name, call);
         if (exact)
             assert_bits(name, out, 256);
@@ -102,10 +102,10 @@ static void check_successive(const char *kind_name, fm_rng_kind kind, fm_torch_k
     static const struct { const char *shape; size_t n; } seq[] = {
         {"3", 3}, {"1x3x5", 15}, {"16", 16}, {"5", 5}, {"1x4x8x8", 256}, {"1", 1},
     };
-    fm_rng_init(&rng, kind, 42);
+    smp_rng_init(&rng, kind, 42);
     rng.torch_kernel = kernel;
     for (int call = 0; call < 6; call++) {
-        fm_rng_randn(&rng, out, seq[call].n);
+        smp_rng_randn(&rng, out, seq[call].n);
         snprintf(name, sizeof name, "%s.s42.seq.call%d.%s", kind_name, call + 1, seq[call].shape);
         if (exact)
             assert_bits(name, out, seq[call].n);
@@ -129,10 +129,10 @@ static void test_philox_docstring(void **state)
 {
     (void)state;
     /* A1111 rng_philox.py docstring: Generator(0).randn((3, 4)) starts so. */
-    fm_rng rng;
-    fm_rng_init(&rng, FM_RNG_CUDA, 0);
+    smp_rng rng;
+    smp_rng_init(&rng, FM_RNG_CUDA, 0);
     float out[12];
-    fm_rng_randn(&rng, out, 12);
+    smp_rng_randn(&rng, out, 12);
     assert_true(out[0] == -0.9246624f && out[1] == -0.42534396f);
     assert_true(out[2] == -2.6438458f && out[3] == 0.14518388f);
 }

@@ -1,14 +1,14 @@
 /* The samplers layer as the pipeline will drive it, against the tiny SD1
  * end-to-end runs (tests/data/README.md#a1111-txt2img): sigmas from the checkpoint's
  * alphas_cumprod, U-Net timesteps, the initial noise of both generators, and
- * each recorded step replayed through fm_sample with the recorded denoised. */
+ * each recorded step replayed through smp_sample with the recorded denoised. */
 #include "testutil.h"
 #include "samplers/samplers.h"
 
 #define LATENT (4 * 32 * 32)
 
-static fm_safetensors ck, cases;
-static fm_discrete disc;
+static wt_safetensors ck, cases;
+static smp_discrete disc;
 
 static int setup(void **state)
 {
@@ -18,17 +18,17 @@ static int setup(void **state)
     size_t n;
     float *ac = tu_f32(&ck, "alphas_cumprod", &n);
     fm_error err = {0};
-    int rc = fm_discrete_init(&disc, ac, (int)n, &err);
-    fm_free(ac);
+    int rc = smp_discrete_init(&disc, ac, (int)n, &err);
+    core_free(ac);
     return rc;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    fm_discrete_free(&disc);
-    fm_st_close(&ck);
-    fm_st_close(&cases);
+    smp_discrete_free(&disc);
+    wt_st_close(&ck);
+    wt_st_close(&cases);
     return 0;
 }
 
@@ -49,7 +49,7 @@ static int replay_denoise(void *user, float *denoised, const float *x, size_t n,
     float *ref = tu_f32(&cases, name, &rn);
     assert_int_equal(rn, n);
     memcpy(denoised, ref, n * sizeof(float));
-    fm_free(ref);
+    core_free(ref);
     return 0;
 }
 
@@ -72,9 +72,9 @@ static void run_case(const char *prefix, const char *sampler_label, const char *
     fm_error err = {0};
     assert_int_equal(fm_sampler_resolve(sampler_label, sampler, implied, &err), 0);
     assert_int_equal(fm_scheduler_resolve(scheduler_label, scheduler, &err), 0);
-    fm_sampler_id sid = fm_sampler_find(sampler);
+    smp_id sid = smp_find(sampler);
     int ns;
-    double *sigmas = fm_sampler_sigmas(&disc, sid, fm_scheduler_find(scheduler), steps, &ns, &err);
+    double *sigmas = smp_sigmas(&disc, sid, smp_scheduler_find(scheduler), steps, &ns, &err);
     assert_non_null(sigmas);
     assert_int_equal(ns, steps + 1);
     float got[16], t[16];
@@ -83,37 +83,37 @@ static void run_case(const char *prefix, const char *sampler_label, const char *
     snprintf(name, sizeof name, "%s.sigmas", prefix);
     tu_check(&cases, name, got, (size_t)ns, 1e-6);
     for (int i = 0; i < steps; i++)
-        t[i] = (float)fm_discrete_sigma_to_t(&disc, sigmas[i]);
+        t[i] = (float)smp_discrete_sigma_to_t(&disc, sigmas[i]);
     snprintf(name, sizeof name, "%s.t", prefix);
     tu_check(&cases, name, t, (size_t)steps, 1e-6);
 
     /* initial latent: the image's generator, first call, x = noise * sigma_0 */
-    float *x = fm_alloc(LATENT * sizeof(float));
-    fm_rng rng;
-    fm_rng_init(&rng, kind, seed);
-    fm_rng_randn(&rng, x, LATENT);
+    float *x = core_alloc(LATENT * sizeof(float));
+    smp_rng rng;
+    smp_rng_init(&rng, kind, seed);
+    smp_rng_randn(&rng, x, LATENT);
     snprintf(name, sizeof name, "%s.noise", prefix);
     size_t rn;
     float *ref = tu_f32(&cases, name, &rn);
     assert_int_equal(rn, LATENT);
     assert_memory_equal(x, ref, LATENT * sizeof(float));
-    fm_free(ref);
+    core_free(ref);
     for (int i = 0; i < LATENT; i++)
         x[i] = (float)(x[i] * sigmas[0]);
 
     replay r = {prefix, 0};
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_io io;
+    smp_io_init(&io);
     io.denoise = replay_denoise;
     io.denoise_user = &r;
-    io.noise = fm_rng_noise;
+    io.noise = smp_rng_noise;
     io.noise_user = &rng;
     io.step = check_x;
     io.step_user = &r;
-    assert_int_equal(fm_sample(sid, &io, x, LATENT, sigmas, ns, &err), 0);
+    assert_int_equal(smp_sample(sid, &io, x, LATENT, sigmas, ns, &err), 0);
     snprintf(name, sizeof name, "%s.x_final", prefix);
     tu_check(&cases, name, x, LATENT, 1e-4);
-    fm_free(x);
+    core_free(x);
     free(sigmas);
 }
 

@@ -9,8 +9,8 @@
 #define LATENT 256 /* [1,4,8,8] */
 #define HW 64
 
-static fm_safetensors st;
-static fm_discrete disc;
+static wt_safetensors st;
+static smp_discrete disc;
 static float toy_a[16], toy_b[4], noise_init[LATENT];
 static int n_tensors, n_runs;
 static double worst_err;
@@ -20,26 +20,26 @@ static int setup(void **state)
     (void)state;
     tu_open(&st, GOLDEN);
     fm_error err = {0};
-    if (fm_discrete_init_scaled_linear(&disc, 0.00085, 0.012, 1000, &err))
+    if (smp_discrete_init_scaled_linear(&disc, 0.00085, 0.012, 1000, &err))
         return -1;
     size_t n;
     float *t = tu_f32(&st, "toy.A", &n);
     memcpy(toy_a, t, sizeof toy_a);
-    fm_free(t);
+    core_free(t);
     t = tu_f32(&st, "toy.B", &n);
     memcpy(toy_b, t, sizeof toy_b);
-    fm_free(t);
+    core_free(t);
     t = tu_f32(&st, "noise.init", &n);
     memcpy(noise_init, t, sizeof noise_init);
-    fm_free(t);
+    core_free(t);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    fm_discrete_free(&disc);
-    fm_st_close(&st);
+    smp_discrete_free(&disc);
+    wt_st_close(&st);
     print_message("samplers: %d runs, %d tensors checked, max error %.3g (|d|/max(1,|ref|), "
                   "tolerance %g)\n", n_runs, n_tensors, worst_err, TOL);
     return 0;
@@ -59,7 +59,7 @@ static void check(const char *name, const float *got, size_t n)
             worst_err = e;
     }
     n_tensors++;
-    fm_free(ref);
+    core_free(ref);
 }
 
 /* ---- the toy model: net(x, t)[c] = tanh(sum_k A[c][k] x[k] + B[c] t/1000) ---- */
@@ -75,8 +75,8 @@ static int toy_denoise(void *user, float *denoised, const float *x, size_t n, do
     toy *m = user;
     m->calls++;
     assert_int_equal(n, LATENT);
-    fm_scalings k = fm_denoiser_scalings(m->pred, sigma);
-    double t = fm_discrete_sigma_to_t(&disc, sigma);
+    smp_scalings k = smp_denoiser_scalings(m->pred, sigma);
+    double t = smp_discrete_sigma_to_t(&disc, sigma);
     for (int p = 0; p < HW; p++)
         for (int c = 0; c < 4; c++) {
             double acc = toy_b[c] * t / 1000;
@@ -107,7 +107,7 @@ static void test_denoiser_wrappers(void **state)
             snprintf(name, sizeof name, "denoiser.%s.denoised.%zu", preds[p].name, j);
             check(name, den, LATENT);
         }
-    fm_free(sig);
+    core_free(sig);
 }
 
 /* ---- one golden run ---- */
@@ -115,7 +115,7 @@ static void test_denoiser_wrappers(void **state)
 typedef struct run_check {
     const char *prefix;
     int steps_seen;
-    fm_rng rng;  /* Philox(43): the run's noise source */
+    smp_rng rng;  /* Philox(43): the run's noise source */
     int draws;
 } run_check;
 
@@ -138,17 +138,17 @@ static int check_step(void *user, int i, int steps, double sigma, const float *x
 static int checked_noise(void *user, float *out, size_t n, fm_error *err)
 {
     run_check *rc = user;
-    fm_rng_noise(&rc->rng, out, n, err);
+    smp_rng_noise(&rc->rng, out, n, err);
     char name[96];
     snprintf(name, sizeof name, "%s.noise.%d", rc->prefix, rc->draws++);
     check(name, out, n);
     return 0;
 }
 
-static void run_one(fm_sampler_id sampler, const char *sched, int steps, fm_prediction pred)
+static void run_one(smp_id sampler, const char *sched, int steps, fm_prediction pred)
 {
     char prefix[80], name[96];
-    snprintf(prefix, sizeof prefix, "%s.%s.%d.%s", fm_sampler_name(sampler), sched, steps,
+    snprintf(prefix, sizeof prefix, "%s.%s.%d.%s", smp_name(sampler), sched, steps,
              pred == FM_PRED_V ? "v" : "eps");
     snprintf(name, sizeof name, "%s.sigmas", prefix);
     size_t ns;
@@ -157,12 +157,12 @@ static void run_one(fm_sampler_id sampler, const char *sched, int steps, fm_pred
     double sigmas[16];
     for (size_t i = 0; i < ns; i++)
         sigmas[i] = fsig[i];
-    fm_free(fsig);
+    core_free(fsig);
 
-    /* the run's schedule is what fm_schedule gives */
+    /* the run's schedule is what smp_schedule gives */
     double mine[16];
     fm_error err = {0};
-    int len = fm_schedule(&disc, fm_scheduler_find(sched), steps, mine, &err);
+    int len = smp_schedule(&disc, smp_scheduler_find(sched), steps, mine, &err);
     assert_int_equal(len, (int)ns);
     for (int i = 0; i < len; i++)
         assert_true(fabs(mine[i] - sigmas[i]) <= 1e-6 * sigmas[i]);
@@ -172,20 +172,20 @@ static void run_one(fm_sampler_id sampler, const char *sched, int steps, fm_pred
         x[i] = (float)((double)noise_init[i] * sigmas[0]);
     toy m = {pred, 0};
     run_check rc = {.prefix = prefix};
-    fm_rng_init(&rc.rng, FM_RNG_CUDA, 43);
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_rng_init(&rc.rng, FM_RNG_CUDA, 43);
+    smp_io io;
+    smp_io_init(&io);
     io.denoise = toy_denoise;
     io.denoise_user = &m;
     io.noise = checked_noise;
     io.noise_user = &rc;
     io.step = check_step;
     io.step_user = &rc;
-    if (fm_sample(sampler, &io, x, LATENT, sigmas, (int)ns, &err))
+    if (smp_sample(sampler, &io, x, LATENT, sigmas, (int)ns, &err))
         fail_msg("%s: %s", prefix, err.msg);
     assert_int_equal(rc.steps_seen, steps);
     /* tests/data/README.md#samplers: noisy samplers draw once per step with sigma_next > 0 */
-    assert_int_equal(rc.draws, fm_sampler_is_noisy(sampler) ? steps - 1 : 0);
+    assert_int_equal(rc.draws, smp_is_noisy(sampler) ? steps - 1 : 0);
     snprintf(name, sizeof name, "%s.x.%d", prefix, steps);
     check(name, x, LATENT);
     snprintf(name, sizeof name, "%s.final", prefix);
@@ -193,7 +193,7 @@ static void run_one(fm_sampler_id sampler, const char *sched, int steps, fm_pred
     n_runs++;
 }
 
-static void run_all(fm_sampler_id sampler)
+static void run_all(smp_id sampler)
 {
     static const char *scheds[] = {"normal", "karras"};
     static const int steps[] = {4, 10};
@@ -230,23 +230,23 @@ static void test_ddim(void **state)
 
 /* ---- what the goldens do not cover ---- */
 
-static int run_plain(fm_sampler_id sampler, double eta, const double *sigmas, int ns, float *x,
+static int run_plain(smp_id sampler, double eta, const double *sigmas, int ns, float *x,
                      int *draws)
 {
     toy m = {FM_PRED_EPS, 0};
-    fm_rng rng;
-    fm_rng_init(&rng, FM_RNG_CUDA, 43);
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_rng rng;
+    smp_rng_init(&rng, FM_RNG_CUDA, 43);
+    smp_io io;
+    smp_io_init(&io);
     io.eta = eta;
     io.denoise = toy_denoise;
     io.denoise_user = &m;
-    io.noise = fm_rng_noise;
+    io.noise = smp_rng_noise;
     io.noise_user = &rng;
     for (int i = 0; i < LATENT; i++)
         x[i] = (float)((double)noise_init[i] * sigmas[0]);
     fm_error err = {0};
-    int rc = fm_sample(sampler, &io, x, LATENT, sigmas, ns, &err);
+    int rc = smp_sample(sampler, &io, x, LATENT, sigmas, ns, &err);
     if (draws)
         *draws = (int)rng.offset;
     return rc;
@@ -259,7 +259,7 @@ static void test_dpmpp_sde(void **state)
     (void)state;
     double sigmas[11];
     fm_error err = {0};
-    int ns = fm_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
+    int ns = smp_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
     float a[LATENT], b[LATENT];
     assert_int_equal(run_plain(FM_SAMPLER_DPMPP_SDE, 0, sigmas, ns, a, NULL), 0);
     assert_int_equal(run_plain(FM_SAMPLER_DPMPP_2S_ANCESTRAL, 0, sigmas, ns, b, NULL), 0);
@@ -301,22 +301,22 @@ static void test_progress(void **state)
     (void)state;
     double sigmas[11];
     fm_error err = {0};
-    int ns = fm_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
+    int ns = smp_schedule(&disc, FM_SCHED_KARRAS, 10, sigmas, &err);
     for (int s = 0; s < FM_SAMPLER_COUNT; s++) {
         float x[LATENT] = {0};
         toy m = {FM_PRED_EPS, 0};
-        fm_rng rng;
-        fm_rng_init(&rng, FM_RNG_CUDA, 1);
+        smp_rng rng;
+        smp_rng_init(&rng, FM_RNG_CUDA, 1);
         progress_log log = {0, 0, -1};
-        fm_sampler_io io;
-        fm_sampler_io_init(&io);
+        smp_io io;
+        smp_io_init(&io);
         io.denoise = toy_denoise;
         io.denoise_user = &m;
-        io.noise = fm_rng_noise;
+        io.noise = smp_rng_noise;
         io.noise_user = &rng;
         io.progress = log_progress;
         io.progress_user = &log;
-        assert_int_equal(fm_sample(s, &io, x, LATENT, sigmas, ns, &err), 0);
+        assert_int_equal(smp_sample(s, &io, x, LATENT, sigmas, ns, &err), 0);
         assert_int_equal(log.calls, 10);
         /* cancelling after step 3 stops before step 4 calls the model */
         progress_log stop = {0, 0, 3};
@@ -324,7 +324,7 @@ static void test_progress(void **state)
         toy probe = {FM_PRED_EPS, 0};
         io.denoise_user = &probe;
         fm_error e2 = {0};
-        assert_int_equal(fm_sample(s, &io, x, LATENT, sigmas, ns, &e2), FM_EINTERRUPT);
+        assert_int_equal(smp_sample(s, &io, x, LATENT, sigmas, ns, &e2), FM_EINTERRUPT);
         assert_string_equal(e2.msg, "sampler: cancelled after step 3 of 10");
         assert_int_equal(stop.calls, 3);
         assert_true(probe.calls >= 3 && probe.calls <= 3 * 2);
@@ -334,7 +334,7 @@ static void test_progress(void **state)
 static int failing_model(void *user, float *den, const float *x, size_t n, double s, fm_error *err)
 {
     (void)user, (void)den, (void)x, (void)n, (void)s;
-    return fm_fail(err, FM_EINPUT, "unet: NaN in the output");
+    return core_fail(err, FM_EINPUT, "unet: NaN in the output");
 }
 
 static void test_cancel_and_errors(void **state)
@@ -342,55 +342,55 @@ static void test_cancel_and_errors(void **state)
     (void)state;
     double sigmas[11];
     fm_error err = {0};
-    int ns = fm_schedule(&disc, FM_SCHED_NORMAL, 10, sigmas, &err);
+    int ns = smp_schedule(&disc, FM_SCHED_NORMAL, 10, sigmas, &err);
     float x[LATENT] = {0};
     toy m = {FM_PRED_EPS, 0};
     int last = -1;
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_io io;
+    smp_io_init(&io);
     io.denoise = toy_denoise;
     io.denoise_user = &m;
     io.step = cancel_at_2;
     io.step_user = &last;
-    assert_int_equal(fm_sample(FM_SAMPLER_HEUN, &io, x, LATENT, sigmas, ns, &err), FM_EINTERRUPT);
+    assert_int_equal(smp_sample(FM_SAMPLER_HEUN, &io, x, LATENT, sigmas, ns, &err), FM_EINTERRUPT);
     assert_int_equal(last, 2);
     assert_string_equal(err.msg, "sampler: cancelled at step 3 of 10");
 
     fm_error e2 = {0};
-    assert_int_equal(fm_sample(FM_SAMPLER_EULER_ANCESTRAL, &io, x, LATENT, sigmas, ns, &e2), FM_EUSAGE);
+    assert_int_equal(smp_sample(FM_SAMPLER_EULER_ANCESTRAL, &io, x, LATENT, sigmas, ns, &e2), FM_EUSAGE);
     assert_string_equal(e2.msg, "sampler euler_ancestral: needs a noise source");
 
     fm_error e3 = {0};
     io.step = NULL;
     io.denoise = failing_model;
-    assert_int_equal(fm_sample(FM_SAMPLER_EULER, &io, x, LATENT, sigmas, ns, &e3), FM_EINPUT);
+    assert_int_equal(smp_sample(FM_SAMPLER_EULER, &io, x, LATENT, sigmas, ns, &e3), FM_EINPUT);
     assert_string_equal(e3.msg, "unet: NaN in the output"); /* the first cause wins */
 
     fm_error e4 = {0};
     double bad[3] = {1, 0, 0};
-    assert_int_equal(fm_sample(FM_SAMPLER_EULER, &io, x, LATENT, bad, 3, &e4), FM_EUSAGE);
+    assert_int_equal(smp_sample(FM_SAMPLER_EULER, &io, x, LATENT, bad, 3, &e4), FM_EUSAGE);
     fm_error e5 = {0};
-    assert_int_equal(fm_sample(FM_SAMPLER_COUNT, &io, x, LATENT, sigmas, ns, &e5), FM_EUSAGE);
+    assert_int_equal(smp_sample(FM_SAMPLER_COUNT, &io, x, LATENT, sigmas, ns, &e5), FM_EUSAGE);
 }
 
 /* tests/data/README.md#front-end-conventions: dpm_2* get the schedule for steps + 1 minus its
- * next-to-last sigma; the others get fm_schedule unchanged. */
+ * next-to-last sigma; the others get smp_schedule unchanged. */
 static void test_front_end_sigmas(void **state)
 {
     (void)state;
     fm_error err = {0};
     double plain[12];
-    int n_plain = fm_schedule(&disc, FM_SCHED_KARRAS, 10, plain, &err);
+    int n_plain = smp_schedule(&disc, FM_SCHED_KARRAS, 10, plain, &err);
     int n;
-    double *s = fm_sampler_sigmas(&disc, FM_SAMPLER_EULER, FM_SCHED_KARRAS, 10, &n, &err);
+    double *s = smp_sigmas(&disc, FM_SAMPLER_EULER, FM_SCHED_KARRAS, 10, &n, &err);
     assert_non_null(s);
     assert_int_equal(n, n_plain);
     assert_memory_equal(s, plain, sizeof(double) * (size_t)n);
     free(s);
 
     double longer[13];
-    int n_longer = fm_schedule(&disc, FM_SCHED_KARRAS, 11, longer, &err);
-    s = fm_sampler_sigmas(&disc, FM_SAMPLER_DPM_2_ANCESTRAL, FM_SCHED_KARRAS, 10, &n, &err);
+    int n_longer = smp_schedule(&disc, FM_SCHED_KARRAS, 11, longer, &err);
+    s = smp_sigmas(&disc, FM_SAMPLER_DPM_2_ANCESTRAL, FM_SCHED_KARRAS, 10, &n, &err);
     assert_non_null(s);
     assert_int_equal(n, 11);
     assert_int_equal(n_longer, 12);
@@ -398,7 +398,7 @@ static void test_front_end_sigmas(void **state)
     assert_true(s[9] == longer[9] && s[10] == 0);
     free(s);
 
-    s = fm_sampler_sigmas(&disc, FM_SAMPLER_DPM_2, FM_SCHED_NORMAL, 0, &n, &err);
+    s = smp_sigmas(&disc, FM_SAMPLER_DPM_2, FM_SCHED_NORMAL, 0, &n, &err);
     assert_null(s);
     assert_int_equal(err.code, FM_EUSAGE);
 }
@@ -474,26 +474,26 @@ static void test_list_and_labels(void **state)
     char expect[1024] = "";
     size_t used = 0;
     for (int s = 0; s < FM_SAMPLER_COUNT; s++)
-        used += (size_t)snprintf(expect + used, sizeof expect - used, "%s\t%s\n", fm_sampler_name(s),
-                                 fm_sampler_label(s));
+        used += (size_t)snprintf(expect + used, sizeof expect - used, "%s\t%s\n", smp_name(s),
+                                 smp_label(s));
     for (int s = 0; s < FM_SCHED_COUNT; s++)
         used += (size_t)snprintf(expect + used, sizeof expect - used, "%s\t%s\n",
-                                 fm_scheduler_name(s), fm_scheduler_label(s));
+                                 smp_scheduler_name(s), smp_scheduler_label(s));
     assert_string_equal(fm_sampler_list(), expect);
     for (int s = 0; s < FM_SAMPLER_COUNT; s++) {
-        assert_int_equal(fm_sampler_find(fm_sampler_name(s)), s);
+        assert_int_equal(smp_find(smp_name(s)), s);
         char out[32];
         fm_error err = {0};
-        assert_int_equal(fm_sampler_resolve(fm_sampler_label(s), out, NULL, &err), 0);
-        assert_string_equal(out, fm_sampler_name(s));
+        assert_int_equal(fm_sampler_resolve(smp_label(s), out, NULL, &err), 0);
+        assert_string_equal(out, smp_name(s));
     }
-    assert_string_equal(fm_sampler_label(FM_SAMPLER_DPMPP_2M), "DPM++ 2M");
-    assert_string_equal(fm_scheduler_label(FM_SCHED_KARRAS), "Karras");
-    assert_string_equal(fm_scheduler_label(FM_SCHED_NORMAL), "Uniform");
-    assert_int_equal(fm_sampler_default_scheduler(FM_SAMPLER_DPMPP_2M), FM_SCHED_KARRAS);
-    assert_int_equal(fm_sampler_default_scheduler(FM_SAMPLER_DPMPP_2M_SDE), FM_SCHED_EXPONENTIAL);
-    assert_int_equal(fm_sampler_find("Euler"), -1);
-    assert_null(fm_sampler_name(FM_SAMPLER_COUNT));
+    assert_string_equal(smp_label(FM_SAMPLER_DPMPP_2M), "DPM++ 2M");
+    assert_string_equal(smp_scheduler_label(FM_SCHED_KARRAS), "Karras");
+    assert_string_equal(smp_scheduler_label(FM_SCHED_NORMAL), "Uniform");
+    assert_int_equal(smp_default_scheduler(FM_SAMPLER_DPMPP_2M), FM_SCHED_KARRAS);
+    assert_int_equal(smp_default_scheduler(FM_SAMPLER_DPMPP_2M_SDE), FM_SCHED_EXPONENTIAL);
+    assert_int_equal(smp_find("Euler"), -1);
+    assert_null(smp_name(FM_SAMPLER_COUNT));
 }
 
 int main(void)

@@ -11,8 +11,8 @@
 #define WEIGHTS "tests/data/taesd-weights.safetensors"
 
 typedef struct fixture {
-    fm_safetensors cases;
-    fm_taesd *taesd;
+    wt_safetensors cases;
+    vae_taesd *taesd;
 } fixture;
 
 static int setup(void **state)
@@ -20,8 +20,8 @@ static int setup(void **state)
     static fixture fx;
     fm_error err = {0};
     *state = &fx;
-    if (fm_st_open(&fx.cases, "tests/data/taesd.safetensors", &err)) return -1;
-    fx.taesd = fm_taesd_open(WEIGHTS, &err);
+    if (wt_st_open(&fx.cases, "tests/data/taesd.safetensors", &err)) return -1;
+    fx.taesd = vae_taesd_open(WEIGHTS, &err);
     if (!fx.taesd) fprintf(stderr, "%s\n", err.msg);
     return fx.taesd ? 0 : -1;
 }
@@ -29,8 +29,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    fm_taesd_free(fx->taesd);
-    fm_st_close(&fx->cases);
+    vae_taesd_free(fx->taesd);
+    wt_st_close(&fx->cases);
     return 0;
 }
 
@@ -47,7 +47,7 @@ static double rel_err(const float *got, const float *ref, size_t n)
 /* Every traced "dec.after.N" / "enc.after.N" with a golden, whole or as the
  * stored channel slice ".chA_B". */
 typedef struct tracer {
-    const fm_safetensors *cases;
+    const wt_safetensors *cases;
     int n, bad;
     double worst;
 } tracer;
@@ -55,80 +55,80 @@ typedef struct tracer {
 static void on_trace(void *user, const char *name, const float *x, int c, int h, int w)
 {
     tracer *t = user;
-    const fm_st_tensor *g = fm_st_find(t->cases, name);
+    const wt_st_tensor *g = wt_st_find(t->cases, name);
     int c0 = 0, c1 = c - 1;
     char sliced[64];
     for (int a = 0; !g && a < 1; a++)
         for (int b = 0; !g && b < c; b++) {
             snprintf(sliced, sizeof sliced, "%s.ch%d_%d", name, a, b);
-            if ((g = fm_st_find(t->cases, sliced))) c1 = b;
+            if ((g = wt_st_find(t->cases, sliced))) c1 = b;
         }
     if (!g) return;
     size_t plane = (size_t)h * w, n = (size_t)(c1 - c0 + 1) * plane;
-    if ((size_t)fm_st_numel(g) != n) {
+    if ((size_t)wt_st_numel(g) != n) {
         t->bad = 1;
         return;
     }
     fm_error err = {0};
-    float *ref = fm_st_to_f32(g, &err);
+    float *ref = wt_st_to_f32(g, &err);
     double e = rel_err(x + c0 * plane, ref, n);
     printf("    %-22s max rel err %.3g\n", g->name, e);
     if (!(e <= t->worst)) t->worst = e;
     t->n++;
-    fm_free(ref);
+    core_free(ref);
 }
 
-static float *decode(fm_taesd *t, const fm_safetensors *cases, const char *zname, int *H, int *W)
+static float *decode(vae_taesd *t, const wt_safetensors *cases, const char *zname, int *H, int *W)
 {
-    const fm_st_tensor *zt = fm_st_find(cases, zname);
+    const wt_st_tensor *zt = wt_st_find(cases, zname);
     assert_non_null(zt);
     int h = (int)zt->shape[2], w = (int)zt->shape[3];
     float *z = tu_f32(cases, zname, NULL);
-    float *img = fm_alloc(sizeof(float) * 3 * 64 * (size_t)h * w);
+    float *img = core_alloc(sizeof(float) * 3 * 64 * (size_t)h * w);
     fm_error err = {0};
-    assert_int_equal(fm_taesd_decode(t, img, (size_t)3 * 64 * h * w, z, (size_t)fm_taesd_latent_channels(t) * h * w, h,
+    assert_int_equal(vae_taesd_decode(t, img, (size_t)3 * 64 * h * w, z, (size_t)vae_taesd_latent_channels(t) * h * w, h,
                                      w, &err), 0);
-    fm_free(z);
+    core_free(z);
     *H = 8 * h;
     *W = 8 * w;
     return img;
 }
 
-static float *encode(fm_taesd *t, const float *img, int H, int W)
+static float *encode(vae_taesd *t, const float *img, int H, int W)
 {
-    float *z = fm_alloc(sizeof(float) * 4 * (size_t)(H / 8) * (W / 8));
+    float *z = core_alloc(sizeof(float) * 4 * (size_t)(H / 8) * (W / 8));
     fm_error err = {0};
-    assert_int_equal(fm_taesd_encode(t, z, img, H, W, &err), 0);
+    assert_int_equal(vae_taesd_encode(t, z, img, H, W, &err), 0);
     return z;
 }
 
-static void check(const fm_safetensors *cases, const char *name, const float *got, size_t n)
+static void check(const wt_safetensors *cases, const char *name, const float *got, size_t n)
 {
     float *ref = tu_f32(cases, name, NULL);
     printf("    %-22s max rel err %.3g\n", name, rel_err(got, ref, n));
-    fm_free(ref);
+    core_free(ref);
     tu_check(cases, name, got, n, TOL);
 }
 
 static void test_decoder(void **state)
 {
     fixture *fx = *state;
-    assert_int_equal(fm_taesd_latent_channels(fx->taesd), 4);
+    assert_int_equal(vae_taesd_latent_channels(fx->taesd), 4);
     tracer tr = {.cases = &fx->cases};
-    fm_taesd_set_trace(fx->taesd, on_trace, &tr);
+    vae_taesd_set_trace(fx->taesd, on_trace, &tr);
     int H, W;
     float *img = decode(fx->taesd, &fx->cases, "dec.z", &H, &W);
-    fm_taesd_set_trace(fx->taesd, NULL, NULL);
+    vae_taesd_set_trace(fx->taesd, NULL, NULL);
     assert_int_equal(H, 64);
     assert_false(tr.bad);
     assert_int_equal(tr.n, 9); /* after 0, 2, 5, 7, 10, 12, 15, 17, 18 (after 19 is dec.out) */
     assert_true(tr.worst <= TOL);
     check(&fx->cases, "dec.out", img, 3 * (size_t)H * W);
-    fm_free(img);
+    core_free(img);
     img = decode(fx->taesd, &fx->cases, "dec_ns.z", &H, &W);
     assert_int_equal(W, 80);
     check(&fx->cases, "dec_ns.out", img, 3 * (size_t)H * W);
-    fm_free(img);
+    core_free(img);
 }
 
 static void test_encoder_and_round_trip(void **state)
@@ -136,23 +136,23 @@ static void test_encoder_and_round_trip(void **state)
     fixture *fx = *state;
     float *img = tu_f32(&fx->cases, "enc.img", NULL);
     tracer tr = {.cases = &fx->cases};
-    fm_taesd_set_trace(fx->taesd, on_trace, &tr);
+    vae_taesd_set_trace(fx->taesd, on_trace, &tr);
     float *z = encode(fx->taesd, img, 64, 64);
-    fm_taesd_set_trace(fx->taesd, NULL, NULL);
+    vae_taesd_set_trace(fx->taesd, NULL, NULL);
     assert_false(tr.bad);
     assert_int_equal(tr.n, 4); /* after 1, 5, 9, 13 (enc.after.14 is enc.out, stored as such) */
     assert_true(tr.worst <= TOL);
     check(&fx->cases, "enc.out", z, 4 * 8 * 8);
     float scaled[4 * 8 * 8];
-    fm_taesd_scale_latents(scaled, z, 4 * 8 * 8);
+    vae_taesd_scale_latents(scaled, z, 4 * 8 * 8);
     check(&fx->cases, "enc.scaled", scaled, 4 * 8 * 8);
-    float *rt = fm_alloc(sizeof(float) * 3 * 64 * 64);
+    float *rt = core_alloc(sizeof(float) * 3 * 64 * 64);
     fm_error err = {0};
-    assert_int_equal(fm_taesd_decode(fx->taesd, rt, 3 * 64 * 64, z, 4 * 8 * 8, 8, 8, &err), 0);
+    assert_int_equal(vae_taesd_decode(fx->taesd, rt, 3 * 64 * 64, z, 4 * 8 * 8, 8, 8, &err), 0);
     check(&fx->cases, "rt.out", rt, 3 * 64 * 64);
-    fm_free(rt);
-    fm_free(z);
-    fm_free(img);
+    core_free(rt);
+    core_free(z);
+    core_free(img);
 }
 
 /* ---- writing renamed copies of the golden weights ---- */
@@ -180,7 +180,7 @@ static int read_names(rename_rule *rules, int max)
 
 /* Writes the tensors of src whose name a rule maps (to = NULL: drop) to a
  * temporary safetensors file; returns its path (static storage). */
-static const char *write_renamed(const fm_safetensors *src, const rename_rule *rules, int n)
+static const char *write_renamed(const wt_safetensors *src, const rename_rule *rules, int n)
 {
     static char path[64];
     snprintf(path, sizeof path, "/tmp/fm_taesd_XXXXXX");
@@ -190,10 +190,10 @@ static const char *write_renamed(const fm_safetensors *src, const rename_rule *r
     char *hdr = malloc(cap);
     len += (size_t)snprintf(hdr + len, cap - len, "{");
     for (int i = 0; i < n; i++) {
-        const fm_st_tensor *t = fm_st_find(src, rules[i].from);
+        const wt_st_tensor *t = wt_st_find(src, rules[i].from);
         assert_non_null(t);
         len += (size_t)snprintf(hdr + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", len > 1 ? "," : "",
-                                rules[i].to, fm_dtype_name(t->dtype));
+                                rules[i].to, core_dtype_name(t->dtype));
         for (int d = 0; d < t->ndim; d++)
             len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
@@ -206,7 +206,7 @@ static const char *write_renamed(const fm_safetensors *src, const rename_rule *r
     assert_int_equal(write(fd, &hl, 8), 8);
     assert_int_equal(write(fd, hdr, len), (ssize_t)len);
     for (int i = 0; i < n; i++) {
-        const fm_st_tensor *t = fm_st_find(src, rules[i].from);
+        const wt_st_tensor *t = wt_st_find(src, rules[i].from);
         assert_int_equal(write(fd, t->data, t->nbytes), (ssize_t)t->nbytes);
     }
     close(fd);
@@ -220,15 +220,15 @@ static void test_diffusers_names(void **state)
     static rename_rule rules[200];
     int n = read_names(rules, 200);
     assert_int_equal(n, 134);
-    fm_safetensors src;
+    wt_safetensors src;
     tu_open(&src, WEIGHTS);
     const char *path = write_renamed(&src, rules, n);
-    fm_st_close(&src);
+    wt_st_close(&src);
     fm_error err = {0};
-    fm_taesd *t = fm_taesd_open(path, &err);
+    vae_taesd *t = vae_taesd_open(path, &err);
     unlink(path);
     if (!t) fail_msg("%s", err.msg);
-    assert_true(fm_taesd_has_encoder(t) && fm_taesd_has_decoder(t));
+    assert_true(vae_taesd_has_encoder(t) && vae_taesd_has_decoder(t));
     int H, W;
     float *a = decode(t, &fx->cases, "dec.z", &H, &W), *b = decode(fx->taesd, &fx->cases, "dec.z", &H, &W);
     assert_memory_equal(a, b, sizeof(float) * 3 * H * W);
@@ -236,11 +236,11 @@ static void test_diffusers_names(void **state)
     float *img = tu_f32(&fx->cases, "enc.img", NULL);
     float *z = encode(t, img, 64, 64);
     check(&fx->cases, "enc.out", z, 4 * 8 * 8);
-    fm_free(z);
-    fm_free(img);
-    fm_free(a);
-    fm_free(b);
-    fm_taesd_free(t);
+    core_free(z);
+    core_free(img);
+    core_free(a);
+    core_free(b);
+    vae_taesd_free(t);
 }
 
 /* taesd_decoder.* as published: the decoder's keys without prefix. */
@@ -258,32 +258,32 @@ static void test_split_decoder_file(void **state)
             rules[k++] = r;
         }
     assert_int_equal(k, 67);
-    fm_safetensors src;
+    wt_safetensors src;
     tu_open(&src, WEIGHTS);
     const char *path = write_renamed(&src, rules, k);
-    fm_st_close(&src);
+    wt_st_close(&src);
     fm_error err = {0};
-    fm_taesd *t = fm_taesd_open(path, &err);
+    vae_taesd *t = vae_taesd_open(path, &err);
     unlink(path);
     if (!t) fail_msg("%s", err.msg);
-    assert_true(fm_taesd_has_decoder(t));
-    assert_false(fm_taesd_has_encoder(t));
+    assert_true(vae_taesd_has_decoder(t));
+    assert_false(vae_taesd_has_encoder(t));
     int H, W;
     float *img = decode(t, &fx->cases, "dec_ns.z", &H, &W);
     check(&fx->cases, "dec_ns.out", img, 3 * (size_t)H * W);
     float z[4 * 8 * 8];
     fm_error err2 = {0};
-    assert_int_equal(fm_taesd_encode(t, z, img, 64, 64, &err2), FM_EINPUT);
+    assert_int_equal(vae_taesd_encode(t, z, img, 64, 64, &err2), FM_EINPUT);
     assert_non_null(strstr(err2.msg, "no encoder"));
-    fm_free(img);
-    fm_taesd_free(t);
+    core_free(img);
+    vae_taesd_free(t);
 }
 
 static void test_not_taesd(void **state)
 {
     (void)state;
     fm_error err = {0};
-    assert_null(fm_taesd_open("tests/data/tiny-sd1-cases.safetensors", &err));
+    assert_null(vae_taesd_open("tests/data/tiny-sd1-cases.safetensors", &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_non_null(strstr(err.msg, "not a TAESD file"));
 }

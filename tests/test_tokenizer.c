@@ -10,22 +10,22 @@
 #include "textenc/prompt.h"
 #include "textenc/tokenizer.h"
 
-static fm_tokenizer *g_tok;
+static te_tokenizer *g_tok;
 
 static int setup(void **state)
 {
     (void)state;
     fm_error err = {0};
-    g_tok = fm_tokenizer_new(&err);
+    g_tok = te_tokenizer_new(&err);
     if (!g_tok)
-        fprintf(stderr, "fm_tokenizer_new: %s\n", err.msg);
+        fprintf(stderr, "te_tokenizer_new: %s\n", err.msg);
     return g_tok ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    fm_tokenizer_free(g_tok);
+    te_tokenizer_free(g_tok);
     return 0;
 }
 
@@ -126,9 +126,9 @@ static int check_tokenizer_file(const char *path, int pad)
         int32_t got[FM_CLIP_LEN], enc[FM_CLIP_LEN];
         int n;
         if (strlen(buf) == len) {
-            assert_true(fm_tokenize_77(g_tok, buf, pad, got, &err) >= 0);
+            assert_true(te_tokenize_77(g_tok, buf, pad, got, &err) >= 0);
         }
-        n = fm_tokenizer_encode_n(g_tok, buf, len, enc, FM_CLIP_LEN - 2, &err);
+        n = te_tokenizer_encode_n(g_tok, buf, len, enc, FM_CLIP_LEN - 2, &err);
         assert_true(n >= 0);
         if (n > FM_CLIP_LEN - 2)
             n = FM_CLIP_LEN - 2;
@@ -178,19 +178,19 @@ static void test_encode_examples(void **state)
     (void)state;
     fm_error err = {0};
     int32_t ids[16];
-    assert_int_equal(fm_tokenizer_encode(g_tok, "a photo", ids, 16, &err), 2);
+    assert_int_equal(te_tokenizer_encode(g_tok, "a photo", ids, 16, &err), 2);
     assert_int_equal(ids[0], 320);
     assert_int_equal(ids[1], 1125);
-    assert_int_equal(fm_tokenizer_encode(g_tok, "xxxxxxxxxx", ids, 16, &err), 3);
+    assert_int_equal(te_tokenizer_encode(g_tok, "xxxxxxxxxx", ids, 16, &err), 3);
     assert_int_equal(ids[0], 32035);
     assert_int_equal(ids[1], 5675);
     assert_int_equal(ids[2], 22819);
     /* more tokens than room: the count is still the total */
-    assert_int_equal(fm_tokenizer_encode(g_tok, "1024x768", ids, 2, &err), 8);
+    assert_int_equal(te_tokenizer_encode(g_tok, "1024x768", ids, 2, &err), 8);
     assert_int_equal(ids[0], 272);
     assert_int_equal(ids[1], 271);
-    assert_int_equal(fm_tokenizer_encode(g_tok, "", ids, 16, &err), 0);
-    assert_int_equal(fm_tokenizer_encode(g_tok, " \t\n", ids, 16, &err), 0);
+    assert_int_equal(te_tokenizer_encode(g_tok, "", ids, 16, &err), 0);
+    assert_int_equal(te_tokenizer_encode(g_tok, " \t\n", ids, 16, &err), 0);
 }
 
 /* Ill-formed UTF-8 becomes U+FFFD per bad byte (ids of "\xef\xbf\xbd"). */
@@ -199,24 +199,24 @@ static void test_invalid_utf8(void **state)
     (void)state;
     fm_error err = {0};
     int32_t ref[32], got[32];
-    int nr = fm_tokenizer_encode(g_tok, "a \xef\xbf\xbd b", ref, 32, &err);
+    int nr = te_tokenizer_encode(g_tok, "a \xef\xbf\xbd b", ref, 32, &err);
     assert_true(nr > 2);
     static const char *bad[] = {"a \xff b", "a \xc3 b", "a \xed\xa0\x80 b", "a \xc0\xaf b",
                                 "a \xf4\x90\x80\x80 b", "a \xe2\x82 b"};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
-        int n = fm_tokenizer_encode(g_tok, bad[k], got, 32, &err);
+        int n = te_tokenizer_encode(g_tok, bad[k], got, 32, &err);
         assert_true(n >= nr); /* one or more U+FFFD between a and b */
         assert_int_equal(got[0], ref[0]);
         assert_int_equal(got[n - 1], ref[nr - 1]);
     }
     /* one bad byte reads exactly as one U+FFFD */
-    assert_int_equal(fm_tokenizer_encode(g_tok, "a \xff b", got, 32, &err), nr);
+    assert_int_equal(te_tokenizer_encode(g_tok, "a \xff b", got, 32, &err), nr);
     assert_memory_equal(got, ref, (size_t)nr * sizeof *ref);
-    assert_int_equal(fm_tokenizer_encode(g_tok, "a \xc3 b", got, 32, &err), nr);
+    assert_int_equal(te_tokenizer_encode(g_tok, "a \xc3 b", got, 32, &err), nr);
     assert_memory_equal(got, ref, (size_t)nr * sizeof *ref);
     /* a truncated sequence at the very end */
-    assert_true(fm_tokenizer_encode(g_tok, "abc\xe2\x82", got, 32, &err) >= 1);
-    assert_true(fm_tokenizer_encode(g_tok, "\x80\x80\x80", got, 32, &err) >= 1);
+    assert_true(te_tokenizer_encode(g_tok, "abc\xe2\x82", got, 32, &err) >= 1);
+    assert_true(te_tokenizer_encode(g_tok, "\x80\x80\x80", got, 32, &err) >= 1);
 }
 
 static double seconds(void)
@@ -239,11 +239,11 @@ static void test_megabyte_prompt(void **state)
     fm_error err = {0};
     int32_t ids[FM_CLIP_LEN];
     double t0 = seconds();
-    int n = fm_tokenizer_encode(g_tok, s, ids, FM_CLIP_LEN, &err);
+    int n = te_tokenizer_encode(g_tok, s, ids, FM_CLIP_LEN, &err);
     double t1 = seconds();
     assert_true(n > 100000);
     memset(s, 'x', mb);
-    int m = fm_tokenizer_encode(g_tok, s, ids, FM_CLIP_LEN, &err);
+    int m = te_tokenizer_encode(g_tok, s, ids, FM_CLIP_LEN, &err);
     double t2 = seconds();
     assert_true(m > 1000);
     printf("1 MB mixed prompt: %d tokens in %.2f s; 1 MB one-word prompt: %d tokens in %.2f s\n",
@@ -268,9 +268,9 @@ static void test_prompt_attention_golden(void **state)
         assert_int_equal(*p, '\t');
         cJSON *want = cJSON_Parse(p + 1);
         assert_non_null(want);
-        fm_prompt_attention got;
+        te_prompt_attention got;
         fm_error err = {0};
-        assert_int_equal(fm_parse_prompt_attention(buf, &got, &err), 0);
+        assert_int_equal(te_parse_prompt_attention(buf, &got, &err), 0);
         int ok = got.n == cJSON_GetArraySize(want);
         for (int i = 0; ok && i < got.n; i++) {
             cJSON *pair = cJSON_GetArrayItem(want, i);
@@ -285,7 +285,7 @@ static void test_prompt_attention_golden(void **state)
                 fprintf(stderr, "[\"%s\",%.17g] ", got.pieces[i].text, got.pieces[i].weight);
             fprintf(stderr, "\n");
         }
-        fm_prompt_attention_free(&got);
+        te_prompt_attention_free(&got);
         cJSON_Delete(want);
         cases++;
         line = end + 1;
@@ -297,15 +297,15 @@ static void test_prompt_attention_golden(void **state)
     assert_int_equal(cases, 102);
 }
 
-static void assert_chunk_is(const fm_token_chunks *c, int k, const char *plain, int pad)
+static void assert_chunk_is(const te_token_chunks *c, int k, const char *plain, int pad)
 {
     int32_t want[FM_CLIP_LEN];
     fm_error err = {0};
-    assert_true(fm_tokenize_77(g_tok, plain, pad, want, &err) >= 0);
+    assert_true(te_tokenize_77(g_tok, plain, pad, want, &err) >= 0);
     assert_memory_equal(c->ids[k], want, sizeof want);
 }
 
-static void assert_weights_one(const fm_token_chunks *c)
+static void assert_weights_one(const te_token_chunks *c)
 {
     for (int k = 0; k < c->n_chunks; k++)
         for (int i = 0; i < FM_CLIP_LEN; i++)
@@ -315,17 +315,17 @@ static void assert_weights_one(const fm_token_chunks *c)
 static void test_chunks_plain(void **state)
 {
     (void)state;
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
     const char *prompt = "a photograph of an astronaut riding a horse, highly detailed";
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 1);
     assert_chunk_is(&c, 0, prompt, FM_CLIP_PAD_SD1);
     assert_weights_one(&c);
-    fm_token_chunks_free(&c);
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+    te_token_chunks_free(&c);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
     assert_chunk_is(&c, 0, prompt, FM_CLIP_PAD_OPENCLIP);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
 }
 
 static void test_chunks_empty(void **state)
@@ -333,45 +333,45 @@ static void test_chunks_empty(void **state)
     (void)state;
     static const char *empties[] = {"", "BREAK", "   ", "()", "[]"};
     for (size_t k = 0; k < sizeof empties / sizeof *empties; k++) {
-        fm_token_chunks c;
+        te_token_chunks c;
         fm_error err = {0};
-        assert_int_equal(fm_prompt_to_chunks(g_tok, empties[k], FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+        assert_int_equal(te_prompt_to_chunks(g_tok, empties[k], FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
         assert_int_equal(c.n_chunks, 1);
         assert_chunk_is(&c, 0, "", FM_CLIP_PAD_OPENCLIP); /* BOS, EOS, 0... */
         assert_int_equal(c.ids[0][1], FM_CLIP_EOS);
         assert_int_equal(c.ids[0][2], 0);
         assert_weights_one(&c);
-        fm_token_chunks_free(&c);
+        te_token_chunks_free(&c);
     }
 }
 
 static void test_chunks_break(void **state)
 {
     (void)state;
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
-    assert_int_equal(fm_prompt_to_chunks(g_tok, "a red fox BREAK in the snow", FM_CLIP_PAD_SD1, &c,
+    assert_int_equal(te_prompt_to_chunks(g_tok, "a red fox BREAK in the snow", FM_CLIP_PAD_SD1, &c,
                                          &err), 0);
     assert_int_equal(c.n_chunks, 2);
     assert_chunk_is(&c, 0, "a red fox", FM_CLIP_PAD_SD1);
     assert_chunk_is(&c, 1, "in the snow", FM_CLIP_PAD_SD1);
     assert_weights_one(&c);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     /* BREAK inside brackets is the word "break" weighted -1.1, not a marker */
-    assert_int_equal(fm_prompt_to_chunks(g_tok, "(a BREAK b)", FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, "(a BREAK b)", FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 1);
     assert_chunk_is(&c, 0, "a break b", FM_CLIP_PAD_SD1);
     assert_true(c.weights[0][1] == (float)1.1);
     assert_true(c.weights[0][2] == (float)(-1 * 1.1));
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
 }
 
 static void test_chunks_weights(void **state)
 {
     (void)state;
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
-    assert_int_equal(fm_prompt_to_chunks(g_tok, "a ((cat:1.5)) [dog] \\(x\\)", FM_CLIP_PAD_SD1, &c,
+    assert_int_equal(te_prompt_to_chunks(g_tok, "a ((cat:1.5)) [dog] \\(x\\)", FM_CLIP_PAD_SD1, &c,
                                          &err), 0);
     assert_int_equal(c.n_chunks, 1);
     assert_chunk_is(&c, 0, "a cat dog (x)", FM_CLIP_PAD_SD1);
@@ -382,7 +382,7 @@ static void test_chunks_weights(void **state)
         assert_true(c.weights[0][i] == want[i]);
     for (int i = 9; i < FM_CLIP_LEN; i++)
         assert_true(c.weights[0][i] == 1.0f);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
 }
 
 static char *repeat(const char *word, int times)
@@ -400,15 +400,15 @@ static void test_chunks_long(void **state)
 {
     (void)state;
     char *prompt = repeat("cat ", 100), *first = repeat("cat ", 75), *rest = repeat("cat ", 25);
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 2);
     assert_int_equal(c.n_chunks * FM_CLIP_LEN, 154);
     assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
     assert_chunk_is(&c, 1, rest, FM_CLIP_PAD_SD1);
     assert_weights_one(&c);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     /* the golden's longest line (100 tokens) also gives 2 chunks */
     free(prompt);
     free(first);
@@ -425,26 +425,26 @@ static void test_chunks_comma_backtrack(void **state)
     snprintf(prompt, sizeof prompt, "%s, %s", cats, dogs);
     char first[1024];
     snprintf(first, sizeof first, "%s,", cats);
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 2);
     assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
     assert_chunk_is(&c, 1, dogs, FM_CLIP_PAD_SD1);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     free(cats);
     /* comma 30 tokens back: plain cut at 75 */
     cats = repeat("cat ", 45);
     free(dogs);
     dogs = repeat("dog ", 40);
     snprintf(prompt, sizeof prompt, "%s, %s", cats, dogs);
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 2);
     char *d29 = repeat("dog ", 29), *d11 = repeat("dog ", 11);
     snprintf(first, sizeof first, "%s, %s", cats, d29);
     assert_chunk_is(&c, 0, first, FM_CLIP_PAD_SD1);
     assert_chunk_is(&c, 1, d11, FM_CLIP_PAD_SD1);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     free(cats);
     free(dogs);
     free(d29);
@@ -454,10 +454,10 @@ static void test_chunks_comma_backtrack(void **state)
 static void test_chunks_pad(void **state)
 {
     (void)state;
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
-    assert_int_equal(fm_prompt_to_chunks(g_tok, "(a fox:1.3)", FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
-    assert_int_equal(fm_token_chunks_pad(&c, 3, FM_CLIP_PAD_OPENCLIP), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, "(a fox:1.3)", FM_CLIP_PAD_OPENCLIP, &c, &err), 0);
+    assert_int_equal(te_token_chunks_pad(&c, 3, FM_CLIP_PAD_OPENCLIP), 0);
     assert_int_equal(c.n_chunks, 3);
     assert_chunk_is(&c, 0, "a fox", FM_CLIP_PAD_OPENCLIP);
     assert_true(c.weights[0][1] == 1.3f);
@@ -466,23 +466,23 @@ static void test_chunks_pad(void **state)
         for (int i = 0; i < FM_CLIP_LEN; i++)
             assert_true(c.weights[k][i] == 1.0f);
     }
-    assert_int_equal(fm_token_chunks_pad(&c, 2, FM_CLIP_PAD_OPENCLIP), 0); /* never shrinks */
+    assert_int_equal(te_token_chunks_pad(&c, 2, FM_CLIP_PAD_OPENCLIP), 0); /* never shrinks */
     assert_int_equal(c.n_chunks, 3);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
 }
 
 /* A1111 raises on float("1.2.3"); so do we, with an error value. */
 static void test_prompt_bad_weight(void **state)
 {
     (void)state;
-    fm_prompt_attention a;
+    te_prompt_attention a;
     fm_error err = {0};
-    assert_int_equal(fm_parse_prompt_attention("(a:1.2.3)", &a, &err), FM_EINPUT);
+    assert_int_equal(te_parse_prompt_attention("(a:1.2.3)", &a, &err), FM_EINPUT);
     fm_error err2 = {0};
-    assert_int_equal(fm_parse_prompt_attention("a:1.2.3)", &a, &err2), 0); /* no '(': plain text */
+    assert_int_equal(te_parse_prompt_attention("a:1.2.3)", &a, &err2), 0); /* no '(': plain text */
     assert_int_equal(a.n, 1);
     assert_string_equal(a.pieces[0].text, "a:1.2.3)");
-    fm_prompt_attention_free(&a);
+    te_prompt_attention_free(&a);
 }
 
 /* 1 MB of weighted prompt becomes thousands of chunks without trouble. */
@@ -490,28 +490,28 @@ static void test_chunks_megabyte(void **state)
 {
     (void)state;
     char *prompt = repeat("a ((red:1.2)) fox, [snow] BREAK \xc3\xa9t\xc3\xa9 \\( ", 1 << 15);
-    fm_token_chunks c;
+    te_token_chunks c;
     fm_error err = {0};
     double t0 = seconds();
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     printf("%zu-byte weighted prompt: %d chunks in %.2f s\n", strlen(prompt), c.n_chunks,
            seconds() - t0);
     assert_int_equal(c.n_chunks, (1 << 15) + 1);
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     free(prompt);
     /* unclosed brackets make A1111's rule quadratic: an error, quickly */
     prompt = repeat("(a", 1 << 17);
     fm_error err2 = {0};
     t0 = seconds();
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err2), FM_EINPUT);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err2), FM_EINPUT);
     assert_non_null(strstr(err2.msg, "brackets"));
     assert_true(seconds() - t0 < 5);
     free(prompt);
     /* a thousand of them is still A1111's answer */
     prompt = repeat("(a", 1000);
-    assert_int_equal(fm_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
+    assert_int_equal(te_prompt_to_chunks(g_tok, prompt, FM_CLIP_PAD_SD1, &c, &err), 0);
     assert_int_equal(c.n_chunks, 14); /* 1000 tokens "a" */
-    fm_token_chunks_free(&c);
+    te_token_chunks_free(&c);
     free(prompt);
 }
 

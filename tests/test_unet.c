@@ -7,9 +7,9 @@
 #define TOL 1e-4
 
 /* Configurations as documented in tests/data/README.md (fmimage.config). */
-static fm_unet_config base_config(void)
+static wt_unet_config base_config(void)
 {
-    fm_unet_config c;
+    wt_unet_config c;
     memset(&c, 0, sizeof c);
     strcpy(c.prefix, "model.diffusion_model.");
     c.in_channels = c.out_channels = 4;
@@ -17,9 +17,9 @@ static fm_unet_config base_config(void)
     return c;
 }
 
-static fm_unet_config tiny_sd1_config(void)
+static wt_unet_config tiny_sd1_config(void)
 {
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 32;
     c.n_levels = 2, c.channel_mult[0] = 1, c.channel_mult[1] = 2;
     c.num_res_blocks = 1;
@@ -30,9 +30,9 @@ static fm_unet_config tiny_sd1_config(void)
     return c;
 }
 
-static fm_unet_config tiny_sd2_config(void)
+static wt_unet_config tiny_sd2_config(void)
 {
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 32;
     c.n_levels = 2, c.channel_mult[0] = 1, c.channel_mult[1] = 2;
     c.num_res_blocks = 1;
@@ -44,9 +44,9 @@ static fm_unet_config tiny_sd2_config(void)
     return c;
 }
 
-static fm_unet_config tiny_sdxl_config(void)
+static wt_unet_config tiny_sdxl_config(void)
 {
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 32;
     c.n_levels = 3, c.channel_mult[0] = 1, c.channel_mult[1] = 2, c.channel_mult[2] = 2;
     c.num_res_blocks = 1;
@@ -63,7 +63,7 @@ static fm_unet_config tiny_sdxl_config(void)
 /* ---- goldens ---- */
 
 typedef struct checker {
-    const fm_safetensors *cases;
+    const wt_safetensors *cases;
     const char *prefix;              /* "unet.", "unet_ns.", ... */
     const char *tsin_name, *emb_name; /* the goldens' names for "temb_sin" and "emb" */
     int checked;
@@ -93,13 +93,13 @@ static void check_probe(void *user, const char *name, const float *data, int n, 
         snprintf(g, sizeof g, "%sout", k->prefix);
     else
         snprintf(g, sizeof g, "%sh.%s", k->prefix, name);
-    const fm_st_tensor *t = fm_st_find(k->cases, g);
+    const wt_st_tensor *t = wt_st_find(k->cases, g);
     if (!t) return;
     size_t numel = (size_t)n * c * h * w;
     if (t->ndim == 4)
         assert_true(t->shape[0] == n && t->shape[1] == c && t->shape[2] == h && t->shape[3] == w);
     else
-        assert_int_equal((size_t)fm_st_numel(t), numel);
+        assert_int_equal((size_t)wt_st_numel(t), numel);
     float *ref = tu_f32(k->cases, g, NULL);
     double e = max_rel_err(data, ref, numel);
     print_message("    %-20s [%d,%d,%d,%d] max rel err %.2e\n", g, n, c, h, w, e);
@@ -108,19 +108,19 @@ static void check_probe(void *user, const char *name, const float *data, int n, 
         snprintf(k->worst_name, sizeof k->worst_name, "%s", g);
     }
     tu_assert_close(data, ref, numel, TOL, g);
-    fm_free(ref);
+    core_free(ref);
     k->checked++;
 }
 
 /* The timesteps as float; vprobe.t is I64 at an offset not 8-aligned, so
- * it is read bytewise here (fm_convert_to_f32 loads it as an int64_t). */
-static float *timesteps(const fm_safetensors *cases, const char *name)
+ * it is read bytewise here (core_convert_to_f32 loads it as an int64_t). */
+static float *timesteps(const wt_safetensors *cases, const char *name)
 {
-    const fm_st_tensor *tt = fm_st_find(cases, name);
+    const wt_st_tensor *tt = wt_st_find(cases, name);
     assert_non_null(tt);
     if (tt->dtype != FM_DT_I64) return tu_f32(cases, name, NULL);
-    size_t n = (size_t)fm_st_numel(tt);
-    float *t = fm_alloc(sizeof(float) * n);
+    size_t n = (size_t)wt_st_numel(tt);
+    float *t = core_alloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) {
         int64_t v;
         memcpy(&v, (const char *)tt->data + 8 * i, 8);
@@ -131,20 +131,20 @@ static float *timesteps(const fm_safetensors *cases, const char *name)
 
 /* Runs the U-Net on the case PREFIX{x,t,context[,y]}, checking every
  * intermediate the cases hold; *mean_diff (if non-NULL) = mean(out - x). */
-static void run_case(const char *model_path, const fm_unet_config *cfg, const char *cases_path,
+static void run_case(const char *model_path, const wt_unet_config *cfg, const char *cases_path,
                        const char *prefix, const char *tsin_name, const char *emb_name,
                        int expect_checked, double *mean_diff)
 {
-    fm_safetensors st, cases;
+    wt_safetensors st, cases;
     tu_open(&st, model_path);
     tu_open(&cases, cases_path);
     fm_error err = {0};
-    fm_unet *u = fm_unet_load(&st.src, cfg, FM_PREC_FP32, &err);
+    un_model *u = un_load(&st.src, cfg, FM_PREC_FP32, &err);
     if (!u) fail_msg("%s", err.msg);
 
     char n[64];
     snprintf(n, sizeof n, "%sx", prefix);
-    const fm_st_tensor *xt = fm_st_find(&cases, n);
+    const wt_st_tensor *xt = wt_st_find(&cases, n);
     assert_non_null(xt);
     assert_int_equal(xt->ndim, 4);
     int B = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3];
@@ -152,7 +152,7 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
     snprintf(n, sizeof n, "%st", prefix);
     float *t = timesteps(&cases, n);
     snprintf(n, sizeof n, "%scontext", prefix);
-    const fm_st_tensor *ct = fm_st_find(&cases, n);
+    const wt_st_tensor *ct = wt_st_find(&cases, n);
     assert_non_null(ct);
     int n_ctx = (int)ct->shape[1];
     float *ctx = tu_f32(&cases, n, NULL);
@@ -163,18 +163,18 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
     }
 
     checker k = {.cases = &cases, .prefix = prefix, .tsin_name = tsin_name, .emb_name = emb_name};
-    fm_unet_set_probe(u, check_probe, &k);
+    un_set_probe(u, check_probe, &k);
     print_message("  %s %s (batch %d, %dx%d latent, %d tokens)\n", cases_path, prefix, B, W, H, n_ctx);
     size_t n_out = (size_t)B * cfg->out_channels * H * W;
-    float *out = fm_alloc(sizeof(float) * n_out);
-    if (fm_unet_forward(u, out, x, B, H, W, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
+    float *out = core_alloc(sizeof(float) * n_out);
+    if (un_forward(u, out, x, B, H, W, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
     print_message("  -> worst %s: %.2e (tolerance %.0e), %d tensors checked\n", k.worst_name, k.worst, TOL, k.checked);
     assert_int_equal(k.checked, expect_checked);
 
     /* the workspace is reused: a second call gives the same numbers */
-    float *again = fm_alloc(sizeof(float) * n_out);
-    fm_unet_set_probe(u, NULL, NULL);
-    if (fm_unet_forward(u, again, x, B, H, W, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
+    float *again = core_alloc(sizeof(float) * n_out);
+    un_set_probe(u, NULL, NULL);
+    if (un_forward(u, again, x, B, H, W, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
     assert_memory_equal(out, again, sizeof(float) * n_out);
 
     if (mean_diff && cfg->in_channels == cfg->out_channels) {
@@ -182,18 +182,18 @@ static void run_case(const char *model_path, const fm_unet_config *cfg, const ch
         for (size_t i = 0; i < n_out; i++) s += (double)out[i] - x[i];
         *mean_diff = s / (double)n_out;
     }
-    fm_free(again);
-    fm_free(out);
-    fm_free(x), fm_free(t), fm_free(ctx), fm_free(y);
-    fm_unet_free(u);
-    fm_st_close(&cases);
-    fm_st_close(&st);
+    core_free(again);
+    core_free(out);
+    core_free(x), core_free(t), core_free(ctx), core_free(y);
+    un_free(u);
+    wt_st_close(&cases);
+    wt_st_close(&st);
 }
 
 static void test_sd1(void **state)
 {
     (void)state;
-    fm_unet_config c = tiny_sd1_config();
+    wt_unet_config c = tiny_sd1_config();
     /* temb_sin, temb, in.0-3, mid, out.0-3, out */
     run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet.", "temb_sin", "temb", 12, NULL);
 }
@@ -201,14 +201,14 @@ static void test_sd1(void **state)
 static void test_sd1_non_square(void **state)
 {
     (void)state;
-    fm_unet_config c = tiny_sd1_config();
+    wt_unet_config c = tiny_sd1_config();
     run_case("tests/data/tiny-sd1.safetensors", &c, "tests/data/tiny-sd1-cases.safetensors", "unet_ns.", "temb_sin", "temb", 1, NULL);
 }
 
 static void test_sd2(void **state)
 {
     (void)state;
-    fm_unet_config c = tiny_sd2_config();
+    wt_unet_config c = tiny_sd2_config();
     run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet.", "t_emb", "emb", 12, NULL);
     run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "unet_ns.", "t_emb", "emb", 12, NULL);
 }
@@ -217,24 +217,24 @@ static void test_sd2(void **state)
 static void test_sd2_vprobe(void **state)
 {
     (void)state;
-    fm_unet_config c = tiny_sd2_config();
+    wt_unet_config c = tiny_sd2_config();
     double score = 0;
     run_case("tests/data/tiny-sd2.safetensors", &c, "tests/data/sd2-cases.safetensors", "vprobe.", "-", "-", 1, &score);
     /* tests/data/README.md#tiny-sd2: score = mean(out - x) = -1.96633245 -> "v" (< -1) */
-    fm_safetensors cases;
+    wt_safetensors cases;
     tu_open(&cases, "tests/data/sd2-cases.safetensors");
     float *ref = tu_f32(&cases, "vprobe.score", NULL);
     print_message("  v-probe score %.8f, reference %.8f\n", score, ref[0]);
     assert_true(fabs(score - ref[0]) <= TOL);
     assert_true(score < -1);
-    fm_free(ref);
-    fm_st_close(&cases);
+    core_free(ref);
+    wt_st_close(&cases);
 }
 
 static void test_sdxl(void **state)
 {
     (void)state;
-    fm_unet_config c = tiny_sdxl_config();
+    wt_unet_config c = tiny_sdxl_config();
     /* t_sin, emb, in.0-5, mid, out.0-5, out */
     run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet.", "t_sin", "emb", 16, NULL);
     run_case("tests/data/tiny-sdxl.safetensors", &c, "tests/data/sdxl-cases.safetensors", "unet_ns.", "t_sin", "emb", 16, NULL);
@@ -244,12 +244,12 @@ static void test_sdxl(void **state)
 static void test_load_errors(void **state)
 {
     (void)state;
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, "tests/data/tiny-sd1.safetensors");
     fm_error err = {0};
-    fm_unet_config c = tiny_sd1_config();
+    wt_unet_config c = tiny_sd1_config();
     c.use_linear_in_transformer = 1;
-    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err));
+    assert_null(un_load(&st.src, &c, FM_PREC_AUTO, &err));
     assert_int_equal(err.code, FM_EINPUT);
     assert_string_equal(err.msg, "tests/data/tiny-sd1.safetensors: tensor model.diffusion_model.input_blocks.1.1.proj_in.weight: "
                                  "shape [32,32,1,1], expected [32,32]");
@@ -257,23 +257,23 @@ static void test_load_errors(void **state)
     fm_error err2 = {0};
     c = tiny_sd1_config();
     c.transformer_depth[1] = 1;
-    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err2));
+    assert_null(un_load(&st.src, &c, FM_PREC_AUTO, &err2));
     assert_string_equal(err2.msg, "tests/data/tiny-sd1.safetensors: tensor model.diffusion_model.input_blocks.3.1.norm.weight: missing");
 
     fm_error err3 = {0};
     c = tiny_sd1_config();
     c.num_heads = 3;
-    assert_null(fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err3));
+    assert_null(un_load(&st.src, &c, FM_PREC_AUTO, &err3));
     assert_non_null(strstr(err3.msg, "do not split into heads"));
 
     fm_error err4 = {0};
     c = tiny_sd1_config();
-    fm_unet *u = fm_unet_load(&st.src, &c, FM_PREC_AUTO, &err4);
+    un_model *u = un_load(&st.src, &c, FM_PREC_AUTO, &err4);
     assert_non_null(u);
     float x[4 * 8 * 8] = {0}, t = 1, ctx[8] = {0}, out[4 * 8 * 8];
-    assert_int_equal(fm_unet_forward(u, out, x, 1, 8, 8, &t, ctx, 0, NULL, &err4), FM_EINPUT);
-    fm_unet_free(u);
-    fm_st_close(&st);
+    assert_int_equal(un_forward(u, out, x, 1, 8, 8, &t, ctx, 0, NULL, &err4), FM_EINPUT);
+    un_free(u);
+    wt_st_close(&st);
 }
 
 /* ---- layouts of the real checkpoints ---- */
@@ -314,11 +314,11 @@ static void free_layout(layout *l)
 }
 
 /* The tensors the config implies are exactly the real file's U-Net tensors. */
-static void check_layout(const fm_unet_config *cfg, const char *tsv, int expect_n, long long expect_params)
+static void check_layout(const wt_unet_config *cfg, const char *tsv, int expect_n, long long expect_params)
 {
     layout got = {0}, want = {0};
     fm_error err = {0};
-    assert_int_equal(fm_unet_list_tensors(cfg, collect, &got, &err), 0);
+    assert_int_equal(un_list_tensors(cfg, collect, &got, &err), 0);
     long long params = 0;
     for (int i = 0; i < got.n; i++) {
         long long n = 1;
@@ -350,9 +350,9 @@ static void check_layout(const fm_unet_config *cfg, const char *tsv, int expect_
     free_layout(&want);
 }
 
-static fm_unet_config sd15_config(void)
+static wt_unet_config sd15_config(void)
 {
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 320;
     c.n_levels = 4;
     int mult[4] = {1, 2, 4, 4}, depth[4] = {1, 1, 1, 0};
@@ -368,16 +368,16 @@ static fm_unet_config sd15_config(void)
 static void test_real_layouts(void **state)
 {
     (void)state;
-    fm_unet_config sd1 = sd15_config();
+    wt_unet_config sd1 = sd15_config();
     check_layout(&sd1, "tests/data/layout-sd1-unet.tsv", 686, 859520964LL);
 
-    fm_unet_config sd2 = sd15_config();
+    wt_unet_config sd2 = sd15_config();
     sd2.num_heads = -1, sd2.num_head_channels = 64;
     sd2.context_dim = 1024;
     sd2.use_linear_in_transformer = 1;
     check_layout(&sd2, "tests/data/layout-sd2-unet.tsv", 686, 865910724LL);
 
-    fm_unet_config xl = base_config();
+    wt_unet_config xl = base_config();
     xl.model_channels = 320;
     xl.n_levels = 3;
     xl.channel_mult[0] = 1, xl.channel_mult[1] = 2, xl.channel_mult[2] = 4;
@@ -391,9 +391,9 @@ static void test_real_layouts(void **state)
     check_layout(&xl, "tests/data/layout-sdxl-unet.tsv", 1680, 2567463684LL);
 
     /* activation memory of SD 1.5 at a 64x64 latent (512x512 px), CFG batch 2 */
-    size_t b = fm_unet_workspace_bytes(&sd1, 2, 64, 64, 77);
+    size_t b = un_workspace_bytes(&sd1, 2, 64, 64, 77);
     print_message("  SD 1.5 workspace, batch 2, 64x64 latent: %.1f MiB\n", b / 1048576.0);
-    size_t bxl = fm_unet_workspace_bytes(&xl, 2, 128, 128, 77);
+    size_t bxl = un_workspace_bytes(&xl, 2, 128, 128, 77);
     print_message("  SDXL workspace, batch 2, 128x128 latent: %.1f MiB\n", bxl / 1048576.0);
     assert_true(b > 0 && b < (300u << 20));
 }
@@ -401,8 +401,8 @@ static void test_real_layouts(void **state)
 /* ---- random models of other shapes: nothing may depend on the tiny sizes ---- */
 
 typedef struct fake_model {
-    fm_safetensors st;
-    fm_dtype dtype;
+    wt_safetensors st;
+    core_dtype dtype;
     uint64_t seed;
     int cap;
 } fake_model;
@@ -415,54 +415,54 @@ static void fake_tensor(void *user, const char *name, int ndim, const int64_t *s
     fake_model *f = user;
     if (f->st.n_tensors == f->cap) {
         f->cap = f->cap ? 2 * f->cap : 512;
-        f->st.tensors = realloc(f->st.tensors, sizeof(fm_st_tensor) * f->cap);
+        f->st.tensors = realloc(f->st.tensors, sizeof(wt_st_tensor) * f->cap);
         assert_non_null(f->st.tensors);
     }
-    fm_st_tensor *t = &f->st.tensors[f->st.n_tensors++];
+    wt_st_tensor *t = &f->st.tensors[f->st.n_tensors++];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
     t->dtype = f->dtype;
     t->ndim = ndim;
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)(t->shape[i] = shape[i]);
-    float *v = fm_alloc(sizeof(float) * n);
+    float *v = core_alloc(sizeof(float) * n);
     tu_fill_random(v, n, ++f->seed);
     int is_bias = strstr(name, ".bias") != NULL;
     double scale = ndim > 1 ? sqrt(3.0 * shape[0] / (double)n) : is_bias ? 0.1 : 0.25;
     for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] * scale + (ndim == 1 && !is_bias ? 1.0 : 0.0));
-    t->nbytes = n * fm_dtype_size(f->dtype);
+    t->nbytes = n * core_dtype_size(f->dtype);
     if (f->dtype == FM_DT_F32) {
         t->data = v;
         return;
     }
-    uint16_t *h = fm_alloc(t->nbytes);
-    if (f->dtype == FM_DT_F16) fm_f32_to_f16(h, v, n);
-    else fm_f32_to_bf16(h, v, n);
-    fm_free(v);
+    uint16_t *h = core_alloc(t->nbytes);
+    if (f->dtype == FM_DT_F16) core_f32_to_f16(h, v, n);
+    else core_f32_to_bf16(h, v, n);
+    core_free(v);
     t->data = h;
 }
 
 static int cmp_tensor(const void *a, const void *b)
 {
-    return strcmp(((const fm_st_tensor *)a)->name, ((const fm_st_tensor *)b)->name);
+    return strcmp(((const wt_st_tensor *)a)->name, ((const wt_st_tensor *)b)->name);
 }
 
 /* The in-memory table as a wt_source (any reader's shape: src first). */
-static const fm_safetensors *fake_of(const wt_source *s) { return (const fm_safetensors *)s; }
+static const wt_safetensors *fake_of(const wt_source *s) { return (const wt_safetensors *)s; }
 static int fake_count(const wt_source *s) { return fake_of(s)->n_tensors; }
 static const wt_tensor *fake_at(const wt_source *s, int i) { return &fake_of(s)->tensors[i]; }
-static const wt_tensor *fake_find(const wt_source *s, const char *name) { return fm_st_find(fake_of(s), name); }
+static const wt_tensor *fake_find(const wt_source *s, const char *name) { return wt_st_find(fake_of(s), name); }
 static const char *fake_meta(const wt_source *s, const char *key) { (void)s, (void)key; return NULL; }
 static const wt_source_ops fake_ops = {fake_count, fake_at, fake_find, fake_meta};
 
-static void fake_open(fake_model *f, const fm_unet_config *cfg, fm_dtype dtype)
+static void fake_open(fake_model *f, const wt_unet_config *cfg, core_dtype dtype)
 {
     memset(f, 0, sizeof *f);
     f->dtype = dtype;
     f->st.path = "random";
     fm_error err = {0};
-    assert_int_equal(fm_unet_list_tensors(cfg, fake_tensor, f, &err), 0);
-    qsort(f->st.tensors, f->st.n_tensors, sizeof(fm_st_tensor), cmp_tensor);
+    assert_int_equal(un_list_tensors(cfg, fake_tensor, f, &err), 0);
+    qsort(f->st.tensors, f->st.n_tensors, sizeof(wt_st_tensor), cmp_tensor);
     f->st.src = (wt_source){&fake_ops, f->st.path};
 }
 
@@ -470,48 +470,48 @@ static void fake_close(fake_model *f)
 {
     for (int i = 0; i < f->st.n_tensors; i++) {
         free((char *)f->st.tensors[i].name);
-        fm_free((void *)f->st.tensors[i].data);
+        core_free((void *)f->st.tensors[i].data);
     }
     free(f->st.tensors);
 }
 
 /* One forward of batch 2 at h x w with n_ctx tokens must be finite and
  * equal, row by row, to the two forwards of batch 1. */
-static void run_random(const fm_unet_config *cfg, fm_dtype dtype, int h, int w, int n_ctx)
+static void run_random(const wt_unet_config *cfg, core_dtype dtype, int h, int w, int n_ctx)
 {
     fake_model f;
     fake_open(&f, cfg, dtype);
     fm_error err = {0};
-    fm_unet *u = fm_unet_load(&f.st.src, cfg, FM_PREC_AUTO, &err);
+    un_model *u = un_load(&f.st.src, cfg, FM_PREC_AUTO, &err);
     if (!u) fail_msg("%s", err.msg);
 
     int B = 2, cin = cfg->in_channels, cout = cfg->out_channels, adm = cfg->adm_in_channels;
     size_t nx = (size_t)cin * h * w, no = (size_t)cout * h * w, nc = (size_t)n_ctx * cfg->context_dim;
-    float *x = fm_alloc(sizeof(float) * B * nx), *ctx = fm_alloc(sizeof(float) * B * nc);
-    float *y = adm ? fm_alloc(sizeof(float) * B * adm) : NULL;
-    float *out = fm_alloc(sizeof(float) * B * no), *one = fm_alloc(sizeof(float) * no);
+    float *x = core_alloc(sizeof(float) * B * nx), *ctx = core_alloc(sizeof(float) * B * nc);
+    float *y = adm ? core_alloc(sizeof(float) * B * adm) : NULL;
+    float *out = core_alloc(sizeof(float) * B * no), *one = core_alloc(sizeof(float) * no);
     float t[2] = {981.0f, 3.5f};
     tu_fill_random(x, B * nx, 11);
     tu_fill_random(ctx, B * nc, 12);
     if (y) tu_fill_random(y, (size_t)B * adm, 13);
 
-    if (fm_unet_forward(u, out, x, B, h, w, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
+    if (un_forward(u, out, x, B, h, w, t, ctx, n_ctx, y, &err)) fail_msg("%s", err.msg);
     double sq = 0;
     for (size_t i = 0; i < B * no; i++) {
         assert_true(isfinite(out[i]));
         sq += (double)out[i] * out[i];
     }
     print_message("  random %s model, latent %dx%d, %d tokens: output rms %.3f, workspace %.1f MiB\n",
-                  fm_dtype_name(dtype), w, h, n_ctx, sqrt(sq / (B * no)),
-                  fm_unet_workspace_bytes(cfg, B, h, w, n_ctx) / 1048576.0);
+                  core_dtype_name(dtype), w, h, n_ctx, sqrt(sq / (B * no)),
+                  un_workspace_bytes(cfg, B, h, w, n_ctx) / 1048576.0);
     assert_true(sq > 0);
     for (int b = 0; b < B; b++) {
-        if (fm_unet_forward(u, one, x + b * nx, 1, h, w, t + b, ctx + b * nc, n_ctx, y ? y + b * adm : NULL, &err))
+        if (un_forward(u, one, x + b * nx, 1, h, w, t + b, ctx + b * nc, n_ctx, y ? y + b * adm : NULL, &err))
             fail_msg("%s", err.msg);
         tu_assert_close(one, out + b * no, no, 1e-5, "batch row vs single");
     }
-    fm_free(x), fm_free(ctx), fm_free(y), fm_free(out), fm_free(one);
-    fm_unet_free(u);
+    core_free(x), core_free(ctx), core_free(y), core_free(out), core_free(one);
+    un_free(u);
     fake_close(&f);
 }
 
@@ -521,7 +521,7 @@ static void run_random(const fm_unet_config *cfg, fm_dtype dtype, int h, int w, 
 static void test_random_sd1_like(void **state)
 {
     (void)state;
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 32;
     c.n_levels = 4;
     int mult[4] = {1, 2, 4, 4}, depth[4] = {1, 2, 1, 0};
@@ -539,7 +539,7 @@ static void test_random_sd1_like(void **state)
 static void test_random_sdxl_like(void **state)
 {
     (void)state;
-    fm_unet_config c = base_config();
+    wt_unet_config c = base_config();
     c.model_channels = 32;
     c.n_levels = 3;
     int mult[3] = {1, 2, 4}, depth[3] = {0, 2, 3};

@@ -22,9 +22,9 @@ static int make_file(void **state)
     static double m64[4] = {1.5, -2, 0.25, 8};
     for (int i = 0; i < 12; i++) m32[i] = (float)i - 5;
     for (int i = 0; i < 18; i++) c32[i] = (float)i / 4;
-    fm_f32_to_f16(m16, m32, 12);
-    fm_f32_to_f16(v16, v32, 3);
-    fm_st_entry e[] = {
+    core_f32_to_f16(m16, m32, 12);
+    core_f32_to_f16(v16, v32, 3);
+    tl_st_entry e[] = {
         {"p.conv.weight", FM_DT_F32, 4, {2, 1, 3, 3}, c32},
         {"p.mat16", FM_DT_F16, 2, {4, 3}, m16},
         {"p.mat32", FM_DT_F32, 2, {4, 3}, m32},
@@ -34,7 +34,7 @@ static int make_file(void **state)
         {"p.ids", FM_DT_I64, 1, {3}, NULL},
     };
     fm_error err = {0};
-    return fm_st_write(path, e, (int)(sizeof e / sizeof e[0]), NULL, 0, &err);
+    return tl_st_write(path, e, (int)(sizeof e / sizeof e[0]), NULL, 0, &err);
 }
 
 static int remove_file(void **state) { return tu_remove_dir(state); }
@@ -42,12 +42,12 @@ static int remove_file(void **state) { return tu_remove_dir(state); }
 static void test_views_and_copies(void **state)
 {
     (void)state;
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, path);
     fm_error err = {0};
     wt_binder b;
     assert_int_equal(wt_bind_begin(&b, &st.src, "p.", "test", &err), 0);
-    fm_mat m32, m16, m64, conv;
+    kn_mat m32, m16, m64, conv;
     const float *v16, *v32;
     int walks = 0;
     do {
@@ -65,17 +65,17 @@ static void test_views_and_copies(void **state)
     if (!w) fail_msg("%s", err.msg);
 
     /* F32 and F16 matrices are the file's bytes; F64 is converted. */
-    assert_ptr_equal(m32.data, fm_st_find(&st, "p.mat32")->data);
+    assert_ptr_equal(m32.data, wt_st_find(&st, "p.mat32")->data);
     assert_int_equal(m32.dtype, FM_DT_F32);
-    assert_ptr_equal(m16.data, fm_st_find(&st, "p.mat16")->data);
+    assert_ptr_equal(m16.data, wt_st_find(&st, "p.mat16")->data);
     assert_int_equal(m16.dtype, FM_DT_F16);
     assert_int_equal(m64.dtype, FM_DT_F32);
     assert_true(((const float *)m64.data)[0] == 1.5f && ((const float *)m64.data)[3] == 8.0f);
     assert_int_equal(conv.rows, 2);
     assert_int_equal(conv.cols, 9);
     /* Vectors: aligned F32 in place, F16 widened into the arena. */
-    assert_int_equal((uintptr_t)fm_st_find(&st, "p.vec32")->data % 4, 0);
-    assert_ptr_equal(v32, fm_st_find(&st, "p.vec32")->data);
+    assert_int_equal((uintptr_t)wt_st_find(&st, "p.vec32")->data % 4, 0);
+    assert_ptr_equal(v32, wt_st_find(&st, "p.vec32")->data);
     assert_true(v16[0] == 1 && v16[1] == 2 && v16[2] == 3);
     assert_true(v32[0] == 1 && v32[1] == 2 && v32[2] == 3);
 
@@ -96,7 +96,7 @@ static void test_views_and_copies(void **state)
     /* exactly the two converted pieces (F64 [2][2], F16 [3]), 64-byte rounded */
     assert_int_equal(wt_weights_copied_bytes(w), 128);
     wt_weights_free(w);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 /* The first failure wins and names the file, the tensor and both shapes;
@@ -104,12 +104,12 @@ static void test_views_and_copies(void **state)
 static void test_sticky_error(void **state)
 {
     (void)state;
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, path);
     fm_error err = {0};
     wt_binder b;
     assert_int_equal(wt_bind_begin(&b, &st.src, "p.", "test", &err), 0);
-    fm_mat m;
+    kn_mat m;
     const float *v = (const float *)&m;
     wt_bind_mat(&b, &m, 3, 4, 2, (const int64_t[]){3, 4}, "mat32");
     char want[400];
@@ -135,7 +135,7 @@ static void test_sticky_error(void **state)
     snprintf(want, sizeof want, "%s: tensor p.ids: dtype I64 is not a float type", path);
     assert_string_equal(e3.msg, want);
     assert_null(wt_bind_end(&b));
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 typedef struct listed {
@@ -158,7 +158,7 @@ static void test_list_mode(void **state)
     fm_error err = {0};
     wt_binder b;
     wt_list_begin(&b, on_tensor, &l, "q.", "test", &err);
-    fm_mat m;
+    kn_mat m;
     const float *v;
     wt_bind_mat(&b, &m, 8, 18, 4, (const int64_t[]){8, 2, 3, 3}, "conv.weight");
     wt_bind_vec(&b, &v, 8, "conv.bias");
@@ -178,7 +178,7 @@ static void test_list_mode(void **state)
  * with that shape, and together the parts list every float tensor of the
  * file (nothing the file holds goes unbound, nothing is bound twice). */
 typedef struct coverage {
-    const fm_safetensors *st;
+    const wt_safetensors *st;
     unsigned char *seen; /* per tensor of st */
     int listed, missing, twice;
     char first_missing[256];
@@ -187,7 +187,7 @@ typedef struct coverage {
 static void cover(void *user, const char *name, int ndim, const int64_t *shape)
 {
     coverage *c = user;
-    const fm_st_tensor *t = fm_st_find(c->st, name);
+    const wt_st_tensor *t = wt_st_find(c->st, name);
     c->listed++;
     int ok = t && t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
@@ -200,22 +200,22 @@ static void cover(void *user, const char *name, int ndim, const int64_t *shape)
 
 static void check_coverage(const char *path, int head_channels)
 {
-    fm_safetensors st;
+    wt_safetensors st;
     tu_open(&st, path);
-    fm_model_config cfg;
+    wt_model_config cfg;
     fm_error err = {0};
-    if (fm_detect_config(&st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    if (df_detect_config(&st.src, &cfg, &err)) fail_msg("%s", err.msg);
     if (head_channels) cfg.unet.num_head_channels = head_channels;
     coverage c = {.st = &st, .seen = calloc((size_t)st.n_tensors + 1, 1)};
-    if (fm_unet_list_tensors(&cfg.unet, cover, &c, &err) || fm_vae_list_tensors(&cfg.vae, cover, &c, &err))
+    if (un_list_tensors(&cfg.unet, cover, &c, &err) || vae_list_tensors(&cfg.vae, cover, &c, &err))
         fail_msg("%s", err.msg);
     for (int i = 0; i < cfg.n_text; i++)
-        if (fm_text_tower_list_tensors(&cfg.text[i], cover, &c, &err)) fail_msg("%s", err.msg);
+        if (te_tower_list_tensors(&cfg.text[i], cover, &c, &err)) fail_msg("%s", err.msg);
     if (c.missing) fail_msg("%s: %d listed tensors not in the file, the first %s", path, c.missing, c.first_missing);
     assert_int_equal(c.twice, 0);
     int unbound = 0;
     for (int i = 0; i < st.n_tensors; i++) {
-        const fm_st_tensor *t = &st.tensors[i];
+        const wt_st_tensor *t = &st.tensors[i];
         /* buffers: the schedule, position_ids, logit_scale are not parameters of a part */
         int buffer = !strchr(t->name, '.') || strstr(t->name, "position_ids") || strstr(t->name, "logit_scale") ||
                      !strncmp(t->name, "denoiser.", 9);
@@ -227,7 +227,7 @@ static void check_coverage(const char *path, int head_channels)
                   st.n_tensors, unbound);
     assert_int_equal(unbound, 0);
     free(c.seen);
-    fm_st_close(&st);
+    wt_st_close(&st);
 }
 
 static void test_list_covers_the_files(void **state)

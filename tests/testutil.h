@@ -39,24 +39,24 @@ static inline int tu_remove_dir(void **state)
 }
 
 /* Opens a golden file under tests/data or fails the test. */
-static inline void tu_open(fm_safetensors *st, const char *path)
+static inline void tu_open(wt_safetensors *st, const char *path)
 {
     fm_error err = {0};
-    if (fm_st_open(st, path, &err))
+    if (wt_st_open(st, path, &err))
         fail_msg("%s", err.msg);
 }
 
-/* Tensor `name` of st as newly allocated float32 (free with fm_free);
+/* Tensor `name` of st as newly allocated float32 (free with core_free);
  * *n gets the element count when n is non-NULL. */
-static inline float *tu_f32(const fm_safetensors *st, const char *name, size_t *n)
+static inline float *tu_f32(const wt_safetensors *st, const char *name, size_t *n)
 {
-    const fm_st_tensor *t = fm_st_find(st, name);
+    const wt_st_tensor *t = wt_st_find(st, name);
     if (!t)
         fail_msg("golden tensor %s missing from %s", name, st->path);
     if (n)
-        *n = (size_t)fm_st_numel(t);
+        *n = (size_t)wt_st_numel(t);
     fm_error err = {0};
-    float *f = fm_st_to_f32(t, &err);
+    float *f = wt_st_to_f32(t, &err);
     assert_non_null(f);
     return f;
 }
@@ -81,7 +81,7 @@ static inline void tu_assert_close(const float *got, const float *ref, size_t n,
 }
 
 /* Golden tensor `name` of st must equal got (n elements) within tol. */
-static inline void tu_check(const fm_safetensors *st, const char *name, const float *got, size_t n,
+static inline void tu_check(const wt_safetensors *st, const char *name, const float *got, size_t n,
                             double tol)
 {
     size_t rn;
@@ -89,7 +89,7 @@ static inline void tu_check(const fm_safetensors *st, const char *name, const fl
     if (rn != n)
         fail_msg("%s: %zu elements computed, golden has %zu", name, n, rn);
     tu_assert_close(got, ref, n, tol, name);
-    fm_free(ref);
+    core_free(ref);
 }
 
 /* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */

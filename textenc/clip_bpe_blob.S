@@ -3,13 +3,13 @@
  * tokenizer reads nothing at run time. Assembled by textenc/module.mk from
  * the repository root (the .incbin path is relative to it). */
     .section .rodata
-    .global fm_clip_bpe_gz
-    .global fm_clip_bpe_gz_end
-    .type fm_clip_bpe_gz, @object
+    .global te_clip_bpe_gz
+    .global te_clip_bpe_gz_end
+    .type te_clip_bpe_gz, @object
     .balign 16
-fm_clip_bpe_gz:
+te_clip_bpe_gz:
     .incbin "assets/clip/bpe_simple_vocab_16e6.txt.gz"
-fm_clip_bpe_gz_end:
+te_clip_bpe_gz_end:
     .byte 0
-    .size fm_clip_bpe_gz, . - fm_clip_bpe_gz
+    .size te_clip_bpe_gz, . - te_clip_bpe_gz
     .section .note.GNU-stack,"",@progbits

@@ -6,15 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_model_config *cfg,
+int te_encoder_load(te_encoder *enc, const wt_source *src, const wt_model_config *cfg,
                          fm_error *err)
 {
     memset(enc, 0, sizeof *enc);
     if (cfg->n_text < 1 || cfg->n_text > 2)
-        return fm_fail(err, FM_EINPUT, "%d text encoders in the config, expected 1 or 2", cfg->n_text);
+        return core_fail(err, FM_EINPUT, "%d text encoders in the config, expected 1 or 2", cfg->n_text);
     for (int i = 0; i < cfg->n_text; i++) {
-        if (!(enc->towers[i] = fm_text_tower_load(src, &cfg->text[i], err))) {
-            fm_text_encoder_free(enc);
+        if (!(enc->towers[i] = te_tower_load(src, &cfg->text[i], err))) {
+            te_encoder_free(enc);
             return err ? err->code : FM_EINPUT;
         }
         enc->n_towers++;
@@ -24,8 +24,8 @@ int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_mo
     if (wants_pooled) {
         enc->pooled_dim = cfg->text[cfg->n_text - 1].projection_dim;
         if (enc->pooled_dim <= 0) {
-            fm_text_encoder_free(enc);
-            return fm_fail(err, FM_EINPUT, "the U-Net takes a pooled text vector, the last text encoder has no projection");
+            te_encoder_free(enc);
+            return core_fail(err, FM_EINPUT, "the U-Net takes a pooled text vector, the last text encoder has no projection");
         }
     }
     const char *bad = NULL;
@@ -34,23 +34,23 @@ int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_mo
     else if (cfg->unet.adm_in_channels > 0 && cfg->unet.adm_in_channels != enc->pooled_dim + FM_SIZE_EMB_TOTAL)
         bad = "ADM vector";
     if (bad) {
-        int c = fm_fail(err, FM_EINPUT, "text encoders give a %s of %d values, the U-Net expects %d", bad,
+        int c = core_fail(err, FM_EINPUT, "text encoders give a %s of %d values, the U-Net expects %d", bad,
                         bad[0] == 'c' ? enc->context_dim : enc->pooled_dim + FM_SIZE_EMB_TOTAL,
                         bad[0] == 'c' ? cfg->unet.context_dim : cfg->unet.adm_in_channels);
-        fm_text_encoder_free(enc);
+        te_encoder_free(enc);
         return c;
     }
     return 0;
 }
 
-void fm_text_encoder_free(fm_text_encoder *enc)
+void te_encoder_free(te_encoder *enc)
 {
     for (int i = 0; i < enc->n_towers; i++)
-        fm_text_tower_free(enc->towers[i]);
+        te_tower_free(enc->towers[i]);
     memset(enc, 0, sizeof *enc);
 }
 
-void fm_size_embedding(float *out, const fm_size_cond *s)
+void te_size_embedding(float *out, const te_size_cond *s)
 {
     const int v[6] = {s->orig_h, s->orig_w, s->crop_top, s->crop_left, s->target_h, s->target_w};
     const int half = FM_SIZE_EMB_DIM / 2;
@@ -62,7 +62,7 @@ void fm_size_embedding(float *out, const fm_size_cond *s)
         }
 }
 
-void fm_emphasis_apply(float *z, int dim, const float *weights)
+void te_emphasis_apply(float *z, int dim, const float *weights)
 {
     int plain = 1;
     for (int p = 0; p < FM_CLIP_LEN; p++)
@@ -91,7 +91,7 @@ void fm_emphasis_apply(float *z, int dim, const float *weights)
 /* The chunk ids with the tower's padding: A1111 overwrites everything after
  * the first EOS with id_pad (0 for OpenCLIP; 49407 for CLIP, where it is
  * what the tokenizer put there anyway). */
-static void repad(int32_t (*dst)[FM_CLIP_LEN], const fm_token_chunks *tok, int pad)
+static void repad(int32_t (*dst)[FM_CLIP_LEN], const te_token_chunks *tok, int pad)
 {
     for (int c = 0; c < tok->n_chunks; c++) {
         int after_eos = 0;
@@ -102,46 +102,46 @@ static void repad(int32_t (*dst)[FM_CLIP_LEN], const fm_token_chunks *tok, int p
     }
 }
 
-static int cond_alloc(fm_cond *out, const fm_text_encoder *enc, int n_chunks, fm_error *err)
+static int cond_alloc(te_cond *out, const te_encoder *enc, int n_chunks, fm_error *err)
 {
     memset(out, 0, sizeof *out);
     out->n_tokens = n_chunks * FM_CLIP_LEN;
     out->context_dim = enc->context_dim;
     out->adm_dim = enc->pooled_dim ? enc->pooled_dim + FM_SIZE_EMB_TOTAL : 0;
-    out->context = fm_calloc(sizeof(float) * (size_t)out->n_tokens * out->context_dim);
+    out->context = core_calloc(sizeof(float) * (size_t)out->n_tokens * out->context_dim);
     if (out->adm_dim)
-        out->y = fm_calloc(sizeof(float) * (size_t)out->adm_dim);
+        out->y = core_calloc(sizeof(float) * (size_t)out->adm_dim);
     if (!out->context || (out->adm_dim && !out->y)) {
-        fm_cond_free(out);
-        return fm_fail(err, FM_EINPUT, "text conditioning: out of memory");
+        te_cond_free(out);
+        return core_fail(err, FM_EINPUT, "text conditioning: out of memory");
     }
     return 0;
 }
 
 /* One tower's share: context columns [col, col+W) of every token, and the
  * pooled vector of the first chunk when pooled is non-NULL. */
-static int encode_tower(const fm_text_tower *t, const fm_token_chunks *tok, int clip_skip, fm_cond *out,
+static int encode_tower(const te_tower *t, const te_token_chunks *tok, int clip_skip, te_cond *out,
                         int col, float *pooled, fm_error *err)
 {
-    const fm_text_config *cfg = fm_text_tower_config(t);
+    const wt_text_config *cfg = te_tower_config(t);
     int W = cfg->width, nc = tok->n_chunks, layer, final_ln;
-    if (fm_text_output_layer(cfg, clip_skip, &layer, &final_ln, err))
+    if (te_output_layer(cfg, clip_skip, &layer, &final_ln, err))
         return err ? err->code : FM_EUSAGE;
     int32_t (*ids)[FM_CLIP_LEN] = malloc(sizeof(*ids) * (size_t)nc);
-    float *z = fm_alloc(sizeof(float) * (size_t)nc * FM_CLIP_LEN * W);
-    float *pool_all = pooled ? fm_alloc(sizeof(float) * (size_t)nc * cfg->projection_dim) : NULL;
+    float *z = core_alloc(sizeof(float) * (size_t)nc * FM_CLIP_LEN * W);
+    float *pool_all = pooled ? core_alloc(sizeof(float) * (size_t)nc * cfg->projection_dim) : NULL;
     int rc = 0;
     if (!ids || !z || (pooled && !pool_all)) {
-        rc = fm_fail(err, FM_EINPUT, "text conditioning: out of memory");
+        rc = core_fail(err, FM_EINPUT, "text conditioning: out of memory");
         goto done;
     }
     repad(ids, tok, cfg->pad_token);
-    if ((rc = fm_text_tower_forward(t, (const int32_t(*)[FM_CLIP_LEN])ids, nc, layer, final_ln, z, pool_all, err)))
+    if ((rc = te_tower_forward(t, (const int32_t(*)[FM_CLIP_LEN])ids, nc, layer, final_ln, z, pool_all, err)))
         goto done;
     for (int c = 0; c < nc; c++) {
         float *zc = z + (size_t)c * FM_CLIP_LEN * W;
         if (tok->weights)
-            fm_emphasis_apply(zc, W, tok->weights[c]);
+            te_emphasis_apply(zc, W, tok->weights[c]);
         for (int p = 0; p < FM_CLIP_LEN; p++)
             memcpy(out->context + ((size_t)c * FM_CLIP_LEN + p) * out->context_dim + col,
                    zc + (size_t)p * W, sizeof(float) * W);
@@ -150,24 +150,24 @@ static int encode_tower(const fm_text_tower *t, const fm_token_chunks *tok, int 
         memcpy(pooled, pool_all, sizeof(float) * cfg->projection_dim);
 done:
     free(ids);
-    fm_free(z);
-    fm_free(pool_all);
+    core_free(z);
+    core_free(pool_all);
     return rc;
 }
 
-static int need_sizes(const fm_text_encoder *enc, const fm_size_cond *sizes, fm_error *err)
+static int need_sizes(const te_encoder *enc, const te_size_cond *sizes, fm_error *err)
 {
     if (enc->pooled_dim && !sizes)
-        return fm_fail(err, FM_EINPUT, "SDXL conditioning needs the image size");
+        return core_fail(err, FM_EINPUT, "SDXL conditioning needs the image size");
     return 0;
 }
 
-int fm_text_encode(const fm_text_encoder *enc, const fm_token_chunks *tok, int clip_skip,
-                   const fm_size_cond *sizes, fm_cond *out, fm_error *err)
+int te_encode(const te_encoder *enc, const te_token_chunks *tok, int clip_skip,
+                   const te_size_cond *sizes, te_cond *out, fm_error *err)
 {
     memset(out, 0, sizeof *out);
     if (tok->n_chunks < 1)
-        return fm_fail(err, FM_EINPUT, "text conditioning: no token chunks");
+        return core_fail(err, FM_EINPUT, "text conditioning: no token chunks");
     if (need_sizes(enc, sizes, err) || cond_alloc(out, enc, tok->n_chunks, err))
         return err ? err->code : FM_EINPUT;
     int col = 0;
@@ -175,32 +175,32 @@ int fm_text_encode(const fm_text_encoder *enc, const fm_token_chunks *tok, int c
         int pools = enc->pooled_dim && i == enc->n_towers - 1;
         int rc = encode_tower(enc->towers[i], tok, clip_skip, out, col, pools ? out->y : NULL, err);
         if (rc) {
-            fm_cond_free(out);
+            te_cond_free(out);
             return rc;
         }
-        col += fm_text_tower_config(enc->towers[i])->width;
+        col += te_tower_config(enc->towers[i])->width;
     }
     if (out->y)
-        fm_size_embedding(out->y + enc->pooled_dim, sizes);
+        te_size_embedding(out->y + enc->pooled_dim, sizes);
     return 0;
 }
 
-int fm_text_encode_zero(const fm_text_encoder *enc, int n_chunks, const fm_size_cond *sizes, fm_cond *out,
+int te_encode_zero(const te_encoder *enc, int n_chunks, const te_size_cond *sizes, te_cond *out,
                         fm_error *err)
 {
     memset(out, 0, sizeof *out);
     if (n_chunks < 1)
-        return fm_fail(err, FM_EINPUT, "text conditioning: no token chunks");
+        return core_fail(err, FM_EINPUT, "text conditioning: no token chunks");
     if (need_sizes(enc, sizes, err) || cond_alloc(out, enc, n_chunks, err))
         return err ? err->code : FM_EINPUT;
     if (out->y)
-        fm_size_embedding(out->y + enc->pooled_dim, sizes);
+        te_size_embedding(out->y + enc->pooled_dim, sizes);
     return 0;
 }
 
-void fm_cond_free(fm_cond *c)
+void te_cond_free(te_cond *c)
 {
-    fm_free(c->context);
-    fm_free(c->y);
+    core_free(c->context);
+    core_free(c->y);
     memset(c, 0, sizeof *c);
 }

@@ -136,17 +136,17 @@ def write_badness(out, regex):
             row.append("{%s, %d, %d, %s}" % (kind, optional, n, set_name))
         elems.append(row)
     for name, rng in sets:
-        out.write("static const fm_cp_range %s[] = {" % name)
+        out.write("static const te_cp_range %s[] = {" % name)
         out.write(", ".join("{0x%x, 0x%x}" % (a, b) for a, b in rng))
         out.write("};\n")
     out.write("\n")
     for bi, row in enumerate(elems):
-        out.write("static const fm_bad_elem bad_branch_%d[] = {%s};\n" % (bi, ", ".join(row)))
+        out.write("static const te_bad_elem bad_branch_%d[] = {%s};\n" % (bi, ", ".join(row)))
     out.write("\n/* the alternatives of ftfy.badness.BADNESS_RE, in order */\n")
-    out.write("const fm_bad_branch fm_badness_branches[] = {\n")
+    out.write("const te_bad_branch te_badness_branches[] = {\n")
     for bi, row in enumerate(elems):
         out.write("    {bad_branch_%d, %d},\n" % (bi, len(row)))
-    out.write("};\nconst int fm_badness_branches_count = %d;\n\n" % len(elems))
+    out.write("};\nconst int te_badness_branches_count = %d;\n\n" % len(elems))
 
 
 def main():
@@ -160,13 +160,13 @@ def main():
               " * edit. */\n" % sys.version.split()[0])
     out.write('#include "textenc/mojibake_tables.h"\n\n')
     write_badness(out, badness.BADNESS_RE)
-    for var, cats, names in (("fm_utf8_clue_classes", chardata.UTF8_CLUES, CLUES),):
+    for var, cats, names in (("te_utf8_clue_classes", chardata.UTF8_CLUES, CLUES),):
         rows = class_table(cats, names)
-        out.write("const fm_char_class %s[] = {\n" % var)
+        out.write("const te_char_class %s[] = {\n" % var)
         for cp, m in rows:
             out.write("    {0x%04x, 0x%04x},\n" % (cp, m))
         out.write("};\nconst int %s_count = %d;\n\n" % (var, len(rows)))
-    out.write("const fm_charmap fm_charmaps[FM_N_CHARMAPS] = {\n")
+    out.write("const te_charmap te_charmaps[FM_N_CHARMAPS] = {\n")
     for enc in chardata.CHARMAP_ENCODINGS:
         if enc.startswith("sloppy-"):
             table = sloppy_table(enc[len("sloppy-"):])
@@ -193,7 +193,7 @@ def main():
         except UnicodeDecodeError:
             strict.append(0xFFFFFFFF)
     out.write("/* windows-1252 as Python decodes it strictly; 0xFFFFFFFF: undefined */\n")
-    out.write("const uint32_t fm_windows_1252[256] = {\n")
+    out.write("const uint32_t te_windows_1252[256] = {\n")
     for i in range(0, 256, 8):
         out.write("    " + " ".join("0x%04x," % c for c in strict[i:i + 8]) + "\n")
     out.write("};\n")

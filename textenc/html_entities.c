@@ -2,7 +2,7 @@
  * do not edit. */
 #include "textenc/html_entities.h"
 
-const fm_html_entity fm_html5_entities[] = {
+const te_html_entity te_html5_entities[] = {
     {"AElig", "\xc3\x86"},
     {"AElig;", "\xc3\x86"},
     {"AMP", "&"},
@@ -2235,9 +2235,9 @@ const fm_html_entity fm_html5_entities[] = {
     {"zwj;", "\xe2\x80\x8d"},
     {"zwnj;", "\xe2\x80\x8c"},
 };
-const int fm_html5_entities_count = 2231;
+const int te_html5_entities_count = 2231;
 
-const fm_html_entity fm_ftfy_upper_entities[] = {
+const te_html_entity te_ftfy_upper_entities[] = {
     {"AACUTE;", "\xc3\x81"},
     {"ABREVE;", "\xc4\x82"},
     {"AC;", "\xe2\x88\xbe"},
@@ -3615,10 +3615,10 @@ const fm_html_entity fm_ftfy_upper_entities[] = {
     {"ZWJ;", "\xe2\x80\x8d"},
     {"ZWNJ;", "\xe2\x80\x8c"},
 };
-const int fm_ftfy_upper_entities_count = 1376;
+const int te_ftfy_upper_entities_count = 1376;
 
 /* html.unescape: numeric references replaced instead of decoded */
-const fm_html_charref_fix fm_html_invalid_charrefs[] = {
+const te_html_charref_fix te_html_invalid_charrefs[] = {
     {0x0, 0xfffd},
     {0xd, 0xd},
     {0x80, 0x20ac},
@@ -3654,4 +3654,4 @@ const fm_html_charref_fix fm_html_invalid_charrefs[] = {
     {0x9e, 0x17e},
     {0x9f, 0x178},
 };
-const int fm_html_invalid_charrefs_count = 34;
+const int te_html_invalid_charrefs_count = 34;

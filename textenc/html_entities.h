@@ -7,20 +7,20 @@
 typedef struct {
     const char *name;  /* without '&', with ';' where the entity has one */
     const char *value; /* UTF-8 */
-} fm_html_entity;
+} te_html_entity;
 
 typedef struct {
     unsigned code, replacement;
-} fm_html_charref_fix;
+} te_html_charref_fix;
 
 /* Sorted by name (strcmp order). */
-extern const fm_html_entity fm_html5_entities[];
-extern const int fm_html5_entities_count;
+extern const te_html_entity te_html5_entities[];
+extern const int te_html5_entities_count;
 /* ftfy's extra ALL-CAPS names ("NTILDE;") of all-lowercase HTML5 names. */
-extern const fm_html_entity fm_ftfy_upper_entities[];
-extern const int fm_ftfy_upper_entities_count;
+extern const te_html_entity te_ftfy_upper_entities[];
+extern const int te_ftfy_upper_entities_count;
 /* Python html.unescape's _invalid_charrefs, sorted by code. */
-extern const fm_html_charref_fix fm_html_invalid_charrefs[];
-extern const int fm_html_invalid_charrefs_count;
+extern const te_html_charref_fix te_html_invalid_charrefs[];
+extern const int te_html_invalid_charrefs_count;
 
 #endif

@@ -10,13 +10,13 @@
 typedef struct {
     uint32_t cp;
     uint32_t mask;
-} fm_char_class;
+} te_char_class;
 
 /* ftfy.badness.BADNESS_RE as data: an alternation of branches, each a
  * sequence of single-character elements. */
 typedef struct {
     uint32_t lo, hi;
-} fm_cp_range;
+} te_cp_range;
 enum {
     BE_SET,     /* one of the ranges */
     BE_NOT_SET, /* not one of the ranges (and any character) */
@@ -28,14 +28,14 @@ enum {
 typedef struct {
     uint8_t kind, optional;
     uint16_t n_ranges;
-    const fm_cp_range *ranges;
-} fm_bad_elem;
+    const te_cp_range *ranges;
+} te_bad_elem;
 typedef struct {
-    const fm_bad_elem *elems;
+    const te_bad_elem *elems;
     int n;
-} fm_bad_branch;
-extern const fm_bad_branch fm_badness_branches[];
-extern const int fm_badness_branches_count;
+} te_bad_branch;
+extern const te_bad_branch te_badness_branches[];
+extern const int te_badness_branches_count;
 
 /* ftfy chardata.UTF8_CLUES, in this bit order */
 enum {
@@ -47,22 +47,22 @@ enum {
 };
 
 /* sorted by cp */
-extern const fm_char_class fm_utf8_clue_classes[];
-extern const int fm_utf8_clue_classes_count;
+extern const te_char_class te_utf8_clue_classes[];
+extern const int te_utf8_clue_classes_count;
 
 /* chardata.CHARMAP_ENCODINGS in ftfy's order of preference */
 #define FM_N_CHARMAPS 10
 typedef struct {
     uint32_t cp;
     uint8_t byte;
-} fm_charmap_entry;
+} te_charmap_entry;
 typedef struct {
     const char *name;
     int sloppy;            /* "sloppy-" codec: lossy-sequence repair applies */
     uint32_t decode[256];  /* byte -> code point */
-    fm_charmap_entry encode[129]; /* code point -> byte for 0x80..0xFF and 0x1A, sorted by cp */
-} fm_charmap;
-extern const fm_charmap fm_charmaps[FM_N_CHARMAPS];
-extern const uint32_t fm_windows_1252[256];
+    te_charmap_entry encode[129]; /* code point -> byte for 0x80..0xFF and 0x1A, sorted by cp */
+} te_charmap;
+extern const te_charmap te_charmaps[FM_N_CHARMAPS];
+extern const uint32_t te_windows_1252[256];
 
 #endif

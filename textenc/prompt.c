@@ -24,17 +24,17 @@
 #define MAX_WEIGHT_MULTIPLICATIONS 100000000LL
 
 typedef struct {
-    fm_prompt_attention *res;
+    te_prompt_attention *res;
     int cap;
     long long multiplications;
 } parse_state;
 
 static int add_piece(parse_state *st, const uint32_t *t, size_t n, double weight)
 {
-    fm_prompt_attention *r = st->res;
+    te_prompt_attention *r = st->res;
     if (r->n == st->cap) {
         int cap = st->cap ? st->cap * 2 : 16;
-        fm_prompt_piece *p = realloc(r->pieces, (size_t)cap * sizeof *p);
+        te_prompt_piece *p = realloc(r->pieces, (size_t)cap * sizeof *p);
         if (!p)
             return -1;
         r->pieces = p;
@@ -45,16 +45,16 @@ static int add_piece(parse_state *st, const uint32_t *t, size_t n, double weight
         return -1;
     size_t len = 0;
     for (size_t i = 0; i < n; i++)
-        len += (size_t)fm_utf8_put(t[i], s + len);
+        len += (size_t)te_utf8_put(t[i], s + len);
     s[len] = 0;
-    r->pieces[r->n++] = (fm_prompt_piece){s, weight};
+    r->pieces[r->n++] = (te_prompt_piece){s, weight};
     return 0;
 }
 
 /* Multiplies the weights of the pieces from `from` on; -2 when over budget. */
 static int multiply_range(parse_state *st, int from, double multiplier)
 {
-    fm_prompt_attention *r = st->res;
+    te_prompt_attention *r = st->res;
     st->multiplications += r->n - from;
     if (st->multiplications > MAX_WEIGHT_MULTIPLICATIONS)
         return -2;
@@ -71,7 +71,7 @@ static int is_break_at(const uint32_t *t, size_t n, size_t k)
     for (int i = 0; i < 5; i++)
         if (t[k + (size_t)i] != (uint32_t)word[i])
             return 0;
-    return (k == 0 || !fm_is_python_word(t[k - 1])) && (k + 5 == n || !fm_is_python_word(t[k + 5]));
+    return (k == 0 || !te_is_python_word(t[k - 1])) && (k + 5 == n || !te_is_python_word(t[k + 5]));
 }
 
 /* re.split(r"\s*\bBREAK\b\s*", text): parts with ("BREAK", -1) between. */
@@ -82,9 +82,9 @@ static int add_text(parse_state *st, const uint32_t *t, size_t n)
         if (!is_break_at(t, n, k))
             continue;
         size_t b = k, e = k + 5;
-        while (b > part && fm_is_python_space(t[b - 1]))
+        while (b > part && te_is_python_space(t[b - 1]))
             b--;
-        while (e < n && fm_is_python_space(t[e]))
+        while (e < n && te_is_python_space(t[e]))
             e++;
         static const uint32_t marker[] = {'B', 'R', 'E', 'A', 'K'};
         if (add_piece(st, t + part, b - part, 1.0) || add_piece(st, marker, 5, -1))
@@ -115,7 +115,7 @@ static int is_digit(uint32_t c)
 static size_t match_weight(const uint32_t *t, size_t n, size_t i, size_t *num_b, size_t *num_e)
 {
     size_t k = i + 1;
-    while (k < n && fm_is_python_space(t[k]))
+    while (k < n && te_is_python_space(t[k]))
         k++;
     *num_b = k;
     if (k < n && (t[k] == '+' || t[k] == '-'))
@@ -126,7 +126,7 @@ static size_t match_weight(const uint32_t *t, size_t n, size_t i, size_t *num_b,
     if (k == digits)
         return 0;
     *num_e = k;
-    while (k < n && fm_is_python_space(t[k]))
+    while (k < n && te_is_python_space(t[k]))
         k++;
     if (k >= n || t[k] != ')')
         return 0;
@@ -189,7 +189,7 @@ static size_t plain_text_length(const uint32_t *t, size_t n, size_t i, size_t we
 static int parse(const uint32_t *t, size_t n, parse_state *st, int_stack *round, int_stack *square,
                  fm_error *err)
 {
-    fm_prompt_attention *res = st->res;
+    te_prompt_attention *res = st->res;
     size_t i = 0;
     while (i < n) {
         uint32_t c = t[i];
@@ -208,7 +208,7 @@ static int parse(const uint32_t *t, size_t n, parse_state *st, int_stack *round,
         } else if (weight_len && round->n) {
             double w;
             if (parse_weight(t, nb, ne, &w))
-                return fm_fail(err, FM_EINPUT, "prompt: bad weight in (...:w)");
+                return core_fail(err, FM_EINPUT, "prompt: bad weight in (...:w)");
             r = multiply_range(st, round->v[--round->n], w);
             len = weight_len;
         } else if (c == ')' && round->n) {
@@ -220,26 +220,26 @@ static int parse(const uint32_t *t, size_t n, parse_state *st, int_stack *round,
             r = add_text(st, t + i, len);
         }
         if (r)
-            return fm_fail(err, FM_EINPUT, "prompt: %s",
+            return core_fail(err, FM_EINPUT, "prompt: %s",
                            r == -2 ? "too many nested or unclosed brackets" : "out of memory");
         i += len;
     }
     for (int k = 0; k < round->n; k++)
         if (multiply_range(st, round->v[k], ROUND_MULTIPLIER))
-            return fm_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
+            return core_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
     for (int k = 0; k < square->n; k++)
         if (multiply_range(st, square->v[k], SQUARE_MULTIPLIER))
-            return fm_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
+            return core_fail(err, FM_EINPUT, "prompt: too many nested or unclosed brackets");
     return 0;
 }
 
 /* Joins neighbours of exactly equal weight, left to right. */
-static int merge_equal_weights(fm_prompt_attention *r)
+static int merge_equal_weights(te_prompt_attention *r)
 {
     int out = 0;
     for (int i = 0; i < r->n; i++) {
         if (out > 0 && r->pieces[out - 1].weight == r->pieces[i].weight) {
-            fm_prompt_piece *a = &r->pieces[out - 1];
+            te_prompt_piece *a = &r->pieces[out - 1];
             size_t la = strlen(a->text), lb = strlen(r->pieces[i].text);
             char *s = realloc(a->text, la + lb + 1);
             if (!s)
@@ -255,32 +255,32 @@ static int merge_equal_weights(fm_prompt_attention *r)
     return 0;
 }
 
-int fm_parse_prompt_attention(const char *prompt, fm_prompt_attention *out, fm_error *err)
+int te_parse_prompt_attention(const char *prompt, te_prompt_attention *out, fm_error *err)
 {
-    *out = (fm_prompt_attention){0};
-    fm_cps t = {0};
+    *out = (te_prompt_attention){0};
+    te_cps t = {0};
     parse_state st = {out, 0, 0};
     int_stack round = {0}, square = {0};
     int rc;
-    if (fm_utf8_to_cps(prompt ? prompt : "", prompt ? strlen(prompt) : 0, &t)) {
-        rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+    if (te_utf8_to_cps(prompt ? prompt : "", prompt ? strlen(prompt) : 0, &t)) {
+        rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
         goto done;
     }
     rc = parse(t.v, t.n, &st, &round, &square, err);
     if (!rc && out->n == 0 && add_piece(&st, NULL, 0, 1.0))
-        rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+        rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
     if (!rc && merge_equal_weights(out))
-        rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+        rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
 done:
-    fm_cps_free(&t);
+    te_cps_free(&t);
     free(round.v);
     free(square.v);
     if (rc)
-        fm_prompt_attention_free(out);
+        te_prompt_attention_free(out);
     return rc;
 }
 
-void fm_prompt_attention_free(fm_prompt_attention *a)
+void te_prompt_attention_free(te_prompt_attention *a)
 {
     if (!a)
         return;

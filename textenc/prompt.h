@@ -20,20 +20,20 @@
 typedef struct {
     char *text;    /* UTF-8 */
     double weight; /* the BREAK marker is ("BREAK", -1) (times enclosing brackets) */
-} fm_prompt_piece;
+} te_prompt_piece;
 
 typedef struct {
-    fm_prompt_piece *pieces;
+    te_prompt_piece *pieces;
     int n;
-} fm_prompt_attention;
+} te_prompt_attention;
 
 /* parse_prompt_attention(prompt): at least one piece ("" -> [("", 1.0)]).
  * Ill-formed UTF-8 bytes become U+FFFD. Fails with FM_EINPUT where A1111's
  * float() would raise (a weight like "(a:1.2.3)" or "(a:.)"), when memory
  * runs out, or when brackets would cost more than 10^8 weight
  * multiplications (A1111's rule is quadratic: "(a" repeated 10^5 times). */
-int fm_parse_prompt_attention(const char *prompt, fm_prompt_attention *out, fm_error *err);
-void fm_prompt_attention_free(fm_prompt_attention *a);
+int te_parse_prompt_attention(const char *prompt, te_prompt_attention *out, fm_error *err);
+void te_prompt_attention_free(te_prompt_attention *a);
 
 /* The chunks of prompt: each [BOS, 75 slots, EOS] with per-position weights;
  * unused slots hold EOS with weight 1.0 and, when pad_token differs from EOS
@@ -41,14 +41,14 @@ void fm_prompt_attention_free(fm_prompt_attention *a);
  * process_tokens does. A BREAK marker starts a new chunk; a 76th token starts
  * a new chunk, moving the tokens after a comma among the last 20 with it. A
  * prompt without syntax gives the weights 1.0 exactly. Returns 0 or an error
- * code; out is freed with fm_token_chunks_free. */
-int fm_prompt_to_chunks(const fm_tokenizer *tok, const char *prompt, int pad_token,
-                        fm_token_chunks *out, fm_error *err);
-void fm_token_chunks_free(fm_token_chunks *c);
+ * code; out is freed with te_token_chunks_free. */
+int te_prompt_to_chunks(const te_tokenizer *tok, const char *prompt, int pad_token,
+                        te_token_chunks *out, fm_error *err);
+void te_token_chunks_free(te_token_chunks *c);
 
 /* Appends empty chunks [BOS, EOS, pad_token...] (weights 1.0) until c has
  * n_chunks, so that CFG's cond and uncond line up; a longer c is left as it
  * is. Returns 0 or an error code (memory). */
-int fm_token_chunks_pad(fm_token_chunks *c, int n_chunks, int pad_token);
+int te_token_chunks_pad(te_token_chunks *c, int n_chunks, int pad_token);
 
 #endif

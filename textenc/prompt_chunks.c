@@ -10,7 +10,7 @@
 #include "textenc/prompt.h"
 
 typedef struct {
-    fm_token_chunks *out;
+    te_token_chunks *out;
     int cap;
     int32_t cur_ids[FM_PROMPT_CHUNK_TOKENS]; /* the chunk being filled */
     float cur_w[FM_PROMPT_CHUNK_TOKENS];
@@ -18,7 +18,7 @@ typedef struct {
     int last_comma; /* position in the current chunk, -1: none */
 } chunker;
 
-static int grow(fm_token_chunks *c, int *cap, int need)
+static int grow(te_token_chunks *c, int *cap, int need)
 {
     if (need <= *cap)
         return 0;
@@ -62,7 +62,7 @@ static void frame_chunk(int32_t ids[FM_CLIP_LEN], float w[FM_CLIP_LEN], const in
 /* next_chunk(): the current chunk (first `keep` tokens) goes out. */
 static int next_chunk(chunker *ch, int keep, int pad_token)
 {
-    fm_token_chunks *c = ch->out;
+    te_token_chunks *c = ch->out;
     if (grow(c, &ch->cap, c->n_chunks + 1))
         return -1;
     frame_chunk(c->ids[c->n_chunks], c->weights[c->n_chunks], ch->cur_ids, ch->cur_w, keep,
@@ -93,42 +93,42 @@ static int add_token(chunker *ch, int32_t token, float weight, int pad_token)
     return 0;
 }
 
-static int is_break_marker(const fm_prompt_piece *p)
+static int is_break_marker(const te_prompt_piece *p)
 {
     return p->weight == -1 && !strcmp(p->text, "BREAK");
 }
 
-static int encode_piece(const fm_tokenizer *tok, const char *text, int32_t **ids, int *cap,
+static int encode_piece(const te_tokenizer *tok, const char *text, int32_t **ids, int *cap,
                         fm_error *err)
 {
-    int n = fm_tokenizer_encode(tok, text, *ids, *cap, err);
+    int n = te_tokenizer_encode(tok, text, *ids, *cap, err);
     if (n > *cap) {
         int32_t *v = realloc(*ids, (size_t)n * sizeof *v);
         if (!v)
-            return fm_fail(err, FM_EINPUT, "prompt: out of memory"), -1;
+            return core_fail(err, FM_EINPUT, "prompt: out of memory"), -1;
         *ids = v;
         *cap = n;
-        n = fm_tokenizer_encode(tok, text, *ids, *cap, err);
+        n = te_tokenizer_encode(tok, text, *ids, *cap, err);
     }
     return n;
 }
 
-int fm_prompt_to_chunks(const fm_tokenizer *tok, const char *prompt, int pad_token,
-                        fm_token_chunks *out, fm_error *err)
+int te_prompt_to_chunks(const te_tokenizer *tok, const char *prompt, int pad_token,
+                        te_token_chunks *out, fm_error *err)
 {
-    *out = (fm_token_chunks){0};
-    fm_prompt_attention parsed;
-    int rc = fm_parse_prompt_attention(prompt, &parsed, err);
+    *out = (te_token_chunks){0};
+    te_prompt_attention parsed;
+    int rc = te_parse_prompt_attention(prompt, &parsed, err);
     if (rc)
         return rc;
     chunker ch = {.out = out, .last_comma = -1};
     int32_t *ids = NULL;
     int ids_cap = 0;
     for (int p = 0; p < parsed.n && !rc; p++) {
-        const fm_prompt_piece *piece = &parsed.pieces[p];
+        const te_prompt_piece *piece = &parsed.pieces[p];
         if (is_break_marker(piece)) {
             if (next_chunk(&ch, ch.cur_n, pad_token))
-                rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+                rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
             continue;
         }
         int n = encode_piece(tok, piece->text, &ids, &ids_cap, err);
@@ -138,27 +138,27 @@ int fm_prompt_to_chunks(const fm_tokenizer *tok, const char *prompt, int pad_tok
         }
         for (int i = 0; i < n && !rc; i++)
             if (add_token(&ch, ids[i], (float)piece->weight, pad_token))
-                rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+                rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
     }
     if (!rc && (ch.cur_n > 0 || out->n_chunks == 0) && next_chunk(&ch, ch.cur_n, pad_token))
-        rc = fm_fail(err, FM_EINPUT, "prompt: out of memory");
+        rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
     free(ids);
-    fm_prompt_attention_free(&parsed);
+    te_prompt_attention_free(&parsed);
     if (rc)
-        fm_token_chunks_free(out);
+        te_token_chunks_free(out);
     return rc;
 }
 
-void fm_token_chunks_free(fm_token_chunks *c)
+void te_token_chunks_free(te_token_chunks *c)
 {
     if (!c)
         return;
     free(c->ids);
     free(c->weights);
-    *c = (fm_token_chunks){0};
+    *c = (te_token_chunks){0};
 }
 
-int fm_token_chunks_pad(fm_token_chunks *c, int n_chunks, int pad_token)
+int te_token_chunks_pad(te_token_chunks *c, int n_chunks, int pad_token)
 {
     if (c->n_chunks >= n_chunks)
         return 0;

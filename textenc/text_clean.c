@@ -13,14 +13,14 @@
 #include <string.h>
 #include <utf8proc.h>
 
-static void cps_swap(fm_cps *a, fm_cps *b)
+static void cps_swap(te_cps *a, te_cps *b)
 {
-    fm_cps t = *a;
+    te_cps t = *a;
     *a = *b;
     *b = t;
 }
 
-static int cps_equal(const fm_cps *a, const fm_cps *b)
+static int cps_equal(const te_cps *a, const te_cps *b)
 {
     return a->n == b->n && (a->n == 0 || !memcmp(a->v, b->v, a->n * sizeof *a->v));
 }
@@ -34,9 +34,9 @@ static const uint16_t cp1252_c1[32] = {
     0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
 };
 
-static int fix_c1_controls(const fm_cps *in, fm_cps *out)
+static int fix_c1_controls(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n))
+    if (te_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -74,37 +74,37 @@ static const char *latin_ligature(uint32_t c)
     }
 }
 
-static int fix_latin_ligatures(const fm_cps *in, fm_cps *out)
+static int fix_latin_ligatures(const te_cps *in, te_cps *out)
 {
     for (size_t i = 0; i < in->n; i++) {
         const char *lig = latin_ligature(in->v[i]);
-        if (lig ? fm_cps_push_utf8(out, lig) : fm_cps_push(out, in->v[i]))
+        if (lig ? te_cps_push_utf8(out, lig) : te_cps_push(out, in->v[i]))
             return -1;
     }
     return 0;
 }
 
 /* ftfy WIDTH_MAP: U+3000 -> space, U+FF01..U+FFEF -> NFKC when it differs. */
-static int fix_character_width(const fm_cps *in, fm_cps *out)
+static int fix_character_width(const te_cps *in, te_cps *out)
 {
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
         int r;
         if (c == 0x3000) {
-            r = fm_cps_push(out, ' ');
+            r = te_cps_push(out, ' ');
         } else if (c >= 0xFF01 && c <= 0xFFEF) {
             utf8proc_int32_t buf[8];
             utf8proc_ssize_t m = utf8proc_decompose_char(
                 (utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, NULL);
             if (m < 1 || m > 8) {
-                r = fm_cps_push(out, c);
+                r = te_cps_push(out, c);
             } else {
                 m = utf8proc_normalize_utf32(buf, m, UTF8PROC_COMPOSE | UTF8PROC_STABLE);
-                r = m < 1 ? fm_cps_push(out, c)
-                          : fm_cps_append(out, (const uint32_t *)buf, (size_t)m);
+                r = m < 1 ? te_cps_push(out, c)
+                          : te_cps_append(out, (const uint32_t *)buf, (size_t)m);
             }
         } else {
-            r = fm_cps_push(out, c);
+            r = te_cps_push(out, c);
         }
         if (r)
             return -1;
@@ -112,9 +112,9 @@ static int fix_character_width(const fm_cps *in, fm_cps *out)
     return 0;
 }
 
-static int uncurl_quotes(const fm_cps *in, fm_cps *out)
+static int uncurl_quotes(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n))
+    if (te_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -127,9 +127,9 @@ static int uncurl_quotes(const fm_cps *in, fm_cps *out)
     return 0;
 }
 
-static int fix_line_breaks(const fm_cps *in, fm_cps *out)
+static int fix_line_breaks(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n))
+    if (te_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
@@ -149,9 +149,9 @@ static int is_unicode_digit(uint32_t c)
 }
 
 /* ftfy ANSI_RE: \x1b\[((?:\d|;)*)([a-zA-Z]) */
-static int remove_terminal_escapes(const fm_cps *in, fm_cps *out)
+static int remove_terminal_escapes(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n))
+    if (te_cps_reserve(out, in->n))
         return -1;
     size_t i = 0;
     while (i < in->n) {
@@ -175,9 +175,9 @@ static int is_ftfy_control_char(uint32_t c)
            (c >= 0x206A && c <= 0x206F) || c == 0xFEFF || (c >= 0xFFF9 && c <= 0xFFFC);
 }
 
-static int remove_control_chars(const fm_cps *in, fm_cps *out)
+static int remove_control_chars(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n))
+    if (te_cps_reserve(out, in->n))
         return -1;
     for (size_t i = 0; i < in->n; i++)
         if (!is_ftfy_control_char(in->v[i]))
@@ -186,7 +186,7 @@ static int remove_control_chars(const fm_cps *in, fm_cps *out)
 }
 
 /* Unicode NFC through utf8proc. */
-static int normalize_nfc(const fm_cps *in, fm_cps *out)
+static int normalize_nfc(const te_cps *in, te_cps *out)
 {
     if (in->n == 0)
         return 0;
@@ -195,40 +195,40 @@ static int normalize_nfc(const fm_cps *in, fm_cps *out)
         return -1;
     size_t len = 0;
     for (size_t i = 0; i < in->n; i++)
-        len += (size_t)fm_utf8_put(in->v[i], utf8 + len);
+        len += (size_t)te_utf8_put(in->v[i], utf8 + len);
     utf8proc_uint8_t *nfc = NULL;
     utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)utf8, (utf8proc_ssize_t)len, &nfc,
                                       UTF8PROC_STABLE | UTF8PROC_COMPOSE);
     free(utf8);
     if (m < 0)
         return -1; /* only UTF8PROC_ERROR_NOMEM can happen on valid input */
-    int r = fm_utf8_to_cps((const char *)nfc, (size_t)m, out);
+    int r = te_utf8_to_cps((const char *)nfc, (size_t)m, out);
     free(nfc);
     return r;
 }
 
 /* ---- ftfy.fix_text ---------------------------------------------------------------- */
 
-typedef int (*fixer_fn)(const fm_cps *in, fm_cps *out);
+typedef int (*fixer_fn)(const te_cps *in, te_cps *out);
 
 /* ftfy fix_and_explain on one segment: the passes in order, repeated until
  * nothing changes. */
-static int ftfy_fix_segment(fm_cps *seg, int unescape_html)
+static int ftfy_fix_segment(te_cps *seg, int unescape_html)
 {
     static const fixer_fn passes[] = {
-        fm_ftfy_fix_encoding, fix_c1_controls,         fix_latin_ligatures,
+        te_ftfy_fix_encoding, fix_c1_controls,         fix_latin_ligatures,
         fix_character_width,  uncurl_quotes,           fix_line_breaks,
         remove_terminal_escapes, remove_control_chars, normalize_nfc,
     };
-    fm_cps orig = {0}, tmp = {0};
+    te_cps orig = {0}, tmp = {0};
     int rc = -1;
     for (int round = 0; round < 100; round++) {
         orig.n = 0;
-        if (fm_cps_append(&orig, seg->v, seg->n))
+        if (te_cps_append(&orig, seg->v, seg->n))
             goto out;
         if (unescape_html) {
             tmp.n = 0;
-            if (fm_ftfy_unescape_html(seg, &tmp))
+            if (te_ftfy_unescape_html(seg, &tmp))
                 goto out;
             cps_swap(seg, &tmp);
         }
@@ -243,18 +243,18 @@ static int ftfy_fix_segment(fm_cps *seg, int unescape_html)
     }
     rc = 0;
 out:
-    fm_cps_free(&orig);
-    fm_cps_free(&tmp);
+    te_cps_free(&orig);
+    te_cps_free(&tmp);
     return rc;
 }
 
 /* ftfy.fix_text: segments end after each '\n' (or 10^6 code points); HTML
  * unescaping stops for good at the first segment containing '<'. */
-static int ftfy_fix_text(const fm_cps *in, fm_cps *out)
+static int ftfy_fix_text(const te_cps *in, te_cps *out)
 {
     const size_t max_segment = 1000000;
     int unescape_html = 1;
-    fm_cps seg = {0};
+    te_cps seg = {0};
     size_t pos = 0;
     while (pos < in->n) {
         size_t end = pos;
@@ -263,37 +263,37 @@ static int ftfy_fix_text(const fm_cps *in, fm_cps *out)
         if (end < in->n && in->v[end] == '\n' && end - pos < max_segment)
             end++;
         seg.n = 0;
-        if (fm_cps_append(&seg, in->v + pos, end - pos))
+        if (te_cps_append(&seg, in->v + pos, end - pos))
             goto fail;
         for (size_t i = 0; i < seg.n && unescape_html; i++)
             if (seg.v[i] == '<')
                 unescape_html = 0;
-        if (ftfy_fix_segment(&seg, unescape_html) || fm_cps_append(out, seg.v, seg.n))
+        if (ftfy_fix_segment(&seg, unescape_html) || te_cps_append(out, seg.v, seg.n))
             goto fail;
         pos = end;
     }
-    fm_cps_free(&seg);
+    te_cps_free(&seg);
     return 0;
 fail:
-    fm_cps_free(&seg);
+    te_cps_free(&seg);
     return -1;
 }
 
 /* ---- whitespace and case ------------------------------------------------------------ */
 
 /* strip, \s+ -> ' ', strip */
-static int whitespace_clean(const fm_cps *in, fm_cps *out)
+static int whitespace_clean(const te_cps *in, te_cps *out)
 {
     size_t b = 0, e = in->n;
-    while (b < e && fm_is_python_space(in->v[b]))
+    while (b < e && te_is_python_space(in->v[b]))
         b++;
-    while (e > b && fm_is_python_space(in->v[e - 1]))
+    while (e > b && te_is_python_space(in->v[e - 1]))
         e--;
-    if (fm_cps_reserve(out, e - b))
+    if (te_cps_reserve(out, e - b))
         return -1;
     for (size_t i = b; i < e; i++) {
-        if (fm_is_regex_space(in->v[i])) {
-            while (i + 1 < e && fm_is_regex_space(in->v[i + 1]))
+        if (te_is_regex_space(in->v[i])) {
+            while (i + 1 < e && te_is_regex_space(in->v[i + 1]))
                 i++;
             out->v[out->n++] = ' ';
         } else {
@@ -350,43 +350,43 @@ static int is_final_sigma(const uint32_t *t, size_t n, size_t i)
 
 /* Python str.lower: full lower-case mapping (U+0130 is the only unconditional
  * SpecialCasing entry that differs from the simple mapping) and Final_Sigma. */
-static int lower_case(const fm_cps *in, fm_cps *out)
+static int lower_case(const te_cps *in, te_cps *out)
 {
-    if (fm_cps_reserve(out, in->n + 16))
+    if (te_cps_reserve(out, in->n + 16))
         return -1;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = in->v[i];
         if (c == 0x130) {
-            if (fm_cps_push(out, 'i') || fm_cps_push(out, 0x307))
+            if (te_cps_push(out, 'i') || te_cps_push(out, 0x307))
                 return -1;
         } else if (c == 0x3A3) {
-            if (fm_cps_push(out, is_final_sigma(in->v, in->n, i) ? 0x3C2 : 0x3C3))
+            if (te_cps_push(out, is_final_sigma(in->v, in->n, i) ? 0x3C2 : 0x3C3))
                 return -1;
-        } else if (fm_cps_push(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)c))) {
+        } else if (te_cps_push(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)c))) {
             return -1;
         }
     }
     return 0;
 }
 
-int fm_clip_clean(const char *text, size_t len, fm_cps *out)
+int te_clip_clean(const char *text, size_t len, te_cps *out)
 {
-    fm_cps a = {0}, b = {0};
+    te_cps a = {0}, b = {0};
     int rc = -1;
-    if (fm_utf8_to_cps(text, len, &a) || ftfy_fix_text(&a, &b))
+    if (te_utf8_to_cps(text, len, &a) || ftfy_fix_text(&a, &b))
         goto done;
     a.n = 0;
-    if (fm_html_unescape(b.v, b.n, &a))
+    if (te_html_unescape(b.v, b.n, &a))
         goto done;
     b.n = 0;
-    if (fm_html_unescape(a.v, a.n, &b))
+    if (te_html_unescape(a.v, a.n, &b))
         goto done;
     a.n = 0;
     if (whitespace_clean(&b, &a) || lower_case(&a, out))
         goto done;
     rc = 0;
 done:
-    fm_cps_free(&a);
-    fm_cps_free(&b);
+    te_cps_free(&a);
+    te_cps_free(&b);
     return rc;
 }

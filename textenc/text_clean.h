@@ -13,40 +13,40 @@
 typedef struct {
     uint32_t *v;
     size_t n, cap;
-} fm_cps;
+} te_cps;
 
-int fm_cps_reserve(fm_cps *b, size_t extra); /* room for extra more */
-int fm_cps_push(fm_cps *b, uint32_t c);
-int fm_cps_append(fm_cps *b, const uint32_t *c, size_t n);
-int fm_cps_push_utf8(fm_cps *b, const char *s); /* s: valid UTF-8 */
-void fm_cps_free(fm_cps *b);
+int te_cps_reserve(te_cps *b, size_t extra); /* room for extra more */
+int te_cps_push(te_cps *b, uint32_t c);
+int te_cps_append(te_cps *b, const uint32_t *c, size_t n);
+int te_cps_push_utf8(te_cps *b, const char *s); /* s: valid UTF-8 */
+void te_cps_free(te_cps *b);
 
 /* UTF-8 bytes to code points. Each byte that does not start a well-formed
  * sequence (bad lead byte, truncated or overlong sequence, surrogate, above
  * U+10FFFF) becomes one U+FFFD. */
-int fm_utf8_to_cps(const char *s, size_t len, fm_cps *out);
+int te_utf8_to_cps(const char *s, size_t len, te_cps *out);
 /* Appends the UTF-8 encoding of c to dst (needs 4 bytes); returns the length. */
-int fm_utf8_put(uint32_t c, char *dst);
+int te_utf8_put(uint32_t c, char *dst);
 
 /* Python's html.unescape (one call): out += unescaped in[0..n). */
-int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out);
+int te_html_unescape(const uint32_t *in, size_t n, te_cps *out);
 /* ftfy.fixes.unescape_html: out += in with `&#?[0-9A-Za-z]{1,24};` decoded. */
-int fm_ftfy_unescape_html(const fm_cps *in, fm_cps *out);
+int te_ftfy_unescape_html(const te_cps *in, te_cps *out);
 
 /* ftfy 6.3.1 fix_encoding on one segment (mojibake repair; text_mojibake.c). */
-int fm_ftfy_fix_encoding(const fm_cps *in, fm_cps *out);
+int te_ftfy_fix_encoding(const te_cps *in, te_cps *out);
 
 /* The regex module's \s (Unicode White_Space). */
-int fm_is_regex_space(uint32_t c);
+int te_is_regex_space(uint32_t c);
 
 /* Python's str.isspace (also re's \s for str patterns): White_Space plus
  * U+001C..U+001F. */
-int fm_is_python_space(uint32_t c);
+int te_is_python_space(uint32_t c);
 
 /* Python re's \w on str: letters, numbers (isalnum) and '_'. */
-int fm_is_python_word(uint32_t c);
+int te_is_python_word(uint32_t c);
 
 /* The whole cleaning: text (UTF-8, len bytes) -> lower-cased, cleaned code points. */
-int fm_clip_clean(const char *text, size_t len, fm_cps *out);
+int te_clip_clean(const char *text, size_t len, te_cps *out);
 
 #endif

@@ -8,7 +8,7 @@
 
 /* ---- code point buffers ------------------------------------------------ */
 
-int fm_cps_reserve(fm_cps *b, size_t extra)
+int te_cps_reserve(te_cps *b, size_t extra)
 {
     if (b->n + extra <= b->cap)
         return 0;
@@ -23,17 +23,17 @@ int fm_cps_reserve(fm_cps *b, size_t extra)
     return 0;
 }
 
-int fm_cps_push(fm_cps *b, uint32_t c)
+int te_cps_push(te_cps *b, uint32_t c)
 {
-    if (fm_cps_reserve(b, 1))
+    if (te_cps_reserve(b, 1))
         return -1;
     b->v[b->n++] = c;
     return 0;
 }
 
-int fm_cps_append(fm_cps *b, const uint32_t *c, size_t n)
+int te_cps_append(te_cps *b, const uint32_t *c, size_t n)
 {
-    if (fm_cps_reserve(b, n))
+    if (te_cps_reserve(b, n))
         return -1;
     if (n)
         memcpy(b->v + b->n, c, n * sizeof *c);
@@ -41,12 +41,12 @@ int fm_cps_append(fm_cps *b, const uint32_t *c, size_t n)
     return 0;
 }
 
-int fm_cps_push_utf8(fm_cps *b, const char *s)
+int te_cps_push_utf8(te_cps *b, const char *s)
 {
-    return fm_utf8_to_cps(s, strlen(s), b);
+    return te_utf8_to_cps(s, strlen(s), b);
 }
 
-void fm_cps_free(fm_cps *b)
+void te_cps_free(te_cps *b)
 {
     free(b->v);
     b->v = NULL;
@@ -55,10 +55,10 @@ void fm_cps_free(fm_cps *b)
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
-int fm_utf8_to_cps(const char *str, size_t len, fm_cps *out)
+int te_utf8_to_cps(const char *str, size_t len, te_cps *out)
 {
     const unsigned char *s = (const unsigned char *)str;
-    if (fm_cps_reserve(out, len))
+    if (te_cps_reserve(out, len))
         return -1;
     size_t i = 0;
     while (i < len) {
@@ -98,7 +98,7 @@ int fm_utf8_to_cps(const char *str, size_t len, fm_cps *out)
     return 0;
 }
 
-int fm_utf8_put(uint32_t c, char *d)
+int te_utf8_put(uint32_t c, char *d)
 {
     if (c < 0x80) {
         d[0] = (char)c;
@@ -124,7 +124,7 @@ int fm_utf8_put(uint32_t c, char *d)
 
 /* ---- Unicode classes -------------------------------------------------------- */
 
-int fm_is_regex_space(uint32_t c)
+int te_is_regex_space(uint32_t c)
 {
     return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
@@ -132,12 +132,12 @@ int fm_is_regex_space(uint32_t c)
 }
 
 /* Python str.isspace (used by str.strip): White_Space plus U+001C..U+001F. */
-int fm_is_python_space(uint32_t c)
+int te_is_python_space(uint32_t c)
 {
-    return fm_is_regex_space(c) || (c >= 0x1C && c <= 0x1F);
+    return te_is_regex_space(c) || (c >= 0x1C && c <= 0x1F);
 }
 
-int fm_is_python_word(uint32_t c)
+int te_is_python_word(uint32_t c)
 {
     if (c == '_')
         return 1;

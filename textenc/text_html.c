@@ -13,12 +13,12 @@
 
 static const char *html5_lookup(const char *name)
 {
-    int lo = 0, hi = fm_html5_entities_count - 1;
+    int lo = 0, hi = te_html5_entities_count - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
-        int c = strcmp(name, fm_html5_entities[mid].name);
+        int c = strcmp(name, te_html5_entities[mid].name);
         if (!c)
-            return fm_html5_entities[mid].value;
+            return te_html5_entities[mid].value;
         if (c < 0)
             hi = mid - 1;
         else
@@ -29,9 +29,9 @@ static const char *html5_lookup(const char *name)
 
 static const char *ftfy_upper_lookup(const char *name)
 {
-    for (int i = 0; i < fm_ftfy_upper_entities_count; i++)
-        if (!strcmp(name, fm_ftfy_upper_entities[i].name))
-            return fm_ftfy_upper_entities[i].value;
+    for (int i = 0; i < te_ftfy_upper_entities_count; i++)
+        if (!strcmp(name, te_ftfy_upper_entities[i].name))
+            return te_ftfy_upper_entities[i].value;
     return NULL;
 }
 
@@ -59,16 +59,16 @@ static int is_html_invalid_codepoint(uint32_t n)
 
 /* html.unescape of one numeric reference with value n (saturated above
  * U+10FFFF). */
-static int push_numeric_charref(fm_cps *out, uint32_t n)
+static int push_numeric_charref(te_cps *out, uint32_t n)
 {
-    for (int i = 0; i < fm_html_invalid_charrefs_count; i++)
-        if (fm_html_invalid_charrefs[i].code == n)
-            return fm_cps_push(out, fm_html_invalid_charrefs[i].replacement);
+    for (int i = 0; i < te_html_invalid_charrefs_count; i++)
+        if (te_html_invalid_charrefs[i].code == n)
+            return te_cps_push(out, te_html_invalid_charrefs[i].replacement);
     if ((n >= 0xD800 && n <= 0xDFFF) || n > 0x10FFFF)
-        return fm_cps_push(out, 0xFFFD);
+        return te_cps_push(out, 0xFFFD);
     if (is_html_invalid_codepoint(n))
         return 0;
-    return fm_cps_push(out, n);
+    return te_cps_push(out, n);
 }
 
 /* Python's _charref `[^\t\n\f <&#;]` */
@@ -80,7 +80,7 @@ static int is_charref_name_char(uint32_t c)
 
 /* Matches Python's html._charref at in[i] == '&'. Returns the number of code
  * points consumed (0: no match) and appends the replacement. */
-static size_t html_charref(const uint32_t *in, size_t n, size_t i, fm_cps *out, int *oom)
+static size_t html_charref(const uint32_t *in, size_t n, size_t i, te_cps *out, int *oom)
 {
     size_t j = i + 1;
     if (j < n && in[j] == '#') {
@@ -122,7 +122,7 @@ static size_t html_charref(const uint32_t *in, size_t n, size_t i, fm_cps *out, 
         name[x] = 0;
         const char *v = html5_lookup(name);
         if (v) {
-            if (fm_cps_push_utf8(out, v) || fm_cps_append(out, in + j + x, name_len - x))
+            if (te_cps_push_utf8(out, v) || te_cps_append(out, in + j + x, name_len - x))
                 *oom = 1;
             return k - i;
         }
@@ -130,7 +130,7 @@ static size_t html_charref(const uint32_t *in, size_t n, size_t i, fm_cps *out, 
     return 0;
 }
 
-int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out)
+int te_html_unescape(const uint32_t *in, size_t n, te_cps *out)
 {
     size_t i = 0;
     int oom = 0;
@@ -144,7 +144,7 @@ int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out)
                 continue;
             }
         }
-        if (fm_cps_push(out, in[i]))
+        if (te_cps_push(out, in[i]))
             return -1;
         i++;
     }
@@ -154,7 +154,7 @@ int fm_html_unescape(const uint32_t *in, size_t n, fm_cps *out)
 /* ftfy.fixes.unescape_html: `&#?[0-9A-Za-z]{1,24};` through ftfy's entity
  * table (HTML5 names with ';' plus ALL-CAPS aliases) or html.unescape for
  * complete numeric references. */
-int fm_ftfy_unescape_html(const fm_cps *in, fm_cps *out)
+int te_ftfy_unescape_html(const te_cps *in, te_cps *out)
 {
     const uint32_t *t = in->v;
     size_t n = in->n, i = 0;
@@ -174,23 +174,23 @@ int fm_ftfy_unescape_html(const fm_cps *in, fm_cps *out)
                 if (!v && name[0] != '#')
                     v = ftfy_upper_lookup(name);
                 if (v) {
-                    if (fm_cps_push_utf8(out, v))
+                    if (te_cps_push_utf8(out, v))
                         return -1;
                     i += len;
                     continue;
                 }
                 if (name[0] == '#') {
-                    fm_cps u = {0};
-                    if (fm_html_unescape(t + i, len, &u)) {
-                        fm_cps_free(&u);
+                    te_cps u = {0};
+                    if (te_html_unescape(t + i, len, &u)) {
+                        te_cps_free(&u);
                         return -1;
                     }
                     int has_semicolon = 0;
                     for (size_t q = 0; q < u.n; q++)
                         has_semicolon |= u.v[q] == ';';
-                    int r = has_semicolon ? fm_cps_append(out, t + i, len)
-                                          : fm_cps_append(out, u.v, u.n);
-                    fm_cps_free(&u);
+                    int r = has_semicolon ? te_cps_append(out, t + i, len)
+                                          : te_cps_append(out, u.v, u.n);
+                    te_cps_free(&u);
                     if (r)
                         return -1;
                     i += len;
@@ -198,7 +198,7 @@ int fm_ftfy_unescape_html(const fm_cps *in, fm_cps *out)
                 }
             }
         }
-        if (fm_cps_push(out, t[i]))
+        if (te_cps_push(out, t[i]))
             return -1;
         i++;
     }

@@ -22,7 +22,7 @@
 
 /* ---- the badness heuristic (ftfy.badness.is_bad) --------------------------- */
 
-static int in_ranges(const fm_cp_range *r, int n, uint32_t c)
+static int in_ranges(const te_cp_range *r, int n, uint32_t c)
 {
     int lo = 0, hi = n - 1;
     while (lo <= hi) {
@@ -37,19 +37,19 @@ static int in_ranges(const fm_cp_range *r, int n, uint32_t c)
     return 0;
 }
 
-static int elem_matches(const fm_bad_elem *e, uint32_t c)
+static int elem_matches(const te_bad_elem *e, uint32_t c)
 {
     switch (e->kind) {
     case BE_SET: return in_ranges(e->ranges, e->n_ranges, c);
     case BE_NOT_SET: return !in_ranges(e->ranges, e->n_ranges, c);
-    case BE_SPACE: return fm_is_python_space(c);
-    case BE_WORD: return fm_is_python_word(c);
+    case BE_SPACE: return te_is_python_space(c);
+    case BE_WORD: return te_is_python_word(c);
     case BE_ANY: return c != '\n';
     default: return 0;
     }
 }
 
-static int branch_matches(const fm_bad_elem *e, int ne, const uint32_t *t, size_t n, size_t pos)
+static int branch_matches(const te_bad_elem *e, int ne, const uint32_t *t, size_t n, size_t pos)
 {
     if (ne == 0)
         return 1;
@@ -67,11 +67,11 @@ static int branches_need_non_ascii(int *max_len)
 {
     int all = 1;
     *max_len = 0;
-    for (int b = 0; b < fm_badness_branches_count; b++) {
-        const fm_bad_branch *br = &fm_badness_branches[b];
+    for (int b = 0; b < te_badness_branches_count; b++) {
+        const te_bad_branch *br = &te_badness_branches[b];
         int need = 0;
         for (int k = 0; k < br->n; k++) {
-            const fm_bad_elem *e = &br->elems[k];
+            const te_bad_elem *e = &br->elems[k];
             need |= e->kind == BE_SET && !e->optional && e->n_ranges > 0 && e->ranges[0].lo >= 0x80;
         }
         all &= need;
@@ -98,8 +98,8 @@ static int is_bad(const uint32_t *t, size_t n)
             if (next_non_ascii >= pos + (size_t)max_len)
                 pos = next_non_ascii + 1 - (size_t)max_len;
         }
-        for (int b = 0; b < fm_badness_branches_count; b++)
-            if (branch_matches(fm_badness_branches[b].elems, fm_badness_branches[b].n, t, n, pos))
+        for (int b = 0; b < te_badness_branches_count; b++)
+            if (branch_matches(te_badness_branches[b].elems, te_badness_branches[b].n, t, n, pos))
                 return 1;
     }
     return 0;
@@ -109,22 +109,22 @@ static int is_bad(const uint32_t *t, size_t n)
 
 static int cmp_entry(const void *a, const void *b)
 {
-    const fm_charmap_entry *x = a, *y = b;
+    const te_charmap_entry *x = a, *y = b;
     return x->cp < y->cp ? -1 : x->cp > y->cp;
 }
 
 /* The byte that encodes c in this codec, or -1. */
-static int encode_char(const fm_charmap *cm, uint32_t c)
+static int encode_char(const te_charmap *cm, uint32_t c)
 {
     if (c < 0x80 && c != 0x1A)
         return (int)c;
-    fm_charmap_entry key = {c, 0};
-    const fm_charmap_entry *e = bsearch(&key, cm->encode, 129, sizeof key, cmp_entry);
+    te_charmap_entry key = {c, 0};
+    const te_charmap_entry *e = bsearch(&key, cm->encode, 129, sizeof key, cmp_entry);
     return e ? e->byte : -1;
 }
 
 /* text.encode(codec) if every character fits; else NULL. */
-static unsigned char *encode_text(const fm_charmap *cm, const uint32_t *t, size_t n)
+static unsigned char *encode_text(const te_charmap *cm, const uint32_t *t, size_t n)
 {
     unsigned char *bytes = malloc(n + 1);
     if (!bytes)
@@ -140,7 +140,7 @@ static unsigned char *encode_text(const fm_charmap *cm, const uint32_t *t, size_
     return bytes;
 }
 
-static int possible_encoding(const fm_charmap *cm, const uint32_t *t, size_t n)
+static int possible_encoding(const te_charmap *cm, const uint32_t *t, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (encode_char(cm, t[i]) < 0)
@@ -294,7 +294,7 @@ static int replace_lossy_sequences(unsigned char **s, size_t *n)
 /* Strict UTF-8 plus ftfy's "utf-8-variants": C0 80 is U+0000 and a CESU-8
  * surrogate pair is one supplementary character. Returns 0, 1 if the bytes
  * are not (variant) UTF-8, -1 on memory failure. */
-static int decode_utf8_variants(const unsigned char *s, size_t n, fm_cps *out)
+static int decode_utf8_variants(const unsigned char *s, size_t n, te_cps *out)
 {
     size_t i = 0;
     while (i < n) {
@@ -334,7 +334,7 @@ static int decode_utf8_variants(const unsigned char *s, size_t n, fm_cps *out)
                 return 1;
             len = (size_t)need + 1;
         }
-        if (fm_cps_push(out, cp))
+        if (te_cps_push(out, cp))
             return -1;
         i += len;
     }
@@ -343,7 +343,7 @@ static int decode_utf8_variants(const unsigned char *s, size_t n, fm_cps *out)
 
 /* Encode with one codec, repair, decode as UTF-8. 0: fixed into out; 1: not
  * applicable; -1: memory. */
-static int try_charmap(const fm_charmap *cm, const uint32_t *t, size_t n, fm_cps *out)
+static int try_charmap(const te_charmap *cm, const uint32_t *t, size_t n, te_cps *out)
 {
     unsigned char *bytes = encode_text(cm, t, n);
     if (!bytes)
@@ -368,15 +368,15 @@ static int try_charmap(const fm_charmap *cm, const uint32_t *t, size_t n, fm_cps
 
 static uint32_t clue_mask(uint32_t c)
 {
-    int lo = 0, hi = fm_utf8_clue_classes_count - 1;
+    int lo = 0, hi = te_utf8_clue_classes_count - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
-        if (c < fm_utf8_clue_classes[mid].cp)
+        if (c < te_utf8_clue_classes[mid].cp)
             hi = mid - 1;
-        else if (c > fm_utf8_clue_classes[mid].cp)
+        else if (c > te_utf8_clue_classes[mid].cp)
             lo = mid + 1;
         else
-            return fm_utf8_clue_classes[mid].mask;
+            return te_utf8_clue_classes[mid].mask;
     }
     return 0;
 }
@@ -413,23 +413,23 @@ static size_t utf8_detector_at(const uint32_t *t, size_t n, size_t i)
 
 /* fixes.decode_inconsistent_utf8: fix each UTF-8-looking island (shorter than
  * the whole text) that looks bad on its own. */
-static int decode_inconsistent_utf8(const uint32_t *t, size_t n, fm_cps *out)
+static int decode_inconsistent_utf8(const uint32_t *t, size_t n, te_cps *out)
 {
     for (size_t i = 0; i < n;) {
         size_t len = utf8_detector_at(t, n, i);
         if (!len) {
-            if (fm_cps_push(out, t[i]))
+            if (te_cps_push(out, t[i]))
                 return -1;
             i++;
             continue;
         }
         if (len < n && is_bad(t + i, len)) {
-            fm_cps island = {0};
-            int rc = fm_cps_append(&island, t + i, len) || fm_ftfy_fix_encoding(&island, out);
-            fm_cps_free(&island);
+            te_cps island = {0};
+            int rc = te_cps_append(&island, t + i, len) || te_ftfy_fix_encoding(&island, out);
+            te_cps_free(&island);
             if (rc)
                 return -1;
-        } else if (fm_cps_append(out, t + i, len)) {
+        } else if (te_cps_append(out, t + i, len)) {
             return -1;
         }
         i += len;
@@ -455,19 +455,19 @@ static int has_c1(const uint32_t *t, size_t n)
     return 0;
 }
 
-static int cps_same(const fm_cps *a, const uint32_t *t, size_t n)
+static int cps_same(const te_cps *a, const uint32_t *t, size_t n)
 {
     return a->n == n && (n == 0 || !memcmp(a->v, t, n * sizeof *t));
 }
 
 /* _fix_encoding_one_step_and_explain: out = the text after one step. */
-static int fix_encoding_step(const uint32_t *t, size_t n, fm_cps *out)
+static int fix_encoding_step(const uint32_t *t, size_t n, te_cps *out)
 {
     if (n == 0 || is_ascii(t, n) || !is_bad(t, n))
-        return fm_cps_append(out, t, n);
+        return te_cps_append(out, t, n);
     int latin1_possible = 0;
     for (int e = 0; e < FM_N_CHARMAPS; e++) {
-        const fm_charmap *cm = &fm_charmaps[e];
+        const te_charmap *cm = &te_charmaps[e];
         if (!possible_encoding(cm, t, n))
             continue;
         latin1_possible |= e == 0; /* "latin-1" comes first */
@@ -475,15 +475,15 @@ static int fix_encoding_step(const uint32_t *t, size_t n, fm_cps *out)
         if (rc <= 0)
             return rc;
     }
-    fm_cps tmp = {0};
+    te_cps tmp = {0};
     int rc = decode_inconsistent_utf8(t, n, &tmp);
     if (rc || !cps_same(&tmp, t, n)) {
         if (!rc)
-            rc = fm_cps_append(out, tmp.v, tmp.n);
-        fm_cps_free(&tmp);
+            rc = te_cps_append(out, tmp.v, tmp.n);
+        te_cps_free(&tmp);
         return rc;
     }
-    fm_cps_free(&tmp);
+    te_cps_free(&tmp);
     /* ftfy's test for "windows-1252" in the list of possible codecs never
      * succeeds (the list names "sloppy-windows-1252"), so latin-1 text is
      * re-decoded as strict windows-1252 when that works */
@@ -491,9 +491,9 @@ static int fix_encoding_step(const uint32_t *t, size_t n, fm_cps *out)
         size_t mark = out->n;
         int ok = 1;
         for (size_t i = 0; i < n && ok; i++) {
-            uint32_t c = t[i] < 0x100 ? fm_windows_1252[t[i]] : 0xFFFFFFFFu;
+            uint32_t c = t[i] < 0x100 ? te_windows_1252[t[i]] : 0xFFFFFFFFu;
             ok = c != 0xFFFFFFFFu;
-            if (ok && fm_cps_push(out, c))
+            if (ok && te_cps_push(out, c))
                 return -1;
         }
         if (ok && memcmp(out->v + mark, t, n * sizeof *t))
@@ -504,31 +504,31 @@ static int fix_encoding_step(const uint32_t *t, size_t n, fm_cps *out)
         for (size_t i = 0; i < n; i++) {
             uint32_t c = t[i];
             if (c >= 0x80 && c <= 0x9F)
-                c = fm_charmaps[1].decode[c]; /* sloppy-windows-1252 */
-            if (fm_cps_push(out, c))
+                c = te_charmaps[1].decode[c]; /* sloppy-windows-1252 */
+            if (te_cps_push(out, c))
                 return -1;
         }
         return 0;
     }
-    return fm_cps_append(out, t, n);
+    return te_cps_append(out, t, n);
 }
 
-int fm_ftfy_fix_encoding(const fm_cps *in, fm_cps *out)
+int te_ftfy_fix_encoding(const te_cps *in, te_cps *out)
 {
-    fm_cps cur = {0}, next = {0};
-    int rc = fm_cps_append(&cur, in->v, in->n);
+    te_cps cur = {0}, next = {0};
+    int rc = te_cps_append(&cur, in->v, in->n);
     while (!rc) {
         next.n = 0;
         rc = fix_encoding_step(cur.v, cur.n, &next);
         if (rc || cps_same(&next, cur.v, cur.n))
             break;
-        fm_cps t = cur;
+        te_cps t = cur;
         cur = next;
         next = t;
     }
     if (!rc)
-        rc = fm_cps_append(out, cur.v, cur.n);
-    fm_cps_free(&cur);
-    fm_cps_free(&next);
+        rc = te_cps_append(out, cur.v, cur.n);
+    te_cps_free(&cur);
+    te_cps_free(&next);
     return rc;
 }

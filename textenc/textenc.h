@@ -24,15 +24,15 @@
 
 /* ---- one tower ---- */
 
-typedef struct fm_text_tower fm_text_tower;
+typedef struct te_tower te_tower;
 
 /* Binds every tensor of the tower named by cfg (prefix, kind, sizes) and
  * keeps views into src, which must outlive the tower. Errors name the tensor. */
-fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cfg, fm_error *err);
+te_tower *te_tower_load(const wt_source *src, const wt_text_config *cfg, fm_error *err);
 /* Every tensor the tower binds, in order, to fn (list mode of the binder). */
-int fm_text_tower_list_tensors(const fm_text_config *cfg, wt_list_fn fn, void *user, fm_error *err);
-void fm_text_tower_free(fm_text_tower *t);
-const fm_text_config *fm_text_tower_config(const fm_text_tower *t);
+int te_tower_list_tensors(const wt_text_config *cfg, wt_list_fn fn, void *user, fm_error *err);
+void te_tower_free(te_tower *t);
+const wt_text_config *te_tower_config(const te_tower *t);
 
 /* Runs n sequences of 77 ids (ids[n][77], each in [0, vocab_size)).
  *   hidden [n][77][width] (may be NULL): the residual stream after the first
@@ -42,7 +42,7 @@ const fm_text_config *fm_text_tower_config(const fm_text_tower *t);
  *     final LN of the last layer's output at the EOS position (first argmax
  *     of the ids, as open_clip) @ text_projection.
  * Only the layers needed are run. Returns 0 or an error code. */
-int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
+int te_tower_forward(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
                           int final_ln, float *hidden, float *pooled, fm_error *err);
 
 /* The hidden state that conditions the U-Net for this config:
@@ -51,60 +51,60 @@ int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_L
  *   penultimate = 1 (SD 2.x with ln_final, SDXL raw): layer L-2, clip skip
  *     not applied (A1111 ignores it for OpenCLIP and, by default, SDXL).
  * Sets *layer (HF hidden_states index) and *final_ln. */
-int fm_text_output_layer(const fm_text_config *cfg, int clip_skip, int *layer, int *final_ln, fm_error *err);
+int te_output_layer(const wt_text_config *cfg, int clip_skip, int *layer, int *final_ln, fm_error *err);
 
 /* ---- the model's text side: one tower, or SDXL's two ---- */
 
-typedef struct fm_text_encoder {
+typedef struct te_encoder {
     int n_towers;               /* 1, or 2 for SDXL (CLIP-L then bigG) */
-    fm_text_tower *towers[2];
+    te_tower *towers[2];
     int context_dim;            /* sum of the towers' widths */
     int pooled_dim;             /* SDXL: bigG's projection_dim; 0 when the U-Net takes no pooled vector */
-} fm_text_encoder;
+} te_encoder;
 
 /* Loads cfg->text[0 .. cfg->n_text-1] from st. An SDXL model (family, or
  * unet.adm_in_channels > 0) takes the pooled vector from its last tower. */
-int fm_text_encoder_load(fm_text_encoder *enc, const wt_source *src, const fm_model_config *cfg,
+int te_encoder_load(te_encoder *enc, const wt_source *src, const wt_model_config *cfg,
                          fm_error *err);
-void fm_text_encoder_free(fm_text_encoder *enc);
+void te_encoder_free(te_encoder *enc);
 
 /* SDXL size conditioning (sgm ConcatTimestepEmbedderND, A1111's order). */
-typedef struct fm_size_cond {
+typedef struct te_size_cond {
     int orig_h, orig_w, crop_top, crop_left, target_h, target_w;
-} fm_size_cond;
+} te_size_cond;
 
 #define FM_SIZE_EMB_DIM 256           /* per number */
 #define FM_SIZE_EMB_TOTAL (6 * 256)
 
 /* out[1536]: for v in (orig_h, orig_w, crop_top, crop_left, target_h,
  * target_w), [cos(v f_i), sin(v f_i)], f_i = 10000^(-i/128), i < 128. */
-void fm_size_embedding(float *out, const fm_size_cond *s);
+void te_size_embedding(float *out, const te_size_cond *s);
 
 /* The conditioning of one prompt. */
-typedef struct fm_cond {
+typedef struct te_cond {
     int n_tokens;     /* n_chunks * 77 */
     int context_dim;
     float *context;   /* [n_tokens][context_dim] cross-attention context */
     int adm_dim;      /* 0, or SDXL's pooled_dim + 1536 */
     float *y;         /* [adm_dim] ADM vector, NULL when adm_dim = 0 */
-} fm_cond;
+} te_cond;
 
 /* Encodes tok (ids are re-padded per tower: after the first EOS every id
  * becomes the tower's pad_token, as A1111 does for OpenCLIP), applies the
  * A1111 emphasis per chunk and tower, concatenates. sizes is needed for
  * SDXL only (may be NULL otherwise). */
-int fm_text_encode(const fm_text_encoder *enc, const fm_token_chunks *tok, int clip_skip,
-                   const fm_size_cond *sizes, fm_cond *out, fm_error *err);
+int te_encode(const te_encoder *enc, const te_token_chunks *tok, int clip_skip,
+                   const te_size_cond *sizes, te_cond *out, fm_error *err);
 
 /* A1111's SDXL empty negative prompt: context and pooled zero (n_chunks
  * chunks), the size embeddings kept. */
-int fm_text_encode_zero(const fm_text_encoder *enc, int n_chunks, const fm_size_cond *sizes,
-                        fm_cond *out, fm_error *err);
-void fm_cond_free(fm_cond *c);
+int te_encode_zero(const te_encoder *enc, int n_chunks, const te_size_cond *sizes,
+                        te_cond *out, fm_error *err);
+void te_cond_free(te_cond *c);
 
 /* A1111 "Original" emphasis on one chunk's output z [77][dim] with weights
  * [77]: z *= w per token, then z *= mean_before / mean_after. All weights
  * 1.0 leave z untouched (bit for bit). */
-void fm_emphasis_apply(float *z, int dim, const float *weights);
+void te_emphasis_apply(float *z, int dim, const float *weights);
 
 #endif

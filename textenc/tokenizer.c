@@ -11,8 +11,8 @@
 #include "textenc/text_clean.h"
 
 /* The gzip'd merges file, assembled into the library by textenc/module.mk. */
-extern const unsigned char fm_clip_bpe_gz[];
-extern const unsigned char fm_clip_bpe_gz_end[];
+extern const unsigned char te_clip_bpe_gz[];
+extern const unsigned char te_clip_bpe_gz_end[];
 
 enum {
     N_MERGES = 48894, /* 49152 - 256 - 2: the merges CLIP uses */
@@ -25,7 +25,7 @@ typedef struct {
     int32_t merged; /* >= 512; 0 marks an empty slot */
 } pair_slot;
 
-struct fm_tokenizer {
+struct te_tokenizer {
     uint8_t byte_id[256]; /* byte -> id of its symbol (ids 0..255) */
     pair_slot *pairs;     /* (left id, right id) -> merged id; rank = id - 512 */
 };
@@ -140,8 +140,8 @@ static char *inflate_merges(size_t *len_out)
     if (!buf)
         return NULL;
     z_stream zs = {0};
-    zs.next_in = (Bytef *)fm_clip_bpe_gz;
-    zs.avail_in = (uInt)(fm_clip_bpe_gz_end - fm_clip_bpe_gz);
+    zs.next_in = (Bytef *)te_clip_bpe_gz;
+    zs.avail_in = (uInt)(te_clip_bpe_gz_end - te_clip_bpe_gz);
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
         free(buf);
         return NULL;
@@ -175,7 +175,7 @@ static char *inflate_merges(size_t *len_out)
 
 /* Reads the merges into the pair table. Returns 0 or -1 (memory or a
  * damaged asset). */
-static int build_merges(fm_tokenizer *tok)
+static int build_merges(te_tokenizer *tok)
 {
     uint32_t cp[256];
     byte_alphabet(cp, tok->byte_id);
@@ -195,7 +195,7 @@ static int build_merges(fm_tokenizer *tok)
         goto done;
     for (int b = 0; b < 256; b++) {
         int id = tok->byte_id[b];
-        int n = fm_utf8_put(cp[b], names[id]);
+        int n = te_utf8_put(cp[b], names[id]);
         memcpy(names[id + 256], names[id], (size_t)n);
         memcpy(names[id + 256] + n, eow, 4);
         vocab_add(&v, id, names[id], (size_t)n);
@@ -230,18 +230,18 @@ done:
     return rc;
 }
 
-fm_tokenizer *fm_tokenizer_new(fm_error *err)
+te_tokenizer *te_tokenizer_new(fm_error *err)
 {
-    fm_tokenizer *tok = calloc(1, sizeof *tok);
+    te_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok || build_merges(tok)) {
-        fm_tokenizer_free(tok);
-        fm_fail(err, FM_EINPUT, "tokenizer: out of memory or damaged embedded BPE merges");
+        te_tokenizer_free(tok);
+        core_fail(err, FM_EINPUT, "tokenizer: out of memory or damaged embedded BPE merges");
         return NULL;
     }
     return tok;
 }
 
-void fm_tokenizer_free(fm_tokenizer *tok)
+void te_tokenizer_free(te_tokenizer *tok)
 {
     if (!tok)
         return;
@@ -354,7 +354,7 @@ static heap_entry heap_pop(scratch *s)
     return top;
 }
 
-static void push_pair(const fm_tokenizer *tok, scratch *s, int32_t pos)
+static void push_pair(const te_tokenizer *tok, scratch *s, int32_t pos)
 {
     if (pos < 0 || s->next[pos] < 0)
         return;
@@ -369,7 +369,7 @@ static void push_pair(const fm_tokenizer *tok, scratch *s, int32_t pos)
  * position) visits the same merges in the same order: a merge only creates
  * pairs of higher rank than its own (a token exists before merges using it),
  * and stale entries are skipped. O(n log n) even for a megabyte-long word. */
-static int bpe_word(const fm_tokenizer *tok, scratch *s, const unsigned char *b, size_t n)
+static int bpe_word(const te_tokenizer *tok, scratch *s, const unsigned char *b, size_t n)
 {
     if (scratch_reserve(s, n))
         return -1;
@@ -407,7 +407,7 @@ enum { CH_OTHER, CH_LETTER, CH_NUMBER, CH_NONE };
 
 static int char_class(uint32_t c)
 {
-    if (fm_is_regex_space(c) || c == 0x345) /* U+0345: IGNORECASE quirk, matches nothing */
+    if (te_is_regex_space(c) || c == 0x345) /* U+0345: IGNORECASE quirk, matches nothing */
         return CH_NONE;
     switch (utf8proc_category((utf8proc_int32_t)c)) {
     case UTF8PROC_CATEGORY_LU:
@@ -453,7 +453,7 @@ static size_t match_contraction(const uint32_t *t, size_t n, size_t i)
     return 0;
 }
 
-static int emit_word(const fm_tokenizer *tok, scratch *s, const uint32_t *t, size_t len)
+static int emit_word(const te_tokenizer *tok, scratch *s, const uint32_t *t, size_t len)
 {
     if (s->bytes_cap < len * 4) {
         char *b = realloc(s->bytes, len * 4);
@@ -464,11 +464,11 @@ static int emit_word(const fm_tokenizer *tok, scratch *s, const uint32_t *t, siz
     }
     size_t m = 0;
     for (size_t i = 0; i < len; i++)
-        m += (size_t)fm_utf8_put(t[i], s->bytes + m);
+        m += (size_t)te_utf8_put(t[i], s->bytes + m);
     return bpe_word(tok, s, (const unsigned char *)s->bytes, m);
 }
 
-static int encode_cleaned(const fm_tokenizer *tok, scratch *s, const uint32_t *t, size_t n)
+static int encode_cleaned(const te_tokenizer *tok, scratch *s, const uint32_t *t, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -505,24 +505,24 @@ static int encode_cleaned(const fm_tokenizer *tok, scratch *s, const uint32_t *t
 }
 
 /* All ids of text into s->ids. */
-static int encode_all(const fm_tokenizer *tok, const char *text, size_t len, scratch *s,
+static int encode_all(const te_tokenizer *tok, const char *text, size_t len, scratch *s,
                       fm_error *err)
 {
-    fm_cps clean = {0};
-    int rc = fm_clip_clean(text, len, &clean) || encode_cleaned(tok, s, clean.v, clean.n);
-    fm_cps_free(&clean);
+    te_cps clean = {0};
+    int rc = te_clip_clean(text, len, &clean) || encode_cleaned(tok, s, clean.v, clean.n);
+    te_cps_free(&clean);
     if (rc)
-        return fm_fail(err, FM_EINPUT, "tokenizer: out of memory");
+        return core_fail(err, FM_EINPUT, "tokenizer: out of memory");
     return 0;
 }
 
-int fm_tokenizer_encode(const fm_tokenizer *tok, const char *utf8, int32_t *ids, int max_ids,
+int te_tokenizer_encode(const te_tokenizer *tok, const char *utf8, int32_t *ids, int max_ids,
                         fm_error *err)
 {
-    return fm_tokenizer_encode_n(tok, utf8, utf8 ? strlen(utf8) : 0, ids, max_ids, err);
+    return te_tokenizer_encode_n(tok, utf8, utf8 ? strlen(utf8) : 0, ids, max_ids, err);
 }
 
-int fm_tokenizer_encode_n(const fm_tokenizer *tok, const char *utf8, size_t len, int32_t *ids,
+int te_tokenizer_encode_n(const te_tokenizer *tok, const char *utf8, size_t len, int32_t *ids,
                           int max_ids, fm_error *err)
 {
     scratch s = {0};
@@ -532,7 +532,7 @@ int fm_tokenizer_encode_n(const fm_tokenizer *tok, const char *utf8, size_t len,
     }
     if (s.ids_n > INT32_MAX) {
         scratch_free(&s);
-        return fm_fail(err, FM_EINPUT, "tokenizer: text too long"), -1;
+        return core_fail(err, FM_EINPUT, "tokenizer: text too long"), -1;
     }
     int n = (int)s.ids_n;
     if (ids && max_ids > 0 && n > 0)
@@ -541,11 +541,11 @@ int fm_tokenizer_encode_n(const fm_tokenizer *tok, const char *utf8, size_t len,
     return n;
 }
 
-int fm_tokenize_77(const fm_tokenizer *tok, const char *text, int pad_token,
+int te_tokenize_77(const te_tokenizer *tok, const char *text, int pad_token,
                    int32_t out[FM_CLIP_LEN], fm_error *err)
 {
     int32_t ids[FM_CLIP_LEN - 2];
-    int n = fm_tokenizer_encode(tok, text, ids, FM_CLIP_LEN - 2, err);
+    int n = te_tokenizer_encode(tok, text, ids, FM_CLIP_LEN - 2, err);
     if (n < 0)
         return -1;
     if (n > FM_CLIP_LEN - 2)

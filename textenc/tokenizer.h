@@ -23,27 +23,27 @@
 #define FM_CLIP_PAD_SD1 FM_CLIP_EOS /* CLIPTokenizer pads with <|endoftext|> */
 #define FM_CLIP_PAD_OPENCLIP 0      /* open_clip.tokenize pads with 0 */
 
-typedef struct fm_tokenizer fm_tokenizer;
+typedef struct te_tokenizer te_tokenizer;
 
 /* Builds the vocabulary and merge table from the embedded merges file
  * (~60 ms). NULL with err set when memory runs out. */
-fm_tokenizer *fm_tokenizer_new(fm_error *err);
-void fm_tokenizer_free(fm_tokenizer *tok);
+te_tokenizer *te_tokenizer_new(fm_error *err);
+void te_tokenizer_free(te_tokenizer *tok);
 
 /* The BPE ids of utf8 without BOS/EOS (SimpleTokenizer.encode). Writes at
  * most max_ids ids and returns the total count, which may be larger than
  * max_ids (as snprintf does); -1 with err set when memory runs out. */
-int fm_tokenizer_encode(const fm_tokenizer *tok, const char *utf8, int32_t *ids, int max_ids,
+int te_tokenizer_encode(const te_tokenizer *tok, const char *utf8, int32_t *ids, int max_ids,
                         fm_error *err);
 
 /* The same for len bytes that may contain NUL (ftfy deletes U+0000). */
-int fm_tokenizer_encode_n(const fm_tokenizer *tok, const char *utf8, size_t len, int32_t *ids,
+int te_tokenizer_encode_n(const te_tokenizer *tok, const char *utf8, size_t len, int32_t *ids,
                           int max_ids, fm_error *err);
 
 /* The 77-id sequence the text encoders take: BOS, the first 75 ids, EOS, then
  * pad_token (FM_CLIP_PAD_SD1 or FM_CLIP_PAD_OPENCLIP). Returns the number of
  * content ids kept (0..75) or -1 with err set. */
-int fm_tokenize_77(const fm_tokenizer *tok, const char *text, int pad_token,
+int te_tokenize_77(const te_tokenizer *tok, const char *text, int pad_token,
                    int32_t out[FM_CLIP_LEN], fm_error *err);
 
 #endif

@@ -12,10 +12,10 @@
 #define FM_CLIP_BOS 49406
 #define FM_CLIP_EOS 49407
 
-typedef struct fm_token_chunks {
+typedef struct te_token_chunks {
     int n_chunks;                    /* >= 1 (an empty prompt is one chunk) */
     int32_t (*ids)[FM_CLIP_LEN];     /* [n_chunks][77] */
     float (*weights)[FM_CLIP_LEN];   /* [n_chunks][77]; 1.0 at BOS/EOS/padding */
-} fm_token_chunks;
+} te_token_chunks;
 
 #endif

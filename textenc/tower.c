@@ -15,21 +15,21 @@
 
 typedef struct tower_layer {
     const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
-    fm_mat q, k, v, out, fc1, fc2;
+    kn_mat q, k, v, out, fc1, fc2;
     const float *q_b, *k_b, *v_b, *out_b, *fc1_b, *fc2_b;
-    fm_mat in_proj;           /* OpenCLIP: the fused [q; k; v] that q, k, v view */
+    kn_mat in_proj;           /* OpenCLIP: the fused [q; k; v] that q, k, v view */
     const float *in_bias;
 } tower_layer;
 
-struct fm_text_tower {
-    fm_text_config cfg;
+struct te_tower {
+    wt_text_config cfg;
     int width, heads, inter, n_layers, proj_dim;
     float eps;
-    fm_mat tok_emb;           /* [vocab][width], read a row at a time */
+    kn_mat tok_emb;           /* [vocab][width], read a row at a time */
     const float *pos_emb;     /* [77][width] */
     tower_layer *layers;
     const float *lnf_g, *lnf_b;
-    fm_mat proj;              /* text_projection [width][proj_dim], used as x @ proj; rows 0 if none */
+    kn_mat proj;              /* text_projection [width][proj_dim], used as x @ proj; rows 0 if none */
     wt_weights *weights;      /* the binding records and any converted copies */
 };
 
@@ -43,17 +43,17 @@ static void small(wt_binder *b, const float **dst, const char *suffix, int ndim,
 }
 
 /* A weight matrix as a view into the file (F64 converted). */
-static void matrix(wt_binder *b, fm_mat *m, const char *suffix, int64_t rows, int64_t cols)
+static void matrix(wt_binder *b, kn_mat *m, const char *suffix, int64_t rows, int64_t cols)
 {
     int64_t shape[2] = {rows, cols};
     wt_bind_mat(b, m, (int)rows, (int)cols, 2, shape, "%s", suffix);
 }
 
 /* Rows [r0, r0+nr) of m as a matrix of its own (the fused in_proj's q, k, v). */
-static fm_mat sub_rows(const fm_mat *m, int r0, int nr)
+static kn_mat sub_rows(const kn_mat *m, int r0, int nr)
 {
-    fm_mat s = *m;
-    s.data = (const char *)m->data + (size_t)r0 * m->cols * fm_dtype_size(m->dtype);
+    kn_mat s = *m;
+    s.data = (const char *)m->data + (size_t)r0 * m->cols * core_dtype_size(m->dtype);
     s.rows = nr;
     return s;
 }
@@ -109,9 +109,9 @@ static void load_openclip_layer(wt_binder *b, tower_layer *L, int i, int W, int 
 }
 
 /* CLIPTextModel / open_clip TextTransformer.__init__, tensor by tensor. */
-static void bind_tower(wt_binder *b, fm_text_tower *t)
+static void bind_tower(wt_binder *b, te_tower *t)
 {
-    const fm_text_config *cfg = &t->cfg;
+    const wt_text_config *cfg = &t->cfg;
     int W = t->width, I = t->inter;
     if (cfg->kind == FM_TEXT_CLIP) {
         matrix(b, &t->tok_emb, "embeddings.token_embedding.weight", cfg->vocab_size, W);
@@ -135,28 +135,28 @@ static void bind_tower(wt_binder *b, fm_text_tower *t)
     }
 }
 
-static int check_config(const fm_text_config *c, fm_error *err)
+static int check_config(const wt_text_config *c, fm_error *err)
 {
     const char *what = c->prefix[0] ? c->prefix : "text encoder";
     if (c->kind != FM_TEXT_CLIP && c->kind != FM_TEXT_OPENCLIP)
-        return fm_fail(err, FM_EINPUT, "%s: unknown text encoder kind %d", what, (int)c->kind);
+        return core_fail(err, FM_EINPUT, "%s: unknown text encoder kind %d", what, (int)c->kind);
     if (c->width <= 0 || c->layers <= 0 || c->heads <= 0 || c->width % c->heads)
-        return fm_fail(err, FM_EINPUT, "%s: width %d, %d heads, %d layers is not a transformer", what,
+        return core_fail(err, FM_EINPUT, "%s: width %d, %d heads, %d layers is not a transformer", what,
                        c->width, c->heads, c->layers);
     if (c->vocab_size <= 0 || c->intermediate_size < 0 || c->projection_dim < 0)
-        return fm_fail(err, FM_EINPUT, "%s: bad vocab_size/intermediate_size/projection_dim", what);
+        return core_fail(err, FM_EINPUT, "%s: bad vocab_size/intermediate_size/projection_dim", what);
     if (c->max_length != 0 && c->max_length != FM_CLIP_LEN)
-        return fm_fail(err, FM_EINPUT, "%s: max_length %d, only %d is supported", what, c->max_length,
+        return core_fail(err, FM_EINPUT, "%s: max_length %d, only %d is supported", what, c->max_length,
                        FM_CLIP_LEN);
     return 0;
 }
 
 /* The tower's shape from cfg, no weights yet. */
-static fm_text_tower *tower_new(const fm_text_config *cfg, fm_error *err)
+static te_tower *tower_new(const wt_text_config *cfg, fm_error *err)
 {
     if (check_config(cfg, err))
         return NULL;
-    fm_text_tower *t = calloc(1, sizeof *t);
+    te_tower *t = calloc(1, sizeof *t);
     if (t) {
         t->cfg = *cfg;
         t->width = cfg->width;
@@ -167,16 +167,16 @@ static fm_text_tower *tower_new(const fm_text_config *cfg, fm_error *err)
         t->layers = calloc((size_t)t->n_layers, sizeof *t->layers);
     }
     if (!t || !t->layers) {
-        fm_text_tower_free(t);
-        fm_fail(err, FM_EINPUT, "text encoder: out of memory");
+        te_tower_free(t);
+        core_fail(err, FM_EINPUT, "text encoder: out of memory");
         return NULL;
     }
     return t;
 }
 
-fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cfg, fm_error *err)
+te_tower *te_tower_load(const wt_source *src, const wt_text_config *cfg, fm_error *err)
 {
-    fm_text_tower *t = tower_new(cfg, err);
+    te_tower *t = tower_new(cfg, err);
     if (!t)
         return NULL;
     wt_binder b;
@@ -184,26 +184,26 @@ fm_text_tower *fm_text_tower_load(const wt_source *src, const fm_text_config *cf
     do bind_tower(&b, t);
     while (wt_bind_again(&b));
     if (!(t->weights = wt_bind_end(&b))) {
-        fm_text_tower_free(t);
+        te_tower_free(t);
         return NULL;
     }
     return t;
 }
 
-int fm_text_tower_list_tensors(const fm_text_config *cfg, wt_list_fn fn, void *user, fm_error *err)
+int te_tower_list_tensors(const wt_text_config *cfg, wt_list_fn fn, void *user, fm_error *err)
 {
-    fm_text_tower *t = tower_new(cfg, err);
+    te_tower *t = tower_new(cfg, err);
     if (!t)
         return FM_EINPUT;
     wt_binder b;
     wt_list_begin(&b, fn, user, cfg->prefix, "text encoder", err);
     bind_tower(&b, t);
     wt_bind_end(&b);
-    fm_text_tower_free(t);
+    te_tower_free(t);
     return b.failed ? FM_EINPUT : 0;
 }
 
-void fm_text_tower_free(fm_text_tower *t)
+void te_tower_free(te_tower *t)
 {
     if (!t)
         return;
@@ -212,9 +212,9 @@ void fm_text_tower_free(fm_text_tower *t)
     free(t);
 }
 
-const fm_text_config *fm_text_tower_config(const fm_text_tower *t) { return &t->cfg; }
+const wt_text_config *te_tower_config(const te_tower *t) { return &t->cfg; }
 
-int fm_text_output_layer(const fm_text_config *cfg, int clip_skip, int *layer, int *final_ln, fm_error *err)
+int te_output_layer(const wt_text_config *cfg, int clip_skip, int *layer, int *final_ln, fm_error *err)
 {
     int L = cfg->layers;
     if (cfg->penultimate) {
@@ -223,7 +223,7 @@ int fm_text_output_layer(const fm_text_config *cfg, int clip_skip, int *layer, i
         if (clip_skip < 1)
             clip_skip = 1;
         if (clip_skip > L)
-            return fm_fail(err, FM_EUSAGE, "clip skip %d: the text encoder has only %d layers", clip_skip, L);
+            return core_fail(err, FM_EUSAGE, "clip skip %d: the text encoder has only %d layers", clip_skip, L);
         /* A1111: hidden_states[-N] = the output after L+1-N layers. */
         *layer = L + 1 - clip_skip;
     }
@@ -237,38 +237,38 @@ typedef struct workspace {
     float *x, *h, *q, *k, *v, *att, *mlp; /* [rows][W] each, mlp [rows][inter] */
 } workspace;
 
-static void transformer_layer(const fm_text_tower *t, const tower_layer *L, workspace *ws, int n)
+static void transformer_layer(const te_tower *t, const tower_layer *L, workspace *ws, int n)
 {
     int W = t->width, rows = n * FM_CLIP_LEN, hd = W / t->heads;
     size_t rw = (size_t)rows * W;
 
-    fm_layer_norm(ws->h, ws->x, rows, W, L->ln1_g, L->ln1_b, t->eps);
-    fm_linear(ws->q, ws->h, rows, &L->q, L->q_b);
-    fm_linear(ws->k, ws->h, rows, &L->k, L->k_b);
-    fm_linear(ws->v, ws->h, rows, &L->v, L->v_b);
-    fm_attention(ws->att, ws->q, W, ws->k, ws->v, W, n, FM_CLIP_LEN, FM_CLIP_LEN, t->heads, hd,
+    kn_layer_norm(ws->h, ws->x, rows, W, L->ln1_g, L->ln1_b, t->eps);
+    kn_linear(ws->q, ws->h, rows, &L->q, L->q_b);
+    kn_linear(ws->k, ws->h, rows, &L->k, L->k_b);
+    kn_linear(ws->v, ws->h, rows, &L->v, L->v_b);
+    kn_attention(ws->att, ws->q, W, ws->k, ws->v, W, n, FM_CLIP_LEN, FM_CLIP_LEN, t->heads, hd,
                  1.0f / sqrtf((float)hd), 1);
-    fm_linear(ws->h, ws->att, rows, &L->out, L->out_b);
-    fm_add(ws->x, ws->x, ws->h, rw);
+    kn_linear(ws->h, ws->att, rows, &L->out, L->out_b);
+    kn_add(ws->x, ws->x, ws->h, rw);
 
-    fm_layer_norm(ws->h, ws->x, rows, W, L->ln2_g, L->ln2_b, t->eps);
-    fm_linear(ws->mlp, ws->h, rows, &L->fc1, L->fc1_b);
+    kn_layer_norm(ws->h, ws->x, rows, W, L->ln2_g, L->ln2_b, t->eps);
+    kn_linear(ws->mlp, ws->h, rows, &L->fc1, L->fc1_b);
     if (t->cfg.act_quick_gelu)
-        fm_quick_gelu(ws->mlp, (size_t)rows * t->inter);
+        kn_quick_gelu(ws->mlp, (size_t)rows * t->inter);
     else
-        fm_gelu(ws->mlp, (size_t)rows * t->inter);
-    fm_linear(ws->h, ws->mlp, rows, &L->fc2, L->fc2_b);
-    fm_add(ws->x, ws->x, ws->h, rw);
+        kn_gelu(ws->mlp, (size_t)rows * t->inter);
+    kn_linear(ws->h, ws->mlp, rows, &L->fc2, L->fc2_b);
+    kn_add(ws->x, ws->x, ws->h, rw);
 }
 
-static void embed(const fm_text_tower *t, float *x, const int32_t (*ids)[FM_CLIP_LEN], int n)
+static void embed(const te_tower *t, float *x, const int32_t (*ids)[FM_CLIP_LEN], int n)
 {
     int W = t->width;
     for (int s = 0; s < n; s++)
         for (int p = 0; p < FM_CLIP_LEN; p++) {
             float *row = x + ((size_t)s * FM_CLIP_LEN + p) * W;
-            fm_mat_row(row, &t->tok_emb, ids[s][p]);
-            fm_add(row, row, t->pos_emb + (size_t)p * W, (size_t)W);
+            kn_mat_row(row, &t->tok_emb, ids[s][p]);
+            kn_add(row, row, t->pos_emb + (size_t)p * W, (size_t)W);
         }
 }
 
@@ -284,15 +284,15 @@ static int eos_position(const int32_t ids[FM_CLIP_LEN])
 
 /* pooled[P] = ln_final(x_eos) @ text_projection; tmp holds W + P floats,
  * acc P doubles. */
-static void pool(const fm_text_tower *t, float *pooled, const float *x_eos, float *tmp, double *acc)
+static void pool(const te_tower *t, float *pooled, const float *x_eos, float *tmp, double *acc)
 {
     int W = t->width, P = t->proj_dim;
     float *xn = tmp, *row = tmp + W;
-    fm_layer_norm(xn, x_eos, 1, W, t->lnf_g, t->lnf_b, t->eps);
+    kn_layer_norm(xn, x_eos, 1, W, t->lnf_g, t->lnf_b, t->eps);
     for (int j = 0; j < P; j++)
         acc[j] = 0;
     for (int i = 0; i < W; i++) {
-        fm_mat_row(row, &t->proj, i);
+        kn_mat_row(row, &t->proj, i);
         for (int j = 0; j < P; j++)
             acc[j] += (double)xn[i] * row[j];
     }
@@ -300,29 +300,29 @@ static void pool(const fm_text_tower *t, float *pooled, const float *x_eos, floa
         pooled[j] = (float)acc[j];
 }
 
-int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
+int te_tower_forward(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
                           int final_ln, float *hidden, float *pooled, fm_error *err)
 {
     const char *what = t->cfg.prefix;
     if (n < 1)
-        return fm_fail(err, FM_EINPUT, "%s: no sequences to encode", what);
+        return core_fail(err, FM_EINPUT, "%s: no sequences to encode", what);
     if (layer < 0 || layer > t->n_layers)
-        return fm_fail(err, FM_EINPUT, "%s: hidden state %d requested, the encoder has %d layers", what,
+        return core_fail(err, FM_EINPUT, "%s: hidden state %d requested, the encoder has %d layers", what,
                        layer, t->n_layers);
     if (pooled && !t->proj_dim)
-        return fm_fail(err, FM_EINPUT, "%s: pooled output requested, the encoder has no text_projection", what);
+        return core_fail(err, FM_EINPUT, "%s: pooled output requested, the encoder has no text_projection", what);
     for (int s = 0; s < n; s++)
         for (int p = 0; p < FM_CLIP_LEN; p++)
             if (ids[s][p] < 0 || ids[s][p] >= t->cfg.vocab_size)
-                return fm_fail(err, FM_EINPUT, "%s: token id %d outside the vocabulary (%d)", what,
+                return core_fail(err, FM_EINPUT, "%s: token id %d outside the vocabulary (%d)", what,
                                (int)ids[s][p], t->cfg.vocab_size);
 
     int W = t->width, rows = n * FM_CLIP_LEN;
     size_t rw = (size_t)rows * W, P = (size_t)t->proj_dim;
     /* the pooling accumulator first, so the doubles are aligned */
-    double *acc = fm_alloc(sizeof(double) * P + sizeof(float) * (6 * rw + (size_t)rows * t->inter + W + P));
+    double *acc = core_alloc(sizeof(double) * P + sizeof(float) * (6 * rw + (size_t)rows * t->inter + W + P));
     if (!acc)
-        return fm_fail(err, FM_EINPUT, "%s: out of memory for %d sequences", what, n);
+        return core_fail(err, FM_EINPUT, "%s: out of memory for %d sequences", what, n);
     float *mem = (float *)(acc + P);
     workspace ws = {mem, mem + rw, mem + 2 * rw, mem + 3 * rw, mem + 4 * rw, mem + 5 * rw, mem + 6 * rw};
     float *tmp = ws.mlp + (size_t)rows * t->inter;
@@ -332,7 +332,7 @@ int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_L
     for (int l = 0; l <= run; l++) {
         if (l == layer && hidden) {
             if (final_ln)
-                fm_layer_norm(hidden, ws.x, rows, W, t->lnf_g, t->lnf_b, t->eps);
+                kn_layer_norm(hidden, ws.x, rows, W, t->lnf_g, t->lnf_b, t->eps);
             else
                 memcpy(hidden, ws.x, sizeof(float) * rw);
         }
@@ -343,6 +343,6 @@ int fm_text_tower_forward(const fm_text_tower *t, const int32_t (*ids)[FM_CLIP_L
         for (int s = 0; s < n; s++)
             pool(t, pooled + (size_t)s * t->proj_dim,
                  ws.x + ((size_t)s * FM_CLIP_LEN + eos_position(ids[s])) * W, tmp, acc);
-    fm_free(acc);
+    core_free(acc);
     return 0;
 }

@@ -87,7 +87,7 @@ static double transformer_flops(int c, int depth, int h, int w, int n_ctx, int c
     return f;
 }
 
-static double unet_flops(const fm_unet_config *u, int batch, int h, int w, int n_ctx)
+static double unet_flops(const wt_unet_config *u, int batch, int h, int w, int n_ctx)
 {
     int mc = u->model_channels, temb = 4 * mc, ch = mc, chans[64], nch = 0;
     double f = 2.0 * mc * temb + 2.0 * temb * temb;
@@ -130,7 +130,7 @@ static double unet_flops(const fm_unet_config *u, int batch, int h, int w, int n
 }
 
 /* ldm Decoder with post_quant_conv, from an h x w latent. */
-static double vae_decode_flops(const fm_vae_config *v, int h, int w)
+static double vae_decode_flops(const wt_vae_config *v, int h, int w)
 {
     int bi = v->ch * v->ch_mult[v->n_levels - 1];
     double f = conv_flops(v->embed_dim, v->z_channels, 1, h, w) + conv_flops(v->z_channels, bi, 3, h, w);
@@ -165,7 +165,7 @@ static double taesd_decode_flops(int h, int w)
 }
 
 /* n_seq sequences of 77 tokens through `layers` transformer layers. */
-static double text_flops(const fm_text_config *t, int n_seq, int layers)
+static double text_flops(const wt_text_config *t, int n_seq, int layers)
 {
     double n = 77.0, W = t->width;
     double per = 4 * 2.0 * W * W * n + attention_flops(t->width, n, n) + 2 * 2.0 * W * t->intermediate_size * n;
@@ -245,26 +245,26 @@ static int run_sgemm(void *p, fm_error *err)
 {
     (void)err;
     sq_ctx *s = p;
-    fm_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n);
+    kn_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n);
     return 0;
 }
 
 static void bench_peak(bench *b)
 {
-    fprintf(stderr, "peak: FMA loop and fm_sgemm 2048^3\n");
+    fprintf(stderr, "peak: FMA loop and kn_sgemm 2048^3\n");
     double t0 = now(), c0 = cpu_now();
     b->fma_peak = fma_peak_gflops();
     sq_ctx sq = {.n = 2048};
     size_t nn = (size_t)sq.n * sq.n;
-    sq.a = fm_alloc(4 * nn);
-    sq.b = fm_alloc(4 * nn);
-    sq.c = fm_alloc(4 * nn);
+    sq.a = core_alloc(4 * nn);
+    sq.b = core_alloc(4 * nn);
+    sq.c = core_alloc(4 * nn);
     if (!sq.a || !sq.b || !sq.c) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
     for (size_t i = 0; i < nn; i++) {
         sq.a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
         sq.b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
     }
-    stage *s = add_stage(b, "sgemm_2048", "fm_sgemm 2048x2048x2048 (FP32 GEMM)", 2.0 * sq.n * sq.n * sq.n);
+    stage *s = add_stage(b, "sgemm_2048", "kn_sgemm 2048x2048x2048 (FP32 GEMM)", 2.0 * sq.n * sq.n * sq.n);
     run_sgemm(&sq, NULL); /* warm: packing buffers, page faults */
     int reps = b->reps;
     b->reps = reps < 3 ? 3 : reps;
@@ -272,9 +272,9 @@ static void bench_peak(bench *b)
     b->reps = reps;
     b->gemm_gflops = s->flops / s->cpu * 1e-9;
     b->cpu_share = (cpu_now() - c0) / b->threads / (now() - t0);
-    fm_free(sq.a);
-    fm_free(sq.b);
-    fm_free(sq.c);
+    core_free(sq.a);
+    core_free(sq.b);
+    core_free(sq.c);
 }
 
 /* ------------------------------------------------------------ stages -- */
@@ -283,10 +283,10 @@ typedef struct model_ctx {
     fm_model *m;
     const char *path;
     int batch, lh, lw;
-    fm_cond cond, uncond;
+    te_cond cond, uncond;
     float *x, *out, *ctx, *y, t[2];
     float *img, *z;
-    fm_taesd *taesd;
+    vae_taesd *taesd;
     fm_params p;
     uint8_t *rgb;
 } model_ctx;
@@ -303,30 +303,30 @@ static int run_load(void *p, fm_error *err)
 static int run_text(void *p, fm_error *err)
 {
     model_ctx *c = p;
-    fm_cond_free(&c->cond);
-    fm_cond_free(&c->uncond);
-    fm_token_chunks tc = {0}, tu = {0};
-    fm_size_cond sizes = {8 * c->lh, 8 * c->lw, 0, 0, 8 * c->lh, 8 * c->lw};
-    int rc = fm_prompt_to_chunks(c->m->tokenizer, PROMPT, FM_CLIP_EOS, &tc, err);
-    if (!rc) rc = fm_prompt_to_chunks(c->m->tokenizer, "", FM_CLIP_EOS, &tu, err);
-    if (!rc) rc = fm_text_encode(&c->m->text, &tc, 1, &sizes, &c->cond, err);
-    if (!rc && c->batch == 2) rc = fm_text_encode(&c->m->text, &tu, 1, &sizes, &c->uncond, err);
-    fm_token_chunks_free(&tc);
-    fm_token_chunks_free(&tu);
+    te_cond_free(&c->cond);
+    te_cond_free(&c->uncond);
+    te_token_chunks tc = {0}, tu = {0};
+    te_size_cond sizes = {8 * c->lh, 8 * c->lw, 0, 0, 8 * c->lh, 8 * c->lw};
+    int rc = te_prompt_to_chunks(c->m->tokenizer, PROMPT, FM_CLIP_EOS, &tc, err);
+    if (!rc) rc = te_prompt_to_chunks(c->m->tokenizer, "", FM_CLIP_EOS, &tu, err);
+    if (!rc) rc = te_encode(&c->m->text, &tc, 1, &sizes, &c->cond, err);
+    if (!rc && c->batch == 2) rc = te_encode(&c->m->text, &tu, 1, &sizes, &c->uncond, err);
+    te_token_chunks_free(&tc);
+    te_token_chunks_free(&tu);
     return rc;
 }
 
 static void fill_normal(float *x, size_t n, uint64_t seed)
 {
-    fm_rng rng;
-    fm_rng_init(&rng, FM_RNG_CPU, seed);
-    fm_rng_randn(&rng, x, n);
+    smp_rng rng;
+    smp_rng_init(&rng, FM_RNG_CPU, seed);
+    smp_rng_randn(&rng, x, n);
 }
 
 /* U-Net inputs from the encoded conditioning (run_text first). */
 static void unet_inputs(model_ctx *c)
 {
-    const fm_unet_config *u = &c->m->cfg.unet;
+    const wt_unet_config *u = &c->m->cfg.unet;
     size_t lat = (size_t)u->in_channels * c->lh * c->lw, ctx = (size_t)c->cond.n_tokens * c->cond.context_dim;
     c->x = malloc(sizeof(float) * lat * c->batch);
     c->out = malloc(sizeof(float) * (size_t)u->out_channels * c->lh * c->lw * c->batch);
@@ -335,7 +335,7 @@ static void unet_inputs(model_ctx *c)
     if (!c->x || !c->out || !c->ctx || (c->cond.adm_dim && !c->y)) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
     fill_normal(c->x, lat * c->batch, 1);
     for (int b = 0; b < c->batch; b++) {
-        const fm_cond *k = b ? &c->uncond : &c->cond;
+        const te_cond *k = b ? &c->uncond : &c->cond;
         memcpy(c->ctx + b * ctx, k->context, sizeof(float) * ctx);
         if (c->y) memcpy(c->y + (size_t)b * c->cond.adm_dim, k->y, sizeof(float) * c->cond.adm_dim);
         c->t[b] = 500.0f;
@@ -345,16 +345,16 @@ static void unet_inputs(model_ctx *c)
 static int run_unet(void *p, fm_error *err)
 {
     model_ctx *c = p;
-    return fm_unet_forward(c->m->unet, c->out, c->x, c->batch, c->lh, c->lw, c->t, c->ctx, c->cond.n_tokens, c->y, err);
+    return un_forward(c->m->unet, c->out, c->x, c->batch, c->lh, c->lw, c->t, c->ctx, c->cond.n_tokens, c->y, err);
 }
 
 /* One sampler step: the pipeline's denoiser (c_in scaling, U-Net on
- * [cond; uncond], CFG 7 combine) under fm_sample's euler update. */
+ * [cond; uncond], CFG 7 combine) under smp_sample's euler update. */
 static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
 {
     model_ctx *c = user;
-    fm_scalings s = fm_denoiser_scalings(c->m->prediction, sigma);
-    float t = (float)fm_discrete_sigma_to_t(&c->m->schedule, sigma);
+    smp_scalings s = smp_denoiser_scalings(c->m->prediction, sigma);
+    float t = (float)smp_discrete_sigma_to_t(&c->m->schedule, sigma);
     for (int b = 0; b < c->batch; b++) {
         c->t[b] = t;
         for (size_t i = 0; i < n; i++) c->x[b * n + i] = (float)(x[i] * s.c_in);
@@ -376,22 +376,22 @@ static int run_step(void *p, fm_error *err)
 {
     model_ctx *c = p;
     size_t n = (size_t)c->m->cfg.unet.in_channels * c->lh * c->lw;
-    int sampler = fm_sampler_find("euler"), n_sigmas = 0;
-    double *sigmas = fm_sampler_sigmas(&c->m->schedule, (fm_sampler_id)sampler, (fm_scheduler_id)fm_scheduler_find("karras"),
+    int sampler = smp_find("euler"), n_sigmas = 0;
+    double *sigmas = smp_sigmas(&c->m->schedule, (smp_id)sampler, (smp_scheduler_id)smp_scheduler_find("karras"),
                                        20, &n_sigmas, err);
     float *lat = malloc(sizeof(float) * n);
     if (!sigmas || !lat) {
         free(sigmas);
         free(lat);
-        return err->code ? err->code : fm_fail(err, FM_EINPUT, "out of memory");
+        return err->code ? err->code : core_fail(err, FM_EINPUT, "out of memory");
     }
     fill_normal(lat, n, 2);
     for (size_t i = 0; i < n; i++) lat[i] *= (float)sigmas[0];
-    fm_sampler_io io;
-    fm_sampler_io_init(&io);
+    smp_io io;
+    smp_io_init(&io);
     io.denoise = denoise;
     io.denoise_user = c;
-    int rc = fm_sample((fm_sampler_id)sampler, &io, lat, n, sigmas, 2, err);
+    int rc = smp_sample((smp_id)sampler, &io, lat, n, sigmas, 2, err);
     free(sigmas);
     free(lat);
     return rc;
@@ -400,13 +400,13 @@ static int run_step(void *p, fm_error *err)
 static int run_vae(void *p, fm_error *err)
 {
     model_ctx *c = p;
-    return fm_vae_decode(c->m->vae, c->img, c->z, c->lh, c->lw, err);
+    return vae_decode(c->m->vae, c->img, c->z, c->lh, c->lw, err);
 }
 
 static int run_taesd(void *p, fm_error *err)
 {
     model_ctx *c = p;
-    return fm_taesd_decode(c->taesd, c->img, (size_t)3 * 64 * c->lh * c->lw, c->z, (size_t)4 * c->lh * c->lw, c->lh,
+    return vae_taesd_decode(c->taesd, c->img, (size_t)3 * 64 * c->lh * c->lw, c->z, (size_t)4 * c->lh * c->lw, c->lh,
                            c->lw, err);
 }
 
@@ -418,8 +418,8 @@ static int run_generate(void *p, fm_error *err)
 
 static void ctx_free(model_ctx *c)
 {
-    fm_cond_free(&c->cond);
-    fm_cond_free(&c->uncond);
+    te_cond_free(&c->cond);
+    te_cond_free(&c->uncond);
     free(c->x);
     free(c->out);
     free(c->ctx);
@@ -427,7 +427,7 @@ static void ctx_free(model_ctx *c)
     free(c->img);
     free(c->z);
     free(c->rgb);
-    fm_taesd_free(c->taesd);
+    vae_taesd_free(c->taesd);
     fm_model_free(c->m);
     memset(c, 0, sizeof *c);
 }
@@ -454,10 +454,10 @@ static void bench_sd1(bench *b)
     fprintf(stderr, "SD 1.5, %dx%d, CFG (batch 2)\n", px, px);
     model_ctx c = {.path = path, .batch = 2, .lh = l, .lw = l};
     if (time_stage(b, add_stage(b, "sd1.load", "SD 1.5 load (page cache warm)", 0), run_load, &c)) goto done;
-    const fm_model_config *cfg = &c.m->cfg;
+    const wt_model_config *cfg = &c.m->cfg;
     int layer = 0, final_ln = 0;
     fm_error err = {0};
-    if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
+    if (te_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
     if (time_stage(b, add_stage(b, "sd1.text_encode", "SD 1.5 text encode (prompt + negative)", text_flops(&cfg->text[0], 2, layer)),
                run_text, &c)) goto done;
     unet_inputs(&c);
@@ -472,7 +472,7 @@ static void bench_sd1(bench *b)
     snprintf(label, sizeof label, "VAE decode %dx%d -> %dx%d", l, l, px, px);
     if (time_stage(b, add_stage(b, "sd1.vae_decode", label, vae_decode_flops(&cfg->vae, l, l)), run_vae, &c)) goto done;
     snprintf(label, sizeof label, "TAESD decode %dx%d -> %dx%d", l, l, px, px);
-    if (exists(taesd) && (c.taesd = fm_taesd_open(taesd, &err)))
+    if (exists(taesd) && (c.taesd = vae_taesd_open(taesd, &err)))
         time_stage(b, add_stage(b, "sd1.taesd_decode", label, taesd_decode_flops(l, l)), run_taesd, &c);
     else
         fprintf(stderr, "bench: TAESD %s: %s\n", taesd, err.code ? err.msg : "missing");
@@ -490,10 +490,10 @@ static void bench_turbo(bench *b)
     fprintf(stderr, "SD-Turbo, %dx%d, 1 step, no CFG\n", px, px);
     model_ctx c = {.path = path, .batch = 1, .lh = l, .lw = l};
     if (time_stage(b, add_stage(b, "turbo.load", "SD-Turbo load (page cache warm)", 0), run_load, &c)) goto done;
-    const fm_model_config *cfg = &c.m->cfg;
+    const wt_model_config *cfg = &c.m->cfg;
     int layer = 0, final_ln = 0;
     fm_error err = {0};
-    if (fm_text_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
+    if (te_output_layer(&cfg->text[0], 1, &layer, &final_ln, &err)) fail("text layer", &err);
     double tf = text_flops(&cfg->text[0], 1, layer);
     if (time_stage(b, add_stage(b, "turbo.text_encode", "SD-Turbo text encode (prompt)", tf), run_text, &c)) goto done;
     unet_inputs(&c);
@@ -766,8 +766,8 @@ static void write_json(bench *b, const char *path)
     cJSON *j = b->json;
     cJSON_AddNumberToObject(j, "threads", b->threads);
     cJSON_AddNumberToObject(j, "reps", b->reps);
-    cJSON_AddStringToObject(j, "kernels", fm_isa_name(fm_kernel_isa()));
-    cJSON_AddBoolToObject(j, "kernels_bf16", fm_kernel_has_bf16());
+    cJSON_AddStringToObject(j, "kernels", kn_isa_name(kn_isa_chosen()));
+    cJSON_AddBoolToObject(j, "kernels_bf16", kn_has_bf16());
     cJSON_AddNumberToObject(j, "fp32_fma_peak_gflops", b->fma_peak);
     cJSON_AddNumberToObject(j, "fp32_sgemm_gflops", b->gemm_gflops);
     cJSON_AddNumberToObject(j, "cpu_share_during_peak", b->cpu_share);
@@ -821,22 +821,22 @@ static int wanted(const char *only, const char *what)
 
 /* The published configs, for --flops and the estimate (the timed stages
  * count from the loaded model's own config). */
-static const fm_unet_config sd1_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 4,
+static const wt_unet_config sd1_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 4,
                                         .channel_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
                                         .transformer_depth = {1, 1, 1, 0}, .transformer_depth_middle = 1,
                                         .context_dim = 768};
-static const fm_unet_config sdxl_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 3,
+static const wt_unet_config sdxl_unet = {.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 3,
                                          .channel_mult = {1, 2, 4}, .num_res_blocks = 2,
                                          .transformer_depth = {0, 2, 10}, .transformer_depth_middle = 10,
                                          .context_dim = 2048, .adm_in_channels = 2816};
-static const fm_vae_config sd_vae = {.ch = 128, .n_levels = 4, .ch_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
+static const wt_vae_config sd_vae = {.ch = 128, .n_levels = 4, .ch_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
                                      .z_channels = 4, .embed_dim = 4, .out_ch = 3};
-static const fm_text_config clip_l = {.width = 768, .intermediate_size = 3072};
-static const fm_text_config openclip_h = {.width = 1024, .intermediate_size = 4096};
+static const wt_text_config clip_l = {.width = 768, .intermediate_size = 3072};
+static const wt_text_config openclip_h = {.width = 1024, .intermediate_size = 4096};
 
 static void print_flops(void)
 {
-    fm_unet_config sd2 = sd1_unet;
+    wt_unet_config sd2 = sd1_unet;
     sd2.context_dim = 1024;
     printf("SD 1.5 U-Net 64x64 batch 1: %.1f GFLOP\n", unet_flops(&sd1_unet, 1, 64, 64, 77) * 1e-9);
     printf("SD 2.x U-Net 64x64 batch 1: %.1f GFLOP\n", unet_flops(&sd2, 1, 64, 64, 77) * 1e-9);
@@ -895,10 +895,10 @@ int main(int argc, char **argv)
     char model[256], flags[128];
     cpu_info(b.json, model, sizeof model, flags, sizeof flags);
     printf("fmimage bench: %s (%s), kernels %s%s, %d threads, %d runs per stage\n", model, flags,
-           fm_isa_name(fm_kernel_isa()), fm_kernel_has_bf16() ? " +bf16" : "", b.threads, b.reps);
+           kn_isa_name(kn_isa_chosen()), kn_has_bf16() ? " +bf16" : "", b.threads, b.reps);
     fflush(stdout);
     if (wanted(only, "peak")) bench_peak(&b);
-    printf("FP32 peak: FMA loop %.1f GFLOP/s, fm_sgemm 2048^3 %.1f GFLOP/s (CPU time, all threads)\n", b.fma_peak,
+    printf("FP32 peak: FMA loop %.1f GFLOP/s, kn_sgemm 2048^3 %.1f GFLOP/s (CPU time, all threads)\n", b.fma_peak,
            b.gemm_gflops);
     if (b.gemm_gflops > 0 && b.cpu_share > 0) {
         /* Stages ran at 40-60% of the sgemm rate in the first runs; the

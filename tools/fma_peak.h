@@ -39,7 +39,7 @@ static double fma_peak_cpu_now(void)
 static double fma_peak_gflops(void)
 {
     long iters = 10000000;
-    int lanes = fm_kernel_isa() == FM_ISA_AVX512 ? 16 : fm_kernel_isa() == FM_ISA_AVX2 ? 8 : 0;
+    int lanes = kn_isa_chosen() == FM_ISA_AVX512 ? 16 : kn_isa_chosen() == FM_ISA_AVX2 ? 8 : 0;
     if (!lanes) return 0;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {

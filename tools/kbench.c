@@ -22,7 +22,7 @@
 
 static float *rnd(size_t n, unsigned seed)
 {
-    float *x = fm_alloc(sizeof(float) * n);
+    float *x = core_alloc(sizeof(float) * n);
     if (!x) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
     uint64_t s = seed * 6364136223846793005ull + 1;
     for (size_t i = 0; i < n; i++) {
@@ -59,28 +59,28 @@ static timing median_time(bench_fn f, void *ctx, int reps)
     return (timing){w[reps / 2], c[0]}; /* others' load only ever adds CPU time */
 }
 
-typedef struct { float *y, *x; fm_conv c; int n, h, w; } conv_ctx;
-static void run_conv(void *p) { conv_ctx *c = p; fm_conv2d(c->y, c->x, &c->c, c->n, c->h, c->w); }
+typedef struct { float *y, *x; kn_conv c; int n, h, w; } conv_ctx;
+static void run_conv(void *p) { conv_ctx *c = p; kn_conv2d(c->y, c->x, &c->c, c->n, c->h, c->w); }
 
-typedef struct { float *y, *x; fm_mat w; int n; const float *bias; } lin_ctx;
-static void run_lin(void *p) { lin_ctx *c = p; fm_linear(c->y, c->x, c->n, &c->w, c->bias); }
+typedef struct { float *y, *x; kn_mat w; int n; const float *bias; } lin_ctx;
+static void run_lin(void *p) { lin_ctx *c = p; kn_linear(c->y, c->x, c->n, &c->w, c->bias); }
 
 typedef struct { float *o, *q, *k, *v; int n, heads, d; fm_precision prec; } att_ctx;
 static void run_att(void *p)
 {
     att_ctx *c = p;
     int dim = c->heads * c->d;
-    fm_attention_prec(c->o, c->q, dim, c->k, c->v, dim, 1, c->n, c->n, c->heads, c->d,
+    kn_attention_prec(c->o, c->q, dim, c->k, c->v, dim, 1, c->n, c->n, c->heads, c->d,
                       1.0f / sqrtf((float)c->d), 0, c->prec);
 }
 
 typedef struct { float *a, *b, *c; int n; } sq_ctx;
-static void run_sq(void *p) { sq_ctx *s = p; fm_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n); }
+static void run_sq(void *p) { sq_ctx *s = p; kn_sgemm(s->n, s->n, s->n, s->a, s->n, s->b, s->n, 0, 0.0f, s->c, s->n); }
 
 static uint16_t *to_f16(const float *f, size_t n)
 {
-    uint16_t *h = fm_alloc(2 * n);
-    fm_f32_to_f16(h, f, n);
+    uint16_t *h = core_alloc(2 * n);
+    core_f32_to_f16(h, f, n);
     return h;
 }
 
@@ -97,18 +97,18 @@ static void report(const char *what, double flops, timing t, double peak)
 static void bench_conv(int ch, int hw, int n, int bf16, double peak)
 {
     conv_ctx cv = {.n = n, .h = hw, .w = hw};
-    cv.c = (fm_conv){.cin = ch, .cout = ch, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    cv.c = (kn_conv){.cin = ch, .cout = ch, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
     size_t nw = (size_t)ch * ch * 9, nx = (size_t)n * ch * hw * hw;
     float *wf = rnd(nw, 4);
-    cv.c.w = (fm_mat){.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = ch, .cols = ch * 9};
+    cv.c.w = (kn_mat){.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = ch, .cols = ch * 9};
     cv.c.bias = rnd(ch, 5);
-    fm_mat_pack(&cv.c.w, bf16 ? FM_PREC_BF16 : FM_PREC_FP32);
+    kn_mat_pack(&cv.c.w, bf16 ? FM_PREC_BF16 : FM_PREC_FP32);
     cv.x = rnd(nx, 6);
-    cv.y = fm_alloc(sizeof(float) * nx);
+    cv.y = core_alloc(sizeof(float) * nx);
     char what[96];
     snprintf(what, sizeof what, "conv3x3 %d->%d %dx%d b%d F16 w, %s", ch, ch, hw, hw, n, bf16 ? "bf16" : "fp32");
     report(what, 2.0 * nw * hw * hw * n, median_time(run_conv, &cv, g_reps), peak);
-    fm_free((void *)cv.c.w.data); fm_free(wf); fm_free((void *)cv.c.bias); fm_free(cv.x); fm_free(cv.y);
+    core_free((void *)cv.c.w.data); core_free(wf); core_free((void *)cv.c.bias); core_free(cv.x); core_free(cv.y);
 }
 
 int main(int argc, char **argv)
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     if (reps > 15) reps = 15;
     g_reps = reps;
     if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(2);
-    printf("kernels: %s%s, %d threads\n", fm_isa_name(fm_kernel_isa()), fm_kernel_has_bf16() ? " +bf16" : "",
+    printf("kernels: %s%s, %d threads\n", kn_isa_name(kn_isa_chosen()), kn_has_bf16() ? " +bf16" : "",
            omp_get_max_threads());
     double peak = fma_peak_gflops();
     if (peak <= 0) peak = 1.0; /* no SIMD: percentages are then plain GFLOP/s */
@@ -128,11 +128,11 @@ int main(int argc, char **argv)
     sq_ctx sq = {.n = 1536};
     sq.a = rnd((size_t)sq.n * sq.n, 1); sq.b = rnd((size_t)sq.n * sq.n, 2); sq.c = rnd((size_t)sq.n * sq.n, 3);
     report("sgemm 1536^3", 2.0 * sq.n * sq.n * sq.n, median_time(run_sq, &sq, reps), peak);
-    fm_free(sq.a); fm_free(sq.b); fm_free(sq.c);
+    core_free(sq.a); core_free(sq.b); core_free(sq.c);
 
     for (int prec = 0; prec < 2; prec++) {
         const char *mode = prec ? "bf16" : "fp32";
-        if (prec && !fm_kernel_has_bf16()) {
+        if (prec && !kn_has_bf16()) {
             printf("bf16 mode: no native bf16 on this CPU (falls back to fp32)\n");
             break;
         }
@@ -145,25 +145,25 @@ int main(int argc, char **argv)
         /* linear 8192 tokens x 320 -> 1280 */
         lin_ctx ln = {.n = 8192};
         wf = rnd((size_t)1280 * 320, 7);
-        ln.w = (fm_mat){.data = to_f16(wf, (size_t)1280 * 320), .dtype = FM_DT_F16, .rows = 1280, .cols = 320};
-        fm_mat_pack(&ln.w, prec ? FM_PREC_BF16 : FM_PREC_FP32);
+        ln.w = (kn_mat){.data = to_f16(wf, (size_t)1280 * 320), .dtype = FM_DT_F16, .rows = 1280, .cols = 320};
+        kn_mat_pack(&ln.w, prec ? FM_PREC_BF16 : FM_PREC_FP32);
         ln.bias = rnd(1280, 8);
-        ln.x = rnd((size_t)8192 * 320, 9); ln.y = fm_alloc(sizeof(float) * 8192 * 1280);
+        ln.x = rnd((size_t)8192 * 320, 9); ln.y = core_alloc(sizeof(float) * 8192 * 1280);
         snprintf(what, sizeof what, "linear 8192x320->1280 F16 w, %s", mode);
         report(what, 2.0 * 8192 * 320 * 1280, median_time(run_lin, &ln, reps), peak);
-        fm_free((void *)ln.w.data); fm_free(wf); fm_free((void *)ln.bias); fm_free(ln.x); fm_free(ln.y);
+        core_free((void *)ln.w.data); core_free(wf); core_free((void *)ln.bias); core_free(ln.x); core_free(ln.y);
     }
 
     att_ctx at = {.n = 4096, .heads = 8, .d = 40};
     size_t na = (size_t)at.n * at.heads * at.d;
-    at.q = rnd(na, 10); at.k = rnd(na, 11); at.v = rnd(na, 12); at.o = fm_alloc(sizeof(float) * na);
+    at.q = rnd(na, 10); at.k = rnd(na, 11); at.v = rnd(na, 12); at.o = core_alloc(sizeof(float) * na);
     report("attention 4096x4096 8 heads x 40, fp32", 4.0 * at.n * at.n * at.heads * at.d,
            median_time(run_att, &at, reps), peak);
-    if (fm_kernel_has_bf16()) {
+    if (kn_has_bf16()) {
         at.prec = FM_PREC_BF16;
         report("attention 4096x4096 8 heads x 40, bf16", 4.0 * at.n * at.n * at.heads * at.d,
                median_time(run_att, &at, reps), peak);
     }
-    fm_free(at.q); fm_free(at.k); fm_free(at.v); fm_free(at.o);
+    core_free(at.q); core_free(at.k); core_free(at.v); core_free(at.o);
     return 0;
 }

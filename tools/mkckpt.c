@@ -42,7 +42,7 @@ static char *read_text(const char *path)
 int main(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *config_path = NULL;
-    fm_randckpt_opts o = {.seed = 0, .float_dtype = -1};
+    tl_randckpt_opts o = {.seed = 0, .float_dtype = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--seed") && i + 1 < argc) {
@@ -78,10 +78,10 @@ int main(int argc, char **argv)
     }
     o.config = config;
     fm_error err = {0};
-    fm_layout layout;
-    if (fm_layout_read(&layout, in, &err) == 0) {
-        fm_randckpt_write(&layout, out, &o, &err);
-        fm_layout_free(&layout);
+    tl_layout layout;
+    if (tl_layout_read(&layout, in, &err) == 0) {
+        tl_randckpt_write(&layout, out, &o, &err);
+        tl_layout_free(&layout);
     }
     free(config);
     if (err.code) {

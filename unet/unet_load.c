@@ -1,6 +1,6 @@
 /* Building the U-Net from a checkpoint: the walk over ldm's UNetModel
  * constructor (openaimodel.py), requiring every tensor with its shape.
- * The same walk lists the tensors without a file (fm_unet_list_tensors). */
+ * The same walk lists the tensors without a file (un_list_tensors). */
 #include "unet/unet_model.h"
 
 #include <stdarg.h>
@@ -11,11 +11,11 @@
 #define NAME_MAX_LEN WT_NAME_MAX
 
 typedef struct loader {
-    fm_unet *u;
+    un_model *u;
     wt_binder b; /* binding or list mode */
 } loader;
 
-int un_heads(const fm_unet_config *cfg, int c, int *heads, int *dim_head)
+int un_heads(const wt_unet_config *cfg, int c, int *heads, int *dim_head)
 {
     if (cfg->num_head_channels > 0) {
         if (c % cfg->num_head_channels) return -1;
@@ -57,13 +57,13 @@ static const float *vec(loader *L, int n, const char *fmt, ...)
 }
 
 /* Matrix [rows][cols] mapped from NAME, stored with shape[ndim]. */
-static void mat_nd(loader *L, fm_mat *m, int rows, int cols, int ndim, const int64_t *shape,
+static void mat_nd(loader *L, kn_mat *m, int rows, int cols, int ndim, const int64_t *shape,
                    const char *name)
 {
     wt_bind_mat(&L->b, m, rows, cols, ndim, shape, "%s", name);
 }
 
-static void mat(loader *L, fm_mat *m, int rows, int cols, const char *fmt, ...)
+static void mat(loader *L, kn_mat *m, int rows, int cols, const char *fmt, ...)
 {
     char name[NAME_MAX_LEN];
     va_list ap;
@@ -96,7 +96,7 @@ static void linear_or_1x1(loader *L, un_linear *l, int in, int out, int as_conv,
 }
 
 /* nn.Conv2d BASE [cout][cin][k][k] with bias, symmetric zero padding. */
-static void conv(loader *L, fm_conv *c, int cin, int cout, int k, int stride, int pad,
+static void conv(loader *L, kn_conv *c, int cin, int cout, int k, int stride, int pad,
                  const char *base)
 {
     memset(c, 0, sizeof *c);
@@ -166,7 +166,7 @@ static void transformer_block(loader *L, un_transformer_block *b, int c, const c
 static void spatial_transformer(loader *L, un_spatial_transformer *s, int c, int depth,
                                 const char *base)
 {
-    const fm_unet_config *cfg = &L->u->cfg;
+    const wt_unet_config *cfg = &L->u->cfg;
     char n[NAME_MAX_LEN];
     s->c = c;
     s->depth = depth;
@@ -188,31 +188,31 @@ static void spatial_transformer(loader *L, un_spatial_transformer *s, int c, int
     sub(n, base, "proj_out"), linear_or_1x1(L, &s->proj_out, c, c, !cfg->use_linear_in_transformer, n);
 }
 
-static int check_config(const fm_unet_config *cfg, fm_error *err)
+static int check_config(const wt_unet_config *cfg, fm_error *err)
 {
     if (cfg->n_levels < 1 || cfg->n_levels > FM_MAX_LEVELS)
-        return fm_fail(err, FM_EINPUT, "U-Net config: %d levels (1..%d)", cfg->n_levels, FM_MAX_LEVELS);
+        return core_fail(err, FM_EINPUT, "U-Net config: %d levels (1..%d)", cfg->n_levels, FM_MAX_LEVELS);
     if (cfg->in_channels < 1 || cfg->out_channels < 1 || cfg->num_res_blocks < 1)
-        return fm_fail(err, FM_EINPUT, "U-Net config: in %d, out %d channels, %d res blocks",
+        return core_fail(err, FM_EINPUT, "U-Net config: in %d, out %d channels, %d res blocks",
                        cfg->in_channels, cfg->out_channels, cfg->num_res_blocks);
     int any_attn = cfg->transformer_depth_middle > 0;
     for (int l = 0; l < cfg->n_levels; l++) {
         int c = cfg->model_channels * cfg->channel_mult[l];
         if (cfg->channel_mult[l] < 1 || cfg->model_channels < UN_GROUPS || c % UN_GROUPS)
-            return fm_fail(err, FM_EINPUT, "U-Net config: level %d has %d channels (a multiple of %d needed)",
+            return core_fail(err, FM_EINPUT, "U-Net config: level %d has %d channels (a multiple of %d needed)",
                            l, c, UN_GROUPS);
         if (cfg->transformer_depth[l] < 0)
-            return fm_fail(err, FM_EINPUT, "U-Net config: transformer depth %d", cfg->transformer_depth[l]);
+            return core_fail(err, FM_EINPUT, "U-Net config: transformer depth %d", cfg->transformer_depth[l]);
         any_attn |= cfg->transformer_depth[l] > 0;
     }
     if (any_attn && cfg->context_dim < 1)
-        return fm_fail(err, FM_EINPUT, "U-Net config: context_dim %d", cfg->context_dim);
+        return core_fail(err, FM_EINPUT, "U-Net config: context_dim %d", cfg->context_dim);
     if (cfg->adm_in_channels < 0)
-        return fm_fail(err, FM_EINPUT, "U-Net config: adm_in_channels %d", cfg->adm_in_channels);
+        return core_fail(err, FM_EINPUT, "U-Net config: adm_in_channels %d", cfg->adm_in_channels);
     return 0;
 }
 
-static void count_blocks(const fm_unet_config *cfg, int *n_in, int *n_out)
+static void count_blocks(const wt_unet_config *cfg, int *n_in, int *n_out)
 {
     *n_in = 1 + cfg->n_levels * cfg->num_res_blocks + (cfg->n_levels - 1);
     *n_out = cfg->n_levels * (cfg->num_res_blocks + 1);
@@ -221,8 +221,8 @@ static void count_blocks(const fm_unet_config *cfg, int *n_in, int *n_out)
 /* UNetModel.__init__, tensor by tensor. */
 static void build(loader *L)
 {
-    fm_unet *u = L->u;
-    const fm_unet_config *cfg = &u->cfg;
+    un_model *u = L->u;
+    const wt_unet_config *cfg = &u->cfg;
     const char *p = cfg->prefix;
     int mc = cfg->model_channels, td = u->time_dim;
     char n[NAME_MAX_LEN];
@@ -305,13 +305,13 @@ static void build(loader *L)
     fmt_name(n, "%sout.2", p), conv(L, &u->out_conv, ch, cfg->out_channels, 3, 1, 1, n);
 }
 
-static fm_unet *unet_new(const fm_unet_config *cfg, fm_error *err)
+static un_model *unet_new(const wt_unet_config *cfg, fm_error *err)
 {
     if (check_config(cfg, err)) return NULL;
     if (cfg->num_res_blocks > 64)
-        return fm_fail(err, FM_EINPUT, "U-Net config: %d res blocks", cfg->num_res_blocks), NULL;
-    fm_unet *u = calloc(1, sizeof *u);
-    if (!u) return fm_fail(err, FM_EINPUT, "U-Net: out of memory"), NULL;
+        return core_fail(err, FM_EINPUT, "U-Net config: %d res blocks", cfg->num_res_blocks), NULL;
+    un_model *u = calloc(1, sizeof *u);
+    if (!u) return core_fail(err, FM_EINPUT, "U-Net: out of memory"), NULL;
     u->cfg = *cfg;
     u->time_dim = 4 * cfg->model_channels;
     u->has_label = cfg->adm_in_channels > 0;
@@ -319,25 +319,25 @@ static fm_unet *unet_new(const fm_unet_config *cfg, fm_error *err)
     u->in = calloc((size_t)u->n_in, sizeof *u->in);
     u->out = calloc((size_t)u->n_out, sizeof *u->out);
     if (!u->in || !u->out) {
-        fm_unet_free(u);
-        return fm_fail(err, FM_EINPUT, "U-Net: out of memory"), NULL;
+        un_free(u);
+        return core_fail(err, FM_EINPUT, "U-Net: out of memory"), NULL;
     }
     return u;
 }
 
-static void pack(fm_mat *m, void *prec) { fm_mat_pack(m, *(const fm_precision *)prec); }
+static void pack(kn_mat *m, void *prec) { kn_mat_pack(m, *(const fm_precision *)prec); }
 
-fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precision prec,
+un_model *un_load(const wt_source *src, const wt_unet_config *cfg, fm_precision prec,
                       fm_error *err)
 {
-    fm_unet *u = unet_new(cfg, err);
+    un_model *u = unet_new(cfg, err);
     if (!u) return NULL;
     loader L = {.u = u};
     wt_bind_begin(&L.b, src, "", "U-Net", err);
     do build(&L);
     while (wt_bind_again(&L.b));
     if (!(u->weights = wt_bind_end(&L.b))) {
-        fm_unet_free(u);
+        un_free(u);
         return NULL;
     }
     u->prec = prec;
@@ -345,26 +345,26 @@ fm_unet *fm_unet_load(const wt_source *src, const fm_unet_config *cfg, fm_precis
     return u;
 }
 
-void fm_unet_set_precision(fm_unet *u, fm_precision prec)
+void un_set_precision(un_model *u, fm_precision prec)
 {
     if (u->prec == prec) return;
     wt_weights_each_mat(u->weights, pack, &prec);
     u->prec = prec;
 }
 
-fm_precision fm_unet_precision(const fm_unet *u) { return u->prec; }
+fm_precision un_precision(const un_model *u) { return u->prec; }
 
-int fm_unet_list_tensors(const fm_unet_config *cfg, fm_unet_tensor_fn fn, void *user,
+int un_list_tensors(const wt_unet_config *cfg, un_tensor_fn fn, void *user,
                          fm_error *err)
 {
-    fm_unet *u = unet_new(cfg, err);
+    un_model *u = unet_new(cfg, err);
     if (!u) return err ? err->code : FM_EINPUT;
     loader L = {.u = u};
     wt_list_begin(&L.b, fn, user, "", "U-Net", err);
     build(&L);
     wt_bind_end(&L.b);
     int rc = L.b.failed ? FM_EINPUT : 0;
-    fm_unet_free(u);
+    un_free(u);
     return rc;
 }
 
@@ -373,7 +373,7 @@ static void free_blocks(un_block *b, int n)
     for (int i = 0; b && i < n; i++) free(b[i].attn.blocks);
 }
 
-void fm_unet_free(fm_unet *u)
+void un_free(un_model *u)
 {
     if (!u) return;
     wt_weights_free(u->weights);
@@ -382,6 +382,6 @@ void fm_unet_free(fm_unet *u)
     free_blocks(&u->mid, 1);
     free(u->in);
     free(u->out);
-    fm_free(u->ws);
+    core_free(u->ws);
     free(u);
 }

@@ -18,7 +18,7 @@ typedef struct un_norm {
 } un_norm;
 
 typedef struct un_linear {
-    fm_mat w;
+    kn_mat w;
     const float *bias; /* NULL when the layer has none */
 } un_linear;
 
@@ -26,17 +26,17 @@ typedef struct un_linear {
 typedef struct un_resblock {
     int cin, cout;
     un_norm in_norm;    /* in_layers.0 */
-    fm_conv in_conv;    /* in_layers.2, 3x3 */
+    kn_conv in_conv;    /* in_layers.2, 3x3 */
     un_linear emb_proj; /* emb_layers.1, applied to SiLU(emb) */
     un_norm out_norm;   /* out_layers.0 */
-    fm_conv out_conv;   /* out_layers.3, 3x3 */
+    kn_conv out_conv;   /* out_layers.3, 3x3 */
     int has_skip;
-    fm_conv skip;       /* skip_connection, 1x1, when cin != cout */
+    kn_conv skip;       /* skip_connection, 1x1, when cin != cout */
 } un_resblock;
 
 /* CrossAttention: to_q/to_k/to_v without bias, to_out.0 with. */
 typedef struct un_attention {
-    fm_mat to_q, to_k, to_v;
+    kn_mat to_q, to_k, to_v;
     un_linear to_out;
 } un_attention;
 
@@ -58,16 +58,16 @@ typedef struct un_spatial_transformer {
 /* One TimestepEmbedSequential of input_blocks / middle_block / output_blocks. */
 typedef struct un_block {
     int has_conv, has_res, has_attn, has_res2, has_upsample;
-    fm_conv conv;               /* input_blocks.0 conv_in, or Downsample op */
+    kn_conv conv;               /* input_blocks.0 conv_in, or Downsample op */
     un_resblock res;
     un_spatial_transformer attn;
     un_resblock res2;           /* middle block's second ResBlock */
-    fm_conv upsample;           /* Upsample conv (after nearest resize) */
+    kn_conv upsample;           /* Upsample conv (after nearest resize) */
     int cout;
 } un_block;
 
-struct fm_unet {
-    fm_unet_config cfg;
+struct un_model {
+    wt_unet_config cfg;
     int time_dim;               /* time_embed_dim = 4 * model_channels */
     un_linear time_embed0, time_embed2;
     int has_label;
@@ -76,16 +76,16 @@ struct fm_unet {
     un_block *in, *out;
     un_block mid;
     un_norm out_norm;           /* out.0 */
-    fm_conv out_conv;           /* out.2 */
+    kn_conv out_conv;           /* out.2 */
 
     wt_weights *weights;        /* the binding records and any converted copies */
-    fm_precision prec;          /* of every matrix and attention (fm_unet_set_precision) */
+    fm_precision prec;          /* of every matrix and attention (un_set_precision) */
 
     /* activation workspace; grows when a call needs more */
     void *ws;
     size_t ws_bytes;
 
-    fm_unet_probe_fn probe;
+    un_probe_fn probe;
     void *probe_user;
 };
 
@@ -93,7 +93,7 @@ struct fm_unet {
  * num_head_channels given (SD 2.x, SDXL): heads = c / num_head_channels;
  * otherwise (SD 1.x) dim_head = c / num_heads. Returns 0, or -1 when c does
  * not split evenly. */
-int un_heads(const fm_unet_config *cfg, int c, int *heads, int *dim_head);
+int un_heads(const wt_unet_config *cfg, int c, int *heads, int *dim_head);
 
 /* Activation workspace of one forward, in floats per region. */
 typedef struct un_plan {
@@ -104,12 +104,12 @@ typedef struct un_plan {
     size_t scratch; /* per-block temporaries (concat, norms, attention, FF) */
 } un_plan;
 
-void un_plan_workspace(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx, un_plan *p);
+void un_plan_workspace(const wt_unet_config *cfg, int batch, int h, int w, int n_ctx, un_plan *p);
 size_t un_plan_bytes(const un_plan *p);
 /* Bytes of kernel scratch one forward of u needs with `threads` threads:
- * the largest of every fm_linear / fm_conv2d / fm_attention call it makes
+ * the largest of every kn_linear / kn_conv2d / kn_attention call it makes
  * (the same walk as the forward, on the loaded blocks and their dtypes). */
-size_t un_plan_kernel_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx, int threads);
+size_t un_plan_kernel_bytes(const un_model *u, int batch, int h, int w, int n_ctx, int threads);
 
 /* FeedForward rows per chunk for n tokens: the GEGLU hidden [rows][12C]
  * then fits where the attention's q, k, v, o [n][4C] were. */

@@ -23,7 +23,7 @@ static size_t transformer_scratch(size_t n_tok, int c)
 
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-void un_plan_workspace(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx, un_plan *p)
+void un_plan_workspace(const wt_unet_config *cfg, int batch, int h, int w, int n_ctx, un_plan *p)
 {
     size_t B = (size_t)batch, H[FM_MAX_LEVELS], W[FM_MAX_LEVELS];
     int L = cfg->n_levels, mc = cfg->model_channels;
@@ -100,7 +100,7 @@ size_t un_plan_bytes(const un_plan *p)
     return sizeof(float) * (p->small + 2 * p->ctx + p->skips + 2 * p->act + p->scratch);
 }
 
-size_t fm_unet_workspace_bytes(const fm_unet_config *cfg, int batch, int h, int w, int n_ctx)
+size_t un_workspace_bytes(const wt_unet_config *cfg, int batch, int h, int w, int n_ctx)
 {
     if (cfg->n_levels < 1 || cfg->n_levels > FM_MAX_LEVELS || batch < 1 || h < 1 || w < 1)
         return 0;
@@ -117,14 +117,14 @@ typedef struct kplan {
     size_t bytes;
 } kplan;
 
-static void k_linear(kplan *k, int n, const fm_mat *w)
+static void k_linear(kplan *k, int n, const kn_mat *w)
 {
-    k->bytes = MAXZ(k->bytes, fm_linear_scratch(n, w, k->threads));
+    k->bytes = MAXZ(k->bytes, kn_linear_scratch(n, w, k->threads));
 }
 
-static void k_conv(kplan *k, const fm_conv *c, int h, int w)
+static void k_conv(kplan *k, const kn_conv *c, int h, int w)
 {
-    k->bytes = MAXZ(k->bytes, fm_conv2d_scratch(c, k->B, h, w, k->threads));
+    k->bytes = MAXZ(k->bytes, kn_conv2d_scratch(c, k->B, h, w, k->threads));
 }
 
 static void k_resblock(kplan *k, const un_resblock *r, int h, int w)
@@ -140,7 +140,7 @@ static void k_attention(kplan *k, const un_attention *a, const un_spatial_transf
     k_linear(k, k->B * nq, &a->to_q);
     k_linear(k, k->B * nk, &a->to_k);
     k_linear(k, k->B * nk, &a->to_v);
-    k->bytes = MAXZ(k->bytes, fm_attention_scratch(k->B, nq, nk, s->heads, s->dim_head, k->prec, k->threads));
+    k->bytes = MAXZ(k->bytes, kn_attention_scratch(k->B, nq, nk, s->heads, s->dim_head, k->prec, k->threads));
     k_linear(k, k->B * nq, &a->to_out.w);
 }
 
@@ -160,7 +160,7 @@ static void k_transformer(kplan *k, const un_spatial_transformer *s, int hw)
     k_linear(k, (int)rows, &s->proj_out.w);
 }
 
-size_t un_plan_kernel_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx, int threads)
+size_t un_plan_kernel_bytes(const un_model *u, int batch, int h, int w, int n_ctx, int threads)
 {
     kplan k = {.B = batch, .n_ctx = n_ctx, .threads = threads, .prec = u->prec};
     k_linear(&k, batch, &u->time_embed0.w);
@@ -174,8 +174,8 @@ size_t un_plan_kernel_bytes(const fm_unet *u, int batch, int h, int w, int n_ctx
         const un_block *b = &u->in[i];
         if (b->has_conv) {
             k_conv(&k, &b->conv, h, w);
-            h = fm_conv_out_h(&b->conv, h);
-            w = fm_conv_out_w(&b->conv, w);
+            h = kn_conv_out_h(&b->conv, h);
+            w = kn_conv_out_w(&b->conv, w);
         } else {
             k_resblock(&k, &b->res, h, w);
             if (b->has_attn) k_transformer(&k, &b->attn, h * w);

@@ -18,11 +18,11 @@
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 
-int fm_vae_latent_factor(const fm_vae_config *cfg) { return 1 << (cfg->n_levels - 1); }
+int vae_latent_factor(const wt_vae_config *cfg) { return 1 << (cfg->n_levels - 1); }
 
 /* ---------------------------------------------------------------- structure */
 
-static void conv_shape(fm_conv *c, int cin, int cout, int k, int stride)
+static void conv_shape(kn_conv *c, int cin, int cout, int k, int stride)
 {
     memset(c, 0, sizeof *c);
     c->cin = cin;
@@ -56,28 +56,28 @@ static void mid_shape(vae_mid *m, int c)
     m->attn_1.k = m->attn_1.v = m->attn_1.proj_out = m->attn_1.q;
 }
 
-static int validate_config(const fm_vae_config *cfg, fm_error *err)
+static int validate_config(const wt_vae_config *cfg, fm_error *err)
 {
     if (cfg->n_levels < 1 || cfg->n_levels > FM_MAX_LEVELS)
-        return fm_fail(err, FM_EINPUT, "vae config: %d levels (1..%d)", cfg->n_levels, FM_MAX_LEVELS);
+        return core_fail(err, FM_EINPUT, "vae config: %d levels (1..%d)", cfg->n_levels, FM_MAX_LEVELS);
     if (cfg->ch < 1 || cfg->num_res_blocks < 1 || cfg->z_channels < 1 || cfg->embed_dim < 1 ||
         cfg->in_channels < 1 || cfg->out_ch < 1)
-        return fm_fail(err, FM_EINPUT, "vae config: non-positive size");
+        return core_fail(err, FM_EINPUT, "vae config: non-positive size");
     for (int i = 0; i < cfg->n_levels; i++)
         if (cfg->ch_mult[i] < 1 || (cfg->ch * cfg->ch_mult[i]) % VAE_GROUPS)
-            return fm_fail(err, FM_EINPUT, "vae config: level %d has %d channels, not a multiple of %d",
+            return core_fail(err, FM_EINPUT, "vae config: level %d has %d channels, not a multiple of %d",
                            i, cfg->ch * cfg->ch_mult[i], VAE_GROUPS);
-    if (cfg->latent_factor && cfg->latent_factor != fm_vae_latent_factor(cfg))
-        return fm_fail(err, FM_EINPUT, "vae config: latent factor %d contradicts %d levels",
+    if (cfg->latent_factor && cfg->latent_factor != vae_latent_factor(cfg))
+        return core_fail(err, FM_EINPUT, "vae config: latent factor %d contradicts %d levels",
                        cfg->latent_factor, cfg->n_levels);
     if (!(cfg->scale_factor > 0))
-        return fm_fail(err, FM_EINPUT, "vae config: scale factor %g", (double)cfg->scale_factor);
+        return core_fail(err, FM_EINPUT, "vae config: scale factor %g", (double)cfg->scale_factor);
     return 0;
 }
 
 /* The Encoder: in_ch_mult = (1,) + ch_mult, num_res_blocks per level,
  * Downsample below every level but the last. */
-static int encoder_shape(vae_encoder *e, const fm_vae_config *cfg)
+static int encoder_shape(vae_encoder *e, const wt_vae_config *cfg)
 {
     int L = cfg->n_levels, block_in = cfg->ch;
     conv_shape(&e->conv_in, cfg->in_channels, cfg->ch, 3, 1);
@@ -107,7 +107,7 @@ static int encoder_shape(vae_encoder *e, const fm_vae_config *cfg)
 
 /* The Decoder: levels from the deepest up, num_res_blocks + 1 blocks each,
  * Upsample (nearest x2, conv) above every level but level 0. */
-static int decoder_shape(vae_decoder *d, const fm_vae_config *cfg)
+static int decoder_shape(vae_decoder *d, const wt_vae_config *cfg)
 {
     int L = cfg->n_levels, block_in = cfg->ch * cfg->ch_mult[L - 1];
     conv_shape(&d->post_quant_conv, cfg->embed_dim, cfg->z_channels, 1, 1);
@@ -129,18 +129,18 @@ static int decoder_shape(vae_decoder *d, const fm_vae_config *cfg)
     return 0;
 }
 
-int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err)
+int vae_build(vae_kl *vae, const wt_vae_config *cfg, fm_error *err)
 {
     if (validate_config(cfg, err)) return err ? err->code : FM_EINPUT;
     vae->cfg = *cfg;
-    vae->cfg.latent_factor = fm_vae_latent_factor(cfg);
+    vae->cfg.latent_factor = vae_latent_factor(cfg);
     vae->conv_scratch = VAE_DEFAULT_CONV_SCRATCH;
     if (encoder_shape(&vae->enc, cfg) || decoder_shape(&vae->dec, cfg))
-        return fm_fail(err, FM_EINPUT, "vae: out of memory");
+        return core_fail(err, FM_EINPUT, "vae: out of memory");
     return 0;
 }
 
-int vae_decoder_norm_calls(const fm_vae_config *cfg)
+int vae_decoder_norm_calls(const wt_vae_config *cfg)
 {
     /* mid: 2 per ResnetBlock + the AttnBlock's; 2 per up block; norm_out */
     return 5 + 2 * cfg->n_levels * (cfg->num_res_blocks + 1) + 1;
@@ -161,9 +161,9 @@ static void fmt_name(char *out, const char *fmt, ...)
 }
 
 /* Small matrices stay float32 in every mode (too little work to gain). */
-static int is_packed_size(const fm_mat *m) { return (size_t)m->rows * m->cols >= 16384; }
+static int is_packed_size(const kn_mat *m) { return (size_t)m->rows * m->cols >= 16384; }
 
-static void bind_conv(wt_binder *B, fm_conv *c, const char *fmt, ...)
+static void bind_conv(wt_binder *B, kn_conv *c, const char *fmt, ...)
 {
     char base[NAME_LEN];
     va_list ap;
@@ -194,7 +194,7 @@ static void bind_resblock(wt_binder *B, vae_resblock *b, const char *base)
 }
 
 /* q/k/v/proj_out are 1x1 convs [C,C,1,1]; converted files store them [C,C]. */
-static void bind_attn_proj(wt_binder *B, fm_mat *m, const float **bias, const char *base, const char *which)
+static void bind_attn_proj(wt_binder *B, kn_mat *m, const float **bias, const char *base, const char *which)
 {
     const wt_tensor *t = wt_bind_peek(B, "%s.%s.weight", base, which);
     int64_t shape[4] = {m->rows, m->cols, 1, 1};
@@ -254,21 +254,21 @@ static void bind_encoder(wt_binder *B, vae_encoder *e, int n_levels)
 }
 
 /* The matrices large enough to gain from it take the precision mode. */
-static void pack_mat(fm_mat *m, void *prec)
+static void pack_mat(kn_mat *m, void *prec)
 {
-    if (is_packed_size(m)) fm_mat_pack(m, *(const fm_precision *)prec);
+    if (is_packed_size(m)) kn_mat_pack(m, *(const fm_precision *)prec);
 }
 
-fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision prec,
+vae_kl *vae_load(const wt_source *src, const wt_vae_config *cfg, fm_precision prec,
                     fm_error *err)
 {
-    fm_vae *vae = calloc(1, sizeof *vae);
+    vae_kl *vae = calloc(1, sizeof *vae);
     if (!vae) {
-        fm_fail(err, FM_EINPUT, "vae: out of memory");
+        core_fail(err, FM_EINPUT, "vae: out of memory");
         return NULL;
     }
     if (vae_build(vae, cfg, err)) {
-        fm_vae_free(vae);
+        vae_free(vae);
         return NULL;
     }
     wt_binder B;
@@ -283,7 +283,7 @@ fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision
         }
     } while (wt_bind_again(&B));
     if (!(vae->weights = wt_bind_end(&B))) {
-        fm_vae_free(vae);
+        vae_free(vae);
         return NULL;
     }
     vae->prec = prec;
@@ -292,10 +292,10 @@ fm_vae *fm_vae_load(const wt_source *src, const fm_vae_config *cfg, fm_precision
     return vae;
 }
 
-int fm_vae_list_tensors(const fm_vae_config *cfg, wt_list_fn fn, void *user, fm_error *err)
+int vae_list_tensors(const wt_vae_config *cfg, wt_list_fn fn, void *user, fm_error *err)
 {
-    fm_vae *vae = calloc(1, sizeof *vae);
-    if (!vae) return fm_fail(err, FM_EINPUT, "vae: out of memory");
+    vae_kl *vae = calloc(1, sizeof *vae);
+    if (!vae) return core_fail(err, FM_EINPUT, "vae: out of memory");
     int rc = vae_build(vae, cfg, err);
     if (!rc) {
         wt_binder B;
@@ -305,11 +305,11 @@ int fm_vae_list_tensors(const fm_vae_config *cfg, wt_list_fn fn, void *user, fm_
         wt_bind_end(&B);
         rc = B.failed ? FM_EINPUT : 0;
     }
-    fm_vae_free(vae);
+    vae_free(vae);
     return rc;
 }
 
-void fm_vae_free(fm_vae *vae)
+void vae_free(vae_kl *vae)
 {
     if (!vae) return;
     int L = vae->cfg.n_levels;
@@ -322,24 +322,24 @@ void fm_vae_free(fm_vae *vae)
     free(vae);
 }
 
-void fm_vae_set_precision(fm_vae *vae, fm_precision prec)
+void vae_set_precision(vae_kl *vae, fm_precision prec)
 {
     if (vae->prec == prec) return;
     wt_weights_each_mat(vae->weights, pack_mat, &prec);
     vae->prec = prec;
 }
 
-fm_precision fm_vae_precision(const fm_vae *vae) { return vae->prec; }
+fm_precision vae_precision(const vae_kl *vae) { return vae->prec; }
 
-const fm_vae_config *fm_vae_config_of(const fm_vae *vae) { return &vae->cfg; }
-int fm_vae_has_encoder(const fm_vae *vae) { return vae->has_encoder; }
+const wt_vae_config *vae_config_of(const vae_kl *vae) { return &vae->cfg; }
+int vae_has_encoder(const vae_kl *vae) { return vae->has_encoder; }
 
-void fm_vae_set_conv_scratch(fm_vae *vae, size_t bytes)
+void vae_set_conv_scratch(vae_kl *vae, size_t bytes)
 {
     vae->conv_scratch = bytes / sizeof(float) > 0 ? bytes / sizeof(float) : 1;
 }
 
-void fm_vae_set_trace(fm_vae *vae, fm_vae_trace_fn fn, void *user)
+void vae_set_trace(vae_kl *vae, vae_trace_fn fn, void *user)
 {
     vae->trace = fn;
     vae->trace_user = user;
@@ -389,7 +389,7 @@ static void trace(const vae_run *r, const char *name, const float *x, int c, int
 
 /* Output rows per band so that the kernel's im2col stays within the limit
  * (all rows: no banding). */
-static int band_rows(const vae_run *r, const fm_conv *c, int oh, int ow)
+static int band_rows(const vae_run *r, const kn_conv *c, int oh, int ow)
 {
     size_t K = (size_t)c->cin * c->kh * c->kw;
     if (c->kh == 1 && c->kw == 1 && c->stride == 1) return oh; /* no im2col */
@@ -400,36 +400,36 @@ static int band_rows(const vae_run *r, const fm_conv *c, int oh, int ow)
 /* y = conv(x), x [cin][h][w]; or conv(upsample_x2(x)) with x [cin][h/2][w/2]
  * when up2, which always goes through bands so the upsampled map is never
  * whole in memory. */
-static void conv_any(vae_run *r, const fm_conv *c, float *y, const float *x, int up2, int h, int w)
+static void conv_any(vae_run *r, const kn_conv *c, float *y, const float *x, int up2, int h, int w)
 {
-    int oh = fm_conv_out_h(c, h), ow = fm_conv_out_w(c, w), rows = band_rows(r, c, oh, ow);
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w), rows = band_rows(r, c, oh, ow);
     int banded = up2 || rows < oh;
     size_t band_in = (size_t)c->cin * w * ((size_t)(rows - 1) * c->stride + c->kh);
     size_t band_out = (size_t)c->cout * rows * ow;
     float *band = banded ? slot(r, VAE_SLOT_BAND, band_in + band_out) : NULL;
     if (r->planning) {
-        if (!banded) need_scratch(r, fm_conv2d_scratch(c, 1, h, w, r->ks.threads));
+        if (!banded) need_scratch(r, kn_conv2d_scratch(c, 1, h, w, r->ks.threads));
         for (int r0 = 0; banded && r0 < oh; r0 += rows)
-            need_scratch(r, fm_conv2d_rows_scratch(c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, r->ks.threads));
+            need_scratch(r, kn_conv2d_rows_scratch(c, h, w, r0, r0 + rows < oh ? r0 + rows : oh, r->ks.threads));
         return;
     }
     if (!computing(r)) return;
     if (!banded) {
-        kernel_rc(r, fm_conv2d_ws(&r->ks, y, x, c, 1, h, w));
+        kernel_rc(r, kn_conv2d_ws(&r->ks, y, x, c, 1, h, w));
         return;
     }
     for (int r0 = 0; r0 < oh && computing(r); r0 += rows)
-        kernel_rc(r, fm_conv2d_rows_ws(&r->ks, c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
+        kernel_rc(r, kn_conv2d_rows_ws(&r->ks, c, y, x, up2, h, w, r0, r0 + rows < oh ? r0 + rows : oh, band,
                                        band + band_in));
 }
 
-static void run_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+static void run_conv(vae_run *r, const kn_conv *c, float *y, const float *x, int h, int w)
 {
     conv_any(r, c, y, x, 0, h, w);
 }
 
 /* ldm Upsample: nearest x2, then conv; x [cin][h][w] -> y [cout][2h][2w]. */
-static void run_upsample_conv(vae_run *r, const fm_conv *c, float *y, const float *x, int h, int w)
+static void run_upsample_conv(vae_run *r, const kn_conv *c, float *y, const float *x, int h, int w)
 {
     conv_any(r, c, y, x, 1, 2 * h, 2 * w);
 }
@@ -439,7 +439,7 @@ static void norm_collect(vae_norm_share *ns, int k, const float *x, int c, int h
 {
     int sy = h / ns->tile_h, sx = w / ns->tile_w;
     size_t at = (size_t)k * VAE_GROUPS;
-    fm_group_stats_add(ns->sum + at, ns->sumsq + at, ns->count + at, x, c, h, w, VAE_GROUPS, ns->core_y0 * sy,
+    kn_group_stats_add(ns->sum + at, ns->sumsq + at, ns->count + at, x, c, h, w, VAE_GROUPS, ns->core_y0 * sy,
                        ns->core_y1 * sy, ns->core_x0 * sx, ns->core_x1 * sx);
 }
 
@@ -450,7 +450,7 @@ static void run_norm(vae_run *r, const vae_norm *n, float *y, const float *x, in
     vae_norm_share *ns = r->norms;
     int hw = h * w;
     if (!ns) {
-        fm_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
+        kn_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
         return;
     }
     int k = ns->call++;
@@ -460,15 +460,15 @@ static void run_norm(vae_run *r, const vae_norm *n, float *y, const float *x, in
     }
     if (ns->collect) norm_collect(ns, k, x, n->c, h, w);
     if (ns->shared)
-        fm_group_norm_apply(y, x, n->c, hw, VAE_GROUPS, ns->mean + (size_t)k * VAE_GROUPS,
+        kn_group_norm_apply(y, x, n->c, hw, VAE_GROUPS, ns->mean + (size_t)k * VAE_GROUPS,
                             ns->rstd + (size_t)k * VAE_GROUPS, n->gamma, n->beta, silu);
     else
-        fm_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
+        kn_group_norm(y, x, 1, n->c, hw, VAE_GROUPS, VAE_EPS, n->gamma, n->beta, silu);
 }
 
 static void run_add(vae_run *r, float *y, const float *a, const float *b, size_t n)
 {
-    if (computing(r)) fm_add(y, a, b, n);
+    if (computing(r)) kn_add(y, a, b, n);
 }
 
 static void run_copy(vae_run *r, float *y, const float *x, size_t n)
@@ -516,22 +516,22 @@ static void attn_block(vae_run *r, const vae_attn *at, int h, int w)
     size_t CP = (size_t)C * P;
     float *x = slot(r, VAE_SLOT_X, CP), *a = slot(r, VAE_SLOT_A, CP), *b = slot(r, VAE_SLOT_B, 4 * CP);
     run_norm(r, &at->norm, a, x, h, w, 0);
-    const fm_mat *proj[4] = {&at->q, &at->k, &at->v, &at->proj_out};
+    const kn_mat *proj[4] = {&at->q, &at->k, &at->v, &at->proj_out};
     if (r->planning) {
-        for (int i = 0; i < 4; i++) need_scratch(r, fm_linear_scratch(P, proj[i], r->ks.threads));
-        need_scratch(r, fm_attention_scratch(1, P, P, 1, C, r->vae->prec, r->ks.threads));
+        for (int i = 0; i < 4; i++) need_scratch(r, kn_linear_scratch(P, proj[i], r->ks.threads));
+        need_scratch(r, kn_attention_scratch(1, P, P, 1, C, r->vae->prec, r->ks.threads));
     }
     if (!computing(r)) return;
-    const fm_scratch *ks = &r->ks;
+    const kn_scratch *ks = &r->ks;
     float *tok = b, *q = b + CP, *k = b + 2 * CP, *v = b + 3 * CP;
-    fm_nchw_to_nhwc(tok, a, 1, C, P);
-    kernel_rc(r, fm_linear_ws(ks, q, tok, P, &at->q, at->bq));
-    kernel_rc(r, fm_linear_ws(ks, k, tok, P, &at->k, at->bk));
-    kernel_rc(r, fm_linear_ws(ks, v, tok, P, &at->v, at->bv));
-    kernel_rc(r, fm_attention_ws(ks, a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0, r->vae->prec));
-    kernel_rc(r, fm_linear_ws(ks, tok, a, P, &at->proj_out, at->bproj));
-    fm_nhwc_to_nchw(a, tok, 1, C, P);
-    fm_add(x, x, a, CP);
+    kn_nchw_to_nhwc(tok, a, 1, C, P);
+    kernel_rc(r, kn_linear_ws(ks, q, tok, P, &at->q, at->bq));
+    kernel_rc(r, kn_linear_ws(ks, k, tok, P, &at->k, at->bk));
+    kernel_rc(r, kn_linear_ws(ks, v, tok, P, &at->v, at->bv));
+    kernel_rc(r, kn_attention_ws(ks, a, q, C, k, v, C, 1, P, P, 1, C, 1.0f / sqrtf((float)C), 0, r->vae->prec));
+    kernel_rc(r, kn_linear_ws(ks, tok, a, P, &at->proj_out, at->bproj));
+    kn_nhwc_to_nchw(a, tok, 1, C, P);
+    kn_add(x, x, a, CP);
 }
 
 static void mid_block(vae_run *r, const vae_mid *m, int h, int w)
@@ -547,7 +547,7 @@ static void mid_block(vae_run *r, const vae_mid *m, int h, int w)
  * resolution, leaving the mid output in slot X. */
 static void decoder_trunk(vae_run *r, const float *z, int h, int w)
 {
-    const fm_vae_config *cfg = &r->vae->cfg;
+    const wt_vae_config *cfg = &r->vae->cfg;
     const vae_decoder *d = &r->vae->dec;
     size_t P = (size_t)h * w;
     float *a = slot(r, VAE_SLOT_A, (size_t)cfg->z_channels * P);
@@ -563,7 +563,7 @@ static void decoder_trunk(vae_run *r, const float *z, int h, int w)
 /* The up levels, norm_out and conv_out, from the mid output in slot X. */
 static void decoder_head(vae_run *r, float *img, int h, int w)
 {
-    const fm_vae_config *cfg = &r->vae->cfg;
+    const wt_vae_config *cfg = &r->vae->cfg;
     const vae_decoder *d = &r->vae->dec;
     float *x = slot(r, VAE_SLOT_X, (size_t)d->mid.attn_1.c * h * w);
     for (int i = cfg->n_levels - 1; i >= 0; i--) {
@@ -599,12 +599,12 @@ static void decoder_forward(vae_run *r, float *img, const float *in, int h, int 
     decoder_head(r, img, h, w);
 }
 
-static void run_init(vae_run *r, const fm_vae *vae)
+static void run_init(vae_run *r, const vae_kl *vae)
 {
     memset(r, 0, sizeof *r);
     r->vae = vae;
     r->planning = 1;
-    r->ks.threads = fm_scratch_threads();
+    r->ks.threads = kn_scratch_threads();
 }
 
 /* The planned slots and scratch from a; then the run computes. */
@@ -621,11 +621,11 @@ static int run_take(vae_run *r, vae_arena *a, fm_error *err)
     ok &= r->ks.base != NULL;
     r->planning = 0;
     if (a->base && !ok) /* the caller sized a with the same walk: a bug if it is short */
-        return fm_fail(err, FM_EINPUT, "vae: internal error: arena of %zu bytes, the plan needs more", a->cap);
+        return core_fail(err, FM_EINPUT, "vae: internal error: arena of %zu bytes, the plan needs more", a->cap);
     return 0;
 }
 
-int vae_run_take_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err)
+int vae_run_take_decode(vae_run *r, const vae_kl *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err)
 {
     run_init(r, vae);
     r->from_mid = from_mid;
@@ -633,7 +633,7 @@ int vae_run_take_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mi
     return run_take(r, a, err);
 }
 
-int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err)
+int vae_decode_trunk(const vae_kl *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err)
 {
     vae_run r;
     size_t mark = a->used;
@@ -642,7 +642,7 @@ int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w
     int rc = run_take(&r, a, err) ? FM_EINPUT : 0;
     if (!rc && a->base) {
         decoder_trunk(&r, z, h, w);
-        rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+        rc = r.overflow ? core_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
         if (!rc) memcpy(mid, r.buf[VAE_SLOT_X], sizeof(float) * vae->dec.mid.attn_1.c * h * w);
     }
     a->used = mark;
@@ -653,19 +653,19 @@ int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_err
 {
     if (r->norms) r->norms->call = 0;
     decoder_forward(r, img, z, h, w);
-    if (r->overflow) return fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small");
+    if (r->overflow) return core_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small");
     return 0;
 }
 
-int vae_check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err)
+int vae_check_size(const vae_kl *vae, int h, int w, const char *what, fm_error *err)
 {
-    if (!vae || !vae->has_weights) return fm_fail(err, FM_EINPUT, "vae: no model");
+    if (!vae || !vae->has_weights) return core_fail(err, FM_EINPUT, "vae: no model");
     if (h < 1 || w < 1 || h > 65536 || w > 65536)
-        return fm_fail(err, FM_EINPUT, "vae %s: bad size %dx%d", what, w, h);
+        return core_fail(err, FM_EINPUT, "vae %s: bad size %dx%d", what, w, h);
     return 0;
 }
 
-int vae_decode_untiled(fm_vae *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err)
+int vae_decode_untiled(vae_kl *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err)
 {
     vae_run r;
     if (vae_run_take_decode(&r, vae, h, w, 0, a, err)) return FM_EINPUT;
@@ -678,7 +678,7 @@ int vae_decode_untiled(fm_vae *vae, float *img, const float *z, int h, int w, va
 
 static void encoder_forward(vae_run *r, float *mean, float *logvar, const float *img, int h, int w)
 {
-    const fm_vae_config *cfg = &r->vae->cfg;
+    const wt_vae_config *cfg = &r->vae->cfg;
     const vae_encoder *e = &r->vae->enc;
     float *x = slot(r, VAE_SLOT_X, (size_t)cfg->ch * h * w);
     run_conv(r, &e->conv_in, x, img, h, w);
@@ -688,7 +688,7 @@ static void encoder_forward(vae_run *r, float *mean, float *logvar, const float 
         for (int b = 0; b < lv->n_blocks; b++) resnet_block(r, &lv->block[b], h, w);
         int c = lv->block[lv->n_blocks - 1].cout;
         if (lv->has_resample) {
-            int oh = fm_conv_out_h(&lv->resample, h), ow = fm_conv_out_w(&lv->resample, w);
+            int oh = kn_conv_out_h(&lv->resample, h), ow = kn_conv_out_w(&lv->resample, w);
             float *down = slot(r, VAE_SLOT_A, (size_t)c * oh * ow);
             run_conv(r, &lv->resample, down, x, h, w);
             h = oh;
@@ -714,29 +714,29 @@ static void encoder_forward(vae_run *r, float *mean, float *logvar, const float 
     for (size_t i = 0; i < E; i++) logvar[i] = fminf(fmaxf(moments[E + i], -30.0f), 20.0f);
 }
 
-int fm_vae_encode(fm_vae *vae, float *mean, float *logvar, const float *img, int H, int W,
+int vae_encode(vae_kl *vae, float *mean, float *logvar, const float *img, int H, int W,
                   fm_error *err)
 {
     if (vae_check_size(vae, H, W, "encode", err)) return FM_EINPUT;
-    if (!vae->has_encoder) return fm_fail(err, FM_EINPUT, "vae: the file has no encoder");
+    if (!vae->has_encoder) return core_fail(err, FM_EINPUT, "vae: the file has no encoder");
     int f = vae->cfg.latent_factor;
     if (H % f || W % f)
-        return fm_fail(err, FM_EINPUT, "vae encode: %dx%d is not a multiple of %d", W, H, f);
+        return core_fail(err, FM_EINPUT, "vae encode: %dx%d is not a multiple of %d", W, H, f);
     vae_run r;
     vae_arena a = {0};
     run_init(&r, vae);
     encoder_forward(&r, NULL, NULL, NULL, H, W);
     run_take(&r, &a, err); /* counts */
-    a = (vae_arena){.base = fm_alloc(a.peak), .cap = a.peak};
-    if (!a.base) return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", a.cap >> 20);
+    a = (vae_arena){.base = core_alloc(a.peak), .cap = a.peak};
+    if (!a.base) return core_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", a.cap >> 20);
     run_init(&r, vae);
     encoder_forward(&r, NULL, NULL, NULL, H, W);
     int rc = run_take(&r, &a, err);
     if (!rc) {
         r.trace = 1;
         encoder_forward(&r, mean, logvar, img, H, W);
-        rc = r.overflow ? fm_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
+        rc = r.overflow ? core_fail(err, FM_EINPUT, "vae: internal error: workspace plan too small") : 0;
     }
-    fm_free(a.base);
+    core_free(a.base);
     return rc;
 }

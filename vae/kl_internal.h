@@ -20,14 +20,14 @@ typedef struct vae_norm {
 typedef struct vae_resblock {
     int cin, cout, has_nin;
     vae_norm norm1, norm2;
-    fm_conv conv1, conv2, nin_shortcut;
+    kn_conv conv1, conv2, nin_shortcut;
 } vae_resblock;
 
 /* ldm AttnBlock: single-head self-attention over the h*w positions. */
 typedef struct vae_attn {
     int c;
     vae_norm norm;
-    fm_mat q, k, v, proj_out;
+    kn_mat q, k, v, proj_out;
     const float *bq, *bk, *bv, *bproj;
 } vae_attn;
 
@@ -41,34 +41,34 @@ typedef struct vae_level {
     int n_blocks;
     vae_resblock *block;
     int has_resample;
-    fm_conv resample;
+    kn_conv resample;
 } vae_level;
 
 typedef struct vae_encoder {
-    fm_conv conv_in;
+    kn_conv conv_in;
     vae_level down[FM_MAX_LEVELS];
     vae_mid mid;
     vae_norm norm_out;
-    fm_conv conv_out, quant_conv;
+    kn_conv conv_out, quant_conv;
 } vae_encoder;
 
 typedef struct vae_decoder {
-    fm_conv post_quant_conv, conv_in;
+    kn_conv post_quant_conv, conv_in;
     vae_mid mid;
     vae_level up[FM_MAX_LEVELS];
     vae_norm norm_out;
-    fm_conv conv_out;
+    kn_conv conv_out;
 } vae_decoder;
 
-struct fm_vae {
-    fm_vae_config cfg;
+struct vae_kl {
+    wt_vae_config cfg;
     int has_encoder, has_weights;
     vae_encoder enc;
     vae_decoder dec;
     wt_weights *weights; /* the binding records and any converted copies */
     size_t conv_scratch; /* floats; VAE_DEFAULT_CONV_SCRATCH */
-    fm_precision prec;   /* of the large matrices and the attention (fm_vae_set_precision) */
-    fm_vae_trace_fn trace;
+    fm_precision prec;   /* of the large matrices and the attention (vae_set_precision) */
+    vae_trace_fn trace;
     void *trace_user;
 };
 
@@ -108,34 +108,34 @@ void *vae_take(vae_arena *a, size_t bytes);
  * scratch of its calls; then the slots and the scratch are taken from an
  * arena, and the computing pass allocates nothing. */
 typedef struct vae_run {
-    const fm_vae *vae;
+    const vae_kl *vae;
     int planning, overflow;
     int from_mid; /* decode input is the mid block's output, not z */
     float *buf[VAE_SLOTS];
     size_t cap[VAE_SLOTS], need[VAE_SLOTS];
     size_t kernel_bytes;   /* the largest scratch of one kernel call */
-    fm_scratch ks;         /* that scratch, in the arena */
+    kn_scratch ks;         /* that scratch, in the arena */
     vae_norm_share *norms; /* NULL: every GroupNorm uses its own statistics */
     int trace;
 } vae_run;
 
 /* Structure only (no weights) from cfg, for planning. */
-int vae_build(fm_vae *vae, const fm_vae_config *cfg, fm_error *err);
+int vae_build(vae_kl *vae, const wt_vae_config *cfg, fm_error *err);
 /* Number of GroupNorm calls in one decode. */
-int vae_decoder_norm_calls(const fm_vae_config *cfg);
+int vae_decoder_norm_calls(const wt_vae_config *cfg);
 /* Plans an h x w decode and takes its slots and scratch from a (a counting
  * arena: only counts). 0, or an error when a is too small. */
-int vae_run_take_decode(vae_run *r, const fm_vae *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err);
+int vae_run_take_decode(vae_run *r, const vae_kl *vae, int h, int w, int from_mid, vae_arena *a, fm_error *err);
 /* Decoder forward on r's workspace; 0 or an error. */
 int vae_decode_with(vae_run *r, float *img, const float *z, int h, int w, fm_error *err);
 /* The decoder's latent-resolution part (post_quant_conv, conv_in, mid
  * block) on its own: mid [C][h][w] from z, in memory taken from a and
  * given back after (with a counting arena: only counts). */
-int vae_decode_trunk(const fm_vae *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err);
+int vae_decode_trunk(const vae_kl *vae, float *mid, const float *z, int h, int w, vae_arena *a, fm_error *err);
 
 /* "vae WHAT: bad size" / "no model" checks of the public entry points. */
-int vae_check_size(const fm_vae *vae, int h, int w, const char *what, fm_error *err);
+int vae_check_size(const vae_kl *vae, int h, int w, const char *what, fm_error *err);
 /* An untiled decode of h x w in arena a (counting arena: only counts). */
-int vae_decode_untiled(fm_vae *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err);
+int vae_decode_untiled(vae_kl *vae, float *img, const float *z, int h, int w, vae_arena *a, fm_error *err);
 
 #endif

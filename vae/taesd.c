@@ -53,7 +53,7 @@ static const layer_spec encoder_spec[] = {
 /* Block: conv.0, ReLU, conv.2, ReLU, conv.4, then ReLU(h + x). */
 typedef struct layer {
     layer_kind kind;
-    fm_conv conv[3]; /* L_CONV uses conv[0]; L_BLOCK all three */
+    kn_conv conv[3]; /* L_CONV uses conv[0]; L_BLOCK all three */
 } layer;
 
 typedef struct half {
@@ -63,13 +63,13 @@ typedef struct half {
 
 typedef enum { NAMES_COMBINED, NAMES_SPLIT, NAMES_DIFFUSERS } name_scheme;
 
-struct fm_taesd {
-    fm_safetensors file; /* when opened by path */
+struct vae_taesd {
+    wt_safetensors file; /* when opened by path */
     int owns_file;
     int latent_ch;
     half enc, dec;
     wt_weights *weights; /* the binding records and any converted copies */
-    fm_vae_trace_fn trace;
+    vae_trace_fn trace;
     void *trace_user;
 };
 
@@ -78,7 +78,7 @@ struct fm_taesd {
 typedef struct loader {
     const wt_source *src;
     name_scheme scheme;
-    fm_taesd *t;
+    vae_taesd *t;
     fm_error *err;
     wt_binder b;
 } loader;
@@ -96,7 +96,7 @@ static void tensor_name(char *out, size_t n, name_scheme s, const char *part, in
     }
 }
 
-static void load_conv(loader *L, fm_conv *c, const char *part, int idx, const char *sub,
+static void load_conv(loader *L, kn_conv *c, const char *part, int idx, const char *sub,
                       const layer_spec *sp)
 {
     char rest[64], name[128];
@@ -170,23 +170,23 @@ static int detect(loader *L, int *has_enc, int *has_dec)
     return wt_fail(L->err, st, "not a TAESD file (no decoder.1.*, decoder.layers.0.*, 1.*/19.* or 0.*/14.* tensors)");
 }
 
-static void pack_fp32(fm_mat *m, void *arg)
+static void pack_fp32(kn_mat *m, void *arg)
 {
     (void)arg;
-    fm_mat_pack(m, FM_PREC_FP32);
+    kn_mat_pack(m, FM_PREC_FP32);
 }
 
-fm_taesd *fm_taesd_load(const wt_source *src, fm_error *err)
+vae_taesd *vae_taesd_load(const wt_source *src, fm_error *err)
 {
-    fm_taesd *t = calloc(1, sizeof *t);
+    vae_taesd *t = calloc(1, sizeof *t);
     if (!t) {
-        fm_fail(err, FM_EINPUT, "taesd: out of memory");
+        core_fail(err, FM_EINPUT, "taesd: out of memory");
         return NULL;
     }
     loader L = {src, NAMES_COMBINED, t, err, {0}};
     int has_enc = 0, has_dec = 0;
     if (detect(&L, &has_enc, &has_dec) || wt_bind_begin(&L.b, src, "", "taesd", err)) {
-        fm_taesd_free(t);
+        vae_taesd_free(t);
         return NULL;
     }
     do {
@@ -194,20 +194,20 @@ fm_taesd *fm_taesd_load(const wt_source *src, fm_error *err)
         if (has_enc) load_half(&L, &t->enc, "encoder", encoder_spec, N_ENC);
     } while (wt_bind_again(&L.b));
     if (!(t->weights = wt_bind_end(&L.b))) {
-        fm_taesd_free(t);
+        vae_taesd_free(t);
         return NULL;
     }
     wt_weights_each_mat(t->weights, pack_fp32, NULL);
     return t;
 }
 
-fm_taesd *fm_taesd_open(const char *path, fm_error *err)
+vae_taesd *vae_taesd_open(const char *path, fm_error *err)
 {
-    fm_safetensors st;
-    if (fm_st_open(&st, path, err)) return NULL;
-    fm_taesd *t = fm_taesd_load(&st.src, err);
+    wt_safetensors st;
+    if (wt_st_open(&st, path, err)) return NULL;
+    vae_taesd *t = vae_taesd_load(&st.src, err);
     if (!t) {
-        fm_st_close(&st);
+        wt_st_close(&st);
         return NULL;
     }
     t->file = st; /* the mapping stays where it is; only the struct moves */
@@ -215,25 +215,25 @@ fm_taesd *fm_taesd_open(const char *path, fm_error *err)
     return t;
 }
 
-void fm_taesd_free(fm_taesd *t)
+void vae_taesd_free(vae_taesd *t)
 {
     if (!t) return;
     wt_weights_free(t->weights);
-    if (t->owns_file) fm_st_close(&t->file);
+    if (t->owns_file) wt_st_close(&t->file);
     free(t);
 }
 
-int fm_taesd_has_encoder(const fm_taesd *t) { return t->enc.present; }
-int fm_taesd_has_decoder(const fm_taesd *t) { return t->dec.present; }
-int fm_taesd_latent_channels(const fm_taesd *t) { return t->latent_ch; }
+int vae_taesd_has_encoder(const vae_taesd *t) { return t->enc.present; }
+int vae_taesd_has_decoder(const vae_taesd *t) { return t->dec.present; }
+int vae_taesd_latent_channels(const vae_taesd *t) { return t->latent_ch; }
 
-void fm_taesd_set_trace(fm_taesd *t, fm_vae_trace_fn fn, void *user)
+void vae_taesd_set_trace(vae_taesd *t, vae_trace_fn fn, void *user)
 {
     t->trace = fn;
     t->trace_user = user;
 }
 
-void fm_taesd_scale_latents(float *y, const float *x, size_t n)
+void vae_taesd_scale_latents(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) y[i] = fminf(fmaxf(x[i] / 6.0f + 0.5f, 0.0f), 1.0f);
 }
@@ -251,7 +251,7 @@ static void relu(float *x, size_t n)
 typedef struct run {
     float *cur, *t1, *t2;
     int c, h, w;
-    fm_scratch ks;
+    kn_scratch ks;
     int failed; /* a convolution found the scratch smaller than planned */
 } run;
 
@@ -262,9 +262,9 @@ static void swap(float **a, float **b)
     *b = t;
 }
 
-static void conv(run *r, float *y, const float *x, const fm_conv *c)
+static void conv(run *r, float *y, const float *x, const kn_conv *c)
 {
-    if (fm_conv2d_ws(&r->ks, y, x, c, 1, r->h, r->w)) r->failed = 1;
+    if (kn_conv2d_ws(&r->ks, y, x, c, 1, r->h, r->w)) r->failed = 1;
 }
 
 /* x = ReLU(conv4(ReLU(conv2(ReLU(conv0(x))))) + x) */
@@ -276,12 +276,12 @@ static void block(run *r, const layer *ly)
     conv(r, r->t2, r->t1, &ly->conv[1]);
     relu(r->t2, n);
     conv(r, r->t1, r->t2, &ly->conv[2]);
-    fm_add(r->cur, r->cur, r->t1, n);
+    kn_add(r->cur, r->cur, r->t1, n);
     relu(r->cur, n);
 }
 
 /* Runs layers [0, n) of h on r->cur; the last conv writes to out. */
-static void forward(const fm_taesd *t, const half *hf, run *r, float *out, const char *part)
+static void forward(const vae_taesd *t, const half *hf, run *r, float *out, const char *part)
 {
     for (int i = 0; i < hf->n; i++) {
         const layer *ly = &hf->layers[i];
@@ -293,18 +293,18 @@ static void forward(const fm_taesd *t, const half *hf, run *r, float *out, const
         case L_RELU: relu(r->cur, n); break;
         case L_BLOCK: block(r, ly); break;
         case L_UPSAMPLE:
-            fm_upsample_nearest(r->t1, 2 * r->h, 2 * r->w, r->cur, r->c, r->h, r->w);
+            kn_upsample_nearest(r->t1, 2 * r->h, 2 * r->w, r->cur, r->c, r->h, r->w);
             swap(&r->cur, &r->t1);
             r->h *= 2;
             r->w *= 2;
             break;
         case L_CONV: {
-            const fm_conv *c = &ly->conv[0];
+            const kn_conv *c = &ly->conv[0];
             float *dst = i == hf->n - 1 ? out : r->t1;
             conv(r, dst, r->cur, c);
             r->c = c->cout;
-            r->h = fm_conv_out_h(c, r->h);
-            r->w = fm_conv_out_w(c, r->w);
+            r->h = kn_conv_out_h(c, r->h);
+            r->w = kn_conv_out_w(c, r->w);
             if (dst == r->t1) swap(&r->cur, &r->t1);
             else r->cur = dst;
             break;
@@ -326,11 +326,11 @@ static size_t forward_scratch(const half *hf, int h, int w, int threads)
     for (int i = 0; i < hf->n; i++) {
         const layer *ly = &hf->layers[i];
         for (int k = 0; k < (ly->kind == L_BLOCK ? 3 : ly->kind == L_CONV ? 1 : 0); k++) {
-            size_t b = fm_conv2d_scratch(&ly->conv[k], 1, h, w, threads);
+            size_t b = kn_conv2d_scratch(&ly->conv[k], 1, h, w, threads);
             most = b > most ? b : most;
         }
         if (ly->kind == L_UPSAMPLE) h *= 2, w *= 2;
-        if (ly->kind == L_CONV) h = fm_conv_out_h(&ly->conv[0], h), w = fm_conv_out_w(&ly->conv[0], w);
+        if (ly->kind == L_CONV) h = kn_conv_out_h(&ly->conv[0], h), w = kn_conv_out_w(&ly->conv[0], w);
     }
     return most;
 }
@@ -350,15 +350,15 @@ static void run_carve(run *r, const half *hf, size_t floats, int h, int w, int t
     r->cur = (float *)p;
     r->t1 = (float *)(p + b);
     r->t2 = (float *)(p + 2 * b);
-    r->ks = (fm_scratch){.base = p + 3 * b, .bytes = align64(forward_scratch(hf, h, w, threads)), .threads = threads};
+    r->ks = (kn_scratch){.base = p + 3 * b, .bytes = align64(forward_scratch(hf, h, w, threads)), .threads = threads};
 }
 
-static int run_forward(const fm_taesd *t, const half *hf, float *out, const float *in, int c, int h, int w,
+static int run_forward(const vae_taesd *t, const half *hf, float *out, const float *in, int c, int h, int w,
                        size_t floats, void *arena, size_t bytes, const char *part, fm_error *err)
 {
-    int threads = fm_scratch_threads();
+    int threads = kn_scratch_threads();
     if (!arena || bytes < run_bytes(hf, floats, h, w, threads))
-        return fm_fail(err, FM_EINPUT, "taesd: the arena is smaller than the %s needs", part);
+        return core_fail(err, FM_EINPUT, "taesd: the arena is smaller than the %s needs", part);
     run r = {0};
     run_carve(&r, hf, floats, h, w, threads, arena);
     memcpy(r.cur, in, sizeof(float) * c * h * w);
@@ -366,59 +366,59 @@ static int run_forward(const fm_taesd *t, const half *hf, float *out, const floa
     r.h = h;
     r.w = w;
     forward(t, hf, &r, out, part);
-    return r.failed ? fm_fail(err, FM_EINPUT, "taesd: internal error: convolution scratch smaller than planned") : 0;
+    return r.failed ? core_fail(err, FM_EINPUT, "taesd: internal error: convolution scratch smaller than planned") : 0;
 }
 
-static int decode_size(const fm_taesd *t, int h, int w, fm_error *err)
+static int decode_size(const vae_taesd *t, int h, int w, fm_error *err)
 {
-    if (!t || !t->dec.present) return fm_fail(err, FM_EINPUT, "taesd: the file has no decoder");
-    if (h < 1 || w < 1 || h > 8192 || w > 8192) return fm_fail(err, FM_EINPUT, "taesd decode: bad size %dx%d", w, h);
+    if (!t || !t->dec.present) return core_fail(err, FM_EINPUT, "taesd: the file has no decoder");
+    if (h < 1 || w < 1 || h > 8192 || w > 8192) return core_fail(err, FM_EINPUT, "taesd decode: bad size %dx%d", w, h);
     return 0;
 }
 
-size_t fm_taesd_decode_bytes(const fm_taesd *t, int h, int w)
+size_t vae_taesd_decode_bytes(const vae_taesd *t, int h, int w)
 {
     if (decode_size(t, h, w, NULL)) return 0;
-    return run_bytes(&t->dec, (size_t)TAESD_CH * 64 * h * w, h, w, fm_scratch_threads());
+    return run_bytes(&t->dec, (size_t)TAESD_CH * 64 * h * w, h, w, kn_scratch_threads());
 }
 
-int fm_taesd_decode_in(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+int vae_taesd_decode_in(vae_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
                        void *arena, size_t bytes, fm_error *err)
 {
     if (decode_size(t, h, w, err)) return FM_EINPUT;
     /* The sizes the caller's buffers must have, checked here where they are
      * read and written: a latent of latent_ch x h x w in, 3 x 8h x 8w out. */
     if ((size_t)t->latent_ch * h * w > z_len)
-        return fm_fail(err, FM_EINPUT, "taesd decode: a %dx%d latent of %d channels is more than the %zu values given",
+        return core_fail(err, FM_EINPUT, "taesd decode: a %dx%d latent of %d channels is more than the %zu values given",
                        w, h, t->latent_ch, z_len);
     if ((size_t)3 * 64 * h * w > img_len)
-        return fm_fail(err, FM_EINPUT, "taesd decode: a %dx%d image does not fit the %zu values given", 8 * w, 8 * h,
+        return core_fail(err, FM_EINPUT, "taesd decode: a %dx%d image does not fit the %zu values given", 8 * w, 8 * h,
                        img_len);
     return run_forward(t, &t->dec, img, z, t->latent_ch, h, w, (size_t)TAESD_CH * 64 * h * w, arena, bytes,
                        "dec", err);
 }
 
-int fm_taesd_decode(fm_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
+int vae_taesd_decode(vae_taesd *t, float *img, size_t img_len, const float *z, size_t z_len, int h, int w,
                     fm_error *err)
 {
     if (decode_size(t, h, w, err)) return FM_EINPUT;
-    size_t bytes = fm_taesd_decode_bytes(t, h, w);
-    void *arena = fm_alloc(bytes);
-    if (!arena) return fm_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
-    int rc = fm_taesd_decode_in(t, img, img_len, z, z_len, h, w, arena, bytes, err);
-    fm_free(arena);
+    size_t bytes = vae_taesd_decode_bytes(t, h, w);
+    void *arena = core_alloc(bytes);
+    if (!arena) return core_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
+    int rc = vae_taesd_decode_in(t, img, img_len, z, z_len, h, w, arena, bytes, err);
+    core_free(arena);
     return rc;
 }
 
-int fm_taesd_encode(fm_taesd *t, float *z, const float *img, int H, int W, fm_error *err)
+int vae_taesd_encode(vae_taesd *t, float *z, const float *img, int H, int W, fm_error *err)
 {
-    if (!t || !t->enc.present) return fm_fail(err, FM_EINPUT, "taesd: the file has no encoder");
+    if (!t || !t->enc.present) return core_fail(err, FM_EINPUT, "taesd: the file has no encoder");
     if (H < 8 || W < 8 || H % 8 || W % 8 || H > 65536 || W > 65536)
-        return fm_fail(err, FM_EINPUT, "taesd encode: %dx%d is not a multiple of 8", W, H);
-    size_t floats = (size_t)TAESD_CH * H * W, bytes = run_bytes(&t->enc, floats, H, W, fm_scratch_threads());
-    void *arena = fm_alloc(bytes);
-    if (!arena) return fm_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
+        return core_fail(err, FM_EINPUT, "taesd encode: %dx%d is not a multiple of 8", W, H);
+    size_t floats = (size_t)TAESD_CH * H * W, bytes = run_bytes(&t->enc, floats, H, W, kn_scratch_threads());
+    void *arena = core_alloc(bytes);
+    if (!arena) return core_fail(err, FM_EINPUT, "taesd: out of memory for %zu MB of activations", bytes >> 20);
     int rc = run_forward(t, &t->enc, z, img, 3, H, W, floats, arena, bytes, "enc", err);
-    fm_free(arena);
+    core_free(arena);
     return rc;
 }

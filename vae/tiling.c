@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-void fm_vae_tiling_default(fm_vae_tiling *t)
+void vae_tiles_default(vae_tiles *t)
 {
     t->tile = 64;
     t->overlap = 16;
@@ -67,7 +67,7 @@ typedef struct axis {
 } axis;
 
 /* Takes the axis' arrays from ar; with a counting arena only counts. */
-static int axis_init(axis *a, int n, const fm_vae_tiling *t, vae_arena *ar)
+static int axis_init(axis *a, int n, const vae_tiles *t, vae_arena *ar)
 {
     a->n = n;
     a->count = tile_count(n, t->tile, t->overlap);
@@ -106,11 +106,11 @@ static void axis_weight_sum(float *sum, const axis *a, int f)
             sum[a->start[i] * f + p] += feather(p, size, ramp_lo(a, i, f), ramp_hi(a, i, f));
 }
 
-static int validate(const fm_vae_tiling *t, fm_error *err)
+static int validate(const vae_tiles *t, fm_error *err)
 {
     if (t->tile < 4 || t->overlap < 0 || t->overlap >= t->tile / 2 + 1 || t->norm_passes < 0 ||
         t->norm_passes > 8 || t->whole_mid_max < 0)
-        return fm_fail(err, FM_EUSAGE, "vae tiling: tile %d, overlap %d, norm passes %d", t->tile,
+        return core_fail(err, FM_EUSAGE, "vae tiling: tile %d, overlap %d, norm passes %d", t->tile,
                        t->overlap, t->norm_passes);
     return 0;
 }
@@ -135,7 +135,7 @@ static void finish_stats(vae_norm_share *ns)
 }
 
 typedef struct tiled {
-    fm_vae *vae;
+    vae_kl *vae;
     const float *z; /* or the whole mid output, when from_mid */
     int in_ch, from_mid;
     float *img;
@@ -149,7 +149,7 @@ typedef struct tiled {
 /* One sweep over all tiles; `blend` accumulates the weighted tiles in img. */
 static int sweep(tiled *T, int blend, fm_error *err)
 {
-    const fm_vae_config *cfg = &T->vae->cfg;
+    const wt_vae_config *cfg = &T->vae->cfg;
     int th = T->ay.size, tw = T->ax.size, f = T->f, H = T->h * f, W = T->w * f;
     for (int i = 0; i < T->ay.count; i++)
         for (int j = 0; j < T->ax.count; j++) {
@@ -178,20 +178,20 @@ static int sweep(tiled *T, int blend, fm_error *err)
     return 0;
 }
 
-static int whole_mid(const fm_vae_tiling *t, int h, int w) { return (long long)h * w <= t->whole_mid_max; }
+static int whole_mid(const vae_tiles *t, int h, int w) { return (long long)h * w <= t->whole_mid_max; }
 
 static int short_arena(fm_error *err)
 {
-    return fm_fail(err, FM_EINPUT, "vae: internal error: the decode arena is smaller than its plan");
+    return core_fail(err, FM_EINPUT, "vae: internal error: the decode arena is smaller than its plan");
 }
 
 /* A tiled decode in arena ar; a counting arena (base NULL) only counts, so
  * the size is this code path. Layout: [mid output][trunk's run, given back]
  * then [axes][tile buffers][statistics][the tiles' run]. */
-static int decode_tiled_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+static int decode_tiled_in(vae_kl *vae, float *img, const float *z, int h, int w, const vae_tiles *tiling,
                            vae_arena *ar, fm_error *err)
 {
-    const fm_vae_config *cfg = &vae->cfg;
+    const wt_vae_config *cfg = &vae->cfg;
     int counting = !ar->base;
     tiled T;
     memset(&T, 0, sizeof T);
@@ -257,7 +257,7 @@ static int decode_tiled_in(fm_vae *vae, float *img, const float *z, int h, int w
 }
 
 /* Untiled when tiling is NULL or the latent fits one tile. */
-static int decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+static int decode_in(vae_kl *vae, float *img, const float *z, int h, int w, const vae_tiles *tiling,
                      vae_arena *ar, fm_error *err)
 {
     if (tiling && (h > tiling->tile || w > tiling->tile))
@@ -267,60 +267,60 @@ static int decode_in(fm_vae *vae, float *img, const float *z, int h, int w, cons
 
 /* Bytes decode_in takes (vae may be a weightless skeleton); SIZE_MAX for
  * an impossible plan. */
-static size_t decode_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling)
+static size_t decode_bytes(vae_kl *vae, int h, int w, const vae_tiles *tiling)
 {
     vae_arena count = {0};
     if (decode_in(vae, NULL, NULL, h, w, tiling, &count, NULL)) return SIZE_MAX;
     return count.peak;
 }
 
-static int check_decode(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling, fm_error *err)
+static int check_decode(vae_kl *vae, int h, int w, const vae_tiles *tiling, fm_error *err)
 {
     if (tiling && validate(tiling, err)) return err ? err->code : FM_EUSAGE;
     return vae_check_size(vae, h, w, "decode", err);
 }
 
-size_t fm_vae_decode_arena_bytes(fm_vae *vae, int h, int w, const fm_vae_tiling *tiling)
+size_t vae_decode_arena_bytes(vae_kl *vae, int h, int w, const vae_tiles *tiling)
 {
     if (check_decode(vae, h, w, tiling, NULL)) return 0;
     return decode_bytes(vae, h, w, tiling);
 }
 
-int fm_vae_decode_in(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+int vae_decode_in(vae_kl *vae, float *img, const float *z, int h, int w, const vae_tiles *tiling,
                      void *arena, size_t bytes, fm_error *err)
 {
     int rc = check_decode(vae, h, w, tiling, err);
     if (rc) return rc;
-    if (!arena) return fm_fail(err, FM_EINPUT, "vae decode: no arena");
+    if (!arena) return core_fail(err, FM_EINPUT, "vae decode: no arena");
     vae_arena ar = {.base = arena, .cap = bytes};
     return decode_in(vae, img, z, h, w, tiling, &ar, err);
 }
 
 /* The entry points without a caller's arena: one allocation up front. */
-static int decode_alloc(fm_vae *vae, float *img, const float *z, int h, int w, const fm_vae_tiling *tiling,
+static int decode_alloc(vae_kl *vae, float *img, const float *z, int h, int w, const vae_tiles *tiling,
                         fm_error *err)
 {
     int rc = check_decode(vae, h, w, tiling, err);
     if (rc) return rc;
     size_t bytes = decode_bytes(vae, h, w, tiling);
-    void *arena = bytes != SIZE_MAX ? fm_alloc(bytes) : NULL;
-    if (!arena) return fm_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", bytes >> 20);
-    rc = fm_vae_decode_in(vae, img, z, h, w, tiling, arena, bytes, err);
-    fm_free(arena);
+    void *arena = bytes != SIZE_MAX ? core_alloc(bytes) : NULL;
+    if (!arena) return core_fail(err, FM_EINPUT, "vae: out of memory for %zu MB of activations", bytes >> 20);
+    rc = vae_decode_in(vae, img, z, h, w, tiling, arena, bytes, err);
+    core_free(arena);
     return rc;
 }
 
-int fm_vae_decode(fm_vae *vae, float *img, const float *z, int h, int w, fm_error *err)
+int vae_decode(vae_kl *vae, float *img, const float *z, int h, int w, fm_error *err)
 {
     return decode_alloc(vae, img, z, h, w, NULL, err);
 }
 
-int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
-                        const fm_vae_tiling *tiling, fm_error *err)
+int vae_decode_tiled(vae_kl *vae, float *img, const float *z, int h, int w,
+                        const vae_tiles *tiling, fm_error *err)
 {
-    fm_vae_tiling def;
+    vae_tiles def;
     if (!tiling) {
-        fm_vae_tiling_default(&def);
+        vae_tiles_default(&def);
         tiling = &def;
     }
     return decode_alloc(vae, img, z, h, w, tiling, err);
@@ -328,34 +328,34 @@ int fm_vae_decode_tiled(fm_vae *vae, float *img, const float *z, int h, int w,
 
 /* ---------------------------------------------------------------- memory */
 
-size_t fm_vae_decode_bytes(const fm_vae_config *cfg, int h, int w, const fm_vae_tiling *tiling)
+size_t vae_decode_bytes(const wt_vae_config *cfg, int h, int w, const vae_tiles *tiling)
 {
-    fm_vae *skel = calloc(1, sizeof *skel);
+    vae_kl *skel = calloc(1, sizeof *skel);
     if (!skel) return SIZE_MAX;
     size_t bytes = SIZE_MAX;
     if (!vae_build(skel, cfg, NULL)) {
         bytes = decode_bytes(skel, h, w, tiling);
     }
-    fm_vae_free(skel);
+    vae_free(skel);
     return bytes;
 }
 
-int fm_vae_check_decode_memory(const fm_vae_config *cfg, int h, int w,
-                               const fm_vae_tiling *tiling, size_t budget, fm_error *err)
+int vae_check_decode_memory(const wt_vae_config *cfg, int h, int w,
+                               const vae_tiles *tiling, size_t budget, fm_error *err)
 {
-    size_t need = fm_vae_decode_bytes(cfg, h, w, tiling);
+    size_t need = vae_decode_bytes(cfg, h, w, tiling);
     if (need <= budget) return 0;
-    int f = fm_vae_latent_factor(cfg);
+    int f = vae_latent_factor(cfg);
     if (tiling)
-        return fm_fail(err, FM_EINPUT,
+        return core_fail(err, FM_EINPUT,
                        "decoding %dx%d needs %zu MB even with --vae-tiling (tile %d), more than the %zu MB available",
                        w * f, h * f, need >> 20, tiling->tile, budget >> 20);
-    return fm_fail(err, FM_EINPUT,
+    return core_fail(err, FM_EINPUT,
                    "decoding %dx%d needs %zu MB, more than the %zu MB available: use --vae-tiling",
                    w * f, h * f, need >> 20, budget >> 20);
 }
 
-size_t fm_vae_memory_available(void)
+size_t vae_memory_available(void)
 {
     FILE *fp = fopen("/proc/meminfo", "r");
     if (fp) {

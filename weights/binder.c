@@ -40,7 +40,7 @@ static void *arena_alloc(wt_weights *w, size_t bytes)
 void wt_weights_free(wt_weights *w)
 {
     if (!w) return;
-    fm_free(w->arena);
+    core_free(w->arena);
     free(w->rec);
     free(w);
 }
@@ -56,7 +56,7 @@ wt_binding wt_weights_at(const wt_weights *w, int i)
 
 size_t wt_weights_copied_bytes(const wt_weights *w) { return w ? w->used : 0; }
 
-void wt_weights_each_mat(wt_weights *w, void (*fn)(fm_mat *m, void *arg), void *arg)
+void wt_weights_each_mat(wt_weights *w, void (*fn)(kn_mat *m, void *arg), void *arg)
 {
     for (int i = 0; w && i < w->n; i++) {
         wt_binding r = wt_weights_at(w, i);
@@ -67,7 +67,7 @@ void wt_weights_each_mat(wt_weights *w, void (*fn)(fm_mat *m, void *arg), void *
 static int oom(wt_binder *b)
 {
     b->failed = 1;
-    return fm_fail(b->err, FM_EINPUT, "%s: out of memory", b->what);
+    return core_fail(b->err, FM_EINPUT, "%s: out of memory", b->what);
 }
 
 static void set_prefix(wt_binder *b, const char *prefix)
@@ -93,7 +93,7 @@ int wt_bind_again(wt_binder *b)
     w->used = 0;
     w->cap = w->n;
     w->n = 0;
-    if ((w->size && !(w->arena = fm_alloc(w->size))) ||
+    if ((w->size && !(w->arena = core_alloc(w->size))) ||
         (w->cap && !(w->rec = malloc(sizeof *w->rec * (size_t)w->cap)))) {
         oom(b);
         return 0;
@@ -114,7 +114,7 @@ wt_weights *wt_bind_end(wt_binder *b)
     b->w = NULL;
     if (b->failed || !b->src) {
         wt_weights_free(w);
-        if (b->failed && b->err && b->err->code == FM_OK) fm_fail(b->err, FM_EINPUT, "%s: load failed", b->what);
+        if (b->failed && b->err && b->err->code == FM_OK) core_fail(b->err, FM_EINPUT, "%s: load failed", b->what);
         return NULL;
     }
     if (b->measuring) { /* the part did not walk again: nothing was bound */
@@ -133,7 +133,7 @@ int wt_bind_fail(wt_binder *b, const char *fmt, ...)
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     b->failed = 1;
-    return fm_fail(b->err, FM_EINPUT, "%s", why);
+    return core_fail(b->err, FM_EINPUT, "%s", why);
 }
 
 /* prefix + formatted name; 0, or -1 (and the walk failed) when too long. */
@@ -197,7 +197,7 @@ static const float *converted(wt_binder *b, const wt_tensor *t)
     return f;
 }
 
-void wt_bind_mat(wt_binder *b, fm_mat *m, int rows, int cols, int ndim, const int64_t *shape,
+void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const int64_t *shape,
                  const char *fmt, ...)
 {
     memset(m, 0, sizeof *m);

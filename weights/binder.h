@@ -56,7 +56,7 @@ typedef struct wt_binding {
     const wt_tensor *tensor; /* the source's tensor (its name, shape, dtype) */
     wt_origin origin;
     wt_slot_kind kind;
-    void *slot;              /* fm_mat * or const float ** inside the part */
+    void *slot;              /* kn_mat * or const float ** inside the part */
 } wt_binding;
 
 /* What a loaded part keeps: the arena of copies and the records. */
@@ -66,7 +66,7 @@ void wt_weights_free(wt_weights *w);
 int wt_weights_count(const wt_weights *w);
 wt_binding wt_weights_at(const wt_weights *w, int i);
 /* fn on every bound matrix (e.g. to set its precision). */
-void wt_weights_each_mat(wt_weights *w, void (*fn)(fm_mat *m, void *arg), void *arg);
+void wt_weights_each_mat(wt_weights *w, void (*fn)(kn_mat *m, void *arg), void *arg);
 /* Bytes of converted copies (for tests and --info). */
 size_t wt_weights_copied_bytes(const wt_weights *w);
 
@@ -107,7 +107,7 @@ int wt_bind_fail(wt_binder *b, const char *fmt, ...) __attribute__((format(print
 /* m [rows][cols] from the tensor stored with shape[ndim] (a conv's
  * [cout][cin][k][k] is the matrix [cout][cin*k*k]). On failure m is zeroed
  * but for rows and cols. */
-void wt_bind_mat(wt_binder *b, fm_mat *m, int rows, int cols, int ndim, const int64_t *shape,
+void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const int64_t *shape,
                  const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 /* *dst = float32 data of the tensor with shape[ndim] (NULL on failure). */
 void wt_bind_f32(wt_binder *b, const float **dst, int ndim, const int64_t *shape, const char *fmt, ...)

@@ -9,7 +9,7 @@
 
 #define FM_MAX_LEVELS 8
 
-typedef struct fm_unet_config {
+typedef struct wt_unet_config {
     char prefix[64];              /* "model.diffusion_model." */
     int in_channels, out_channels, model_channels;
     int n_levels;                 /* len(channel_mult) */
@@ -24,26 +24,26 @@ typedef struct fm_unet_config {
     int context_dim;
     int use_linear_in_transformer;/* linear proj_in/out (SD 2.x, SDXL) vs 1x1 conv (SD 1.x) */
     int adm_in_channels;          /* label_emb input (SDXL 2816), 0 = none */
-} fm_unet_config;
+} wt_unet_config;
 
-typedef struct fm_vae_config {
+typedef struct wt_vae_config {
     char prefix[64];              /* "first_stage_model." */
     int ch, n_levels, ch_mult[FM_MAX_LEVELS], num_res_blocks;
     int z_channels, embed_dim, in_channels, out_ch, double_z;
     float scale_factor;           /* 0.18215 (SD 1/2), 0.13025 (SDXL) */
     int latent_factor;            /* 2^(n_levels-1) */
     int has_encoder;              /* encoder.* and quant_conv present (needed for img2img only) */
-} fm_vae_config;
+} wt_vae_config;
 
-typedef enum { FM_TEXT_CLIP = 0, FM_TEXT_OPENCLIP } fm_text_kind;
+typedef enum { FM_TEXT_CLIP = 0, FM_TEXT_OPENCLIP } wt_text_kind;
 
-typedef struct fm_text_config {
+typedef struct wt_text_config {
     /* "cond_stage_model.transformer.text_model." (SD 1, HF names),
      * "cond_stage_model.model." (SD 2, open_clip names),
      * "conditioner.embedders.0.model." (SD-Turbo),
      * "conditioner.embedders.{0.transformer.text_model.,1.model.}" (SDXL) */
     char prefix[96];
-    fm_text_kind kind;
+    wt_text_kind kind;
     int width, layers, heads, vocab_size, max_length, intermediate_size;
     int act_quick_gelu;           /* 1 quick_gelu (CLIP), 0 exact GELU (OpenCLIP) */
     int pad_token;                /* 49407 (CLIP), 0 (OpenCLIP) */
@@ -53,19 +53,19 @@ typedef struct fm_text_config {
     int penultimate;
     int final_ln_on_output;       /* apply the final LN to the chosen layer */
     float layer_norm_eps;
-} fm_text_config;
+} wt_text_config;
 
-typedef struct fm_model_config {
+typedef struct wt_model_config {
     fm_family family;
     fm_prediction prediction;     /* AUTO = not known from the file */
-    fm_unet_config unet;
-    fm_vae_config vae;
+    wt_unet_config unet;
+    wt_vae_config vae;
     int n_text;                   /* 1, or 2 for SDXL */
-    fm_text_config text[2];
+    wt_text_config text[2];
     double linear_start, linear_end;
     int timesteps;
     fm_model_defaults defaults;   /* by family, or the demo model's "defaults" */
     char vocabulary[1024];        /* demo model: words it understands, "" otherwise */
-} fm_model_config;
+} wt_model_config;
 
 #endif

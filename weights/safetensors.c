@@ -10,12 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const struct { const char *name; fm_dtype dtype; } dtypes[] = {
+static const struct { const char *name; core_dtype dtype; } dtypes[] = {
     {"F32", FM_DT_F32}, {"F16", FM_DT_F16}, {"BF16", FM_DT_BF16}, {"F64", FM_DT_F64},
     {"I64", FM_DT_I64}, {"I32", FM_DT_I32}, {"U8", FM_DT_U8},
 };
 
-static int parse_dtype(const char *s, fm_dtype *out)
+static int parse_dtype(const char *s, core_dtype *out)
 {
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (!strcmp(s, dtypes[i].name)) {
@@ -27,12 +27,12 @@ static int parse_dtype(const char *s, fm_dtype *out)
 
 static int cmp_tensor_name(const void *a, const void *b)
 {
-    return strcmp(((const fm_st_tensor *)a)->name, ((const fm_st_tensor *)b)->name);
+    return strcmp(((const wt_st_tensor *)a)->name, ((const wt_st_tensor *)b)->name);
 }
 
 static int cmp_span(const void *a, const void *b)
 {
-    const fm_st_tensor *x = *(const fm_st_tensor *const *)a, *y = *(const fm_st_tensor *const *)b;
+    const wt_st_tensor *x = *(const wt_st_tensor *const *)a, *y = *(const wt_st_tensor *const *)b;
     uintptr_t p = (uintptr_t)x->data, q = (uintptr_t)y->data;
     return p < q ? -1 : p > q;
 }
@@ -48,61 +48,61 @@ static int json_size(const cJSON *j, uint64_t *out)
 }
 
 /* Parse one tensor entry; name storage is appended to *str. */
-static int parse_tensor(fm_st_tensor *t, const cJSON *e, const uint8_t *data, size_t data_len,
+static int parse_tensor(wt_st_tensor *t, const cJSON *e, const uint8_t *data, size_t data_len,
                         const char *path, fm_error *err)
 {
     const char *nm = t->name;
     if (!cJSON_IsObject(e))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: entry is not an object", path, nm);
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: entry is not an object", path, nm);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(of))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: needs dtype, shape and data_offsets", path, nm);
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: needs dtype, shape and data_offsets", path, nm);
     if (parse_dtype(dt->valuestring, &t->dtype))
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: unknown dtype %.20s", path, nm, dt->valuestring);
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: unknown dtype %.20s", path, nm, dt->valuestring);
     int nd = cJSON_GetArraySize(sh);
     if (nd > FM_ST_MAX_DIMS)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: %d dimensions (at most %d)", path, nm, nd, FM_ST_MAX_DIMS);
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: %d dimensions (at most %d)", path, nm, nd, FM_ST_MAX_DIMS);
     t->ndim = nd;
     uint64_t numel = 1;
     for (int i = 0; i < nd; i++) {
         uint64_t d;
         if (json_size(cJSON_GetArrayItem(sh, i), &d))
-            return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape entry %d is not a non-negative integer", path, nm, i);
+            return core_fail(err, FM_EINPUT, "%s: tensor %.200s: shape entry %d is not a non-negative integer", path, nm, i);
         if (d != 0 && numel > UINT64_MAX / 8 / d)
-            return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape too large", path, nm);
+            return core_fail(err, FM_EINPUT, "%s: tensor %.200s: shape too large", path, nm);
         numel *= d;
         t->shape[i] = (int64_t)d;
     }
     uint64_t b, en;
     if (cJSON_GetArraySize(of) != 2 || json_size(cJSON_GetArrayItem(of, 0), &b) ||
         json_size(cJSON_GetArrayItem(of, 1), &en) || en < b)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets is not [begin, end] with begin <= end", path, nm);
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets is not [begin, end] with begin <= end", path, nm);
     if (en > data_len)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets [%llu, %llu] past the end of the data section (%zu bytes)",
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: data_offsets [%llu, %llu] past the end of the data section (%zu bytes)",
                        path, nm, (unsigned long long)b, (unsigned long long)en, data_len);
-    if (numel * fm_dtype_size(t->dtype) != en - b)
-        return fm_fail(err, FM_EINPUT, "%s: tensor %.200s: shape needs %llu bytes, span has %llu", path,
-                       nm, (unsigned long long)(numel * fm_dtype_size(t->dtype)),
+    if (numel * core_dtype_size(t->dtype) != en - b)
+        return core_fail(err, FM_EINPUT, "%s: tensor %.200s: shape needs %llu bytes, span has %llu", path,
+                       nm, (unsigned long long)(numel * core_dtype_size(t->dtype)),
                        (unsigned long long)(en - b));
     t->nbytes = (size_t)(en - b);
     t->data = data + b;
     return 0;
 }
 
-static int parse_metadata(fm_safetensors *st, const cJSON *m, char **str, const char *path, fm_error *err)
+static int parse_metadata(wt_safetensors *st, const cJSON *m, char **str, const char *path, fm_error *err)
 {
     if (!cJSON_IsObject(m))
-        return fm_fail(err, FM_EINPUT, "%s: __metadata__ is not an object", path);
+        return core_fail(err, FM_EINPUT, "%s: __metadata__ is not an object", path);
     int n = cJSON_GetArraySize(m);
     st->meta = calloc((size_t)n + 1, sizeof *st->meta);
-    if (!st->meta) return fm_fail(err, FM_EINPUT, "%s: out of memory", path);
+    if (!st->meta) return core_fail(err, FM_EINPUT, "%s: out of memory", path);
     const cJSON *kv;
     cJSON_ArrayForEach(kv, m) {
         if (!cJSON_IsString(kv))
-            return fm_fail(err, FM_EINPUT, "%s: __metadata__ value of %.100s is not a string", path, kv->string);
-        fm_st_meta *e = &st->meta[st->n_meta++];
+            return core_fail(err, FM_EINPUT, "%s: __metadata__ value of %.100s is not a string", path, kv->string);
+        wt_st_meta *e = &st->meta[st->n_meta++];
         size_t kl = strlen(kv->string) + 1, vl = strlen(kv->valuestring) + 1;
         memcpy(*str, kv->string, kl); e->key = *str; *str += kl;
         memcpy(*str, kv->valuestring, vl); e->value = *str; *str += vl;
@@ -110,26 +110,26 @@ static int parse_metadata(fm_safetensors *st, const cJSON *m, char **str, const 
     return 0;
 }
 
-static int parse_header(fm_safetensors *st, const char *json, size_t json_len, const uint8_t *data,
+static int parse_header(wt_safetensors *st, const char *json, size_t json_len, const uint8_t *data,
                         size_t data_len, const char *path, fm_error *err)
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, json_len, &end, 0);
     if (!root) {
         size_t at = end && end >= json ? (size_t)(end - json) : 0;
-        return fm_fail(err, FM_EINPUT, "%s: header is not valid JSON (at byte %zu)", path, 8 + at);
+        return core_fail(err, FM_EINPUT, "%s: header is not valid JSON (at byte %zu)", path, 8 + at);
     }
     int rc = 0;
     /* Writers pad the header with spaces to an 8-byte boundary; anything
      * else after the object is garbage. */
     for (const char *q = end; q < json + json_len; q++)
         if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
-            rc = fm_fail(err, FM_EINPUT, "%s: header has data after the JSON object (at byte %zu)",
+            rc = core_fail(err, FM_EINPUT, "%s: header has data after the JSON object (at byte %zu)",
                          path, 8 + (size_t)(q - json));
             goto done;
         }
     if (!cJSON_IsObject(root)) {
-        rc = fm_fail(err, FM_EINPUT, "%s: header is not a JSON object", path);
+        rc = core_fail(err, FM_EINPUT, "%s: header is not a JSON object", path);
         goto done;
     }
     int n = cJSON_GetArraySize(root);
@@ -137,18 +137,18 @@ static int parse_header(fm_safetensors *st, const char *json, size_t json_len, c
     st->strings = malloc(json_len + 16);
     st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
     if (!st->strings || !st->tensors) {
-        rc = fm_fail(err, FM_EINPUT, "%s: out of memory", path);
+        rc = core_fail(err, FM_EINPUT, "%s: out of memory", path);
         goto done;
     }
     char *str = st->strings;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (st->meta) { rc = fm_fail(err, FM_EINPUT, "%s: two __metadata__ entries", path); goto done; }
+            if (st->meta) { rc = core_fail(err, FM_EINPUT, "%s: two __metadata__ entries", path); goto done; }
             if ((rc = parse_metadata(st, e, &str, path, err))) goto done;
             continue;
         }
-        fm_st_tensor *t = &st->tensors[st->n_tensors];
+        wt_st_tensor *t = &st->tensors[st->n_tensors];
         size_t l = strlen(e->string) + 1;
         memcpy(str, e->string, l);
         t->name = str;
@@ -159,19 +159,19 @@ static int parse_header(fm_safetensors *st, const char *json, size_t json_len, c
     qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
     for (int i = 1; i < st->n_tensors; i++)
         if (!strcmp(st->tensors[i - 1].name, st->tensors[i].name)) {
-            rc = fm_fail(err, FM_EINPUT, "%s: tensor %.200s: listed twice", path, st->tensors[i].name);
+            rc = core_fail(err, FM_EINPUT, "%s: tensor %.200s: listed twice", path, st->tensors[i].name);
             goto done;
         }
     /* Spans must not overlap (empty tensors take no room). */
-    const fm_st_tensor **by_off = malloc(sizeof *by_off * ((size_t)st->n_tensors + 1));
-    if (!by_off) { rc = fm_fail(err, FM_EINPUT, "%s: out of memory", path); goto done; }
+    const wt_st_tensor **by_off = malloc(sizeof *by_off * ((size_t)st->n_tensors + 1));
+    if (!by_off) { rc = core_fail(err, FM_EINPUT, "%s: out of memory", path); goto done; }
     int m = 0;
     for (int i = 0; i < st->n_tensors; i++)
         if (st->tensors[i].nbytes) by_off[m++] = &st->tensors[i];
     qsort(by_off, (size_t)m, sizeof *by_off, cmp_span);
     for (int i = 1; i < m; i++)
         if ((const uint8_t *)by_off[i - 1]->data + by_off[i - 1]->nbytes > (const uint8_t *)by_off[i]->data) {
-            rc = fm_fail(err, FM_EINPUT, "%s: tensors %.200s and %.200s overlap", path, by_off[i - 1]->name, by_off[i]->name);
+            rc = core_fail(err, FM_EINPUT, "%s: tensors %.200s and %.200s overlap", path, by_off[i - 1]->name, by_off[i]->name);
             break;
         }
     free(by_off);
@@ -180,14 +180,14 @@ done:
     return rc;
 }
 
-static int st_open(fm_safetensors *st, const char *path, fm_error *err);
+static int st_open(wt_safetensors *st, const char *path, fm_error *err);
 
 /* The wt_source face of an open file (st->src is its first member). */
-static const fm_safetensors *of(const wt_source *s) { return (const fm_safetensors *)s; }
+static const wt_safetensors *of(const wt_source *s) { return (const wt_safetensors *)s; }
 static int src_count(const wt_source *s) { return of(s)->n_tensors; }
 static const wt_tensor *src_at(const wt_source *s, int i) { return &of(s)->tensors[i]; }
-static const wt_tensor *src_find(const wt_source *s, const char *name) { return fm_st_find(of(s), name); }
-static const char *src_meta(const wt_source *s, const char *key) { return fm_st_meta_get(of(s), key); }
+static const wt_tensor *src_find(const wt_source *s, const char *name) { return wt_st_find(of(s), name); }
+static const char *src_meta(const wt_source *s, const char *key) { return wt_st_meta_get(of(s), key); }
 static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta};
 
 /* Names and values in a message come from the file: keep it one line. */
@@ -198,32 +198,32 @@ static void one_line(fm_error *err)
         if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
 }
 
-int fm_st_open(fm_safetensors *st, const char *path, fm_error *err)
+int wt_st_open(wt_safetensors *st, const char *path, fm_error *err)
 {
     int rc = st_open(st, path, err);
     if (rc) one_line(err);
     return rc;
 }
 
-static int st_open(fm_safetensors *st, const char *path, fm_error *err)
+static int st_open(wt_safetensors *st, const char *path, fm_error *err)
 {
     memset(st, 0, sizeof *st);
     /* O_NONBLOCK: a FIFO given as model must not hang the open. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (fd < 0) return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
         int e = errno;
         close(fd);
-        return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
+        return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(e));
     }
-    if (S_ISDIR(sb.st_mode)) { close(fd); return fm_fail(err, FM_EINPUT, "%s: is a directory", path); }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return fm_fail(err, FM_EINPUT, "%s: not a regular file", path); }
-    if (sb.st_size < 8) { close(fd); return fm_fail(err, FM_EINPUT, "%s: too short for a safetensors file (%lld bytes)", path, (long long)sb.st_size); }
+    if (S_ISDIR(sb.st_mode)) { close(fd); return core_fail(err, FM_EINPUT, "%s: is a directory", path); }
+    if (!S_ISREG(sb.st_mode)) { close(fd); return core_fail(err, FM_EINPUT, "%s: not a regular file", path); }
+    if (sb.st_size < 8) { close(fd); return core_fail(err, FM_EINPUT, "%s: too short for a safetensors file (%lld bytes)", path, (long long)sb.st_size); }
     size_t size = (size_t)sb.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return fm_fail(err, FM_EINPUT, "%s: cannot map: %s", path, strerror(errno));
+    if (map == MAP_FAILED) return core_fail(err, FM_EINPUT, "%s: cannot map: %s", path, strerror(errno));
     st->map = map;
     st->map_size = size;
     st->path = strdup(path);
@@ -233,18 +233,18 @@ static int st_open(fm_safetensors *st, const char *path, fm_error *err)
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
     int rc;
     if (hlen > FM_ST_MAX_HEADER)
-        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu over the %u-byte limit", path, (unsigned long long)hlen, FM_ST_MAX_HEADER);
+        rc = core_fail(err, FM_EINPUT, "%s: header length %llu over the %u-byte limit", path, (unsigned long long)hlen, FM_ST_MAX_HEADER);
     else if (hlen > size - 8)
-        rc = fm_fail(err, FM_EINPUT, "%s: header length %llu past end of file (%zu bytes)", path, (unsigned long long)hlen, size);
+        rc = core_fail(err, FM_EINPUT, "%s: header length %llu past end of file (%zu bytes)", path, (unsigned long long)hlen, size);
     else if (hlen < 2)
-        rc = fm_fail(err, FM_EINPUT, "%s: header too short", path);
+        rc = core_fail(err, FM_EINPUT, "%s: header too short", path);
     else
         rc = parse_header(st, (const char *)p + 8, (size_t)hlen, p + 8 + hlen, size - 8 - (size_t)hlen, path, err);
-    if (rc) fm_st_close(st);
+    if (rc) wt_st_close(st);
     return rc;
 }
 
-void fm_st_close(fm_safetensors *st)
+void wt_st_close(wt_safetensors *st)
 {
     if (st->map) munmap(st->map, st->map_size);
     free(st->tensors);
@@ -254,25 +254,25 @@ void fm_st_close(fm_safetensors *st)
     memset(st, 0, sizeof *st);
 }
 
-const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name)
+const wt_st_tensor *wt_st_find(const wt_safetensors *st, const char *name)
 {
-    fm_st_tensor key = {.name = name};
+    wt_st_tensor key = {.name = name};
     return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof key, cmp_tensor_name);
 }
 
-const char *fm_st_meta_get(const fm_safetensors *st, const char *key)
+const char *wt_st_meta_get(const wt_safetensors *st, const char *key)
 {
     for (int i = 0; i < st->n_meta; i++)
         if (!strcmp(st->meta[i].key, key)) return st->meta[i].value;
     return NULL;
 }
 
-float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err)
+float *wt_st_to_f32(const wt_st_tensor *t, fm_error *err)
 {
-    size_t n = (size_t)fm_st_numel(t);
-    float *f = fm_alloc(n * sizeof(float));
+    size_t n = (size_t)wt_st_numel(t);
+    float *f = core_alloc(n * sizeof(float));
     if (!f) {
-        fm_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
+        core_fail(err, FM_EINPUT, "tensor %.200s: out of memory", t->name);
         return NULL;
     }
     wt_convert_f32(f, t);

@@ -18,34 +18,34 @@
 #define FM_ST_MAX_DIMS WT_MAX_DIMS
 #define FM_ST_MAX_HEADER (100u << 20) /* 100 MiB of JSON is far beyond any real file */
 
-typedef wt_tensor fm_st_tensor; /* data points inside the mapping */
+typedef wt_tensor wt_st_tensor; /* data points inside the mapping */
 
-typedef struct fm_st_meta {
+typedef struct wt_st_meta {
     const char *key, *value;
-} fm_st_meta;
+} wt_st_meta;
 
-typedef struct fm_safetensors {
+typedef struct wt_safetensors {
     wt_source src; /* first: the source ops cast it back to the file */
     char *path;
     void *map;
     size_t map_size;
-    fm_st_tensor *tensors; /* sorted by name */
+    wt_st_tensor *tensors; /* sorted by name */
     int n_tensors;
-    fm_st_meta *meta;
+    wt_st_meta *meta;
     int n_meta;
     char *strings; /* storage for names, keys and values */
-} fm_safetensors;
+} wt_safetensors;
 
 /* Maps and validates path. On failure st is left closed and err says
  * "PATH: why". */
-int fm_st_open(fm_safetensors *st, const char *path, fm_error *err);
-void fm_st_close(fm_safetensors *st);
+int wt_st_open(wt_safetensors *st, const char *path, fm_error *err);
+void wt_st_close(wt_safetensors *st);
 
-const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name);
+const wt_st_tensor *wt_st_find(const wt_safetensors *st, const char *name);
 /* Value of a __metadata__ key, or NULL. */
-const char *fm_st_meta_get(const fm_safetensors *st, const char *key);
-static inline int64_t fm_st_numel(const fm_st_tensor *t) { return wt_numel(t); }
-/* The tensor converted to a newly allocated float32 array (fm_free). */
-float *fm_st_to_f32(const fm_st_tensor *t, fm_error *err);
+const char *wt_st_meta_get(const wt_safetensors *st, const char *key);
+static inline int64_t wt_st_numel(const wt_st_tensor *t) { return wt_numel(t); }
+/* The tensor converted to a newly allocated float32 array (core_free). */
+float *wt_st_to_f32(const wt_st_tensor *t, fm_error *err);
 
 #endif

@@ -13,7 +13,7 @@ int64_t wt_numel(const wt_tensor *t)
     return n;
 }
 
-int wt_is_float(fm_dtype t)
+int wt_is_float(core_dtype t)
 {
     return t == FM_DT_F32 || t == FM_DT_F16 || t == FM_DT_BF16 || t == FM_DT_F64;
 }
@@ -37,7 +37,7 @@ int wt_fail(fm_error *err, const wt_source *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    return fm_fail(err, FM_EINPUT, "%s: %s", s->path, why);
+    return core_fail(err, FM_EINPUT, "%s: %s", s->path, why);
 }
 
 /* "[a,b,c]" into buf. */
@@ -68,7 +68,7 @@ const wt_tensor *wt_require(const wt_source *s, const char *name, int ndim, cons
         return NULL;
     }
     if (!wt_is_float(t->dtype)) {
-        wt_fail(err, s, "tensor %.200s: dtype %s is not a float type", name, fm_dtype_name(t->dtype));
+        wt_fail(err, s, "tensor %.200s: dtype %s is not a float type", name, core_dtype_name(t->dtype));
         return NULL;
     }
     return t;
@@ -76,9 +76,9 @@ const wt_tensor *wt_require(const wt_source *s, const char *name, int ndim, cons
 
 void wt_convert_f32(float *dst, const wt_tensor *t)
 {
-    size_t n = (size_t)wt_numel(t), es = fm_dtype_size(t->dtype);
+    size_t n = (size_t)wt_numel(t), es = core_dtype_size(t->dtype);
     if ((uintptr_t)t->data % es == 0) {
-        fm_convert_to_f32(dst, t->data, t->dtype, n);
+        core_convert_to_f32(dst, t->data, t->dtype, n);
         return;
     }
     /* safetensors does not align tensors: widen from aligned pieces. */
@@ -87,6 +87,6 @@ void wt_convert_f32(float *dst, const wt_tensor *t)
     for (size_t i = 0; i < n; i += per) {
         size_t k = n - i < per ? n - i : per;
         memcpy(buf, (const char *)t->data + i * es, k * es);
-        fm_convert_to_f32(dst + i, buf, t->dtype, k);
+        core_convert_to_f32(dst + i, buf, t->dtype, k);
     }
 }

@@ -21,7 +21,7 @@
 
 typedef struct wt_tensor {
     const char *name;
-    fm_dtype dtype;
+    core_dtype dtype;
     int ndim;
     int64_t shape[WT_MAX_DIMS];
     size_t nbytes;
@@ -50,7 +50,7 @@ static inline const char *wt_meta(const wt_source *s, const char *key) { return 
 
 int64_t wt_numel(const wt_tensor *t);
 /* F32, F16, BF16 or F64: a parameter (integer buffers such as position_ids are not). */
-int wt_is_float(fm_dtype t);
+int wt_is_float(core_dtype t);
 
 /* Is there a tensor whose name starts with prefix? */
 int wt_has_prefix(const wt_source *s, const char *prefix);

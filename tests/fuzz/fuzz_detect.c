@@ -1,5 +1,5 @@
-/* libFuzzer: model detection (fm_detect_config) and the --info description,
- * on every header fm_st_open accepts.
+/* libFuzzer: model detection (df_detect_config) and the --info description,
+ * on every header wt_st_open accepts.
  *
  * The input is the JSON header alone: the harness frames it (u64 length,
  * JSON) and follows it with a 64 MiB zero data section that costs nothing
@@ -36,17 +36,17 @@ static const char *header_file(const uint8_t *json, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fm_safetensors st;
+    wt_safetensors st;
     fm_error err = {0};
-    if (fm_st_open(&st, header_file(data, size), &err)) return 0;
-    fm_model_config cfg;
+    if (wt_st_open(&st, header_file(data, size), &err)) return 0;
+    wt_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (fm_detect_config(&st.src, &cfg, &err) == 0) {
-        char *s = fm_config_describe(&cfg, &st.src);
+    if (df_detect_config(&st.src, &cfg, &err) == 0) {
+        char *s = df_config_describe(&cfg, &st.src);
         free(s);
     } else if (!err.code || !err.msg[0]) {
         abort();
     }
-    fm_st_close(&st);
+    wt_st_close(&st);
     return 0;
 }

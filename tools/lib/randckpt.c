@@ -8,42 +8,42 @@
 
 /* ---- layout TSV ---- */
 
-static int parse_layout_line(fm_st_entry *e, char *line, const char *path, int lineno, fm_error *err)
+static int parse_layout_line(tl_st_entry *e, char *line, const char *path, int lineno, fm_error *err)
 {
     char *tab1 = strchr(line, '\t');
     char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
     if (!tab2 || tab1 == line)
-        return fm_fail(err, FM_EINPUT, "%s:%d: expected name<TAB>dtype<TAB>shape", path, lineno);
+        return core_fail(err, FM_EINPUT, "%s:%d: expected name<TAB>dtype<TAB>shape", path, lineno);
     *tab1 = *tab2 = 0;
     e->name = line;
     int found = 0;
     for (int t = 0; t < FM_DT_COUNT; t++)
-        if (!strcmp(tab1 + 1, fm_dtype_name((fm_dtype)t))) {
-            e->dtype = (fm_dtype)t;
+        if (!strcmp(tab1 + 1, core_dtype_name((core_dtype)t))) {
+            e->dtype = (core_dtype)t;
             found = 1;
         }
-    if (!found) return fm_fail(err, FM_EINPUT, "%s:%d: unknown dtype %.20s", path, lineno, tab1 + 1);
+    if (!found) return core_fail(err, FM_EINPUT, "%s:%d: unknown dtype %.20s", path, lineno, tab1 + 1);
     e->ndim = 0;
     char *s = tab2 + 1;
     while (*s) {
         if (e->ndim == FM_ST_MAX_DIMS)
-            return fm_fail(err, FM_EINPUT, "%s:%d: more than %d dimensions", path, lineno, FM_ST_MAX_DIMS);
+            return core_fail(err, FM_EINPUT, "%s:%d: more than %d dimensions", path, lineno, FM_ST_MAX_DIMS);
         char *end;
         errno = 0;
         long long d = strtoll(s, &end, 10);
         if (end == s || d < 0 || errno || (*end && *end != ','))
-            return fm_fail(err, FM_EINPUT, "%s:%d: bad shape", path, lineno);
+            return core_fail(err, FM_EINPUT, "%s:%d: bad shape", path, lineno);
         e->shape[e->ndim++] = d;
         s = *end ? end + 1 : end;
     }
     return 0;
 }
 
-int fm_layout_read(fm_layout *layout, const char *path, fm_error *err)
+int tl_layout_read(tl_layout *layout, const char *path, fm_error *err)
 {
     memset(layout, 0, sizeof *layout);
     FILE *f = fopen(path, "rb");
-    if (!f) return fm_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (!f) return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap + 1);
     size_t k;
@@ -58,21 +58,21 @@ int fm_layout_read(fm_layout *layout, const char *path, fm_error *err)
     }
     int rd_err = ferror(f);
     fclose(f);
-    if (!buf) return fm_fail(err, FM_EINPUT, "%s: out of memory", path);
-    if (rd_err) { free(buf); return fm_fail(err, FM_EINPUT, "%s: read error", path); }
+    if (!buf) return core_fail(err, FM_EINPUT, "%s: out of memory", path);
+    if (rd_err) { free(buf); return core_fail(err, FM_EINPUT, "%s: read error", path); }
     buf[len] = 0;
     int lines = 1;
     for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
     layout->entries = calloc((size_t)lines, sizeof *layout->entries);
     layout->strings = buf;
-    if (!layout->entries) { fm_layout_free(layout); return fm_fail(err, FM_EINPUT, "%s: out of memory", path); }
+    if (!layout->entries) { tl_layout_free(layout); return core_fail(err, FM_EINPUT, "%s: out of memory", path); }
     char *line = buf;
     for (int lineno = 1; line && *line; lineno++) {
         char *nl = strchr(line, '\n');
         if (nl) *nl = 0;
         if (*line) {
             int rc = parse_layout_line(&layout->entries[layout->n], line, path, lineno, err);
-            if (rc) { fm_layout_free(layout); return rc; }
+            if (rc) { tl_layout_free(layout); return rc; }
             layout->n++;
         }
         line = nl ? nl + 1 : NULL;
@@ -80,7 +80,7 @@ int fm_layout_read(fm_layout *layout, const char *path, fm_error *err)
     return 0;
 }
 
-void fm_layout_free(fm_layout *layout)
+void tl_layout_free(tl_layout *layout)
 {
     free(layout->entries);
     free(layout->strings);
@@ -139,7 +139,7 @@ static const char *const schedule_names[] = {
 };
 #define N_SCHEDULE ((int)(sizeof schedule_names / sizeof schedule_names[0]))
 
-static value_rule rule_for(const fm_st_entry *e)
+static value_rule rule_for(const tl_st_entry *e)
 {
     const char *n = e->name;
     for (int i = 0; i < N_SCHEDULE; i++)
@@ -197,14 +197,14 @@ static double schedule_value(int which, int i, int T)
     return 0;
 }
 
-static void store(void *dst, fm_dtype dt, const double *v, size_t n)
+static void store(void *dst, core_dtype dt, const double *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         switch (dt) {
         case FM_DT_F32: ((float *)dst)[i] = (float)v[i]; break;
         case FM_DT_F64: ((double *)dst)[i] = v[i]; break;
-        case FM_DT_F16: ((uint16_t *)dst)[i] = fm_f32_to_f16_1((float)v[i]); break;
-        case FM_DT_BF16: { float f = (float)v[i]; fm_f32_to_bf16((uint16_t *)dst + i, &f, 1); } break;
+        case FM_DT_F16: ((uint16_t *)dst)[i] = core_f32_to_f16_1((float)v[i]); break;
+        case FM_DT_BF16: { float f = (float)v[i]; core_f32_to_bf16((uint16_t *)dst + i, &f, 1); } break;
         case FM_DT_I64: ((int64_t *)dst)[i] = (int64_t)v[i]; break;
         case FM_DT_I32: ((int32_t *)dst)[i] = (int32_t)v[i]; break;
         case FM_DT_U8: ((uint8_t *)dst)[i] = (uint8_t)v[i]; break;
@@ -215,7 +215,7 @@ static void store(void *dst, fm_dtype dt, const double *v, size_t n)
 
 #define CHUNK 65536
 
-static int write_tensor(fm_st_writer *w, int idx, const fm_st_entry *e, uint64_t seed, double *vals,
+static int write_tensor(tl_st_writer *w, int idx, const tl_st_entry *e, uint64_t seed, double *vals,
                         void *bytes, fm_error *err)
 {
     value_rule r = rule_for(e);
@@ -224,7 +224,7 @@ static int write_tensor(fm_st_writer *w, int idx, const fm_st_entry *e, uint64_t
     size_t numel = 1;
     for (int d = 0; d < e->ndim; d++) numel *= (size_t)e->shape[d];
     int64_t last = e->ndim ? e->shape[e->ndim - 1] : 1;
-    size_t es = fm_dtype_size(e->dtype);
+    size_t es = core_dtype_size(e->dtype);
     for (size_t at = 0; at < numel; at += CHUNK) {
         size_t n = numel - at < CHUNK ? numel - at : CHUNK;
         for (size_t i = 0; i < n; i++) {
@@ -239,37 +239,37 @@ static int write_tensor(fm_st_writer *w, int idx, const fm_st_entry *e, uint64_t
             }
         }
         store(bytes, e->dtype, vals, n);
-        int rc = fm_st_writer_put_part(w, idx, at * es, bytes, n * es, err);
+        int rc = tl_st_writer_put_part(w, idx, at * es, bytes, n * es, err);
         if (rc) return rc;
     }
     return 0;
 }
 
-int fm_randckpt_write(const fm_layout *layout, const char *out, const fm_randckpt_opts *opts,
+int tl_randckpt_write(const tl_layout *layout, const char *out, const tl_randckpt_opts *opts,
                       fm_error *err)
 {
-    fm_st_entry *e = malloc(sizeof *e * ((size_t)layout->n + 1));
-    if (!e) return fm_fail(err, FM_EINPUT, "%s: out of memory", out);
+    tl_st_entry *e = malloc(sizeof *e * ((size_t)layout->n + 1));
+    if (!e) return core_fail(err, FM_EINPUT, "%s: out of memory", out);
     for (int i = 0; i < layout->n; i++) {
         e[i] = layout->entries[i];
         int is_float = e[i].dtype == FM_DT_F32 || e[i].dtype == FM_DT_F16 ||
                        e[i].dtype == FM_DT_BF16 || e[i].dtype == FM_DT_F64;
-        if (is_float && opts->float_dtype >= 0) e[i].dtype = (fm_dtype)opts->float_dtype;
+        if (is_float && opts->float_dtype >= 0) e[i].dtype = (core_dtype)opts->float_dtype;
     }
-    fm_st_meta meta = {"fmimage.config", opts->config};
-    fm_st_writer *w = fm_st_writer_begin(out, e, layout->n, &meta, opts->config ? 1 : 0, err);
+    wt_st_meta meta = {"fmimage.config", opts->config};
+    tl_st_writer *w = tl_st_writer_begin(out, e, layout->n, &meta, opts->config ? 1 : 0, err);
     if (!w) { free(e); return err ? err->code : FM_EINPUT; }
     int rc = 0;
     if (!opts->zeros) {
         double *vals = malloc(CHUNK * sizeof *vals);
         void *bytes = malloc(CHUNK * 8);
-        if (!vals || !bytes) rc = fm_fail(err, FM_EINPUT, "%s: out of memory", out);
+        if (!vals || !bytes) rc = core_fail(err, FM_EINPUT, "%s: out of memory", out);
         for (int i = 0; !rc && i < layout->n; i++)
             rc = write_tensor(w, i, &e[i], opts->seed, vals, bytes, err);
         free(vals);
         free(bytes);
     }
     free(e);
-    if (rc) { fm_st_writer_abort(w); return rc; }
-    return fm_st_writer_finish(w, err);
+    if (rc) { tl_st_writer_abort(w); return rc; }
+    return tl_st_writer_finish(w, err);
 }

@@ -7,22 +7,22 @@
 
 #include "tools/lib/st_write.h"
 
-typedef struct fm_layout {
-    fm_st_entry *entries;
+typedef struct tl_layout {
+    tl_st_entry *entries;
     int n;
     char *strings; /* names */
-} fm_layout;
+} tl_layout;
 
 /* Reads a layout TSV. Errors "PATH:LINE: why". */
-int fm_layout_read(fm_layout *layout, const char *path, fm_error *err);
-void fm_layout_free(fm_layout *layout);
+int tl_layout_read(tl_layout *layout, const char *path, fm_error *err);
+void tl_layout_free(tl_layout *layout);
 
-typedef struct fm_randckpt_opts {
+typedef struct tl_randckpt_opts {
     uint64_t seed;
     int float_dtype;        /* -1 keeps the layout's dtype, else FM_DT_F32/F16/BF16 */
     int zeros;              /* sparse all-zero file: header only, instant */
     const char *config;     /* __metadata__["fmimage.config"], or NULL */
-} fm_randckpt_opts;
+} tl_randckpt_opts;
 
 /* Writes every tensor of layout to out. Random weights keep a forward pass
  * finite: conv/linear U(-b, b) with b = sqrt(3 / fan_in), norm weights near
@@ -30,7 +30,7 @@ typedef struct fm_randckpt_opts {
  * DDPM buffers / denoiser.sigmas with their true values (scaled linear
  * schedule 0.00085..0.012, 1000 steps). A tensor's values depend only on the
  * seed and its name. */
-int fm_randckpt_write(const fm_layout *layout, const char *out, const fm_randckpt_opts *opts,
+int tl_randckpt_write(const tl_layout *layout, const char *out, const tl_randckpt_opts *opts,
                       fm_error *err);
 
 #endif

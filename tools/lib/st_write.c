@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-struct fm_st_writer {
+struct tl_st_writer {
     char *path, *tmp;
     int fd, n;
     uint64_t data_start, data_len;
@@ -67,14 +67,14 @@ static void text_json_string(text *t, const char *s)
     text_put(t, "\"", 1);
 }
 
-size_t fm_st_entry_nbytes(const fm_st_entry *e)
+size_t tl_st_entry_nbytes(const tl_st_entry *e)
 {
-    size_t n = fm_dtype_size(e->dtype);
+    size_t n = core_dtype_size(e->dtype);
     for (int i = 0; i < e->ndim; i++) n *= (size_t)e->shape[i];
     return n;
 }
 
-static void writer_free(fm_st_writer *w)
+static void writer_free(tl_st_writer *w)
 {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
@@ -101,7 +101,7 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int build_header(text *h, fm_st_writer *w, const fm_st_entry *e, int n, const fm_st_meta *meta,
+static int build_header(text *h, tl_st_writer *w, const tl_st_entry *e, int n, const wt_st_meta *meta,
                         int n_meta)
 {
     text_put(h, "{", 1);
@@ -124,11 +124,11 @@ static int build_header(text *h, fm_st_writer *w, const fm_st_entry *e, int n, c
         for (int d = 0; d < e[i].ndim; d++)
             if (e[i].shape[d] < 0) return -1;
         w->begin[i] = off;
-        w->nbytes[i] = fm_st_entry_nbytes(&e[i]);
+        w->nbytes[i] = tl_st_entry_nbytes(&e[i]);
         if (!first) text_put(h, ",", 1);
         first = 0;
         text_json_string(h, e[i].name);
-        text_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", fm_dtype_name(e[i].dtype));
+        text_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", core_dtype_name(e[i].dtype));
         for (int d = 0; d < e[i].ndim; d++)
             text_printf(h, d ? ",%lld" : "%lld", (long long)e[i].shape[d]);
         text_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
@@ -141,11 +141,11 @@ static int build_header(text *h, fm_st_writer *w, const fm_st_entry *e, int n, c
     return 0;
 }
 
-fm_st_writer *fm_st_writer_begin(const char *path, const fm_st_entry *entries, int n,
-                                 const fm_st_meta *meta, int n_meta, fm_error *err)
+tl_st_writer *tl_st_writer_begin(const char *path, const tl_st_entry *entries, int n,
+                                 const wt_st_meta *meta, int n_meta, fm_error *err)
 {
-    fm_st_writer *w = calloc(1, sizeof *w);
-    if (!w) { fm_fail(err, FM_EINPUT, "%s: out of memory", path); return NULL; }
+    tl_st_writer *w = calloc(1, sizeof *w);
+    if (!w) { core_fail(err, FM_EINPUT, "%s: out of memory", path); return NULL; }
     w->fd = -1;
     w->n = n;
     w->path = strdup(path);
@@ -154,27 +154,27 @@ fm_st_writer *fm_st_writer_begin(const char *path, const fm_st_entry *entries, i
     w->nbytes = calloc((size_t)n + 1, sizeof *w->nbytes);
     text h = {0};
     if (!w->path || !w->tmp || !w->begin || !w->nbytes) {
-        fm_fail(err, FM_EINPUT, "%s: out of memory", path);
+        core_fail(err, FM_EINPUT, "%s: out of memory", path);
         goto fail;
     }
     if (build_header(&h, w, entries, n, meta, n_meta)) {
-        fm_fail(err, FM_EINPUT, "%s: invalid tensor entry (dtype, rank or negative size)", path);
+        core_fail(err, FM_EINPUT, "%s: invalid tensor entry (dtype, rank or negative size)", path);
         goto fail;
     }
-    if (h.oom) { fm_fail(err, FM_EINPUT, "%s: out of memory", path); goto fail; }
+    if (h.oom) { core_fail(err, FM_EINPUT, "%s: out of memory", path); goto fail; }
     sprintf(w->tmp, "%s.tmp-%ld", path, (long)getpid());
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        fm_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
+        core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
         goto fail;
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
     w->data_start = 8 + h.len;
     if (write_all(w->fd, len8, 8, 0) || write_all(w->fd, h.s, h.len, 8)) {
-        fm_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
+        core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
         free(h.s);
-        fm_st_writer_abort(w);
+        tl_st_writer_abort(w);
         return NULL;
     }
     free(h.s);
@@ -185,44 +185,44 @@ fail:
     return NULL;
 }
 
-int fm_st_writer_put(fm_st_writer *w, int i, const void *data, fm_error *err)
+int tl_st_writer_put(tl_st_writer *w, int i, const void *data, fm_error *err)
 {
-    if (i < 0 || i >= w->n) return fm_fail(err, FM_EINPUT, "%s: no tensor %d", w->path, i);
+    if (i < 0 || i >= w->n) return core_fail(err, FM_EINPUT, "%s: no tensor %d", w->path, i);
     if (write_all(w->fd, data, w->nbytes[i], w->data_start + w->begin[i]))
-        return fm_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
     return 0;
 }
 
-int fm_st_writer_put_part(fm_st_writer *w, int i, size_t offset, const void *data, size_t len,
+int tl_st_writer_put_part(tl_st_writer *w, int i, size_t offset, const void *data, size_t len,
                           fm_error *err)
 {
     if (i < 0 || i >= w->n || offset > w->nbytes[i] || len > w->nbytes[i] - offset)
-        return fm_fail(err, FM_EINPUT, "%s: write outside tensor %d", w->path, i);
+        return core_fail(err, FM_EINPUT, "%s: write outside tensor %d", w->path, i);
     if (write_all(w->fd, data, len, w->data_start + w->begin[i] + offset))
-        return fm_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
+        return core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
     return 0;
 }
 
-int fm_st_writer_finish(fm_st_writer *w, fm_error *err)
+int tl_st_writer_finish(tl_st_writer *w, fm_error *err)
 {
     /* ftruncate extends with a hole: unwritten tensors read as zeros. */
     if (ftruncate(w->fd, (off_t)(w->data_start + w->data_len)) || close(w->fd)) {
         w->fd = -1;
-        int rc = fm_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
-        fm_st_writer_abort(w);
+        int rc = core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
+        tl_st_writer_abort(w);
         return rc;
     }
     w->fd = -1;
     if (rename(w->tmp, w->path)) {
-        int rc = fm_fail(err, FM_EINPUT, "%s: %s", w->path, strerror(errno));
-        fm_st_writer_abort(w);
+        int rc = core_fail(err, FM_EINPUT, "%s: %s", w->path, strerror(errno));
+        tl_st_writer_abort(w);
         return rc;
     }
     writer_free(w);
     return 0;
 }
 
-void fm_st_writer_abort(fm_st_writer *w)
+void tl_st_writer_abort(tl_st_writer *w)
 {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
@@ -231,15 +231,15 @@ void fm_st_writer_abort(fm_st_writer *w)
     writer_free(w);
 }
 
-int fm_st_write(const char *path, const fm_st_entry *entries, int n, const fm_st_meta *meta,
+int tl_st_write(const char *path, const tl_st_entry *entries, int n, const wt_st_meta *meta,
                 int n_meta, fm_error *err)
 {
-    fm_st_writer *w = fm_st_writer_begin(path, entries, n, meta, n_meta, err);
+    tl_st_writer *w = tl_st_writer_begin(path, entries, n, meta, n_meta, err);
     if (!w) return err ? err->code : FM_EINPUT;
     for (int i = 0; i < n; i++)
-        if (entries[i].data && fm_st_entry_nbytes(&entries[i])) {
-            int rc = fm_st_writer_put(w, i, entries[i].data, err);
-            if (rc) { fm_st_writer_abort(w); return rc; }
+        if (entries[i].data && tl_st_entry_nbytes(&entries[i])) {
+            int rc = tl_st_writer_put(w, i, entries[i].data, err);
+            if (rc) { tl_st_writer_abort(w); return rc; }
         }
-    return fm_st_writer_finish(w, err);
+    return tl_st_writer_finish(w, err);
 }

@@ -4,42 +4,42 @@
  * when complete: it is written to "PATH.tmp-PID" and renamed.
  *
  * Streaming use (tensors too large to hold at once):
- *   fm_st_writer *w = fm_st_writer_begin(path, entries, n, meta, n_meta, &err);
- *   for each i: fm_st_writer_put(w, i, bytes, &err);   (tensors not put stay zero)
- *   fm_st_writer_finish(w, &err);                        (or fm_st_writer_abort(w))
+ *   tl_st_writer *w = tl_st_writer_begin(path, entries, n, meta, n_meta, &err);
+ *   for each i: tl_st_writer_put(w, i, bytes, &err);   (tensors not put stay zero)
+ *   tl_st_writer_finish(w, &err);                        (or tl_st_writer_abort(w))
  * Tensors never put cost no disk space (the file is sparse). */
 #ifndef FM_ST_WRITE_H
 #define FM_ST_WRITE_H
 
 #include "weights/safetensors.h"
 
-typedef struct fm_st_entry {
+typedef struct tl_st_entry {
     const char *name;
-    fm_dtype dtype;
+    core_dtype dtype;
     int ndim;                      /* 0 = scalar */
     int64_t shape[FM_ST_MAX_DIMS];
-    const void *data;              /* fm_st_write only; NULL = all zeros */
-} fm_st_entry;
+    const void *data;              /* tl_st_write only; NULL = all zeros */
+} tl_st_entry;
 
-typedef struct fm_st_writer fm_st_writer;
+typedef struct tl_st_writer tl_st_writer;
 
 /* Bytes of one entry's data (numel x element size). */
-size_t fm_st_entry_nbytes(const fm_st_entry *e);
+size_t tl_st_entry_nbytes(const tl_st_entry *e);
 
-fm_st_writer *fm_st_writer_begin(const char *path, const fm_st_entry *entries, int n,
-                                 const fm_st_meta *meta, int n_meta, fm_error *err);
-/* Writes entry i's fm_st_entry_nbytes bytes. */
-int fm_st_writer_put(fm_st_writer *w, int i, const void *data, fm_error *err);
+tl_st_writer *tl_st_writer_begin(const char *path, const tl_st_entry *entries, int n,
+                                 const wt_st_meta *meta, int n_meta, fm_error *err);
+/* Writes entry i's tl_st_entry_nbytes bytes. */
+int tl_st_writer_put(tl_st_writer *w, int i, const void *data, fm_error *err);
 /* Writes len bytes of entry i starting at byte offset within its data. */
-int fm_st_writer_put_part(fm_st_writer *w, int i, size_t offset, const void *data, size_t len,
+int tl_st_writer_put_part(tl_st_writer *w, int i, size_t offset, const void *data, size_t len,
                           fm_error *err);
 /* Completes the file and renames it into place; frees w in every case. */
-int fm_st_writer_finish(fm_st_writer *w, fm_error *err);
+int tl_st_writer_finish(tl_st_writer *w, fm_error *err);
 /* Removes the temporary file and frees w. */
-void fm_st_writer_abort(fm_st_writer *w);
+void tl_st_writer_abort(tl_st_writer *w);
 
 /* The whole file at once from entries with their data. */
-int fm_st_write(const char *path, const fm_st_entry *entries, int n, const fm_st_meta *meta,
+int tl_st_write(const char *path, const tl_st_entry *entries, int n, const wt_st_meta *meta,
                 int n_meta, fm_error *err);
 
 #endif
