@@ -26,7 +26,7 @@ static int load_schedule(fm_model *m, fm_error *err)
 }
 
 /* A1111 decides eps or v for SD 2.x files with one probe call. */
-int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
+static int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
 {
     const wt_unet_config *u = &m->cfg.unet;
     enum { H = 8, W = 8, NCTX = 2 };

@@ -334,7 +334,7 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
  * mode measured to keep the final image >= 35 dB PSNR from float32 (bf16:
  * see tests/test_precision.c and docs/DESIGN.md); F16 weights are already
  * multiplied with float32 accumulation in fp32 mode, so f16 is fp32. */
-fm_precision df_precision_resolve(fm_precision requested)
+static fm_precision df_precision_resolve(fm_precision requested)
 {
     switch (requested) {
     case FM_PREC_AUTO:

@@ -31,19 +31,11 @@ struct fm_model {
     core_alloc_hook alloc;
 };
 
-/* The precision fm_generate computes in for a requested one: AUTO and BF16
- * are bf16 where the CPU has AVX512_BF16, float32 elsewhere; FP32 and F16
- * are float32 (F16 weights always multiply with float32 accumulation). */
-fm_precision df_precision_resolve(fm_precision requested);
-
 /* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
 int df_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);
 
 /* fm_generate up to the decode: x [in_channels][height/f][width/f] gets the
  * sampled latent (tests compare it with reference runs). */
 int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err);
-
-/* A1111's test for SD 2.x v-prediction: one U-Net call on a constant input. */
-int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err);
 
 #endif

@@ -431,13 +431,17 @@ static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L
     return 1;
 }
 
-size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
+/* Bytes of scratch gemm_run_ws needs for p with up to `threads` threads
+ * (0: nothing to compute). */
+static size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
 {
     gemm_layout L;
     return gemm_layout_of(p, threads, &L) ? L.total : 0;
 }
 
-int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
+/* Runs p in caller-owned scratch (sized by gemm_scratch_bytes for
+ * s->threads); -1 without touching C when s is too small. */
+static int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
 {
     gemm_layout L;
     if (!gemm_layout_of(p, s ? s->threads : 1, &L)) return 0;
@@ -533,14 +537,14 @@ static gemm_problem conv_problem(float *y, const float *x, const kn_conv *c, int
     return p;
 }
 
-size_t kn_sgemm_scratch(int M, int N, int K, int trans_b, int threads)
+static size_t kn_sgemm_scratch(int M, int N, int K, int trans_b, int threads)
 {
     gemm_problem p = sgemm_problem(M, N, K, NULL, K, NULL, trans_b ? K : N, trans_b, 0.0f, NULL, N);
     return gemm_scratch_bytes(&p, threads);
 }
 
-int kn_sgemm_ws(const kn_scratch *s, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                int trans_b, float beta, float *C, int ldc)
+static int kn_sgemm_ws(const kn_scratch *s, int M, int N, int K, const float *A, int lda, const float *B,
+                       int ldb, int trans_b, float beta, float *C, int ldc)
 {
     gemm_problem p = sgemm_problem(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
     return gemm_run_ws(&p, s);

@@ -96,13 +96,6 @@ typedef struct gemm_problem {
     int bf16;            /* round A and B to bf16, dot in bf16, accumulate in float */
 } gemm_problem;
 
-/* Bytes of scratch gemm_run_ws needs for p with up to `threads` threads
- * (0: nothing to compute). */
-size_t gemm_scratch_bytes(const gemm_problem *p, int threads);
-/* Runs p in caller-owned scratch (sized by gemm_scratch_bytes for
- * s->threads); -1 without touching C when s is too small. */
-int gemm_run_ws(const gemm_problem *p, const kn_scratch *s);
-
 /* Packs rows i0..i0+ni of op (as an ni x kc slice from k0) into panels of
  * width `panel`, zero-padding past `rows`. Used by attention too. */
 void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, int ni, int k0,

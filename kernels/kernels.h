@@ -72,9 +72,6 @@ void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int 
               int trans_b, float beta, float *C, int ldc);
 void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   int trans_b, float beta, float *C, int ldc);
-size_t kn_sgemm_scratch(int M, int N, int K, int trans_b, int threads);
-int kn_sgemm_ws(const kn_scratch *s, int M, int N, int K, const float *A, int lda, const float *B,
-                int ldb, int trans_b, float beta, float *C, int ldc);
 
 /* 2-D convolution. Weight as a matrix [cout][cin*kh*kw] (PyTorch order). */
 typedef struct kn_conv {

@@ -62,7 +62,10 @@ void te_size_embedding(float *out, const te_size_cond *s)
         }
 }
 
-void te_emphasis_apply(float *z, int dim, const float *weights)
+/* A1111 "Original" emphasis on one chunk's output z [77][dim] with weights
+ * [77]: z *= w per token, then z *= mean_before / mean_after. All weights
+ * 1.0 leave z untouched (bit for bit). */
+static void te_emphasis_apply(float *z, int dim, const float *weights)
 {
     int plain = 1;
     for (int p = 0; p < FM_CLIP_LEN; p++)

@@ -102,9 +102,4 @@ int te_encode_zero(const te_encoder *enc, int n_chunks, const te_size_cond *size
                         te_cond *out, fm_error *err);
 void te_cond_free(te_cond *c);
 
-/* A1111 "Original" emphasis on one chunk's output z [77][dim] with weights
- * [77]: z *= w per token, then z *= mean_before / mean_after. All weights
- * 1.0 leave z untouched (bit for bit). */
-void te_emphasis_apply(float *z, int dim, const float *weights);
-
 #endif

@@ -15,7 +15,11 @@ typedef struct loader {
     wt_binder b; /* binding or list mode */
 } loader;
 
-int un_heads(const wt_unet_config *cfg, int c, int *heads, int *dim_head)
+/* Number of heads and their width for a transformer of c channels:
+ * num_head_channels given (SD 2.x, SDXL): heads = c / num_head_channels;
+ * otherwise (SD 1.x) dim_head = c / num_heads. Returns 0, or -1 when c does
+ * not split evenly. */
+static int un_heads(const wt_unet_config *cfg, int c, int *heads, int *dim_head)
 {
     if (cfg->num_head_channels > 0) {
         if (c % cfg->num_head_channels) return -1;

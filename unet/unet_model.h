@@ -89,11 +89,6 @@ struct un_model {
     void *probe_user;
 };
 
-/* Number of heads and their width for a transformer of c channels:
- * num_head_channels given (SD 2.x, SDXL): heads = c / num_head_channels;
- * otherwise (SD 1.x) dim_head = c / num_heads. Returns 0, or -1 when c does
- * not split evenly. */
-int un_heads(const wt_unet_config *cfg, int c, int *heads, int *dim_head);
 
 /* Activation workspace of one forward, in floats per region. */
 typedef struct un_plan {

@@ -176,7 +176,8 @@ static void pack_fp32(kn_mat *m, void *arg)
     kn_mat_pack(m, FM_PREC_FP32);
 }
 
-vae_taesd *vae_taesd_load(const wt_source *src, fm_error *err)
+/* src must outlive the result (vae_taesd_open keeps its mapping). */
+static vae_taesd *vae_taesd_load(const wt_source *src, fm_error *err)
 {
     vae_taesd *t = calloc(1, sizeof *t);
     if (!t) {

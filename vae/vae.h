@@ -109,12 +109,11 @@ size_t vae_memory_available(void);
 
 typedef struct vae_taesd vae_taesd;
 
-/* Accepts upstream names (combined "encoder.N."/"decoder.N.", or a split
+/* Opens path and loads it; the mapping is owned by the result. Accepts
+ * upstream names (combined "encoder.N."/"decoder.N.", or a split
  * taesd_encoder/taesd_decoder file without prefix) and diffusers
  * AutoencoderTiny names ("encoder.layers.N.", "decoder.layers.N-1.").
- * A file may hold only one half. src must outlive the result. */
-vae_taesd *vae_taesd_load(const wt_source *src, fm_error *err);
-/* Opens path and loads it; the mapping is owned by the result. */
+ * A file may hold only one half. */
 vae_taesd *vae_taesd_open(const char *path, fm_error *err);
 void vae_taesd_free(vae_taesd *t);
 int vae_taesd_has_encoder(const vae_taesd *t);
