@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,16 @@
 
 #define MAX_LINE_ERRORS_SHOWN 20
 
-/* The number of the first SIGINT, SIGTERM or SIGHUP; 0 = none. */
-static volatile sig_atomic_t interrupted;
+/* The number of the first SIGINT, SIGTERM or SIGHUP handled; 0 = none.
+ * Any thread (OpenMP's too) may run the handler, two at once for two
+ * signals: the compare-and-swap keeps the first (lock-free, so
+ * async-signal-safe). */
+static atomic_int interrupted;
 
 static void on_interrupt(int sig)
 {
-    if (!interrupted) interrupted = sig;
+    int none = 0;
+    atomic_compare_exchange_strong(&interrupted, &none, sig);
 }
 
 static void report(const fm_error *err) { fprintf(stderr, "fmimage: %s\n", err->msg); }

@@ -4,6 +4,7 @@
 #define FM_CLI_PROGRESS_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 typedef struct cli_progress {
     int enabled, tty;         /* bar / final lines; stderr is a terminal */
@@ -11,7 +12,7 @@ typedef struct cli_progress {
     int drawn;                /* a bar is on the screen (the cursor ends it) */
     const char *label;        /* "00000-42.png" */
     double start, last;       /* seconds: the image began, the last stage or step ended */
-    volatile sig_atomic_t *interrupted;
+    atomic_int *interrupted;
 } cli_progress;
 
 double cli_now(void);

@@ -309,7 +309,13 @@ static void interrupt_batch(int sig, const char *name, int then)
     }
     usleep(200 * 1000); /* into the second image's 1000 steps */
     kill(pid, sig); /* the re-exec keeps the pid */
-    if (then) kill(pid, then);
+    /* The second signal after the first has surely been handled: signals
+     * pending together are taken in signal-number order, and two threads
+     * may take one each, so "first" means first handled. */
+    if (then) {
+        usleep(300 * 1000);
+        kill(pid, then);
+    }
     int code = cu_wait(pid);
     char err[4096];
     slurp_into(err_path, err, sizeof err);
