@@ -111,8 +111,11 @@ $(BUILD)/tests/test_noalloc: LDFLAGS += $(addprefix -Wl$(comma)--wrap=,$(NOALLOC
 
 # Tests run from the repository root (they read tests/data/...). Each test
 # program runs even when an earlier one failed; the target fails at the end.
+# --precision auto is fp32 in them (FMIMAGE_PRECISION_CACHE=off: no kernel
+# timing, whose outcome could differ between runs, and no write to ~/.cache);
+# tests/test_precision_auto.c times the kernels into its own file.
 test: $(TESTS) $(BIN) $(TOOLS)
-	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_WAIT_POLICY=passive FM_BIN=$(BIN) FM_TOOLS=$(BUILD)/tools $$t || fail=1; done; \
+	@fail=0; for t in $(TESTS); do echo "== $$t"; FMIMAGE_PRECISION_CACHE=off OMP_WAIT_POLICY=passive FM_BIN=$(BIN) FM_TOOLS=$(BUILD)/tools $$t || fail=1; done; \
 	 if [ $$fail = 0 ]; then echo "all test programs passed"; else echo "some test programs FAILED"; exit 1; fi
 
 sanitize:

@@ -760,6 +760,11 @@ static int generate(const cli_options *o)
         return rc == FM_EUSAGE ? 2 : 1;
     }
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
+    if (o->verbose) {
+        char why[PATH_MAX + 256];
+        fm_model_precision(r.model, o->precision, why, sizeof why);
+        fprintf(stderr, "fmimage: precision: %s\n", why);
+    }
     if (setup_output(&r, &err)) {
         report(&err);
         free_lines(lines, n_lines);

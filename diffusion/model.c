@@ -2,6 +2,7 @@
  * part (tokenizer, text encoder, U-Net, VAE, schedule) built on the mapping. */
 #include "diffusion/pipeline_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,12 +136,16 @@ char *fm_model_describe(fm_model *m, fm_error *err)
     const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
     int64_t bound = 0, absent = 0;
     df_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
-    size_t n = strlen(cfg) + 256;
+    char prec[PATH_MAX + 256]; /* what --precision auto means here (may time the kernels once) */
+    fm_model_precision(m, FM_PREC_AUTO, prec, sizeof prec);
+    size_t n = strlen(cfg) + 256 + sizeof prec;
     char *s = malloc(n);
     if (s)
-        snprintf(s, n, "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n",
+        snprintf(s, n,
+                 "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n"
+                 "precision: %s\n",
                  cfg, wt_count(&m->st.src), (long long)bound, (long long)(wt_count(&m->st.src) - bound), pred,
-                 m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file");
+                 m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file", prec);
     else
         core_fail(err, FM_EINPUT, "out of memory");
     free(cfg);

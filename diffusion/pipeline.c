@@ -331,13 +331,14 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
 }
 
 /* The mode the kernels compute in for a requested one. AUTO is the fastest
- * mode measured to keep the final image >= 35 dB PSNR from float32 (bf16:
- * see tests/test_precision.c and docs/DESIGN.md); F16 weights are already
+ * mode on this machine among those that keep the final image >= 35 dB PSNR
+ * from float32 (bf16: see tests/test_precision.c and docs/DESIGN.md),
+ * measured once per model (diffusion/precision.c); F16 weights are already
  * multiplied with float32 accumulation in fp32 mode, so f16 is fp32. */
-static fm_precision df_precision_resolve(fm_precision requested)
+fm_precision df_precision_resolve(fm_model *m, fm_precision requested)
 {
     switch (requested) {
-    case FM_PREC_AUTO:
+    case FM_PREC_AUTO: return df_prec_auto_resolve(&m->prec_auto);
     case FM_PREC_BF16: return kn_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
     default: return FM_PREC_FP32;
     }
@@ -347,7 +348,7 @@ static fm_precision df_precision_resolve(fm_precision requested)
  * (small, and the conditioning every step depends on) stay float32. */
 static void use_precision(fm_model *m, fm_precision requested)
 {
-    fm_precision prec = df_precision_resolve(requested);
+    fm_precision prec = df_precision_resolve(m, requested);
     if (un_precision(m->unet) != prec) un_set_precision(m->unet, prec);
     if (vae_precision(m->vae) != prec) vae_set_precision(m->vae, prec);
 }

@@ -4,6 +4,7 @@
 
 #include "fmimage.h"
 #include "core/core.h"
+#include "diffusion/precision.h"
 #include "weights/config.h"
 #include "weights/safetensors.h"
 #include "samplers/samplers.h"
@@ -29,7 +30,16 @@ struct fm_model {
      * the sampler's latents, the decoder's arena) goes through this hook:
      * tests count those allocations or make one fail */
     core_alloc_hook alloc;
+    /* what --precision auto means on this machine, decided at first use */
+    df_prec_auto prec_auto;
 };
+
+/* The precision fm_generate computes in for a requested one: BF16 is bf16
+ * where the kernels have native bf16 products, float32 elsewhere; AUTO is
+ * m's measured choice (df_prec_auto_resolve, decided at the first call);
+ * FP32 and F16 are float32 (F16 weights always multiply with float32
+ * accumulation). */
+fm_precision df_precision_resolve(fm_model *m, fm_precision requested);
 
 /* PIL-style Lanczos resize of RGB8 to out [3][out_h][out_w] in [-1, 1]. */
 int df_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, int in_w, int in_h);

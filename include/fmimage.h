@@ -142,6 +142,19 @@ void fm_model_get_defaults(const fm_model *model, fm_model_defaults *out);
  * parameter counts per component. Returns a malloc'd string. */
 char *fm_model_describe(fm_model *model, fm_error *err);
 int fm_model_latent_factor(const fm_model *model);
+/* The mode fm_generate computes the U-Net and the VAE in when asked for
+ * `requested` (FM_PREC_FP32 or FM_PREC_BF16), and, when why is non-NULL,
+ * why in one line, e.g. "auto = fp32 (bf16 measured 0.73x the fp32 speed
+ * for the U-Net, ...)". FM_PREC_AUTO is decided once per model, at its first
+ * use: fp32 where the kernels have no native bf16 products; else a timing
+ * of the kernels in both modes (about 0.35 s of one core) and bf16 only if
+ * it is at least 1.10x as fast for the U-Net and the VAE (DESIGN.md). The
+ * timing is cached, one line per CPU model and fmimage version, in
+ * $XDG_CACHE_HOME/fmimage/precision.tsv (without XDG_CACHE_HOME:
+ * ~/.cache/...), read and rewritten atomically by the library;
+ * FMIMAGE_PRECISION_CACHE=FILE uses FILE instead, and
+ * FMIMAGE_PRECISION_CACHE=off times nothing (auto is then fp32). */
+fm_precision fm_model_precision(fm_model *model, fm_precision requested, char *why, size_t why_size);
 
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);

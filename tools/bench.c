@@ -181,6 +181,7 @@ typedef struct stage {
     int runs;
     double rss_gib;      /* child runs: peak RSS, else 0 */
     char note[160];
+    char prec[16];       /* the precision the row computed in ("fp32", "auto=bf16"), "" if none */
 } stage;
 
 typedef struct bench {
@@ -201,6 +202,9 @@ static stage *add_stage(bench *b, const char *key, const char *label, double flo
     snprintf(s->key, sizeof s->key, "%s", key);
     snprintf(s->label, sizeof s->label, "%s", label);
     s->flops = flops;
+    /* in-process compute stages call the modules as fm_model_load leaves
+     * them, in fp32; the rows that run fm_generate or the CLI say so */
+    snprintf(s->prec, sizeof s->prec, "%s", flops > 0 ? "fp32" : "");
     return s;
 }
 
@@ -512,6 +516,8 @@ static void bench_turbo(bench *b)
                          tf + uf + vae_decode_flops(&cfg->vae, l, l));
     snprintf(s->note, sizeof s->note, "sampler %s, full VAE", c.p.sampler);
     if (time_stage(b, s, run_generate, &c)) goto done;
+    snprintf(s->prec, sizeof s->prec, "auto=%s",
+             fm_model_precision(c.m, c.p.precision, NULL, 0) == FM_PREC_BF16 ? "bf16" : "fp32");
 done:
     ctx_free(&c);
 }
@@ -595,6 +601,18 @@ static int child_stage(bench *b, stage *s, char *const argv[], const char *log, 
     return 0;
 }
 
+/* The child's own "fmimage: precision: auto = fp32 (...)" line (-v) as
+ * "auto=fp32" into s->prec. */
+static void child_precision(stage *s, const char *log)
+{
+    FILE *f = fopen(log, "r");
+    char line[4096], mode[8];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "fmimage: precision: auto = %7[a-z0-9]", mode) == 1)
+            snprintf(s->prec, sizeof s->prec, "auto=%s", mode);
+    if (f) fclose(f);
+}
+
 static void bench_gen(bench *b)
 {
     char model[1024], out[1024], log[1024], threads[16], px[16];
@@ -606,19 +624,19 @@ static void bench_gen(bench *b)
     if (!exists(model) || !b->fmimage) return;
     fprintf(stderr, "whole generations (child processes)\n");
     char *argv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "2", "--cfg", "7",
-                    "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
+                    "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-v", "-o", out, PROMPT, NULL};
     stage *s = add_stage(b, "sd1.gen", "fmimage SD 1.5 whole run, 2 steps CFG 7, with load", 0);
     snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
-    child_stage(b, s, argv, log, 1);
+    if (!child_stage(b, s, argv, log, 1)) child_precision(s, log);
     path_in(model, sizeof model, b->cache, "sdturbo-f16.safetensors");
     path_in(out, sizeof out, b->cache, "fmimage-turbo.png");
     path_in(log, sizeof log, b->cache, "fmimage-turbo.log");
     if (!exists(model)) return;
     char *targv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "1", "--cfg", "1",
-                     "--seed", "42", "-t", threads, "--force", "-q", "-o", out, PROMPT, NULL};
+                     "--seed", "42", "-t", threads, "--force", "-q", "-v", "-o", out, PROMPT, NULL};
     s = add_stage(b, "turbo.gen", "fmimage SD-Turbo whole run, 1 step, with load", 0);
     snprintf(s->note, sizeof s->note, "fmimage CLI, 1 run");
-    child_stage(b, s, targv, log, 1);
+    if (!child_stage(b, s, targv, log, 1)) child_precision(s, log);
 }
 
 /* "... taking 12.34s" / "... completed in 12.34s" after key in sd.cpp's
@@ -723,8 +741,8 @@ static void cpu_info(cJSON *j, char *model, size_t size, char *flags, size_t fsi
 
 static void print_table(const bench *b)
 {
-    printf("\n%-52s %9s %9s %9s %9s %7s %9s\n", "stage", "GFLOP", "wall s", "CPU s/thr", "GFLOP/s", "% peak",
-           "peak RSS");
+    printf("\n%-52s %-9s %9s %9s %9s %9s %7s %9s\n", "stage", "precision", "GFLOP", "wall s", "CPU s/thr", "GFLOP/s",
+           "% peak", "peak RSS");
     for (int i = 0; i < b->n; i++) {
         const stage *s = &b->st[i];
         char gf[16] = "", gs[16] = "", pk[16] = "", cpu[16] = "", rss[16] = "";
@@ -735,7 +753,8 @@ static void print_table(const bench *b)
         }
         if (s->cpu > 0) snprintf(cpu, sizeof cpu, "%.2f", s->cpu);
         if (s->rss_gib > 0) snprintf(rss, sizeof rss, "%.2f GiB", s->rss_gib);
-        printf("%-52s %9s %9.2f %9s %9s %7s %9s\n", s->label, gf, s->wall, cpu, gs, pk, rss);
+        printf("%-52s %-9s %9s %9.2f %9s %9s %7s %9s\n", s->label, s->prec[0] ? s->prec : "-", gf, s->wall, cpu, gs, pk,
+               rss);
     }
     printf("(medians of %d runs unless noted; GFLOP/s on wall clock; %% peak = FLOPs / CPU time per thread / FMA peak)\n",
            b->reps);
@@ -793,6 +812,7 @@ static void write_json(bench *b, const char *path)
         }
         if (s->rss_gib > 0) cJSON_AddNumberToObject(o, "peak_rss_gib", s->rss_gib);
         if (s->note[0]) cJSON_AddStringToObject(o, "note", s->note);
+        if (s->prec[0]) cJSON_AddStringToObject(o, "precision", s->prec);
         cJSON_AddItemToArray(arr, o);
     }
     char *text = cJSON_Print(j);
