@@ -11,25 +11,7 @@ static int check(const char *root, char *out, size_t cap)
 {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "sh tools/check_includes.sh '%s' 2>&1", root);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void put(const char *rel, const char *text)
-{
-    char path[512], dir[512];
-    snprintf(path, sizeof path, "%s/%s", tu_dir, rel);
-    snprintf(dir, sizeof dir, "%s", path);
-    *strrchr(dir, '/') = 0;
-    mkdir(dir, 0777);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    return tu_run_capture(cmd, out, cap);
 }
 
 static void test_tree_follows_the_layers(void **state)
@@ -53,33 +35,33 @@ static void test_violations_fail(void **state)
 {
     (void)state;
     char out[8192];
-    put("include/fmimage.h", "/* public */\n");
-    put("core/core.h", "#include \"fmimage.h\"\n");
-    put("weights/source.h", "#include \"core/core.h\"\n");
-    put("unet/unet.h", "#include \"weights/source.h\"\n");
-    put("vae/vae.h", "#include \"core/core.h\"\n");
-    put("diffusion/pipeline.c", "#include \"unet/unet.h\"\n#include \"vae/vae.h\"\n");
-    put("cli/main.c", "#include \"fmimage.h\"\n#include \"local.h\"\n");
-    put("cli/local.h", "/* same directory */\n");
+    tu_put("include/fmimage.h", "/* public */\n");
+    tu_put("core/core.h", "#include \"fmimage.h\"\n");
+    tu_put("weights/source.h", "#include \"core/core.h\"\n");
+    tu_put("unet/unet.h", "#include \"weights/source.h\"\n");
+    tu_put("vae/vae.h", "#include \"core/core.h\"\n");
+    tu_put("diffusion/pipeline.c", "#include \"unet/unet.h\"\n#include \"vae/vae.h\"\n");
+    tu_put("cli/main.c", "#include \"fmimage.h\"\n#include \"local.h\"\n");
+    tu_put("cli/local.h", "/* same directory */\n");
     assert_int_equal(check(tu_dir, out, sizeof out), 0);
 
-    put("weights/source.h", "#include \"core/core.h\"\n#include \"diffusion/detect.h\"\n");
-    put("diffusion/detect.h", "/* detection */\n");
+    tu_put("weights/source.h", "#include \"core/core.h\"\n#include \"diffusion/detect.h\"\n");
+    tu_put("diffusion/detect.h", "/* detection */\n");
     expect_fails("upward", "weights/source.h: includes diffusion/detect.h: diffusion is a higher layer than weights");
-    put("weights/source.h", "#include \"core/core.h\"\n");
+    tu_put("weights/source.h", "#include \"core/core.h\"\n");
 
-    put("vae/vae.h", "#include \"unet/unet.h\"\n");
+    tu_put("vae/vae.h", "#include \"unet/unet.h\"\n");
     expect_fails("sideways", "vae/vae.h: includes unet/unet.h: vae and unet are peers");
-    put("vae/vae.h", "#include \"core/core.h\"\n");
+    tu_put("vae/vae.h", "#include \"core/core.h\"\n");
 
-    put("core/a.h", "#include \"core/b.h\"\n");
-    put("core/b.h", "#include \"a.h\"\n");
+    tu_put("core/a.h", "#include \"core/b.h\"\n");
+    tu_put("core/b.h", "#include \"a.h\"\n");
     expect_fails("cycle", "include cycle");
-    put("core/b.h", "/* no cycle */\n");
+    tu_put("core/b.h", "/* no cycle */\n");
 
-    put("unet/unet.h", "#include \"weights/nowhere.h\"\n");
+    tu_put("unet/unet.h", "#include \"weights/nowhere.h\"\n");
     expect_fails("unresolved", "unet/unet.h: #include \"weights/nowhere.h\": no such file");
-    put("unet/unet.h", "#include \"weights/source.h\"\n");
+    tu_put("unet/unet.h", "#include \"weights/source.h\"\n");
     assert_int_equal(check(tu_dir, out, sizeof out), 0);
 }
 

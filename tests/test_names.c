@@ -20,25 +20,7 @@ static int check(const char *root, const char *build, char *out, size_t cap)
     char cmd[PATH_MAX * 4];
     snprintf(cmd, sizeof cmd, "cd '%s' && sh '%s/tools/check_names.sh' '%s' 2>&1", root ? root : repo, repo,
              build);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void put(const char *rel, const char *text)
-{
-    char path[512], dir[512];
-    snprintf(path, sizeof path, "%s/%s", tu_dir, rel);
-    snprintf(dir, sizeof dir, "%s", path);
-    *strrchr(dir, '/') = 0;
-    mkdir(dir, 0777);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    return tu_run_capture(cmd, out, cap);
 }
 
 /* Compiles src/a.c and src/b.c of the scratch tree into build/ and archives
@@ -86,31 +68,31 @@ static void test_violations_fail(void **state)
 {
     (void)state;
     char out[8192];
-    put("include/fmimage.h", "/* fm_only_in_a_comment */\nint fm_public(void);\n");
-    put("src/a.c", GOOD_A);
-    put("src/b.c", GOOD_B);
+    tu_put("include/fmimage.h", "/* fm_only_in_a_comment */\nint fm_public(void);\n");
+    tu_put("src/a.c", GOOD_A);
+    tu_put("src/b.c", GOOD_B);
     build_lib();
     if (check(tu_dir, "build", out, sizeof out) != 0) fail_msg("a good archive fails:\n%s", out);
 
-    put("src/b.c", "int fm_hidden(void) { return 2; }\nint core_helper(void) { return fm_hidden(); }\n");
-    put("src/a.c", "int fm_hidden(void);\nint core_helper(void);\n"
+    tu_put("src/b.c", "int fm_hidden(void) { return 2; }\nint core_helper(void) { return fm_hidden(); }\n");
+    tu_put("src/a.c", "int fm_hidden(void);\nint core_helper(void);\n"
                    "int fm_public(void) { return core_helper() + fm_hidden(); }\n");
     expect_fails("internal fm_", "b.o: fm_hidden: fm_ is the public API, and include/fmimage.h does not declare it");
 
-    put("src/a.c", "int fm_only_in_a_comment(void) { return 3; }\nint core_helper(void);\n"
+    tu_put("src/a.c", "int fm_only_in_a_comment(void) { return 3; }\nint core_helper(void);\n"
                    "int fm_public(void) { return core_helper(); }\n");
-    put("src/b.c", GOOD_B);
+    tu_put("src/b.c", GOOD_B);
     expect_fails("fm_ in a comment only", "a.o: fm_only_in_a_comment: fm_ is the public API");
 
-    put("src/a.c", "int helper(void);\nint fm_public(void) { return helper(); }\n");
-    put("src/b.c", "int helper(void) { return 1; }\n");
+    tu_put("src/a.c", "int helper(void);\nint fm_public(void) { return helper(); }\n");
+    tu_put("src/b.c", "int helper(void) { return 1; }\n");
     expect_fails("no prefix", "b.o: helper: no module prefix");
 
-    put("src/a.c", GOOD_A);
-    put("src/b.c", "int core_helper(void) { return 1; }\nint core_lonely(void) { return 4; }\n");
+    tu_put("src/a.c", GOOD_A);
+    tu_put("src/b.c", "int core_helper(void) { return 1; }\nint core_lonely(void) { return 4; }\n");
     expect_fails("single user", "b.o: core_lonely: used only in its own file: make it static");
 
-    put("src/b.c", GOOD_B);
+    tu_put("src/b.c", GOOD_B);
     build_lib();
     assert_int_equal(check(tu_dir, "build", out, sizeof out), 0);
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "core/core.h"
 #include "weights/safetensors.h"
@@ -39,6 +41,32 @@ static inline int tu_remove_dir(void **state)
 }
 
 /* Opens a golden file under tests/data or fails the test. */
+/* Runs a shell command, its stdout and stderr into out (cap bytes, NUL
+ * terminated); returns its exit status (-1 if it did not exit). */
+static inline int tu_run_capture(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Writes text to tu_dir/rel, making rel's last directory. */
+static inline void tu_put(const char *rel, const char *text)
+{
+    char path[512], dir[512];
+    snprintf(path, sizeof path, "%s/%s", tu_dir, rel);
+    snprintf(dir, sizeof dir, "%s", path);
+    *strrchr(dir, '/') = 0;
+    mkdir(dir, 0777);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 static inline void tu_open(wt_safetensors *st, const char *path)
 {
     fm_error err = {0};
