@@ -83,6 +83,18 @@ static inline int cu_run(const char *const *args, char *err, size_t err_len)
     return code;
 }
 
+/* The start of a text file into buf (n bytes, NUL terminated); "" if it
+ * cannot be read. */
+static inline void cu_slurp_into(const char *path, char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t r = fread(buf, 1, n - 1, f);
+    buf[r] = 0;
+    fclose(f);
+}
+
 static inline int cu_exists(const char *path) { return access(path, F_OK) == 0; }
 
 /* Whole file into memory (malloc'd); *len gets its size. NULL if unreadable. */

@@ -23,16 +23,6 @@ typedef struct outcome {
     char out[8192], err[16384];
 } outcome;
 
-static void slurp_into(const char *path, char *buf, size_t n)
-{
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t r = fread(buf, 1, n - 1, f);
-    buf[r] = 0;
-    fclose(f);
-}
-
 /* Runs fmimage (args without argv[0]) with stdout and stderr to files. */
 static void run(const char *const *args, outcome *o)
 {
@@ -40,8 +30,8 @@ static void run(const char *const *args, outcome *o)
     snprintf(out, sizeof out, "%s/stdout", root);
     snprintf(err, sizeof err, "%s/stderr", root);
     o->code = cu_wait(cu_spawn(args, out, err));
-    slurp_into(out, o->out, sizeof o->out);
-    slurp_into(err, o->err, sizeof o->err);
+    cu_slurp_into(out, o->out, sizeof o->out);
+    cu_slurp_into(err, o->err, sizeof o->err);
 }
 
 static void write_file(const char *path, const char *text)
@@ -318,7 +308,7 @@ static void interrupt_batch(int sig, const char *name, int then)
     }
     int code = cu_wait(pid);
     char err[4096];
-    slurp_into(err_path, err, sizeof err);
+    cu_slurp_into(err_path, err, sizeof err);
     if (code != 128 + sig) fail_msg("%s: exit %d, expected %d; stderr: %s", name, code, 128 + sig, err);
     char expect[80];
     snprintf(expect, sizeof expect, "fmimage: interrupted by %s\n", name);

@@ -18,16 +18,6 @@ typedef struct outcome {
     char out[16384], err[16384];
 } outcome;
 
-static void slurp_into(const char *path, char *buf, size_t n)
-{
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    size_t r = fread(buf, 1, n - 1, f);
-    buf[r] = 0;
-    fclose(f);
-}
-
 /* fmimage with the batch's settings and extra (NULL-terminated); env
  * (NAME=VALUE strings, NULL-terminated) is set for it only. */
 static pid_t start(const char *dir, const char *const *extra, const char *const *env, const char *tag)
@@ -57,9 +47,9 @@ static void finish(pid_t pid, const char *tag, outcome *o)
     o->code = cu_wait(pid);
     char path[400];
     snprintf(path, sizeof path, "%s/out-%s", root, tag);
-    slurp_into(path, o->out, sizeof o->out);
+    cu_slurp_into(path, o->out, sizeof o->out);
     snprintf(path, sizeof path, "%s/err-%s", root, tag);
-    slurp_into(path, o->err, sizeof o->err);
+    cu_slurp_into(path, o->err, sizeof o->err);
 }
 
 static void run(const char *dir, const char *const *extra, const char *const *env, outcome *o)
