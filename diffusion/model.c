@@ -13,13 +13,14 @@
  * (every SD file does), else ldm's scaled_linear betas from the config. */
 static int load_schedule(fm_model *m, fm_error *err)
 {
-    const wt_st_tensor *ac = wt_st_find(&m->st, "alphas_cumprod");
-    if (ac && ac->ndim == 1 && ac->shape[0] >= 2 && ac->shape[0] <= 100000) {
-        float *a = wt_st_to_f32(ac, err);
-        if (!a) return FM_EINPUT;
+    const wt_tensor *ac = wt_find(m->src, "alphas_cumprod");
+    if (ac && wt_is_float(ac->dtype) && ac->ndim == 1 && ac->shape[0] >= 2 && ac->shape[0] <= 100000) {
+        float *a = core_alloc(sizeof(float) * (size_t)ac->shape[0]);
+        if (!a) return core_fail(err, FM_EINPUT, "out of memory");
+        wt_convert_f32(a, ac);
         int rc = smp_discrete_init(&m->schedule, a, (int)ac->shape[0], err);
         core_free(a);
-        if (rc) core_error_prefix(err, m->st.path);
+        if (rc) core_error_prefix(err, m->src->path);
         return rc;
     }
     return smp_discrete_init_scaled_linear(&m->schedule, m->cfg.linear_start, m->cfg.linear_end,
@@ -69,14 +70,14 @@ fm_model *fm_model_load(const char *path, fm_error *err)
         core_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
-    int rc = wt_st_open(&m->st, path, err);
-    if (!rc) rc = df_detect_config(&m->st.src, &m->cfg, err);
+    int rc = (m->src = wt_open(path, err)) ? 0 : FM_EINPUT;
+    if (!rc) rc = df_detect_config(m->src, &m->cfg, err);
     if (!rc && !(m->tokenizer = te_tokenizer_new(err))) rc = FM_EINPUT;
-    if (!rc) rc = te_encoder_load(&m->text, &m->st.src, &m->cfg, err);
+    if (!rc) rc = te_encoder_load(&m->text, m->src, &m->cfg, err);
     /* float32 at load, so the v-prediction probe below decides the same on
      * every CPU; fm_generate switches to the requested precision. */
-    if (!rc && !(m->unet = un_load(&m->st.src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
-    if (!rc && !(m->vae = vae_load(&m->st.src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->unet = un_load(m->src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
+    if (!rc && !(m->vae = vae_load(m->src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {
@@ -109,7 +110,7 @@ void fm_model_free(fm_model *m)
     te_encoder_free(&m->text);
     te_tokenizer_free(m->tokenizer);
     smp_discrete_free(&m->schedule);
-    wt_st_close(&m->st);
+    wt_close(m->src);
     free(m);
 }
 
@@ -128,14 +129,14 @@ char *fm_model_describe(fm_model *m, fm_error *err)
         core_fail(err, FM_EUSAGE, "fm_model_describe: no model");
         return NULL;
     }
-    char *cfg = df_config_describe(&m->cfg, &m->st.src);
+    char *cfg = df_config_describe(&m->cfg, m->src);
     if (!cfg) {
         core_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
     const char *pred = m->prediction == FM_PRED_V ? "v" : "eps";
     int64_t bound = 0, absent = 0;
-    df_count_bound(&m->cfg, &m->st.src, &bound, &absent); /* the model loaded: none absent */
+    df_count_bound(&m->cfg, m->src, &bound, &absent); /* the model loaded: none absent */
     char prec[PATH_MAX + 256]; /* what --precision auto means here (may time the kernels once) */
     fm_model_precision(m, FM_PREC_AUTO, prec, sizeof prec);
     size_t n = strlen(cfg) + 256 + sizeof prec;
@@ -144,7 +145,7 @@ char *fm_model_describe(fm_model *m, fm_error *err)
         snprintf(s, n,
                  "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n"
                  "precision: %s\n",
-                 cfg, wt_count(&m->st.src), (long long)bound, (long long)(wt_count(&m->st.src) - bound), pred,
+                 cfg, wt_count(m->src), (long long)bound, (long long)(wt_count(m->src) - bound), pred,
                  m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file", prec);
     else
         core_fail(err, FM_EINPUT, "out of memory");

@@ -6,7 +6,7 @@
 #include "core/core.h"
 #include "diffusion/precision.h"
 #include "weights/config.h"
-#include "weights/safetensors.h"
+#include "weights/source.h"
 #include "samplers/samplers.h"
 #include "textenc/textenc.h"
 #include "textenc/tokenizer.h"
@@ -14,7 +14,7 @@
 #include "vae/vae.h"
 
 struct fm_model {
-    wt_safetensors st;          /* the mapped checkpoint; every part keeps views into it */
+    wt_source *src;             /* the mapped checkpoint (wt_open); every part keeps views into it */
     wt_model_config cfg;
     fm_prediction prediction;   /* resolved: eps or v */
     int prediction_probed;      /* 1 when decided by the A1111 probe */

@@ -188,7 +188,14 @@ static int src_count(const wt_source *s) { return of(s)->n_tensors; }
 static const wt_tensor *src_at(const wt_source *s, int i) { return &of(s)->tensors[i]; }
 static const wt_tensor *src_find(const wt_source *s, const char *name) { return wt_st_find(of(s), name); }
 static const char *src_meta(const wt_source *s, const char *key) { return wt_st_meta_get(of(s), key); }
-static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta};
+static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL};
+
+static void src_close_owned(wt_source *s)
+{
+    wt_st_close((wt_safetensors *)s);
+    free(s);
+}
+static const wt_source_ops st_owned_ops = {src_count, src_at, src_find, src_meta, src_close_owned};
 
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)
@@ -252,6 +259,21 @@ void wt_st_close(wt_safetensors *st)
     free(st->strings);
     free(st->path);
     memset(st, 0, sizeof *st);
+}
+
+wt_source *wt_st_open_source(const char *path, fm_error *err)
+{
+    wt_safetensors *st = malloc(sizeof *st);
+    if (!st) {
+        core_fail(err, FM_EINPUT, "%s: out of memory", path);
+        return NULL;
+    }
+    if (wt_st_open(st, path, err)) {
+        free(st);
+        return NULL;
+    }
+    st->src.ops = &st_owned_ops;
+    return &st->src;
 }
 
 const wt_st_tensor *wt_st_find(const wt_safetensors *st, const char *name)

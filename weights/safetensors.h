@@ -40,6 +40,8 @@ typedef struct wt_safetensors {
  * "PATH: why". */
 int wt_st_open(wt_safetensors *st, const char *path, fm_error *err);
 void wt_st_close(wt_safetensors *st);
+/* The same, allocated: the source's close op frees it (for wt_open). */
+wt_source *wt_st_open_source(const char *path, fm_error *err);
 
 const wt_st_tensor *wt_st_find(const wt_safetensors *st, const char *name);
 /* Value of a __metadata__ key, or NULL. */

@@ -36,6 +36,9 @@ typedef struct wt_source_ops {
     const wt_tensor *(*at)(const wt_source *s, int i);
     const wt_tensor *(*find)(const wt_source *s, const char *name); /* NULL: absent */
     const char *(*meta)(const wt_source *s, const char *key);       /* NULL: absent */
+    /* Unmaps and frees a source that wt_open made (the reader's whole
+     * struct); NULL for a source embedded in a caller's struct. */
+    void (*close)(wt_source *s);
 } wt_source_ops;
 
 struct wt_source {
@@ -47,6 +50,13 @@ static inline int wt_count(const wt_source *s) { return s->ops->count(s); }
 static inline const wt_tensor *wt_at(const wt_source *s, int i) { return s->ops->at(s, i); }
 static inline const wt_tensor *wt_find(const wt_source *s, const char *name) { return s->ops->find(s, name); }
 static inline const char *wt_meta(const wt_source *s, const char *key) { return s->ops->meta(s, key); }
+
+/* Opens a weight file of any format fmimage reads, recognised from its
+ * first bytes (not its name): today safetensors. A new format adds one
+ * test of its magic here (weights/open.c) and a reader of its own.
+ * Returns NULL with err = "PATH: why". wt_close frees it (NULL is fine). */
+wt_source *wt_open(const char *path, fm_error *err);
+void wt_close(wt_source *s);
 
 int64_t wt_numel(const wt_tensor *t);
 /* F32, F16, BF16 or F64: a parameter (integer buffers such as position_ids are not). */
