@@ -17,7 +17,7 @@ PORTABLE ?= 0
 SAN     ?= 0
 
 PKGS    := libpng libcjson libutf8proc zlib
-MODULES := core kernels weights diffusion textenc unet vae samplers
+MODULES := core kernels weights diffusion textenc unet vae samplers upscale
 
 ifeq ($(PORTABLE),1)
   ARCH := -march=x86-64-v2 -mtune=generic -DFM_PORTABLE=1

@@ -201,6 +201,31 @@ char *fm_infotext(const fm_model *model, const fm_params *p, const char *model_n
 int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
                  const char *parameters, fm_error *err);
 
+/* ---- upscaling models ---- */
+/* ESRGAN / Real-ESRGAN RRDBNet (x4plus, x2plus, anime_6B, the old ESRGAN
+ * names) and SRVGGNetCompact (realesr-general-x4v3, animevideov3), told
+ * from the file's tensors; the scale is the network's. An fm_upscaler is
+ * read-only after loading: several threads may upscale with one at once. */
+typedef struct fm_upscaler fm_upscaler;
+fm_upscaler *fm_upscaler_load(const char *path, fm_error *err);
+void fm_upscaler_free(fm_upscaler *u);
+int fm_upscaler_scale(const fm_upscaler *u);
+/* "RRDBNet x4 (23 blocks, 64 features)"-style one line; static storage in u. */
+const char *fm_upscaler_describe(const fm_upscaler *u);
+
+typedef struct fm_upscale_opts {
+    int tile;       /* input pixels per tile side; 0 = 192 (A1111's ESRGAN tile), -1 = no tiling */
+    int overlap;    /* input pixels shared by neighbouring tiles; 0 = 8 (A1111's), -1 = none */
+    fm_progress_fn progress; /* (user, tiles done, tiles) after each tile; non-zero cancels */
+    void *progress_user;
+} fm_upscale_opts;
+
+/* out (width*s x height*s x 3 bytes, s = fm_upscaler_scale) = the network
+ * applied to rgb (RGB8, row-major), in overlapping tiles blended across the
+ * overlap; opts may be NULL. Values are clamped to [0,1] and rounded. */
+int fm_upscale(const fm_upscaler *u, const uint8_t *rgb, int width, int height, uint8_t *out,
+               const fm_upscale_opts *opts, fm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

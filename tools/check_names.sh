@@ -5,7 +5,7 @@
 #   - a global fm_ symbol is declared in include/fmimage.h (the public API);
 #   - every other global symbol carries a module prefix: core_ (core), kn_
 #     and gemm_ (kernels), wt_ (weights), te_ (textenc), un_ (unet), vae_
-#     (vae), smp_ (samplers), df_ (diffusion), or stbi_ (third_party);
+#     (vae), smp_ (samplers), up_ (upscale), df_ (diffusion), or stbi_ (third_party);
 #   - a global that is not public is used by another object: the library's
 #     other objects, the CLI's, the tests', the tools' (BUILD/**/*.o); one
 #     used only in its own file should be static (build/san and build/fuzz,
@@ -18,7 +18,7 @@ build=${1:-build}
 lib=$build/libfmimage.a
 [ -f "$lib" ] || { echo "check_names.sh: $lib: no such file (build first)" >&2; exit 2; }
 [ -f include/fmimage.h ] || { echo "check_names.sh: run from the repository root" >&2; exit 2; }
-PREFIXES="core_ kn_ gemm_ wt_ te_ un_ vae_ smp_ df_ stbi_"
+PREFIXES="core_ kn_ gemm_ wt_ te_ un_ vae_ smp_ up_ df_ stbi_"
 
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
