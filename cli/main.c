@@ -22,6 +22,7 @@
 #include "output.h"
 #include "progress.h"
 #include "shard.h"
+#include "upscale.h"
 #include "promptfile.h"
 #include "samplers/samplers.h"
 
@@ -112,6 +113,8 @@ typedef struct run {
     out_manifest manifest;
     int failed, skipped;
     cli_progress progress;
+    fm_upscaler *upscaler; /* --upscale-model: applied to every image */
+    char upscaler_name[256];
 } run;
 
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
@@ -398,6 +401,12 @@ static int run_job(run *r, const job *jb)
     /* The infotext is the job's identity for resume, written or not. */
     if (!rc && !(params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err)))
         rc = err.code ? err.code : FM_EINPUT;
+    if (!rc && r->upscaler) { /* the upscale is part of the image's identity */
+        char *up = cli_upscale_params(params, r->upscaler_name, fm_upscaler_scale(r->upscaler));
+        free(params);
+        params = up;
+        if (!up) rc = core_fail(&err, FM_EINPUT, "out of memory");
+    }
     job_out jo = {jb, &p, file, path, params};
     if (!rc && r->dir) {
         int done;
@@ -426,11 +435,24 @@ static int run_job(run *r, const job *jb)
         p.stage_user = &r->progress;
         rc = fm_generate(r->model, &p, rgb, &err);
     }
+    int out_w = p.width, out_h = p.height;
+    if (!rc && r->upscaler) {
+        uint8_t *big;
+        double t_up = cli_now();
+        rc = cli_upscale_rgb(r->upscaler, o, rgb, p.width, p.height, &big, &err);
+        if (!rc) {
+            free(rgb);
+            rgb = big;
+            out_w *= fm_upscaler_scale(r->upscaler);
+            out_h *= fm_upscaler_scale(r->upscaler);
+            cli_progress_stage(&r->progress, "upscale", cli_now() - t_up);
+        }
+    }
     double seconds = cli_now() - t0;
     out_temp t;
     int raced = 0;
     double t_write = cli_now();
-    if (!rc) rc = out_temp_write(&t, path, rgb, p.width, p.height, o->metadata ? params : NULL, sha, &err);
+    if (!rc) rc = out_temp_write(&t, path, rgb, out_w, out_h, o->metadata ? params : NULL, sha, &err);
     if (!rc) rc = r->dir ? batch_commit(r, &jo, &t, sha, seconds, &raced, &err) : out_temp_commit(&t, path, o->force, &err);
     if (!rc) cli_progress_stage(&r->progress, "write", cli_now() - t_write);
     if (!rc) cli_progress_done(&r->progress, p.steps, seconds);
@@ -741,10 +763,18 @@ static int generate(const cli_options *o)
         return 1;
     }
     model_name(r.model_path, r.model_name, sizeof r.model_name);
+    if (o->upscale_model && !(r.upscaler = fm_upscaler_load(o->upscale_model, &err))) {
+        report(&err);
+        free_lines(lines, n_lines);
+        fm_model_free(r.model);
+        return 1;
+    }
+    if (r.upscaler) cli_upscaler_name(o->upscale_model, r.upscaler_name, sizeof r.upscaler_name);
     if (out_model_hash(r.model_path, r.model_hash, &err)) {
         report(&err);
         free_lines(lines, n_lines);
         fm_model_free(r.model);
+        fm_upscaler_free(r.upscaler);
         return 1;
     }
     /* The command line's own values are checked once, as usage errors. */
@@ -757,6 +787,7 @@ static int generate(const cli_options *o)
         report(&err);
         free_lines(lines, n_lines);
         fm_model_free(r.model);
+        fm_upscaler_free(r.upscaler);
         return rc == FM_EUSAGE ? 2 : 1;
     }
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
@@ -769,6 +800,7 @@ static int generate(const cli_options *o)
         report(&err);
         free_lines(lines, n_lines);
         fm_model_free(r.model);
+        fm_upscaler_free(r.upscaler);
         return 1;
     }
     r.progress.enabled = !o->quiet;
@@ -802,6 +834,7 @@ static int generate(const cli_options *o)
     if (r.skipped && !o->quiet)
         fprintf(stderr, "fmimage: skipped %d finished image%s\n", r.skipped, r.skipped == 1 ? "" : "s");
     fm_model_free(r.model);
+    fm_upscaler_free(r.upscaler);
     return status ? status : r.failed ? 1 : 0;
 }
 
@@ -909,6 +942,7 @@ int main(int argc, char **argv)
     case MODE_LIST_SAMPLERS: fputs(fm_sampler_list(), stdout); return 0;
     case MODE_INFO: return info(&o);
     case MODE_PRINT_TOKENS: return print_tokens(&o);
+    case MODE_UPSCALE: rc = cli_upscale_main(&o); if (o.verbose) print_peak_rss(); return rc;
     case MODE_GENERATE:
         catch_interrupts();
         rc = generate(&o);

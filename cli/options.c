@@ -16,6 +16,7 @@ void cli_print_help(void)
         "usage: fmimage [OPTIONS] \"PROMPT\"\n"
         "       fmimage [OPTIONS] --prompt-file FILE\n"
         "       fmimage --info -m MODEL | --print-tokens \"TEXT\" [-m MODEL] | --list-samplers\n"
+        "       fmimage upscale -m UPSCALER IMAGE [-o OUT.png]\n"
         "\n"
         "  -m, --model FILE         .safetensors checkpoint (default: the shipped demo model)\n"
         "  -o, --output PATH        image file, or directory for batches (default fmimage-SEED.png,\n"
@@ -49,6 +50,11 @@ void cli_print_help(void)
         "                           >= 1.10x faster on this CPU, else fp32 (default auto)\n"
         "  -t, --threads N          threads (default: the CPUs granted: affinity, cgroup quota,\n"
         "                           SLURM_CPUS_PER_TASK; OMP_NUM_THREADS respected)\n"
+        "      --upscale-model FILE upscale each image with an ESRGAN / Real-ESRGAN / SRVGG model\n"
+        "                           (.safetensors); `fmimage upscale -m FILE IMAGE` upscales a file\n"
+        "                           (output default IMAGE-xS.png)\n"
+        "      --upscale-tile N     input pixels per tile side, 0 = none (default 192)\n"
+        "      --upscale-overlap N  input pixels neighbouring tiles share (default 8)\n"
         "      --metadata a1111|none  PNG parameters chunk (default a1111)\n"
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
@@ -148,7 +154,8 @@ static int bad_option(char **argv, const struct option *longs)
 enum {
     OPT_STEPS = 256, OPT_CFG, OPT_SAMPLER, OPT_SCHEDULER, OPT_SEED, OPT_RNG, OPT_BATCH, OPT_PFILE,
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
-    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING
+    OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING,
+    OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP
 };
 
 int cli_parse(int argc, char **argv, cli_options *o)
@@ -165,6 +172,8 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"verbose", 0, 0, 'v'}, {"info", 0, 0, OPT_INFO}, {"print-tokens", 1, 0, OPT_TOKENS},
         {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, 'h'}, {"version", 0, 0, OPT_VERSION},
         {"status", 0, 0, OPT_STATUS}, {"only-missing", 0, 0, OPT_ONLY_MISSING},
+        {"upscale-model", 1, 0, OPT_UPSCALE_MODEL}, {"upscale-tile", 1, 0, OPT_UPSCALE_TILE},
+        {"upscale-overlap", 1, 0, OPT_UPSCALE_OVERLAP},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -177,6 +186,13 @@ int cli_parse(int argc, char **argv, cli_options *o)
     const char *mem = getenv("FMIMAGE_MEMORY_LIMIT");
     if (mem && *mem && parse_memory(mem, &o->memory_limit))
         return usage("FMIMAGE_MEMORY_LIMIT", "must be a positive number of bytes, optionally with K, M or G");
+    /* `fmimage upscale ...`: a subcommand, the rest parsed as usual */
+    if (argc > 1 && !strcmp(argv[1], "upscale")) {
+        o->mode = MODE_UPSCALE;
+        argv[1] = argv[0];
+        argc--;
+        argv++;
+    }
     int c, shard_is_auto = 0, shard_auto_n = 0;
     long v;
     char label[40];
@@ -275,6 +291,13 @@ int cli_parse(int argc, char **argv, cli_options *o)
             else return usage(opt_name, "must be a1111 or none");
             break;
         case OPT_FORCE: o->force = 1; break;
+        case OPT_UPSCALE_MODEL: o->upscale_model = arg; break;
+        case OPT_UPSCALE_TILE:
+        case OPT_UPSCALE_OVERLAP:
+            if (parse_long(arg, 0, 4096, &v)) return usage(opt_name, "must be an integer in 0..4096");
+            if (c == OPT_UPSCALE_TILE) o->upscale_tile = v ? (int)v : -1;
+            else o->upscale_overlap = v ? (int)v : -1;
+            break;
         case 'q': o->quiet = 1; break;
         case 'v': o->verbose = 1; break;
         case OPT_INFO: o->mode = MODE_INFO; break;
@@ -317,6 +340,11 @@ int cli_parse(int argc, char **argv, cli_options *o)
         if (o->only_missing && !batch) return usage("--only-missing", "only for batches (--prompt-file or --batch-count)");
         if (o->status && o->only_missing) return usage("--only-missing", "makes images; --status makes none");
         if (o->only_missing && o->force) return usage("--only-missing", "and --force exclude each other");
+    } else if (o->mode == MODE_UPSCALE) {
+        if (!o->model) return usage("upscale", "needs -m UPSCALER (an ESRGAN / Real-ESRGAN / SRVGG model)");
+        if (rest > (o->init_image ? 0 : 1)) return usage(argv[optind + (o->init_image ? 0 : 1)], "unexpected argument");
+        if (!o->init_image && rest == 0) return usage("upscale", "no image given");
+        if (!o->init_image) o->init_image = argv[optind];
     } else if (rest > 0) {
         return usage(argv[optind], "unexpected argument");
     }

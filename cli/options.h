@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include "fmimage.h"
 
-typedef enum { MODE_GENERATE, MODE_INFO, MODE_PRINT_TOKENS, MODE_LIST_SAMPLERS, MODE_HELP, MODE_VERSION } cli_mode;
+typedef enum { MODE_GENERATE, MODE_INFO, MODE_PRINT_TOKENS, MODE_LIST_SAMPLERS, MODE_HELP, MODE_VERSION, MODE_UPSCALE } cli_mode;
 
 typedef struct cli_options {
     cli_mode mode;
@@ -32,6 +32,10 @@ typedef struct cli_options {
     int has_shard;    /* --shard given (K/N or auto) */
     int status;       /* --status: report done / missing / broken, make nothing */
     int only_missing; /* --only-missing: claim and make just the unfinished jobs */
+    /* upscaling: `fmimage upscale -m MODEL IMAGE` (model, init_image, output),
+     * or --upscale-model after each generated image */
+    const char *upscale_model;
+    int upscale_tile, upscale_overlap; /* 0 = the library's defaults (192, 8), -1 = none */
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */
