@@ -230,5 +230,3 @@ void up_free(up_model *m)
     free(m->prelu);
     free(m);
 }
-
-const char *up_arch_name(const up_model *m) { return m->arch == UP_RRDBNET ? "RRDBNet" : "SRVGGNetCompact"; }

@@ -65,7 +65,8 @@ static float ramp(int q, int len, int ov, int near_inside, int far_inside)
     return fmaxf(r, 1e-4f);
 }
 
-size_t up_upscale_bytes(const up_model *m, int w, int h, int tile, int overlap)
+/* The bytes up_upscale_rgb allocates for a call (for its out-of-memory message). */
+static size_t upscale_bytes(const up_model *m, int w, int h, int tile, int overlap)
 {
     tiling t = plan(m, w, h, tile, overlap);
     size_t s = (size_t)m->scale, tin = (size_t)3 * t.tile_w * t.tile_h;
@@ -87,7 +88,7 @@ int up_upscale_rgb(const up_model *m, uint8_t *out, const uint8_t *rgb, int w, i
     int rc = 0;
     if (!acc || !in || !res || !ws) {
         rc = core_fail(err, FM_EINPUT, "upscale: out of memory for a %dx%d result (%zu MB)", w * s, h * s,
-                       up_upscale_bytes(m, w, h, tile, overlap) >> 20);
+                       upscale_bytes(m, w, h, tile, overlap) >> 20);
         goto done;
     }
     int ny = tiles_along(t.ph, t.tile_h, t.overlap), nx = tiles_along(t.pw, t.tile_w, t.overlap);

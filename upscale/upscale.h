@@ -53,7 +53,6 @@ typedef struct up_model {
  * above or a tensor is missing or mis-shaped. */
 up_model *up_load(const wt_source *src, fm_error *err);
 void up_free(up_model *m);
-const char *up_arch_name(const up_model *m); /* "RRDBNet" / "SRVGGNetCompact" */
 
 /* The input side lengths a tile must be a multiple of (the pixel unshuffle). */
 static inline int up_tile_multiple(const up_model *m) { return m->arch == UP_RRDBNET ? m->unshuffle : 1; }
@@ -71,7 +70,5 @@ int up_forward(const up_model *m, float *out, const float *in, int h, int w, voi
 typedef int (*up_progress_fn)(void *user, int done, int total);
 int up_upscale_rgb(const up_model *m, uint8_t *out, const uint8_t *rgb, int w, int h, int tile, int overlap,
                    up_progress_fn progress, void *user, fm_error *err);
-/* The bytes up_upscale_rgb allocates for that call (before it computes). */
-size_t up_upscale_bytes(const up_model *m, int w, int h, int tile, int overlap);
 
 #endif
