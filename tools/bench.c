@@ -9,7 +9,7 @@
  *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
  *
- * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp (default: all)
+ * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,upscale (default: all)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -20,6 +20,7 @@
 #include "diffusion/pipeline_internal.h"
 #include "kernels/kernels.h"
 #include "textenc/prompt.h"
+#include "upscale/upscale.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -165,6 +166,17 @@ static double taesd_decode_flops(int h, int w)
 }
 
 /* n_seq sequences of 77 tokens through `layers` transformer layers. */
+/* RRDBNet at input h x w (BasicSR's x4 form): conv_first, 3 dense blocks
+ * of 5 convs per RRDB, conv_body at input size; two x2 stages, conv_hr and
+ * conv_last at 4x. */
+static double rrdbnet_flops(int nf, int gc, int blocks, int h, int w)
+{
+    double f = conv_flops(3, nf, 3, h, w) + conv_flops(nf, nf, 3, h, w);
+    for (int k = 0; k < 5; k++) f += 3.0 * blocks * conv_flops(nf + k * gc, k == 4 ? nf : gc, 3, h, w);
+    f += conv_flops(nf, nf, 3, 2 * h, 2 * w) + 2 * conv_flops(nf, nf, 3, 4 * h, 4 * w);
+    return f + conv_flops(nf, 3, 3, 4 * h, 4 * w);
+}
+
 static double text_flops(const wt_text_config *t, int n_seq, int layers)
 {
     double n = 77.0, W = t->width;
@@ -863,8 +875,51 @@ static void print_flops(void)
     printf("SDXL U-Net 128x128 batch 1: %.1f GFLOP\n", unet_flops(&sdxl_unet, 1, 128, 128, 77) * 1e-9);
     printf("VAE decode 512x512: %.1f GFLOP\n", vae_decode_flops(&sd_vae, 64, 64) * 1e-9);
     printf("TAESD decode 512x512: %.1f GFLOP\n", taesd_decode_flops(64, 64) * 1e-9);
+    printf("RRDBNet x4plus, 512x512 input: %.1f GFLOP\n", rrdbnet_flops(64, 32, 23, 512, 512) * 1e-9);
     printf("CLIP-L 12 layers, 1 sequence: %.1f GFLOP\n", text_flops(&clip_l, 1, 12) * 1e-9);
     printf("OpenCLIP-H 23 layers, 1 sequence: %.1f GFLOP\n", text_flops(&openclip_h, 1, 23) * 1e-9);
+}
+
+/* ------------------------------------------------------------- upscale -- */
+
+typedef struct upscale_ctx {
+    fm_upscaler *u;
+    uint8_t *in, *out;
+    int side;
+} upscale_ctx;
+
+static int run_upscale(void *p, fm_error *err)
+{
+    upscale_ctx *c = p;
+    return fm_upscale(c->u, c->in, c->side, c->side, c->out, NULL, err);
+}
+
+/* 4x Real-ESRGAN x4plus (random weights in its layout) of a px x px image,
+ * in fmimage's default tiles (192, overlap 8). */
+static void bench_upscale(bench *b)
+{
+    char path[1024];
+    path_in(path, sizeof path, b->cache, "realesrgan-x4plus-f16.safetensors");
+    if (!exists(path)) { fprintf(stderr, "bench: %s missing, upscale skipped\n", path); return; }
+    fm_error err = {0};
+    upscale_ctx c = {.side = b->px};
+    if (!(c.u = fm_upscaler_load(path, &err))) fail(path, &err);
+    size_t n = (size_t)c.side * c.side * 3;
+    c.in = malloc(n);
+    c.out = malloc(16 * n);
+    if (!c.in || !c.out) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < n; i++) c.in[i] = (uint8_t)((i * 2654435761u) >> 24);
+    char label[96];
+    snprintf(label, sizeof label, "RRDBNet x4plus upscale %dx%d -> %dx%d", c.side, c.side, 4 * c.side, 4 * c.side);
+    fprintf(stderr, "%s\n", label);
+    /* the tiles overlap: count the FLOPs of the tiles actually run */
+    int step = 192 - 8, tiles = c.side <= 192 ? 1 : (c.side - 192 + step - 1) / step + 1;
+    int side = c.side < 192 ? c.side : 192;
+    time_stage(b, add_stage(b, "upscale.rrdbnet_x4", label, (double)tiles * tiles * rrdbnet_flops(64, 32, 23, side, side)),
+               run_upscale, &c);
+    free(c.in);
+    free(c.out);
+    fm_upscaler_free(c.u);
 }
 
 /* FLOPs of everything the run will compute (sd.cpp not included). */
@@ -877,6 +932,7 @@ static double planned_flops(int reps, const char *only)
     if (wanted(only, "gen")) f += 2 * clip + 4 * unet + vae + h14 + unet + vae;
     if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
     if (wanted(only, "sdxl")) f += reps * unet_flops(&sdxl_unet, 1, 128, 128, 77);
+    if (wanted(only, "upscale")) f += reps * 9.0 * rrdbnet_flops(64, 32, 23, 192, 192);
     return f;
 }
 
@@ -885,7 +941,7 @@ static double planned_flops(int reps, const char *only)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
-                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp] [--estimate-only] [--flops]\n");
+                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,upscale] [--estimate-only] [--flops]\n");
     return 2;
 }
 
@@ -937,6 +993,7 @@ int main(int argc, char **argv)
     if (wanted(only, "sdcpp")) bench_sdcpp(&b);
     if (wanted(only, "turbo")) bench_turbo(&b);
     if (wanted(only, "sdxl")) bench_sdxl(&b);
+    if (wanted(only, "upscale")) bench_upscale(&b);
     cJSON_AddNumberToObject(b.json, "total_s", now() - t0);
     print_table(&b);
     write_json(&b, json);
