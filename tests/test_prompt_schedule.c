@@ -187,6 +187,7 @@ static void test_hostile(void **state)
     ands[0] = 0;
     for (int i = 0; i < 1000; i++) strcat(ands, "a AND ");
     te_and_split sp = {0};
+    err = (fm_error){0};
     assert_int_equal(te_prompt_and_split(ands, &sp, &err), FM_EINPUT);
     assert_non_null(strstr(err.msg, "AND"));
     free(ands);
