@@ -32,6 +32,10 @@ typedef struct cli_options {
     int has_shard;    /* --shard given (K/N or auto) */
     int status;       /* --status: report done / missing / broken, make nothing */
     int only_missing; /* --only-missing: claim and make just the unfinished jobs */
+    /* prompt schedules, AND and styles (A1111's styles.csv) */
+    const char *styles_file;   /* --styles-file */
+    const char *styles[16];    /* --style NAME, in the order given */
+    int n_styles;
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */
