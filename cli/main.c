@@ -24,6 +24,7 @@
 #include "shard.h"
 #include "upscale.h"
 #include "promptfile.h"
+#include "styles.h"
 #include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
@@ -115,6 +116,10 @@ typedef struct run {
     cli_progress progress;
     fm_upscaler *upscaler; /* --upscale-model: applied to every image */
     char upscaler_name[256];
+    /* --style: the styles resolved, and this job's styled prompt and negative */
+    const sty_style *styles[16];
+    int n_styles;
+    char *styled_prompt, *styled_negative;
 } run;
 
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
@@ -144,6 +149,17 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     fm_params_default(r->model, p);
     p->prompt = l ? l->prompt : (o->prompt ? o->prompt : "");
     p->negative = l && l->negative ? l->negative : (o->negative ? o->negative : "");
+    if (r->n_styles) {
+        /* A1111 applies the styles to the text before anything else: the
+         * infotext and manifest get the styled prompt */
+        free(r->styled_prompt);
+        free(r->styled_negative);
+        r->styled_prompt = sty_apply(r->styles, r->n_styles, p->prompt, 0);
+        r->styled_negative = sty_apply(r->styles, r->n_styles, p->negative, 1);
+        if (!r->styled_prompt || !r->styled_negative) return core_fail(err, FM_EINPUT, "--style: out of memory");
+        p->prompt = r->styled_prompt;
+        p->negative = r->styled_negative;
+    }
     p->width = l && l->width ? l->width : (o->width ? o->width : p->width);
     p->height = l && l->height ? l->height : (o->height ? o->height : p->height);
     p->steps = l && l->steps ? l->steps : (o->steps ? o->steps : p->steps);
@@ -735,13 +751,13 @@ static int run_missing(run *r, const job *jobs, int n_jobs)
     return 0;
 }
 
-static int generate(const cli_options *o)
+static int generate_in(run *rp)
 {
-    run r = {.o = o};
+    const cli_options *o = rp->o;
     char demo[PATH_MAX];
     fm_error err = {0};
-    r.model_path = o->model ? o->model : find_demo_model(demo, sizeof demo);
-    if (!r.model_path) {
+    rp->model_path = o->model ? o->model : find_demo_model(demo, sizeof demo);
+    if (!rp->model_path) {
         fprintf(stderr, "fmimage: --model: no model given and the demo model is not installed\n");
         return 1;
     }
@@ -757,85 +773,114 @@ static int generate(const cli_options *o)
         free_lines(lines, n_lines);
         return rc;
     }
-    if (!(r.model = fm_model_load(r.model_path, &err))) {
+    if (!(rp->model = fm_model_load(rp->model_path, &err))) {
         report(&err);
         free_lines(lines, n_lines);
         return 1;
     }
-    model_name(r.model_path, r.model_name, sizeof r.model_name);
-    if (o->upscale_model && !(r.upscaler = fm_upscaler_load(o->upscale_model, &err))) {
+    model_name(rp->model_path, rp->model_name, sizeof rp->model_name);
+    if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
         free_lines(lines, n_lines);
-        fm_model_free(r.model);
+        fm_model_free(rp->model);
+        fm_upscaler_free(rp->upscaler);
         return 1;
     }
-    if (r.upscaler) cli_upscaler_name(o->upscale_model, r.upscaler_name, sizeof r.upscaler_name);
-    if (out_model_hash(r.model_path, r.model_hash, &err)) {
+    if (rp->upscaler) cli_upscaler_name(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
+    if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
         free_lines(lines, n_lines);
-        fm_model_free(r.model);
-        fm_upscaler_free(r.upscaler);
+        fm_model_free(rp->model);
+        fm_upscaler_free(rp->upscaler);
         return 1;
     }
     /* The command line's own values are checked once, as usage errors. */
     job probe = {0};
     fm_params p;
     uint8_t *init = NULL;
-    rc = job_params(&r, &probe, &p, &init, &err);
+    rc = job_params(rp, &probe, &p, &init, &err);
     free(init);
     if (rc) {
         report(&err);
         free_lines(lines, n_lines);
-        fm_model_free(r.model);
-        fm_upscaler_free(r.upscaler);
+        fm_model_free(rp->model);
+        fm_upscaler_free(rp->upscaler);
         return rc == FM_EUSAGE ? 2 : 1;
     }
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     if (o->verbose) {
         char why[PATH_MAX + 256];
-        fm_model_precision(r.model, o->precision, why, sizeof why);
+        fm_model_precision(rp->model, o->precision, why, sizeof why);
         fprintf(stderr, "fmimage: precision: %s\n", why);
     }
-    if (setup_output(&r, &err)) {
+    if (setup_output(rp, &err)) {
         report(&err);
         free_lines(lines, n_lines);
-        fm_model_free(r.model);
-        fm_upscaler_free(r.upscaler);
+        fm_model_free(rp->model);
+        fm_upscaler_free(rp->upscaler);
         return 1;
     }
-    r.progress.enabled = !o->quiet;
-    r.progress.verbose = o->verbose;
-    r.progress.tty = isatty(2);
-    r.progress.interrupted = &interrupted;
-    r.failed = bad > 0;
+    rp->progress.enabled = !o->quiet;
+    rp->progress.verbose = o->verbose;
+    rp->progress.tty = isatty(2);
+    rp->progress.interrupted = &interrupted;
+    rp->failed = bad > 0;
     int status = 0, n_jobs = 0;
     job *jobs = list_jobs(o, lines, n_lines, base, &n_jobs);
     if (!jobs && n_jobs) {
         fprintf(stderr, "fmimage: out of memory\n");
         status = 1;
     } else if (o->status) {
-        status = status_report(&r, jobs, n_jobs);
-        r.failed = 0;
+        status = status_report(rp, jobs, n_jobs);
+        rp->failed = 0;
     } else if (o->only_missing) {
-        status = run_missing(&r, jobs, n_jobs);
+        status = run_missing(rp, jobs, n_jobs);
     } else {
         for (int i = 0; i < n_jobs && !status; i++) {
             const job *jb = &jobs[i];
             if (jb->index % o->shard_n != o->shard_k || (jb->line && jb->line->line_no < 0)) continue;
             if (interrupted) { status = 128 + interrupted; break; }
-            rc = run_job(&r, jb);
+            rc = run_job(rp, jb);
             if (rc == FM_EINTERRUPT || interrupted) status = 128 + (interrupted ? interrupted : SIGINT);
-            else if (rc) r.failed = 1;
+            else if (rc) rp->failed = 1;
         }
     }
     free(jobs);
     free_lines(lines, n_lines);
-    if (r.dir) out_manifest_close(&r.manifest);
-    if (r.skipped && !o->quiet)
-        fprintf(stderr, "fmimage: skipped %d finished image%s\n", r.skipped, r.skipped == 1 ? "" : "s");
-    fm_model_free(r.model);
-    fm_upscaler_free(r.upscaler);
-    return status ? status : r.failed ? 1 : 0;
+    if (rp->dir) out_manifest_close(&rp->manifest);
+    if (rp->skipped && !o->quiet)
+        fprintf(stderr, "fmimage: skipped %d finished image%s\n", rp->skipped, rp->skipped == 1 ? "" : "s");
+    fm_model_free(rp->model);
+    fm_upscaler_free(rp->upscaler);
+    return status ? status : rp->failed ? 1 : 0;
+}
+
+/* --styles-file / --style: the styles are read and resolved once, before
+ * the model; a job's styled texts live in the run until the next job. */
+static int generate(const cli_options *o)
+{
+    run r = {.o = o};
+    sty_db db = {0};
+    if (o->styles_file) {
+        char why[300];
+        if (sty_load(o->styles_file, &db, why, sizeof why)) {
+            fprintf(stderr, "fmimage: --styles-file: %s: %s\n", o->styles_file, why);
+            return 1;
+        }
+        for (int i = 0; i < o->n_styles; i++) {
+            if (!(r.styles[i] = sty_find(&db, o->styles[i]))) {
+                fprintf(stderr, "fmimage: --style: %s: no such style in %s\n", o->styles[i], o->styles_file);
+                sty_free(&db);
+                return 2;
+            }
+        }
+        r.n_styles = o->n_styles;
+    }
+    int rc = generate_in(&r);
+    free(r.styled_prompt);
+    free(r.styled_negative);
+    sty_free(&db);
+    return rc;
 }
 
 static int info(const cli_options *o)

@@ -62,6 +62,12 @@ void cli_print_help(void)
         "      --info               print the model's family, config and parameter counts\n"
         "      --print-tokens TEXT  print the 77 token ids\n"
         "      --list-samplers      print sampler and scheduler names\n"
+        "      --styles-file FILE   A1111 styles.csv (columns name, prompt, negative_prompt)\n"
+        "      --style NAME         apply that style (repeatable, in order): its \"{prompt}\" is\n"
+        "                           replaced by the prompt, else it is appended with \", \"\n"
+        "  Prompts use A1111's syntax: (word:1.2), [from:to:when] (when < 1: fraction of the\n"
+        "  steps, else a step), [a|b] alternation per step, \"a cat AND a dog :0.5\" (composable\n"
+        "  diffusion, at most 64 parts), BREAK.\n"
         "  -h, --help, --version\n"
         "\n"
         "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
@@ -155,7 +161,8 @@ enum {
     OPT_STEPS = 256, OPT_CFG, OPT_SAMPLER, OPT_SCHEDULER, OPT_SEED, OPT_RNG, OPT_BATCH, OPT_PFILE,
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
     OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING,
-    OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP
+    OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP,
+    OPT_STYLES_FILE, OPT_STYLE
 };
 
 int cli_parse(int argc, char **argv, cli_options *o)
@@ -174,6 +181,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"status", 0, 0, OPT_STATUS}, {"only-missing", 0, 0, OPT_ONLY_MISSING},
         {"upscale-model", 1, 0, OPT_UPSCALE_MODEL}, {"upscale-tile", 1, 0, OPT_UPSCALE_TILE},
         {"upscale-overlap", 1, 0, OPT_UPSCALE_OVERLAP},
+        {"styles-file", 1, 0, OPT_STYLES_FILE}, {"style", 1, 0, OPT_STYLE},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -298,6 +306,13 @@ int cli_parse(int argc, char **argv, cli_options *o)
             if (c == OPT_UPSCALE_TILE) o->upscale_tile = v ? (int)v : -1;
             else o->upscale_overlap = v ? (int)v : -1;
             break;
+        /* styles (A1111's styles.csv) */
+        case OPT_STYLES_FILE: o->styles_file = arg; break;
+        case OPT_STYLE:
+            if (o->n_styles == (int)(sizeof o->styles / sizeof o->styles[0]))
+                return usage(opt_name, "at most 16 styles");
+            o->styles[o->n_styles++] = arg;
+            break;
         case 'q': o->quiet = 1; break;
         case 'v': o->verbose = 1; break;
         case OPT_INFO: o->mode = MODE_INFO; break;
@@ -349,5 +364,6 @@ int cli_parse(int argc, char **argv, cli_options *o)
         return usage(argv[optind], "unexpected argument");
     }
     if (o->mode == MODE_INFO && !o->model) return usage("--info", "needs -m MODEL");
+    if (o->n_styles && !o->styles_file) return usage("--style", "needs --styles-file FILE");
     return 0;
 }

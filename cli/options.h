@@ -36,6 +36,10 @@ typedef struct cli_options {
      * or --upscale-model after each generated image */
     const char *upscale_model;
     int upscale_tile, upscale_overlap; /* 0 = the library's defaults (192, 8), -1 = none */
+    /* prompt schedules, AND and styles (A1111's styles.csv) */
+    const char *styles_file;   /* --styles-file */
+    const char *styles[16];    /* --style NAME, in the order given */
+    int n_styles;
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */

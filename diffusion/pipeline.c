@@ -12,6 +12,7 @@
 #include "diffusion/infotext.h"
 #include "kernels/kernels.h"
 #include "textenc/prompt.h"
+#include "textenc/prompt_schedule.h"
 
 #define MAX_SIDE 16384
 
@@ -85,38 +86,123 @@ int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
     return check_params(m, p, &s, &sch, err);
 }
 
-/* ---- conditioning ---- */
+/* ---- conditioning: A1111's prompt schedules and AND ---- */
 
+/* One conditioning that changes over the denoiser calls: an AND part of the
+ * prompt (with its weight) or the negative prompt. */
+typedef struct sched_cond {
+    te_schedule s;
+    int *cond;       /* [s.n]: the entry's index in conds.table */
+    double weight;
+} sched_cond;
+
+/* Every distinct text of the schedules is encoded once, before step 1;
+ * the denoiser picks entries by its call count (A1111's CFGDenoiser.step). */
 typedef struct conds {
-    te_cond cond, uncond;
+    sched_cond parts[TE_MAX_AND_PARTS];
+    int n_parts;
+    sched_cond neg;
+    int has_uncond;  /* the uncond is evaluated (not: cfg 1 with one part of weight 1) */
+    te_cond *table;
+    char **texts;
+    int n_table;
 } conds;
 
-static int encode_prompts(fm_model *m, const fm_params *p, conds *c, fm_error *err)
+static void conds_free(conds *c)
 {
-    te_token_chunks tc = {0}, tu = {0};
+    for (int i = 0; i < c->n_parts; i++) {
+        te_schedule_free(&c->parts[i].s);
+        free(c->parts[i].cond);
+    }
+    te_schedule_free(&c->neg.s);
+    free(c->neg.cond);
+    for (int i = 0; i < c->n_table; i++) {
+        te_cond_free(&c->table[i]);
+        free(c->texts[i]);
+    }
+    free(c->table);
+    free(c->texts);
+}
+
+/* A1111's total_steps: its second-order samplers count two denoiser calls
+ * per step (sd_samplers_common.SamplerData.total_steps). */
+static int schedule_steps(smp_id sampler, int steps)
+{
+    switch (sampler) {
+    case FM_SAMPLER_HEUN:
+    case FM_SAMPLER_DPM_2:
+    case FM_SAMPLER_DPM_2_ANCESTRAL:
+    case FM_SAMPLER_DPMPP_2S_ANCESTRAL:
+    case FM_SAMPLER_DPMPP_SDE: return steps * 2;
+    default: return steps;
+    }
+}
+
+/* The table index of text, adding it (unencoded) when new. */
+static int table_slot(conds *c, const char *text, int from, int cap, fm_error *err)
+{
+    for (int i = from; i < c->n_table; i++)
+        if (!strcmp(c->texts[i], text)) return i;
+    if (c->n_table >= cap) return core_fail(err, FM_EINPUT, "prompt: too many scheduled prompts"), -1;
+    if (!(c->texts[c->n_table] = strdup(text))) return core_fail(err, FM_EINPUT, "prompt: out of memory"), -1;
+    return c->n_table++;
+}
+
+/* from: the first table entry sc may share (the negative prompt's own
+ * entries stay apart for SDXL's zero rule). */
+static int schedule_cond(conds *c, sched_cond *sc, const char *text, int steps, int from, int cap, fm_error *err)
+{
+    int rc = te_prompt_schedule(text, steps, 0, &sc->s, err);
+    if (rc) return rc;
+    if (!(sc->cond = malloc(sizeof(int) * (size_t)sc->s.n))) return core_fail(err, FM_EINPUT, "prompt: out of memory");
+    for (int i = 0; i < sc->s.n; i++)
+        if ((sc->cond[i] = table_slot(c, sc->s.e[i].text, from, cap, err)) < 0) return err->code;
+    return 0;
+}
+
+static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds *c, fm_error *err)
+{
+    te_and_split and = {0};
+    int steps = schedule_steps(sampler, p->steps), rc = te_prompt_and_split(p->prompt, &and, err);
+    if (rc) return rc;
+    c->n_parts = and.n;
+    c->has_uncond = !(p->cfg == 1.0f && and.n == 1 && and.parts[0].weight == 1.0);
+    /* at most steps + 1 entries per schedule */
+    int cap = (and.n + 1) * (steps + 1);
+    c->table = calloc((size_t)cap, sizeof *c->table);
+    c->texts = calloc((size_t)cap, sizeof *c->texts);
+    if (!c->table || !c->texts) rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
+    for (int i = 0; !rc && i < and.n; i++) {
+        c->parts[i].weight = and.parts[i].weight;
+        rc = schedule_cond(c, &c->parts[i], and.parts[i].text, steps, 0, cap, err);
+    }
+    te_and_split_free(&and);
+    int first_neg = c->n_table;
+    if (!rc && c->has_uncond) rc = schedule_cond(c, &c->neg, p->negative ? p->negative : "", steps, first_neg, cap, err);
+    if (rc) return rc;
+    /* A1111's SDXL rule: an empty negative is zero conditioning. */
+    int zero_negative = m->cfg.family == FM_FAMILY_SDXL && c->has_uncond && c->neg.s.n == 1 && !c->neg.s.e[0].text[0];
     int pad = FM_CLIP_EOS; /* te_encode re-pads per tower */
-    int zero_negative = m->cfg.family == FM_FAMILY_SDXL && (!p->negative || !p->negative[0]);
-    int rc = te_prompt_to_chunks(m->tokenizer, p->prompt, pad, &tc, err);
-    if (!rc) rc = te_prompt_to_chunks(m->tokenizer, p->negative ? p->negative : "", pad, &tu, err);
-    if (!rc && (tc.n_chunks > FM_MAX_PROMPT_CHUNKS || tu.n_chunks > FM_MAX_PROMPT_CHUNKS))
-        rc = core_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
-                     tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? "prompt" : "negative prompt",
-                     tc.n_chunks > FM_MAX_PROMPT_CHUNKS ? tc.n_chunks : tu.n_chunks,
-                     FM_PROMPT_CHUNK_TOKENS, FM_MAX_PROMPT_CHUNKS);
-    /* CFG batches cond and uncond: both need the same number of chunks. */
-    int n = tc.n_chunks > tu.n_chunks ? tc.n_chunks : tu.n_chunks;
-    if (!rc) rc = te_token_chunks_pad(&tc, n, pad);
-    if (!rc) rc = te_token_chunks_pad(&tu, n, pad);
+    te_token_chunks *tc = calloc((size_t)c->n_table, sizeof *tc);
+    if (!tc) return core_fail(err, FM_EINPUT, "prompt: out of memory");
+    /* CFG batches the conds and the uncond: all need the same number of chunks */
+    int n = 1;
+    for (int i = 0; !rc && i < c->n_table; i++) {
+        rc = te_prompt_to_chunks(m->tokenizer, c->texts[i], pad, &tc[i], err);
+        if (!rc && tc[i].n_chunks > FM_MAX_PROMPT_CHUNKS)
+            rc = core_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
+                         i < first_neg ? "prompt" : "negative prompt", tc[i].n_chunks, FM_PROMPT_CHUNK_TOKENS,
+                         FM_MAX_PROMPT_CHUNKS);
+        if (!rc && tc[i].n_chunks > n) n = tc[i].n_chunks;
+    }
+    for (int i = 0; !rc && i < c->n_table; i++) rc = te_token_chunks_pad(&tc[i], n, pad);
     if (rc && err->code == FM_OK) rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
     te_size_cond sizes = {p->height, p->width, 0, 0, p->height, p->width};
-    if (!rc) rc = te_encode(&m->text, &tc, p->clip_skip, &sizes, &c->cond, err);
-    if (!rc && p->cfg != 1.0f) {
-        /* A1111's SDXL rule: an empty negative is zero conditioning. */
-        rc = zero_negative ? te_encode_zero(&m->text, n, &sizes, &c->uncond, err)
-                           : te_encode(&m->text, &tu, p->clip_skip, &sizes, &c->uncond, err);
-    }
-    te_token_chunks_free(&tc);
-    te_token_chunks_free(&tu);
+    for (int i = 0; !rc && i < c->n_table; i++)
+        rc = zero_negative && i >= first_neg ? te_encode_zero(&m->text, n, &sizes, &c->table[i], err)
+                                              : te_encode(&m->text, &tc[i], p->clip_skip, &sizes, &c->table[i], err);
+    for (int i = 0; i < c->n_table; i++) te_token_chunks_free(&tc[i]);
+    free(tc);
     return rc;
 }
 
@@ -124,22 +210,37 @@ static int encode_prompts(fm_model *m, const fm_params *p, conds *c, fm_error *e
 
 typedef struct denoiser {
     fm_model *m;
-    int batch;             /* 2 with CFG ([cond; uncond], A1111's order), 1 without */
+    int batch;             /* [part 0 .. part n-1; uncond], A1111's order; no uncond at cfg 1 alone */
     int c, h, w;
     float cfg;
     fm_prediction prediction;
+    const conds *cd;
+    int call;              /* denoiser calls so far: A1111's CFGDenoiser.step */
     float *context, *y;    /* [batch][n_ctx][dim], [batch][adm] */
     int n_ctx;
     float *x_in, *out;     /* [batch][c][h][w] */
     float *work;           /* the sampler's latents (smp_sample_work_floats) */
-    float t[2];
+    float t[TE_MAX_AND_PARTS + 1];
 } denoiser;
+
+/* Batch row b gets the conditioning sc picks at this call. */
+static void load_cond(denoiser *d, int b, const sched_cond *sc)
+{
+    const te_cond *tc = &d->cd->table[sc->cond[te_schedule_index(&sc->s, d->call)]];
+    size_t ctx = (size_t)d->n_ctx * tc->context_dim;
+    memcpy(d->context + ctx * b, tc->context, sizeof(float) * ctx);
+    if (d->y) memcpy(d->y + (size_t)tc->adm_dim * b, tc->y, sizeof(float) * tc->adm_dim);
+}
 
 static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
 {
     denoiser *d = user;
+    const conds *cd = d->cd;
     smp_scalings s = smp_denoiser_scalings(d->prediction, sigma);
     double t = smp_discrete_sigma_to_t(&d->m->schedule, sigma);
+    for (int b = 0; b < cd->n_parts; b++) load_cond(d, b, &cd->parts[b]);
+    if (cd->has_uncond) load_cond(d, cd->n_parts, &cd->neg);
+    d->call++;
     for (int b = 0; b < d->batch; b++) {
         d->t[b] = (float)t;
         for (size_t i = 0; i < n; i++) d->x_in[b * n + i] = (float)(x[i] * s.c_in);
@@ -147,15 +248,31 @@ static int denoise(void *user, float *denoised, const float *x, size_t n, double
     int rc = un_forward(d->m->unet, d->out, d->x_in, d->batch, d->h, d->w, d->t, d->context,
                              d->n_ctx, d->y, err);
     if (rc) return rc;
-    const float *cond = d->out, *uncond = d->out + n;
     float c_skip = (float)s.c_skip, c_out = (float)s.c_out, cfg = d->cfg;
-    for (size_t i = 0; i < n; i++) {
-        float dc = x[i] * c_skip + cond[i] * c_out;
-        if (d->batch == 2) {
+    if (!cd->has_uncond) {
+        for (size_t i = 0; i < n; i++) denoised[i] = x[i] * c_skip + d->out[i] * c_out;
+        return 0;
+    }
+    const float *uncond = d->out + n * cd->n_parts;
+    if (cd->n_parts == 1 && cd->parts[0].weight == 1.0) {
+        const float *cond = d->out;
+        for (size_t i = 0; i < n; i++) {
+            float dc = x[i] * c_skip + cond[i] * c_out;
             float du = x[i] * c_skip + uncond[i] * c_out;
-            dc = du + (dc - du) * cfg;
+            denoised[i] = du + (dc - du) * cfg;
         }
-        denoised[i] = dc;
+        return 0;
+    }
+    /* CFGDenoiser.combine_denoised: uncond + sum_k (cond_k - uncond) * (w_k * cfg) */
+    for (size_t i = 0; i < n; i++) denoised[i] = x[i] * c_skip + uncond[i] * c_out;
+    for (int k = 0; k < cd->n_parts; k++) {
+        const float *cond = d->out + n * k;
+        float scale = (float)(cd->parts[k].weight * (double)cfg);
+        for (size_t i = 0; i < n; i++) {
+            float du = x[i] * c_skip + uncond[i] * c_out;
+            float dc = x[i] * c_skip + cond[i] * c_out;
+            denoised[i] += (dc - du) * scale;
+        }
     }
     return 0;
 }
@@ -164,30 +281,26 @@ static int denoiser_init(denoiser *d, fm_model *m, const fm_params *p, const con
 {
     memset(d, 0, sizeof *d);
     d->m = m;
-    d->batch = p->cfg == 1.0f ? 1 : 2;
+    d->cd = c;
+    d->batch = c->n_parts + (c->has_uncond ? 1 : 0);
     d->c = m->cfg.unet.in_channels;
     d->h = lh;
     d->w = lw;
     d->cfg = p->cfg;
     d->prediction = p->prediction != FM_PRED_AUTO ? p->prediction : m->prediction;
-    d->n_ctx = c->cond.n_tokens;
-    size_t ctx = (size_t)c->cond.n_tokens * c->cond.context_dim, lat = (size_t)d->c * lh * lw;
+    const te_cond *c0 = &c->table[0];
+    d->n_ctx = c0->n_tokens;
+    size_t ctx = (size_t)c0->n_tokens * c0->context_dim, lat = (size_t)d->c * lh * lw;
     const core_alloc_hook *hook = &m->alloc;
     d->context = core_alloc_hooked(hook, sizeof(float) * ctx * d->batch);
     d->x_in = core_alloc_hooked(hook, sizeof(float) * lat * d->batch);
     d->out = core_alloc_hooked(hook, sizeof(float) * (size_t)m->cfg.unet.out_channels * lh * lw * d->batch);
-    if (c->cond.adm_dim) d->y = core_alloc_hooked(hook, sizeof(float) * (size_t)c->cond.adm_dim * d->batch);
+    if (c0->adm_dim) d->y = core_alloc_hooked(hook, sizeof(float) * (size_t)c0->adm_dim * d->batch);
     d->work = core_alloc_hooked(hook, sizeof(float) * smp_sample_work_floats(lat));
-    if (!d->context || !d->x_in || !d->out || (c->cond.adm_dim && !d->y) || !d->work)
+    if (!d->context || !d->x_in || !d->out || (c0->adm_dim && !d->y) || !d->work)
         return core_fail(err, FM_EINPUT, "out of memory for the sampler");
     /* everything the U-Net needs, before the first step */
     if (un_prepare(m->unet, d->batch, lh, lw, d->n_ctx, hook, err)) return FM_EINPUT;
-    memcpy(d->context, c->cond.context, sizeof(float) * ctx);
-    if (d->y) memcpy(d->y, c->cond.y, sizeof(float) * c->cond.adm_dim);
-    if (d->batch == 2) {
-        memcpy(d->context + ctx, c->uncond.context, sizeof(float) * ctx);
-        if (d->y) memcpy(d->y + c->cond.adm_dim, c->uncond.y, sizeof(float) * c->cond.adm_dim);
-    }
     return 0;
 }
 
@@ -385,9 +498,9 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     double *sigmas = NULL;
     int n_sigmas = 0;
     double t = stage_clock();
-    rc = encode_prompts(m, p, &c, err);
+    rc = encode_prompts(m, p, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
-    if (!rc) rc = check_memory(m, p, p->cfg == 1.0f ? 1 : 2, lh, lw, c.cond.n_tokens, err);
+    if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
     if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
@@ -426,8 +539,7 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     free(sigmas);
     free(init);
     denoiser_free(&d);
-    te_cond_free(&c.cond);
-    te_cond_free(&c.uncond);
+    conds_free(&c);
     return rc;
 }
 
