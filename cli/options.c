@@ -43,6 +43,9 @@ void cli_print_help(void)
         "      --prediction eps|v   override the detected parameterisation (default: from the file)\n"
         "      --taesd FILE         decode with TAESD / TAESDXL instead of the full VAE\n"
         "      --vae-tiling         tiled VAE decode for large images (default off)\n"
+        "      --lora-dir DIR       where <lora:NAME:MULT> / <lora:NAME:TE:UNET> prompt tags find\n"
+        "                           NAME.safetensors (or ss_output_name NAME); alias\n"
+        "                           --lora-model-dir (default: loras/ next to the model)\n"
         "      --precision MODE     U-Net/VAE math: fp32; bf16 (bf16 products, fp32 sums;\n"
         "                           needs AVX512_BF16, else fp32); f16 = fp32 (f16 weights\n"
         "                           always use fp32 math); auto = bf16 where it measures\n"
@@ -150,6 +153,7 @@ enum {
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
     OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING
 };
+enum { OPT_LORA_DIR = 400 }; /* LoRA */
 
 int cli_parse(int argc, char **argv, cli_options *o)
 {
@@ -165,6 +169,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"verbose", 0, 0, 'v'}, {"info", 0, 0, OPT_INFO}, {"print-tokens", 1, 0, OPT_TOKENS},
         {"list-samplers", 0, 0, OPT_LIST}, {"help", 0, 0, 'h'}, {"version", 0, 0, OPT_VERSION},
         {"status", 0, 0, OPT_STATUS}, {"only-missing", 0, 0, OPT_ONLY_MISSING},
+        {"lora-dir", 1, 0, OPT_LORA_DIR}, {"lora-model-dir", 1, 0, OPT_LORA_DIR}, /* LoRA */
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -257,6 +262,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
             else return usage(opt_name, "must be eps or v");
             break;
         case OPT_TAESD: o->taesd = arg; break;
+        case OPT_LORA_DIR: o->lora_dir = arg; break; /* LoRA */
         case OPT_TILING: o->vae_tiling = 1; break;
         case OPT_PREC:
             if (!strcmp(arg, "auto")) o->precision = FM_PREC_AUTO;

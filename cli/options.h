@@ -32,6 +32,8 @@ typedef struct cli_options {
     int has_shard;    /* --shard given (K/N or auto) */
     int status;       /* --status: report done / missing / broken, make nothing */
     int only_missing; /* --only-missing: claim and make just the unfinished jobs */
+    /* LoRA */
+    const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */
