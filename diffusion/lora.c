@@ -178,7 +178,9 @@ static void walk(finder *f, const char *dir, int depth)
     free(ents);
 }
 
-int df_lora_find(const char *dir, const char *name, char **path, fm_error *err)
+/* The file for a tag's NAME under dir (recursively): NAME.safetensors,
+ * else the one file whose ss_output_name metadata is NAME. *path malloc'd. */
+static int df_lora_find(const char *dir, const char *name, char **path, fm_error *err)
 {
     *path = NULL;
     if (!dir) return core_fail(err, FM_EINPUT, "lora \"%s\": not found (no LoRA directory: --lora-dir)", name);
@@ -205,7 +207,9 @@ int df_lora_find(const char *dir, const char *name, char **path, fm_error *err)
 
 /* ---- hashes ---- */
 
-int df_lora_hash(const char *path, char out[13], fm_error *err)
+/* A1111's short hash (12 hex digits): sshs_model_hash, else the sha256 of
+ * the data after the safetensors header (the "addnet" hash). */
+static int df_lora_hash(const char *path, char out[13], fm_error *err)
 {
     wt_source *s = wt_open(path, err);
     if (!s) return FM_EINPUT;
@@ -244,7 +248,8 @@ static char *file_stem(const char *path)
     return strndup(b, dot && dot > b ? (size_t)(dot - b) : strlen(b));
 }
 
-int df_lora_collect(const fm_params *p, df_lora_list *out, fm_error *err)
+/* p's adapters: fm_params.loras then the prompt's tags, paths resolved. */
+static int df_lora_collect(const fm_params *p, df_lora_list *out, fm_error *err)
 {
     df_lora_list tags;
     if (df_lora_parse(p->prompt ? p->prompt : "", &tags, err)) return FM_EINPUT;

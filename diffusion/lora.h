@@ -28,16 +28,8 @@ typedef struct df_lora_list {
  * UNET defaulting to TE and TE to 1). Other tags are dropped, as A1111
  * skips unknown extra networks. Paths are not resolved. */
 int df_lora_parse(const char *prompt, df_lora_list *out, fm_error *err);
-/* p's adapters: fm_params.loras then the prompt's tags, paths resolved. */
-int df_lora_collect(const fm_params *p, df_lora_list *out, fm_error *err);
 void df_lora_list_free(df_lora_list *l);
 
-/* The file for a tag's NAME under dir (recursively): NAME.safetensors,
- * else the one file whose ss_output_name metadata is NAME. *path malloc'd. */
-int df_lora_find(const char *dir, const char *name, char **path, fm_error *err);
-/* A1111's short hash (12 hex digits): sshs_model_hash, else the sha256 of
- * the data after the safetensors header (the "addnet" hash). */
-int df_lora_hash(const char *path, char out[13], fm_error *err);
 
 typedef struct df_lora_file {
     char *path;

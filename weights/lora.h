@@ -35,14 +35,11 @@ typedef struct wt_lora wt_lora;
 wt_lora *wt_lora_open(const char *path, const wt_source *model, const wt_model_config *cfg, fm_error *err);
 void wt_lora_close(wt_lora *l);
 
-const wt_source *wt_lora_source(const wt_lora *l);
 /* Modules that change a weight of the model. */
 int wt_lora_n_modules(const wt_lora *l);
 /* Keys that map to no weight (A1111 logs them as "didn't match keys"),
  * including modules of kinds not merged (OFT, IA3, norm, GLoRA). */
 int wt_lora_n_unmapped(const wt_lora *l);
-/* The i-th of them (for -v), i < wt_lora_n_unmapped. */
-const char *wt_lora_unmapped_key(const wt_lora *l, int i);
 
 /* One adapter applied with its text-encoder and U-Net multipliers. */
 typedef struct wt_lora_use {

@@ -1,4 +1,4 @@
-/* What weights/lora.c (reading, mapping) and weights/lora_merge.c (the
+/* What weights/lora_read.c (reading, mapping) and weights/lora_merge.c (the
  * updates, the merged source) share. Not installed. */
 #ifndef WT_LORA_INTERNAL_H
 #define WT_LORA_INTERNAL_H
@@ -38,11 +38,5 @@ struct wt_lora {
     char **unmapped;
     int n_unmapped, cap_unmapped;
 };
-
-/* The module's update for its rows of target, float32 [rows*cols], as
- * A1111's calc_updown + finalize_updown give it for multiplier mult: orig
- * is the current value of those rows (DoRA normalises against it). 0, or
- * -1 when out of memory. */
-int wt_lora_updown(const wt_lora_module *m, const float *orig, float mult, float *out);
 
 #endif

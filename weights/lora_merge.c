@@ -195,7 +195,11 @@ static int dora(const wt_lora_module *m, const float *orig, float *ud)
     return rc;
 }
 
-int wt_lora_updown(const wt_lora_module *m, const float *orig, float mult, float *out)
+/* The module's update for its rows of target, float32 [rows*cols], as
+ * A1111's calc_updown + finalize_updown give it for multiplier mult: orig
+ * is the current value of those rows (DoRA normalises against it). 0, or
+ * -1 when out of memory. */
+static int lora_module_updown(const wt_lora_module *m, const float *orig, float mult, float *out)
 {
     size_t n = (size_t)m->rows * (size_t)m->cols;
     int rc;
@@ -340,7 +344,7 @@ static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_u
             if (!(tmp = core_alloc(sizeof(float) * nk))) return -1;
             tmp_n = nk;
         }
-        if (wt_lora_updown(m, mt->data + k0, mult, tmp)) { core_free(tmp); return -1; }
+        if (lora_module_updown(m, mt->data + k0, mult, tmp)) { core_free(tmp); return -1; }
         for (size_t k = 0; k < nk; k++) mt->data[k0 + k] += tmp[k];
     }
     core_free(tmp);

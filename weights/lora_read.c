@@ -645,7 +645,5 @@ void wt_lora_close(wt_lora *l)
     free(l);
 }
 
-const wt_source *wt_lora_source(const wt_lora *l) { return l->src; }
 int wt_lora_n_modules(const wt_lora *l) { return l->n_mods; }
 int wt_lora_n_unmapped(const wt_lora *l) { return l->n_unmapped; }
-const char *wt_lora_unmapped_key(const wt_lora *l, int i) { return l->unmapped[i]; }
