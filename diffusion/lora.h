@@ -29,6 +29,8 @@ typedef struct df_lora_list {
  * skips unknown extra networks. Paths are not resolved. */
 int df_lora_parse(const char *prompt, df_lora_list *out, fm_error *err);
 void df_lora_list_free(df_lora_list *l);
+/* Appends {name[0..nl), te, unet} to l; -1 when out of memory. */
+int df_lora_add(df_lora_list *l, const char *name, size_t nl, float te, float unet);
 
 
 typedef struct df_lora_file {
