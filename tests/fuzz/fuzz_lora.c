@@ -9,8 +9,17 @@
 
 #include "diffusion/detect.h"
 #include "diffusion/lora.h"
+#include "kernels/kernels.h"
 #include "fuzz_memfile.h"
 #include "weights/lora.h"
+
+/* The merge's GEMM as the kernels' plain loop: the fuzz archive has no
+ * SIMD kernels (Makefile, FUZZ_LIB_SRC). */
+void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int trans_b, float beta, float *C,
+              int ldc)
+{
+    kn_sgemm_ref(M, N, K, A, lda, B, ldb, trans_b, beta, C, ldc);
+}
 
 /* The model, opened once for the process (a harness's own state). */
 static wt_source *model;
