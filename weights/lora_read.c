@@ -87,7 +87,7 @@ static int layers_build(layers *L, const wt_source *src, fm_error *err)
 static const layer *layers_find(const layers *L, const char *name)
 {
     layer key;
-    if (snprintf(key.name, sizeof key.name, "%s", name) >= (int)sizeof key.name) return NULL;
+    if (!L->n || snprintf(key.name, sizeof key.name, "%s", name) >= (int)sizeof key.name) return NULL;
     return bsearch(&key, L->v, (size_t)L->n, sizeof *L->v, cmp_layer);
 }
 
@@ -422,7 +422,7 @@ static int check_module(const checker *c, wt_lora_module *m)
     } else if ((p[WT_LP_LOKR_W1] || (p[WT_LP_LOKR_W1A] && p[WT_LP_LOKR_W1B])) &&
                (p[WT_LP_LOKR_W2] || (p[WT_LP_LOKR_W2A] && p[WT_LP_LOKR_W2B]))) {
         m->kind = WT_LK_LOKR;
-        int64_t r1, c1, k1, r2, c2, k2;
+        int64_t r1 = 0, c1 = 0, k1 = 0, r2 = 0, c2 = 0, k2 = 0;
         rc = check_lokr_side(c, WT_LP_LOKR_W1, WT_LP_LOKR_W1A, WT_LP_LOKR_W1B, -1, &r1, &c1, &k1);
         if (!rc) rc = check_lokr_side(c, WT_LP_LOKR_W2, WT_LP_LOKR_W2A, WT_LP_LOKR_W2B, WT_LP_LOKR_T2, &r2, &c2, &k2);
         numel = r1 * c1 * r2 * c2 * k2;
@@ -601,7 +601,7 @@ wt_lora *wt_lora_open(const char *path, const wt_source *model, const wt_model_c
     if (!rc && is_sdxl_file(l) && !sdxl)
         rc = wt_fail(err, l->src, "a LoRA for SDXL (it has lora_te2_ keys), the model is %s", family_name(cfg->family));
     if (!rc && !(maps = calloc((size_t)l->n_mods, sizeof *maps))) rc = core_fail(err, FM_EINPUT, "out of memory");
-    int is_sd2 = layers_find(&L, "model_transformer_resblocks_0_attn") != NULL;
+    int is_sd2 = !rc && layers_find(&L, "model_transformer_resblocks_0_attn") != NULL;
     for (int i = 0; !rc && i < l->n_mods; i++) map_module(&L, l->mods[i].key, is_sd2, &maps[i]);
     if (!rc) drop_incomplete_mha(l, maps);
     int kept = 0;
