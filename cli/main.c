@@ -120,7 +120,25 @@ typedef struct run {
     const sty_style *styles[16];
     int n_styles;
     char *styled_prompt, *styled_negative;
+    /* LoRA: --lora-dir, else loras/ next to the model when it is a directory */
+    const char *lora_dir;
+    char lora_dir_buf[PATH_MAX];
 } run;
+
+/* LoRA: the directory the prompt's <lora:NAME> tags are looked up in. */
+static void lora_dir_setup(run *r)
+{
+    struct stat sb;
+    if (r->o->lora_dir) {
+        r->lora_dir = r->o->lora_dir;
+        return;
+    }
+    const char *slash = strrchr(r->model_path, '/');
+    int n = slash ? snprintf(r->lora_dir_buf, sizeof r->lora_dir_buf, "%.*s/loras", (int)(slash - r->model_path), r->model_path)
+                  : snprintf(r->lora_dir_buf, sizeof r->lora_dir_buf, "loras");
+    if (n > 0 && n < (int)sizeof r->lora_dir_buf && stat(r->lora_dir_buf, &sb) == 0 && S_ISDIR(sb.st_mode))
+        r->lora_dir = r->lora_dir_buf;
+}
 
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
  * family's pair). As in A1111, a label's scheduler suffix ("DPM++ 2M
@@ -173,6 +191,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->vae_tiling = o->vae_tiling;
     p->precision = o->precision;
     p->memory_limit = o->memory_limit;
+    p->lora_dir = r->lora_dir; /* LoRA */
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
     if (job_sampler(p, sampler, scheduler, err)) return err->code;
@@ -207,6 +226,10 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     struct stat sb;
     if (sha && lstat(path, &sb) == 0) cJSON_AddNumberToObject(j, "bytes", (double)sb.st_size);
     cJSON_AddStringToObject(j, "parameters", parameters);
+    fm_error lerr = {0}; /* LoRA: A1111's "Lora hashes" of the job's adapters */
+    char *lora_hashes = fm_lora_hashes(p, &lerr);
+    if (lora_hashes && lora_hashes[0]) cJSON_AddStringToObject(j, "lora_hashes", lora_hashes);
+    free(lora_hashes);
     cJSON_AddNumberToObject(j, "seconds", round(seconds * 10) / 10);
     /* The merge order of the shards' manifests (DESIGN.md "Output files"). */
     cJSON_AddNumberToObject(j, "seq", (double)out_manifest_next_seq(&r->manifest));
@@ -450,6 +473,11 @@ static int run_job(run *r, const job *jb)
         p.stage = cli_progress_stage;
         p.stage_user = &r->progress;
         rc = fm_generate(r->model, &p, rgb, &err);
+        fm_lora_info li; /* LoRA: what the merge did, for -v */
+        fm_model_lora_info(r->model, &li);
+        if (!rc && o->verbose && li.files)
+            fprintf(stderr, "fmimage: lora: %d file%s, %d modules merged into %d tensors (%d kept from the last set) in %.2f s; %d keys unmapped\n",
+                    li.files, li.files == 1 ? "" : "s", li.modules, li.tensors, li.reused, li.seconds, li.unmapped);
     }
     int out_w = p.width, out_h = p.height;
     if (!rc && r->upscaler) {
@@ -779,6 +807,7 @@ static int generate_in(run *rp)
         return 1;
     }
     model_name(rp->model_path, rp->model_name, sizeof rp->model_name);
+    lora_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
         free_lines(lines, n_lines);

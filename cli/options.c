@@ -44,6 +44,9 @@ void cli_print_help(void)
         "      --prediction eps|v   override the detected parameterisation (default: from the file)\n"
         "      --taesd FILE         decode with TAESD / TAESDXL instead of the full VAE\n"
         "      --vae-tiling         tiled VAE decode for large images (default off)\n"
+        "      --lora-dir DIR       where <lora:NAME:MULT> / <lora:NAME:TE:UNET> prompt tags find\n"
+        "                           NAME.safetensors (or ss_output_name NAME); alias\n"
+        "                           --lora-model-dir (default: loras/ next to the model)\n"
         "      --precision MODE     U-Net/VAE math: fp32; bf16 (bf16 products, fp32 sums;\n"
         "                           needs AVX512_BF16, else fp32); f16 = fp32 (f16 weights\n"
         "                           always use fp32 math); auto = bf16 where it measures\n"
@@ -164,6 +167,7 @@ enum {
     OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP,
     OPT_STYLES_FILE, OPT_STYLE
 };
+enum { OPT_LORA_DIR = 400 }; /* LoRA */
 
 int cli_parse(int argc, char **argv, cli_options *o)
 {
@@ -182,6 +186,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"upscale-model", 1, 0, OPT_UPSCALE_MODEL}, {"upscale-tile", 1, 0, OPT_UPSCALE_TILE},
         {"upscale-overlap", 1, 0, OPT_UPSCALE_OVERLAP},
         {"styles-file", 1, 0, OPT_STYLES_FILE}, {"style", 1, 0, OPT_STYLE},
+        {"lora-dir", 1, 0, OPT_LORA_DIR}, {"lora-model-dir", 1, 0, OPT_LORA_DIR}, /* LoRA */
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -281,6 +286,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
             else return usage(opt_name, "must be eps or v");
             break;
         case OPT_TAESD: o->taesd = arg; break;
+        case OPT_LORA_DIR: o->lora_dir = arg; break; /* LoRA */
         case OPT_TILING: o->vae_tiling = 1; break;
         case OPT_PREC:
             if (!strcmp(arg, "auto")) o->precision = FM_PREC_AUTO;

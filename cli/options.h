@@ -40,6 +40,8 @@ typedef struct cli_options {
     const char *styles_file;   /* --styles-file */
     const char *styles[16];    /* --style NAME, in the order given */
     int n_styles;
+    /* LoRA */
+    const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
 } cli_options;
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */

@@ -19,6 +19,8 @@ typedef struct df_infotext_fields {
     float denoising_strength;        /* < 0 = not img2img */
     int clip_skip;                   /* written when > 1 */
     const char *rng_label;           /* "NV" or "CPU" */
+    /* LoRA (issue 16): A1111's "Lora hashes" value, NULL or "" = omitted */
+    const char *lora_hashes;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */

@@ -108,6 +108,7 @@ void fm_model_free(fm_model *m)
     vae_free(m->vae);
     un_free(m->unet);
     te_encoder_free(&m->text);
+    df_lora_state_free(&m->lora); /* after the parts: they view its merged tensors */
     te_tokenizer_free(m->tokenizer);
     smp_discrete_free(&m->schedule);
     wt_close(m->src);

@@ -489,6 +489,12 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     smp_scheduler_id sched;
     int rc = check_params(m, p, &sampler, &sched, err);
     if (rc) return rc;
+    /* LoRA: the set's merge (kept from the last call when it is the same),
+     * and the prompt without its extra-network tags */
+    char *lora_prompt = NULL;
+    if ((rc = df_lora_apply(m, p, &lora_prompt, err))) return rc;
+    fm_params untagged = *p;
+    untagged.prompt = lora_prompt;
     use_precision(m, p->precision);
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
     size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
@@ -498,7 +504,7 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     double *sigmas = NULL;
     int n_sigmas = 0;
     double t = stage_clock();
-    rc = encode_prompts(m, p, sampler, &c, err);
+    rc = encode_prompts(m, &untagged, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
@@ -540,6 +546,7 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     free(init);
     denoiser_free(&d);
     conds_free(&c);
+    free(lora_prompt);
     return rc;
 }
 
@@ -580,6 +587,8 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
         return NULL;
     }
     if (param_names(p, &s, &sch, err)) return NULL;
+    char *lora_hashes = fm_lora_hashes(p, err); /* LoRA: "Lora hashes" */
+    if (!lora_hashes) return NULL;
     df_infotext_fields f = {
         .prompt = p->prompt, .negative = p->negative, .steps = p->steps,
         .sampler_label = smp_label(s),
@@ -588,7 +597,9 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
         .model_hash = model_hash, .model_name = model_name,
         .denoising_strength = p->init_rgb ? p->strength : -1.0f, .clip_skip = p->clip_skip,
         .rng_label = p->rng == FM_RNG_CPU ? "CPU" : "NV"};
+    f.lora_hashes = lora_hashes;
     char *t = df_infotext_format(&f);
+    free(lora_hashes);
     if (!t) core_fail(err, FM_EINPUT, "out of memory");
     return t;
 }

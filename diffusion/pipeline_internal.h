@@ -4,6 +4,7 @@
 
 #include "fmimage.h"
 #include "core/core.h"
+#include "diffusion/lora.h"
 #include "diffusion/precision.h"
 #include "weights/config.h"
 #include "weights/source.h"
@@ -32,6 +33,9 @@ struct fm_model {
     core_alloc_hook alloc;
     /* what --precision auto means on this machine, decided at first use */
     df_prec_auto prec_auto;
+    /* LoRA (diffusion/lora.c): the adapters merged now; the text encoders
+     * and the U-Net are bound to lora.merged when it is set */
+    df_lora_state lora;
 };
 
 /* The precision fm_generate computes in for a requested one: BF16 is bf16

@@ -96,6 +96,12 @@ typedef int (*fm_progress_fn)(void *user, int step, int steps);
  * also reported to progress), "decode" (VAE or TAESD). */
 typedef void (*fm_stage_fn)(void *user, const char *stage, double seconds);
 
+/* A LoRA / LyCORIS adapter given explicitly (fm_params.loras). */
+typedef struct fm_lora {
+    const char *path;          /* a .safetensors adapter file */
+    float te_mult, unet_mult;  /* A1111's te and unet multipliers */
+} fm_lora;
+
 typedef struct fm_params {
     const char *prompt;        /* UTF-8, A1111 weighting syntax allowed */
     const char *negative;      /* may be NULL or "" */
@@ -130,6 +136,17 @@ typedef struct fm_params {
     size_t memory_limit;
     fm_stage_fn stage;         /* optional, may be NULL */
     void *stage_user;
+    /* ---- LoRA / LyCORIS adapters (DESIGN.md "LoRA") ----
+     * Merged into the text encoders' and U-Net's weights (float32) before
+     * the prompt is encoded: first loras[0..n_loras) in order, then the
+     * prompt's <lora:NAME:MULT>, <lora:NAME:TE:UNET> tags (te=/unet= named
+     * forms too), which are removed from the text as A1111 removes them.
+     * A tag's NAME is a file NAME.safetensors under lora_dir (searched
+     * recursively) or one whose ss_output_name metadata is NAME. The merge
+     * is kept for the next call with the same set. */
+    const fm_lora *loras;      /* may be NULL */
+    int n_loras;
+    const char *lora_dir;      /* NULL: a tag is an error */
 } fm_params;
 
 /* ---- model ---- */
@@ -168,6 +185,22 @@ int fm_params_check(const fm_model *model, const fm_params *p, fm_error *err);
  * them. A prompt or negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens
  * is refused. See "Threads" above for what may run alongside. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
+
+/* ---- LoRA ---- */
+/* What the model's current LoRA merge is (after an fm_generate): adapter
+ * files, modules merged, tensors changed (and how many of them were kept
+ * from the previous set), keys that mapped to no weight, seconds it took. */
+typedef struct fm_lora_info {
+    int files, modules, tensors, reused, unmapped;
+    double seconds;
+} fm_lora_info;
+void fm_model_lora_info(const fm_model *model, fm_lora_info *out);
+/* A1111's "Lora hashes" value for p's adapters and prompt tags, e.g.
+ * "my_style: 0123456789ab, other: ba9876543210" (name as mentioned, ':'
+ * and ',' removed; the file's sshs_model_hash metadata, else the sha256
+ * of its data after the header, 12 hex digits); "" when there are none.
+ * malloc'd; NULL with err set for an unknown name or a bad tag. */
+char *fm_lora_hashes(const fm_params *p, fm_error *err);
 
 /* ---- text ---- */
 /* The 77 CLIP token ids of text (A1111/open_clip padding per model; SD 1.x

@@ -1,6 +1,7 @@
 /* The weight binder (binder.h): lookups with a sticky error, the records,
  * and the arena of converted copies. */
 #include "weights/binder.h"
+#include "weights/lora.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -216,6 +217,7 @@ void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const in
     } else {
         m->data = t->data;
         m->dtype = t->dtype;
+        if (wt_merged_is(b->src, t)) origin = WT_PLUS_DELTA; /* a LoRA merge the source owns */
     }
     if (record(b, t, origin, WT_SLOT_MAT, m) || b->measuring) { /* measuring binds nothing */
         m->data = NULL;
@@ -233,6 +235,7 @@ static void bind_f32(wt_binder *b, const float **dst, int ndim, const int64_t *s
     wt_origin origin = WT_FROM_FILE;
     if (t->dtype == FM_DT_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
         f = t->data;
+        if (wt_merged_is(b->src, t)) origin = WT_PLUS_DELTA;
     } else {
         if (!(f = converted(b, t))) return;
         origin = WT_CONVERTED;

@@ -34,7 +34,9 @@
  * is the seam for the next kinds of parameter: "this tensor plus a low-rank
  * delta" (LoRA/LyCORIS: compute W + BA into the arena, repoint the slot)
  * and "a dequantising view" (GGUF: the slot keeps the quantised data and a
- * dtype the kernels dequantise). Neither is implemented yet. */
+ * dtype the kernels dequantise). The first is LoRA's (weights/lora.h): a
+ * part bound to a merged source gets WT_PLUS_DELTA records for the merged
+ * tensors; the second is not implemented yet. */
 #ifndef WT_BINDER_H
 #define WT_BINDER_H
 
@@ -46,7 +48,7 @@
 typedef enum {
     WT_FROM_FILE = 0, /* the file's bytes in place */
     WT_CONVERTED,     /* converted into the arena (dtype the kernels cannot read as stored) */
-    WT_PLUS_DELTA,    /* reserved: file tensor + delta, materialised in the arena */
+    WT_PLUS_DELTA,    /* file tensor + LoRA delta, float32 owned by the merged source (weights/lora.h) */
     WT_DEQUANT_VIEW,  /* reserved: quantised bytes in place, dequantised by the kernels */
 } wt_origin;
 

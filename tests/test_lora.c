@@ -1,0 +1,409 @@
+/* LoRA / LyCORIS (issue 16): merged weights against A1111's own merge
+ * (tests/data/lora-ref.safetensors, tools/ref/lora_refs.py), images with
+ * the adapters against images of the reference-merged checkpoints, prompt
+ * tags as A1111 parses them, Lora hashes, reapplying, hostile files. */
+#include "testutil.h"
+
+#include <unistd.h>
+
+#include "diffusion/detect.h"
+#include "diffusion/lora.h"
+#include "fmimage.h"
+#include "tools/lib/st_write.h"
+#include "weights/lora.h"
+
+#define DATA "tests/data/"
+#define LDIR DATA "lora"
+#define REF DATA "lora-ref.safetensors"
+
+typedef struct use {
+    const char *adapter;
+    float te, unet;
+} use;
+
+typedef struct lcase {
+    const char *name, *base;
+    int n;
+    use uses[2];
+} lcase;
+
+static const lcase cases[] = {
+    {"sd1_locon", DATA "tiny-sd1.safetensors", 1, {{"sd1_locon", 0.8f, 0.8f}}},
+    {"sd1_loha", DATA "tiny-sd1.safetensors", 1, {{"sd1_loha", 0.5f, 1.0f}}},
+    {"sd1_lokr", DATA "tiny-sd1.safetensors", 1, {{"sd1_lokr", 1.0f, 1.0f}}},
+    {"sd1_full", DATA "tiny-sd1.safetensors", 1, {{"sd1_full", 0.7f, 0.7f}}},
+    {"sd1_dora", DATA "tiny-sd1.safetensors", 1, {{"sd1_dora", 0.9f, 0.9f}}},
+    {"sd1_peft", DATA "tiny-sd1.safetensors", 1, {{"sd1_peft", 1.0f, 1.0f}}},
+    {"sd1_stack", DATA "tiny-sd1.safetensors", 2, {{"sd1_locon", 0.8f, 0.8f}, {"sd1_loha", 0.5f, 1.0f}}},
+    {"sdxl_lora", DATA "tiny-sdxl.safetensors", 1, {{"sdxl_lora", 0.8f, 0.8f}}},
+};
+#define N_CASES ((int)(sizeof cases / sizeof cases[0]))
+
+static void adapter_path(char *out, size_t n, const char *name) { snprintf(out, n, LDIR "/%s.safetensors", name); }
+
+/* ---- merged weights: A1111's merge, 1e-6 of the tensor's largest value ---- */
+
+static void test_merged_weights(void **state)
+{
+    (void)state;
+    wt_safetensors ref;
+    tu_open(&ref, REF);
+    for (int c = 0; c < N_CASES; c++) {
+        const lcase *lc = &cases[c];
+        fm_error err = {0};
+        wt_source *base = wt_open(lc->base, &err);
+        assert_non_null(base);
+        wt_model_config cfg;
+        assert_int_equal(df_detect_config(base, &cfg, &err), 0);
+        wt_lora *l[2] = {0};
+        wt_lora_use uses[2];
+        for (int i = 0; i < lc->n; i++) {
+            char path[256];
+            adapter_path(path, sizeof path, lc->uses[i].adapter);
+            l[i] = wt_lora_open(path, base, &cfg, &err);
+            if (!l[i]) fail_msg("%s: %s", lc->name, err.msg);
+            uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
+        }
+        wt_source *m = wt_merged_open(base, uses, lc->n, NULL, &err);
+        assert_non_null(m);
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "%s/", lc->name);
+        int n_ref = 0;
+        double worst = 0;
+        for (int i = 0; i < ref.n_tensors; i++) {
+            const wt_tensor *rt = &ref.tensors[i];
+            if (strncmp(rt->name, prefix, strlen(prefix))) continue;
+            n_ref++;
+            const char *name = rt->name + strlen(prefix);
+            const wt_tensor *t = wt_find(m, name);
+            assert_non_null(t);
+            if (!wt_merged_is(m, t)) fail_msg("%s: %s not merged", lc->name, name);
+            assert_int_equal(t->dtype, FM_DT_F32);
+            size_t n = (size_t)wt_numel(rt);
+            assert_int_equal((size_t)wt_numel(t), n);
+            float *r = malloc(sizeof(float) * n);
+            wt_convert_f32(r, rt);
+            const float *g = t->data;
+            double amax = 0, emax = 0;
+            for (size_t k = 0; k < n; k++) amax = fmax(amax, fabs(r[k]));
+            for (size_t k = 0; k < n; k++) emax = fmax(emax, fabs((double)g[k] - r[k]));
+            if (emax > 1e-6 * amax) fail_msg("%s: %s: max error %g, %g of the largest value", lc->name, name, emax, emax / amax);
+            worst = fmax(worst, emax / amax);
+            free(r);
+        }
+        int reused;
+        assert_int_equal(wt_merged_count(m, &reused), n_ref); /* no other tensor changed */
+        if (getenv("FM_TEST_VERBOSE")) fprintf(stderr, "%s: %d tensors, worst %.3g relative\n", lc->name, n_ref, worst);
+        wt_close(m);
+        for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
+        wt_close(base);
+    }
+    wt_st_close(&ref);
+}
+
+/* ---- images: <lora> on the file == the reference-merged checkpoint ---- */
+
+/* base with the case's reference tensors in place of its own, under tu_dir. */
+static void write_merged_ckpt(const lcase *lc, char *out, size_t out_size)
+{
+    wt_safetensors base, ref;
+    tu_open(&base, lc->base);
+    tu_open(&ref, REF);
+    tl_st_entry *e = calloc((size_t)base.n_tensors, sizeof *e);
+    char name[320];
+    /* widest elements first: every tensor's data then starts aligned to its
+     * element size (the kernels read F32 weights in place) */
+    int n = 0;
+    for (size_t es = 8; es >= 1; es /= 2)
+    for (int i = 0; i < base.n_tensors; i++) {
+        const wt_tensor *t = &base.tensors[i];
+        snprintf(name, sizeof name, "%s/%s", lc->name, t->name);
+        const wt_tensor *r = wt_st_find(&ref, name);
+        const wt_tensor *src = r ? r : t;
+        if (core_dtype_size(src->dtype) != es) continue;
+        e[n] = (tl_st_entry){t->name, src->dtype, src->ndim, {0}, src->data};
+        memcpy(e[n].shape, src->shape, sizeof e[n].shape);
+        n++;
+    }
+    assert_int_equal(n, base.n_tensors);
+    snprintf(out, out_size, "%s/%s-merged.safetensors", tu_dir, lc->name);
+    fm_error err = {0};
+    if (tl_st_write(out, e, base.n_tensors, base.meta, base.n_meta, &err)) fail_msg("%s", err.msg);
+    free(e);
+    wt_st_close(&base);
+    wt_st_close(&ref);
+}
+
+static uint8_t *render(fm_model *m, const char *prompt, const fm_lora *loras, int n_loras, const char *lora_dir,
+                       fm_error *err)
+{
+    fm_params p;
+    fm_params_default(m, &p);
+    p.prompt = prompt;
+    p.negative = "blurry";
+    p.width = p.height = 64;
+    p.steps = 3;
+    p.seed = 7;
+    p.precision = FM_PREC_FP32;
+    p.loras = loras;
+    p.n_loras = n_loras;
+    p.lora_dir = lora_dir;
+    uint8_t *rgb = malloc(64 * 64 * 3);
+    if (fm_generate(m, &p, rgb, err)) {
+        free(rgb);
+        return NULL;
+    }
+    return rgb;
+}
+
+/* >= 99% of the values within 1 LSB; returns how many are exactly equal. */
+static size_t compare_images(const char *what, const uint8_t *a, const uint8_t *b)
+{
+    size_t n = 64 * 64 * 3, close = 0, same = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - b[i]);
+        close += d <= 1;
+        same += d == 0;
+    }
+    if (close * 100 < n * 99) fail_msg("%s: only %zu of %zu values within 1 LSB", what, close, n);
+    if (getenv("FM_TEST_VERBOSE")) fprintf(stderr, "%s: %zu/%zu equal, %zu within 1\n", what, same, n, close);
+    return same;
+}
+
+static void test_images_match_reference_merge(void **state)
+{
+    (void)state;
+    for (int c = 0; c < N_CASES; c++) {
+        const lcase *lc = &cases[c];
+        char merged[512], paths[2][256];
+        write_merged_ckpt(lc, merged, sizeof merged);
+        fm_lora loras[2];
+        for (int i = 0; i < lc->n; i++) {
+            adapter_path(paths[i], sizeof paths[i], lc->uses[i].adapter);
+            loras[i] = (fm_lora){paths[i], lc->uses[i].te, lc->uses[i].unet};
+        }
+        fm_error err = {0};
+        fm_model *a = fm_model_load(lc->base, &err), *b = fm_model_load(merged, &err);
+        assert_non_null(a);
+        assert_non_null(b);
+        uint8_t *ia = render(a, "a red fox", loras, lc->n, NULL, &err);
+        if (!ia) fail_msg("%s: %s", lc->name, err.msg);
+        uint8_t *ib = render(b, "a red fox", NULL, 0, NULL, &err);
+        assert_non_null(ib);
+        compare_images(lc->name, ia, ib);
+        fm_lora_info li;
+        fm_model_lora_info(a, &li);
+        assert_int_equal(li.files, lc->n);
+        assert_true(li.tensors > 0);
+        free(ia);
+        free(ib);
+        fm_model_free(a);
+        fm_model_free(b);
+        unlink(merged);
+    }
+}
+
+/* ---- prompt tags ---- */
+
+static void test_tags(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    df_lora_list l;
+    assert_int_equal(df_lora_parse("a <lora:x:0.5> b<lora:y:0.5:0.25>,<hypernet:h:1> c", &l, &err), 0);
+    assert_string_equal(l.prompt, "a  b, c");
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.v[0].name, "x");
+    assert_true(l.v[0].te == 0.5f && l.v[0].unet == 0.5f);
+    assert_true(l.v[1].te == 0.5f && l.v[1].unet == 0.25f);
+    df_lora_list_free(&l);
+    /* named forms; unet defaults to te; a lone name is 1 */
+    assert_int_equal(df_lora_parse("<lora:x:unet=0.3><lyco:y:te=0.2><lora:z>", &l, &err), 0);
+    assert_int_equal(l.n, 3);
+    assert_true(l.v[0].te == 1.0f && l.v[0].unet == 0.3f);
+    assert_true(l.v[1].te == 0.2f && l.v[1].unet == 0.2f);
+    df_lora_list_free(&l);
+    assert_int_equal(df_lora_parse("<lora:z:1>", &l, &err), 0);
+    assert_true(l.n == 1 && l.v[0].te == 1.0f);
+    df_lora_list_free(&l);
+    /* not tags: kept as text */
+    assert_int_equal(df_lora_parse("<lora> <lora:> <:x> <a b:1> <lora:x:1", &l, &err), 0);
+    assert_string_equal(l.prompt, "<lora> <lora:> <:x> <a b:1> <lora:x:1");
+    assert_int_equal(l.n, 0);
+    df_lora_list_free(&l);
+    assert_int_not_equal(df_lora_parse("<lora:x:abc>", &l, &err), 0);
+    assert_non_null(strstr(err.msg, "not a number"));
+}
+
+static void test_tags_in_prompt(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    fm_model *m = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+    assert_non_null(m);
+    fm_lora explicit = {LDIR "/sd1_locon.safetensors", 0.8f, 0.8f};
+    uint8_t *a = render(m, "a red fox", &explicit, 1, NULL, &err);
+    uint8_t *b = render(m, "a red <lora:sd1_locon:0.8>fox", NULL, 0, LDIR, &err);
+    uint8_t *c = render(m, "a red <lora:fox_style:0.8>fox", NULL, 0, LDIR, &err); /* ss_output_name */
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_memory_equal(a, b, 64 * 64 * 3);
+    assert_memory_equal(a, c, 64 * 64 * 3);
+    assert_null(render(m, "a <lora:nope:1>", NULL, 0, LDIR, &err));
+    assert_string_equal(err.msg, "lora \"nope\": not found in " LDIR);
+    free(a);
+    free(b);
+    free(c);
+    fm_model_free(m);
+}
+
+/* A batch whose lines change the set: each image equals a fresh model's,
+ * and tensors whose contributions did not change are kept. */
+static void test_reapply(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    fm_model *m = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+    assert_non_null(m);
+    const char *prompts[] = {"fox <lora:sd1_locon:0.8>", "fox <lora:sd1_locon:0.8><lora:sd1_loha:0.5:1>",
+                             "fox", "fox <lora:sd1_locon:0.8>"};
+    uint8_t *img[4];
+    fm_lora_info info[4];
+    for (int i = 0; i < 4; i++) {
+        img[i] = render(m, prompts[i], NULL, 0, LDIR, &err);
+        assert_non_null(img[i]);
+        fm_model_lora_info(m, &info[i]);
+    }
+    assert_memory_equal(img[0], img[3], 64 * 64 * 3);
+    assert_true(info[1].reused > 0); /* locon's layers that loha does not touch */
+    assert_int_equal(info[2].files, 0);
+    fm_model *fresh = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+    uint8_t *f = render(fresh, prompts[1], NULL, 0, LDIR, &err);
+    assert_memory_equal(f, img[1], 64 * 64 * 3);
+    uint8_t *plain = render(fresh, "fox", NULL, 0, LDIR, &err);
+    assert_memory_equal(plain, img[2], 64 * 64 * 3);
+    for (int i = 0; i < 4; i++) free(img[i]);
+    free(f);
+    free(plain);
+    fm_model_free(fresh);
+    fm_model_free(m);
+}
+
+/* ---- hashes ---- */
+
+static void test_lora_hashes(void **state)
+{
+    (void)state;
+    wt_safetensors ref;
+    tu_open(&ref, REF);
+    const char *h1 = wt_st_meta_get(&ref, "hash/sd1_locon"), *h2 = wt_st_meta_get(&ref, "hash/sd1_loha");
+    assert_non_null(h1);
+    fm_error err = {0};
+    fm_model *m = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+    fm_params p;
+    fm_params_default(m, &p);
+    p.prompt = "fox <lora:sd1_locon:0.8> <lora:sd1_loha:0.5:1> <lora:sd1_locon:1>";
+    p.lora_dir = LDIR;
+    char want[128];
+    snprintf(want, sizeof want, "sd1_locon: %s, sd1_loha: %s", h1, h2);
+    char *h = fm_lora_hashes(&p, &err);
+    assert_non_null(h);
+    assert_string_equal(h, want);
+    free(h);
+    char *info = fm_infotext(m, &p, "tiny", NULL, &err);
+    assert_non_null(info);
+    snprintf(want, sizeof want, "Lora hashes: \"sd1_locon: %s, sd1_loha: %s\", Version: ", h1, h2);
+    assert_non_null(strstr(info, want));
+    assert_non_null(strstr(info, "fox <lora:sd1_locon:0.8>")); /* the tags stay in the prompt text */
+    free(info);
+    fm_model_free(m);
+    wt_st_close(&ref);
+}
+
+/* ---- hostile files: one line, exit 1, nothing written ---- */
+
+static void put_adapter(const char *file, const tl_st_entry *e, int n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/loras/%s", tu_dir, file);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/loras", tu_dir);
+    mkdir(dir, 0755);
+    fm_error err = {0};
+    if (tl_st_write(path, e, n, NULL, 0, &err)) fail_msg("%s", err.msg);
+}
+
+static void test_hostile(void **state)
+{
+    (void)state;
+    static float z[64 * 64], nan1 = NAN;
+    tl_st_entry shape[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_down.weight", FM_DT_F32, 2, {4, 32}, z},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_up.weight", FM_DT_F32, 2, {64, 4}, z}};
+    tl_st_entry rank0[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_down.weight", FM_DT_F32, 2, {0, 32}, z},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_up.weight", FM_DT_F32, 2, {32, 0}, z}};
+    tl_st_entry nan_alpha[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.alpha", FM_DT_F32, 0, {0}, &nan1},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_down.weight", FM_DT_F32, 2, {4, 32}, z},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.lora_up.weight", FM_DT_F32, 2, {32, 4}, z}};
+    tl_st_entry nothing[] = {{"lora_unet_no_such_layer.lora_down.weight", FM_DT_F32, 2, {4, 32}, z},
+                             {"lora_unet_no_such_layer.lora_up.weight", FM_DT_F32, 2, {32, 4}, z}};
+    tl_st_entry not_lora[] = {{"model.diffusion_model.out.2.weight", FM_DT_F32, 1, {4}, z}};
+    put_adapter("shape.safetensors", shape, 2);
+    put_adapter("rank0.safetensors", rank0, 2);
+    put_adapter("nan.safetensors", nan_alpha, 3);
+    put_adapter("nothing.safetensors", nothing, 2);
+    put_adapter("notlora.safetensors", not_lora, 1);
+    char cmd[1024], sdxl[512];
+    snprintf(sdxl, sizeof sdxl, "cp " LDIR "/sdxl_lora.safetensors %s/loras/xl.safetensors", tu_dir);
+    assert_int_equal(system(sdxl), 0);
+    static const struct { const char *name, *why; } cases_[] = {
+        {"shape", "does not fit model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight [32, 32]"},
+        {"rank0", "empty (rank 0)"},
+        {"nan", "alpha is NaN"},
+        {"nothing", "none of its 1 modules maps to a layer of this SD 1.x model"},
+        {"notlora", "not an adapter file"},
+        {"xl", "a LoRA for SDXL (it has lora_te2_ keys), the model is SD 1.x"},
+    };
+    const char *bin = getenv("FM_BIN") ? getenv("FM_BIN") : "build/fmimage";
+    for (size_t i = 0; i < sizeof cases_ / sizeof cases_[0]; i++) {
+        char out[4096], png[600];
+        snprintf(png, sizeof png, "%s/out-%s.png", tu_dir, cases_[i].name);
+        snprintf(cmd, sizeof cmd, "%s -m " DATA "tiny-sd1.safetensors -q --steps 1 -W 64 -H 64 --seed 1 "
+                 "--lora-dir %s/loras -o %s 'fox <lora:%s:1>' 2>&1", bin, tu_dir, png, cases_[i].name);
+        int st = tu_run_capture(cmd, out, sizeof out);
+        if (st != 1) fail_msg("%s: exit %d: %s", cases_[i].name, st, out);
+        if (!strstr(out, cases_[i].why) || strncmp(out, "fmimage: ", 9) || strchr(out, '\n') != out + strlen(out) - 1)
+            fail_msg("%s: %s", cases_[i].name, out);
+        assert_int_not_equal(access(png, F_OK), 0);
+    }
+    /* an unknown name, and -v's count of unmapped keys */
+    char out[4096];
+    snprintf(cmd, sizeof cmd, "%s -m " DATA "tiny-sd1.safetensors -q --steps 1 -W 64 -H 64 --seed 1 "
+             "--lora-dir %s/loras -o %s/x.png 'fox <lora:missing:1>' 2>&1", bin, tu_dir, tu_dir);
+    assert_int_equal(tu_run_capture(cmd, out, sizeof out), 1);
+    char want[600];
+    snprintf(want, sizeof want, "fmimage: lora \"missing\": not found in %s/loras\n", tu_dir);
+    assert_string_equal(out, want);
+    snprintf(cmd, sizeof cmd, "%s -m " DATA "tiny-sd1.safetensors -v --steps 1 -W 64 -H 64 --seed 1 "
+             "--lora-dir " LDIR " -o %s/v.png 'fox <lora:sd1_locon:1>' 2>&1", bin, tu_dir);
+    assert_int_equal(tu_run_capture(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "fmimage: lora: 1 file, 7 modules merged into 7 tensors"));
+    assert_non_null(strstr(out, "; 2 keys unmapped"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_merged_weights),
+        cmocka_unit_test(test_images_match_reference_merge),
+        cmocka_unit_test(test_tags),
+        cmocka_unit_test(test_tags_in_prompt),
+        cmocka_unit_test(test_reapply),
+        cmocka_unit_test(test_lora_hashes),
+        cmocka_unit_test(test_hostile),
+    };
+    return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
+}

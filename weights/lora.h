@@ -1,0 +1,64 @@
+/* lora: adapter files read against a checkpoint, and the checkpoint seen
+ * with them merged.
+ *
+ * An adapter file (.safetensors) holds, per layer ("module") of the model
+ * it was trained for, the factors of a weight update. The key names say
+ * which layer and which kind:
+ *   kohya-ss / A1111  lora_unet_*, lora_te_*, lora_te1_* / lora_te2_* (SDXL),
+ *                     diffusers-style (down_blocks_0_attentions_0_...) or
+ *                     ldm-style (input_blocks_1_1_...) module names;
+ *   PEFT / diffusers  unet.*, text_encoder.*, text_encoder_2.* with
+ *                     .lora_A.weight / .lora_B.weight;
+ * and the part after the module name says the kind (A1111's module types):
+ *   LoRA / LoCon  lora_up, lora_down (linear, conv 3x3 or 1x1), lora_mid (CP);
+ *   LoHa          hada_w1_a/b, hada_w2_a/b, Tucker hada_t1/t2;
+ *   LoKr          lokr_w1 or lokr_w1_a/b, lokr_w2 or lokr_w2_a/b, lokr_t2;
+ *   full / diff   diff, diff_b (a bias update);
+ *   any of them   alpha, scale, dora_scale (DoRA, as A1111 applies it).
+ * Module names map to the checkpoint's ldm names by A1111's rules
+ * (extensions-builtin/Lora/networks.py: convert_diffusers_name_to_compvis,
+ * then the ldm-name fallbacks); OpenCLIP's fused attention takes q/k/v/out
+ * updates as row blocks of in_proj_weight, and only all four together, as
+ * A1111 does. docs/DESIGN.md "LoRA". */
+#ifndef WT_LORA_H
+#define WT_LORA_H
+
+#include "weights/config.h"
+#include "weights/source.h"
+
+typedef struct wt_lora wt_lora;
+
+/* Opens path (wt_open) and maps its modules onto model's tensors.
+ * Errors ("PATH: why"): not an adapter, nothing maps, a module whose
+ * factors do not fit the layer (shapes, rank 0, a non-finite alpha or
+ * scale, a non-float tensor), a file for SDXL on another family. */
+wt_lora *wt_lora_open(const char *path, const wt_source *model, const wt_model_config *cfg, fm_error *err);
+void wt_lora_close(wt_lora *l);
+
+/* Modules that change a weight of the model. */
+int wt_lora_n_modules(const wt_lora *l);
+/* Keys that map to no weight (A1111 logs them as "didn't match keys"),
+ * including modules of kinds not merged (OFT, IA3, norm, GLoRA). */
+int wt_lora_n_unmapped(const wt_lora *l);
+
+/* One adapter applied with its text-encoder and U-Net multipliers. */
+typedef struct wt_lora_use {
+    const wt_lora *lora;
+    float te_mult, unet_mult;
+} wt_lora_use;
+
+/* A source that is base with uses[0..n) merged in that order (as A1111
+ * applies a prompt's networks one after another): every changed weight is
+ * float32, W' = W + sum_i mult_i * scale_i * delta_i, computed in float32
+ * from the file's values, held in memory this source owns; every other
+ * tensor is base's own. base and the adapters must outlive it.
+ * prev (may be NULL): an earlier merged source of the same base; its
+ * merged tensors whose contributions are unchanged are taken over instead
+ * of recomputed (prev must then be closed, not used). */
+wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev, fm_error *err);
+/* Tensors of s that are merged, and how many of them were taken from prev. */
+int wt_merged_count(const wt_source *s, int *reused);
+/* Is t a merged tensor (not the base file's bytes)? */
+int wt_merged_is(const wt_source *s, const wt_tensor *t);
+
+#endif

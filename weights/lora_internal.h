@@ -1,0 +1,42 @@
+/* What weights/lora_read.c (reading, mapping) and weights/lora_merge.c (the
+ * updates, the merged source) share. Not installed. */
+#ifndef WT_LORA_INTERNAL_H
+#define WT_LORA_INTERNAL_H
+
+#include "weights/binder.h"
+#include "weights/lora.h"
+
+/* The tensors a module may have, by their part name in the file. */
+typedef enum {
+    WT_LP_UP, WT_LP_DOWN, WT_LP_MID,
+    WT_LP_HADA_W1A, WT_LP_HADA_W1B, WT_LP_HADA_W2A, WT_LP_HADA_W2B, WT_LP_HADA_T1, WT_LP_HADA_T2,
+    WT_LP_LOKR_W1, WT_LP_LOKR_W1A, WT_LP_LOKR_W1B, WT_LP_LOKR_W2, WT_LP_LOKR_W2A, WT_LP_LOKR_W2B,
+    WT_LP_LOKR_T2,
+    WT_LP_DIFF, WT_LP_DIFF_B,
+    WT_LP_ALPHA, WT_LP_SCALE, WT_LP_DORA,
+    WT_LP_COUNT
+} wt_lora_part;
+
+typedef enum { WT_LK_LORA, WT_LK_HADA, WT_LK_LOKR, WT_LK_FULL } wt_lora_kind;
+
+typedef struct wt_lora_module {
+    char key[WT_NAME_MAX];      /* the module's name in the file (before the part) */
+    const wt_tensor *part[WT_LP_COUNT];
+    wt_lora_kind kind;
+    const wt_tensor *target;    /* the checkpoint's weight */
+    const wt_tensor *target_bias; /* its bias (for diff_b), or NULL */
+    int row0, rows;             /* the rows of target it updates (fused q/k/v: a third) */
+    int cols;                   /* numel of those rows / rows */
+    int te;                     /* a text-encoder layer: the te multiplier applies */
+    float scale;                /* A1111's calc_scale: scale, else alpha/dim, else 1 */
+} wt_lora_module;
+
+struct wt_lora {
+    wt_source *src;
+    wt_lora_module *mods;
+    int n_mods, cap_mods;
+    char **unmapped;
+    int n_unmapped, cap_unmapped;
+};
+
+#endif

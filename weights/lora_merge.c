@@ -1,0 +1,401 @@
+/* The updates of adapter modules (A1111's calc_updown of each module type)
+ * and the source that shows a checkpoint with them merged.
+ *
+ * Arithmetic follows A1111 in float32 (a float32 model in torch): the
+ * factors' product, times scale, DoRA's renormalisation, times the
+ * multiplier, added to the weight; networks one after another. Products of
+ * factors run through kn_sgemm (float32 with float32 accumulation, like
+ * torch's matmul); the small contractions (CP/Tucker cores) accumulate in
+ * double and round once. */
+#include "weights/lora_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+/* t as float32, allocated (core_free). */
+static float *f32(const wt_tensor *t)
+{
+    size_t n = (size_t)wt_numel(t);
+    float *f = core_alloc(sizeof(float) * (n ? n : 1));
+    if (f) wt_convert_f32(f, t);
+    return f;
+}
+
+static int64_t dim0(const wt_tensor *t) { return t->ndim ? t->shape[0] : 1; }
+static int64_t rest(const wt_tensor *t) { return dim0(t) ? wt_numel(t) / dim0(t) : 0; }
+
+/* c[m][n] = a[m][k] . b[k][n] */
+static void matmul(float *c, const float *a, const float *b, int64_t m, int64_t k, int64_t n)
+{
+    kn_sgemm((int)m, (int)n, (int)k, a, (int)k, b, (int)n, 0, 0.0f, c, (int)n);
+}
+
+/* lyco_helpers.make_weight_cp: t [a][b][kk], wa [a][O], wb [b][I] ->
+ * out [O][I][kk] = sum_ij t[i][j][q] wb[j][I] wa[i][O]. */
+static void weight_cp(float *out, const float *t, const float *wa, const float *wb, int64_t a, int64_t b,
+                      int64_t kk, int64_t O, int64_t I)
+{
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t in = 0; in < I; in++)
+            for (int64_t q = 0; q < kk; q++) {
+                double s = 0;
+                for (int64_t i = 0; i < a; i++) {
+                    double si = 0;
+                    for (int64_t j = 0; j < b; j++) si += (double)t[(i * b + j) * kk + q] * wb[j * I + in];
+                    s += si * wa[i * O + o];
+                }
+                out[(o * I + in) * kk + q] = (float)s;
+            }
+}
+
+/* rebuild_cp_decomposition: mid [n][m][kk], up [O][n], down [m][I] ->
+ * out [O][I][kk]. */
+static void rebuild_cp(float *out, const float *mid, const float *up, const float *down, int64_t n, int64_t m,
+                       int64_t kk, int64_t O, int64_t I)
+{
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t in = 0; in < I; in++)
+            for (int64_t q = 0; q < kk; q++) {
+                double s = 0;
+                for (int64_t a = 0; a < n; a++) {
+                    double sa = 0;
+                    for (int64_t b = 0; b < m; b++) sa += (double)mid[(a * m + b) * kk + q] * down[b * I + in];
+                    s += sa * up[o * n + a];
+                }
+                out[(o * I + in) * kk + q] = (float)s;
+            }
+}
+
+static int lora_updown(const wt_lora_module *m, float *out)
+{
+    const wt_tensor *up = m->part[WT_LP_UP], *down = m->part[WT_LP_DOWN], *mid = m->part[WT_LP_MID];
+    float *u = f32(up), *d = f32(down), *c = mid ? f32(mid) : NULL;
+    int rc = (!u || !d || (mid && !c)) ? -1 : 0;
+    if (!rc && mid)
+        rebuild_cp(out, c, u, d, mid->shape[0], mid->shape[1], mid->shape[2] * mid->shape[3], dim0(up), rest(down));
+    else if (!rc)
+        matmul(out, u, d, dim0(up), dim0(down), rest(down));
+    core_free(u);
+    core_free(d);
+    core_free(c);
+    return rc;
+}
+
+/* One Hadamard factor: wa @ wb, or the Tucker form with t. */
+static int hada_factor(const wt_tensor *wa, const wt_tensor *wb, const wt_tensor *t, float *out)
+{
+    float *a = f32(wa), *b = f32(wb), *c = t ? f32(t) : NULL;
+    int rc = (!a || !b || (t && !c)) ? -1 : 0;
+    if (!rc && t)
+        weight_cp(out, c, a, b, t->shape[0], t->shape[1], t->shape[2] * t->shape[3], wa->shape[1], wb->shape[1]);
+    else if (!rc)
+        matmul(out, a, b, dim0(wa), dim0(wb), rest(wb));
+    core_free(a);
+    core_free(b);
+    core_free(c);
+    return rc;
+}
+
+static int hada_updown(const wt_lora_module *m, size_t n, float *out)
+{
+    float *u2 = core_alloc(sizeof(float) * n);
+    int rc = u2 ? 0 : -1;
+    if (!rc) rc = hada_factor(m->part[WT_LP_HADA_W1A], m->part[WT_LP_HADA_W1B], m->part[WT_LP_HADA_T1], out);
+    if (!rc) rc = hada_factor(m->part[WT_LP_HADA_W2A], m->part[WT_LP_HADA_W2B], m->part[WT_LP_HADA_T2], u2);
+    for (size_t i = 0; !rc && i < n; i++) out[i] *= u2[i];
+    core_free(u2);
+    return rc;
+}
+
+/* One Kronecker factor [rows][cols][kk]: w, or wa @ wb, or cp(t, wa, wb). */
+static float *lokr_factor(const wt_tensor *w, const wt_tensor *wa, const wt_tensor *wb, const wt_tensor *t,
+                          int64_t *rows, int64_t *cols, int64_t *kk)
+{
+    *kk = 1;
+    if (w) {
+        *rows = w->shape[0];
+        *cols = w->shape[1];
+        if (w->ndim == 4) *kk = w->shape[2] * w->shape[3];
+        return f32(w);
+    }
+    float *a = f32(wa), *b = f32(wb), *c = t ? f32(t) : NULL, *out = NULL;
+    if (t) {
+        *rows = wa->shape[1];
+        *cols = wb->shape[1];
+        *kk = t->shape[2] * t->shape[3];
+    } else {
+        *rows = wa->shape[0];
+        *cols = wb->shape[1];
+    }
+    if (a && b && (!t || c) && (out = core_alloc(sizeof(float) * (size_t)(*rows * *cols * *kk)))) {
+        if (t) weight_cp(out, c, a, b, t->shape[0], t->shape[1], *kk, *rows, *cols);
+        else matmul(out, a, b, *rows, wa->shape[1], *cols);
+    }
+    core_free(a);
+    core_free(b);
+    core_free(c);
+    return out;
+}
+
+static int lokr_updown(const wt_lora_module *m, float *out)
+{
+    const wt_tensor *const *p = m->part;
+    int64_t a, b, k1, c, d, kk;
+    float *w1 = lokr_factor(p[WT_LP_LOKR_W1], p[WT_LP_LOKR_W1A], p[WT_LP_LOKR_W1B], NULL, &a, &b, &k1);
+    float *w2 = lokr_factor(p[WT_LP_LOKR_W2], p[WT_LP_LOKR_W2A], p[WT_LP_LOKR_W2B], p[WT_LP_LOKR_T2], &c, &d, &kk);
+    int rc = w1 && w2 ? 0 : -1;
+    /* torch.kron(w1[:, :, None, None], w2): [a*c][b*d][kk] */
+    for (int64_t i1 = 0; !rc && i1 < a; i1++)
+        for (int64_t i2 = 0; i2 < c; i2++)
+            for (int64_t j1 = 0; j1 < b; j1++) {
+                float s = w1[i1 * b + j1];
+                float *o = out + ((i1 * c + i2) * (b * d) + j1 * d) * kk;
+                const float *x = w2 + i2 * d * kk;
+                for (int64_t q = 0; q < d * kk; q++) o[q] = s * x[q];
+            }
+    core_free(w1);
+    core_free(w2);
+    return rc;
+}
+
+/* NetworkModule.apply_weight_decompose: W + updown rescaled so each input
+ * column's norm (over outputs and kernel taps) becomes dora_scale's, as
+ * torch broadcasts dora_scale [1][in] (per input) or [out][1]. */
+static int dora(const wt_lora_module *m, const float *orig, float *ud)
+{
+    const wt_tensor *d = m->part[WT_LP_DORA];
+    int64_t rows = m->rows, cols = m->cols, in = m->target->ndim == 4 ? m->target->shape[1] : cols;
+    int64_t kk = cols / in;
+    int per_in = d->ndim >= 2 && d->shape[0] == 1 && wt_numel(d) == in;
+    float *s = f32(d), *norm = malloc(sizeof(float) * (size_t)in);
+    int rc = s && norm ? 0 : -1;
+    for (int64_t j = 0; !rc && j < in; j++) {
+        double acc = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t q = 0; q < kk; q++) {
+                float v = ud[i * cols + j * kk + q] + orig[i * cols + j * kk + q];
+                acc += (double)v * v;
+            }
+        norm[j] = (float)sqrt(acc);
+    }
+    for (int64_t i = 0; !rc && i < rows; i++)
+        for (int64_t j = 0; j < in; j++) {
+            float f = (per_in ? s[j] : s[i]) / norm[j];
+            for (int64_t q = 0; q < kk; q++) {
+                size_t k = (size_t)(i * cols + j * kk + q);
+                ud[k] = (ud[k] + orig[k]) * f - orig[k];
+            }
+        }
+    core_free(s);
+    free(norm);
+    return rc;
+}
+
+/* The module's update for its rows of target, float32 [rows*cols], as
+ * A1111's calc_updown + finalize_updown give it for multiplier mult: orig
+ * is the current value of those rows (DoRA normalises against it). 0, or
+ * -1 when out of memory. */
+static int lora_module_updown(const wt_lora_module *m, const float *orig, float mult, float *out)
+{
+    size_t n = (size_t)m->rows * (size_t)m->cols;
+    int rc;
+    switch (m->kind) {
+    case WT_LK_LORA: rc = lora_updown(m, out); break;
+    case WT_LK_HADA: rc = hada_updown(m, n, out); break;
+    case WT_LK_LOKR: rc = lokr_updown(m, out); break;
+    default:
+        wt_convert_f32(out, m->part[WT_LP_DIFF]);
+        rc = 0;
+    }
+    if (rc) return rc;
+    /* finalize_updown: * calc_scale(), DoRA, * multiplier() */
+    for (size_t i = 0; i < n; i++) out[i] *= m->scale;
+    if (m->part[WT_LP_DORA] && dora(m, orig, out)) return -1;
+    for (size_t i = 0; i < n; i++) out[i] *= mult;
+    return 0;
+}
+
+/* ---- the merged source ---- */
+
+typedef struct merged_tensor {
+    wt_tensor t;      /* the base tensor's name and shape, F32, data = the merge */
+    float *data;
+    char *sig;        /* what made it: "path|module|mult;..." per contribution */
+} merged_tensor;
+
+typedef struct wt_merged {
+    wt_source src;
+    const wt_source *base;
+    merged_tensor *v; /* sorted by name */
+    int n, reused;
+} wt_merged;
+
+static const wt_source_ops merged_ops;
+
+static int cmp_name(const void *key, const void *elt) { return strcmp(key, ((const merged_tensor *)elt)->t.name); }
+
+static merged_tensor *merged_find(const wt_merged *s, const char *name)
+{
+    return s->n ? bsearch(name, s->v, (size_t)s->n, sizeof *s->v, cmp_name) : NULL;
+}
+
+static int op_count(const wt_source *s) { return wt_count(((const wt_merged *)s)->base); }
+static const wt_tensor *op_at(const wt_source *s, int i)
+{
+    const wt_merged *m = (const wt_merged *)s;
+    const wt_tensor *t = wt_at(m->base, i);
+    const merged_tensor *mt = merged_find(m, t->name);
+    return mt ? &mt->t : t;
+}
+static const wt_tensor *op_find(const wt_source *s, const char *name)
+{
+    const wt_merged *m = (const wt_merged *)s;
+    const merged_tensor *mt = merged_find(m, name);
+    return mt ? &mt->t : wt_find(m->base, name);
+}
+static const char *op_meta(const wt_source *s, const char *key) { return wt_meta(((const wt_merged *)s)->base, key); }
+static void op_close(wt_source *s)
+{
+    wt_merged *m = (wt_merged *)s;
+    for (int i = 0; i < m->n; i++) {
+        core_free(m->v[i].data);
+        free(m->v[i].sig);
+    }
+    free(m->v);
+    free(m);
+}
+
+static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close};
+
+int wt_merged_is(const wt_source *s, const wt_tensor *t)
+{
+    if (!s || s->ops != &merged_ops) return 0;
+    const merged_tensor *mt = merged_find((const wt_merged *)s, t->name);
+    return mt && &mt->t == t;
+}
+
+int wt_merged_count(const wt_source *s, int *reused)
+{
+    const wt_merged *m = (const wt_merged *)s;
+    if (reused) *reused = m->reused;
+    return m->n;
+}
+
+/* One contribution: module mod of use u to a weight (or, bias, its bias). */
+typedef struct contrib {
+    const wt_tensor *target;
+    int use, mod, bias;
+} contrib;
+
+static int cmp_contrib(const void *a, const void *b)
+{
+    const contrib *x = a, *y = b;
+    int c = strcmp(x->target->name, y->target->name);
+    if (c) return c;
+    if (x->use != y->use) return x->use - y->use;
+    return x->mod - y->mod;
+}
+
+static char *signature(const contrib *c, int n, const wt_lora_use *uses)
+{
+    size_t cap = 256, len = 0;
+    char *s = malloc(cap);
+    for (int i = 0; s && i < n; i++) {
+        const wt_lora_use *u = &uses[c[i].use];
+        const wt_lora_module *m = &u->lora->mods[c[i].mod];
+        float mult = m->te ? u->te_mult : u->unet_mult;
+        size_t need = strlen(u->lora->src->path) + strlen(m->key) + 64;
+        if (len + need >= cap) {
+            char *t = realloc(s, cap = 2 * (len + need));
+            if (!t) { free(s); return NULL; }
+            s = t;
+        }
+        len += (size_t)snprintf(s + len, cap - len, "%s|%s|%d|%a;", u->lora->src->path, m->key, c[i].bias, mult);
+    }
+    return s;
+}
+
+/* The merge of the contributions c[0..n) to one tensor into mt->data. */
+static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses)
+{
+    size_t total = (size_t)wt_numel(c[0].target);
+    if (!(mt->data = core_alloc(sizeof(float) * (total ? total : 1)))) return -1;
+    wt_convert_f32(mt->data, c[0].target);
+    float *tmp = NULL;
+    size_t tmp_n = 0;
+    for (int i = 0; i < n; i++) {
+        const wt_lora_use *u = &uses[c[i].use];
+        const wt_lora_module *m = &u->lora->mods[c[i].mod];
+        float mult = m->te ? u->te_mult : u->unet_mult;
+        if (c[i].bias) { /* ex_bias: diff_b times the multiplier */
+            float *b = f32(m->part[WT_LP_DIFF_B]);
+            if (!b) { core_free(tmp); return -1; }
+            for (size_t k = 0; k < total; k++) mt->data[k] += b[k] * mult;
+            core_free(b);
+            continue;
+        }
+        size_t k0 = (size_t)m->row0 * m->cols, nk = (size_t)m->rows * m->cols;
+        if (nk > tmp_n) {
+            core_free(tmp);
+            if (!(tmp = core_alloc(sizeof(float) * nk))) return -1;
+            tmp_n = nk;
+        }
+        if (lora_module_updown(m, mt->data + k0, mult, tmp)) { core_free(tmp); return -1; }
+        for (size_t k = 0; k < nk; k++) mt->data[k0 + k] += tmp[k];
+    }
+    core_free(tmp);
+    return 0;
+}
+
+wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
+                          fm_error *err)
+{
+    wt_merged *prev = prev_src && prev_src->ops == &merged_ops ? (wt_merged *)prev_src : NULL;
+    wt_merged *s = calloc(1, sizeof *s);
+    int nc = 0;
+    for (int u = 0; u < n_uses; u++)
+        for (int i = 0; i < uses[u].lora->n_mods; i++) nc += 1 + (uses[u].lora->mods[i].part[WT_LP_DIFF_B] != NULL);
+    contrib *c = malloc(sizeof *c * (size_t)(nc ? nc : 1));
+    if (!s || !c || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v))) goto oom;
+    s->src = (wt_source){&merged_ops, base->path};
+    s->base = base;
+    nc = 0;
+    for (int u = 0; u < n_uses; u++)
+        for (int i = 0; i < uses[u].lora->n_mods; i++) {
+            const wt_lora_module *m = &uses[u].lora->mods[i];
+            c[nc++] = (contrib){m->target, u, i, 0};
+            if (m->part[WT_LP_DIFF_B]) c[nc++] = (contrib){m->target_bias, u, i, 1};
+        }
+    qsort(c, (size_t)nc, sizeof *c, cmp_contrib);
+    for (int i = 0; i < nc;) {
+        int j = i + 1;
+        while (j < nc && c[j].target == c[i].target) j++;
+        merged_tensor *mt = &s->v[s->n++];
+        mt->t = *c[i].target;
+        mt->t.dtype = FM_DT_F32;
+        mt->t.nbytes = sizeof(float) * (size_t)wt_numel(c[i].target);
+        if (!(mt->sig = signature(c + i, j - i, uses))) goto oom;
+        merged_tensor *old = prev ? merged_find(prev, mt->t.name) : NULL;
+        if (old && old->data && old->sig && !strcmp(old->sig, mt->sig)) {
+            mt->data = old->data; /* unchanged: taken over, not recomputed */
+            old->data = NULL;
+            s->reused++;
+        } else if (merge_one(mt, c + i, j - i, uses)) {
+            goto oom;
+        }
+        mt->t.data = mt->data;
+        i = j;
+    }
+    free(c);
+    return &s->src;
+oom:
+    free(c);
+    if (s && s->v) op_close(&s->src);
+    else free(s);
+    core_fail(err, FM_EINPUT, "LoRA merge: out of memory");
+    return NULL;
+}
