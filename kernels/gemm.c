@@ -22,6 +22,10 @@ const gemm_arch *gemm_arch_get(void)
 /* Row i (k0..k0+kc) of an kn_mat as float. */
 static void mat_row_f32(float *dst, const kn_mat *m, int i, int k0, int kc)
 {
+    if (core_dtype_is_quant(m->dtype)) {
+        kn_mat_row_range(dst, m, i, k0, kc);
+        return;
+    }
     size_t es = core_dtype_size(m->dtype);
     core_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
 }

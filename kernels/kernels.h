@@ -20,7 +20,8 @@
 /* A weight matrix [rows][cols], rows = output features. */
 typedef struct kn_mat {
     const void *data;  /* row-major, dtype below; not owned */
-    core_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
+    core_dtype dtype;    /* FM_DT_F32, FM_DT_F16, FM_DT_BF16 or a quantised type
+                            (rows of whole blocks, dequantised while packing) */
     int rows, cols;
     int packed_kind;   /* kernel-private: the precision kn_mat_pack recorded */
 } kn_mat;
@@ -197,5 +198,8 @@ int kn_has_bf16(void);
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
 void kn_mat_row(float *dst, const kn_mat *m, int r);
+/* Elements k0..k0+kc of row r as float32, any dtype (quantised blocks the
+ * range cuts are dequantised whole and the part copied). */
+void kn_mat_row_range(float *dst, const kn_mat *m, int r, int k0, int kc);
 
 #endif

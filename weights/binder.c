@@ -216,6 +216,8 @@ void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const in
     } else {
         m->data = t->data;
         m->dtype = t->dtype;
+        /* quantised: the blocks stay mapped, the kernels dequantise them */
+        if (core_dtype_is_quant(t->dtype)) origin = WT_DEQUANT_VIEW;
     }
     if (record(b, t, origin, WT_SLOT_MAT, m) || b->measuring) { /* measuring binds nothing */
         m->data = NULL;
