@@ -67,8 +67,9 @@ void core_convert_to_f32(float *dst, const void *src, core_dtype t, size_t n);
 /* ggml's reference dequantisation of nblocks blocks of a quantised type
  * (plain loops in ggml's order of operations: bit-exact with it). */
 void core_dequant_ref(float *dst, const void *src, core_dtype t, size_t nblocks);
-/* Quantises n floats (a multiple of the block) into dst as ggml's
- * reference quantisers do. 0, or -1 for a type without a quantiser. */
+/* Quantises n floats (a multiple of the block) into dst: Q4_0..Q8_0 as
+ * ggml's reference quantisers do (bit for bit), the K types with a plain
+ * range fit of their own (core/quant.c). 0, or -1 for another type. */
 int core_quantize(void *dst, const float *src, core_dtype t, size_t n);
 /* The CPU has F16C and AVX2 (the one cpuid probe; asked once, cached). */
 int core_cpu_has_f16c_avx2(void);

@@ -323,10 +323,172 @@ static void q_q5_1(uint8_t *b, const float *x)
     q_q5(b + 4, b + 8, q);
 }
 
+/* ---- quantisers of the K types ----
+ * Not ggml's (which searches scales to minimise the weighted error): the
+ * plain range fit, each sub-block's scale (and min) from its own extremes,
+ * the block's super-scales from the largest of those, everything rounded to
+ * nearest from the fp16 values the block stores. The format is ggml's, so
+ * any reader dequantises these blocks; only the choice of scales differs
+ * (about 10-20% larger RMS error than ggml's search on Gaussian data). */
+
+static int round_clamp(float v, int lo, int hi)
+{
+    int q = (int)roundf(v);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+/* Per sub-block of len elements: scale = (max - min') / levels and min =
+ * -min' with min' = min(0, min), the affine fit x = scale * q - min. */
+static void range_fit(const float *x, int len, int levels, float *scale, float *min)
+{
+    float lo, hi;
+    minmax(x, len, &lo, &hi);
+    if (lo > 0) lo = 0;
+    if (hi < lo) hi = lo;
+    *scale = (hi - lo) / (float)levels;
+    *min = -lo;
+}
+
+/* Quantised 6-bit (or 4-bit) scale of v against the stored super-scale D. */
+static int sub_scale(float v, float D, int top) { return D > 0 ? round_clamp(v / D, 0, top) : 0; }
+
+static void q_affine_k(const float *x, int subs, int len, int levels, int scale_top, float *D, float *M, int *sc,
+                       int *mn, uint8_t *q)
+{
+    float scale[16], min[16], smax = 0, mmax = 0;
+    for (int j = 0; j < subs; j++) {
+        range_fit(x + j * len, len, levels, &scale[j], &min[j]);
+        smax = fmaxf(smax, scale[j]);
+        mmax = fmaxf(mmax, min[j]);
+    }
+    *D = core_f16_to_f32_1(core_f32_to_f16_1(smax / (float)scale_top));
+    *M = core_f16_to_f32_1(core_f32_to_f16_1(mmax / (float)scale_top));
+    for (int j = 0; j < subs; j++) {
+        sc[j] = sub_scale(scale[j], *D, scale_top);
+        mn[j] = sub_scale(min[j], *M, scale_top);
+        float dl = *D * (float)sc[j], ml = *M * (float)mn[j];
+        for (int l = 0; l < len; l++) {
+            int e = j * len + l;
+            q[e] = (uint8_t)(dl > 0 ? round_clamp((x[e] + ml) / dl, 0, levels) : 0);
+        }
+    }
+}
+
+/* The 12 scale bytes of Q4_K / Q5_K: the inverse of scale_min_k4. */
+static void pack_scales_k4(uint8_t *s, const int *sc, const int *m)
+{
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | (m[j + 4] & 0x0F) << 4);
+    }
+}
+
+static void q_q4_k(uint8_t *b, const float *x)
+{
+    float D, M;
+    int sc[8], m[8];
+    uint8_t q[256];
+    q_affine_k(x, 8, 32, 15, 63, &D, &M, sc, m, q);
+    put_f16(b, D);
+    put_f16(b + 2, M);
+    pack_scales_k4(b + 4, sc, m);
+    memset(b + 16, 0, 128);
+    for (int e = 0; e < 256; e++) b[16 + e / 64 * 32 + e % 32] |= (uint8_t)(q[e] << (4 * (e / 32 & 1)));
+}
+
+static void q_q5_k(uint8_t *b, const float *x)
+{
+    float D, M;
+    int sc[8], m[8];
+    uint8_t q[256];
+    q_affine_k(x, 8, 32, 31, 63, &D, &M, sc, m, q);
+    put_f16(b, D);
+    put_f16(b + 2, M);
+    pack_scales_k4(b + 4, sc, m);
+    memset(b + 16, 0, 160);
+    for (int e = 0; e < 256; e++) {
+        b[48 + e / 64 * 32 + e % 32] |= (uint8_t)((q[e] & 0x0F) << (4 * (e / 32 & 1)));
+        b[16 + e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
+    }
+}
+
+static void q_q2_k(uint8_t *b, const float *x)
+{
+    float D, M;
+    int sc[16], m[16];
+    uint8_t q[256];
+    q_affine_k(x, 16, 16, 3, 15, &D, &M, sc, m, q);
+    for (int j = 0; j < 16; j++) b[j] = (uint8_t)(sc[j] | m[j] << 4);
+    memset(b + 16, 0, 64);
+    for (int e = 0; e < 256; e++) b[16 + e / 128 * 32 + e % 32] |= (uint8_t)(q[e] << (2 * (e % 128 / 32)));
+    put_f16(b + 80, D);
+    put_f16(b + 82, M);
+}
+
+/* Symmetric sub-blocks of 16 (Q3_K: q in [-4, 3], Q6_K: [-32, 31]): scale =
+ * max |x| / qmax, scales quantised against D = max scale / scale_top. */
+static float q_symmetric_k(const float *x, int qmax, int scale_top, int *sc, int *q, int qlo, int qhi)
+{
+    float scale[16], smax = 0;
+    for (int j = 0; j < 16; j++) {
+        float amax = 0;
+        for (int l = 0; l < 16; l++) amax = fmaxf(amax, fabsf(x[j * 16 + l]));
+        scale[j] = amax / (float)qmax;
+        smax = fmaxf(smax, scale[j]);
+    }
+    float D = core_f16_to_f32_1(core_f32_to_f16_1(smax / (float)scale_top));
+    for (int j = 0; j < 16; j++) {
+        sc[j] = sub_scale(scale[j], D, scale_top);
+        float dl = D * (float)sc[j];
+        for (int l = 0; l < 16; l++) q[j * 16 + l] = dl > 0 ? round_clamp(x[j * 16 + l] / dl, qlo, qhi) : 0;
+    }
+    return D;
+}
+
+static void q_q3_k(uint8_t *b, const float *x)
+{
+    int sc[16], q[256];
+    float D = q_symmetric_k(x, 3, 31, sc, q, -4, 3);
+    memset(b, 0, 108);
+    uint8_t *hmask = b, *qs = b + 32, *s = b + 96;
+    for (int e = 0; e < 256; e++) {
+        int v = q[e] + 4; /* 0..7: two low bits, and the high bit set means "no -4" */
+        qs[e / 128 * 32 + e % 32] |= (uint8_t)((v & 3) << (2 * (e % 128 / 32)));
+        hmask[e % 32] |= (uint8_t)((v >> 2) << (e / 32));
+    }
+    for (int i = 0; i < 16; i++) {
+        int v = sc[i] + 32; /* 6 bits, stored as value + 32 */
+        s[i < 8 ? i : i - 8] |= (uint8_t)((v & 0x0F) << (i < 8 ? 0 : 4));
+        s[8 + i % 4] |= (uint8_t)((v >> 4) << (2 * (i / 4)));
+    }
+    put_f16(b + 108, D);
+}
+
+static void q_q6_k(uint8_t *b, const float *x)
+{
+    int sc[16], q[256];
+    float D = q_symmetric_k(x, 31, 127, sc, q, -32, 31);
+    memset(b, 0, 192);
+    uint8_t *ql = b, *qh = b + 128;
+    for (int e = 0; e < 256; e++) {
+        int v = q[e] + 32, half = e / 128, r = e % 128;
+        ql[half * 64 + r % 64] |= (uint8_t)((v & 0x0F) << (4 * (r / 64)));
+        qh[half * 32 + r % 32] |= (uint8_t)((v >> 4) << (2 * (r / 32)));
+    }
+    for (int j = 0; j < 16; j++) b[192 + j] = (uint8_t)(int8_t)sc[j];
+    put_f16(b + 208, D);
+}
+
 int core_quantize(void *dst, const float *src, core_dtype t, size_t n)
 {
     void (*one)(uint8_t *, const float *) = NULL;
     switch (t) {
+    case FM_DT_Q2_K: one = q_q2_k; break;
+    case FM_DT_Q3_K: one = q_q3_k; break;
+    case FM_DT_Q4_K: one = q_q4_k; break;
+    case FM_DT_Q5_K: one = q_q5_k; break;
+    case FM_DT_Q6_K: one = q_q6_k; break;
     case FM_DT_Q4_0: one = q_q4_0; break;
     case FM_DT_Q4_1: one = q_q4_1; break;
     case FM_DT_Q5_0: one = q_q5_0; break;

@@ -13,6 +13,18 @@ Writes into tests/data/:
   gguf-quants-expected.safetensors
                                the numpy dequantisation of each quantised tensor
                                and the float inputs of the quantiser tensors
+  gguf-tiny-sd1.sha256         SHA-256 of tests/data/tiny-sd1.safetensors made
+                               F16 (every float tensor, numpy's round to nearest
+                               even) and written as GGUF by GGUFWriter (tensors in
+                               name order, KVs general.architecture = fmimage-test
+                               and the file's fmimage.config), and of that F16
+                               model quantised to Q8_0 with stable-diffusion.cpp's
+                               per-tensor rule (tensor_should_be_converted; fmimage
+                               keeps 1-D tensors float too). The files themselves
+                               are 3.7 MB, so only their hashes are committed:
+                               tests/test_gguf_e2e.c writes the same models with
+                               wt_gguf_write and wt_quantised and must get these
+                               bytes exactly.
   gguf-names-sd2.gguf, gguf-names-sdxl.gguf
                                the tensor names of tests/data/layouts/{sd2,sdxl}.tsv
                                renamed as stable-diffusion.cpp's converter writes
@@ -193,9 +205,49 @@ def names_file(layout, out):
     w.close()
 
 
+def sdcpp_keeps(name, shape, block):
+    """stable-diffusion.cpp's tensor_should_be_converted, negated (plus: 1-D stays)."""
+    if len(shape) < 2 or shape[-1] % block:
+        return True
+    if name.endswith(".bias") or name.endswith(".scale") or name.endswith(".weight_scale"):
+        return True
+    return "time_embed." in name or "label_emb." in name or "embedding" in name
+
+
+def tiny_sd1_hashes():
+    import hashlib
+    from safetensors import safe_open
+    path = "tests/data/tiny-sd1.safetensors"
+    with safe_open(path, "np") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    f16 = {k: (v.astype(np.float16) if v.dtype.kind == "f" else v) for k, v in tensors.items()}
+    out = []
+    for kind in ("f16", "q8_0"):
+        tmp = "/tmp/fmimage-tiny-sd1-%s.gguf" % kind
+        w = gguf.GGUFWriter(tmp, "fmimage-test")
+        w.add_string("fmimage.config", meta["fmimage.config"])
+        for k in sorted(f16):
+            v = f16[k]
+            if kind == "q8_0" and v.dtype == np.float16 and not sdcpp_keeps(k, v.shape, 32):
+                w.add_tensor(k, quants.quantize(v.astype(np.float32), T.Q8_0), raw_dtype=T.Q8_0)
+            else:
+                w.add_tensor(k, v)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(tmp, "rb") as g:
+            out.append("%s %s\n" % (kind, hashlib.sha256(g.read()).hexdigest()))
+        os.unlink(tmp)
+    with open(os.path.join(OUT, "gguf-tiny-sd1.sha256"), "w") as g:
+        g.writelines(out)
+
+
 if __name__ == "__main__":
     if not os.path.isdir(OUT):
         sys.exit("run from the repository root")
     quants_file()
     names_file("sd2.tsv", "gguf-names-sd2.gguf")
     names_file("sdxl.tsv", "gguf-names-sdxl.gguf")
+    tiny_sd1_hashes()
