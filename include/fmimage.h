@@ -201,6 +201,23 @@ char *fm_infotext(const fm_model *model, const fm_params *p, const char *model_n
 int fm_png_write(const char *path, const uint8_t *rgb, int width, int height,
                  const char *parameters, fm_error *err);
 
+/* ---- loading with part files and a weight type (GGUF, issue 17) ----
+ * fm_model_load(path) is fm_model_load_with(path, NULL). */
+typedef struct fm_load_options {
+    /* Part files, as stable-diffusion.cpp takes them (--vae, --clip_l,
+     * --clip_g): their tensors replace or complete the model file's (a GGUF
+     * holding only a U-Net needs all of its family's parts). NULL = none. */
+    const char *vae;
+    const char *clip_l;
+    const char *clip_g;
+    /* Convert the weights at load (--type): "f32", "f16", "bf16" or a ggml
+     * type ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k",
+     * "q5_k", "q6_k"), per tensor with sd.cpp's exclusions (DESIGN.md "GGUF
+     * and quantised weights"). NULL or "" = as stored. */
+    const char *type;
+} fm_load_options;
+fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

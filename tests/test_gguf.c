@@ -8,6 +8,7 @@
 #include "kernels/kernels.h"
 #include "weights/binder.h"
 #include "weights/gguf.h"
+#include "weights/quantise.h"
 
 static const char *QUANTS = "tests/data/gguf-quants.gguf";
 static const char *EXPECTED = "tests/data/gguf-quants-expected.safetensors";
@@ -215,6 +216,39 @@ static void test_binder_views(void **state)
     wt_st_close(&ex);
     wt_weights_free(w);
     wt_close(s);
+}
+
+/* sd.cpp's per-tensor rule (tensor_should_be_converted), with ggml's rows
+ * (files) and the kernels' rows (memory). */
+static void test_quant_rule(void **state)
+{
+    (void)state;
+    static const struct { const char *name; int ndim; int64_t shape[4]; int ggml_q8, mem_q8, mem_q4k; } cases[] = {
+        {"model.diffusion_model.input_blocks.1.1.proj_in.weight", 2, {320, 320}, 1, 1, 0},
+        {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight", 2, {2560, 320}, 1, 1, 0},
+        {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.ff.net.2.weight", 2, {320, 1280}, 1, 1, 1},
+        {"model.diffusion_model.input_blocks.1.0.in_layers.2.weight", 4, {320, 320, 3, 3}, 0, 1, 0},
+        {"model.diffusion_model.input_blocks.4.0.in_layers.2.weight", 4, {640, 512, 3, 3}, 0, 1, 1},
+        {"model.diffusion_model.input_blocks.0.0.weight", 4, {320, 4, 3, 3}, 0, 0, 0}, /* small conv */
+        {"model.diffusion_model.input_blocks.1.0.in_layers.2.bias", 1, {320}, 0, 0, 0},
+        {"model.diffusion_model.input_blocks.1.0.in_layers.0.weight", 1, {320}, 0, 0, 0}, /* a norm */
+        {"model.diffusion_model.time_embed.0.weight", 2, {1280, 320}, 0, 0, 0},
+        {"model.diffusion_model.label_emb.0.0.weight", 2, {1280, 2816}, 0, 0, 0},
+        {"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, {49408, 768}, 0, 0, 0},
+        {"cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", 2, {3072, 768}, 1, 1, 1},
+        {"x.weight", 2, {3, 20}, 0, 0, 0}, /* rows not whole blocks */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        wt_tensor t = {.name = cases[i].name, .dtype = FM_DT_F16, .ndim = cases[i].ndim};
+        memcpy(t.shape, cases[i].shape, sizeof t.shape);
+        core_dtype g = wt_quant_choice(&t, FM_DT_Q8_0, 1), m = wt_quant_choice(&t, FM_DT_Q8_0, 0);
+        core_dtype k = wt_quant_choice(&t, FM_DT_Q4_K, 0);
+        if ((g == FM_DT_Q8_0) != cases[i].ggml_q8 || (m == FM_DT_Q8_0) != cases[i].mem_q8 ||
+            (k == FM_DT_Q4_K) != cases[i].mem_q4k)
+            fail_msg("%s: file %s, memory %s, q4_k %s", t.name, core_dtype_name(g), core_dtype_name(m), core_dtype_name(k));
+    }
+    wt_tensor ids = {.name = "position_ids", .dtype = FM_DT_I64, .ndim = 2, .shape = {1, 64}};
+    assert_int_equal(wt_quant_choice(&ids, FM_DT_Q8_0, 0), FM_DT_I64);
 }
 
 /* ---- names ---- */
@@ -471,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_dtype_table),
         cmocka_unit_test(test_quant_kernels),
         cmocka_unit_test(test_binder_views),
+        cmocka_unit_test(test_quant_rule),
         cmocka_unit_test(test_sdcpp_names),
         cmocka_unit_test(test_unet_only_names),
         cmocka_unit_test(test_hostile),
