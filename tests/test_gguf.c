@@ -255,7 +255,7 @@ static void test_quant_rule(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         wt_tensor t = {.name = cases[i].name, .dtype = FM_DT_F16, .ndim = cases[i].ndim};
-        memcpy(t.shape, cases[i].shape, sizeof t.shape);
+        memcpy(t.shape, cases[i].shape, sizeof cases[i].shape);
         core_dtype g = wt_quant_choice(&t, FM_DT_Q8_0, 1), m = wt_quant_choice(&t, FM_DT_Q8_0, 0);
         core_dtype k = wt_quant_choice(&t, FM_DT_Q4_K, 0);
         if ((g == FM_DT_Q8_0) != cases[i].ggml_q8 || (m == FM_DT_Q8_0) != cases[i].mem_q8 ||
