@@ -801,7 +801,8 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         return rc;
     }
-    if (!(rp->model = fm_model_load(rp->model_path, &err))) {
+    fm_load_options lo = cli_load_options(o);
+    if (!(rp->model = fm_model_load_with(rp->model_path, &lo, &err))) {
         report(&err);
         free_lines(lines, n_lines);
         return 1;
@@ -915,7 +916,8 @@ static int generate(const cli_options *o)
 static int info(const cli_options *o)
 {
     fm_error err = {0};
-    fm_model *m = fm_model_load(o->model, &err);
+    fm_load_options lo = cli_load_options(o);
+    fm_model *m = fm_model_load_with(o->model, &lo, &err);
     if (!m) { report(&err); return 1; }
     char *text = fm_model_describe(m, &err);
     if (text) fputs(text, stdout);

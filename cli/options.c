@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void cli_print_help(void)
 {
@@ -62,6 +63,14 @@ void cli_print_help(void)
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
         "  -v, --verbose            timings per stage and step, peak memory at the end\n"
+        "      --vae FILE           the VAE from FILE (replaces the model's; sd.cpp's option)\n"
+        "      --clip_l FILE        the CLIP-L text encoder from FILE\n"
+        "      --clip_g FILE        the OpenCLIP bigG text encoder from FILE (SDXL)\n"
+        "                           (a GGUF holding only a U-Net needs its family's parts)\n"
+        "      --type T             convert the weights at load: f32, f16, bf16, q8_0, q4_0,\n"
+        "                           q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k; biases,\n"
+        "                           norms, embeddings and small convs stay float (default:\n"
+        "                           as stored; GGUF files are read in their own types)\n"
         "      --info               print the model's family, config and parameter counts\n"
         "      --print-tokens TEXT  print the 77 token ids\n"
         "      --list-samplers      print sampler and scheduler names\n"
@@ -165,9 +174,20 @@ enum {
     OPT_SHARD, OPT_STRENGTH, OPT_CLIPSKIP, OPT_PRED, OPT_TAESD, OPT_TILING, OPT_PREC, OPT_META,
     OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING,
     OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP,
-    OPT_STYLES_FILE, OPT_STYLE
+    OPT_STYLES_FILE, OPT_STYLE,
+    OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE /* GGUF and quantised weights */
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
+
+/* --type's words (fm_load_options.type). */
+static int weight_type_ok(const char *t)
+{
+    static const char *const ok[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+                                     "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (!strcasecmp(t, ok[i])) return 1;
+    return 0;
+}
 
 int cli_parse(int argc, char **argv, cli_options *o)
 {
@@ -187,6 +207,8 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"upscale-overlap", 1, 0, OPT_UPSCALE_OVERLAP},
         {"styles-file", 1, 0, OPT_STYLES_FILE}, {"style", 1, 0, OPT_STYLE},
         {"lora-dir", 1, 0, OPT_LORA_DIR}, {"lora-model-dir", 1, 0, OPT_LORA_DIR}, /* LoRA */
+        {"vae", 1, 0, OPT_VAE}, {"clip_l", 1, 0, OPT_CLIP_L}, {"clip_g", 1, 0, OPT_CLIP_G},
+        {"type", 1, 0, OPT_TYPE},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -268,6 +290,14 @@ int cli_parse(int argc, char **argv, cli_options *o)
             o->shard_n = (int)n;
             break;
         }
+        case OPT_VAE: o->vae = arg; break;
+        case OPT_CLIP_L: o->clip_l = arg; break;
+        case OPT_CLIP_G: o->clip_g = arg; break;
+        case OPT_TYPE:
+            if (!weight_type_ok(arg))
+                return usage(opt_name, "must be f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k");
+            o->type = arg;
+            break;
         case OPT_STATUS: o->status = 1; break;
         case OPT_ONLY_MISSING: o->only_missing = 1; break;
         case 'i': o->init_image = arg; break;

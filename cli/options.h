@@ -42,7 +42,15 @@ typedef struct cli_options {
     int n_styles;
     /* LoRA */
     const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
+    /* GGUF and quantised weights (issue 17): part files and --type */
+    const char *vae, *clip_l, *clip_g, *type;
 } cli_options;
+
+/* The part files and --type of o for fm_model_load_with. */
+static inline fm_load_options cli_load_options(const cli_options *o)
+{
+    return (fm_load_options){o->vae, o->clip_l, o->clip_g, o->type};
+}
 
 /* Parses argv; on a usage error prints "fmimage: WHAT: why" and returns 2. */
 int cli_parse(int argc, char **argv, cli_options *o);

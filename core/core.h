@@ -26,11 +26,33 @@ typedef enum {
     FM_DT_I64,
     FM_DT_I32,
     FM_DT_U8,
+    /* ggml's block-quantised types (GGUF): a row is whole blocks of
+     * core_dtype_block(t) elements, each block core_dtype_block_bytes(t)
+     * bytes (core/quant.c has the layouts). */
+    FM_DT_Q4_0,
+    FM_DT_Q4_1,
+    FM_DT_Q5_0,
+    FM_DT_Q5_1,
+    FM_DT_Q8_0,
+    FM_DT_Q2_K,
+    FM_DT_Q3_K,
+    FM_DT_Q4_K,
+    FM_DT_Q5_K,
+    FM_DT_Q6_K,
     FM_DT_COUNT
 } core_dtype;
 
+/* Bytes of one element; 0 for the block-quantised types (use core_dtype_bytes). */
 size_t core_dtype_size(core_dtype t);
-const char *core_dtype_name(core_dtype t); /* "F32", "F16", ... as in safetensors */
+const char *core_dtype_name(core_dtype t); /* "F32", "F16", ... as in safetensors; "Q8_0", "Q4_K", ... as ggml */
+/* Elements per block (1 for the plain types) and bytes per block. */
+int core_dtype_block(core_dtype t);
+size_t core_dtype_block_bytes(core_dtype t);
+static inline int core_dtype_is_quant(core_dtype t) { return core_dtype_block(t) > 1; }
+/* Bytes of n elements (n a multiple of the block for quantised types). */
+size_t core_dtype_bytes(core_dtype t, size_t n);
+/* The type named s ("Q8_0", "q4_k", "F16", ...: case-insensitive), or -1. */
+int core_dtype_from_name(const char *s);
 
 /* Element-wise conversion to float32 (vectorised where the CPU allows). */
 void core_f16_to_f32(float *dst, const uint16_t *src, size_t n);
@@ -39,8 +61,16 @@ void core_f32_to_f16(uint16_t *dst, const float *src, size_t n);
 void core_f32_to_bf16(uint16_t *dst, const float *src, size_t n); /* round to nearest even */
 float core_f16_to_f32_1(uint16_t h);
 uint16_t core_f32_to_f16_1(float f);
-/* Any float or integer dtype to float32. */
+/* Any float, integer or quantised dtype to float32 (quantised: n a
+ * multiple of the block, src at a block's start; no alignment needed). */
 void core_convert_to_f32(float *dst, const void *src, core_dtype t, size_t n);
+/* ggml's reference dequantisation of nblocks blocks of a quantised type
+ * (plain loops in ggml's order of operations: bit-exact with it). */
+void core_dequant_ref(float *dst, const void *src, core_dtype t, size_t nblocks);
+/* Quantises n floats (a multiple of the block) into dst: Q4_0..Q8_0 as
+ * ggml's reference quantisers do (bit for bit), the K types with a plain
+ * range fit of their own (core/quant.c). 0, or -1 for another type. */
+int core_quantize(void *dst, const float *src, core_dtype t, size_t n);
 /* The CPU has F16C and AVX2 (the one cpuid probe; asked once, cached). */
 int core_cpu_has_f16c_avx2(void);
 

@@ -10,6 +10,10 @@ static const struct { const char *name; size_t size; } dtype_info[FM_DT_COUNT] =
     [FM_DT_F32] = {"F32", 4}, [FM_DT_F16] = {"F16", 2}, [FM_DT_BF16] = {"BF16", 2},
     [FM_DT_F64] = {"F64", 8}, [FM_DT_I64] = {"I64", 8}, [FM_DT_I32] = {"I32", 4},
     [FM_DT_U8] = {"U8", 1},
+    [FM_DT_Q4_0] = {"Q4_0", 0}, [FM_DT_Q4_1] = {"Q4_1", 0}, [FM_DT_Q5_0] = {"Q5_0", 0},
+    [FM_DT_Q5_1] = {"Q5_1", 0}, [FM_DT_Q8_0] = {"Q8_0", 0}, [FM_DT_Q2_K] = {"Q2_K", 0},
+    [FM_DT_Q3_K] = {"Q3_K", 0}, [FM_DT_Q4_K] = {"Q4_K", 0}, [FM_DT_Q5_K] = {"Q5_K", 0},
+    [FM_DT_Q6_K] = {"Q6_K", 0},
 };
 
 size_t core_dtype_size(core_dtype t) { return (unsigned)t < FM_DT_COUNT ? dtype_info[t].size : 0; }
@@ -147,6 +151,9 @@ void core_convert_to_f32(float *dst, const void *src, core_dtype t, size_t n)
     case FM_DT_I64: for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
     case FM_DT_I32: for (size_t i = 0; i < n; i++) { int32_t v; memcpy(&v, (const char *)src + 4 * i, 4); dst[i] = (float)v; } break;
     case FM_DT_U8: { const uint8_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; } break;
-    default: memset(dst, 0, n * 4); break;
+    default:
+        if (core_dtype_is_quant(t)) core_dequant_ref(dst, src, t, n / (size_t)core_dtype_block(t));
+        else memset(dst, 0, n * 4);
+        break;
     }
 }

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "diffusion/detect.h"
+#include "weights/compose.h"
+#include "weights/quantise.h"
 
 /* The model's discrete schedule: its alphas_cumprod buffer when it has one
  * (every SD file does), else ldm's scaled_linear betas from the config. */
@@ -58,7 +60,45 @@ static int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
     return rc;
 }
 
-fm_model *fm_model_load(const char *path, fm_error *err)
+/* The model file with its part files (fm_load_options) and the --type
+ * conversion: one source. NULL with err set. */
+static wt_source *open_sources(const char *path, const fm_load_options *opt, fm_error *err)
+{
+    wt_source *src = wt_open(path, err);
+    if (!src || !opt) return src;
+    int want = -1;
+    if (opt->type && *opt->type) {
+        want = core_dtype_from_name(opt->type);
+        if (want < 0 || (want != FM_DT_F32 && want != FM_DT_F16 && want != FM_DT_BF16 && !core_dtype_is_quant((core_dtype)want))) {
+            core_fail(err, FM_EUSAGE, "--type: %.40s is not f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k", opt->type);
+            wt_close(src);
+            return NULL;
+        }
+    }
+    const char *files[3] = {opt->vae, opt->clip_l, opt->clip_g};
+    static const wt_part roles[3] = {WT_PART_VAE, WT_PART_CLIP_L, WT_PART_CLIP_G};
+    wt_source *parts[4] = {src};
+    int n = 1;
+    /* the family decides where CLIP-L goes: SDXL's U-Net has label_emb */
+    int sdxl = wt_find(src, "model.diffusion_model.label_emb.0.0.weight") != NULL || opt->clip_g;
+    for (int i = 0; i < 3; i++) {
+        if (!files[i] || !*files[i]) continue;
+        wt_source *p = wt_open(files[i], err);
+        if (p) p = wt_part_view(p, roles[i], sdxl, err);
+        if (!p) {
+            for (int k = 0; k < n; k++) wt_close(parts[k]);
+            return NULL;
+        }
+        parts[n++] = p;
+    }
+    if (n > 1 && !(src = wt_compose(parts, n, err))) return NULL;
+    if (want >= 0 && !(src = wt_quantised(src, (core_dtype)want, 0, err))) return NULL;
+    return src;
+}
+
+fm_model *fm_model_load(const char *path, fm_error *err) { return fm_model_load_with(path, NULL, err); }
+
+fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err)
 {
     core_error_clear(err);
     if (!path) {
@@ -70,7 +110,7 @@ fm_model *fm_model_load(const char *path, fm_error *err)
         core_fail(err, FM_EINPUT, "out of memory");
         return NULL;
     }
-    int rc = (m->src = wt_open(path, err)) ? 0 : FM_EINPUT;
+    int rc = (m->src = open_sources(path, opt, err)) ? 0 : (err && err->code ? err->code : FM_EINPUT);
     if (!rc) rc = df_detect_config(m->src, &m->cfg, err);
     if (!rc && !(m->tokenizer = te_tokenizer_new(err))) rc = FM_EINPUT;
     if (!rc) rc = te_encoder_load(&m->text, m->src, &m->cfg, err);
@@ -140,13 +180,22 @@ char *fm_model_describe(fm_model *m, fm_error *err)
     df_count_bound(&m->cfg, m->src, &bound, &absent); /* the model loaded: none absent */
     char prec[PATH_MAX + 256]; /* what --precision auto means here (may time the kernels once) */
     fm_model_precision(m, FM_PREC_AUTO, prec, sizeof prec);
-    size_t n = strlen(cfg) + 256 + sizeof prec;
+    /* the weight types (GGUF, --type): "weight types: 602 F16, 384 Q8_0, ..." */
+    char types[400] = "";
+    size_t tl = 0;
+    for (int d = 0; d < FM_DT_COUNT; d++) {
+        int count = 0;
+        for (int i = 0; i < wt_count(m->src); i++) count += wt_at(m->src, i)->dtype == (core_dtype)d;
+        if (count && tl < sizeof types)
+            tl += (size_t)snprintf(types + tl, sizeof types - tl, "%s%d %s", tl ? ", " : "", count, core_dtype_name((core_dtype)d));
+    }
+    size_t n = strlen(cfg) + 256 + sizeof prec + sizeof types;
     char *s = malloc(n);
     if (s)
         snprintf(s, n,
-                 "%stensors: %d in the file, %lld bound by the parts, %lld other\nprediction used: %s (%s)\n"
-                 "precision: %s\n",
-                 cfg, wt_count(m->src), (long long)bound, (long long)(wt_count(m->src) - bound), pred,
+                 "%stensors: %d in the file, %lld bound by the parts, %lld other\nweight types: %s\n"
+                 "prediction used: %s (%s)\nprecision: %s\n",
+                 cfg, wt_count(m->src), (long long)bound, (long long)(wt_count(m->src) - bound), types, pred,
                  m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file", prec);
     else
         core_fail(err, FM_EINPUT, "out of memory");

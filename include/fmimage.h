@@ -258,6 +258,22 @@ typedef struct fm_upscale_opts {
  * overlap; opts may be NULL. Values are clamped to [0,1] and rounded. */
 int fm_upscale(const fm_upscaler *u, const uint8_t *rgb, int width, int height, uint8_t *out,
                const fm_upscale_opts *opts, fm_error *err);
+/* ---- loading with part files and a weight type (GGUF, issue 17) ----
+ * fm_model_load(path) is fm_model_load_with(path, NULL). */
+typedef struct fm_load_options {
+    /* Part files, as stable-diffusion.cpp takes them (--vae, --clip_l,
+     * --clip_g): their tensors replace or complete the model file's (a GGUF
+     * holding only a U-Net needs all of its family's parts). NULL = none. */
+    const char *vae;
+    const char *clip_l;
+    const char *clip_g;
+    /* Convert the weights at load (--type): "f32", "f16", "bf16" or a ggml
+     * type ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k",
+     * "q5_k", "q6_k"), per tensor with sd.cpp's exclusions (DESIGN.md "GGUF
+     * and quantised weights"). NULL or "" = as stored. */
+    const char *type;
+} fm_load_options;
+fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err);
 
 #ifdef __cplusplus
 }

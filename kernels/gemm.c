@@ -22,6 +22,10 @@ const gemm_arch *gemm_arch_get(void)
 /* Row i (k0..k0+kc) of an kn_mat as float. */
 static void mat_row_f32(float *dst, const kn_mat *m, int i, int k0, int kc)
 {
+    if (core_dtype_is_quant(m->dtype)) {
+        kn_mat_row_range(dst, m, i, k0, kc);
+        return;
+    }
     size_t es = core_dtype_size(m->dtype);
     core_convert_to_f32(dst, (const char *)m->data + ((size_t)i * m->cols + k0) * es, m->dtype, (size_t)kc);
 }
@@ -563,12 +567,14 @@ void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int 
 
 size_t kn_linear_scratch(int n, const kn_mat *w, int threads)
 {
+    if (kn_q8_applies(w)) return kn_q8_linear_scratch(n, w);
     gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
     return gemm_scratch_bytes(&p, threads);
 }
 
 int kn_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
+    if (kn_q8_applies(w)) return kn_q8_linear_ws(s, y, x, n, w, bias);
     gemm_problem p = linear_problem(y, x, n, w, bias);
     return gemm_run_ws(&p, s);
 }
@@ -577,8 +583,10 @@ void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bi
 {
     kn_scratch s;
     int threads = kn_scratch_threads();
-    if (scratch_alloc(&s, kn_linear_scratch(n, w, threads), threads) || kn_linear_ws(&s, y, x, n, w, bias))
-        kn_linear_ref(y, x, n, w, bias);
+    if (scratch_alloc(&s, kn_linear_scratch(n, w, threads), threads) || kn_linear_ws(&s, y, x, n, w, bias)) {
+        if (kn_q8_applies(w)) kn_q8_linear_ref(y, x, n, w, bias);
+        else kn_linear_ref(y, x, n, w, bias);
+    }
     core_free(s.base);
 }
 

@@ -20,7 +20,8 @@
 /* A weight matrix [rows][cols], rows = output features. */
 typedef struct kn_mat {
     const void *data;  /* row-major, dtype below; not owned */
-    core_dtype dtype;    /* FM_DT_F32, FM_DT_F16 or FM_DT_BF16 */
+    core_dtype dtype;    /* FM_DT_F32, FM_DT_F16, FM_DT_BF16 or a quantised type
+                            (rows of whole blocks, dequantised while packing) */
     int rows, cols;
     int packed_kind;   /* kernel-private: the precision kn_mat_pack recorded */
 } kn_mat;
@@ -58,6 +59,20 @@ int kn_scratch_threads(void);
  * error, never skipped work). The plain kn_X entry points allocate their
  * scratch per call (text encoders, tests, tools) and compute with the
  * reference loop when that allocation fails: slower, never wrong. */
+
+/* Q8_0 weights (kn_q8_applies): kn_linear quantises the activations per
+ * block of 32 as ggml does (q8_0) and runs int8 dot products (AVX-512 VNNI,
+ * AVX-VNNI, AVX2, or scalar: the same bits on each; kernels/q8_linear.c).
+ * kn_q8_linear_ref is that arithmetic in plain loops; kn_linear_ref stays
+ * the float reference of the dequantised weights. kn_q8_linear_path runs a
+ * named path ("scalar", "avx2", "avx-vnni", "avx512-vnni"; -1 when the CPU
+ * lacks it), for tests; kn_q8_path names the one kn_linear uses. */
+int kn_q8_applies(const kn_mat *w);
+size_t kn_q8_linear_scratch(int n, const kn_mat *w);
+int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias);
+void kn_q8_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias);
+int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias);
+const char *kn_q8_path(void);
 
 /* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
 void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias);
@@ -197,5 +212,8 @@ int kn_has_bf16(void);
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
 void kn_mat_row(float *dst, const kn_mat *m, int r);
+/* Elements k0..k0+kc of row r as float32, any dtype (quantised blocks the
+ * range cuts are dequantised whole and the part copied). */
+void kn_mat_row_range(float *dst, const kn_mat *m, int r, int k0, int kc);
 
 #endif

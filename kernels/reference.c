@@ -18,14 +18,42 @@ static float mat_at(const kn_mat *m, int r, int c)
         memcpy(&f, &b, 4);
         return f;
     }
-    default: return ((const float *)m->data)[i];
+    default:
+        if (core_dtype_is_quant(m->dtype)) { /* the element's block, dequantised */
+            float v;
+            kn_mat_row_range(&v, m, r, c, 1);
+            return v;
+        }
+        return ((const float *)m->data)[i];
     }
 }
 
 void kn_mat_row(float *dst, const kn_mat *m, int r)
 {
-    core_convert_to_f32(dst, (const char *)m->data + (size_t)r * m->cols * core_dtype_size(m->dtype),
+    core_convert_to_f32(dst, (const char *)m->data + core_dtype_bytes(m->dtype, (size_t)r * m->cols),
                       m->dtype, (size_t)m->cols);
+}
+
+void kn_mat_row_range(float *dst, const kn_mat *m, int r, int k0, int kc)
+{
+    int blk = core_dtype_block(m->dtype);
+    const char *row = (const char *)m->data + core_dtype_bytes(m->dtype, (size_t)r * m->cols);
+    if (blk == 1) {
+        core_convert_to_f32(dst, row + (size_t)k0 * core_dtype_size(m->dtype), m->dtype, (size_t)kc);
+        return;
+    }
+    size_t bb = core_dtype_block_bytes(m->dtype);
+    float tmp[256];
+    for (int k = k0; k < k0 + kc;) {
+        int b = k / blk, in = k % blk, n = blk - in < k0 + kc - k ? blk - in : k0 + kc - k;
+        if (in == 0 && n == blk) {
+            core_dequant_ref(dst + (k - k0), row + (size_t)b * bb, m->dtype, 1);
+        } else { /* a block the range cuts */
+            core_dequant_ref(tmp, row + (size_t)b * bb, m->dtype, 1);
+            memcpy(dst + (k - k0), tmp + in, sizeof(float) * (size_t)n);
+        }
+        k += n;
+    }
 }
 
 void kn_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias)

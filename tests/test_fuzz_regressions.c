@@ -10,6 +10,7 @@
 
 #include "../cli/promptfile.c"
 #include "diffusion/detect.h"
+#include "weights/gguf.h"
 #include "weights/safetensors.h"
 #include "fmimage.h"
 #include "textenc/prompt.h"
@@ -66,6 +67,21 @@ static void replay_safetensors(const char *path)
     memset(&cfg, 0, sizeof cfg);
     if (df_detect_config(&st.src, &cfg, &err) == 0) free(df_config_describe(&cfg, &st.src));
     wt_st_close(&st);
+}
+
+/* gguf inputs are whole files, read through wt_open (and detection). */
+static void replay_gguf(const char *path)
+{
+    fm_error err = {0};
+    wt_source *s = wt_open(path, &err);
+    if (!s) {
+        assert_true(err.msg[0] && !strchr(err.msg, '\n'));
+        return;
+    }
+    wt_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (df_detect_config(s, &cfg, &err) == 0) free(df_config_describe(&cfg, s));
+    wt_close(s);
 }
 
 /* detect inputs are bare JSON headers (see tests/fuzz/fuzz_detect.c). */
@@ -128,6 +144,7 @@ static void test_replay_all(void **state)
         if (!strcmp(target, "image")) replay_image(path, e->d_name);
         else if (!strcmp(target, "safetensors")) replay_safetensors(path);
         else if (!strcmp(target, "detect")) replay_detect(data, len);
+        else if (!strcmp(target, "gguf")) replay_gguf(path);
         else replay_text(target, data, len, tok);
         free(data);
         n++;

@@ -53,7 +53,7 @@ static void matrix(wt_binder *b, kn_mat *m, const char *suffix, int64_t rows, in
 static kn_mat sub_rows(const kn_mat *m, int r0, int nr)
 {
     kn_mat s = *m;
-    s.data = (const char *)m->data + (size_t)r0 * m->cols * core_dtype_size(m->dtype);
+    s.data = (const char *)m->data + core_dtype_bytes(m->dtype, (size_t)r0 * m->cols);
     s.rows = nr;
     return s;
 }

@@ -305,13 +305,14 @@ typedef struct model_ctx {
     vae_taesd *taesd;
     fm_params p;
     uint8_t *rgb;
+    const char *type; /* --type at load (issue 17 rows), NULL = as stored */
 } model_ctx;
 
 static int run_load(void *p, fm_error *err)
 {
     model_ctx *c = p;
     fm_model_free(c->m);
-    c->m = fm_model_load(c->path, err);
+    c->m = fm_model_load_with(c->path, &(fm_load_options){.type = c->type}, err);
     return c->m ? 0 : err->code;
 }
 
@@ -556,6 +557,17 @@ static void bench_sdxl(bench *b)
     unet_inputs(&c);
     snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
     if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens)), run_unet, &c)) goto done;
+    /* issue 17: the same evaluation on Q8_0 weights (--type q8_0 at load;
+     * dequantised per tile in the GEMM until the int8 path exists) */
+    ctx_free(&c);
+    c = (model_ctx){.path = path, .batch = 1, .lh = l, .lw = l, .type = "q8_0"};
+    b->reps = 1;
+    failed = time_stage(b, add_stage(b, "sdxl.load_q8_0", "SDXL load, --type q8_0 (converts at load)", 0), run_load, &c);
+    b->reps = reps;
+    if (failed || run_text(&c, &err)) goto done;
+    unet_inputs(&c);
+    snprintf(label, sizeof label, "SDXL U-Net Q8_0, batch 1, %dx%d latent", l, l);
+    time_stage(b, add_stage(b, "sdxl.unet_b1_q8_0", label, unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens)), run_unet, &c);
 done:
     ctx_free(&c);
 }
@@ -640,6 +652,12 @@ static void bench_gen(bench *b)
     stage *s = add_stage(b, "sd1.gen", "fmimage SD 1.5 whole run, 2 steps CFG 7, with load", 0);
     snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
     if (!child_stage(b, s, argv, log, 1)) child_precision(s, log);
+    /* issue 17: the whole run with Q4_K weights (peak RSS target 1.3 GB) */
+    char *qargv[] = {(char *)b->fmimage, "-m", model, "--type", "q4_k", "-W", px, "-H", px, "--steps", "2", "--cfg", "7",
+                     "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-v", "-o", out, PROMPT, NULL};
+    s = add_stage(b, "sd1.gen_q4_k", "fmimage SD 1.5 whole run, --type q4_k, with load", 0);
+    snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
+    if (!child_stage(b, s, qargv, log, 1)) child_precision(s, log);
     path_in(model, sizeof model, b->cache, "sdturbo-f16.safetensors");
     path_in(out, sizeof out, b->cache, "fmimage-turbo.png");
     path_in(log, sizeof log, b->cache, "fmimage-turbo.log");

@@ -218,6 +218,8 @@ void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const in
         m->data = t->data;
         m->dtype = t->dtype;
         if (wt_merged_is(b->src, t)) origin = WT_PLUS_DELTA; /* a LoRA merge the source owns */
+        /* quantised: the blocks stay mapped, the kernels dequantise them */
+        if (core_dtype_is_quant(t->dtype)) origin = WT_DEQUANT_VIEW;
     }
     if (record(b, t, origin, WT_SLOT_MAT, m) || b->measuring) { /* measuring binds nothing */
         m->data = NULL;

@@ -4,8 +4,8 @@
  * A part walks its constructor (ldm's __init__, layer by layer) and asks
  * for each parameter by name and expected shape:
  *   wt_bind_mat  a weight matrix, a view of the file's tensor in its own
- *                dtype (F32/F16/BF16 are read by the kernels in place; F64
- *                gets a float32 copy);
+ *                dtype (F32/F16/BF16 and the quantised types are read by
+ *                the kernels in place; F64 gets a float32 copy);
  *   wt_bind_f32  a float32 tensor (biases, norms, embeddings): the file's
  *                bytes in place when they already are aligned float32, else
  *                a converted copy.
@@ -34,9 +34,9 @@
  * is the seam for the next kinds of parameter: "this tensor plus a low-rank
  * delta" (LoRA/LyCORIS: compute W + BA into the arena, repoint the slot)
  * and "a dequantising view" (GGUF: the slot keeps the quantised data and a
- * dtype the kernels dequantise). The first is LoRA's (weights/lora.h): a
- * part bound to a merged source gets WT_PLUS_DELTA records for the merged
- * tensors; the second is not implemented yet. */
+ * dtype the kernels dequantise: WT_DEQUANT_VIEW). The first is LoRA's
+ * (weights/lora.h): a part bound to a merged source gets WT_PLUS_DELTA
+ * records for the merged tensors; the second is GGUF's. */
 #ifndef WT_BINDER_H
 #define WT_BINDER_H
 
@@ -49,7 +49,7 @@ typedef enum {
     WT_FROM_FILE = 0, /* the file's bytes in place */
     WT_CONVERTED,     /* converted into the arena (dtype the kernels cannot read as stored) */
     WT_PLUS_DELTA,    /* file tensor + LoRA delta, float32 owned by the merged source (weights/lora.h) */
-    WT_DEQUANT_VIEW,  /* reserved: quantised bytes in place, dequantised by the kernels */
+    WT_DEQUANT_VIEW,  /* quantised bytes in place (GGUF Q8_0, Q4_K, ...), dequantised by the kernels */
 } wt_origin;
 
 typedef enum { WT_SLOT_MAT, WT_SLOT_F32 } wt_slot_kind;

@@ -1,6 +1,7 @@
 /* wt_open: one entry point for every weight file format. The format is
  * told from the file's first bytes, so a renamed file still opens and a
  * file of another kind gets a message naming what it is. */
+#include "weights/gguf.h"
 #include "weights/safetensors.h"
 #include "weights/source.h"
 
@@ -37,10 +38,7 @@ wt_source *wt_open(const char *path, fm_error *err)
         /* the safetensors reader words the open errors (directory, FIFO, ...) */
         return wt_st_open_source(path, err);
     }
-    if (n >= 4 && !memcmp(head, "GGUF", 4)) {
-        core_fail(err, FM_EINPUT, "%s: a GGUF file: not read yet", path);
-        return NULL;
-    }
+    if (n >= 4 && (!memcmp(head, "GGUF", 4) || !memcmp(head, "FUGG", 4))) return wt_gguf_open(path, err);
     if (n >= 4 && !memcmp(head, "PK\3\4", 4)) {
         core_fail(err, FM_EINPUT, "%s: a zip file (a PyTorch .ckpt/.pt?): pickles are not read", path);
         return NULL;

@@ -15,7 +15,7 @@ int64_t wt_numel(const wt_tensor *t)
 
 int wt_is_float(core_dtype t)
 {
-    return t == FM_DT_F32 || t == FM_DT_F16 || t == FM_DT_BF16 || t == FM_DT_F64;
+    return t == FM_DT_F32 || t == FM_DT_F16 || t == FM_DT_BF16 || t == FM_DT_F64 || core_dtype_is_quant(t);
 }
 
 int wt_has_prefix(const wt_source *s, const char *prefix)
@@ -77,7 +77,7 @@ const wt_tensor *wt_require(const wt_source *s, const char *name, int ndim, cons
 void wt_convert_f32(float *dst, const wt_tensor *t)
 {
     size_t n = (size_t)wt_numel(t), es = core_dtype_size(t->dtype);
-    if ((uintptr_t)t->data % es == 0) {
+    if (core_dtype_is_quant(t->dtype) || (uintptr_t)t->data % es == 0) { /* blocks are read bytewise */
         core_convert_to_f32(dst, t->data, t->dtype, n);
         return;
     }

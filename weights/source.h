@@ -52,14 +52,15 @@ static inline const wt_tensor *wt_find(const wt_source *s, const char *name) { r
 static inline const char *wt_meta(const wt_source *s, const char *key) { return s->ops->meta(s, key); }
 
 /* Opens a weight file of any format fmimage reads, recognised from its
- * first bytes (not its name): today safetensors. A new format adds one
+ * first bytes (not its name): safetensors or GGUF (weights/gguf.h). A new format adds one
  * test of its magic here (weights/open.c) and a reader of its own.
  * Returns NULL with err = "PATH: why". wt_close frees it (NULL is fine). */
 wt_source *wt_open(const char *path, fm_error *err);
 void wt_close(wt_source *s);
 
 int64_t wt_numel(const wt_tensor *t);
-/* F32, F16, BF16 or F64: a parameter (integer buffers such as position_ids are not). */
+/* F32, F16, BF16, F64 or a quantised type: a parameter (integer buffers
+ * such as position_ids are not). */
 int wt_is_float(core_dtype t);
 
 /* Is there a tensor whose name starts with prefix? */
