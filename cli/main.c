@@ -23,6 +23,7 @@
 #include "progress.h"
 #include "shard.h"
 #include "promptfile.h"
+#include "convert.h"
 #include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
@@ -895,6 +896,8 @@ static int granted_cpus(void)
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
+    /* the convert subcommand has options of its own (cli/convert.c) */
+    if (argc >= 2 && !strcmp(argv[1], "convert")) return cli_convert_main(argc - 1, argv + 1);
     cli_options o;
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;

@@ -200,7 +200,7 @@ static int pop_mark(vm *m, pv ***items, size_t *n)
 {
     if (!m->n_marks) return fail(m, "no MARK before byte %zu", at_byte(m));
     size_t at = m->marks[--m->n_marks];
-    *items = m->stack + at;
+    *items = m->stack ? m->stack + at : NULL; /* MARK on an empty stack */
     *n = m->sp - at;
     m->sp = at;
     return 0;
@@ -834,7 +834,7 @@ static int extract(vm *m, pv *root, wt_pk_result *r)
             r->meta[i].key = r->strings + f.meta_off[2 * i];
             r->meta[i].value = r->strings + f.meta_off[2 * i + 1];
         }
-        qsort(r->tensors, (size_t)r->n_tensors, sizeof *r->tensors, cmp_tensor);
+        if (r->n_tensors) qsort(r->tensors, (size_t)r->n_tensors, sizeof *r->tensors, cmp_tensor);
         for (int i = 1; i < r->n_tensors && !rc; i++)
             if (!strcmp(r->tensors[i - 1].name, r->tensors[i].name))
                 rc = core_fail(m->err, FM_EINPUT, "%s: tensor %.200s listed twice", m->path, r->tensors[i].name);

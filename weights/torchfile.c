@@ -70,7 +70,16 @@ static void tf_free(wt_torchfile *t)
 
 static void tf_close(wt_source *s) { tf_free((wt_torchfile *)s); }
 
-static const wt_source_ops tf_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close};
+static int tf_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    const wt_pk_result *r = &of(s)->pk;
+    if (i < 0 || i >= r->n_meta) return -1;
+    *key = r->meta[i].key;
+    *value = r->meta[i].value;
+    return 0;
+}
+
+static const wt_source_ops tf_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close, tf_meta_at};
 
 /* The archive's directory name: the first member's, as torch reads it. */
 static const wt_zip_entry *find_pickle(const wt_zip *z, char *dir, size_t n)

@@ -23,7 +23,8 @@ Python's own pickle module; no fmimage code is involved. Writes:
       this script checks that torch.load(weights_only=False) really creates the
       file (then deletes it).
   tests/data/pickles/legacy.pt   _use_new_zipfile_serialization=False.
-  tests/fuzz/corpus/pickle/*     the data.pkl of each file (fuzz seeds).
+  tests/fuzz/corpus/pickle/*     the data.pkl of each small file (fuzz seeds;
+      tests/fuzz/corpus/torchfile/ holds copies of the small files themselves).
 
 Re-run from the repository root: /usr/bin/python3 tools/ref/torch_pickles.py
 """
@@ -76,7 +77,6 @@ cfg = safe_open("tests/data/tiny-sd1.safetensors", "pt").metadata()["fmimage.con
 half = collections.OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in sorted(sd.items()))
 path = os.path.join(OUT, "tiny-sd1-f16.ckpt")
 torch.save({"state_dict": half, "epoch": 0, "global_step": 0, "fmimage.config": cfg}, path)
-seed_of(path)
 
 
 def small():
