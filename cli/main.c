@@ -25,6 +25,7 @@
 #include "upscale.h"
 #include "promptfile.h"
 #include "styles.h"
+#include "convert.h"
 #include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
@@ -1004,6 +1005,8 @@ static int granted_cpus(void)
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
+    /* the convert subcommand has options of its own (cli/convert.c) */
+    if (argc >= 2 && !strcmp(argv[1], "convert")) return cli_convert_main(argc - 1, argv + 1);
     cli_options o;
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;

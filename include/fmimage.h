@@ -274,6 +274,16 @@ typedef struct fm_load_options {
     const char *type;
 } fm_load_options;
 fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err);
+/* ---- weight files: convert (issue 17 item 5) ---- */
+/* Writes every tensor of the weight file or diffusers folder `in` (any
+ * format fm_model_load reads) as one safetensors file `out`, with the ldm
+ * names fmimage binds and the input's metadata (safetensors __metadata__;
+ * a pickle's scalar entries beside its state dict). type: NULL or "keep"
+ * (each tensor's dtype), "f16", "bf16" or "f32" (float tensors only; round
+ * to nearest even). out appears only when complete (temp file + rename);
+ * an existing out is refused unless overwrite. A .gguf out is refused for
+ * now (FM_EUSAGE). */
+int fm_convert(const char *in, const char *out, const char *type, int overwrite, fm_error *err);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include "diffusion/detect.h"
 #include "weights/gguf.h"
 #include "weights/safetensors.h"
+#include "weights/pickle.h"
 #include "fmimage.h"
 #include "textenc/prompt.h"
 #include "textenc/tokenizer.h"
@@ -122,6 +123,20 @@ static void replay_text(const char *target, const uint8_t *data, size_t len, con
     }
 }
 
+/* PyTorch files: the pickle alone, and the whole zip file. */
+static void replay_pickle(const uint8_t *data, size_t len)
+{
+    wt_pk_result r;
+    fm_error err = {0};
+    if (!wt_pk_parse(data, len, &r, "regression.pkl", &err)) wt_pk_free(&r);
+}
+
+static void replay_torchfile(const char *path)
+{
+    fm_error err = {0};
+    wt_close(wt_open(path, &err));
+}
+
 static void test_replay_all(void **state)
 {
     (void)state;
@@ -145,6 +160,8 @@ static void test_replay_all(void **state)
         else if (!strcmp(target, "safetensors")) replay_safetensors(path);
         else if (!strcmp(target, "detect")) replay_detect(data, len);
         else if (!strcmp(target, "gguf")) replay_gguf(path);
+        else if (!strcmp(target, "pickle")) replay_pickle(data, len);
+        else if (!strcmp(target, "torchfile")) replay_torchfile(path);
         else replay_text(target, data, len, tok);
         free(data);
         n++;

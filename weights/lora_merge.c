@@ -269,7 +269,7 @@ static void op_close(wt_source *s)
     free(m);
 }
 
-static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close};
+static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close, NULL};
 
 int wt_merged_is(const wt_source *s, const wt_tensor *t)
 {

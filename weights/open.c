@@ -2,6 +2,7 @@
  * told from the file's first bytes, so a renamed file still opens and a
  * file of another kind gets a message naming what it is. */
 #include "weights/gguf.h"
+#include "weights/pickle.h"
 #include "weights/safetensors.h"
 #include "weights/source.h"
 
@@ -32,15 +33,24 @@ static ssize_t read_head(const char *path, unsigned char *buf, size_t n)
 
 wt_source *wt_open(const char *path, fm_error *err)
 {
-    unsigned char head[8] = {0};
+    unsigned char head[9] = {0};
     ssize_t n = read_head(path, head, sizeof head);
     if (n < 0) {
         /* the safetensors reader words the open errors (directory, FIFO, ...) */
         return wt_st_open_source(path, err);
     }
+    /* a safetensors header: u64 length, then JSON (whatever the length's bytes look like) */
+    if (n >= 9 && head[8] == '{') return wt_st_open_source(path, err);
     if (n >= 4 && (!memcmp(head, "GGUF", 4) || !memcmp(head, "FUGG", 4))) return wt_gguf_open(path, err);
-    if (n >= 4 && !memcmp(head, "PK\3\4", 4)) {
-        core_fail(err, FM_EINPUT, "%s: a zip file (a PyTorch .ckpt/.pt?): pickles are not read", path);
+    if (n >= 4 && !memcmp(head, "PK\3\4", 4)) return wt_torch_open_source(path, err);
+    /* torch.save before 1.6: pickled magic number 0x1950a86a20f9469cfc6c */
+    if (n >= 4 && !memcmp(head, "\x80\x02\x8a\x0a", 4)) {
+        core_fail(err, FM_EINPUT, "%s: PyTorch's legacy format (saved before torch 1.6): not read; "
+                  "re-save it with a newer torch", path);
+        return NULL;
+    }
+    if (n >= 2 && head[0] == 0x80 && head[1] <= 5) {
+        core_fail(err, FM_EINPUT, "%s: a bare pickle, not a PyTorch file: not read", path);
         return NULL;
     }
     return wt_st_open_source(path, err);

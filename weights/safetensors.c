@@ -188,14 +188,21 @@ static int src_count(const wt_source *s) { return of(s)->n_tensors; }
 static const wt_tensor *src_at(const wt_source *s, int i) { return &of(s)->tensors[i]; }
 static const wt_tensor *src_find(const wt_source *s, const char *name) { return wt_st_find(of(s), name); }
 static const char *src_meta(const wt_source *s, const char *key) { return wt_st_meta_get(of(s), key); }
-static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL};
+static int src_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    if (i < 0 || i >= of(s)->n_meta) return -1;
+    *key = of(s)->meta[i].key;
+    *value = of(s)->meta[i].value;
+    return 0;
+}
+static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL, src_meta_at};
 
 static void src_close_owned(wt_source *s)
 {
     wt_st_close((wt_safetensors *)s);
     free(s);
 }
-static const wt_source_ops st_owned_ops = {src_count, src_at, src_find, src_meta, src_close_owned};
+static const wt_source_ops st_owned_ops = {src_count, src_at, src_find, src_meta, src_close_owned, src_meta_at};
 
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)

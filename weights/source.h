@@ -39,6 +39,9 @@ typedef struct wt_source_ops {
     /* Unmaps and frees a source that wt_open made (the reader's whole
      * struct); NULL for a source embedded in a caller's struct. */
     void (*close)(wt_source *s);
+    /* The i-th metadata entry, any order: 0, or -1 past the last (for
+     * fmimage convert, which keeps them). NULL: the format has none. */
+    int (*meta_at)(const wt_source *s, int i, const char **key, const char **value);
 } wt_source_ops;
 
 struct wt_source {
@@ -50,6 +53,10 @@ static inline int wt_count(const wt_source *s) { return s->ops->count(s); }
 static inline const wt_tensor *wt_at(const wt_source *s, int i) { return s->ops->at(s, i); }
 static inline const wt_tensor *wt_find(const wt_source *s, const char *name) { return s->ops->find(s, name); }
 static inline const char *wt_meta(const wt_source *s, const char *key) { return s->ops->meta(s, key); }
+static inline int wt_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    return s->ops->meta_at ? s->ops->meta_at(s, i, key, value) : -1;
+}
 
 /* Opens a weight file of any format fmimage reads, recognised from its
  * first bytes (not its name): safetensors or GGUF (weights/gguf.h). A new format adds one

@@ -1,4 +1,4 @@
-#include "tools/lib/st_write.h"
+#include "weights/st_write.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-struct tl_st_writer {
+struct wt_st_writer {
     char *path, *tmp;
     int fd, n;
     uint64_t data_start, data_len;
@@ -67,14 +67,14 @@ static void text_json_string(text *t, const char *s)
     text_put(t, "\"", 1);
 }
 
-size_t tl_st_entry_nbytes(const tl_st_entry *e)
+static size_t wt_st_entry_nbytes(const wt_st_entry *e)
 {
     size_t n = core_dtype_size(e->dtype);
     for (int i = 0; i < e->ndim; i++) n *= (size_t)e->shape[i];
     return n;
 }
 
-static void writer_free(tl_st_writer *w)
+static void writer_free(wt_st_writer *w)
 {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
@@ -101,7 +101,7 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int build_header(text *h, tl_st_writer *w, const tl_st_entry *e, int n, const wt_st_meta *meta,
+static int build_header(text *h, wt_st_writer *w, const wt_st_entry *e, int n, const wt_st_meta *meta,
                         int n_meta)
 {
     text_put(h, "{", 1);
@@ -124,7 +124,7 @@ static int build_header(text *h, tl_st_writer *w, const tl_st_entry *e, int n, c
         for (int d = 0; d < e[i].ndim; d++)
             if (e[i].shape[d] < 0) return -1;
         w->begin[i] = off;
-        w->nbytes[i] = tl_st_entry_nbytes(&e[i]);
+        w->nbytes[i] = wt_st_entry_nbytes(&e[i]);
         if (!first) text_put(h, ",", 1);
         first = 0;
         text_json_string(h, e[i].name);
@@ -141,10 +141,10 @@ static int build_header(text *h, tl_st_writer *w, const tl_st_entry *e, int n, c
     return 0;
 }
 
-tl_st_writer *tl_st_writer_begin(const char *path, const tl_st_entry *entries, int n,
+wt_st_writer *wt_st_writer_begin(const char *path, const wt_st_entry *entries, int n,
                                  const wt_st_meta *meta, int n_meta, fm_error *err)
 {
-    tl_st_writer *w = calloc(1, sizeof *w);
+    wt_st_writer *w = calloc(1, sizeof *w);
     if (!w) { core_fail(err, FM_EINPUT, "%s: out of memory", path); return NULL; }
     w->fd = -1;
     w->n = n;
@@ -174,7 +174,7 @@ tl_st_writer *tl_st_writer_begin(const char *path, const tl_st_entry *entries, i
     if (write_all(w->fd, len8, 8, 0) || write_all(w->fd, h.s, h.len, 8)) {
         core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
         free(h.s);
-        tl_st_writer_abort(w);
+        wt_st_writer_abort(w);
         return NULL;
     }
     free(h.s);
@@ -185,7 +185,7 @@ fail:
     return NULL;
 }
 
-int tl_st_writer_put(tl_st_writer *w, int i, const void *data, fm_error *err)
+int wt_st_writer_put(wt_st_writer *w, int i, const void *data, fm_error *err)
 {
     if (i < 0 || i >= w->n) return core_fail(err, FM_EINPUT, "%s: no tensor %d", w->path, i);
     if (write_all(w->fd, data, w->nbytes[i], w->data_start + w->begin[i]))
@@ -193,7 +193,7 @@ int tl_st_writer_put(tl_st_writer *w, int i, const void *data, fm_error *err)
     return 0;
 }
 
-int tl_st_writer_put_part(tl_st_writer *w, int i, size_t offset, const void *data, size_t len,
+int wt_st_writer_put_part(wt_st_writer *w, int i, size_t offset, const void *data, size_t len,
                           fm_error *err)
 {
     if (i < 0 || i >= w->n || offset > w->nbytes[i] || len > w->nbytes[i] - offset)
@@ -203,26 +203,28 @@ int tl_st_writer_put_part(tl_st_writer *w, int i, size_t offset, const void *dat
     return 0;
 }
 
-int tl_st_writer_finish(tl_st_writer *w, fm_error *err)
+int wt_st_writer_finish(wt_st_writer *w, fm_error *err)
 {
     /* ftruncate extends with a hole: unwritten tensors read as zeros. */
-    if (ftruncate(w->fd, (off_t)(w->data_start + w->data_len)) || close(w->fd)) {
+    /* fsync before the rename: the name never points at a file the disk
+     * does not hold yet */
+    if (ftruncate(w->fd, (off_t)(w->data_start + w->data_len)) || fsync(w->fd) || close(w->fd)) {
         w->fd = -1;
         int rc = core_fail(err, FM_EINPUT, "%s: %s", w->tmp, strerror(errno));
-        tl_st_writer_abort(w);
+        wt_st_writer_abort(w);
         return rc;
     }
     w->fd = -1;
     if (rename(w->tmp, w->path)) {
         int rc = core_fail(err, FM_EINPUT, "%s: %s", w->path, strerror(errno));
-        tl_st_writer_abort(w);
+        wt_st_writer_abort(w);
         return rc;
     }
     writer_free(w);
     return 0;
 }
 
-void tl_st_writer_abort(tl_st_writer *w)
+void wt_st_writer_abort(wt_st_writer *w)
 {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
@@ -231,15 +233,15 @@ void tl_st_writer_abort(tl_st_writer *w)
     writer_free(w);
 }
 
-int tl_st_write(const char *path, const tl_st_entry *entries, int n, const wt_st_meta *meta,
+int wt_st_write(const char *path, const wt_st_entry *entries, int n, const wt_st_meta *meta,
                 int n_meta, fm_error *err)
 {
-    tl_st_writer *w = tl_st_writer_begin(path, entries, n, meta, n_meta, err);
+    wt_st_writer *w = wt_st_writer_begin(path, entries, n, meta, n_meta, err);
     if (!w) return err ? err->code : FM_EINPUT;
     for (int i = 0; i < n; i++)
-        if (entries[i].data && tl_st_entry_nbytes(&entries[i])) {
-            int rc = tl_st_writer_put(w, i, entries[i].data, err);
-            if (rc) { tl_st_writer_abort(w); return rc; }
+        if (entries[i].data && wt_st_entry_nbytes(&entries[i])) {
+            int rc = wt_st_writer_put(w, i, entries[i].data, err);
+            if (rc) { wt_st_writer_abort(w); return rc; }
         }
-    return tl_st_writer_finish(w, err);
+    return wt_st_writer_finish(w, err);
 }

@@ -1,0 +1,179 @@
+/* fmimage convert (weights/convert.c, cli/convert.c) and images from a
+ * .ckpt, against torch (tests/data/README.md#pytorch-files): the fp16
+ * checkpoint tiny-sd1-f16.ckpt holds torch's .half() of tiny-sd1. */
+#include "cliutil.h"
+
+#include "weights/source.h"
+
+#define CKPT "tests/data/pickles/tiny-sd1-f16.ckpt"
+
+static char dir[200];
+
+static int setup(void **state)
+{
+    (void)state;
+    cu_tempdir(dir, sizeof dir, "convert");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd);
+}
+
+/* a and b hold the same tensors: names, dtypes, shapes, bytes. */
+static void same_tensors(const char *a, const char *b)
+{
+    fm_error err = {0};
+    wt_source *x = wt_open(a, &err), *y = x ? wt_open(b, &err) : NULL;
+    if (!x || !y) fail_msg("%s", err.msg);
+    assert_int_equal(wt_count(x), wt_count(y));
+    for (int i = 0; i < wt_count(x); i++) {
+        const wt_tensor *s = wt_at(x, i), *t = wt_at(y, i);
+        assert_string_equal(s->name, t->name);
+        assert_int_equal(s->dtype, t->dtype);
+        assert_int_equal(s->ndim, t->ndim);
+        for (int d = 0; d < s->ndim; d++) assert_int_equal(s->shape[d], t->shape[d]);
+        assert_int_equal(s->nbytes, t->nbytes);
+        if (memcmp(s->data, t->data, s->nbytes)) fail_msg("tensor %s differs", s->name);
+    }
+    wt_close(x);
+    wt_close(y);
+}
+
+static int convert(const char *in, const char *out, const char *type, char *err, size_t n)
+{
+    const char *args[] = {"convert", in, "-o", out, "-q", type ? "--type" : NULL, type, NULL};
+    return cu_run(args, err, n);
+}
+
+/* .ckpt -> safetensors keeps every tensor bit for bit, and the scalars
+ * beside the state dict as metadata. */
+static void test_ckpt_roundtrip(void **state)
+{
+    (void)state;
+    char out[300], err[1024];
+    snprintf(out, sizeof out, "%s/from-ckpt.safetensors", dir);
+    assert_int_equal(convert(CKPT, out, NULL, err, sizeof err), 0);
+    same_tensors(CKPT, out);
+    fm_error e = {0};
+    wt_source *s = wt_open(out, &e);
+    assert_non_null(s);
+    assert_string_equal(wt_meta(s, "epoch"), "0");
+    assert_non_null(wt_meta(s, "fmimage.config"));
+    wt_close(s);
+    /* and through the same path again (safetensors -> safetensors) */
+    char again[300];
+    snprintf(again, sizeof again, "%s/again.safetensors", dir);
+    assert_int_equal(convert(out, again, NULL, err, sizeof err), 0);
+    same_tensors(out, again);
+}
+
+/* --type f16 of the fp32 model equals torch's .half() of it. */
+static void test_type_f16_is_torch_half(void **state)
+{
+    (void)state;
+    char out[300], err[1024];
+    snprintf(out, sizeof out, "%s/f16.safetensors", dir);
+    assert_int_equal(convert("tests/data/tiny-sd1.safetensors", out, "f16", err, sizeof err), 0);
+    same_tensors(CKPT, out);
+    /* --type f32 widens them back: exact, so f16 again gives the same bytes */
+    char f32[300], f16[300];
+    snprintf(f32, sizeof f32, "%s/f32.safetensors", dir);
+    snprintf(f16, sizeof f16, "%s/f16-again.safetensors", dir);
+    assert_int_equal(convert(CKPT, f32, "f32", err, sizeof err), 0);
+    assert_int_equal(convert(f32, f16, "f16", err, sizeof err), 0);
+    same_tensors(CKPT, f16);
+}
+
+/* The image from the .ckpt equals the image from the same tensors in a
+ * safetensors file, pixel for pixel. */
+static void test_ckpt_image(void **state)
+{
+    (void)state;
+    char st[300], a[300], b[300], err[1024];
+    snprintf(st, sizeof st, "%s/img.safetensors", dir);
+    snprintf(a, sizeof a, "%s/ckpt.png", dir);
+    snprintf(b, sizeof b, "%s/st.png", dir);
+    assert_int_equal(convert("tests/data/tiny-sd1.safetensors", st, "f16", err, sizeof err), 0);
+    const char *run_a[] = {"-m", CKPT, "a red fox", "-W", "64", "-H", "64", "--steps", "4", "--seed", "7",
+                           "--precision", "fp32", "-q", "-o", a, NULL};
+    const char *run_b[] = {"-m", st, "a red fox", "-W", "64", "-H", "64", "--steps", "4", "--seed", "7",
+                           "--precision", "fp32", "-q", "-o", b, NULL};
+    assert_int_equal(cu_run(run_a, err, sizeof err), 0);
+    assert_int_equal(cu_run(run_b, err, sizeof err), 0);
+    fm_error e = {0};
+    int wa, ha, wb, hb;
+    uint8_t *pa = fm_image_read(a, &wa, &ha, &e), *pb = fm_image_read(b, &wb, &hb, &e);
+    assert_non_null(pa);
+    assert_non_null(pb);
+    assert_int_equal(wa, wb);
+    assert_int_equal(ha, hb);
+    assert_memory_equal(pa, pb, (size_t)wa * ha * 3);
+    free(pa);
+    free(pb);
+}
+
+static int dir_entries(const char *d)
+{
+    DIR *h = opendir(d);
+    int n = 0;
+    for (struct dirent *e; h && (e = readdir(h));) n += e->d_name[0] != '.';
+    if (h) closedir(h);
+    return n;
+}
+
+/* Refusals: one line, the right exit code, and no file (not even a
+ * temporary one) left behind. */
+static void test_refusals(void **state)
+{
+    (void)state;
+    char d[300], out[400], err[1024];
+    snprintf(d, sizeof d, "%s/refuse", dir);
+    mkdir(d, 0777);
+    snprintf(out, sizeof out, "%s/x.safetensors", d);
+    assert_int_equal(convert("tests/data/pickles/evil-os-system.ckpt", out, NULL, err, sizeof err), 1);
+    assert_non_null(strstr(err, "pickle calls os.system: refused"));
+    assert_int_equal(dir_entries(d), 0);
+    assert_int_equal(convert("tests/data/no-such.ckpt", out, NULL, err, sizeof err), 1);
+    assert_int_equal(dir_entries(d), 0);
+    assert_int_equal(convert(CKPT, out, "q4_k", err, sizeof err), 2);
+    assert_non_null(strstr(err, "--type: q4_k"));
+    char gguf[400];
+    snprintf(gguf, sizeof gguf, "%s/x.gguf", d);
+    assert_int_equal(convert(CKPT, gguf, NULL, err, sizeof err), 2);
+    assert_non_null(strstr(err, "GGUF output comes with the GGUF reader"));
+    assert_int_equal(dir_entries(d), 0);
+    /* an existing output stays as it is without --force */
+    FILE *f = fopen(out, "w");
+    assert_non_null(f);
+    fputs("keep", f);
+    fclose(f);
+    assert_int_equal(convert(CKPT, out, NULL, err, sizeof err), 2);
+    assert_non_null(strstr(err, "exists (--force overwrites it)"));
+    char buf[16];
+    cu_slurp_into(out, buf, sizeof buf);
+    assert_string_equal(buf, "keep");
+    const char *force[] = {"convert", CKPT, "-o", out, "--force", "-q", NULL};
+    assert_int_equal(cu_run(force, err, sizeof err), 0);
+    same_tensors(CKPT, out);
+    assert_int_equal(dir_entries(d), 1);
+    /* usage */
+    const char *none[] = {"convert", CKPT, NULL};
+    assert_int_equal(cu_run(none, err, sizeof err), 2);
+    assert_non_null(strstr(err, "fmimage: convert: no output"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ckpt_roundtrip),
+        cmocka_unit_test(test_type_f16_is_torch_half),
+        cmocka_unit_test(test_ckpt_image),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
