@@ -7,6 +7,7 @@
 #define X4 "tests/data/upscale/rrdb-x4.safetensors"
 #define VGG "tests/data/upscale/srvgg-x4.safetensors"
 #define IN_PNG "tests/data/e2e.png" /* 64x64, with generation parameters */
+#define DEMO "assets/demo/fmimage-demo.safetensors" /* named: a sanitizer build's binary is not beside it */
 
 static void test_upscale_file(void **state)
 {
@@ -98,7 +99,7 @@ static void test_generate_then_upscale(void **state)
     (void)state;
     char dir[256], err[4096], png[400];
     cu_tempdir(dir, sizeof dir, "gen-upscale");
-    const char *args[] = {"a red circle", "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
+    const char *args[] = {"a red circle", "-m", DEMO, "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
                           "--upscale-model", VGG, "-q", NULL};
     assert_int_equal(cu_run(args, err, sizeof err), 0);
     snprintf(png, sizeof png, "%s/00000-5.png", dir);
@@ -113,15 +114,15 @@ static void test_generate_then_upscale(void **state)
     assert_non_null(strstr(params, "Postprocess upscale by: 4, Postprocess upscaler: srvgg-x4"));
     free(params);
     assert_int_equal(cu_run(args, err, sizeof err), 0);
-    const char *again[] = {"a red circle", "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
+    const char *again[] = {"a red circle", "-m", DEMO, "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
                            "--upscale-model", VGG, NULL};
     assert_int_equal(cu_run(again, err, sizeof err), 0);
     assert_non_null(strstr(err, "skipped 2 finished images"));
-    const char *other[] = {"a red circle", "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
+    const char *other[] = {"a red circle", "-m", DEMO, "--seed", "5", "--steps", "2", "--batch-count", "2", "-o", dir,
                            "--upscale-model", X4, NULL};
     assert_int_equal(cu_run(other, err, sizeof err), 0);
     assert_non_null(strstr(err, "replaced (parameters changed)"));
-    const char *missing[] = {"x", "--upscale-model", "tests/data/nope.safetensors", "-o", png, "--force", NULL};
+    const char *missing[] = {"x", "-m", DEMO, "--upscale-model", "tests/data/nope.safetensors", "-o", png, "--force", NULL};
     assert_int_equal(cu_run(missing, err, sizeof err), 1);
     assert_non_null(strstr(err, "nope.safetensors"));
 }
