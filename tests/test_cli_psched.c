@@ -14,7 +14,8 @@ static int count_lines(const char *s, const char *needle)
     return n;
 }
 
-static char *file_text(const char *path)
+/* The whole file (a PNG: binary) and its length in *len. */
+static char *file_text(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -24,6 +25,7 @@ static char *file_text(const char *path)
     char *t = malloc((size_t)n + 1);
     size_t r = fread(t, 1, (size_t)n, f);
     t[r] = 0;
+    *len = r;
     fclose(f);
     return t;
 }
@@ -76,17 +78,18 @@ static void test_infotext_and_styles(void **state)
     const char *p = "a [red:blue:0.5] fox AND [cat|dog] :0.7";
     const char *args[] = {"-m", MODEL, p, "-W", "32", "-H", "32", "--steps", "3", "--seed", "1", "-q", "-o", a, NULL};
     assert_int_equal(cu_run(args, err, sizeof err), 0);
-    char *t = file_text(a);
+    size_t tlen = 0;
+    char *t = file_text(a, &tlen);
     assert_non_null(t);
-    assert_non_null(memmem(t, 4096, p, strlen(p))); /* the prompt as written */
+    assert_non_null(memmem(t, tlen, p, strlen(p))); /* the prompt as written */
     free(t);
     const char *args2[] = {"-m", MODEL, "fox", "-n", "dark", "--styles-file", csv, "--style", "photo", "--style", "art",
                            "-W", "32", "-H", "32", "--steps", "2", "-q", "-o", b, NULL};
     assert_int_equal(cu_run(args2, err, sizeof err), 0);
-    t = file_text(b);
+    t = file_text(b, &tlen);
     assert_non_null(t);
     const char *want = "a photo of fox, oil painting\nNegative prompt: dark, blurry, ugly\n";
-    assert_non_null(memmem(t, 4096, want, strlen(want)));
+    assert_non_null(memmem(t, tlen, want, strlen(want)));
     free(t);
     const char *args3[] = {"-m", MODEL, "fox", "--styles-file", csv, "--style", "nope", "-q", "-o", b, "--force", NULL};
     assert_int_equal(cu_run(args3, err, sizeof err), 2);
