@@ -85,15 +85,6 @@ static uint64_t random_seed(uint64_t n_jobs)
 }
 
 /* The model name A1111 records: file name without directory and extension. */
-static void model_name(const char *path, char *buf, size_t n)
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    snprintf(buf, n, "%s", base);
-    char *dot = strrchr(buf, '.');
-    if (dot && dot != buf) *dot = 0;
-}
-
 /* One image to make: a line of the prompt file (or the command line) and
  * which of its images. */
 typedef struct job {
@@ -808,7 +799,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         return 1;
     }
-    model_name(rp->model_path, rp->model_name, sizeof rp->model_name);
+    out_file_stem(rp->model_path, rp->model_name, sizeof rp->model_name);
     lora_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
@@ -817,7 +808,7 @@ static int generate_in(run *rp)
         fm_upscaler_free(rp->upscaler);
         return 1;
     }
-    if (rp->upscaler) cli_upscaler_name(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
+    if (rp->upscaler) out_file_stem(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
     if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
         free_lines(lines, n_lines);

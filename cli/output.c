@@ -879,3 +879,11 @@ int out_model_hash(const char *path, char hash10[11], fm_error *err)
     }
     return 0;
 }
+
+void out_file_stem(const char *path, char *buf, size_t n)
+{
+    const char *base = strrchr(path, '/');
+    snprintf(buf, n, "%s", base ? base + 1 : path);
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf) *dot = 0;
+}

@@ -44,6 +44,10 @@ int out_temp_write(out_temp *t, const char *dir, const uint8_t *rgb, int width, 
 int out_temp_commit(out_temp *t, const char *path, int replace, fm_error *err);
 void out_temp_discard(out_temp *t);
 
+/* A file's name without its directory and extension ("dir/v1-5.safetensors"
+ * -> "v1-5"): how infotexts name models and upscalers. */
+void out_file_stem(const char *path, char *buf, size_t n);
+
 /* Creates dir (and parents) if missing. */
 int out_make_dir(const char *dir, fm_error *err);
 

@@ -2,6 +2,8 @@
  * merge_prompts / apply_styles_to_prompt. */
 #include "styles.h"
 
+#include "core/core.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,54 +14,19 @@ static int is_space(unsigned char c)
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static char *sb_take(sbuf *b)
-{
-    if (!b->oom) sb_put(b, "", 0);
-    if (b->oom) {
-        free(b->p);
-        return NULL;
-    }
-    return b->p;
-}
-
 char *sty_merge(const char *style_prompt, const char *prompt)
 {
-    sbuf b = {0};
+    core_strbuf b = {0};
     const char *hit = strstr(style_prompt, "{prompt}");
     if (hit) {
         const char *s = style_prompt;
         for (; hit; hit = strstr(s, "{prompt}")) {
-            sb_put(&b, s, (size_t)(hit - s));
-            sb_put(&b, prompt, strlen(prompt));
+            core_sb_append(&b, s, (size_t)(hit - s));
+            core_sb_append(&b, prompt, strlen(prompt));
             s = hit + 8;
         }
-        sb_put(&b, s, strlen(s));
-        return sb_take(&b);
+        core_sb_append(&b, s, strlen(s));
+        return core_sb_take(&b);
     }
     const char *parts[2] = {prompt, style_prompt};
     int any = 0;
@@ -68,11 +35,11 @@ char *sty_merge(const char *style_prompt, const char *prompt)
         while (a < e && is_space((unsigned char)*a)) a++;
         while (e > a && is_space((unsigned char)e[-1])) e--;
         if (a == e) continue;
-        if (any) sb_put(&b, ", ", 2);
-        sb_put(&b, a, (size_t)(e - a));
+        if (any) core_sb_append(&b, ", ", 2);
+        core_sb_append(&b, a, (size_t)(e - a));
         any = 1;
     }
-    return sb_take(&b);
+    return core_sb_take(&b);
 }
 
 char *sty_apply(const sty_style *const *styles, int n, const char *prompt, int negative)
@@ -101,10 +68,9 @@ static void row_free(row *r)
     r->n = r->cap = 0;
 }
 
-static int row_add(row *r, sbuf *field)
+static int row_add(row *r, core_strbuf *field)
 {
-    char *s = sb_take(field);
-    memset(field, 0, sizeof *field);
+    char *s = core_sb_take(field); /* leaves field empty for the next one */
     if (!s) return -1;
     if (r->n == r->cap) {
         int cap = r->cap ? r->cap * 2 : 8;
@@ -127,7 +93,7 @@ static int read_row(const char *t, size_t n, size_t *pos, row *r)
 {
     size_t i = *pos;
     if (i >= n) return 0;
-    sbuf f = {0};
+    core_strbuf f = {0};
     enum { START, UNQUOTED, QUOTED, AFTER_QUOTE } st = START;
     int fields_started = 0;
     for (;;) {
@@ -141,7 +107,7 @@ static int read_row(const char *t, size_t n, size_t *pos, row *r)
         if (c != '\r' && c != '\n') fields_started = 1; /* a line of spaces is [''] */
         if (c == '\r' || c == '\n') {
             if (st == QUOTED) {
-                sb_put(&f, &c, 1);
+                core_sb_append(&f, &c, 1);
                 continue;
             }
             if (c == '\r' && i < n && t[i] == '\n') i++;
@@ -158,7 +124,7 @@ static int read_row(const char *t, size_t n, size_t *pos, row *r)
                 if (row_add(r, &f)) return -1;
                 fields_started = 1;
             } else {
-                sb_put(&f, &c, 1);
+                core_sb_append(&f, &c, 1);
                 st = UNQUOTED;
             }
             break;
@@ -168,19 +134,19 @@ static int read_row(const char *t, size_t n, size_t *pos, row *r)
                 fields_started = 1;
                 st = START;
             } else {
-                sb_put(&f, &c, 1);
+                core_sb_append(&f, &c, 1);
             }
             break;
         case QUOTED:
             if (c == '"') {
                 if (i < n && t[i] == '"') {
-                    sb_put(&f, "\"", 1);
+                    core_sb_append(&f, "\"", 1);
                     i++;
                 } else {
                     st = AFTER_QUOTE;
                 }
             } else {
-                sb_put(&f, &c, 1);
+                core_sb_append(&f, &c, 1);
             }
             break;
         case AFTER_QUOTE: /* non-strict: text after the closing quote is kept */
@@ -189,13 +155,13 @@ static int read_row(const char *t, size_t n, size_t *pos, row *r)
                 fields_started = 1;
                 st = START;
             } else {
-                sb_put(&f, &c, 1);
+                core_sb_append(&f, &c, 1);
                 st = UNQUOTED;
             }
             break;
         }
     }
-    free(f.p);
+    free(f.s);
     *pos = i;
     return f.oom ? -1 : 1;
 }
@@ -223,18 +189,19 @@ static char *slurp(const char *path, size_t *len)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
-    sbuf b = {0};
+    core_strbuf b = {0};
     char chunk[65536];
     size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, fp)) > 0) sb_put(&b, chunk, k);
+    while ((k = fread(chunk, 1, sizeof chunk, fp)) > 0) core_sb_append(&b, chunk, k);
     int bad = ferror(fp);
     fclose(fp);
-    char *s = sb_take(&b);
+    size_t n = b.len;
+    char *s = core_sb_take(&b);
     if (bad) {
         free(s);
         return NULL;
     }
-    *len = b.n;
+    *len = n;
     return s;
 }
 

@@ -8,14 +8,6 @@
 #include "output.h"
 #include "progress.h"
 
-void cli_upscaler_name(const char *path, char *buf, size_t n)
-{
-    const char *base = strrchr(path, '/');
-    snprintf(buf, n, "%s", base ? base + 1 : path);
-    char *dot = strrchr(buf, '.');
-    if (dot && dot != buf) *dot = 0;
-}
-
 char *cli_upscale_params(const char *parameters, const char *name, int scale)
 {
     const char *sep = parameters && *parameters ? ", " : "";
@@ -50,7 +42,7 @@ int cli_upscale_rgb(const fm_upscaler *u, const cli_options *o, const uint8_t *r
 static void default_output(const char *in, int scale, char *buf, size_t n)
 {
     char stem[PATH_MAX];
-    cli_upscaler_name(in, stem, sizeof stem);
+    out_file_stem(in, stem, sizeof stem);
     if (snprintf(buf, n, "%.*s-x%d.png", (int)(n > 32 ? n - 32 : 0), stem, scale) < 0) buf[0] = 0;
 }
 
@@ -80,7 +72,7 @@ int cli_upscale_main(const cli_options *o)
     char in_sha[65];
     const char *why;
     if (!out_png_complete(o->init_image, &in_params, in_sha, &why)) in_params = NULL;
-    cli_upscaler_name(o->model, name, sizeof name);
+    out_file_stem(o->model, name, sizeof name);
     if (!(params = cli_upscale_params(in_params, name, s))) {
         snprintf(err.msg, sizeof err.msg, "out of memory");
         goto fail;

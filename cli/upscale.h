@@ -6,8 +6,6 @@
 #include "fmimage.h"
 #include "options.h"
 
-/* The upscaler's name in infotexts: its file name without the extension. */
-void cli_upscaler_name(const char *path, char *buf, size_t n);
 /* parameters (may be NULL) with ", Postprocess upscale by: S, Postprocess
  * upscaler: NAME" appended to its last line (A1111's extras fields), or
  * those fields alone. malloc'd; NULL when out of memory. */

@@ -75,6 +75,20 @@ int core_quantize(void *dst, const float *src, core_dtype t, size_t n);
 int core_cpu_has_f16c_avx2(void);
 
 /* 64-byte aligned allocation (free with core_free). Returns NULL on failure. */
+/* A growing NUL-terminated string. Running out of memory is sticky (oom):
+ * appends after it do nothing, and the builder is checked once, at
+ * core_sb_take. */
+typedef struct core_strbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} core_strbuf;
+void core_sb_append(core_strbuf *b, const char *s, size_t n);
+void core_sb_puts(core_strbuf *b, const char *s);
+/* The string (malloc'd; "" when nothing was appended), or NULL after an
+ * out-of-memory; b is left empty. */
+char *core_sb_take(core_strbuf *b);
+
 void *core_alloc(size_t bytes);
 void *core_calloc(size_t bytes);
 void core_free(void *p);

@@ -5,70 +5,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "fmimage.h"
 
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} strbuf;
 
-static void sb_append(strbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 256);
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) { b->oom = 1; return; }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void sb_puts(strbuf *b, const char *s) { sb_append(b, s, strlen(s)); }
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...)
+static void sb_printf(core_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(core_strbuf *b, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    sb_puts(b, tmp);
+    core_sb_puts(b, tmp);
 }
 
 /* json.dumps(text, ensure_ascii=False): escapes quote, backslash and control
  * characters; everything else (UTF-8 included) is copied. */
-static void sb_json_string(strbuf *b, const char *s)
+static void sb_json_string(core_strbuf *b, const char *s)
 {
-    sb_puts(b, "\"");
+    core_sb_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': sb_puts(b, "\\\""); break;
-        case '\\': sb_puts(b, "\\\\"); break;
-        case '\n': sb_puts(b, "\\n"); break;
-        case '\r': sb_puts(b, "\\r"); break;
-        case '\t': sb_puts(b, "\\t"); break;
-        case '\b': sb_puts(b, "\\b"); break;
-        case '\f': sb_puts(b, "\\f"); break;
+        case '"': core_sb_puts(b, "\\\""); break;
+        case '\\': core_sb_puts(b, "\\\\"); break;
+        case '\n': core_sb_puts(b, "\\n"); break;
+        case '\r': core_sb_puts(b, "\\r"); break;
+        case '\t': core_sb_puts(b, "\\t"); break;
+        case '\b': core_sb_puts(b, "\\b"); break;
+        case '\f': core_sb_puts(b, "\\f"); break;
         default:
             if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
-            else sb_append(b, (const char *)p, 1);
+            else core_sb_append(b, (const char *)p, 1);
         }
     }
-    sb_puts(b, "\"");
+    core_sb_puts(b, "\"");
 }
 
 /* A1111's quote(): a value containing ',', ':' or a newline becomes a JSON string. */
-static void sb_value(strbuf *b, const char *v)
+static void sb_value(core_strbuf *b, const char *v)
 {
     if (strpbrk(v, ",:\n")) sb_json_string(b, v);
-    else sb_puts(b, v);
+    else core_sb_puts(b, v);
 }
 
 void df_format_float(char *buf, size_t n, float v)
@@ -79,27 +57,27 @@ void df_format_float(char *buf, size_t n, float v)
     }
 }
 
-static void sb_param(strbuf *b, int *first, const char *key, const char *value)
+static void sb_param(core_strbuf *b, int *first, const char *key, const char *value)
 {
     if (!value) return;
-    if (!*first) sb_puts(b, ", ");
+    if (!*first) core_sb_puts(b, ", ");
     *first = 0;
-    sb_puts(b, key);
-    sb_puts(b, ": ");
+    core_sb_puts(b, key);
+    core_sb_puts(b, ": ");
     sb_value(b, value);
 }
 
 char *df_infotext_format(const df_infotext_fields *f)
 {
-    strbuf b = {0};
+    core_strbuf b = {0};
     char num[64], size[64];
     int first = 1;
-    sb_puts(&b, f->prompt ? f->prompt : "");
-    sb_puts(&b, "\n");
+    core_sb_puts(&b, f->prompt ? f->prompt : "");
+    core_sb_puts(&b, "\n");
     if (f->negative && f->negative[0]) {
-        sb_puts(&b, "Negative prompt: ");
-        sb_puts(&b, f->negative);
-        sb_puts(&b, "\n");
+        core_sb_puts(&b, "Negative prompt: ");
+        core_sb_puts(&b, f->negative);
+        core_sb_puts(&b, "\n");
     }
     snprintf(num, sizeof num, "%d", f->steps);
     sb_param(&b, &first, "Steps", num);
@@ -125,6 +103,5 @@ char *df_infotext_format(const df_infotext_fields *f)
     /* LoRA: one of A1111's extra_generation_params, which come before Version */
     if (f->lora_hashes && f->lora_hashes[0]) sb_param(&b, &first, "Lora hashes", f->lora_hashes);
     sb_param(&b, &first, "Version", "fmimage " FM_VERSION);
-    if (b.oom) { free(b.s); return NULL; }
-    return b.s;
+    return core_sb_take(&b);
 }

@@ -14,22 +14,6 @@ static int count_lines(const char *s, const char *needle)
     return n;
 }
 
-/* The whole file (a PNG: binary) and its length in *len. */
-static char *file_text(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *t = malloc((size_t)n + 1);
-    size_t r = fread(t, 1, (size_t)n, f);
-    t[r] = 0;
-    *len = r;
-    fclose(f);
-    return t;
-}
-
 static void test_hostile_prompt_file(void **state)
 {
     (void)state;
@@ -79,14 +63,14 @@ static void test_infotext_and_styles(void **state)
     const char *args[] = {"-m", MODEL, p, "-W", "32", "-H", "32", "--steps", "3", "--seed", "1", "-q", "-o", a, NULL};
     assert_int_equal(cu_run(args, err, sizeof err), 0);
     size_t tlen = 0;
-    char *t = file_text(a, &tlen);
+    char *t = (char *)cu_slurp(a, &tlen);
     assert_non_null(t);
     assert_non_null(memmem(t, tlen, p, strlen(p))); /* the prompt as written */
     free(t);
     const char *args2[] = {"-m", MODEL, "fox", "-n", "dark", "--styles-file", csv, "--style", "photo", "--style", "art",
                            "-W", "32", "-H", "32", "--steps", "2", "-q", "-o", b, NULL};
     assert_int_equal(cu_run(args2, err, sizeof err), 0);
-    t = file_text(b, &tlen);
+    t = (char *)cu_slurp(b, &tlen);
     assert_non_null(t);
     const char *want = "a photo of fox, oil painting\nNegative prompt: dark, blurry, ugly\n";
     assert_non_null(memmem(t, tlen, want, strlen(want)));

@@ -4,26 +4,11 @@
  * exactly: the AND split and weights, each part's schedule, the unsplit
  * prompt's schedule and reconstruct_cond_batch's entry at each call; a case
  * where A1111 raises must be refused. Plus the hostile inputs of issue 19. */
-#include "tests/testutil.h"
+#include "tests/cliutil.h"
 
 #include <cjson/cJSON.h>
 
 #include "textenc/prompt_schedule.h"
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *t = malloc((size_t)n + 1);
-    assert_non_null(t);
-    assert_int_equal(fread(t, 1, (size_t)n, f), (size_t)n);
-    t[n] = 0;
-    fclose(f);
-    return t;
-}
 
 static int g_quiet; /* no diagnostics while trying the alternatives of an ambiguous case */
 
@@ -103,7 +88,8 @@ static int check_case(const char *prompt, int steps, int hires, const cJSON *wan
 static void test_a1111_corpus(void **state)
 {
     (void)state;
-    char *text = read_text("tests/data/prompt_schedules.tsv");
+    char *text = (char *)cu_slurp("tests/data/prompt_schedules.tsv", NULL);
+    assert_non_null(text);
     int cases = 0, bad = 0, ambiguous = 0, ambiguous_bad = 0;
     char *line = strchr(text, '\n') + 1;
     while (*line) {

@@ -1,26 +1,11 @@
 /* --styles-file / --style (cli/styles.c) against tests/data/styles_ref.tsv:
  * A1111's modules/styles.py run on tests/data/styles.csv
  * (tools/ref/styles.py). Every case must match byte for byte. */
-#include "testutil.h"
+#include "cliutil.h"
 
 #include <cjson/cJSON.h>
 
 #include "../cli/styles.c"
-
-static char *read_all(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *t = malloc((size_t)n + 1);
-    assert_non_null(t);
-    assert_int_equal(fread(t, 1, (size_t)n, f), (size_t)n);
-    t[n] = 0;
-    fclose(f);
-    return t;
-}
 
 static void test_a1111_styles(void **state)
 {
@@ -29,7 +14,8 @@ static void test_a1111_styles(void **state)
     char why[200];
     assert_int_equal(sty_load("tests/data/styles.csv", &db, why, sizeof why), 0);
     assert_int_equal(db.n, 12);
-    char *text = read_all("tests/data/styles_ref.tsv");
+    char *text = (char *)cu_slurp("tests/data/styles_ref.tsv", NULL);
+    assert_non_null(text);
     int cases = 0, bad = 0;
     for (char *line = strchr(text, '\n') + 1; *line;) {
         char *end = strchr(line, '\n');

@@ -319,31 +319,6 @@ static int32_t group(grammar *g, size_t i, int depth)
 
 /* ---- output ---- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} buf;
-
-static void put(buf *b, const char *s, size_t n)
-{
-    if (b->oom || !n) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
 /* What to do with the steps of the groups in the parse tree. */
 typedef struct {
     int *whens;
@@ -351,10 +326,10 @@ typedef struct {
     int has_alt, oom;
 } collect;
 
-static void render(const grammar *g, size_t a, size_t b, int step, buf *out, collect *col, int top);
+static void render(const grammar *g, size_t a, size_t b, int step, core_strbuf *out, collect *col, int top);
 
 /* A scheduled or alternate group at i, at step. */
-static void render_group(const grammar *g, size_t i, int step, buf *out, collect *col)
+static void render_group(const grammar *g, size_t i, int step, core_strbuf *out, collect *col)
 {
     size_t closer = (size_t)g->end[i] - 1;
     if (g->kind[i] == G_SCHED) {
@@ -424,7 +399,7 @@ static void render_group(const grammar *g, size_t i, int step, buf *out, collect
 
 /* Writes the text of [a, b) at step (out), or collects its groups' steps
  * (col). top: the start rule, where an invalid '[' is a literal. */
-static void render(const grammar *g, size_t a, size_t b, int step, buf *out, collect *col, int top)
+static void render(const grammar *g, size_t a, size_t b, int step, core_strbuf *out, collect *col, int top)
 {
     size_t run = a;
     for (size_t j = a; j < b;) {
@@ -434,7 +409,7 @@ static void render(const grammar *g, size_t a, size_t b, int step, buf *out, col
             continue;
         }
         if (c == '[' && g->kind[j] != G_INVALID && (g->kind[j] == G_SCHED || g->kind[j] == G_ALT)) {
-            if (out) put(out, g->s + run, j - run);
+            if (out) core_sb_append(out, g->s + run, j - run);
             render_group(g, j, step, out, col);
             j = (size_t)g->end[j];
             run = j;
@@ -445,7 +420,7 @@ static void render(const grammar *g, size_t a, size_t b, int step, buf *out, col
         (void)top;
         j++;
     }
-    if (out) put(out, g->s + run, b - run);
+    if (out) core_sb_append(out, g->s + run, b - run);
 }
 
 static int cmp_int(const void *x, const void *y)
@@ -560,17 +535,15 @@ int te_prompt_schedule(const char *prompt, int steps, int hires_steps, te_schedu
     out->e = calloc((size_t)u, sizeof *out->e);
     if (!out->e) rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
     for (int i = 0; !rc && i < u; i++) {
-        buf b = {0};
-        put(&b, "", 0);
+        core_strbuf b = {0};
         render(&g, 0, g.n, t[i], &b, NULL, 1);
-        if (!b.p && !b.oom) b.p = strdup("");
-        if (b.oom || !b.p) {
-            free(b.p);
+        char *text = core_sb_take(&b);
+        if (!text) {
             rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
             break;
         }
         out->e[i].end_at_step = t[i];
-        out->e[i].text = b.p;
+        out->e[i].text = text;
         out->n = i + 1;
     }
     free(t);
