@@ -1,6 +1,10 @@
 /* fm_convert: any weight file fmimage reads (safetensors, PyTorch pickle,
- * diffusers folder) written as one safetensors file with the names the
- * binder reads (ldm's), its metadata kept.
+ * GGUF, diffusers folder) written as one safetensors file with the names the
+ * binder reads (ldm's), its metadata kept; or, for an OUT ending in .gguf,
+ * as a GGUF file the way stable-diffusion.cpp's `-M convert` writes one:
+ * the names as they are (ldm's; sd.cpp renames only with --convert-name),
+ * each tensor's type chosen by sd.cpp's rule (weights/quantise.h, ggml's
+ * rows), and the metadata as string KVs (sd.cpp writes none).
  *
  * Tensors stream from the source's mapping to the writer (weights/st_write.c,
  * temp file + rename): a tensor whose dtype stays is copied as it is, a
@@ -9,6 +13,7 @@
  * torch's .half()/.bfloat16() do; integer tensors (position_ids) are never
  * converted. */
 #include "fmimage.h"
+#include "weights/quantise.h"
 #include "weights/source.h"
 #include "weights/st_write.h"
 
@@ -25,7 +30,7 @@ static int parse_type(const char *type, int *dtype, fm_error *err)
     if (!strcmp(type, "f32")) *dtype = FM_DT_F32;
     else if (!strcmp(type, "f16")) *dtype = FM_DT_F16;
     else if (!strcmp(type, "bf16")) *dtype = FM_DT_BF16;
-    else return core_fail(err, FM_EUSAGE, "--type: %s: one of f16, bf16, f32 (quantised types come with GGUF output)", type);
+    else return core_fail(err, FM_EUSAGE, "--type: %s: one of f16, bf16, f32 for safetensors (quantised types: write OUT.gguf)", type);
     return 0;
 }
 
@@ -76,7 +81,10 @@ static int write_source(const wt_source *src, const char *out, int dtype, fm_err
         rc = core_fail(err, FM_EINPUT, "%s: out of memory", out);
         goto done;
     }
-    for (int i = 0; i < n_meta; i++) wt_meta_at(src, i, &meta[i].key, &meta[i].value);
+    int n_kept = 0;
+    for (int i = 0; i < n_meta; i++) /* a GGUF array has no text value: not kept */
+        if (!wt_meta_at(src, i, &meta[n_kept].key, &meta[n_kept].value) && meta[n_kept].value) n_kept++;
+    n_meta = n_kept;
     for (int i = 0; i < n; i++) {
         const wt_tensor *t = wt_at(src, i);
         e[i].name = t->name;
@@ -105,20 +113,56 @@ done:
     return rc;
 }
 
+/* The GGUF --type: any type the loader's --type takes; NULL/"keep": -1. */
+static int parse_gguf_type(const char *type, int *dtype, fm_error *err)
+{
+    *dtype = -1;
+    if (!type || !*type || !strcmp(type, "keep")) return 0;
+    int t = core_dtype_from_name(type);
+    if (t < 0 || (t != FM_DT_F32 && t != FM_DT_F16 && t != FM_DT_BF16 && !core_dtype_is_quant((core_dtype)t)))
+        return core_fail(err, FM_EUSAGE, "--type: %.40s is not f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, "
+                         "q3_k, q4_k, q5_k or q6_k", type);
+    *dtype = t;
+    return 0;
+}
+
+/* src (closed here) converted by sd.cpp's rule with ggml's rows, as GGUF. */
+static int write_gguf(wt_source *src, const char *out, int dtype, fm_error *err)
+{
+    if (dtype >= 0 && !(src = wt_quantised(src, (core_dtype)dtype, 1, err))) return err && err->code ? err->code : FM_EINPUT;
+    int n_meta = 0;
+    const char *k, *v;
+    while (wt_meta_at(src, n_meta, &k, &v) == 0) n_meta++;
+    const char *(*kv)[2] = calloc((size_t)n_meta + 1, sizeof *kv);
+    int rc;
+    if (!kv) rc = core_fail(err, FM_EINPUT, "%s: out of memory", out);
+    else {
+        int n_kv = 0;
+        for (int i = 0; i < n_meta; i++) {
+            wt_meta_at(src, i, &kv[n_kv][0], &kv[n_kv][1]);
+            /* the writer's own alignment is a u32, not this text */
+            if (kv[n_kv][0] && kv[n_kv][1] && strcmp(kv[n_kv][0], "general.alignment")) n_kv++;
+        }
+        rc = wt_gguf_write(out, src, (const char *const(*)[2])kv, n_kv, err);
+    }
+    free(kv);
+    wt_close(src);
+    return rc;
+}
+
 int fm_convert(const char *in, const char *out, const char *type, int overwrite, fm_error *err)
 {
     core_error_clear(err);
     if (!in || !out) return core_fail(err, FM_EUSAGE, "convert: needs an input and -o OUTPUT");
-    int dtype;
-    int rc = parse_type(type, &dtype, err);
+    int gguf = ends_with(out, ".gguf"), dtype;
+    int rc = gguf ? parse_gguf_type(type, &dtype, err) : parse_type(type, &dtype, err);
     if (rc) return rc;
-    if (ends_with(out, ".gguf"))
-        return core_fail(err, FM_EUSAGE, "%s: GGUF output comes with the GGUF reader; write .safetensors", out);
     struct stat sb;
     if (!overwrite && lstat(out, &sb) == 0)
         return core_fail(err, FM_EUSAGE, "%s: exists (--force overwrites it)", out);
     wt_source *src = wt_open(in, err);
     if (!src) return err && err->code ? err->code : FM_EINPUT;
+    if (gguf) return write_gguf(src, out, dtype, err);
     rc = write_source(src, out, dtype, err);
     wt_close(src);
     return rc;

@@ -433,6 +433,15 @@ static const char *src_meta(const wt_source *s, const char *key)
     return m ? m->value : NULL;
 }
 
+/* Every metadata value, as text (numbers in decimal), for fmimage convert. */
+static int src_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    if (i < 0 || i >= of(s)->n_meta) return -1;
+    *key = of(s)->meta[i].key;
+    *value = of(s)->meta[i].value;
+    return 0;
+}
+
 static void gguf_free(wt_gguf *g)
 {
     if (g->map) munmap(g->map, g->size);
@@ -447,7 +456,7 @@ static void gguf_free(wt_gguf *g)
 }
 
 static void src_close(wt_source *s) { gguf_free((wt_gguf *)s); }
-static const wt_source_ops gguf_ops = {src_count, src_at, src_find, src_meta, src_close, NULL};
+static const wt_source_ops gguf_ops = {src_count, src_at, src_find, src_meta, src_close, src_meta_at};
 
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)

@@ -63,6 +63,10 @@ static const wt_tensor *q_find(const wt_source *s, const char *name)
 }
 
 static const char *q_meta(const wt_source *s, const char *key) { return wt_meta(qof(s)->inner, key); }
+static int q_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    return wt_meta_at(qof(s)->inner, i, key, value);
+}
 
 static void q_close(wt_source *s)
 {
@@ -73,7 +77,7 @@ static void q_close(wt_source *s)
     free(q);
 }
 
-static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, NULL};
+static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, q_meta_at};
 
 /* t's data converted to dtype into dst (a float32 scratch of numel). */
 static int convert_one(void *dst, const wt_tensor *from, core_dtype to, float *f32)
