@@ -144,8 +144,9 @@ static void test_refusals(void **state)
     assert_non_null(strstr(err, "--type: q4_k"));
     char gguf[400];
     snprintf(gguf, sizeof gguf, "%s/x.gguf", d);
-    assert_int_equal(convert(CKPT, gguf, NULL, err, sizeof err), 2);
-    assert_non_null(strstr(err, "GGUF output comes with the GGUF reader"));
+    assert_int_equal(convert(CKPT, gguf, "iq2_xs", err, sizeof err), 2);
+    assert_non_null(strstr(err, "--type: iq2_xs is not"));
+    assert_int_equal(convert("tests/data/pickles/evil-os-system.ckpt", gguf, "q8_0", err, sizeof err), 1);
     assert_int_equal(dir_entries(d), 0);
     /* an existing output stays as it is without --force */
     FILE *f = fopen(out, "w");

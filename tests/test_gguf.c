@@ -246,7 +246,8 @@ static void test_quant_rule(void **state)
         {"model.diffusion_model.input_blocks.4.0.in_layers.2.weight", 4, {640, 512, 3, 3}, 0, 1, 1},
         {"model.diffusion_model.input_blocks.0.0.weight", 4, {320, 4, 3, 3}, 0, 0, 0}, /* small conv */
         {"model.diffusion_model.input_blocks.1.0.in_layers.2.bias", 1, {320}, 0, 0, 0},
-        {"model.diffusion_model.input_blocks.1.0.in_layers.0.weight", 1, {320}, 0, 0, 0}, /* a norm */
+        {"model.diffusion_model.input_blocks.1.0.in_layers.0.weight", 1, {320}, 1, 0, 0}, /* a norm: sd.cpp converts it */
+        {"alphas_cumprod", 1, {1024}, 0, 0, 0}, /* a DDPM buffer */
         {"model.diffusion_model.time_embed.0.weight", 2, {1280, 320}, 0, 0, 0},
         {"model.diffusion_model.label_emb.0.0.weight", 2, {1280, 2816}, 0, 0, 0},
         {"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, {49408, 768}, 0, 0, 0},

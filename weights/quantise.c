@@ -21,8 +21,10 @@ enum { SMALL_CONV = 1 << 14 };
 
 core_dtype wt_quant_choice(const wt_tensor *t, core_dtype want, int ggml_rows)
 {
-    if (!wt_is_float(t->dtype) || t->dtype == want || t->ndim < 2) return t->dtype;
     const char *n = t->name;
+    /* in memory 1-D tensors (norm weights) stay float; a file quantises them
+     * as sd.cpp does, but never the top-level DDPM buffers (alphas_cumprod) */
+    if (!wt_is_float(t->dtype) || t->dtype == want || (!ggml_rows && t->ndim < 2) || !strchr(n, '.')) return t->dtype;
     if (ends(n, ".bias") || ends(n, ".scale") || ends(n, ".weight_scale") || strstr(n, "time_embed.") ||
         strstr(n, "label_emb.") || strstr(n, "embedding"))
         return t->dtype;

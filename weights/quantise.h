@@ -6,7 +6,9 @@
  * converted to the asked type except biases (*.bias), *.scale, embeddings
  * (names containing "embedding", the U-Net's time_embed.* and label_emb.*),
  * and tensors whose rows are not whole blocks of the type. fmimage also
- * keeps 1-D tensors (norm weights) in float and integer tensors as they are.
+ * keeps integer tensors and the top-level buffers (alphas_cumprod: no dot in
+ * the name) as they are, and in memory 1-D tensors (norm weights) in float;
+ * written to a file, 1-D tensors are converted as sd.cpp converts them.
  * A row is ggml's ne[0] (the last PyTorch dimension, so a 3x3 conv's rows
  * of 3 are never quantised) when the result is written as GGUF; in memory
  * (fmimage --type) a row is what the kernels read: a conv's cin*kh*kw, so

@@ -206,8 +206,10 @@ def names_file(layout, out):
 
 
 def sdcpp_keeps(name, shape, block):
-    """stable-diffusion.cpp's tensor_should_be_converted, negated (plus: 1-D stays)."""
-    if len(shape) < 2 or shape[-1] % block:
+    """stable-diffusion.cpp's tensor_should_be_converted, negated (1-D norm
+    weights are converted too: its -M convert output shows it), plus: the
+    top-level DDPM buffers (no dot in the name) stay."""
+    if shape[-1] % block or "." not in name:
         return True
     if name.endswith(".bias") or name.endswith(".scale") or name.endswith(".weight_scale"):
         return True
