@@ -838,6 +838,10 @@ int out_model_hash(const char *path, char hash10[11], fm_error *err)
     struct stat sb;
     if (!realpath(path, abs) || stat(abs, &sb) != 0)
         return core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) { /* a diffusers folder has no one file to hash: no Model hash */
+        hash10[0] = 0;
+        return 0;
+    }
     cache_path(dir, sizeof dir);
     snprintf(file, sizeof file, "%s/hashes.tsv", dir);
     /* Lines: path<TAB>size<TAB>mtime_ns<TAB>sha256 */
@@ -882,8 +886,14 @@ int out_model_hash(const char *path, char hash10[11], fm_error *err)
 
 void out_file_stem(const char *path, char *buf, size_t n)
 {
-    const char *base = strrchr(path, '/');
-    snprintf(buf, n, "%s", base ? base + 1 : path);
+    /* a diffusers folder (DIR/): its name, whole */
+    struct stat sb;
+    int is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    const char *base = path + len;
+    while (base > path && base[-1] != '/') base--;
+    snprintf(buf, n, "%.*s", (int)(path + len - base), base);
     char *dot = strrchr(buf, '.');
-    if (dot && dot != buf) *dot = 0;
+    if (dot && dot != buf && !is_dir) *dot = 0;
 }

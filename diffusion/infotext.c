@@ -89,7 +89,7 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "Seed", num);
     snprintf(size, sizeof size, "%dx%d", f->width, f->height);
     sb_param(&b, &first, "Size", size);
-    sb_param(&b, &first, "Model hash", f->model_hash);
+    sb_param(&b, &first, "Model hash", f->model_hash && *f->model_hash ? f->model_hash : NULL); /* none for a folder */
     sb_param(&b, &first, "Model", f->model_name);
     if (f->denoising_strength >= 0) {
         df_format_float(num, sizeof num, f->denoising_strength);

@@ -19,6 +19,8 @@ typedef struct listed {
     int n_names, names_cap;
     void **blocks;     /* owned data (synthesised tensors) */
     int n_blocks, blocks_cap;
+    char **kv;         /* own metadata (wt_renamed), 2 * n_kv strings, before the parts' */
+    int n_kv;
 } listed;
 
 static const listed *lof(const wt_source *s) { return (const listed *)s; }
@@ -38,6 +40,8 @@ static const wt_tensor *l_find(const wt_source *s, const char *name)
 
 static const char *l_meta(const wt_source *s, const char *key)
 {
+    for (int i = 0; i < lof(s)->n_kv; i++)
+        if (!strcmp(lof(s)->kv[2 * i], key)) return lof(s)->kv[2 * i + 1];
     for (int i = 0; i < lof(s)->n_parts; i++) {
         const char *v = wt_meta(lof(s)->parts[i], key);
         if (v) return v;
@@ -45,8 +49,35 @@ static const char *l_meta(const wt_source *s, const char *key)
     return NULL;
 }
 
+/* Own entries, then each part's in order, a key reported once (as l_meta finds it). */
+static int l_meta_at(const wt_source *s, int i, const char **key, const char **value)
+{
+    const listed *l = lof(s);
+    if (i < 0) return -1;
+    if (i < l->n_kv) {
+        *key = l->kv[2 * i];
+        *value = l->kv[2 * i + 1];
+        return 0;
+    }
+    int at = l->n_kv;
+    for (int p = 0; p < l->n_parts; p++) {
+        const char *k, *v;
+        for (int j = 0; wt_meta_at(l->parts[p], j, &k, &v) == 0; j++) {
+            if (!k || l_meta(s, k) != v) continue; /* shadowed by an earlier one */
+            if (at++ == i) {
+                *key = k;
+                *value = v;
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
 static void l_free(listed *l)
 {
+    for (int i = 0; i < 2 * l->n_kv; i++) free(l->kv[i]);
+    free(l->kv);
     for (int i = 0; i < l->n_parts; i++) wt_close(l->parts[i]);
     for (int i = 0; i < l->n_names; i++) free(l->names[i]);
     for (int i = 0; i < l->n_blocks; i++) core_free(l->blocks[i]);
@@ -58,7 +89,7 @@ static void l_free(listed *l)
 }
 
 static void l_close(wt_source *s) { l_free((listed *)s); }
-static const wt_source_ops listed_ops = {l_count, l_at, l_find, l_meta, l_close, NULL};
+static const wt_source_ops listed_ops = {l_count, l_at, l_find, l_meta, l_close, l_meta_at};
 
 static int grow(void **p, int *cap, int n, size_t size)
 {
@@ -203,20 +234,25 @@ static int clip_g_name(char *out, size_t size, const char *name)
     return 0;
 }
 
-/* A 2-D float32 copy of t, transposed. */
+/* A 2-D copy of t, transposed: in t's own dtype (so a converted file keeps
+ * it, as torch's .T.contiguous() does), float32 for a quantised t. */
 static int transposed(listed *l, const wt_tensor *t, wt_tensor *out, const char *name)
 {
     int64_t r = t->shape[0], c = t->shape[1];
-    float *src = core_alloc(sizeof(float) * (size_t)(r * c)), *dst = own_block(l, sizeof(float) * (size_t)(r * c));
-    if (!src || !dst) {
-        core_free(src);
+    int quant = core_dtype_is_quant(t->dtype);
+    size_t es = quant ? sizeof(float) : core_dtype_size(t->dtype), n = (size_t)(r * c);
+    uint8_t *dst = own_block(l, es * n);
+    float *f32 = quant ? core_alloc(sizeof(float) * n) : NULL;
+    if (!dst || (quant && !f32)) {
+        core_free(f32);
         return -1;
     }
-    wt_convert_f32(src, t);
+    if (quant) wt_convert_f32(f32, t);
+    const uint8_t *src = quant ? (const uint8_t *)f32 : t->data;
     for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < c; j++) dst[j * r + i] = src[i * c + j];
-    core_free(src);
-    *out = (wt_tensor){.dtype = FM_DT_F32, .ndim = 2, .shape = {c, r}, .nbytes = sizeof(float) * (size_t)(r * c), .data = dst};
+        for (int64_t j = 0; j < c; j++) memcpy(dst + (size_t)(j * r + i) * es, src + (size_t)(i * c + j) * es, es);
+    core_free(f32);
+    *out = (wt_tensor){.dtype = quant ? FM_DT_F32 : t->dtype, .ndim = 2, .shape = {c, r}, .nbytes = es * n, .data = dst};
     return add(l, out, name);
 }
 
@@ -307,5 +343,45 @@ wt_source *wt_part_view(wt_source *src, wt_part role, int sdxl, fm_error *err)
             l_free(l);
             return NULL;
         }
+    return &l->src;
+}
+
+/* ---- renaming views (diffusers folders) ---- */
+
+wt_source *wt_renamed(wt_source *src, wt_rename_fn fn, void *ctx, const char *const (*kv)[2], int n_kv, fm_error *err)
+{
+    listed *l = l_new(&src, 1, src->path);
+    if (!l || (n_kv > 0 && !(l->kv = calloc(2 * (size_t)n_kv, sizeof *l->kv)))) {
+        wt_fail(err, src, "out of memory");
+        if (l) l_free(l);
+        else wt_close(src);
+        return NULL;
+    }
+    int rc = 0;
+    for (int i = 0; i < n_kv && !rc; i++) {
+        l->kv[2 * i] = strdup(kv[i][0]);
+        l->kv[2 * i + 1] = strdup(kv[i][1]);
+        l->n_kv = i + 1;
+        if (!l->kv[2 * i] || !l->kv[2 * i + 1]) rc = wt_fail(err, src, "out of memory");
+    }
+    for (int i = 0; i < wt_count(src) && !rc; i++) {
+        const wt_tensor *t = wt_at(src, i);
+        wt_tensor out = *t;
+        char name[512];
+        int k = fn(ctx, t, name, sizeof name, &out);
+        if (k < 0) rc = wt_fail(err, src, "tensor %.200s: %s", t->name, k == -2 ? "not a name of this part" : "name too long");
+        else if (k == 1 && wt_numel(&out) != wt_numel(t)) rc = wt_fail(err, src, "tensor %.200s: bad reshape", t->name);
+        else if (k == 1 && add(l, &out, name)) rc = wt_fail(err, src, "out of memory");
+    }
+    if (!rc) {
+        qsort(l->t, (size_t)l->n, sizeof *l->t, cmp_name);
+        for (int i = 1; i < l->n && !rc; i++)
+            if (!strcmp(l->t[i - 1].name, l->t[i].name))
+                rc = wt_fail(err, src, "tensor %.200s: given twice", l->t[i].name);
+    }
+    if (rc) {
+        l_free(l);
+        return NULL;
+    }
     return &l->src;
 }

@@ -31,4 +31,13 @@ typedef enum {
  * cond_stage_model). A file with none of them is an error naming the role. */
 wt_source *wt_part_view(wt_source *src, wt_part role, int sdxl, fm_error *err);
 
+/* src's tensors renamed by fn, which gets each tensor and a copy of it to
+ * change (its shape, keeping the element count: a reshape) and writes the
+ * new name: 1 keeps it, 0 drops it, -1 name too long, -2 a name this part
+ * cannot have (an error naming the tensor). Names given twice are an
+ * error. kv[n_kv] (copied) are metadata entries of its own, looked up
+ * before src's. Owns src (closed with it, also on failure). */
+typedef int (*wt_rename_fn)(void *ctx, const wt_tensor *t, char *name, size_t size, wt_tensor *out);
+wt_source *wt_renamed(wt_source *src, wt_rename_fn fn, void *ctx, const char *const (*kv)[2], int n_kv, fm_error *err);
+
 #endif

@@ -1,6 +1,7 @@
 /* wt_open: one entry point for every weight file format. The format is
  * told from the file's first bytes, so a renamed file still opens and a
  * file of another kind gets a message naming what it is. */
+#include "weights/diffusers.h"
 #include "weights/gguf.h"
 #include "weights/pickle.h"
 #include "weights/safetensors.h"
@@ -33,6 +34,7 @@ static ssize_t read_head(const char *path, unsigned char *buf, size_t n)
 
 wt_source *wt_open(const char *path, fm_error *err)
 {
+    if (wt_is_diffusers_dir(path)) return wt_diffusers_open(path, err);
     unsigned char head[9] = {0};
     ssize_t n = read_head(path, head, sizeof head);
     if (n < 0) {

@@ -59,7 +59,9 @@ static inline int wt_meta_at(const wt_source *s, int i, const char **key, const 
 }
 
 /* Opens a weight file of any format fmimage reads, recognised from its
- * first bytes (not its name): safetensors or GGUF (weights/gguf.h). A new format adds one
+ * first bytes (not its name): safetensors or GGUF (weights/gguf.h), PyTorch
+ * zip files; a directory with model_index.json is a diffusers folder
+ * (weights/diffusers.h). A new format adds one
  * test of its magic here (weights/open.c) and a reader of its own.
  * Returns NULL with err = "PATH: why". wt_close frees it (NULL is fine). */
 wt_source *wt_open(const char *path, fm_error *err);
