@@ -37,8 +37,12 @@ wt_source *wt_open(const char *path, fm_error *err)
     if (wt_is_diffusers_dir(path)) return wt_diffusers_open(path, err);
     unsigned char head[9] = {0};
     ssize_t n = read_head(path, head, sizeof head);
+    if (n < 0 && errno == EISDIR) {
+        core_fail(err, FM_EINPUT, "%s: is a directory (no model_index.json: not a diffusers folder)", path);
+        return NULL;
+    }
     if (n < 0) {
-        /* the safetensors reader words the open errors (directory, FIFO, ...) */
+        /* the safetensors reader words the open errors (FIFO, ...) */
         return wt_st_open_source(path, err);
     }
     /* a safetensors header: u64 length, then JSON (whatever the length's bytes look like) */
