@@ -1,4 +1,4 @@
-/* fmimage convert IN -o OUT [--type f16|bf16|f32] [--force]: fm_convert
+/* fmimage convert IN -o OUT [--type T] [--force]: fm_convert
  * with the CLI's conventions (one-line errors, exit codes of DESIGN.md). */
 #include "convert.h"
 
@@ -30,7 +30,9 @@ int cli_convert_main(int argc, char **argv)
         case 'f': force = 1; break;
         case 'q': quiet = 1; break;
         case 'h':
-            printf("usage: fmimage convert IN -o OUT.safetensors [--type f16|bf16|f32] [--force] [-q]\n");
+            printf("usage: fmimage convert IN -o OUT.safetensors [--type f16|bf16|f32] [--force] [-q]\n"
+                   "       fmimage convert IN -o OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|"
+                   "q5_k|q6_k] [--force] [-q]\n");
             return 0;
         case ':': return usage(argv[optind - 1], "needs a value");
         default: return usage(argv[optind - 1], "unknown option (see fmimage --help)");
@@ -38,7 +40,7 @@ int cli_convert_main(int argc, char **argv)
     }
     if (optind >= argc) return usage(NULL, "no input model");
     if (optind + 1 < argc) return usage(argv[optind + 1], "one input at a time");
-    if (!out) return usage(NULL, "no output (-o OUT.safetensors)");
+    if (!out) return usage(NULL, "no output (-o OUT.safetensors or OUT.gguf)");
     const char *in = argv[optind];
     fm_error err = {0};
     int rc = fm_convert(in, out, type, force, &err);

@@ -281,8 +281,10 @@ fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_er
  * a pickle's scalar entries beside its state dict). type: NULL or "keep"
  * (each tensor's dtype), "f16", "bf16" or "f32" (float tensors only; round
  * to nearest even). out appears only when complete (temp file + rename);
- * an existing out is refused unless overwrite. A .gguf out is refused for
- * now (FM_EUSAGE). */
+ * an existing out is refused unless overwrite. An out ending in .gguf is
+ * written as GGUF v3 the way stable-diffusion.cpp's -M convert writes it
+ * (names as they are, its per-tensor type rule; type then also takes the
+ * ggml types "q8_0" ... "q6_k"), the metadata as string KVs. */
 int fm_convert(const char *in, const char *out, const char *type, int overwrite, fm_error *err);
 
 #ifdef __cplusplus
