@@ -172,10 +172,9 @@ static void test_hostile(void **state)
     refused(d, "missing (listed in");
 
     copy_sd1(d, sizeof d, "symlink-out");
-    sh("mv '%s/%s' /tmp/fmimage-test-outside.safetensors", d, SHARD);
-    sh("ln -s /tmp/fmimage-test-outside.safetensors '%s/%s'", d, SHARD);
+    sh("mv '%s/" SHARD "' '%s/../outside.safetensors'", d, d); /* beside the folder, not in it */
+    sh("ln -s \"$(realpath '%s/../outside.safetensors')\" '%s/" SHARD "'", d, d);
     refused(d, "leads outside the model folder");
-    sh("rm -f /tmp/fmimage-test-outside.safetensors%s%s", "", "");
 
     copy_sd1(d, sizeof d, "part-symlink-out");
     sh("mv '%s/vae' '%s/../vae-outside'", d, d);
