@@ -7,6 +7,8 @@
 #include "cliutil.h"
 
 #include "core/sha256.h"
+#include "diffusion/detect.h"
+#include "textenc/textenc.h"
 #include "weights/source.h"
 
 static char dir[256];
@@ -103,6 +105,59 @@ static void test_folder_image_equals_converted_file(void **state)
         assert_memory_equal(a, b, 64 * 64 * 3);
         free(a);
         free(b);
+    }
+}
+
+/* The conditioning fmimage computes from a folder is what diffusers'
+ * pipelines compute (FAMILY.cond.safetensors): the choice of hidden state
+ * and final norm per tower, the concatenation, the pooled vector. */
+static void test_text_matches_diffusers(void **state)
+{
+    (void)state;
+    for (int fi = 0; fi < 3; fi++) {
+        char folder[200], ref[200];
+        snprintf(folder, sizeof folder, "tests/data/diffusers/%s", families[fi]);
+        snprintf(ref, sizeof ref, "tests/data/diffusers/%s.cond.safetensors", families[fi]);
+        fm_error err = {0};
+        wt_source *s = wt_open(folder, &err);
+        if (!s) fail_msg("%s", err.msg);
+        wt_model_config cfg;
+        if (df_detect_config(s, &cfg, &err)) fail_msg("%s", err.msg);
+        te_encoder enc;
+        if (te_encoder_load(&enc, s, &cfg, &err)) fail_msg("%s", err.msg);
+        wt_safetensors r;
+        tu_open(&r, ref);
+        const wt_tensor *ids = wt_st_find(&r, "tokens"), *ctx = wt_st_find(&r, "context"), *pooled = wt_st_find(&r, "pooled");
+        assert_non_null(ids);
+        assert_non_null(ctx);
+        int32_t tok[1][FM_CLIP_LEN];
+        float w[1][FM_CLIP_LEN];
+        memcpy(tok[0], ids->data, sizeof tok[0]);
+        for (int i = 0; i < FM_CLIP_LEN; i++) w[0][i] = 1.0f;
+        te_token_chunks chunks = {.n_chunks = 1, .ids = tok, .weights = w};
+        te_size_cond sizes = {64, 64, 0, 0, 64, 64};
+        te_cond c;
+        if (te_encode(&enc, &chunks, 1, &sizes, &c, &err)) fail_msg("%s", err.msg);
+        size_t n = (size_t)wt_numel(ctx);
+        assert_int_equal((size_t)c.n_tokens * (size_t)c.context_dim, n);
+        float *want = malloc(n * sizeof *want);
+        wt_convert_f32(want, ctx);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)c.context[i] - want[i]));
+        double worst_pooled = 0;
+        if (pooled) {
+            float p[64];
+            assert_true(wt_numel(pooled) <= 64 && c.adm_dim >= wt_numel(pooled));
+            wt_convert_f32(p, pooled);
+            for (int64_t i = 0; i < wt_numel(pooled); i++) worst_pooled = fmax(worst_pooled, fabs((double)c.y[i] - p[i]));
+        }
+        printf("  %s: context max |fmimage - diffusers| %.3g, pooled %.3g\n", families[fi], worst, worst_pooled);
+        assert_true(worst < 1e-4 && worst_pooled < 1e-4);
+        free(want);
+        te_cond_free(&c);
+        wt_st_close(&r);
+        te_encoder_free(&enc);
+        wt_close(s);
     }
 }
 
@@ -215,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensors_equal_diffusers_conversion),
         cmocka_unit_test(test_folder_image_equals_converted_file),
+        cmocka_unit_test(test_text_matches_diffusers),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -419,6 +419,10 @@ static int unet_heads(const folder *f, const cJSON *cfg, const char *file, cJSON
     return 0;
 }
 
+/* hidden_idx >= 0: HF hidden_states[hidden_idx] (no final LN); -1: the
+ * family's choice; -2: the last layer + final LN (a CLIPTextModel's
+ * last_hidden_state, what diffusers' SD 2.x pipeline takes: its converted
+ * OpenCLIP tower already lacks the layer ldm's "penultimate" skips). */
 static cJSON *text_config(const cJSON *cfg, int openclip, int hidden_idx)
 {
     cJSON *t = cJSON_CreateObject();
@@ -435,6 +439,8 @@ static cJSON *text_config(const cJSON *cfg, int openclip, int hidden_idx)
     if (hidden_idx >= 0) {
         cJSON_AddStringToObject(t, "layer", "hidden");
         cJSON_AddNumberToObject(t, "layer_idx", hidden_idx);
+    } else if (hidden_idx == -2) {
+        cJSON_AddStringToObject(t, "layer", "last");
     }
     return t;
 }
@@ -494,7 +500,7 @@ static char *config_of(const folder *f, const parts *p, int family, const char *
         cJSON_AddItemToArray(list, g);
         cJSON_AddItemToObject(c, "text", list);
     } else {
-        cJSON_AddItemToObject(c, "text", text_config(p->te, family == 1, -1));
+        cJSON_AddItemToObject(c, "text", text_config(p->te, family == 1, family == 1 ? -2 : -1));
     }
     const cJSON *bs = p->sched ? get(p->sched, "beta_schedule") : NULL;
     if (cJSON_IsString(bs) && !strcmp(bs->valuestring, "scaled_linear")) {

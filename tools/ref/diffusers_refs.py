@@ -19,6 +19,17 @@ encoder). Writes:
       file itself is not committed: the test checks fmimage's names, shapes
       and bytes against these lines)
 
+  tests/data/diffusers/FAMILY.cond.safetensors (--cond: from the folders as
+      committed, without rewriting them) what diffusers' pipelines give the
+      U-Net for the tokens of "a red fox in snow" (`tokens`, I32 [77]:
+      49406 320 736 3240 530 2583 49407, then the tower's pad; pad 0 for
+      OpenCLIP towers): `context` [77][D] = text_encoder(ids)[0]
+      (last_hidden_state: StableDiffusionPipeline.encode_prompt, clip_skip
+      None) for SD 1.x/2.x; SDXL: concat(text_encoder(ids).hidden_states[-2],
+      text_encoder_2(ids2).hidden_states[-2]) and `pooled` [P] =
+      text_encoder_2(ids2).text_embeds (StableDiffusionXLPipeline.encode_prompt),
+      all in float32 (the fp16 weights upcast).
+
 sd1: unet sharded in two safetensors files with an index json; sd2:
 text_encoder as pytorch_model.bin (torch.save zip); sdxl: plain files.
 
@@ -224,5 +235,33 @@ def main():
     sdxl()
 
 
+def cond():
+    ids = [49406, 320, 736, 3240, 530, 2583, 49407]
+
+    def tokens(pad):
+        return torch.tensor([ids + [pad] * (77 - len(ids))])
+
+    for fam in ("sd1", "sd2", "sdxl"):
+        d = os.path.join(OUT, fam)
+        with torch.no_grad():
+            if fam == "sdxl":
+                te1 = CLIPTextModel.from_pretrained(os.path.join(d, "text_encoder")).float()
+                te2 = CLIPTextModelWithProjection.from_pretrained(os.path.join(d, "text_encoder_2")).float()
+                a = te1(tokens(49407), output_hidden_states=True).hidden_states[-2]
+                o2 = te2(tokens(0), output_hidden_states=True)
+                out = {"tokens": tokens(49407)[0].int(), "tokens2": tokens(0)[0].int(),
+                       "context": torch.cat([a, o2.hidden_states[-2]], dim=-1)[0].contiguous(),
+                       "pooled": o2.text_embeds[0].contiguous()}
+            else:
+                te = CLIPTextModel.from_pretrained(os.path.join(d, "text_encoder")).float()
+                pad = 0 if fam == "sd2" else 49407
+                out = {"tokens": tokens(pad)[0].int(), "context": te(tokens(pad))[0][0].contiguous()}
+        save_file(out, os.path.join(OUT, fam + ".cond.safetensors"))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--cond"]:
+        cond()
+    else:
+        main()
+        cond()
