@@ -108,6 +108,19 @@ void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
 
+/* Winograd F(m x m, 3 x 3), m = 4 or 2, for the 3x3 stride-1 pad-1
+ * convolutions (kn_winograd_applies): the same contract as kn_conv2d (bias
+ * included, any weight dtype, the bf16 mode of c->w), 4x (m = 4) or 2.25x
+ * (m = 2) fewer multiplications, float32 error a few times the direct
+ * convolution's (kernels/winograd.c; measured in tests/test_kernels.c).
+ * kn_winograd_ws returns -1 for a convolution it does not apply to.
+ * kn_winograd_ref is the same algorithm in plain loops (double inside). */
+int kn_winograd_applies(const kn_conv *c);
+size_t kn_winograd_scratch(const kn_conv *c, int m, int n, int h, int w, int threads);
+int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+
 /* Output rows [r0, r1) of conv c on one image x [cin][h][w] into y
  * [cout][oh][ow], or on x [cin][h/2][w/2] upsampled x2 nearest when up2
  * (h, w are then the upsampled size, which is never whole in memory). The
