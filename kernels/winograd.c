@@ -12,10 +12,10 @@
  * (tests/test_kernels.c measures both against the direct reference).
  *
  * Memory: all of it in the caller's scratch (kn_winograd_scratch): U for a
- * block of output channels, V and M for a chunk of tiles, each bounded (see
- * WINO_U_MAX, WINO_VM_MAX), and the GEMM's own packing slices. When the
- * output channels need several blocks and the tiles several chunks, the
- * input transform is redone per block (a few percent of the work). */
+ * block of output channels (shared), and per thread V and M for a chunk of
+ * tiles and the GEMM's packing slices, each bounded (WINO_U_MAX,
+ * WINO_VM_MAX). When the output channels need several blocks the input
+ * transform is redone per block (a few percent of the work). */
 #include "kernels/gemm.h"
 
 #include <math.h>
@@ -26,7 +26,6 @@
 
 #define LANES 16
 #define WINO_U_MAX ((size_t)16 << 20)  /* bytes of transformed weights held at once */
-#define WINO_VM_MAX ((size_t)16 << 20) /* bytes of transformed input + products per tile chunk */
 
 typedef float wv __attribute__((vector_size(LANES * sizeof(float))));
 
@@ -77,75 +76,75 @@ int kn_winograd_applies(const kn_conv *c)
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* One parallel region per call. The threads transform a block of weights
+ * together, straight into the GEMM engine's packed A panels (per point, per
+ * K slice, MR rows each: U is packed once per call, not per product), then
+ * each thread takes whole chunks of tiles (one or two NR-wide B panels) and
+ * runs them alone start to end: input transform (written as packed B
+ * panels), the engine's micro-kernel over every point, K slice and row
+ * panel, output transform. Barriers only between weight blocks: on a
+ * shared machine a thread waiting for a descheduled peer costs more than
+ * the uneven last chunk. */
 typedef struct wino_plan {
+    const gemm_arch *arch;
     int m, a, P;          /* tile, patch side m + 2, transform points a^2 */
     int th, tw, T;        /* tiles per column, per row, in all (all images) */
-    int cb, tb;           /* output channels per block, tiles per chunk (a multiple of LANES) */
-    int ldu;              /* U row stride: cin rounded up to LANES */
-    size_t u_off, v_off, m_off, row_off, gemm_off, row_bytes, total;
-    int threads;
+    int cb, tb;           /* output channels per block; tiles per chunk (whole NR panels, whole lane groups) */
+    int kcs, slices;      /* K slice (even) and their count */
+    int rows_pad;         /* cb rounded up to MR */
     int bf16;
+    size_t u_p;           /* 4-byte words of packed U per point */
+    size_t u_bytes;       /* shared: packed U of one block */
+    size_t v_off, v2_off, m_off, blk_off, tmp_off, zero_off, slice; /* per thread slice */
+    size_t total;
+    int threads;
 } wino_plan;
 
-static gemm_problem wino_gemm(const wino_plan *L, const kn_conv *c, const float *u, const float *v, float *mo,
-                              int cb, int tn)
-{
-    return (gemm_problem){
-        .M = cb, .N = tn, .K = c->cin, .batch = L->P,
-        .a = {.kind = OP_ROWS, .p = u, .ld = L->ldu, .batch_stride = (ptrdiff_t)L->cb * L->ldu},
-        .b = {.kind = OP_COLS, .p = v, .ld = L->tb, .batch_stride = (ptrdiff_t)c->cin * L->tb},
-        .c = mo, .ldc = L->tb, .c_batch_stride = (ptrdiff_t)L->cb * L->tb,
-        .beta = 0.0f, .bf16 = L->bf16,
-    };
-}
-
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+static int slice_kc(const wino_plan *L, int cin, int s) { return s < L->slices - 1 ? L->kcs : cin - s * L->kcs; }
+static int words(const wino_plan *L, int kc) { return L->bf16 ? (kc + 1) / 2 : kc; }
 
 static void plan_of(wino_plan *L, const kn_conv *c, int m, int n, int h, int w, int threads)
 {
     memset(L, 0, sizeof *L);
+    const gemm_arch *arch = gemm_arch_get();
+    L->arch = arch;
     L->m = m;
     L->a = m + 2;
     L->P = L->a * L->a;
     L->th = (h + m - 1) / m;
     L->tw = (w + m - 1) / m;
     L->T = n * L->th * L->tw;
-    L->ldu = round_up(c->cin, LANES);
     L->threads = threads > 0 ? threads : 1;
-    L->bf16 = c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16();
-    size_t per_row = (size_t)L->P * L->ldu * sizeof(float);
+    L->bf16 = c->w.packed_kind == FM_PACKED_BF16 && arch->bf16 != NULL;
+    L->slices = (c->cin + arch->kc - 1) / arch->kc;
+    L->kcs = round_up((c->cin + L->slices - 1) / L->slices, 2);
+    L->slices = (c->cin + L->kcs - 1) / L->kcs;
+    size_t per_row = (size_t)L->P * c->cin * sizeof(float);
     int cb = (int)(WINO_U_MAX / per_row);
-    cb = cb >= c->cout ? c->cout : cb < 16 ? 16 : cb / 16 * 16;
+    cb = cb >= c->cout ? c->cout : cb < arch->mr ? arch->mr : cb / arch->mr * arch->mr;
     if (cb > c->cout) cb = c->cout;
     L->cb = cb;
-    size_t per_tile = (size_t)L->P * (c->cin + cb) * sizeof(float);
-    int tb = (int)(WINO_VM_MAX / per_tile) / LANES * LANES;
-    if (tb < LANES) tb = LANES;
-    if (tb > round_up(L->T, LANES)) tb = round_up(L->T, LANES);
-    L->tb = tb;
-    L->row_bytes = align64(sizeof(float) * (size_t)L->ldu * 9);
+    L->rows_pad = round_up(cb, arch->mr);
+    L->tb = round_up(arch->nr > LANES ? arch->nr : LANES, arch->nr);
+    size_t wsum = 0;
+    for (int s = 0; s < L->slices; s++) wsum += (size_t)words(L, slice_kc(L, c->cin, s));
+    L->u_p = wsum * L->rows_pad;
+    L->u_bytes = align64((size_t)L->P * L->u_p * 4);
     size_t at = 0;
-    L->u_off = at;
-    at += align64((size_t)L->P * cb * L->ldu * sizeof(float));
     L->v_off = at;
-    at += align64((size_t)L->P * c->cin * tb * sizeof(float));
+    at += align64((size_t)L->P * c->cin * L->tb * sizeof(float));
+    L->v2_off = at;
+    if (L->bf16) at += align64((size_t)L->P * ((c->cin + 1) / 2) * L->tb * sizeof(uint32_t));
     L->m_off = at;
-    at += align64((size_t)L->P * cb * tb * sizeof(float));
-    L->row_off = at;
-    at += L->row_bytes * L->threads;
-    L->gemm_off = at;
-    /* the GEMM's scratch for each block and chunk size the call can take */
-    int last_cb = c->cout % cb ? c->cout % cb : cb, last_tb = L->T % tb ? L->T % tb : tb;
-    if (last_tb > L->T) last_tb = L->T;
-    int tn_full = tb < L->T ? tb : L->T;
-    size_t g = 0;
-    int cbs[2] = {cb, last_cb}, tns[2] = {tn_full, last_tb};
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            gemm_problem p = wino_gemm(L, c, NULL, NULL, NULL, cbs[i], tns[j]);
-            g = max_size(g, gemm_scratch_bytes(&p, L->threads));
-        }
-    L->total = at + g;
+    at += align64((size_t)L->P * cb * L->tb * sizeof(float));
+    L->blk_off = at;
+    at += align64(sizeof(float) * LANES * LANES * 9);
+    L->tmp_off = at;
+    at += align64(sizeof(float) * 36 * LANES);
+    L->zero_off = at;
+    at += align64(sizeof(float) * L->tb);
+    L->slice = at;
+    L->total = L->u_bytes + L->slice * L->threads;
 }
 
 size_t kn_winograd_scratch(const kn_conv *c, int m, int n, int h, int w, int threads)
@@ -156,87 +155,175 @@ size_t kn_winograd_scratch(const kn_conv *c, int m, int n, int h, int w, int thr
     return L.total;
 }
 
-/* ---- the three transforms ---- */
+/* ---- the weights: transformed into packed A panels ---- */
 
-/* U[p][co - co0][ci] for the output channels [co0, co0 + cb). */
-static void weight_transform(const wino_plan *L, const wino_tf *tf, const kn_conv *c, float *u, char *rows,
-                             int co0, int cb)
+static uint16_t to_bf16(float f) /* nearest even, as the engine's pair_bf16 */
 {
-    size_t p_stride = (size_t)L->cb * L->ldu;
-#pragma omp parallel for schedule(static) num_threads(L->threads) if (L->threads > 1 && cb > 1)
-    for (int r = 0; r < cb; r++) {
-        float *row = (float *)(rows + (size_t)omp_get_thread_num() * L->row_bytes);
-        kn_mat_row_range(row, &c->w, co0 + r, 0, c->w.cols);
-        for (int ci0 = 0; ci0 < L->ldu; ci0 += LANES) {
-            wv g[9];
-            for (int j = 0; j < 9; j++)
-                for (int l = 0; l < LANES; l++) g[j][l] = ci0 + l < c->cin ? row[(size_t)(ci0 + l) * 9 + j] : 0.0f;
-            tf->weight(L->m, g, u + (size_t)r * L->ldu + ci0, p_stride);
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Zeros the parts of the packed U no weight lands in and the micro-kernel
+ * still reads: the rows past cb of the last row panel, and in bf16 the
+ * partner of an odd last k. Points [p0, p1). */
+static void u_zero_pad(const wino_plan *L, const kn_conv *c, uint32_t *u, int p)
+{
+    int MR = L->arch->mr, panels = L->rows_pad / MR;
+    size_t off = 0;
+    for (int s = 0; s < L->slices; s++) {
+        int kc = slice_kc(L, c->cin, s), kw = words(L, kc);
+        uint32_t *base = u + (size_t)p * L->u_p + off;
+        if (L->cb % MR) memset(base + (size_t)(panels - 1) * MR * kw, 0, sizeof(uint32_t) * MR * kw);
+        if (L->bf16 && kc % 2)
+            for (int i = 0; i < panels; i++) memset(base + (size_t)i * MR * kw + (size_t)(kw - 1) * MR, 0, 4 * MR);
+        off += (size_t)kw * L->rows_pad;
+    }
+}
+
+/* The packed U of output channels co0 + r0 .. + 16 (of the block at co0),
+ * input channels ci0 .. + 16: those weights converted to float (blk), each
+ * input channel's 16 kernels transformed on the 16 lanes (tmp [P][16]),
+ * each value put where the engine's packing would put it. */
+static void weight_block(const wino_plan *L, const wino_tf *tf, const kn_conv *c, uint32_t *u, float *blk,
+                         float *tmp, int co0, int cb, int r0, int ci0)
+{
+    int MR = L->arch->mr, nr = cb - r0 < LANES ? cb - r0 : LANES, nc = c->cin - ci0 < LANES ? c->cin - ci0 : LANES;
+    for (int l = 0; l < nr; l++) kn_mat_row_range(blk + (size_t)l * LANES * 9, &c->w, co0 + r0 + l, ci0 * 9, nc * 9);
+    for (int k = 0; k < nc; k++) {
+        wv g[9];
+        for (int j = 0; j < 9; j++)
+            for (int l = 0; l < LANES; l++) g[j][l] = l < nr ? blk[(size_t)l * LANES * 9 + k * 9 + j] : 0.0f;
+        tf->weight(L->m, g, tmp, LANES);
+        int ci = ci0 + k, s = ci / L->kcs, kk = ci - s * L->kcs, kc = slice_kc(L, c->cin, s), kw = words(L, kc);
+        size_t off = (size_t)s * words(L, L->kcs) * L->rows_pad;
+        for (int l = 0; l < nr; l++) {
+            int row = r0 + l, i = row / MR, within = row % MR;
+            for (int p = 0; p < L->P; p++) {
+                uint32_t *panel = u + (size_t)p * L->u_p + off + (size_t)i * MR * kw;
+                float v = tmp[p * LANES + l];
+                if (L->bf16)
+                    ((uint16_t *)(panel + (size_t)(kk / 2) * MR + within))[kk % 2] = to_bf16(v);
+                else
+                    memcpy(panel + (size_t)kk * MR + within, &v, 4);
+            }
         }
     }
 }
 
-/* V[p][ci][t - t0] for the tiles [t0, t0 + tn) of x [n][cin][h][w]. */
+/* ---- the input: transformed into packed B panels ---- */
+
+/* V[p][panel][ci][NR] for the tiles [t0, t0 + tn) of x [n][cin][h][w]. */
 static void input_transform(const wino_plan *L, const wino_tf *tf, const kn_conv *c, float *v, const float *x,
                             int h, int w, int t0, int tn)
 {
-    int m = L->m, a = L->a, per_img = L->th * L->tw;
+    int m = L->m, a = L->a, per_img = L->th * L->tw, NR = L->arch->nr;
     size_t p_stride = (size_t)c->cin * L->tb;
-    int groups = (tn + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static) num_threads(L->threads) if (L->threads > 1)
-    for (long job = 0; job < (long)c->cin * groups; job++) {
-        int ci = (int)(job / groups), g0 = (int)(job % groups) * LANES;
-        wv d[36];
-        for (int l = 0; l < LANES; l++) {
-            int t = t0 + g0 + l;
-            if (g0 + l >= tn) {
-                for (int e = 0; e < a * a; e++) d[e][l] = 0.0f;
+    for (int g0 = 0; g0 < L->tb; g0 += LANES)
+        for (int ci = 0; ci < c->cin; ci++) {
+            wv d[36];
+            float *dst = v + (size_t)(g0 / NR) * c->cin * NR + (size_t)ci * NR + g0 % NR;
+            int t = t0 + g0, b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
+            int y0 = ty * m - 1, x0 = tx * m - 1;
+            if (g0 + LANES <= tn && tx + LANES <= L->tw && y0 >= 0 && y0 + a <= h && x0 >= 0 &&
+                x0 + (LANES - 1) * m + a <= w) { /* 16 tiles of one tile row, inside the image */
+                const float *img = x + ((size_t)b * c->cin + ci) * h * w + (size_t)y0 * w + x0;
+                for (int r = 0; r < a; r++)
+                    for (int q = 0; q < a; q++)
+                        for (int l = 0; l < LANES; l++) d[r * a + q][l] = img[(size_t)r * w + l * m + q];
+                tf->input(m, d, dst, p_stride);
                 continue;
             }
-            int b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
-            const float *img = x + ((size_t)b * c->cin + ci) * h * w;
-            int y0 = ty * m - 1, x0 = tx * m - 1;
-            for (int r = 0; r < a; r++) {
-                int iy = y0 + r;
-                if (iy < 0 || iy >= h) {
-                    for (int q = 0; q < a; q++) d[r * a + q][l] = 0.0f;
+            for (int l = 0; l < LANES; l++) {
+                t = t0 + g0 + l;
+                if (g0 + l >= tn) {
+                    for (int e = 0; e < a * a; e++) d[e][l] = 0.0f;
                     continue;
                 }
-                const float *row = img + (size_t)iy * w;
-                if (x0 >= 0 && x0 + a <= w) {
-                    for (int q = 0; q < a; q++) d[r * a + q][l] = row[x0 + q];
-                } else {
+                b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
+                const float *img = x + ((size_t)b * c->cin + ci) * h * w;
+                y0 = ty * m - 1, x0 = tx * m - 1;
+                for (int r = 0; r < a; r++) {
+                    int iy = y0 + r;
+                    if (iy < 0 || iy >= h) {
+                        for (int q = 0; q < a; q++) d[r * a + q][l] = 0.0f;
+                        continue;
+                    }
+                    const float *row = img + (size_t)iy * w;
                     for (int q = 0; q < a; q++) {
                         int ix = x0 + q;
                         d[r * a + q][l] = ix >= 0 && ix < w ? row[ix] : 0.0f;
                     }
                 }
             }
+            tf->input(m, d, dst, p_stride);
         }
-        tf->input(m, d, v + (size_t)ci * L->tb + g0, p_stride);
+}
+
+/* The bf16 mode: V's panels as bf16 pairs [p][panel][(cin+1)/2][NR]. */
+static void input_to_bf16(const wino_plan *L, const kn_conv *c, uint32_t *v2, const float *v, const float *zeros)
+{
+    int NR = L->arch->nr, k2n = (c->cin + 1) / 2;
+    for (int p = 0; p < L->P; p++)
+        for (int j = 0; j < L->tb / NR; j++) {
+            const float *src = v + (size_t)p * c->cin * L->tb + (size_t)j * c->cin * NR;
+            uint32_t *dst = v2 + (size_t)p * k2n * L->tb + (size_t)j * k2n * NR;
+            for (int k = 0; k < k2n; k++)
+                L->arch->pair_bf16(dst + (size_t)k * NR, src + (size_t)2 * k * NR,
+                                   2 * k + 1 < c->cin ? src + (size_t)(2 * k + 1) * NR : zeros, NR);
+        }
+}
+
+/* M[p][co][tile] = U[p] . V[p] for the block's cb output channels: the
+ * engine's micro-kernel on the packed panels. */
+static void products(const wino_plan *L, const kn_conv *c, const uint32_t *u, const float *v, const uint32_t *v2,
+                     float *mo, int cb)
+{
+    const gemm_arch *arch = L->arch;
+    int MR = arch->mr, NR = arch->nr, k2n = (c->cin + 1) / 2;
+    for (int p = 0; p < L->P; p++) {
+        const uint32_t *up = u + (size_t)p * L->u_p;
+        float *mp = mo + (size_t)p * L->cb * L->tb;
+        size_t off = 0;
+        for (int s = 0; s < L->slices; s++) {
+            int k0 = s * L->kcs, kc = slice_kc(L, c->cin, s), kw = words(L, kc);
+            for (int j = 0; j < L->tb / NR; j++)
+                for (int i = 0; i < cb; i += MR) {
+                    const uint32_t *ap = up + off + (size_t)(i / MR) * MR * kw;
+                    float *ct = mp + (size_t)i * L->tb + (size_t)j * NR;
+                    int mv = cb - i < MR ? cb - i : MR;
+                    if (L->bf16)
+                        arch->bf16(kw, ap, v2 + (size_t)p * k2n * L->tb + (size_t)j * k2n * NR + (size_t)(k0 / 2) * NR,
+                                   ct, L->tb, mv, NR, s > 0);
+                    else
+                        arch->f32(kc, (const float *)ap, v + (size_t)p * c->cin * L->tb + (size_t)j * c->cin * NR +
+                                                             (size_t)k0 * NR,
+                                  ct, L->tb, mv, NR, s > 0);
+                }
+            off += (size_t)kw * L->rows_pad;
+        }
     }
 }
 
-/* y rows of the output channels [co0, co0 + cb), tiles [t0, t0 + tn), from M. */
+/* y of the output channels [co0, co0 + cb), tiles [t0, t0 + tn), from M. */
 static void output_transform(const wino_plan *L, const wino_tf *tf, const kn_conv *c, float *y, const float *mo,
                              int h, int w, int co0, int cb, int t0, int tn)
 {
     int m = L->m, per_img = L->th * L->tw;
     size_t p_stride = (size_t)L->cb * L->tb;
-    int groups = (tn + LANES - 1) / LANES;
-#pragma omp parallel for schedule(static) num_threads(L->threads) if (L->threads > 1)
-    for (long job = 0; job < (long)cb * groups; job++) {
-        int r = (int)(job / groups), g0 = (int)(job % groups) * LANES, co = co0 + r;
-        wv o[16];
-        tf->output(m, mo + (size_t)r * L->tb + g0, p_stride, c->bias ? c->bias[co] : 0.0f, o);
-        for (int l = 0; l < LANES && g0 + l < tn; l++) {
-            int t = t0 + g0 + l, b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
-            float *img = y + ((size_t)b * c->cout + co) * h * w;
-            int oy = ty * m, ox = tx * m, nh = h - oy < m ? h - oy : m, nw = w - ox < m ? w - ox : m;
-            for (int i = 0; i < nh; i++)
-                for (int j = 0; j < nw; j++) img[(size_t)(oy + i) * w + ox + j] = o[i * m + j][l];
+    for (int r = 0; r < cb; r++)
+        for (int g0 = 0; g0 < tn; g0 += LANES) {
+            int co = co0 + r;
+            wv o[16];
+            tf->output(m, mo + (size_t)r * L->tb + g0, p_stride, c->bias ? c->bias[co] : 0.0f, o);
+            for (int l = 0; l < LANES && g0 + l < tn; l++) {
+                int t = t0 + g0 + l, b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
+                float *img = y + ((size_t)b * c->cout + co) * h * w;
+                int oy = ty * m, ox = tx * m, nh = h - oy < m ? h - oy : m, nw = w - ox < m ? w - ox : m;
+                for (int i = 0; i < nh; i++)
+                    for (int j = 0; j < nw; j++) img[(size_t)(oy + i) * w + ox + j] = o[i * m + j][l];
+            }
         }
-    }
 }
 
 int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int m, int n, int h, int w)
@@ -247,20 +334,35 @@ int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv 
     plan_of(&L, c, m, n, h, w, s ? s->threads : 1);
     if (!s || !s->base || s->bytes < L.total) return -1;
     const wino_tf *tf = tf_get();
-    char *base = s->base;
-    float *u = (float *)(base + L.u_off), *v = (float *)(base + L.v_off), *mo = (float *)(base + L.m_off);
-    kn_scratch gs = {.base = base + L.gemm_off, .bytes = s->bytes - L.gemm_off, .threads = L.threads};
-    int v_valid = -1; /* the chunk V holds */
-    for (int co0 = 0; co0 < c->cout; co0 += L.cb) {
-        int cb = c->cout - co0 < L.cb ? c->cout - co0 : L.cb;
-        weight_transform(&L, tf, c, u, base + L.row_off, co0, cb);
-        for (int t0 = 0; t0 < L.T; t0 += L.tb) {
-            int tn = L.T - t0 < L.tb ? L.T - t0 : L.tb;
-            if (v_valid != t0) input_transform(&L, tf, c, v, x, h, w, t0, tn);
-            v_valid = t0;
-            gemm_problem p = wino_gemm(&L, c, u, v, mo, cb, tn);
-            if (gemm_run_ws(&p, &gs)) return -1; /* cannot happen: sized above */
-            output_transform(&L, tf, c, y, mo, h, w, co0, cb, t0, tn);
+    uint32_t *u = s->base;
+    char *slices = (char *)s->base + L.u_bytes;
+    int chunks = (L.T + L.tb - 1) / L.tb;
+#pragma omp parallel num_threads(L.threads) if (L.threads > 1)
+    {
+        char *mine = slices + (size_t)omp_get_thread_num() * L.slice;
+        float *v = (float *)(mine + L.v_off), *mo = (float *)(mine + L.m_off);
+        float *blk = (float *)(mine + L.blk_off), *tmp = (float *)(mine + L.tmp_off), *zeros = (float *)(mine + L.zero_off);
+        uint32_t *v2 = (uint32_t *)(mine + L.v2_off);
+        memset(zeros, 0, sizeof(float) * L.tb);
+        for (int co0 = 0; co0 < c->cout; co0 += L.cb) {
+            int cb = c->cout - co0 < L.cb ? c->cout - co0 : L.cb;
+            int rgroups = (cb + LANES - 1) / LANES, cgroups = (c->cin + LANES - 1) / LANES;
+            wino_plan B = L; /* this block's row padding */
+            B.cb = cb;
+#pragma omp for schedule(static)
+            for (int p = 0; p < L.P; p++) u_zero_pad(&B, c, u, p);
+#pragma omp for schedule(static)
+            for (long job = 0; job < (long)rgroups * cgroups; job++)
+                weight_block(&L, tf, c, u, blk, tmp, co0, cb, (int)(job / cgroups) * LANES, (int)(job % cgroups) * LANES);
+            /* (the loop's barrier: U is whole) */
+#pragma omp for schedule(dynamic, 1)
+            for (int k = 0; k < chunks; k++) {
+                int t0 = k * L.tb, tn = L.T - t0 < L.tb ? L.T - t0 : L.tb;
+                input_transform(&L, tf, c, v, x, h, w, t0, tn);
+                if (L.bf16) input_to_bf16(&L, c, v2, v, zeros);
+                products(&L, c, u, v, v2, mo, cb);
+                output_transform(&L, tf, c, y, mo, h, w, co0, cb, t0, tn);
+            }
         }
     }
     return 0;
@@ -273,6 +375,25 @@ void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h
     kn_scratch s = {.base = bytes ? core_alloc(bytes) : NULL, .bytes = bytes, .threads = threads};
     if (!s.base || kn_winograd_ws(&s, y, x, c, m, n, h, w)) kn_winograd_ref(y, x, c, m, n, h, w);
     core_free(s.base);
+}
+
+/* ---- the choice ---- */
+
+static int auto_tile(const kn_conv *c, int n, int h, int w)
+{
+    (void)c; (void)n; (void)h; (void)w;
+    return 0;
+}
+
+int kn_conv2d_tile(const kn_conv *c, int n, int h, int w)
+{
+    if (!kn_winograd_applies(c)) return 0;
+    switch (c->algo) {
+    case FM_CONV_DIRECT: return 0;
+    case FM_CONV_WINO2: return 2;
+    case FM_CONV_WINO4: return 4;
+    default: return auto_tile(c, n, h, w);
+    }
 }
 
 /* ---- the reference: the same algorithm in plain loops (double inside) ---- */
