@@ -127,8 +127,13 @@ void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h
 void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
 /* The Winograd tile kn_conv2d uses for c on n images of h x w: 4 or 2, or
  * 0 for the direct convolution. c->algo forces one (where it applies);
- * FM_CONV_AUTO asks kn_conv2d_auto_tile. */
+ * FM_CONV_AUTO: a rule of shape classes, used when a timing at the first
+ * call measured Winograd faster on this machine (kernels/winograd.c);
+ * FM_CONV=direct|winograd|winograd2 in the environment overrides it. */
 int kn_conv2d_tile(const kn_conv *c, int n, int h, int w);
+/* What FM_CONV_AUTO decided on this machine, in one line for -v (the
+ * decision is made at the first call of this or of kn_conv2d_tile). */
+void kn_conv2d_choice(char *why, size_t size);
 
 /* Output rows [r0, r1) of conv c on one image x [cin][h][w] into y
  * [cout][oh][ow], or on x [cin][h/2][w/2] upsampled x2 nearest when up2

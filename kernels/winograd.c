@@ -23,8 +23,11 @@
 #include <string.h>
 #include <time.h>
 #include <omp.h>
+#include <stdio.h>
 
 #define LANES 16
+#define WINO_MIN_CH 128 /* the measured shape classes (rule_tile) */
+#define WINO_MAX_CH 1024
 #define WINO_U_MAX ((size_t)16 << 20)  /* bytes of transformed weights held at once */
 
 typedef float wv __attribute__((vector_size(LANES * sizeof(float))));
@@ -379,10 +382,117 @@ void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h
 
 /* ---- the choice ---- */
 
+/* Whether Winograd pays on this machine is measured, never assumed per ISA:
+ * at the first 3x3 convolution planned in the process (kn_conv2d_scratch:
+ * before any sampling, so the probe's allocations are not the sampler's),
+ * one thread times the direct convolution and F(4x4,3x3) on a U-Net-like
+ * shape, alternating, the least of PROBE_REPS each. FM_CONV=direct or
+ * FM_CONV=winograd / winograd2 (tests, benchmarks) decides without timing.
+ * The decision is kept in a function-local static like kn_isa_chosen's,
+ * set once (compare-and-swap: every caller sees the first decision, so a
+ * plan's scratch and its calls always agree). */
+enum { PROBE_C = 320, PROBE_SIDE = 32, PROBE_REPS = 2 };
+#define WINO_MARGIN 1.10 /* Winograd must measure this much faster to be used */
+
+typedef enum { POL_DIRECT = 0, POL_MEASURED, POL_FORCE4, POL_FORCE2, POL_UNMEASURED } wino_policy_kind;
+
+static double thread_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* direct time / Winograd time on the probe shape, or 0 when it could not run. */
+static double probe_speedup(void)
+{
+    int C = PROBE_C, S = PROBE_SIDE;
+    size_t nw = (size_t)C * C * 9, nx = (size_t)C * S * S;
+    kn_conv c = {.cin = C, .cout = C, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    uint16_t *wt = core_alloc(sizeof(uint16_t) * nw);
+    float *x = core_alloc(sizeof(float) * nx), *y = core_alloc(sizeof(float) * nx), *bias = core_alloc(sizeof(float) * C);
+    c.algo = FM_CONV_DIRECT;
+    size_t bd = kn_conv2d_scratch(&c, 1, S, S, 1), bw = kn_winograd_scratch(&c, 4, 1, S, S, 1);
+    kn_scratch ks = {.base = core_alloc(bd > bw ? bd : bw), .bytes = bd > bw ? bd : bw, .threads = 1};
+    double best[2] = {1e30, 1e30};
+    if (wt && x && y && bias && ks.base) {
+        uint64_t st = 0x5eed;
+        for (size_t i = 0; i < nw; i++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            wt[i] = core_f32_to_f16_1(((float)(st >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.04f);
+        }
+        for (size_t i = 0; i < nx; i++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            x[i] = (float)(st >> 40) * (1.0f / 16777216.0f) - 0.5f;
+        }
+        for (int i = 0; i < C; i++) bias[i] = 0.01f * (float)(i % 7);
+        c.w = (kn_mat){.data = wt, .dtype = FM_DT_F16, .rows = C, .cols = C * 9};
+        c.bias = bias;
+        for (int r = 0; r < PROBE_REPS; r++)
+            for (int k = 0; k < 2; k++) {
+                double t0 = thread_seconds();
+                int rc = k ? kn_winograd_ws(&ks, y, x, &c, 4, 1, S, S) : kn_conv2d_ws(&ks, y, x, &c, 1, S, S);
+                double t = thread_seconds() - t0;
+                if (rc) best[k] = 0;
+                else if (t < best[k]) best[k] = t;
+            }
+    }
+    core_free(wt); core_free(x); core_free(y); core_free(bias); core_free(ks.base);
+    return best[0] < 1e30 && best[1] > 0 && best[1] < 1e30 && best[0] > 0 ? best[0] / best[1] : 0;
+}
+
+/* policy kind in the low 4 bits, the measured speed-up x 1000 above */
+static int decide_policy(void)
+{
+    const char *env = getenv("FM_CONV");
+    if (env && !strcmp(env, "direct")) return POL_DIRECT;
+    if (env && (!strcmp(env, "winograd") || !strcmp(env, "winograd4"))) return POL_FORCE4;
+    if (env && !strcmp(env, "winograd2")) return POL_FORCE2;
+    double sp = probe_speedup();
+    if (!(sp > 0)) return POL_UNMEASURED;
+    int milli = sp > 100 ? 100000 : (int)(sp * 1000 + 0.5);
+    return (milli << 4) | (sp >= WINO_MARGIN ? POL_MEASURED : POL_DIRECT);
+}
+
+static int policy(void)
+{
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        int want = decide_policy(), expected = -1;
+        __atomic_compare_exchange_n(&cached, &expected, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    }
+    return v;
+}
+
+/* The shape classes Winograd is used for when it measured faster (the
+ * rule the probe validates; kbench's direct-vs-Winograd rows are where it
+ * comes from): F(4x4,3x3) in fp32, with enough tiles that every thread
+ * gets several whole chunks, and channels many enough that the transforms
+ * (per tile and channel) stay small beside the products (per tile and
+ * channel pair). The bf16 mode stays direct: F(4x4,3x3) loses too much of
+ * bf16's 8-bit mantissa (tests/test_kernels.c: 0.33 of the output RMS) and
+ * F(2x2,3x3) measured slower than the direct bf16 convolution. */
+static int rule_tile(const kn_conv *c, int n, int h, int w)
+{
+    if (c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16()) return 0;
+    long tiles = (long)n * ((h + 3) / 4) * ((w + 3) / 4);
+    int threads = kn_scratch_threads();
+    if (tiles < 4L * 32 * threads) return 0;
+    if (c->cin < WINO_MIN_CH || c->cout < WINO_MIN_CH || c->cin > WINO_MAX_CH || c->cout > WINO_MAX_CH) return 0;
+    return 4;
+}
+
 static int auto_tile(const kn_conv *c, int n, int h, int w)
 {
-    (void)c; (void)n; (void)h; (void)w;
-    return 0;
+    int pol = policy() & 15;
+    switch (pol) {
+    case POL_FORCE4: return 4;
+    case POL_FORCE2: return 2;
+    case POL_MEASURED: return rule_tile(c, n, h, w);
+    default: return 0;
+    }
 }
 
 int kn_conv2d_tile(const kn_conv *c, int n, int h, int w)
@@ -393,6 +503,30 @@ int kn_conv2d_tile(const kn_conv *c, int n, int h, int w)
     case FM_CONV_WINO2: return 2;
     case FM_CONV_WINO4: return 4;
     default: return auto_tile(c, n, h, w);
+    }
+}
+
+void kn_conv2d_choice(char *why, size_t size)
+{
+    int pol = policy(), kind = pol & 15;
+    double sp = (pol >> 4) / 1000.0;
+    if (!why || !size) return;
+    switch (kind) {
+    case POL_FORCE4: snprintf(why, size, "Winograd F(4x4,3x3) for every 3x3 stride-1 convolution (FM_CONV)"); break;
+    case POL_FORCE2: snprintf(why, size, "Winograd F(2x2,3x3) for every 3x3 stride-1 convolution (FM_CONV)"); break;
+    case POL_UNMEASURED: snprintf(why, size, "direct (the Winograd timing could not run)"); break;
+    case POL_MEASURED:
+        snprintf(why, size,
+                 "Winograd F(4x4,3x3) for fp32 3x3 convolutions of %d..%d channels on >= %d tiles, direct "
+                 "elsewhere (measured %.2fx the direct speed on this CPU; needs %.2fx)",
+                 WINO_MIN_CH, WINO_MAX_CH, 4 * 32 * kn_scratch_threads(), sp, WINO_MARGIN);
+        break;
+    default:
+        if (sp > 0)
+            snprintf(why, size, "direct (Winograd F(4x4,3x3) measured %.2fx the direct speed on this CPU; needs %.2fx)",
+                     sp, WINO_MARGIN);
+        else snprintf(why, size, "direct (FM_CONV=direct)");
+        break;
     }
 }
 
