@@ -27,7 +27,6 @@
 
 #define LANES 16
 #define WINO_MIN_CH 128 /* the measured shape classes (rule_tile) */
-#define WINO_MAX_CH 1024
 #define WINO_U_MAX ((size_t)16 << 20)  /* bytes of transformed weights held at once */
 
 typedef float wv __attribute__((vector_size(LANES * sizeof(float))));
@@ -128,7 +127,12 @@ static void plan_of(wino_plan *L, const kn_conv *c, int m, int n, int h, int w, 
     if (cb > c->cout) cb = c->cout;
     L->cb = cb;
     L->rows_pad = round_up(cb, arch->mr);
-    L->tb = round_up(arch->nr > LANES ? arch->nr : LANES, arch->nr);
+    /* up to 4 panels per chunk (each packed A panel then serves 4 B
+     * panels: measured 1.3x over 1 on the U-Net's 320-channel level), fewer
+     * when the threads would not get two chunks each */
+    int panel = round_up(arch->nr > LANES ? arch->nr : LANES, arch->nr), np = 4;
+    while (np > 1 && (long)L->T < 2L * L->threads * np * panel) np /= 2;
+    L->tb = panel * np;
     size_t wsum = 0;
     for (int s = 0; s < L->slices; s++) wsum += (size_t)words(L, slice_kc(L, c->cin, s));
     L->u_p = wsum * L->rows_pad;
@@ -387,14 +391,16 @@ void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h
  * before any sampling, so the probe's allocations are not the sampler's),
  * one thread times the direct convolution and F(4x4,3x3) on a U-Net-like
  * shape, alternating, the least of PROBE_REPS each. FM_CONV=direct or
- * FM_CONV=winograd / winograd2 (tests, benchmarks) decides without timing.
+ * FM_CONV=winograd / winograd2 (tests, benchmarks) decides without timing;
+ * FMIMAGE_PRECISION_CACHE=off ("time nothing", as make test sets it) means
+ * direct.
  * The decision is kept in a function-local static like kn_isa_chosen's,
  * set once (compare-and-swap: every caller sees the first decision, so a
  * plan's scratch and its calls always agree). */
-enum { PROBE_C = 320, PROBE_SIDE = 32, PROBE_REPS = 2 };
+enum { PROBE_C = 160, PROBE_SIDE = 64, PROBE_REPS = 2 }; /* about 0.1 s of one core in all */
 #define WINO_MARGIN 1.10 /* Winograd must measure this much faster to be used */
 
-typedef enum { POL_DIRECT = 0, POL_MEASURED, POL_FORCE4, POL_FORCE2, POL_UNMEASURED } wino_policy_kind;
+typedef enum { POL_DIRECT = 0, POL_MEASURED, POL_FORCE4, POL_FORCE2, POL_UNMEASURED, POL_OFF } wino_policy_kind;
 
 static double thread_seconds(void)
 {
@@ -448,6 +454,9 @@ static int decide_policy(void)
     if (env && !strcmp(env, "direct")) return POL_DIRECT;
     if (env && (!strcmp(env, "winograd") || !strcmp(env, "winograd4"))) return POL_FORCE4;
     if (env && !strcmp(env, "winograd2")) return POL_FORCE2;
+    /* "times nothing", as for --precision auto: the tests' convolutions are then the direct ones */
+    const char *cache = getenv("FMIMAGE_PRECISION_CACHE");
+    if (cache && !strcmp(cache, "off")) return POL_OFF;
     double sp = probe_speedup();
     if (!(sp > 0)) return POL_UNMEASURED;
     int milli = sp > 100 ? 100000 : (int)(sp * 1000 + 0.5);
@@ -480,7 +489,11 @@ static int rule_tile(const kn_conv *c, int n, int h, int w)
     long tiles = (long)n * ((h + 3) / 4) * ((w + 3) / 4);
     int threads = kn_scratch_threads();
     if (tiles < 4L * 32 * threads) return 0;
-    if (c->cin < WINO_MIN_CH || c->cout < WINO_MIN_CH || c->cin > WINO_MAX_CH || c->cout > WINO_MAX_CH) return 0;
+    if (c->cin < WINO_MIN_CH || c->cout < WINO_MIN_CH) return 0;
+    /* the transformed weights in one block (more blocks redo the input
+     * transform each, and U then streams from memory: measured slower than
+     * direct for 512 and 640 channels) */
+    if ((size_t)36 * c->cin * c->cout * sizeof(float) > WINO_U_MAX) return 0;
     return 4;
 }
 
@@ -488,7 +501,8 @@ static int auto_tile(const kn_conv *c, int n, int h, int w)
 {
     int pol = policy() & 15;
     switch (pol) {
-    case POL_FORCE4: return 4;
+    case POL_FORCE4: /* F(4x4,3x3) in the bf16 mode breaks its error bound: F(2x2,3x3) there */
+        return c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16() ? 2 : 4;
     case POL_FORCE2: return 2;
     case POL_MEASURED: return rule_tile(c, n, h, w);
     default: return 0;
@@ -512,14 +526,18 @@ void kn_conv2d_choice(char *why, size_t size)
     double sp = (pol >> 4) / 1000.0;
     if (!why || !size) return;
     switch (kind) {
-    case POL_FORCE4: snprintf(why, size, "Winograd F(4x4,3x3) for every 3x3 stride-1 convolution (FM_CONV)"); break;
+    case POL_FORCE4:
+        snprintf(why, size, "Winograd F(4x4,3x3) for every 3x3 stride-1 convolution, F(2x2,3x3) in bf16 (FM_CONV)");
+        break;
     case POL_FORCE2: snprintf(why, size, "Winograd F(2x2,3x3) for every 3x3 stride-1 convolution (FM_CONV)"); break;
     case POL_UNMEASURED: snprintf(why, size, "direct (the Winograd timing could not run)"); break;
+    case POL_OFF: snprintf(why, size, "direct (not measured: FMIMAGE_PRECISION_CACHE=off)"); break;
     case POL_MEASURED:
         snprintf(why, size,
-                 "Winograd F(4x4,3x3) for fp32 3x3 convolutions of %d..%d channels on >= %d tiles, direct "
-                 "elsewhere (measured %.2fx the direct speed on this CPU; needs %.2fx)",
-                 WINO_MIN_CH, WINO_MAX_CH, 4 * 32 * kn_scratch_threads(), sp, WINO_MARGIN);
+                 "Winograd F(4x4,3x3) for fp32 3x3 convolutions of >= %d channels whose transformed weights "
+                 "fit %zu MiB, on >= %d tiles; direct elsewhere (measured %.2fx the direct speed on this CPU; "
+                 "needs %.2fx)",
+                 WINO_MIN_CH, WINO_U_MAX >> 20, 4 * 32 * kn_scratch_threads(), sp, WINO_MARGIN);
         break;
     default:
         if (sp > 0)
