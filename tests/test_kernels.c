@@ -473,6 +473,45 @@ static void test_winograd_bf16_mode(void **state)
     }
 }
 
+/* kn_conv2d's choice: c->algo forces an algorithm where it applies, and
+ * the forced Winograd call through kn_conv2d is kn_winograd bit for bit.
+ * Under make test (FMIMAGE_PRECISION_CACHE=off, no FM_CONV) the automatic
+ * choice times nothing and is direct. */
+static void test_conv2d_algo(void **state)
+{
+    (void)state;
+    wino_case wc = {2, 24, 40, 13, 21};
+    kn_conv c = {.w = make_mat(wc.cout, wc.cin * 9, FM_DT_F16, 51), .cin = wc.cin, .cout = wc.cout, .kh = 3, .kw = 3,
+                 .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    size_t ny = (size_t)wc.n * wc.cout * wc.h * wc.w;
+    float *x = rnd((size_t)wc.n * wc.cin * wc.h * wc.w, 52), *y = buf(ny), *want = buf(ny);
+    const int algos[] = {FM_CONV_WINO4, FM_CONV_WINO2}, tiles[] = {4, 2};
+    for (int i = 0; i < 2; i++) {
+        c.algo = algos[i];
+        assert_int_equal(kn_conv2d_tile(&c, wc.n, wc.h, wc.w), tiles[i]);
+        kn_conv2d(y, x, &c, wc.n, wc.h, wc.w);
+        kn_winograd(want, x, &c, tiles[i], wc.n, wc.h, wc.w);
+        assert_memory_equal(y, want, sizeof(float) * ny);
+    }
+    c.algo = FM_CONV_DIRECT;
+    assert_int_equal(kn_conv2d_tile(&c, wc.n, wc.h, wc.w), 0);
+    kn_conv s2 = c;
+    s2.stride = 2;
+    s2.algo = FM_CONV_WINO4;
+    assert_int_equal(kn_conv2d_tile(&s2, wc.n, wc.h, wc.w), 0); /* does not apply: direct */
+    char why[400];
+    kn_conv2d_choice(why, sizeof why);
+    print_message("  convolutions: %s\n", why);
+    const char *cache = getenv("FMIMAGE_PRECISION_CACHE");
+    if (!getenv("FM_CONV") && cache && !strcmp(cache, "off")) {
+        c.algo = FM_CONV_AUTO;
+        assert_int_equal(kn_conv2d_tile(&c, 2, 64, 64), 0);
+        assert_non_null(strstr(why, "direct"));
+    }
+    core_free(x); core_free(y); core_free(want);
+    free_mat(&c.w);
+}
+
 typedef struct wino_ctx { float *y; const float *x; const kn_conv *c; int m, n, h, w; } wino_ctx;
 static int run_wino(const kn_scratch *s, void *c)
 {
@@ -894,6 +933,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_winograd_bf16_mode),
         cmocka_unit_test(test_winograd_scratch),
+        cmocka_unit_test(test_conv2d_algo),
         cmocka_unit_test(test_conv_rows),
         cmocka_unit_test(test_group_norm_parts),
         cmocka_unit_test(test_group_norm),
