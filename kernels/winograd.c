@@ -418,6 +418,7 @@ static double probe_speedup(void)
     uint16_t *wt = core_alloc(sizeof(uint16_t) * nw);
     float *x = core_alloc(sizeof(float) * nx), *y = core_alloc(sizeof(float) * nx), *bias = core_alloc(sizeof(float) * C);
     c.algo = FM_CONV_DIRECT;
+    c.w = (kn_mat){.data = wt, .dtype = FM_DT_F16, .rows = C, .cols = C * 9};
     size_t bd = kn_conv2d_scratch(&c, 1, S, S, 1), bw = kn_winograd_scratch(&c, 4, 1, S, S, 1);
     kn_scratch ks = {.base = core_alloc(bd > bw ? bd : bw), .bytes = bd > bw ? bd : bw, .threads = 1};
     double best[2] = {1e30, 1e30};
@@ -432,7 +433,6 @@ static double probe_speedup(void)
             x[i] = (float)(st >> 40) * (1.0f / 16777216.0f) - 0.5f;
         }
         for (int i = 0; i < C; i++) bias[i] = 0.01f * (float)(i % 7);
-        c.w = (kn_mat){.data = wt, .dtype = FM_DT_F16, .rows = C, .cols = C * 9};
         c.bias = bias;
         for (int r = 0; r < PROBE_REPS; r++)
             for (int k = 0; k < 2; k++) {
