@@ -98,7 +98,7 @@ typedef struct kn_conv {
 } kn_conv;
 
 /* How kn_conv2d computes a convolution: the direct implicit GEMM, or
- * Winograd F(2x2,3x3) / F(4x4,3x3) (3x3 stride-1 pad-1 only). */
+ * Winograd F(2x2,3x3) / F(4x4,3x3) (3x3 stride 1, pads 0 or 1, only). */
 typedef enum { FM_CONV_AUTO = 0, FM_CONV_DIRECT, FM_CONV_WINO2, FM_CONV_WINO4 } kn_conv_algo;
 
 static inline int kn_conv_out_h(const kn_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
@@ -113,8 +113,9 @@ void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
 
-/* Winograd F(m x m, 3 x 3), m = 4 or 2, for the 3x3 stride-1 pad-1
- * convolutions (kn_winograd_applies): the same contract as kn_conv2d (bias
+/* Winograd F(m x m, 3 x 3), m = 4 or 2, for the 3x3 stride-1 convolutions
+ * with pads of 0 or 1 (kn_winograd_applies: pad 1, and the bands of
+ * kn_conv2d_rows_ws): the same contract as kn_conv2d (bias
  * included, any weight dtype, the bf16 mode of c->w), 4x (m = 4) or 2.25x
  * (m = 2) fewer multiplications, float32 error a few times the direct
  * convolution's (kernels/winograd.c; measured in tests/test_kernels.c).

@@ -1,4 +1,4 @@
-/* Winograd convolution F(m x m, 3 x 3) for 3x3 stride-1 pad-1 convolutions
+/* Winograd convolution F(m x m, 3 x 3) for 3x3 stride-1 convolutions (pads 0 or 1)
  * (m = 4, or 2): the output is cut into m x m tiles; each tile's
  * (m+2) x (m+2) input patch d and each 3x3 kernel g are transformed
  * (V = B^T d B, U = G g G^T), the products of the transforms summed over the
@@ -69,8 +69,12 @@ static const wino_tf *tf_get(void)
 
 int kn_winograd_applies(const kn_conv *c)
 {
-    return c->kh == 3 && c->kw == 3 && c->stride == 1 && c->pad_t == 1 && c->pad_l == 1 && c->pad_b == 1 &&
-           c->pad_r == 1 && c->cin > 0 && c->cout > 0 && c->w.cols == c->cin * 9;
+    /* pads of 0 as well as 1: the bands of a banded convolution (kn_conv2d_rows_ws) have the zero rows
+     * outside the input as their own padding and none inside it */
+    int pads_ok = c->pad_t >= 0 && c->pad_t <= 1 && c->pad_l >= 0 && c->pad_l <= 1 && c->pad_b >= 0 &&
+                  c->pad_b <= 1 && c->pad_r >= 0 && c->pad_r <= 1;
+    return c->kh == 3 && c->kw == 3 && c->stride == 1 && pads_ok && c->cin > 0 && c->cout > 0 &&
+           c->w.cols == c->cin * 9;
 }
 
 /* ---- the plan of one call ---- */
@@ -90,6 +94,7 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 typedef struct wino_plan {
     const gemm_arch *arch;
     int m, a, P;          /* tile, patch side m + 2, transform points a^2 */
+    int oh, ow;           /* output size */
     int th, tw, T;        /* tiles per column, per row, in all (all images) */
     int cb, tb;           /* output channels per block; tiles per chunk (whole NR panels, whole lane groups) */
     int kcs, slices;      /* K slice (even) and their count */
@@ -113,8 +118,10 @@ static void plan_of(wino_plan *L, const kn_conv *c, int m, int n, int h, int w, 
     L->m = m;
     L->a = m + 2;
     L->P = L->a * L->a;
-    L->th = (h + m - 1) / m;
-    L->tw = (w + m - 1) / m;
+    L->oh = kn_conv_out_h(c, h);
+    L->ow = kn_conv_out_w(c, w);
+    L->th = (L->oh + m - 1) / m;
+    L->tw = (L->ow + m - 1) / m;
     L->T = n * L->th * L->tw;
     L->threads = threads > 0 ? threads : 1;
     L->bf16 = c->w.packed_kind == FM_PACKED_BF16 && arch->bf16 != NULL;
@@ -156,7 +163,9 @@ static void plan_of(wino_plan *L, const kn_conv *c, int m, int n, int h, int w, 
 
 size_t kn_winograd_scratch(const kn_conv *c, int m, int n, int h, int w, int threads)
 {
-    if (!kn_winograd_applies(c) || (m != 2 && m != 4) || n <= 0 || h <= 0 || w <= 0) return 0;
+    if (!kn_winograd_applies(c) || (m != 2 && m != 4) || n <= 0 || kn_conv_out_h(c, h) <= 0 ||
+        kn_conv_out_w(c, w) <= 0)
+        return 0;
     wino_plan L;
     plan_of(&L, c, m, n, h, w, threads);
     return L.total;
@@ -231,7 +240,7 @@ static void input_transform(const wino_plan *L, const wino_tf *tf, const kn_conv
             wv d[36];
             float *dst = v + (size_t)(g0 / NR) * c->cin * NR + (size_t)ci * NR + g0 % NR;
             int t = t0 + g0, b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
-            int y0 = ty * m - 1, x0 = tx * m - 1;
+            int y0 = ty * m - c->pad_t, x0 = tx * m - c->pad_l;
             if (g0 + LANES <= tn && tx + LANES <= L->tw && y0 >= 0 && y0 + a <= h && x0 >= 0 &&
                 x0 + (LANES - 1) * m + a <= w) { /* 16 tiles of one tile row, inside the image */
                 const float *img = x + ((size_t)b * c->cin + ci) * h * w + (size_t)y0 * w + x0;
@@ -249,7 +258,7 @@ static void input_transform(const wino_plan *L, const wino_tf *tf, const kn_conv
                 }
                 b = t / per_img, ty = t % per_img / L->tw, tx = t % L->tw;
                 const float *img = x + ((size_t)b * c->cin + ci) * h * w;
-                y0 = ty * m - 1, x0 = tx * m - 1;
+                y0 = ty * m - c->pad_t, x0 = tx * m - c->pad_l;
                 for (int r = 0; r < a; r++) {
                     int iy = y0 + r;
                     if (iy < 0 || iy >= h) {
@@ -314,9 +323,9 @@ static void products(const wino_plan *L, const kn_conv *c, const uint32_t *u, co
 
 /* y of the output channels [co0, co0 + cb), tiles [t0, t0 + tn), from M. */
 static void output_transform(const wino_plan *L, const wino_tf *tf, const kn_conv *c, float *y, const float *mo,
-                             int h, int w, int co0, int cb, int t0, int tn)
+                             int co0, int cb, int t0, int tn)
 {
-    int m = L->m, per_img = L->th * L->tw;
+    int m = L->m, per_img = L->th * L->tw, h = L->oh, w = L->ow;
     size_t p_stride = (size_t)L->cb * L->tb;
     for (int r = 0; r < cb; r++)
         for (int g0 = 0; g0 < tn; g0 += LANES) {
@@ -336,7 +345,7 @@ static void output_transform(const wino_plan *L, const wino_tf *tf, const kn_con
 int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int m, int n, int h, int w)
 {
     if (!kn_winograd_applies(c) || (m != 2 && m != 4)) return -1;
-    if (n <= 0 || h <= 0 || w <= 0) return 0;
+    if (n <= 0 || kn_conv_out_h(c, h) <= 0 || kn_conv_out_w(c, w) <= 0) return 0;
     wino_plan L;
     plan_of(&L, c, m, n, h, w, s ? s->threads : 1);
     if (!s || !s->base || s->bytes < L.total) return -1;
@@ -368,7 +377,7 @@ int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv 
                 input_transform(&L, tf, c, v, x, h, w, t0, tn);
                 if (L.bf16) input_to_bf16(&L, c, v2, v, zeros);
                 products(&L, c, u, v, v2, mo, cb);
-                output_transform(&L, tf, c, y, mo, h, w, co0, cb, t0, tn);
+                output_transform(&L, tf, c, y, mo, co0, cb, t0, tn);
             }
         }
     }
@@ -486,7 +495,7 @@ static int policy(void)
 static int rule_tile(const kn_conv *c, int n, int h, int w)
 {
     if (c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16()) return 0;
-    long tiles = (long)n * ((h + 3) / 4) * ((w + 3) / 4);
+    long tiles = (long)n * ((kn_conv_out_h(c, h) + 3) / 4) * ((kn_conv_out_w(c, w) + 3) / 4);
     int threads = kn_scratch_threads();
     if (tiles < 4L * 32 * threads) return 0;
     if (c->cin < WINO_MIN_CH || c->cout < WINO_MIN_CH) return 0;
@@ -565,7 +574,7 @@ static double at_at(int m, int i, int j) { return m == 2 ? AT2[i][j] : AT4[i][j]
 
 void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w)
 {
-    int a = m + 2, th = (h + m - 1) / m, tw = (w + m - 1) / m;
+    int a = m + 2, oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w), th = (oh + m - 1) / m, tw = (ow + m - 1) / m;
     float *row = malloc(sizeof(float) * (size_t)c->w.cols);
     if (!row) { /* no memory for a weight row: the direct reference computes the same convolution */
         kn_conv2d_ref(y, x, c, n, h, w);
@@ -581,7 +590,7 @@ void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, i
                         double d[6][6], V[6][6], U[6][6], t[6][6];
                         for (int i = 0; i < a; i++)
                             for (int j = 0; j < a; j++) {
-                                int iy = ty * m - 1 + i, ix = tx * m - 1 + j;
+                                int iy = ty * m - c->pad_t + i, ix = tx * m - c->pad_l + j;
                                 d[i][j] = iy >= 0 && iy < h && ix >= 0 && ix < w
                                               ? x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] : 0.0;
                             }
@@ -608,11 +617,11 @@ void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, i
                     for (int i = 0; i < m; i++) /* Y = A^T M A + bias */
                         for (int j = 0; j < m; j++) {
                             int oy = ty * m + i, ox = tx * m + j;
-                            if (oy >= h || ox >= w) continue;
+                            if (oy >= oh || ox >= ow) continue;
                             double s = c->bias ? c->bias[co] : 0.0;
                             for (int k = 0; k < a; k++)
                                 for (int l = 0; l < a; l++) s += at_at(m, i, k) * M[k][l] * at_at(m, j, l);
-                            y[(((size_t)b * c->cout + co) * h + oy) * w + ox] = (float)s;
+                            y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] = (float)s;
                         }
                 }
         }

@@ -451,13 +451,36 @@ static void test_winograd(void **state)
         for (size_t i = 0; i < sizeof wino_cases / sizeof *wino_cases; i++)
             wino_run(&wino_cases[i], m, dts[i % 3], (int)(i % 4 != 2), FM_PREC_AUTO);
     kn_conv s2 = {.cin = 4, .cout = 4, .kh = 3, .kw = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
-    kn_conv p0 = {.cin = 4, .cout = 4, .kh = 3, .kw = 3, .stride = 1};
+    kn_conv p0 = {.cin = 4, .cout = 4, .kh = 3, .kw = 3, .stride = 1, .pad_t = 2, .pad_l = 2, .pad_b = 2, .pad_r = 2};
     kn_conv k1 = {.cin = 4, .cout = 4, .kh = 1, .kw = 1, .stride = 1};
     s2.w.cols = p0.w.cols = 36;
     k1.w.cols = 4;
     assert_false(kn_winograd_applies(&s2));
     assert_false(kn_winograd_applies(&p0));
     assert_false(kn_winograd_applies(&k1));
+    /* the pads of a band (kn_conv2d_rows_ws): 0 or 1 on each side */
+    const int pads[][4] = {{0, 1, 0, 1}, {1, 0, 1, 0}, {0, 0, 0, 0}, {1, 1, 0, 1}, {0, 1, 1, 1}};
+    for (int i = 0; i < 5; i++)
+        for (int m = 4; m >= 2; m -= 2) {
+            kn_conv c = {.w = make_mat(21, 19 * 9, FM_DT_F16, 61 + i), .cin = 19, .cout = 21, .kh = 3, .kw = 3,
+                         .stride = 1, .pad_t = pads[i][0], .pad_l = pads[i][1], .pad_b = pads[i][2], .pad_r = pads[i][3]};
+            float *bias = rnd(21, 62);
+            c.bias = bias;
+            int n = 2, h = 11, w = 37, oh = kn_conv_out_h(&c, h), ow = kn_conv_out_w(&c, w);
+            size_t ny = (size_t)n * 21 * oh * ow;
+            float *x = rnd((size_t)n * 19 * h * w, 63), *y = buf(ny), *r = buf(ny), *wr = buf(ny);
+            assert_true(kn_winograd_applies(&c));
+            kn_conv2d_ref(r, x, &c, n, h, w);
+            kn_winograd_ref(wr, x, &c, m, n, h, w);
+            tu_assert_close(wr, r, ny, TOL_WINO_REF, "winograd ref, band pads");
+            kn_winograd(y, x, &c, m, n, h, w);
+            double e = max_err_of_rms(y, r, ny);
+            print_message("  winograd F(%dx%d,3x3) pads (%d,%d,%d,%d) 19->21 11x37 b2: max err %.2e of output RMS\n", m,
+                          m, pads[i][0], pads[i][1], pads[i][2], pads[i][3], e);
+            assert_true(e <= (m == 4 ? TOL_WINO4 : TOL_WINO2));
+            core_free(x); core_free(y); core_free(r); core_free(wr); core_free(bias);
+            free_mat(&c.w);
+        }
     kn_scratch none = {0};
     float dummy = 0;
     assert_int_equal(kn_winograd_ws(&none, &dummy, &dummy, &s2, 4, 1, 4, 4), -1);
@@ -492,6 +515,29 @@ static void test_conv2d_algo(void **state)
         kn_conv2d(y, x, &c, wc.n, wc.h, wc.w);
         kn_winograd(want, x, &c, tiles[i], wc.n, wc.h, wc.w);
         assert_memory_equal(y, want, sizeof(float) * ny);
+    }
+    /* banded (tiled VAE decoding), plain and x2-upsampled input, through Winograd */
+    for (int up2 = 0; up2 < 2; up2++) {
+        int h = up2 ? 26 : 13, w = up2 ? 42 : 21, rows = 5, ih = up2 ? h / 2 : h, iw = up2 ? w / 2 : w;
+        c.algo = FM_CONV_WINO4;
+        size_t nb = (size_t)wc.cout * h * w, bytes = 0;
+        for (int r0 = 0; r0 < h; r0 += rows) {
+            size_t b = kn_conv2d_rows_scratch(&c, h, w, r0, r0 + rows < h ? r0 + rows : h, kn_scratch_threads());
+            if (b > bytes) bytes = b;
+        }
+        kn_scratch ks = {.base = core_alloc(bytes), .bytes = bytes, .threads = kn_scratch_threads()};
+        float *band = buf((size_t)wc.cin * w * (rows + 2) + (size_t)wc.cout * rows * w), *yb = buf(nb), *rb = buf(nb);
+        assert_non_null(ks.base);
+        for (int r0 = 0; r0 < h; r0 += rows)
+            assert_int_equal(kn_conv2d_rows_ws(&ks, &c, yb, x, up2, h, w, r0, r0 + rows < h ? r0 + rows : h, band,
+                                               band + (size_t)wc.cin * w * (rows + 2)), 0);
+        kn_conv2d_rows_ref(&c, rb, x, up2, h, w, 0, h);
+        double e = max_err_of_rms(yb, rb, nb);
+        print_message("  winograd F(4x4,3x3) in bands of %d rows%s: max err %.2e of output RMS\n", rows,
+                      up2 ? ", x2 upsampled input" : "", e);
+        assert_true(e <= TOL_WINO4);
+        (void)ih; (void)iw;
+        core_free(ks.base); core_free(band); core_free(yb); core_free(rb);
     }
     c.algo = FM_CONV_DIRECT;
     assert_int_equal(kn_conv2d_tile(&c, wc.n, wc.h, wc.w), 0);
