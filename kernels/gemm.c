@@ -437,7 +437,7 @@ static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L
 
 /* Bytes of scratch gemm_run_ws needs for p with up to `threads` threads
  * (0: nothing to compute). */
-size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
+static size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
 {
     gemm_layout L;
     return gemm_layout_of(p, threads, &L) ? L.total : 0;
@@ -445,7 +445,7 @@ size_t gemm_scratch_bytes(const gemm_problem *p, int threads)
 
 /* Runs p in caller-owned scratch (sized by gemm_scratch_bytes for
  * s->threads); -1 without touching C when s is too small. */
-int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
+static int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
 {
     gemm_layout L;
     if (!gemm_layout_of(p, s ? s->threads : 1, &L)) return 0;

@@ -106,13 +106,6 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
 void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                          int kc, int panel, const float *zeros);
 
-/* Bytes of scratch gemm_run_ws needs for p with up to `threads` threads
- * (0: nothing to compute), and the run in caller-owned scratch sized so
- * (-1 without touching C when s is too small). kernels/winograd.c runs its
- * batched per-point products through these. */
-size_t gemm_scratch_bytes(const gemm_problem *p, int threads);
-int gemm_run_ws(const gemm_problem *p, const kn_scratch *s);
-
 /* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1
 

@@ -4,8 +4,9 @@
  * (V = B^T d B, U = G g G^T), the products of the transforms summed over the
  * input channels are, per transform point p, one matrix product
  *     M[p][cout][tiles] = U[p][cout][cin] . V[p][cin][tiles]
- * run on the GEMM engine (kernels/gemm.c; fp32, or bf16 pairs in the bf16
- * mode), and y = A^T M A + bias per tile. F(4,3) multiplies 36 times per
+ * run by the GEMM engine's micro-kernels on its packed panel formats
+ * (kernels/gemm.h; fp32, or bf16 pairs in the bf16 mode), and
+ * y = A^T M A + bias per tile. F(4,3) multiplies 36 times per
  * tile where the direct convolution multiplies 144 (4x fewer FLOPs; F(2,3):
  * 2.25x), at the price of the transforms and of a larger error: the
  * transforms' coefficients up to 8 and 1/24 cost some float32 digits
