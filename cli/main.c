@@ -834,6 +834,8 @@ static int generate_in(run *rp)
         char why[PATH_MAX + 256];
         fm_model_precision(rp->model, o->precision, why, sizeof why);
         fprintf(stderr, "fmimage: precision: %s\n", why);
+        fm_conv_choice(why, sizeof why);
+        fprintf(stderr, "fmimage: convolutions: %s\n", why);
     }
     if (setup_output(rp, &err)) {
         report(&err);

@@ -189,14 +189,17 @@ char *fm_model_describe(fm_model *m, fm_error *err)
         if (count && tl < sizeof types)
             tl += (size_t)snprintf(types + tl, sizeof types - tl, "%s%d %s", tl ? ", " : "", count, core_dtype_name((core_dtype)d));
     }
-    size_t n = strlen(cfg) + 256 + sizeof prec + sizeof types;
+    char conv[320]; /* how the 3x3 convolutions run here (may time them once) */
+    fm_conv_choice(conv, sizeof conv);
+    size_t n = strlen(cfg) + 256 + sizeof prec + sizeof types + sizeof conv;
     char *s = malloc(n);
     if (s)
         snprintf(s, n,
                  "%stensors: %d in the file, %lld bound by the parts, %lld other\nweight types: %s\n"
-                 "prediction used: %s (%s)\nprecision: %s\n",
+                 "prediction used: %s (%s)\nprecision: %s\nconvolutions: %s\n",
                  cfg, wt_count(m->src), (long long)bound, (long long)(wt_count(m->src) - bound), types, pred,
-                 m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file", prec);
+                 m->prediction_probed ? "decided by the A1111 probe: the file does not say" : "from the file", prec,
+                 conv);
     else
         core_fail(err, FM_EINPUT, "out of memory");
     free(cfg);

@@ -172,6 +172,12 @@ int fm_model_latent_factor(const fm_model *model);
  * FMIMAGE_PRECISION_CACHE=FILE uses FILE instead, and
  * FMIMAGE_PRECISION_CACHE=off times nothing (auto is then fp32). */
 fm_precision fm_model_precision(fm_model *model, fm_precision requested, char *why, size_t why_size);
+/* How this process computes the 3x3 stride-1 convolutions, in one line
+ * for -v: the direct implicit GEMM, or Winograd F(4x4,3x3) for the shape
+ * classes where a short timing (about 0.1 s of one core, at the first
+ * convolution planned) measured it faster on this CPU. FM_CONV=direct,
+ * winograd or winograd2 in the environment decides without timing. */
+void fm_conv_choice(char *why, size_t why_size);
 
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);

@@ -592,12 +592,16 @@ void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bi
 
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
+    int m = kn_conv2d_tile(c, n, h, w);
+    if (m) return kn_winograd_scratch(c, m, n, h, w, threads);
     gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
     return gemm_scratch_bytes(&p, threads);
 }
 
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
+    int m = kn_conv2d_tile(c, n, h, w);
+    if (m) return kn_winograd_ws(s, y, x, c, m, n, h, w);
     gemm_problem p = conv_problem(y, x, c, n, h, w);
     return gemm_run_ws(&p, s);
 }

@@ -94,7 +94,12 @@ typedef struct kn_conv {
     const float *bias; /* [cout] or NULL */
     int cin, cout, kh, kw, stride;
     int pad_t, pad_l, pad_b, pad_r; /* zero padding */
+    int algo; /* kn_conv_algo: 0 lets kn_conv2d choose per call shape (kn_conv2d_algo) */
 } kn_conv;
+
+/* How kn_conv2d computes a convolution: the direct implicit GEMM, or
+ * Winograd F(2x2,3x3) / F(4x4,3x3) (3x3 stride 1, pads 0 or 1, only). */
+typedef enum { FM_CONV_AUTO = 0, FM_CONV_DIRECT, FM_CONV_WINO2, FM_CONV_WINO4 } kn_conv_algo;
 
 static inline int kn_conv_out_h(const kn_conv *c, int h) { return (h + c->pad_t + c->pad_b - c->kh) / c->stride + 1; }
 static inline int kn_conv_out_w(const kn_conv *c, int w) { return (w + c->pad_l + c->pad_r - c->kw) / c->stride + 1; }
@@ -107,6 +112,29 @@ void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w);
 void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w);
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
+
+/* Winograd F(m x m, 3 x 3), m = 4 or 2, for the 3x3 stride-1 convolutions
+ * with pads of 0 or 1 (kn_winograd_applies: pad 1, and the bands of
+ * kn_conv2d_rows_ws): the same contract as kn_conv2d (bias
+ * included, any weight dtype, the bf16 mode of c->w), 4x (m = 4) or 2.25x
+ * (m = 2) fewer multiplications, float32 error a few times the direct
+ * convolution's (kernels/winograd.c; measured in tests/test_kernels.c).
+ * kn_winograd_ws returns -1 for a convolution it does not apply to.
+ * kn_winograd_ref is the same algorithm in plain loops (double inside). */
+int kn_winograd_applies(const kn_conv *c);
+size_t kn_winograd_scratch(const kn_conv *c, int m, int n, int h, int w, int threads);
+int kn_winograd_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+void kn_winograd(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+void kn_winograd_ref(float *y, const float *x, const kn_conv *c, int m, int n, int h, int w);
+/* The Winograd tile kn_conv2d uses for c on n images of h x w: 4 or 2, or
+ * 0 for the direct convolution. c->algo forces one (where it applies);
+ * FM_CONV_AUTO: a rule of shape classes, used when a timing at the first
+ * call measured Winograd faster on this machine (kernels/winograd.c);
+ * FM_CONV=direct|winograd|winograd2 in the environment overrides it. */
+int kn_conv2d_tile(const kn_conv *c, int n, int h, int w);
+/* What FM_CONV_AUTO decided on this machine, in one line for -v (the
+ * decision is made at the first call of this or of kn_conv2d_tile). */
+void kn_conv2d_choice(char *why, size_t size);
 
 /* Output rows [r0, r1) of conv c on one image x [cin][h][w] into y
  * [cout][oh][ow], or on x [cin][h/2][w/2] upsampled x2 nearest when up2

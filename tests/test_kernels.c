@@ -372,6 +372,234 @@ static void test_scratch(void **state)
     }
 }
 
+/* ---- Winograd F(4x4,3x3) and F(2x2,3x3) ---- */
+
+/* The float32 error of the fast Winograd kernel against the direct
+ * convolution in double, in the tu_assert_close sense. The transforms'
+ * coefficients (up to 8 and 1/24 in F(4x4,3x3)) cost digits the direct
+ * convolution keeps; the bounds are a few times the largest error measured
+ * over these cases (printed). kn_winograd_ref (double) must equal the direct
+ * reference to rounding. */
+#define TOL_WINO2 1e-5
+#define TOL_WINO4 2e-4
+#define TOL_WINO_REF 1e-9
+
+typedef struct wino_case { int n, cin, cout, h, w; } wino_case;
+
+/* max |got - ref| / RMS(ref): the error on the scale of the output, which
+ * for a Winograd convolution grows with the output's magnitude, not with
+ * each element's (the transforms mix a tile's values). */
+static double max_err_of_rms(const float *got, const float *ref, size_t n)
+{
+    double worst = 0, scale = rms(ref, n);
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]) / scale;
+        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+static const wino_case wino_cases[] = {
+    {1, 3, 5, 9, 7},      /* tiny, tiles cut by both edges */
+    {2, 37, 45, 19, 23},  /* odd channels and sizes, batch 2 */
+    {3, 20, 17, 5, 6},    /* batch 3, fewer pixels than one lane group of tiles */
+    {1, 64, 70, 33, 31},  /* output channels past a multiple of 16 */
+    {2, 130, 40, 13, 11}, /* K past a GEMM panel */
+    {1, 320, 33, 8, 8},   /* long K (320 channels) */
+    {1, 16, 8, 64, 64},   /* wide map: several lane groups per tile row */
+    {1, 4, 320, 32, 32},  /* conv_in shape */
+};
+
+static void wino_run(const wino_case *wc, int m, core_dtype dt, int with_bias, fm_precision prec)
+{
+    kn_conv c = {.cin = wc->cin, .cout = wc->cout, .kh = 3, .kw = 3, .stride = 1,
+                 .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    c.w = make_mat(wc->cout, wc->cin * 9, dt, 31);
+    float *bias = with_bias ? rnd(wc->cout, 32) : NULL;
+    c.bias = bias;
+    assert_true(kn_winograd_applies(&c));
+    size_t nx = (size_t)wc->n * wc->cin * wc->h * wc->w, ny = (size_t)wc->n * wc->cout * wc->h * wc->w;
+    float *x = rnd(nx, 33), *y = buf(ny), *r = buf(ny), *wr = buf(ny);
+    kn_conv2d_ref(r, x, &c, wc->n, wc->h, wc->w);
+    char what[128];
+    snprintf(what, sizeof what, "winograd F(%dx%d,3x3) n%d %d->%d %dx%d %s%s%s", m, m, wc->n, wc->cin, wc->cout,
+             wc->h, wc->w, dt_name(dt), with_bias ? "" : " no bias", prec == FM_PREC_BF16 ? " [bf16 mode]" : "");
+    if (wc->cin * wc->cout * wc->h * wc->w <= 200000) { /* the reference loop is slow */
+        kn_winograd_ref(wr, x, &c, m, wc->n, wc->h, wc->w);
+        tu_assert_close(wr, r, ny, TOL_WINO_REF, what);
+    }
+    if (prec != FM_PREC_AUTO) assert_int_equal(kn_mat_pack(&c.w, prec), 0);
+    kn_winograd(y, x, &c, m, wc->n, wc->h, wc->w);
+    if (prec == FM_PREC_BF16 && kn_has_bf16()) {
+        double worst = max_err_of_rms(y, r, ny);
+        print_message("  %-58s max err vs fp32 %.2e of output RMS (tol %.0e)\n", what, worst, TOL_BF16_RMS);
+        assert_true(worst <= TOL_BF16_RMS);
+    } else {
+        double e = max_err_of_rms(y, r, ny);
+        print_message("  %-58s max err %.2e of output RMS (tol %.0e)\n", what, e, m == 4 ? TOL_WINO4 : TOL_WINO2);
+        assert_true(e <= (m == 4 ? TOL_WINO4 : TOL_WINO2));
+    }
+    core_free(x); core_free(y); core_free(r); core_free(wr); core_free(bias);
+    free_mat(&c.w);
+}
+
+static void test_winograd(void **state)
+{
+    (void)state;
+    const core_dtype dts[] = {FM_DT_F32, FM_DT_F16, FM_DT_BF16};
+    for (int m = 4; m >= 2; m -= 2)
+        for (size_t i = 0; i < sizeof wino_cases / sizeof *wino_cases; i++)
+            wino_run(&wino_cases[i], m, dts[i % 3], (int)(i % 4 != 2), FM_PREC_AUTO);
+    kn_conv s2 = {.cin = 4, .cout = 4, .kh = 3, .kw = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    kn_conv p0 = {.cin = 4, .cout = 4, .kh = 3, .kw = 3, .stride = 1, .pad_t = 2, .pad_l = 2, .pad_b = 2, .pad_r = 2};
+    kn_conv k1 = {.cin = 4, .cout = 4, .kh = 1, .kw = 1, .stride = 1};
+    s2.w.cols = p0.w.cols = 36;
+    k1.w.cols = 4;
+    assert_false(kn_winograd_applies(&s2));
+    assert_false(kn_winograd_applies(&p0));
+    assert_false(kn_winograd_applies(&k1));
+    /* the pads of a band (kn_conv2d_rows_ws): 0 or 1 on each side */
+    const int pads[][4] = {{0, 1, 0, 1}, {1, 0, 1, 0}, {0, 0, 0, 0}, {1, 1, 0, 1}, {0, 1, 1, 1}};
+    for (int i = 0; i < 5; i++)
+        for (int m = 4; m >= 2; m -= 2) {
+            kn_conv c = {.w = make_mat(21, 19 * 9, FM_DT_F16, 61 + i), .cin = 19, .cout = 21, .kh = 3, .kw = 3,
+                         .stride = 1, .pad_t = pads[i][0], .pad_l = pads[i][1], .pad_b = pads[i][2], .pad_r = pads[i][3]};
+            float *bias = rnd(21, 62);
+            c.bias = bias;
+            int n = 2, h = 11, w = 37, oh = kn_conv_out_h(&c, h), ow = kn_conv_out_w(&c, w);
+            size_t ny = (size_t)n * 21 * oh * ow;
+            float *x = rnd((size_t)n * 19 * h * w, 63), *y = buf(ny), *r = buf(ny), *wr = buf(ny);
+            assert_true(kn_winograd_applies(&c));
+            kn_conv2d_ref(r, x, &c, n, h, w);
+            kn_winograd_ref(wr, x, &c, m, n, h, w);
+            tu_assert_close(wr, r, ny, TOL_WINO_REF, "winograd ref, band pads");
+            kn_winograd(y, x, &c, m, n, h, w);
+            double e = max_err_of_rms(y, r, ny);
+            print_message("  winograd F(%dx%d,3x3) pads (%d,%d,%d,%d) 19->21 11x37 b2: max err %.2e of output RMS\n", m,
+                          m, pads[i][0], pads[i][1], pads[i][2], pads[i][3], e);
+            assert_true(e <= (m == 4 ? TOL_WINO4 : TOL_WINO2));
+            core_free(x); core_free(y); core_free(r); core_free(wr); core_free(bias);
+            free_mat(&c.w);
+        }
+    kn_scratch none = {0};
+    float dummy = 0;
+    assert_int_equal(kn_winograd_ws(&none, &dummy, &dummy, &s2, 4, 1, 4, 4), -1);
+}
+
+static void test_winograd_bf16_mode(void **state)
+{
+    (void)state;
+    for (int m = 2; m >= 2; m -= 2) {
+        wino_run(&wino_cases[1], m, FM_DT_F16, 1, FM_PREC_BF16);
+        wino_run(&wino_cases[4], m, FM_DT_F32, 1, FM_PREC_BF16);
+        wino_run(&wino_cases[5], m, FM_DT_BF16, 0, FM_PREC_BF16);
+    }
+}
+
+/* kn_conv2d's choice: c->algo forces an algorithm where it applies, and
+ * the forced Winograd call through kn_conv2d is kn_winograd bit for bit.
+ * Under make test (FMIMAGE_PRECISION_CACHE=off, no FM_CONV) the automatic
+ * choice times nothing and is direct. */
+static void test_conv2d_algo(void **state)
+{
+    (void)state;
+    wino_case wc = {2, 24, 40, 13, 21};
+    kn_conv c = {.w = make_mat(wc.cout, wc.cin * 9, FM_DT_F16, 51), .cin = wc.cin, .cout = wc.cout, .kh = 3, .kw = 3,
+                 .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    size_t ny = (size_t)wc.n * wc.cout * wc.h * wc.w;
+    float *x = rnd((size_t)wc.n * wc.cin * wc.h * wc.w, 52), *y = buf(ny), *want = buf(ny);
+    const int algos[] = {FM_CONV_WINO4, FM_CONV_WINO2}, tiles[] = {4, 2};
+    for (int i = 0; i < 2; i++) {
+        c.algo = algos[i];
+        assert_int_equal(kn_conv2d_tile(&c, wc.n, wc.h, wc.w), tiles[i]);
+        kn_conv2d(y, x, &c, wc.n, wc.h, wc.w);
+        kn_winograd(want, x, &c, tiles[i], wc.n, wc.h, wc.w);
+        assert_memory_equal(y, want, sizeof(float) * ny);
+    }
+    /* banded (tiled VAE decoding), plain and x2-upsampled input, through Winograd */
+    for (int up2 = 0; up2 < 2; up2++) {
+        int h = up2 ? 26 : 13, w = up2 ? 42 : 21, rows = 5, ih = up2 ? h / 2 : h, iw = up2 ? w / 2 : w;
+        c.algo = FM_CONV_WINO4;
+        size_t nb = (size_t)wc.cout * h * w, bytes = 0;
+        for (int r0 = 0; r0 < h; r0 += rows) {
+            size_t b = kn_conv2d_rows_scratch(&c, h, w, r0, r0 + rows < h ? r0 + rows : h, kn_scratch_threads());
+            if (b > bytes) bytes = b;
+        }
+        kn_scratch ks = {.base = core_alloc(bytes), .bytes = bytes, .threads = kn_scratch_threads()};
+        float *band = buf((size_t)wc.cin * w * (rows + 2) + (size_t)wc.cout * rows * w), *yb = buf(nb), *rb = buf(nb);
+        assert_non_null(ks.base);
+        for (int r0 = 0; r0 < h; r0 += rows)
+            assert_int_equal(kn_conv2d_rows_ws(&ks, &c, yb, x, up2, h, w, r0, r0 + rows < h ? r0 + rows : h, band,
+                                               band + (size_t)wc.cin * w * (rows + 2)), 0);
+        kn_conv2d_rows_ref(&c, rb, x, up2, h, w, 0, h);
+        double e = max_err_of_rms(yb, rb, nb);
+        print_message("  winograd F(4x4,3x3) in bands of %d rows%s: max err %.2e of output RMS\n", rows,
+                      up2 ? ", x2 upsampled input" : "", e);
+        assert_true(e <= TOL_WINO4);
+        (void)ih; (void)iw;
+        core_free(ks.base); core_free(band); core_free(yb); core_free(rb);
+    }
+    c.algo = FM_CONV_DIRECT;
+    assert_int_equal(kn_conv2d_tile(&c, wc.n, wc.h, wc.w), 0);
+    kn_conv s2 = c;
+    s2.stride = 2;
+    s2.algo = FM_CONV_WINO4;
+    assert_int_equal(kn_conv2d_tile(&s2, wc.n, wc.h, wc.w), 0); /* does not apply: direct */
+    char why[400];
+    kn_conv2d_choice(why, sizeof why);
+    print_message("  convolutions: %s\n", why);
+    const char *cache = getenv("FMIMAGE_PRECISION_CACHE");
+    if (!getenv("FM_CONV") && cache && !strcmp(cache, "off")) {
+        c.algo = FM_CONV_AUTO;
+        assert_int_equal(kn_conv2d_tile(&c, 2, 64, 64), 0);
+        assert_non_null(strstr(why, "direct"));
+    }
+    core_free(x); core_free(y); core_free(want);
+    free_mat(&c.w);
+}
+
+typedef struct wino_ctx { float *y; const float *x; const kn_conv *c; int m, n, h, w; } wino_ctx;
+static int run_wino(const kn_scratch *s, void *c)
+{
+    wino_ctx *v = c;
+    return kn_winograd_ws(s, v->y, v->x, v->c, v->m, v->n, v->h, v->w);
+}
+
+/* Its scratch as the other kernels': exact size works and equals the
+ * allocating entry point bit for bit, one byte less is refused untouched.
+ * 700 -> 600 channels on 40x40 needs several output-channel blocks and
+ * tile chunks (kernels/winograd.c bounds both). */
+static void test_winograd_scratch(void **state)
+{
+    (void)state;
+    const wino_case cases[] = {{2, 37, 45, 19, 23}, {1, 700, 600, 40, 40}};
+    for (size_t i = 0; i < 2; i++)
+        for (int m = 4; m >= 2; m -= 2) {
+            const wino_case *wc = &cases[i];
+            kn_conv c = {.w = make_mat(wc->cout, wc->cin * 9, FM_DT_F16, 41), .cin = wc->cin, .cout = wc->cout,
+                         .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+            float *bias = rnd(wc->cout, 42);
+            c.bias = bias;
+            size_t ny = (size_t)wc->n * wc->cout * wc->h * wc->w;
+            float *x = rnd((size_t)wc->n * wc->cin * wc->h * wc->w, 43), *y = buf(ny), *want = buf(ny);
+            kn_winograd(want, x, &c, m, wc->n, wc->h, wc->w);
+            if (i == 1) { /* the blocked run against the direct convolution */
+                float *r = buf(ny);
+                kn_conv2d(r, x, &c, wc->n, wc->h, wc->w);
+                double e = max_err_of_rms(want, r, ny);
+                print_message("  winograd F(%dx%d,3x3) 700->600 40x40 blocked: max err vs direct %.2e of output RMS\n",
+                              m, m, e);
+                assert_true(e <= (m == 4 ? TOL_WINO4 : TOL_WINO2));
+                core_free(r);
+            }
+            wino_ctx v = {y, x, &c, m, wc->n, wc->h, wc->w};
+            scratch_case("winograd", kn_winograd_scratch(&c, m, wc->n, wc->h, wc->w, kn_scratch_threads()),
+                         run_wino, &v, y, want, ny);
+            core_free(x); core_free(y); core_free(want); core_free(bias);
+            free_mat(&c.w);
+        }
+}
+
 /* ---- banded convolution, GroupNorm in parts (tiled VAE decoding) ---- */
 
 static void band_case(int cin, int cout, int h, int w, int k, int stride, int up2, int rows, core_dtype dt)
@@ -748,6 +976,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_bf16_mode),
         cmocka_unit_test(test_scratch),
+        cmocka_unit_test(test_winograd),
+        cmocka_unit_test(test_winograd_bf16_mode),
+        cmocka_unit_test(test_winograd_scratch),
+        cmocka_unit_test(test_conv2d_algo),
         cmocka_unit_test(test_conv_rows),
         cmocka_unit_test(test_group_norm_parts),
         cmocka_unit_test(test_group_norm),

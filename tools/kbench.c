@@ -2,7 +2,8 @@
  * shapes. Prints the machine's FP32 peak (an FMA loop), the GEMM engine on a
  * large square, and GFLOP/s with the fraction of that peak for each shape,
  * in fp32 and in the bf16 mode. Threads: OMP_NUM_THREADS, default 2.
- *   kbench [repeats]     (default 3)
+ *   kbench [repeats]       (default 3)
+ *   kbench repeats conv    only the 3x3 convolutions, direct vs Winograd
  * Each line gives the median wall-clock time and, because the machine may be
  * shared, the least CPU time per thread: what the run takes with the cores to
  * itself. The fraction of peak is computed from the latter. */
@@ -111,9 +112,83 @@ static void bench_conv(int ch, int hw, int n, int bf16, double peak)
     core_free((void *)cv.c.w.data); core_free(wf); core_free((void *)cv.c.bias); core_free(cv.x); core_free(cv.y);
 }
 
+/* ---- 3x3 convolutions: direct against Winograd, side by side ---- */
+
+static double cpu_per_thread(void) { return cpu_now() / omp_get_max_threads(); }
+
+static double median(double *t, int n)
+{
+    sort(t, n);
+    return t[n / 2];
+}
+
+/* One real 3x3 pad-1 convolution shape in each algorithm, the algorithms
+ * alternating within each repetition (a load from others weighs on all
+ * alike), on one planned scratch as the U-Net and VAE run them. Prints the
+ * median CPU time per thread of each and its effective FLOP/s: the direct
+ * convolution's FLOPs over the time. */
+static void bench_wino(const char *what, int cin, int cout, int hw, int n, int bf16, double peak, int reps)
+{
+    static const int algos[] = {FM_CONV_DIRECT, FM_CONV_WINO4, FM_CONV_WINO2};
+    static const char *const names[] = {"direct", "F(4x4,3x3)", "F(2x2,3x3)"};
+    kn_conv c = {.cin = cin, .cout = cout, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1,
+                 .pad_r = 1};
+    size_t nw = (size_t)cout * cin * 9, nx = (size_t)n * cin * hw * hw, ny = (size_t)n * cout * hw * hw;
+    float *wf = rnd(nw, 21);
+    c.w = (kn_mat){.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = cout, .cols = cin * 9};
+    float *bias = rnd(cout, 22), *x = rnd(nx, 23), *y = core_alloc(sizeof(float) * ny);
+    c.bias = bias;
+    kn_mat_pack(&c.w, bf16 ? FM_PREC_BF16 : FM_PREC_FP32);
+    int threads = kn_scratch_threads();
+    size_t bytes = 0;
+    for (int a = 0; a < 3; a++) {
+        c.algo = algos[a];
+        size_t b = kn_conv2d_scratch(&c, n, hw, hw, threads);
+        if (b > bytes) bytes = b;
+    }
+    kn_scratch s = {.base = core_alloc(bytes), .bytes = bytes, .threads = threads};
+    if (!s.base || !y) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
+    double t[3][16], flops = 2.0 * nw * hw * hw * n;
+    for (int r = -1; r < reps; r++) /* r = -1: warm-up */
+        for (int a = 0; a < 3; a++) {
+            c.algo = algos[a];
+            double c0 = cpu_per_thread();
+            if (kn_conv2d_ws(&s, y, x, &c, n, hw, hw)) { fprintf(stderr, "kbench: scratch refused\n"); exit(1); }
+            if (r >= 0) t[a][r] = cpu_per_thread() - c0;
+        }
+    double d = median(t[0], reps);
+    printf("%-30s %s", what, bf16 ? "bf16" : "fp32");
+    for (int a = 0; a < 3; a++) {
+        double m = a ? median(t[a], reps) : d, g = flops / m * 1e-9;
+        printf(" | %s %8.1f ms %6.0f GF/s %4.0f%% %5.2fx", names[a], m * 1e3, g, 100.0 * g / peak, d / m);
+    }
+    printf("\n");
+    core_free(s.base); core_free((void *)c.w.data); core_free(wf); core_free(bias); core_free(x); core_free(y);
+}
+
+static void bench_wino_all(double peak, int reps)
+{
+    printf("3x3 pad-1 convolutions, direct vs Winograd: median CPU time per thread of %d runs, effective "
+           "GFLOP/s (direct-convolution FLOPs / time), %% of the FP32 FMA peak, speed-up over direct\n", reps);
+    for (int prec = 0; prec < 2; prec++) {
+        if (prec && !kn_has_bf16()) break;
+        /* SD 1.5 U-Net at a 64x64 latent, batch 2 (CFG): its four levels */
+        bench_wino("unet 320->320 64x64 b2", 320, 320, 64, 2, prec, peak, reps);
+        bench_wino("unet 640->640 32x32 b2", 640, 640, 32, 2, prec, peak, reps);
+        bench_wino("unet 1280->1280 16x16 b2", 1280, 1280, 16, 2, prec, peak, reps);
+        bench_wino("unet 1280->1280 8x8 b2", 1280, 1280, 8, 2, prec, peak, reps);
+        /* the VAE decoder of a 512x512 image: its four resolutions */
+        bench_wino("vae 512->512 64x64", 512, 512, 64, 1, prec, peak, reps);
+        bench_wino("vae 512->512 128x128", 512, 512, 128, 1, prec, peak, reps);
+        bench_wino("vae 256->256 256x256", 256, 256, 256, 1, prec, peak, reps);
+        bench_wino("vae 128->128 512x512", 128, 128, 512, 1, prec, peak, reps);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 3;
+    int conv_only = argc > 2 && !strcmp(argv[2], "conv"); /* kbench N conv: only direct vs Winograd */
     if (reps < 1) reps = 1;
     if (reps > 15) reps = 15;
     g_reps = reps;
@@ -123,6 +198,10 @@ int main(int argc, char **argv)
     double peak = fma_peak_gflops();
     if (peak <= 0) peak = 1.0; /* no SIMD: percentages are then plain GFLOP/s */
     printf("FP32 FMA peak (CPU time, all threads): %.1f GFLOP/s\n", peak);
+    if (conv_only) {
+        bench_wino_all(peak, reps);
+        return 0;
+    }
     printf("%-42s %26s | %s\n", "", "wall clock", "CPU time / threads, % of peak");
 
     sq_ctx sq = {.n = 1536};
@@ -165,5 +244,6 @@ int main(int argc, char **argv)
                median_time(run_att, &at, reps), peak);
     }
     core_free(at.q); core_free(at.k); core_free(at.v); core_free(at.o);
+    bench_wino_all(peak, reps);
     return 0;
 }
