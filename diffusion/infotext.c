@@ -102,6 +102,7 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "RNG", f->rng_label);
     /* LoRA: one of A1111's extra_generation_params, which come before Version */
     if (f->lora_hashes && f->lora_hashes[0]) sb_param(&b, &first, "Lora hashes", f->lora_hashes);
+    if (f->ti_hashes && f->ti_hashes[0]) sb_param(&b, &first, "TI hashes", f->ti_hashes);
     sb_param(&b, &first, "Version", "fmimage " FM_VERSION);
     return core_sb_take(&b);
 }

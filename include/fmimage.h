@@ -147,6 +147,11 @@ typedef struct fm_params {
     const fm_lora *loras;      /* may be NULL */
     int n_loras;
     const char *lora_dir;      /* NULL: a tag is an error */
+    /* ---- textual-inversion embeddings (DESIGN.md "Embeddings") ----
+     * A word of the prompt or negative prompt whose tokens are those of a
+     * file name (without extension) under this directory is replaced by the
+     * file's vectors, as A1111 does. NULL: none. */
+    const char *embeddings_dir;
 } fm_params;
 
 /* ---- model ---- */
@@ -201,6 +206,13 @@ void fm_model_lora_info(const fm_model *model, fm_lora_info *out);
  * of its data after the header, 12 hex digits); "" when there are none.
  * malloc'd; NULL with err set for an unknown name or a bad tag. */
 char *fm_lora_hashes(const fm_params *p, fm_error *err);
+
+/* A1111's "TI hashes" value for the embeddings p's prompt and negative use,
+ * e.g. "my_emb: 0123456789ab" (name with ':' and ',' removed, the first 12
+ * hex digits of the file's sha256; positive prompt's first, then the
+ * negative's, as A1111 lists them); "" when none. malloc'd; NULL with err set
+ * for an embedding that does not read. */
+char *fm_ti_hashes(const fm_model *model, const fm_params *p, fm_error *err);
 
 /* ---- text ---- */
 /* The 77 CLIP token ids of text (A1111/open_clip padding per model; SD 1.x
