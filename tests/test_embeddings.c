@@ -7,6 +7,10 @@
 #include "cliutil.h"
 
 #include "core/sha256.h"
+#include "diffusion/detect.h"
+#include "textenc/embedding.h"
+#include "textenc/prompt.h"
+#include "textenc/textenc.h"
 #include "textenc/tokenizer.h"
 
 static char dir[256];
@@ -155,10 +159,110 @@ static void test_hostile_files(void **state)
                    "tests/data/tiny-sdxl.safetensors", "clip_l + clip_g");
 }
 
+/* The conditioning with embeddings against A1111's own tokenize_line,
+ * EmbeddingDatabase and EmbeddingsWithFixes over the tiny SD 1.x text
+ * encoder (tools/ref/embed_refs.py, tests/data/README.md#embeddings):
+ * 1 vector, 12, 40 across the chunk boundary, 12 that do not fit, comma
+ * back-tracking past an embedding (A1111 leaves the fix behind), BREAK, weights, a three-token name, upper case; and the
+ * "TI hashes" each case gives. */
+static void test_conditioning_vs_a1111(void **state)
+{
+    (void)state;
+    wt_safetensors st, ref;
+    tu_open(&st, "tests/data/tiny-sd1.safetensors");
+    tu_open(&ref, "tests/data/embeddings-ref.safetensors");
+    fm_error err = {0};
+    wt_model_config cfg;
+    if (df_detect_config(&st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    te_encoder enc;
+    if (te_encoder_load(&enc, &st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    te_tokenizer *tok = te_tokenizer_new(&err);
+    assert_non_null(tok);
+    static const char *const cases[] = {"one", "many", "case", "weighted", "boundary", "backtrack", "nofit", "break"};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s.prompt", cases[k]);
+        const char *prompt = wt_st_meta_get(&ref, key);
+        assert_non_null(prompt);
+        te_embeddings db;
+        int width[2] = {8, 0};
+        assert_int_equal(te_embeddings_open(&db, "tests/data/embeddings", tok, 1, width, &err), 0);
+        assert_int_equal(db.n, 4);
+        te_token_chunks tc;
+        if (te_prompt_to_chunks_emb(tok, prompt, FM_CLIP_EOS, &db, &tc, &err)) fail_msg("%s", err.msg);
+        te_cond c;
+        if (te_encode(&enc, &tc, 1, NULL, &c, &err)) fail_msg("%s", err.msg);
+        snprintf(key, sizeof key, "%s.cond", cases[k]);
+        size_t n;
+        float *want = tu_f32(&ref, key, &n);
+        assert_int_equal((size_t)c.n_tokens * 8, n);
+        double d = 0;
+        for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)c.context[i] - want[i]));
+        printf("  %-10s %d chunks, %d fixes: max |diff| %.3g\n", cases[k], tc.n_chunks, tc.n_fixes, d);
+        assert_true(d <= 5e-5);
+        worst = fmax(worst, d);
+        if (!strcmp(cases[k], "backtrack")) { /* the fix stayed behind in chunk 0, at the comma's next slot */
+            assert_int_equal(tc.fixes[0].chunk, 0);
+            assert_int_equal(tc.fixes[0].offset, 57);
+            assert_int_equal(tc.ids[1][1], 0);
+        }
+        core_free(want);
+        te_cond_free(&c);
+        te_token_chunks_free(&tc);
+        te_embeddings_free(&db);
+    }
+    printf("  worst %.3g (tolerance 5e-5)\n", worst);
+    te_tokenizer_free(tok);
+    te_encoder_free(&enc);
+    wt_st_close(&ref);
+    wt_st_close(&st);
+}
+
+/* The "TI hashes" fm_infotext writes equal A1111's for each case (the
+ * prompt as positive, a second embedding in the negative). */
+static void test_ti_hashes_vs_a1111(void **state)
+{
+    (void)state;
+    wt_safetensors ref;
+    tu_open(&ref, "tests/data/embeddings-ref.safetensors");
+    fm_error err = {0};
+    fm_model *m = fm_model_load("tests/data/tiny-sd1.safetensors", &err);
+    if (!m) fail_msg("%s", err.msg);
+    static const char *const cases[] = {"one", "many", "case", "weighted", "boundary", "backtrack", "nofit", "break"};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s.prompt", cases[k]);
+        fm_params p;
+        fm_params_default(m, &p);
+        p.prompt = wt_st_meta_get(&ref, key);
+        p.embeddings_dir = "tests/data/embeddings";
+        snprintf(key, sizeof key, "%s.ti_hashes", cases[k]);
+        char *h = fm_ti_hashes(m, &p, &err);
+        if (!h) fail_msg("%s", err.msg);
+        assert_string_equal(h, wt_st_meta_get(&ref, key));
+        free(h);
+    }
+    /* negative after positive, as A1111 lists them (it encodes the negative first) */
+    fm_params p;
+    fm_params_default(m, &p);
+    p.prompt = "tiv";
+    p.negative = "big, tiv";
+    p.embeddings_dir = "tests/data/embeddings";
+    char *h = fm_ti_hashes(m, &p, &err);
+    assert_non_null(h);
+    assert_string_equal(h, "tiv: e98b5f0472c9, big: 43b0c027d124, tiv: e98b5f0472c9");
+    free(h);
+    fm_model_free(m);
+    wt_st_close(&ref);
+}
+
 int main(void)
 {
     cu_tempdir(dir, sizeof dir, "embeddings");
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conditioning_vs_a1111),
+        cmocka_unit_test(test_ti_hashes_vs_a1111),
         cmocka_unit_test(test_sd1_negative_embedding),
         cmocka_unit_test(test_sdxl_negative_embedding),
         cmocka_unit_test(test_hostile_files),
