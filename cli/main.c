@@ -243,6 +243,8 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     char *lora_hashes = fm_lora_hashes(p, &lerr);
     if (lora_hashes && lora_hashes[0]) cJSON_AddStringToObject(j, "lora_hashes", lora_hashes);
     free(lora_hashes);
+    const char *vae_hash, *vae = fm_model_vae(r->model, &vae_hash); /* --vae: A1111's "VAE", "VAE hash" */
+    if (vae) cJSON_AddStringToObject(j, "vae", vae), cJSON_AddStringToObject(j, "vae_hash", vae_hash);
     char *ti_hashes = fm_ti_hashes(r->model, p, &lerr); /* textual inversion: "TI hashes" */
     if (ti_hashes && ti_hashes[0]) cJSON_AddStringToObject(j, "ti_hashes", ti_hashes);
     free(ti_hashes);

@@ -91,6 +91,8 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "Size", size);
     sb_param(&b, &first, "Model hash", f->model_hash);
     sb_param(&b, &first, "Model", f->model_name);
+    sb_param(&b, &first, "VAE hash", f->vae_hash); /* A1111 writes these two after Model */
+    sb_param(&b, &first, "VAE", f->vae_name);
     if (f->denoising_strength >= 0) {
         df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);

@@ -23,6 +23,8 @@ typedef struct df_infotext_fields {
     const char *lora_hashes;
     /* textual inversion: A1111's "TI hashes" value, NULL or "" = omitted */
     const char *ti_hashes;
+    /* --vae: A1111's "VAE hash" (10 hex digits) and "VAE" (file name), NULL = omitted */
+    const char *vae_hash, *vae_name;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */

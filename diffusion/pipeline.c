@@ -622,6 +622,7 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
         .rng_label = p->rng == FM_RNG_CPU ? "CPU" : "NV"};
     f.lora_hashes = lora_hashes;
     f.ti_hashes = ti_hashes;
+    f.vae_name = fm_model_vae(m, &f.vae_hash);
     char *t = df_infotext_format(&f);
     free(lora_hashes);
     free(ti_hashes);

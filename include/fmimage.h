@@ -286,6 +286,11 @@ typedef struct fm_load_options {
     const char *type;
 } fm_load_options;
 fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err);
+/* The VAE file given as fm_load_options.vae (ldm or diffusers names; it
+ * replaces the checkpoint's VAE): its base name, as A1111's "VAE: name", or
+ * NULL when none; *hash (may be NULL) gets A1111's "VAE hash", the first 10
+ * hex digits of the file's sha256. */
+const char *fm_model_vae(const fm_model *model, const char **hash);
 /* ---- weight files: convert (issue 17 item 5) ---- */
 /* Writes every tensor of the weight file or diffusers folder `in` (any
  * format fm_model_load reads) as one safetensors file `out`, with the ldm
