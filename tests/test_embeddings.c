@@ -257,6 +257,53 @@ static void test_ti_hashes_vs_a1111(void **state)
     wt_st_close(&ref);
 }
 
+/* .pt embeddings go through the safe pickle reader: A1111's own save format
+ * (string_to_param.*) gives tiv's vectors, and so does a ParameterDict (old
+ * A1111 saves; A1111 reads its _parameters); a pickle that runs code is
+ * refused in one line. */
+static void test_pt_embeddings(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    te_tokenizer *tok = te_tokenizer_new(&err);
+    te_embeddings db;
+    int width[2] = {8, 0};
+    assert_int_equal(te_embeddings_open(&db, "tests/data/embeddings-pt", tok, 1, width, &err), 0);
+    assert_int_equal(db.n, 2);
+    int32_t ids[8];
+    int n = te_tokenizer_encode(tok, "a tiv_pt", ids, 8, &err), len;
+    te_embedding *e = te_embeddings_match(&db, ids, n, 1, &len, &err);
+    if (!e) fail_msg("%s", err.msg);
+    wt_safetensors st;
+    tu_open(&st, "tests/data/embeddings/tiv.safetensors");
+    float *want = tu_f32(&st, "emb_params", NULL);
+    assert_int_equal(e->n_vectors, 1);
+    assert_memory_equal(e->vec[0], want, 8 * sizeof(float));
+    core_free(want);
+    wt_st_close(&st);
+    /* A1111 reads a ParameterDict's _parameters (its torch 1.12.1 fix); so does the safe reader */
+    n = te_tokenizer_encode(tok, "module", ids, 8, &err);
+    te_embedding *m = te_embeddings_match(&db, ids, n, 0, &len, &err);
+    if (!m) fail_msg("%s", err.msg);
+    assert_memory_equal(m->vec[0], e->vec[0], 8 * sizeof(float));
+    te_embeddings_free(&db);
+    /* a pickle that calls os.system: refused by the reader, one line */
+    char edir[300], cmd[700];
+    snprintf(edir, sizeof edir, "%s/evil", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/pickles/evil-os-system.ckpt '%s/evil.pt'", edir, edir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(te_embeddings_open(&db, edir, tok, 1, width, &err), 0);
+    n = te_tokenizer_encode(tok, "evil", ids, 8, &err);
+    assert_null(te_embeddings_match(&db, ids, n, 0, &len, &err));
+    assert_int_equal(len, -1);
+    printf("  evil.pt: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "embedding \"evil\": "));
+    assert_non_null(strstr(err.msg, "refused"));
+    assert_null(strchr(err.msg, '\n'));
+    te_embeddings_free(&db);
+    te_tokenizer_free(tok);
+}
+
 int main(void)
 {
     cu_tempdir(dir, sizeof dir, "embeddings");
@@ -266,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_sd1_negative_embedding),
         cmocka_unit_test(test_sdxl_negative_embedding),
         cmocka_unit_test(test_hostile_files),
+        cmocka_unit_test(test_pt_embeddings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

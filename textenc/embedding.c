@@ -244,6 +244,7 @@ int te_embedding_read(te_embedding *e, int n_towers, const int width[2], fm_erro
         if (err) {
             char msg[sizeof err->msg];
             snprintf(msg, sizeof msg, "embedding \"%.64s\": %.400s", e->name, err->msg);
+            core_error_clear(err); /* the first cause is sticky: restate it with the name */
             core_fail(err, FM_EINPUT, "%s", msg);
         }
         return FM_EINPUT;

@@ -31,7 +31,8 @@ files). Embeddings are registered in A1111's way (tokenize the name, longest
 first) with the sha256 of each file as its hash.
 
 Writes tests/data/embeddings/*.safetensors (the embeddings, SD 1.x
-emb_params form) and tests/data/embeddings-ref.safetensors: "CASE.cond"
+emb_params form), tests/data/embeddings-pt/ (tiv_pt.pt: tiv's vectors as
+A1111's Embedding.save writes them; module.pt: the same in a ParameterDict) and tests/data/embeddings-ref.safetensors: "CASE.cond"
 [chunks*77, 8] float32, the conditioning of the case's prompt; metadata
 "CASE.prompt" (the prompt) and "CASE.ti_hashes" (A1111's "TI hashes" value).
 
@@ -177,6 +178,16 @@ def main():
         with open(path, "rb") as f:
             e.set_hash(hashlib.sha256(f.read()).hexdigest())
         hijack.embedding_db.register_embedding(e, sd_model)
+
+    # .pt as A1111's Embedding.save writes it (the tiv vectors, a leaf that
+    # requires grad), and one whose string_to_param is a torch.nn.ParameterDict
+    # (older A1111 saves; A1111 reads its _parameters)
+    os.makedirs(os.path.join(DATA, "embeddings-pt"), exist_ok=True)
+    tiv = load_file(os.path.join(DATA, "embeddings", "tiv.safetensors"))["emb_params"].clone().requires_grad_(True)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": tiv}, "name": "tiv_pt", "step": 0,
+                "sd_checkpoint": None, "sd_checkpoint_name": None}, os.path.join(DATA, "embeddings-pt", "tiv_pt.pt"))
+    torch.save({"string_to_param": torch.nn.ParameterDict({"*": torch.nn.Parameter(tiv.detach())})},
+               os.path.join(DATA, "embeddings-pt", "module.pt"))
 
     out, meta = {}, {}
     with torch.no_grad():
