@@ -302,6 +302,12 @@ static void test_pt_embeddings(void **state)
     assert_null(strchr(err.msg, '\n'));
     te_embeddings_free(&db);
     te_tokenizer_free(tok);
+    /* one file on its own: what the fuzz harness drives */
+    te_embedding one = {.name = "big", .path = "tests/data/embeddings/big.safetensors"};
+    assert_int_equal(te_embedding_read(&one, 1, width, &err), 0);
+    assert_int_equal(one.n_vectors, 40);
+    assert_memory_equal(one.sha256, "43b0c027d124", 12); /* A1111's shorthash (embeddings-ref "boundary") */
+    free(one.vec[0]);
 }
 
 int main(void)
