@@ -310,12 +310,65 @@ static void test_pt_embeddings(void **state)
     free(one.vec[0]);
 }
 
+/* SDXL: one embedding's clip_l vectors in CLIP-L, its clip_g vectors in
+ * bigG (A1111's EmbeddingsWithFixes keys), against A1111's
+ * FrozenCLIPEmbedderForSDXLWithCustomWords and
+ * FrozenOpenCLIPEmbedder2WithCustomWords over the tiny SDXL towers
+ * (embeddings-sdxl-ref.safetensors): the context and the pooled vector. */
+static void test_sdxl_conditioning_vs_a1111(void **state)
+{
+    (void)state;
+    wt_safetensors st, ref;
+    tu_open(&st, "tests/data/tiny-sdxl.safetensors");
+    tu_open(&ref, "tests/data/embeddings-sdxl-ref.safetensors");
+    fm_error err = {0};
+    wt_model_config cfg;
+    if (df_detect_config(&st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    te_encoder enc;
+    if (te_encoder_load(&enc, &st.src, &cfg, &err)) fail_msg("%s", err.msg);
+    te_tokenizer *tok = te_tokenizer_new(&err);
+    static const char *const cases[] = {"xl_one", "xl_many", "xl_boundary"};
+    te_size_cond sizes = {64, 64, 0, 0, 64, 64};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s.prompt", cases[k]);
+        te_embeddings db;
+        int width[2] = {32, 32};
+        assert_int_equal(te_embeddings_open(&db, "tests/data/embeddings-sdxl", tok, 2, width, &err), 0);
+        te_token_chunks tc;
+        if (te_prompt_to_chunks_emb(tok, wt_st_meta_get(&ref, key), FM_CLIP_EOS, &db, &tc, &err)) fail_msg("%s", err.msg);
+        te_cond c;
+        if (te_encode(&enc, &tc, 1, &sizes, &c, &err)) fail_msg("%s", err.msg);
+        size_t n, np;
+        snprintf(key, sizeof key, "%s.cond", cases[k]);
+        float *want = tu_f32(&ref, key, &n);
+        snprintf(key, sizeof key, "%s.pooled", cases[k]);
+        float *pooled = tu_f32(&ref, key, &np);
+        assert_int_equal((size_t)c.n_tokens * 64, n);
+        double d = 0, dp = 0;
+        for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)c.context[i] - want[i]));
+        for (size_t i = 0; i < np; i++) dp = fmax(dp, fabs((double)c.y[i] - pooled[i]));
+        printf("  %-11s %d chunks: context max |diff| %.3g, pooled %.3g\n", cases[k], tc.n_chunks, d, dp);
+        assert_true(d <= 5e-5 && dp <= 5e-5);
+        core_free(want);
+        core_free(pooled);
+        te_cond_free(&c);
+        te_token_chunks_free(&tc);
+        te_embeddings_free(&db);
+    }
+    te_tokenizer_free(tok);
+    te_encoder_free(&enc);
+    wt_st_close(&ref);
+    wt_st_close(&st);
+}
+
 int main(void)
 {
     cu_tempdir(dir, sizeof dir, "embeddings");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conditioning_vs_a1111),
         cmocka_unit_test(test_ti_hashes_vs_a1111),
+        cmocka_unit_test(test_sdxl_conditioning_vs_a1111),
         cmocka_unit_test(test_sd1_negative_embedding),
         cmocka_unit_test(test_sdxl_negative_embedding),
         cmocka_unit_test(test_hostile_files),

@@ -64,7 +64,7 @@ def stub_modules():
     shared = types.ModuleType("modules.shared")
     shared.opts = types.SimpleNamespace(emphasis="Original", comma_padding_backtrack=20, CLIP_stop_at_last_layers=1,
                                         textual_inversion_add_hashes_to_infotext=True,
-                                        use_old_emphasis_implementation=False)
+                                        use_old_emphasis_implementation=False, sdxl_clip_l_skip=False)
     hijack = types.ModuleType("modules.sd_hijack")
     hijack.StableDiffusionModelHijack = object
 
@@ -206,5 +206,130 @@ def main():
     save_file(out, os.path.join(DATA, "embeddings-ref.safetensors"), metadata=meta)
 
 
+class OpenCLIPEmbedder2:
+    """sgm's FrozenOpenCLIPEmbedder2(layer="penultimate", always_return_pooled=True,
+    legacy=False) as A1111 calls it: encode_with_transformer, pool and
+    text_transformer_forward of Stability-AI/generative-models
+    0ad7de9a5cb53fd63d6d30a4f385485e72e08597 sgm/modules/encoders/modules.py
+    (the tower itself is open_clip v2.20.0's TextTransformer)."""
+    layer = "penultimate"
+    return_pooled = True  # sgm always_return_pooled: A1111 returns (z, pooled)
+    legacy = False
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode_with_transformer(self, text):
+        x = self.model.token_embedding(text)  # [batch_size, n_ctx, d_model]
+        x = x + self.model.positional_embedding
+        x = x.permute(1, 0, 2)  # NLD -> LND
+        x = self.text_transformer_forward(x, attn_mask=self.model.attn_mask)
+        o = x["last"]
+        o = self.model.ln_final(o)
+        pooled = self.pool(o, text)
+        x["pooled"] = pooled
+        return x
+
+    def pool(self, x, text):
+        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.model.text_projection
+
+    def text_transformer_forward(self, x, attn_mask=None):
+        outputs = {}
+        for i, r in enumerate(self.model.transformer.resblocks):
+            if i == len(self.model.transformer.resblocks) - 1:
+                outputs["penultimate"] = x.permute(1, 0, 2)  # LND -> NLD
+            x = r(x, attn_mask=attn_mask)
+        outputs["last"] = x.permute(1, 0, 2)  # LND -> NLD
+        return outputs
+
+
+def sdxl_towers(path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    torchvision = types.ModuleType("torchvision")  # open_clip's utils imports it for image towers only
+    ops = types.ModuleType("torchvision.ops")
+    misc = types.ModuleType("torchvision.ops.misc")
+    misc.FrozenBatchNorm2d = object
+    sys.modules.update({"torchvision": torchvision, "torchvision.ops": ops, "torchvision.ops.misc": misc})
+    from open_clip.transformer import TextTransformer
+    sd = {k: v.float() for k, v in load_file(path).items()}
+    pre = "conditioner.embedders.0.transformer."
+    w = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+                         layer_norm_eps=1e-5)
+    clip_l = CLIPTextModel(cfg)
+    missing, unexpected = clip_l.load_state_dict(w, strict=False)
+    assert all("position_ids" in k for k in missing + unexpected), (missing, unexpected)
+    pre = "conditioner.embedders.1.model."
+    w = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre) and not k.endswith("logit_scale")}
+    g = TextTransformer(context_length=77, vocab_size=49408, width=32, heads=2, layers=2, output_dim=32,
+                        act_layer=torch.nn.GELU)
+    g.load_state_dict(w, strict=True)
+    return clip_l.eval(), g.eval()
+
+
+SDXL_EMBEDDINGS = {"xlemb": 5, "XlOne": 1}
+SDXL_CASES = {
+    "xl_one": "a photo of xlone in snow",
+    "xl_many": "(xlemb:1.2), a red fox",
+    "xl_boundary": long_text(72) + " xlemb",
+}
+
+
+def main_sdxl():
+    """SDXL: A1111 hijacks both embedders (clip_l and clip_g keys of the same
+    Embedding); context = concat along features, pooled from bigG's first chunk."""
+    import embeddings_with_fixes  # noqa: E402
+    import sd_hijack_clip  # noqa: E402
+    sys.modules["modules.sd_hijack_clip"] = sd_hijack_clip
+    sys.modules["modules"].sd_hijack_clip = sd_hijack_clip
+    import sd_hijack_open_clip  # noqa: E402
+    import ti_database  # noqa: E402
+
+    clip_l, bigg = sdxl_towers(os.path.join(DATA, "tiny-sdxl.safetensors"))
+    hijack = types.SimpleNamespace(embedding_db=ti_database.EmbeddingDatabase(), fixes=None,
+                                   extra_generation_params={})
+    wrapped_l = types.SimpleNamespace(tokenizer=Tokenizer(), transformer=clip_l, layer="hidden", layer_idx=2)
+    enc_l = sd_hijack_clip.FrozenCLIPEmbedderForSDXLWithCustomWords(wrapped_l, hijack)
+    e = clip_l.text_model.embeddings
+    e.token_embedding = embeddings_with_fixes.EmbeddingsWithFixes(e.token_embedding, hijack, "clip_l")
+    wrapped_g = OpenCLIPEmbedder2(bigg)
+    enc_g = sd_hijack_open_clip.FrozenOpenCLIPEmbedder2WithCustomWords(wrapped_g, hijack)
+    bigg.token_embedding = embeddings_with_fixes.EmbeddingsWithFixes(bigg.token_embedding, hijack, "clip_g")
+    sd_model = types.SimpleNamespace(cond_stage_model=enc_l)
+
+    os.makedirs(os.path.join(DATA, "embeddings-sdxl"), exist_ok=True)
+    for i, (name, n) in enumerate(SDXL_EMBEDDINGS.items()):
+        g = torch.Generator().manual_seed(2000 + i)
+        vec = {"clip_g": torch.randn(n, 32, generator=g) * 0.5, "clip_l": torch.randn(n, 32, generator=g) * 0.5}
+        path = os.path.join(DATA, "embeddings-sdxl", name + ".safetensors")
+        save_file(vec, path)
+        emb = ti_database.Embedding(vec, name)
+        emb.vectors = n
+        emb.shape = 64
+        with open(path, "rb") as f:
+            emb.set_hash(hashlib.sha256(f.read()).hexdigest())
+        hijack.embedding_db.register_embedding(emb, sd_model)
+
+    out, meta = {}, {}
+    with torch.no_grad():
+        gold = load_file(os.path.join(DATA, "sdxl-cases.safetensors"))
+        zl, zg = enc_l(["a red fox in snow"])[0], enc_g(["a red fox in snow"])
+        ctx = torch.cat([zl, zg[0][0]], dim=-1)
+        d = max((ctx - gold["e2e.cond.context"][0].float()).abs().max().item(),
+                (zg[1][0] - gold["e2e.cond.vector"][0, :32].float()).abs().max().item())
+        print("golden sdxl e2e.cond max |diff|", d)
+        assert d < 1e-5
+        for case, prompt in SDXL_CASES.items():
+            zl = enc_l([prompt])[0]
+            zg, pooled = enc_g([prompt])
+            out[case + ".cond"] = torch.cat([zl, zg[0]], dim=-1).contiguous().float()
+            out[case + ".pooled"] = pooled[0].contiguous().float()
+            meta[case + ".prompt"] = prompt
+            print(case, tuple(out[case + ".cond"].shape))
+    save_file(out, os.path.join(DATA, "embeddings-sdxl-ref.safetensors"), metadata=meta)
+
+
 if __name__ == "__main__":
     main()
+    main_sdxl()
