@@ -115,6 +115,9 @@ typedef struct run {
     /* LoRA: --lora-dir, else loras/ next to the model when it is a directory */
     const char *lora_dir;
     char lora_dir_buf[PATH_MAX];
+    /* textual inversion: --embeddings-dir, else embeddings/ next to the model */
+    const char *embeddings_dir;
+    char embeddings_dir_buf[PATH_MAX];
 } run;
 
 /* LoRA: the directory the prompt's <lora:NAME> tags are looked up in. */
@@ -130,6 +133,23 @@ static void lora_dir_setup(run *r)
                   : snprintf(r->lora_dir_buf, sizeof r->lora_dir_buf, "loras");
     if (n > 0 && n < (int)sizeof r->lora_dir_buf && stat(r->lora_dir_buf, &sb) == 0 && S_ISDIR(sb.st_mode))
         r->lora_dir = r->lora_dir_buf;
+}
+
+/* Textual inversion: --embeddings-dir, else embeddings/ beside the model
+ * when that is a directory. */
+static void embeddings_dir_setup(run *r)
+{
+    struct stat sb;
+    if (r->o->embeddings_dir) {
+        r->embeddings_dir = r->o->embeddings_dir;
+        return;
+    }
+    const char *slash = strrchr(r->model_path, '/');
+    char *buf = r->embeddings_dir_buf;
+    int n = slash ? snprintf(buf, sizeof r->embeddings_dir_buf, "%.*s/embeddings", (int)(slash - r->model_path), r->model_path)
+                  : snprintf(buf, sizeof r->embeddings_dir_buf, "embeddings");
+    if (n > 0 && n < (int)sizeof r->embeddings_dir_buf && stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode))
+        r->embeddings_dir = buf;
 }
 
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
@@ -184,6 +204,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->precision = o->precision;
     p->memory_limit = o->memory_limit;
     p->lora_dir = r->lora_dir; /* LoRA */
+    p->embeddings_dir = r->embeddings_dir; /* textual inversion */
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
     if (job_sampler(p, sampler, scheduler, err)) return err->code;
@@ -222,6 +243,11 @@ static char *manifest_line(const run *r, const job *jb, const fm_params *p, cons
     char *lora_hashes = fm_lora_hashes(p, &lerr);
     if (lora_hashes && lora_hashes[0]) cJSON_AddStringToObject(j, "lora_hashes", lora_hashes);
     free(lora_hashes);
+    const char *vae_hash, *vae = fm_model_vae(r->model, &vae_hash); /* --vae: A1111's "VAE", "VAE hash" */
+    if (vae) cJSON_AddStringToObject(j, "vae", vae), cJSON_AddStringToObject(j, "vae_hash", vae_hash);
+    char *ti_hashes = fm_ti_hashes(r->model, p, &lerr); /* textual inversion: "TI hashes" */
+    if (ti_hashes && ti_hashes[0]) cJSON_AddStringToObject(j, "ti_hashes", ti_hashes);
+    free(ti_hashes);
     cJSON_AddNumberToObject(j, "seconds", round(seconds * 10) / 10);
     /* The merge order of the shards' manifests (DESIGN.md "Output files"). */
     cJSON_AddNumberToObject(j, "seq", (double)out_manifest_next_seq(&r->manifest));
@@ -801,6 +827,7 @@ static int generate_in(run *rp)
     }
     out_file_stem(rp->model_path, rp->model_name, sizeof rp->model_name);
     lora_dir_setup(rp);
+    embeddings_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
         free_lines(lines, n_lines);

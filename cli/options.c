@@ -48,6 +48,9 @@ void cli_print_help(void)
         "      --lora-dir DIR       where <lora:NAME:MULT> / <lora:NAME:TE:UNET> prompt tags find\n"
         "                           NAME.safetensors (or ss_output_name NAME); alias\n"
         "                           --lora-model-dir (default: loras/ next to the model)\n"
+        "      --embeddings-dir DIR textual-inversion embeddings: a prompt word equal to a file\n"
+        "                           name (NAME.safetensors/.pt/.bin) becomes its vectors\n"
+        "                           (default: embeddings/ next to the model)\n"
         "      --precision MODE     U-Net/VAE math: fp32; bf16 (bf16 products, fp32 sums;\n"
         "                           needs AVX512_BF16, else fp32); f16 = fp32 (f16 weights\n"
         "                           always use fp32 math); auto = bf16 where it measures\n"
@@ -63,7 +66,8 @@ void cli_print_help(void)
         "      --force              overwrite an existing single output\n"
         "  -q, --quiet              no progress\n"
         "  -v, --verbose            timings per stage and step, peak memory at the end\n"
-        "      --vae FILE           the VAE from FILE (replaces the model's; sd.cpp's option)\n"
+        "      --vae FILE           the VAE from FILE, ldm or diffusers names (replaces the\n"
+        "                           model's; sd.cpp's option)\n"
         "      --clip_l FILE        the CLIP-L text encoder from FILE\n"
         "      --clip_g FILE        the OpenCLIP bigG text encoder from FILE (SDXL)\n"
         "                           (a GGUF holding only a U-Net needs its family's parts)\n"
@@ -189,6 +193,7 @@ enum {
     OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE /* GGUF and quantised weights */
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
+enum { OPT_EMBEDDINGS_DIR = 410 }; /* textual inversion */
 
 /* --type's words (fm_load_options.type). */
 static int weight_type_ok(const char *t)
@@ -218,6 +223,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"upscale-overlap", 1, 0, OPT_UPSCALE_OVERLAP},
         {"styles-file", 1, 0, OPT_STYLES_FILE}, {"style", 1, 0, OPT_STYLE},
         {"lora-dir", 1, 0, OPT_LORA_DIR}, {"lora-model-dir", 1, 0, OPT_LORA_DIR}, /* LoRA */
+        {"embeddings-dir", 1, 0, OPT_EMBEDDINGS_DIR}, /* textual inversion */
         {"vae", 1, 0, OPT_VAE}, {"clip_l", 1, 0, OPT_CLIP_L}, {"clip_g", 1, 0, OPT_CLIP_G},
         {"type", 1, 0, OPT_TYPE},
         {0, 0, 0, 0}};
@@ -328,6 +334,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
             break;
         case OPT_TAESD: o->taesd = arg; break;
         case OPT_LORA_DIR: o->lora_dir = arg; break; /* LoRA */
+        case OPT_EMBEDDINGS_DIR: o->embeddings_dir = arg; break; /* textual inversion */
         case OPT_TILING: o->vae_tiling = 1; break;
         case OPT_PREC:
             if (!strcmp(arg, "auto")) o->precision = FM_PREC_AUTO;

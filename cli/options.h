@@ -42,6 +42,7 @@ typedef struct cli_options {
     int n_styles;
     /* LoRA */
     const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
+    const char *embeddings_dir; /* --embeddings-dir; NULL: embeddings/ next to the model */
     /* GGUF and quantised weights (issue 17): part files and --type */
     const char *vae, *clip_l, *clip_g, *type;
 } cli_options;

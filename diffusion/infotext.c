@@ -91,6 +91,8 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "Size", size);
     sb_param(&b, &first, "Model hash", f->model_hash && *f->model_hash ? f->model_hash : NULL); /* none for a folder */
     sb_param(&b, &first, "Model", f->model_name);
+    sb_param(&b, &first, "VAE hash", f->vae_hash); /* A1111 writes these two after Model */
+    sb_param(&b, &first, "VAE", f->vae_name);
     if (f->denoising_strength >= 0) {
         df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);
@@ -102,6 +104,7 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "RNG", f->rng_label);
     /* LoRA: one of A1111's extra_generation_params, which come before Version */
     if (f->lora_hashes && f->lora_hashes[0]) sb_param(&b, &first, "Lora hashes", f->lora_hashes);
+    if (f->ti_hashes && f->ti_hashes[0]) sb_param(&b, &first, "TI hashes", f->ti_hashes);
     sb_param(&b, &first, "Version", "fmimage " FM_VERSION);
     return core_sb_take(&b);
 }

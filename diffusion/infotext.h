@@ -21,6 +21,10 @@ typedef struct df_infotext_fields {
     const char *rng_label;           /* "NV" or "CPU" */
     /* LoRA (issue 16): A1111's "Lora hashes" value, NULL or "" = omitted */
     const char *lora_hashes;
+    /* textual inversion: A1111's "TI hashes" value, NULL or "" = omitted */
+    const char *ti_hashes;
+    /* --vae: A1111's "VAE hash" (10 hex digits) and "VAE" (file name), NULL = omitted */
+    const char *vae_hash, *vae_name;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */

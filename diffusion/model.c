@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sha256.h"
 #include "diffusion/detect.h"
 #include "weights/compose.h"
 #include "weights/quantise.h"
@@ -96,6 +97,36 @@ static wt_source *open_sources(const char *path, const fm_load_options *opt, fm_
     return src;
 }
 
+/* A1111's sd_vae: get_loaded_vae_name (basename) and get_loaded_vae_hash
+ * (hashes.sha256 of the file, 10 digits). */
+static int vae_identity(fm_model *m, const char *path, fm_error *err)
+{
+    FILE *fp = fopen(path, "rb");
+    unsigned char *buf = malloc(1 << 16);
+    if (!fp || !buf) {
+        if (fp) fclose(fp);
+        free(buf);
+        return core_fail(err, FM_EINPUT, "%s: cannot be read", path);
+    }
+    core_sha256 h;
+    core_sha256_init(&h);
+    size_t got;
+    while ((got = fread(buf, 1, 1 << 16, fp)) > 0) core_sha256_update(&h, buf, got);
+    int bad = ferror(fp);
+    fclose(fp);
+    free(buf);
+    if (bad) return core_fail(err, FM_EINPUT, "%s: read error", path);
+    uint8_t d[32];
+    char hex[65];
+    core_sha256_final(&h, d);
+    core_hex(d, 32, hex);
+    memcpy(m->vae_hash, hex, 10);
+    m->vae_hash[10] = 0;
+    const char *base = strrchr(path, '/');
+    if (!(m->vae_name = strdup(base ? base + 1 : path))) return core_fail(err, FM_EINPUT, "out of memory");
+    return 0;
+}
+
 fm_model *fm_model_load(const char *path, fm_error *err) { return fm_model_load_with(path, NULL, err); }
 
 fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err)
@@ -119,6 +150,7 @@ fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_er
     if (!rc && !(m->unet = un_load(m->src, &m->cfg.unet, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc && !(m->vae = vae_load(m->src, &m->cfg.vae, FM_PREC_FP32, err))) rc = FM_EINPUT;
     if (!rc) rc = load_schedule(m, err);
+    if (!rc && opt && opt->vae && *opt->vae) rc = vae_identity(m, opt->vae, err);
     m->prediction = m->cfg.prediction;
     if (!rc && m->prediction == FM_PRED_AUTO) {
         int is_v = 0;
@@ -140,9 +172,16 @@ fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_er
     return m;
 }
 
+const char *fm_model_vae(const fm_model *m, const char **hash)
+{
+    if (hash) *hash = m && m->vae_name ? m->vae_hash : NULL;
+    return m ? m->vae_name : NULL;
+}
+
 void fm_model_free(fm_model *m)
 {
     if (!m) return;
+    free(m->vae_name);
     vae_taesd_free(m->taesd);
     free(m->taesd_path);
     vae_free(m->vae);

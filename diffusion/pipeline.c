@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "diffusion/embeddings.h"
 #include "diffusion/infotext.h"
 #include "kernels/kernels.h"
 #include "textenc/prompt.h"
@@ -187,8 +188,13 @@ static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds
     if (!tc) return core_fail(err, FM_EINPUT, "prompt: out of memory");
     /* CFG batches the conds and the uncond: all need the same number of chunks */
     int n = 1;
+    te_embeddings emb; /* textual inversion: the names under p->embeddings_dir */
+    if ((rc = df_embeddings_open(m, p->embeddings_dir, &emb, err))) {
+        free(tc);
+        return rc;
+    }
     for (int i = 0; !rc && i < c->n_table; i++) {
-        rc = te_prompt_to_chunks(m->tokenizer, c->texts[i], pad, &tc[i], err);
+        rc = te_prompt_to_chunks_emb(m->tokenizer, c->texts[i], pad, &emb, &tc[i], err);
         if (!rc && tc[i].n_chunks > FM_MAX_PROMPT_CHUNKS)
             rc = core_fail(err, FM_EINPUT, "%s: %d chunks of %d tokens, more than the %d allowed",
                          i < first_neg ? "prompt" : "negative prompt", tc[i].n_chunks, FM_PROMPT_CHUNK_TOKENS,
@@ -203,6 +209,7 @@ static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds
                                               : te_encode(&m->text, &tc[i], p->clip_skip, &sizes, &c->table[i], err);
     for (int i = 0; i < c->n_table; i++) te_token_chunks_free(&tc[i]);
     free(tc);
+    te_embeddings_free(&emb);
     return rc;
 }
 
@@ -575,10 +582,21 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     return rc;
 }
 
+char *fm_ti_hashes(const fm_model *m, const fm_params *p, fm_error *err)
+{
+    smp_id s;
+    smp_scheduler_id sch;
+    core_error_clear(err);
+    if (!m || !p || param_names(p, &s, &sch, err)) {
+        if (!err || !err->code) core_fail(err, FM_EUSAGE, "fm_ti_hashes: no model or parameters");
+        return NULL;
+    }
+    return df_ti_hashes(m, p->prompt, p->negative, schedule_steps(s, p->steps), p->embeddings_dir, err);
+}
+
 char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name, const char *model_hash,
                   fm_error *err)
 {
-    (void)m;
     core_error_clear(err);
     smp_id s;
     smp_scheduler_id sch;
@@ -589,6 +607,11 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
     if (param_names(p, &s, &sch, err)) return NULL;
     char *lora_hashes = fm_lora_hashes(p, err); /* LoRA: "Lora hashes" */
     if (!lora_hashes) return NULL;
+    char *ti_hashes = m ? fm_ti_hashes(m, p, err) : strdup(""); /* embeddings: "TI hashes" */
+    if (!ti_hashes) {
+        free(lora_hashes);
+        return NULL;
+    }
     df_infotext_fields f = {
         .prompt = p->prompt, .negative = p->negative, .steps = p->steps,
         .sampler_label = smp_label(s),
@@ -598,8 +621,11 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
         .denoising_strength = p->init_rgb ? p->strength : -1.0f, .clip_skip = p->clip_skip,
         .rng_label = p->rng == FM_RNG_CPU ? "CPU" : "NV"};
     f.lora_hashes = lora_hashes;
+    f.ti_hashes = ti_hashes;
+    f.vae_name = fm_model_vae(m, &f.vae_hash);
     char *t = df_infotext_format(&f);
     free(lora_hashes);
+    free(ti_hashes);
     if (!t) core_fail(err, FM_EINPUT, "out of memory");
     return t;
 }

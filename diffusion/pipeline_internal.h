@@ -36,6 +36,9 @@ struct fm_model {
     /* LoRA (diffusion/lora.c): the adapters merged now; the text encoders
      * and the U-Net are bound to lora.merged when it is set */
     df_lora_state lora;
+    /* --vae (fm_load_options.vae): A1111's "VAE" (base name) and "VAE hash" */
+    char *vae_name;
+    char vae_hash[11];
 };
 
 /* The precision fm_generate computes in for a requested one: BF16 is bf16

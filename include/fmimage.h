@@ -147,6 +147,11 @@ typedef struct fm_params {
     const fm_lora *loras;      /* may be NULL */
     int n_loras;
     const char *lora_dir;      /* NULL: a tag is an error */
+    /* ---- textual-inversion embeddings (DESIGN.md "Embeddings") ----
+     * A word of the prompt or negative prompt whose tokens are those of a
+     * file name (without extension) under this directory is replaced by the
+     * file's vectors, as A1111 does. NULL: none. */
+    const char *embeddings_dir;
 } fm_params;
 
 /* ---- model ---- */
@@ -207,6 +212,13 @@ void fm_model_lora_info(const fm_model *model, fm_lora_info *out);
  * of its data after the header, 12 hex digits); "" when there are none.
  * malloc'd; NULL with err set for an unknown name or a bad tag. */
 char *fm_lora_hashes(const fm_params *p, fm_error *err);
+
+/* A1111's "TI hashes" value for the embeddings p's prompt and negative use,
+ * e.g. "my_emb: 0123456789ab" (name with ':' and ',' removed, the first 12
+ * hex digits of the file's sha256; positive prompt's first, then the
+ * negative's, as A1111 lists them); "" when none. malloc'd; NULL with err set
+ * for an embedding that does not read. */
+char *fm_ti_hashes(const fm_model *model, const fm_params *p, fm_error *err);
 
 /* ---- text ---- */
 /* The 77 CLIP token ids of text (A1111/open_clip padding per model; SD 1.x
@@ -280,6 +292,11 @@ typedef struct fm_load_options {
     const char *type;
 } fm_load_options;
 fm_model *fm_model_load_with(const char *path, const fm_load_options *opt, fm_error *err);
+/* The VAE file given as fm_load_options.vae (ldm or diffusers names; it
+ * replaces the checkpoint's VAE): its base name, as A1111's "VAE: name", or
+ * NULL when none; *hash (may be NULL) gets A1111's "VAE hash", the first 10
+ * hex digits of the file's sha256. */
+const char *fm_model_vae(const fm_model *model, const char **hash);
 /* ---- weight files: convert (issue 17 item 5) ---- */
 /* Writes every tensor of the weight file or diffusers folder `in` (any
  * format fm_model_load reads) as one safetensors file `out`, with the ldm

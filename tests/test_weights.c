@@ -239,10 +239,54 @@ static void test_list_covers_the_files(void **state)
     check_coverage("tests/data/tiny-sdxl.safetensors", 0);
 }
 
+/* Mixed F16/F32 files: a 1-element F16 leaves the next F32 matrix 2 bytes
+ * off its alignment. The binder copies it into the arena (the kernels would
+ * otherwise do misaligned float loads, which UBSan flags) with the same values,
+ * and keeps an aligned F32 matrix in place. */
+static void test_unaligned_f32_matrix(void **state)
+{
+    (void)state;
+    char upath[320];
+    snprintf(upath, sizeof upath, "%s/mixed.safetensors", tu_dir);
+    static const float m[6] = {1.5f, -2, 3.25f, 4, -5.5f, 6};
+    const uint16_t one = 0x3c00;
+    tl_st_entry e[] = {
+        {"p.a", FM_DT_F16, 1, {1}, &one},
+        {"p.m", FM_DT_F32, 2, {2, 3}, m},
+        {"p.z", FM_DT_F32, 2, {2, 3}, m},
+    };
+    fm_error err = {0};
+    if (tl_st_write(upath, e, 3, NULL, 0, &err)) fail_msg("%s", err.msg);
+    wt_safetensors st;
+    tu_open(&st, upath);
+    const wt_tensor *tm = wt_st_find(&st, "p.m"), *tz = wt_st_find(&st, "p.z");
+    assert_int_not_equal((uintptr_t)tm->data % 4, 0); /* the case this guards */
+    wt_binder b;
+    assert_int_equal(wt_bind_begin(&b, &st.src, "p.", "test", &err), 0);
+    kn_mat mm, mz;
+    do {
+        wt_bind_mat(&b, &mm, 2, 3, 2, (const int64_t[]){2, 3}, "m");
+        wt_bind_mat(&b, &mz, 2, 3, 2, (const int64_t[]){2, 3}, "z");
+    } while (wt_bind_again(&b));
+    wt_weights *w = wt_bind_end(&b);
+    if (!w) fail_msg("%s", err.msg);
+    assert_int_equal(mm.dtype, FM_DT_F32);
+    assert_int_equal((uintptr_t)mm.data % 4, 0);
+    assert_ptr_not_equal(mm.data, tm->data);
+    assert_memory_equal(mm.data, m, sizeof m);
+    assert_int_equal(wt_weights_at(w, 0).origin, WT_CONVERTED);
+    /* p.z: 1 F16 + 6 F32 = 26 bytes in, also off by 2 */
+    assert_int_equal((uintptr_t)tz->data % 4 != 0, wt_weights_at(w, 1).origin == WT_CONVERTED);
+    assert_memory_equal(mz.data, m, sizeof m);
+    wt_weights_free(w);
+    wt_st_close(&st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_views_and_copies),
+        cmocka_unit_test(test_unaligned_f32_matrix),
         cmocka_unit_test(test_sticky_error),
         cmocka_unit_test(test_list_mode),
         cmocka_unit_test(test_list_covers_the_files),

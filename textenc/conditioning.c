@@ -123,7 +123,7 @@ static int cond_alloc(te_cond *out, const te_encoder *enc, int n_chunks, fm_erro
 
 /* One tower's share: context columns [col, col+W) of every token, and the
  * pooled vector of the first chunk when pooled is non-NULL. */
-static int encode_tower(const te_tower *t, const te_token_chunks *tok, int clip_skip, te_cond *out,
+static int encode_tower(const te_tower *t, int tower, const te_token_chunks *tok, int clip_skip, te_cond *out,
                         int col, float *pooled, fm_error *err)
 {
     const wt_text_config *cfg = te_tower_config(t);
@@ -139,7 +139,8 @@ static int encode_tower(const te_tower *t, const te_token_chunks *tok, int clip_
         goto done;
     }
     repad(ids, tok, cfg->pad_token);
-    if ((rc = te_tower_forward(t, (const int32_t(*)[FM_CLIP_LEN])ids, nc, layer, final_ln, z, pool_all, err)))
+    if ((rc = te_tower_forward_fixed(t, (const int32_t(*)[FM_CLIP_LEN])ids, nc, tok->fixes, tok->n_fixes, tower, layer,
+                                     final_ln, z, pool_all, err)))
         goto done;
     for (int c = 0; c < nc; c++) {
         float *zc = z + (size_t)c * FM_CLIP_LEN * W;
@@ -176,7 +177,7 @@ int te_encode(const te_encoder *enc, const te_token_chunks *tok, int clip_skip,
     int col = 0;
     for (int i = 0; i < enc->n_towers; i++) {
         int pools = enc->pooled_dim && i == enc->n_towers - 1;
-        int rc = encode_tower(enc->towers[i], tok, clip_skip, out, col, pools ? out->y : NULL, err);
+        int rc = encode_tower(enc->towers[i], i, tok, clip_skip, out, col, pools ? out->y : NULL, err);
         if (rc) {
             te_cond_free(out);
             return rc;

@@ -3,8 +3,8 @@
  * does ((x) x1.1, (x:w), [x] /1.1, nesting multiplies, escapes \( \) \[ \] \\,
  * BREAK), then tokenized piece by piece and laid out in 75-token chunks as
  * A1111's FrozenCLIPEmbedderWithCustomWords.tokenize_line does with its
- * default settings (emphasis "Original", comma_padding_backtrack 20; no
- * textual-inversion embeddings). See tests/data/README.md#prompt-weighting. */
+ * default settings (emphasis "Original", comma_padding_backtrack 20) and
+ * its textual-inversion embeddings (te_prompt_to_chunks_emb). See tests/data/README.md#prompt-weighting. */
 #ifndef FM_PROMPT_H
 #define FM_PROMPT_H
 
@@ -45,6 +45,16 @@ void te_prompt_attention_free(te_prompt_attention *a);
 int te_prompt_to_chunks(const te_tokenizer *tok, const char *prompt, int pad_token,
                         te_token_chunks *out, fm_error *err);
 void te_token_chunks_free(te_token_chunks *c);
+
+/* The same with textual-inversion embeddings (textenc/embedding.h; NULL:
+ * none), as tokenize_line places them: at a match, when the chunk cannot
+ * hold all its vectors a new chunk starts; the vectors take token-0 slots
+ * with the piece's weight and a fix (out->fixes). A fix stays with the chunk
+ * it was placed in, also when comma back-tracking moves its slots on (as
+ * A1111's relocation does). A file that fails to read is an error. */
+struct te_embeddings;
+int te_prompt_to_chunks_emb(const te_tokenizer *tok, const char *prompt, int pad_token,
+                            struct te_embeddings *emb, te_token_chunks *out, fm_error *err);
 
 /* Appends empty chunks [BOS, EOS, pad_token...] (weights 1.0) until c has
  * n_chunks, so that CFG's cond and uncond line up; a longer c is left as it

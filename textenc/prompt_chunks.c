@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "textenc/embedding.h"
 #include "textenc/prompt.h"
 
 typedef struct {
@@ -16,6 +17,7 @@ typedef struct {
     float cur_w[FM_PROMPT_CHUNK_TOKENS];
     int cur_n;
     int last_comma; /* position in the current chunk, -1: none */
+    int fix_cap;
 } chunker;
 
 static int grow(te_token_chunks *c, int *cap, int need)
@@ -76,7 +78,9 @@ static int next_chunk(chunker *ch, int keep, int pad_token)
     return 0;
 }
 
-static int add_token(chunker *ch, int32_t token, float weight, int pad_token)
+/* What tokenize_line does before placing the token at a position: the
+ * comma bookkeeping and back-tracking, and a new chunk when this is full. */
+static int before_token(chunker *ch, int32_t token, int pad_token)
 {
     if (token == FM_PROMPT_COMMA_TOKEN) {
         ch->last_comma = ch->cur_n;
@@ -87,9 +91,35 @@ static int add_token(chunker *ch, int32_t token, float weight, int pad_token)
     }
     if (ch->cur_n == FM_PROMPT_CHUNK_TOKENS && next_chunk(ch, ch->cur_n, pad_token))
         return -1;
+    return 0;
+}
+
+static void put_token(chunker *ch, int32_t token, float weight)
+{
     ch->cur_ids[ch->cur_n] = token;
     ch->cur_w[ch->cur_n] = weight;
     ch->cur_n++;
+}
+
+/* The embedding's vectors: token-0 slots with the piece's weight, and a fix
+ * at the current chunk (the one being filled is out->n_chunks). */
+static int put_embedding(chunker *ch, const te_embedding *e, int n_towers, float weight, int pad_token)
+{
+    te_token_chunks *c = ch->out;
+    if (ch->cur_n + e->n_vectors > FM_PROMPT_CHUNK_TOKENS && next_chunk(ch, ch->cur_n, pad_token))
+        return -1;
+    if (c->n_fixes == ch->fix_cap) {
+        int cap = ch->fix_cap ? 2 * ch->fix_cap : 4;
+        te_token_fix *f = realloc(c->fixes, sizeof *f * (size_t)cap);
+        if (!f)
+            return -1;
+        c->fixes = f;
+        ch->fix_cap = cap;
+    }
+    c->fixes[c->n_fixes++] = (te_token_fix){c->n_chunks, ch->cur_n, e->n_vectors,
+                                            {e->vec[0], n_towers > 1 ? e->vec[1] : NULL}};
+    for (int i = 0; i < e->n_vectors; i++)
+        put_token(ch, 0, weight);
     return 0;
 }
 
@@ -116,6 +146,12 @@ static int encode_piece(const te_tokenizer *tok, const char *text, int32_t **ids
 int te_prompt_to_chunks(const te_tokenizer *tok, const char *prompt, int pad_token,
                         te_token_chunks *out, fm_error *err)
 {
+    return te_prompt_to_chunks_emb(tok, prompt, pad_token, NULL, out, err);
+}
+
+int te_prompt_to_chunks_emb(const te_tokenizer *tok, const char *prompt, int pad_token,
+                            te_embeddings *emb, te_token_chunks *out, fm_error *err)
+{
     *out = (te_token_chunks){0};
     te_prompt_attention parsed;
     int rc = te_parse_prompt_attention(prompt, &parsed, err);
@@ -136,9 +172,25 @@ int te_prompt_to_chunks(const te_tokenizer *tok, const char *prompt, int pad_tok
             rc = err ? err->code : FM_EINPUT;
             break;
         }
-        for (int i = 0; i < n && !rc; i++)
-            if (add_token(&ch, ids[i], (float)piece->weight, pad_token))
+        float w = (float)piece->weight;
+        for (int i = 0; i < n && !rc;) {
+            if (before_token(&ch, ids[i], pad_token)) {
                 rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
+                break;
+            }
+            int len;
+            const te_embedding *e = te_embeddings_match(emb, ids, n, i, &len, err);
+            if (len < 0) {
+                rc = FM_EINPUT;
+            } else if (!e) {
+                put_token(&ch, ids[i], w);
+                i++;
+            } else {
+                if (put_embedding(&ch, e, emb->n_towers, w, pad_token))
+                    rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
+                i += len;
+            }
+        }
     }
     if (!rc && (ch.cur_n > 0 || out->n_chunks == 0) && next_chunk(&ch, ch.cur_n, pad_token))
         rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
@@ -155,6 +207,7 @@ void te_token_chunks_free(te_token_chunks *c)
         return;
     free(c->ids);
     free(c->weights);
+    free(c->fixes);
     *c = (te_token_chunks){0};
 }
 

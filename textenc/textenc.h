@@ -45,6 +45,13 @@ const wt_text_config *te_tower_config(const te_tower *t);
 int te_tower_forward(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
                           int final_ln, float *hidden, float *pooled, fm_error *err);
 
+/* The same with textual-inversion embeddings placed by the prompt
+ * (textenc/tokens.h te_token_fix; chunk = sequence index): tower picks each
+ * fix's vec[tower] (SDXL: 0 CLIP-L, 1 bigG). */
+int te_tower_forward_fixed(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n,
+                           const te_token_fix *fixes, int n_fixes, int tower, int layer, int final_ln,
+                           float *hidden, float *pooled, fm_error *err);
+
 /* The hidden state that conditions the U-Net for this config:
  *   penultimate = 0 (SD 1.x): A1111 clip skip N >= 1, the output of layer
  *     L-N (0-based; N = 1 is the last layer) through the final LayerNorm;

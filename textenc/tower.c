@@ -261,13 +261,27 @@ static void transformer_layer(const te_tower *t, const tower_layer *L, workspace
     kn_add(ws->x, ws->x, ws->h, rw);
 }
 
-static void embed(const te_tower *t, float *x, const int32_t (*ids)[FM_CLIP_LEN], int n)
+/* token_embedding[ids], with the embeddings' vectors in their slots (A1111's
+ * EmbeddingsWithFixes wraps the token embedding: the vectors go in before
+ * the position embedding is added), then + position_embedding. */
+static void embed(const te_tower *t, float *x, const int32_t (*ids)[FM_CLIP_LEN], int n,
+                  const te_token_fix *fixes, int n_fixes, int tower)
 {
     int W = t->width;
     for (int s = 0; s < n; s++)
+        for (int p = 0; p < FM_CLIP_LEN; p++)
+            kn_mat_row(x + ((size_t)s * FM_CLIP_LEN + p) * W, &t->tok_emb, ids[s][p]);
+    for (int f = 0; f < n_fixes; f++) {
+        const te_token_fix *fx = &fixes[f];
+        int len = FM_CLIP_LEN - fx->offset - 1; /* emb_len = min(77 - offset - 1, vectors) */
+        if (len > fx->n_vectors)
+            len = fx->n_vectors;
+        memcpy(x + ((size_t)fx->chunk * FM_CLIP_LEN + fx->offset + 1) * W, fx->vec[tower],
+               sizeof(float) * (size_t)len * W);
+    }
+    for (int s = 0; s < n; s++)
         for (int p = 0; p < FM_CLIP_LEN; p++) {
             float *row = x + ((size_t)s * FM_CLIP_LEN + p) * W;
-            kn_mat_row(row, &t->tok_emb, ids[s][p]);
             kn_add(row, row, t->pos_emb + (size_t)p * W, (size_t)W);
         }
 }
@@ -303,6 +317,13 @@ static void pool(const te_tower *t, float *pooled, const float *x_eos, float *tm
 int te_tower_forward(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n, int layer,
                           int final_ln, float *hidden, float *pooled, fm_error *err)
 {
+    return te_tower_forward_fixed(t, ids, n, NULL, 0, 0, layer, final_ln, hidden, pooled, err);
+}
+
+int te_tower_forward_fixed(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n,
+                           const te_token_fix *fixes, int n_fixes, int tower, int layer, int final_ln,
+                           float *hidden, float *pooled, fm_error *err)
+{
     const char *what = t->cfg.prefix;
     if (n < 1)
         return core_fail(err, FM_EINPUT, "%s: no sequences to encode", what);
@@ -327,7 +348,13 @@ int te_tower_forward(const te_tower *t, const int32_t (*ids)[FM_CLIP_LEN], int n
     workspace ws = {mem, mem + rw, mem + 2 * rw, mem + 3 * rw, mem + 4 * rw, mem + 5 * rw, mem + 6 * rw};
     float *tmp = ws.mlp + (size_t)rows * t->inter;
 
-    embed(t, ws.x, ids, n);
+    for (int f = 0; f < n_fixes; f++)
+        if (fixes[f].chunk < 0 || fixes[f].chunk >= n || fixes[f].offset < 0 || fixes[f].offset >= FM_CLIP_LEN - 1 ||
+            !fixes[f].vec[tower]) {
+            core_free(acc);
+            return core_fail(err, FM_EINPUT, "%s: an embedding placed outside the prompt's chunks", what);
+        }
+    embed(t, ws.x, ids, n, fixes, n_fixes, tower);
     int run = pooled ? t->n_layers : layer;
     for (int l = 0; l <= run; l++) {
         if (l == layer && hidden) {

@@ -198,6 +198,18 @@ static const float *converted(wt_binder *b, const wt_tensor *t)
     return f;
 }
 
+/* Is a float tensor's first element at a multiple of its element size? */
+static int elem_aligned(const wt_tensor *t)
+{
+    uintptr_t a = (uintptr_t)t->data;
+    switch (t->dtype) {
+    case FM_DT_F32: return a % sizeof(float) == 0;
+    case FM_DT_F16:
+    case FM_DT_BF16: return a % sizeof(uint16_t) == 0;
+    default: return 1; /* quantised blocks are byte streams */
+    }
+}
+
 void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const int64_t *shape,
                  const char *fmt, ...)
 {
@@ -210,7 +222,11 @@ void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const in
     va_end(ap);
     if (!t) return;
     wt_origin origin = WT_FROM_FILE;
-    if (t->dtype == FM_DT_F64) { /* the kernels read F32/F16/BF16; F64 files are rare */
+    /* The kernels read F32/F16/BF16; F64 files are rare. safetensors packs
+     * tensors without padding, so a float tensor after an odd-sized one
+     * (mixed F16/F32 files) sits off its natural alignment: reading it in
+     * place is a misaligned load (UB, UBSan flags it), so it is copied too. */
+    if (t->dtype == FM_DT_F64 || !elem_aligned(t)) {
         if (!(m->data = converted(b, t))) return;
         m->dtype = FM_DT_F32;
         origin = WT_CONVERTED;

@@ -2,6 +2,7 @@
  * renaming views of part files. */
 #include "weights/compose.h"
 #include "weights/gguf.h"
+#include "weights/rename.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,6 +305,38 @@ static int fuse_qkv(listed *l, wt_source *src, fm_error *err)
     return 0;
 }
 
+/* A diffusers AutoencoderKL's levels: 1 + the largest up_blocks (down_blocks) index. */
+static int diffusers_vae_levels(const wt_source *src)
+{
+    int levels = 0;
+    for (int i = 0; i < wt_count(src); i++) {
+        const char *n = wt_at(src, i)->name, *b;
+        if (!strncmp(n, "vae.", 4)) n += 4;
+        if ((b = strstr(n, "decoder.up_blocks.")) == n || (b = strstr(n, "encoder.down_blocks.")) == n) {
+            int k = atoi(strchr(b, '_') + 8); /* after "_blocks." */
+            if (k >= 0 && k < 1000 && k + 1 > levels) levels = k + 1;
+        }
+    }
+    return levels;
+}
+
+/* A diffusers VAE tensor under its ldm name; mid attention weights as
+ * 1x1 convolutions (a view: the bytes are the same). 0: not a VAE tensor. */
+static int add_diffusers_vae(listed *l, const wt_tensor *t, int levels, wt_source *src, fm_error *err)
+{
+    char ldm[480], name[512];
+    int to_conv, k = wt_vae_diffusers_name(ldm, sizeof ldm, t->name, levels, &to_conv);
+    if (k < 0) return wt_fail(err, src, "tensor %.200s: name too long", t->name);
+    if (!k) return 0;
+    snprintf(name, sizeof name, "first_stage_model.%s", ldm);
+    wt_tensor c = *t;
+    if (to_conv && t->ndim == 2) {
+        c.ndim = 4;
+        c.shape[2] = c.shape[3] = 1;
+    }
+    return add(l, &c, name) ? wt_fail(err, src, "out of memory") : 0;
+}
+
 static const char *const part_names[] = {"a VAE", "a CLIP-L text encoder", "an OpenCLIP bigG text encoder"};
 
 wt_source *wt_part_view(wt_source *src, wt_part role, int sdxl, fm_error *err)
@@ -314,8 +347,13 @@ wt_source *wt_part_view(wt_source *src, wt_part role, int sdxl, fm_error *err)
         wt_close(src);
         return NULL;
     }
-    int rc = 0;
-    for (int i = 0; i < wt_count(src) && !rc; i++) {
+    int rc = 0, levels = 0;
+    /* diffusers names (down_blocks, mid_block, ...): renamed as diffusers'
+     * conversion script does */
+    for (int i = 0; role == WT_PART_VAE && i < wt_count(src) && !levels; i++)
+        if (wt_vae_is_diffusers(wt_at(src, i)->name)) levels = diffusers_vae_levels(src);
+    for (int i = 0; i < wt_count(src) && !rc && levels; i++) rc = add_diffusers_vae(l, wt_at(src, i), levels, src, err);
+    for (int i = 0; i < wt_count(src) && !rc && !levels; i++) {
         const wt_tensor *t = wt_at(src, i);
         char name[512];
         int k = role == WT_PART_VAE ? vae_name(name, sizeof name, t->name)
