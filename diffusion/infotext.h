@@ -21,6 +21,14 @@ typedef struct df_infotext_fields {
     const char *rng_label;           /* "NV" or "CPU" */
     /* LoRA (issue 16): A1111's "Lora hashes" value, NULL or "" = omitted */
     const char *lora_hashes;
+    /* inpainting (issue 18), A1111's img2img extra_generation_params in the
+     * order init() adds them: "Mask mode", "Mask blur", "Inpaint area",
+     * "Masked area padding", "Masked content"; and "Conditional mask
+     * weight" (9-channel models) after Denoising strength */
+    int inpaint;                     /* 0 = none of these */
+    int mask_invert, mask_blur, only_masked, padding;
+    const char *masked_content;      /* NULL = omitted (A1111: for "original") */
+    float cond_mask_weight;          /* < 0 = omitted */
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */
