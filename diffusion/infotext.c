@@ -95,7 +95,7 @@ char *df_infotext_format(const df_infotext_fields *f)
         df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);
     }
-    if (f->cond_mask_weight >= 0) {
+    if (f->cond_mask) {
         df_format_float(num, sizeof num, f->cond_mask_weight);
         sb_param(&b, &first, "Conditional mask weight", num);
     }

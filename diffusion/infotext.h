@@ -28,7 +28,8 @@ typedef struct df_infotext_fields {
     int inpaint;                     /* 0 = none of these */
     int mask_invert, mask_blur, only_masked, padding;
     const char *masked_content;      /* NULL = omitted (A1111: for "original") */
-    float cond_mask_weight;          /* < 0 = omitted */
+    int cond_mask;                   /* 1: write cond_mask_weight */
+    float cond_mask_weight;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */

@@ -651,8 +651,8 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
      * A1111's inpaint fields */
     int out_w, out_h;
     df_inpaint_sizes(p, &f.width, &f.height, &out_w, &out_h);
-    f.cond_mask_weight = -1.0f;
-    if (m && m->cfg.unet.in_channels > m->cfg.unet.out_channels) f.cond_mask_weight = p->inpainting_mask_weight;
+    f.cond_mask = m && m->cfg.unet.in_channels > m->cfg.unet.out_channels;
+    f.cond_mask_weight = p->inpainting_mask_weight;
     if (p->init_rgb && (p->mask || p->outpaint[0] || p->outpaint[1] || p->outpaint[2] || p->outpaint[3])) {
         static const char *content[] = {NULL, "fill", "latent noise", "latent nothing"};
         f.inpaint = 1;
