@@ -118,6 +118,9 @@ typedef struct run {
     /* textual inversion: --embeddings-dir, else embeddings/ next to the model */
     const char *embeddings_dir;
     char embeddings_dir_buf[PATH_MAX];
+    /* --mask: read once, for every job */
+    uint8_t *mask;
+    int mask_w, mask_h;
 } run;
 
 /* LoRA: the directory the prompt's <lora:NAME> tags are looked up in. */
@@ -170,6 +173,14 @@ static int job_sampler(fm_params *p, const char *sampler, const char *scheduler,
     return 0;
 }
 
+/* Does p's mask (after --mask-invert) repaint nothing? */
+static int mask_is_black(const fm_params *p)
+{
+    for (size_t i = 0; i < (size_t)p->mask_width * p->mask_height; i++)
+        if ((p->mask_invert ? 255 - p->mask[i] : p->mask[i]) != 0) return 0;
+    return 1;
+}
+
 /* fm_params for a job: the model's defaults, then the command line, then
  * what the line sets. */
 static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, fm_error *err)
@@ -214,6 +225,19 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
         if (!*init_rgb) return err->code;
         p->init_rgb = *init_rgb;
     }
+    /* inpainting and outpainting (issue 18) */
+    if (o->mask && !r->mask && !(r->mask = fm_mask_read(o->mask, &r->mask_w, &r->mask_h, err))) return err->code;
+    if (o->mask && p->init_rgb) {
+        p->mask = r->mask;
+        p->mask_width = r->mask_w;
+        p->mask_height = r->mask_h;
+    }
+    p->mask_invert = o->mask_invert;
+    p->mask_blur = o->mask_blur;
+    p->inpaint_fill = o->inpaint_fill >= 0 ? o->inpaint_fill : o->has_outpaint ? FM_FILL_FILL : FM_FILL_ORIGINAL;
+    p->inpaint_only_masked = o->inpaint_only_masked;
+    p->inpaint_padding = o->inpaint_padding;
+    if (p->init_rgb) memcpy(p->outpaint, o->outpaint, sizeof p->outpaint);
     return fm_params_check(r->model, p, err);
 }
 
@@ -481,7 +505,11 @@ static int run_job(run *r, const job *jb)
         else if (kind != OUT_ABSENT && !o->force)
             rc = core_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     }
-    if (!rc && !(rgb = malloc((size_t)p.width * p.height * 3)))
+    int out_w = p.width, out_h = p.height; /* inpainting: the init image's or the canvas' size */
+    if (!rc) rc = fm_output_size(r->model, &p, &out_w, &out_h, &err);
+    if (!rc && p.mask && mask_is_black(&p))
+        fprintf(stderr, "fmimage: %s: the mask is all black: nothing to repaint, the image is unchanged\n", o->mask);
+    if (!rc && !(rgb = malloc((size_t)out_w * out_h * 3)))
         rc = core_fail(&err, FM_EINPUT, "%s: out of memory", path);
     double t0 = cli_now();
     if (!rc) {
@@ -497,11 +525,10 @@ static int run_job(run *r, const job *jb)
             fprintf(stderr, "fmimage: lora: %d file%s, %d modules merged into %d tensors (%d kept from the last set) in %.2f s; %d keys unmapped\n",
                     li.files, li.files == 1 ? "" : "s", li.modules, li.tensors, li.reused, li.seconds, li.unmapped);
     }
-    int out_w = p.width, out_h = p.height;
     if (!rc && r->upscaler) {
         uint8_t *big;
         double t_up = cli_now();
-        rc = cli_upscale_rgb(r->upscaler, o, rgb, p.width, p.height, &big, &err);
+        rc = cli_upscale_rgb(r->upscaler, o, rgb, out_w, out_h, &big, &err);
         if (!rc) {
             free(rgb);
             rgb = big;
@@ -930,6 +957,7 @@ static int generate(const cli_options *o)
     int rc = generate_in(&r);
     free(r.styled_prompt);
     free(r.styled_negative);
+    free(r.mask);
     sty_free(&db);
     return rc;
 }

@@ -41,6 +41,18 @@ void cli_print_help(void)
         "      --only-missing       make just the unfinished jobs, shared among the N shards\n"
         "  -i, --init-image FILE    img2img from a PNG or JPEG\n"
         "      --strength X         img2img denoising strength in (0,1] (default 0.75)\n"
+        "      --mask FILE          inpaint: repaint where FILE is white (grey = partly; an RGBA\n"
+        "                           PNG's alpha when not all opaque), A1111's img2img inpaint\n"
+        "      --mask-invert        repaint where the mask is black (A1111 \"Inpaint not masked\")\n"
+        "      --mask-blur N        Gaussian blur of the mask, pixels (default 4)\n"
+        "      --inpaint-fill M     masked content: original, fill, latent-noise, latent-nothing\n"
+        "                           (default original; fill with --outpaint)\n"
+        "      --inpaint-only-masked  repaint only the region around the mask at -W x -H and\n"
+        "                           paste it back (the image keeps its size)\n"
+        "      --inpaint-padding N  pixels around the mask for --inpaint-only-masked (default 32)\n"
+        "      --outpaint L,T,R,B   extend the image by that many pixels per side (multiples of\n"
+        "                           the latent factor) and paint the new area (A1111's poor man's\n"
+        "                           outpainting in one pass; the result is (W+L+R) x (H+T+B))\n"
         "      --clip-skip N        A1111 clip skip (default 1)\n"
         "      --prediction eps|v   override the detected parameterisation (default: from the file)\n"
         "      --taesd FILE         decode with TAESD / TAESDXL instead of the full VAE\n"
@@ -194,6 +206,8 @@ enum {
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
 enum { OPT_EMBEDDINGS_DIR = 410 }; /* textual inversion */
+/* inpainting and outpainting (issue 18) */
+enum { OPT_MASK = 420, OPT_MASK_INVERT, OPT_MASK_BLUR, OPT_INPAINT_FILL, OPT_ONLY_MASKED, OPT_PADDING, OPT_OUTPAINT };
 
 /* --type's words (fm_load_options.type). */
 static int weight_type_ok(const char *t)
@@ -226,6 +240,9 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"embeddings-dir", 1, 0, OPT_EMBEDDINGS_DIR}, /* textual inversion */
         {"vae", 1, 0, OPT_VAE}, {"clip_l", 1, 0, OPT_CLIP_L}, {"clip_g", 1, 0, OPT_CLIP_G},
         {"type", 1, 0, OPT_TYPE},
+        {"mask", 1, 0, OPT_MASK}, {"mask-invert", 0, 0, OPT_MASK_INVERT}, {"mask-blur", 1, 0, OPT_MASK_BLUR},
+        {"inpaint-fill", 1, 0, OPT_INPAINT_FILL}, {"inpaint-only-masked", 0, 0, OPT_ONLY_MASKED},
+        {"inpaint-padding", 1, 0, OPT_PADDING}, {"outpaint", 1, 0, OPT_OUTPAINT},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -234,6 +251,9 @@ int cli_parse(int argc, char **argv, cli_options *o)
     o->batch_count = 1;
     o->shard_n = 1;
     o->metadata = 1;
+    o->mask_blur = 4;
+    o->inpaint_fill = -1;
+    o->inpaint_padding = 32;
     opterr = 0;
     const char *mem = getenv("FMIMAGE_MEMORY_LIMIT");
     if (mem && *mem && parse_memory(mem, &o->memory_limit))
@@ -318,6 +338,41 @@ int cli_parse(int argc, char **argv, cli_options *o)
         case OPT_STATUS: o->status = 1; break;
         case OPT_ONLY_MISSING: o->only_missing = 1; break;
         case 'i': o->init_image = arg; break;
+        /* inpainting and outpainting (issue 18) */
+        case OPT_MASK: o->mask = arg; break;
+        case OPT_MASK_INVERT: o->mask_invert = 1; break;
+        case OPT_MASK_BLUR:
+            if (parse_long(arg, 0, 256, &v)) return usage(opt_name, "must be 0..256 pixels");
+            o->mask_blur = (int)v;
+            break;
+        case OPT_INPAINT_FILL:
+            if (!strcmp(arg, "original")) o->inpaint_fill = FM_FILL_ORIGINAL;
+            else if (!strcmp(arg, "fill")) o->inpaint_fill = FM_FILL_FILL;
+            else if (!strcmp(arg, "latent-noise")) o->inpaint_fill = FM_FILL_LATENT_NOISE;
+            else if (!strcmp(arg, "latent-nothing")) o->inpaint_fill = FM_FILL_LATENT_NOTHING;
+            else return usage(opt_name, "must be original, fill, latent-noise or latent-nothing");
+            break;
+        case OPT_ONLY_MASKED: o->inpaint_only_masked = 1; break;
+        case OPT_PADDING:
+            if (parse_long(arg, 0, 16384, &v)) return usage(opt_name, "must be 0..16384 pixels");
+            o->inpaint_padding = (int)v;
+            break;
+        case OPT_OUTPAINT: {
+            int k = 0;
+            const char *q = arg;
+            char *end;
+            for (; k < 4; k++) {
+                errno = 0;
+                long x = strtol(q, &end, 10);
+                if (errno || end == q || x < 0 || x > 16384) break;
+                o->outpaint[k] = (int)x;
+                if (k < 3 && *end != ',') break;
+                q = end + 1;
+            }
+            if (k < 3 || *end) return usage(opt_name, "must be L,T,R,B: four pixel counts 0..16384");
+            o->has_outpaint = 1;
+            break;
+        }
         case OPT_STRENGTH:
             if (parse_finite(arg, &o->strength) || !(o->strength > 0 && o->strength <= 1))
                 return usage(opt_name, "must be in (0,1]");
@@ -396,6 +451,9 @@ int cli_parse(int argc, char **argv, cli_options *o)
          * --init_image, so there it is allowed). */
         if (o->has_strength && !o->init_image && !o->prompt_file)
             return usage("--strength", "only for img2img (needs -i/--init-image)");
+        if (o->mask && !o->init_image && !o->prompt_file) return usage("--mask", "needs an init image (-i)");
+        if (o->has_outpaint && !o->init_image && !o->prompt_file) return usage("--outpaint", "needs an init image (-i)");
+        if (o->has_outpaint && o->mask) return usage("--outpaint", "makes its own mask (no --mask with it)");
         /* Seeds do not wrap (DESIGN.md): the last image's seed must exist.
          * A prompt file is checked once its lines are known. */
         if (o->has_seed && !o->prompt_file && o->seed + (uint64_t)o->batch_count - 1 > 4294967295u) {

@@ -45,6 +45,11 @@ typedef struct cli_options {
     const char *embeddings_dir; /* --embeddings-dir; NULL: embeddings/ next to the model */
     /* GGUF and quantised weights (issue 17): part files and --type */
     const char *vae, *clip_l, *clip_g, *type;
+    /* inpainting and outpainting (issue 18): --mask ... --outpaint */
+    const char *mask;
+    int mask_invert, mask_blur, inpaint_fill; /* inpaint_fill -1 = not given */
+    int inpaint_only_masked, inpaint_padding;
+    int outpaint[4], has_outpaint;
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */

@@ -382,9 +382,12 @@ static int check_cross(const probe *p, const wt_model_config *cfg)
     if (u->context_dim && u->context_dim != ctx)
         return bad(p, "U-Net cross-attention context is %d wide, the text encoder%s give%s %d",
                    u->context_dim, cfg->n_text > 1 ? "s" : "", cfg->n_text > 1 ? "" : "s", ctx);
-    if (u->in_channels != cfg->vae.embed_dim || u->out_channels != cfg->vae.embed_dim)
-        return bad(p, "U-Net has %d->%d channels, the VAE latent %d (inpainting models are not supported)",
-                   u->in_channels, u->out_channels, cfg->vae.embed_dim);
+    /* an inpainting U-Net (ldm's LatentInpaintDiffusion, SDXL inpainting
+     * 0.1) also takes the mask and the masked image's latent: 2c + 1 in */
+    int inpainting = u->in_channels == 2 * cfg->vae.embed_dim + 1;
+    if ((u->in_channels != cfg->vae.embed_dim && !inpainting) || u->out_channels != cfg->vae.embed_dim)
+        return bad(p, "U-Net has %d->%d channels, the VAE latent %d (an inpainting U-Net takes %d)",
+                   u->in_channels, u->out_channels, cfg->vae.embed_dim, 2 * cfg->vae.embed_dim + 1);
     if (cfg->family == FM_FAMILY_SDXL) {
         int size_part = u->adm_in_channels - cfg->text[1].projection_dim;
         if (!u->adm_in_channels || size_part <= 0 || size_part % 6)

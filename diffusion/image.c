@@ -164,13 +164,9 @@ static int png_chunk_past_end(const uint8_t *d, size_t n)
     return 0;
 }
 
-uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
+/* The file decoded to req_comp channels; *file_comp gets the file's own. */
+static uint8_t *image_read(const char *path, int *width, int *height, int req_comp, int *file_comp, fm_error *err)
 {
-    core_error_clear(err);
-    if (!path || !width || !height) {
-        core_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
-        return NULL;
-    }
     size_t len;
     unsigned char *data = read_file(path, &len, err);
     if (!data) return NULL;
@@ -194,14 +190,50 @@ uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
          * stb would decode a few hundred bytes into 16384x16384 of zeros. */
         core_fail(err, FM_EINPUT, "%s: truncated JPEG (%dx%d pixels in %zu bytes)", path, w, h, len);
     } else {
-        rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, 3);
+        rgb = stbi_load_from_memory(data, (int)len, &w, &h, &comp, req_comp);
         /* stb tries every format in turn: after a JPEG fails, its reason is
          * the PNG reader's "bad png sig". */
         if (!rgb)
             core_fail(err, FM_EINPUT, "%s: cannot decode: %s", path,
                     is_jpeg(data, len) ? "corrupt or truncated JPEG" : stbi_failure_reason());
-        else { *width = w; *height = h; }
+        else { *width = w; *height = h; *file_comp = comp; }
     }
     free(data);
     return rgb;
+}
+
+uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err)
+{
+    core_error_clear(err);
+    if (!path || !width || !height) {
+        core_fail(err, FM_EUSAGE, "fm_image_read: no path or no size outputs");
+        return NULL;
+    }
+    int comp;
+    return image_read(path, width, height, 3, &comp, err);
+}
+
+/* A1111's create_binary_mask (processing.py): the alpha of an RGBA image
+ * that is not all opaque, rounded at 128; else PIL's convert("L"), whose
+ * luminance is (19595 R + 38470 G + 7471 B + 0x8000) >> 16. */
+uint8_t *fm_mask_read(const char *path, int *width, int *height, fm_error *err)
+{
+    core_error_clear(err);
+    if (!path || !width || !height) {
+        core_fail(err, FM_EUSAGE, "fm_mask_read: no path or no size outputs");
+        return NULL;
+    }
+    int comp = 0;
+    uint8_t *rgba = image_read(path, width, height, 4, &comp, err);
+    if (!rgba) return NULL;
+    size_t n = (size_t)*width * *height;
+    int use_alpha = 0;
+    for (size_t i = 0; comp == 4 && i < n && !use_alpha; i++) use_alpha = rgba[i * 4 + 3] != 255;
+    /* in place: byte i is written after bytes 4i..4i+3 were read */
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *q = rgba + i * 4;
+        rgba[i] = use_alpha ? (q[3] > 128 ? 255 : 0)
+                            : (uint8_t)((q[0] * 19595u + q[1] * 38470u + q[2] * 7471u + 0x8000u) >> 16);
+    }
+    return rgba;
 }

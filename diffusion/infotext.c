@@ -97,11 +97,28 @@ char *df_infotext_format(const df_infotext_fields *f)
         df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);
     }
+    if (f->cond_mask) {
+        df_format_float(num, sizeof num, f->cond_mask_weight);
+        sb_param(&b, &first, "Conditional mask weight", num);
+    }
     if (f->clip_skip > 1) {
         snprintf(num, sizeof num, "%d", f->clip_skip);
         sb_param(&b, &first, "Clip skip", num);
     }
     sb_param(&b, &first, "RNG", f->rng_label);
+    if (f->inpaint) { /* img2img's extra_generation_params, added by init() */
+        if (f->mask_invert) sb_param(&b, &first, "Mask mode", "Inpaint not masked");
+        if (f->mask_blur > 0) {
+            snprintf(num, sizeof num, "%d", f->mask_blur);
+            sb_param(&b, &first, "Mask blur", num);
+        }
+        if (f->only_masked) {
+            sb_param(&b, &first, "Inpaint area", "Only masked");
+            snprintf(num, sizeof num, "%d", f->padding);
+            sb_param(&b, &first, "Masked area padding", num);
+        }
+        sb_param(&b, &first, "Masked content", f->masked_content);
+    }
     /* LoRA: one of A1111's extra_generation_params, which come before Version */
     if (f->lora_hashes && f->lora_hashes[0]) sb_param(&b, &first, "Lora hashes", f->lora_hashes);
     if (f->ti_hashes && f->ti_hashes[0]) sb_param(&b, &first, "TI hashes", f->ti_hashes);

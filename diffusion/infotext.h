@@ -25,6 +25,15 @@ typedef struct df_infotext_fields {
     const char *ti_hashes;
     /* --vae: A1111's "VAE hash" (10 hex digits) and "VAE" (file name), NULL = omitted */
     const char *vae_hash, *vae_name;
+    /* inpainting (issue 18), A1111's img2img extra_generation_params in the
+     * order init() adds them: "Mask mode", "Mask blur", "Inpaint area",
+     * "Masked area padding", "Masked content"; and "Conditional mask
+     * weight" (9-channel models) after Denoising strength */
+    int inpaint;                     /* 0 = none of these */
+    int mask_invert, mask_blur, only_masked, padding;
+    const char *masked_content;      /* NULL = omitted (A1111: for "original") */
+    int cond_mask;                   /* 1: write cond_mask_weight */
+    float cond_mask_weight;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */

@@ -11,6 +11,7 @@
 
 #include "diffusion/embeddings.h"
 #include "diffusion/infotext.h"
+#include "diffusion/inpaint.h"
 #include "kernels/kernels.h"
 #include "textenc/prompt.h"
 #include "textenc/prompt_schedule.h"
@@ -32,6 +33,10 @@ void fm_params_default(const fm_model *m, fm_params *p)
     p->rng = FM_RNG_CUDA;
     p->clip_skip = 1;
     p->strength = 0.75f;
+    /* inpainting: A1111's defaults */
+    p->mask_blur = 4;
+    p->inpaint_padding = 32;
+    p->inpainting_mask_weight = 1.0f;
 }
 
 static int check_side(const char *opt, int v, int factor, fm_error *err)
@@ -76,7 +81,7 @@ static int check_params(const fm_model *m, const fm_params *p, smp_id *s, smp_sc
     if (p->init_rgb && (p->init_width <= 0 || p->init_height <= 0))
         return core_fail(err, FM_EUSAGE, "--init-image: empty image");
     if (!p->prompt) return core_fail(err, FM_EUSAGE, "prompt: missing");
-    return 0;
+    return df_inpaint_check(m, p, err); /* mask and outpaint fields */
 }
 
 int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
@@ -228,6 +233,7 @@ typedef struct denoiser {
     float *x_in, *out;     /* [batch][c][h][w] */
     float *work;           /* the sampler's latents (smp_sample_work_floats) */
     float t[TE_MAX_AND_PARTS + 1];
+    const df_inpaint *ip;  /* inpainting: the blend and the 9-channel conditioning; may be NULL */
 } denoiser;
 
 /* Batch row b gets the conditioning sc picks at this call. */
@@ -239,18 +245,31 @@ static void load_cond(denoiser *d, int b, const sched_cond *sc)
     if (d->y) memcpy(d->y + (size_t)tc->adm_dim * b, tc->y, sizeof(float) * tc->adm_dim);
 }
 
+static int denoise_cfg(denoiser *d, float *denoised, const float *x, size_t n, double sigma, fm_error *err);
+
+/* Inpainting: A1111's CFGDenoiser blends the denoised latent with the init
+ * latent outside the mask after every call (mask_before_denoising off). */
 static int denoise(void *user, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
 {
     denoiser *d = user;
+    int rc = denoise_cfg(d, denoised, x, n, sigma, err);
+    if (!rc) df_inpaint_blend(d->ip, denoised);
+    return rc;
+}
+
+static int denoise_cfg(denoiser *d, float *denoised, const float *x, size_t n, double sigma, fm_error *err)
+{
     const conds *cd = d->cd;
     smp_scalings s = smp_denoiser_scalings(d->prediction, sigma);
     double t = smp_discrete_sigma_to_t(&d->m->schedule, sigma);
     for (int b = 0; b < cd->n_parts; b++) load_cond(d, b, &cd->parts[b]);
     if (cd->has_uncond) load_cond(d, cd->n_parts, &cd->neg);
     d->call++;
+    size_t n_in = (size_t)d->c * d->h * d->w; /* n, plus a 9-channel model's conditioning */
     for (int b = 0; b < d->batch; b++) {
         d->t[b] = (float)t;
-        for (size_t i = 0; i < n; i++) d->x_in[b * n + i] = (float)(x[i] * s.c_in);
+        for (size_t i = 0; i < n; i++) d->x_in[b * n_in + i] = (float)(x[i] * s.c_in);
+        if (n_in > n) memcpy(d->x_in + b * n_in + n, d->ip->concat, sizeof(float) * (n_in - n));
     }
     int rc = un_forward(d->m->unet, d->out, d->x_in, d->batch, d->h, d->w, d->t, d->context,
                              d->n_ctx, d->y, err);
@@ -490,7 +509,7 @@ static void stage_end(const fm_params *p, int rc, const char *stage, double star
 
 /* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f];
  * with dp, the decoder's memory is allocated too, before the first step. */
-static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan *dp, fm_error *err)
+static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan *dp, df_inpaint *ip, fm_error *err)
 {
     smp_id sampler;
     smp_scheduler_id sched;
@@ -504,7 +523,7 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     untagged.prompt = lora_prompt;
     use_precision(m, p->precision);
     int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
-    size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
+    size_t n = (size_t)m->cfg.unet.out_channels * lh * lw; /* the latent (a 9-channel U-Net's output) */
     conds c = {0};
     denoiser d = {0};
     float *init = NULL;
@@ -516,6 +535,9 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
+    d.ip = ip;
+    /* 9-channel inpainting models: concat(mask, masked-image latent) */
+    if (!rc && m->cfg.unet.in_channels > m->cfg.unet.out_channels) rc = df_inpaint_conditioning(m, p, ip, err);
     if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;
     /* img2img: A1111 runs the last int(strength * steps) + 1 steps of the
@@ -535,6 +557,8 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     if (!rc) {
         t = stage_clock();
         smp_rng_randn(&rng, x, n);
+        if (init) df_inpaint_fill_latent(ip, init, x); /* "latent noise" takes this draw */
+        ip->init = init;
         double s0 = sigmas[first];
         for (size_t i = 0; i < n; i++) x[i] = (float)((init ? init[i] : 0.0f) + x[i] * s0);
         smp_io io;
@@ -547,6 +571,8 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
         io.progress_user = p->progress_user;
         io.work = d.work;
         rc = smp_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+        if (!rc) df_inpaint_blend(ip, x); /* sample(): the samples blended once more */
+        ip->init = NULL;
         stage_end(p, rc, "sampling", t);
     }
     free(sigmas);
@@ -559,7 +585,21 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
 
 int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
 {
-    return sample_latent(m, p, x, NULL, err);
+    df_inpaint ip;
+    fm_params q;
+    int rc = df_inpaint_begin(m, p, &ip, &q, err);
+    if (!rc) rc = sample_latent(m, &q, x, NULL, &ip, err);
+    df_inpaint_end(&ip);
+    return rc;
+}
+
+int fm_output_size(const fm_model *m, const fm_params *p, int *width, int *height, fm_error *err)
+{
+    core_error_clear(err);
+    int rc = fm_params_check(m, p, err), w, h;
+    if (rc) return rc;
+    df_inpaint_sizes(p, &w, &h, width, height);
+    return 0;
 }
 
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
@@ -568,17 +608,27 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
     if (!rgb) return core_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
-    int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
-    size_t n = (size_t)m->cfg.unet.in_channels * lh * lw;
-    float *x = core_alloc_hooked(&m->alloc, sizeof(float) * n);
-    if (!x) return core_fail(err, FM_EINPUT, "out of memory");
+    /* inpainting / outpainting: q is what runs (the canvas, the prepared
+     * init image); the result is composited into rgb at the end */
+    df_inpaint ip;
+    fm_params qp;
+    if ((rc = df_inpaint_begin(m, p, &ip, &qp, err))) return rc;
+    const fm_params *q = &qp;
+    int f = m->cfg.vae.latent_factor, lh = q->height / f, lw = q->width / f;
+    size_t n = (size_t)m->cfg.unet.out_channels * lh * lw;
+    float *x = ip.blank ? NULL : core_alloc_hooked(&m->alloc, sizeof(float) * n);
+    if (!ip.blank && !x) rc = core_fail(err, FM_EINPUT, "out of memory");
     decode_plan dp = {0};
-    rc = sample_latent(m, p, x, &dp, err);
+    if (!rc && !ip.blank) rc = sample_latent(m, q, x, &dp, &ip, err);
     double t = stage_clock();
-    if (!rc) rc = decode_latent(m, p, x, n, lh, lw, &dp, rgb, err);
+    if (!rc && !ip.blank) rc = decode_latent(m, q, x, n, lh, lw, &dp, ip.masked ? ip.decoded : rgb, err);
     stage_end(p, rc, "decode", t);
+    /* an all-black mask repaints nothing: the overlay covers everything */
+    if (!rc && ip.masked && ip.blank) memcpy(ip.decoded, ip.image, (size_t)ip.W * ip.H * 3);
+    if (!rc && ip.masked && df_inpaint_finish(&ip, rgb)) rc = core_fail(err, FM_EINPUT, "out of memory for the composite");
     decode_release(&dp);
     core_free(x);
+    df_inpaint_end(&ip);
     return rc;
 }
 
@@ -623,6 +673,21 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
     f.lora_hashes = lora_hashes;
     f.ti_hashes = ti_hashes;
     f.vae_name = fm_model_vae(m, &f.vae_hash);
+    /* inpainting: the processing size (the canvas when outpainting) and
+     * A1111's inpaint fields */
+    int out_w, out_h;
+    df_inpaint_sizes(p, &f.width, &f.height, &out_w, &out_h);
+    f.cond_mask = m && m->cfg.unet.in_channels > m->cfg.unet.out_channels;
+    f.cond_mask_weight = p->inpainting_mask_weight;
+    if (p->init_rgb && (p->mask || p->outpaint[0] || p->outpaint[1] || p->outpaint[2] || p->outpaint[3])) {
+        static const char *content[] = {NULL, "fill", "latent noise", "latent nothing"};
+        f.inpaint = 1;
+        f.mask_invert = p->mask && p->mask_invert;
+        f.mask_blur = p->mask_blur;
+        f.only_masked = p->mask && p->inpaint_only_masked;
+        f.padding = p->inpaint_padding;
+        f.masked_content = p->inpaint_fill >= 0 && p->inpaint_fill <= 3 ? content[p->inpaint_fill] : NULL;
+    }
     char *t = df_infotext_format(&f);
     free(lora_hashes);
     free(ti_hashes);

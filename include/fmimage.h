@@ -152,7 +152,36 @@ typedef struct fm_params {
      * file name (without extension) under this directory is replaced by the
      * file's vectors, as A1111 does. NULL: none. */
     const char *embeddings_dir;
+    /* ---- inpainting and outpainting (issue 18; DESIGN.md "Inpainting") ----
+     * With init_rgb and a mask: A1111's img2img inpaint. The mask (8-bit,
+     * white = repaint; fm_mask_read makes one from a file as A1111 does) is
+     * inverted, blurred, resized to width x height (or, only_masked, the
+     * region around it is cropped from the image, repainted at width x
+     * height and pasted back), the latent is held to the init image's
+     * outside the mask after every step, and the original's unmasked pixels
+     * are composited over the result. The result's size is fm_output_size's
+     * (the init image's with only_masked). An all-black mask repaints
+     * nothing: the result is the resized init image. */
+    const uint8_t *mask;       /* mask_width x mask_height bytes; NULL = no mask */
+    int mask_width, mask_height;
+    int mask_invert;           /* A1111's "Inpaint not masked" */
+    int mask_blur;             /* pixels (A1111 "Mask blur"); fm_params_default: 4 */
+    int inpaint_fill;          /* FM_FILL_*: A1111's "Masked content" */
+    int inpaint_only_masked;   /* A1111's "Inpaint area: Only masked" */
+    int inpaint_padding;       /* its "Only masked padding, pixels"; fm_params_default: 32 */
+    /* 9-channel inpainting models: how much of the masked area the
+     * conditioning image hides (A1111's inpainting_mask_weight); default 1 */
+    float inpainting_mask_weight;
+    /* Outpainting: pixels added on the left, top, right and bottom
+     * (multiples of the latent factor). The init image, resized to width x
+     * height, is placed on a black canvas that much larger, and the new
+     * area (its mask as A1111's "Poor man's outpainting" draws it) is
+     * inpainted in one pass over the whole canvas; mask must be NULL. */
+    int outpaint[4];
 } fm_params;
+
+/* fm_params.inpaint_fill: A1111's "Masked content" (its indices 1, 0, 2, 3) */
+enum { FM_FILL_ORIGINAL = 0, FM_FILL_FILL, FM_FILL_LATENT_NOISE, FM_FILL_LATENT_NOTHING };
 
 /* ---- model ---- */
 fm_model *fm_model_load(const char *path, fm_error *err);
@@ -192,7 +221,12 @@ void fm_params_default(const fm_model *model, fm_params *p);
  * that a taesd_path goes with a model of latent factor 8 (TAESD decodes by
  * 8). FM_EUSAGE with "--width: why"-style messages. fm_generate checks too. */
 int fm_params_check(const fm_model *model, const fm_params *p, fm_error *err);
-/* Writes width*height*3 bytes (RGB, row-major) to rgb, which must hold
+/* The size fm_generate's image has for p: width x height, the init
+ * image's size with inpaint_only_masked, the canvas with outpaint. 0, or
+ * FM_EUSAGE for parameters fm_params_check refuses. */
+int fm_output_size(const fm_model *model, const fm_params *p, int *width, int *height, fm_error *err);
+/* Writes w*h*3 bytes (RGB, row-major; w x h = fm_output_size, width x
+ * height without a mask or outpainting) to rgb, which must hold
  * them. A prompt or negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens
  * is refused. See "Threads" above for what may run alongside. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
@@ -239,6 +273,11 @@ const char *fm_sampler_list(void);
 /* Reads a PNG or JPEG file as RGB8 (malloc'd, free()). Refuses truncated
  * files and images over 16384 pixels a side. */
 uint8_t *fm_image_read(const char *path, int *width, int *height, fm_error *err);
+/* An inpainting mask from a PNG or JPEG file, as A1111's
+ * create_binary_mask reads it: an RGBA image whose alpha is not all opaque
+ * gives its alpha thresholded (> 128 = 255, else 0); any other its
+ * luminance (PIL's convert("L")). malloc'd, width x height bytes. */
+uint8_t *fm_mask_read(const char *path, int *width, int *height, fm_error *err);
 
 /* ---- output ---- */
 /* A1111 infotext ("parameters" chunk) for the image made with p by model.

@@ -250,10 +250,11 @@ static void widen_context(tl_layout *l)
             l->entries[i].shape[1] = 1024;
 }
 
-static void inpainting(tl_layout *l)
+/* 9 inputs are an inpainting U-Net (tests/test_inpaint.c); 5 are nothing */
+static void odd_in_channels(tl_layout *l)
 {
     for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.0.0.weight")) l->entries[i].shape[1] = 9;
+        if (!strcmp(l->entries[i].name, "model.diffusion_model.input_blocks.0.0.weight")) l->entries[i].shape[1] = 5;
 }
 
 static void as_refiner(tl_layout *l)
@@ -283,8 +284,8 @@ static void test_layout_corruptions(void **state)
     (void)state;
     expect_layout_refused("sd1", "sd1-context-1024.safetensors", widen_context,
                           "U-Net cross-attention context is 1024 wide, the text encoder gives 768");
-    expect_layout_refused("sd2", "sd2-inpainting.safetensors", inpainting,
-                          "U-Net has 9->4 channels, the VAE latent 4 (inpainting models are not supported)");
+    expect_layout_refused("sd2", "sd2-in5.safetensors", odd_in_channels,
+                          "U-Net has 5->4 channels, the VAE latent 4 (an inpainting U-Net takes 9)");
     expect_layout_refused("sdxl", "sdxl-refiner.safetensors", as_refiner, "an SDXL refiner");
     expect_layout_refused("sd1", "sd1-extra-block.safetensors", extra_block, "model.diffusion_model.input_blocks.9: not a ResBlock or Downsample");
     expect_layout_refused("sdxl", "sdxl-no-label-emb.safetensors", sdxl_label_emb_renamed, "tensor model.diffusion_model.label_emb.0.0.weight: missing");

@@ -78,6 +78,7 @@ typedef struct gen_case {
     fm_precision prec;
     int vae_tiling;
     const char *taesd;
+    int masked; /* inpainting (issue 18): img2img with a mask, latent noise */
 } gen_case;
 
 /* One fm_generate on a freshly loaded model (nothing cached from an earlier
@@ -100,6 +101,21 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
     p.taesd_path = gc->taesd;
     snprintf(p.sampler, sizeof p.sampler, "%s", gc->sampler);
     snprintf(p.scheduler, sizeof p.scheduler, "%s", gc->scheduler);
+    uint8_t *init = NULL, *mask = NULL;
+    if (gc->masked) { /* the blend runs after every denoiser call: still no allocation */
+        init = malloc((size_t)side * side * 3);
+        mask = calloc((size_t)side * side, 1);
+        assert_non_null(init);
+        assert_non_null(mask);
+        for (size_t i = 0; i < (size_t)side * side * 3; i++) init[i] = (uint8_t)(i * 5);
+        memset(mask + (size_t)side * side / 4, 255, (size_t)side * side / 2);
+        p.init_rgb = init;
+        p.init_width = p.init_height = side;
+        p.mask = mask;
+        p.mask_width = p.mask_height = side;
+        p.inpaint_fill = FM_FILL_LATENT_NOISE;
+        p.strength = 1.0f;
+    }
     steps_seen seen = {0};
     p.progress = on_progress;
     p.progress_user = &seen;
@@ -113,18 +129,20 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
            gc->prec == FM_PREC_BF16 ? "bf16" : gc->prec == FM_PREC_FP32 ? "fp32" : "auto", gc->vae_tiling ? " tiled" : "", gc->taesd ? " taesd" : "", n);
     if (rc) fail_msg("%s: %s", path, err.msg);
     assert_int_equal(atomic_load(&sample_calls), 1);
-    assert_int_equal(seen.last, p.steps); /* the window did hold every step */
+    if (!gc->masked) assert_int_equal(seen.last, p.steps); /* the window did hold every step */
     if (n != 0) fail_msg("%s, %s: %ld allocator calls between the first and the last step", path, gc->sampler, n);
     free(rgb);
+    free(init);
+    free(mask);
     fm_model_free(m);
 }
 
 static const gen_case cases[] = {
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL},
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL},
-    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL, 0},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL, 0},
+    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL, 0},
 };
 
 static void run_cases(const char *path, int side)
@@ -160,8 +178,10 @@ static void test_tiny_sd1(void **state)
     (void)state;
     run_cases("tests/data/tiny-sd1.safetensors", 64);
     /* the other decoders are planned before sampling too */
-    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL};
+    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL, 0};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &tiled);
+    gen_case masked = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 1};
+    generate_counted("tests/data/tiny-sd1.safetensors", 64, &masked);
 }
 
 static void test_tiny_sdxl(void **state)
@@ -176,7 +196,7 @@ static void test_demo(void **state)
     run_cases("assets/demo/fmimage-demo.safetensors", 64);
     /* (TAESD is planned the same way, but decodes by 8: no test model has
      * that latent factor) */
-    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL};
+    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL, 0};
     generate_counted("assets/demo/fmimage-demo.safetensors", 64, &lms);
 }
 
