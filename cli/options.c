@@ -89,6 +89,8 @@ void cli_print_help(void)
         "                           IN (any model above) as one safetensors file, ldm names and\n"
         "                           IN's metadata kept; --type converts the float tensors\n"
         "                           (default: each keeps its dtype)\n"
+        "fmimage serve [--listen 127.0.0.1:7860] [-m MODEL | --models-dir DIR] [--api-auth U:P]\n"
+        "                           A1111's HTTP API and a web page (fmimage serve --help)\n"
         "\n"
         "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
         "the machine's available memory); larger sizes are refused before sampling.\n"
