@@ -610,15 +610,18 @@ static void test_queue_full_and_interrupt(void **state)
     int a = http_send(main_srv.port, "POST", "/sdapi/v1/txt2img", NULL, slow, strlen(slow));
     wait_busy(main_srv.port);
     int b = http_send(main_srv.port, "POST", "/sdapi/v1/txt2img", NULL, fox, strlen(fox));
-    /* b is queued once the queue is full; poll until c is refused */
-    reply c = {0};
-    for (int t = 0; t < 100; t++) {
-        c = http(main_srv.port, "POST", "/sdapi/v1/txt2img", fox);
-        if (c.status == 503) break;
-        free(c.head);
-        c.head = NULL;
-        usleep(20000);
+    /* once b waits in the queue (job_count 2), the queue is full: c is refused */
+    int jobs = 0;
+    for (int t = 0; t < 600 && jobs != 2; t++) {
+        reply pr = http(main_srv.port, "GET", "/sdapi/v1/progress", NULL);
+        cJSON *pj = json_of(&pr);
+        jobs = cJSON_GetObjectItem(cJSON_GetObjectItem(pj, "state"), "job_count")->valueint;
+        cJSON_Delete(pj);
+        free(pr.head);
+        if (jobs != 2) usleep(20000);
     }
+    assert_int_equal(jobs, 2);
+    reply c = http(main_srv.port, "POST", "/sdapi/v1/txt2img", fox);
     assert_int_equal(c.status, 503);
     assert_non_null(strstr(c.head, "Retry-After:"));
     free(c.head);
