@@ -203,10 +203,11 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -
                 -Wno-unknown-pragmas -Iinclude -I. $(shell pkg-config --cflags $(PKGS))
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
-# The parsers live in core, weights, diffusion and textenc (the archive only lends a
+# The parsers live in core, weights, diffusion, textenc and server (the archive only lends a
 # harness the objects it references); the kernels' plain loops for the LoRA merge
 # (tests/fuzz/fuzz_lora.c routes kn_sgemm to kn_sgemm_ref; the SIMD kernels are not needed).
-FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c
+FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c \
+                server/parse.c server/util.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/textenc/clip_bpe_blob.o \
                 $(FUZZ_BUILD)/obj/cli/promptfile.o
 

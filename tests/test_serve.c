@@ -645,6 +645,31 @@ static void test_queue_full_and_interrupt(void **state)
     free(r.head);
 }
 
+static void test_disconnect_frees_the_slot(void **state)
+{
+    (void)state;
+    /* a client that hangs up cancels its job: running (a) and queued (b) */
+    int a = http_send(main_srv.port, "POST", "/sdapi/v1/txt2img", NULL, slow, strlen(slow));
+    wait_busy(main_srv.port);
+    int b = http_send(main_srv.port, "POST", "/sdapi/v1/txt2img", NULL, slow, strlen(slow));
+    usleep(300000);
+    close(b);
+    close(a);
+    int busy = 1;
+    for (int t = 0; t < 200 && busy; t++) {
+        reply pr = http(main_srv.port, "GET", "/sdapi/v1/progress", NULL);
+        cJSON *pj = json_of(&pr);
+        busy = cJSON_GetObjectItem(cJSON_GetObjectItem(pj, "state"), "job_count")->valueint;
+        cJSON_Delete(pj);
+        free(pr.head);
+        if (busy) usleep(50000);
+    }
+    assert_int_equal(busy, 0);
+    /* the queue takes work again at once */
+    cJSON *j = expect_images("/sdapi/v1/txt2img", fox, 1);
+    cJSON_Delete(j);
+}
+
 static void test_save_dir_complete_pngs(void **state)
 {
     (void)state;
@@ -731,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_limits_chunked_body),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_queue_full_and_interrupt),
+        cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
         cmocka_unit_test(test_sigterm_mid_job_exits_0),
     };
