@@ -28,12 +28,13 @@ typedef struct http_ctx {
     size_t body_limit;
 } http_ctx;
 
-static enum MHD_Result send_text(struct MHD_Connection *conn, const http_ctx *h, int status, const char *type,
-                                 char *text)
+static enum MHD_Result send_bytes(struct MHD_Connection *conn, const http_ctx *h, int status, const char *type,
+                                  char *data, size_t n)
 {
-    const char *t = text ? text : "{\"error\":\"RuntimeError\",\"detail\":\"out of memory\"}";
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(t), (void *)t, MHD_RESPMEM_MUST_COPY);
-    free(text);
+    const char *t = data ? data : "{\"error\":\"RuntimeError\",\"detail\":\"out of memory\"}";
+    if (!data) n = strlen(t);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)t, MHD_RESPMEM_MUST_COPY);
+    free(data);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
@@ -60,6 +61,12 @@ static enum MHD_Result send_text(struct MHD_Connection *conn, const http_ctx *h,
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, const http_ctx *h, int status, const char *type,
+                                 char *text)
+{
+    return send_bytes(conn, h, status, type, text, text ? strlen(text) : 0);
 }
 
 static char *err_json(const char *kind, const char *detail)
@@ -94,6 +101,17 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_ctx *h, const cha
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         int st = srv_a1111(h->s, method, url, b->buf ? b->buf : "", b->len, ci ? ci->connect_fd : -1, &out);
         return send_text(conn, h, st, "application/json", out);
+    }
+    static const char *const comfy[] = {"/prompt", "/history", "/view", "/queue", "/object_info", "/interrupt", NULL};
+    for (int i = 0; comfy[i]; i++) {
+        size_t k = strlen(comfy[i]);
+        if (strncmp(url, comfy[i], k) || (url[k] && url[k] != '/')) continue;
+        char *out = NULL;
+        size_t out_n = 0;
+        const char *type;
+        const char *file = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "filename");
+        int st = srv_comfy(h->s, method, url, file, b->buf ? b->buf : "", b->len, &out, &out_n, &type);
+        return send_bytes(conn, h, st, type, out, out_n ? out_n : out ? strlen(out) : 0);
     }
     return send_text(conn, h, 404, "application/json", err_json("NotFound", "Not Found"));
 }
@@ -287,6 +305,7 @@ int srv_run(const srv_config *c, volatile sig_atomic_t *stop, fm_error *err)
         sleep_ms(50);
     }
     if (d) MHD_stop_daemon(d);
+    srv_history_free(&st);
     free(st.q);
     pthread_mutex_destroy(&st.mu);
     pthread_cond_destroy(&st.work);

@@ -28,6 +28,12 @@ typedef struct srv_job {
     float cfg;
     char sampler_label[64], scheduler_label[64];
     char model_name[256], model_hash[11];
+    /* ComfyUI /prompt: answered at once, the result kept in the history */
+    int async;
+    char prompt_id[40];
+    long number;
+    char save_node[64];
+    cJSON *graph;
 } srv_job;
 
 typedef struct srv_state {
@@ -40,6 +46,10 @@ typedef struct srv_state {
     /* what the worker does now (under mu) */
     srv_job *current;
     int step, steps, image_no, image_count;
+    /* ComfyUI: finished prompts, oldest first (at most SRV_HISTORY) */
+    srv_job *history[64];
+    int n_history;
+    long next_number;
     double t_start;
     volatile int interrupt, skip;
     /* the checkpoint: its name (relative to models_dir, or -m's file name) */
@@ -64,6 +74,11 @@ double srv_now(void);
 
 /* a1111.c: one route. Returns the HTTP status, *out the JSON body. */
 int srv_a1111(srv_state *s, const char *method, const char *url, const char *body, size_t n, int client_fd, char **out);
+/* comfy.c: ComfyUI's routes; srv_history_add is called under mu */
+int srv_comfy(srv_state *s, const char *method, const char *url, const char *query_file, const char *body, size_t n,
+              char **out, size_t *out_n, const char **type);
+void srv_history_add(srv_state *s, srv_job *j);
+void srv_history_free(srv_state *s);
 /* page.c */
 extern const char srv_page_html[];
 

@@ -54,6 +54,7 @@ typedef struct srv_gen {
     size_t init_len;
     char model[256];               /* override_settings.sd_model_checkpoint, "" = current */
     int img2img;
+    int rng_cpu;                   /* ComfyUI's noise (PyTorch CPU), as --rng cpu */
 } srv_gen;
 
 /* Parses an A1111 txt2img (img2img = 0) or img2img body into g. Returns

@@ -93,6 +93,7 @@ void srv_job_free(srv_job *j)
 {
     if (!j) return;
     srv_gen_free(&j->g);
+    cJSON_Delete(j->graph);
     for (int i = 0; i < j->n_images; i++) {
         free(j->images[i]);
         free(j->infotexts[i]);
@@ -355,6 +356,7 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->clip_skip = g->clip_skip ? g->clip_skip : 1;
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
+    if (g->rng_cpu) p->rng = FM_RNG_CPU;
     if (pick_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
         if (!(*init = decode_init(g, &p->init_width, &p->init_height, err))) return err->code;
@@ -514,6 +516,7 @@ void *srv_worker(void *arg)
             s->current = NULL;
         }
         j->done = 1;
+        if (j->async) srv_history_add(s, j); /* ComfyUI: nobody waits; the history keeps it */
         pthread_cond_broadcast(&s->done);
     }
     pthread_mutex_unlock(&s->mu);

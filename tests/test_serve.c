@@ -698,6 +698,141 @@ static void test_sigterm_mid_job_exits_0(void **state)
     assert_int_equal(cu_wait(s.pid), 0);
 }
 
+/* ---- ComfyUI ---- */
+
+/* ComfyUI's default workflow (API format), the checkpoint, seed and text
+ * filled in; link_vae is the VAEDecode's vae link. */
+static void comfy_workflow(char *buf, size_t n, const char *ckpt, const char *ks_type, const char *link_vae)
+{
+    snprintf(buf, n,
+             "{\"client_id\":\"t\",\"prompt\":{"
+             "\"3\":{\"class_type\":\"%s\",\"inputs\":{\"seed\":42,\"steps\":6,\"cfg\":7.5,\"sampler_name\":\"euler\","
+             "\"scheduler\":\"normal\",\"denoise\":1,\"model\":[\"4\",0],\"positive\":[\"6\",0],\"negative\":[\"7\",0],"
+             "\"latent_image\":[\"5\",0]}},"
+             "\"4\":{\"class_type\":\"CheckpointLoaderSimple\",\"inputs\":{\"ckpt_name\":\"%s\"}},"
+             "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":64,\"height\":64,\"batch_size\":1}},"
+             "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"a red fox in snow\",\"clip\":[\"4\",1]}},"
+             "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"blurry\",\"clip\":[\"4\",1]}},"
+             "\"8\":{\"class_type\":\"VAEDecode\",\"inputs\":{\"samples\":[\"3\",0],\"vae\":%s}},"
+             "\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"filename_prefix\":\"ComfyUI\",\"images\":[\"8\",0]}}}}",
+             ks_type, ckpt, link_vae);
+}
+
+static void test_comfy_default_workflow_equals_cli(void **state)
+{
+    (void)state;
+    char wf[4096], path[256];
+    comfy_workflow(wf, sizeof wf, "tiny-sd1.safetensors", "KSampler", "[\"4\",2]");
+    reply r = http(main_srv.port, "POST", "/prompt", wf);
+    if (r.status != 200) fail_msg("/prompt: %d %s", r.status, r.body);
+    cJSON *j = json_of(&r);
+    char id[64];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(j, "prompt_id")->valuestring);
+    assert_true(cJSON_IsObject(cJSON_GetObjectItem(j, "node_errors")));
+    cJSON_Delete(j);
+    free(r.head);
+    /* poll the history until it is there */
+    snprintf(path, sizeof path, "/history/%s", id);
+    cJSON *h = NULL, *entry = NULL;
+    for (int t = 0; t < 600 && !entry; t++) {
+        r = http(main_srv.port, "GET", path, NULL);
+        h = json_of(&r);
+        free(r.head);
+        if (!(entry = cJSON_GetObjectItem(h, id))) { cJSON_Delete(h); usleep(50000); }
+    }
+    assert_non_null(entry);
+    cJSON *st = cJSON_GetObjectItem(entry, "status");
+    assert_string_equal(cJSON_GetObjectItem(st, "status_str")->valuestring, "success");
+    cJSON *im = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(entry, "outputs"), "9"), "images"), 0);
+    assert_non_null(im);
+    snprintf(path, sizeof path, "/view?filename=%s&subfolder=&type=output", cJSON_GetObjectItem(im, "filename")->valuestring);
+    cJSON_Delete(h);
+    r = http(main_srv.port, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    const char *cl = strstr(r.head, "Content-Length: ");
+    assert_non_null(cl);
+    size_t n = (size_t)atol(cl + 16), want_n = 0;
+    /* ComfyUI's noise is PyTorch's CPU generator: fmimage --rng cpu */
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox in snow", "-n", "blurry", "--seed", "42",
+                          "-W", "64", "-H", "64", "--sampler", "euler", "--scheduler", "normal", "--steps", "6", "--cfg",
+                          "7.5", "--rng", "cpu", NULL};
+    uint8_t *want = cli_png("comfy.png", args, &want_n);
+    printf("  ComfyUI /view: %zu bytes, the CLI (--rng cpu): %zu\n", n, want_n);
+    assert_int_equal(n, want_n);
+    assert_memory_equal(r.body, want, n);
+    free(want);
+    free(r.head);
+    r = http(main_srv.port, "GET", "/queue", NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"queue_running\":[]"));
+    assert_non_null(strstr(r.body, "\"queue_pending\":[]"));
+    free(r.head);
+    r = http(main_srv.port, "GET", "/history", NULL);
+    assert_non_null(strstr(r.body, id));
+    free(r.head);
+    r = http(main_srv.port, "GET", "/object_info", NULL);
+    assert_int_equal(r.status, 200);
+    j = json_of(&r);
+    cJSON *ks = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "KSampler"), "input"), "required");
+    assert_non_null(cJSON_GetObjectItem(ks, "sampler_name"));
+    assert_non_null(cJSON_GetObjectItem(j, "SaveImage"));
+    cJSON_Delete(j);
+    free(r.head);
+    r = http(main_srv.port, "POST", "/interrupt", "");
+    assert_int_equal(r.status, 200);
+    free(r.head);
+}
+
+static void test_comfy_errors(void **state)
+{
+    (void)state;
+    char wf[4096];
+    /* unknown node type: 400 invalid_prompt */
+    comfy_workflow(wf, sizeof wf, "tiny-sd1.safetensors", "KSamplerTurbo", "[\"4\",2]");
+    reply r = http(main_srv.port, "POST", "/prompt", wf);
+    assert_int_equal(r.status, 400);
+    cJSON *j = json_of(&r);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring, "invalid_prompt");
+    cJSON_Delete(j);
+    free(r.head);
+    /* a link to the wrong output type, a link to a missing node, a malformed link: node_errors */
+    static const char *const links[] = {"[\"4\",1]", "[\"99\",0]", "[\"4\"]", "5", NULL};
+    for (int i = 0; links[i]; i++) {
+        comfy_workflow(wf, sizeof wf, "tiny-sd1.safetensors", "KSampler", links[i]);
+        r = http(main_srv.port, "POST", "/prompt", wf);
+        if (r.status != 400) fail_msg("link %s: %d", links[i], r.status);
+        j = json_of(&r);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+                            "prompt_outputs_failed_validation");
+        assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "node_errors"), "8"));
+        cJSON_Delete(j);
+        free(r.head);
+    }
+    /* no output node */
+    r = http(main_srv.port, "POST", "/prompt", "{\"prompt\":{\"4\":{\"class_type\":\"CheckpointLoaderSimple\",\"inputs\":{}}}}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "prompt_no_outputs"));
+    free(r.head);
+    r = http(main_srv.port, "POST", "/prompt", "{\"prompt\":5}");
+    assert_int_equal(r.status, 400);
+    free(r.head);
+    /* names outside the directory: 404 */
+    static const char *const bad[] = {"../secret.safetensors", "/etc/passwd", "evil.safetensors", NULL};
+    for (int i = 0; bad[i]; i++) {
+        comfy_workflow(wf, sizeof wf, bad[i], "KSampler", "[\"4\",2]");
+        r = http(main_srv.port, "POST", "/prompt", wf);
+        if (r.status != 404) fail_msg("ckpt_name %s: %d", bad[i], r.status);
+        free(r.head);
+    }
+    static const char *const views[] = {"/view?filename=../secret.safetensors", "/view?filename=%2Fetc%2Fpasswd",
+                                        "/view?filename=fmimage_00000000_00001_.png", "/view", NULL};
+    for (int i = 0; views[i]; i++) {
+        r = http(main_srv.port, "GET", views[i], NULL);
+        if (r.status != 404) fail_msg("%s: %d", views[i], r.status);
+        free(r.head);
+    }
+}
+
 /* ---- server/ directly ---- */
 
 static void test_parser_and_helpers(void **state)
@@ -755,6 +890,8 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_limits_chunked_body),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_comfy_default_workflow_equals_cli),
+        cmocka_unit_test(test_comfy_errors),
         cmocka_unit_test(test_queue_full_and_interrupt),
         cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
