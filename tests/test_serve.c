@@ -581,6 +581,30 @@ static void test_auth(void **state)
     assert_int_equal(cu_run(bad_auth, err, sizeof err), 2);
 }
 
+static void test_cors(void **state)
+{
+    (void)state;
+    /* off by default */
+    reply r = http_read(http_send(main_srv.port, "GET", "/sdapi/v1/options", "Origin: http://a.example\r\n", NULL, 0));
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.head, "Access-Control-Allow-Origin"));
+    free(r.head);
+    server s;
+    const char *extra[] = {"-m", "tests/data/tiny-sd1.safetensors", "--cors-allow-origins", "http://a.example,http://c.example", NULL};
+    assert_int_equal(start_server(&s, extra, 1), 0);
+    r = http_read(http_send(s.port, "GET", "/sdapi/v1/options", "Origin: http://c.example\r\n", NULL, 0));
+    assert_non_null(strstr(r.head, "Access-Control-Allow-Origin: http://c.example"));
+    free(r.head);
+    r = http_read(http_send(s.port, "GET", "/sdapi/v1/options", "Origin: http://b.example\r\n", NULL, 0));
+    assert_null(strstr(r.head, "Access-Control-Allow-Origin"));
+    free(r.head);
+    r = http_read(http_send(s.port, "OPTIONS", "/sdapi/v1/txt2img", "Origin: http://a.example\r\n", NULL, 0));
+    assert_int_equal(r.status, 204);
+    assert_non_null(strstr(r.head, "Access-Control-Allow-Methods"));
+    free(r.head);
+    assert_int_equal(stop_server(&s), 0);
+}
+
 static double progress_of(int port, int *busy)
 {
     reply r = http(port, "GET", "/sdapi/v1/progress", NULL);
@@ -891,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_limits_chunked_body),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_cors),
         cmocka_unit_test(test_comfy_default_workflow_equals_cli),
         cmocka_unit_test(test_comfy_errors),
         cmocka_unit_test(test_queue_full_and_interrupt),
