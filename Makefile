@@ -56,6 +56,11 @@ CLI_SRC  := $(wildcard cli/*.c)
 BIN      := $(BUILD)/fmimage
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# server/ (fmimage serve, layer 6): its own archive on libmicrohttpd, linked
+# into the program and tests only, so libfmimage itself needs no HTTP library.
+SRV_SRC  := $(wildcard server/*.c)
+SRV_LIB  := $(BUILD)/libfmserver.a
+SRV_LIBS := $(shell pkg-config --libs libmicrohttpd) -lpthread
 TOOL_SRC := $(wildcard tools/*.c)
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 # Code only tests and tools use (random checkpoints, the safetensors
@@ -63,7 +68,7 @@ TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 TESTLIB_SRC := $(wildcard tools/lib/*.c)
 TESTLIB  := $(BUILD)/libfmtest.a
 
-.PHONY: all test sanitize install clean demo demo-model bench tools
+.PHONY: all test sanitize install clean demo demo-model bench tools test-clients
 .SECONDARY:
 all: $(LIB) $(SOLIB) $(BIN) $(TOOLS)
 	@ln -sf $(BUILD)/fmimage fmimage 2>/dev/null || true
@@ -92,16 +97,32 @@ $(TESTLIB): $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(SRV_SRC:%.c=$(BUILD)/%.o): CFLAGS += $(shell pkg-config --cflags libmicrohttpd)
+$(SRV_LIB): $(SRV_SRC:%.c=$(BUILD)/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(SRV_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SRV_LIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(TESTLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka libpcre2-8)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(SRV_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SRV_LIBS) $(shell pkg-config --libs cmocka libpcre2-8)
 
 tools: $(TOOLS)
+
+# fmimage serve against published clients (PyPI, in a venv under build/)
+# and a real browser (Debian's chromium + chromium-driver): A1111's webuiapi
+# runs txt2img, img2img, options, interrupt; selenium drives the web page.
+# Not part of `make test` (it needs the network and a browser); .ci/run runs it.
+CLIENTS_VENV := $(BUILD)/clients-venv
+test-clients: $(BIN)
+	@[ -x $(CLIENTS_VENV)/bin/python ] || python3 -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install -q webuiapi selenium
+	FM_BIN=$(BIN) $(CLIENTS_VENV)/bin/python tests/clients/test_webuiapi.py
+	FM_BIN=$(BIN) $(CLIENTS_VENV)/bin/python tests/clients/test_page.py
 
 # tests/test_noalloc counts the library's calls to the C allocator while it
 # samples: its link redirects them (and smp_sample, the counting window).
@@ -182,10 +203,11 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -
                 -Wno-unknown-pragmas -Iinclude -I. $(shell pkg-config --cflags $(PKGS))
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
-# The parsers live in core, weights, diffusion and textenc (the archive only lends a
+# The parsers live in core, weights, diffusion, textenc and server (the archive only lends a
 # harness the objects it references); the kernels' plain loops for the LoRA merge
 # (tests/fuzz/fuzz_lora.c routes kn_sgemm to kn_sgemm_ref; the SIMD kernels are not needed).
-FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c
+FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c \
+                server/parse.c server/util.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/textenc/clip_bpe_blob.o \
                 $(FUZZ_BUILD)/obj/cli/promptfile.o
 

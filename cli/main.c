@@ -26,6 +26,7 @@
 #include "promptfile.h"
 #include "styles.h"
 #include "convert.h"
+#include "serve.h"
 #include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
@@ -1055,6 +1056,10 @@ int main(int argc, char **argv)
     prefer_passive_waiting(argv);
     /* the convert subcommand has options of its own (cli/convert.c) */
     if (argc >= 2 && !strcmp(argv[1], "convert")) return cli_convert_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "serve")) { /* fmimage serve (cli/serve.c, server/) */
+        char demo[PATH_MAX];
+        return cli_serve_main(argc - 1, argv + 1, find_demo_model(demo, sizeof demo));
+    }
     cli_options o;
     int rc = cli_parse(argc, argv, &o);
     if (rc) return rc;

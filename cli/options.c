@@ -108,6 +108,8 @@ void cli_print_help(void)
         "fmimage convert IN -o OUT.gguf [--type f16|q8_0|q4_k|...]\n"
         "                           a GGUF file as stable-diffusion.cpp's -M convert writes it\n"
         "                           (its per-tensor rule decides what --type converts)\n"
+        "fmimage serve [--listen 127.0.0.1:7860] [-m MODEL | --models-dir DIR] [--api-auth U:P]\n"
+        "                           A1111's HTTP API and a web page (fmimage serve --help)\n"
         "\n"
         "Environment: FMIMAGE_MEMORY_LIMIT=N[K|M|G] caps the memory for activations (default:\n"
         "the machine's available memory); larger sizes are refused before sampling.\n"

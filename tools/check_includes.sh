@@ -3,7 +3,7 @@
 # over every #include "..." of the library and the CLI.
 #
 #   include/ third_party/  <  core  <  kernels  <  weights
-#     <  {textenc, unet, vae, samplers, upscale}  <  diffusion  <  cli
+#     <  {textenc, unet, vae, samplers, upscale}  <  diffusion  <  server  <  cli
 #
 # A file may include its own module and any module of a lower layer; the
 # four model parts are peers and do not include each other. Fails (exit 1)
@@ -16,7 +16,7 @@ if [ "$1" = "--graph" ]; then graph=1; shift; fi
 root=${1:-.}
 cd "$root" || exit 2
 
-MODULES="include third_party core kernels weights textenc unet vae samplers upscale diffusion cli"
+MODULES="include third_party core kernels weights textenc unet vae samplers upscale diffusion server cli"
 
 layer() {
     case $1 in
@@ -26,7 +26,8 @@ layer() {
     weights) echo 3 ;;
     textenc | unet | vae | samplers | upscale) echo 4 ;;
     diffusion) echo 5 ;;
-    cli) echo 6 ;;
+    server) echo 6 ;;
+    cli) echo 7 ;;
     *) echo 9 ;; # tests/, tools/: above everything, never included by the library
     esac
 }

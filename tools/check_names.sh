@@ -1,11 +1,13 @@
 #!/bin/sh
 # check_names.sh [BUILD]: the naming rule of docs/ARCHITECTURE.md over the
-# global symbols of BUILD/libfmimage.a (default build/).
+# global symbols of BUILD/libfmimage.a and BUILD/libfmserver.a (server/,
+# linked into the program only; default build/).
 #
 #   - a global fm_ symbol is declared in include/fmimage.h (the public API);
 #   - every other global symbol carries a module prefix: core_ (core), kn_
 #     and gemm_ (kernels), wt_ (weights), te_ (textenc), un_ (unet), vae_
-#     (vae), smp_ (samplers), up_ (upscale), df_ (diffusion), or stbi_ (third_party);
+#     (vae), smp_ (samplers), up_ (upscale), df_ (diffusion), srv_ (server),
+#     or stbi_ (third_party);
 #   - a global that is not public is used by another object: the library's
 #     other objects, the CLI's, the tests', the tools' (BUILD/**/*.o); one
 #     used only in its own file should be static (build/san and build/fuzz,
@@ -18,7 +20,9 @@ build=${1:-build}
 lib=$build/libfmimage.a
 [ -f "$lib" ] || { echo "check_names.sh: $lib: no such file (build first)" >&2; exit 2; }
 [ -f include/fmimage.h ] || { echo "check_names.sh: run from the repository root" >&2; exit 2; }
-PREFIXES="core_ kn_ gemm_ wt_ te_ un_ vae_ smp_ up_ df_ stbi_"
+PREFIXES="core_ kn_ gemm_ wt_ te_ un_ vae_ smp_ up_ df_ srv_ stbi_"
+srvlib=$build/libfmserver.a
+[ -f "$srvlib" ] || srvlib=
 
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
@@ -31,7 +35,7 @@ sed -e 's://.*$::' include/fmimage.h | awk '
     grep -o 'fm_[A-Za-z0-9_]*' | sort -u >"$tmp/public"
 
 # "OBJECT SYMBOL" for each global the archive defines.
-nm -A -g --defined-only "$lib" 2>/dev/null |
+nm -A -g --defined-only "$lib" $srvlib 2>/dev/null |
     awk '{ n = split($1, p, ":"); obj = p[n-1]; if (NF >= 3) print obj, $NF }' |
     sort -u >"$tmp/defined"
 

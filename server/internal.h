@@ -1,0 +1,85 @@
+/* server internals shared by its files: the job queue, the worker's
+ * state, the HTTP routes. */
+#ifndef FM_SERVER_INTERNAL_H
+#define FM_SERVER_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+
+#include <cjson/cJSON.h>
+
+#include "server.h"
+
+typedef enum { SRV_JOB_GEN, SRV_JOB_LOAD } srv_job_kind;
+
+typedef struct srv_job {
+    srv_job_kind kind;
+    srv_gen g;
+    char model[256];          /* checkpoint name to use ("" = the current one) */
+    /* results, written by the worker before done */
+    int done;
+    int status;               /* HTTP status: 200, or the error's */
+    char msg[1024];
+    char *images[SRV_MAX_IMAGES]; /* base64 PNGs */
+    char *infotexts[SRV_MAX_IMAGES];
+    int64_t seeds[SRV_MAX_IMAGES];
+    int n_images;
+    int width, height, steps, clip_skip;
+    float cfg;
+    char sampler_label[64], scheduler_label[64];
+    char model_name[256], model_hash[11];
+    /* ComfyUI /prompt: answered at once, the result kept in the history */
+    int async;
+    char prompt_id[40];
+    long number;
+    char save_node[64];
+    cJSON *graph;
+} srv_job;
+
+typedef struct srv_state {
+    const srv_config *c;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    srv_job **q;
+    int q_cap, q_head, q_n;
+    int stopping;
+    /* what the worker does now (under mu) */
+    srv_job *current;
+    int step, steps, image_no, image_count;
+    /* ComfyUI: finished prompts, oldest first (at most SRV_HISTORY) */
+    srv_job *history[64];
+    int n_history;
+    long next_number;
+    double t_start;
+    volatile int interrupt, skip;
+    /* the checkpoint: its name (relative to models_dir, or -m's file name) */
+    char checkpoint[256];
+    /* the worker's own (only the worker touches them) */
+    fm_model *model;
+    char model_path[PATH_MAX], model_name[256], model_hash[11];
+} srv_state;
+
+/* worker.c */
+int srv_queue_push(srv_state *s, srv_job *j);  /* 0, or 503 when full or stopping */
+/* Waits for j; a client that hangs up (client_fd >= 0) cancels it: the
+ * running job stops at its next step, a queued one leaves the queue. */
+void srv_wait(srv_state *s, srv_job *j, int client_fd);
+void *srv_worker(void *arg);
+void srv_job_free(srv_job *j);
+/* "name.safetensors" file names of the checkpoints (sorted), *n of them */
+char **srv_list_files(const char *dir, const char *const *exts, int recurse, int *n);
+void srv_free_list(char **v, int n);
+int srv_model_path(const srv_state *s, const char *name, char *path, size_t n);
+double srv_now(void);
+
+/* a1111.c: one route. Returns the HTTP status, *out the JSON body. */
+int srv_a1111(srv_state *s, const char *method, const char *url, const char *body, size_t n, int client_fd, char **out);
+/* comfy.c: ComfyUI's routes; srv_history_add is called under mu */
+int srv_comfy(srv_state *s, const char *method, const char *url, const char *query_file, const char *body, size_t n,
+              char **out, size_t *out_n, const char **type);
+void srv_history_add(srv_state *s, srv_job *j);
+void srv_history_free(srv_state *s);
+/* page.c */
+extern const char srv_page_html[];
+
+#endif

@@ -1,0 +1,177 @@
+/* The A1111 request body (modules/api/models.py: the txt2img/img2img
+ * processing fields) to an srv_gen. As FastAPI with pydantic v1 does:
+ * unknown keys are ignored, null means the default, a number is accepted
+ * for an int field (truncated) and a numeric string for a number, and
+ * anything else is a 422 naming the field. */
+#include "server.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pctx {
+    char *msg, *loc;
+    size_t msg_n, loc_n;
+} pctx;
+
+static int bad(pctx *c, int status, const char *field, const char *why)
+{
+    snprintf(c->loc, c->loc_n, "%s", field ? field : "");
+    snprintf(c->msg, c->msg_n, "%s", why);
+    return status;
+}
+
+static int is_null(const cJSON *v) { return !v || cJSON_IsNull(v); }
+
+static int get_number(pctx *c, const cJSON *v, const char *field, double *out, const char *type)
+{
+    if (cJSON_IsNumber(v)) { *out = v->valuedouble; return 0; }
+    if (cJSON_IsString(v) && v->valuestring[0]) {
+        char *end;
+        double d = strtod(v->valuestring, &end);
+        if (!*end && isfinite(d)) { *out = d; return 0; }
+    }
+    return bad(c, 422, field, !strcmp(type, "int") ? "value is not a valid integer" : "value is not a valid float");
+}
+
+static int get_int(pctx *c, const cJSON *o, const char *field, int *out, int lo, int hi)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (is_null(v)) return 0;
+    double d;
+    if (get_number(c, v, field, &d, "int")) return 422;
+    if (d < lo || d > hi) {
+        char why[128];
+        snprintf(why, sizeof why, "%.0f is not in %d..%d", d, lo, hi);
+        return bad(c, 422, field, why);
+    }
+    *out = (int)d;
+    return 0;
+}
+
+static int get_float(pctx *c, const cJSON *o, const char *field, float *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (is_null(v)) return 0;
+    double d;
+    if (get_number(c, v, field, &d, "float")) return 422;
+    if (fabs(d) > 1e6) return bad(c, 422, field, "value out of range");
+    *out = (float)d;
+    return 0;
+}
+
+static int get_str(pctx *c, const cJSON *o, const char *field, const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (is_null(v)) return 0;
+    if (!cJSON_IsString(v)) return bad(c, 422, field, "str type expected");
+    *out = v->valuestring;
+    return 0;
+}
+
+static int get_name(pctx *c, const cJSON *o, const char *field, char *out, size_t n)
+{
+    const char *s = NULL;
+    if (get_str(c, o, field, &s)) return 422;
+    if (!s) return 0;
+    if (strlen(s) >= n) return bad(c, 422, field, "name too long");
+    snprintf(out, n, "%s", s);
+    return 0;
+}
+
+static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+/* Strings longer than SRV_STRING_MAX are refused anywhere but in image
+ * fields (init_images, mask, image). */
+static int strings_ok(const cJSON *j, int in_image)
+{
+    for (const cJSON *e = j; e; e = e->next) {
+        int img = in_image || (e->string && (!strcmp(e->string, "init_images") || !strcmp(e->string, "mask") ||
+                                             !strcmp(e->string, "image")));
+        if (e->string && strlen(e->string) > 1024) return 0;
+        if (cJSON_IsString(e) && !img && strlen(e->valuestring) > SRV_STRING_MAX) return 0;
+        if (e->child && !strings_ok(e->child, img)) return 0;
+    }
+    return 1;
+}
+
+static int parse_img2img(pctx *c, const cJSON *j, srv_gen *g)
+{
+    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(j, "init_images");
+    if (is_null(imgs) || !cJSON_IsArray(imgs) || !cJSON_GetArraySize(imgs))
+        return bad(c, 422, "init_images", is_null(imgs) ? "field required" : "value is not a valid list");
+    const cJSON *first = cJSON_GetArrayItem(imgs, 0);
+    if (!cJSON_IsString(first)) return bad(c, 422, "init_images", "str type expected");
+    if (!(g->init_png = srv_base64_decode(first->valuestring, &g->init_len)) || !g->init_len)
+        return bad(c, 422, "init_images", "not a base64 image");
+    const cJSON *mask = cJSON_GetObjectItemCaseSensitive(j, "mask");
+    if (!is_null(mask) && !(cJSON_IsString(mask) && !mask->valuestring[0]))
+        return bad(c, 422, "mask", "inpainting (mask) is not supported yet");
+    g->strength = 0.75f; /* A1111's default denoising_strength */
+    return get_float(c, j, "denoising_strength", &g->strength);
+}
+
+static int parse_fields(pctx *c, const cJSON *j, srv_gen *g)
+{
+    const char *prompt = NULL, *negative = NULL;
+    double seed = -1;
+    int rc = get_str(c, j, "prompt", &prompt) || get_str(c, j, "negative_prompt", &negative) ||
+             get_int(c, j, "width", &g->width, 0, 1 << 20) || get_int(c, j, "height", &g->height, 0, 1 << 20) ||
+             get_int(c, j, "steps", &g->steps, 0, 1 << 20) || get_float(c, j, "cfg_scale", &g->cfg) ||
+             get_int(c, j, "batch_size", &g->batch_size, 1, SRV_MAX_IMAGES) ||
+             get_int(c, j, "n_iter", &g->n_iter, 1, SRV_MAX_IMAGES) ||
+             get_name(c, j, "sampler_index", g->sampler, sizeof g->sampler) ||
+             get_name(c, j, "sampler_name", g->sampler, sizeof g->sampler) ||
+             get_name(c, j, "scheduler", g->scheduler, sizeof g->scheduler);
+    if (rc) return 422;
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    if (!is_null(sv)) {
+        if (get_number(c, sv, "seed", &seed, "int")) return 422;
+        if (seed != -1 && (seed < 0 || seed > 4294967295.0)) return bad(c, 422, "seed", "not in 0..4294967295 or -1");
+    }
+    g->seed = (int64_t)seed;
+    if (g->batch_size * g->n_iter > SRV_MAX_IMAGES)
+        return bad(c, 422, "batch_size", "batch_size x n_iter is over 16 images");
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(j, "override_settings");
+    if (!is_null(ov)) {
+        if (!cJSON_IsObject(ov)) return bad(c, 422, "override_settings", "value is not a valid dict");
+        if (get_name(c, ov, "sd_model_checkpoint", g->model, sizeof g->model) ||
+            get_int(c, ov, "CLIP_stop_at_last_layers", &g->clip_skip, 1, 12))
+            return 422;
+    }
+    if (!(g->prompt = dup_or_empty(prompt)) || !(g->negative = dup_or_empty(negative)))
+        return bad(c, 500, NULL, "out of memory");
+    return g->img2img ? parse_img2img(c, j, g) : 0;
+}
+
+int srv_parse_gen(const char *body, size_t n, int img2img, srv_gen *g, char *msg, size_t msg_n, char *loc,
+                  size_t loc_n)
+{
+    pctx c = {msg, loc, msg_n, loc_n};
+    memset(g, 0, sizeof *g);
+    g->cfg = NAN;
+    g->seed = -1;
+    g->batch_size = g->n_iter = 1;
+    g->img2img = img2img;
+    if (srv_json_too_deep(body, n)) return bad(&c, 400, NULL, "JSON nested too deeply");
+    cJSON *j = cJSON_ParseWithLength(body, n);
+    if (!j) return bad(&c, 422, NULL, "body is not valid JSON");
+    int rc;
+    if (!cJSON_IsObject(j)) rc = bad(&c, 422, NULL, "value is not a valid dict");
+    else if (!strings_ok(j->child, 0)) rc = bad(&c, 413, NULL, "a string is over the 1 MiB limit");
+    else rc = parse_fields(&c, j, g);
+    cJSON_Delete(j);
+    if (rc) srv_gen_free(g);
+    return rc;
+}
+
+void srv_gen_free(srv_gen *g)
+{
+    free(g->prompt);
+    free(g->negative);
+    free(g->init_png);
+    g->prompt = g->negative = NULL;
+    g->init_png = NULL;
+}
