@@ -25,6 +25,7 @@
 #include "upscale.h"
 #include "promptfile.h"
 #include "styles.h"
+#include "wcplan.h"
 #include "convert.h"
 #include "samplers/samplers.h"
 
@@ -91,6 +92,7 @@ typedef struct job {
     int index;            /* global job index j */
     const pf_line *line;  /* NULL: the command line's prompt */
     uint64_t seed;
+    char *prompt;         /* wildcards: the template's expansion (malloc'd), NULL: as written */
 } job;
 
 typedef struct run {
@@ -157,7 +159,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     const cli_options *o = r->o;
     const pf_line *l = jb->line;
     fm_params_default(r->model, p);
-    p->prompt = l ? l->prompt : (o->prompt ? o->prompt : "");
+    p->prompt = jb->prompt ? jb->prompt : l ? l->prompt : (o->prompt ? o->prompt : "");
     p->negative = l && l->negative ? l->negative : (o->negative ? o->negative : "");
     if (r->n_styles) {
         /* A1111 applies the styles to the text before anything else: the
@@ -340,11 +342,13 @@ static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha,
     return rc;
 }
 
-/* Images a prompt-file line (NULL: the command line) makes. A bad line
- * holds the place of one. */
-static int line_images(const cli_options *o, const pf_line *l)
+/* Images a prompt-file line (NULL: the command line) makes: with
+ * --combinatorial, each of its k expansions (0: not a template) as many
+ * times. A bad line holds the place of one. */
+static int line_images(const cli_options *o, const pf_line *l, int k)
 {
-    return l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+    if (l && l->line_no < 0) return 1;
+    return (l && l->n_iter ? l->n_iter : o->batch_count) * (k > 0 ? k : 1);
 }
 
 /* Seeds do not wrap: A1111 makes image k of seed S with seed S + k, also
@@ -353,12 +357,12 @@ static int line_images(const cli_options *o, const pf_line *l)
  * fails alone (exit 1 at the end); a base seed (--seed) that does is a usage
  * error; a random base is drawn low enough. Returns 0 with *base set, or the
  * exit code. */
-static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *bad, uint64_t *base)
+static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, const wc_list *vars, int *bad, uint64_t *base)
 {
     uint64_t j = 0, n_base = 0;
     for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
         pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        uint64_t images = (uint64_t)line_images(o, l);
+        uint64_t images = (uint64_t)line_images(o, l, vars[li].n);
         if (l && l->line_no > 0 && l->has_seed && l->seed + images - 1 > MAX_SEED) {
             fprintf(stderr, "fmimage: %s:%d: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
                     o->prompt_file, l->line_no, (unsigned long long)l->seed,
@@ -582,7 +586,7 @@ static int setup_output(run *r, fm_error *err)
     struct stat sb;
     int is_dir = out && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
     size_t len = out ? strlen(out) : 0;
-    int single = !o->prompt_file && o->batch_count == 1;
+    int single = !o->prompt_file && o->batch_count == 1 && !o->combinatorial;
     if (len >= sizeof r->dir_buf) return core_fail(err, FM_EINPUT, "%s: path too long", out);
     char temp_dir[PATH_MAX];
     if (single) {
@@ -722,21 +726,41 @@ static int status_report(run *r, const job *jobs, int n_jobs)
 }
 
 /* Every job of the run in order, bad lines included (line_no < 0). */
-static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, uint64_t base, int *n_jobs)
+static void free_jobs(job *v, int n)
+{
+    for (int i = 0; v && i < n; i++) free(v[i].prompt);
+    free(v);
+}
+
+/* Every job of the run in order, bad lines included (line_no < 0). A
+ * template's jobs carry their prompt: with --combinatorial expansion i / k
+ * of the line's images (each expansion --batch-count times), else the one
+ * drawn from the job's seed. */
+static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, const wc_list *vars, uint64_t base,
+                      int *n_jobs)
 {
     job *v = NULL;
     int n = 0, cap = 0, j = 0;
     for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
         const pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        int images = line_images(o, l);
+        int images = line_images(o, l, vars[li].n), per = vars[li].n ? images / vars[li].n : images;
         for (int i = 0; i < images; i++, j++) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 256;
                 job *p = realloc(v, sizeof *p * (size_t)cap);
-                if (!p) { free(v); return NULL; }
+                if (!p) { free_jobs(v, n); return NULL; }
                 v = p;
             }
-            v[n++] = (job){.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
+            v[n] = (job){.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
+            int oom = 0;
+            if (l && l->line_no < 0) { /* a bad line has no prompt */
+            } else if (vars[li].n) {
+                if (!(v[n].prompt = strdup(vars[li].v[i / per]))) oom = 1;
+            } else {
+                v[n].prompt = wcp_draw(o, l, v[n].seed, &oom);
+            }
+            n++;
+            if (oom) { free_jobs(v, n); return NULL; }
         }
     }
     *n_jobs = n;
@@ -788,14 +812,19 @@ static int generate_in(run *rp)
         if (bad < 0) return 1;
     }
     uint64_t base;
-    int rc = plan_seeds(o, lines, n_lines, &bad, &base);
+    wc_list *vars = NULL; /* wildcards: checked (and expanded) before the model loads */
+    int n_vars = o->prompt_file ? n_lines : 1;
+    int rc = wcp_plan(o, lines, n_lines, &bad, &vars);
+    if (!rc) rc = plan_seeds(o, lines, n_lines, vars, &bad, &base);
     if (rc) {
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return rc;
     }
     fm_load_options lo = cli_load_options(o);
     if (!(rp->model = fm_model_load_with(rp->model_path, &lo, &err))) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return 1;
     }
@@ -803,6 +832,7 @@ static int generate_in(run *rp)
     lora_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -811,6 +841,7 @@ static int generate_in(run *rp)
     if (rp->upscaler) out_file_stem(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
     if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -824,6 +855,7 @@ static int generate_in(run *rp)
     free(init);
     if (rc) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -837,6 +869,7 @@ static int generate_in(run *rp)
     }
     if (setup_output(rp, &err)) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -848,7 +881,9 @@ static int generate_in(run *rp)
     rp->progress.interrupted = &interrupted;
     rp->failed = bad > 0;
     int status = 0, n_jobs = 0;
-    job *jobs = list_jobs(o, lines, n_lines, base, &n_jobs);
+    job *jobs = list_jobs(o, lines, n_lines, vars, base, &n_jobs);
+    wcp_free(vars, n_vars);
+    vars = NULL;
     if (!jobs && n_jobs) {
         fprintf(stderr, "fmimage: out of memory\n");
         status = 1;
@@ -867,7 +902,7 @@ static int generate_in(run *rp)
             else if (rc) rp->failed = 1;
         }
     }
-    free(jobs);
+    free_jobs(jobs, n_jobs);
     free_lines(lines, n_lines);
     if (rp->dir) out_manifest_close(&rp->manifest);
     if (rp->skipped && !o->quiet)

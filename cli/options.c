@@ -80,6 +80,14 @@ void cli_print_help(void)
         "  Prompts use A1111's syntax: (word:1.2), [from:to:when] (when < 1: fraction of the\n"
         "  steps, else a step), [a|b] alternation per step, \"a cat AND a dog :0.5\" (composable\n"
         "  diffusion, at most 64 parts), BREAK.\n"
+        /* wildcards and dynamic prompts (issue 19 item 3) */
+        "  Dynamic Prompts templates (a prompt with '{' or \"__\"): {red|green|blue}, {2$$a|b|c},\n"
+        "  {1-2$$ and $$a|b|c}, {0.5::a|b}, __name__ (a line of DIR/name.txt); each image draws\n"
+        "  one expansion from its seed, and the chosen text is its prompt.\n"
+        "      --combinatorial      every expansion instead (dynamicprompts' order, at most 10000),\n"
+        "                           each a job of its own, --batch-count images each\n"
+        "      --wildcards-dir DIR  where __name__ wildcards are read (DIR/name.txt, name may\n"
+        "                           hold '/' for subfolders)\n"
         "  -h, --help, --version\n"
         "\n"
         /* weight formats and convert (issue 17 items 3-5) */
@@ -183,7 +191,8 @@ enum {
     OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING,
     OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP,
     OPT_STYLES_FILE, OPT_STYLE,
-    OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE /* GGUF and quantised weights */
+    OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE, /* GGUF and quantised weights */
+    OPT_COMBINATORIAL, OPT_WILDCARDS_DIR /* wildcards */
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
 
@@ -217,6 +226,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"lora-dir", 1, 0, OPT_LORA_DIR}, {"lora-model-dir", 1, 0, OPT_LORA_DIR}, /* LoRA */
         {"vae", 1, 0, OPT_VAE}, {"clip_l", 1, 0, OPT_CLIP_L}, {"clip_g", 1, 0, OPT_CLIP_G},
         {"type", 1, 0, OPT_TYPE},
+        {"combinatorial", 0, 0, OPT_COMBINATORIAL}, {"wildcards-dir", 1, 0, OPT_WILDCARDS_DIR}, /* wildcards */
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -352,6 +362,8 @@ int cli_parse(int argc, char **argv, cli_options *o)
             break;
         /* styles (A1111's styles.csv) */
         case OPT_STYLES_FILE: o->styles_file = arg; break;
+        case OPT_COMBINATORIAL: o->combinatorial = 1; break; /* wildcards */
+        case OPT_WILDCARDS_DIR: o->wildcards_dir = arg; break;
         case OPT_STYLE:
             if (o->n_styles == (int)(sizeof o->styles / sizeof o->styles[0]))
                 return usage(opt_name, "at most 16 styles");
@@ -394,7 +406,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
                      (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)o->batch_count - 1));
             return usage("--seed", why);
         }
-        int batch = o->prompt_file || o->batch_count > 1;
+        int batch = o->prompt_file || o->batch_count > 1 || o->combinatorial;
         if (o->status && !batch) return usage("--status", "only for batches (--prompt-file or --batch-count)");
         if (o->only_missing && !batch) return usage("--only-missing", "only for batches (--prompt-file or --batch-count)");
         if (o->status && o->only_missing) return usage("--only-missing", "makes images; --status makes none");

@@ -44,6 +44,10 @@ typedef struct cli_options {
     const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
     /* GGUF and quantised weights (issue 17): part files and --type */
     const char *vae, *clip_l, *clip_g, *type;
+    /* wildcards and dynamic prompts (issue 19 item 3): --combinatorial makes
+     * every expansion a job, else each job draws one from its seed */
+    int combinatorial;
+    const char *wildcards_dir;
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */

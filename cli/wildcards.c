@@ -53,7 +53,8 @@ typedef struct wc_ctx {
     uint64_t rng;
 } wc_ctx;
 
-#define WC_MAX_WORK 20000000LL
+/* selections tried per allowed prompt: 2e7 for --combinatorial's 10000 */
+#define WC_WORK_PER_PROMPT 2000LL
 
 static int wc_fail(wc_ctx *c, const char *fmt, ...)
 {
@@ -63,6 +64,9 @@ static int wc_fail(wc_ctx *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->why, c->why_len, fmt, ap);
     va_end(ap);
+    /* one line: a name may hold a newline or a control character */
+    for (char *p = c->why; *p; p++)
+        if ((unsigned char)*p < 0x20) *p = '?';
     return -1;
 }
 
@@ -647,7 +651,8 @@ static int sel_product(wc_ctx *c, wc_sel *s, int i)
         }
         return 0;
     }
-    if (++c->work > WC_MAX_WORK) return wc_fail(c, "more than %lld selections to try (the --combinatorial limit)", WC_MAX_WORK);
+    if (++c->work > WC_WORK_PER_PROMPT * c->max)
+        return wc_fail(c, "more than %lld selections to try (the --combinatorial limit)", WC_WORK_PER_PROMPT * c->max);
     int m = 0;
     char *uniq[WC_MAX_DEPTH + 1];
     for (int a = 0; a < s->k; a++) {
@@ -684,7 +689,8 @@ static int selections(wc_ctx *c, wc_sel *s, const int *avail, int n_avail, int d
         for (int j = 0; j < n_avail; j++)
             if (strcmp(s->v->key[avail[j]], s->v->key[avail[i]])) rest[m++] = avail[j];
         s->sel[depth] = avail[i];
-        if (++c->work > WC_MAX_WORK) wc_fail(c, "more than %lld selections to try (the --combinatorial limit)", WC_MAX_WORK);
+        if (++c->work > WC_WORK_PER_PROMPT * c->max)
+            wc_fail(c, "more than %lld selections to try (the --combinatorial limit)", WC_WORK_PER_PROMPT * c->max);
         else selections(c, s, rest, m, depth + 1);
     }
     free(rest);
