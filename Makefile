@@ -42,6 +42,9 @@ LDFLAGS += -fopenmp $(LDSAN)
 EXTRA_LIBS    :=
 LIB_EXTRA_OBJ :=
 -include $(wildcard $(addsuffix /module.mk,$(MODULES)))
+# cli/module.mk: CLI_LIBS, link flags only the fmimage binary needs.
+CLI_LIBS :=
+-include cli/module.mk
 
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(MODULES)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_EXTRA_OBJ)
@@ -93,7 +96,7 @@ $(TESTLIB): $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 	ar rcs $@ $^
 
 $(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(TESTLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

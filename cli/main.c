@@ -26,6 +26,8 @@
 #include "promptfile.h"
 #include "styles.h"
 #include "wcplan.h"
+#include "grid.h"
+#include "xyz.h"
 #include "convert.h"
 #include "samplers/samplers.h"
 
@@ -93,6 +95,7 @@ typedef struct job {
     const pf_line *line;  /* NULL: the command line's prompt */
     uint64_t seed;
     char *prompt;         /* wildcards: the template's expansion (malloc'd), NULL: as written */
+    int xyz_cell;         /* X/Y/Z plot: 1 + the cell, 0: not a cell */
 } job;
 
 typedef struct run {
@@ -114,6 +117,10 @@ typedef struct run {
     const sty_style *styles[16];
     int n_styles;
     char *styled_prompt, *styled_negative;
+    /* X/Y/Z plot: the axes, and this job's Prompt S/R texts */
+    xyz_plan xyz;
+    int has_xyz;
+    char *xyz_prompt, *xyz_negative;
     /* LoRA: --lora-dir, else loras/ next to the model when it is a directory */
     const char *lora_dir;
     char lora_dir_buf[PATH_MAX];
@@ -161,6 +168,13 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     fm_params_default(r->model, p);
     p->prompt = jb->prompt ? jb->prompt : l ? l->prompt : (o->prompt ? o->prompt : "");
     p->negative = l && l->negative ? l->negative : (o->negative ? o->negative : "");
+    const char *xyz_sampler = NULL, *xyz_scheduler = NULL;
+    if (jb->xyz_cell) { /* X/Y/Z plot: the cell's values (Prompt S/R before the styles, as in A1111) */
+        free(r->xyz_prompt);
+        free(r->xyz_negative);
+        if (xyz_apply(&r->xyz, jb->xyz_cell - 1, 0, p, &xyz_sampler, &xyz_scheduler, &r->xyz_prompt, &r->xyz_negative, err))
+            return err->code;
+    }
     if (r->n_styles) {
         /* A1111 applies the styles to the text before anything else: the
          * infotext and manifest get the styled prompt */
@@ -188,6 +202,12 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->lora_dir = r->lora_dir; /* LoRA */
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
+    if (jb->xyz_cell) { /* X/Y/Z plot: the cell's other values */
+        char *np = NULL, *nn = NULL;
+        if (xyz_apply(&r->xyz, jb->xyz_cell - 1, 1, p, &xyz_sampler, &xyz_scheduler, &np, &nn, err)) return err->code;
+        if (xyz_sampler) sampler = xyz_sampler;
+        if (xyz_scheduler) scheduler = xyz_scheduler;
+    }
     if (job_sampler(p, sampler, scheduler, err)) return err->code;
     const char *init = l && l->init_image ? l->init_image : o->init_image;
     if (init) {
@@ -586,7 +606,7 @@ static int setup_output(run *r, fm_error *err)
     struct stat sb;
     int is_dir = out && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
     size_t len = out ? strlen(out) : 0;
-    int single = !o->prompt_file && o->batch_count == 1 && !o->combinatorial;
+    int single = !o->prompt_file && o->batch_count == 1 && !o->combinatorial && !o->n_xyz;
     if (len >= sizeof r->dir_buf) return core_fail(err, FM_EINPUT, "%s: path too long", out);
     char temp_dir[PATH_MAX];
     if (single) {
@@ -737,10 +757,22 @@ static void free_jobs(job *v, int n)
  * of the line's images (each expansion --batch-count times), else the one
  * drawn from the job's seed. */
 static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, const wc_list *vars, uint64_t base,
-                      int *n_jobs)
+                      const xyz_plan *xyz, int *n_jobs)
 {
     job *v = NULL;
     int n = 0, cap = 0, j = 0;
+    if (xyz) { /* X/Y/Z plot: cell c is job c */
+        int cells = xyz_cells(xyz);
+        if (!(v = calloc((size_t)cells, sizeof *v))) return NULL;
+        for (int c = 0; c < cells; c++) {
+            int oom = 0;
+            v[c] = (job){.index = c, .seed = xyz_seed(xyz, c, base), .xyz_cell = c + 1};
+            v[c].prompt = wcp_draw(o, NULL, v[c].seed, &oom);
+            if (oom) { free_jobs(v, c + 1); return NULL; }
+        }
+        *n_jobs = cells;
+        return v;
+    }
     for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
         const pf_line *l = o->prompt_file ? &lines[li] : NULL;
         int images = line_images(o, l, vars[li].n), per = vars[li].n ? images / vars[li].n : images;
@@ -793,6 +825,87 @@ static int run_missing(run *r, const job *jobs, int n_jobs)
         if (rc) r->failed = 1;
     }
     return 0;
+}
+
+/* X/Y/Z plot: one grid per Z value, drawn from its cells' PNGs once all
+ * are there (another shard may still be making some: then it waits for the
+ * last one to finish), labelled as A1111 labels it, with the first cell's
+ * infotext and the plot's. Failures are reported and counted. */
+static void xyz_grids(run *r, const job *jobs)
+{
+    const xyz_plan *x = &r->xyz;
+    int nx = xyz_len(x, 0), ny = xyz_len(x, 1), nz = xyz_len(x, 2);
+    for (int iz = 0; iz < nz; iz++) {
+        uint8_t **cells = calloc((size_t)nx * ny, sizeof *cells);
+        char **xl = calloc((size_t)nx, sizeof *xl), **yl = calloc((size_t)ny, sizeof *yl);
+        char *first_params = NULL, lab[512], path[PATH_MAX], file[PATH_MAX], why[300] = "", note[300];
+        int w = 0, h = 0, missing = 0, ok = cells && xl && yl;
+        for (int k = 0; ok && k < nx * ny; k++) {
+            const job *jb = &jobs[k + iz * nx * ny];
+            char sha[65], *params = NULL;
+            const char *bad;
+            if (job_path(r, jb, file, path, sizeof path) || !out_png_complete(path, &params, sha, &bad)) {
+                missing++;
+                continue;
+            }
+            fm_error err = {0};
+            int cw, ch;
+            uint8_t *rgb = fm_image_read(path, &cw, &ch, &err);
+            if (!rgb) { free(params); missing++; continue; }
+            if (!w) { w = cw; h = ch; }
+            if (cw != w || ch != h) { /* a Size axis: each cell cut or padded to the first one's size */
+                uint8_t *fit = calloc((size_t)w * h, 3);
+                for (int y = 0; fit && y < h && y < ch; y++) memcpy(fit + (size_t)y * w * 3, rgb + (size_t)y * cw * 3, (size_t)(cw < w ? cw : w) * 3);
+                free(rgb);
+                rgb = fit;
+            }
+            cells[k] = rgb;
+            if (k == 0) first_params = params;
+            else free(params);
+        }
+        for (int i = 0; ok && i < nx; i++) ok = (xl[i] = strdup(xyz_label(x, 0, i, lab, sizeof lab))) != NULL;
+        for (int i = 0; ok && i < ny; i++) ok = (yl[i] = strdup(xyz_label(x, 1, i, lab, sizeof lab))) != NULL;
+        char name[PATH_MAX];
+        snprintf(name, sizeof name, "%sxyz_grid-%d.png", r->prefix ? r->prefix : "", iz);
+        int n_path = snprintf(path, sizeof path, "%s/%s", r->dir, name);
+        if (!ok) {
+            fprintf(stderr, "fmimage: %s: out of memory\n", name);
+            r->failed = 1;
+        } else if (missing) {
+            if (!r->o->quiet)
+                fprintf(stderr, "fmimage: %s: %d of its %d cells are not made yet; no grid\n", name, missing, nx * ny);
+        } else if (n_path >= (int)sizeof path) {
+            fprintf(stderr, "fmimage: %s: path too long\n", name);
+            r->failed = 1;
+        } else {
+            uint8_t *grid = NULL;
+            int gw, gh;
+            fm_error err = {0};
+            char *info = r->o->metadata ? xyz_grid_infotext(x, first_params ? first_params : "") : NULL;
+            if (grid_draw((const uint8_t *const *)cells, w, h, nx, ny, (const char *const *)xl, (const char *const *)yl,
+                          &grid, &gw, &gh, note, sizeof note, why, sizeof why)) {
+                fprintf(stderr, "fmimage: %s: %s\n", name, why);
+                r->failed = 1;
+            } else {
+                if (note[0]) fprintf(stderr, "fmimage: %s: %s\n", name, note);
+                out_temp t;
+                char sha[65];
+                if (out_temp_write(&t, path, grid, gw, gh, info, sha, &err) || out_temp_commit(&t, path, 1, &err)) {
+                    report(&err);
+                    r->failed = 1;
+                }
+            }
+            free(grid);
+            free(info);
+        }
+        for (int k = 0; cells && k < nx * ny; k++) free(cells[k]);
+        for (int i = 0; xl && i < nx; i++) free(xl[i]);
+        for (int i = 0; yl && i < ny; i++) free(yl[i]);
+        free(cells);
+        free(xl);
+        free(yl);
+        free(first_params);
+    }
 }
 
 static int generate_in(run *rp)
@@ -881,7 +994,7 @@ static int generate_in(run *rp)
     rp->progress.interrupted = &interrupted;
     rp->failed = bad > 0;
     int status = 0, n_jobs = 0;
-    job *jobs = list_jobs(o, lines, n_lines, vars, base, &n_jobs);
+    job *jobs = list_jobs(o, lines, n_lines, vars, base, rp->has_xyz ? &rp->xyz : NULL, &n_jobs);
     wcp_free(vars, n_vars);
     vars = NULL;
     if (!jobs && n_jobs) {
@@ -902,6 +1015,7 @@ static int generate_in(run *rp)
             else if (rc) rp->failed = 1;
         }
     }
+    if (rp->has_xyz && jobs && !o->status && !status) xyz_grids(rp, jobs);
     free_jobs(jobs, n_jobs);
     free_lines(lines, n_lines);
     if (rp->dir) out_manifest_close(&rp->manifest);
@@ -918,6 +1032,23 @@ static int generate(const cli_options *o)
 {
     run r = {.o = o};
     sty_db db = {0};
+    for (int i = 0; i < o->n_xyz; i++) { /* X/Y/Z plot: the axes, as usage errors */
+        char why[512];
+        if (xyz_add(&r.xyz, o->xyz[i], why, sizeof why)) {
+            fprintf(stderr, "fmimage: --xyz: %s\n", why);
+            xyz_free(&r.xyz);
+            return 2;
+        }
+        r.has_xyz = 1;
+    }
+    if (r.has_xyz) {
+        char why[512];
+        if (xyz_check(&r.xyz, o->prompt ? o->prompt : "", o->negative ? o->negative : "", why, sizeof why)) {
+            fprintf(stderr, "fmimage: --xyz: %s\n", why);
+            xyz_free(&r.xyz);
+            return 2;
+        }
+    }
     if (o->styles_file) {
         char why[300];
         if (sty_load(o->styles_file, &db, why, sizeof why)) {
@@ -936,6 +1067,9 @@ static int generate(const cli_options *o)
     int rc = generate_in(&r);
     free(r.styled_prompt);
     free(r.styled_negative);
+    free(r.xyz_prompt);
+    free(r.xyz_negative);
+    xyz_free(&r.xyz);
     sty_free(&db);
     return rc;
 }

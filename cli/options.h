@@ -48,6 +48,9 @@ typedef struct cli_options {
      * every expansion a job, else each job draws one from its seed */
     int combinatorial;
     const char *wildcards_dir;
+    /* X/Y/Z plot (issue 19 item 4): "AXIS:TYPE:VALUES" per --xyz */
+    const char *xyz[3];
+    int n_xyz;
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */
