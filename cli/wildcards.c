@@ -828,6 +828,9 @@ static int check(wc_ctx *c, const wc_node *n)
     return rc;
 }
 
+/* Redraws (of any variant) one random draw may take in all. */
+#define WC_RANDOM_REDRAWS 10000
+
 /* splitmix64 (Vigna): the stream every random choice is drawn from. */
 static uint64_t next_u64(wc_ctx *c)
 {
@@ -889,8 +892,11 @@ static char *sample_variant(wc_ctx *c, const wc_node *v)
             if (dup) free(s);
             else parts[got++] = s;
         }
-        if (!c->failed && (got == k || attempt == 99)) res = joined(parts, got, v->sep);
-        if (!c->failed && !res && attempt == 99) oom(c);
+        /* the redraws of nested variants multiply: past a budget for the
+         * whole draw the first draw stands */
+        int last = attempt == 99 || ++c->work > WC_RANDOM_REDRAWS;
+        if (!c->failed && (got == k || last)) res = joined(parts, got, v->sep);
+        if (!c->failed && !res && last) oom(c);
         for (int i = 0; i < got; i++) free(parts[i]);
         memset(parts, 0, sizeof *parts * ((size_t)hi + 1));
     }
