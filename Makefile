@@ -42,6 +42,9 @@ LDFLAGS += -fopenmp $(LDSAN)
 EXTRA_LIBS    :=
 LIB_EXTRA_OBJ :=
 -include $(wildcard $(addsuffix /module.mk,$(MODULES)))
+# cli/module.mk: CLI_LIBS, link flags only the fmimage binary needs.
+CLI_LIBS :=
+-include cli/module.mk
 
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(MODULES)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_EXTRA_OBJ)
@@ -103,7 +106,7 @@ $(SRV_LIB): $(SRV_SRC:%.c=$(BUILD)/%.o)
 	ar rcs $@ $^
 
 $(BIN): $(CLI_SRC:%.c=$(BUILD)/%.o) $(SRV_LIB) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SRV_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SRV_LIBS) $(CLI_LIBS)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(TESTLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -209,7 +212,7 @@ FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c \
                 server/parse.c server/util.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/textenc/clip_bpe_blob.o \
-                $(FUZZ_BUILD)/obj/cli/promptfile.o
+                $(FUZZ_BUILD)/obj/cli/promptfile.o $(FUZZ_BUILD)/obj/cli/wildcards.o
 
 $(FUZZ_BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

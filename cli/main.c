@@ -25,6 +25,9 @@
 #include "upscale.h"
 #include "promptfile.h"
 #include "styles.h"
+#include "wcplan.h"
+#include "grid.h"
+#include "xyz.h"
 #include "convert.h"
 #include "serve.h"
 #include "samplers/samplers.h"
@@ -92,6 +95,8 @@ typedef struct job {
     int index;            /* global job index j */
     const pf_line *line;  /* NULL: the command line's prompt */
     uint64_t seed;
+    char *prompt;         /* wildcards: the template's expansion (malloc'd), NULL: as written */
+    int xyz_cell;         /* X/Y/Z plot: 1 + the cell, 0: not a cell */
 } job;
 
 typedef struct run {
@@ -113,6 +118,10 @@ typedef struct run {
     const sty_style *styles[16];
     int n_styles;
     char *styled_prompt, *styled_negative;
+    /* X/Y/Z plot: the axes, and this job's Prompt S/R texts */
+    xyz_plan xyz;
+    int has_xyz;
+    char *xyz_prompt, *xyz_negative;
     /* LoRA: --lora-dir, else loras/ next to the model when it is a directory */
     const char *lora_dir;
     char lora_dir_buf[PATH_MAX];
@@ -189,8 +198,15 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     const cli_options *o = r->o;
     const pf_line *l = jb->line;
     fm_params_default(r->model, p);
-    p->prompt = l ? l->prompt : (o->prompt ? o->prompt : "");
+    p->prompt = jb->prompt ? jb->prompt : l ? l->prompt : (o->prompt ? o->prompt : "");
     p->negative = l && l->negative ? l->negative : (o->negative ? o->negative : "");
+    const char *xyz_sampler = NULL, *xyz_scheduler = NULL;
+    if (jb->xyz_cell) { /* X/Y/Z plot: the cell's values (Prompt S/R before the styles, as in A1111) */
+        free(r->xyz_prompt);
+        free(r->xyz_negative);
+        if (xyz_apply(&r->xyz, jb->xyz_cell - 1, 0, p, &xyz_sampler, &xyz_scheduler, &r->xyz_prompt, &r->xyz_negative, err))
+            return err->code;
+    }
     if (r->n_styles) {
         /* A1111 applies the styles to the text before anything else: the
          * infotext and manifest get the styled prompt */
@@ -219,6 +235,12 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->embeddings_dir = r->embeddings_dir; /* textual inversion */
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
+    if (jb->xyz_cell) { /* X/Y/Z plot: the cell's other values */
+        char *np = NULL, *nn = NULL;
+        if (xyz_apply(&r->xyz, jb->xyz_cell - 1, 1, p, &xyz_sampler, &xyz_scheduler, &np, &nn, err)) return err->code;
+        if (xyz_sampler) sampler = xyz_sampler;
+        if (xyz_scheduler) scheduler = xyz_scheduler;
+    }
     if (job_sampler(p, sampler, scheduler, err)) return err->code;
     const char *init = l && l->init_image ? l->init_image : o->init_image;
     if (init) {
@@ -391,11 +413,13 @@ static int batch_commit(run *r, const job_out *jo, out_temp *t, const char *sha,
     return rc;
 }
 
-/* Images a prompt-file line (NULL: the command line) makes. A bad line
- * holds the place of one. */
-static int line_images(const cli_options *o, const pf_line *l)
+/* Images a prompt-file line (NULL: the command line) makes: with
+ * --combinatorial, each of its k expansions (0: not a template) as many
+ * times. A bad line holds the place of one. */
+static int line_images(const cli_options *o, const pf_line *l, int k)
 {
-    return l ? (l->line_no < 0 ? 1 : (l->n_iter ? l->n_iter : o->batch_count)) : o->batch_count;
+    if (l && l->line_no < 0) return 1;
+    return (l && l->n_iter ? l->n_iter : o->batch_count) * (k > 0 ? k : 1);
 }
 
 /* Seeds do not wrap: A1111 makes image k of seed S with seed S + k, also
@@ -404,12 +428,12 @@ static int line_images(const cli_options *o, const pf_line *l)
  * fails alone (exit 1 at the end); a base seed (--seed) that does is a usage
  * error; a random base is drawn low enough. Returns 0 with *base set, or the
  * exit code. */
-static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, int *bad, uint64_t *base)
+static int plan_seeds(const cli_options *o, pf_line *lines, int n_lines, const wc_list *vars, int *bad, uint64_t *base)
 {
     uint64_t j = 0, n_base = 0;
     for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
         pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        uint64_t images = (uint64_t)line_images(o, l);
+        uint64_t images = (uint64_t)line_images(o, l, vars[li].n);
         if (l && l->line_no > 0 && l->has_seed && l->seed + images - 1 > MAX_SEED) {
             fprintf(stderr, "fmimage: %s:%d: --seed: images %llu..%llu pass the largest seed %u (seeds do not wrap)\n",
                     o->prompt_file, l->line_no, (unsigned long long)l->seed,
@@ -636,7 +660,7 @@ static int setup_output(run *r, fm_error *err)
     struct stat sb;
     int is_dir = out && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
     size_t len = out ? strlen(out) : 0;
-    int single = !o->prompt_file && o->batch_count == 1;
+    int single = !o->prompt_file && o->batch_count == 1 && !o->combinatorial && !o->n_xyz;
     if (len >= sizeof r->dir_buf) return core_fail(err, FM_EINPUT, "%s: path too long", out);
     char temp_dir[PATH_MAX];
     if (single) {
@@ -776,21 +800,53 @@ static int status_report(run *r, const job *jobs, int n_jobs)
 }
 
 /* Every job of the run in order, bad lines included (line_no < 0). */
-static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, uint64_t base, int *n_jobs)
+static void free_jobs(job *v, int n)
+{
+    for (int i = 0; v && i < n; i++) free(v[i].prompt);
+    free(v);
+}
+
+/* Every job of the run in order, bad lines included (line_no < 0). A
+ * template's jobs carry their prompt: with --combinatorial expansion i / k
+ * of the line's images (each expansion --batch-count times), else the one
+ * drawn from the job's seed. */
+static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, const wc_list *vars, uint64_t base,
+                      const xyz_plan *xyz, int *n_jobs)
 {
     job *v = NULL;
     int n = 0, cap = 0, j = 0;
+    if (xyz) { /* X/Y/Z plot: cell c is job c */
+        int cells = xyz_cells(xyz);
+        if (!(v = calloc((size_t)cells, sizeof *v))) return NULL;
+        for (int c = 0; c < cells; c++) {
+            int oom = 0;
+            v[c] = (job){.index = c, .seed = xyz_seed(xyz, c, base), .xyz_cell = c + 1};
+            v[c].prompt = wcp_draw(o, NULL, v[c].seed, &oom);
+            if (oom) { free_jobs(v, c + 1); return NULL; }
+        }
+        *n_jobs = cells;
+        return v;
+    }
     for (int li = 0; li < (o->prompt_file ? n_lines : 1); li++) {
         const pf_line *l = o->prompt_file ? &lines[li] : NULL;
-        int images = line_images(o, l);
+        int images = line_images(o, l, vars[li].n), per = vars[li].n ? images / vars[li].n : images;
         for (int i = 0; i < images; i++, j++) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 256;
                 job *p = realloc(v, sizeof *p * (size_t)cap);
-                if (!p) { free(v); return NULL; }
+                if (!p) { free_jobs(v, n); return NULL; }
                 v = p;
             }
-            v[n++] = (job){.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
+            v[n] = (job){.index = j, .line = l, .seed = l && l->has_seed ? l->seed + i : base + (uint64_t)j};
+            int oom = 0;
+            if (l && l->line_no < 0) { /* a bad line has no prompt */
+            } else if (vars[li].n) {
+                if (!(v[n].prompt = strdup(vars[li].v[i / per]))) oom = 1;
+            } else {
+                v[n].prompt = wcp_draw(o, l, v[n].seed, &oom);
+            }
+            n++;
+            if (oom) { free_jobs(v, n); return NULL; }
         }
     }
     *n_jobs = n;
@@ -825,6 +881,87 @@ static int run_missing(run *r, const job *jobs, int n_jobs)
     return 0;
 }
 
+/* X/Y/Z plot: one grid per Z value, drawn from its cells' PNGs once all
+ * are there (another shard may still be making some: then it waits for the
+ * last one to finish), labelled as A1111 labels it, with the first cell's
+ * infotext and the plot's. Failures are reported and counted. */
+static void xyz_grids(run *r, const job *jobs)
+{
+    const xyz_plan *x = &r->xyz;
+    int nx = xyz_len(x, 0), ny = xyz_len(x, 1), nz = xyz_len(x, 2);
+    for (int iz = 0; iz < nz; iz++) {
+        uint8_t **cells = calloc((size_t)nx * ny, sizeof *cells);
+        char **xl = calloc((size_t)nx, sizeof *xl), **yl = calloc((size_t)ny, sizeof *yl);
+        char *first_params = NULL, lab[512], path[PATH_MAX], file[PATH_MAX], why[300] = "", note[300];
+        int w = 0, h = 0, missing = 0, ok = cells && xl && yl;
+        for (int k = 0; ok && k < nx * ny; k++) {
+            const job *jb = &jobs[k + iz * nx * ny];
+            char sha[65], *params = NULL;
+            const char *bad;
+            if (job_path(r, jb, file, path, sizeof path) || !out_png_complete(path, &params, sha, &bad)) {
+                missing++;
+                continue;
+            }
+            fm_error err = {0};
+            int cw, ch;
+            uint8_t *rgb = fm_image_read(path, &cw, &ch, &err);
+            if (!rgb) { free(params); missing++; continue; }
+            if (!w) { w = cw; h = ch; }
+            if (cw != w || ch != h) { /* a Size axis: each cell cut or padded to the first one's size */
+                uint8_t *fit = calloc((size_t)w * h, 3);
+                for (int y = 0; fit && y < h && y < ch; y++) memcpy(fit + (size_t)y * w * 3, rgb + (size_t)y * cw * 3, (size_t)(cw < w ? cw : w) * 3);
+                free(rgb);
+                rgb = fit;
+            }
+            cells[k] = rgb;
+            if (k == 0) first_params = params;
+            else free(params);
+        }
+        for (int i = 0; ok && i < nx; i++) ok = (xl[i] = strdup(xyz_label(x, 0, i, lab, sizeof lab))) != NULL;
+        for (int i = 0; ok && i < ny; i++) ok = (yl[i] = strdup(xyz_label(x, 1, i, lab, sizeof lab))) != NULL;
+        char name[PATH_MAX];
+        snprintf(name, sizeof name, "%sxyz_grid-%d.png", r->prefix ? r->prefix : "", iz);
+        int n_path = snprintf(path, sizeof path, "%s/%s", r->dir, name);
+        if (!ok) {
+            fprintf(stderr, "fmimage: %s: out of memory\n", name);
+            r->failed = 1;
+        } else if (missing) {
+            if (!r->o->quiet)
+                fprintf(stderr, "fmimage: %s: %d of its %d cells are not made yet; no grid\n", name, missing, nx * ny);
+        } else if (n_path >= (int)sizeof path) {
+            fprintf(stderr, "fmimage: %s: path too long\n", name);
+            r->failed = 1;
+        } else {
+            uint8_t *grid = NULL;
+            int gw, gh;
+            fm_error err = {0};
+            char *info = r->o->metadata ? xyz_grid_infotext(x, first_params ? first_params : "") : NULL;
+            if (grid_draw((const uint8_t *const *)cells, w, h, nx, ny, (const char *const *)xl, (const char *const *)yl,
+                          &grid, &gw, &gh, note, sizeof note, why, sizeof why)) {
+                fprintf(stderr, "fmimage: %s: %s\n", name, why);
+                r->failed = 1;
+            } else {
+                if (note[0]) fprintf(stderr, "fmimage: %s: %s\n", name, note);
+                out_temp t;
+                char sha[65];
+                if (out_temp_write(&t, path, grid, gw, gh, info, sha, &err) || out_temp_commit(&t, path, 1, &err)) {
+                    report(&err);
+                    r->failed = 1;
+                }
+            }
+            free(grid);
+            free(info);
+        }
+        for (int k = 0; cells && k < nx * ny; k++) free(cells[k]);
+        for (int i = 0; xl && i < nx; i++) free(xl[i]);
+        for (int i = 0; yl && i < ny; i++) free(yl[i]);
+        free(cells);
+        free(xl);
+        free(yl);
+        free(first_params);
+    }
+}
+
 static int generate_in(run *rp)
 {
     const cli_options *o = rp->o;
@@ -842,14 +979,19 @@ static int generate_in(run *rp)
         if (bad < 0) return 1;
     }
     uint64_t base;
-    int rc = plan_seeds(o, lines, n_lines, &bad, &base);
+    wc_list *vars = NULL; /* wildcards: checked (and expanded) before the model loads */
+    int n_vars = o->prompt_file ? n_lines : 1;
+    int rc = wcp_plan(o, lines, n_lines, &bad, &vars);
+    if (!rc) rc = plan_seeds(o, lines, n_lines, vars, &bad, &base);
     if (rc) {
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return rc;
     }
     fm_load_options lo = cli_load_options(o);
     if (!(rp->model = fm_model_load_with(rp->model_path, &lo, &err))) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return 1;
     }
@@ -858,6 +1000,7 @@ static int generate_in(run *rp)
     embeddings_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -866,6 +1009,7 @@ static int generate_in(run *rp)
     if (rp->upscaler) out_file_stem(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
     if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -879,6 +1023,7 @@ static int generate_in(run *rp)
     free(init);
     if (rc) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -894,6 +1039,7 @@ static int generate_in(run *rp)
     }
     if (setup_output(rp, &err)) {
         report(&err);
+        wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
@@ -905,7 +1051,9 @@ static int generate_in(run *rp)
     rp->progress.interrupted = &interrupted;
     rp->failed = bad > 0;
     int status = 0, n_jobs = 0;
-    job *jobs = list_jobs(o, lines, n_lines, base, &n_jobs);
+    job *jobs = list_jobs(o, lines, n_lines, vars, base, rp->has_xyz ? &rp->xyz : NULL, &n_jobs);
+    wcp_free(vars, n_vars);
+    vars = NULL;
     if (!jobs && n_jobs) {
         fprintf(stderr, "fmimage: out of memory\n");
         status = 1;
@@ -924,7 +1072,8 @@ static int generate_in(run *rp)
             else if (rc) rp->failed = 1;
         }
     }
-    free(jobs);
+    if (rp->has_xyz && jobs && !o->status && !status) xyz_grids(rp, jobs);
+    free_jobs(jobs, n_jobs);
     free_lines(lines, n_lines);
     if (rp->dir) out_manifest_close(&rp->manifest);
     if (rp->skipped && !o->quiet)
@@ -940,6 +1089,23 @@ static int generate(const cli_options *o)
 {
     run r = {.o = o};
     sty_db db = {0};
+    for (int i = 0; i < o->n_xyz; i++) { /* X/Y/Z plot: the axes, as usage errors */
+        char why[512];
+        if (xyz_add(&r.xyz, o->xyz[i], why, sizeof why)) {
+            fprintf(stderr, "fmimage: --xyz: %s\n", why);
+            xyz_free(&r.xyz);
+            return 2;
+        }
+        r.has_xyz = 1;
+    }
+    if (r.has_xyz) {
+        char why[512];
+        if (xyz_check(&r.xyz, o->prompt ? o->prompt : "", o->negative ? o->negative : "", why, sizeof why)) {
+            fprintf(stderr, "fmimage: --xyz: %s\n", why);
+            xyz_free(&r.xyz);
+            return 2;
+        }
+    }
     if (o->styles_file) {
         char why[300];
         if (sty_load(o->styles_file, &db, why, sizeof why)) {
@@ -959,6 +1125,9 @@ static int generate(const cli_options *o)
     free(r.styled_prompt);
     free(r.styled_negative);
     free(r.mask);
+    free(r.xyz_prompt);
+    free(r.xyz_negative);
+    xyz_free(&r.xyz);
     sty_free(&db);
     return rc;
 }

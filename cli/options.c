@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include "shard.h"
+#include "xyz.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -96,6 +97,21 @@ void cli_print_help(void)
         "  Prompts use A1111's syntax: (word:1.2), [from:to:when] (when < 1: fraction of the\n"
         "  steps, else a step), [a|b] alternation per step, \"a cat AND a dog :0.5\" (composable\n"
         "  diffusion, at most 64 parts), BREAK.\n"
+        /* wildcards and dynamic prompts (issue 19 item 3) */
+        "  Dynamic Prompts templates (a prompt with '{' or \"__\"): {red|green|blue}, {2$$a|b|c},\n"
+        "  {1-2$$ and $$a|b|c}, {0.5::a|b}, __name__ (a line of DIR/name.txt); each image draws\n"
+        "  one expansion from its seed, and the chosen text is its prompt.\n"
+        "      --combinatorial      every expansion instead (dynamicprompts' order, at most 10000),\n"
+        "                           each a job of its own, --batch-count images each\n"
+        "      --wildcards-dir DIR  where __name__ wildcards are read (DIR/name.txt, name may\n"
+        "                           hold '/' for subfolders)\n"
+        /* X/Y/Z plot (issue 19 item 4) */
+        "      --xyz AXIS:TYPE:VALUES  X/Y/Z plot (A1111's script), up to three (X, Y, Z); the\n"
+        "                           words after the first that read as axes are axes too.\n"
+        "                           TYPE: Seed, Steps, CFG Scale, Sampler, Scheduler, Prompt S/R,\n"
+        "                           Size (WxH), Denoising, Clip skip; VALUES: comma separated,\n"
+        "                           ranges 1-4, 1-10 (+2), 1-10 [5], 0.5-1.5 (+0.25). Each cell\n"
+        "                           is a job; one labelled grid PNG per Z value (xyz_grid-N.png)\n"
         "  -h, --help, --version\n"
         "\n"
         /* weight formats and convert (issue 17 items 3-5) */
@@ -204,7 +220,9 @@ enum {
     OPT_FORCE, OPT_INFO, OPT_TOKENS, OPT_LIST, OPT_VERSION, OPT_STATUS, OPT_ONLY_MISSING,
     OPT_UPSCALE_MODEL, OPT_UPSCALE_TILE, OPT_UPSCALE_OVERLAP,
     OPT_STYLES_FILE, OPT_STYLE,
-    OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE /* GGUF and quantised weights */
+    OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE, /* GGUF and quantised weights */
+    OPT_COMBINATORIAL, OPT_WILDCARDS_DIR, /* wildcards */
+    OPT_XYZ /* X/Y/Z plot */
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
 enum { OPT_EMBEDDINGS_DIR = 410 }; /* textual inversion */
@@ -245,6 +263,8 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"mask", 1, 0, OPT_MASK}, {"mask-invert", 0, 0, OPT_MASK_INVERT}, {"mask-blur", 1, 0, OPT_MASK_BLUR},
         {"inpaint-fill", 1, 0, OPT_INPAINT_FILL}, {"inpaint-only-masked", 0, 0, OPT_ONLY_MASKED},
         {"inpaint-padding", 1, 0, OPT_PADDING}, {"outpaint", 1, 0, OPT_OUTPAINT},
+        {"combinatorial", 0, 0, OPT_COMBINATORIAL}, {"wildcards-dir", 1, 0, OPT_WILDCARDS_DIR}, /* wildcards */
+        {"xyz", 1, 0, OPT_XYZ}, /* X/Y/Z plot */
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -419,6 +439,12 @@ int cli_parse(int argc, char **argv, cli_options *o)
             break;
         /* styles (A1111's styles.csv) */
         case OPT_STYLES_FILE: o->styles_file = arg; break;
+        case OPT_COMBINATORIAL: o->combinatorial = 1; break; /* wildcards */
+        case OPT_WILDCARDS_DIR: o->wildcards_dir = arg; break;
+        case OPT_XYZ: /* X/Y/Z plot */
+            if (o->n_xyz == 3) return usage("--xyz", "at most three axes (X, Y, Z)");
+            o->xyz[o->n_xyz++] = arg;
+            break;
         case OPT_STYLE:
             if (o->n_styles == (int)(sizeof o->styles / sizeof o->styles[0]))
                 return usage(opt_name, "at most 16 styles");
@@ -443,6 +469,24 @@ int cli_parse(int argc, char **argv, cli_options *o)
         char why[200];
         if (shard_auto(shard_auto_n, env_get, &o->shard_k, &o->shard_n, why, sizeof why)) return usage(NULL, why);
     }
+    if (o->mode == MODE_GENERATE && o->n_xyz) {
+        /* X/Y/Z plot: `--xyz "X:..." "Y:..." "Z:..."` -- the axes after the
+         * first are words that read as axes; the one other word is the prompt */
+        int prompt_at = -1, n_words = 0;
+        for (int i = optind; i < argc; i++) {
+            if (xyz_is_spec(argv[i]) && o->n_xyz < 3) o->xyz[o->n_xyz++] = argv[i];
+            else { prompt_at = i; n_words++; }
+        }
+        if (n_words == 1) {
+            argv[optind] = argv[prompt_at];
+            rest = 1;
+        } else {
+            rest = n_words;
+        }
+        if (o->prompt_file) return usage("--xyz", "and --prompt-file exclude each other");
+        if (o->combinatorial) return usage("--xyz", "and --combinatorial exclude each other");
+        if (o->batch_count > 1) return usage("--xyz", "makes one image per cell (no --batch-count)");
+    }
     if (o->mode == MODE_GENERATE) {
         if (o->prompt_file && rest > 0) return usage(argv[optind], "a prompt and --prompt-file exclude each other");
         if (!o->prompt_file && rest != 1)
@@ -464,7 +508,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
                      (unsigned long long)o->seed, (unsigned long long)(o->seed + (uint64_t)o->batch_count - 1));
             return usage("--seed", why);
         }
-        int batch = o->prompt_file || o->batch_count > 1;
+        int batch = o->prompt_file || o->batch_count > 1 || o->combinatorial || o->n_xyz;
         if (o->status && !batch) return usage("--status", "only for batches (--prompt-file or --batch-count)");
         if (o->only_missing && !batch) return usage("--only-missing", "only for batches (--prompt-file or --batch-count)");
         if (o->status && o->only_missing) return usage("--only-missing", "makes images; --status makes none");

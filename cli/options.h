@@ -50,6 +50,13 @@ typedef struct cli_options {
     int mask_invert, mask_blur, inpaint_fill; /* inpaint_fill -1 = not given */
     int inpaint_only_masked, inpaint_padding;
     int outpaint[4], has_outpaint;
+    /* wildcards and dynamic prompts (issue 19 item 3): --combinatorial makes
+     * every expansion a job, else each job draws one from its seed */
+    int combinatorial;
+    const char *wildcards_dir;
+    /* X/Y/Z plot (issue 19 item 4): "AXIS:TYPE:VALUES" per --xyz */
+    const char *xyz[3];
+    int n_xyz;
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */

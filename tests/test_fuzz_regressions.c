@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../cli/promptfile.c"
+#include "../cli/wildcards.c"
 #include "diffusion/detect.h"
 #include "weights/gguf.h"
 #include "weights/safetensors.h"
@@ -118,6 +119,13 @@ static void replay_text(const char *target, const uint8_t *data, size_t len, con
         pf_line l;
         char why[256];
         if (pf_parse_line((const char *)data, len, 1, &l, why, sizeof why) >= 0) pf_line_free(&l);
+    } else if (!strcmp(target, "wildcards")) {
+        char *t = strndup((const char *)data, len), why[300] = "";
+        wc_list l;
+        if (!wc_expand_all(t, "tests/data/wildcards", 100, &l, why, sizeof why)) wc_list_free(&l);
+        else assert_null(strchr(why, '\n'));
+        free(wc_expand_random(t, "tests/data/wildcards", len, why, sizeof why));
+        free(t);
     } else {
         fail_msg("unknown fuzz target %s", target);
     }

@@ -3,7 +3,7 @@
 # runs apt-get; otherwise it prints the one command to run.
 # --cluster adds what `make test-cluster` runs: Slurm and munge, and the
 # kernel NFS server where the kernel has one (not in most containers).
-PKGS="build-essential pkg-config libpng-dev libcjson-dev libutf8proc-dev libcmocka-dev libpcre2-dev zlib1g-dev libmicrohttpd-dev"
+PKGS="build-essential pkg-config libpng-dev libcjson-dev libutf8proc-dev libcmocka-dev libpcre2-dev zlib1g-dev libmicrohttpd-dev libfreetype-dev fonts-dejavu-core"
 if [ "${1:-}" = --cluster ]; then
     PKGS="$PKGS slurm-wlm munge"
     if grep -qw nfsd /proc/filesystems 2>/dev/null || modprobe -n nfsd 2>/dev/null; then
