@@ -96,3 +96,16 @@ void core_sha256_hex(const void *data, size_t n, char hex[65])
     core_sha256_final(&s, d);
     core_hex(d, 32, hex);
 }
+
+int core_sha256_stream(FILE *fp, char hex[65])
+{
+    core_sha256 s;
+    core_sha256_init(&s);
+    uint8_t buf[1 << 14], d[32];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, fp)) > 0) core_sha256_update(&s, buf, got);
+    if (ferror(fp)) return -1;
+    core_sha256_final(&s, d);
+    core_hex(d, 32, hex);
+    return 0;
+}

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct core_sha256 {
     uint32_t h[8];
@@ -18,5 +19,9 @@ void core_sha256_final(core_sha256 *s, uint8_t digest[32]);
 /* Lower-case hex of data's digest into hex[65]. */
 void core_sha256_hex(const void *data, size_t n, char hex[65]);
 void core_hex(const uint8_t *bytes, size_t n, char *out);
+/* Lower-case hex of the digest of fp's bytes from where it stands to its
+ * end (a file's hash: A1111's hashes.sha256, or of the data after a
+ * header) into hex[65]. 0, or -1 on a read error. */
+int core_sha256_stream(FILE *fp, char hex[65]);
 
 #endif

@@ -107,21 +107,14 @@ static int df_lora_hash(const char *path, char out[13], fm_error *err)
         snprintf(out, 13, "%.12s", meta);
     } else {
         FILE *fp = fopen(path, "rb");
-        unsigned char head[8], buf[1 << 16];
+        unsigned char head[8];
         uint64_t n = 0;
+        char hex[65];
         if (!fp || fread(head, 1, 8, fp) != 8) rc = core_fail(err, FM_EINPUT, "%s: %s", path, fp ? "truncated" : strerror(errno));
         for (int i = 7; !rc && i >= 0; i--) n = n << 8 | head[i];
         if (!rc && fseeko(fp, (off_t)(8 + n), SEEK_SET)) rc = core_fail(err, FM_EINPUT, "%s: %s", path, strerror(errno));
-        core_sha256 h;
-        core_sha256_init(&h);
-        size_t got;
-        while (!rc && (got = fread(buf, 1, sizeof buf, fp)) > 0) core_sha256_update(&h, buf, got);
-        if (!rc && ferror(fp)) rc = core_fail(err, FM_EINPUT, "%s: read error", path);
+        if (!rc && core_sha256_stream(fp, hex)) rc = core_fail(err, FM_EINPUT, "%s: read error", path);
         if (fp) fclose(fp);
-        uint8_t d[32];
-        char hex[65];
-        core_sha256_final(&h, d);
-        core_hex(d, 32, hex);
         if (!rc) snprintf(out, 13, "%.12s", hex);
     }
     wt_close(s);

@@ -102,24 +102,11 @@ static wt_source *open_sources(const char *path, const fm_load_options *opt, fm_
 static int vae_identity(fm_model *m, const char *path, fm_error *err)
 {
     FILE *fp = fopen(path, "rb");
-    unsigned char *buf = malloc(1 << 16);
-    if (!fp || !buf) {
-        if (fp) fclose(fp);
-        free(buf);
-        return core_fail(err, FM_EINPUT, "%s: cannot be read", path);
-    }
-    core_sha256 h;
-    core_sha256_init(&h);
-    size_t got;
-    while ((got = fread(buf, 1, 1 << 16, fp)) > 0) core_sha256_update(&h, buf, got);
-    int bad = ferror(fp);
-    fclose(fp);
-    free(buf);
-    if (bad) return core_fail(err, FM_EINPUT, "%s: read error", path);
-    uint8_t d[32];
+    if (!fp) return core_fail(err, FM_EINPUT, "%s: cannot be read", path);
     char hex[65];
-    core_sha256_final(&h, d);
-    core_hex(d, 32, hex);
+    int bad = core_sha256_stream(fp, hex);
+    fclose(fp);
+    if (bad) return core_fail(err, FM_EINPUT, "%s: read error", path);
     memcpy(m->vae_hash, hex, 10);
     m->vae_hash[10] = 0;
     const char *base = strrchr(path, '/');

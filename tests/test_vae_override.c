@@ -5,10 +5,14 @@
  * must give the image of the checkpoint alone, byte for byte; the same file
  * with one tensor changed must give the image of a checkpoint with that
  * change baked in (the file's VAE is used, not the checkpoint's). The
- * infotext and manifest carry A1111's "VAE hash" and "VAE". */
+ * infotext and manifest carry A1111's "VAE hash" and "VAE". The names
+ * themselves: rename.h's mapping (the diffusers folder reader's too) gives
+ * the converter's ldm name and shape for each, under both generations of
+ * diffusers' attention names. */
 #include "cliutil.h"
 
 #include "core/sha256.h"
+#include "weights/rename.h"
 
 static char dir[256];
 
@@ -147,10 +151,55 @@ static void test_diffusers_vae_replaces(void **state)
     assert_false(same_pixels(a, base));
 }
 
+/* tensor name (2-D when linear) -> ldm name and 4-D shape */
+static void check_name(const char *hf, const name_row *r, int levels)
+{
+    wt_tensor t = {.name = hf, .ndim = r->linear ? 2 : 4, .shape = {8, 8, 3, 3}}, o;
+    char out[300];
+    int k = wt_vae_diffusers_tensor(&t, levels, out, sizeof out, &o);
+    if (k != 1 || strcmp(out, r->ldm)) fail_msg("%s: %d %s, diffusers' converter: %s", hf, k, k == 1 ? out : "", r->ldm);
+    if (r->linear && (o.ndim != 4 || o.shape[2] != 1 || o.shape[3] != 1)) fail_msg("%s: not a 1x1 conv", hf);
+    if (!r->linear && (o.ndim != 4 || o.shape[2] != 3)) fail_msg("%s: reshaped", hf);
+}
+
+/* The converter's names (newer to_q/to_k/to_v/to_out.0), and the same
+ * with the older query/key/value/proj_attn the script's
+ * vae_conversion_map_attn lists. */
+static void test_names_as_converter(void **state)
+{
+    (void)state;
+    name_row rows[200];
+    int n = read_names(rows, 200), older = 0;
+    assert_int_equal(n, 124);
+    static const char *const gen[][2] = {{"to_q.", "query."}, {"to_k.", "key."}, {"to_v.", "value."}, {"to_out.0.", "proj_attn."}};
+    for (int i = 0; i < n; i++) {
+        check_name(rows[i].hf, &rows[i], 4); /* the script's four levels: up_blocks 2, 3 */
+        for (int g = 0; g < 4; g++) {
+            const char *p = strstr(rows[i].hf, gen[g][0]);
+            if (!p) continue;
+            char old[200];
+            snprintf(old, sizeof old, "%.*s%s%s", (int)(p - rows[i].hf), rows[i].hf, gen[g][1], p + strlen(gen[g][0]));
+            check_name(old, &rows[i], 4);
+            older++;
+        }
+    }
+    assert_int_equal(older, 16);
+    /* blocks ldm's VAE does not have are not VAE tensors */
+    static const char *const none[] = {"encoder.mid_block.resnets.2.conv1.weight", "encoder.down_blocks.4.resnets.0.conv1.weight",
+                                       "decoder.up_blocks.4.resnets.0.conv1.weight", "encoder.mid_block.attentions.0.to_out.1.weight",
+                                       "decoder.down_blocks.0.resnets.0.conv1.weight", "text_model.final_layer_norm.weight"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+        wt_tensor t = {.name = none[i], .ndim = 1, .shape = {8}}, o;
+        char out[300];
+        if (wt_vae_diffusers_tensor(&t, 4, out, sizeof out, &o) != 0) fail_msg("%s: mapped to %s", none[i], out);
+    }
+}
+
 int main(void)
 {
     cu_tempdir(dir, sizeof dir, "vae-override");
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names_as_converter),
         cmocka_unit_test(test_diffusers_vae_identical),
         cmocka_unit_test(test_diffusers_vae_replaces),
     };

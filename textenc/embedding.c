@@ -161,17 +161,9 @@ static int file_sha256(const char *path, char hex[65])
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
-    core_sha256 h;
-    core_sha256_init(&h);
-    unsigned char buf[1 << 16];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, fp)) > 0) core_sha256_update(&h, buf, got);
-    int bad = ferror(fp);
+    int rc = core_sha256_stream(fp, hex);
     fclose(fp);
-    uint8_t d[32];
-    core_sha256_final(&h, d);
-    core_hex(d, 32, hex);
-    return bad ? -1 : 0;
+    return rc;
 }
 
 /* A1111's load_from_file: string_to_param (one term), SDXL's clip_g +

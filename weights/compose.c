@@ -320,21 +320,15 @@ static int diffusers_vae_levels(const wt_source *src)
     return levels;
 }
 
-/* A diffusers VAE tensor under its ldm name; mid attention weights as
- * 1x1 convolutions (a view: the bytes are the same). 0: not a VAE tensor. */
+/* A diffusers VAE tensor under its ldm name (a view, rename.h). 0: not a
+ * VAE tensor (left out). */
 static int add_diffusers_vae(listed *l, const wt_tensor *t, int levels, wt_source *src, fm_error *err)
 {
-    char ldm[480], name[512];
-    int to_conv, k = wt_vae_diffusers_name(ldm, sizeof ldm, t->name, levels, &to_conv);
+    char name[512];
+    wt_tensor c;
+    int k = wt_vae_diffusers_tensor(t, levels, name, sizeof name, &c);
     if (k < 0) return wt_fail(err, src, "tensor %.200s: name too long", t->name);
-    if (!k) return 0;
-    snprintf(name, sizeof name, "first_stage_model.%s", ldm);
-    wt_tensor c = *t;
-    if (to_conv && t->ndim == 2) {
-        c.ndim = 4;
-        c.shape[2] = c.shape[3] = 1;
-    }
-    return add(l, &c, name) ? wt_fail(err, src, "out of memory") : 0;
+    return k && add(l, &c, name) ? wt_fail(err, src, "out of memory") : 0;
 }
 
 static const char *const part_names[] = {"a VAE", "a CLIP-L text encoder", "an OpenCLIP bigG text encoder"};

@@ -2,6 +2,7 @@
  * names converted, the configs turned into fmimage.config. */
 #include "weights/diffusers.h"
 #include "weights/compose.h"
+#include "weights/rename.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -320,61 +321,12 @@ static int unet_name(void *ctx, const wt_tensor *t, char *out, size_t size, wt_t
 
 /* ---- names: the VAE ---- */
 
-static int vae_attn(char *out, size_t size, const char *prefix, const char *rest, wt_tensor *o)
-{
-    static const char *const w[][2] = {{"group_norm.", "norm."}, {"to_q.", "q."},       {"to_k.", "k."},
-                                       {"to_v.", "v."},          {"to_out.0.", "proj_out."}, {"query.", "q."},
-                                       {"key.", "k."},           {"value.", "v."},     {"proj_attn.", "proj_out."}};
-    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
-        if (starts(rest, w[i][0])) {
-            /* diffusers' linears are ldm's 1x1 convs: [C, C] -> [C, C, 1, 1] */
-            if (o->ndim == 2 && i > 0) {
-                o->ndim = 4;
-                o->shape[2] = o->shape[3] = 1;
-            }
-            return put(out, size, "%smid.attn_1.%s%s", prefix, w[i][1], rest + strlen(w[i][0]));
-        }
-    return -2;
-}
-
+/* rename.h's mapping (the one --vae uses too); in a folder's vae/ every
+ * tensor must be one of the VAE's */
 static int vae_name(void *ctx, const wt_tensor *t, char *out, size_t size, wt_tensor *o)
 {
-    const int levels = *(const int *)ctx;
-    static const char P[] = "first_stage_model.";
-    const char *n = t->name, *rest;
-    static const char *const same[] = {"encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.", "decoder.conv_out.",
-                                       "quant_conv.", "post_quant_conv."};
-    for (size_t k = 0; k < sizeof same / sizeof same[0]; k++)
-        if (starts(n, same[k])) return put(out, size, "%s%s", P, n);
-    const char *side = starts(n, "encoder.") ? "encoder." : starts(n, "decoder.") ? "decoder." : NULL;
-    if (!side) return -2;
-    n += 8;
-    if (starts(n, "conv_norm_out.")) return put(out, size, "%s%snorm_out.%s", P, side, n + 14);
-    unsigned i, j;
-    char kind[16];
-    if (starts(n, "mid_block.attentions.0.")) {
-        char pre[64];
-        snprintf(pre, sizeof pre, "%s%s", P, side);
-        return vae_attn(out, size, pre, n + 23, o);
-    }
-    if (starts(n, "mid_block.resnets.") && sscanf(n + 18, "%u.", &j) == 1 && j < 2) {
-        rest = strchr(n + 18, '.') + 1;
-        if (starts(rest, "conv_shortcut.")) return put(out, size, "%s%smid.block_%u.nin_shortcut.%s", P, side, j + 1, rest + 14);
-        return put(out, size, "%s%smid.block_%u.%s", P, side, j + 1, rest);
-    }
-    int enc = side[0] == 'e';
-    const char *blocks = enc ? "down_blocks." : "up_blocks.";
-    if (!starts(n, blocks) || !block_parts(n + strlen(blocks), &i, kind, &j, &rest) || i >= (unsigned)levels) return -2;
-    unsigned lvl = enc ? i : (unsigned)levels - 1 - i; /* ldm numbers the decoder's levels from the bottom */
-    const char *dir = enc ? "down" : "up";
-    if (!strcmp(kind, "resnets")) {
-        if (starts(rest, "conv_shortcut."))
-            return put(out, size, "%s%s%s.%u.block.%u.nin_shortcut.%s", P, side, dir, lvl, j, rest + 14);
-        return put(out, size, "%s%s%s.%u.block.%u.%s", P, side, dir, lvl, j, rest);
-    }
-    if (!strcmp(kind, enc ? "downsamplers" : "upsamplers") && j == 0)
-        return put(out, size, "%s%s%s.%u.%s.%s", P, side, dir, lvl, enc ? "downsample" : "upsample", rest);
-    return -2;
+    int k = wt_vae_diffusers_tensor(t, *(const int *)ctx, out, size, o);
+    return k == 0 ? -2 : k;
 }
 
 /* SD 2.x's OpenCLIP tower: the CLIP-G part view's names, moved from SDXL's

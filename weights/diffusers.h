@@ -11,7 +11,7 @@
  * levels and resnets the configs give (the scripts hard-code SD's): the
  * U-Net's blocks to input_blocks / middle_block / output_blocks, the VAE's
  * to encoder.down / decoder.up (its mid attention's linears reshaped to
- * 1x1 convs), CLIP-L kept under cond_stage_model.transformer (SDXL:
+ * 1x1 convs; rename.h's mapping, the one --vae uses), CLIP-L kept under cond_stage_model.transformer (SDXL:
  * conditioner.embedders.0.transformer), OpenCLIP towers (SD 2.x's
  * text_encoder, SDXL's text_encoder_2) renamed to open_clip's with q/k/v
  * concatenated into in_proj and text_projection transposed.

@@ -2,7 +2,9 @@
  * the diffusers conversion script's, applied the way it applies it: every
  * (ldm, diffusers) pair replaced in turn as a substring, then for attention
  * tensors the attention pairs. Block indices are parsed instead of listed
- * so that any number of levels maps (the script lists SD's four). */
+ * so that any number of levels maps (the script lists SD's four); an index
+ * ldm's VAE has no block for (a level past n_levels, a third mid resnet)
+ * is not a VAE name. */
 #include "weights/rename.h"
 
 #include <stdio.h>
@@ -55,7 +57,9 @@ static int attention_part(char *out, size_t size, const char *side, const char *
     return 0;
 }
 
-int wt_vae_diffusers_name(char *out, size_t size, const char *name, int n_levels, int *to_conv)
+/* The ldm name without first_stage_model.; *to_conv: a mid attention
+ * q/k/v/proj_out weight (a Linear in diffusers, a 1x1 conv in ldm). */
+static int ldm_name(char *out, size_t size, const char *name, int n_levels, int *to_conv)
 {
     *to_conv = 0;
     if (starts(name, "vae.")) name += 4;
@@ -70,7 +74,7 @@ int wt_vae_diffusers_name(char *out, size_t size, const char *name, int n_levels
     if (starts(r, "mid_block.resnets.")) {
         r += 18;
         int j = index_at(&r);
-        if (j < 0) return 0;
+        if (j < 0 || j > 1) return 0; /* ldm's mid: block_1, attn_1, block_2 */
         snprintf(head, sizeof head, "%smid.block_%d.", side, j + 1);
         return resnet_part(out, size, head, r);
     }
@@ -80,7 +84,7 @@ int wt_vae_diffusers_name(char *out, size_t size, const char *name, int n_levels
     if (!starts(r, blocks)) return 0;
     r += strlen(blocks);
     int i = index_at(&r);
-    if (i < 0 || (!enc && i >= n_levels)) return 0;
+    if (i < 0 || i >= n_levels) return 0;
     int level = enc ? i : n_levels - 1 - i;
     const char *kind = enc ? "down" : "up";
     if (starts(r, "resnets.")) {
@@ -95,4 +99,17 @@ int wt_vae_diffusers_name(char *out, size_t size, const char *name, int n_levels
         return snprintf(out, size, "%s%s.%d.%s.%s", side, kind, level, enc ? "downsample" : "upsample",
                         r + strlen(sampler)) < (int)size ? 1 : -1;
     return 0;
+}
+
+int wt_vae_diffusers_tensor(const wt_tensor *t, int n_levels, char *name, size_t size, wt_tensor *o)
+{
+    char ldm[480];
+    int to_conv, k = ldm_name(ldm, sizeof ldm, t->name, n_levels, &to_conv);
+    if (k != 1) return k;
+    *o = *t;
+    if (to_conv && t->ndim == 2) {
+        o->ndim = 4;
+        o->shape[2] = o->shape[3] = 1;
+    }
+    return snprintf(name, size, "first_stage_model.%s", ldm) < (int)size ? 1 : -1;
 }

@@ -56,10 +56,13 @@ static void check_names(char *text)
 {
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char out[300];
-        int conv, k = wt_vae_diffusers_name(out, sizeof out, line, 1 + (int)(strlen(line) % 5), &conv);
-        if (k == 1 && (strlen(out) >= sizeof out || (strncmp(out, "encoder.", 8) && strncmp(out, "decoder.", 8) &&
-                                                      strncmp(out, "quant_conv.", 11) && strncmp(out, "post_quant_conv.", 16))))
-            abort();
+        wt_tensor t = {.name = line, .ndim = 2, .shape = {3, 3}}, o;
+        int k = wt_vae_diffusers_tensor(&t, 1 + (int)(strlen(line) % 5), out, sizeof out, &o);
+        static const char *const heads[] = {"first_stage_model.encoder.", "first_stage_model.decoder.",
+                                            "first_stage_model.quant_conv.", "first_stage_model.post_quant_conv."};
+        int head = 0;
+        for (int h = 0; h < 4 && k == 1; h++) head |= !strncmp(out, heads[h], strlen(heads[h]));
+        if (k == 1 && (strlen(out) >= sizeof out || !head || wt_numel(&o) != wt_numel(&t))) abort();
         if (k < -1 || k > 1) abort();
     }
 }
