@@ -21,7 +21,8 @@ Sources (flag or environment variable; default build/ref-src/NAME):
   --ldm DIR     $A1111_E2E_LDM     CompVis/stable-diffusion @ 21f890f9da3cfbeaba8e2ac3c425ee9e998d5229
   --kdiff DIR   $A1111_E2E_KDIFF   crowsonkb/k-diffusion    @ 4601bf085320592473f681a62808ed873d17fad5
   --clip DIR    $A1111_E2E_CLIP    openai/CLIP              @ d05afc436d78f1c48dc0dbf8e5980a9d471f35f6
-  --a1111 DIR   $A1111_E2E_A1111   dir holding prompt_parser.py (A1111 @ 28bd8e14) and rng_philox.py (@ ef1698fd)
+  --a1111 DIR   $A1111_E2E_A1111   dir holding A1111's prompt_parser.py (@ 28bd8e14), rng_philox.py (@ ef1698fd)
+                                   and masking.py (@ 0cb7262c: get_crop_region, expand_crop_region, fill)
   e.g.  git --git-dir=/work/.mirror/CompVis+stable-diffusion/repo archive 21f890f9 ldm | tar -x -C build/ref-src/ldm
 
 Python: /usr/bin/python3 with Debian torch 1.13, numpy, lark, PIL, safetensors,
@@ -46,6 +47,13 @@ txt2img flags (A1111 names in brackets):
   --dump                 add the trajectory to --out-float
   --cases FILE.json      run a list of cases (objects with the flags' long names,
                          '-' as '_', plus "out" and "out_float"): loads the model once
+  --cases FILE.tsv --out-dir DIR [--out-float ALL.safetensors]
+                         a case table (header line of column names = the flags'
+                         long names with '_', first column "name"; '#' lines skipped):
+                         writes DIR/NAME.png per row and, with --out-float, one file
+                         holding every row's float image [1,3,H,W] under the key NAME
+                         and its final latent (the sampler's output, before 1/scale_factor)
+                         under NAME.latent
 Prints one line per run: the schedule texts actually encoded, and the files written.
 
 Check against the golden PNGs:
@@ -127,6 +135,7 @@ def load_sources(a):
     S.tokenizer = importlib.import_module("clip.simple_tokenizer").SimpleTokenizer()
     S.prompt_parser = importlib.import_module("prompt_parser")
     S.rng_philox = importlib.import_module("rng_philox")
+    S.masking = importlib.import_module("masking")
     return S
 
 
@@ -362,43 +371,356 @@ def quantize(img, mode):
     return (np.round(a) if mode == "round" else np.floor(a)).clip(0, 255).astype(np.uint8)
 
 
-def run(S, model, o):
-    dtype = model.dtype
+def conds_for(S, model, o, prompt, negative, steps, hires_steps=None):
+    """A1111 StableDiffusionProcessing.setup_conds: c = multicond(prompt), uc = negative."""
     pp = S.prompt_parser
     emb = Embedder(S, model, o.clip_skip)
-    # A1111 processing: c = get_multicond_learned_conditioning(prompts, steps), uc = get_learned_conditioning(negative)
-    cond = pp.get_multicond_learned_conditioning(emb, [o.prompt], o.steps)
-    uncond = pp.get_learned_conditioning(emb, [o.negative], o.steps)
-    model_wrap = S.kd_external.CompVisDenoiser(model)
-    f = model.factor
-    shape = (4, o.height // f, o.width // f)
-    rng = Rng(S, o.noise, o.seed, shape, dtype)
-    sigmas = get_sigmas(S, model_wrap, o.steps, o.scheduler).to(dtype)
-    noise = rng.next()[None]
-    x = noise * sigmas[0]
-    den = CFGDenoiser(S, model_wrap)
+    cond = pp.get_multicond_learned_conditioning(emb, [prompt], steps, hires_steps)
+    uncond = pp.get_learned_conditioning(emb, [negative], steps, hires_steps)
+    return cond, uncond
+
+
+def sample(S, model, o, x, sigmas, cond, uncond, rng, den=None):
+    """k-diffusion sampling through the CFG denoiser (A1111 KDiffusionSampler.launch_sampling)."""
+    den = den or CFGDenoiser(S, S.kd_external.CompVisDenoiser(model))
     extra = {"cond": cond, "uncond": uncond, "cond_scale": o.cfg}
     fn = getattr(S.kd_sampling, SAMPLERS[o.sampler])
     kw = {}
     if o.sampler == "euler_a":
         kw["noise_sampler"] = lambda s, t: rng.next()[None]
-    xs = [x.clone()]
+    xs = []
     with torch.no_grad():
-        samples = fn(den, x, sigmas, extra_args=extra, disable=True,
-                     callback=lambda d: xs.append(d["x"].clone()), **kw)
+        out = fn(den, x, sigmas, extra_args=extra, disable=True, callback=lambda d: xs.append(d["x"].clone()), **kw)
+    return out, den, xs
+
+
+def setup_img2img_steps(o, steps=None, denoise=None):
+    """A1111 sd_samplers_common.setup_img2img_steps (img2img_fix_steps off): a
+    given step count (the hires pass) is the number of steps actually run."""
+    if steps is not None:
+        requested = steps
+        steps = int(requested / min(denoise, 0.999)) if denoise > 0 else 0
+        t_enc = requested - 1
+    else:
+        steps = o.steps
+        t_enc = int(min(denoise, 0.999) * steps)
+    return steps, t_enc
+
+
+def sample_img2img(S, model, o, init_latent, noise, cond, uncond, rng, denoise, steps=None, mask=None, nmask=None):
+    """A1111 KDiffusionSampler.sample_img2img: the last t_enc+1 sigmas of a
+    `steps` schedule from init_latent + noise * sigma; the latent mask is
+    blended into every denoised prediction (CFGDenoiser)."""
+    steps, t_enc = setup_img2img_steps(o, steps, denoise)
+    model_wrap = S.kd_external.CompVisDenoiser(model)
+    sigmas = get_sigmas(S, model_wrap, steps, o.scheduler).to(model.dtype)
+    sigma_sched = sigmas[steps - t_enc - 1:]
+    xi = init_latent + noise * sigma_sched[0]
+    den = CFGDenoiser(S, model_wrap)
+    den.init_latent = init_latent
+    if mask is not None:
+        den.mask, den.nmask = mask, nmask
+    samples, den, xs = sample(S, model, o, xi, sigma_sched, cond, uncond, rng, den)
+    return samples, den, xs, sigma_sched
+
+
+def load_rgb(path):
+    """A1111 images.flatten(img, opts.img2img_background_color = #ffffff)."""
+    from PIL import Image
+    img = Image.open(path)
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, "#ffffff")
+        background.paste(img, mask=img)
+        img = background
+    return img.convert("RGB")
+
+
+def resize_just(im, w, h):
+    """A1111 images.resize_image(0, ...) with no img2img upscaler: PIL Lanczos."""
+    from PIL import Image
+    return im.resize((w, h), resample=Image.LANCZOS)
+
+
+def create_binary_mask(image, round=True):
+    """A1111 processing.create_binary_mask."""
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        image = image.split()[-1].convert("L")
+    else:
+        image = image.convert("L")
+    return image.point(lambda x: 255 if x > 128 else 0) if round else image
+
+
+def encode(model, o, image01):
+    """A1111 images_tensor_to_samples (Full VAE): ldm encode_first_stage, then
+    get_first_stage_encoding = posterior.sample() * scale_factor. --vae-encode
+    mean takes the posterior mean (a draw with zero noise: deterministic)."""
+    x = image01.to(model.dtype) * 2 - 1
+    with torch.no_grad():
+        post = model.vae.encode(x)
+        if o.vae_encode == "sample":
+            torch.manual_seed(o.vae_seed if o.vae_seed is not None else o.seed)
+            z = post.sample()
+        else:
+            z = post.mean
+    return model.scale_factor * z
+
+
+def pil_to_tensor01(image):
+    a = np.array(image).astype(np.float32) / 255.0
+    return torch.from_numpy(np.moveaxis(a, 2, 0).copy())[None]
+
+
+def decode(model, samples):
+    with torch.no_grad():
         dec = model.vae.decode(1. / model.scale_factor * samples)
-    image = torch.clamp((dec + 1.0) / 2.0, min=0.0, max=1.0)
-    texts = [[[e.end_at_step, None] for e in c.schedules] for c in cond.batch[0]]
+    return dec, torch.clamp((dec + 1.0) / 2.0, min=0.0, max=1.0)
+
+
+def run_txt2img(S, model, o):
+    cond, uncond = conds_for(S, model, o, o.prompt, o.negative, o.steps)
+    f = model.factor
+    shape = (4, o.height // f, o.width // f)
+    rng = Rng(S, o.noise, o.seed, shape, model.dtype)
+    model_wrap = S.kd_external.CompVisDenoiser(model)
+    sigmas = get_sigmas(S, model_wrap, o.steps, o.scheduler).to(model.dtype)
+    noise = rng.next()[None]
+    x = noise * sigmas[0]
+    samples, den, xs = sample(S, model, o, x, sigmas, cond, uncond, rng)
+    out = {"samples": samples, "sigmas": sigmas, "noise": noise}
+    add_trace(o, out, den, xs, "")
+    if o.hires_scale or o.hires_width or o.hires_height:
+        samples = hires_pass(S, model, o, samples, out)
+    dec, image = decode(model, samples)
+    out.update(image=image, dec=dec, samples_final=samples)
     info = {"cond_parts": [[e.end_at_step for e in c.schedules] for c in cond.batch[0]],
             "weights": [c.weight for c in cond.batch[0]]}
-    del texts
-    out = {"image": image, "samples": samples, "sigmas": sigmas, "noise": noise, "dec": dec}
+    return out, info
+
+
+def add_trace(o, out, den, xs, prefix):
     if o.dump:
         for i, d in enumerate(den.trace):
-            out["denoised.%d" % i] = d
-        for i, xi in enumerate(xs[1:]):
-            out["x.%d" % i] = xi  # x before step i (the sampler's callback)
+            out[prefix + "denoised.%d" % i] = d
+        for i, xi in enumerate(xs):
+            out[prefix + "x.%d" % i] = xi  # x before step i (the sampler's callback)
+
+
+LATENT_UPSCALE_MODES = {  # A1111 shared_items / shared.latent_upscale_modes
+    "Latent": {"mode": "bilinear", "antialias": False},
+    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
+    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
+    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
+    "Latent (nearest)": {"mode": "nearest", "antialias": False},
+    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+}
+
+
+def hr_target(o):
+    """A1111 StableDiffusionProcessingTxt2Img.calculate_target_resolution."""
+    f = 8 if o.opt_f is None else o.opt_f
+    tx = ty = 0
+    if not o.hires_width and not o.hires_height:
+        return int(o.width * o.hires_scale), int(o.height * o.hires_scale), 0, 0
+    rx, ry = o.hires_width or 0, o.hires_height or 0
+    if ry == 0:
+        ux, uy = rx, rx * o.height // o.width
+    elif rx == 0:
+        ux, uy = ry * o.width // o.height, ry
+    else:
+        src_ratio, dst_ratio = o.width / o.height, rx / ry
+        if src_ratio < dst_ratio:
+            ux, uy = rx, rx * o.height // o.width
+        else:
+            ux, uy = ry * o.width // o.height, ry
+        tx, ty = (ux - rx) // f, (uy - ry) // f
+    return ux, uy, tx, ty
+
+
+def upscale_pil(im, w, h, name):
+    """A1111 images.resize_image(0, im, w, h, upscaler_name) for the PIL
+    upscalers (modules/upscaler.py UpscalerLanczos / UpscalerNearest through
+    Upscaler.upscale), re-stated."""
+    from PIL import Image
+    resample = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}[name]
+    scale = max(w / im.width, h / im.height)
+    if scale > 1.0:
+        dest_w, dest_h = int((im.width * scale) // 8 * 8), int((im.height * scale) // 8 * 8)
+        for i in range(3):
+            if im.width >= dest_w and im.height >= dest_h and (i > 0 or scale != 1):
+                break
+            shape = (im.width, im.height)
+            im = im.resize((int(im.width * scale), int(im.height * scale)), resample=resample)
+            if shape == (im.width, im.height):
+                break
+        if im.width != dest_w or im.height != dest_h:
+            im = im.resize((int(dest_w), int(dest_h)), resample=Image.LANCZOS)
+    if im.width != w or im.height != h:
+        im = im.resize((w, h), resample=Image.LANCZOS)
+    return im
+
+
+def hires_pass(S, model, o, samples, out):
+    """A1111 StableDiffusionProcessingTxt2Img.sample_hr_pass."""
+    from PIL import Image
+    f = model.factor
+    o.opt_f = f
+    tw, th, trx, try_ = hr_target(o)
+    up = o.hires_upscaler
+    if up in LATENT_UPSCALE_MODES:
+        m = LATENT_UPSCALE_MODES[up]
+        samples = torch.nn.functional.interpolate(samples, size=(th // f, tw // f), mode=m["mode"], antialias=m["antialias"])
+    else:
+        _, low = decode(model, samples)
+        x_sample = (255. * np.moveaxis(low[0].cpu().numpy(), 0, 2)).astype(np.uint8)  # A1111 truncates here
+        image = upscale_pil(Image.fromarray(x_sample), tw, th, up)
+        samples = encode(model, o, pil_to_tensor01(image))
+    samples = samples[:, :, try_ // 2:samples.shape[2] - (try_ + 1) // 2, trx // 2:samples.shape[3] - (trx + 1) // 2]
+    rng = Rng(S, o.noise, o.seed, tuple(samples.shape[1:]), model.dtype)  # a new ImageRNG for the new size
+    noise = rng.next()[None]
+    hr_steps = o.hires_steps or o.steps
+    # A1111 calculate_hr_conds: schedules of the first pass's steps with the hires rule
+    cond, uncond = conds_for(S, model, o, o.hires_prompt or o.prompt, o.hires_negative or o.negative, o.steps, hr_steps)
+    out["hr_init"] = samples
+    out["hr_noise"] = noise
+    samples, den, xs, sig = sample_img2img(S, model, o, samples, noise, cond, uncond, rng, o.hires_denoise, steps=hr_steps)
+    out["hr_sigmas"] = sig
+    add_trace(o, out, den, xs, "hr.")
+    return samples
+
+
+def run_img2img(S, model, o):
+    """A1111 StableDiffusionProcessingImg2Img.init + sample + the overlay of
+    process_images (resize mode 0 "Just resize", batch of one)."""
+    from PIL import Image, ImageOps
+    masking = S.masking
+    f = model.factor
+    crop_region = None
+    image_mask = None
+    mask_for_overlay = None
+    paste_to = None
+    if o.mask:
+        image_mask = create_binary_mask(Image.open(o.mask), round=True)
+        if o.mask_invert:
+            image_mask = ImageOps.invert(image_mask)
+        import cv2
+        if o.mask_blur > 0:  # mask_blur_x then mask_blur_y, both = mask_blur
+            k = 2 * int(2.5 * o.mask_blur + 0.5) + 1
+            image_mask = Image.fromarray(cv2.GaussianBlur(np.array(image_mask), (k, 1), o.mask_blur))
+            image_mask = Image.fromarray(cv2.GaussianBlur(np.array(image_mask), (1, k), o.mask_blur))
+        if o.inpaint_only_masked:
+            mask_for_overlay = image_mask
+            mask = image_mask.convert("L")
+            crop_region = masking.get_crop_region(np.array(mask), o.inpaint_padding)
+            if crop_region[0] >= crop_region[2] or crop_region[1] >= crop_region[3]:
+                raise SystemExit("a1111_e2e: blank mask with --inpaint-only-masked (A1111 falls back to img2img)")
+            crop_region = masking.expand_crop_region(crop_region, o.width, o.height, mask.width, mask.height)
+            x1, y1, x2, y2 = crop_region
+            mask = mask.crop(crop_region)
+            image_mask = resize_fill(mask, o.width, o.height)
+            paste_to = (x1, y1, x2 - x1, y2 - y1)
+        else:
+            image_mask = resize_just(image_mask, o.width, o.height)
+            np_mask = np.clip(np.array(image_mask).astype(np.float32) * 2, 0, 255).astype(np.uint8)
+            mask_for_overlay = Image.fromarray(np_mask)
+    latent_mask = image_mask
+    image = load_rgb(o.init_image)
+    overlay = None
+    if crop_region is None:
+        image = resize_just(image, o.width, o.height)
+    if image_mask is not None:
+        if mask_for_overlay.size != (image.width, image.height):
+            mask_for_overlay = resize_just(mask_for_overlay, image.width, image.height)
+        image_masked = Image.new("RGBa", (image.width, image.height))
+        image_masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask_for_overlay.convert("L")))
+        overlay = image_masked.convert("RGBA")
+    if crop_region is not None:
+        image = image.crop(crop_region)
+        image = resize_fill(image, o.width, o.height)
+    fill = {"fill": 0, "original": 1, "latent-noise": 2, "latent-nothing": 3}[o.inpaint_fill]
+    if image_mask is not None and fill != 1:
+        image = masking.fill(image, latent_mask)
+    init_latent = encode(model, o, pil_to_tensor01(image))
+    mask = nmask = None
+    shape = tuple(init_latent.shape[1:])
+    if image_mask is not None:
+        latmask = latent_mask.convert("RGB").resize((init_latent.shape[3], init_latent.shape[2]))
+        latmask = np.moveaxis(np.array(latmask, dtype=np.float32), 2, 0) / 255
+        latmask = latmask[0]
+        latmask = np.around(latmask)  # mask_round
+        latmask = np.tile(latmask[None], (init_latent.shape[1], 1, 1))
+        mask = torch.asarray(1.0 - latmask).to(model.dtype)
+        nmask = torch.asarray(latmask).to(model.dtype)
+        if fill == 2:  # create_random_tensors(shape, [seed]): a fresh ImageRNG's first draw
+            init_latent = init_latent * mask + Rng(S, o.noise, o.seed, shape, model.dtype).next()[None] * nmask
+        elif fill == 3:
+            init_latent = init_latent * mask
+    cond, uncond = conds_for(S, model, o, o.prompt, o.negative, o.steps)
+    rng = Rng(S, o.noise, o.seed, shape, model.dtype)
+    noise = rng.next()[None]
+    samples, den, xs, sig = sample_img2img(S, model, o, init_latent, noise, cond, uncond, rng, o.denoise,
+                                           mask=mask, nmask=nmask)
+    if mask is not None:
+        samples = samples * nmask + init_latent * mask
+    dec, image01 = decode(model, samples)
+    out = {"samples": samples, "sigmas": sig, "noise": noise, "init_latent": init_latent, "dec": dec}
+    if mask is not None:
+        out["mask"] = mask[None]
+    add_trace(o, out, den, xs, "")
+    out["image_raw"] = image01
+    if overlay is not None:
+        image01 = apply_overlay(image01, paste_to, overlay, o)
+    out["image"] = image01
+    info = {"cond_parts": [[e.end_at_step for e in c.schedules] for c in cond.batch[0]],
+            "sigmas": len(sig) - 1}
     return out, info
+
+
+def resize_fill(im, w, h):
+    """A1111 images.resize_image(2, ...) "Resize and fill" (no upscaler)."""
+    from PIL import Image
+    ratio = w / h
+    src_ratio = im.width / im.height
+    src_w = w if ratio < src_ratio else im.width * h // im.height
+    src_h = h if ratio >= src_ratio else im.height * w // im.width
+    resized = resize_just(im, src_w, src_h)
+    res = Image.new("RGB" if im.mode != "L" else "L", (w, h))
+    res.paste(resized, box=(w // 2 - src_w // 2, h // 2 - src_h // 2))
+    if ratio < src_ratio:
+        fill_height = h // 2 - src_h // 2
+        if fill_height > 0:
+            res.paste(resized.resize((w, fill_height), box=(0, 0, w, 0)), box=(0, 0))
+            res.paste(resized.resize((w, fill_height), box=(0, resized.height, w, resized.height)), box=(0, fill_height + src_h))
+    elif ratio > src_ratio:
+        fill_width = w // 2 - src_w // 2
+        if fill_width > 0:
+            res.paste(resized.resize((fill_width, h), box=(0, 0, 0, h)), box=(0, 0))
+            res.paste(resized.resize((fill_width, h), box=(resized.width, 0, resized.width, h)), box=(fill_width + src_w, 0))
+    return res
+
+
+def apply_overlay(image01, paste_to, overlay, o):
+    """A1111 processing.apply_overlay on the 8-bit image: paste back the crop
+    (only masked), then alpha-composite the original's unmasked pixels. The
+    result is 8-bit, so the float image returned is that /255."""
+    from PIL import Image
+    u8 = quantize(image01, o.quantize)
+    image = Image.fromarray(u8)
+    if paste_to is not None:
+        x, y, w, h = paste_to
+        base_image = Image.new("RGBA", (overlay.width, overlay.height))
+        image = resize_just(image, w, h)  # images.resize_image(1, image, w, h): same aspect here
+        base_image.paste(image, (x, y))
+        image = base_image
+    image = image.convert("RGBA")
+    image.alpha_composite(overlay)
+    image = image.convert("RGB")
+    return pil_to_tensor01(image).to(image01.dtype)
+
+
+def run(S, model, o):
+    if o.init_image:
+        return run_img2img(S, model, o)
+    return run_txt2img(S, model, o)
 
 
 def write(o, out, info):
@@ -407,7 +729,7 @@ def write(o, out, info):
         Image.fromarray(quantize(out["image"], o.quantize)).save(o.out)
     if o.out_float:
         from safetensors.torch import save_file
-        keep = out if o.dump else {"image": out["image"]}
+        keep = out if o.dump else {k: out[k] for k in ("image", "samples", "image_raw") if k in out}
         save_file({k: v.detach().to(torch.float32).contiguous() for k, v in keep.items()}, o.out_float,
                   metadata={"settings": json.dumps({k: getattr(o, k) for k in OPTS})})
     print(json.dumps({"prompt": o.prompt, "out": o.out, "out_float": o.out_float, **info}))
@@ -416,7 +738,9 @@ def write(o, out, info):
 # --------------------------------------------------------------------------- command line
 
 OPTS = ["prompt", "negative", "seed", "steps", "cfg", "width", "height", "sampler", "scheduler",
-        "noise", "clip_skip", "quantize"]
+        "noise", "clip_skip", "quantize", "dtype", "vae_encode", "init_image", "denoise", "mask", "mask_invert",
+        "mask_blur", "inpaint_fill", "inpaint_only_masked", "inpaint_padding", "hires_scale", "hires_width",
+        "hires_height", "hires_steps", "hires_denoise", "hires_upscaler", "hires_prompt", "hires_negative"]
 
 
 def parser():
@@ -440,16 +764,36 @@ def parser():
     p.add_argument("--noise", choices=["philox", "cpu"], default="philox")
     p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--quantize", choices=["round", "trunc"], default="round")
+    p.add_argument("--vae-encode", choices=["mean", "sample"], default="mean")
+    p.add_argument("--vae-seed", type=int)
+    p.add_argument("--init-image")
+    p.add_argument("--denoise", type=float, default=0.75)
+    p.add_argument("--mask")
+    p.add_argument("--mask-invert", action="store_true")
+    p.add_argument("--mask-blur", type=int, default=4)
+    p.add_argument("--inpaint-fill", choices=["fill", "original", "latent-noise", "latent-nothing"], default="original")
+    p.add_argument("--inpaint-only-masked", action="store_true")
+    p.add_argument("--inpaint-padding", type=int, default=32)
+    p.add_argument("--hires-scale", type=float, default=0)
+    p.add_argument("--hires-width", type=int, default=0)
+    p.add_argument("--hires-height", type=int, default=0)
+    p.add_argument("--hires-steps", type=int, default=0)
+    p.add_argument("--hires-denoise", type=float, default=0.7)
+    p.add_argument("--hires-upscaler", default="Latent", choices=sorted(LATENT_UPSCALE_MODES) + ["Lanczos", "Nearest"])
+    p.add_argument("--hires-prompt", default="")
+    p.add_argument("--hires-negative", default="")
     p.add_argument("--out")
     p.add_argument("--out-float")
     p.add_argument("--dump", action="store_true")
     p.add_argument("--cases")
+    p.add_argument("--out-dir")
     p.add_argument("--selftest", action="store_true")
     return p
 
 
 def case_opts(base, d):
     o = argparse.Namespace(**vars(base))
+    o.opt_f = None
     for k, v in d.items():
         k = k.replace("-", "_")
         if not hasattr(o, k):
@@ -498,6 +842,52 @@ def selftest(S, model, base):
     return ok
 
 
+INT_KEYS = {"seed", "steps", "width", "height", "clip_skip", "mask_blur", "inpaint_padding", "hires_width",
+            "hires_height", "hires_steps", "vae_seed"}
+FLOAT_KEYS = {"cfg", "denoise", "hires_scale", "hires_denoise"}
+BOOL_KEYS = {"mask_invert", "inpaint_only_masked", "dump"}
+
+
+def read_table(path):
+    with open(path, encoding="utf-8") as f:
+        lines = [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#")]
+    head = lines[0].split("\t")
+    rows = []
+    for ln in lines[1:]:
+        cells = ln.split("\t")
+        if len(cells) != len(head):
+            raise SystemExit("a1111_e2e: %s: %d cells, header has %d: %r" % (path, len(cells), len(head), ln))
+        d = dict(zip(head, cells))
+        for k in d:
+            if k in INT_KEYS:
+                d[k] = int(d[k])
+            elif k in FLOAT_KEYS:
+                d[k] = float(d[k])
+            elif k in BOOL_KEYS:
+                d[k] = d[k] not in ("", "0", "false", "no")
+        rows.append(d)
+    return rows
+
+
+def run_table(S, model, a):
+    if not a.out_dir:
+        raise SystemExit("a1111_e2e: --cases FILE.tsv needs --out-dir")
+    os.makedirs(a.out_dir, exist_ok=True)
+    images = {}
+    for d in read_table(a.cases):
+        name = d.pop("name")
+        o = case_opts(a, d)
+        o.out, o.out_float = os.path.join(a.out_dir, name + ".png"), None
+        out, info = run(S, model, o)
+        write(o, out, info)
+        images[name] = out["image"].detach().to(torch.float32).contiguous()
+        images[name + ".latent"] = out["samples"].detach().to(torch.float32).contiguous()
+    if a.out_float:
+        from safetensors.torch import save_file
+        save_file(images, a.out_float, metadata={"made_by": "tools/ref/a1111_e2e.py --cases " + os.path.basename(a.cases),
+                                                 "dtype": a.dtype, "ckpt": os.path.basename(a.ckpt)})
+
+
 def main():
     a = parser().parse_args()
     S = load_sources(a)
@@ -511,6 +901,9 @@ def main():
     if a.selftest:
         sys.exit(0 if selftest(S, model, a) else 1)
     cases = [{}]
+    if a.cases and a.cases.endswith(".tsv"):
+        run_table(S, model, a)
+        return
     if a.cases:
         with open(a.cases) as f:
             cases = json.load(f)
