@@ -54,7 +54,40 @@ txt2img flags (A1111 names in brackets):
                          holding every row's float image [1,3,H,W] under the key NAME
                          and its final latent (the sampler's output, before 1/scale_factor)
                          under NAME.latent
-Prints one line per run: the schedule texts actually encoded, and the files written.
+Prints one line per run (JSON): the schedules' end steps per AND part, the files written.
+
+img2img flags (A1111 StableDiffusionProcessingImg2Img, resize mode "Just resize"):
+  --init-image FILE      [Image] flattened on white if it has alpha, Lanczos-resized to W x H
+  --denoise X            [Denoising strength] (default 0.75): runs the last int(min(X,0.999)*steps)+1
+                         sigmas of the `steps` schedule from init_latent + noise*sigma (setup_img2img_steps)
+  --vae-encode mean|sample   ldm get_first_stage_encoding draws posterior.sample() (A1111: the global torch
+                         RNG, whatever state it is in); mean (default) = a draw with zero noise, what fmimage
+                         does; sample seeds torch's global generator with --vae-seed (default --seed) first
+img2img with a mask (A1111 inpaint):
+  --mask FILE            [Mask] white = repaint; an RGBA mask uses its alpha (create_binary_mask, rounded at 128)
+  --mask-invert          [Mask mode: Inpaint not masked]
+  --mask-blur N          [Mask blur] (default 4): cv2.GaussianBlur (2*int(2.5N+0.5)+1) along x then y
+  --inpaint-fill fill|original|latent-noise|latent-nothing   [Masked content] (default original);
+                         every mode but original fills the image first (masking.fill)
+  --inpaint-only-masked  [Inpaint area: Only masked] crop = masking.get_crop_region(mask, padding) then
+                         expand_crop_region to W:H, resized (resize mode 2) to W x H, pasted back
+  --inpaint-padding N    [Only masked padding, pixels] (default 32)
+  The latent mask (the blurred mask resized to the latent by PIL's default filter, rounded) blends
+  init_latent into every denoised prediction (CFGDenoiser) and into the samples; the 8-bit result is
+  composited over the original's unmasked pixels (apply_overlay): then the float image is that /255.
+txt2img + hires fix (A1111 StableDiffusionProcessingTxt2Img.sample_hr_pass):
+  --hires-scale X | --hires-width W --hires-height H (either alone keeps the aspect; both: crop, as A1111)
+  --hires-steps N        (0 = --steps): the second pass runs N steps of a int(N/min(denoise,0.999)) schedule
+  --hires-denoise X      (default 0.7)
+  --hires-upscaler NAME  Latent, Latent (antialiased), Latent (bicubic), Latent (bicubic antialiased),
+                         Latent (nearest), Latent (nearest-exact) (torch F.interpolate on the latent), or
+                         Lanczos, Nearest (decode, 8 bits truncated as A1111, PIL resize, encode)
+  --hires-prompt P --hires-negative N   (default: the first pass's); schedules use A1111's hires rule
+                         (get_learned_conditioning(..., steps, hires_steps))
+  New noise for the second pass: a fresh generator of the same seed for the new latent size.
+--out-float also stores "samples" (final latent), and "image_raw" (before the overlay) for masks;
+--dump adds every step (x.N, denoised.N; hr.x.N, hr.denoised.N for the second pass), sigmas, noise,
+init_latent, mask, hr_init, hr_noise, hr_sigmas.
 
 Check against the golden PNGs:
   /usr/bin/python3 tools/ref/a1111_e2e.py --selftest    (e2e.png, e2e_dpmpp2m_karras.png, e2e_cpu.png)
