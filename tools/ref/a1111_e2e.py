@@ -85,6 +85,7 @@ txt2img + hires fix (A1111 StableDiffusionProcessingTxt2Img.sample_hr_pass):
   --hires-prompt P --hires-negative N   (default: the first pass's); schedules use A1111's hires rule
                          (get_learned_conditioning(..., steps, hires_steps))
   New noise for the second pass: a fresh generator of the same seed for the new latent size.
+  A1111's opt_f (hard-coded 8) is the model's latent factor here (2 for tiny-sd1, 4 for the demo).
 --out-float also stores "samples" (final latent), and "image_raw" (before the overlay) for masks;
 --dump adds every step (x.N, denoised.N; hr.x.N, hr.denoised.N for the second pass), sigmas, noise,
 init_latent, mask, hr_init, hr_noise, hr_sigmas.
