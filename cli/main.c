@@ -108,6 +108,8 @@ typedef struct run {
     cli_progress progress;
     fm_upscaler *upscaler; /* --upscale-model: applied to every image */
     char upscaler_name[256];
+    fm_upscaler *hires_model; /* --hires-upscaler FILE: the hires fix's upscaler */
+    char hires_name[256];
     /* --style: the styles resolved, and this job's styled prompt and negative */
     const sty_style *styles[16];
     int n_styles;
@@ -184,6 +186,16 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->precision = o->precision;
     p->memory_limit = o->memory_limit;
     p->lora_dir = r->lora_dir; /* LoRA */
+    p->hires_scale = o->hires_scale; /* hires fix */
+    p->hires_width = o->hires_width;
+    p->hires_height = o->hires_height;
+    p->hires_steps = o->hires_steps;
+    p->hires_denoise = o->hires_denoise;
+    p->hires_upscaler = r->hires_model ? r->hires_name : o->hires_upscaler;
+    p->hires_model = r->hires_model;
+    p->hires_prompt = o->hires_prompt;
+    p->hires_negative = o->hires_negative;
+    memcpy(p->hires_sampler, o->hires_sampler, sizeof p->hires_sampler);
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
     if (job_sampler(p, sampler, scheduler, err)) return err->code;
@@ -455,7 +467,9 @@ static int run_job(run *r, const job *jb)
         else if (kind != OUT_ABSENT && !o->force)
             rc = core_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     }
-    if (!rc && !(rgb = malloc((size_t)p.width * p.height * 3)))
+    int out_w = p.width, out_h = p.height; /* the hires fix's size when it is on */
+    if (!rc) rc = fm_hires_size(r->model, &p, &out_w, &out_h, &err);
+    if (!rc && !(rgb = malloc((size_t)out_w * out_h * 3)))
         rc = core_fail(&err, FM_EINPUT, "%s: out of memory", path);
     double t0 = cli_now();
     if (!rc) {
@@ -471,11 +485,10 @@ static int run_job(run *r, const job *jb)
             fprintf(stderr, "fmimage: lora: %d file%s, %d modules merged into %d tensors (%d kept from the last set) in %.2f s; %d keys unmapped\n",
                     li.files, li.files == 1 ? "" : "s", li.modules, li.tensors, li.reused, li.seconds, li.unmapped);
     }
-    int out_w = p.width, out_h = p.height;
     if (!rc && r->upscaler) {
         uint8_t *big;
         double t_up = cli_now();
-        rc = cli_upscale_rgb(r->upscaler, o, rgb, p.width, p.height, &big, &err);
+        rc = cli_upscale_rgb(r->upscaler, o, rgb, out_w, out_h, &big, &err);
         if (!rc) {
             free(rgb);
             rgb = big;
@@ -806,14 +819,29 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     if (rp->upscaler) out_file_stem(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
+    /* hires fix: an --hires-upscaler that names a file is an upscaling
+     * model, called by its file name as A1111 lists models */
+    struct stat hs;
+    if (o->hires_upscaler && stat(o->hires_upscaler, &hs) == 0) {
+        if (!(rp->hires_model = fm_upscaler_load(o->hires_upscaler, &err))) {
+            report(&err);
+            free_lines(lines, n_lines);
+            fm_model_free(rp->model);
+            fm_upscaler_free(rp->upscaler);
+            return 1;
+        }
+        out_file_stem(o->hires_upscaler, rp->hires_name, sizeof rp->hires_name);
+    }
     if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     /* The command line's own values are checked once, as usage errors. */
@@ -827,6 +855,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return rc == FM_EUSAGE ? 2 : 1;
     }
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
@@ -840,6 +869,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     rp->progress.enabled = !o->quiet;
@@ -874,6 +904,7 @@ static int generate_in(run *rp)
         fprintf(stderr, "fmimage: skipped %d finished image%s\n", rp->skipped, rp->skipped == 1 ? "" : "s");
     fm_model_free(rp->model);
     fm_upscaler_free(rp->upscaler);
+    fm_upscaler_free(rp->hires_model);
     return status ? status : rp->failed ? 1 : 0;
 }
 

@@ -44,6 +44,11 @@ typedef struct cli_options {
     const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
     /* GGUF and quantised weights (issue 17): part files and --type */
     const char *vae, *clip_l, *clip_g, *type;
+    /* hires fix (issue 18 item 4): A1111's hr_* fields */
+    double hires_scale, hires_denoise;
+    int hires_width, hires_height, hires_steps, has_hires_denoise;
+    const char *hires_upscaler, *hires_prompt, *hires_negative;
+    char hires_sampler[32];
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */

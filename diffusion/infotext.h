@@ -21,6 +21,14 @@ typedef struct df_infotext_fields {
     const char *rng_label;           /* "NV" or "CPU" */
     /* LoRA (issue 16): A1111's "Lora hashes" value, NULL or "" = omitted */
     const char *lora_hashes;
+    /* hires fix (A1111's extra_generation_params, in its order); NULL /
+     * 0 = omitted. denoising_strength_d > 0: written instead of the float
+     * (A1111 writes the Python float the user gave) */
+    double denoising_strength_d;
+    const char *hires_sampler, *hires_prompt, *hires_negative;
+    const char *hires_upscale, *hires_resize; /* "2", "1024x0" */
+    int hires_steps;
+    const char *hires_upscaler;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */
@@ -28,5 +36,7 @@ char *df_infotext_format(const df_infotext_fields *f);
 
 /* Shortest decimal that reads back as the same float ("7", "7.5", "0.75"). */
 void df_format_float(char *buf, size_t n, float v);
+/* The same for a double (Python's repr without a trailing ".0": "2", "1.5"). */
+void df_format_double(char *buf, size_t n, double v);
 
 #endif
