@@ -340,6 +340,40 @@ static void test_demo_end_to_end(void **state)
     fm_model_free(m);
 }
 
+/* Prompt schedules in the second pass count as A1111's hires pass does
+ * (get_learned_conditioning_prompt_schedules with hires_steps): an integer
+ * step of the first pass's range is already past there, so
+ * "[cat:dog:2]" is "dog" for the whole second pass; were the pass scheduled
+ * on its own, it would be "cat" through its 2 steps. */
+static void test_schedule_in_hires_pass(void **state)
+{
+    (void)state;
+    fm_error err = {0};
+    fm_model *m = fm_model_load(DEMO, &err);
+    assert_non_null(m);
+    fm_params p;
+    fm_params_default(m, &p);
+    p.prompt = "[cat:dog:2]";
+    p.seed = 11;
+    p.steps = 3;
+    p.precision = FM_PREC_FP32;
+    p.hires_scale = 2;
+    p.hires_steps = 2;
+    size_t n = 128 * 128 * 3;
+    uint8_t *sched = malloc(n), *dog = malloc(n), *cat = malloc(n);
+    assert_int_equal(fm_generate(m, &p, sched, &err), 0);
+    p.hires_prompt = "dog";
+    assert_int_equal(fm_generate(m, &p, dog, &err), 0);
+    p.hires_prompt = "cat";
+    assert_int_equal(fm_generate(m, &p, cat, &err), 0);
+    assert_memory_equal(sched, dog, n);
+    assert_memory_not_equal(sched, cat, n);
+    free(sched);
+    free(dog);
+    free(cat);
+    fm_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_infotext_fields_as_a1111),
         cmocka_unit_test(test_bad_hires_params_refused),
         cmocka_unit_test(test_demo_end_to_end),
+        cmocka_unit_test(test_schedule_in_hires_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
