@@ -1,7 +1,7 @@
 /* The hires fix from the command line on the demo model (latent factor 4):
  * each upscaler kind makes a PNG of the hires size whose parameters carry
  * A1111's Hires fields; the same run through the library gives the same
- * bytes; an upscaling model file works as --hires-upscaler; bad options are
+ * bytes; the tiny SD1 golden matches A1111's hires fix end to end; an upscaling model file works as --hires-upscaler; bad options are
  * one line, exit 2, and no file. */
 #include "cliutil.h"
 
@@ -60,6 +60,57 @@ static void test_hires_cli_matches_library(void **state)
     }
 }
 
+/* End to end on the tiny SD1 golden in fp32 against A1111's hires fix run in
+ * float64 on the original ldm / k-diffusion / CLIP code
+ * (tools/ref/a1111_hires.py over tools/ref/a1111_e2e.py; the cases are
+ * tests/data/hires/e2e_cases.json): >= 99% of the bytes within 1 LSB. */
+static void test_hires_e2e_golden(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *png, *prompt, *negative, *seed, *steps, *cfg, *sampler, *scheduler, *scale, *hr_steps,
+            *denoise, *upscaler;
+    } cases[] = {
+        {"e2e_latent.png", "a red fox in snow", "", "42", "4", "7.5", "euler", "normal", "2", "3", "0.7", "Latent"},
+        {"e2e_lanczos.png", "a red fox in snow", "blurry", "7", "4", "5", "dpmpp_2m", "karras", "1.5", "0", "0.6",
+         "Lanczos"},
+        {"e2e_bicubic_aa.png", "a red fox in [snow:grass:0.5]", "", "3", "3", "7", "euler_ancestral", "normal", "2",
+         "2", "0.45", "Latent (bicubic antialiased)"},
+    };
+    char dir[256], out[320], ref[320], err[2048];
+    cu_tempdir(dir, sizeof dir, "hires-e2e");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(out, sizeof out, "%s/%s", dir, cases[i].png);
+        snprintf(ref, sizeof ref, "tests/data/hires/%s", cases[i].png);
+        const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", cases[i].prompt, "-n", cases[i].negative,
+                              "-W", "64", "-H", "64", "--seed", cases[i].seed, "--steps", cases[i].steps, "--cfg",
+                              cases[i].cfg, "--sampler", cases[i].sampler, "--scheduler", cases[i].scheduler,
+                              "--hires-scale", cases[i].scale, "--hires-steps", cases[i].hr_steps, "--hires-denoise",
+                              cases[i].denoise, "--hires-upscaler", cases[i].upscaler, "--precision", "fp32", "-q",
+                              "-o", out, NULL};
+        if (cu_run(args, err, sizeof err)) fail_msg("%s: %s", cases[i].png, err);
+        fm_error e = {0};
+        int w, h, rw, rh;
+        uint8_t *got = fm_image_read(out, &w, &h, &e), *want = fm_image_read(ref, &rw, &rh, &e);
+        assert_non_null(got);
+        assert_non_null(want);
+        assert_true(w == rw && h == rh);
+        size_t n = (size_t)w * h * 3, within = 0, exact = 0;
+        int maxd = 0;
+        for (size_t k = 0; k < n; k++) {
+            int d = abs((int)got[k] - (int)want[k]);
+            within += d <= 1;
+            exact += d == 0;
+            if (d > maxd) maxd = d;
+        }
+        printf("# %s %dx%d: %.4f%% within 1 LSB, %.4f%% exact, max diff %d\n", cases[i].png, w, h,
+               100.0 * within / n, 100.0 * exact / n, maxd);
+        assert_true(within >= 0.99 * n);
+        free(got);
+        free(want);
+    }
+}
+
 static void expect_refused(const char *const *args, int code, const char *msg)
 {
     char err[2048];
@@ -99,6 +150,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hires_cli_matches_library),
         cmocka_unit_test(test_hires_cli_refusals),
+        cmocka_unit_test(test_hires_e2e_golden),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
