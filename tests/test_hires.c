@@ -50,6 +50,10 @@ static void test_latent_modes_match_torch(void **state)
     }
     for (int k = 0; k < 6; k++)
         printf("# %-28s max |C - torch| = %.3g\n", df_upscaler_name((df_upscaler_kind)k), worst[k]);
+    /* A1111's names, matched exactly */
+    for (int k = 0; k < DF_UP_MODEL; k++) assert_int_equal(df_upscaler_kind_of(df_upscaler_name((df_upscaler_kind)k)), k);
+    assert_int_equal(df_upscaler_kind_of("latent"), -1);
+    assert_int_equal(df_upscaler_kind_of(NULL), DF_UP_LATENT_BILINEAR);
     assert_int_equal(checked, 60);
     wt_st_close(&st);
 }
