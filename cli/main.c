@@ -114,6 +114,8 @@ typedef struct run {
     cli_progress progress;
     fm_upscaler *upscaler; /* --upscale-model: applied to every image */
     char upscaler_name[256];
+    fm_upscaler *hires_model; /* --hires-upscaler FILE: the hires fix's upscaler */
+    char hires_name[256];
     /* --style: the styles resolved, and this job's styled prompt and negative */
     const sty_style *styles[16];
     int n_styles;
@@ -233,6 +235,16 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
     p->memory_limit = o->memory_limit;
     p->lora_dir = r->lora_dir; /* LoRA */
     p->embeddings_dir = r->embeddings_dir; /* textual inversion */
+    p->hires_scale = o->hires_scale; /* hires fix */
+    p->hires_width = o->hires_width;
+    p->hires_height = o->hires_height;
+    p->hires_steps = o->hires_steps;
+    p->hires_denoise = o->hires_denoise;
+    p->hires_upscaler = r->hires_model ? r->hires_name : o->hires_upscaler;
+    p->hires_model = r->hires_model;
+    p->hires_prompt = o->hires_prompt;
+    p->hires_negative = o->hires_negative;
+    memcpy(p->hires_sampler, o->hires_sampler, sizeof p->hires_sampler);
     const char *sampler = l && l->sampler ? l->sampler : (o->sampler[0] ? o->sampler : NULL);
     const char *scheduler = l && l->scheduler ? l->scheduler : (o->scheduler[0] ? o->scheduler : NULL);
     if (jb->xyz_cell) { /* X/Y/Z plot: the cell's other values */
@@ -530,7 +542,7 @@ static int run_job(run *r, const job *jb)
         else if (kind != OUT_ABSENT && !o->force)
             rc = core_fail(&err, FM_EINPUT, "%s: exists (use --force to overwrite)", path);
     }
-    int out_w = p.width, out_h = p.height; /* inpainting: the init image's or the canvas' size */
+    int out_w = p.width, out_h = p.height; /* inpainting: the init image's or the canvas' size; the hires fix's */
     if (!rc) rc = fm_output_size(r->model, &p, &out_w, &out_h, &err);
     if (!rc && p.mask && mask_is_black(&p))
         fprintf(stderr, "fmimage: %s: the mask is all black: nothing to repaint, the image is unchanged\n", o->mask);
@@ -1004,15 +1016,31 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     if (rp->upscaler) out_file_stem(o->upscale_model, rp->upscaler_name, sizeof rp->upscaler_name);
+    /* hires fix: an --hires-upscaler that names a file is an upscaling
+     * model, called by its file name as A1111 lists models */
+    struct stat hs;
+    if (o->hires_upscaler && stat(o->hires_upscaler, &hs) == 0) {
+        if (!(rp->hires_model = fm_upscaler_load(o->hires_upscaler, &err))) {
+            report(&err);
+            wcp_free(vars, n_vars);
+            free_lines(lines, n_lines);
+            fm_model_free(rp->model);
+            fm_upscaler_free(rp->upscaler);
+            return 1;
+        }
+        out_file_stem(o->hires_upscaler, rp->hires_name, sizeof rp->hires_name);
+    }
     if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
         report(&err);
         wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     /* The command line's own values are checked once, as usage errors. */
@@ -1027,6 +1055,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return rc == FM_EUSAGE ? 2 : 1;
     }
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
@@ -1043,6 +1072,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         fm_model_free(rp->model);
         fm_upscaler_free(rp->upscaler);
+        fm_upscaler_free(rp->hires_model);
         return 1;
     }
     rp->progress.enabled = !o->quiet;
@@ -1080,6 +1110,7 @@ static int generate_in(run *rp)
         fprintf(stderr, "fmimage: skipped %d finished image%s\n", rp->skipped, rp->skipped == 1 ? "" : "s");
     fm_model_free(rp->model);
     fm_upscaler_free(rp->upscaler);
+    fm_upscaler_free(rp->hires_model);
     return status ? status : rp->failed ? 1 : 0;
 }
 

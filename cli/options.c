@@ -70,6 +70,19 @@ void cli_print_help(void)
         "                           >= 1.10x faster on this CPU, else fp32 (default auto)\n"
         "  -t, --threads N          threads (default: the CPUs granted: affinity, cgroup quota,\n"
         "                           SLURM_CPUS_PER_TASK; OMP_NUM_THREADS respected)\n"
+        "      --hires-scale X      hires fix (A1111's): sample at -W x -H, upscale by X, then\n"
+        "                           img2img at the new size (int(W*X) x int(H*X), multiples of 8)\n"
+        "      --hires-width N, --hires-height N  the hires size instead (A1111's \"Resize\n"
+        "                           width/height to\": one alone keeps the aspect ratio, both\n"
+        "                           fill and crop)\n"
+        "      --hires-steps N      second-pass steps, 0 = --steps (default 0)\n"
+        "      --hires-denoise X    second-pass denoising strength in (0,1] (default 0.7)\n"
+        "      --hires-upscaler NAME  Latent, Latent (antialiased), Latent (bicubic), Latent (bicubic\n"
+        "                           antialiased), Latent (nearest), Latent (nearest-exact), Lanczos,\n"
+        "                           Nearest, or an upscaling model FILE (default Latent)\n"
+        "      --hires-prompt TEXT, --hires-negative TEXT  the second pass's prompts\n"
+        "                           (default: the first pass's)\n"
+        "      --hires-sampler NAME the second pass's sampler (default: --sampler)\n"
         "      --upscale-model FILE upscale each image with an ESRGAN / Real-ESRGAN / SRVGG model\n"
         "                           (.safetensors); `fmimage upscale -m FILE IMAGE` upscales a file\n"
         "                           (output default IMAGE-xS.png)\n"
@@ -228,6 +241,18 @@ enum { OPT_LORA_DIR = 400 }; /* LoRA */
 enum { OPT_EMBEDDINGS_DIR = 410 }; /* textual inversion */
 /* inpainting and outpainting (issue 18) */
 enum { OPT_MASK = 420, OPT_MASK_INVERT, OPT_MASK_BLUR, OPT_INPAINT_FILL, OPT_ONLY_MASKED, OPT_PADDING, OPT_OUTPAINT };
+enum { OPT_HIRES_SCALE = 440, OPT_HIRES_W, OPT_HIRES_H, OPT_HIRES_STEPS, OPT_HIRES_DENOISE, OPT_HIRES_UPSCALER,
+       OPT_HIRES_PROMPT, OPT_HIRES_NEGATIVE, OPT_HIRES_SAMPLER }; /* hires fix */
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
 
 /* --type's words (fm_load_options.type). */
 static int weight_type_ok(const char *t)
@@ -265,6 +290,11 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"inpaint-padding", 1, 0, OPT_PADDING}, {"outpaint", 1, 0, OPT_OUTPAINT},
         {"combinatorial", 0, 0, OPT_COMBINATORIAL}, {"wildcards-dir", 1, 0, OPT_WILDCARDS_DIR}, /* wildcards */
         {"xyz", 1, 0, OPT_XYZ}, /* X/Y/Z plot */
+        {"hires-scale", 1, 0, OPT_HIRES_SCALE}, {"hires-width", 1, 0, OPT_HIRES_W}, /* hires fix */
+        {"hires-height", 1, 0, OPT_HIRES_H}, {"hires-steps", 1, 0, OPT_HIRES_STEPS},
+        {"hires-denoise", 1, 0, OPT_HIRES_DENOISE}, {"hires-upscaler", 1, 0, OPT_HIRES_UPSCALER},
+        {"hires-prompt", 1, 0, OPT_HIRES_PROMPT}, {"hires-negative", 1, 0, OPT_HIRES_NEGATIVE},
+        {"hires-sampler", 1, 0, OPT_HIRES_SAMPLER},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->cfg = NAN;
@@ -276,6 +306,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
     o->mask_blur = 4;
     o->inpaint_fill = -1;
     o->inpaint_padding = 32;
+    o->hires_denoise = 0.7;
     opterr = 0;
     const char *mem = getenv("FMIMAGE_MEMORY_LIMIT");
     if (mem && *mem && parse_memory(mem, &o->memory_limit))
@@ -450,6 +481,31 @@ int cli_parse(int argc, char **argv, cli_options *o)
                 return usage(opt_name, "at most 16 styles");
             o->styles[o->n_styles++] = arg;
             break;
+        /* hires fix */
+        case OPT_HIRES_SCALE:
+            if (parse_double(arg, &o->hires_scale) || !(o->hires_scale > 0 && o->hires_scale <= 16))
+                return usage(opt_name, "must be a number in (0,16]");
+            break;
+        case OPT_HIRES_W: case OPT_HIRES_H:
+            if (parse_long(arg, 1, 16384, &v)) return usage(opt_name, "must be 1..16384 pixels");
+            *(c == OPT_HIRES_W ? &o->hires_width : &o->hires_height) = (int)v;
+            break;
+        case OPT_HIRES_STEPS:
+            if (parse_long(arg, 0, 1000, &v)) return usage(opt_name, "must be 0..1000 (0 = --steps)");
+            o->hires_steps = (int)v;
+            break;
+        case OPT_HIRES_DENOISE:
+            if (parse_double(arg, &o->hires_denoise) || !(o->hires_denoise > 0 && o->hires_denoise <= 1))
+                return usage(opt_name, "must be in (0,1]");
+            o->has_hires_denoise = 1;
+            break;
+        case OPT_HIRES_UPSCALER: o->hires_upscaler = arg; break;
+        case OPT_HIRES_PROMPT: o->hires_prompt = arg; break;
+        case OPT_HIRES_NEGATIVE: o->hires_negative = arg; break;
+        case OPT_HIRES_SAMPLER:
+            if (strlen(arg) >= sizeof o->hires_sampler) return usage(opt_name, "at most 31 bytes");
+            snprintf(o->hires_sampler, sizeof o->hires_sampler, "%s", arg);
+            break;
         case 'q': o->quiet = 1; break;
         case 'v': o->verbose = 1; break;
         case OPT_INFO: o->mode = MODE_INFO; break;
@@ -522,6 +578,14 @@ int cli_parse(int argc, char **argv, cli_options *o)
         return usage(argv[optind], "unexpected argument");
     }
     if (o->mode == MODE_INFO && !o->model) return usage("--info", "needs -m MODEL");
+    /* hires fix: its options without one of the three that turn it on are a mistake */
+    int hires_on = o->hires_scale > 0 || o->hires_width || o->hires_height;
+    if (!hires_on && (o->hires_steps || o->has_hires_denoise || o->hires_upscaler || o->hires_prompt ||
+                      o->hires_negative || o->hires_sampler[0]))
+        return usage("--hires-steps", "the hires options need --hires-scale, --hires-width or --hires-height");
+    if (hires_on && o->hires_scale > 0 && (o->hires_width || o->hires_height))
+        return usage("--hires-scale", "and --hires-width/--hires-height exclude each other");
+    if (hires_on && o->init_image) return usage("--hires-scale", "the hires fix is for txt2img (not with -i)");
     if (o->n_styles && !o->styles_file) return usage("--style", "needs --styles-file FILE");
     return 0;
 }

@@ -57,6 +57,11 @@ typedef struct cli_options {
     /* X/Y/Z plot (issue 19 item 4): "AXIS:TYPE:VALUES" per --xyz */
     const char *xyz[3];
     int n_xyz;
+    /* hires fix (issue 18 item 4): A1111's hr_* fields */
+    double hires_scale, hires_denoise;
+    int hires_width, hires_height, hires_steps, has_hires_denoise;
+    const char *hires_upscaler, *hires_prompt, *hires_negative;
+    char hires_sampler[32];
 } cli_options;
 
 /* The part files and --type of o for fm_model_load_with. */

@@ -57,6 +57,14 @@ void df_format_float(char *buf, size_t n, float v)
     }
 }
 
+void df_format_double(char *buf, size_t n, double v)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
 static void sb_param(core_strbuf *b, int *first, const char *key, const char *value)
 {
     if (!value) return;
@@ -94,7 +102,8 @@ char *df_infotext_format(const df_infotext_fields *f)
     sb_param(&b, &first, "VAE hash", f->vae_hash); /* A1111 writes these two after Model */
     sb_param(&b, &first, "VAE", f->vae_name);
     if (f->denoising_strength >= 0) {
-        df_format_float(num, sizeof num, f->denoising_strength);
+        if (f->denoising_strength_d > 0) df_format_double(num, sizeof num, f->denoising_strength_d);
+        else df_format_float(num, sizeof num, f->denoising_strength);
         sb_param(&b, &first, "Denoising strength", num);
     }
     if (f->cond_mask) {
@@ -119,6 +128,18 @@ char *df_infotext_format(const df_infotext_fields *f)
         }
         sb_param(&b, &first, "Masked content", f->masked_content);
     }
+    /* hires fix: txt2img's init() adds these to extra_generation_params
+     * before the extra networks add theirs */
+    sb_param(&b, &first, "Hires sampler", f->hires_sampler);
+    sb_param(&b, &first, "Hires prompt", f->hires_prompt);
+    sb_param(&b, &first, "Hires negative prompt", f->hires_negative);
+    sb_param(&b, &first, "Hires upscale", f->hires_upscale);
+    sb_param(&b, &first, "Hires resize", f->hires_resize);
+    if (f->hires_steps > 0) {
+        snprintf(num, sizeof num, "%d", f->hires_steps);
+        sb_param(&b, &first, "Hires steps", num);
+    }
+    sb_param(&b, &first, "Hires upscaler", f->hires_upscaler);
     /* LoRA: one of A1111's extra_generation_params, which come before Version */
     if (f->lora_hashes && f->lora_hashes[0]) sb_param(&b, &first, "Lora hashes", f->lora_hashes);
     if (f->ti_hashes && f->ti_hashes[0]) sb_param(&b, &first, "TI hashes", f->ti_hashes);

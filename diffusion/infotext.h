@@ -34,6 +34,14 @@ typedef struct df_infotext_fields {
     const char *masked_content;      /* NULL = omitted (A1111: for "original") */
     int cond_mask;                   /* 1: write cond_mask_weight */
     float cond_mask_weight;
+    /* hires fix (A1111's extra_generation_params, in its order); NULL /
+     * 0 = omitted. denoising_strength_d > 0: written instead of the float
+     * (A1111 writes the Python float the user gave) */
+    double denoising_strength_d;
+    const char *hires_sampler, *hires_prompt, *hires_negative;
+    const char *hires_upscale, *hires_resize; /* "2", "1024x0" */
+    int hires_steps;
+    const char *hires_upscaler;
 } df_infotext_fields;
 
 /* The infotext, malloc'd (NULL when out of memory). */
@@ -41,5 +49,7 @@ char *df_infotext_format(const df_infotext_fields *f);
 
 /* Shortest decimal that reads back as the same float ("7", "7.5", "0.75"). */
 void df_format_float(char *buf, size_t n, float v);
+/* The same for a double (Python's repr without a trailing ".0": "2", "1.5"). */
+void df_format_double(char *buf, size_t n, double v);
 
 #endif

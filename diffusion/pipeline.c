@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "diffusion/embeddings.h"
+#include "diffusion/hires.h"
 #include "diffusion/infotext.h"
 #include "diffusion/inpaint.h"
 #include "kernels/kernels.h"
@@ -37,6 +38,7 @@ void fm_params_default(const fm_model *m, fm_params *p)
     p->mask_blur = 4;
     p->inpaint_padding = 32;
     p->inpainting_mask_weight = 1.0f;
+    p->hires_denoise = 0.7; /* A1111's txt2img default for the hires fix */
 }
 
 static int check_side(const char *opt, int v, int factor, fm_error *err)
@@ -89,7 +91,9 @@ int fm_params_check(const fm_model *m, const fm_params *p, fm_error *err)
     core_error_clear(err);
     smp_id s;
     smp_scheduler_id sch;
-    return check_params(m, p, &s, &sch, err);
+    df_hires h; /* hires fix: its fields too */
+    int rc = check_params(m, p, &s, &sch, err);
+    return rc ? rc : df_hires_resolve(m, p, &h, err);
 }
 
 /* ---- conditioning: A1111's prompt schedules and AND ---- */
@@ -112,6 +116,9 @@ typedef struct conds {
     te_cond *table;
     char **texts;
     int n_table;
+    /* hires: the second pass's schedules count on from the first pass's
+     * total steps; SDXL's size conditioning is the upscale's size */
+    int first_pass_steps, size_w, size_h;
 } conds;
 
 static void conds_free(conds *c)
@@ -158,7 +165,8 @@ static int table_slot(conds *c, const char *text, int from, int cap, fm_error *e
  * entries stay apart for SDXL's zero rule). */
 static int schedule_cond(conds *c, sched_cond *sc, const char *text, int steps, int from, int cap, fm_error *err)
 {
-    int rc = te_prompt_schedule(text, steps, 0, &sc->s, err);
+    int rc = c->first_pass_steps ? te_prompt_schedule(text, c->first_pass_steps, steps, &sc->s, err)
+                                 : te_prompt_schedule(text, steps, 0, &sc->s, err);
     if (rc) return rc;
     if (!(sc->cond = malloc(sizeof(int) * (size_t)sc->s.n))) return core_fail(err, FM_EINPUT, "prompt: out of memory");
     for (int i = 0; i < sc->s.n; i++)
@@ -208,7 +216,8 @@ static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds
     }
     for (int i = 0; !rc && i < c->n_table; i++) rc = te_token_chunks_pad(&tc[i], n, pad);
     if (rc && err->code == FM_OK) rc = core_fail(err, FM_EINPUT, "prompt: out of memory");
-    te_size_cond sizes = {p->height, p->width, 0, 0, p->height, p->width};
+    int sh = c->size_h ? c->size_h : p->height, sw = c->size_w ? c->size_w : p->width;
+    te_size_cond sizes = {sh, sw, 0, 0, sh, sw};
     for (int i = 0; !rc && i < c->n_table; i++)
         rc = zero_negative && i >= first_neg ? te_encode_zero(&m->text, n, &sizes, &c->table[i], err)
                                               : te_encode(&m->text, &tc[i], p->clip_skip, &sizes, &c->table[i], err);
@@ -509,7 +518,8 @@ static void stage_end(const fm_params *p, int rc, const char *stage, double star
 
 /* Everything up to the decode: the sampled latent x [in_channels][H/f][W/f];
  * with dp, the decoder's memory is allocated too, before the first step. */
-static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan *dp, df_inpaint *ip, fm_error *err)
+static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, float *x, decode_plan *dp,
+                         df_inpaint *ip, fm_error *err)
 {
     smp_id sampler;
     smp_scheduler_id sched;
@@ -530,6 +540,11 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     double *sigmas = NULL;
     int n_sigmas = 0;
     double t = stage_clock();
+    if (pass) {
+        c.first_pass_steps = pass->first_pass_steps;
+        c.size_w = pass->cond_width;
+        c.size_h = pass->cond_height;
+    }
     rc = encode_prompts(m, &untagged, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
@@ -538,12 +553,17 @@ static int sample_latent(fm_model *m, const fm_params *p, float *x, decode_plan 
     d.ip = ip;
     /* 9-channel inpainting models: concat(mask, masked-image latent) */
     if (!rc && m->cfg.unet.in_channels > m->cfg.unet.out_channels) rc = df_inpaint_conditioning(m, p, ip, err);
-    if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, p->steps, &n_sigmas, err)))
+    if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, pass ? pass->sigma_steps : p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;
     /* img2img: A1111 runs the last int(strength * steps) + 1 steps of the
      * schedule from the init latent noised to that sigma. */
     int first = 0;
-    if (!rc && p->init_rgb) {
+    if (!rc && pass && pass->init_latent) { /* hires: the upscaled latent, t_enc from the pass */
+        first = n_sigmas - 1 - (pass->t_enc + 1);
+        if (first < 0) first = 0;
+        if (!(init = malloc(sizeof(float) * n))) rc = core_fail(err, FM_EINPUT, "out of memory");
+        else memcpy(init, pass->init_latent, sizeof(float) * n);
+    } else if (!rc && p->init_rgb) {
         int t_enc = (int)(fminf(p->strength, 0.999f) * p->steps);
         first = n_sigmas - 1 - (t_enc + 1);
         if (first < 0) first = 0;
@@ -588,7 +608,7 @@ int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err)
     df_inpaint ip;
     fm_params q;
     int rc = df_inpaint_begin(m, p, &ip, &q, err);
-    if (!rc) rc = sample_latent(m, &q, x, NULL, &ip, err);
+    if (!rc) rc = sample_latent(m, &q, NULL, x, NULL, &ip, err);
     df_inpaint_end(&ip);
     return rc;
 }
@@ -599,7 +619,51 @@ int fm_output_size(const fm_model *m, const fm_params *p, int *width, int *heigh
     int rc = fm_params_check(m, p, err), w, h;
     if (rc) return rc;
     df_inpaint_sizes(p, &w, &h, width, height);
+    df_hires hires; /* txt2img only (refused with an init image): the second pass's size */
+    if ((rc = df_hires_resolve(m, p, &hires, err))) return rc;
+    if (hires.on) {
+        *width = hires.target.width;
+        *height = hires.target.height;
+    }
     return 0;
+}
+
+int df_total_steps(const fm_params *p)
+{
+    smp_id s;
+    smp_scheduler_id sch;
+    fm_error e = {0};
+    return param_names(p, &s, &sch, &e) ? p->steps : schedule_steps(s, p->steps);
+}
+
+/* One pass: sampled latent into x (may be NULL), decoded into rgb and/or
+ * img [3][H][W] in [-1, 1] (each may be NULL). */
+int df_run_pass(fm_model *m, const fm_params *p, const df_pass *pass, float *x_out, uint8_t *rgb, float *img,
+                fm_error *err)
+{
+    if (m->cfg.unet.in_channels > m->cfg.unet.out_channels) /* its conditioning image would be per pass */
+        return core_fail(err, FM_EUSAGE, "hires fix: not supported with an inpainting (9-channel) model");
+    int f = m->cfg.vae.latent_factor, lh = p->height / f, lw = p->width / f;
+    size_t n = (size_t)m->cfg.unet.out_channels * lh * lw, px = (size_t)p->width * p->height;
+    float *x = core_alloc_hooked(&m->alloc, sizeof(float) * n);
+    if (!x) return core_fail(err, FM_EINPUT, "out of memory");
+    decode_plan dp = {0};
+    int decode = rgb || img;
+    uint8_t *tmp = decode && !rgb ? malloc(px * 3) : NULL;
+    int rc = decode && !rgb && !tmp ? core_fail(err, FM_EINPUT, "out of memory") : 0;
+    if (!rc) rc = sample_latent(m, p, pass, x, decode ? &dp : NULL, NULL, err);
+    double t = stage_clock();
+    if (!rc && decode) {
+        rc = decode_latent(m, p, x, n, lh, lw, &dp, rgb ? rgb : tmp, err);
+        stage_end(p, rc, "decode", t);
+    }
+    if (!rc && img)
+        for (size_t i = 0; i < 3 * px; i++) img[i] = p->taesd_path ? dp.img[i] * 2 - 1 : dp.img[i];
+    if (!rc && x_out) memcpy(x_out, x, sizeof(float) * n);
+    decode_release(&dp);
+    free(tmp);
+    core_free(x);
+    return rc;
 }
 
 int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
@@ -608,6 +672,9 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     int rc = fm_params_check(m, p, err);
     if (rc) return rc;
     if (!rgb) return core_fail(err, FM_EUSAGE, "fm_generate: no output buffer");
+    df_hires hires; /* hires fix (diffusion/hires.c) */
+    if ((rc = df_hires_resolve(m, p, &hires, err))) return rc;
+    if (hires.on) return df_hires_generate(m, p, &hires, rgb, err);
     /* inpainting / outpainting: q is what runs (the canvas, the prepared
      * init image); the result is composited into rgb at the end */
     df_inpaint ip;
@@ -619,7 +686,7 @@ int fm_generate(fm_model *m, const fm_params *p, uint8_t *rgb, fm_error *err)
     float *x = ip.blank ? NULL : core_alloc_hooked(&m->alloc, sizeof(float) * n);
     if (!ip.blank && !x) rc = core_fail(err, FM_EINPUT, "out of memory");
     decode_plan dp = {0};
-    if (!rc && !ip.blank) rc = sample_latent(m, q, x, &dp, &ip, err);
+    if (!rc && !ip.blank) rc = sample_latent(m, q, NULL, x, &dp, &ip, err);
     double t = stage_clock();
     if (!rc && !ip.blank) rc = decode_latent(m, q, x, n, lh, lw, &dp, ip.masked ? ip.decoded : rgb, err);
     stage_end(p, rc, "decode", t);
@@ -687,6 +754,32 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
         f.only_masked = p->mask && p->inpaint_only_masked;
         f.padding = p->inpaint_padding;
         f.masked_content = p->inpaint_fill >= 0 && p->inpaint_fill <= 3 ? content[p->inpaint_fill] : NULL;
+    }
+    df_hires h; /* hires fix: A1111's Hires fields and Denoising strength */
+    char hires_upscale[32] = "", hires_resize[32] = "", hires_sampler[64] = "";
+    if (m && !df_hires_resolve(m, p, &h, NULL) && h.on) {
+        f.denoising_strength = (float)p->hires_denoise;
+        f.denoising_strength_d = p->hires_denoise;
+        if (p->hires_width || p->hires_height) {
+            snprintf(hires_resize, sizeof hires_resize, "%dx%d", p->hires_width, p->hires_height);
+            f.hires_resize = hires_resize;
+        } else {
+            df_format_double(hires_upscale, sizeof hires_upscale, p->hires_scale);
+            f.hires_upscale = hires_upscale;
+        }
+        f.hires_steps = p->hires_steps;
+        f.hires_upscaler = h.upscaler_name;
+        smp_id hs;
+        smp_scheduler_id hsch;
+        fm_params hp = *p;
+        memcpy(hp.sampler, p->hires_sampler, sizeof hp.sampler);
+        if (p->hires_sampler[0] && !param_names(&hp, &hs, &hsch, NULL) && hs != s) {
+            snprintf(hires_sampler, sizeof hires_sampler, "%s", smp_label(hs));
+            f.hires_sampler = hires_sampler;
+        }
+        if (p->hires_prompt && p->hires_prompt[0] && strcmp(p->hires_prompt, p->prompt)) f.hires_prompt = p->hires_prompt;
+        if (p->hires_negative && p->hires_negative[0] && strcmp(p->hires_negative, p->negative ? p->negative : ""))
+            f.hires_negative = p->hires_negative;
     }
     char *t = df_infotext_format(&f);
     free(lora_hashes);

@@ -55,4 +55,20 @@ int df_resize_rgb_to_nchw(float *out, int out_w, int out_h, const uint8_t *rgb, 
  * sampled latent (tests compare it with reference runs). */
 int df_sample_latent(fm_model *m, const fm_params *p, float *x, fm_error *err);
 
+/* hires fix (diffusion/hires.c): a second pass that starts from a given
+ * latent, as A1111's sample_img2img(p, x, noise, steps=hr_steps). */
+typedef struct df_pass {
+    const float *init_latent; /* [in_channels][height/f][width/f] of p's size */
+    int sigma_steps;          /* the schedule is smp_sigmas(sigma_steps) ... */
+    int t_enc;                /* ... of which the last t_enc + 1 steps run */
+    int first_pass_steps;     /* prompt schedules: the first pass's total steps */
+    int cond_width, cond_height; /* SDXL size conditioning; 0 = p's size */
+} df_pass;
+/* A1111's total_steps of p's sampler (second-order samplers count 2 per step). */
+int df_total_steps(const fm_params *p);
+/* One pass (pass NULL: txt2img or p's img2img): the latent into x_out, the
+ * decoded image into rgb and/or img [3][H][W] in [-1, 1]; each may be NULL. */
+int df_run_pass(fm_model *m, const fm_params *p, const df_pass *pass, float *x_out, uint8_t *rgb, float *img,
+                fm_error *err);
+
 #endif

@@ -178,6 +178,25 @@ typedef struct fm_params {
      * area (its mask as A1111's "Poor man's outpainting" draws it) is
      * inpainted in one pass over the whole canvas; mask must be NULL. */
     int outpaint[4];
+    /* ---- hires fix (A1111's "Hires. fix"; DESIGN.md "Hires fix") ----
+     * On when hires_scale > 0 or hires_width / hires_height > 0 (txt2img
+     * only): a first pass at width x height, an upscale, then img2img at the
+     * new size (fm_hires_size; rgb must hold that size). As A1111: the
+     * size is int(width * hires_scale) x int(height * hires_scale), or
+     * hr_resize_x/y: one given keeps the aspect ratio, both given fill and
+     * crop the latent. Sizes must come out multiples of the latent factor. */
+    double hires_scale;        /* 0 = off unless a size is given */
+    int hires_width, hires_height;
+    int hires_steps;           /* 0 = steps */
+    double hires_denoise;      /* (0,1]; fm_params_default sets A1111's 0.7 */
+    /* A1111's upscaler name: "Latent" (NULL = this), "Latent (antialiased)",
+     * "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+     * "Latent (nearest-exact)", "Lanczos", "Nearest"; any other name is
+     * hires_model's (the name written to the infotext). */
+    const char *hires_upscaler;
+    const struct fm_upscaler *hires_model; /* with a model's name above */
+    const char *hires_prompt, *hires_negative; /* NULL or "" = the first pass's */
+    char hires_sampler[32];    /* "" = sampler; the scheduler stays (a label's suffix wins) */
 } fm_params;
 
 /* fm_params.inpaint_fill: A1111's "Masked content" (its indices 1, 0, 2, 3) */
@@ -230,6 +249,8 @@ int fm_output_size(const fm_model *model, const fm_params *p, int *width, int *h
  * them. A prompt or negative over FM_MAX_PROMPT_CHUNKS chunks of 75 tokens
  * is refused. See "Threads" above for what may run alongside. */
 int fm_generate(fm_model *model, const fm_params *p, uint8_t *rgb, fm_error *err);
+/* The size fm_generate writes: width x height, or the hires fix's target. */
+int fm_hires_size(const fm_model *model, const fm_params *p, int *width, int *height, fm_error *err);
 
 /* ---- LoRA ---- */
 /* What the model's current LoRA merge is (after an fm_generate): adapter

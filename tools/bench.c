@@ -9,7 +9,7 @@
  *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
  *
- * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,upscale (default: all)
+ * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,upscale,hires (default: all)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -669,6 +669,41 @@ static void bench_gen(bench *b)
     if (!child_stage(b, s, targv, log, 1)) child_precision(s, log);
 }
 
+/* The hires fix (issue 18): SD 1.5 at px, upscaled x2 in the latent,
+ * second pass at 2px; 2 + 2 steps. Beside sd.cpp's --hires when it is
+ * built. */
+static void bench_hires(bench *b)
+{
+    char model[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
+    path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    if (!exists(model)) return;
+    char label[96];
+    snprintf(label, sizeof label, "fmimage SD 1.5 hires fix %d->%d, 2+2 steps, with load", b->px, 2 * b->px);
+    if (b->fmimage) {
+        path_in(out, sizeof out, b->cache, "fmimage-sd1-hires.png");
+        path_in(log, sizeof log, b->cache, "fmimage-sd1-hires.log");
+        char *argv[] = {(char *)b->fmimage, "-m", model, "-W", px, "-H", px, "--steps", "2", "--cfg", "7",
+                        "--sampler", "euler", "--seed", "42", "--hires-scale", "2", "--hires-steps", "2", "-t", threads,
+                        "--force", "-q", "-v", "-o", out, PROMPT, NULL};
+        stage *s = add_stage(b, "sd1.hires", label, 0);
+        snprintf(s->note, sizeof s->note, "fmimage CLI, euler, Latent, 1 run");
+        if (!child_stage(b, s, argv, log, 1)) child_precision(s, log);
+    }
+    if (b->sdcpp) {
+        path_in(out, sizeof out, b->cache, "sdcpp-sd1-hires.png");
+        path_in(log, sizeof log, b->cache, "sdcpp-sd1-hires.log");
+        char *argv[] = {(char *)b->sdcpp, "-m", model, "-p", PROMPT, "-W", px, "-H", px, "--steps", "2",
+                        "--cfg-scale", "7", "--sampling-method", "euler", "-s", "42", "--hires", "--hires-scale", "2",
+                        "--hires-steps", "2", "-t", threads, "-o", out, "-v", NULL};
+        snprintf(label, sizeof label, "sd.cpp SD 1.5 --hires %d->%d, 2+2 steps, with load", b->px, 2 * b->px);
+        stage *s = add_stage(b, "sdcpp.sd1.hires", label, 0);
+        snprintf(s->note, sizeof s->note, "sd-cli -t %s, euler, Latent, 1 run", threads);
+        child_stage(b, s, argv, log, 1);
+    }
+}
+
 /* "... taking 12.34s" / "... completed in 12.34s" after key in sd.cpp's
  * log: the last such line, or the sum of all of them (sd.cpp loads each
  * model's tensors lazily, at its first use). */
@@ -792,6 +827,7 @@ static void print_table(const bench *b)
         {"sd1.gen", "sdcpp.sd1.gen", "SD 1.5 2 steps CFG 7, whole run"},
         {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode"},
         {"sd1.load", "sdcpp.sd1.load", "load (ours: a mapping; sd.cpp: reads)"},
+        {"sd1.hires", "sdcpp.sd1.hires", "SD 1.5 hires fix x2, 2+2 steps, whole run"},
     };
     int header = 0;
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
@@ -951,6 +987,8 @@ static double planned_flops(int reps, const char *only)
     if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
     if (wanted(only, "sdxl")) f += reps * unet_flops(&sdxl_unet, 1, 128, 128, 77);
     if (wanted(only, "upscale")) f += reps * 9.0 * rrdbnet_flops(64, 32, 23, 192, 192);
+    if (wanted(only, "hires")) /* 2 steps at 512, 2 at 1024, CFG: twice for sd.cpp's run */
+        f += 2 * (4 * unet + 4 * unet_flops(&sd1_unet, 1, 128, 128, 77) + vae_decode_flops(&sd_vae, 128, 128));
     return f;
 }
 
@@ -959,7 +997,7 @@ static double planned_flops(int reps, const char *only)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
-                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,upscale] [--estimate-only] [--flops]\n");
+                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,upscale,hires] [--estimate-only] [--flops]\n");
     return 2;
 }
 
@@ -1012,6 +1050,7 @@ int main(int argc, char **argv)
     if (wanted(only, "turbo")) bench_turbo(&b);
     if (wanted(only, "sdxl")) bench_sdxl(&b);
     if (wanted(only, "upscale")) bench_upscale(&b);
+    if (wanted(only, "hires")) bench_hires(&b);
     cJSON_AddNumberToObject(b.json, "total_s", now() - t0);
     print_table(&b);
     write_json(&b, json);
