@@ -550,6 +550,8 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
+    df_inpaint none = {0}; /* no mask: every inpaint hook is a no-op */
+    if (!ip) ip = &none;
     d.ip = ip;
     /* 9-channel inpainting models: concat(mask, masked-image latent) */
     if (!rc && m->cfg.unet.in_channels > m->cfg.unet.out_channels) rc = df_inpaint_conditioning(m, p, ip, err);

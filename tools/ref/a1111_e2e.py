@@ -174,7 +174,8 @@ def load_sources(a):
 
 
 def exact_float64(S):
-    """The goldens' float64 convention (TINY-SD1.md section 4): remove the
+    """The goldens' float64 convention (the original TINY-SD1 document, section 4;
+    tests/data/README.md): remove the
     float32 round trips of ldm GroupNorm32, CLIP LayerNorm and ldm's
     timestep_embedding so float64 stays float64."""
     S.ldm_util.GroupNorm32.forward = nn.GroupNorm.forward
