@@ -203,12 +203,13 @@ void df_lora_state_free(df_lora_state *s)
     *s = (df_lora_state){0};
 }
 
-static char *set_key(const df_lora_list *l)
+/* A key names the set and the dtype its U-Net weights were merged into. */
+static char *set_key(const df_lora_list *l, core_dtype unet_dtype)
 {
-    size_t cap = 1;
+    size_t cap = 16;
     for (int i = 0; i < l->n; i++) cap += strlen(l->v[i].path) + 64;
     char *k = malloc(cap);
-    size_t o = 0;
+    size_t o = k ? (size_t)snprintf(k, cap, "%d;", (int)unet_dtype) : 0;
     for (int i = 0; k && i < l->n; i++)
         o += (size_t)snprintf(k + o, cap - o, "%s|%a|%a;", l->v[i].path, l->v[i].te, l->v[i].unet);
     if (k) k[o] = 0;
@@ -269,7 +270,10 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
     if (s->broken) return core_fail(err, FM_EINPUT, "model: unusable after a failed LoRA merge (out of memory)");
     df_lora_list l;
     if (df_lora_collect(p, &l, err)) return FM_EINPUT;
-    char *key = l.n ? set_key(&l) : NULL;
+    /* U-Net kernels in bf16 round every weight to bf16 as they pack it: the
+     * merge can be stored so, in half the memory of float32 */
+    core_dtype unet_dtype = df_precision_resolve(m, p->precision) == FM_PREC_BF16 ? FM_DT_BF16 : FM_DT_F32;
+    char *key = l.n ? set_key(&l, unet_dtype) : NULL;
     int rc = l.n && !key ? core_fail(err, FM_EINPUT, "out of memory") : 0;
     int same = !rc && ((!key && !s->key) || (key && s->key && !strcmp(key, s->key)));
     if (!rc && !same) {
@@ -284,7 +288,7 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
             else uses[i] = (wt_lora_use){lo, l.v[i].te, l.v[i].unet};
         }
         wt_source *merged = NULL;
-        if (!rc && l.n && !(merged = wt_merged_open(m->src, uses, l.n, s->merged, err))) rc = FM_EINPUT;
+        if (!rc && l.n && !(merged = wt_merged_open_as(m->src, uses, l.n, s->merged, unet_dtype, err))) rc = FM_EINPUT;
         if (!rc || s->merged) { /* prev's reused tensors now belong to merged: rebind either way */
             const wt_source *src = rc ? m->src : merged ? merged : m->src;
             int brc = rebind(m, src, rc ? NULL : err);

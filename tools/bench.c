@@ -9,7 +9,7 @@
  *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
  *
- * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,upscale,hires (default: all)
+ * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,lora,upscale,hires (default: all)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -763,6 +763,46 @@ static void bench_sdcpp(bench *b)
     }
 }
 
+/* Issue 16: the whole SD 1.5 run with one rank-64 LoRA / LoCon on every
+ * layer (tools/mklora, bench.sh writes it to CACHE/loras), beside the same
+ * run without it and sd.cpp given the same file (--lora-model-dir): time,
+ * CPU time and peak RSS, b->reps runs each. */
+static void bench_lora(bench *b)
+{
+    char model[1024], dir[1024], lora[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", b->px);
+    path_in(model, sizeof model, b->cache, "sd1-f16.safetensors");
+    path_in(dir, sizeof dir, b->cache, "loras");
+    path_in(lora, sizeof lora, b->cache, "loras/sd1-lora-r64.safetensors");
+    path_in(out, sizeof out, b->cache, "fmimage-sd1-lora.png");
+    path_in(log, sizeof log, b->cache, "fmimage-sd1-lora.log");
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    if (!exists(model) || !exists(lora) || !b->fmimage) return;
+    fprintf(stderr, "whole runs with a LoRA (child processes)\n");
+    char tagged[256];
+    snprintf(tagged, sizeof tagged, "%s <lora:sd1-lora-r64:1>", PROMPT);
+    char *argv[] = {(char *)b->fmimage, "-m", model, "--lora-dir", dir, "-W", px, "-H", px, "--steps", "2",
+                    "--cfg", "7", "--sampler", "euler", "--seed", "42", "-t", threads, "--force", "-q", "-v",
+                    "-o", out, PROMPT, NULL};
+    int last = (int)(sizeof argv / sizeof argv[0]) - 2;
+    stage *s = add_stage(b, "sd1.gen_lora_without", "fmimage SD 1.5 whole run, 2 steps CFG 7, no LoRA", 0);
+    snprintf(s->note, sizeof s->note, "fmimage CLI, euler, %d runs", b->reps);
+    if (!child_stage(b, s, argv, log, b->reps)) child_precision(s, log);
+    argv[last] = tagged;
+    s = add_stage(b, "sd1.gen_lora", "fmimage SD 1.5 whole run, + rank-64 LoRA all layers", 0);
+    snprintf(s->note, sizeof s->note, "fmimage CLI, euler, %d runs", b->reps);
+    if (!child_stage(b, s, argv, log, b->reps)) child_precision(s, log);
+    if (!b->sdcpp) return;
+    path_in(out, sizeof out, b->cache, "sdcpp-sd1-lora.png");
+    path_in(log, sizeof log, b->cache, "sdcpp-sd1-lora.log");
+    char *sargv[] = {(char *)b->sdcpp, "-m", model, "--lora-model-dir", dir, "-p", tagged, "-W", px, "-H", px,
+                     "--steps", "2", "--cfg-scale", "7", "--sampling-method", "euler", "-s", "42", "-t", threads,
+                     "-o", out, "-v", NULL};
+    s = add_stage(b, "sdcpp.sd1.gen_lora", "sd.cpp SD 1.5 whole run, + the same LoRA", 0);
+    snprintf(s->note, sizeof s->note, "sd-cli -t %s --lora-model-dir, euler, %d runs", threads, b->reps);
+    child_stage(b, s, sargv, log, b->reps);
+}
+
 /* ------------------------------------------------------------- output -- */
 
 static const stage *find_stage(const bench *b, const char *key)
@@ -825,6 +865,7 @@ static void print_table(const bench *b)
            b->reps);
     static const struct { const char *ours, *theirs, *what; } vs[] = {
         {"sd1.gen", "sdcpp.sd1.gen", "SD 1.5 2 steps CFG 7, whole run"},
+        {"sd1.gen_lora", "sdcpp.sd1.gen_lora", "SD 1.5 whole run + rank-64 LoRA"},
         {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode"},
         {"sd1.load", "sdcpp.sd1.load", "load (ours: a mapping; sd.cpp: reads)"},
         {"sd1.hires", "sdcpp.sd1.hires", "SD 1.5 hires fix x2, 2+2 steps, whole run"},
@@ -984,6 +1025,7 @@ static double planned_flops(int reps, const char *only)
     double f = 0;
     if (wanted(only, "sd1")) f += reps * (2 * clip + 4 * unet + vae + taesd_decode_flops(64, 64));
     if (wanted(only, "gen")) f += 2 * clip + 4 * unet + vae + h14 + unet + vae;
+    if (wanted(only, "lora")) f += 2 * reps * (2 * clip + 4 * unet + vae);
     if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
     if (wanted(only, "sdxl")) f += reps * unet_flops(&sdxl_unet, 1, 128, 128, 77);
     if (wanted(only, "upscale")) f += reps * 9.0 * rrdbnet_flops(64, 32, 23, 192, 192);
@@ -997,7 +1039,7 @@ static double planned_flops(int reps, const char *only)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
-                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,upscale,hires] [--estimate-only] [--flops]\n");
+                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,lora,upscale,hires] [--estimate-only] [--flops]\n");
     return 2;
 }
 
@@ -1047,6 +1089,7 @@ int main(int argc, char **argv)
     if (wanted(only, "sd1")) bench_sd1(&b);
     if (wanted(only, "gen")) bench_gen(&b);
     if (wanted(only, "sdcpp")) bench_sdcpp(&b);
+    if (wanted(only, "lora")) bench_lora(&b);
     if (wanted(only, "turbo")) bench_turbo(&b);
     if (wanted(only, "sdxl")) bench_sdxl(&b);
     if (wanted(only, "upscale")) bench_upscale(&b);

@@ -4,7 +4,7 @@
 # See tools/BENCH.md. Environment:
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
-#   BENCH_ONLY=LIST     subset of peak,sd1,gen,sdcpp,turbo,sdxl,upscale,hires (default all)
+#   BENCH_ONLY=LIST     subset of peak,sd1,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
 #   SDCPP_BIN=PATH      stable-diffusion.cpp's sd-cli (default: the cache's
@@ -17,7 +17,7 @@ BUILD=${BUILD:-build}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench
 REPS=${BENCH_REPS:-3}
 THREADS=${BENCH_THREADS:-2}
-ONLY=${BENCH_ONLY:-peak,sd1,gen,sdcpp,turbo,sdxl,upscale,hires}
+ONLY=${BENCH_ONLY:-peak,sd1,gen,sdcpp,lora,turbo,sdxl,upscale,hires}
 PX=${BENCH_PX:-512}
 
 mkdir -p "$CACHE" bench
@@ -35,6 +35,9 @@ done
 # Real-ESRGAN x4plus's layout with random weights, for the upscale row.
 ckpt=$CACHE/realesrgan-x4plus-f16.safetensors
 [ -f "$ckpt" ] || { nice "$BUILD/tools/mkckpt" tests/data/layouts/realesrgan-x4plus.tsv "$ckpt.tmp" --dtype F16 --seed 1 && mv "$ckpt.tmp" "$ckpt"; }
+# The lora row's adapter: a random rank-64 LoRA/LoCon on every layer of SD 1.5.
+lora=$CACHE/loras/sd1-lora-r64.safetensors
+[ -f "$lora" ] || { mkdir -p "$CACHE/loras" && nice "$BUILD/tools/mklora" tests/data/layouts/sd1.tsv "$lora" --rank 64; }
 # TAESD: the golden file is the TAESD architecture with seeded random weights.
 [ -f "$CACHE/taesd.safetensors" ] || cp tests/data/taesd-weights.safetensors "$CACHE/taesd.safetensors"
 

@@ -90,7 +90,7 @@ static void l_free(listed *l)
 }
 
 static void l_close(wt_source *s) { l_free((listed *)s); }
-static const wt_source_ops listed_ops = {l_count, l_at, l_find, l_meta, l_close, l_meta_at};
+static const wt_source_ops listed_ops = {l_count, l_at, l_find, l_meta, l_close, l_meta_at, NULL};
 
 static int grow(void **p, int *cap, int n, size_t size)
 {

@@ -56,6 +56,14 @@ typedef struct wt_lora_use {
  * merged tensors whose contributions are unchanged are taken over instead
  * of recomputed (prev must then be closed, not used). */
 wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev, fm_error *err);
+/* The same, the U-Net's merged weights stored as unet_dtype: FM_DT_F32, or
+ * FM_DT_BF16 for a U-Net whose kernels run in bf16 (the float32 merge
+ * rounded to nearest even, which is what their packing does to a float32
+ * weight: the products are the same). Text-encoder weights stay float32.
+ * Either way the pages of the base weights and adapter factors merged are
+ * released (wt_release) once merged. */
+wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev,
+                             core_dtype unet_dtype, fm_error *err);
 /* Tensors of s that are merged, and how many of them were taken from prev. */
 int wt_merged_count(const wt_source *s, int *reused);
 /* Is t a merged tensor (not the base file's bytes)? */

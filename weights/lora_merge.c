@@ -222,8 +222,8 @@ static int lora_module_updown(const wt_lora_module *m, const float *orig, float 
 /* ---- the merged source ---- */
 
 typedef struct merged_tensor {
-    wt_tensor t;      /* the base tensor's name and shape, F32, data = the merge */
-    float *data;
+    wt_tensor t;      /* the base tensor's name and shape, F32 or BF16, data = the merge */
+    void *data;
     char *sig;        /* what made it: "path|module|mult;..." per contribution */
 } merged_tensor;
 
@@ -269,7 +269,14 @@ static void op_close(wt_source *s)
     free(m);
 }
 
-static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close, NULL};
+/* A merged tensor is memory, not file pages: only the base's are dropped. */
+static void op_release(const wt_source *s, const wt_tensor *t)
+{
+    const wt_merged *m = (const wt_merged *)s;
+    if (!merged_find(m, t->name)) wt_release(m->base, t);
+}
+
+static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close, NULL, op_release};
 
 int wt_merged_is(const wt_source *s, const wt_tensor *t)
 {
@@ -319,12 +326,12 @@ static char *signature(const contrib *c, int n, const wt_lora_use *uses)
     return s;
 }
 
-/* The merge of the contributions c[0..n) to one tensor into mt->data. */
-static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses)
+/* The merge of the contributions c[0..n) to one tensor, in float32, into
+ * acc [numel]. */
+static int merge_f32(float *acc, const contrib *c, int n, const wt_lora_use *uses)
 {
     size_t total = (size_t)wt_numel(c[0].target);
-    if (!(mt->data = core_alloc(sizeof(float) * (total ? total : 1)))) return -1;
-    wt_convert_f32(mt->data, c[0].target);
+    wt_convert_f32(acc, c[0].target);
     float *tmp = NULL;
     size_t tmp_n = 0;
     for (int i = 0; i < n; i++) {
@@ -334,7 +341,7 @@ static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_u
         if (c[i].bias) { /* ex_bias: diff_b times the multiplier */
             float *b = f32(m->part[WT_LP_DIFF_B]);
             if (!b) { core_free(tmp); return -1; }
-            for (size_t k = 0; k < total; k++) mt->data[k] += b[k] * mult;
+            for (size_t k = 0; k < total; k++) acc[k] += b[k] * mult;
             core_free(b);
             continue;
         }
@@ -344,15 +351,56 @@ static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_u
             if (!(tmp = core_alloc(sizeof(float) * nk))) return -1;
             tmp_n = nk;
         }
-        if (lora_module_updown(m, mt->data + k0, mult, tmp)) { core_free(tmp); return -1; }
-        for (size_t k = 0; k < nk; k++) mt->data[k0 + k] += tmp[k];
+        if (lora_module_updown(m, acc + k0, mult, tmp)) { core_free(tmp); return -1; }
+        for (size_t k = 0; k < nk; k++) acc[k0 + k] += tmp[k];
     }
     core_free(tmp);
     return 0;
 }
 
+/* mt->data: the float32 merge (merge_f32), stored in mt->t.dtype. BF16 is
+ * that merge rounded to nearest even, the rounding the kernels' bf16 mode
+ * applies to float32 weights as it packs them, done once here instead: the
+ * same products, in half the memory. The float32 buffer is one tensor's
+ * (scratch), not the model's. */
+static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses)
+{
+    size_t total = (size_t)wt_numel(c[0].target);
+    float *acc = core_alloc(sizeof(float) * (total ? total : 1));
+    if (!acc) return -1;
+    if (merge_f32(acc, c, n, uses)) { core_free(acc); return -1; }
+    if (mt->t.dtype == FM_DT_F32) {
+        mt->data = acc;
+        return 0;
+    }
+    if (!(mt->data = core_alloc(sizeof(uint16_t) * (total ? total : 1)))) { core_free(acc); return -1; }
+    core_f32_to_bf16(mt->data, acc, total);
+    core_free(acc);
+    return 0;
+}
+
+/* The pages of what merged_one read, dropped once the merge holds their
+ * value: the base weight and the modules' factors (file-backed mappings:
+ * read again from the file should a later merge need them). */
+static void release_inputs(const wt_source *base, const contrib *c, int n, const wt_lora_use *uses)
+{
+    wt_release(base, c[0].target);
+    for (int i = 0; i < n; i++) {
+        const wt_lora *l = uses[c[i].use].lora;
+        const wt_lora_module *m = &l->mods[c[i].mod];
+        for (int p = 0; p < WT_LP_COUNT; p++)
+            if (m->part[p]) wt_release(l->src, m->part[p]);
+    }
+}
+
 wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
                           fm_error *err)
+{
+    return wt_merged_open_as(base, uses, n_uses, prev_src, FM_DT_F32, err);
+}
+
+wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
+                             core_dtype unet_dtype, fm_error *err)
 {
     wt_merged *prev = prev_src && prev_src->ops == &merged_ops ? (wt_merged *)prev_src : NULL;
     wt_merged *s = calloc(1, sizeof *s);
@@ -375,17 +423,21 @@ wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n_
         int j = i + 1;
         while (j < nc && c[j].target == c[i].target) j++;
         merged_tensor *mt = &s->v[s->n++];
+        const wt_lora_module *m0 = &uses[c[i].use].lora->mods[c[i].mod];
         mt->t = *c[i].target;
-        mt->t.dtype = FM_DT_F32;
-        mt->t.nbytes = sizeof(float) * (size_t)wt_numel(c[i].target);
+        /* the text encoders compute in float32 whatever the U-Net's mode */
+        mt->t.dtype = m0->te || unet_dtype != FM_DT_BF16 ? FM_DT_F32 : FM_DT_BF16;
+        mt->t.nbytes = core_dtype_bytes(mt->t.dtype, (size_t)wt_numel(c[i].target));
         if (!(mt->sig = signature(c + i, j - i, uses))) goto oom;
         merged_tensor *old = prev ? merged_find(prev, mt->t.name) : NULL;
-        if (old && old->data && old->sig && !strcmp(old->sig, mt->sig)) {
+        if (old && old->data && old->sig && old->t.dtype == mt->t.dtype && !strcmp(old->sig, mt->sig)) {
             mt->data = old->data; /* unchanged: taken over, not recomputed */
             old->data = NULL;
             s->reused++;
         } else if (merge_one(mt, c + i, j - i, uses)) {
             goto oom;
+        } else {
+            release_inputs(base, c + i, j - i, uses);
         }
         mt->t.data = mt->data;
         i = j;

@@ -79,7 +79,7 @@ static void q_close(wt_source *s)
     free(q);
 }
 
-static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, q_meta_at};
+static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, q_meta_at, NULL};
 
 /* t's data converted to dtype into dst (a float32 scratch of numel). */
 static int convert_one(void *dst, const wt_tensor *from, core_dtype to, float *f32)

@@ -195,14 +195,28 @@ static int src_meta_at(const wt_source *s, int i, const char **key, const char *
     *value = of(s)->meta[i].value;
     return 0;
 }
-static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL, src_meta_at};
+/* The pages wholly inside t: the file's mapping is private and read-only,
+ * so MADV_DONTNEED drops them and a later read faults them back in from
+ * the file (the page cache), unchanged. */
+static void src_release(const wt_source *s, const wt_tensor *t)
+{
+    const wt_safetensors *st = of(s);
+    uintptr_t map = (uintptr_t)st->map, lo = (uintptr_t)t->data, hi = lo + t->nbytes;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (lo < map || hi > map + st->map_size) return; /* not this file's bytes */
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL, src_meta_at, src_release};
 
 static void src_close_owned(wt_source *s)
 {
     wt_st_close((wt_safetensors *)s);
     free(s);
 }
-static const wt_source_ops st_owned_ops = {src_count, src_at, src_find, src_meta, src_close_owned, src_meta_at};
+static const wt_source_ops st_owned_ops = {src_count, src_at, src_find, src_meta, src_close_owned, src_meta_at,
+                                           src_release};
 
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)

@@ -42,6 +42,11 @@ typedef struct wt_source_ops {
     /* The i-th metadata entry, any order: 0, or -1 past the last (for
      * fmimage convert, which keeps them). NULL: the format has none. */
     int (*meta_at)(const wt_source *s, int i, const char **key, const char **value);
+    /* Drops t's pages from memory (a hint; t stays readable, its bytes come
+     * back from the file when next touched): a LoRA merge calls it on the
+     * weights it has replaced, so they stop counting in RSS. NULL: the
+     * source's memory is not file-backed and stays. */
+    void (*release)(const wt_source *s, const wt_tensor *t);
 } wt_source_ops;
 
 struct wt_source {
@@ -53,6 +58,10 @@ static inline int wt_count(const wt_source *s) { return s->ops->count(s); }
 static inline const wt_tensor *wt_at(const wt_source *s, int i) { return s->ops->at(s, i); }
 static inline const wt_tensor *wt_find(const wt_source *s, const char *name) { return s->ops->find(s, name); }
 static inline const char *wt_meta(const wt_source *s, const char *key) { return s->ops->meta(s, key); }
+static inline void wt_release(const wt_source *s, const wt_tensor *t)
+{
+    if (s->ops->release) s->ops->release(s, t);
+}
 static inline int wt_meta_at(const wt_source *s, int i, const char **key, const char **value)
 {
     return s->ops->meta_at ? s->ops->meta_at(s, i, key, value) : -1;
