@@ -146,6 +146,37 @@ static inline char *cu_manifests(const char *dir, size_t *len)
     return all;
 }
 
+/* Runs the CLI with args (NULL-terminated, at most 48) plus "-q -o
+ * DIR/NAME.png" and returns that image's RGB (malloc'd); fails the test if
+ * the run fails or the image is not 64x64 (every caller draws the goldens'
+ * 64x64 case). */
+static inline uint8_t *cu_draw64(const char *dir, const char *name, const char *const *args)
+{
+    char out[1024], err[4096];
+    snprintf(out, sizeof out, "%s/%s.png", dir, name);
+    const char *argv[56];
+    int n = 0;
+    while (args[n] && n < 48) argv[n] = args[n], n++;
+    argv[n++] = "-q", argv[n++] = "-o", argv[n++] = out, argv[n] = NULL;
+    int code = cu_run(argv, err, sizeof err);
+    if (code) fail_msg("%s: exit %d: %s", name, code, err);
+    int w, h;
+    fm_error e = {0};
+    uint8_t *rgb = fm_image_read(out, &w, &h, &e);
+    if (!rgb) fail_msg("%s", e.msg);
+    assert_int_equal(w, 64);
+    assert_int_equal(h, 64);
+    return rgb;
+}
+
+/* PSNR in dB of two 8-bit buffers of n values (INFINITY when equal). */
+static inline double cu_psnr8(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    double se = 0;
+    for (size_t i = 0; i < n; i++) se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)n));
+}
+
 /* Share of 8-bit values of two same-size PNGs that differ by at most 1. */
 static inline double cu_png_within_1(const char *a, const char *b)
 {

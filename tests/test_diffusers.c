@@ -73,17 +73,9 @@ static void test_tensors_equal_diffusers_conversion(void **state)
 
 static uint8_t *draw(const char *model, const char *name)
 {
-    char out[400], err[4096];
-    snprintf(out, sizeof out, "%s/%s.png", dir, name);
     const char *args[] = {"-m", model, "a red fox in snow", "--seed", "42", "-W", "64", "-H", "64", "--sampler", "euler",
-                          "--steps", "4", "-q", "--precision", "fp32", "-o", out, NULL};
-    int code = cu_run(args, err, sizeof err);
-    if (code) fail_msg("%s: exit %d: %s", model, code, err);
-    int w, h;
-    fm_error e = {0};
-    uint8_t *rgb = fm_image_read(out, &w, &h, &e);
-    if (!rgb) fail_msg("%s", e.msg);
-    return rgb;
+                          "--steps", "4", "--precision", "fp32", NULL};
+    return cu_draw64(dir, name, args);
 }
 
 /* The folder and the single file `fmimage convert` makes of it (whose

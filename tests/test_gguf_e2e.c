@@ -133,27 +133,10 @@ static void test_files_equal_reference(void **state)
 /* Runs the CLI on model (extra options may follow), returns the RGB. */
 static uint8_t *draw(const char *model, const char *name, const char *type)
 {
-    char out[300], err[4096];
-    snprintf(out, sizeof out, "%s/%s.png", dir, name);
     const char *args[] = {"-m", model, "a red fox in snow", "--seed", "42", "-W", "64", "-H", "64",
-                          "--sampler", "euler", "--steps", "6", "--cfg", "7.5", "-q", "--precision", "fp32",
-                          "-o", out, type ? "--type" : NULL, type, NULL};
-    int code = cu_run(args, err, sizeof err);
-    if (code) fail_msg("%s: exit %d: %s", model, code, err);
-    int w, h;
-    fm_error e = {0};
-    uint8_t *rgb = fm_image_read(out, &w, &h, &e);
-    if (!rgb) fail_msg("%s", e.msg);
-    assert_int_equal(w, 64);
-    assert_int_equal(h, 64);
-    return rgb;
-}
-
-static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    double se = 0;
-    for (size_t i = 0; i < n; i++) se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)n));
+                          "--sampler", "euler", "--steps", "6", "--cfg", "7.5", "--precision", "fp32",
+                          type ? "--type" : NULL, type, NULL};
+    return cu_draw64(dir, name, args);
 }
 
 static void test_images(void **state)
@@ -163,9 +146,9 @@ static void test_images(void **state)
     uint8_t *ref = draw("tests/data/tiny-sd1.safetensors", "fp32", NULL);
     uint8_t *a = draw(st_f16, "st-f16", NULL), *b = draw(gguf_f16, "gguf-f16", NULL);
     assert_memory_equal(a, b, n); /* the same weights through either reader: the same image */
-    printf("  F16 (safetensors = GGUF) vs F32: %.2f dB\n", psnr(a, ref, n));
+    printf("  F16 (safetensors = GGUF) vs F32: %.2f dB\n", cu_psnr8(a, ref, n));
     uint8_t *q8 = draw(gguf_q8, "gguf-q8", NULL);
-    double p8 = psnr(q8, ref, n);
+    double p8 = cu_psnr8(q8, ref, n);
     printf("  GGUF Q8_0 vs F32: %.2f dB\n", p8);
     assert_true(p8 >= 30);
     free(a);
@@ -265,7 +248,7 @@ static void test_unet_only_with_parts(void **state)
     /* not bitwise: the part files carry no alphas_cumprod buffer, so the
      * schedule comes from the config's betas (float64) instead of the
      * checkpoint's float32 buffer, as in sd.cpp */
-    double p = psnr(rgb, whole, 64 * 64 * 3);
+    double p = cu_psnr8(rgb, whole, 64 * 64 * 3);
     printf("  U-Net-only GGUF + --vae + --clip_l vs the whole F16 file: %.2f dB\n", p);
     assert_true(p >= 40);
     free(rgb);
@@ -284,7 +267,7 @@ static void test_type_at_load(void **state)
         char name[32];
         snprintf(name, sizeof name, "type-%s", types[i]);
         uint8_t *q = draw("tests/data/tiny-sd1.safetensors", name, types[i]);
-        double p = psnr(q, ref, n);
+        double p = cu_psnr8(q, ref, n);
         printf("  --type %s vs F32: %.2f dB\n", types[i], p);
         assert_true(p >= floor_db[i]);
         free(q);

@@ -76,26 +76,12 @@ static wt_source *open_ok(const char *path)
     return s;
 }
 
+/* The e2e golden's settings (seed 42, euler, 6 steps, CFG 7.5) on model, fp32. */
 static uint8_t *draw(const char *model, const char *name)
 {
-    char out[400], err[4096];
-    snprintf(out, sizeof out, "%s/%s.png", dir, name);
     const char *args[] = {"-m", model, "a red fox in snow", "--seed", "42", "-W", "64", "-H", "64", "--sampler", "euler",
-                          "--steps", "6", "--cfg", "7.5", "-q", "--precision", "fp32", "-o", out, NULL};
-    int code = cu_run(args, err, sizeof err);
-    if (code) fail_msg("%s: exit %d: %s", model, code, err);
-    int w, h;
-    fm_error e = {0};
-    uint8_t *rgb = fm_image_read(out, &w, &h, &e);
-    if (!rgb) fail_msg("%s", e.msg);
-    return rgb;
-}
-
-static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    double se = 0;
-    for (size_t i = 0; i < n; i++) se += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)n));
+                          "--steps", "6", "--cfg", "7.5", "--precision", "fp32", NULL};
+    return cu_draw64(dir, name, args);
 }
 
 /* sd.cpp leaves out the DDPM buffers it recomputes, position_ids and
@@ -135,7 +121,7 @@ static void test_f16_file(void **state)
         char path[200];
         snprintf(path, sizeof path, SDCPP "tiny-sd1.%s.gguf", q[i]);
         uint8_t *c = draw(path, q[i]);
-        double p = psnr(c, b, 64 * 64 * 3);
+        double p = cu_psnr8(c, b, 64 * 64 * 3);
         printf("  sd.cpp %s vs F16: %.2f dB\n", q[i], p);
         assert_true(p >= floor_db[i]);
         free(c);
@@ -213,7 +199,7 @@ static void test_roundtrip(void **state)
     uint8_t *ref = draw("tests/data/tiny-sd1.safetensors", "rt-f32"), *a = draw(f16_cfg, "rt-st16"), *b = draw(f16, "rt-g16"),
             *c = draw(q8, "rt-q8");
     assert_memory_equal(a, b, 64 * 64 * 3);
-    double p = psnr(c, ref, 64 * 64 * 3);
+    double p = cu_psnr8(c, ref, 64 * 64 * 3);
     printf("  safetensors F32 -> GGUF Q8_0: %.2f dB\n", p);
     assert_true(p >= 30);
     free(ref);
