@@ -178,7 +178,7 @@ static const char *a_meta(const wt_source *s, const char *key)
 {
     return !strcmp(key, "fmimage.config") ? ((const arr_src *)s)->cfg : NULL;
 }
-static const wt_source_ops arr_ops = {a_count, a_at, a_find, a_meta, NULL};
+static const wt_source_ops arr_ops = {a_count, a_at, a_find, a_meta, NULL, NULL, NULL}; /* no close, meta_at or release */
 
 /* The tensors of st under prefix, renamed to add + the rest, into a file. */
 static void write_part(const wt_safetensors *st, const char *prefix, const char *add, const char *path, int gguf)
