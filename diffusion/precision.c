@@ -128,8 +128,8 @@ void df_prec_cache_key(char key[FM_PREC_KEY_MAX])
 {
     char cpu[160];
     cpu_model(cpu, sizeof cpu);
-    snprintf(key, FM_PREC_KEY_MAX, "%s\t%s%s%s\t%s", cpu, kn_isa_name(kn_isa_chosen()),
-             kn_has_bf16() ? "+avx512_bf16" : "", BUILD_TAG, FM_VERSION);
+    snprintf(key, FM_PREC_KEY_MAX, "%s\t%s%s%s%s\t%s", cpu, kn_isa_name(kn_isa_chosen()),
+             kn_has_bf16() ? "+avx512_bf16" : "", kn_has_amx() ? "+amx_bf16" : "", BUILD_TAG, FM_VERSION);
 }
 
 /* ---- parsing ---- */
@@ -430,9 +430,10 @@ static void prec_auto_why(const df_prec_auto *a, char *why, size_t size)
         else snprintf(tail, sizeof tail, "measured now; cache %s", a->cache);
         break;
     }
-    snprintf(why, size, "auto = %s (bf16 measured %.2fx the fp32 speed for the U-Net, %.2fx for the VAE on this CPU; "
+    snprintf(why, size, "auto = %s (bf16 measured %.2fx the fp32 speed for the U-Net, %.2fx for the VAE on this CPU%s; "
                         "bf16 needs %.2fx; %s)",
-             mode, df_prec_speed_unet(&a->times), df_prec_speed_vae(&a->times), FM_PREC_MARGIN, tail);
+             mode, df_prec_speed_unet(&a->times), df_prec_speed_vae(&a->times),
+             kn_has_amx() ? ", on AMX tiles" : "", FM_PREC_MARGIN, tail);
 }
 
 /* ---- the model's ---- */

@@ -166,6 +166,32 @@ void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src,
     }
 }
 
+/* Packed f32 panels [kc][panel] -> bf16 pair rows [panel][(kc+1)/2]: each
+ * pair-row is converted whole (vectorised), then scattered down the rows. */
+void gemm_panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
+                              int panel, const float *zeros)
+{
+    int kc2 = (kc + 1) / 2;
+    uint32_t pairs[64]; /* panel <= 64 */
+    for (int p = 0; p < n_panels; p++) {
+        const float *s = src + (size_t)p * kc * panel;
+        uint32_t *d = dst + (size_t)p * kc2 * panel;
+        for (int k = 0; k < kc2; k++) {
+            const float *odd = 2 * k + 1 < kc ? s + (size_t)(2 * k + 1) * panel : zeros;
+            arch->pair_bf16(pairs, s + (size_t)2 * k * panel, odd, panel);
+            for (int r = 0; r < panel; r++) d[(size_t)r * kc2 + k] = pairs[r];
+        }
+    }
+}
+
+/* A-side bf16 panels in the layout the arch's micro-kernel reads. */
+static void a_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
+                             int panel, const float *zeros)
+{
+    if (arch->a_rows) gemm_panels_to_bf16_rows(arch, dst, src, n_panels, kc, panel, zeros);
+    else gemm_panels_to_bf16(arch, dst, src, n_panels, kc, panel, zeros);
+}
+
 /* ---- driver ---- */
 
 typedef struct tiling {
@@ -264,7 +290,7 @@ static const uint32_t *shared_bf16(const shared_pack *sp, int k0, int kc, int ro
 /* Packs this thread's share of sp (a worksharing loop: every thread of the
  * region must call it). */
 static void shared_fill(const gemm_problem *p, const gemm_arch *arch, const tiling *t, const gemm_operand *op,
-                        int rows, const shared_pack *sp, gemm_bufs *bf)
+                        int rows, int is_a, const shared_pack *sp, gemm_bufs *bf)
 {
     int panels = sp->rows_pad / sp->width, chunks = (panels + STAGE_PANELS - 1) / STAGE_PANELS;
     int slices = (p->K + t->kc - 1) / t->kc;
@@ -275,8 +301,9 @@ static void shared_fill(const gemm_problem *p, const gemm_arch *arch, const tili
         int row0 = p0 * sp->width;
         if (p->bf16) {
             gemm_pack(op, 0, rows, bf->stage, row0, np * sp->width, k0, kc, sp->width);
-            gemm_panels_to_bf16(arch, (uint32_t *)shared_bf16(sp, k0, kc, row0), bf->stage, np, kc, sp->width,
-                                bf->zeros);
+            uint32_t *dst = (uint32_t *)shared_bf16(sp, k0, kc, row0);
+            if (is_a) a_panels_to_bf16(arch, dst, bf->stage, np, kc, sp->width, bf->zeros);
+            else gemm_panels_to_bf16(arch, dst, bf->stage, np, kc, sp->width, bf->zeros);
         } else {
             gemm_pack(op, 0, rows, (float *)shared_f32(sp, k0, kc, row0), row0, np * sp->width, k0, kc, sp->width);
         }
@@ -320,7 +347,7 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
             ap2 = p->bf16 ? shared_bf16(sa, k0, kc, m0) : NULL;
         } else {
             gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
-            if (p->bf16) gemm_panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
+            if (p->bf16) a_panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
         }
         for (int j = 0; j < nt; j += NR) {
             int nv = nt - j < NR ? nt - j : NR;
@@ -388,6 +415,9 @@ static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L
     const gemm_arch *arch = gemm_arch_get();
     gemm_problem q = *p;
     if (q.bf16 && !arch->bf16) q.bf16 = 0; /* no native bf16: full precision */
+#if defined(__x86_64__)
+    if (q.bf16 && kn_has_amx()) arch = &gemm_arch_amx;
+#endif
     if (q.c_fold && q.c_fold % arch->nr) { /* tiles would straddle items: unfold */
         q.N = q.c_fold;
         q.batch = q.N ? p->N / q.c_fold : 0;
@@ -471,10 +501,12 @@ static int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
             if (L.sa.on || L.sb.on) bf.stage = (float *)(mine + L.off_stage);
         }
         /* the shared packs are complete at the implicit barrier of each fill */
-        if (L.sa.on) shared_fill(q, arch, &L.t, &q->a, q->M, &L.sa, &bf);
-        if (L.sb.on) shared_fill(q, arch, &L.t, &q->b, q->N, &L.sb, &bf);
+        if (L.sa.on) shared_fill(q, arch, &L.t, &q->a, q->M, 1, &L.sa, &bf);
+        if (L.sb.on) shared_fill(q, arch, &L.t, &q->b, q->N, 0, &L.sb, &bf);
+        if (arch->begin) arch->begin();
 #pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < L.tasks; task++) run_task(q, arch, &L.t, task, &bf, &L.sa, &L.sb);
+        if (arch->end) arch->end();
     }
     return 0;
 }

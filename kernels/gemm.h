@@ -38,6 +38,12 @@ typedef struct gemm_arch {
     gemm_ukernel_f32 f32;
     gemm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
     gemm_pair_bf16_fn pair_bf16;
+    /* A panels in bf16 are rows [mr][kc2] (pairs contiguous along K) instead
+     * of [kc2][mr]: AMX's A-tile layout (gemm_panels_to_bf16_rows). */
+    int a_rows;
+    /* Called by each thread before its first and after its last micro-kernel
+     * call of a GEMM (AMX: load and release the tile configuration); or NULL. */
+    void (*begin)(void), (*end)(void);
     /* One online-softmax step over a block of scores st [kb][NR] (one column
      * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
      * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
@@ -61,6 +67,10 @@ extern const gemm_arch gemm_arch_generic;
 extern const gemm_arch gemm_arch_avx2;
 extern const gemm_arch gemm_arch_avx512;
 extern const gemm_arch gemm_arch_avx512_bf16;
+/* AMX-BF16, for bf16 problems of the driver only (kn_has_amx). */
+extern const gemm_arch gemm_arch_amx;
+/* The AVX-512 set's f32 pairs -> bf16 pairs conversion (also AMX's). */
+void gemm_pair_bf16_avx512(uint32_t *dst, const float *k0, const float *k1, int n);
 #endif
 
 /* ---- operands ---- */
@@ -105,6 +115,10 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
  * zeros: `panel` zero floats (the partner of an odd last k). */
 void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                          int kc, int panel, const float *zeros);
+
+/* The same into rows [panel][(kc+1)/2] per panel (gemm_arch.a_rows). */
+void gemm_panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
+                              int panel, const float *zeros);
 
 /* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1

@@ -4,6 +4,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+#endif
 
 static const char *const isa_names[] = {"scalar", "avx2", "avx512"};
 
@@ -63,6 +70,37 @@ int kn_has_bf16(void)
 {
 #if defined(__x86_64__)
     return kn_isa_chosen() == FM_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+#if defined(__x86_64__) && defined(__linux__)
+/* CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE. */
+static int cpu_has_amx_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (d >> 22 & 1) && (d >> 24 & 1);
+}
+#endif
+
+/* AMX-BF16 tiles usable: the CPU has them, the kernels run AVX-512 with
+ * bf16, FM_AMX is not "0", and Linux granted this process the tile state
+ * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, asked once). */
+int kn_has_amx(void)
+{
+#if defined(__x86_64__) && defined(__linux__)
+    static int cached = -1; /* -1 = not asked yet; racing threads ask alike */
+    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        const char *env = getenv("FM_AMX");
+        v = 0;
+        if (kn_has_bf16() && cpu_has_amx_bf16() && !(env && !strcmp(env, "0")))
+            v = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+        __atomic_store_n(&cached, v, __ATOMIC_RELEASE);
+    }
+    return v;
 #else
     return 0;
 #endif

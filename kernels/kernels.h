@@ -237,6 +237,8 @@ int kn_isa_supported(kn_isa isa); /* this CPU can run it */
 const char *kn_isa_name(kn_isa isa);
 /* Whether kn_mat_pack(m, FM_PREC_BF16) uses native bf16 dot products here. */
 int kn_has_bf16(void);
+/* AMX-BF16 tiles in use for bf16 GEMMs and convolutions (FM_AMX=0 turns them off). */
+int kn_has_amx(void);
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
 void kn_mat_row(float *dst, const kn_mat *m, int r);

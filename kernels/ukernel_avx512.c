@@ -90,7 +90,7 @@ static inline __m512i round_bf16(__m512 x)
     return _mm512_srli_epi32(_mm512_add_epi32(i, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
 }
 
-static void pair_bf16(uint32_t *dst, const float *k0, const float *k1, int n)
+void gemm_pair_bf16_avx512(uint32_t *dst, const float *k0, const float *k1, int n)
 {
     int i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -180,7 +180,7 @@ static void affine_avx512(float *y, const float *x, size_t n, float mean, float 
 
 const gemm_arch gemm_arch_avx512 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
-    .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = pair_bf16,
+    .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = gemm_pair_bf16_avx512,
     .softmax_cols = softmax_cols_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };
@@ -188,7 +188,7 @@ const gemm_arch gemm_arch_avx512 = {
 /* Same micro-kernels with the bf16 one, for CPUs with AVX512_BF16. */
 const gemm_arch gemm_arch_avx512_bf16 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
-    .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = pair_bf16,
+    .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = gemm_pair_bf16_avx512,
     .softmax_cols = softmax_cols_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };

@@ -206,6 +206,12 @@ static void test_linear_bf16_mode(void **state)
     linear_case(130, 320, 97, FM_DT_F16, 1, FM_PREC_BF16);
     linear_case(300, 1281, 133, FM_DT_BF16, 0, FM_PREC_BF16);
     linear_case(1000, 321, 70, FM_DT_F16, 1, FM_PREC_BF16);
+    /* AMX's tile edges: fewer than 16 rows, columns or pairs; whole tiles;
+     * several K slices */
+    linear_case(1, 7, 5, FM_DT_F32, 1, FM_PREC_BF16);
+    linear_case(33, 31, 17, FM_DT_F16, 0, FM_PREC_BF16);
+    linear_case(64, 64, 64, FM_DT_F16, 1, FM_PREC_BF16);
+    linear_case(100, 2880, 320, FM_DT_F16, 1, FM_PREC_BF16);
 }
 
 /* ---- convolution ---- */
@@ -284,6 +290,8 @@ static void test_conv2d_bf16_mode(void **state)
     conv_run(&conv_cases[1], FM_DT_F16, 1, FM_PREC_BF16);
     conv_run(&conv_cases[3], FM_DT_F32, 1, FM_PREC_BF16);
     conv_run(&conv_cases[6], FM_DT_BF16, 0, FM_PREC_BF16);
+    conv_run(&conv_cases[7], FM_DT_F16, 1, FM_PREC_BF16); /* K 36: one partial AMX step */
+    conv_run(&conv_cases[10], FM_DT_F32, 1, FM_PREC_BF16);
 }
 
 /* ---- caller-owned scratch ---- */
@@ -950,13 +958,14 @@ static void test_isa(void **state)
 }
 
 /* Re-runs this program with FM_ISA=name; returns its exit status. */
-static int run_with_isa(char **argv, const char *name)
+/* Runs this test again in a child with env var `var` set to `name`. */
+static int run_with(char **argv, const char *var, const char *name)
 {
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        setenv("FM_ISA", name, 1);
+        setenv(var, name, 1);
         execv("/proc/self/exe", argv);
         _exit(127);
     }
@@ -990,13 +999,21 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_attention_bf16_mode),
         cmocka_unit_test(test_data_movement),
     };
+    /* The bf16 mode runs on AMX tiles where the CPU has them: say which, and
+     * test the AVX-512-BF16 kernels too, with AMX turned off. */
+    if (kn_has_amx()) print_message("bf16 mode: AMX-BF16 tiles\n");
+    else if (!getenv("FM_AMX")) print_message("AMX kernels: skipped, not in use here (no AMX on this CPU, FM_ISA below avx512, or not granted)\n");
     int fails = cmocka_run_group_tests(tests, NULL, NULL);
-    if (!getenv("FM_ISA")) {
+    if (kn_has_amx() && !getenv("FM_ISA")) {
+        print_message("== again with FM_AMX=0\n");
+        fails += run_with(argv, "FM_AMX", "0") != 0;
+    }
+    if (!getenv("FM_ISA") && !getenv("FM_AMX")) {
         kn_isa best = kn_isa_chosen();
         for (int i = (int)best - 1; i >= FM_ISA_SCALAR; i--)
             if (kn_isa_supported((kn_isa)i)) {
                 print_message("== again with FM_ISA=%s\n", kn_isa_name((kn_isa)i));
-                fails += run_with_isa(argv, kn_isa_name((kn_isa)i)) != 0;
+                fails += run_with(argv, "FM_ISA", kn_isa_name((kn_isa)i)) != 0;
             }
     }
     return fails ? 1 : 0;

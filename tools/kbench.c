@@ -189,12 +189,13 @@ int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 3;
     int conv_only = argc > 2 && !strcmp(argv[2], "conv"); /* kbench N conv: only direct vs Winograd */
+    int gemm_only = argc > 2 && !strcmp(argv[2], "gemm"); /* kbench N gemm: only the GEMM-engine rows */
     if (reps < 1) reps = 1;
     if (reps > 15) reps = 15;
     g_reps = reps;
     if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(2);
-    printf("kernels: %s%s, %d threads\n", kn_isa_name(kn_isa_chosen()), kn_has_bf16() ? " +bf16" : "",
-           omp_get_max_threads());
+    printf("kernels: %s%s%s, %d threads\n", kn_isa_name(kn_isa_chosen()), kn_has_bf16() ? " +bf16" : "",
+           kn_has_amx() ? " +amx" : "", omp_get_max_threads());
     double peak = fma_peak_gflops();
     if (peak <= 0) peak = 1.0; /* no SIMD: percentages are then plain GFLOP/s */
     printf("FP32 FMA peak (CPU time, all threads): %.1f GFLOP/s\n", peak);
@@ -233,6 +234,7 @@ int main(int argc, char **argv)
         core_free((void *)ln.w.data); core_free(wf); core_free((void *)ln.bias); core_free(ln.x); core_free(ln.y);
     }
 
+    if (gemm_only) return 0;
     att_ctx at = {.n = 4096, .heads = 8, .d = 40};
     size_t na = (size_t)at.n * at.heads * at.d;
     at.q = rnd(na, 10); at.k = rnd(na, 11); at.v = rnd(na, 12); at.o = core_alloc(sizeof(float) * na);
