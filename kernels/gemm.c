@@ -168,8 +168,8 @@ void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src,
 
 /* Packed f32 panels [kc][panel] -> bf16 pair rows [panel][(kc+1)/2]: each
  * pair-row is converted whole (vectorised), then scattered down the rows. */
-void gemm_panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
-                              int panel, const float *zeros)
+static void panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
+                                int panel, const float *zeros)
 {
     int kc2 = (kc + 1) / 2;
     uint32_t pairs[64]; /* panel <= 64 */
@@ -188,7 +188,7 @@ void gemm_panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float 
 static void a_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
                              int panel, const float *zeros)
 {
-    if (arch->a_rows) gemm_panels_to_bf16_rows(arch, dst, src, n_panels, kc, panel, zeros);
+    if (arch->a_rows) panels_to_bf16_rows(arch, dst, src, n_panels, kc, panel, zeros);
     else gemm_panels_to_bf16(arch, dst, src, n_panels, kc, panel, zeros);
 }
 

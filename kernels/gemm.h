@@ -39,7 +39,7 @@ typedef struct gemm_arch {
     gemm_ukernel_bf16 bf16;    /* NULL: no native bf16 dot product */
     gemm_pair_bf16_fn pair_bf16;
     /* A panels in bf16 are rows [mr][kc2] (pairs contiguous along K) instead
-     * of [kc2][mr]: AMX's A-tile layout (gemm_panels_to_bf16_rows). */
+     * of [kc2][mr]: AMX's A-tile layout (panels_to_bf16_rows in gemm.c). */
     int a_rows;
     /* Called by each thread before its first and after its last micro-kernel
      * call of a GEMM (AMX: load and release the tile configuration); or NULL. */
@@ -115,10 +115,6 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
  * zeros: `panel` zero floats (the partner of an odd last k). */
 void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                          int kc, int panel, const float *zeros);
-
-/* The same into rows [panel][(kc+1)/2] per panel (gemm_arch.a_rows). */
-void gemm_panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
-                              int panel, const float *zeros);
 
 /* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1
