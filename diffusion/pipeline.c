@@ -451,6 +451,19 @@ static void decode_release(decode_plan *dp)
     core_free(dp->arena);
 }
 
+/* The U-Net and the text encoders are done with this image: their weights'
+ * file pages are dropped (wt_release) so that the decoder's arena is not
+ * added on top of them in the peak RSS; the next image faults them back
+ * from the page cache. The VAE's (ldm names) stay. */
+static void release_denoiser_pages(const fm_model *m)
+{
+    const wt_source *s = m->lora.merged ? m->lora.merged : m->src;
+    for (int i = 0; i < wt_count(s); i++) {
+        const wt_tensor *t = wt_at(s, i);
+        if (strncmp(t->name, "first_stage_model.", 18)) wt_release(s, t);
+    }
+}
+
 /* Decodes latent x [c][lh][lw] (n floats) into rgb [H][W][3]. */
 static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t n, int lh, int lw,
                          const decode_plan *dp, uint8_t *rgb, fm_error *err)
@@ -461,6 +474,7 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
                                 m->cfg.vae.embed_dim);
     float *img = dp->img;
     int rc = 0, taesd = p->taesd_path != NULL;
+    release_denoiser_pages(m);
     if (taesd) {
         rc = vae_taesd_decode_in(m->taesd, img, 3 * px, x, n, lh, lw, dp->arena, dp->bytes, err);
     } else {

@@ -3,6 +3,7 @@
  * checkpoint tiny-sd1-f16.ckpt holds torch's .half() of tiny-sd1. */
 #include "cliutil.h"
 
+#include "weights/quantise.h"
 #include "weights/source.h"
 
 #define CKPT "tests/data/pickles/tiny-sd1-f16.ckpt"
@@ -117,6 +118,40 @@ static void test_ckpt_image(void **state)
     free(pb);
 }
 
+/* A scalar (full checkpoints carry model_ema.decay, shape []) is written to
+ * GGUF as ggml writes one: one dimension of 1, the same bytes. */
+static void test_gguf_scalar(void **state)
+{
+    (void)state;
+    char st[300], gg[300];
+    snprintf(st, sizeof st, "%s/scalar.safetensors", dir);
+    snprintf(gg, sizeof gg, "%s/scalar.gguf", dir);
+    static const char header[] = "{\"model_ema.decay\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}";
+    uint64_t hn = sizeof header - 1;
+    float decay = 0.9999f;
+    FILE *f = fopen(st, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(&hn, 8, 1, f), 1);
+    assert_int_equal(fwrite(header, 1, hn, f), hn);
+    assert_int_equal(fwrite(&decay, 4, 1, f), 1);
+    assert_int_equal(fclose(f), 0);
+    fm_error e = {0};
+    wt_source *s = wt_open(st, &e);
+    if (!s) fail_msg("%s", e.msg);
+    assert_int_equal(wt_at(s, 0)->ndim, 0);
+    if (wt_gguf_write(gg, s, NULL, 0, &e)) fail_msg("%s", e.msg);
+    wt_close(s);
+    wt_source *g = wt_open(gg, &e);
+    if (!g) fail_msg("%s", e.msg);
+    const wt_tensor *t = wt_find(g, "model_ema.decay");
+    assert_non_null(t);
+    assert_int_equal(t->ndim, 1);
+    assert_int_equal(t->shape[0], 1);
+    assert_int_equal(t->dtype, FM_DT_F32);
+    assert_memory_equal(t->data, &decay, 4);
+    wt_close(g);
+}
+
 static int dir_entries(const char *d)
 {
     DIR *h = opendir(d);
@@ -175,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_type_f16_is_torch_half),
         cmocka_unit_test(test_ckpt_image),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_gguf_scalar),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -456,7 +456,8 @@ static void gguf_free(wt_gguf *g)
 }
 
 static void src_close(wt_source *s) { gguf_free((wt_gguf *)s); }
-static const wt_source_ops gguf_ops = {src_count, src_at, src_find, src_meta, src_close, src_meta_at, NULL};
+static void src_release(const wt_source *s, const wt_tensor *t) { wt_release_mapped(of(s)->map, of(s)->size, t); }
+static const wt_source_ops gguf_ops = {src_count, src_at, src_find, src_meta, src_close, src_meta_at, src_release};
 
 /* Names and values in a message come from the file: keep it one line. */
 static void one_line(fm_error *err)

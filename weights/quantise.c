@@ -79,7 +79,15 @@ static void q_close(wt_source *s)
     free(q);
 }
 
-static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, q_meta_at, NULL};
+/* Only the tensors kept as they were point into inner. */
+static void q_release(const wt_source *s, const wt_tensor *t)
+{
+    const quantised *q = qof(s);
+    const wt_tensor *inner_t = wt_find(q->inner, t->name);
+    if (inner_t && inner_t->data == t->data) wt_release(q->inner, inner_t);
+}
+
+static const wt_source_ops quantised_ops = {q_count, q_at, q_find, q_meta, q_close, q_meta_at, q_release};
 
 /* t's data converted to dtype into dst (a float32 scratch of numel). */
 static int convert_one(void *dst, const wt_tensor *from, core_dtype to, float *f32)
@@ -138,6 +146,8 @@ wt_source *wt_quantised(wt_source *inner, core_dtype want, int ggml_rows, fm_err
             void *dst = (char *)q->block + at[i];
             if (convert_one(dst, wt_at(inner, i), q->tensors[i].dtype, f32)) failed = 1;
             q->tensors[i].data = dst;
+            /* the original is not read again: its mapped pages stop counting in RSS */
+            wt_release(inner, wt_at(inner, i));
         }
         free(f32);
     }
@@ -202,10 +212,10 @@ int wt_gguf_write(const char *path, const wt_source *src, const char *const (*kv
     int n = wt_count(src);
     for (int i = 0; i < n; i++) {
         const wt_tensor *t = wt_at(src, i);
-        if (wt_gguf_type_of(t->dtype) < 0 || t->ndim < 1 || t->ndim > 4)
+        if (wt_gguf_type_of(t->dtype) < 0 || t->ndim > 4)
             return core_fail(err, FM_EINPUT, "%s: tensor %.200s: %s [%d dims] has no GGUF form", path, t->name,
                              core_dtype_name(t->dtype), t->ndim);
-        if (t->shape[t->ndim - 1] % core_dtype_block(t->dtype))
+        if (t->ndim && t->shape[t->ndim - 1] % core_dtype_block(t->dtype))
             return core_fail(err, FM_EINPUT, "%s: tensor %.200s: %s rows of %lld are not whole blocks", path, t->name,
                              core_dtype_name(t->dtype), (long long)t->shape[t->ndim - 1]);
     }
@@ -230,11 +240,14 @@ int wt_gguf_write(const char *path, const wt_source *src, const char *const (*kv
     for (int i = 0; i < n; i++) {
         const wt_tensor *t = wt_at(src, i);
         w_str(&w, t->name);
-        w_u32(&w, (uint32_t)t->ndim);
+        /* a scalar (a checkpoint's model_ema.decay) is ggml's: one dimension of 1 */
+        int ndim = t->ndim ? t->ndim : 1;
+        w_u32(&w, (uint32_t)ndim);
+        if (!t->ndim) w_u64(&w, 1);
         for (int d = t->ndim - 1; d >= 0; d--) w_u64(&w, (uint64_t)t->shape[d]); /* ne: fastest first */
         w_u32(&w, (uint32_t)wt_gguf_type_of(t->dtype));
         w_u64(&w, off);
-        at += 8 + strlen(t->name) + 4 + 8 * (uint64_t)t->ndim + 4 + 8;
+        at += 8 + strlen(t->name) + 4 + 8 * (uint64_t)ndim + 4 + 8;
         off += (t->nbytes + ALIGN - 1) / ALIGN * ALIGN;
     }
     w_pad(&w, &at, ALIGN);

@@ -195,19 +195,7 @@ static int src_meta_at(const wt_source *s, int i, const char **key, const char *
     *value = of(s)->meta[i].value;
     return 0;
 }
-/* The pages wholly inside t: the file's mapping is private and read-only,
- * so MADV_DONTNEED drops them and a later read faults them back in from
- * the file (the page cache), unchanged. */
-static void src_release(const wt_source *s, const wt_tensor *t)
-{
-    const wt_safetensors *st = of(s);
-    uintptr_t map = (uintptr_t)st->map, lo = (uintptr_t)t->data, hi = lo + t->nbytes;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    if (lo < map || hi > map + st->map_size) return; /* not this file's bytes */
-    lo = (lo + page - 1) / page * page;
-    hi = hi / page * page;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
+static void src_release(const wt_source *s, const wt_tensor *t) { wt_release_mapped(of(s)->map, of(s)->map_size, t); }
 static const wt_source_ops st_ops = {src_count, src_at, src_find, src_meta, NULL, src_meta_at, src_release};
 
 static void src_close_owned(wt_source *s)

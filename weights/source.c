@@ -3,8 +3,11 @@
 #include "weights/source.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int64_t wt_numel(const wt_tensor *t)
 {
@@ -89,4 +92,14 @@ void wt_convert_f32(float *dst, const wt_tensor *t)
         memcpy(buf, (const char *)t->data + i * es, k * es);
         core_convert_to_f32(dst + i, buf, t->dtype, k);
     }
+}
+
+void wt_release_mapped(const void *map, size_t size, const wt_tensor *t)
+{
+    uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes, at = (uintptr_t)map;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (lo < at || hi > at + size) return; /* not this file's bytes */
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }

@@ -62,6 +62,12 @@ static inline void wt_release(const wt_source *s, const wt_tensor *t)
 {
     if (s->ops->release) s->ops->release(s, t);
 }
+/* The release op of a source whose tensors lie in a private read-only file
+ * mapping [map, map + size): MADV_DONTNEED on the pages wholly inside t
+ * (a later read faults them back from the page cache, unchanged); nothing
+ * when t's bytes are not in the mapping. */
+void wt_release_mapped(const void *map, size_t size, const wt_tensor *t);
+
 static inline int wt_meta_at(const wt_source *s, int i, const char **key, const char **value)
 {
     return s->ops->meta_at ? s->ops->meta_at(s, i, key, value) : -1;

@@ -79,7 +79,8 @@ static int tf_meta_at(const wt_source *s, int i, const char **key, const char **
     return 0;
 }
 
-static const wt_source_ops tf_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close, tf_meta_at, NULL};
+static void tf_release(const wt_source *s, const wt_tensor *t) { wt_release_mapped(of(s)->map, of(s)->map_size, t); }
+static const wt_source_ops tf_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close, tf_meta_at, tf_release};
 
 /* The archive's directory name: the first member's, as torch reads it. */
 static const wt_zip_entry *find_pickle(const wt_zip *z, char *dir, size_t n)
