@@ -65,6 +65,17 @@ void kn_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float
                 acc += (double)x[(size_t)i * w->cols + k] * mat_at(w, o, k);
             y[(size_t)i * w->rows + o] = (float)acc;
         }
+    for (const kn_lowrank *l = w->lowrank; l; l = l->next) /* y += scale up (down x) */
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < w->rows; o++) {
+                double acc = 0;
+                for (int r = 0; r < l->down.rows; r++) {
+                    double t = 0;
+                    for (int k = 0; k < w->cols; k++) t += (double)x[(size_t)i * w->cols + k] * mat_at(&l->down, r, k);
+                    acc += t * mat_at(&l->up, o, r);
+                }
+                y[(size_t)i * w->rows + o] += (float)(l->scale * acc);
+            }
 }
 
 void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -102,6 +113,24 @@ void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int
                         }
                     y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] = (float)acc;
                 }
+    for (const kn_lowrank *l = c->w.lowrank; l; l = l->next) { /* y += scale up (down x) */
+        int r = l->down.rows;
+        kn_conv down = *c;
+        down.w = l->down;
+        down.bias = NULL;
+        down.cout = r;
+        float *t = malloc(sizeof(float) * (size_t)n * r * oh * ow);
+        if (!t) abort(); /* a reference for tests */
+        kn_conv2d_ref(t, x, &down, n, h, w);
+        for (int b = 0; b < n; b++)
+            for (int co = 0; co < c->cout; co++)
+                for (int p = 0; p < oh * ow; p++) {
+                    double acc = 0;
+                    for (int k = 0; k < r; k++) acc += (double)t[((size_t)b * r + k) * oh * ow + p] * mat_at(&l->up, co, k);
+                    y[((size_t)b * c->cout + co) * oh * ow + p] += (float)(l->scale * acc);
+                }
+        free(t);
+    }
 }
 
 void kn_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,
