@@ -432,7 +432,8 @@ static int factor_in_place(const wt_tensor *f)
 }
 
 /* Can contributions c[0..n) to one weight run at run time (kn_lowrank)?
- * Plain LoRA/LoCon pairs over all its rows, of a U-Net weight: a CP core,
+ * Plain LoRA/LoCon pairs over all its rows (not OpenCLIP's fused q/k/v
+ * blocks): a CP core,
  * DoRA's renormalisation (it needs the merged weight's norms), LoHa, LoKr,
  * full and bias updates are no low-rank product and are merged. A
  * convolution's down has the layer's kernel; its up is 1x1. */
@@ -441,7 +442,11 @@ static int runs_lowrank(const contrib *c, int n, const wt_lora_use *uses)
     for (int i = 0; i < n; i++) {
         const wt_lora_module *m = &uses[c[i].use].lora->mods[c[i].mod];
         const wt_tensor *t = m->target, *up = m->part[WT_LP_UP], *down = m->part[WT_LP_DOWN];
-        if (c[i].bias || m->te || m->kind != WT_LK_LORA || m->part[WT_LP_MID] || m->part[WT_LP_DORA]) return 0;
+        size_t nl = strlen(t->name);
+        /* a text encoder's weight without ".weight" (text_projection) is
+         * read by rows, not through kn_linear */
+        if (m->te && (nl < 7 || strcmp(t->name + nl - 7, ".weight"))) return 0;
+        if (c[i].bias || m->kind != WT_LK_LORA || m->part[WT_LP_MID] || m->part[WT_LP_DORA]) return 0;
         if (m->row0 || m->rows != dim0(t) || !factor_in_place(up) || !factor_in_place(down)) return 0;
         if (dim0(up) != dim0(t) || rest(up) != dim0(down) || rest(down) != rest(t)) return 0;
         int conv = t->ndim == 4 && t->shape[2] * t->shape[3] > 1;
@@ -467,7 +472,7 @@ static int lowrank_one(lowrank_tensor *lt, const contrib *c, int n, const wt_lor
         const wt_lora_use *u = &uses[c[i].use];
         const wt_lora_module *m = &u->lora->mods[c[i].mod];
         lt->chain[i] = (kn_lowrank){factor_mat(m->part[WT_LP_DOWN]), factor_mat(m->part[WT_LP_UP]),
-                                    m->scale * u->unet_mult, i + 1 < n ? &lt->chain[i + 1] : NULL};
+                                    m->scale * (m->te ? u->te_mult : u->unet_mult), i + 1 < n ? &lt->chain[i + 1] : NULL};
     }
     return 0;
 }
