@@ -288,7 +288,12 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
             else uses[i] = (wt_lora_use){lo, l.v[i].te, l.v[i].unet};
         }
         wt_source *merged = NULL;
-        if (!rc && l.n && !(merged = wt_merged_open_as(m->src, uses, l.n, s->merged, unet_dtype, err))) rc = FM_EINPUT;
+        /* fp32: LoRA pairs applied at run time (float32 copies of the U-Net's
+         * merged weights would be twice an F16 file's bytes) */
+        if (!rc && l.n &&
+            !(merged = unet_dtype == FM_DT_F32 ? wt_merged_open_lowrank(m->src, uses, l.n, s->merged, err)
+                                               : wt_merged_open_as(m->src, uses, l.n, s->merged, unet_dtype, err)))
+            rc = FM_EINPUT;
         if (!rc || s->merged) { /* prev's reused tensors now belong to merged: rebind either way */
             const wt_source *src = rc ? m->src : merged ? merged : m->src;
             int brc = rebind(m, src, rc ? NULL : err);
@@ -328,7 +333,7 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
                 s->info.modules += wt_lora_n_modules(keep[i].lora);
                 s->info.unmapped += wt_lora_n_unmapped(keep[i].lora);
             }
-            if (s->merged) s->info.tensors = wt_merged_count(s->merged, &s->info.reused);
+            if (s->merged) s->info.tensors = wt_merged_count(s->merged, &s->info.reused) + wt_merged_count_lowrank(s->merged);
             s->info.seconds = now() - t0;
         }
         free(uses);

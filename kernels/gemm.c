@@ -597,18 +597,69 @@ void kn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int 
     core_free(s.base);
 }
 
+/* ---- low-rank updates at run time (kn_lowrank) ----
+ * After the layer's own product: t = down x into the scratch's head, t *=
+ * scale, then y += up t (the GEMM with beta 1), per update of the chain.
+ * The scratch is the t of the widest update plus the largest GEMM scratch
+ * of the two products. */
+
+static size_t lowrank_t_floats(const kn_lowrank *l, size_t pixels) { return (size_t)l->down.rows * pixels; }
+
+static kn_scratch scratch_after(const kn_scratch *s, size_t head)
+{
+    return (kn_scratch){(char *)s->base + head, s->bytes > head ? s->bytes - head : 0, s->threads};
+}
+
+static size_t linear_lowrank_scratch(int n, const kn_mat *w, int threads)
+{
+    size_t need = 0;
+    for (const kn_lowrank *l = w->lowrank; l; l = l->next) {
+        gemm_problem d = linear_problem(NULL, NULL, n, &l->down, NULL), u = linear_problem(NULL, NULL, n, &l->up, NULL);
+        size_t g = gemm_scratch_bytes(&d, threads), gu = gemm_scratch_bytes(&u, threads);
+        size_t b = align64(sizeof(float) * lowrank_t_floats(l, (size_t)n)) + (g > gu ? g : gu);
+        if (b > need) need = b;
+    }
+    return need;
+}
+
+static int linear_lowrank_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w)
+{
+    for (const kn_lowrank *l = w->lowrank; l; l = l->next) {
+        size_t nt = lowrank_t_floats(l, (size_t)n);
+        float *t = s->base;
+        kn_scratch rest = scratch_after(s, align64(sizeof(float) * nt));
+        gemm_problem d = linear_problem(t, x, n, &l->down, NULL);
+        if (gemm_run_ws(&d, &rest)) return -1;
+        for (size_t i = 0; i < nt; i++) t[i] *= l->scale;
+        gemm_problem u = linear_problem(y, t, n, &l->up, NULL);
+        u.beta = 1.0f;
+        if (gemm_run_ws(&u, &rest)) return -1;
+    }
+    return 0;
+}
+
 size_t kn_linear_scratch(int n, const kn_mat *w, int threads)
 {
-    if (kn_q8_applies(w)) return kn_q8_linear_scratch(n, w);
-    gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
-    return gemm_scratch_bytes(&p, threads);
+    size_t lr = linear_lowrank_scratch(n, w, threads), main;
+    if (kn_q8_applies(w)) {
+        main = kn_q8_linear_scratch(n, w);
+    } else {
+        gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
+        main = gemm_scratch_bytes(&p, threads);
+    }
+    return main > lr ? main : lr;
 }
 
 int kn_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
-    if (kn_q8_applies(w)) return kn_q8_linear_ws(s, y, x, n, w, bias);
-    gemm_problem p = linear_problem(y, x, n, w, bias);
-    return gemm_run_ws(&p, s);
+    int rc;
+    if (kn_q8_applies(w)) {
+        rc = kn_q8_linear_ws(s, y, x, n, w, bias);
+    } else {
+        gemm_problem p = linear_problem(y, x, n, w, bias);
+        rc = gemm_run_ws(&p, s);
+    }
+    return rc ? rc : linear_lowrank_ws(s, y, x, n, w);
 }
 
 void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias)
@@ -622,20 +673,80 @@ void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bi
     core_free(s.base);
 }
 
+/* The convolutions of update l of c: down (c's geometry, r channels) and
+ * up (1x1, r -> cout). */
+static kn_conv lowrank_down_conv(const kn_conv *c, const kn_lowrank *l)
+{
+    kn_conv d = *c;
+    d.w = l->down;
+    d.bias = NULL;
+    d.cout = l->down.rows;
+    return d;
+}
+
+static kn_conv lowrank_up_conv(const kn_conv *c, const kn_lowrank *l)
+{
+    return (kn_conv){.w = l->up, .cin = l->up.cols, .cout = c->cout, .kh = 1, .kw = 1, .stride = 1};
+}
+
+static size_t conv_lowrank_scratch(const kn_conv *c, int n, int h, int w, int threads)
+{
+    size_t need = 0;
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
+    for (const kn_lowrank *l = c->w.lowrank; l; l = l->next) {
+        kn_conv dc = lowrank_down_conv(c, l), uc = lowrank_up_conv(c, l);
+        int m = kn_conv2d_tile(&dc, n, h, w);
+        gemm_problem dp = conv_problem(NULL, NULL, &dc, n, h, w), up = conv_problem(NULL, NULL, &uc, n, oh, ow);
+        size_t g = m ? kn_winograd_scratch(&dc, m, n, h, w, threads) : gemm_scratch_bytes(&dp, threads);
+        size_t gu = gemm_scratch_bytes(&up, threads);
+        size_t b = align64(sizeof(float) * lowrank_t_floats(l, (size_t)n * oh * ow)) + (g > gu ? g : gu);
+        if (b > need) need = b;
+    }
+    return need;
+}
+
+static int conv_lowrank_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
+{
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
+    for (const kn_lowrank *l = c->w.lowrank; l; l = l->next) {
+        size_t nt = lowrank_t_floats(l, (size_t)n * oh * ow);
+        float *t = s->base;
+        kn_scratch rest = scratch_after(s, align64(sizeof(float) * nt));
+        kn_conv dc = lowrank_down_conv(c, l), uc = lowrank_up_conv(c, l);
+        int m = kn_conv2d_tile(&dc, n, h, w);
+        gemm_problem dp = conv_problem(t, x, &dc, n, h, w);
+        if (m ? kn_winograd_ws(&rest, t, x, &dc, m, n, h, w) : gemm_run_ws(&dp, &rest)) return -1;
+        for (size_t i = 0; i < nt; i++) t[i] *= l->scale;
+        gemm_problem up = conv_problem(y, t, &uc, n, oh, ow);
+        up.beta = 1.0f;
+        if (gemm_run_ws(&up, &rest)) return -1;
+    }
+    return 0;
+}
+
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
+    size_t lr = conv_lowrank_scratch(c, n, h, w, threads), main;
     int m = kn_conv2d_tile(c, n, h, w);
-    if (m) return kn_winograd_scratch(c, m, n, h, w, threads);
-    gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
-    return gemm_scratch_bytes(&p, threads);
+    if (m) {
+        main = kn_winograd_scratch(c, m, n, h, w, threads);
+    } else {
+        gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
+        main = gemm_scratch_bytes(&p, threads);
+    }
+    return main > lr ? main : lr;
 }
 
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    int m = kn_conv2d_tile(c, n, h, w);
-    if (m) return kn_winograd_ws(s, y, x, c, m, n, h, w);
-    gemm_problem p = conv_problem(y, x, c, n, h, w);
-    return gemm_run_ws(&p, s);
+    int m = kn_conv2d_tile(c, n, h, w), rc;
+    if (m) {
+        rc = kn_winograd_ws(s, y, x, c, m, n, h, w);
+    } else {
+        gemm_problem p = conv_problem(y, x, c, n, h, w);
+        rc = gemm_run_ws(&p, s);
+    }
+    return rc ? rc : conv_lowrank_ws(s, y, x, c, n, h, w);
 }
 
 void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w)

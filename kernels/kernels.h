@@ -18,13 +18,30 @@
 #include "core/core.h"
 
 /* A weight matrix [rows][cols], rows = output features. */
+typedef struct kn_lowrank kn_lowrank;
+
 typedef struct kn_mat {
     const void *data;  /* row-major, dtype below; not owned */
     core_dtype dtype;    /* FM_DT_F32, FM_DT_F16, FM_DT_BF16 or a quantised type
                             (rows of whole blocks, dequantised while packing) */
     int rows, cols;
     int packed_kind;   /* kernel-private: the precision kn_mat_pack recorded */
+    const kn_lowrank *lowrank; /* updates applied at run time, or NULL; not owned */
 } kn_mat;
+
+/* A low-rank update of a weight W [rows][cols] applied at run time instead
+ * of merged into it (a LoRA in --precision fp32): the layer computes
+ * W x + scale * up (down x), which is (W + scale up down) x in exact
+ * arithmetic; the rounding differs from the merged weight's at float32's
+ * level. A linear's down is [r][cols]; a convolution's down is a
+ * convolution with the layer's kernel, stride and padding to r channels,
+ * its up a 1x1 [rows][r]. Both run in full precision whatever W's mode;
+ * next chains the updates of several adapters, applied in order. */
+struct kn_lowrank {
+    kn_mat down, up;
+    float scale;
+    const kn_lowrank *next;
+};
 
 /* Sets the precision m's products run in (FM_PREC_AUTO/FP32 keep full
  * precision); may be called again to change it. Returns 0.

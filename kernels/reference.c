@@ -65,6 +65,17 @@ void kn_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float
                 acc += (double)x[(size_t)i * w->cols + k] * mat_at(w, o, k);
             y[(size_t)i * w->rows + o] = (float)acc;
         }
+    for (const kn_lowrank *l = w->lowrank; l; l = l->next) /* y += scale up (down x) */
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < w->rows; o++) {
+                double acc = 0;
+                for (int r = 0; r < l->down.rows; r++) {
+                    double t = 0;
+                    for (int k = 0; k < w->cols; k++) t += (double)x[(size_t)i * w->cols + k] * mat_at(&l->down, r, k);
+                    acc += t * mat_at(&l->up, o, r);
+                }
+                y[(size_t)i * w->rows + o] += (float)(l->scale * acc);
+            }
 }
 
 void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -102,6 +113,27 @@ void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int
                         }
                     y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] = (float)acc;
                 }
+    for (const kn_lowrank *l = c->w.lowrank; l; l = l->next) /* y += scale up (down x), per rank */
+        for (int b = 0; b < n; b++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++)
+                    for (int r = 0; r < l->down.rows; r++) {
+                        double t = 0;
+                        for (int ci = 0; ci < c->cin; ci++)
+                            for (int ky = 0; ky < c->kh; ky++) {
+                                int iy = oy * c->stride + ky - c->pad_t;
+                                if (iy < 0 || iy >= h) continue;
+                                for (int kx = 0; kx < c->kw; kx++) {
+                                    int ix = ox * c->stride + kx - c->pad_l;
+                                    if (ix < 0 || ix >= w) continue;
+                                    t += (double)x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] *
+                                         mat_at(&l->down, r, (ci * c->kh + ky) * c->kw + kx);
+                                }
+                            }
+                        for (int co = 0; co < c->cout; co++)
+                            y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] +=
+                                (float)(l->scale * t * mat_at(&l->up, co, r));
+                    }
 }
 
 void kn_group_norm_ref(float *y, const float *x, int n, int c, int hw, int groups, float eps,

@@ -181,6 +181,106 @@ static void test_merged_bf16(void **state)
     }
 }
 
+/* ---- fp32: LoRA pairs applied at run time == the float32 merge ---- */
+
+/* Layer outputs for random x: the base weight with its run-time updates
+ * (wt_merged_open_lowrank) against the float32-merged weight
+ * (wt_merged_open), through the fast kernels and the reference loops.
+ * Tolerance 1e-5 of the output's largest value (float32 rounding of the
+ * two products against one). Returns the worst relative difference. */
+static double layer_difference(const wt_tensor *base_w, const kn_lowrank *chain, const wt_tensor *merged_w)
+{
+    kn_mat a = {.data = base_w->data, .dtype = base_w->dtype, .rows = (int)base_w->shape[0],
+                .cols = (int)(wt_numel(base_w) / base_w->shape[0]), .lowrank = chain};
+    kn_mat b = {.data = merged_w->data, .dtype = FM_DT_F32, .rows = a.rows, .cols = a.cols};
+    int conv = base_w->ndim == 4 && base_w->shape[2] * base_w->shape[3] > 1;
+    int k = conv ? (int)base_w->shape[2] : 1, cin = (int)(a.cols / (k * k)), hw = 6;
+    size_t nx = conv ? (size_t)2 * cin * hw * hw : (size_t)5 * a.cols;
+    size_t ny = conv ? (size_t)2 * a.rows * hw * hw : (size_t)5 * a.rows;
+    float *x = malloc(sizeof(float) * nx), *ya = malloc(sizeof(float) * ny), *yb = malloc(sizeof(float) * ny),
+          *yr = malloc(sizeof(float) * ny);
+    uint32_t seed = 7;
+    for (size_t i = 0; i < nx; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
+    }
+    if (conv) {
+        kn_conv ca = {.w = a, .cin = cin, .cout = a.rows, .kh = k, .kw = k, .stride = 1,
+                      .pad_t = k / 2, .pad_l = k / 2, .pad_b = k / 2, .pad_r = k / 2};
+        kn_conv cb = ca;
+        cb.w = b;
+        kn_conv2d(ya, x, &ca, 2, hw, hw);
+        kn_conv2d_ref(yr, x, &ca, 2, hw, hw);
+        kn_conv2d(yb, x, &cb, 2, hw, hw);
+    } else {
+        kn_linear(ya, x, 5, &a, NULL);
+        kn_linear_ref(yr, x, 5, &a, NULL);
+        kn_linear(yb, x, 5, &b, NULL);
+    }
+    double amax = 0, emax = 0;
+    for (size_t i = 0; i < ny; i++) amax = fmax(amax, fabs(yb[i]));
+    for (size_t i = 0; i < ny; i++) emax = fmax(emax, fmax(fabs((double)ya[i] - yb[i]), fabs((double)yr[i] - yb[i])));
+    free(x);
+    free(ya);
+    free(yb);
+    free(yr);
+    return amax > 0 ? emax / amax : emax;
+}
+
+static void test_lowrank_fp32(void **state)
+{
+    (void)state;
+    for (int c = 0; c < N_CASES; c++) {
+        const lcase *lc = &cases[c];
+        fm_error err = {0};
+        wt_source *base = wt_open(lc->base, &err);
+        assert_non_null(base);
+        wt_model_config cfg;
+        assert_int_equal(df_detect_config(base, &cfg, &err), 0);
+        wt_lora *l[2] = {0};
+        wt_lora_use uses[2];
+        for (int i = 0; i < lc->n; i++) {
+            char path[256];
+            adapter_path(path, sizeof path, lc->uses[i].adapter);
+            l[i] = wt_lora_open(path, base, &cfg, &err);
+            assert_non_null(l[i]);
+            uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
+        }
+        wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
+        wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, &err);
+        assert_non_null(f);
+        assert_non_null(r);
+        int n_lr = 0;
+        double worst = 0;
+        for (int i = 0; i < wt_count(r); i++) {
+            const wt_tensor *t = wt_at(r, i), *tf = wt_find(f, t->name);
+            const kn_lowrank *chain = wt_merged_lowrank(r, t);
+            if (wt_merged_is(r, t)) assert_true(wt_merged_is(f, tf)); /* the rest: merged as before */
+            if (!chain) continue;
+            n_lr++;
+            assert_false(wt_merged_is(r, t));
+            assert_ptr_equal(t, wt_find(base, t->name)); /* the base's mapped tensor */
+            assert_true(wt_merged_is(f, tf));
+            double d = layer_difference(t, chain, tf);
+            if (d > 1e-5) fail_msg("%s: %s: run-time LoRA differs from the merge by %g of the largest output", lc->name, t->name, d);
+            worst = fmax(worst, d);
+        }
+        assert_int_equal(n_lr, wt_merged_count_lowrank(r));
+        assert_int_equal(wt_merged_count(r, NULL) + n_lr, wt_merged_count(f, NULL));
+        /* LoRA/LoCon/PEFT pairs run at run time; LoHa, LoKr, full, DoRA merge */
+        int pairs = !strcmp(lc->name, "sd1_locon") || !strcmp(lc->name, "sd1_peft") || !strcmp(lc->name, "sdxl_lora");
+        if (pairs) assert_true(n_lr > 0);
+        if (!strcmp(lc->name, "sd1_loha") || !strcmp(lc->name, "sd1_lokr") || !strcmp(lc->name, "sd1_full") ||
+            !strcmp(lc->name, "sd1_dora"))
+            assert_int_equal(n_lr, 0);
+        if (getenv("FM_TEST_VERBOSE")) fprintf(stderr, "%s: %d run-time layers, worst %.3g relative\n", lc->name, n_lr, worst);
+        wt_close(r);
+        wt_close(f);
+        for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
+        wt_close(base);
+    }
+}
+
 /* ---- images: <lora> on the file == the reference-merged checkpoint ---- */
 
 /* base with the case's reference tensors in place of its own, under tu_dir. */
@@ -527,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_reapply),
         cmocka_unit_test(test_lora_hashes),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_lowrank_fp32),
     };
     return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

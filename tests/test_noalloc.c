@@ -79,6 +79,7 @@ typedef struct gen_case {
     int vae_tiling;
     const char *taesd;
     int masked; /* inpainting (issue 18): img2img with a mask, latent noise */
+    const char *lora; /* an adapter (issue 16): in fp32 its pairs run at run time */
 } gen_case;
 
 /* One fm_generate on a freshly loaded model (nothing cached from an earlier
@@ -99,6 +100,11 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
     p.precision = gc->prec;
     p.vae_tiling = gc->vae_tiling;
     p.taesd_path = gc->taesd;
+    fm_lora lora = {gc->lora, 0.8f, 0.8f};
+    if (gc->lora) {
+        p.loras = &lora;
+        p.n_loras = 1;
+    }
     snprintf(p.sampler, sizeof p.sampler, "%s", gc->sampler);
     snprintf(p.scheduler, sizeof p.scheduler, "%s", gc->scheduler);
     uint8_t *init = NULL, *mask = NULL;
@@ -125,8 +131,9 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
     atomic_store(&sample_calls, 0);
     int rc = fm_generate(m, &p, rgb, &err);
     long n = atomic_load(&in_window);
-    printf("  %-42s %s cfg %.0f %-4s%s%s: %ld allocations while sampling\n", path, gc->sampler, gc->cfg,
-           gc->prec == FM_PREC_BF16 ? "bf16" : gc->prec == FM_PREC_FP32 ? "fp32" : "auto", gc->vae_tiling ? " tiled" : "", gc->taesd ? " taesd" : "", n);
+    printf("  %-42s %s cfg %.0f %-4s%s%s%s: %ld allocations while sampling\n", path, gc->sampler, gc->cfg,
+           gc->prec == FM_PREC_BF16 ? "bf16" : gc->prec == FM_PREC_FP32 ? "fp32" : "auto", gc->vae_tiling ? " tiled" : "",
+           gc->taesd ? " taesd" : "", gc->lora ? " lora" : "", n);
     if (rc) fail_msg("%s: %s", path, err.msg);
     assert_int_equal(atomic_load(&sample_calls), 1);
     if (!gc->masked) assert_int_equal(seen.last, p.steps); /* the window did hold every step */
@@ -138,11 +145,11 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
 }
 
 static const gen_case cases[] = {
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0},
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL, 0},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL, 0},
-    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL, 0},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
+    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
 };
 
 static void run_cases(const char *path, int side)
@@ -178,16 +185,21 @@ static void test_tiny_sd1(void **state)
     (void)state;
     run_cases("tests/data/tiny-sd1.safetensors", 64);
     /* the other decoders are planned before sampling too */
-    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL, 0};
+    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL, 0, NULL};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &tiled);
-    gen_case masked = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 1};
+    gen_case masked = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 1, NULL};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &masked);
+    /* a LoRA/LoCon in fp32: the low-rank products use the planned scratch */
+    gen_case lora = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sd1_locon.safetensors"};
+    generate_counted("tests/data/tiny-sd1.safetensors", 64, &lora);
 }
 
 static void test_tiny_sdxl(void **state)
 {
     (void)state;
     run_cases("tests/data/tiny-sdxl.safetensors", 64);
+    gen_case lora = {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sdxl_lora.safetensors"};
+    generate_counted("tests/data/tiny-sdxl.safetensors", 64, &lora);
 }
 
 static void test_demo(void **state)
@@ -196,7 +208,7 @@ static void test_demo(void **state)
     run_cases("assets/demo/fmimage-demo.safetensors", 64);
     /* (TAESD is planned the same way, but decodes by 8: no test model has
      * that latent factor) */
-    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL, 0};
+    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL, 0, NULL};
     generate_counted("assets/demo/fmimage-demo.safetensors", 64, &lms);
 }
 

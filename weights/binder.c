@@ -237,9 +237,11 @@ void wt_bind_mat(wt_binder *b, kn_mat *m, int rows, int cols, int ndim, const in
         /* quantised: the blocks stay mapped, the kernels dequantise them */
         if (core_dtype_is_quant(t->dtype)) origin = WT_DEQUANT_VIEW;
     }
+    m->lowrank = wt_merged_lowrank(b->src, t); /* a LoRA applied at run time */
     if (record(b, t, origin, WT_SLOT_MAT, m) || b->measuring) { /* measuring binds nothing */
         m->data = NULL;
         m->dtype = FM_DT_F32;
+        m->lowrank = NULL;
     }
 }
 

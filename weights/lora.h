@@ -23,6 +23,7 @@
 #ifndef WT_LORA_H
 #define WT_LORA_H
 
+#include "kernels/kernels.h"
 #include "weights/config.h"
 #include "weights/source.h"
 
@@ -64,6 +65,22 @@ wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n,
  * released (wt_release) once merged. */
 wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev,
                              core_dtype unet_dtype, fm_error *err);
+/* The same for a model run in full precision (--precision fp32), where a
+ * float32 copy of every changed weight would double those weights' memory:
+ * a weight whose updates are all LoRA/LoCon pairs over all its rows (up,
+ * down, no CP core, no DoRA) stays the base's mapped tensor, and the
+ * kernels compute W x + scale up (down x) from the file's factors
+ * (kn_lowrank, given to the binder by wt_merged_lowrank); the rest (LoHa,
+ * LoKr, full/diff, CP, DoRA, OpenCLIP's fused q/k/v rows) is merged in
+ * float32 as wt_merged_open does. U-Net and text encoders alike (the text
+ * encoders compute in float32 in every mode). Equal
+ * to the float32 merge up to float32 rounding of the products. */
+wt_source *wt_merged_open_lowrank(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev,
+                                  fm_error *err);
+/* t's run-time updates in s (a chain), or NULL. */
+const kn_lowrank *wt_merged_lowrank(const wt_source *s, const wt_tensor *t);
+/* Weights of s with run-time updates. */
+int wt_merged_count_lowrank(const wt_source *s);
 /* Tensors of s that are merged, and how many of them were taken from prev. */
 int wt_merged_count(const wt_source *s, int *reused);
 /* Is t a merged tensor (not the base file's bytes)? */

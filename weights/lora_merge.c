@@ -10,6 +10,7 @@
 #include "weights/lora_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,11 +228,20 @@ typedef struct merged_tensor {
     char *sig;        /* what made it: "path|module|mult;..." per contribution */
 } merged_tensor;
 
+/* A weight left as the base's, with the updates the kernels apply at run
+ * time (wt_merged_open_lowrank). */
+typedef struct lowrank_tensor {
+    const wt_tensor *t; /* the base's */
+    kn_lowrank *chain;  /* [n], chained in order */
+} lowrank_tensor;
+
 typedef struct wt_merged {
     wt_source src;
     const wt_source *base;
     merged_tensor *v; /* sorted by name */
     int n, reused;
+    lowrank_tensor *lr; /* sorted by name */
+    int n_lr;
 } wt_merged;
 
 static const wt_source_ops merged_ops;
@@ -266,6 +276,8 @@ static void op_close(wt_source *s)
         free(m->v[i].sig);
     }
     free(m->v);
+    for (int i = 0; i < m->n_lr; i++) free(m->lr[i].chain);
+    free(m->lr);
     free(m);
 }
 
@@ -283,6 +295,24 @@ int wt_merged_is(const wt_source *s, const wt_tensor *t)
     if (!s || s->ops != &merged_ops) return 0;
     const merged_tensor *mt = merged_find((const wt_merged *)s, t->name);
     return mt && &mt->t == t;
+}
+
+const kn_lowrank *wt_merged_lowrank(const wt_source *s, const wt_tensor *t)
+{
+    if (!s || s->ops != &merged_ops) return NULL;
+    const wt_merged *m = (const wt_merged *)s;
+    for (int lo = 0, hi = m->n_lr; lo < hi;) { /* bsearch by name */
+        int mid = (lo + hi) / 2, c = strcmp(t->name, m->lr[mid].t->name);
+        if (!c) return m->lr[mid].t == t ? m->lr[mid].chain : NULL;
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
+int wt_merged_count_lowrank(const wt_source *s)
+{
+    return s && s->ops == &merged_ops ? ((const wt_merged *)s)->n_lr : 0;
 }
 
 int wt_merged_count(const wt_source *s, int *reused)
@@ -393,14 +423,83 @@ static void release_inputs(const wt_source *base, const contrib *c, int n, const
     }
 }
 
+/* Can the kernels apply factor f (a LoRA's up or down) as a matrix in place? */
+static int factor_in_place(const wt_tensor *f)
+{
+    size_t align = f->dtype == FM_DT_F32 ? 4 : 2;
+    return (f->dtype == FM_DT_F32 || f->dtype == FM_DT_F16 || f->dtype == FM_DT_BF16) &&
+           (uintptr_t)f->data % align == 0;
+}
+
+/* Can contributions c[0..n) to one weight run at run time (kn_lowrank)?
+ * Plain LoRA/LoCon pairs over all its rows (not OpenCLIP's fused q/k/v
+ * blocks): a CP core,
+ * DoRA's renormalisation (it needs the merged weight's norms), LoHa, LoKr,
+ * full and bias updates are no low-rank product and are merged. A
+ * convolution's down has the layer's kernel; its up is 1x1. */
+static int runs_lowrank(const contrib *c, int n, const wt_lora_use *uses)
+{
+    for (int i = 0; i < n; i++) {
+        const wt_lora_module *m = &uses[c[i].use].lora->mods[c[i].mod];
+        const wt_tensor *t = m->target, *up = m->part[WT_LP_UP], *down = m->part[WT_LP_DOWN];
+        size_t nl = strlen(t->name);
+        /* a text encoder's weight without ".weight" (text_projection) is
+         * read by rows, not through kn_linear */
+        if (m->te && (nl < 7 || strcmp(t->name + nl - 7, ".weight"))) return 0;
+        if (c[i].bias || m->kind != WT_LK_LORA || m->part[WT_LP_MID] || m->part[WT_LP_DORA]) return 0;
+        if (m->row0 || m->rows != dim0(t) || !factor_in_place(up) || !factor_in_place(down)) return 0;
+        if (dim0(up) != dim0(t) || rest(up) != dim0(down) || rest(down) != rest(t)) return 0;
+        int conv = t->ndim == 4 && t->shape[2] * t->shape[3] > 1;
+        if (conv && (down->ndim != 4 || down->shape[1] != t->shape[1] || down->shape[2] != t->shape[2] ||
+                     down->shape[3] != t->shape[3]))
+            return 0;
+    }
+    return 1;
+}
+
+static kn_mat factor_mat(const wt_tensor *f)
+{
+    return (kn_mat){.data = f->data, .dtype = f->dtype, .rows = (int)dim0(f), .cols = (int)rest(f)};
+}
+
+/* The chain of updates c[0..n) to one weight: scale = calc_scale() times
+ * the multiplier, as finalize_updown applies them. */
+static int lowrank_one(lowrank_tensor *lt, const contrib *c, int n, const wt_lora_use *uses)
+{
+    lt->t = c[0].target;
+    if (n < 1 || !(lt->chain = calloc((size_t)n, sizeof *lt->chain))) return -1;
+    for (int i = 0; i < n; i++) {
+        const wt_lora_use *u = &uses[c[i].use];
+        const wt_lora_module *m = &u->lora->mods[c[i].mod];
+        lt->chain[i] = (kn_lowrank){factor_mat(m->part[WT_LP_DOWN]), factor_mat(m->part[WT_LP_UP]),
+                                    m->scale * (m->te ? u->te_mult : u->unet_mult), i + 1 < n ? &lt->chain[i + 1] : NULL};
+    }
+    return 0;
+}
+
+static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
+                              core_dtype unet_dtype, int lowrank, fm_error *err);
+
 wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
                           fm_error *err)
 {
-    return wt_merged_open_as(base, uses, n_uses, prev_src, FM_DT_F32, err);
+    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 0, err);
 }
 
 wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
                              core_dtype unet_dtype, fm_error *err)
+{
+    return merged_open(base, uses, n_uses, prev_src, unet_dtype, 0, err);
+}
+
+wt_source *wt_merged_open_lowrank(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
+                                  fm_error *err)
+{
+    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 1, err);
+}
+
+static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
+                              core_dtype unet_dtype, int lowrank, fm_error *err)
 {
     wt_merged *prev = prev_src && prev_src->ops == &merged_ops ? (wt_merged *)prev_src : NULL;
     wt_merged *s = calloc(1, sizeof *s);
@@ -408,7 +507,9 @@ wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int
     for (int u = 0; u < n_uses; u++)
         for (int i = 0; i < uses[u].lora->n_mods; i++) nc += 1 + (uses[u].lora->mods[i].part[WT_LP_DIFF_B] != NULL);
     contrib *c = malloc(sizeof *c * (size_t)(nc ? nc : 1));
-    if (!s || !c || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v))) goto oom;
+    if (!s || !c || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v)) ||
+        !(s->lr = calloc((size_t)(nc ? nc : 1), sizeof *s->lr)))
+        goto oom;
     s->src = (wt_source){&merged_ops, base->path};
     s->base = base;
     nc = 0;
@@ -422,6 +523,11 @@ wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int
     for (int i = 0; i < nc;) {
         int j = i + 1;
         while (j < nc && c[j].target == c[i].target) j++;
+        if (lowrank && runs_lowrank(c + i, j - i, uses)) {
+            if (lowrank_one(&s->lr[s->n_lr++], c + i, j - i, uses)) goto oom;
+            i = j;
+            continue;
+        }
         merged_tensor *mt = &s->v[s->n++];
         const wt_lora_module *m0 = &uses[c[i].use].lora->mods[c[i].mod];
         mt->t = *c[i].target;
