@@ -71,7 +71,7 @@ TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 TESTLIB_SRC := $(wildcard tools/lib/*.c)
 TESTLIB  := $(BUILD)/libfmtest.a
 
-.PHONY: all test sanitize install clean demo demo-model bench tools test-clients
+.PHONY: all test sanitize install clean demo demo-model bench tools test-clients bench-peers
 .SECONDARY:
 all: $(LIB) $(SOLIB) $(BIN) $(TOOLS)
 	@ln -sf $(BUILD)/fmimage fmimage 2>/dev/null || true
@@ -188,6 +188,10 @@ demo-model: all
 # cached under $$XDG_CACHE_HOME/fmimage).
 bench: all
 	./tools/bench.sh
+
+# PyTorch, ONNX Runtime and OpenVINO on the same modules (tools/peers).
+bench-peers: all
+	./tools/peers/peers.sh
 
 clean:
 	rm -rf build fmimage

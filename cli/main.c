@@ -1001,12 +1001,15 @@ static int generate_in(run *rp)
         return rc;
     }
     fm_load_options lo = cli_load_options(o);
+    double t_load = cli_now();
     if (!(rp->model = fm_model_load_with(rp->model_path, &lo, &err))) {
         report(&err);
         wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return 1;
     }
+    /* issue 22 item 4: the time before the first U-Net call, by phase */
+    if (o->verbose) fprintf(stderr, "fmimage: load (mapping, detection, binding) %.3f s\n", cli_now() - t_load);
     out_file_stem(rp->model_path, rp->model_name, sizeof rp->model_name);
     lora_dir_setup(rp);
     embeddings_dir_setup(rp);
@@ -1061,8 +1064,10 @@ static int generate_in(run *rp)
     if (!o->has_seed && !o->quiet && !o->status) fprintf(stderr, "fmimage: seed %llu\n", (unsigned long long)base);
     if (o->verbose) {
         char why[PATH_MAX + 256];
+        double t_prec = cli_now();
         fm_model_precision(rp->model, o->precision, why, sizeof why);
         fprintf(stderr, "fmimage: precision: %s\n", why);
+        fprintf(stderr, "fmimage: precision decision %.3f s\n", cli_now() - t_prec);
         fm_conv_choice(why, sizeof why);
         fprintf(stderr, "fmimage: convolutions: %s\n", why);
     }

@@ -7,9 +7,10 @@
  * RSS, then prints a table and writes JSON.
  *
  *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
- *         [--json OUT] [--only LIST] [--estimate-only] [--flops]
+ *         [--json OUT] [--dump DIR] [--only LIST] [--estimate-only] [--flops]
  *
- * --only      comma list of peak,sd1,gen,turbo,sdxl,sdcpp,lora,upscale,hires (default: all)
+ * --only      comma list of peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires (default: all)
+ * --dump DIR  with prec: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -200,6 +201,7 @@ typedef struct bench {
     int reps, threads;
     int px;               /* image side of SD 1.5 / SD-Turbo (SDXL: 2 px) */
     const char *cache, *fmimage, *sdcpp;
+    const char *dump;     /* --dump DIR: stage inputs/outputs for tools/peers, or NULL */
     double fma_peak, gemm_gflops; /* GFLOP/s, CPU time based */
     double cpu_share;             /* CPU time per thread / wall clock while measuring the peak */
     stage st[64];
@@ -494,6 +496,80 @@ static void bench_sd1(bench *b)
     else
         fprintf(stderr, "bench: TAESD %s: %s\n", taesd, err.code ? err.msg : "missing");
 done:
+    ctx_free(&c);
+}
+
+/* The precisions the per-precision rows run in; one line each. "auto" is
+ * what --precision auto resolves to on this machine (fm_model_precision).
+ * A mode the machine lacks (bf16 without AVX512_BF16) gives no row. */
+static const struct { const char *name; fm_precision prec; } precisions[] = {
+    {"fp32", FM_PREC_FP32},
+    {"bf16", FM_PREC_BF16},
+    {"auto", FM_PREC_AUTO},
+};
+
+/* Raw float32 arrays for tools/peers (--dump DIR): the inputs and fp32
+ * outputs of the stages, so the peers run the same numbers and check them. */
+static void dump_f32(const char *dir, const char *name, const float *v, size_t n)
+{
+    char path[1024];
+    path_in(path, sizeof path, dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(v, sizeof *v, n, f) != n) fprintf(stderr, "bench: %s: %s\n", path, strerror(errno));
+    if (f) fclose(f);
+}
+
+/* SD 1.5 U-Net (batch 2) and VAE decode once per precision (issue 22):
+ * the rows "sd1.unet_b2.<prec>", "sd1.vae_decode.<prec>". */
+static void bench_precisions(bench *b)
+{
+    char path[1024], label[96], key[48];
+    path_in(path, sizeof path, b->cache, "sd1-f16.safetensors");
+    if (!exists(path)) { fprintf(stderr, "bench: %s missing, precision rows skipped\n", path); return; }
+    int px = b->px, l = px / 8;
+    fprintf(stderr, "SD 1.5 per precision, %dx%d\n", px, px);
+    model_ctx c = {.path = path, .batch = 2, .lh = l, .lw = l};
+    fm_error err = {0};
+    if (run_load(&c, &err) || run_text(&c, &err)) fail("SD 1.5", &err);
+    unet_inputs(&c);
+    c.img = malloc(sizeof(float) * 3 * px * px);
+    c.z = malloc(sizeof(float) * 4 * l * l);
+    if (!c.img || !c.z) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    fill_normal(c.z, (size_t)4 * l * l, 3);
+    const wt_model_config *cfg = &c.m->cfg;
+    double uf = unet_flops(&cfg->unet, 2, l, l, c.cond.n_tokens), vf = vae_decode_flops(&cfg->vae, l, l);
+    for (size_t i = 0; i < sizeof precisions / sizeof precisions[0]; i++) {
+        const char *name = precisions[i].name;
+        fm_precision prec = fm_model_precision(c.m, precisions[i].prec, NULL, 0);
+        if (precisions[i].prec != FM_PREC_AUTO && prec != precisions[i].prec) {
+            printf("%s: not available on this CPU (no row)\n", name);
+            continue;
+        }
+        un_set_precision(c.m->unet, prec);
+        vae_set_precision(c.m->vae, prec);
+        char shown[16];
+        snprintf(shown, sizeof shown, precisions[i].prec == FM_PREC_AUTO ? "auto=%s" : "%s",
+                 prec == FM_PREC_BF16 ? "bf16" : "fp32");
+        snprintf(key, sizeof key, "sd1.unet_b2.%s", name);
+        snprintf(label, sizeof label, "SD 1.5 U-Net, batch 2, %dx%d latent, %s", l, l, name);
+        stage *s = add_stage(b, key, label, uf);
+        snprintf(s->prec, sizeof s->prec, "%s", shown);
+        if (time_stage(b, s, run_unet, &c)) break;
+        snprintf(key, sizeof key, "sd1.vae_decode.%s", name);
+        snprintf(label, sizeof label, "VAE decode %dx%d -> %dx%d, %s", l, l, px, px, name);
+        s = add_stage(b, key, label, vf);
+        snprintf(s->prec, sizeof s->prec, "%s", shown);
+        if (time_stage(b, s, run_vae, &c)) break;
+        if (b->dump && prec == FM_PREC_FP32 && precisions[i].prec == FM_PREC_FP32) {
+            size_t lat = (size_t)cfg->unet.in_channels * l * l * 2;
+            dump_f32(b->dump, "unet_x.f32", c.x, lat);
+            dump_f32(b->dump, "unet_t.f32", c.t, 2);
+            dump_f32(b->dump, "unet_ctx.f32", c.ctx, (size_t)c.cond.n_tokens * c.cond.context_dim * 2);
+            dump_f32(b->dump, "unet_out.f32", c.out, (size_t)cfg->unet.out_channels * l * l * 2);
+            dump_f32(b->dump, "vae_z.f32", c.z, (size_t)4 * l * l);
+            dump_f32(b->dump, "vae_img.f32", c.img, (size_t)3 * px * px);
+        }
+    }
     ctx_free(&c);
 }
 
@@ -1024,6 +1100,7 @@ static double planned_flops(int reps, const char *only)
     double clip = text_flops(&clip_l, 1, 12), h14 = text_flops(&openclip_h, 1, 23);
     double f = 0;
     if (wanted(only, "sd1")) f += reps * (2 * clip + 4 * unet + vae + taesd_decode_flops(64, 64));
+    if (wanted(only, "prec")) f += 3 * reps * (2 * unet + vae);
     if (wanted(only, "gen")) f += 2 * clip + 4 * unet + vae + h14 + unet + vae;
     if (wanted(only, "lora")) f += 2 * reps * (2 * clip + 4 * unet + vae);
     if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
@@ -1039,7 +1116,7 @@ static double planned_flops(int reps, const char *only)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
-                    "             [--only peak,sd1,gen,turbo,sdxl,sdcpp,lora,upscale,hires] [--estimate-only] [--flops]\n");
+                    "             [--dump DIR] [--only peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires] [--estimate-only] [--flops]\n");
     return 2;
 }
 
@@ -1059,6 +1136,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--sdcpp") && v) b.sdcpp = *argv[++i] ? argv[i] : NULL;
         else if (!strcmp(a, "--json") && v) json = argv[++i];
         else if (!strcmp(a, "--only") && v) only = argv[++i];
+        else if (!strcmp(a, "--dump") && v) b.dump = argv[++i];
         else if (!strcmp(a, "--estimate-only")) estimate_only = 1;
         else if (!strcmp(a, "--flops")) { print_flops(); return 0; }
         else return usage();
@@ -1087,6 +1165,7 @@ int main(int argc, char **argv)
     if (estimate_only) return 0;
     double t0 = now();
     if (wanted(only, "sd1")) bench_sd1(&b);
+    if (wanted(only, "prec")) bench_precisions(&b);
     if (wanted(only, "gen")) bench_gen(&b);
     if (wanted(only, "sdcpp")) bench_sdcpp(&b);
     if (wanted(only, "lora")) bench_lora(&b);

@@ -4,7 +4,7 @@
 # See tools/BENCH.md. Environment:
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
-#   BENCH_ONLY=LIST     subset of peak,sd1,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
+#   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
 #   SDCPP_BIN=PATH      stable-diffusion.cpp's sd-cli (default: the cache's
@@ -17,7 +17,7 @@ BUILD=${BUILD:-build}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench
 REPS=${BENCH_REPS:-3}
 THREADS=${BENCH_THREADS:-2}
-ONLY=${BENCH_ONLY:-peak,sd1,gen,sdcpp,lora,turbo,sdxl,upscale,hires}
+ONLY=${BENCH_ONLY:-peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires}
 PX=${BENCH_PX:-512}
 
 mkdir -p "$CACHE" bench
