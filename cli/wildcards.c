@@ -638,6 +638,11 @@ static wc_node *values_variant(wc_ctx *c, const wc_node *v, wc_file *f)
 
 /* ---- variables ---- */
 
+/* Variable uses evaluated in one expansion (or one check, then one draw):
+ * values that use variables twice double with each level, and every use is
+ * evaluated where it is. */
+#define WC_MAX_USES 100000
+
 /* The bindings of seq's ${name=value} parts, made in order in the scope
  * around seq (SamplingContext.process_variable_assignments: =! values are
  * evaluated there, ?= keeps a value set outside), then put in scope (a later
@@ -700,7 +705,7 @@ static int is_empty(const wc_node *n) { return n->kind == N_SEQ && n->n == 0; }
  * the command's truth); a value that uses itself is refused. */
 static int use(wc_ctx *c, const wc_node *get, const wc_node **value, const char **text)
 {
-    c->uses++;
+    if (++c->uses > WC_MAX_USES) return wc_fail(c, "${%s}: more than %d variable uses", get->text, WC_MAX_USES);
     const wc_binding *b = lookup(c->env, get->text);
     *value = NULL;
     *text = NULL;
@@ -1090,10 +1095,6 @@ static char *check_immediate(wc_ctx *c, const wc_node *value)
     return s;
 }
 
-/* Every variable use is checked where it is (its value evaluated in that
- * scope), at most this many in all. */
-#define WC_CHECK_USES 100000
-
 static int check(wc_ctx *c, const wc_node *n)
 {
     if (c->failed) return -1;
@@ -1108,7 +1109,6 @@ static int check(wc_ctx *c, const wc_node *n)
     if (n->kind == N_GET) {
         const wc_node *v;
         const char *t;
-        if (c->uses >= WC_CHECK_USES) return wc_fail(c, "${%s}: more than %d variable uses to check", n->text, WC_CHECK_USES);
         if (use(c, n, &v, &t)) return -1;
         int rc = v ? check(c, v) : 0;
         if (v) c->n_using--;
@@ -1275,7 +1275,9 @@ char *wc_expand_random(const char *tmpl, const char *dir, uint64_t seed, char *w
 {
     wc_ctx c = {.dir = dir, .why = why, .why_len = why_len, .max = WC_MAX_PROMPTS, .rng = seed};
     wc_node *n = parse(&c, tmpl, "prompt");
-    char *s = n && !check(&c, n) ? sample(&c, n) : NULL;
+    int ok = n && !check(&c, n);
+    c.uses = 0; /* the draw's own uses */
+    char *s = ok ? sample(&c, n) : NULL;
     node_free(n);
     files_free(&c);
     if (!s && !c.failed) wc_fail(&c, "out of memory");

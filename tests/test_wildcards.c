@@ -147,6 +147,28 @@ static void test_hostile(void **state)
     assert_int_equal(strlen(s), 40);
     free(s);
     free(deep);
+    /* variables and wrap */
+    expect_fail("a ${nope} b", "${nope}: the variable is not set");
+    expect_fail("{x|${nope}}", "${nope}: the variable is not set"); /* every seed, not only those drawing it */
+    expect_fail("${a=${a}} ${a}", "${a}: the variable's value uses itself");
+    expect_fail("${a=${b}}${b={x|${a}}} ${a}", "the variable's value uses itself");
+    expect_fail("${a=!${a}} ${a}", "${a}: the variable is not set");
+    expect_fail("${a=x}", "${a=...} alone gives no prompt");
+    expect_fail("{${a=x}|y}", "without '}'");
+    expect_fail("%{a ... b$$x", "'%{' without '$$' and '}'");
+    for (int k = 0; k < 2; k++) { /* 10^4 nested ${a:...} and %{...$$...} */
+        const char *open = k ? "%{" : "${a:", *close = k ? "$$x}" : "}";
+        char *d = malloc(10000 * (strlen(open) + strlen(close)) + 1), *q = d;
+        for (int i = 0; i < 10000; i++) q = stpcpy(q, open);
+        for (int i = 0; i < 10000; i++) q = stpcpy(q, close);
+        expect_fail(d, "nested more than 100 deep");
+        free(d);
+    }
+    /* 2^30 uses of c through a chain of variables: the limit, said so */
+    char chain[2000] = "";
+    for (int i = 0; i < 30; i++) sprintf(chain + strlen(chain), "${v%d=${v%d}${v%d}}", i, i + 1, i + 1);
+    strcat(chain, "${v30=c} ${v0}");
+    expect_fail(chain, "more than 100000 variable uses");
 }
 
 int main(void)
