@@ -64,7 +64,7 @@ typedef struct wc_ctx {
     wc_binding *env;                     /* the variables in scope, innermost first */
     const char *using[WC_MAX_DEPTH + 1]; /* variables whose values are being evaluated */
     int n_using;
-    long long uses;                      /* variable uses looked up (check's cache) */
+    long long uses;                      /* variable uses evaluated (WC_MAX_USES; check's file cache) */
     uint64_t rng;
 } wc_ctx;
 
