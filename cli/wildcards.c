@@ -19,15 +19,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { N_LIT, N_SEQ, N_VAR, N_WILD } wc_kind;
+typedef enum { N_LIT, N_SEQ, N_VAR, N_WILD, N_SET, N_GET, N_WRAP } wc_kind;
 
 typedef struct wc_node {
     wc_kind kind;
-    char *text;             /* LIT: the text; WILD: the name */
-    struct wc_node **kid;   /* SEQ: its parts; VAR: its options */
+    char *text;             /* LIT: the text; WILD: the name; SET, GET: the variable */
+    struct wc_node **kid;   /* SEQ: its parts; VAR: its options; SET: the value;
+                               GET: the default (none: n 0); WRAP: wrapper, inner */
     char **key;             /* VAR: each option's source (options compare by it) */
     double *weight;         /* VAR */
-    int n, lo, hi;          /* VAR: lo..hi options per result */
+    int n, lo, hi;          /* VAR: lo..hi options per result; SET: lo immediate (=!), hi keep (?=) */
     char *sep;              /* VAR */
 } wc_node;
 
@@ -38,6 +39,16 @@ typedef struct wc_file {
     int n;
     int checked; /* every value parsed and its wildcards found, no cycle */
 } wc_file;
+
+/* A variable set by ${name=value} for the rest of its prompt: a value
+ * evaluated where it is used, or (=!) the text it gave once where set. */
+typedef struct wc_binding {
+    const char *name;
+    const wc_node *value;
+    const char *text;
+    char *own; /* text when this binding made it */
+    struct wc_binding *up;
+} wc_binding;
 
 typedef struct wc_ctx {
     const char *dir;
@@ -50,6 +61,10 @@ typedef struct wc_ctx {
     int n_files;
     const char *stack[WC_MAX_DEPTH + 1]; /* wildcards being expanded */
     int depth;
+    wc_binding *env;                     /* the variables in scope, innermost first */
+    const char *using[WC_MAX_DEPTH + 1]; /* variables whose values are being evaluated */
+    int n_using;
+    long long uses;                      /* variable uses evaluated (WC_MAX_USES; check's file cache) */
     uint64_t rng;
 } wc_ctx;
 
@@ -234,13 +249,93 @@ static double parse_weight(wc_parser *p)
 
 static wc_node *parse_seq(wc_parser *p, int in_variant);
 
+static int enter(wc_parser *p)
+{
+    if (++p->depth <= WC_MAX_DEPTH) return 0;
+    return syntax(p, "'{' nested more than " "100" " deep");
+}
+
+static int var_name_char(char ch, int first)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_' || ch == '-' || (!first && ch >= '0' && ch <= '9');
+}
+
+/* ${name=value}, ${name=!value}, ${name?=value} (top level only),
+ * ${name} and ${name:default}; the value and default are variant options'
+ * syntax (no '|'). */
+static wc_node *parse_variable(wc_parser *p, int may_set)
+{
+    size_t open = p->pos;
+    if (enter(p)) return NULL;
+    p->pos += 2;
+    skip_ws(p);
+    size_t n0 = p->pos;
+    while (var_name_char(p->s[p->pos], p->pos == n0)) p->pos++;
+    if (p->pos == n0) { syntax(p, "${ without a variable name"); return NULL; }
+    size_t n1 = p->pos;
+    skip_ws(p);
+    int keep = p->s[p->pos] == '?' && p->s[p->pos + 1] == '=';
+    int set = may_set && (keep || p->s[p->pos] == '=');
+    wc_node *v = node_new(p->c, set ? N_SET : N_GET);
+    if (!v) return NULL;
+    if (!(v->text = strndup(p->s + n0, n1 - n0))) { oom(p->c); node_free(v); return NULL; }
+    if (set) {
+        p->pos += keep ? 2 : 1;
+        v->hi = keep;
+        if (p->s[p->pos] == '!') { p->pos++; v->lo = 1; }
+    }
+    if (set || p->s[p->pos] == ':') {
+        if (!set) p->pos++;
+        skip_ws(p);
+        wc_node *val = parse_seq(p, 1);
+        if (!val || node_add(p->c, v, val)) { node_free(val); node_free(v); if (!p->c->failed) oom(p->c); return NULL; }
+    }
+    if (p->s[p->pos] != '}') {
+        if (!p->c->failed) {
+            p->pos = open;
+            syntax(p, may_set ? "'${' without '}' (${name}, ${name:default}, ${name=value})"
+                              : "'${' without '}' (${name} or ${name:default}; set variables outside {...})");
+        }
+        node_free(v);
+        return NULL;
+    }
+    p->pos++;
+    p->depth--;
+    return v;
+}
+
+/* %{wrapper$$inner} */
+static wc_node *parse_wrap(wc_parser *p)
+{
+    size_t open = p->pos;
+    if (enter(p)) return NULL;
+    p->pos += 2;
+    skip_ws(p);
+    wc_node *w = node_new(p->c, N_WRAP), *k = w ? parse_seq(p, 1) : NULL;
+    if (k && node_add(p->c, w, k)) { node_free(k); k = NULL; }
+    if (k && at(p, "$$")) {
+        p->pos += 2;
+        skip_ws(p);
+        k = parse_seq(p, 1);
+        if (k && node_add(p->c, w, k)) { node_free(k); k = NULL; }
+        if (k && p->s[p->pos] == '}') {
+            p->pos++;
+            p->depth--;
+            return w;
+        }
+    }
+    if (!p->c->failed) {
+        p->pos = open;
+        syntax(p, "'%{' without '$$' and '}' (%{wrapper$$inner})");
+    }
+    node_free(w);
+    return NULL;
+}
+
 static wc_node *parse_variant(wc_parser *p)
 {
     size_t open = p->pos;
-    if (++p->depth > WC_MAX_DEPTH) {
-        syntax(p, "'{' nested more than " "100" " deep");
-        return NULL;
-    }
+    if (enter(p)) return NULL;
     p->pos++;
     wc_node *v = node_new(p->c, N_VAR);
     if (!v) return NULL;
@@ -324,7 +419,8 @@ static wc_node *parse_seq(wc_parser *p, int in_variant)
     for (;;) {
         if (skip_comments(p)) commented = 1;
         char ch = p->s[p->pos];
-        int stop = !ch || ch == '{' || ch == '$' || ch == '%' || at(p, "__") || (in_variant && (ch == '|' || ch == '}'));
+        int end = !ch || (in_variant && (ch == '|' || ch == '}' || at(p, "$$")));
+        int stop = end || ch == '{' || ch == '$' || ch == '%' || at(p, "__");
         if (!stop) {
             size_t s0 = p->pos;
             while (p->s[p->pos] && !strchr("#{$%", p->s[p->pos]) && !at(p, "__") &&
@@ -348,12 +444,12 @@ static wc_node *parse_seq(wc_parser *p, int in_variant)
             in_lit = 0;
         }
         commented = 0;
-        if (!ch || (in_variant && (ch == '|' || ch == '}'))) break;
+        if (end) break;
         wc_node *k = NULL;
         if (ch == '{') k = parse_variant(p);
         else if (ch == '_') k = parse_wildcard(p);
-        else if (at(p, "${")) syntax(p, "variables (${...}) are not supported");
-        else if (at(p, "%{")) syntax(p, "wrap commands (%{...}) are not supported");
+        else if (at(p, "${")) k = parse_variable(p, !in_variant);
+        else if (at(p, "%{")) k = parse_wrap(p);
         else syntax(p, ch == '$' ? "'$' outside {N$$...} (Dynamic Prompts syntax)" : "'%' (Dynamic Prompts syntax)");
         if (!k || node_add(p->c, seq, k)) {
             node_free(k);
@@ -378,6 +474,11 @@ static wc_node *parse(wc_ctx *c, const char *text, const char *what)
     wc_parser p = {c, s, 0, 0, what};
     wc_node *n = parse_seq(&p, 0);
     free(s);
+    if (n && n->n == 1 && n->kid[0]->kind == N_SET) { /* dynamicprompts cannot sample that */
+        wc_fail(c, "%s: ${%s=...} alone gives no prompt", what, n->kid[0]->text);
+        node_free(n);
+        return NULL;
+    }
     return n;
 }
 
@@ -533,6 +634,129 @@ static wc_node *values_variant(wc_ctx *c, const wc_node *v, wc_file *f)
         nv->weight[i] = 1;
     }
     return nv;
+}
+
+/* ---- variables ---- */
+
+/* Variable uses evaluated in one expansion (or one check, then one draw):
+ * values that use variables twice double with each level, and every use is
+ * evaluated where it is. */
+#define WC_MAX_USES 100000
+
+/* The bindings of seq's ${name=value} parts, made in order in the scope
+ * around seq (SamplingContext.process_variable_assignments: =! values are
+ * evaluated there, ?= keeps a value set outside), then put in scope (a later
+ * one of a name hides an earlier). *saved is the scope to restore with
+ * unbind. immediate evaluates a =! value to its text. */
+typedef char *(*wc_immediate)(wc_ctx *c, const wc_node *value);
+
+static wc_binding *lookup(const wc_binding *b, const char *name)
+{
+    for (; b; b = b->up)
+        if (!strcmp(b->name, name)) return (wc_binding *)b;
+    return NULL;
+}
+
+static void unbind(wc_ctx *c, wc_binding *b, int n, wc_binding *saved)
+{
+    for (int i = 0; i < n; i++) free(b[i].own);
+    free(b);
+    c->env = saved;
+}
+
+static int bind(wc_ctx *c, const wc_node *seq, wc_immediate immediate, wc_binding **out, int *n_out)
+{
+    int n = 0;
+    *out = NULL;
+    *n_out = 0;
+    for (int i = 0; i < seq->n; i++) n += seq->kid[i]->kind == N_SET;
+    if (!n) return 0;
+    wc_binding *b = calloc((size_t)n, sizeof *b);
+    if (!b) return oom(c);
+    int k = 0;
+    for (int i = 0; i < seq->n; i++) {
+        const wc_node *set = seq->kid[i];
+        if (set->kind != N_SET) continue;
+        wc_binding *outer = set->hi ? lookup(c->env, set->text) : NULL;
+        b[k].name = set->text;
+        if (outer) {
+            b[k].value = outer->value;
+            b[k].text = outer->text;
+        } else if (set->lo) {
+            if (!(b[k].own = immediate(c, set->kid[0]))) { unbind(c, b, k, c->env); return -1; }
+            b[k].text = b[k].own;
+        } else {
+            b[k].value = set->kid[0];
+        }
+        k++;
+    }
+    for (int i = 0; i < n; i++) b[i].up = i ? &b[i - 1] : c->env;
+    *out = b;
+    *n_out = n;
+    c->env = &b[n - 1];
+    return 0;
+}
+
+static int is_empty(const wc_node *n) { return n->kind == N_SEQ && n->n == 0; }
+
+/* What a use ${name} / ${name:default} stands for: *text, or *value to
+ * evaluate in the scope of the use with the variable marked in use (leave
+ * with c->n_using--). An empty value counts as none (dynamicprompts tests
+ * the command's truth); a value that uses itself is refused. */
+static int use(wc_ctx *c, const wc_node *get, const wc_node **value, const char **text)
+{
+    if (++c->uses > WC_MAX_USES) return wc_fail(c, "${%s}: more than %d variable uses", get->text, WC_MAX_USES);
+    const wc_binding *b = lookup(c->env, get->text);
+    *value = NULL;
+    *text = NULL;
+    if (b && b->text) { *text = b->text; return 0; }
+    *value = b ? b->value : get->n ? get->kid[0] : NULL;
+    if (!*value || is_empty(*value))
+        return wc_fail(c, "${%s}: the variable is not set%s", get->text, b ? " (its value is empty)" : get->n ? " and its default is empty" : "");
+    for (int i = 0; i < c->n_using; i++)
+        if (!strcmp(c->using[i], get->text)) return wc_fail(c, "${%s}: the variable's value uses itself", get->text);
+    if (c->n_using >= WC_MAX_DEPTH) return wc_fail(c, "${%s}: variables nested more than 100 deep", get->text);
+    c->using[c->n_using++] = get->text;
+    return 0;
+}
+
+/* split_wrapper_string: the first run of ellipsis characters (U+1801,
+ * U+2026, U+22EE-U+22F1, U+FE19) or of three dots or more. Returns its
+ * start and sets *end, or NULL. */
+static size_t ellipsis_at(const unsigned char *s)
+{
+    if (s[0] == 0xE1 && s[1] == 0xA0 && s[2] == 0x81) return 3;
+    if (s[0] == 0xE2 && s[1] == 0x80 && s[2] == 0xA6) return 3;
+    if (s[0] == 0xE2 && s[1] == 0x8B && s[2] >= 0xAE && s[2] <= 0xB1) return 3;
+    if (s[0] == 0xEF && s[1] == 0xB8 && s[2] == 0x99) return 3;
+    return 0;
+}
+
+static const char *wrap_marker(const char *s, const char **end)
+{
+    for (const char *p = s; *p; p++) {
+        const unsigned char *u = (const unsigned char *)p;
+        size_t n = ellipsis_at(u), len = 0;
+        if (n) {
+            while ((n = ellipsis_at(u + len))) len += n;
+        } else if (!strncmp(p, "...", 3)) {
+            while (p[len] == '.') len++;
+        }
+        if (len) { *end = p + len; return p; }
+    }
+    return NULL;
+}
+
+/* wrapper's text around inner: split at the marker, or inner after it. */
+static char *wrapped(const char *wrapper, const char *inner)
+{
+    const char *end, *m = wrap_marker(wrapper, &end);
+    if (!m) m = end = wrapper + strlen(wrapper);
+    core_strbuf b = {0};
+    core_sb_append(&b, wrapper, (size_t)(m - wrapper));
+    core_sb_puts(&b, inner);
+    core_sb_puts(&b, end);
+    return core_sb_take(&b);
 }
 
 /* ---- lists of results ---- */
@@ -733,16 +957,84 @@ static int expand_variant(wc_ctx *c, const wc_node *v, wc_list *out)
     return rc;
 }
 
+/* =! in --combinatorial: the value's first prompt */
+static char *first_expansion(wc_ctx *c, const wc_node *value)
+{
+    wc_list l = {0};
+    if (expand(c, value, &l)) return NULL;
+    char *s = NULL;
+    if (!l.n) wc_fail(c, "${...=!...}: the value gives no prompt");
+    else s = l.v[0], l.v[0] = NULL;
+    list_clear(&l);
+    return s;
+}
+
+static int expand_sequence(wc_ctx *c, const wc_node *n, wc_list *out);
+
+/* WrapCommand: each wrapper's prompt around each inner prompt */
+static int expand_wrap(wc_ctx *c, const wc_node *n, wc_list *out)
+{
+    if (is_empty(n->kid[0]) || is_empty(n->kid[1])) return 0; /* sample_prompts of nothing */
+    wc_list w = {0}, in = {0};
+    int rc = expand(c, n->kid[0], &w) || expand(c, n->kid[1], &in) ? -1 : 0;
+    for (int i = 0; i < w.n && !rc; i++)
+        for (int k = 0; k < in.n && !rc; k++) rc = list_push(c, out, wrapped(w.v[i], in.v[k]));
+    list_clear(&w);
+    list_clear(&in);
+    return rc;
+}
+
 static int expand(wc_ctx *c, const wc_node *n, wc_list *out)
 {
     if (c->failed) return -1;
     switch (n->kind) {
     case N_LIT: return list_push(c, out, strdup(n->text));
     case N_SEQ: {
+        wc_binding *saved = c->env, *b;
+        int nb;
+        if (bind(c, n, first_expansion, &b, &nb)) return -1;
+        int rc = expand_sequence(c, n, out);
+        unbind(c, b, nb, saved);
+        return rc;
+    }
+    case N_SET: return 0; /* bound by its sequence */
+    case N_GET: {
+        const wc_node *v;
+        const char *t;
+        if (use(c, n, &v, &t)) return -1;
+        if (t) return list_push(c, out, strdup(t));
+        int rc = expand(c, v, out);
+        c->n_using--;
+        return rc;
+    }
+    case N_WRAP: return expand_wrap(c, n, out);
+    case N_VAR: return expand_variant(c, n, out);
+    case N_WILD: {
+        wc_file *f = push(c, n->text);
+        if (!f) return -1;
+        int rc = 0;
+        for (int i = 0; i < f->n && !rc; i++) {
+            wc_node *v = parse(c, f->v[i], f->name);
+            rc = v ? expand(c, v, out) : -1;
+            node_free(v);
+        }
+        pop(c);
+        return rc;
+    }
+    }
+    return -1;
+}
+
+/* A sequence's parts (its variables bound): the product, the first
+ * varying slowest. */
+static int expand_sequence(wc_ctx *c, const wc_node *n, wc_list *out)
+{
+    {
         wc_list acc = {0};
         if (list_push(c, &acc, strdup(""))) return -1;
         for (int i = 0; i < n->n; i++) {
             wc_list part = {0}, next = {0};
+            if (n->kid[i]->kind == N_SET) continue;
             if (expand(c, n->kid[i], &part)) { list_clear(&acc); list_clear(&part); return -1; }
             if ((long long)acc.n * part.n > c->max) {
                 list_clear(&acc);
@@ -773,21 +1065,6 @@ static int expand(wc_ctx *c, const wc_node *n, wc_list *out)
         free(acc.v);
         return 0;
     }
-    case N_VAR: return expand_variant(c, n, out);
-    case N_WILD: {
-        wc_file *f = push(c, n->text);
-        if (!f) return -1;
-        int rc = 0;
-        for (int i = 0; i < f->n && !rc; i++) {
-            wc_node *v = parse(c, f->v[i], f->name);
-            rc = v ? expand(c, v, out) : -1;
-            node_free(v);
-        }
-        pop(c);
-        return rc;
-    }
-    }
-    return -1;
 }
 
 int wc_expand_all(const char *tmpl, const char *dir, int max, wc_list *out, char *why, size_t why_len)
@@ -807,9 +1084,36 @@ int wc_expand_all(const char *tmpl, const char *dir, int max, wc_list *out, char
 
 /* Every wildcard reachable from n exists and parses, and none includes
  * itself: checked before drawing, so a bad template fails for every seed. */
+static int check(wc_ctx *c, const wc_node *n);
+
+/* =! while checking: the value checked, its text not known yet */
+static char *check_immediate(wc_ctx *c, const wc_node *value)
+{
+    if (check(c, value)) return NULL;
+    char *s = strdup("");
+    if (!s) oom(c);
+    return s;
+}
+
 static int check(wc_ctx *c, const wc_node *n)
 {
     if (c->failed) return -1;
+    if (n->kind == N_SEQ) {
+        wc_binding *saved = c->env, *b;
+        int nb, rc = bind(c, n, check_immediate, &b, &nb);
+        for (int i = 0; i < n->n && !rc; i++)
+            if (n->kid[i]->kind != N_SET) rc = check(c, n->kid[i]);
+        unbind(c, b, nb, saved);
+        return rc;
+    }
+    if (n->kind == N_GET) {
+        const wc_node *v;
+        const char *t;
+        if (use(c, n, &v, &t)) return -1;
+        int rc = v ? check(c, v) : 0;
+        if (v) c->n_using--;
+        return rc;
+    }
     for (int i = 0; i < n->n; i++)
         if (check(c, n->kid[i])) return -1;
     if (n->kind != N_WILD) return 0;
@@ -817,12 +1121,14 @@ static int check(wc_ctx *c, const wc_node *n)
     if (!f) return -1;
     int rc = 0;
     if (!f->checked) {
+        long long uses = c->uses;
         for (int i = 0; i < f->n && !rc; i++) {
             wc_node *v = parse(c, f->v[i], f->name);
             rc = v ? check(c, v) : -1;
             node_free(v);
         }
-        if (!rc) f->checked = 1;
+        /* values that use variables are checked again in each scope */
+        if (!rc && c->uses == uses) f->checked = 1;
     }
     pop(c);
     return rc;
@@ -915,15 +1221,40 @@ static char *sample(wc_ctx *c, const wc_node *n)
         return s;
     }
     case N_SEQ: {
+        wc_binding *saved = c->env, *bd;
+        int nb;
+        if (bind(c, n, sample, &bd, &nb)) return NULL;
         core_strbuf b = {0};
-        for (int i = 0; i < n->n; i++) {
-            char *s = sample(c, n->kid[i]);
-            if (!s) { free(core_sb_take(&b)); return NULL; }
+        char *s = NULL;
+        int i = 0;
+        for (; i < n->n; i++) {
+            if (n->kid[i]->kind == N_SET) continue;
+            if (!(s = sample(c, n->kid[i]))) break;
             core_sb_puts(&b, s);
             free(s);
         }
-        char *s = core_sb_take(&b);
-        if (!s) oom(c);
+        s = core_sb_take(&b);
+        if (i < n->n) { free(s); s = NULL; }
+        else if (!s) oom(c);
+        unbind(c, bd, nb, saved);
+        return s;
+    }
+    case N_SET: return NULL; /* bound by its sequence */
+    case N_GET: {
+        const wc_node *v;
+        const char *t;
+        if (use(c, n, &v, &t)) return NULL;
+        char *s = t ? strdup(t) : sample(c, v);
+        if (v) c->n_using--;
+        if (!s && !c->failed) oom(c);
+        return s;
+    }
+    case N_WRAP: { /* RandomSampler: one wrapper around one inner */
+        char *w = sample(c, n->kid[0]), *in = w ? sample(c, n->kid[1]) : NULL;
+        char *s = in ? wrapped(w, in) : NULL;
+        if (in && !s) oom(c);
+        free(w);
+        free(in);
         return s;
     }
     case N_VAR: return sample_variant(c, n);
@@ -944,7 +1275,9 @@ char *wc_expand_random(const char *tmpl, const char *dir, uint64_t seed, char *w
 {
     wc_ctx c = {.dir = dir, .why = why, .why_len = why_len, .max = WC_MAX_PROMPTS, .rng = seed};
     wc_node *n = parse(&c, tmpl, "prompt");
-    char *s = n && !check(&c, n) ? sample(&c, n) : NULL;
+    int ok = n && !check(&c, n);
+    c.uses = 0; /* the draw's own uses */
+    char *s = ok ? sample(&c, n) : NULL;
     node_free(n);
     files_free(&c);
     if (!s && !c.failed) wc_fail(&c, "out of memory");

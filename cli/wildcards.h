@@ -2,7 +2,8 @@
  * parser, the dynamicprompts package) expanded into prompts before
  * anything else sees them (docs/DESIGN.md "Wildcards and dynamic prompts"):
  * {a|b|c} variants, {N$$...}, {L-H$$...} and {N$$SEP$$...} counts, {W::a}
- * weights, __name__ wildcards read from DIR/name.txt, '#' comments.
+ * weights, __name__ wildcards read from DIR/name.txt, ${name=value} / ${name}
+ * variables, %{wrapper$$inner} wraps, '#' comments.
  *
  * Two ways to expand: every combination in CombinatorialPromptGenerator's
  * order (wc_expand_all), or one random choice drawn from the image's seed

@@ -172,6 +172,14 @@ static void test_hostile(void **state)
     assert_int_equal(cu_run(a1, err, sizeof err), 1);
     assert_string_equal(err, "fmimage: __loop_a__: the wildcard includes itself (__loop_a__ -> __loop_b__ -> __loop_a__)\n");
     assert_false(cu_exists(out));
+    const char *a3[] = {"-m", MODEL, "a ${kind} fox", "--wildcards-dir", WCDIR, "-q", "-o", out, NULL};
+    assert_int_equal(cu_run(a3, err, sizeof err), 1);
+    assert_string_equal(err, "fmimage: ${kind}: the variable is not set\n");
+    assert_false(cu_exists(out));
+    const char *a4[] = {"-m", MODEL, "${a=${a}} ${a}", "-q", "-o", out, NULL};
+    assert_int_equal(cu_run(a4, err, sizeof err), 1);
+    assert_string_equal(err, "fmimage: ${a}: the variable's value uses itself\n");
+    assert_false(cu_exists(out));
     const char *a2[] = {"-m", MODEL, "__colors__", "-q", "-o", out, NULL};
     assert_int_equal(cu_run(a2, err, sizeof err), 1);
     assert_string_equal(err, "fmimage: __colors__: no --wildcards-dir given\n");

@@ -2,8 +2,9 @@
  * tests/data/wildcards.tsv: dynamicprompts' CombinatorialPromptGenerator run
  * on the corpus with tests/data/wildcards/ (tools/ref/wildcards_ref.py).
  * --combinatorial must give the same prompts in the same order, and refuse
- * what it refuses; random mode must be a function of the seed whose every
- * choice is one of those prompts. Hostile templates fail with one message. */
+ * what it refuses (variables, wrap commands and their errors included);
+ * random mode must be a function of the seed whose every choice is one of
+ * those prompts. Hostile templates fail with one message. */
 #include "cliutil.h"
 
 #include <cjson/cJSON.h>
@@ -43,16 +44,32 @@ static void test_corpus(void **state)
             ok = rc == 0 && got.n == cJSON_GetArraySize(want);
             for (int i = 0; ok && i < got.n; i++) ok = !strcmp(got.v[i], cJSON_GetArrayItem(want, i)->valuestring);
             prompts += ok ? got.n : 0;
-            /* random mode: deterministic, and each draw a listed prompt */
+            /* random mode: deterministic, and each draw a listed prompt. A
+             * ${name=!value} is the value's first prompt in the list but a
+             * random one in a draw: those draws are among the prompts with
+             * the value evaluated at each use (=! read as =), one choice for
+             * all uses being one of its combinations. setter.txt holds =!. */
+            wc_list lazy = {0}, *allowed = &got;
+            if (ok && strstr(t->valuestring, "=!")) {
+                char *l = strdup(t->valuestring);
+                for (char *q = l; (q = strstr(q, "=!")); q++) memmove(q + 1, q + 2, strlen(q + 2) + 1);
+                if (wc_expand_all(l, WCDIR, WC_MAX_PROMPTS, &lazy, why, sizeof why)) allowed = NULL;
+                else allowed = &lazy;
+                free(l);
+            }
+            /* a =! value that uses a variable reads it where it is set */
+            if (strstr(t->valuestring, "__setter__") || strstr(t->valuestring, "=!${") || strstr(t->valuestring, "=!!"))
+                allowed = NULL; /* =!!x: the value is !x, no lazy reading */
             for (uint64_t seed = 0; ok && seed < 8; seed++) {
                 char *a = wc_expand_random(t->valuestring, WCDIR, seed * 7919, why, sizeof why);
                 char *b = wc_expand_random(t->valuestring, WCDIR, seed * 7919, why, sizeof why);
-                ok = a && b && !strcmp(a, b) && (got.n == 0 || in_list(&got, a));
+                ok = a && b && !strcmp(a, b) && (!allowed || allowed->n == 0 || in_list(allowed, a));
                 if (!ok) fprintf(stderr, "  random draw %s for seed %llu\n", a ? a : why, (unsigned long long)seed);
                 free(a);
                 free(b);
                 draws++;
             }
+            wc_list_free(&lazy);
         }
         if (!ok) {
             bad++;
@@ -131,6 +148,28 @@ static void test_hostile(void **state)
     assert_int_equal(strlen(s), 40);
     free(s);
     free(deep);
+    /* variables and wrap */
+    expect_fail("a ${nope} b", "${nope}: the variable is not set");
+    expect_fail("{x|${nope}}", "${nope}: the variable is not set"); /* every seed, not only those drawing it */
+    expect_fail("${a=${a}} ${a}", "${a}: the variable's value uses itself");
+    expect_fail("${a=${b}}${b={x|${a}}} ${a}", "the variable's value uses itself");
+    expect_fail("${a=!${a}} ${a}", "${a}: the variable is not set");
+    expect_fail("${a=x}", "${a=...} alone gives no prompt");
+    expect_fail("{${a=x}|y}", "without '}'");
+    expect_fail("%{a ... b$$x", "'%{' without '$$' and '}'");
+    for (int k = 0; k < 2; k++) { /* 10^4 nested ${a:...} and %{...$$...} */
+        const char *open = k ? "%{" : "${a:", *close = k ? "$$x}" : "}";
+        char *d = malloc(10000 * (strlen(open) + strlen(close)) + 1), *q = d;
+        for (int i = 0; i < 10000; i++) q = stpcpy(q, open);
+        for (int i = 0; i < 10000; i++) q = stpcpy(q, close);
+        expect_fail(d, "nested more than 100 deep");
+        free(d);
+    }
+    /* 2^30 uses of c through a chain of variables: the limit, said so */
+    char chain[2000] = "";
+    for (int i = 0; i < 30; i++) sprintf(chain + strlen(chain), "${v%d=${v%d}${v%d}}", i, i + 1, i + 1);
+    strcat(chain, "${v30=c} ${v0}");
+    expect_fail(chain, "more than 100000 variable uses");
 }
 
 int main(void)

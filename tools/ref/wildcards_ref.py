@@ -144,6 +144,140 @@ def gen_template(rnd, depth=0):
     return "".join(parts)
 
 
+# Variables (${name=value}, =! immediate, ?= keep, ${name}, ${name:default})
+# and the wrap command (%{wrapper$$inner}), with the files that use them
+# (wrappers.txt, pet.txt, setter.txt).
+VARS = [
+    "${a=x}${a}",
+    "${a=x} ${a} and ${a}",
+    "${a={x|y}} ${a} ${a}",
+    "${a=!{x|y}} ${a} ${a}",
+    "${ a = {x|y} } [${a}]",
+    "${a=!{2$$x|y|z}} ${a}",
+    "${a={red|blue}}${b=!{big|small}} ${b} ${a} ${b}",
+    "${a} ${a=x}",
+    "${a}",
+    "${a:dflt}",
+    "${a: dflt }",
+    "${ a :dflt}",
+    "${a:{x|y}} ${a}",
+    "${a:}",
+    "${a=}${a}",
+    "${a=!}[${a}]",
+    "${a=${a}}${a}",
+    "${a=${b}}${b=${a}} ${a}",
+    "${a=!${a}} ${a}",
+    "${a=x}",
+    "${a=x}${b=y}",
+    "${a=x}${a=y} ${a}",
+    "${a=x}${a?=y} ${a}",
+    "${a=!{x|y}}${b=${a}-${a}} ${b}",
+    "${a={x|y}}${b=!${a}} ${b} ${b}",
+    "${a=x}{${a}|z}",
+    "{${a=x}|z}",
+    "{a|${b:q}}",
+    "${a=1}${b=2} {${a}|${b}} ${a}${b}",
+    "${a=x|y}",
+    "${a=x",
+    "${=x}",
+    "${1a=x}",
+    "${a-b_c=v}${a-b_c}",
+    "${A9=v}${A9}",
+    "${a=x}${a",
+    "${a?x}",
+    "${a==x}${a}",
+    "${a=!!x}${a}",
+    "${a=x}__pet__",
+    "__pet__",
+    "${kind=fox}__pet__",
+    "${kind={fox|owl}} __pet__",
+    "${kind=!{fox|owl}} __pet__",
+    "{2$$__pet__}",
+    "__setter__",
+    "${tone=dark}__setter__ ${tone}",
+    "${a=__colors/warm__} ${a}",
+    "${a=!__colors/warm__} ${a}",
+    "${a={1-2$$ and $$x|y}} ${a}",
+    "%{a ... b$$x}",
+    "%{... b$$x}",
+    "%{a ...$$x}",
+    "%{no marker$$x}",
+    "%{ a ... b $$ x }",
+    "%{a … b$$x}",
+    "%{a …… b$$x}",
+    "%{a ⋮ b ⋯ c$$x}",
+    "%{a .... b ... c$$x}",
+    "%{a .. b$$x}",
+    "%{a ᠁ b$$x}",
+    "%{a ︙ b$$x}",
+    "%{a ⋰ b ⋱ c$$x}",
+    "%{{a|b} ... {c|d}$$x}",
+    "%{a ... b$${x|y}}",
+    "%{{a|b} ...$${x|y}}",
+    "%{__wrappers__$$a cat}",
+    "%{__wrappers__$${a cat|a dog}}",
+    "%{__wrappers__$$__animals__}",
+    "%{a ... b$$%{c ... d$$x}}",
+    "%{%{a ... b$$c ... d}$$x}",
+    "%{$$x}",
+    "%{a ... b$$}",
+    "%{a ... b}",
+    "%{a ... b$$x",
+    "%{a|b ... $$x}",
+    "%{a ... b$$x|y}",
+    "%x",
+    "%{a ... b$$x} and %{c...$$y}",
+    "${w=a ... b}%{${w}$$x}",
+    "${w={a ... b|c ...}}%{${w}$$x}",
+    "${w=!{a ... b|c ...}}%{${w}$$x}",
+    "${i={x|y}}%{a ... b$$${i}} ${i}",
+    "{%{a ... b$$x}|y}",
+    "{2$$%{a ... b$${x|y}}|z}",
+    "${a=%{a ... b$$x}} ${a}",
+    "${a=!%{a ... b$${x|y}}} ${a} ${a}",
+    "%{a ... b$$${u}}",
+    "%{a ... b$$${u:dflt}}",
+    "${a=x} # ${b}\n${a}",
+    "${a=x} ${a} # comment",
+    "${a=1}${b=${a}${a}}${c=${b}${b}} ${c}",
+    "${a={x|y}}${b=${a}${a}} ${b}",
+    "${p={red|green}}{${p} fox|${p} owl}",
+    "${a={x|y}}{2$$${a}|${a}|z}",
+    "$a",
+    "${ a }",
+    "${a }",
+    "${a:x}${a=y}",
+    "${a:${b:${c:deep}}}",
+    "${x=%{... wrapped$$${y:v}}}${y=w} ${x}",
+]
+
+
+def gen_var_template(rnd):
+    """A random template using variables and wrap with the rest of the syntax."""
+    names = ["a", "b", "kind"]
+    parts = []
+    for _ in range(rnd.randint(1, 3)):
+        n = rnd.choice(names)
+        val = rnd.choice(["x", "{x|y}", "{2$$x|y|z}", "__colors/warm__", "${b:q}", "%{p ... s$${m|n}}", " sp "])
+        parts.append("${" + n + rnd.choice(["=", "=!", "?="]) + val + "}")
+    for _ in range(rnd.randint(1, 3)):
+        r = rnd.random()
+        n = rnd.choice(names)
+        if r < 0.4:
+            parts.append("${" + n + "}" if rnd.random() < 0.6 else "${" + n + ":" + rnd.choice(["d", "{d|e}"]) + "}")
+        elif r < 0.6:
+            parts.append("%{" + rnd.choice(["w ... z", "{w|v} ...", "__wrappers__", "...!"]) + "$$" +
+                         rnd.choice(["i", "${" + n + ":d}", "{i|j}"]) + "}")
+        elif r < 0.75:
+            parts.append("{" + rnd.choice(["${" + n + ":o}|p", "1$$q|${" + n + ":r}", "s|t"]) + "}")
+        elif r < 0.85:
+            parts.append("__pet__")
+        else:
+            parts.append(rnd.choice([" ", ", ", " and "]))
+    rnd.shuffle(parts)
+    return "".join(parts)
+
+
 def main():
     gen = CombinatorialPromptGenerator(WildcardManager(WC))
     rnd = random.Random(19)
@@ -154,12 +288,24 @@ def main():
         if "{" in t and t not in seen:
             seen.add(t)
             templates.append(t)
+    vrnd = random.Random(1919)
+    for t in VARS:
+        if t not in seen:
+            seen.add(t)
+            templates.append(t)
+    while len(templates) < 400 + 220:
+        t = gen_var_template(vrnd)
+        if t not in seen:
+            seen.add(t)
+            templates.append(t)
     n = skipped = 0
     with open(OUT, "w", encoding="utf-8") as f:
         for t in templates:
             try:
                 got = gen.generate(t, max_prompts=MAX + 1)
-            except pyparsing.ParseException:  # refused
+            except (pyparsing.ParseException, KeyError, RecursionError, NotImplementedError):
+                # refused: bad syntax, a variable not set, a value that
+                # uses itself, an assignment alone
                 got = "error"
             except RuntimeError:
                 # a sequence with a part that has no expansions ({3$$a|a}b)
