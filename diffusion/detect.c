@@ -369,7 +369,11 @@ static void family_semantics(wt_model_config *cfg)
         t->penultimate = f != FM_FAMILY_SD1;
         t->final_ln_on_output = f != FM_FAMILY_SDXL;
     }
-    cfg->prediction = f == FM_FAMILY_SD2 ? FM_PRED_AUTO : FM_PRED_EPS;
+    /* SD 2.x: eps or v is probed at load, as A1111 does, except for an
+     * inpainting U-Net (512-inpainting-ema), which A1111 always runs with
+     * v2-inpainting-inference.yaml: eps. */
+    int inpainting = u->in_channels == 2 * cfg->vae.embed_dim + 1;
+    cfg->prediction = f == FM_FAMILY_SD2 && !inpainting ? FM_PRED_AUTO : FM_PRED_EPS;
     cfg->linear_start = 0.00085;
     cfg->linear_end = 0.012;
     cfg->timesteps = 1000;

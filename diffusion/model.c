@@ -49,9 +49,10 @@ static int df_probe_v_prediction(fm_model *m, int *is_v, fm_error *err)
         rc = un_forward(m->unet, out, x, 1, H, W, &t, ctx, NCTX, y, err);
         if (!rc) {
             /* (unet(x) - x).mean() < -1 means v */
+            size_t no = (size_t)u->out_channels * H * W; /* the latent channels of x come first */
             double sum = 0;
-            for (size_t i = 0; i < nx; i++) sum += out[i] - x[i];
-            *is_v = sum / nx < -1;
+            for (size_t i = 0; i < no; i++) sum += out[i] - x[i];
+            *is_v = sum / no < -1;
         }
     }
     free(x);

@@ -760,7 +760,12 @@ char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name,
      * A1111's inpaint fields */
     int out_w, out_h;
     df_inpaint_sizes(p, &f.width, &f.height, &out_w, &out_h);
-    f.cond_mask = m && m->cfg.unet.in_channels > m->cfg.unet.out_channels;
+    /* A1111 writes the weight when is_using_inpainting_conditioning: any
+     * run of an ldm inpainting model (conditioning key hybrid), but for
+     * SDXL inpainting (key crossattn) only img2img, whose
+     * inpainting_image_conditioning sets it */
+    f.cond_mask = m && m->cfg.unet.in_channels > m->cfg.unet.out_channels &&
+                  (m->cfg.family != FM_FAMILY_SDXL || p->init_rgb);
     f.cond_mask_weight = p->inpainting_mask_weight;
     if (p->init_rgb && (p->mask || p->outpaint[0] || p->outpaint[1] || p->outpaint[2] || p->outpaint[3])) {
         static const char *content[] = {NULL, "fill", "latent noise", "latent nothing"};

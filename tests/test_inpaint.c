@@ -9,6 +9,7 @@
  * sd1-inpainting layout binds and runs; hostile masks refused or handled
  * as A1111 handles them. */
 #include "cliutil.h"
+#include "diffusion/detect.h"
 #include "diffusion/inpaint.h"
 #include "diffusion/mask.h"
 #include "diffusion/pipeline_internal.h"
@@ -165,13 +166,13 @@ static void test_overlay_and_fill(void **state)
 
 #define UNET9 "tests/data/inpaint/unet9.safetensors"
 
-/* tiny-sd1 with unet9.safetensors' conv_in: a 9-channel U-Net (its config
- * metadata says in_channels 9). */
-static void write_tiny9(const char *out)
+/* base (a tiny checkpoint) with ref's conv_in: a 9-channel U-Net. Its
+ * config is the file's with in_channels 9, or config when base has none. */
+static void write_tiny9_from(const char *out, const char *base_path, const char *ref_path, const char *config)
 {
     wt_safetensors base, ref;
-    tu_open(&base, "tests/data/tiny-sd1.safetensors");
-    tu_open(&ref, UNET9);
+    tu_open(&base, base_path);
+    tu_open(&ref, ref_path);
     tl_st_entry *e = cu_st_entries(&base);
     const wt_st_tensor *w = wt_st_find(&ref, "conv_in");
     assert_non_null(w);
@@ -182,11 +183,13 @@ static void write_tiny9(const char *out)
             memcpy(e[i].shape, w->shape, sizeof w->shape);
             e[i].data = w->data;
         }
-    const char *cfg = wt_st_meta_get(&base, "fmimage.config");
+    const char *cfg = config ? config : wt_st_meta_get(&base, "fmimage.config");
     assert_non_null(cfg);
     char *c9 = strdup(cfg), *at = strstr(c9, "\"in_channels\":4");
-    assert_non_null(at);
-    at[strlen("\"in_channels\":")] = '9';
+    if (!config) {
+        assert_non_null(at);
+        at[strlen("\"in_channels\":")] = '9';
+    }
     wt_st_meta meta = {"fmimage.config", c9};
     fm_error err = {0};
     if (tl_st_write(out, e, base.n_tensors, &meta, 1, &err)) fail_msg("%s", err.msg);
@@ -195,6 +198,8 @@ static void write_tiny9(const char *out)
     wt_st_close(&base);
     wt_st_close(&ref);
 }
+
+static void write_tiny9(const char *out) { write_tiny9_from(out, "tests/data/tiny-sd1.safetensors", UNET9, NULL); }
 
 static void test_unet9_forward(void **state)
 {
@@ -239,6 +244,126 @@ static void test_unet9_forward(void **state)
     core_free(x); core_free(t); core_free(ctx); core_free(want); free(out);
     wt_st_close(&ref);
     fm_model_free(m);
+}
+
+/* The 9-channel U-Net of SD 2.x (512-inpainting-ema: ldm's UNetModel) and
+ * of SDXL inpainting (sgm's, with label_emb's y) on tiny-sd2 / tiny-sdxl
+ * with a 9-input conv_in, against tools/ref/inpaint_unet_ref.py --family
+ * sd2|sdxl in float64 (tolerance 1e-4, relative above 1). An SD 2.x
+ * inpainting U-Net is eps without the v probe, as A1111 runs it
+ * (v2-inpainting-inference.yaml). */
+static void unet9_family(const char *base, const char *ref_path, const char *config, fm_family family)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny9-%s.safetensors", tu_dir, fm_family_name(family));
+    write_tiny9_from(path, base, ref_path, config);
+    fm_error err = {0};
+    fm_model *m = fm_model_load(path, &err);
+    if (!m) fail_msg("%s", err.msg);
+    assert_int_equal(fm_model_family(m), family);
+    assert_int_equal(m->cfg.unet.in_channels, 9);
+    assert_int_equal(m->prediction, FM_PRED_EPS);
+    assert_int_equal(m->prediction_probed, 0);
+    wt_safetensors ref;
+    tu_open(&ref, ref_path);
+    size_t n, nctx;
+    float *x = tu_f32(&ref, "x", NULL), *t = tu_f32(&ref, "t", NULL), *ctx = tu_f32(&ref, "context", &nctx);
+    float *y = family == FM_FAMILY_SDXL ? tu_f32(&ref, "y", NULL) : NULL;
+    float *want = tu_f32(&ref, "out", &n), *out = malloc(sizeof(float) * n);
+    if (un_prepare(m->unet, 2, 8, 8, 77, NULL, &err)) fail_msg("%s", err.msg);
+    if (un_forward(m->unet, out, x, 2, 8, 8, t, ctx, 77, y, &err)) fail_msg("%s", err.msg);
+    tu_assert_close(out, want, n, 1e-4, ref_path);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)out[i] - want[i]) / fmax(1.0, fabs((double)want[i])));
+    print_message("%s: worst relative error %.3g over %zu outputs (tolerance 1e-4)\n", ref_path, worst, n);
+    /* masked img2img and txt2img run; A1111 writes Conditional mask weight
+     * for SDXL inpainting only in img2img (its conditioning key is crossattn) */
+    fm_params p;
+    fm_params_default(m, &p);
+    p.prompt = "a red fox";
+    p.width = p.height = 32;
+    p.steps = 1;
+    static uint8_t rgb[32 * 32 * 3], init[32 * 32 * 3], mask[32 * 32];
+    for (size_t i = 0; i < sizeof init; i++) init[i] = (uint8_t)(i * 7);
+    memset(mask, 255, sizeof mask / 2);
+    if (fm_generate(m, &p, rgb, &err)) fail_msg("%s", err.msg);
+    char *info = fm_infotext(m, &p, "tiny9", NULL, &err);
+    assert_true((strstr(info, "Conditional mask weight") != NULL) == (family != FM_FAMILY_SDXL));
+    free(info);
+    p.init_rgb = init;
+    p.init_width = p.init_height = 32;
+    p.mask = mask;
+    p.mask_width = p.mask_height = 32;
+    if (fm_generate(m, &p, rgb, &err)) fail_msg("%s", err.msg);
+    info = fm_infotext(m, &p, "tiny9", NULL, &err);
+    assert_non_null(strstr(info, "Conditional mask weight: 1"));
+    free(info);
+    core_free(x); core_free(t); core_free(ctx); core_free(y); core_free(want); free(out);
+    (void)nctx;
+    wt_st_close(&ref);
+    fm_model_free(m);
+    unlink(path);
+}
+
+static void test_unet9_sd2_sdxl_forward(void **state)
+{
+    (void)state;
+    /* tests/data/README.md#tiny-sd2's config; no prediction: eps must come
+     * from the 9 inputs */
+    static const char *const sd2 =
+        "{\"family\": \"sd2\", \"unet\": {\"num_heads\": -1, \"num_head_channels\": 16}, "
+        "\"text\": {\"kind\": \"openclip\", \"width\": 32, \"layers\": 3, \"heads\": 2}}";
+    unet9_family("tests/data/tiny-sd2.safetensors", "tests/data/inpaint/unet9-sd2.safetensors", sd2, FM_FAMILY_SD2);
+    unet9_family("tests/data/tiny-sdxl.safetensors", "tests/data/inpaint/unet9-sdxl.safetensors", NULL, FM_FAMILY_SDXL);
+}
+
+/* The published layouts of 512-inpainting-ema and SDXL inpainting 0.1
+ * (tests/data/layouts/{sd2,sdxl}-inpainting.tsv: conv_in [320, 9, 3, 3])
+ * as all-zero sparse files: detected as their family with 9 inputs, SD 2.x
+ * as eps with the 512 defaults; conv_in of 8 or 10 inputs refused. */
+static void test_full_sd2_sdxl_inpainting_detected(void **state)
+{
+    (void)state;
+    static const struct { const char *layout; fm_family family; int width; } rows[] = {
+        {"tests/data/layouts/sd2-inpainting.tsv", FM_FAMILY_SD2, 512},
+        {"tests/data/layouts/sdxl-inpainting.tsv", FM_FAMILY_SDXL, 1024},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/full9.safetensors", tu_dir);
+        tl_layout layout;
+        fm_error err = {0};
+        if (tl_layout_read(&layout, rows[r].layout, &err)) fail_msg("%s", err.msg);
+        tl_randckpt_opts o = {.seed = 18, .float_dtype = -1, .zeros = 1};
+        if (tl_randckpt_write(&layout, path, &o, &err)) fail_msg("%s", err.msg);
+        tl_layout_free(&layout);
+        wt_safetensors st;
+        wt_model_config cfg;
+        tu_open(&st, path);
+        if (df_detect_config(&st.src, &cfg, &err)) fail_msg("%s: %s", rows[r].layout, err.msg);
+        wt_st_close(&st);
+        assert_int_equal(cfg.family, rows[r].family);
+        assert_int_equal(cfg.unet.in_channels, 9);
+        assert_int_equal(cfg.unet.model_channels, 320);
+        assert_int_equal(cfg.prediction, FM_PRED_EPS);
+        assert_int_equal(cfg.defaults.width, rows[r].width);
+        /* hostile: a conv_in of 10 or 8 inputs is neither model: one line */
+        for (int64_t bad = 8; bad <= 10; bad += 2) {
+            if (tl_layout_read(&layout, rows[r].layout, &err)) fail_msg("%s", err.msg);
+            for (int i = 0; i < layout.n; i++)
+                if (!strcmp(layout.entries[i].name, "model.diffusion_model.input_blocks.0.0.weight"))
+                    layout.entries[i].shape[1] = bad;
+            if (tl_randckpt_write(&layout, path, &o, &err)) fail_msg("%s", err.msg);
+            tl_layout_free(&layout);
+            core_error_clear(&err);
+            tu_open(&st, path);
+            assert_int_equal(df_detect_config(&st.src, &cfg, &err), FM_EINPUT);
+            wt_st_close(&st);
+            assert_non_null(strstr(err.msg, "an inpainting U-Net takes 9"));
+            assert_null(strchr(err.msg, '\n'));
+        }
+        unlink(path);
+    }
 }
 
 /* The published inpainting layout (conv_in [320, 9, 3, 3]) as a random
@@ -474,6 +599,8 @@ int main(void)
         cmocka_unit_test(test_pipeline_invariants),
         cmocka_unit_test(test_hostile_masks),
         cmocka_unit_test(test_full_sd1_inpainting),
+        cmocka_unit_test(test_unet9_sd2_sdxl_forward),
+        cmocka_unit_test(test_full_sd2_sdxl_inpainting_detected),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
