@@ -235,7 +235,7 @@ typedef int (*stage_fn)(void *ctx, fm_error *err);
  * stage dropped, non-zero (the caller skips the rest of that model). */
 static int time_stage(bench *b, stage *s, stage_fn f, void *ctx)
 {
-    double w[MAX_REPS], c[MAX_REPS];
+    double w[MAX_REPS] = {0}, c[MAX_REPS] = {0};
     fm_error err = {0};
     for (int r = 0; r < b->reps; r++) {
         double t0 = now(), c0 = cpu_now();
