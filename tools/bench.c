@@ -200,6 +200,7 @@ typedef struct stage {
 typedef struct bench {
     int reps, threads;
     int px;               /* image side of SD 1.5 / SD-Turbo (SDXL: 2 px) */
+    int upscale_px;       /* input side of the CLI-to-CLI upscale rows beside sd.cpp */
     const char *cache, *fmimage, *sdcpp;
     const char *dump;     /* --dump DIR: stage inputs/outputs for tools/peers, or NULL */
     double fma_peak, gemm_gflops; /* GFLOP/s, CPU time based */
@@ -945,6 +946,7 @@ static void print_table(const bench *b)
         {"sd1.vae_decode", "sdcpp.sd1.vae_decode", "VAE decode"},
         {"sd1.load", "sdcpp.sd1.load", "load (ours: a mapping; sd.cpp: reads)"},
         {"sd1.hires", "sdcpp.sd1.hires", "SD 1.5 hires fix x2, 2+2 steps, whole run"},
+        {"upscale.cli", "sdcpp.upscale", "RRDBNet x4 upscale, CLI to CLI"},
     };
     int header = 0;
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
@@ -1065,6 +1067,46 @@ static int run_upscale(void *p, fm_error *err)
     return fm_upscale(c->u, c->in, c->side, c->side, c->out, NULL, err);
 }
 
+/* The same 4x upscale from the command line, fmimage's `upscale` beside
+ * sd.cpp's `-M upscale` on the same file and input PNG (side upscale_px:
+ * sd.cpp takes about ten times as long, so 512 would take it an hour
+ * here): time, CPU time and peak RSS of each process, 1 run each. */
+static void bench_upscale_cli(bench *b, const char *model)
+{
+    char in[1024], out[1024], log[1024], threads[16], name[64], label[96];
+    int side = b->upscale_px;
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    snprintf(name, sizeof name, "upscale-in-%d.png", side);
+    path_in(in, sizeof in, b->cache, name);
+    size_t n = (size_t)side * side * 3;
+    uint8_t *rgb = malloc(n);
+    if (!rgb) { fprintf(stderr, "bench: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < n; i++) rgb[i] = (uint8_t)((i * 2654435761u) >> 24);
+    fm_error err = {0};
+    if (fm_png_write(in, rgb, side, side, NULL, &err)) fail(in, &err);
+    free(rgb);
+    if (b->fmimage) {
+        path_in(out, sizeof out, b->cache, "fmimage-upscale.png");
+        path_in(log, sizeof log, b->cache, "fmimage-upscale.log");
+        char *argv[] = {(char *)b->fmimage, "upscale", "-m", (char *)model, in, "-o", out, "-t", threads, "--force",
+                        NULL};
+        snprintf(label, sizeof label, "fmimage upscale RRDBNet x4 %dx%d -> %dx%d, CLI", side, side, 4 * side, 4 * side);
+        stage *s = add_stage(b, "upscale.cli", label, 0);
+        snprintf(s->note, sizeof s->note, "fmimage upscale -t %s, 1 run", threads);
+        child_stage(b, s, argv, log, 1);
+    }
+    if (b->sdcpp) {
+        path_in(out, sizeof out, b->cache, "sdcpp-upscale.png");
+        path_in(log, sizeof log, b->cache, "sdcpp-upscale.log");
+        char *argv[] = {(char *)b->sdcpp, "-M", "upscale", "--upscale-model", (char *)model, "-i", in, "-o", out,
+                        "-t", threads, NULL};
+        snprintf(label, sizeof label, "sd.cpp -M upscale RRDBNet x4 %dx%d -> %dx%d", side, side, 4 * side, 4 * side);
+        stage *s = add_stage(b, "sdcpp.upscale", label, 0);
+        snprintf(s->note, sizeof s->note, "sd-cli -t %s, tile 128, 1 run", threads);
+        child_stage(b, s, argv, log, 1);
+    }
+}
+
 /* 4x Real-ESRGAN x4plus (random weights in its layout) of a px x px image,
  * in fmimage's default tiles (192, overlap 8). */
 static void bench_upscale(bench *b)
@@ -1091,6 +1133,7 @@ static void bench_upscale(bench *b)
     free(c.in);
     free(c.out);
     fm_upscaler_free(c.u);
+    if (b->upscale_px > 0) bench_upscale_cli(b, path);
 }
 
 /* FLOPs of everything the run will compute (sd.cpp not included). */
@@ -1115,7 +1158,7 @@ static double planned_flops(int reps, const char *only)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
+    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--upscale-px 128] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
                     "             [--dump DIR] [--only peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires] [--estimate-only] [--flops]\n");
     return 2;
 }
@@ -1123,7 +1166,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    bench b = {.reps = 3, .threads = 2, .px = 512};
+    bench b = {.reps = 3, .threads = 2, .px = 512, .upscale_px = 128};
     const char *json = NULL, *only = NULL;
     int estimate_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -1131,6 +1174,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--reps") && v) b.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) b.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--px") && v) b.px = atoi(argv[++i]);
+        else if (!strcmp(a, "--upscale-px") && v) b.upscale_px = atoi(argv[++i]);
         else if (!strcmp(a, "--cache") && v) b.cache = argv[++i];
         else if (!strcmp(a, "--fmimage") && v) b.fmimage = argv[++i];
         else if (!strcmp(a, "--sdcpp") && v) b.sdcpp = *argv[++i] ? argv[i] : NULL;

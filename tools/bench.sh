@@ -7,6 +7,8 @@
 #   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
+#   BENCH_UPSCALE_PX=N  input side of the CLI-to-CLI upscale rows beside sd.cpp's
+#                       -M upscale (default 128; 0 leaves them out)
 #   SDCPP_BIN=PATH      stable-diffusion.cpp's sd-cli (default: the cache's
 #                       sdcpp/build/bin/sd-cli, if present)
 #   BUILD=DIR           fmimage build directory (default build)
@@ -50,5 +52,5 @@ else
 fi
 
 echo "bench: the numbers are only as quiet as the machine; 'uptime' now: $(uptime)"
-exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --only "$ONLY" \
+exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --upscale-px "${BENCH_UPSCALE_PX:-128}" --only "$ONLY" \
     --fmimage "$BUILD/fmimage" --sdcpp "$SDCPP" --json bench/results.json
