@@ -92,44 +92,41 @@ void kn_sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, 
         }
 }
 
+/* Row `row` of the kernel matrix m (cin x kh x kw taps, c's geometry) dotted
+ * with the input window of output pixel (oy, ox) of batch item b. */
+static double conv_window_dot(const float *x, const kn_conv *c, const kn_mat *m, int row, int b, int oy, int ox,
+                              int h, int w)
+{
+    double acc = 0.0;
+    for (int ci = 0; ci < c->cin; ci++)
+        for (int ky = 0; ky < c->kh; ky++) {
+            int iy = oy * c->stride + ky - c->pad_t;
+            if (iy < 0 || iy >= h) continue;
+            for (int kx = 0; kx < c->kw; kx++) {
+                int ix = ox * c->stride + kx - c->pad_l;
+                if (ix < 0 || ix >= w) continue;
+                acc += (double)x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] *
+                       mat_at(m, row, (ci * c->kh + ky) * c->kw + kx);
+            }
+        }
+    return acc;
+}
+
 void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
     int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
     for (int b = 0; b < n; b++)
         for (int co = 0; co < c->cout; co++)
             for (int oy = 0; oy < oh; oy++)
-                for (int ox = 0; ox < ow; ox++) {
-                    double acc = c->bias ? c->bias[co] : 0.0;
-                    for (int ci = 0; ci < c->cin; ci++)
-                        for (int ky = 0; ky < c->kh; ky++) {
-                            int iy = oy * c->stride + ky - c->pad_t;
-                            if (iy < 0 || iy >= h) continue;
-                            for (int kx = 0; kx < c->kw; kx++) {
-                                int ix = ox * c->stride + kx - c->pad_l;
-                                if (ix < 0 || ix >= w) continue;
-                                acc += (double)x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] *
-                                       mat_at(&c->w, co, (ci * c->kh + ky) * c->kw + kx);
-                            }
-                        }
-                    y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] = (float)acc;
-                }
+                for (int ox = 0; ox < ow; ox++)
+                    y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] =
+                        (float)((c->bias ? c->bias[co] : 0.0) + conv_window_dot(x, c, &c->w, co, b, oy, ox, h, w));
     for (const kn_lowrank *l = c->w.lowrank; l; l = l->next) /* y += scale up (down x), per rank */
         for (int b = 0; b < n; b++)
             for (int oy = 0; oy < oh; oy++)
                 for (int ox = 0; ox < ow; ox++)
                     for (int r = 0; r < l->down.rows; r++) {
-                        double t = 0;
-                        for (int ci = 0; ci < c->cin; ci++)
-                            for (int ky = 0; ky < c->kh; ky++) {
-                                int iy = oy * c->stride + ky - c->pad_t;
-                                if (iy < 0 || iy >= h) continue;
-                                for (int kx = 0; kx < c->kw; kx++) {
-                                    int ix = ox * c->stride + kx - c->pad_l;
-                                    if (ix < 0 || ix >= w) continue;
-                                    t += (double)x[(((size_t)b * c->cin + ci) * h + iy) * w + ix] *
-                                         mat_at(&l->down, r, (ci * c->kh + ky) * c->kw + kx);
-                                }
-                            }
+                        double t = conv_window_dot(x, c, &l->down, r, b, oy, ox, h, w);
                         for (int co = 0; co < c->cout; co++)
                             y[(((size_t)b * c->cout + co) * oh + oy) * ow + ox] +=
                                 (float)(l->scale * t * mat_at(&l->up, co, r));

@@ -42,6 +42,24 @@ static const lcase cases[] = {
 
 static void adapter_path(char *out, size_t n, const char *name) { snprintf(out, n, LDIR "/%s.safetensors", name); }
 
+/* The case's base checkpoint (its config detected) and its adapters opened
+ * as uses with the case's multipliers. */
+static wt_source *open_case(const lcase *lc, wt_model_config *cfg, wt_lora *l[2], wt_lora_use uses[2])
+{
+    fm_error err = {0};
+    wt_source *base = wt_open(lc->base, &err);
+    assert_non_null(base);
+    assert_int_equal(df_detect_config(base, cfg, &err), 0);
+    for (int i = 0; i < lc->n; i++) {
+        char path[256];
+        adapter_path(path, sizeof path, lc->uses[i].adapter);
+        l[i] = wt_lora_open(path, base, cfg, &err);
+        if (!l[i]) fail_msg("%s: %s", lc->name, err.msg);
+        uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
+    }
+    return base;
+}
+
 /* ---- merged weights: A1111's merge, 1e-6 of the tensor's largest value ---- */
 
 static void test_merged_weights(void **state)
@@ -52,19 +70,10 @@ static void test_merged_weights(void **state)
     for (int c = 0; c < N_CASES; c++) {
         const lcase *lc = &cases[c];
         fm_error err = {0};
-        wt_source *base = wt_open(lc->base, &err);
-        assert_non_null(base);
         wt_model_config cfg;
-        assert_int_equal(df_detect_config(base, &cfg, &err), 0);
         wt_lora *l[2] = {0};
         wt_lora_use uses[2];
-        for (int i = 0; i < lc->n; i++) {
-            char path[256];
-            adapter_path(path, sizeof path, lc->uses[i].adapter);
-            l[i] = wt_lora_open(path, base, &cfg, &err);
-            if (!l[i]) fail_msg("%s: %s", lc->name, err.msg);
-            uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
-        }
+        wt_source *base = open_case(lc, &cfg, l, uses);
         wt_source *m = wt_merged_open(base, uses, lc->n, NULL, &err);
         assert_non_null(m);
         char prefix[64];
@@ -233,19 +242,10 @@ static void test_lowrank_fp32(void **state)
     for (int c = 0; c < N_CASES; c++) {
         const lcase *lc = &cases[c];
         fm_error err = {0};
-        wt_source *base = wt_open(lc->base, &err);
-        assert_non_null(base);
         wt_model_config cfg;
-        assert_int_equal(df_detect_config(base, &cfg, &err), 0);
         wt_lora *l[2] = {0};
         wt_lora_use uses[2];
-        for (int i = 0; i < lc->n; i++) {
-            char path[256];
-            adapter_path(path, sizeof path, lc->uses[i].adapter);
-            l[i] = wt_lora_open(path, base, &cfg, &err);
-            assert_non_null(l[i]);
-            uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
-        }
+        wt_source *base = open_case(lc, &cfg, l, uses);
         wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
         wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, &err);
         assert_non_null(f);
