@@ -30,9 +30,10 @@ static void test_kill_and_resume(void **state)
     const char *args[] = {"-m", DEMO, "--xyz", "X:Seed:1-3", "Y:CFG Scale:5,7,9", "a red fox in the snow",
                           "--steps", "60", "-q", "-o", out, NULL};
     pid_t pid = cu_spawn(args, NULL, errpath);
-    /* kill -9 once some cells are finished and before the last */
+    /* kill -9 once some cells are finished and before the last (waits up to
+     * 10 minutes: a sanitizer build on a loaded machine makes a cell in ~30 s) */
     int made = 0;
-    for (int t = 0; t < 6000 && made < 3; t++) {
+    for (int t = 0; t < 60000 && made < 3; t++) {
         usleep(10000);
         mkdir(out, 0777);
         made = count_pngs(out);
