@@ -1,10 +1,9 @@
-/* ComfyUI's API (server.py, execution.py) for its default txt2img workflow:
- * CheckpointLoaderSimple -> CLIPTextEncode x2 + EmptyLatentImage ->
- * KSampler -> VAEDecode -> SaveImage / PreviewImage. POST /prompt checks
- * the graph as ComfyUI's validate_prompt does (unknown node types and bad
- * links are a 400 in its error shape), queues the job and answers at once;
- * /history, /view, /queue, /object_info and /interrupt report and control.
- * The noise is ComfyUI's (PyTorch CPU, as `fmimage --rng cpu`). */
+/* ComfyUI's routes (server.py, execution.py): POST /prompt checks the
+ * graph (comfy_graph.c: unknown node types and bad links are a 400 in
+ * ComfyUI's error shape), queues the job and answers at once; /history,
+ * /view, /queue, /object_info and /interrupt report and control;
+ * /upload/image keeps images for LoadImage in memory. The noise is
+ * ComfyUI's (PyTorch CPU, as `fmimage --rng cpu`). */
 #include "internal.h"
 
 #include <math.h>
@@ -15,28 +14,6 @@
 
 #include "samplers/samplers.h"
 
-typedef struct node_def {
-    const char *type;
-    const char *outputs[3];
-} node_def;
-
-static const node_def nodes[] = {
-    {"CheckpointLoaderSimple", {"MODEL", "CLIP", "VAE"}},
-    {"CLIPTextEncode", {"CONDITIONING"}},
-    {"EmptyLatentImage", {"LATENT"}},
-    {"KSampler", {"LATENT"}},
-    {"VAEDecode", {"IMAGE"}},
-    {"SaveImage", {NULL}},
-    {"PreviewImage", {NULL}},
-};
-
-static const node_def *def_of(const char *type)
-{
-    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
-        if (!strcmp(nodes[i].type, type)) return &nodes[i];
-    return NULL;
-}
-
 static char *print(cJSON *j)
 {
     char *s = cJSON_PrintUnformatted(j);
@@ -44,183 +21,6 @@ static char *print(cJSON *j)
     return s;
 }
 
-static cJSON *error_obj(const char *type, const char *message, const char *details)
-{
-    cJSON *e = cJSON_CreateObject();
-    cJSON_AddStringToObject(e, "type", type);
-    cJSON_AddStringToObject(e, "message", message);
-    cJSON_AddStringToObject(e, "details", details);
-    cJSON_AddObjectToObject(e, "extra_info");
-    return e;
-}
-
-/* {"error": {...}, "node_errors": {...}} as server.py's post_prompt */
-static int prompt_error(int status, const char *type, const char *message, const char *details, cJSON *node_errors,
-                        char **out)
-{
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddItemToObject(r, "error", error_obj(type, message, details));
-    cJSON_AddItemToObject(r, "node_errors", node_errors ? node_errors : cJSON_CreateObject());
-    *out = print(r);
-    return status;
-}
-
-/* One node's validation error, in node_errors[id]. */
-static int node_error(const char *id, const char *class_type, const char *type, const char *message,
-                      const char *details, char **out)
-{
-    cJSON *ne = cJSON_CreateObject(), *n = cJSON_AddObjectToObject(ne, id), *errs = cJSON_AddArrayToObject(n, "errors");
-    cJSON_AddItemToArray(errs, error_obj(type, message, details));
-    cJSON_AddItemToObject(n, "dependent_outputs", cJSON_CreateArray());
-    cJSON_AddStringToObject(n, "class_type", class_type);
-    return prompt_error(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation", "", ne, out);
-}
-
-typedef struct walk {
-    const cJSON *graph;
-    char **out;
-    int status;
-} walk;
-
-/* inputs[name] must be a link [id, index] to a node whose output index is
- * `type`; returns that node (and its id) or NULL with the error set. */
-static const cJSON *follow(walk *w, const char *id, const cJSON *node, const char *name, const char *type,
-                           const char **target_id)
-{
-    const char *ct = cJSON_GetObjectItem(node, "class_type")->valuestring;
-    const cJSON *in = cJSON_GetObjectItem(cJSON_GetObjectItem(node, "inputs"), name);
-    char details[300];
-    snprintf(details, sizeof details, "%s", name);
-    if (!in) {
-        w->status = node_error(id, ct, "required_input_missing", "Required input is missing", details, w->out);
-        return NULL;
-    }
-    const cJSON *tid = cJSON_GetArrayItem(in, 0), *idx = cJSON_GetArrayItem(in, 1);
-    if (!cJSON_IsArray(in) || cJSON_GetArraySize(in) != 2 || !cJSON_IsString(tid) || !cJSON_IsNumber(idx)) {
-        w->status = node_error(id, ct, "bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]", details, w->out);
-        return NULL;
-    }
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(w->graph, tid->valuestring);
-    const node_def *d = t ? def_of(cJSON_GetObjectItem(t, "class_type")->valuestring) : NULL;
-    int k = idx->valueint;
-    if (!d || k < 0 || k > 2 || !d->outputs[k] || strcmp(d->outputs[k], type)) {
-        snprintf(details, sizeof details, "%s, received_type(%s) mismatch input_type(%s)", name,
-                 d && k >= 0 && k <= 2 && d->outputs[k] ? d->outputs[k] : "none", type);
-        w->status = node_error(id, ct, "return_type_mismatch", "Return type mismatch between linked nodes", details, w->out);
-        return NULL;
-    }
-    *target_id = tid->valuestring;
-    return t;
-}
-
-static const cJSON *widget(walk *w, const char *id, const cJSON *node, const char *name, int string)
-{
-    const char *ct = cJSON_GetObjectItem(node, "class_type")->valuestring;
-    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(node, "inputs"), name);
-    if (!v) {
-        w->status = node_error(id, ct, "required_input_missing", "Required input is missing", name, w->out);
-        return NULL;
-    }
-    if (string ? !cJSON_IsString(v) : !cJSON_IsNumber(v)) {
-        w->status = node_error(id, ct, "invalid_input_type", string ? "Failed to convert an input value to a STRING value"
-                                                                      : "Failed to convert an input value to a number", name, w->out);
-        return NULL;
-    }
-    return v;
-}
-
-static int text_of(walk *w, const char *ks_id, const cJSON *ks, const char *name, const char *ckpt_id, char **text)
-{
-    const char *cid, *clip_id;
-    const cJSON *c = follow(w, ks_id, ks, name, "CONDITIONING", &cid);
-    if (!c) return -1;
-    const cJSON *t = widget(w, cid, c, "text", 1);
-    if (!t || !follow(w, cid, c, "clip", "CLIP", &clip_id)) return -1;
-    if (strcmp(clip_id, ckpt_id)) {
-        w->status = node_error(cid, "CLIPTextEncode", "bad_linked_input", "fmimage: clip must come from the model's checkpoint", "clip", w->out);
-        return -1;
-    }
-    if (strlen(t->valuestring) > SRV_STRING_MAX) {
-        w->status = node_error(cid, "CLIPTextEncode", "value_bigger_than_max", "text too long", "text", w->out);
-        return -1;
-    }
-    *text = strdup(t->valuestring);
-    return 0;
-}
-
-/* The default workflow from its output node back to the checkpoint. */
-static int walk_graph(srv_state *s, walk *w, const char *out_id, const cJSON *out_node, srv_job *j)
-{
-    const char *dec_id, *ks_id, *ck_id, *vae_id, *lat_id;
-    const cJSON *dec = follow(w, out_id, out_node, "images", "IMAGE", &dec_id);
-    const cJSON *ks = dec ? follow(w, dec_id, dec, "samples", "LATENT", &ks_id) : NULL;
-    if (ks && strcmp(cJSON_GetObjectItem(ks, "class_type")->valuestring, "KSampler")) {
-        w->status = node_error(dec_id, "VAEDecode", "bad_linked_input", "fmimage: samples must come from a KSampler", "samples", w->out);
-        return -1;
-    }
-    const cJSON *ck = ks ? follow(w, ks_id, ks, "model", "MODEL", &ck_id) : NULL;
-    if (!ck || !follow(w, dec_id, dec, "vae", "VAE", &vae_id)) return -1;
-    if (strcmp(vae_id, ck_id)) {
-        w->status = node_error(dec_id, "VAEDecode", "bad_linked_input", "fmimage: the VAE must come from the model's checkpoint", "vae", w->out);
-        return -1;
-    }
-    const cJSON *lat = follow(w, ks_id, ks, "latent_image", "LATENT", &lat_id);
-    if (!lat) return -1;
-    if (strcmp(cJSON_GetObjectItem(lat, "class_type")->valuestring, "EmptyLatentImage")) {
-        w->status = node_error(ks_id, "KSampler", "bad_linked_input", "fmimage: latent_image must be an EmptyLatentImage", "latent_image", w->out);
-        return -1;
-    }
-    const cJSON *ckpt = widget(w, ck_id, ck, "ckpt_name", 1), *seed = widget(w, ks_id, ks, "seed", 0),
-                *steps = seed ? widget(w, ks_id, ks, "steps", 0) : NULL, *cfg = steps ? widget(w, ks_id, ks, "cfg", 0) : NULL,
-                *smp = cfg ? widget(w, ks_id, ks, "sampler_name", 1) : NULL,
-                *sch = smp ? widget(w, ks_id, ks, "scheduler", 1) : NULL,
-                *den = sch ? widget(w, ks_id, ks, "denoise", 0) : NULL,
-                *wd = den ? widget(w, lat_id, lat, "width", 0) : NULL, *ht = wd ? widget(w, lat_id, lat, "height", 0) : NULL,
-                *bs = ht ? widget(w, lat_id, lat, "batch_size", 0) : NULL;
-    if (!ckpt || !bs) return -1;
-    char path[PATH_MAX];
-    if (strlen(ckpt->valuestring) > 255 || srv_model_path(s, ckpt->valuestring, path, sizeof path)) {
-        w->status = 404; /* a name outside --models-dir: 404, as every name of the server */
-        cJSON *ne = cJSON_CreateObject(), *n = cJSON_AddObjectToObject(ne, ck_id), *errs = cJSON_AddArrayToObject(n, "errors");
-        cJSON_AddItemToArray(errs, error_obj("value_not_in_list", "Value not in list", "ckpt_name: not found"));
-        cJSON_AddItemToObject(n, "dependent_outputs", cJSON_CreateArray());
-        cJSON_AddStringToObject(n, "class_type", "CheckpointLoaderSimple");
-        prompt_error(404, "prompt_outputs_failed_validation", "Prompt outputs failed validation", "", ne, w->out);
-        return -1;
-    }
-    const char *bad = NULL;
-    smp_id sid;
-    smp_scheduler_id schid;
-    if (seed->valuedouble < 0 || seed->valuedouble > 4294967295.0) bad = "seed: fmimage takes 0..4294967295";
-    else if (bs->valueint != 1) bad = "batch_size: fmimage makes one image per prompt (1)";
-    else if (fabs(den->valuedouble - 1) > 1e-9) bad = "denoise: txt2img needs 1.0";
-    else if (smp_find(smp->valuestring) < 0 || smp_scheduler_find(sch->valuestring) < 0 ||
-             smp_pair(smp->valuestring, sch->valuestring, &sid, &schid, NULL))
-        bad = "sampler_name/scheduler: not one of /object_info's";
-    if (bad) {
-        w->status = node_error(ks_id, "KSampler", "value_not_in_list", "Value not in list", bad, w->out);
-        return -1;
-    }
-    srv_gen *g = &j->g;
-    memset(g, 0, sizeof *g);
-    g->batch_size = g->n_iter = 1;
-    g->seed = (int64_t)seed->valuedouble;
-    g->steps = steps->valueint;
-    g->cfg = (float)cfg->valuedouble;
-    g->width = wd->valueint;
-    g->height = ht->valueint;
-    g->rng_cpu = 1;
-    snprintf(g->sampler, sizeof g->sampler, "%s", smp->valuestring);
-    snprintf(g->scheduler, sizeof g->scheduler, "%s", sch->valuestring);
-    snprintf(j->model, sizeof j->model, "%s", ckpt->valuestring);
-    if (text_of(w, ks_id, ks, "positive", ck_id, &g->prompt) || text_of(w, ks_id, ks, "negative", ck_id, &g->negative))
-        return -1;
-    if (g->steps < 1 || g->steps > 1000 || g->width < 1 || g->height < 1 || g->width > 16384 || g->height > 16384) {
-        w->status = node_error(ks_id, "KSampler", "value_bigger_than_max", "Value out of range", "steps/width/height", w->out);
-        return -1;
-    }
-    return 0;
-}
 
 static void new_id(char id[40])
 {
@@ -235,13 +35,13 @@ static void new_id(char id[40])
 
 static int post_prompt(srv_state *s, const char *body, size_t n, char **out)
 {
-    if (srv_json_too_deep(body, n)) return prompt_error(400, "invalid_prompt", "JSON nested too deeply", "", NULL, out);
+    if (srv_json_too_deep(body, n)) return srv_comfy_error(400, "invalid_prompt", "JSON nested too deeply", "", NULL, out);
     cJSON *req = cJSON_ParseWithLength(body, n);
     cJSON *graph = req ? cJSON_DetachItemFromObject(req, "prompt") : NULL;
     cJSON_Delete(req);
     if (!cJSON_IsObject(graph)) {
         cJSON_Delete(graph);
-        return prompt_error(400, "invalid_prompt", "Cannot execute because the prompt is not a graph", "", NULL, out);
+        return srv_comfy_error(400, "invalid_prompt", "Cannot execute because the prompt is not a graph", "", NULL, out);
     }
     const cJSON *node, *out_node = NULL;
     const char *out_id = NULL;
@@ -252,13 +52,13 @@ static int post_prompt(srv_state *s, const char *body, size_t n, char **out)
         if (!cJSON_IsObject(node) || !cJSON_IsString(ct) || !cJSON_IsObject(cJSON_GetObjectItem(node, "inputs"))) {
             snprintf(det, sizeof det, "Node ID '#%.200s'", node->string);
             cJSON_Delete(graph);
-            return prompt_error(400, "invalid_prompt", "Cannot execute because a node is missing the class_type property.", det, NULL, out);
+            return srv_comfy_error(400, "invalid_prompt", "Cannot execute because a node is missing the class_type property.", det, NULL, out);
         }
-        if (!def_of(ct->valuestring)) {
+        if (!srv_comfy_node(ct->valuestring)) {
             snprintf(msg, sizeof msg, "Cannot execute because node %.200s does not exist.", ct->valuestring);
             snprintf(det, sizeof det, "Node ID '#%.200s'", node->string);
             cJSON_Delete(graph);
-            return prompt_error(400, "invalid_prompt", msg, det, NULL, out);
+            return srv_comfy_error(400, "invalid_prompt", msg, det, NULL, out);
         }
         if (!out_node && (!strcmp(ct->valuestring, "SaveImage") || !strcmp(ct->valuestring, "PreviewImage"))) {
             out_node = node;
@@ -267,12 +67,11 @@ static int post_prompt(srv_state *s, const char *body, size_t n, char **out)
     }
     if (!out_node) {
         cJSON_Delete(graph);
-        return prompt_error(400, "prompt_no_outputs", "Prompt has no outputs", "", NULL, out);
+        return srv_comfy_error(400, "prompt_no_outputs", "Prompt has no outputs", "", NULL, out);
     }
     srv_job *j = calloc(1, sizeof *j);
-    walk w = {graph, out, 0};
-    if (!j || walk_graph(s, &w, out_id, out_node, j)) {
-        int st = j ? w.status : prompt_error(500, "internal", "out of memory", "", NULL, out);
+    int st = j ? srv_comfy_graph(s, graph, out_id, j, out) : srv_comfy_error(500, "internal", "out of memory", "", NULL, out);
+    if (st) {
         srv_job_free(j);
         cJSON_Delete(graph);
         return st;
@@ -290,12 +89,103 @@ static int post_prompt(srv_state *s, const char *body, size_t n, char **out)
     memcpy(id, j->prompt_id, sizeof id);
     if (srv_queue_push(s, j)) {
         srv_job_free(j);
-        return prompt_error(503, "queue_full", "the queue is full; retry later", "", NULL, out);
+        return srv_comfy_error(503, "queue_full", "the queue is full; retry later", "", NULL, out);
     }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "prompt_id", id);
     cJSON_AddNumberToObject(r, "number", (double)number);
     cJSON_AddObjectToObject(r, "node_errors");
+    *out = print(r);
+    return 200;
+}
+
+/* ---- /upload/image: the images LoadImage reads, in memory ---- */
+
+/* One path component ComfyUI would write: no "/", "\\", leading ".",
+ * control characters, ':' (a LoadImage annotation) or "[". */
+static int plain_name(const char *n)
+{
+    if (!*n || *n == '.' || strlen(n) > 200) return 0;
+    for (const unsigned char *p = (const unsigned char *)n; *p; p++)
+        if (*p < 32 || *p == 127 || strchr("/\\:[]", *p)) return 0;
+    return 1;
+}
+
+static srv_input *find_input(srv_state *s, const char *name)
+{
+    for (int i = 0; i < s->n_inputs; i++)
+        if (!strcmp(s->inputs[i].name, name)) return &s->inputs[i];
+    return NULL;
+}
+
+static void drop_input(srv_state *s, int i)
+{
+    s->input_bytes -= s->inputs[i].n;
+    free(s->inputs[i].data);
+    memmove(s->inputs + i, s->inputs + i + 1, sizeof s->inputs[0] * (size_t)(s->n_inputs - i - 1));
+    s->n_inputs--;
+}
+
+void srv_inputs_free(srv_state *s)
+{
+    while (s->n_inputs) drop_input(s, s->n_inputs - 1);
+}
+
+int srv_input_get(srv_state *s, const char *name, uint8_t **data, size_t *n)
+{
+    char key[256];
+    snprintf(key, sizeof key, "%s", name);
+    size_t len = strlen(key);
+    if (len > 8 && !strcmp(key + len - 8, " [input]")) key[len - 8] = 0; /* folder_paths' annotation */
+    pthread_mutex_lock(&s->mu);
+    const srv_input *in = strlen(name) < sizeof key ? find_input(s, key) : NULL;
+    *data = in ? malloc(in->n) : NULL;
+    if (*data) memcpy(*data, in->data, *n = in->n);
+    pthread_mutex_unlock(&s->mu);
+    return *data ? 0 : -1;
+}
+
+/* server.py's upload_image: "name (1).ext" when the name is taken and
+ * overwrite is not true; answers {name, subfolder, type}. */
+int srv_comfy_upload(srv_state *s, const srv_upload *u, char **out)
+{
+    const char *type = u->type[0] ? u->type : "input";
+    if (!u->has_image || u->too_long) return srv_comfy_error(400, "bad_request", "no image field", "", NULL, out);
+    if (!plain_name(u->filename) || (u->subfolder[0] && !plain_name(u->subfolder)) || strcmp(type, "input"))
+        return srv_comfy_error(400, "bad_request", "bad filename, subfolder or type (type must be input)", "", NULL, out);
+    if (strlen(u->subfolder) + strlen(u->filename) + 16 >= sizeof s->inputs[0].name)
+        return srv_comfy_error(400, "bad_request", "subfolder/filename too long", "", NULL, out);
+    if (!u->n || u->n > SRV_INPUT_BYTES) return srv_comfy_error(413, "bad_request", "image empty or too large", "", NULL, out);
+    int overwrite = !strcmp(u->overwrite, "true") || !strcmp(u->overwrite, "1");
+    char key[sizeof s->inputs[0].name * 2], name[sizeof s->inputs[0].name];
+    const char *dot = strrchr(u->filename, '.');
+    size_t stem = dot && dot != u->filename ? (size_t)(dot - u->filename) : strlen(u->filename);
+    uint8_t *copy = malloc(u->n);
+    if (!copy) return srv_comfy_error(500, "internal", "out of memory", "", NULL, out);
+    memcpy(copy, u->data, u->n);
+    pthread_mutex_lock(&s->mu);
+    snprintf(name, sizeof name, "%s", u->filename);
+    for (int i = 1;; i++) {
+        snprintf(key, sizeof key, "%s%s%s", u->subfolder, u->subfolder[0] ? "/" : "", name);
+        srv_input *old = find_input(s, key);
+        if (!old) break;
+        if (overwrite) {
+            drop_input(s, (int)(old - s->inputs));
+            break;
+        }
+        snprintf(name, sizeof name, "%.*s (%d)%s", (int)stem, u->filename, i, u->filename + stem);
+    }
+    while (s->n_inputs && (s->n_inputs == SRV_INPUTS || s->input_bytes + u->n > SRV_INPUT_BYTES)) drop_input(s, 0);
+    srv_input *in = &s->inputs[s->n_inputs++];
+    snprintf(in->name, sizeof in->name, "%.255s", key); /* fits: checked above */
+    in->data = copy;
+    in->n = u->n;
+    s->input_bytes += u->n;
+    pthread_mutex_unlock(&s->mu);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "name", name);
+    cJSON_AddStringToObject(r, "subfolder", u->subfolder);
+    cJSON_AddStringToObject(r, "type", type);
     *out = print(r);
     return 200;
 }
@@ -388,7 +278,7 @@ static int get_view(srv_state *s, const char *file, char **out, size_t *out_n, c
         }
     uint8_t *png = b64 ? srv_base64_decode(b64, out_n) : NULL;
     pthread_mutex_unlock(&s->mu);
-    if (!png) return prompt_error(404, "not_found", "no such image", "", NULL, out);
+    if (!png) return srv_comfy_error(404, "not_found", "no such image", "", NULL, out);
     *out = (char *)png;
     *type = "image/png";
     return 200;
@@ -434,11 +324,19 @@ static cJSON *list_spec(cJSON *req, const char *name)
     return l;
 }
 
+static const char *const yes_no[] = {"enable", "disable", NULL}, *const no_yes[] = {"disable", "enable", NULL};
+
+static void enum_spec(cJSON *req, const char *name, const char *const *values)
+{
+    cJSON *l = list_spec(req, name);
+    for (int i = 0; values[i]; i++) cJSON_AddItemToArray(l, cJSON_CreateString(values[i]));
+}
+
 static cJSON *add_node(cJSON *r, const char *name, const char *category, int output_node, cJSON **req)
 {
     cJSON *n = cJSON_AddObjectToObject(r, name), *in = cJSON_AddObjectToObject(n, "input");
     *req = cJSON_AddObjectToObject(in, "required");
-    const node_def *d = def_of(name);
+    const srv_node_def *d = srv_comfy_node(name);
     cJSON *o = cJSON_AddArrayToObject(n, "output"), *on = cJSON_AddArrayToObject(n, "output_name");
     for (int i = 0; i < 3 && d->outputs[i]; i++) {
         cJSON_AddItemToArray(o, cJSON_CreateString(d->outputs[i]));
@@ -475,6 +373,7 @@ static int object_info(srv_state *s, char **out)
     num_spec(req, "height", "INT", 512, 16, 16384);
     num_spec(req, "batch_size", "INT", 1, 1, 1);
     add_node(r, "KSampler", "sampling", 0, &req);
+    cJSON *ks_req = req;
     spec(req, "model", "MODEL");
     num_spec(req, "seed", "INT", 0, 0, 4294967295.0);
     num_spec(req, "steps", "INT", 20, 1, 1000);
@@ -486,7 +385,42 @@ static int object_info(srv_state *s, char **out)
     spec(req, "positive", "CONDITIONING");
     spec(req, "negative", "CONDITIONING");
     spec(req, "latent_image", "LATENT");
-    num_spec(req, "denoise", "FLOAT", 1, 1, 1);
+    num_spec(req, "denoise", "FLOAT", 1, 0, 1);
+    add_node(r, "KSamplerAdvanced", "sampling", 0, &req);
+    spec(req, "model", "MODEL");
+    enum_spec(req, "add_noise", yes_no);
+    num_spec(req, "noise_seed", "INT", 0, 0, 4294967295.0);
+    num_spec(req, "steps", "INT", 20, 1, 1000);
+    num_spec(req, "cfg", "FLOAT", 8, 0, 100);
+    cJSON_AddItemToObject(req, "sampler_name", cJSON_Duplicate(cJSON_GetObjectItem(ks_req, "sampler_name"), 1));
+    cJSON_AddItemToObject(req, "scheduler", cJSON_Duplicate(cJSON_GetObjectItem(ks_req, "scheduler"), 1));
+    spec(req, "positive", "CONDITIONING");
+    spec(req, "negative", "CONDITIONING");
+    spec(req, "latent_image", "LATENT");
+    num_spec(req, "start_at_step", "INT", 0, 0, 10000);
+    num_spec(req, "end_at_step", "INT", 10000, 0, 10000);
+    enum_spec(req, "return_with_leftover_noise", no_yes);
+    add_node(r, "LoraLoader", "loaders", 0, &req);
+    spec(req, "model", "MODEL");
+    spec(req, "clip", "CLIP");
+    cJSON *ll = list_spec(req, "lora_name");
+    static const char *const lora_exts[] = {".safetensors", NULL};
+    v = srv_list_files(s->c->lora_dir, lora_exts, 1, &n);
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(ll, cJSON_CreateString(v[i]));
+    srv_free_list(v, n);
+    num_spec(req, "strength_model", "FLOAT", 1, -100, 100);
+    num_spec(req, "strength_clip", "FLOAT", 1, -100, 100);
+    add_node(r, "CLIPSetLastLayer", "conditioning", 0, &req);
+    spec(req, "clip", "CLIP");
+    num_spec(req, "stop_at_clip_layer", "INT", -1, -24, -1);
+    add_node(r, "LoadImage", "image", 0, &req);
+    cJSON *il = list_spec(req, "image");
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_inputs; i++) cJSON_AddItemToArray(il, cJSON_CreateString(s->inputs[i].name));
+    pthread_mutex_unlock(&s->mu);
+    add_node(r, "VAEEncode", "latent", 0, &req);
+    spec(req, "pixels", "IMAGE");
+    spec(req, "vae", "VAE");
     add_node(r, "VAEDecode", "latent", 0, &req);
     spec(req, "samples", "LATENT");
     spec(req, "vae", "VAE");
@@ -517,5 +451,5 @@ int srv_comfy(srv_state *s, const char *method, const char *url, const char *que
         *out = strdup("{}");
         return 200;
     }
-    return prompt_error(404, "not_found", "Not Found", url, NULL, out);
+    return srv_comfy_error(404, "not_found", "Not Found", url, NULL, out);
 }

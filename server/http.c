@@ -20,6 +20,8 @@ typedef struct conn_body {
     char *buf;
     size_t len, cap;
     int too_big;
+    struct MHD_PostProcessor *pp; /* POST /upload/image: multipart form */
+    srv_upload form;
 } conn_body;
 
 typedef struct http_ctx {
@@ -116,6 +118,45 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_ctx *h, const cha
     return send_text(conn, h, 404, "application/json", err_json("NotFound", "Not Found"));
 }
 
+/* One multipart field of POST /upload/image, in pieces (off = bytes so
+ * far): "image" (the file and its filename), "subfolder", "type",
+ * "overwrite" (short strings); others are ignored. */
+static enum MHD_Result upload_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                    const char *content_type, const char *transfer_encoding, const char *data,
+                                    uint64_t off, size_t size)
+{
+    (void)kind; (void)content_type; (void)transfer_encoding;
+    srv_upload *u = cls;
+    if (!strcmp(key, "image")) {
+        if (!u->has_image && filename) {
+            u->too_long |= strlen(filename) >= sizeof u->filename;
+            snprintf(u->filename, sizeof u->filename, "%s", filename);
+        }
+        u->has_image = 1;
+        if (u->n + size > u->cap) {
+            size_t cap = (u->n + size) * 2;
+            uint8_t *nd = realloc(u->data, cap);
+            if (!nd) return MHD_NO;
+            u->data = nd;
+            u->cap = cap;
+        }
+        memcpy(u->data + u->n, data, size);
+        u->n += size;
+        return MHD_YES;
+    }
+    char *dst = !strcmp(key, "subfolder") ? u->subfolder : !strcmp(key, "type") ? u->type
+              : !strcmp(key, "overwrite") ? u->overwrite : NULL;
+    size_t cap = dst == u->subfolder ? sizeof u->subfolder : dst == u->type ? sizeof u->type : sizeof u->overwrite;
+    if (!dst) return MHD_YES;
+    if (off + size >= cap) {
+        u->too_long = 1;
+        return MHD_YES;
+    }
+    memcpy(dst + off, data, size);
+    dst[off + size] = 0;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -131,11 +172,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > h->body_limit)
             return send_text(conn, h, 413, "application/json", err_json("PayloadTooLarge", "the body is over the limit"));
+        if (!strcmp(method, "POST") && !strcmp(url, "/upload/image") &&
+            !(b->pp = MHD_create_post_processor(conn, 64 * 1024, upload_field, &b->form)))
+            return send_text(conn, h, 400, "application/json", err_json("BadRequest", "not a multipart form"));
         return MHD_YES;
     }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
+        if (b->pp) {
+            b->too_big |= b->len + n > h->body_limit;
+            b->len += n;
+            if (!b->too_big && MHD_post_process(b->pp, upload, n) != MHD_YES) b->form.too_long = 1;
+            return MHD_YES;
+        }
         if (b->too_big || b->len + n > h->body_limit) {
             b->too_big = 1;
             return MHD_YES;
@@ -155,6 +205,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (b->too_big)
         return send_text(conn, h, 413, "application/json", err_json("PayloadTooLarge", "the body is over the limit"));
+    if (b->pp) {
+        char *out = NULL;
+        int st = srv_comfy_upload(h->s, &b->form, &out);
+        return send_text(conn, h, st, "application/json", out);
+    }
     return route(conn, h, url, method, b);
 }
 
@@ -163,6 +218,8 @@ static void on_done(void *cls, struct MHD_Connection *conn, void **con_cls, enum
     (void)cls; (void)conn; (void)toe;
     conn_body *b = *con_cls;
     if (b) {
+        if (b->pp) MHD_destroy_post_processor(b->pp);
+        free(b->form.data);
         free(b->buf);
         free(b);
     }
@@ -306,6 +363,7 @@ int srv_run(const srv_config *c, volatile sig_atomic_t *stop, fm_error *err)
     }
     if (d) MHD_stop_daemon(d);
     srv_history_free(&st);
+    srv_inputs_free(&st);
     free(st.q);
     pthread_mutex_destroy(&st.mu);
     pthread_cond_destroy(&st.work);

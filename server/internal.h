@@ -36,6 +36,23 @@ typedef struct srv_job {
     cJSON *graph;
 } srv_job;
 
+/* ComfyUI: an image uploaded for LoadImage, kept in memory ("sub/name") */
+typedef struct srv_input {
+    char name[256];
+    uint8_t *data;
+    size_t n;
+} srv_input;
+#define SRV_INPUTS 64                  /* uploads kept; the oldest goes first */
+#define SRV_INPUT_BYTES ((size_t)256 << 20)
+
+/* a POST /upload/image form, as the multipart parser fills it */
+typedef struct srv_upload {
+    char filename[256], subfolder[256], type[16], overwrite[8];
+    uint8_t *data;
+    size_t n, cap;
+    int has_image, too_long;
+} srv_upload;
+
 typedef struct srv_state {
     const srv_config *c;
     pthread_mutex_t mu;
@@ -50,6 +67,9 @@ typedef struct srv_state {
     srv_job *history[64];
     int n_history;
     long next_number;
+    srv_input inputs[SRV_INPUTS];
+    int n_inputs;
+    size_t input_bytes;
     double t_start;
     volatile int interrupt, skip;
     /* the checkpoint: its name (relative to models_dir, or -m's file name) */
@@ -79,6 +99,25 @@ int srv_comfy(srv_state *s, const char *method, const char *url, const char *que
               char **out, size_t *out_n, const char **type);
 void srv_history_add(srv_state *s, srv_job *j);
 void srv_history_free(srv_state *s);
+/* POST /upload/image: stores the form's image; the HTTP status, *out JSON */
+int srv_comfy_upload(srv_state *s, const srv_upload *u, char **out);
+/* a copy of the uploaded image `name` ("sub/name", " [input]" allowed), or -1 */
+int srv_input_get(srv_state *s, const char *name, uint8_t **data, size_t *n);
+void srv_inputs_free(srv_state *s);
+
+/* comfy_graph.c: the node types and the graph to a job */
+typedef struct srv_node_def {
+    const char *type;
+    const char *outputs[3];
+} srv_node_def;
+const srv_node_def *srv_comfy_node(const char *type); /* NULL: not one fmimage runs */
+/* {"error": {type, message, details, extra_info}, "node_errors": ...} as
+ * server.py's post_prompt answers; returns status */
+int srv_comfy_error(int status, const char *type, const char *message, const char *details, cJSON *node_errors,
+                    char **out);
+/* Checks the graph from its output node out_id and fills j's settings:
+ * 0, or the HTTP status with *out ComfyUI's error JSON. */
+int srv_comfy_graph(srv_state *s, const cJSON *graph, const char *out_id, srv_job *j, char **out);
 /* page.c */
 extern const char srv_page_html[];
 

@@ -858,6 +858,287 @@ static void test_comfy_errors(void **state)
     }
 }
 
+/* ComfyUI graphs for the other nodes: "3" is the sampler, "4" the
+ * checkpoint, "5" the latent, "6"/"7" the texts (clip from `clip`), "8"
+ * VAEDecode, "9" SaveImage, plus `extra` nodes ("" or ",\"10\":{...}"). */
+static void comfy_graph(char *buf, size_t n, const char *sampler, const char *latent, const char *clip, const char *extra)
+{
+    snprintf(buf, n,
+             "{\"prompt\":{\"3\":%s,\"5\":%s,"
+             "\"4\":{\"class_type\":\"CheckpointLoaderSimple\",\"inputs\":{\"ckpt_name\":\"tiny-sd1.safetensors\"}},"
+             "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"a red fox in snow\",\"clip\":%s}},"
+             "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"blurry\",\"clip\":%s}},"
+             "\"8\":{\"class_type\":\"VAEDecode\",\"inputs\":{\"samples\":[\"3\",0],\"vae\":[\"4\",2]}},"
+             "\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"filename_prefix\":\"x\",\"images\":[\"8\",0]}}%s}}",
+             sampler, latent, clip, clip, extra);
+}
+
+#define KS(model, denoise) \
+    "{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":42,\"steps\":6,\"cfg\":7.5,\"sampler_name\":\"euler\"," \
+    "\"scheduler\":\"normal\",\"denoise\":" denoise ",\"model\":" model ",\"positive\":[\"6\",0]," \
+    "\"negative\":[\"7\",0],\"latent_image\":[\"5\",0]}}"
+#define KSA(add, steps, start, end, left) \
+    "{\"class_type\":\"KSamplerAdvanced\",\"inputs\":{\"add_noise\":\"" add "\",\"noise_seed\":42,\"steps\":" steps "," \
+    "\"cfg\":7.5,\"sampler_name\":\"euler\",\"scheduler\":\"normal\",\"model\":[\"4\",0],\"positive\":[\"6\",0]," \
+    "\"negative\":[\"7\",0],\"latent_image\":[\"5\",0],\"start_at_step\":" start ",\"end_at_step\":" end "," \
+    "\"return_with_leftover_noise\":\"" left "\"}}"
+#define EMPTY "{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":64,\"height\":64,\"batch_size\":1}}"
+#define ENCODE(image) \
+    "{\"class_type\":\"VAEEncode\",\"inputs\":{\"pixels\":[\"10\",0],\"vae\":[\"4\",2]}}", "[\"4\",1]", \
+    ",\"10\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"" image "\"}}"
+
+/* POSTs a graph; on 200 waits for its history entry and returns node 9's
+ * PNG from /view. *status: /prompt's answer. */
+static uint8_t *comfy_run(const char *graph, size_t *n, int *status)
+{
+    reply r = http(main_srv.port, "POST", "/prompt", graph);
+    *status = r.status;
+    if (r.status != 200) {
+        printf("  /prompt %d: %.300s\n", r.status, r.body);
+        free(r.head);
+        return NULL;
+    }
+    cJSON *j = json_of(&r);
+    char path[256], id[64];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(j, "prompt_id")->valuestring);
+    cJSON_Delete(j);
+    free(r.head);
+    snprintf(path, sizeof path, "/history/%s", id);
+    cJSON *h = NULL, *entry = NULL;
+    for (int t = 0; t < 2400 && !entry; t++) {
+        r = http(main_srv.port, "GET", path, NULL);
+        h = json_of(&r);
+        free(r.head);
+        if (!(entry = cJSON_GetObjectItem(h, id))) { cJSON_Delete(h); usleep(50000); }
+    }
+    assert_non_null(entry);
+    const cJSON *st = cJSON_GetObjectItem(entry, "status");
+    if (strcmp(cJSON_GetObjectItem(st, "status_str")->valuestring, "success"))
+        fail_msg("prompt failed: %s", cJSON_PrintUnformatted(st));
+    cJSON *im = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(entry, "outputs"), "9"), "images"), 0);
+    snprintf(path, sizeof path, "/view?filename=%s", cJSON_GetObjectItem(im, "filename")->valuestring);
+    cJSON_Delete(h);
+    r = http(main_srv.port, "GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    *n = (size_t)atol(strstr(r.head, "Content-Length: ") + 16);
+    uint8_t *png = malloc(*n);
+    memcpy(png, r.body, *n);
+    free(r.head);
+    return png;
+}
+
+static void expect_equal_png(const char *what, const uint8_t *got, size_t n, const uint8_t *want, size_t want_n)
+{
+    printf("  %s: %zu bytes from the graph, %zu from the CLI\n", what, n, want_n);
+    assert_non_null(got);
+    assert_int_equal(n, want_n);
+    assert_memory_equal(got, want, n);
+}
+
+/* POST /upload/image as ComfyUI's frontend sends it (multipart form). */
+static reply upload(const char *filename, const char *subfolder, const char *overwrite, const uint8_t *data, size_t n)
+{
+    static const char b[] = "fmimageBoundary7MA4YWxk";
+    size_t cap = n + 4096, len = 0;
+    char *body = malloc(cap);
+    len += (size_t)snprintf(body + len, cap - len,
+                            "--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"%s\"\r\n"
+                            "Content-Type: image/png\r\n\r\n", b, filename);
+    memcpy(body + len, data, n);
+    len += n;
+    len += (size_t)snprintf(body + len, cap - len,
+                            "\r\n--%s\r\nContent-Disposition: form-data; name=\"subfolder\"\r\n\r\n%s\r\n"
+                            "--%s\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\n%s\r\n"
+                            "--%s\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ninput\r\n--%s--\r\n",
+                            b, subfolder, b, overwrite, b, b);
+    char headers[200];
+    snprintf(headers, sizeof headers, "Content-Type: multipart/form-data; boundary=%s\r\n", b);
+    reply r = http_read(http_send(main_srv.port, "POST", "/upload/image", headers, body, len));
+    free(body);
+    return r;
+}
+
+/* A 70x67 picture: its sides are not multiples of 8, so VAEEncode crops. */
+static void test_pattern(uint8_t *rgb, int w, int h)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = rgb + ((size_t)y * w + x) * 3;
+            p[0] = (uint8_t)(x * 255 / w);
+            p[1] = (uint8_t)(y * 255 / h);
+            p[2] = (uint8_t)((x ^ y) * 4);
+        }
+}
+
+static void test_comfy_upload_and_img2img_equal_cli(void **state)
+{
+    (void)state;
+    enum { W = 70, H = 67 };
+    uint8_t rgb[W * H * 3], crop[64 * 64 * 3];
+    test_pattern(rgb, W, H);
+    char src[400], cropped[400];
+    snprintf(src, sizeof src, "%s/in.png", dir);
+    snprintf(cropped, sizeof cropped, "%s/in-cropped.png", dir);
+    fm_error err = {0};
+    assert_int_equal(fm_png_write(src, rgb, W, H, NULL, &err), 0);
+    /* ComfyUI's vae_encode_crop_pixels: 64x64 from offset ((70 % 8) / 2, (67 % 8) / 2) = (3, 1) */
+    for (int y = 0; y < 64; y++) memcpy(crop + y * 64 * 3, rgb + ((y + 1) * W + 3) * 3, 64 * 3);
+    assert_int_equal(fm_png_write(cropped, crop, 64, 64, NULL, &err), 0);
+    size_t n = 0;
+    uint8_t *file = cu_slurp(src, &n);
+    reply r = upload("in.png", "", "false", file, n);
+    assert_int_equal(r.status, 200);
+    cJSON *j = json_of(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "name")->valuestring, "in.png");
+    assert_string_equal(cJSON_GetObjectItem(j, "subfolder")->valuestring, "");
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "input");
+    cJSON_Delete(j);
+    free(r.head);
+    /* the same name again: renamed as ComfyUI does, unless overwrite */
+    r = upload("in.png", "", "false", file, n);
+    assert_non_null(strstr(r.body, "\"name\":\"in (1).png\""));
+    free(r.head);
+    r = upload("in.png", "", "true", file, n);
+    assert_non_null(strstr(r.body, "\"name\":\"in.png\""));
+    free(r.head);
+    r = upload("in.png", "sub", "true", file, n);
+    assert_non_null(strstr(r.body, "\"subfolder\":\"sub\""));
+    free(r.head);
+    r = http(main_srv.port, "GET", "/object_info", NULL);
+    j = json_of(&r);
+    char *images = cJSON_PrintUnformatted(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "LoadImage"), "input"), "required"));
+    printf("  LoadImage lists %s\n", images);
+    assert_non_null(strstr(images, "\"in (1).png\""));
+    assert_non_null(strstr(images, "\"sub/in.png\""));
+    free(images);
+    cJSON_Delete(j);
+    free(r.head);
+    free(file);
+
+    /* KSampler denoise 0.6 at 6 steps: ComfyUI's set_steps takes the last 6
+     * sigmas of an int(6 / 0.6) = 10-step schedule; A1111's img2img runs
+     * int(strength * 10) + 1 = 6 of 10 at strength 0.55: the same sigmas. */
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox in snow", "-n", "blurry", "--seed", "42",
+                          "-i", cropped, "--strength", "0.55", "-W", "64", "-H", "64", "--sampler", "euler",
+                          "--scheduler", "normal", "--steps", "10", "--cfg", "7.5", "--rng", "cpu", NULL};
+    size_t want_n;
+    uint8_t *want = cli_png("comfy-i2i.png", args, &want_n);
+    char wf[8192];
+    int st;
+    comfy_graph(wf, sizeof wf, KS("[\"4\",0]", "0.6"), ENCODE("in.png"));
+    uint8_t *got = comfy_run(wf, &n, &st);
+    expect_equal_png("VAEEncode + KSampler denoise 0.6", got, n, want, want_n);
+    free(got);
+    /* KSamplerAdvanced 10 steps from step 4: the last 6 of the same schedule */
+    comfy_graph(wf, sizeof wf, KSA("enable", "10", "4", "10000", "disable"), ENCODE("sub/in.png [input]"));
+    got = comfy_run(wf, &n, &st);
+    expect_equal_png("VAEEncode + KSamplerAdvanced start_at_step 4 of 10", got, n, want, want_n);
+    free(got);
+    free(want);
+}
+
+static void test_comfy_lora_clip_skip_advanced_equal_cli(void **state)
+{
+    (void)state;
+    char wf[8192];
+    size_t n, want_n;
+    int st;
+    /* LoraLoader (model 0.5, clip 0.75) -> CLIPSetLastLayer -2 for the texts:
+     * the CLI's <lora:NAME:TE:UNET> and --clip-skip 2 */
+    comfy_graph(wf, sizeof wf, KS("[\"11\",0]", "1"), EMPTY, "[\"12\",0]",
+                ",\"11\":{\"class_type\":\"LoraLoader\",\"inputs\":{\"model\":[\"4\",0],\"clip\":[\"4\",1],"
+                "\"lora_name\":\"sd1_full.safetensors\",\"strength_model\":0.5,\"strength_clip\":0.75}},"
+                "\"12\":{\"class_type\":\"CLIPSetLastLayer\",\"inputs\":{\"clip\":[\"11\",1],\"stop_at_clip_layer\":-2}}");
+    uint8_t *got = comfy_run(wf, &n, &st);
+    char lora_arg[600];
+    snprintf(lora_arg, sizeof lora_arg, "--lora-dir=%s", loras);
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox in snow<lora:sd1_full:0.75:0.5>", "-n",
+                          "blurry", "--seed", "42", "-W", "64", "-H", "64", "--sampler", "euler", "--scheduler",
+                          "normal", "--steps", "6", "--cfg", "7.5", "--rng", "cpu", "--clip-skip", "2", lora_arg, NULL};
+    uint8_t *want = cli_png("comfy-lora.png", args, &want_n);
+    expect_equal_png("LoraLoader + CLIPSetLastLayer", got, n, want, want_n);
+    free(got);
+    free(want);
+    /* KSamplerAdvanced over all steps is KSampler at denoise 1 */
+    comfy_graph(wf, sizeof wf, KSA("enable", "6", "0", "10000", "disable"), EMPTY, "[\"4\",1]", "");
+    got = comfy_run(wf, &n, &st);
+    const char *args2[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox in snow", "-n", "blurry", "--seed", "42",
+                           "-W", "64", "-H", "64", "--sampler", "euler", "--scheduler", "normal", "--steps", "6",
+                           "--cfg", "7.5", "--rng", "cpu", NULL};
+    want = cli_png("comfy-adv.png", args2, &want_n);
+    expect_equal_png("KSamplerAdvanced 0..steps", got, n, want, want_n);
+    free(got);
+    free(want);
+}
+
+/* What the library cannot run, bad values and names outside their places. */
+static void test_comfy_node_errors(void **state)
+{
+    (void)state;
+    char wf[8192];
+    struct {
+        const char *sampler, *latent, *clip, *extra;
+        int status;
+        const char *node, *says;
+    } cases[] = {
+        {KSA("disable", "6", "0", "10000", "disable"), EMPTY, "[\"4\",1]", "", 400, "3", "add_noise"},
+        {KSA("enable", "6", "0", "4", "enable"), EMPTY, "[\"4\",1]", "", 400, "3", "leftover"},
+        {KSA("enable", "6", "6", "10000", "disable"), EMPTY, "[\"4\",1]", "", 400, "3", "start_at_step"},
+        {KSA("enable", "6", "2", "10000", "disable"), EMPTY, "[\"4\",1]", "", 400, "3", "empty latent"},
+        {KS("[\"4\",0]", "0.5"), EMPTY, "[\"4\",1]", "", 400, "3", "empty latent"},
+        {KS("[\"4\",0]", "0"), EMPTY, "[\"4\",1]", "", 400, "3", "denoise 0"},
+        {KS("[\"4\",0]", "1.5"), EMPTY, "[\"4\",1]", "", 400, "3", "value_bigger_than_max"},
+        {KS("[\"4\",0]", "1"), "{\"class_type\":\"LatentUpscale\",\"inputs\":{\"samples\":[\"4\",0]}}", "[\"4\",1]", "", 400, "3", "LatentUpscale"},
+        {KS("[\"4\",0]", "0.5"), ENCODE("never-uploaded.png"), 404, "10", "not uploaded"},
+        {KS("[\"4\",0]", "0.5"), ENCODE("../in.png"), 404, "10", "not uploaded"},
+        {KS("[\"4\",0]", "0.5"), ENCODE("/etc/passwd"), 404, "10", "not uploaded"},
+        {KS("[\"11\",0]", "1"), EMPTY, "[\"4\",1]",
+         ",\"11\":{\"class_type\":\"LoraLoader\",\"inputs\":{\"model\":[\"4\",0],\"clip\":[\"4\",1],"
+         "\"lora_name\":\"../loras/sd1_full.safetensors\",\"strength_model\":1,\"strength_clip\":1}}", 404, "11", "lora_name"},
+        {KS("[\"11\",0]", "1"), EMPTY, "[\"4\",1]",
+         ",\"11\":{\"class_type\":\"LoraLoader\",\"inputs\":{\"model\":[\"4\",0],\"clip\":[\"4\",1],"
+         "\"lora_name\":\"evilora.safetensors\",\"strength_model\":1,\"strength_clip\":1}}", 404, "11", "lora_name"},
+        {KS("[\"4\",0]", "1"), EMPTY, "[\"12\",0]",
+         ",\"12\":{\"class_type\":\"CLIPSetLastLayer\",\"inputs\":{\"clip\":[\"4\",1],\"stop_at_clip_layer\":-25}}", 400, "12", "value_smaller_than_min"},
+        {KS("[\"4\",0]", "1"), EMPTY, "[\"12\",1]",
+         ",\"12\":{\"class_type\":\"CLIPSetLastLayer\",\"inputs\":{\"clip\":[\"4\",1],\"stop_at_clip_layer\":-2}}", 400, "6", "return_type_mismatch"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        comfy_graph(wf, sizeof wf, cases[i].sampler, cases[i].latent, cases[i].clip, cases[i].extra);
+        reply r = http(main_srv.port, "POST", "/prompt", wf);
+        if (r.status != cases[i].status || !strstr(r.body, cases[i].says))
+            fail_msg("case %zu: %d %s", i, r.status, r.body);
+        cJSON *j = json_of(&r);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+                            "prompt_outputs_failed_validation");
+        cJSON *ne = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "node_errors"), cases[i].node);
+        if (!ne) fail_msg("case %zu: no node_errors[%s]: %s", i, cases[i].node, r.body);
+        assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(ne, "errors")) == 1);
+        cJSON_Delete(j);
+        free(r.head);
+    }
+    /* the positive text through CLIPSetLastLayer, the negative not: one CLIP per job */
+    comfy_graph(wf, sizeof wf, KS("[\"4\",0]", "1"), EMPTY, "[\"12\",0]",
+                ",\"12\":{\"class_type\":\"CLIPSetLastLayer\",\"inputs\":{\"clip\":[\"4\",1],\"stop_at_clip_layer\":-2}}");
+    char *neg = strstr(wf, "\"blurry\",\"clip\":[\"12\",0]");
+    assert_non_null(neg);
+    memcpy(neg + 16, "[\"4\",1] ", 8); /* the same length: JSON allows the space */
+    reply r = http(main_srv.port, "POST", "/prompt", wf);
+    if (r.status != 400 || !strstr(r.body, "different CLIPs")) fail_msg("two CLIPs: %d %s", r.status, r.body);
+    free(r.head);
+    /* upload names that would leave the input store's one level */
+    static const struct { const char *name, *sub; } bad[] = {
+        {"../x.png", ""}, {"a/b.png", ""}, {".hidden.png", ""}, {"x.png", ".."}, {"x.png", "a/b"}, {"x.png", "/etc"}, {"", ""}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = upload(bad[i].name, bad[i].sub, "true", (const uint8_t *)"png", 3);
+        if (r.status != 400) fail_msg("upload %s in %s: %d %s", bad[i].name, bad[i].sub, r.status, r.body);
+        free(r.head);
+    }
+    r = http(main_srv.port, "POST", "/upload/image", "not a form");
+    assert_int_equal(r.status, 400);
+    free(r.head);
+}
+
 /* ---- server/ directly ---- */
 
 static void test_parser_and_helpers(void **state)
@@ -918,6 +1199,9 @@ int main(void)
         cmocka_unit_test(test_cors),
         cmocka_unit_test(test_comfy_default_workflow_equals_cli),
         cmocka_unit_test(test_comfy_errors),
+        cmocka_unit_test(test_comfy_upload_and_img2img_equal_cli),
+        cmocka_unit_test(test_comfy_lora_clip_skip_advanced_equal_cli),
+        cmocka_unit_test(test_comfy_node_errors),
         cmocka_unit_test(test_queue_full_and_interrupt),
         cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
