@@ -118,13 +118,16 @@ tools: $(TOOLS)
 
 # fmimage serve against published clients (PyPI, in a venv under build/)
 # and a real browser (Debian's chromium + chromium-driver): A1111's webuiapi
-# runs txt2img, img2img, options, interrupt; selenium drives the web page.
+# runs txt2img, img2img, options, interrupt; comfy-api-simplified runs
+# ComfyUI's default and img2img workflows over /prompt, /upload/image and
+# /ws; selenium drives the web page.
 # Not part of `make test` (it needs the network and a browser); .ci/run runs it.
 CLIENTS_VENV := $(BUILD)/clients-venv
 test-clients: $(BIN)
 	@[ -x $(CLIENTS_VENV)/bin/python ] || python3 -m venv $(CLIENTS_VENV)
-	$(CLIENTS_VENV)/bin/pip install -q webuiapi selenium
+	$(CLIENTS_VENV)/bin/pip install -q webuiapi comfy-api-simplified selenium
 	FM_BIN=$(BIN) $(CLIENTS_VENV)/bin/python tests/clients/test_webuiapi.py
+	FM_BIN=$(BIN) $(CLIENTS_VENV)/bin/python tests/clients/test_comfy.py
 	FM_BIN=$(BIN) $(CLIENTS_VENV)/bin/python tests/clients/test_page.py
 
 # README's "Editing and upscaling" commands on random full-size SD 1.5 and

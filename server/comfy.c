@@ -225,11 +225,9 @@ static cJSON *queue_item(const srv_job *j)
     return a;
 }
 
-static cJSON *history_entry(const srv_job *j)
+cJSON *srv_comfy_images(const srv_job *j)
 {
-    cJSON *e = cJSON_CreateObject(), *outs = cJSON_AddObjectToObject(e, "outputs");
-    cJSON_AddItemToObject(e, "prompt", queue_item(j));
-    cJSON *imgs = cJSON_AddArrayToObject(cJSON_AddObjectToObject(outs, j->save_node), "images");
+    cJSON *imgs = cJSON_CreateArray();
     for (int k = 0; k < j->n_images; k++) {
         char name[64];
         image_name(j, k, name, sizeof name);
@@ -239,6 +237,14 @@ static cJSON *history_entry(const srv_job *j)
         cJSON_AddStringToObject(im, "type", "output");
         cJSON_AddItemToArray(imgs, im);
     }
+    return imgs;
+}
+
+static cJSON *history_entry(const srv_job *j)
+{
+    cJSON *e = cJSON_CreateObject(), *outs = cJSON_AddObjectToObject(e, "outputs");
+    cJSON_AddItemToObject(e, "prompt", queue_item(j));
+    cJSON_AddItemToObject(cJSON_AddObjectToObject(outs, j->save_node), "images", srv_comfy_images(j));
     cJSON *st = cJSON_AddObjectToObject(e, "status"), *msgs = cJSON_AddArrayToObject(st, "messages");
     int ok = j->status == 200;
     cJSON_AddStringToObject(st, "status_str", ok ? "success" : "error");

@@ -428,6 +428,7 @@ int srv_comfy_graph(srv_state *s, const cJSON *graph, const char *out_id, srv_jo
     free(positive);
     if (!g->prompt) return srv_comfy_error(500, "internal", "out of memory", "", NULL, out);
     g->clip_skip = pos.clip_skip;
+    snprintf(j->sampler_node, sizeof j->sampler_node, "%.63s", ks_id);
     const cJSON *lat = follow(wp, ks_id, ks, "latent_image", "LATENT", &lat_id);
     if (!lat) return w.status;
     const char *lt = class_of(lat);

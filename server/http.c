@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "core/core.h"
@@ -93,6 +95,44 @@ static int authorised(struct MHD_Connection *conn, const srv_config *c)
     return ok;
 }
 
+/* /ws: the upgraded socket runs a session in this connection's thread */
+static void ws_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra, size_t extra_n,
+                        MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)con_cls;
+    const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "clientId");
+    char client_id[64];
+    snprintf(client_id, sizeof client_id, "%s", id ? id : "");
+    struct timeval tv = {10, 0}; /* a client that stops reading is dropped */
+    setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    srv_ws_session(cls, sock, client_id, extra, extra_n);
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static int has_token(const char *header, const char *token)
+{
+    return header && strcasestr(header, token) != NULL;
+}
+
+static enum MHD_Result ws_upgrade(struct MHD_Connection *conn, http_ctx *h)
+{
+    const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    const char *version = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    char *accept = NULL;
+    if (!has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade"), "websocket") ||
+        !has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection"), "upgrade") ||
+        !version || strcmp(version, "13") || !(accept = srv_ws_accept(key)))
+        return send_text(conn, h, 400, "application/json", err_json("BadRequest", "/ws needs a WebSocket (version 13) upgrade"));
+    struct MHD_Response *r = MHD_create_response_for_upgrade(ws_upgraded, h->s);
+    if (!r) { free(accept); return MHD_NO; }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    free(accept);
+    enum MHD_Result rc = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
 static enum MHD_Result route(struct MHD_Connection *conn, http_ctx *h, const char *url, const char *method,
                              const conn_body *b)
 {
@@ -104,6 +144,7 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_ctx *h, const cha
         int st = srv_a1111(h->s, method, url, b->buf ? b->buf : "", b->len, ci ? ci->connect_fd : -1, &out);
         return send_text(conn, h, st, "application/json", out);
     }
+    if (!strcmp(url, "/ws") && !strcmp(method, "GET")) return ws_upgrade(conn, h);
     static const char *const comfy[] = {"/prompt", "/history", "/view", "/queue", "/object_info", "/interrupt", NULL};
     for (int i = 0; comfy[i]; i++) {
         size_t k = strlen(comfy[i]);
@@ -330,7 +371,7 @@ int srv_run(const srv_config *c, volatile sig_atomic_t *stop, fm_error *err)
         return core_fail(err, FM_EINPUT, "cannot start the worker thread");
     }
     http_ctx h = {&st, c, c->body_limit ? c->body_limit : (size_t)64 << 20};
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_ALLOW_UPGRADE | (v6 ? MHD_USE_IPv6 : 0);
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, &h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(c->conn_limit ? c->conn_limit : 64), MHD_OPTION_CONNECTION_TIMEOUT,

@@ -33,6 +33,7 @@ typedef struct srv_job {
     char prompt_id[40];
     long number;
     char save_node[64];
+    char sampler_node[64];    /* its KSampler's id (progress messages) */
     cJSON *graph;
 } srv_job;
 
@@ -70,6 +71,7 @@ typedef struct srv_state {
     srv_input inputs[SRV_INPUTS];
     int n_inputs;
     size_t input_bytes;
+    int n_ws;                 /* /ws sessions open */
     double t_start;
     volatile int interrupt, skip;
     /* the checkpoint: its name (relative to models_dir, or -m's file name) */
@@ -104,6 +106,15 @@ int srv_comfy_upload(srv_state *s, const srv_upload *u, char **out);
 /* a copy of the uploaded image `name` ("sub/name", " [input]" allowed), or -1 */
 int srv_input_get(srv_state *s, const char *name, uint8_t **data, size_t *n);
 void srv_inputs_free(srv_state *s);
+
+/* the history's outputs[SAVE].images of j (filename, subfolder, type) */
+cJSON *srv_comfy_images(const srv_job *j);
+
+/* comfy_ws.c: /ws. Sec-WebSocket-Accept for key (malloc'd; NULL if bad);
+ * a session on an upgraded socket, until the client or the server stops. */
+#define SRV_WS_MAX 16
+char *srv_ws_accept(const char *key);
+void srv_ws_session(srv_state *s, int fd, const char *client_id, const char *extra, size_t extra_n);
 
 /* comfy_graph.c: the node types and the graph to a job */
 typedef struct srv_node_def {

@@ -1139,6 +1139,102 @@ static void test_comfy_node_errors(void **state)
     free(r.head);
 }
 
+/* One server frame (unmasked) from fd: its opcode, payload in buf. */
+static int ws_frame(int fd, char *buf, size_t cap, size_t *n)
+{
+    uint8_t h[10];
+    if (recv(fd, h, 2, MSG_WAITALL) != 2) return -1;
+    size_t len = h[1] & 127;
+    assert_int_equal(h[1] >> 7, 0); /* a server does not mask */
+    if (len == 126) {
+        if (recv(fd, h + 2, 2, MSG_WAITALL) != 2) return -1;
+        len = (size_t)h[2] << 8 | h[3];
+    } else if (len == 127) {
+        if (recv(fd, h + 2, 8, MSG_WAITALL) != 8) return -1;
+        len = 0;
+        for (int i = 0; i < 8; i++) len = len << 8 | h[2 + i];
+    }
+    assert_true(len < cap);
+    if (len && recv(fd, buf, len, MSG_WAITALL) != (ssize_t)len) return -1;
+    buf[len] = 0;
+    *n = len;
+    return h[0] & 15;
+}
+
+/* /ws: the RFC 6455 handshake (its own example key), status with the sid,
+ * a ping answered, then a prompt's execution_start .. executed ..
+ * execution_success .. executing null, as ComfyUI's server sends them. */
+static void test_comfy_ws(void **state)
+{
+    (void)state;
+    reply r = http(main_srv.port, "GET", "/ws?clientId=abc", NULL);
+    assert_int_equal(r.status, 400); /* not an upgrade */
+    free(r.head);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)main_srv.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {300, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static const char upgrade[] = "GET /ws?clientId=abc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  "Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_int_equal(send(fd, upgrade, strlen(upgrade), 0), (ssize_t)strlen(upgrade));
+    char head[2048] = "";
+    size_t hn = 0;
+    while (hn < sizeof head - 1 && !strstr(head, "\r\n\r\n")) {
+        if (recv(fd, head + hn, 1, 0) != 1) break;
+        head[++hn] = 0;
+    }
+    assert_non_null(strstr(head, "HTTP/1.1 101"));
+    assert_non_null(strstr(head, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")); /* RFC 6455 section 1.3 */
+    static char buf[1 << 16];
+    size_t n;
+    assert_int_equal(ws_frame(fd, buf, sizeof buf, &n), 1);
+    printf("  first message: %s\n", buf);
+    assert_non_null(strstr(buf, "\"type\":\"status\""));
+    assert_non_null(strstr(buf, "\"sid\":\"abc\""));
+    assert_non_null(strstr(buf, "\"queue_remaining\":0"));
+    /* a masked ping "hi": the pong carries the same payload */
+    const uint8_t ping[] = {0x89, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2};
+    assert_int_equal(send(fd, ping, sizeof ping, 0), (ssize_t)sizeof ping);
+    assert_int_equal(ws_frame(fd, buf, sizeof buf, &n), 10);
+    assert_string_equal(buf, "hi");
+    char wf[4096];
+    comfy_workflow(wf, sizeof wf, "tiny-sd1.safetensors", "KSampler", "[\"4\",2]");
+    r = http(main_srv.port, "POST", "/prompt", wf);
+    assert_int_equal(r.status, 200);
+    cJSON *j = json_of(&r);
+    char id[64];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(j, "prompt_id")->valuestring);
+    cJSON_Delete(j);
+    free(r.head);
+    static const char *const order[] = {"execution_start", "executing", "executed", "execution_success", "executing"};
+    int k = 0, progress = 0;
+    while (k < 5) {
+        assert_int_equal(ws_frame(fd, buf, sizeof buf, &n), 1);
+        j = cJSON_Parse(buf);
+        assert_non_null(j);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        cJSON *d = cJSON_GetObjectItem(j, "data"), *pid = cJSON_GetObjectItem(d, "prompt_id");
+        progress += !strcmp(type, "progress");
+        if (pid && !strcmp(pid->valuestring, id) && !strcmp(type, order[k])) {
+            if (k == 1) assert_string_equal(cJSON_GetObjectItem(d, "node")->valuestring, "3");
+            if (k == 2) assert_non_null(strstr(buf, "\"images\":[{\"filename\":\"fmimage_"));
+            if (k == 4) assert_true(cJSON_IsNull(cJSON_GetObjectItem(d, "node")));
+            k++;
+        }
+        cJSON_Delete(j);
+    }
+    printf("  /ws: start, executing 3, %d progress, executed, success, executing null\n", progress);
+    const uint8_t bye[] = {0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2};
+    assert_int_equal(send(fd, bye, sizeof bye, 0), (ssize_t)sizeof bye);
+    int op;
+    while ((op = ws_frame(fd, buf, sizeof buf, &n)) == 1) {}
+    assert_int_equal(op, 8); /* the close answered */
+    close(fd);
+}
+
 /* ---- server/ directly ---- */
 
 static void test_parser_and_helpers(void **state)
@@ -1202,6 +1298,7 @@ int main(void)
         cmocka_unit_test(test_comfy_upload_and_img2img_equal_cli),
         cmocka_unit_test(test_comfy_lora_clip_skip_advanced_equal_cli),
         cmocka_unit_test(test_comfy_node_errors),
+        cmocka_unit_test(test_comfy_ws),
         cmocka_unit_test(test_queue_full_and_interrupt),
         cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
