@@ -55,6 +55,10 @@ typedef struct srv_gen {
     char model[256];               /* override_settings.sd_model_checkpoint, "" = current */
     int img2img;
     int rng_cpu;                   /* ComfyUI's noise (PyTorch CPU), as --rng cpu */
+    /* A1111's hires fix (ComfyUI: KSampler -> LatentUpscale -> KSampler); 0 = off */
+    int hires_width, hires_height, hires_steps;
+    double hires_denoise;
+    char hires_upscaler[32], hires_sampler[32];
 } srv_gen;
 
 /* Parses an A1111 txt2img (img2img = 0) or img2img body into g. Returns

@@ -357,6 +357,14 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
     if (g->rng_cpu) p->rng = FM_RNG_CPU;
+    if (g->hires_width) {
+        p->hires_width = g->hires_width;
+        p->hires_height = g->hires_height;
+        p->hires_steps = g->hires_steps;
+        p->hires_denoise = g->hires_denoise;
+        p->hires_upscaler = g->hires_upscaler;
+        memcpy(p->hires_sampler, g->hires_sampler, sizeof p->hires_sampler);
+    }
     if (pick_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
         if (!(*init = decode_init(g, &p->init_width, &p->init_height, err))) return err->code;
@@ -386,11 +394,12 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     fm_error err = {0};
     uint8_t *init = NULL, *rgb = NULL, *png = NULL;
     char *info = NULL;
-    int fd = -1, rc = fill_params(s, j, &p, &init, &err);
+    int fd = -1, rc = fill_params(s, j, &p, &init, &err), w = 0, h = 0;
     p.seed = seed;
+    if (!rc) rc = fm_output_size(s->model, &p, &w, &h, &err); /* the hires fix's size */
     if (rc) { job_fail(j, 422, err.msg); goto out; }
     if (!(info = fm_infotext(s->model, &p, s->model_name, s->model_hash, &err))) { job_fail(j, 422, err.msg); rc = 1; goto out; }
-    if (!(rgb = malloc((size_t)p.width * p.height * 3))) { job_fail(j, 500, "out of memory"); rc = 1; goto out; }
+    if (!(rgb = malloc((size_t)w * h * 3))) { job_fail(j, 500, "out of memory"); rc = 1; goto out; }
     p.progress = on_step;
     p.progress_user = s;
     if ((rc = fm_generate(s->model, &p, rgb, &err))) {
@@ -399,7 +408,7 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     }
     char path[64];
     size_t n = 0;
-    if (mem_path(path, sizeof path, &fd) || fm_png_write(path, rgb, p.width, p.height, info, &err) ||
+    if (mem_path(path, sizeof path, &fd) || fm_png_write(path, rgb, w, h, info, &err) ||
         !(png = mem_read(fd, &n))) {
         job_fail(j, 500, err.msg[0] ? err.msg : "cannot write the PNG");
         rc = 1;
@@ -412,8 +421,8 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     j->n_images = i + 1;
     if (s->c->save_dir) save_copy(s, png, n, (int64_t)seed, i);
     if (i == 0) {
-        j->width = p.width;
-        j->height = p.height;
+        j->width = w;
+        j->height = h;
         j->steps = p.steps;
         j->cfg = p.cfg;
         j->clip_skip = p.clip_skip;
