@@ -6,13 +6,15 @@
  *   CLIP   <- CheckpointLoaderSimple | LoraLoader (strength_clip) | CLIPSetLastLayer
  *   LATENT <- EmptyLatentImage (txt2img) | VAEEncode(LoadImage) (img2img)
  *   KSampler / KSamplerAdvanced -> VAEDecode -> SaveImage / PreviewImage
+ *   KSampler -> LatentUpscale -> KSampler (A1111's latent hires fix)
  * A KSampler at denoise d < 1 runs ComfyUI's KSampler.set_steps: the last
  * `steps` sigmas of an int(steps / d)-step schedule; KSamplerAdvanced's
  * start_at_step s runs the last steps - s of a `steps` schedule. Both are
  * img2img with fm_params.steps = the schedule's length and a strength
  * whose A1111 rule (t_enc = int(strength * steps)) picks exactly that tail.
  * What the library cannot run (leftover noise, no added noise, a partial
- * denoise of an empty latent, LatentUpscale) is a 400 naming it. */
+ * denoise of an empty latent, a second pass with another seed, cfg or
+ * text, area/bislerp upscales) is a 400 naming it. */
 #include "internal.h"
 
 #include <errno.h>
@@ -345,6 +347,7 @@ static int vae_encode(walk *w, const char *eid, const cJSON *enc, const char *ck
 typedef struct sampling {
     int schedule_steps; /* the schedule's length */
     int run_steps;      /* its last steps that run */
+    double denoise;     /* KSampler's (1 for KSamplerAdvanced) */
 } sampling;
 
 static int sampler_node(walk *w, const char *sid, const cJSON *ks, srv_gen *g, sampling *sm)
@@ -367,9 +370,11 @@ static int sampler_node(walk *w, const char *sid, const cJSON *ks, srv_gen *g, s
     snprintf(g->scheduler, sizeof g->scheduler, "%s", sch->valuestring);
     int n = (int)steps;
     sm->schedule_steps = sm->run_steps = n;
+    sm->denoise = 1;
     if (!adv) {
         double d;
         if (number_in(w, sid, ks, "denoise", 0, 1, &d)) return -1;
+        sm->denoise = d;
         if (d <= 0) return unsupported(w, sid, "denoise 0 (the latent unchanged)");
         if (d <= 0.9999) sm->schedule_steps = (int)(n / d); /* KSampler.set_steps */
         if (sm->schedule_steps > 1000) return unsupported(w, sid, "steps / denoise over 1000");
@@ -386,7 +391,100 @@ static int sampler_node(walk *w, const char *sid, const cJSON *ks, srv_gen *g, s
     return 0;
 }
 
-/* The default and img2img workflows, from the output node back. */
+/* One sampler's settings but its latent: the sampler's widgets, the
+ * model chain to the checkpoint (its name must resolve), the two texts
+ * through one CLIP chain; g->prompt carries the LoRA tags. */
+typedef struct pass {
+    const char *id;
+    const cJSON *node;
+    sampling sm;
+    chain model, clip;
+    char *positive;    /* the text without tags */
+} pass;
+
+static int pass_settings(walk *w, const char *ks_id, const cJSON *ks, srv_job *j, pass *ps)
+{
+    srv_gen *g = &j->g;
+    chain neg;
+    memset(ps, 0, sizeof *ps);
+    ps->id = ks_id;
+    ps->node = ks;
+    if (walk_chain(w, ks_id, ks, "model", 0, &ps->model)) return -1;
+    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(w->graph, ps->model.ckpt),
+                *ckpt = widget(w, ps->model.ckpt, ck, "ckpt_name", 1);
+    if (!ckpt) return -1;
+    char path[PATH_MAX];
+    if (strlen(ckpt->valuestring) > 255 || srv_model_path(w->s, ckpt->valuestring, path, sizeof path))
+        return fail(w, 404, ps->model.ckpt, "value_not_in_list", "Value not in list", "ckpt_name: not found");
+    snprintf(j->model, sizeof j->model, "%s", ckpt->valuestring);
+    if (sampler_node(w, ks_id, ks, g, &ps->sm) || text_of(w, ks_id, ks, "positive", &ps->clip, &ps->positive) ||
+        text_of(w, ks_id, ks, "negative", &neg, &g->negative))
+        return -1;
+    if (!same_clip(&ps->clip, &neg) || strcmp(ps->clip.ckpt, ps->model.ckpt))
+        return unsupported(w, ks_id, "positive and negative through different CLIPs (LoRAs, last layer, checkpoint)");
+    free(g->prompt);
+    if (!(g->prompt = with_lora_tags(ps->positive, &ps->model, &ps->clip)))
+        return fail(w, 500, ks_id, "internal", "out of memory", "");
+    g->clip_skip = ps->clip.clip_skip;
+    return 0;
+}
+
+static void pass_free(pass *ps)
+{
+    free(ps->positive);
+    ps->positive = NULL;
+}
+
+/* LatentUpscale's upscale_method as A1111's latent upscaler: the same
+ * torch.nn.functional.interpolate mode, no antialias. */
+static const char *latent_upscaler(const char *method)
+{
+    static const char *const map[][2] = {
+        {"nearest-exact", "Latent (nearest-exact)"}, {"bilinear", "Latent"}, {"bicubic", "Latent (bicubic)"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(method, map[i][0])) return map[i][1];
+    return NULL;
+}
+
+/* first -> LatentUpscale -> second (a KSampler): A1111's latent hires fix,
+ * whose second pass takes the last `steps` of an int(steps / denoise)
+ * schedule from the seed's fresh noise, as ComfyUI's second KSampler. */
+static int hires_pass(walk *w, const char *up_id, const cJSON *up, const pass *second, const srv_job *sj, srv_job *j,
+                      const pass *first)
+{
+    const srv_gen *g2 = &sj->g;
+    srv_gen *g = &j->g;
+    const cJSON *method = widget(w, up_id, up, "upscale_method", 1), *crop = method ? widget(w, up_id, up, "crop", 1) : NULL;
+    double wd, ht;
+    if (!crop || number_in(w, up_id, up, "width", 0, 16384, &wd) || number_in(w, up_id, up, "height", 0, 16384, &ht))
+        return -1;
+    const char *upscaler = latent_upscaler(method->valuestring);
+    if (!upscaler) return unsupported(w, up_id, "upscale_method area or bislerp (A1111's latent modes: nearest-exact, bilinear, bicubic)");
+    int w2 = (int)wd / 8 * 8, h2 = (int)ht / 8 * 8; /* ComfyUI: width // 8 latent pixels */
+    if (!w2 || !h2) return unsupported(w, up_id, "width or height 0 (kept from the aspect ratio)");
+    if ((long)w2 * g->height != (long)h2 * g->width)
+        return unsupported(w, up_id, "another aspect ratio than the first pass's (crop and stretch differ from A1111's)");
+    if (strcmp(class_of(second->node), "KSampler")) return unsupported(w, second->id, "a KSamplerAdvanced second pass");
+    if (g2->seed != g->seed || g2->cfg != g->cfg || strcmp(g2->scheduler, g->scheduler))
+        return unsupported(w, second->id, "a second pass with another seed, cfg or scheduler than the first");
+    if (strcmp(g2->prompt, g->prompt) || strcmp(g2->negative, g->negative) || !same_clip(&first->model, &second->model) ||
+        g2->clip_skip != g->clip_skip)
+        return unsupported(w, second->id, "a second pass with other texts, model or CLIP than the first");
+    g->hires_width = w2;
+    g->hires_height = h2;
+    /* A1111's hires pass runs the last steps of int(steps / min(denoise,
+     * 0.999)): ComfyUI's set_steps for every denoise but (0.999, 0.9999] */
+    g->hires_steps = second->sm.run_steps;
+    g->hires_denoise = second->sm.denoise;
+    if ((int)(g->hires_steps / fmin(g->hires_denoise, 0.999)) != second->sm.schedule_steps)
+        return unsupported(w, second->id, "this steps/denoise pair (A1111's 0.999 cap gives another schedule)");
+    snprintf(g->hires_upscaler, sizeof g->hires_upscaler, "%s", upscaler);
+    if (strcmp(g2->sampler, g->sampler)) snprintf(g->hires_sampler, sizeof g->hires_sampler, "%s", g2->sampler);
+    return 0;
+}
+
+/* The default, img2img and two-pass (LatentUpscale) workflows, from the
+ * output node back. */
 int srv_comfy_graph(srv_state *s, const cJSON *graph, const char *out_id, srv_job *j, char **out)
 {
     walk w = {s, graph, out, 0};
@@ -398,60 +496,76 @@ int srv_comfy_graph(srv_state *s, const cJSON *graph, const char *out_id, srv_jo
     if (strcmp(class_of(dec), "VAEDecode")) return unsupported(wp, out_id, "images from anything but VAEDecode"), w.status;
     const cJSON *ks = follow(wp, dec_id, dec, "samples", "LATENT", &ks_id);
     if (!ks) return w.status;
-    if (strncmp(class_of(ks), "KSampler", 8))
-        return unsupported(wp, dec_id, "samples from anything but a KSampler (LatentUpscale: not yet)"), w.status;
-    chain model, pos, neg;
-    if (walk_chain(wp, ks_id, ks, "model", 0, &model) || !follow(wp, dec_id, dec, "vae", "VAE", &vae_id)) return w.status;
-    if (strcmp(vae_id, model.ckpt)) return unsupported(wp, dec_id, "vae: a VAE from another checkpoint than the model's"), w.status;
-    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(graph, model.ckpt), *ckpt = widget(wp, model.ckpt, ck, "ckpt_name", 1);
-    if (!ckpt) return w.status;
-    char path[PATH_MAX];
-    if (strlen(ckpt->valuestring) > 255 || srv_model_path(s, ckpt->valuestring, path, sizeof path))
-        return fail(wp, 404, model.ckpt, "value_not_in_list", "Value not in list", "ckpt_name: not found"), w.status;
+    if (strncmp(class_of(ks), "KSampler", 8)) return unsupported(wp, dec_id, "samples from anything but a KSampler"), w.status;
     srv_gen *g = &j->g;
     memset(g, 0, sizeof *g);
     g->batch_size = g->n_iter = 1;
     g->rng_cpu = 1;
-    snprintf(j->model, sizeof j->model, "%s", ckpt->valuestring);
-    sampling sm = {0, 0};
-    char *positive = NULL;
-    if (sampler_node(wp, ks_id, ks, g, &sm) || text_of(wp, ks_id, ks, "positive", &pos, &positive) ||
-        text_of(wp, ks_id, ks, "negative", &neg, &g->negative)) {
-        free(positive);
+    pass last, first;
+    int rc = pass_settings(wp, ks_id, ks, j, &last);
+    if (!rc && !follow(wp, dec_id, dec, "vae", "VAE", &vae_id)) rc = -1;
+    if (!rc && strcmp(vae_id, last.model.ckpt)) rc = unsupported(wp, dec_id, "vae: a VAE from another checkpoint than the model's");
+    const cJSON *lat = rc ? NULL : follow(wp, ks_id, ks, "latent_image", "LATENT", &lat_id);
+    if (!lat) {
+        pass_free(&last);
         return w.status;
     }
-    if (!same_clip(&pos, &neg) || strcmp(pos.ckpt, model.ckpt)) {
-        free(positive);
-        return unsupported(wp, ks_id, "positive and negative through different CLIPs (LoRAs, last layer, checkpoint)"), w.status;
-    }
-    g->prompt = with_lora_tags(positive, &model, &pos);
-    free(positive);
-    if (!g->prompt) return srv_comfy_error(500, "internal", "out of memory", "", NULL, out);
-    g->clip_skip = pos.clip_skip;
     snprintf(j->sampler_node, sizeof j->sampler_node, "%.63s", ks_id);
-    const cJSON *lat = follow(wp, ks_id, ks, "latent_image", "LATENT", &lat_id);
-    if (!lat) return w.status;
-    const char *lt = class_of(lat);
-    if (!strcmp(lt, "EmptyLatentImage")) {
+    pass *main_pass = &last;
+    const char *up_id = NULL;
+    const cJSON *up = NULL;
+    srv_job *second = NULL;
+    if (!strcmp(class_of(lat), "LatentUpscale")) { /* the last sampler is the second pass */
+        up = lat;
+        up_id = lat_id;
+        const char *first_id;
+        const cJSON *fk = follow(wp, up_id, up, "samples", "LATENT", &first_id);
+        if (fk && strncmp(class_of(fk), "KSampler", 8)) rc = unsupported(wp, up_id, "samples from anything but a KSampler");
+        if (!fk || rc || !(second = calloc(1, sizeof *second))) {
+            pass_free(&last);
+            return w.status ? w.status : srv_comfy_error(500, "internal", "out of memory", "", NULL, out);
+        }
+        second->g = *g; /* the second pass's settings move aside; the first's fill g */
+        memset(g, 0, sizeof *g);
+        g->batch_size = g->n_iter = 1;
+        g->rng_cpu = 1;
+        rc = pass_settings(wp, first_id, fk, j, &first);
+        lat = rc ? NULL : follow(wp, first_id, fk, "latent_image", "LATENT", &lat_id);
+        if (!lat) rc = -1;
+        main_pass = &first;
+        ks_id = first_id;
+    }
+    const char *lt = rc ? "" : class_of(lat);
+    const sampling *sm = &main_pass->sm;
+    if (rc) {
+        /* the error is set */
+    } else if (!strcmp(lt, "EmptyLatentImage")) {
         double wd, ht, bs;
         if (number_in(wp, lat_id, lat, "width", 16, 16384, &wd) || number_in(wp, lat_id, lat, "height", 16, 16384, &ht) ||
             number_in(wp, lat_id, lat, "batch_size", 1, 4096, &bs))
-            return w.status;
-        if (bs != 1) return unsupported(wp, lat_id, "batch_size over 1 (fmimage makes one image per prompt)"), w.status;
-        if (sm.run_steps != sm.schedule_steps)
-            return unsupported(wp, ks_id, "a partial denoise (denoise < 1, start_at_step > 0) of an empty latent"), w.status;
+            rc = -1;
+        else if (bs != 1)
+            rc = unsupported(wp, lat_id, "batch_size over 1 (fmimage makes one image per prompt)");
+        else if (sm->run_steps != sm->schedule_steps)
+            rc = unsupported(wp, ks_id, "a partial denoise (denoise < 1, start_at_step > 0) of an empty latent");
         g->width = (int)wd;
         g->height = (int)ht;
-        g->steps = sm.schedule_steps;
-        return 0;
-    }
-    if (!strcmp(lt, "VAEEncode")) {
-        if (vae_encode(wp, lat_id, lat, model.ckpt, g)) return w.status;
-        g->steps = sm.schedule_steps;
+        g->steps = sm->schedule_steps;
+        if (!rc && up) rc = hires_pass(wp, up_id, up, &last, second, j, &first);
+    } else if (!strcmp(lt, "VAEEncode") && !up) {
+        rc = vae_encode(wp, lat_id, lat, main_pass->model.ckpt, g);
+        g->steps = sm->schedule_steps;
         /* A1111's img2img runs int(min(strength, 0.999) * steps) + 1 steps:
          * half a step below run_steps / steps picks exactly run_steps. */
-        g->strength = sm.run_steps == sm.schedule_steps ? 1.0f : (float)((sm.run_steps - 0.5) / sm.schedule_steps);
-        return 0;
+        g->strength = sm->run_steps == sm->schedule_steps ? 1.0f : (float)((sm->run_steps - 0.5) / sm->schedule_steps);
+    } else {
+        rc = unsupported(wp, ks_id, up ? "a two-pass workflow whose first pass is not txt2img" : "latent_image from this node");
     }
-    return unsupported(wp, ks_id, "latent_image from LatentUpscale (not yet: a second sampler pass)"), w.status;
+    if (second) {
+        srv_gen_free(&second->g);
+        free(second);
+        pass_free(&first);
+    }
+    pass_free(&last);
+    return rc ? w.status : 0;
 }

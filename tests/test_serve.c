@@ -1071,6 +1071,54 @@ static void test_comfy_lora_clip_skip_advanced_equal_cli(void **state)
     free(want);
 }
 
+/* The two-pass workflow: KSampler -> LatentUpscale -> KSampler at denoise
+ * 0.5 is A1111's latent hires fix (its second pass runs the last 4 of
+ * int(4 / 0.5) = 8 steps, as ComfyUI's set_steps). */
+#define HIRES_FIRST \
+    ",\"13\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":42,\"steps\":6,\"cfg\":7.5,\"sampler_name\":\"euler\"," \
+    "\"scheduler\":\"normal\",\"denoise\":1,\"model\":[\"4\",0],\"positive\":[\"6\",0],\"negative\":[\"7\",0]," \
+    "\"latent_image\":[\"14\",0]}},\"14\":" EMPTY
+#define HIRES_SECOND(seed) \
+    "{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":" seed ",\"steps\":4,\"cfg\":7.5,\"sampler_name\":\"dpmpp_2m\"," \
+    "\"scheduler\":\"normal\",\"denoise\":0.5,\"model\":[\"4\",0],\"positive\":[\"6\",0],\"negative\":[\"7\",0]," \
+    "\"latent_image\":[\"5\",0]}}"
+#define UPSCALE(method, w, h) \
+    "{\"class_type\":\"LatentUpscale\",\"inputs\":{\"samples\":[\"13\",0],\"upscale_method\":\"" method "\"," \
+    "\"width\":" w ",\"height\":" h ",\"crop\":\"disabled\"}}"
+
+static void test_comfy_hires_equals_cli(void **state)
+{
+    (void)state;
+    char wf[8192];
+    size_t n, want_n;
+    int st;
+    comfy_graph(wf, sizeof wf, HIRES_SECOND("42"), UPSCALE("nearest-exact", "128", "128"), "[\"4\",1]", HIRES_FIRST);
+    uint8_t *got = comfy_run(wf, &n, &st);
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox in snow", "-n", "blurry", "--seed", "42",
+                          "-W", "64", "-H", "64", "--sampler", "euler", "--scheduler", "normal", "--steps", "6", "--cfg",
+                          "7.5", "--rng", "cpu", "--hires-width", "128", "--hires-height", "128", "--hires-upscaler",
+                          "Latent (nearest-exact)", "--hires-steps", "4", "--hires-denoise", "0.5", "--hires-sampler",
+                          "dpmpp_2m", NULL};
+    uint8_t *want = cli_png("comfy-hires.png", args, &want_n);
+    expect_equal_png("KSampler -> LatentUpscale 128x128 -> KSampler denoise 0.5", got, n, want, want_n);
+    free(got);
+    free(want);
+    /* what A1111's hires fix cannot do */
+    struct { const char *second, *up, *says; } bad[] = {
+        {HIRES_SECOND("7"), UPSCALE("nearest-exact", "128", "128"), "another seed"},
+        {HIRES_SECOND("42"), UPSCALE("area", "128", "128"), "area or bislerp"},
+        {HIRES_SECOND("42"), UPSCALE("bislerp", "128", "128"), "area or bislerp"},
+        {HIRES_SECOND("42"), UPSCALE("bilinear", "128", "96"), "aspect ratio"},
+        {HIRES_SECOND("42"), UPSCALE("bilinear", "0", "128"), "0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        comfy_graph(wf, sizeof wf, bad[i].second, bad[i].up, "[\"4\",1]", HIRES_FIRST);
+        reply r = http(main_srv.port, "POST", "/prompt", wf);
+        if (r.status != 400 || !strstr(r.body, bad[i].says)) fail_msg("hires case %zu: %d %s", i, r.status, r.body);
+        free(r.head);
+    }
+}
+
 /* What the library cannot run, bad values and names outside their places. */
 static void test_comfy_node_errors(void **state)
 {
@@ -1088,7 +1136,7 @@ static void test_comfy_node_errors(void **state)
         {KS("[\"4\",0]", "0.5"), EMPTY, "[\"4\",1]", "", 400, "3", "empty latent"},
         {KS("[\"4\",0]", "0"), EMPTY, "[\"4\",1]", "", 400, "3", "denoise 0"},
         {KS("[\"4\",0]", "1.5"), EMPTY, "[\"4\",1]", "", 400, "3", "value_bigger_than_max"},
-        {KS("[\"4\",0]", "1"), "{\"class_type\":\"LatentUpscale\",\"inputs\":{\"samples\":[\"4\",0]}}", "[\"4\",1]", "", 400, "3", "LatentUpscale"},
+        {KS("[\"4\",0]", "1"), "{\"class_type\":\"LatentUpscale\",\"inputs\":{\"samples\":[\"4\",0]}}", "[\"4\",1]", "", 400, "5", "return_type_mismatch"},
         {KS("[\"4\",0]", "0.5"), ENCODE("never-uploaded.png"), 404, "10", "not uploaded"},
         {KS("[\"4\",0]", "0.5"), ENCODE("../in.png"), 404, "10", "not uploaded"},
         {KS("[\"4\",0]", "0.5"), ENCODE("/etc/passwd"), 404, "10", "not uploaded"},
@@ -1297,6 +1345,7 @@ int main(void)
         cmocka_unit_test(test_comfy_errors),
         cmocka_unit_test(test_comfy_upload_and_img2img_equal_cli),
         cmocka_unit_test(test_comfy_lora_clip_skip_advanced_equal_cli),
+        cmocka_unit_test(test_comfy_hires_equals_cli),
         cmocka_unit_test(test_comfy_node_errors),
         cmocka_unit_test(test_comfy_ws),
         cmocka_unit_test(test_queue_full_and_interrupt),
