@@ -540,7 +540,7 @@ int srv_comfy_graph(srv_state *s, const cJSON *graph, const char *out_id, srv_jo
     if (rc) {
         /* the error is set */
     } else if (!strcmp(lt, "EmptyLatentImage")) {
-        double wd, ht, bs;
+        double wd = 0, ht = 0, bs = 0;
         if (number_in(wp, lat_id, lat, "width", 16, 16384, &wd) || number_in(wp, lat_id, lat, "height", 16, 16384, &ht) ||
             number_in(wp, lat_id, lat, "batch_size", 1, 4096, &bs))
             rc = -1;
