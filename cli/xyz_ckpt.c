@@ -1,14 +1,20 @@
 /* xyz_ckpt: the X/Y/Z plot's Checkpoint name values resolved to files
- * (cli/xyz.h), as A1111's sd_models.get_closest_checkpoint_match finds a
- * checkpoint: an alias (the file name relative to the models directory,
- * with or without its extension, the base name without it), else the
- * shortest title holding the text, else the same with a trailing " [hash]"
- * removed. Titles here are the relative names: fmimage does not hash every
- * file of the directory to list it. A value naming a file that exists is
- * that file, as -m takes it. Names are only ever compared with the listing,
- * so "../x" finds nothing outside the directory. */
+ * (cli/xyz.h), as A1111's sd_models.get_closet_checkpoint_match finds a
+ * checkpoint among the files modelloader.load_models lists (walk_files:
+ * folders in natural order, then their files in natural order; hidden
+ * folders skipped; *.vae.* left out): an alias (the path relative to the
+ * models directory, with or without its extension, with '/' as '_', the
+ * base name without extension; the last file registering it wins, as
+ * A1111's alias dict keeps the last), else the shortest title holding the
+ * text (the first of equal length), else the same with a trailing
+ * " [hash]" removed. Titles here are the relative paths: fmimage does not
+ * hash every file of the directory to list it. A value that names no
+ * listed checkpoint but a file that exists is that file, as -m takes it.
+ * Names are only ever compared with the listing, so "../x" finds nothing
+ * outside the directory that is not a path. */
 #include "xyz.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <regex.h>
 #include <stdio.h>
@@ -35,6 +41,15 @@ static int has_ext(const char *s, const char *ext)
 
 static int is_model_name(const char *s) { return has_ext(s, ".safetensors") || has_ext(s, ".gguf"); }
 
+static int is_pickle(const char *s) { return has_ext(s, ".ckpt") || has_ext(s, ".pt") || has_ext(s, ".pth"); }
+
+/* What A1111 lists (.safetensors, .ckpt; fmimage adds .gguf) without its
+ * ext_blacklist (VAEs). */
+static int is_listed(const char *s)
+{
+    return (is_model_name(s) || has_ext(s, ".ckpt")) && !has_ext(s, ".vae.safetensors") && !has_ext(s, ".vae.ckpt");
+}
+
 static int push(xc_list *l, const char *s)
 {
     if (l->n == l->cap) {
@@ -58,20 +73,56 @@ static int walk(const char *dir, const char *rel, int depth, xc_list *out)
     int rc = 0;
     struct dirent *e;
     while (!rc && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char sub[4096], full[8192];
         struct stat sb;
         if (snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name) >= (int)sizeof sub) continue;
         snprintf(full, sizeof full, "%s/%s", dir, sub);
         if (stat(full, &sb)) continue;
-        if (S_ISDIR(sb.st_mode) && depth < XC_MAX_DEPTH) rc = walk(dir, sub, depth + 1, out);
-        else if (S_ISREG(sb.st_mode) && is_model_name(e->d_name)) rc = push(out, sub);
+        if (S_ISDIR(sb.st_mode) && e->d_name[0] != '.' && depth < XC_MAX_DEPTH) rc = walk(dir, sub, depth + 1, out);
+        else if (S_ISREG(sb.st_mode) && is_listed(e->d_name)) rc = push(out, sub);
     }
     closedir(d);
     return rc;
 }
 
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+/* A1111's natural_sort_key order on a[0..na) and b[0..nb): runs of digits
+ * as numbers, the text between them lower-cased, compared run by run. */
+static int nat_cmp(const char *a, size_t na, const char *b, size_t nb)
+{
+    size_t i = 0, j = 0;
+    for (;;) {
+        size_t i0 = i, j0 = j; /* a text run (maybe empty), then a digit run */
+        while (i < na && !isdigit((unsigned char)a[i])) i++;
+        while (j < nb && !isdigit((unsigned char)b[j])) j++;
+        for (size_t k = 0; i0 + k < i || j0 + k < j; k++) {
+            if (i0 + k == i) return -1;
+            if (j0 + k == j) return 1;
+            int ca = tolower((unsigned char)a[i0 + k]), cb = tolower((unsigned char)b[j0 + k]);
+            if (ca != cb) return ca < cb ? -1 : 1;
+        }
+        if (i == na || j == nb) return i == na && j == nb ? 0 : i == na ? -1 : 1;
+        while (i < na && a[i] == '0' && i + 1 < na && isdigit((unsigned char)a[i + 1])) i++;
+        while (j < nb && b[j] == '0' && j + 1 < nb && isdigit((unsigned char)b[j + 1])) j++;
+        i0 = i, j0 = j;
+        while (i < na && isdigit((unsigned char)a[i])) i++;
+        while (j < nb && isdigit((unsigned char)b[j])) j++;
+        if (i - i0 != j - j0) return i - i0 < j - j0 ? -1 : 1;
+        int c = memcmp(a + i0, b + j0, i - i0);
+        if (c) return c < 0 ? -1 : 1;
+    }
+}
+
+/* walk_files' order: by folder, then by file name, both natural. */
+static int by_walk_order(const void *pa, const void *pb)
+{
+    const char *a = *(char *const *)pa, *b = *(char *const *)pb, *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+    size_t da = sa ? (size_t)(sa - a) : 0, db = sb ? (size_t)(sb - b) : 0;
+    int c = nat_cmp(a, da, b, db);
+    if (c) return c;
+    const char *fa = sa ? sa + 1 : a, *fb = sb ? sb + 1 : b;
+    return nat_cmp(fa, strlen(fa), fb, strlen(fb));
+}
 
 static void list_free(xc_list *l)
 {
@@ -129,7 +180,7 @@ static int check_path(const char *v, const struct stat *sb, char *why, size_t wh
         snprintf(why, why_len, "\"%s\": not a regular file", v);
         return -1;
     }
-    if (has_ext(v, ".ckpt") || has_ext(v, ".pt") || has_ext(v, ".pth")) {
+    if (is_pickle(v)) {
         snprintf(why, why_len, "\"%s\": a pickle is not loaded (convert it to .safetensors)", v);
         return -1;
     }
@@ -148,9 +199,8 @@ static char *resolve(const char *v, const char *dir, const xc_list *l, char *why
         snprintf(why, why_len, "\"\": an empty name");
         return NULL;
     }
-    if (stat(v, &sb) == 0) return check_path(v, &sb, why, why_len) ? NULL : strdup(v);
     int found = -1;
-    for (int i = 0; i < l->n && found < 0; i++)
+    for (int i = 0; i < l->n; i++)
         if (is_alias(l->v[i], v)) found = i;
     if (found < 0) found = shortest_holding(l, v);
     if (found < 0) {
@@ -158,8 +208,13 @@ static char *resolve(const char *v, const char *dir, const xc_list *l, char *why
         if (bare && bare[0]) found = shortest_holding(l, bare);
         free(bare);
     }
+    if (found < 0 && stat(v, &sb) == 0) return check_path(v, &sb, why, why_len) ? NULL : strdup(v);
     if (found < 0) {
         snprintf(why, why_len, "\"%s\": not found in %s", v, dir);
+        return NULL;
+    }
+    if (is_pickle(l->v[found])) {
+        snprintf(why, why_len, "\"%s\": %s/%s is a pickle, not loaded (convert it to .safetensors)", v, dir, l->v[found]);
         return NULL;
     }
     char *path = malloc(strlen(dir) + strlen(l->v[found]) + 2);
@@ -175,7 +230,7 @@ int xyz_resolve_checkpoints(xyz_plan *p, const char *dir, char *why, size_t why_
         if (!ax->used || ax->kind != XT_CHECKPOINT) continue;
         xc_list l = {0};
         int rc = walk(dir, "", 0, &l);
-        if (!rc && l.n) qsort(l.v, (size_t)l.n, sizeof *l.v, by_name);
+        if (!rc && l.n) qsort(l.v, (size_t)l.n, sizeof *l.v, by_walk_order);
         if (!rc && !(ax->path = calloc((size_t)ax->v.n, sizeof *ax->path))) rc = -1;
         if (rc) snprintf(why, why_len, "%c:%s: out of memory", "XYZ"[a], ax->label);
         for (int i = 0; !rc && i < ax->v.n; i++) {
