@@ -167,25 +167,27 @@ static void embeddings_dir_setup(run *r)
         r->embeddings_dir = buf;
 }
 
-/* The model at path loaded in place of the run's, with the name and hash
- * its infotexts carry. */
+/* The model at path loaded in place of the run's (freed first: two
+ * full-size models would double the peak memory), with the name and hash
+ * its infotexts carry. On failure the run has no model (r->model and
+ * r->model_path NULL) until a later job loads one. */
 static int load_model(run *r, const char *path, fm_error *err)
 {
     fm_load_options lo = cli_load_options(r->o);
-    char hash[11];
+    fm_model_free(r->model);
+    r->model = NULL;
+    r->model_path = NULL;
     double t_load = cli_now();
     fm_model *m = fm_model_load_with(path, &lo, err);
     if (!m) return err->code;
     /* issue 22 item 4: the time before the first U-Net call, by phase */
     if (r->o->verbose) fprintf(stderr, "fmimage: load (mapping, detection, binding) %.3f s\n", cli_now() - t_load);
-    if (out_model_hash(path, hash, err)) {
+    if (out_model_hash(path, r->model_hash, err)) {
         fm_model_free(m);
         return err->code;
     }
-    fm_model_free(r->model);
     r->model = m;
     r->model_path = path;
-    memcpy(r->model_hash, hash, sizeof hash);
     out_file_stem(path, r->model_name, sizeof r->model_name);
     return 0;
 }
@@ -196,7 +198,7 @@ static int load_model(run *r, const char *path, fm_error *err)
 static int use_job_model(run *r, const job *jb, fm_error *err)
 {
     const char *path = jb->xyz_cell ? xyz_checkpoint(&r->xyz, jb->xyz_cell - 1) : NULL;
-    if (!path || !strcmp(path, r->model_path)) return 0;
+    if (!path || (r->model_path && !strcmp(path, r->model_path))) return 0;
     if (r->o->verbose) fprintf(stderr, "fmimage: loading %s\n", path);
     return load_model(r, path, err);
 }
