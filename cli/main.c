@@ -192,6 +192,17 @@ static int load_model(run *r, const char *path, fm_error *err)
     return 0;
 }
 
+/* The run's first model: with a Checkpoint name axis the first value that
+ * loads (one that does not fails its own cells when they come), else -m's. */
+static int load_first_model(run *r, fm_error *err)
+{
+    const char *first = r->has_xyz ? xyz_checkpoint_value(&r->xyz, 0) : NULL;
+    int rc = load_model(r, first ? first : r->model_path, err);
+    for (int k = 1; rc && first && xyz_checkpoint_value(&r->xyz, k); k++)
+        rc = load_model(r, xyz_checkpoint_value(&r->xyz, k), err);
+    return rc;
+}
+
 /* X/Y/Z plot: the model of job jb's Checkpoint name value, loaded when it
  * is not the one loaded (the jobs come grouped by checkpoint, so each
  * loads once). */
@@ -200,7 +211,13 @@ static int use_job_model(run *r, const job *jb, fm_error *err)
     const char *path = jb->xyz_cell ? xyz_checkpoint(&r->xyz, jb->xyz_cell - 1) : NULL;
     if (!path || (r->model_path && !strcmp(path, r->model_path))) return 0;
     if (r->o->verbose) fprintf(stderr, "fmimage: loading %s\n", path);
-    return load_model(r, path, err);
+    int rc = load_model(r, path, err);
+    if (rc && strncmp(err->msg, path, strlen(path))) { /* which checkpoint failed */
+        char why[PATH_MAX + sizeof err->msg];
+        snprintf(why, sizeof why, "%s: %s", path, err->msg);
+        snprintf(err->msg, sizeof err->msg, "%.*s", (int)sizeof err->msg - 1, why);
+    }
+    return rc;
 }
 
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
@@ -1123,7 +1140,6 @@ static int generate_in(run *rp)
             fprintf(stderr, "fmimage: --xyz: %s\n", why);
             return 2;
         }
-        if (xyz_checkpoint(&rp->xyz, 0)) rp->model_path = xyz_checkpoint(&rp->xyz, 0); /* the first group's */
     }
     int n_lines = 0, bad = 0;
     pf_line *lines = NULL;
@@ -1141,7 +1157,7 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         return rc;
     }
-    if (load_model(rp, rp->model_path, &err)) {
+    if (load_first_model(rp, &err)) {
         report(&err);
         wcp_free(vars, n_vars);
         free_lines(lines, n_lines);

@@ -65,6 +65,8 @@ int xyz_resolve_checkpoints(xyz_plan *p, const char *dir, char *why, size_t why_
 /* Cell c's checkpoint file (NULL: no Checkpoint name axis), and its index
  * on that axis (0 without one). */
 const char *xyz_checkpoint(const xyz_plan *p, int c);
+/* The file of value k of the Checkpoint name axis (NULL past its end). */
+const char *xyz_checkpoint_value(const xyz_plan *p, int k);
 int xyz_checkpoint_index(const xyz_plan *p, int c);
 
 #endif

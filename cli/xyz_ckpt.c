@@ -257,10 +257,12 @@ int xyz_checkpoint_index(const xyz_plan *p, int c)
     return 0;
 }
 
-const char *xyz_checkpoint(const xyz_plan *p, int c)
+const char *xyz_checkpoint_value(const xyz_plan *p, int k)
 {
     for (int a = 0; a < 3; a++)
         if (p->ax[a].used && p->ax[a].kind == XT_CHECKPOINT && p->ax[a].path)
-            return p->ax[a].path[xyz_checkpoint_index(p, c)];
+            return k >= 0 && k < p->ax[a].v.n ? p->ax[a].path[k] : NULL;
     return NULL;
 }
+
+const char *xyz_checkpoint(const xyz_plan *p, int c) { return xyz_checkpoint_value(p, xyz_checkpoint_index(p, c)); }

@@ -260,6 +260,19 @@ static void test_axes(void **state)
         assert_int_equal(cu_run(a, err, sizeof err), 2);
         if (!strstr(err, bad[i].msg)) fail_msg("%s: %s", bad[i].spec, err);
     }
+    /* a checkpoint that does not load: its cells fail (exit 1, saying which file), the others are made */
+    char broken[400], spec[500], cell[500];
+    snprintf(broken, sizeof broken, "%s/broken.safetensors", dir);
+    FILE *f = fopen(broken, "w");
+    assert_non_null(f);
+    fputs("not a safetensors file", f);
+    fclose(f);
+    snprintf(spec, sizeof spec, "X:Checkpoint name:%s,fmimage-demo", broken);
+    const char *a3[] = {"-m", DEMO, "--xyz", spec, "a red fox", "--steps", "2", "--seed", "5", "-q", "-o", out, NULL};
+    assert_int_equal(cu_run(a3, err, sizeof err), 1);
+    if (!strstr(err, "broken.safetensors: ")) fail_msg("%s", err);
+    snprintf(cell, sizeof cell, "%s/00001-5.png", out);
+    assert_true(cu_exists(cell));
     const char *a2[] = {"-m", DEMO, "--xyz", "X:Seed:1,2", "--xyz", "X:Steps:2", "a red fox", "-q", "-o", out, NULL};
     assert_int_equal(cu_run(a2, err, sizeof err), 2);
     assert_non_null(strstr(err, "fmimage: --xyz: X: given twice"));
