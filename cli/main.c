@@ -167,6 +167,59 @@ static void embeddings_dir_setup(run *r)
         r->embeddings_dir = buf;
 }
 
+/* The model at path loaded in place of the run's (freed first: two
+ * full-size models would double the peak memory), with the name and hash
+ * its infotexts carry. On failure the run has no model (r->model and
+ * r->model_path NULL) until a later job loads one. */
+static int load_model(run *r, const char *path, fm_error *err)
+{
+    fm_load_options lo = cli_load_options(r->o);
+    fm_model_free(r->model);
+    r->model = NULL;
+    r->model_path = NULL;
+    double t_load = cli_now();
+    fm_model *m = fm_model_load_with(path, &lo, err);
+    if (!m) return err->code;
+    /* issue 22 item 4: the time before the first U-Net call, by phase */
+    if (r->o->verbose) fprintf(stderr, "fmimage: load (mapping, detection, binding) %.3f s\n", cli_now() - t_load);
+    if (out_model_hash(path, r->model_hash, err)) {
+        fm_model_free(m);
+        return err->code;
+    }
+    r->model = m;
+    r->model_path = path;
+    out_file_stem(path, r->model_name, sizeof r->model_name);
+    return 0;
+}
+
+/* The run's first model: with a Checkpoint name axis the first value that
+ * loads (one that does not fails its own cells when they come), else -m's. */
+static int load_first_model(run *r, fm_error *err)
+{
+    const char *first = r->has_xyz ? xyz_checkpoint_value(&r->xyz, 0) : NULL;
+    int rc = load_model(r, first ? first : r->model_path, err);
+    for (int k = 1; rc && first && xyz_checkpoint_value(&r->xyz, k); k++)
+        rc = load_model(r, xyz_checkpoint_value(&r->xyz, k), err);
+    return rc;
+}
+
+/* X/Y/Z plot: the model of job jb's Checkpoint name value, loaded when it
+ * is not the one loaded (the jobs come grouped by checkpoint, so each
+ * loads once). */
+static int use_job_model(run *r, const job *jb, fm_error *err)
+{
+    const char *path = jb->xyz_cell ? xyz_checkpoint(&r->xyz, jb->xyz_cell - 1) : NULL;
+    if (!path || (r->model_path && !strcmp(path, r->model_path))) return 0;
+    if (r->o->verbose) fprintf(stderr, "fmimage: loading %s\n", path);
+    int rc = load_model(r, path, err);
+    if (rc && strncmp(err->msg, path, strlen(path))) { /* which checkpoint failed */
+        char why[PATH_MAX + sizeof err->msg];
+        snprintf(why, sizeof why, "%s: %s", path, err->msg);
+        snprintf(err->msg, sizeof err->msg, "%.*s", (int)sizeof err->msg - 1, why);
+    }
+    return rc;
+}
+
 /* The job's sampler and scheduler as ComfyUI names in p (which holds the
  * family's pair). As in A1111, a label's scheduler suffix ("DPM++ 2M
  * Karras") wins, and an A1111 label or alias without a scheduler ("Euler
@@ -515,7 +568,8 @@ static int run_job(run *r, const job *jb)
     if (job_path(r, jb, file, path, sizeof path)) return FM_EINPUT;
     char *params = NULL, sha[65];
     const char *reason = NULL, *what;
-    int rc = job_params(r, jb, &p, &init, &err);
+    int rc = use_job_model(r, jb, &err);
+    if (!rc) rc = job_params(r, jb, &p, &init, &err);
     /* The infotext is the job's identity for resume, written or not. */
     if (!rc && !(params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err)))
         rc = err.code ? err.code : FM_EINPUT;
@@ -745,7 +799,8 @@ static job_state check_job(run *r, const job *jb, int quick, char *file, size_t 
     uint8_t *init = NULL;
     fm_error err = {0};
     char *params = NULL;
-    if (!job_params(r, jb, &p, &init, &err)) params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err);
+    if (!use_job_model(r, jb, &err) && !job_params(r, jb, &p, &init, &err))
+        params = fm_infotext(r->model, &p, r->model_name, r->model_hash, &err);
     free(init);
     if (!params) {
         *why = "its settings are refused";
@@ -827,15 +882,20 @@ static job *list_jobs(const cli_options *o, const pf_line *lines, int n_lines, c
 {
     job *v = NULL;
     int n = 0, cap = 0, j = 0;
-    if (xyz) { /* X/Y/Z plot: cell c is job c */
-        int cells = xyz_cells(xyz);
+    if (xyz) { /* X/Y/Z plot: cell c is job c, listed grouped by checkpoint (A1111 loops over the costly axis outermost) */
+        int cells = xyz_cells(xyz), groups = 1;
+        for (int c = 0; c < cells; c++)
+            if (xyz_checkpoint_index(xyz, c) >= groups) groups = xyz_checkpoint_index(xyz, c) + 1;
         if (!(v = calloc((size_t)cells, sizeof *v))) return NULL;
-        for (int c = 0; c < cells; c++) {
-            int oom = 0;
-            v[c] = (job){.index = c, .seed = xyz_seed(xyz, c, base), .xyz_cell = c + 1};
-            v[c].prompt = wcp_draw(o, NULL, v[c].seed, &oom);
-            if (oom) { free_jobs(v, c + 1); return NULL; }
-        }
+        for (int g = 0; g < groups; g++)
+            for (int c = 0; c < cells; c++) {
+                if (xyz_checkpoint_index(xyz, c) != g) continue;
+                int oom = 0;
+                v[n] = (job){.index = c, .seed = xyz_seed(xyz, c, base), .xyz_cell = c + 1};
+                v[n].prompt = wcp_draw(o, NULL, v[n].seed, &oom);
+                n++;
+                if (oom) { free_jobs(v, n); return NULL; }
+            }
         *n_jobs = cells;
         return v;
     }
@@ -893,85 +953,169 @@ static int run_missing(run *r, const job *jobs, int n_jobs)
     return 0;
 }
 
-/* X/Y/Z plot: one grid per Z value, drawn from its cells' PNGs once all
- * are there (another shard may still be making some: then it waits for the
- * last one to finish), labelled as A1111 labels it, with the first cell's
- * infotext and the plot's. Failures are reported and counted. */
-static void xyz_grids(run *r, const job *jobs)
+/* rgb (cw x ch) cut or padded (black) to w x h, in place of *rgb. */
+static int fit_image(uint8_t **rgb, int cw, int ch, int w, int h)
+{
+    if (cw == w && ch == h) return 0;
+    uint8_t *fit = calloc((size_t)w * h, 3);
+    for (int y = 0; fit && y < h && y < ch; y++)
+        memcpy(fit + (size_t)y * w * 3, *rgb + (size_t)y * cw * 3, (size_t)(cw < w ? cw : w) * 3);
+    free(*rgb);
+    *rgb = fit;
+    return fit ? 0 : -1;
+}
+
+/* Draws the grid of nx x ny images (w x h each) with its labels and writes
+ * it to the output folder as name with infotext info (NULL: none). *grid
+ * gets the drawn pixels (*gw x *gh) when grid is not NULL. 0, or -1 said. */
+static int write_grid(run *r, const char *name, const uint8_t *const *imgs, int w, int h, int nx, int ny,
+                      const char *const *xl, const char *const *yl, const char *info, uint8_t **grid, int *gw, int *gh)
+{
+    char path[PATH_MAX], why[300] = "", note[300];
+    uint8_t *g = NULL;
+    int W, H;
+    fm_error err = {0};
+    if (snprintf(path, sizeof path, "%s/%s", r->dir, name) >= (int)sizeof path) {
+        fprintf(stderr, "fmimage: %s: path too long\n", name);
+        return -1;
+    }
+    if (grid_draw(imgs, w, h, nx, ny, xl, yl, &g, &W, &H, note, sizeof note, why, sizeof why)) {
+        fprintf(stderr, "fmimage: %s: %s\n", name, why);
+        return -1;
+    }
+    if (note[0]) fprintf(stderr, "fmimage: %s: %s\n", name, note);
+    out_temp t;
+    char sha[65];
+    int rc = 0;
+    if (out_temp_write(&t, path, g, W, H, info, sha, &err) || out_temp_commit(&t, path, 1, &err)) {
+        report(&err);
+        rc = -1;
+    }
+    if (grid && !rc) {
+        *grid = g;
+        *gw = W;
+        *gh = H;
+    } else {
+        free(g);
+    }
+    return rc;
+}
+
+/* The nx x ny cells of Z value iz read from their PNGs (cut or padded to
+ * the first one's size), *params the first one's infotext. Returns how
+ * many are not there yet, or -1 when out of memory. */
+static int read_cells(run *r, const job *const *by_cell, int iz, uint8_t **cells, int *w, int *h, char **params)
 {
     const xyz_plan *x = &r->xyz;
-    int nx = xyz_len(x, 0), ny = xyz_len(x, 1), nz = xyz_len(x, 2);
-    for (int iz = 0; iz < nz; iz++) {
-        uint8_t **cells = calloc((size_t)nx * ny, sizeof *cells);
-        char **xl = calloc((size_t)nx, sizeof *xl), **yl = calloc((size_t)ny, sizeof *yl);
-        char *first_params = NULL, lab[512], path[PATH_MAX], file[PATH_MAX], why[300] = "", note[300];
-        int w = 0, h = 0, missing = 0, ok = cells && xl && yl;
-        for (int k = 0; ok && k < nx * ny; k++) {
-            const job *jb = &jobs[k + iz * nx * ny];
-            char sha[65], *params = NULL;
-            const char *bad;
-            if (job_path(r, jb, file, path, sizeof path) || !out_png_complete(path, &params, sha, &bad)) {
-                missing++;
-                continue;
-            }
-            fm_error err = {0};
-            int cw, ch;
-            uint8_t *rgb = fm_image_read(path, &cw, &ch, &err);
-            if (!rgb) { free(params); missing++; continue; }
-            if (!w) { w = cw; h = ch; }
-            if (cw != w || ch != h) { /* a Size axis: each cell cut or padded to the first one's size */
-                uint8_t *fit = calloc((size_t)w * h, 3);
-                for (int y = 0; fit && y < h && y < ch; y++) memcpy(fit + (size_t)y * w * 3, rgb + (size_t)y * cw * 3, (size_t)(cw < w ? cw : w) * 3);
-                free(rgb);
-                rgb = fit;
-            }
-            cells[k] = rgb;
-            if (k == 0) first_params = params;
-            else free(params);
+    int n = xyz_len(x, 0) * xyz_len(x, 1), missing = 0;
+    *w = *h = 0;
+    *params = NULL;
+    for (int k = 0; k < n; k++) {
+        const job *jb = by_cell[k + iz * n];
+        char sha[65], *info = NULL, path[PATH_MAX], file[PATH_MAX];
+        const char *bad;
+        fm_error err = {0};
+        int cw, ch;
+        uint8_t *rgb = NULL;
+        if (job_path(r, jb, file, path, sizeof path) || !out_png_complete(path, &info, sha, &bad) ||
+            !(rgb = fm_image_read(path, &cw, &ch, &err))) {
+            free(info);
+            missing++;
+            continue;
         }
-        for (int i = 0; ok && i < nx; i++) ok = (xl[i] = strdup(xyz_label(x, 0, i, lab, sizeof lab))) != NULL;
-        for (int i = 0; ok && i < ny; i++) ok = (yl[i] = strdup(xyz_label(x, 1, i, lab, sizeof lab))) != NULL;
-        char name[PATH_MAX];
+        if (!*w) { *w = cw; *h = ch; }
+        if (fit_image(&rgb, cw, ch, *w, *h)) { free(info); return -1; } /* a Size axis */
+        cells[k] = rgb;
+        if (k == 0) *params = info;
+        else free(info);
+    }
+    return missing;
+}
+
+/* The labels of axis a, malloc'd (NULL when out of memory). */
+static char **axis_labels(const xyz_plan *x, int a)
+{
+    int n = xyz_len(x, a);
+    char **v = calloc((size_t)n, sizeof *v), lab[512];
+    for (int i = 0; v && i < n; i++)
+        if (!(v[i] = strdup(xyz_label(x, a, i, lab, sizeof lab)))) {
+            for (int k = 0; k < i; k++) free(v[k]);
+            free(v);
+            return NULL;
+        }
+    return v;
+}
+
+static void free_strs(char **v, int n)
+{
+    for (int i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* X/Y/Z plot: one grid per Z value, drawn from its cells' PNGs once all
+ * are there (another shard may still be making some: then it waits for the
+ * last one to finish), labelled as A1111 labels it, with its first cell's
+ * infotext and the plot's X and Y fields. With several Z values, once all
+ * their grids are there, A1111's combined grid: the per-Z grids side by
+ * side (image_grid(rows=1)) under a band of Z labels drawn at the per-Z
+ * grid's size (draw_grid_annotations(z_grid, sub_w, sub_h, z labels), no
+ * margin), with cell 0's infotext and all three axes' fields, as
+ * xyz_grid.png. Failures are reported and counted. */
+static void xyz_grids(run *r, const job *jobs, int n_jobs)
+{
+    const xyz_plan *x = &r->xyz;
+    int nx = xyz_len(x, 0), ny = xyz_len(x, 1), nz = xyz_len(x, 2), sw = 0, sh = 0, subs = 0;
+    const job **by_cell = calloc((size_t)n_jobs, sizeof *by_cell);
+    uint8_t **sub = calloc((size_t)nz, sizeof *sub), **cells = calloc((size_t)nx * ny, sizeof *cells);
+    char **xl = axis_labels(x, 0), **yl = axis_labels(x, 1), **zl = axis_labels(x, 2), *main_params = NULL;
+    if (!by_cell || !sub || !cells || !xl || !yl || !zl) {
+        fprintf(stderr, "fmimage: xyz_grid: out of memory\n");
+        r->failed = 1;
+        nz = 0;
+    }
+    for (int i = 0; by_cell && i < n_jobs; i++) by_cell[jobs[i].index] = &jobs[i];
+    for (int iz = 0; iz < nz; iz++) {
+        char name[PATH_MAX], *params;
+        int w, h, gw, gh;
         snprintf(name, sizeof name, "%sxyz_grid-%d.png", r->prefix ? r->prefix : "", iz);
-        int n_path = snprintf(path, sizeof path, "%s/%s", r->dir, name);
-        if (!ok) {
+        int missing = read_cells(r, by_cell, iz, cells, &w, &h, &params);
+        if (missing < 0) {
             fprintf(stderr, "fmimage: %s: out of memory\n", name);
             r->failed = 1;
         } else if (missing) {
             if (!r->o->quiet)
                 fprintf(stderr, "fmimage: %s: %d of its %d cells are not made yet; no grid\n", name, missing, nx * ny);
-        } else if (n_path >= (int)sizeof path) {
-            fprintf(stderr, "fmimage: %s: path too long\n", name);
-            r->failed = 1;
         } else {
-            uint8_t *grid = NULL;
-            int gw, gh;
-            fm_error err = {0};
-            char *info = r->o->metadata ? xyz_grid_infotext(x, first_params ? first_params : "") : NULL;
-            if (grid_draw((const uint8_t *const *)cells, w, h, nx, ny, (const char *const *)xl, (const char *const *)yl,
-                          &grid, &gw, &gh, note, sizeof note, why, sizeof why)) {
-                fprintf(stderr, "fmimage: %s: %s\n", name, why);
+            char *info = r->o->metadata ? xyz_grid_infotext(x, params ? params : "", 0) : NULL;
+            if (write_grid(r, name, (const uint8_t *const *)cells, w, h, nx, ny, (const char *const *)xl,
+                           (const char *const *)yl, info, nz > 1 ? &sub[iz] : NULL, &gw, &gh))
                 r->failed = 1;
-            } else {
-                if (note[0]) fprintf(stderr, "fmimage: %s: %s\n", name, note);
-                out_temp t;
-                char sha[65];
-                if (out_temp_write(&t, path, grid, gw, gh, info, sha, &err) || out_temp_commit(&t, path, 1, &err)) {
-                    report(&err);
-                    r->failed = 1;
-                }
-            }
-            free(grid);
+            else if (nz > 1 && !sw) sw = gw, sh = gh;
+            if (sub[iz] && fit_image(&sub[iz], gw, gh, sw, sh)) r->failed = 1;
+            subs += sub[iz] != NULL;
             free(info);
         }
-        for (int k = 0; cells && k < nx * ny; k++) free(cells[k]);
-        for (int i = 0; xl && i < nx; i++) free(xl[i]);
-        for (int i = 0; yl && i < ny; i++) free(yl[i]);
-        free(cells);
-        free(xl);
-        free(yl);
-        free(first_params);
+        if (iz == 0) main_params = params;
+        else free(params);
+        for (int k = 0; k < nx * ny; k++) free(cells[k]), cells[k] = NULL;
     }
+    if (nz > 1 && subs == nz) {
+        char name[PATH_MAX], *info = r->o->metadata ? xyz_grid_infotext(x, main_params ? main_params : "", 1) : NULL;
+        const char *no_rows[] = {""};
+        snprintf(name, sizeof name, "%sxyz_grid.png", r->prefix ? r->prefix : "");
+        if (write_grid(r, name, (const uint8_t *const *)sub, sw, sh, nz, 1, (const char *const *)zl, no_rows, info,
+                       NULL, NULL, NULL))
+            r->failed = 1;
+        free(info);
+    }
+    for (int iz = 0; sub && iz < nz; iz++) free(sub[iz]);
+    free(sub);
+    free(cells);
+    free(by_cell);
+    free(main_params);
+    free_strs(xl, xyz_len(x, 0));
+    free_strs(yl, xyz_len(x, 1));
+    free_strs(zl, xyz_len(x, 2));
 }
 
 static int generate_in(run *rp)
@@ -983,6 +1127,19 @@ static int generate_in(run *rp)
     if (!rp->model_path) {
         fprintf(stderr, "fmimage: --model: no model given and the demo model is not installed\n");
         return 1;
+    }
+    lora_dir_setup(rp);
+    embeddings_dir_setup(rp);
+    if (rp->has_xyz) { /* X/Y/Z plot: Checkpoint name values found before anything loads */
+        char dir[PATH_MAX], why[PATH_MAX + 600];
+        const char *slash = strrchr(rp->model_path, '/');
+        if (o->models_dir) snprintf(dir, sizeof dir, "%s", o->models_dir);
+        else if (slash) snprintf(dir, sizeof dir, "%.*s", slash == rp->model_path ? 1 : (int)(slash - rp->model_path), rp->model_path);
+        else snprintf(dir, sizeof dir, ".");
+        if (xyz_resolve_checkpoints(&rp->xyz, dir, why, sizeof why)) {
+            fprintf(stderr, "fmimage: --xyz: %s\n", why);
+            return 2;
+        }
     }
     int n_lines = 0, bad = 0;
     pf_line *lines = NULL;
@@ -1000,19 +1157,12 @@ static int generate_in(run *rp)
         free_lines(lines, n_lines);
         return rc;
     }
-    fm_load_options lo = cli_load_options(o);
-    double t_load = cli_now();
-    if (!(rp->model = fm_model_load_with(rp->model_path, &lo, &err))) {
+    if (load_first_model(rp, &err)) {
         report(&err);
         wcp_free(vars, n_vars);
         free_lines(lines, n_lines);
         return 1;
     }
-    /* issue 22 item 4: the time before the first U-Net call, by phase */
-    if (o->verbose) fprintf(stderr, "fmimage: load (mapping, detection, binding) %.3f s\n", cli_now() - t_load);
-    out_file_stem(rp->model_path, rp->model_name, sizeof rp->model_name);
-    lora_dir_setup(rp);
-    embeddings_dir_setup(rp);
     if (o->upscale_model && !(rp->upscaler = fm_upscaler_load(o->upscale_model, &err))) {
         report(&err);
         wcp_free(vars, n_vars);
@@ -1036,15 +1186,6 @@ static int generate_in(run *rp)
             return 1;
         }
         out_file_stem(o->hires_upscaler, rp->hires_name, sizeof rp->hires_name);
-    }
-    if (out_model_hash(rp->model_path, rp->model_hash, &err)) {
-        report(&err);
-        wcp_free(vars, n_vars);
-        free_lines(lines, n_lines);
-        fm_model_free(rp->model);
-        fm_upscaler_free(rp->upscaler);
-        fm_upscaler_free(rp->hires_model);
-        return 1;
     }
     /* The command line's own values are checked once, as usage errors. */
     job probe = {0};
@@ -1107,7 +1248,7 @@ static int generate_in(run *rp)
             else if (rc) rp->failed = 1;
         }
     }
-    if (rp->has_xyz && jobs && !o->status && !status) xyz_grids(rp, jobs);
+    if (rp->has_xyz && jobs && !o->status && !status) xyz_grids(rp, jobs, n_jobs);
     free_jobs(jobs, n_jobs);
     free_lines(lines, n_lines);
     if (rp->dir) out_manifest_close(&rp->manifest);

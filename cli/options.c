@@ -122,9 +122,13 @@ void cli_print_help(void)
         "      --xyz AXIS:TYPE:VALUES  X/Y/Z plot (A1111's script), up to three (X, Y, Z); the\n"
         "                           words after the first that read as axes are axes too.\n"
         "                           TYPE: Seed, Steps, CFG Scale, Sampler, Scheduler, Prompt S/R,\n"
-        "                           Size (WxH), Denoising, Clip skip; VALUES: comma separated,\n"
-        "                           ranges 1-4, 1-10 (+2), 1-10 [5], 0.5-1.5 (+0.25). Each cell\n"
-        "                           is a job; one labelled grid PNG per Z value (xyz_grid-N.png)\n"
+        "                           Size (WxH), Denoising, Clip skip, Checkpoint name; VALUES:\n"
+        "                           comma separated, ranges 1-4, 1-10 (+2), 1-10 [5],\n"
+        "                           0.5-1.5 (+0.25). Each cell is a job; one labelled grid PNG\n"
+        "                           per Z value (xyz_grid-N.png), and with several Z values all\n"
+        "                           of them side by side (xyz_grid.png)\n"
+        "      --models-dir DIR     where Checkpoint name values are found (file name with or\n"
+        "                           without extension, or part of it; default: -m's folder)\n"
         "  -h, --help, --version\n"
         "\n"
         /* weight formats and convert (issue 17 items 3-5) */
@@ -235,7 +239,7 @@ enum {
     OPT_STYLES_FILE, OPT_STYLE,
     OPT_VAE, OPT_CLIP_L, OPT_CLIP_G, OPT_TYPE, /* GGUF and quantised weights */
     OPT_COMBINATORIAL, OPT_WILDCARDS_DIR, /* wildcards */
-    OPT_XYZ /* X/Y/Z plot */
+    OPT_XYZ, OPT_MODELS_DIR /* X/Y/Z plot */
 };
 enum { OPT_LORA_DIR = 400 }; /* LoRA */
 enum { OPT_EMBEDDINGS_DIR = 410 }; /* textual inversion */
@@ -289,7 +293,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
         {"inpaint-fill", 1, 0, OPT_INPAINT_FILL}, {"inpaint-only-masked", 0, 0, OPT_ONLY_MASKED},
         {"inpaint-padding", 1, 0, OPT_PADDING}, {"outpaint", 1, 0, OPT_OUTPAINT},
         {"combinatorial", 0, 0, OPT_COMBINATORIAL}, {"wildcards-dir", 1, 0, OPT_WILDCARDS_DIR}, /* wildcards */
-        {"xyz", 1, 0, OPT_XYZ}, /* X/Y/Z plot */
+        {"xyz", 1, 0, OPT_XYZ}, {"models-dir", 1, 0, OPT_MODELS_DIR}, /* X/Y/Z plot */
         {"hires-scale", 1, 0, OPT_HIRES_SCALE}, {"hires-width", 1, 0, OPT_HIRES_W}, /* hires fix */
         {"hires-height", 1, 0, OPT_HIRES_H}, {"hires-steps", 1, 0, OPT_HIRES_STEPS},
         {"hires-denoise", 1, 0, OPT_HIRES_DENOISE}, {"hires-upscaler", 1, 0, OPT_HIRES_UPSCALER},
@@ -442,6 +446,7 @@ int cli_parse(int argc, char **argv, cli_options *o)
             break;
         case OPT_TAESD: o->taesd = arg; break;
         case OPT_LORA_DIR: o->lora_dir = arg; break; /* LoRA */
+        case OPT_MODELS_DIR: o->models_dir = arg; break; /* X/Y/Z plot: Checkpoint name */
         case OPT_EMBEDDINGS_DIR: o->embeddings_dir = arg; break; /* textual inversion */
         case OPT_TILING: o->vae_tiling = 1; break;
         case OPT_PREC:

@@ -43,6 +43,7 @@ typedef struct cli_options {
     /* LoRA */
     const char *lora_dir; /* --lora-dir / --lora-model-dir; NULL: loras/ next to the model */
     const char *embeddings_dir; /* --embeddings-dir; NULL: embeddings/ next to the model */
+    const char *models_dir; /* --models-dir: X/Y/Z Checkpoint name values; NULL: -m's folder */
     /* GGUF and quantised weights (issue 17): part files and --type */
     const char *vae, *clip_l, *clip_g, *type;
     /* inpainting and outpainting (issue 18): --mask ... --outpaint */

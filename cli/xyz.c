@@ -27,6 +27,7 @@ static const xt_info TYPES[] = {
     {XT_SIZE, "Size", XA_STR, 1},
     {XT_DENOISING, "Denoising", XA_FLOAT, 1},
     {XT_CLIP_SKIP, "Clip skip", XA_INT, 1},
+    {XT_CHECKPOINT, "Checkpoint name", XA_STR, 0},
 };
 
 static const xt_info *find_type(const char *s, size_t n)
@@ -60,7 +61,7 @@ int xyz_add(xyz_plan *p, const char *spec, char *why, size_t why_len)
 {
     if (!xyz_is_spec(spec)) {
         snprintf(why, why_len, "\"%s\": not AXIS:TYPE:VALUES (AXIS X, Y or Z; TYPE Seed, Steps, CFG Scale, Sampler, "
-                               "Scheduler, Prompt S/R, Size, Denoising, Clip skip)", spec);
+                               "Scheduler, Prompt S/R, Size, Denoising, Clip skip, Checkpoint name)", spec);
         return -1;
     }
     int a = strchr("XxYyZz", spec[0]) ? (int)(strchr("XxYyZz", spec[0]) - "XxYyZz") / 2 : 0;
@@ -115,8 +116,13 @@ int xyz_add(xyz_plan *p, const char *spec, char *why, size_t why_len)
 
 void xyz_free(xyz_plan *p)
 {
-    for (int a = 0; a < 3; a++)
-        if (p->ax[a].used) xa_free(&p->ax[a].v);
+    for (int a = 0; a < 3; a++) {
+        if (!p->ax[a].used) continue;
+        for (int i = 0; p->ax[a].path && i < p->ax[a].v.n; i++) free(p->ax[a].path[i]);
+        free(p->ax[a].path);
+        p->ax[a].path = NULL;
+        xa_free(&p->ax[a].v);
+    }
 }
 
 int xyz_len(const xyz_plan *p, int a) { return p->ax[a].used ? p->ax[a].v.n : 1; }
@@ -192,6 +198,7 @@ int xyz_apply(const xyz_plan *p, int c, int stage, fm_params *prm, const char **
         case XT_DENOISING: prm->strength = (float)x; break;
         case XT_CLIP_SKIP: prm->clip_skip = (int)x; break;
         case XT_SIZE: parse_size(s, &prm->width, &prm->height); break;
+        case XT_CHECKPOINT: break; /* the run loads the cell's model (xyz_checkpoint) */
         case XT_PROMPT_SR:
             *prompt = replace_all(prm->prompt, ax->v.str[0], s);
             *negative = replace_all(prm->negative ? prm->negative : "", ax->v.str[0], s);
@@ -258,14 +265,14 @@ static void put_quoted(core_strbuf *b, const char *v)
     core_sb_puts(b, "\"");
 }
 
-char *xyz_grid_infotext(const xyz_plan *p, const char *cell_infotext)
+char *xyz_grid_infotext(const xyz_plan *p, const char *cell_infotext, int with_z)
 {
     core_strbuf b = {0};
     core_sb_puts(&b, cell_infotext);
     core_sb_puts(&b, ", Script: X/Y/Z plot");
     for (int a = 0; a < 3; a++) {
         const xyz_axis *ax = &p->ax[a];
-        if (!ax->used) continue;
+        if (!ax->used || (a == 2 && !with_z)) continue;
         char k[32];
         snprintf(k, sizeof k, ", %c Type: ", "XYZ"[a]);
         core_sb_puts(&b, k);

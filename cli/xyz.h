@@ -11,7 +11,7 @@
 #include "fmimage.h"
 #include "xyz_axis.h"
 
-typedef enum { XT_SEED, XT_STEPS, XT_CFG, XT_SAMPLER, XT_SCHEDULER, XT_PROMPT_SR, XT_SIZE, XT_DENOISING, XT_CLIP_SKIP } xt_kind;
+typedef enum { XT_SEED, XT_STEPS, XT_CFG, XT_SAMPLER, XT_SCHEDULER, XT_PROMPT_SR, XT_SIZE, XT_DENOISING, XT_CLIP_SKIP, XT_CHECKPOINT } xt_kind;
 
 typedef struct xyz_axis {
     int used;
@@ -19,6 +19,7 @@ typedef struct xyz_axis {
     const char *label;  /* A1111's AxisOption label */
     const char *text;   /* the values as given (the infotext's "X Values") */
     xa_values v;
+    char **path;        /* Checkpoint name: each value's file (xyz_resolve_checkpoints) */
 } xyz_axis;
 
 typedef struct xyz_plan {
@@ -51,8 +52,21 @@ int xyz_check(const xyz_plan *p, const char *prompt, const char *negative, char 
 /* The label of value i on axis a as A1111 formats it ("Seed: 1", "CFG
  * Scale: 7.0", "Euler a"), into buf. */
 const char *xyz_label(const xyz_plan *p, int a, int i, char *buf, size_t n);
-/* The grid's infotext: a cell's, with ", Script: X/Y/Z plot, X Type: ...,
- * X Values: ..." appended as A1111's extra_generation_params. Malloc'd. */
-char *xyz_grid_infotext(const xyz_plan *p, const char *cell_infotext);
+/* A grid's infotext: a cell's, with ", Script: X/Y/Z plot, X Type: ...,
+ * X Values: ..." appended as A1111's extra_generation_params; the Z axis'
+ * fields only with_z (A1111 gives them to the combined grid, not to the
+ * per-Z grids). Malloc'd. */
+char *xyz_grid_infotext(const xyz_plan *p, const char *cell_infotext, int with_z);
+
+/* Checkpoint name (cli/xyz_ckpt.c): every value of the axis resolved to a
+ * file, looked up in dir. Returns 0, or -1 with why ("\"foo\": not found in
+ * DIR"). */
+int xyz_resolve_checkpoints(xyz_plan *p, const char *dir, char *why, size_t why_len);
+/* Cell c's checkpoint file (NULL: no Checkpoint name axis), and its index
+ * on that axis (0 without one). */
+const char *xyz_checkpoint(const xyz_plan *p, int c);
+/* The file of value k of the Checkpoint name axis (NULL past its end). */
+const char *xyz_checkpoint_value(const xyz_plan *p, int k);
+int xyz_checkpoint_index(const xyz_plan *p, int c);
 
 #endif

@@ -1,7 +1,10 @@
 /* The X/Y/Z plot on the demo model: a 3x3 grid killed with SIGKILL part
  * way, then run again: the finished cells are skipped (counted), the rest
  * made, and the grid drawn (labels band on top and left, A1111's infotext
- * with the plot's fields). Bad axes are usage errors (exit 2). */
+ * with the plot's fields). A Checkpoint name axis over the demo model and
+ * the tiny SD 1.x golden: every cell byte for byte the single-model run,
+ * each model loaded once, the combined grid across Z made of the per-Z
+ * grids' pixels. Bad axes are usage errors (exit 2). */
 #include "testutil.h"
 #include "cliutil.h"
 
@@ -97,6 +100,125 @@ static void test_kill_and_resume(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Each cell of a Checkpoint name x Seed x CFG Scale plot equals fmimage's
+ * single-image run of that checkpoint with the cell's settings, PNG bytes
+ * (pixels and infotext: its Model and Model hash) included. */
+static void check_cells_single(const char *out, const char *const models[2], const char *const seeds[2],
+                               const char *const cfgs[2])
+{
+    char err[4096], one[500];
+    snprintf(one, sizeof one, "%s/../single.png", out);
+    for (int c = 0; c < 8; c++) {
+        int ix = c % 2, iy = c / 2 % 2, iz = c / 4;
+        const char *a[] = {"-m", models[ix], "a red fox", "--seed", seeds[iy], "--cfg", cfgs[iz], "--steps", "4",
+                           "-W", "64", "-H", "64", "-q", "--force", "-o", one, NULL};
+        assert_int_equal(cu_run(a, err, sizeof err), 0);
+        char cell[500];
+        snprintf(cell, sizeof cell, "%s/%05d-%s.png", out, c, seeds[iy]);
+        size_t n1 = 0, n2 = 0;
+        uint8_t *b1 = cu_slurp(one, &n1), *b2 = cu_slurp(cell, &n2);
+        assert_non_null(b1);
+        assert_non_null(b2);
+        if (n1 != n2 || memcmp(b1, b2, n1)) fail_msg("%s differs from the single run of %s", cell, models[ix]);
+        free(b1);
+        free(b2);
+    }
+}
+
+static int count_of(const char *s, const char *what)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p++) n++;
+    return n;
+}
+
+static void test_checkpoints(void **state)
+{
+    (void)state;
+    char dir[300], out[400], out2[400], err[16384], cmd[2000], models_dir[400];
+    cu_tempdir(dir, sizeof dir, "xyzck");
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(out2, sizeof out2, "%s/out2", dir);
+    snprintf(models_dir, sizeof models_dir, "%s/models", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/sub' && ln -s \"$(realpath " DEMO ")\" '%s/demo.safetensors' && "
+             "ln -s \"$(realpath tests/data/tiny-sd1.safetensors)\" '%s/sub/tiny-sd1.safetensors'",
+             models_dir, models_dir, models_dir);
+    assert_int_equal(system(cmd), 0);
+    char demo[500], tiny[500];
+    snprintf(demo, sizeof demo, "%s/demo.safetensors", models_dir);
+    snprintf(tiny, sizeof tiny, "%s/sub/tiny-sd1.safetensors", models_dir);
+    /* "demo": a file name without extension; "tiny-sd1 [hash]": part of a title, the checksum dropped */
+    const char *args[] = {"-m", DEMO, "--models-dir", models_dir, "--xyz", "X:Checkpoint name:demo,tiny-sd1 [60597167c9]",
+                          "Y:Seed:1,2", "Z:CFG Scale:5,7", "a red fox", "--steps", "4", "-W", "64", "-H", "64",
+                          "--seed", "9", "-v", "-o", out, NULL};
+    assert_int_equal(cu_run(args, err, sizeof err), 0);
+    /* the checkpoint axis is the outer loop: each model loads once */
+    if (count_of(err, "fmimage: load (mapping, detection, binding)") != 2) fail_msg("wanted two loads:\n%s", err);
+    const char *models[2] = {demo, tiny}, *seeds[2] = {"1", "2"}, *cfgs[2] = {"5", "7"};
+    check_cells_single(out, models, seeds, cfgs);
+    /* the per-Z grids have X and Y fields, the combined grid Z's too */
+    char g0[500], g1[500], gz[500];
+    snprintf(g0, sizeof g0, "%s/xyz_grid-0.png", out);
+    snprintf(g1, sizeof g1, "%s/xyz_grid-1.png", out);
+    snprintf(gz, sizeof gz, "%s/xyz_grid.png", out);
+    char *p1 = cu_png_parameters(g1), *pz = cu_png_parameters(gz);
+    assert_non_null(p1);
+    assert_non_null(pz);
+    assert_non_null(strstr(p1, "CFG scale: 7, Seed: 1,"));
+    assert_non_null(strstr(p1, "Model: demo,"));
+    assert_non_null(strstr(p1, ", X Type: Checkpoint name, X Values: \"demo,tiny-sd1 [60597167c9]\", Y Type: Seed"));
+    assert_null(strstr(p1, "Z Type"));
+    assert_non_null(strstr(pz, "CFG scale: 5, Seed: 1,"));
+    assert_non_null(strstr(pz, ", Fixed Y Values: \"1, 2\", Z Type: CFG Scale, Z Values: \"5,7\""));
+    free(p1);
+    free(pz);
+    /* the combined grid: the two per-Z grids side by side under a band of Z labels */
+    fm_error e = {0};
+    int sw, sh, w1, h1, gw, gh;
+    uint8_t *s0 = fm_image_read(g0, &sw, &sh, &e), *s1 = fm_image_read(g1, &w1, &h1, &e), *g = fm_image_read(gz, &gw, &gh, &e);
+    assert_true(s0 && s1 && g);
+    assert_true(w1 == sw && h1 == sh && sw > 2 * 64 && sh > 2 * 64);
+    assert_int_equal(gw, 2 * sw);
+    int band = gh - sh;
+    assert_true(band > 0);
+    for (int iz = 0; iz < 2; iz++) {
+        const uint8_t *sub = iz ? s1 : s0;
+        for (int y = 0; y < sh; y++)
+            assert_memory_equal(g + ((size_t)(band + y) * gw + iz * sw) * 3, sub + (size_t)y * sw * 3, (size_t)sw * 3);
+        int dark = 0; /* its Z label */
+        for (int y = 0; y < band; y++)
+            for (int x = iz * sw; x < (iz + 1) * sw; x++) dark += g[((size_t)y * gw + x) * 3] < 100;
+        assert_true(dark > 30);
+    }
+    assert_int_equal(g[0], 255);
+    free(s0);
+    free(s1);
+    free(g);
+    /* cells are ordinary jobs: --status, resume, shards */
+    const char *status[] = {"-m", DEMO, "--models-dir", models_dir, "--xyz", "X:Checkpoint name:demo,tiny-sd1 [60597167c9]",
+                            "Y:Seed:1,2", "Z:CFG Scale:5,7", "a red fox", "--steps", "4", "-W", "64", "-H", "64",
+                            "--seed", "9", "--status", "-o", out, NULL};
+    assert_int_equal(cu_run(status, err, sizeof err), 0);
+    char cell[500];
+    snprintf(cell, sizeof cell, "%s/00005-1.png", out);
+    assert_int_equal(unlink(cell), 0);
+    assert_int_equal(cu_run(status, err, sizeof err), 1);
+    assert_int_equal(cu_run(args, err, sizeof err), 0);
+    assert_non_null(strstr(err, "fmimage: skipped 7 finished images"));
+    check_cells_single(out, models, seeds, cfgs);
+    for (int k = 0; k < 2; k++) {
+        const char *shard[] = {"-m", DEMO, "--models-dir", models_dir, "--xyz", "X:Checkpoint name:demo,tiny-sd1 [60597167c9]",
+                               "Y:Seed:1,2", "Z:CFG Scale:5,7", "a red fox", "--steps", "4", "-W", "64", "-H", "64",
+                               "--seed", "9", "-q", "--shard", k ? "1/2" : "0/2", "-o", out2, NULL};
+        assert_int_equal(cu_run(shard, err, sizeof err), 0);
+    }
+    check_cells_single(out2, models, seeds, cfgs);
+    snprintf(cmd, sizeof cmd, "cmp '%s/xyz_grid.png' '%s/xyz_grid.png'", out, out2);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_axes(void **state)
 {
     (void)state;
@@ -126,12 +248,31 @@ static void test_axes(void **state)
         {"X:CFG Scale:abc", "fmimage: --xyz: X:CFG Scale: \"abc\": not a finite number (A1111: ValueError)\n"},
         {"X:Steps:0-2", "fmimage: --xyz: X:Steps: 0 is out of range\n"},
         {"X:Prompt S/R:green,blue", "fmimage: --xyz: X:Prompt S/R: \"green\" is not in the prompt or the negative prompt\n"},
+        {"X:Checkpoint name:foo", "fmimage: --xyz: X:Checkpoint name: \"foo\": not found in assets/demo\n"},
+        {"Y:Checkpoint name:demo,", "fmimage: --xyz: Y:Checkpoint name: \"\": an empty name\n"},
+        {"X:Checkpoint name:../demo/fmimage-demo", "fmimage: --xyz: X:Checkpoint name: \"../demo/fmimage-demo\": not found in assets/demo\n"},
+        {"X:Checkpoint name:README.md", "fmimage: --xyz: X:Checkpoint name: \"README.md\": not a checkpoint (.safetensors or .gguf)\n"},
+        {"X:Checkpoint name:tests/data/pickles/ema.ckpt", "fmimage: --xyz: X:Checkpoint name: \"tests/data/pickles/ema.ckpt\": a pickle is not loaded (convert it to .safetensors)\n"},
+        {"X:Checkpoint name:tests", "fmimage: --xyz: X:Checkpoint name: \"tests\": a folder without model_index.json\n"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         const char *a[] = {"-m", DEMO, "--xyz", bad[i].spec, "a red fox", "-q", "-o", out, NULL};
         assert_int_equal(cu_run(a, err, sizeof err), 2);
         if (!strstr(err, bad[i].msg)) fail_msg("%s: %s", bad[i].spec, err);
     }
+    /* a checkpoint that does not load: its cells fail (exit 1, saying which file), the others are made */
+    char broken[400], spec[500], cell[500];
+    snprintf(broken, sizeof broken, "%s/broken.safetensors", dir);
+    FILE *f = fopen(broken, "w");
+    assert_non_null(f);
+    fputs("not a safetensors file", f);
+    fclose(f);
+    snprintf(spec, sizeof spec, "X:Checkpoint name:%s,fmimage-demo", broken);
+    const char *a3[] = {"-m", DEMO, "--xyz", spec, "a red fox", "--steps", "2", "--seed", "5", "-q", "-o", out, NULL};
+    assert_int_equal(cu_run(a3, err, sizeof err), 1);
+    if (!strstr(err, "broken.safetensors: ")) fail_msg("%s", err);
+    snprintf(cell, sizeof cell, "%s/00001-5.png", out);
+    assert_true(cu_exists(cell));
     const char *a2[] = {"-m", DEMO, "--xyz", "X:Seed:1,2", "--xyz", "X:Steps:2", "a red fox", "-q", "-o", out, NULL};
     assert_int_equal(cu_run(a2, err, sizeof err), 2);
     assert_non_null(strstr(err, "fmimage: --xyz: X: given twice"));
@@ -144,6 +285,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_checkpoints),
         cmocka_unit_test(test_axes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
