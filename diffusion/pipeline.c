@@ -41,6 +41,18 @@ void fm_params_default(const fm_model *m, fm_params *p)
     p->hires_denoise = 0.7; /* A1111's txt2img default for the hires fix */
 }
 
+int fm_params_set_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
+{
+    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
+    smp_id s;
+    smp_scheduler_id sch;
+    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
+    if (rc) return rc;
+    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(s));
+    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
+    return 0;
+}
+
 static int check_side(const char *opt, int v, int factor, fm_error *err)
 {
     if (v <= 0) return core_fail(err, FM_EUSAGE, "%s: must be positive", opt);

@@ -234,6 +234,15 @@ void fm_conv_choice(char *why, size_t why_size);
 
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);
+/* A job's sampler and scheduler, as A1111 and ComfyUI name them, into p
+ * (which holds the family's pair from fm_params_default) as ComfyUI names.
+ * As in A1111, a label's scheduler suffix ("DPM++ 2M Karras") wins, and an
+ * A1111 label or alias without a scheduler ("Euler a") gets the sampler's
+ * own schedule ("Automatic": Uniform for Euler a). A plain ComfyUI name
+ * ("euler") without one keeps p's scheduler: ComfyUI always names both.
+ * NULL sampler = p's; NULL scheduler = as just said. FM_EUSAGE on an
+ * unknown name, p unchanged. The CLI and the server fill p through this. */
+int fm_params_set_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err);
 /* Checks p against the model: sizes (positive multiples of the latent
  * factor, within limits), steps, cfg, sampler and scheduler names (resolved
  * here: labels are accepted as they are), strength, init image, prompt, and
