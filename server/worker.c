@@ -261,20 +261,6 @@ static int on_step(void *user, int step, int steps)
     return stop;
 }
 
-/* As the CLI's job_sampler: a label's scheduler suffix wins, a label
- * without one gets A1111's Automatic, a ComfyUI name keeps the family's. */
-static int pick_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
-{
-    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
-    smp_id id;
-    smp_scheduler_id sch;
-    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &id, &sch, err);
-    if (rc) return rc;
-    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(id));
-    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
-    return 0;
-}
-
 /* Bytes written through a path go to a memfd: the library's writers and
  * readers take paths, and no file appears anywhere. */
 static int mem_path(char *path, size_t n, int *fd)
@@ -356,8 +342,9 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->clip_skip = g->clip_skip ? g->clip_skip : 1;
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
+    p->embeddings_dir = s->c->embeddings_dir;
     if (g->rng_cpu) p->rng = FM_RNG_CPU;
-    if (pick_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
+    if (fm_params_set_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
         if (!(*init = decode_init(g, &p->init_width, &p->init_height, err))) return err->code;
         p->init_rgb = *init;
