@@ -96,6 +96,11 @@ typedef int (*fm_progress_fn)(void *user, int step, int steps);
  * also reported to progress), "decode" (VAE or TAESD). */
 typedef void (*fm_stage_fn)(void *user, const char *stage, double seconds);
 
+/* Live-preview callback (fm_params.preview): rgb is width x height x 3
+ * bytes (8 x the latent's size), valid during the call, after sampler step
+ * `step` (1..steps). */
+typedef void (*fm_preview_fn)(void *user, const uint8_t *rgb, int width, int height, int step, int steps);
+
 /* A LoRA / LyCORIS adapter given explicitly (fm_params.loras). */
 typedef struct fm_lora {
     const char *path;          /* a .safetensors adapter file */
@@ -136,6 +141,19 @@ typedef struct fm_params {
     size_t memory_limit;
     fm_stage_fn stage;         /* optional, may be NULL */
     void *stage_user;
+    /* ---- live preview (A1111's "Live previews", TAESD method) ----
+     * With preview and preview_taesd (a TAESD decoder file for the model's
+     * latent channels): after every preview_every-th sampling step (0 =
+     * every step) and the last, the sampler's current prediction of the
+     * clean latent (k-diffusion's denoised, as A1111 previews it) decoded by
+     * that TAESD goes to preview, 8 x the latent's size (the image's size
+     * for a latent factor of 8). Its buffers are allocated before the first
+     * step; a preview that fails to decode is skipped. The image fm_generate
+     * returns does not change. */
+    const char *preview_taesd;
+    int preview_every;
+    fm_preview_fn preview;
+    void *preview_user;
     /* ---- LoRA / LyCORIS adapters (DESIGN.md "LoRA") ----
      * Merged into the text encoders' and U-Net's weights (float32) before
      * the prompt is encoded: first loras[0..n_loras) in order, then the
