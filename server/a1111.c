@@ -158,8 +158,29 @@ static int generate(srv_state *s, const char *body, size_t n, int img2img, int f
     return 200;
 }
 
+/* The live preview as A1111's current_image (base64 PNG), or NULL. */
+static char *current_image(srv_state *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int w = s->current ? s->preview_w : 0, h = s->preview_h;
+    size_t n = (size_t)w * h * 3;
+    uint8_t *rgb = n ? malloc(n) : NULL;
+    if (rgb) memcpy(rgb, s->preview, n);
+    pthread_mutex_unlock(&s->mu);
+    if (!rgb) return NULL;
+    fm_error err = {0};
+    size_t len = 0;
+    uint8_t *png = srv_png_encode(rgb, w, h, NULL, &len, &err);
+    char *b64 = png ? srv_base64_encode(png, len) : NULL;
+    free(png);
+    free(rgb);
+    return b64;
+}
+
+/* A1111's ProgressResponse (modules/api/models.py). */
 static int progress(srv_state *s, char **out)
 {
+    char *image = current_image(s);
     pthread_mutex_lock(&s->mu);
     int busy = s->current != NULL;
     double frac = 0;
@@ -179,9 +200,11 @@ static int progress(srv_state *s, char **out)
     cJSON_AddNumberToObject(st, "job_no", busy ? s->image_no : 0);
     cJSON_AddNumberToObject(st, "sampling_step", busy ? s->step : 0);
     cJSON_AddNumberToObject(st, "sampling_steps", busy ? s->steps : 0);
-    cJSON_AddNullToObject(r, "current_image");
-    cJSON_AddNullToObject(r, "textinfo");
     pthread_mutex_unlock(&s->mu);
+    if (image) cJSON_AddStringToObject(r, "current_image", image);
+    else cJSON_AddNullToObject(r, "current_image");
+    cJSON_AddNullToObject(r, "textinfo");
+    free(image);
     *out = print(r);
     return 200;
 }

@@ -261,6 +261,25 @@ static int on_step(void *user, int step, int steps)
     return stop;
 }
 
+/* --taesd: the running job's last preview, kept for /progress. */
+static void on_preview(void *user, const uint8_t *rgb, int w, int h, int step, int steps)
+{
+    (void)step;
+    (void)steps;
+    srv_state *s = user;
+    size_t n = (size_t)w * h * 3;
+    pthread_mutex_lock(&s->mu);
+    uint8_t *b = n > s->preview_cap ? realloc(s->preview, n) : s->preview;
+    if (b) {
+        if (n > s->preview_cap) s->preview_cap = n;
+        s->preview = b;
+        memcpy(b, rgb, n);
+        s->preview_w = w;
+        s->preview_h = h;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Bytes written through a path go to a memfd: the library's writers and
  * readers take paths, and no file appears anywhere. */
 static int mem_path(char *path, size_t n, int *fd)
@@ -279,6 +298,21 @@ static uint8_t *mem_read(int fd, size_t *n)
     if (!b || pread(fd, b, (size_t)sb.st_size, 0) != sb.st_size) { free(b); return NULL; }
     *n = (size_t)sb.st_size;
     return b;
+}
+
+uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters, size_t *n, fm_error *err)
+{
+    char path[64];
+    int fd;
+    uint8_t *png = NULL;
+    if (mem_path(path, sizeof path, &fd)) {
+        core_fail(err, FM_EINPUT, "cannot write the PNG: %s", strerror(errno));
+        return NULL;
+    }
+    if (!fm_png_write(path, rgb, w, h, parameters, err) && !(png = mem_read(fd, n)))
+        core_fail(err, FM_EINPUT, "cannot read the PNG back");
+    close(fd);
+    return png;
 }
 
 static uint8_t *decode_init(const srv_gen *g, int *w, int *h, fm_error *err)
@@ -343,6 +377,12 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
     p->embeddings_dir = s->c->embeddings_dir;
+    if (s->c->taesd) { /* A1111's live preview, every show_progress_every_n_steps (10) */
+        p->preview_taesd = s->c->taesd;
+        p->preview_every = s->c->preview_every ? s->c->preview_every : 10;
+        p->preview = on_preview;
+        p->preview_user = s;
+    }
     if (g->rng_cpu) p->rng = FM_RNG_CPU;
     if (fm_params_set_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
@@ -373,7 +413,7 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     fm_error err = {0};
     uint8_t *init = NULL, *rgb = NULL, *png = NULL;
     char *info = NULL;
-    int fd = -1, rc = fill_params(s, j, &p, &init, &err);
+    int rc = fill_params(s, j, &p, &init, &err);
     p.seed = seed;
     if (rc) { job_fail(j, 422, err.msg); goto out; }
     if (!(info = fm_infotext(s->model, &p, s->model_name, s->model_hash, &err))) { job_fail(j, 422, err.msg); rc = 1; goto out; }
@@ -384,11 +424,9 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
         job_fail(j, rc == FM_EINTERRUPT ? 499 : rc == FM_EUSAGE ? 422 : 500, err.msg);
         goto out;
     }
-    char path[64];
     size_t n = 0;
-    if (mem_path(path, sizeof path, &fd) || fm_png_write(path, rgb, p.width, p.height, info, &err) ||
-        !(png = mem_read(fd, &n))) {
-        job_fail(j, 500, err.msg[0] ? err.msg : "cannot write the PNG");
+    if (!(png = srv_png_encode(rgb, p.width, p.height, info, &n, &err))) {
+        job_fail(j, 500, err.msg);
         rc = 1;
         goto out;
     }
@@ -412,7 +450,6 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
         }
     }
 out:
-    if (fd >= 0) close(fd);
     free(png);
     free(rgb);
     free(init);
@@ -496,6 +533,7 @@ void *srv_worker(void *arg)
             s->current = j;
             s->interrupt = s->skip = 0;
             s->step = s->steps = 0;
+            s->preview_w = s->preview_h = 0;
             s->t_start = srv_now();
             pthread_mutex_unlock(&s->mu);
             run_job(s, j);
@@ -506,6 +544,10 @@ void *srv_worker(void *arg)
         if (j->async) srv_history_add(s, j); /* ComfyUI: nobody waits; the history keeps it */
         pthread_cond_broadcast(&s->done);
     }
+    free(s->preview);
+    s->preview = NULL;
+    s->preview_cap = 0;
+    s->preview_w = s->preview_h = 0;
     pthread_mutex_unlock(&s->mu);
     fm_model_free(s->model);
     s->model = NULL;

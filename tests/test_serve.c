@@ -900,6 +900,101 @@ static void test_parser_and_helpers(void **state)
     assert_null(srv_base64_decode("a*b", &n));
 }
 
+/* --embeddings-dir: /sdapi/v1/embeddings in A1111's shape (loaded: the
+ * files of the model's width, with their vector counts; skipped: an SDXL
+ * file), an embedding named in the prompt gives the CLI's bytes; --taesd:
+ * /progress's current_image is a PNG of 8 x the latent while a job runs. */
+static void test_embeddings_and_preview(void **state)
+{
+    (void)state;
+    char edir[600], cmd[2048];
+    snprintf(edir, sizeof edir, "%s/emb", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp tests/data/embeddings/*.safetensors tests/data/embeddings-sdxl/xlemb.safetensors %s/",
+             edir, edir);
+    assert_int_equal(system(cmd), 0);
+    server s;
+    const char *extra[] = {"-m", "tests/data/tiny-sd1.safetensors", "--embeddings-dir", edir, "--taesd",
+                           "tests/data/taesd-weights.safetensors", "--preview-every", "1", NULL};
+    assert_int_equal(start_server(&s, extra, 1), 0);
+    reply r = http(s.port, "GET", "/sdapi/v1/embeddings", NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *j = json_of(&r), *loaded = cJSON_GetObjectItem(j, "loaded"), *skipped = cJSON_GetObjectItem(j, "skipped");
+    printf("  %s\n", r.body);
+    static const struct { const char *name; int vectors; } want[] = {{"tiv", 1}, {"manyvec", 12}, {"big", 40}, {"Style-Two", 3}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const cJSON *e = cJSON_GetObjectItem(loaded, want[i].name);
+        if (!e) fail_msg("no %s in loaded: %.400s", want[i].name, r.body);
+        assert_int_equal(cJSON_GetObjectItem(e, "vectors")->valueint, want[i].vectors);
+        assert_int_equal(cJSON_GetObjectItem(e, "shape")->valueint, 8); /* tiny-sd1's text width */
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(e, "step")));
+        assert_non_null(cJSON_GetObjectItem(e, "sd_checkpoint_name"));
+    }
+    assert_non_null(cJSON_GetObjectItem(skipped, "xlemb"));
+    assert_null(cJSON_GetObjectItem(loaded, "xlemb"));
+    cJSON_Delete(j);
+    free(r.head);
+    /* a prompt's embedding: the CLI's bytes, with its TI hashes */
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a tiv fox", "-n", "manyvec", "--embeddings-dir",
+                          edir, "--seed", "5", "-W", "64", "-H", "64", "--steps", "5", NULL};
+    size_t n = 0;
+    uint8_t *cli = cli_png("emb.png", args, &n);
+    r = http(s.port, "POST", "/sdapi/v1/txt2img",
+             "{\"prompt\":\"a tiv fox\",\"negative_prompt\":\"manyvec\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":5}");
+    if (r.status != 200) fail_msg("txt2img: %d %.300s", r.status, r.body);
+    j = json_of(&r);
+    size_t got_n;
+    uint8_t *got = b64_decode(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "images"), 0)->valuestring, &got_n);
+    printf("  embedding image: %zu bytes from the server, %zu from the CLI\n", got_n, n);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, cli, n);
+    assert_non_null(strstr(cJSON_GetObjectItem(j, "info")->valuestring, "TI hashes"));
+    free(got);
+    free(cli);
+    cJSON_Delete(j);
+    free(r.head);
+    /* the live preview while a long job runs */
+    int fd = http_send(s.port, "POST", "/sdapi/v1/txt2img", NULL, slow, strlen(slow));
+    cJSON *image = NULL;
+    double eta = -1;
+    int step = 0, steps = 0;
+    for (int t = 0; t < 1200 && !image; t++) {
+        r = http(s.port, "GET", "/sdapi/v1/progress", NULL);
+        j = json_of(&r);
+        if (cJSON_IsString(cJSON_GetObjectItem(j, "current_image"))) {
+            image = cJSON_DetachItemFromObject(j, "current_image");
+            eta = cJSON_GetObjectItem(j, "eta_relative")->valuedouble;
+            step = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "state"), "sampling_step")->valueint;
+            steps = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "state"), "sampling_steps")->valueint;
+        }
+        cJSON_Delete(j);
+        free(r.head);
+        if (!image) usleep(50000);
+    }
+    if (!image) fail_msg("no current_image while the job ran");
+    printf("  preview at step %d of %d, eta_relative %.2f s\n", step, steps, eta);
+    assert_int_equal(steps, 1000);
+    assert_true(step >= 1 && eta >= 0);
+    uint8_t *png = b64_decode(image->valuestring, &got_n);
+    assert_true(got_n > 33);
+    assert_memory_equal(png, "\x89PNG\r\n\x1a\n", 8);
+    uint32_t w = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | png[18] << 8 | png[19];
+    uint32_t h = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | png[22] << 8 | png[23];
+    assert_int_equal(w, 256); /* 8 x the 32 x 32 latent of tiny-sd1 (latent factor 2) */
+    assert_int_equal(h, 256);
+    free(png);
+    cJSON_Delete(image);
+    r = http(s.port, "POST", "/sdapi/v1/interrupt", "");
+    free(r.head);
+    r = http_read(fd);
+    assert_int_equal(r.status, 200);
+    free(r.head);
+    /* idle: no image */
+    r = http(s.port, "GET", "/sdapi/v1/progress", NULL);
+    assert_non_null(strstr(r.body, "\"current_image\":null"));
+    free(r.head);
+    assert_int_equal(stop_server(&s), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -922,6 +1017,7 @@ int main(void)
         cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
         cmocka_unit_test(test_sigterm_mid_job_exits_0),
+        cmocka_unit_test(test_embeddings_and_preview),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
