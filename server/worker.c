@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,12 +393,42 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     return fm_params_check(s->model, p, err);
 }
 
-static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, int index)
+/* --save-dir's manifest.jsonl: one line per saved image, appended after
+ * its rename in one write (O_APPEND), so every line names a complete PNG;
+ * a kill between the two leaves a PNG without a line, never the reverse. */
+static void manifest_append(const srv_state *s, const char *file, const uint8_t *png, size_t n, int64_t seed,
+                            const char *parameters)
 {
-    char tmp[PATH_MAX], final[PATH_MAX];
+    char path[PATH_MAX], sha[65];
+    snprintf(path, sizeof path, "%s/manifest.jsonl", s->c->save_dir);
+    core_sha256_hex(png, n, sha);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "file", file);
+    cJSON_AddNumberToObject(j, "seed", (double)seed);
+    cJSON_AddStringToObject(j, "model", s->model_name);
+    cJSON_AddStringToObject(j, "model_hash", s->model_hash);
+    cJSON_AddStringToObject(j, "sha256", sha);
+    cJSON_AddNumberToObject(j, "bytes", (double)n);
+    cJSON_AddStringToObject(j, "parameters", parameters);
+    char *line = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    size_t len = line ? strlen(line) : 0;
+    int fd = line ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644) : -1;
+    if (fd >= 0) {
+        line[len] = '\n'; /* the NUL becomes the newline: one write */
+        if (write(fd, line, len + 1) != (ssize_t)(len + 1)) {} /* a full disk loses the line, not the image */
+        close(fd);
+    }
+    free(line);
+}
+
+static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, int index, const char *parameters)
+{
+    char tmp[PATH_MAX], final[PATH_MAX], name[96];
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
-    snprintf(final, sizeof final, "%s/%lld-%03d-%lld.png", s->c->save_dir, (long long)t.tv_sec, index, (long long)seed);
+    snprintf(name, sizeof name, "%lld-%03d-%lld.png", (long long)t.tv_sec, index, (long long)seed);
+    snprintf(final, sizeof final, "%s/%s", s->c->save_dir, name);
     snprintf(tmp, sizeof tmp, "%s/.tmp-serve-%d.png", s->c->save_dir, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) return;
@@ -405,6 +436,25 @@ static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, 
     close(fd);
     /* complete files only: the rename is the commit */
     if (!ok || rename(tmp, final)) unlink(tmp);
+    else manifest_append(s, name, png, n, seed, parameters);
+}
+
+/* A server killed mid-write leaves its .tmp-serve-PID.png: removed at the
+ * next start when that process is gone. */
+static void save_dir_clean(const char *dir)
+{
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int pid;
+        char rest[8];
+        if (sscanf(e->d_name, ".tmp-serve-%d.pn%1s", &pid, rest) != 2 || pid <= 0) continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
 }
 
 static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
@@ -435,7 +485,7 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     info = NULL;
     j->seeds[i] = (int64_t)seed;
     j->n_images = i + 1;
-    if (s->c->save_dir) save_copy(s, png, n, (int64_t)seed, i);
+    if (s->c->save_dir) save_copy(s, png, n, (int64_t)seed, i, j->infotexts[i]);
     if (i == 0) {
         j->width = p.width;
         j->height = p.height;
@@ -519,6 +569,7 @@ static void run_job(srv_state *s, srv_job *j)
 void *srv_worker(void *arg)
 {
     srv_state *s = arg;
+    save_dir_clean(s->c->save_dir);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->q_n && !s->stopping) pthread_cond_wait(&s->work, &s->mu);
