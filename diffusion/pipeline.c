@@ -215,7 +215,7 @@ static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds
     /* CFG batches the conds and the uncond: all need the same number of chunks */
     int n = 1;
     te_embeddings emb; /* textual inversion: the names under p->embeddings_dir */
-    if ((rc = df_embeddings_open(m, p->embeddings_dir, &emb, err))) {
+    if ((rc = df_embeddings_open(m, p->embeddings_dir, p->embeddings_confined, &emb, err))) {
         free(tc);
         return rc;
     }
@@ -734,7 +734,8 @@ char *fm_ti_hashes(const fm_model *m, const fm_params *p, fm_error *err)
         if (!err || !err->code) core_fail(err, FM_EUSAGE, "fm_ti_hashes: no model or parameters");
         return NULL;
     }
-    return df_ti_hashes(m, p->prompt, p->negative, schedule_steps(s, p->steps), p->embeddings_dir, err);
+    return df_ti_hashes(m, p->prompt, p->negative, schedule_steps(s, p->steps), p->embeddings_dir,
+                        p->embeddings_confined, err);
 }
 
 char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name, const char *model_hash,

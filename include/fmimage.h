@@ -170,6 +170,7 @@ typedef struct fm_params {
      * file name (without extension) under this directory is replaced by the
      * file's vectors, as A1111 does. NULL: none. */
     const char *embeddings_dir;
+    int embeddings_confined;   /* 1: only files whose real path is inside it (fmimage serve) */
     /* ---- inpainting and outpainting (issue 18; DESIGN.md "Inpainting") ----
      * With init_rgb and a mask: A1111's img2img inpaint. The mask (8-bit,
      * white = repaint; fm_mask_read makes one from a file as A1111 does) is

@@ -391,7 +391,7 @@ static int embeddings(srv_state *s, int fd, char **out)
     te_embeddings db = {0};
     fm_error err = {0};
     pthread_mutex_lock(&s->mu); /* the worker frees the model only under mu */
-    if (s->model && s->c->embeddings_dir && !df_embeddings_open(s->model, s->c->embeddings_dir, &db, &err)) {
+    if (s->model && s->c->embeddings_dir && !df_embeddings_open(s->model, s->c->embeddings_dir, 1, &db, &err)) {
         int shape = db.width[0] + (db.n_towers > 1 ? db.width[1] : 0);
         for (int i = 0; i < db.n; i++) {
             te_embedding *e = &db.e[i];

@@ -378,6 +378,7 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
     p->embeddings_dir = s->c->embeddings_dir;
+    p->embeddings_confined = 1; /* no symlink out of --embeddings-dir */
     if (s->c->taesd) { /* A1111's live preview, every show_progress_every_n_steps (10) */
         p->preview_taesd = s->c->taesd;
         p->preview_every = s->c->preview_every ? s->c->preview_every : 10;

@@ -909,8 +909,10 @@ static void test_embeddings_and_preview(void **state)
     (void)state;
     char edir[600], cmd[2048];
     snprintf(edir, sizeof edir, "%s/emb", dir);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp tests/data/embeddings/*.safetensors tests/data/embeddings-sdxl/xlemb.safetensors %s/",
-             edir, edir);
+    /* and a symlink out of the directory, which must be neither listed nor used */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp tests/data/embeddings/*.safetensors tests/data/embeddings-sdxl/xlemb.safetensors %s/ && "
+             "ln -s \"$PWD/tests/data/embeddings/tiv.safetensors\" %s/outside.safetensors",
+             edir, edir, edir);
     assert_int_equal(system(cmd), 0);
     server s;
     const char *extra[] = {"-m", "tests/data/tiny-sd1.safetensors", "--embeddings-dir", edir, "--taesd",
@@ -931,6 +933,7 @@ static void test_embeddings_and_preview(void **state)
     }
     assert_non_null(cJSON_GetObjectItem(skipped, "xlemb"));
     assert_null(cJSON_GetObjectItem(loaded, "xlemb"));
+    assert_null(strstr(r.body, "outside"));
     cJSON_Delete(j);
     free(r.head);
     /* a prompt's embedding: the CLI's bytes, with its TI hashes */
@@ -948,6 +951,21 @@ static void test_embeddings_and_preview(void **state)
     assert_int_equal(got_n, n);
     assert_memory_equal(got, cli, n);
     assert_non_null(strstr(cJSON_GetObjectItem(j, "info")->valuestring, "TI hashes"));
+    free(got);
+    free(cli);
+    cJSON_Delete(j);
+    free(r.head);
+    /* the escaping symlink's name is a plain word: the CLI's image without embeddings */
+    const char *plain[] = {"-m", "tests/data/tiny-sd1.safetensors", "an outside fox", "--seed", "5", "-W", "64", "-H",
+                           "64", "--steps", "5", NULL};
+    cli = cli_png("outside.png", plain, &n);
+    r = http(s.port, "POST", "/sdapi/v1/txt2img",
+             "{\"prompt\":\"an outside fox\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":5}");
+    j = json_of(&r);
+    got = b64_decode(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "images"), 0)->valuestring, &got_n);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, cli, n);
+    assert_null(strstr(cJSON_GetObjectItem(j, "info")->valuestring, "TI hashes"));
     free(got);
     free(cli);
     cJSON_Delete(j);

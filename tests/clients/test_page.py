@@ -17,7 +17,7 @@ from serverproc import Server  # noqa: E402
 
 
 def main():
-    srv = Server("--taesd", "tests/data/taesd-weights.safetensors", "--preview-every", "1")
+    srv = Server("--taesd", "tests/data/taesd-weights.safetensors", "--preview-every", "10")
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=420,900"):
@@ -41,7 +41,12 @@ def main():
         drv.execute_script("window.widths=[];const r=document.getElementById('result');"
                            "r.onload=()=>window.widths.push(r.naturalWidth);")
         drv.find_element(By.ID, "generate").click()
-        wait.until(lambda d: d.find_element(By.ID, "info").text != "")
+        try:
+            wait.until(lambda d: d.find_element(By.ID, "info").text != "")
+        except Exception:
+            print("page: no infotext; error:", drv.find_element(By.ID, "error").text,
+                  "status:", drv.find_element(By.ID, "status").text)
+            raise
         info = drv.find_element(By.ID, "info").text
         assert info.startswith("a lighthouse at dusk\nSteps: 60,") and "Seed: 5, Size: 64x64" in info, info
         widths = drv.execute_script("return window.widths")

@@ -97,9 +97,16 @@ while [ $c -lt "$CLIENTS" ]; do
 done
 total=$((CLIENTS * PER))
 rss10=
+trace=
+next=10
 while :; do
     answered=$(ls "$W/res" | grep -cv '\.')
-    if [ -z "$rss10" ] && [ "$answered" -ge 10 ]; then rss10=$(rss_kb $pid); fi
+    if [ "$answered" -ge $next ] && [ $next -lt "$total" ]; then
+        r=$(rss_kb $pid)
+        [ -n "$rss10" ] || rss10=$r
+        trace="$trace $answered:$r"
+        next=$((next < 50 ? 50 : next + 50))
+    fi
     [ "$answered" -ge "$total" ] && break
     kill -0 $pid 2> /dev/null || { bad "the server died: $(tail -3 "$W/server.err")"; break; }
     sleep 0.2
@@ -113,7 +120,7 @@ other=$(cat "$W"/res/* | grep -cv '^ok$\|^503$')
 echo "soak: load: $total requests in $((t1 - t0)) s: $ok equal to the CLI, $busy answered 503, $other other"
 [ "$other" -eq 0 ] || bad "$other answers neither the CLI's bytes nor 503: $(cat "$W"/res/* | grep -v '^ok$\|^503$' | sort | uniq -c | tr '\n' ' ')"
 [ "$ok" -gt 0 ] || bad "no request was accepted"
-echo "soak: VmRSS after 10 answers: $rss10 kB, after $total: $rss_end kB"
+echo "soak: VmRSS after 10 answers: $rss10 kB, after $total: $rss_end kB (answers:kB$trace $total:$rss_end)"
 if [ -n "$rss10" ] && [ -n "$rss_end" ]; then
     awk -v a="$rss10" -v b="$rss_end" 'BEGIN { d = (b - a) / a * 100; printf "soak: RSS growth %.2f%%\n", d; exit !(d <= 5 && d >= -5) }' ||
         bad "RSS grew more than 5%"
