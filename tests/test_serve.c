@@ -494,10 +494,14 @@ static void test_limits(void **state)
     /* nesting deeper than 32: 400 */
     char deep[512] = "{\"a\":";
     for (int i = 0; i < 100; i++) strcat(deep, "[");
-    reply r = http(main_srv.port, "POST", "/sdapi/v1/txt2img", deep);
-    assert_int_equal(r.status, 400);
-    assert_non_null(strstr(r.body, "nested"));
-    free(r.head);
+    static const char *const bodies[] = {"/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options",
+                                         "/sdapi/v1/png-info", "/prompt"};
+    reply r;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        r = http(main_srv.port, "POST", bodies[i], deep);
+        if (r.status != 400) fail_msg("%s, nested 100 deep: %d %.200s", bodies[i], r.status, r.body);
+        free(r.head);
+    }
     /* a 2 MiB prompt: 413 (strings are limited to 1 MiB) */
     size_t n = (2u << 20) + 64;
     char *big = malloc(n);
@@ -508,6 +512,20 @@ static void test_limits(void **state)
     assert_int_equal(r.status, 413);
     free(r.head);
     free(big);
+    /* any route's body over the limit (65 MiB, announced): 413 before it is read */
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char h[256];
+        int hn = snprintf(h, sizeof h, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 68157440\r\n\r\n{",
+                          bodies[i]);
+        int cfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)main_srv.port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(connect(cfd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(cfd, h, (size_t)hn, MSG_NOSIGNAL), hn);
+        r = http_read(cfd);
+        if (r.status != 413) fail_msg("%s, 65 MiB announced: %d", bodies[i], r.status);
+        free(r.head);
+    }
     /* a body over the limit (65 MiB, announced): 413 before it is read */
     char head[] = "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 68157440\r\n\r\n{";
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -566,6 +584,21 @@ static void test_auth(void **state)
     r = http_read(http_send(s.port, "GET", "/", "Authorization: Basic Ym9iOnB3\r\n", NULL, 0));
     assert_int_equal(r.status, 200);
     free(r.head);
+    /* every route asks: generation, listings, ComfyUI, the page, with no or a wrong header */
+    static const char *const routes[][2] = {{"POST", "/sdapi/v1/txt2img"}, {"POST", "/sdapi/v1/img2img"},
+                                            {"GET", "/sdapi/v1/progress"}, {"GET", "/sdapi/v1/embeddings"},
+                                            {"POST", "/sdapi/v1/options"}, {"POST", "/sdapi/v1/png-info"},
+                                            {"POST", "/prompt"}, {"GET", "/view?filename=x.png"}, {"GET", "/"}};
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *body = routes[i][0][0] == 'P' ? "{\"prompt\":\"x\",\"steps\":1}" : NULL;
+        r = http_read(http_send(s.port, routes[i][0], routes[i][1], NULL, body, body ? strlen(body) : 0));
+        if (r.status != 401) fail_msg("%s %s without auth: %d", routes[i][0], routes[i][1], r.status);
+        free(r.head);
+        r = http_read(http_send(s.port, routes[i][0], routes[i][1], "Authorization: Basic Ym9iOnB3eA==\r\n", body,
+                                body ? strlen(body) : 0)); /* bob:pwx */
+        if (r.status != 401) fail_msg("%s %s with a wrong password: %d", routes[i][0], routes[i][1], r.status);
+        free(r.head);
+    }
     r = http_read(http_send(s.port, "GET", "/sdapi/v1/options", "Authorization: Basic YWxpY2U6czNjcmV0\r\n", NULL, 0));
     assert_int_equal(r.status, 200);
     free(r.head);
