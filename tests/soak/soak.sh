@@ -35,6 +35,7 @@ bad() { echo "soak: FAIL: $*"; fail=1; }
 start_server() {
     err=$1
     shift
+    : > "$err"
     "$BIN" serve --listen 127.0.0.1:0 -m "$MODEL" "$@" 2> "$err" &
     pid=$!
     port=
