@@ -30,7 +30,6 @@
 #include "xyz.h"
 #include "convert.h"
 #include "serve.h"
-#include "samplers/samplers.h"
 
 #define MAX_LINE_ERRORS_SHOWN 20
 
@@ -220,24 +219,6 @@ static int use_job_model(run *r, const job *jb, fm_error *err)
     return rc;
 }
 
-/* The job's sampler and scheduler as ComfyUI names in p (which holds the
- * family's pair). As in A1111, a label's scheduler suffix ("DPM++ 2M
- * Karras") wins, and an A1111 label or alias without a scheduler ("Euler
- * a") gets the sampler's own schedule ("Automatic": Uniform for Euler a).
- * A plain ComfyUI name ("euler") without one keeps the family's scheduler:
- * ComfyUI always names both. */
-static int job_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
-{
-    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
-    smp_id s;
-    smp_scheduler_id sch;
-    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
-    if (rc) return rc;
-    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(s));
-    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
-    return 0;
-}
-
 /* Does p's mask (after --mask-invert) repaint nothing? */
 static int mask_is_black(const fm_params *p)
 {
@@ -306,7 +287,7 @@ static int job_params(run *r, const job *jb, fm_params *p, uint8_t **init_rgb, f
         if (xyz_sampler) sampler = xyz_sampler;
         if (xyz_scheduler) scheduler = xyz_scheduler;
     }
-    if (job_sampler(p, sampler, scheduler, err)) return err->code;
+    if (fm_params_set_sampler(p, sampler, scheduler, err)) return err->code;
     const char *init = l && l->init_image ? l->init_image : o->init_image;
     if (init) {
         *init_rgb = fm_image_read(init, &p->init_width, &p->init_height, err);

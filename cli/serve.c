@@ -30,6 +30,7 @@ static void on_ready(void *user, const char *url)
 
 static const char help[] =
     "usage: fmimage serve [--listen HOST:PORT] [-m MODEL | --models-dir DIR] [--lora-dir DIR]\n"
+    "                     [--embeddings-dir DIR] [--taesd FILE [--preview-every N]]\n"
     "                     [--api-auth USER:PASS[,USER:PASS]] [--insecure-no-auth] [--queue N]\n"
     "                     [--save-dir DIR] [--cors-allow-origins LIST]\n"
     "  A1111's /sdapi/v1 API, ComfyUI's /prompt API (default workflow) and a web page at /\n"
@@ -39,6 +40,9 @@ static const char help[] =
     "  -m, --model FILE         the one checkpoint (default: the demo model)\n"
     "      --models-dir DIR     checkpoints to choose from (sd_model_checkpoint); names stay inside DIR\n"
     "      --lora-dir DIR       where <lora:NAME:MULT> tags find NAME.safetensors\n"
+    "      --embeddings-dir DIR textual-inversion embeddings a prompt's words may name\n"
+    "      --taesd FILE         TAESD decoder for /sdapi/v1/progress's live preview (current_image)\n"
+    "      --preview-every N    a preview every N sampling steps (default 10, as A1111)\n"
     "      --api-auth U:P,...   HTTP Basic credentials every request must carry\n"
     "      --insecure-no-auth   allow a non-loopback address without --api-auth\n"
     "      --queue N            jobs waiting at most, 1..4096 (default 16; full = 503)\n"
@@ -48,12 +52,13 @@ static const char help[] =
 
 int cli_serve_main(int argc, char **argv, const char *demo_model)
 {
-    enum { O_LISTEN = 256, O_MODELS, O_LORA, O_AUTH, O_INSECURE, O_QUEUE, O_SAVE, O_CORS, O_BODY };
+    enum { O_LISTEN = 256, O_MODELS, O_LORA, O_AUTH, O_INSECURE, O_QUEUE, O_SAVE, O_CORS, O_BODY, O_EMB, O_TAESD, O_PREVIEW };
     static const struct option longs[] = {
         {"listen", 1, 0, O_LISTEN}, {"model", 1, 0, 'm'}, {"models-dir", 1, 0, O_MODELS},
         {"lora-dir", 1, 0, O_LORA}, {"api-auth", 1, 0, O_AUTH}, {"insecure-no-auth", 0, 0, O_INSECURE},
         {"queue", 1, 0, O_QUEUE}, {"save-dir", 1, 0, O_SAVE}, {"cors-allow-origins", 1, 0, O_CORS},
-        {"body-limit", 1, 0, O_BODY}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"body-limit", 1, 0, O_BODY},
+        {"embeddings-dir", 1, 0, O_EMB}, {"taesd", 1, 0, O_TAESD}, {"preview-every", 1, 0, O_PREVIEW}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     srv_config c = {.queue = 16, .ready = on_ready};
     int ch;
     char *end;
@@ -72,6 +77,13 @@ int cli_serve_main(int argc, char **argv, const char *demo_model)
             if (*end || !*optarg || c.queue < 1 || c.queue > 4096) return usage("--queue", "not in 1..4096");
             break;
         case O_SAVE: c.save_dir = optarg; break;
+        case O_EMB: c.embeddings_dir = optarg; break;
+        case O_TAESD: c.taesd = optarg; break;
+        case O_PREVIEW:
+            c.preview_every = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || c.preview_every < 1 || c.preview_every > 1000)
+                return usage("--preview-every", "not in 1..1000");
+            break;
         case O_CORS: c.cors = optarg; break;
         case O_BODY: {
             long v = strtol(optarg, &end, 10);

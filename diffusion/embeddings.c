@@ -15,11 +15,11 @@
 #include "textenc/prompt.h"
 #include "textenc/prompt_schedule.h"
 
-int df_embeddings_open(const fm_model *m, const char *dir, te_embeddings *db, fm_error *err)
+int df_embeddings_open(const fm_model *m, const char *dir, int confined, te_embeddings *db, fm_error *err)
 {
     int width[2] = {0, 0};
     for (int i = 0; i < m->text.n_towers && i < 2; i++) width[i] = te_tower_config(m->text.towers[i])->width;
-    return te_embeddings_open(db, dir, m->tokenizer, m->text.n_towers, width, err);
+    return te_embeddings_open_in(db, dir, confined, m->tokenizer, m->text.n_towers, width, err);
 }
 
 typedef struct {
@@ -99,11 +99,11 @@ static void chunk_list_free(chunk_list *l)
     *l = (chunk_list){0};
 }
 
-char *df_ti_hashes(const fm_model *m, const char *prompt, const char *negative, int steps, const char *dir,
+char *df_ti_hashes(const fm_model *m, const char *prompt, const char *negative, int steps, const char *dir, int confined,
                    fm_error *err)
 {
     te_embeddings db;
-    if (df_embeddings_open(m, dir, &db, err)) return NULL;
+    if (df_embeddings_open(m, dir, confined, &db, err)) return NULL;
     core_strbuf pos = {0}, neg = {0};
     chunk_list lp = {0}, ln = {0};
     int rc = 0;

@@ -172,6 +172,8 @@ void fm_model_free(fm_model *m)
     free(m->vae_name);
     vae_taesd_free(m->taesd);
     free(m->taesd_path);
+    vae_taesd_free(m->preview_taesd);
+    free(m->preview_taesd_path);
     vae_free(m->vae);
     un_free(m->unet);
     te_encoder_free(&m->text);

@@ -13,6 +13,7 @@
 #include "diffusion/hires.h"
 #include "diffusion/infotext.h"
 #include "diffusion/inpaint.h"
+#include "diffusion/preview.h"
 #include "kernels/kernels.h"
 #include "textenc/prompt.h"
 #include "textenc/prompt_schedule.h"
@@ -39,6 +40,18 @@ void fm_params_default(const fm_model *m, fm_params *p)
     p->inpaint_padding = 32;
     p->inpainting_mask_weight = 1.0f;
     p->hires_denoise = 0.7; /* A1111's txt2img default for the hires fix */
+}
+
+int fm_params_set_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
+{
+    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
+    smp_id s;
+    smp_scheduler_id sch;
+    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &s, &sch, err);
+    if (rc) return rc;
+    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(s));
+    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
+    return 0;
 }
 
 static int check_side(const char *opt, int v, int factor, fm_error *err)
@@ -202,7 +215,7 @@ static int encode_prompts(fm_model *m, const fm_params *p, smp_id sampler, conds
     /* CFG batches the conds and the uncond: all need the same number of chunks */
     int n = 1;
     te_embeddings emb; /* textual inversion: the names under p->embeddings_dir */
-    if ((rc = df_embeddings_open(m, p->embeddings_dir, &emb, err))) {
+    if ((rc = df_embeddings_open(m, p->embeddings_dir, p->embeddings_confined, &emb, err))) {
         free(tc);
         return rc;
     }
@@ -416,18 +429,8 @@ static int decode_prepare(fm_model *m, const fm_params *p, int lh, int lw, decod
     const core_alloc_hook *hook = &m->alloc;
     size_t px = (size_t)p->width * p->height, lat = (size_t)m->cfg.vae.embed_dim * lh * lw;
     if (p->taesd_path) {
-        if (!m->taesd || strcmp(m->taesd_path, p->taesd_path)) {
-            vae_taesd_free(m->taesd);
-            free(m->taesd_path);
-            m->taesd = NULL;
-            if (!(m->taesd_path = strdup(p->taesd_path))) return core_fail(err, FM_EINPUT, "out of memory");
-            if (!(m->taesd = vae_taesd_open(p->taesd_path, err))) return err->code;
-        }
-        if (!vae_taesd_has_decoder(m->taesd))
-            return core_fail(err, FM_EINPUT, "%s: no TAESD decoder in this file", p->taesd_path);
-        if (vae_taesd_latent_channels(m->taesd) != m->cfg.vae.embed_dim)
-            return core_fail(err, FM_EINPUT, "%s: a TAESD for %d latent channels, this model has %d", p->taesd_path,
-                           vae_taesd_latent_channels(m->taesd), m->cfg.vae.embed_dim);
+        int rc = df_taesd_get(&m->taesd, &m->taesd_path, p->taesd_path, m->cfg.vae.embed_dim, err);
+        if (rc) return rc;
         dp->bytes = vae_taesd_decode_bytes(m->taesd, lh, lw);
     } else {
         vae_tiles_default(&dp->tiling);
@@ -606,7 +609,14 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
         io.progress = p->progress;
         io.progress_user = p->progress_user;
         io.work = d.work;
-        rc = smp_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+        df_preview pv;
+        rc = df_preview_begin(m, p, lh, lw, &pv, err);
+        if (pv.taesd) {
+            io.step = df_preview_step;
+            io.step_user = &pv;
+        }
+        if (!rc) rc = smp_sample(sampler, &io, x, n, sigmas + first, n_sigmas - first, err);
+        df_preview_end(&pv);
         if (!rc) df_inpaint_blend(ip, x); /* sample(): the samples blended once more */
         ip->init = NULL;
         stage_end(p, rc, "sampling", t);
@@ -724,7 +734,8 @@ char *fm_ti_hashes(const fm_model *m, const fm_params *p, fm_error *err)
         if (!err || !err->code) core_fail(err, FM_EUSAGE, "fm_ti_hashes: no model or parameters");
         return NULL;
     }
-    return df_ti_hashes(m, p->prompt, p->negative, schedule_steps(s, p->steps), p->embeddings_dir, err);
+    return df_ti_hashes(m, p->prompt, p->negative, schedule_steps(s, p->steps), p->embeddings_dir,
+                        p->embeddings_confined, err);
 }
 
 char *fm_infotext(const fm_model *m, const fm_params *p, const char *model_name, const char *model_hash,

@@ -27,6 +27,8 @@ struct fm_model {
     /* TAESD decoder, opened on first use and kept for the next images */
     vae_taesd *taesd;
     char *taesd_path;
+    vae_taesd *preview_taesd;   /* fm_params.preview_taesd's, kept likewise */
+    char *preview_taesd_path;
     /* what fm_generate allocates before the first step (the U-Net workspace,
      * the sampler's latents, the decoder's arena) goes through this hook:
      * tests count those allocations or make one fail */

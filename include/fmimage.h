@@ -96,6 +96,11 @@ typedef int (*fm_progress_fn)(void *user, int step, int steps);
  * also reported to progress), "decode" (VAE or TAESD). */
 typedef void (*fm_stage_fn)(void *user, const char *stage, double seconds);
 
+/* Live-preview callback (fm_params.preview): rgb is width x height x 3
+ * bytes (8 x the latent's size), valid during the call, after sampler step
+ * `step` (1..steps). */
+typedef void (*fm_preview_fn)(void *user, const uint8_t *rgb, int width, int height, int step, int steps);
+
 /* A LoRA / LyCORIS adapter given explicitly (fm_params.loras). */
 typedef struct fm_lora {
     const char *path;          /* a .safetensors adapter file */
@@ -136,6 +141,19 @@ typedef struct fm_params {
     size_t memory_limit;
     fm_stage_fn stage;         /* optional, may be NULL */
     void *stage_user;
+    /* ---- live preview (A1111's "Live previews", TAESD method) ----
+     * With preview and preview_taesd (a TAESD decoder file for the model's
+     * latent channels): after every preview_every-th sampling step (0 =
+     * every step) and the last, the sampler's current prediction of the
+     * clean latent (k-diffusion's denoised, as A1111 previews it) decoded by
+     * that TAESD goes to preview, 8 x the latent's size (the image's size
+     * for a latent factor of 8). Its buffers are allocated before the first
+     * step; a preview that fails to decode is skipped. The image fm_generate
+     * returns does not change. */
+    const char *preview_taesd;
+    int preview_every;
+    fm_preview_fn preview;
+    void *preview_user;
     /* ---- LoRA / LyCORIS adapters (DESIGN.md "LoRA") ----
      * Merged into the text encoders' and U-Net's weights (float32) before
      * the prompt is encoded: first loras[0..n_loras) in order, then the
@@ -152,6 +170,7 @@ typedef struct fm_params {
      * file name (without extension) under this directory is replaced by the
      * file's vectors, as A1111 does. NULL: none. */
     const char *embeddings_dir;
+    int embeddings_confined;   /* 1: only files whose real path is inside it (fmimage serve) */
     /* ---- inpainting and outpainting (issue 18; DESIGN.md "Inpainting") ----
      * With init_rgb and a mask: A1111's img2img inpaint. The mask (8-bit,
      * white = repaint; fm_mask_read makes one from a file as A1111 does) is
@@ -234,6 +253,15 @@ void fm_conv_choice(char *why, size_t why_size);
 
 /* ---- generation ---- */
 void fm_params_default(const fm_model *model, fm_params *p);
+/* A job's sampler and scheduler, as A1111 and ComfyUI name them, into p
+ * (which holds the family's pair from fm_params_default) as ComfyUI names.
+ * As in A1111, a label's scheduler suffix ("DPM++ 2M Karras") wins, and an
+ * A1111 label or alias without a scheduler ("Euler a") gets the sampler's
+ * own schedule ("Automatic": Uniform for Euler a). A plain ComfyUI name
+ * ("euler") without one keeps p's scheduler: ComfyUI always names both.
+ * NULL sampler = p's; NULL scheduler = as just said. FM_EUSAGE on an
+ * unknown name, p unchanged. The CLI and the server fill p through this. */
+int fm_params_set_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err);
 /* Checks p against the model: sizes (positive multiples of the latent
  * factor, within limits), steps, cfg, sampler and scheduler names (resolved
  * here: labels are accepted as they are), strength, init image, prompt, and

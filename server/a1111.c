@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diffusion/embeddings.h"
 #include "samplers/samplers.h"
 
 static char *print(cJSON *j)
@@ -157,8 +158,29 @@ static int generate(srv_state *s, const char *body, size_t n, int img2img, int f
     return 200;
 }
 
+/* The live preview as A1111's current_image (base64 PNG), or NULL. */
+static char *current_image(srv_state *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int w = s->current ? s->preview_w : 0, h = s->preview_h;
+    size_t n = (size_t)w * h * 3;
+    uint8_t *rgb = n ? malloc(n) : NULL;
+    if (rgb) memcpy(rgb, s->preview, n);
+    pthread_mutex_unlock(&s->mu);
+    if (!rgb) return NULL;
+    fm_error err = {0};
+    size_t len = 0;
+    uint8_t *png = srv_png_encode(rgb, w, h, NULL, &len, &err);
+    char *b64 = png ? srv_base64_encode(png, len) : NULL;
+    free(png);
+    free(rgb);
+    return b64;
+}
+
+/* A1111's ProgressResponse (modules/api/models.py). */
 static int progress(srv_state *s, char **out)
 {
+    char *image = current_image(s);
     pthread_mutex_lock(&s->mu);
     int busy = s->current != NULL;
     double frac = 0;
@@ -178,9 +200,11 @@ static int progress(srv_state *s, char **out)
     cJSON_AddNumberToObject(st, "job_no", busy ? s->image_no : 0);
     cJSON_AddNumberToObject(st, "sampling_step", busy ? s->step : 0);
     cJSON_AddNumberToObject(st, "sampling_steps", busy ? s->steps : 0);
-    cJSON_AddNullToObject(r, "current_image");
-    cJSON_AddNullToObject(r, "textinfo");
     pthread_mutex_unlock(&s->mu);
+    if (image) cJSON_AddStringToObject(r, "current_image", image);
+    else cJSON_AddNullToObject(r, "current_image");
+    cJSON_AddNullToObject(r, "textinfo");
+    free(image);
     *out = print(r);
     return 200;
 }
@@ -215,39 +239,21 @@ static int options_get(srv_state *s, char **out)
 
 static int options_set(srv_state *s, const char *body, size_t n, int fd, char **out)
 {
-    if (srv_json_too_deep(body, n)) return fail(400, NULL, "JSON nested too deeply", out);
-    cJSON *j = cJSON_ParseWithLength(body, n);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return fail(422, NULL, "value is not a valid dict", out);
+    char name[256], msg[300], loc[64], path[PATH_MAX];
+    int st = srv_parse_options(body, n, name, sizeof name, msg, sizeof msg, loc, sizeof loc);
+    if (st) return fail(st, loc, msg, out);
+    if (!name[0]) return (*out = strdup("null")), 200;
+    if (srv_model_path(s, name, path, sizeof path)) return fail(404, NULL, "sd_model_checkpoint: no such checkpoint", out);
+    srv_job *job = calloc(1, sizeof *job);
+    if (!job) return fail(500, NULL, "out of memory", out);
+    snprintf(job->model, sizeof job->model, "%s", name);
+    job->kind = SRV_JOB_LOAD;
+    if (srv_queue_push(s, job)) st = fail(503, NULL, "the queue is full; retry later", out);
+    else {
+        srv_wait(s, job, fd);
+        st = job->status == 200 ? ((*out = strdup("null")), 200) : fail(job->status, NULL, job->msg, out);
     }
-    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(j, "sd_model_checkpoint");
-    int st = 200;
-    if (ck && !cJSON_IsNull(ck)) {
-        char path[PATH_MAX];
-        if (!cJSON_IsString(ck)) st = fail(422, "sd_model_checkpoint", "str type expected", out);
-        else if (strlen(ck->valuestring) > 255 || srv_model_path(s, ck->valuestring, path, sizeof path))
-            st = fail(404, NULL, "sd_model_checkpoint: no such checkpoint", out);
-        else {
-            srv_job *job = calloc(1, sizeof *job);
-            if (!job) st = fail(500, NULL, "out of memory", out);
-            else {
-                /* the name as listed: the title's " [hash]" dropped */
-                snprintf(job->model, sizeof job->model, "%s", ck->valuestring);
-                char *br = strstr(job->model, " [");
-                if (br) *br = 0;
-                job->kind = SRV_JOB_LOAD;
-                if (srv_queue_push(s, job)) st = fail(503, NULL, "the queue is full; retry later", out);
-                else {
-                    srv_wait(s, job, fd);
-                    if (job->status != 200) st = fail(job->status, NULL, job->msg, out);
-                }
-                srv_job_free(job);
-            }
-        }
-    }
-    cJSON_Delete(j);
-    if (st == 200) *out = strdup("null");
+    srv_job_free(job);
     return st;
 }
 
@@ -339,19 +345,74 @@ static int loras(srv_state *s, char **out)
     return 200;
 }
 
+/* A1111's EmbeddingItem for one file (step and checkpoint unknown: fmimage
+ * reads no training metadata). */
+static cJSON *embedding_item(const te_embedding *e, int shape)
+{
+    cJSON *i = cJSON_CreateObject();
+    cJSON_AddNullToObject(i, "step");
+    cJSON_AddNullToObject(i, "sd_checkpoint");
+    cJSON_AddNullToObject(i, "sd_checkpoint_name");
+    cJSON_AddNumberToObject(i, "shape", shape);
+    cJSON_AddNumberToObject(i, "vectors", e->n_vectors);
+    return i;
+}
+
+/* Loads the current checkpoint through the worker (the embeddings' shape
+ * is the model's); 0 when one is loaded. */
+static int ensure_loaded(srv_state *s, int fd, char **out)
+{
+    pthread_mutex_lock(&s->mu);
+    int loaded = s->model != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (loaded) return 0;
+    srv_job *job = calloc(1, sizeof *job);
+    if (!job) return fail(500, NULL, "out of memory", out);
+    job->kind = SRV_JOB_LOAD;
+    int st = 0;
+    if (srv_queue_push(s, job)) st = fail(503, NULL, "the queue is full; retry later", out);
+    else {
+        srv_wait(s, job, fd);
+        if (job->status != 200) st = fail(job->status, NULL, job->msg, out);
+    }
+    srv_job_free(job);
+    return st;
+}
+
+/* A1111's EmbeddingsResponse: the files of --embeddings-dir the loaded
+ * model can use (loaded), and those it cannot (skipped: wrong width or
+ * tower count, not an embedding). */
+static int embeddings(srv_state *s, int fd, char **out)
+{
+    int st = s->c->embeddings_dir ? ensure_loaded(s, fd, out) : 0;
+    if (st) return st;
+    cJSON *r = cJSON_CreateObject(), *loaded = cJSON_AddObjectToObject(r, "loaded"),
+          *skipped = cJSON_AddObjectToObject(r, "skipped");
+    te_embeddings db = {0};
+    fm_error err = {0};
+    pthread_mutex_lock(&s->mu); /* the worker frees the model only under mu */
+    if (s->model && s->c->embeddings_dir && !df_embeddings_open(s->model, s->c->embeddings_dir, 1, &db, &err)) {
+        int shape = db.width[0] + (db.n_towers > 1 ? db.width[1] : 0);
+        for (int i = 0; i < db.n; i++) {
+            te_embedding *e = &db.e[i];
+            int ok = e->loaded || !te_embedding_read(e, db.n_towers, db.width, &err);
+            if (!cJSON_GetObjectItemCaseSensitive(ok ? loaded : skipped, e->name))
+                cJSON_AddItemToObject(ok ? loaded : skipped, e->name, embedding_item(e, ok ? shape : 0));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    te_embeddings_free(&db);
+    *out = print(r);
+    return 200;
+}
+
 static int png_info(const char *body, size_t n, char **out)
 {
-    if (srv_json_too_deep(body, n)) return fail(400, NULL, "JSON nested too deeply", out);
-    cJSON *j = cJSON_ParseWithLength(body, n);
-    const cJSON *img = j ? cJSON_GetObjectItemCaseSensitive(j, "image") : NULL;
-    if (!cJSON_IsString(img)) {
-        cJSON_Delete(j);
-        return fail(422, "image", "str type expected", out);
-    }
-    size_t len = 0;
-    uint8_t *png = srv_base64_decode(img->valuestring, &len);
-    cJSON_Delete(j);
-    if (!png) return fail(422, "image", "not base64", out);
+    char msg[300], loc[64];
+    uint8_t *png;
+    size_t len;
+    int st = srv_parse_png_info(body, n, &png, &len, msg, sizeof msg, loc, sizeof loc);
+    if (st) return fail(st, loc, msg, out);
     char *text = srv_png_parameters(png, len);
     free(png);
     cJSON *r = cJSON_CreateObject(), *items = cJSON_CreateObject();
@@ -379,7 +440,7 @@ int srv_a1111(srv_state *s, const char *method, const char *url, const char *bod
     if (get && !strcmp(r, "schedulers")) return schedulers(out);
     if (get && !strcmp(r, "sd-models")) return sd_models(s, out);
     if (get && !strcmp(r, "loras")) return loras(s, out);
-    if (get && !strcmp(r, "embeddings")) return (*out = strdup("{\"loaded\":{},\"skipped\":{}}")), 200;
+    if (get && !strcmp(r, "embeddings")) return embeddings(s, fd, out);
     if (get && !strcmp(r, "upscalers"))
         return (*out = strdup("[{\"name\":\"None\",\"model_name\":null,\"model_path\":null,\"model_url\":null,\"scale\":4}]")), 200;
     if (post && !strcmp(r, "png-info")) return png_info(body, n, out);

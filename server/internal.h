@@ -73,6 +73,10 @@ typedef struct srv_state {
     size_t input_bytes;
     int n_ws;                 /* /ws sessions open */
     double t_start;
+    /* --taesd: the running job's latest live preview, RGB (w = 0: none yet) */
+    uint8_t *preview;
+    size_t preview_cap;
+    int preview_w, preview_h;
     volatile int interrupt, skip;
     /* the checkpoint: its name (relative to models_dir, or -m's file name) */
     char checkpoint[256];
@@ -93,6 +97,8 @@ char **srv_list_files(const char *dir, const char *const *exts, int recurse, int
 void srv_free_list(char **v, int n);
 int srv_model_path(const srv_state *s, const char *name, char *path, size_t n);
 double srv_now(void);
+/* A PNG in memory (malloc'd, *n bytes) with the "parameters" text, or NULL. */
+uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters, size_t *n, fm_error *err);
 
 /* a1111.c: one route. Returns the HTTP status, *out the JSON body. */
 int srv_a1111(srv_state *s, const char *method, const char *url, const char *body, size_t n, int client_fd, char **out);

@@ -1,6 +1,7 @@
 /* The web page at /: plain HTML, CSS and JavaScript, no build step. It
  * speaks the same /sdapi/v1 API as any client; the gallery lives in the
- * page (the last 12 results). */
+ * page (the last 12 results); while a job runs, /progress's live preview
+ * (--taesd) stands in the result's place. */
 #include "internal.h"
 
 const char srv_page_html[] =
@@ -66,7 +67,7 @@ const char srv_page_html[] =
 "$('generate').onclick=async()=>{\n"
 " $('generate').disabled=true;$('error').textContent='';$('fill').style.width='0';\n"
 " const req={prompt:$('prompt').value,negative_prompt:$('negative').value,width:num('width'),height:num('height'),steps:num('steps'),cfg_scale:num('cfg'),seed:num('seed'),sampler_name:$('sampler').value||null,scheduler:$('scheduler').value||null};\n"
-" const poll=setInterval(async()=>{try{const p=await api('progress');$('fill').style.width=(100*p.progress).toFixed(0)+'%';$('status').textContent=p.state.sampling_steps?('step '+p.state.sampling_step+' / '+p.state.sampling_steps):'';}catch(e){}},400);\n"
+" const poll=setInterval(async()=>{try{const p=await api('progress');$('fill').style.width=(100*p.progress).toFixed(0)+'%';$('status').textContent=p.state.sampling_steps?('step '+p.state.sampling_step+' / '+p.state.sampling_steps+(p.eta_relative>0?', about '+Math.ceil(p.eta_relative)+' s left':'')):'';if(p.current_image)$('result').src='data:image/png;base64,'+p.current_image;}catch(e){}},400);\n"
  " try{const r=await api('txt2img',req);clearInterval(poll);const info=JSON.parse(r.info);\n"
 "  if(!r.images.length)throw new Error('interrupted');\n"
 "  r.images.forEach((im,i)=>addGallery(im,info.infotexts[i]));show(r.images[0],info.infotexts[0]);$('fill').style.width='100%';$('status').textContent='done';}\n"

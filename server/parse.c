@@ -175,3 +175,55 @@ void srv_gen_free(srv_gen *g)
     g->prompt = g->negative = NULL;
     g->init_png = NULL;
 }
+
+/* A body that must be one JSON object: the parsed object, or NULL with
+ * the status (400 too deep, 422 not an object) in *st. */
+static cJSON *parse_object(pctx *c, const char *body, size_t n, int *st)
+{
+    *st = 0;
+    if (srv_json_too_deep(body, n)) { *st = bad(c, 400, NULL, "JSON nested too deeply"); return NULL; }
+    cJSON *j = cJSON_ParseWithLength(body, n);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        *st = bad(c, 422, NULL, "value is not a valid dict");
+        return NULL;
+    }
+    return j;
+}
+
+int srv_parse_options(const char *body, size_t n, char *checkpoint, size_t cn, char *msg, size_t msg_n, char *loc,
+                      size_t loc_n)
+{
+    pctx c = {msg, loc, msg_n, loc_n};
+    int st;
+    if (cn) checkpoint[0] = 0;
+    cJSON *j = parse_object(&c, body, n, &st);
+    if (!j) return st;
+    const char *name = NULL;
+    st = get_str(&c, j, "sd_model_checkpoint", &name);
+    if (!st && name && strlen(name) >= cn) st = bad(&c, 404, NULL, "sd_model_checkpoint: no such checkpoint");
+    else if (!st && name) {
+        snprintf(checkpoint, cn, "%s", name);
+        char *br = strstr(checkpoint, " ["); /* A1111's title: the " [hash]" dropped */
+        if (br) *br = 0;
+        if (!checkpoint[0]) st = bad(&c, 404, NULL, "sd_model_checkpoint: no such checkpoint");
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+int srv_parse_png_info(const char *body, size_t n, uint8_t **png, size_t *len, char *msg, size_t msg_n, char *loc,
+                       size_t loc_n)
+{
+    pctx c = {msg, loc, msg_n, loc_n};
+    int st;
+    *png = NULL;
+    *len = 0;
+    cJSON *j = parse_object(&c, body, n, &st);
+    if (!j) return st;
+    const cJSON *img = cJSON_GetObjectItemCaseSensitive(j, "image");
+    if (!cJSON_IsString(img)) st = bad(&c, 422, "image", is_null(img) ? "field required" : "str type expected");
+    else if (!(*png = srv_base64_decode(img->valuestring, len))) st = bad(&c, 422, "image", "not base64");
+    cJSON_Delete(j);
+    return st;
+}

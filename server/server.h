@@ -17,6 +17,9 @@ typedef struct srv_config {
     const char *model;        /* -m FILE, or NULL */
     const char *models_dir;   /* --models-dir DIR, or NULL */
     const char *lora_dir;     /* --lora-dir DIR, or NULL */
+    const char *embeddings_dir; /* --embeddings-dir DIR (textual inversion), or NULL */
+    const char *taesd;        /* --taesd FILE: /progress's live preview, or NULL */
+    int preview_every;        /* a preview every N sampling steps (0 = 10, A1111's default) */
     const char *auth;         /* "U:P[,U:P]" or NULL */
     int insecure_no_auth;
     int queue;                /* jobs waiting at most (default 16) */
@@ -67,6 +70,14 @@ typedef struct srv_gen {
 int srv_parse_gen(const char *body, size_t n, int img2img, srv_gen *g, char *msg, size_t msg_n,
                   char *loc, size_t loc_n);
 void srv_gen_free(srv_gen *g);
+/* POST /sdapi/v1/options: checkpoint gets sd_model_checkpoint without
+ * A1111's " [hash]" ("" when absent or null). 0, or 400/404/422 with msg. */
+int srv_parse_options(const char *body, size_t n, char *checkpoint, size_t checkpoint_n, char *msg, size_t msg_n,
+                      char *loc, size_t loc_n);
+/* POST /sdapi/v1/png-info: the decoded "image" (malloc'd, may be any
+ * bytes). 0, or 400/422 with msg and loc. */
+int srv_parse_png_info(const char *body, size_t n, uint8_t **png, size_t *len, char *msg, size_t msg_n, char *loc,
+                       size_t loc_n);
 
 /* JSON nesting deeper than SRV_JSON_DEPTH, found without parsing. */
 int srv_json_too_deep(const char *s, size_t n);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,18 +262,23 @@ static int on_step(void *user, int step, int steps)
     return stop;
 }
 
-/* As the CLI's job_sampler: a label's scheduler suffix wins, a label
- * without one gets A1111's Automatic, a ComfyUI name keeps the family's. */
-static int pick_sampler(fm_params *p, const char *sampler, const char *scheduler, fm_error *err)
+/* --taesd: the running job's last preview, kept for /progress. */
+static void on_preview(void *user, const uint8_t *rgb, int w, int h, int step, int steps)
 {
-    if (!scheduler) scheduler = sampler && smp_find(sampler) < 0 ? "automatic" : p->scheduler;
-    smp_id id;
-    smp_scheduler_id sch;
-    int rc = smp_pair(sampler ? sampler : p->sampler, scheduler, &id, &sch, err);
-    if (rc) return rc;
-    snprintf(p->sampler, sizeof p->sampler, "%s", smp_name(id));
-    snprintf(p->scheduler, sizeof p->scheduler, "%s", smp_scheduler_name(sch));
-    return 0;
+    (void)step;
+    (void)steps;
+    srv_state *s = user;
+    size_t n = (size_t)w * h * 3;
+    pthread_mutex_lock(&s->mu);
+    uint8_t *b = n > s->preview_cap ? realloc(s->preview, n) : s->preview;
+    if (b) {
+        if (n > s->preview_cap) s->preview_cap = n;
+        s->preview = b;
+        memcpy(b, rgb, n);
+        s->preview_w = w;
+        s->preview_h = h;
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Bytes written through a path go to a memfd: the library's writers and
@@ -293,6 +299,21 @@ static uint8_t *mem_read(int fd, size_t *n)
     if (!b || pread(fd, b, (size_t)sb.st_size, 0) != sb.st_size) { free(b); return NULL; }
     *n = (size_t)sb.st_size;
     return b;
+}
+
+uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters, size_t *n, fm_error *err)
+{
+    char path[64];
+    int fd;
+    uint8_t *png = NULL;
+    if (mem_path(path, sizeof path, &fd)) {
+        core_fail(err, FM_EINPUT, "cannot write the PNG: %s", strerror(errno));
+        return NULL;
+    }
+    if (!fm_png_write(path, rgb, w, h, parameters, err) && !(png = mem_read(fd, n)))
+        core_fail(err, FM_EINPUT, "cannot read the PNG back");
+    close(fd);
+    return png;
 }
 
 static uint8_t *decode_init(const srv_gen *g, int *w, int *h, fm_error *err)
@@ -356,6 +377,14 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     p->clip_skip = g->clip_skip ? g->clip_skip : 1;
     p->strength = g->img2img ? g->strength : 0.75f;
     p->lora_dir = s->c->lora_dir;
+    p->embeddings_dir = s->c->embeddings_dir;
+    p->embeddings_confined = 1; /* no symlink out of --embeddings-dir */
+    if (s->c->taesd) { /* A1111's live preview, every show_progress_every_n_steps (10) */
+        p->preview_taesd = s->c->taesd;
+        p->preview_every = s->c->preview_every ? s->c->preview_every : 10;
+        p->preview = on_preview;
+        p->preview_user = s;
+    }
     if (g->rng_cpu) p->rng = FM_RNG_CPU;
     if (g->hires_width) {
         p->hires_width = g->hires_width;
@@ -365,7 +394,7 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
         p->hires_upscaler = g->hires_upscaler;
         memcpy(p->hires_sampler, g->hires_sampler, sizeof p->hires_sampler);
     }
-    if (pick_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
+    if (fm_params_set_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
         if (!(*init = decode_init(g, &p->init_width, &p->init_height, err))) return err->code;
         p->init_rgb = *init;
@@ -373,12 +402,42 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
     return fm_params_check(s->model, p, err);
 }
 
-static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, int index)
+/* --save-dir's manifest.jsonl: one line per saved image, appended after
+ * its rename in one write (O_APPEND), so every line names a complete PNG;
+ * a kill between the two leaves a PNG without a line, never the reverse. */
+static void manifest_append(const srv_state *s, const char *file, const uint8_t *png, size_t n, int64_t seed,
+                            const char *parameters)
 {
-    char tmp[PATH_MAX], final[PATH_MAX];
+    char path[PATH_MAX], sha[65];
+    snprintf(path, sizeof path, "%s/manifest.jsonl", s->c->save_dir);
+    core_sha256_hex(png, n, sha);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "file", file);
+    cJSON_AddNumberToObject(j, "seed", (double)seed);
+    cJSON_AddStringToObject(j, "model", s->model_name);
+    cJSON_AddStringToObject(j, "model_hash", s->model_hash);
+    cJSON_AddStringToObject(j, "sha256", sha);
+    cJSON_AddNumberToObject(j, "bytes", (double)n);
+    cJSON_AddStringToObject(j, "parameters", parameters);
+    char *line = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    size_t len = line ? strlen(line) : 0;
+    int fd = line ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644) : -1;
+    if (fd >= 0) {
+        line[len] = '\n'; /* the NUL becomes the newline: one write */
+        if (write(fd, line, len + 1) != (ssize_t)(len + 1)) {} /* a full disk loses the line, not the image */
+        close(fd);
+    }
+    free(line);
+}
+
+static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, int index, const char *parameters)
+{
+    char tmp[PATH_MAX], final[PATH_MAX], name[96];
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
-    snprintf(final, sizeof final, "%s/%lld-%03d-%lld.png", s->c->save_dir, (long long)t.tv_sec, index, (long long)seed);
+    snprintf(name, sizeof name, "%lld-%03d-%lld.png", (long long)t.tv_sec, index, (long long)seed);
+    snprintf(final, sizeof final, "%s/%s", s->c->save_dir, name);
     snprintf(tmp, sizeof tmp, "%s/.tmp-serve-%d.png", s->c->save_dir, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) return;
@@ -386,6 +445,25 @@ static void save_copy(srv_state *s, const uint8_t *png, size_t n, int64_t seed, 
     close(fd);
     /* complete files only: the rename is the commit */
     if (!ok || rename(tmp, final)) unlink(tmp);
+    else manifest_append(s, name, png, n, seed, parameters);
+}
+
+/* A server killed mid-write leaves its .tmp-serve-PID.png: removed at the
+ * next start when that process is gone. */
+static void save_dir_clean(const char *dir)
+{
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int pid;
+        char rest[8];
+        if (sscanf(e->d_name, ".tmp-serve-%d.pn%1s", &pid, rest) != 2 || pid <= 0) continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
 }
 
 static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
@@ -394,7 +472,7 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     fm_error err = {0};
     uint8_t *init = NULL, *rgb = NULL, *png = NULL;
     char *info = NULL;
-    int fd = -1, rc = fill_params(s, j, &p, &init, &err), w = 0, h = 0;
+    int rc = fill_params(s, j, &p, &init, &err), w = 0, h = 0;
     p.seed = seed;
     if (!rc) rc = fm_output_size(s->model, &p, &w, &h, &err); /* the hires fix's size */
     if (rc) { job_fail(j, 422, err.msg); goto out; }
@@ -406,11 +484,9 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
         job_fail(j, rc == FM_EINTERRUPT ? 499 : rc == FM_EUSAGE ? 422 : 500, err.msg);
         goto out;
     }
-    char path[64];
     size_t n = 0;
-    if (mem_path(path, sizeof path, &fd) || fm_png_write(path, rgb, w, h, info, &err) ||
-        !(png = mem_read(fd, &n))) {
-        job_fail(j, 500, err.msg[0] ? err.msg : "cannot write the PNG");
+    if (!(png = srv_png_encode(rgb, w, h, info, &n, &err))) {
+        job_fail(j, 500, err.msg);
         rc = 1;
         goto out;
     }
@@ -419,7 +495,7 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
     info = NULL;
     j->seeds[i] = (int64_t)seed;
     j->n_images = i + 1;
-    if (s->c->save_dir) save_copy(s, png, n, (int64_t)seed, i);
+    if (s->c->save_dir) save_copy(s, png, n, (int64_t)seed, i, j->infotexts[i]);
     if (i == 0) {
         j->width = w;
         j->height = h;
@@ -434,7 +510,6 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
         }
     }
 out:
-    if (fd >= 0) close(fd);
     free(png);
     free(rgb);
     free(init);
@@ -504,6 +579,7 @@ static void run_job(srv_state *s, srv_job *j)
 void *srv_worker(void *arg)
 {
     srv_state *s = arg;
+    save_dir_clean(s->c->save_dir);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->q_n && !s->stopping) pthread_cond_wait(&s->work, &s->mu);
@@ -518,6 +594,7 @@ void *srv_worker(void *arg)
             s->current = j;
             s->interrupt = s->skip = 0;
             s->step = s->steps = 0;
+            s->preview_w = s->preview_h = 0;
             s->t_start = srv_now();
             pthread_mutex_unlock(&s->mu);
             run_job(s, j);
@@ -528,6 +605,10 @@ void *srv_worker(void *arg)
         if (j->async) srv_history_add(s, j); /* ComfyUI: nobody waits; the history keeps it */
         pthread_cond_broadcast(&s->done);
     }
+    free(s->preview);
+    s->preview = NULL;
+    s->preview_cap = 0;
+    s->preview_w = s->preview_h = 0;
     pthread_mutex_unlock(&s->mu);
     fm_model_free(s->model);
     s->model = NULL;

@@ -80,7 +80,14 @@ typedef struct gen_case {
     const char *taesd;
     int masked; /* inpainting (issue 18): img2img with a mask, latent noise */
     const char *lora; /* an adapter (issue 16): in fp32 its pairs run at run time */
+    const char *preview; /* a TAESD live preview after every step (issue 21) */
 } gen_case;
+
+static void on_preview(void *user, const uint8_t *rgb, int w, int h, int step, int steps)
+{
+    (void)rgb, (void)w, (void)h, (void)steps;
+    *(int *)user = step;
+}
 
 /* One fm_generate on a freshly loaded model (nothing cached from an earlier
  * image), counting the allocator calls inside smp_sample. */
@@ -100,6 +107,13 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
     p.precision = gc->prec;
     p.vae_tiling = gc->vae_tiling;
     p.taesd_path = gc->taesd;
+    int previewed = 0;
+    if (gc->preview) {
+        p.preview_taesd = gc->preview;
+        p.preview_every = 1;
+        p.preview = on_preview;
+        p.preview_user = &previewed;
+    }
     fm_lora lora = {gc->lora, 0.8f, 0.8f};
     if (gc->lora) {
         p.loras = &lora;
@@ -133,8 +147,9 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
     long n = atomic_load(&in_window);
     printf("  %-42s %s cfg %.0f %-4s%s%s%s: %ld allocations while sampling\n", path, gc->sampler, gc->cfg,
            gc->prec == FM_PREC_BF16 ? "bf16" : gc->prec == FM_PREC_FP32 ? "fp32" : "auto", gc->vae_tiling ? " tiled" : "",
-           gc->taesd ? " taesd" : "", gc->lora ? " lora" : "", n);
+           gc->taesd ? " taesd" : "", gc->lora ? " lora" : gc->preview ? " preview" : "", n);
     if (rc) fail_msg("%s: %s", path, err.msg);
+    if (gc->preview) assert_int_equal(previewed, p.steps); /* the previews ran inside the window */
     assert_int_equal(atomic_load(&sample_calls), 1);
     if (!gc->masked) assert_int_equal(seen.last, p.steps); /* the window did hold every step */
     if (n != 0) fail_msg("%s, %s: %ld allocator calls between the first and the last step", path, gc->sampler, n);
@@ -145,11 +160,11 @@ static void generate_counted(const char *path, int side, const gen_case *gc)
 }
 
 static const gen_case cases[] = {
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL},
-    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL},
-    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
-    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL, 0, NULL},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL, NULL},
+    {"dpmpp_2m", "karras", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL, NULL},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL, NULL},
+    {"euler_ancestral", "normal", 5.0f, FM_PREC_BF16, 0, NULL, 0, NULL, NULL},
+    {"dpmpp_2m_sde", "exponential", 1.0f, FM_PREC_BF16, 0, NULL, 0, NULL, NULL},
 };
 
 static void run_cases(const char *path, int side)
@@ -185,20 +200,22 @@ static void test_tiny_sd1(void **state)
     (void)state;
     run_cases("tests/data/tiny-sd1.safetensors", 64);
     /* the other decoders are planned before sampling too */
-    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL, 0, NULL};
+    gen_case tiled = {"heun", "karras", 3.0f, FM_PREC_AUTO, 1, NULL, 0, NULL, NULL};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &tiled);
-    gen_case masked = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 1, NULL};
+    gen_case masked = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 1, NULL, NULL};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &masked);
     /* a LoRA/LoCon in fp32: the low-rank products use the planned scratch */
-    gen_case lora = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sd1_locon.safetensors"};
+    gen_case lora = {"dpmpp_2m", "karras", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sd1_locon.safetensors", NULL};
     generate_counted("tests/data/tiny-sd1.safetensors", 64, &lora);
+    gen_case preview = {"euler", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, NULL, "tests/data/taesd-weights.safetensors"};
+    generate_counted("tests/data/tiny-sd1.safetensors", 64, &preview);
 }
 
 static void test_tiny_sdxl(void **state)
 {
     (void)state;
     run_cases("tests/data/tiny-sdxl.safetensors", 64);
-    gen_case lora = {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sdxl_lora.safetensors"};
+    gen_case lora = {"euler_ancestral", "normal", 5.0f, FM_PREC_FP32, 0, NULL, 0, "tests/data/lora/sdxl_lora.safetensors", NULL};
     generate_counted("tests/data/tiny-sdxl.safetensors", 64, &lora);
 }
 
@@ -208,7 +225,7 @@ static void test_demo(void **state)
     run_cases("assets/demo/fmimage-demo.safetensors", 64);
     /* (TAESD is planned the same way, but decodes by 8: no test model has
      * that latent factor) */
-    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL, 0, NULL};
+    gen_case lms = {"lms", "karras", 4.0f, FM_PREC_AUTO, 0, NULL, 0, NULL, NULL};
     generate_counted("assets/demo/fmimage-demo.safetensors", 64, &lms);
 }
 

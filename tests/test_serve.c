@@ -494,10 +494,14 @@ static void test_limits(void **state)
     /* nesting deeper than 32: 400 */
     char deep[512] = "{\"a\":";
     for (int i = 0; i < 100; i++) strcat(deep, "[");
-    reply r = http(main_srv.port, "POST", "/sdapi/v1/txt2img", deep);
-    assert_int_equal(r.status, 400);
-    assert_non_null(strstr(r.body, "nested"));
-    free(r.head);
+    static const char *const bodies[] = {"/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options",
+                                         "/sdapi/v1/png-info", "/prompt"};
+    reply r;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        r = http(main_srv.port, "POST", bodies[i], deep);
+        if (r.status != 400) fail_msg("%s, nested 100 deep: %d %.200s", bodies[i], r.status, r.body);
+        free(r.head);
+    }
     /* a 2 MiB prompt: 413 (strings are limited to 1 MiB) */
     size_t n = (2u << 20) + 64;
     char *big = malloc(n);
@@ -508,6 +512,20 @@ static void test_limits(void **state)
     assert_int_equal(r.status, 413);
     free(r.head);
     free(big);
+    /* any route's body over the limit (65 MiB, announced): 413 before it is read */
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char h[256];
+        int hn = snprintf(h, sizeof h, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 68157440\r\n\r\n{",
+                          bodies[i]);
+        int cfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)main_srv.port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(connect(cfd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(send(cfd, h, (size_t)hn, MSG_NOSIGNAL), hn);
+        r = http_read(cfd);
+        if (r.status != 413) fail_msg("%s, 65 MiB announced: %d", bodies[i], r.status);
+        free(r.head);
+    }
     /* a body over the limit (65 MiB, announced): 413 before it is read */
     char head[] = "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 68157440\r\n\r\n{";
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -566,6 +584,21 @@ static void test_auth(void **state)
     r = http_read(http_send(s.port, "GET", "/", "Authorization: Basic Ym9iOnB3\r\n", NULL, 0));
     assert_int_equal(r.status, 200);
     free(r.head);
+    /* every route asks: generation, listings, ComfyUI, the page, with no or a wrong header */
+    static const char *const routes[][2] = {{"POST", "/sdapi/v1/txt2img"}, {"POST", "/sdapi/v1/img2img"},
+                                            {"GET", "/sdapi/v1/progress"}, {"GET", "/sdapi/v1/embeddings"},
+                                            {"POST", "/sdapi/v1/options"}, {"POST", "/sdapi/v1/png-info"},
+                                            {"POST", "/prompt"}, {"GET", "/view?filename=x.png"}, {"GET", "/"}};
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *body = routes[i][0][0] == 'P' ? "{\"prompt\":\"x\",\"steps\":1}" : NULL;
+        r = http_read(http_send(s.port, routes[i][0], routes[i][1], NULL, body, body ? strlen(body) : 0));
+        if (r.status != 401) fail_msg("%s %s without auth: %d", routes[i][0], routes[i][1], r.status);
+        free(r.head);
+        r = http_read(http_send(s.port, routes[i][0], routes[i][1], "Authorization: Basic Ym9iOnB3eA==\r\n", body,
+                                body ? strlen(body) : 0)); /* bob:pwx */
+        if (r.status != 401) fail_msg("%s %s with a wrong password: %d", routes[i][0], routes[i][1], r.status);
+        free(r.head);
+    }
     r = http_read(http_send(s.port, "GET", "/sdapi/v1/options", "Authorization: Basic YWxpY2U6czNjcmV0\r\n", NULL, 0));
     assert_int_equal(r.status, 200);
     free(r.head);
@@ -1325,6 +1358,119 @@ static void test_parser_and_helpers(void **state)
     assert_null(srv_base64_decode("a*b", &n));
 }
 
+/* --embeddings-dir: /sdapi/v1/embeddings in A1111's shape (loaded: the
+ * files of the model's width, with their vector counts; skipped: an SDXL
+ * file), an embedding named in the prompt gives the CLI's bytes; --taesd:
+ * /progress's current_image is a PNG of 8 x the latent while a job runs. */
+static void test_embeddings_and_preview(void **state)
+{
+    (void)state;
+    char edir[600], cmd[2048];
+    snprintf(edir, sizeof edir, "%s/emb", dir);
+    /* and a symlink out of the directory, which must be neither listed nor used */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp tests/data/embeddings/*.safetensors tests/data/embeddings-sdxl/xlemb.safetensors %s/ && "
+             "ln -s \"$PWD/tests/data/embeddings/tiv.safetensors\" %s/outside.safetensors",
+             edir, edir, edir);
+    assert_int_equal(system(cmd), 0);
+    server s;
+    const char *extra[] = {"-m", "tests/data/tiny-sd1.safetensors", "--embeddings-dir", edir, "--taesd",
+                           "tests/data/taesd-weights.safetensors", "--preview-every", "1", NULL};
+    assert_int_equal(start_server(&s, extra, 1), 0);
+    reply r = http(s.port, "GET", "/sdapi/v1/embeddings", NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *j = json_of(&r), *loaded = cJSON_GetObjectItem(j, "loaded"), *skipped = cJSON_GetObjectItem(j, "skipped");
+    printf("  %s\n", r.body);
+    static const struct { const char *name; int vectors; } want[] = {{"tiv", 1}, {"manyvec", 12}, {"big", 40}, {"Style-Two", 3}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const cJSON *e = cJSON_GetObjectItem(loaded, want[i].name);
+        if (!e) fail_msg("no %s in loaded: %.400s", want[i].name, r.body);
+        assert_int_equal(cJSON_GetObjectItem(e, "vectors")->valueint, want[i].vectors);
+        assert_int_equal(cJSON_GetObjectItem(e, "shape")->valueint, 8); /* tiny-sd1's text width */
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(e, "step")));
+        assert_non_null(cJSON_GetObjectItem(e, "sd_checkpoint_name"));
+    }
+    assert_non_null(cJSON_GetObjectItem(skipped, "xlemb"));
+    assert_null(cJSON_GetObjectItem(loaded, "xlemb"));
+    assert_null(strstr(r.body, "outside"));
+    cJSON_Delete(j);
+    free(r.head);
+    /* a prompt's embedding: the CLI's bytes, with its TI hashes */
+    const char *args[] = {"-m", "tests/data/tiny-sd1.safetensors", "a tiv fox", "-n", "manyvec", "--embeddings-dir",
+                          edir, "--seed", "5", "-W", "64", "-H", "64", "--steps", "5", NULL};
+    size_t n = 0;
+    uint8_t *cli = cli_png("emb.png", args, &n);
+    r = http(s.port, "POST", "/sdapi/v1/txt2img",
+             "{\"prompt\":\"a tiv fox\",\"negative_prompt\":\"manyvec\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":5}");
+    if (r.status != 200) fail_msg("txt2img: %d %.300s", r.status, r.body);
+    j = json_of(&r);
+    size_t got_n;
+    uint8_t *got = b64_decode(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "images"), 0)->valuestring, &got_n);
+    printf("  embedding image: %zu bytes from the server, %zu from the CLI\n", got_n, n);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, cli, n);
+    assert_non_null(strstr(cJSON_GetObjectItem(j, "info")->valuestring, "TI hashes"));
+    free(got);
+    free(cli);
+    cJSON_Delete(j);
+    free(r.head);
+    /* the escaping symlink's name is a plain word: the CLI's image without embeddings */
+    const char *plain[] = {"-m", "tests/data/tiny-sd1.safetensors", "an outside fox", "--seed", "5", "-W", "64", "-H",
+                           "64", "--steps", "5", NULL};
+    cli = cli_png("outside.png", plain, &n);
+    r = http(s.port, "POST", "/sdapi/v1/txt2img",
+             "{\"prompt\":\"an outside fox\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":5}");
+    j = json_of(&r);
+    got = b64_decode(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "images"), 0)->valuestring, &got_n);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(got, cli, n);
+    assert_null(strstr(cJSON_GetObjectItem(j, "info")->valuestring, "TI hashes"));
+    free(got);
+    free(cli);
+    cJSON_Delete(j);
+    free(r.head);
+    /* the live preview while a long job runs */
+    int fd = http_send(s.port, "POST", "/sdapi/v1/txt2img", NULL, slow, strlen(slow));
+    cJSON *image = NULL;
+    double eta = -1;
+    int step = 0, steps = 0;
+    for (int t = 0; t < 1200 && !image; t++) {
+        r = http(s.port, "GET", "/sdapi/v1/progress", NULL);
+        j = json_of(&r);
+        if (cJSON_IsString(cJSON_GetObjectItem(j, "current_image"))) {
+            image = cJSON_DetachItemFromObject(j, "current_image");
+            eta = cJSON_GetObjectItem(j, "eta_relative")->valuedouble;
+            step = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "state"), "sampling_step")->valueint;
+            steps = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "state"), "sampling_steps")->valueint;
+        }
+        cJSON_Delete(j);
+        free(r.head);
+        if (!image) usleep(50000);
+    }
+    if (!image) fail_msg("no current_image while the job ran");
+    printf("  preview at step %d of %d, eta_relative %.2f s\n", step, steps, eta);
+    assert_int_equal(steps, 1000);
+    assert_true(step >= 1 && eta >= 0);
+    uint8_t *png = b64_decode(image->valuestring, &got_n);
+    assert_true(got_n > 33);
+    assert_memory_equal(png, "\x89PNG\r\n\x1a\n", 8);
+    uint32_t w = (uint32_t)png[16] << 24 | (uint32_t)png[17] << 16 | png[18] << 8 | png[19];
+    uint32_t h = (uint32_t)png[20] << 24 | (uint32_t)png[21] << 16 | png[22] << 8 | png[23];
+    assert_int_equal(w, 256); /* 8 x the 32 x 32 latent of tiny-sd1 (latent factor 2) */
+    assert_int_equal(h, 256);
+    free(png);
+    cJSON_Delete(image);
+    r = http(s.port, "POST", "/sdapi/v1/interrupt", "");
+    free(r.head);
+    r = http_read(fd);
+    assert_int_equal(r.status, 200);
+    free(r.head);
+    /* idle: no image */
+    r = http(s.port, "GET", "/sdapi/v1/progress", NULL);
+    assert_non_null(strstr(r.body, "\"current_image\":null"));
+    free(r.head);
+    assert_int_equal(stop_server(&s), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1352,6 +1498,7 @@ int main(void)
         cmocka_unit_test(test_disconnect_frees_the_slot),
         cmocka_unit_test(test_save_dir_complete_pngs),
         cmocka_unit_test(test_sigterm_mid_job_exits_0),
+        cmocka_unit_test(test_embeddings_and_preview),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,8 +43,19 @@ static int add_path(path_list *l, const char *path)
     return (l->paths[l->n] = strdup(path)) ? (l->n++, 0) : -1;
 }
 
-/* os.walk(dir, followlinks=True): regular non-empty files, every depth. */
-static int walk(path_list *l, const char *dir, int depth)
+/* Does path's real path lie inside root (a real path)? */
+static int inside(const char *root, const char *path)
+{
+    char *real = realpath(path, NULL);
+    size_t k = strlen(root);
+    int ok = real && !strncmp(real, root, k) && real[k] == '/';
+    free(real);
+    return ok;
+}
+
+/* os.walk(dir, followlinks=True): regular non-empty files, every depth;
+ * with root (dir's real path), only what really lies inside it. */
+static int walk(path_list *l, const char *dir, int depth, const char *root)
 {
     if (depth > MAX_DEPTH) return 0;
     DIR *d = opendir(dir);
@@ -58,8 +69,8 @@ static int walk(path_list *l, const char *dir, int depth)
         if (!p) { rc = -1; break; }
         snprintf(p, need, "%s/%s", dir, de->d_name);
         struct stat sb;
-        if (stat(p, &sb) == 0) {
-            if (S_ISDIR(sb.st_mode)) rc = walk(l, p, depth + 1);
+        if (stat(p, &sb) == 0 && (!root || inside(root, p))) {
+            if (S_ISDIR(sb.st_mode)) rc = walk(l, p, depth + 1, root);
             else if (S_ISREG(sb.st_mode) && sb.st_size > 0 && is_embedding_file(de->d_name)) rc = add_path(l, p);
         }
         free(p);
@@ -113,12 +124,21 @@ static int cmp_len(const void *a, const void *b)
 int te_embeddings_open(te_embeddings *db, const char *dir, const te_tokenizer *tok, int n_towers,
                        const int width[2], fm_error *err)
 {
+    return te_embeddings_open_in(db, dir, 0, tok, n_towers, width, err);
+}
+
+int te_embeddings_open_in(te_embeddings *db, const char *dir, int confined, const te_tokenizer *tok, int n_towers,
+                          const int width[2], fm_error *err)
+{
     *db = (te_embeddings){.n_towers = n_towers, .width = {width[0], n_towers > 1 ? width[1] : 0}};
     if (!dir) return 0;
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return 0; /* A1111: not a directory, nothing loaded */
+    char *root = confined ? realpath(dir, NULL) : NULL;
+    if (confined && !root) return core_fail(err, FM_EINPUT, "embeddings directory %s: cannot be read", dir);
     path_list l = {0};
-    int rc = walk(&l, dir, 0);
+    int rc = walk(&l, dir, 0, root);
+    free(root);
     if (rc == -2) rc = core_fail(err, FM_EINPUT, "embeddings directory %s: cannot be read", dir);
     else if (rc) rc = core_fail(err, FM_EINPUT, "embeddings: out of memory");
     if (!rc && l.n) qsort(l.paths, (size_t)l.n, sizeof *l.paths, cmp_str);

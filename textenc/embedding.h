@@ -42,6 +42,10 @@ typedef struct te_embeddings {
  * dir cannot be read. */
 int te_embeddings_open(te_embeddings *db, const char *dir, const te_tokenizer *tok, int n_towers,
                        const int width[2], fm_error *err);
+/* The same; confined: only files whose real path lies inside dir (no
+ * symbolic link out of it: fmimage serve's names stay in their directory). */
+int te_embeddings_open_in(te_embeddings *db, const char *dir, int confined, const te_tokenizer *tok, int n_towers,
+                          const int width[2], fm_error *err);
 void te_embeddings_free(te_embeddings *db);
 
 /* The embedding whose name's tokens start at tokens[pos] (NULL: none), its
