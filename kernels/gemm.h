@@ -136,6 +136,13 @@ void gemm_pack_bf16(const gemm_arch *arch, const gemm_operand *op, int batch, in
 void gemm_pack_bf16_ref(const gemm_arch *arch, const gemm_operand *op, int batch, int rows, uint32_t *dst,
                         int i0, int ni, int k0, int kc, int panel, int as_rows, float *src, const float *zeros);
 
+/* 3x3 stride-1 pad-1 convolutions on AMX tiles without im2col (conv_amx.c):
+ * bf16 mode, AMX usable, cin and cout multiples of 32, not quantised
+ * weights. _ws returns -1 when it does not apply or the scratch is short. */
+int kn_conv_amx_applies(const kn_conv *c, int n, int h, int w);
+size_t kn_conv_amx_scratch(const kn_conv *c, int n, int h, int w, int threads);
+int kn_conv_amx_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
+
 /* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1
 

@@ -293,6 +293,18 @@ static void test_conv2d_bf16_mode(void **state)
     conv_run(&conv_cases[6], FM_DT_BF16, 0, FM_PREC_BF16);
     conv_run(&conv_cases[7], FM_DT_F16, 1, FM_PREC_BF16); /* K 36: one partial AMX step */
     conv_run(&conv_cases[10], FM_DT_F32, 1, FM_PREC_BF16);
+    /* the im2col-free AMX convolution (channels multiples of 32): pixel
+     * blocks straddling rows and the map's end, several channel blocks,
+     * long K (a 1 MiB A block holds 32 rows of 1280 channels); maps of
+     * 16x16 and larger take it */
+    static const conv_case on_tiles[] = {
+        {2, 32, 64, 13, 21, 3, 1, 1, 1, 1, 1},
+        {1, 64, 32, 7, 40, 3, 1, 1, 1, 1, 1},
+        {2, 1280, 96, 16, 17, 3, 1, 1, 1, 1, 1},
+    };
+    conv_run(&on_tiles[0], FM_DT_F16, 1, FM_PREC_BF16);
+    conv_run(&on_tiles[1], FM_DT_F32, 0, FM_PREC_BF16);
+    conv_run(&on_tiles[2], FM_DT_BF16, 1, FM_PREC_BF16);
 }
 
 /* ---- caller-owned scratch ---- */
