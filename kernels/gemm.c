@@ -166,30 +166,73 @@ void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src,
     }
 }
 
-/* Packed f32 panels [kc][panel] -> bf16 pair rows [panel][(kc+1)/2]: each
- * pair-row is converted whole (vectorised), then scattered down the rows. */
-static void panels_to_bf16_rows(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
-                                int panel, const float *zeros)
+/* One packed f32 panel [kc][panel] -> bf16 pair rows, row r at d + r * ld:
+ * each pair-row is converted whole (vectorised), then scattered down the rows. */
+static void panel_to_bf16_rows(const gemm_arch *arch, uint32_t *d, size_t ld, const float *s, int kc, int panel,
+                               const float *zeros)
 {
-    int kc2 = (kc + 1) / 2;
     uint32_t pairs[64]; /* panel <= 64 */
-    for (int p = 0; p < n_panels; p++) {
-        const float *s = src + (size_t)p * kc * panel;
-        uint32_t *d = dst + (size_t)p * kc2 * panel;
-        for (int k = 0; k < kc2; k++) {
-            const float *odd = 2 * k + 1 < kc ? s + (size_t)(2 * k + 1) * panel : zeros;
-            arch->pair_bf16(pairs, s + (size_t)2 * k * panel, odd, panel);
-            for (int r = 0; r < panel; r++) d[(size_t)r * kc2 + k] = pairs[r];
-        }
+    for (int k = 0; k < (kc + 1) / 2; k++) {
+        const float *odd = 2 * k + 1 < kc ? s + (size_t)(2 * k + 1) * panel : zeros;
+        arch->pair_bf16(pairs, s + (size_t)2 * k * panel, odd, panel);
+        for (int r = 0; r < panel; r++) d[(size_t)r * ld + k] = pairs[r];
     }
 }
 
-/* A-side bf16 panels in the layout the arch's micro-kernel reads. */
-static void a_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels, int kc,
-                             int panel, const float *zeros)
+void gemm_pack_bf16_ref(const gemm_arch *arch, const gemm_operand *op, int batch, int rows, uint32_t *dst,
+                        int i0, int ni, int k0, int kc, int panel, int as_rows, float *src, const float *zeros)
 {
-    if (arch->a_rows) panels_to_bf16_rows(arch, dst, src, n_panels, kc, panel, zeros);
-    else gemm_panels_to_bf16(arch, dst, src, n_panels, kc, panel, zeros);
+    int n_panels = (ni + panel - 1) / panel, kc2 = (kc + 1) / 2;
+    gemm_pack(op, batch, rows, src, i0, ni, k0, kc, panel);
+    if (!as_rows) {
+        gemm_panels_to_bf16(arch, dst, src, n_panels, kc, panel, zeros);
+        return;
+    }
+    for (int p = 0; p < n_panels; p++)
+        panel_to_bf16_rows(arch, dst + (size_t)p * kc2 * panel, (size_t)kc2, src + (size_t)p * kc * panel, kc, panel,
+                           zeros);
+}
+
+size_t gemm_bf16_stage_floats(int kc, int panel)
+{
+    size_t chunk = (size_t)GEMM_BF16_CHUNK * panel;
+    return chunk > (size_t)kc ? chunk : (size_t)kc;
+}
+
+/* Row i of a row-major or weight operand from k0: a pointer into it, or its
+ * kc values converted into tmp. */
+static const float *op_row_f32(const gemm_operand *op, int batch, int i, int k0, int kc, float *tmp)
+{
+    if (op->kind == OP_ROWS) return op->p + batch * op->batch_stride + (ptrdiff_t)i * op->ld + k0;
+    if (op->mat->dtype == FM_DT_F32) return (const float *)op->mat->data + (size_t)i * op->mat->cols + k0;
+    mat_row_f32(tmp, op->mat, i, k0, kc);
+    return tmp;
+}
+
+void gemm_pack_bf16(const gemm_arch *arch, const gemm_operand *op, int batch, int rows, uint32_t *dst, int i0,
+                    int ni, int k0, int kc, int panel, int as_rows, float *stage, const float *zeros)
+{
+    int kc2 = (kc + 1) / 2, padded = (ni + panel - 1) / panel * panel;
+    if (as_rows && arch->row_bf16 && (op->kind == OP_ROWS || op->kind == OP_MAT)) {
+        /* the row layout is each row's own order: convert row by row */
+        for (int r = 0; r < padded; r++) {
+            uint32_t *d = dst + (size_t)r * kc2;
+            int i = i0 + r;
+            if (r < ni && i < rows) arch->row_bf16(d, op_row_f32(op, batch, i, k0, kc, stage), kc);
+            else memset(d, 0, sizeof(uint32_t) * kc2);
+        }
+        return;
+    }
+    for (int p0 = 0; p0 < ni; p0 += panel) {
+        uint32_t *d = dst + (size_t)p0 * kc2;
+        int np = ni - p0 < panel ? ni - p0 : panel;
+        for (int kk = 0; kk < kc; kk += GEMM_BF16_CHUNK) { /* kk even: chunks start on a pair */
+            int ch = kc - kk < GEMM_BF16_CHUNK ? kc - kk : GEMM_BF16_CHUNK;
+            gemm_pack(op, batch, rows, stage, i0 + p0, np, k0 + kk, ch, panel);
+            if (as_rows) panel_to_bf16_rows(arch, d + kk / 2, (size_t)kc2, stage, ch, panel, zeros);
+            else gemm_panels_to_bf16(arch, d + (size_t)(kk / 2) * panel, stage, 1, ch, panel, zeros);
+        }
+    }
 }
 
 /* ---- driver ---- */
@@ -257,10 +300,10 @@ static void init_c_tile(const gemm_problem *p, int b, int m0, int mv, int n0, in
 }
 
 typedef struct gemm_bufs {
-    float *a, *b;       /* f32 packed blocks */
-    uint32_t *a2, *b2;  /* bf16 pair blocks */
+    float *a, *b;       /* f32 packed blocks (f32 mode) */
+    uint32_t *a2, *b2;  /* bf16 pair blocks (bf16 mode) */
     float *zeros;
-    float *stage;       /* f32 staging for the shared bf16 weights */
+    float *stage;       /* gemm_pack_bf16's f32 staging */
 } gemm_bufs;
 
 /* An operand (weights, mostly) that several tasks would each pack is packed once
@@ -300,10 +343,8 @@ static void shared_fill(const gemm_problem *p, const gemm_arch *arch, const tili
         int p0 = (int)(u % chunks) * STAGE_PANELS, np = panels - p0 < STAGE_PANELS ? panels - p0 : STAGE_PANELS;
         int row0 = p0 * sp->width;
         if (p->bf16) {
-            gemm_pack(op, 0, rows, bf->stage, row0, np * sp->width, k0, kc, sp->width);
-            uint32_t *dst = (uint32_t *)shared_bf16(sp, k0, kc, row0);
-            if (is_a) a_panels_to_bf16(arch, dst, bf->stage, np, kc, sp->width, bf->zeros);
-            else gemm_panels_to_bf16(arch, dst, bf->stage, np, kc, sp->width, bf->zeros);
+            gemm_pack_bf16(arch, op, 0, rows, (uint32_t *)shared_bf16(sp, k0, kc, row0), row0, np * sp->width, k0,
+                           kc, sp->width, is_a && arch->a_rows, bf->stage, bf->zeros);
         } else {
             gemm_pack(op, 0, rows, (float *)shared_f32(sp, k0, kc, row0), row0, np * sp->width, k0, kc, sp->width);
         }
@@ -345,9 +386,10 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
         if (sa->on) {
             ap = p->bf16 ? NULL : shared_f32(sa, k0, kc, m0);
             ap2 = p->bf16 ? shared_bf16(sa, k0, kc, m0) : NULL;
+        } else if (p->bf16) {
+            gemm_pack_bf16(arch, &p->a, b, p->M, bf->a2, m0, mt_pad, k0, kc, MR, arch->a_rows, bf->stage, bf->zeros);
         } else {
             gemm_pack(&p->a, b, p->M, bf->a, m0, mt_pad, k0, kc, MR);
-            if (p->bf16) a_panels_to_bf16(arch, bf->a2, bf->a, mt_pad / MR, kc, MR, bf->zeros);
         }
         for (int j = 0; j < nt; j += NR) {
             int nv = nt - j < NR ? nt - j : NR;
@@ -356,9 +398,10 @@ static void run_task(const gemm_problem *p, const gemm_arch *arch, const tiling 
             if (sb->on) {
                 bp = p->bf16 ? NULL : shared_f32(sb, k0, kc, n0 + j);
                 bp2 = p->bf16 ? shared_bf16(sb, k0, kc, n0 + j) : NULL;
+            } else if (p->bf16) {
+                gemm_pack_bf16(arch, &p->b, b, p->N, bf->b2, n0 + j, NR, k0, kc, NR, 0, bf->stage, bf->zeros);
             } else {
                 gemm_pack(&p->b, b, p->N, bf->b, n0 + j, NR, k0, kc, NR);
-                if (p->bf16) gemm_panels_to_bf16(arch, bf->b2, bf->b, 1, kc, NR, bf->zeros);
             }
             float *cj = c_at(p, b, m0, n0 + j);
             for (int i = 0; i < mt; i += MR) {
@@ -443,20 +486,20 @@ static int gemm_layout_of(const gemm_problem *p, int max_threads, gemm_layout *L
             L->sb_bytes = shared_plan(&L->sb, &q.b, q.batch, q.N, arch->nr, q.K, L->t.tm * q.batch, q.bf16);
     }
     L->wmax = arch->mr > arch->nr ? arch->mr : arch->nr;
-    size_t at = align64(sizeof(float) * L->a_sz);
-    L->off_b = at;
-    at += align64(sizeof(float) * L->b_sz);
-    if (q.bf16) {
+    size_t at = 0;
+    if (!q.bf16) {
+        at = align64(sizeof(float) * L->a_sz);
+        L->off_b = at;
+        at += align64(sizeof(float) * L->b_sz);
+    } else { /* packed straight to pairs: no f32 blocks */
         L->off_a2 = at;
         at += align64(sizeof(uint32_t) * (L->a_sz / 2 + L->t.mt + arch->mr));
         L->off_b2 = at;
         at += align64(sizeof(uint32_t) * (L->b_sz / 2 + arch->nr));
         L->off_zeros = at;
         at += align64(sizeof(float) * L->wmax);
-        if (L->sa.on || L->sb.on) {
-            L->off_stage = at;
-            at += align64(sizeof(float) * STAGE_PANELS * L->wmax * L->t.kc);
-        }
+        L->off_stage = at;
+        at += align64(sizeof(float) * gemm_bf16_stage_floats(L->t.kc, L->wmax));
     }
     L->slice = at;
     L->total = align64(L->sa_bytes) + align64(L->sb_bytes) + (size_t)L->threads * L->slice;
@@ -498,7 +541,7 @@ static int gemm_run_ws(const gemm_problem *p, const kn_scratch *s)
             bf.b2 = (uint32_t *)(mine + L.off_b2);
             bf.zeros = (float *)(mine + L.off_zeros);
             memset(bf.zeros, 0, sizeof(float) * L.wmax);
-            if (L.sa.on || L.sb.on) bf.stage = (float *)(mine + L.off_stage);
+            bf.stage = (float *)(mine + L.off_stage);
         }
         /* the shared packs are complete at the implicit barrier of each fill */
         if (L.sa.on) shared_fill(q, arch, &L.t, &q->a, q->M, 1, &L.sa, &bf);
@@ -724,12 +767,30 @@ static int conv_lowrank_ws(const kn_scratch *s, float *y, const float *x, const 
     return 0;
 }
 
+/* The im2col-free AMX convolution for c, where it applies and is faster
+ * than the im2col GEMM: measured (kbench, Xeon with AMX) 1.3-2.2x on maps
+ * of 16x16 and larger, slower on 8x8 (a fifth of its pixels are padding
+ * columns, and the weights dominate). FM_CONV_AMX=0 turns it off (A/B). */
+static int conv_on_tiles(const kn_conv *c, int n, int h, int w)
+{
+#if defined(__x86_64__)
+    const char *e = getenv("FM_CONV_AMX");
+    if ((e && *e == '0') || h * w < 16 * 16) return 0;
+    return kn_conv_amx_applies(c, n, h, w);
+#else
+    (void)c, (void)n, (void)h, (void)w;
+    return 0;
+#endif
+}
+
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
     size_t lr = conv_lowrank_scratch(c, n, h, w, threads), main;
     int m = kn_conv2d_tile(c, n, h, w);
     if (m) {
         main = kn_winograd_scratch(c, m, n, h, w, threads);
+    } else if (conv_on_tiles(c, n, h, w)) {
+        main = kn_conv_amx_scratch(c, n, h, w, threads);
     } else {
         gemm_problem p = conv_problem(NULL, NULL, c, n, h, w);
         main = gemm_scratch_bytes(&p, threads);
@@ -742,6 +803,8 @@ int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c
     int m = kn_conv2d_tile(c, n, h, w), rc;
     if (m) {
         rc = kn_winograd_ws(s, y, x, c, m, n, h, w);
+    } else if (conv_on_tiles(c, n, h, w)) {
+        rc = kn_conv_amx_ws(s, y, x, c, n, h, w);
     } else {
         gemm_problem p = conv_problem(y, x, c, n, h, w);
         rc = gemm_run_ws(&p, s);

@@ -31,6 +31,9 @@ typedef void (*gemm_ukernel_bf16)(int kc2, const uint32_t *Ap, const uint32_t *B
                                 ptrdiff_t ldc, int mv, int nv, int acc);
 /* Two packed f32 rows (k even, k odd) of n floats -> n bf16 pairs. */
 typedef void (*gemm_pair_bf16_fn)(uint32_t *dst, const float *k0, const float *k1, int n);
+/* n consecutive floats (k0, k1, ...) -> (n + 1) / 2 bf16 pairs, the partner
+ * of an odd last k zero; rounds exactly as pair_bf16. */
+typedef void (*gemm_row_bf16_fn)(uint32_t *dst, const float *src, int n);
 
 typedef struct gemm_arch {
     kn_isa isa;
@@ -41,6 +44,7 @@ typedef struct gemm_arch {
     /* A panels in bf16 are rows [mr][kc2] (pairs contiguous along K) instead
      * of [kc2][mr]: AMX's A-tile layout (panels_to_bf16_rows in gemm.c). */
     int a_rows;
+    gemm_row_bf16_fn row_bf16; /* for a_rows archs: packs A rows straight to pairs */
     /* Called by each thread before its first and after its last micro-kernel
      * call of a GEMM (AMX: load and release the tile configuration); or NULL. */
     void (*begin)(void), (*end)(void);
@@ -71,6 +75,7 @@ extern const gemm_arch gemm_arch_avx512_bf16;
 extern const gemm_arch gemm_arch_amx;
 /* The AVX-512 set's f32 pairs -> bf16 pairs conversion (also AMX's). */
 void gemm_pair_bf16_avx512(uint32_t *dst, const float *k0, const float *k1, int n);
+void gemm_row_bf16_avx512(uint32_t *dst, const float *src, int n);
 #endif
 
 /* ---- operands ---- */
@@ -115,6 +120,28 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
  * zeros: `panel` zero floats (the partner of an odd last k). */
 void gemm_panels_to_bf16(const gemm_arch *arch, uint32_t *dst, const float *src, int n_panels,
                          int kc, int panel, const float *zeros);
+
+/* Rows i0..i0+ni of op (an ni x kc slice from k0) straight into bf16 pair
+ * panels of width `panel`, zero-padding past `rows`: [panel][(kc+1)/2] per
+ * panel when as_rows (AMX's A tiles), else [(kc+1)/2][panel]. Rows of a
+ * row-major or weight operand convert whole into the row layout; otherwise
+ * GEMM_BF16_CHUNK taps at a time are gathered in f32 into `stage` (in L1)
+ * and converted, never a whole f32 panel. stage: gemm_bf16_stage_floats;
+ * zeros: `panel` zero floats. Bit for bit gemm_pack_bf16_ref. */
+#define GEMM_BF16_CHUNK 16
+size_t gemm_bf16_stage_floats(int kc, int panel);
+void gemm_pack_bf16(const gemm_arch *arch, const gemm_operand *op, int batch, int rows, uint32_t *dst, int i0,
+                    int ni, int k0, int kc, int panel, int as_rows, float *stage, const float *zeros);
+/* The reference: gemm_pack to f32 panels (src: ni x kc floats), then convert. */
+void gemm_pack_bf16_ref(const gemm_arch *arch, const gemm_operand *op, int batch, int rows, uint32_t *dst,
+                        int i0, int ni, int k0, int kc, int panel, int as_rows, float *src, const float *zeros);
+
+/* 3x3 stride-1 pad-1 convolutions on AMX tiles without im2col (conv_amx.c):
+ * bf16 mode, AMX usable, cin and cout multiples of 32, not quantised
+ * weights. _ws returns -1 when it does not apply or the scratch is short. */
+int kn_conv_amx_applies(const kn_conv *c, int n, int h, int w);
+size_t kn_conv_amx_scratch(const kn_conv *c, int n, int h, int w, int threads);
+int kn_conv_amx_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
 
 /* precision flags kept in kn_mat.packed_kind */
 #define FM_PACKED_BF16 1

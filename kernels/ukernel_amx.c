@@ -111,6 +111,7 @@ static void ukernel_amx(int kc2, const uint32_t *A, const uint32_t *B, float *C,
  * kernels (those stay the AVX-512 set's). */
 const gemm_arch gemm_arch_amx = {
     .isa = FM_ISA_AVX512, .mr = X_MR, .nr = X_NR, .mc = 512, .kc = 512,
-    .f32 = NULL, .bf16 = ukernel_amx, .pair_bf16 = gemm_pair_bf16_avx512, .a_rows = 1, .begin = amx_begin, .end = amx_end,
+    .f32 = NULL, .bf16 = ukernel_amx, .pair_bf16 = gemm_pair_bf16_avx512, .a_rows = 1,
+    .row_bf16 = gemm_row_bf16_avx512, .begin = amx_begin, .end = amx_end,
 };
 #endif

@@ -104,6 +104,22 @@ void gemm_pair_bf16_avx512(uint32_t *dst, const float *k0, const float *k1, int 
     }
 }
 
+/* n consecutive floats -> (n + 1) / 2 bf16 pairs (k even low, k odd high: on
+ * little-endian, just the bf16 values in order), an odd last pair's high half
+ * zero. Rounds as gemm_pair_bf16_avx512. */
+void gemm_row_bf16_avx512(uint32_t *dst, const float *src, int n)
+{
+    uint16_t *d = (uint16_t *)dst;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtepi32_epi16(round_bf16(_mm512_loadu_ps(src + i))));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_cvtepi32_storeu_epi16(d + i, m, round_bf16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+    if (n & 1) d[n] = 0;
+}
+
 static void softmax_cols_avx512(float *st, int kb, float scale, float *m, float *l, float *corr)
 {
     __m512 vs = _mm512_set1_ps(scale);

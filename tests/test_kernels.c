@@ -13,6 +13,7 @@
  * dispatched path is checked. */
 #include "testutil.h"
 #include "kernels/kernels.h"
+#include "kernels/gemm.h" /* the bf16 packers, bit for bit */
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -292,6 +293,18 @@ static void test_conv2d_bf16_mode(void **state)
     conv_run(&conv_cases[6], FM_DT_BF16, 0, FM_PREC_BF16);
     conv_run(&conv_cases[7], FM_DT_F16, 1, FM_PREC_BF16); /* K 36: one partial AMX step */
     conv_run(&conv_cases[10], FM_DT_F32, 1, FM_PREC_BF16);
+    /* the im2col-free AMX convolution (channels multiples of 32): pixel
+     * blocks straddling rows and the map's end, several channel blocks,
+     * long K (a 1 MiB A block holds 32 rows of 1280 channels); maps of
+     * 16x16 and larger take it */
+    static const conv_case on_tiles[] = {
+        {2, 32, 64, 13, 21, 3, 1, 1, 1, 1, 1},
+        {1, 64, 32, 7, 40, 3, 1, 1, 1, 1, 1},
+        {2, 1280, 96, 16, 17, 3, 1, 1, 1, 1, 1},
+    };
+    conv_run(&on_tiles[0], FM_DT_F16, 1, FM_PREC_BF16);
+    conv_run(&on_tiles[1], FM_DT_F32, 0, FM_PREC_BF16);
+    conv_run(&on_tiles[2], FM_DT_BF16, 1, FM_PREC_BF16);
 }
 
 /* ---- caller-owned scratch ---- */
@@ -948,6 +961,65 @@ static void test_data_movement(void **state)
     core_free(x); core_free(y); core_free(a); core_free(b); core_free(cat); core_free(t); core_free(back);
 }
 
+/* gemm_pack_bf16 (straight to bf16 pairs: whole rows, or f32 chunks in L1)
+ * against gemm_pack_bf16_ref (a whole f32 panel, then converted), bit for
+ * bit, in both layouts: F16/F32 weights, row-major and transposed floats,
+ * im2col with padding and stride; odd K, a partial last panel, rows cut
+ * short, a K slice that does not start at 0. */
+static void test_pack_bf16(void **state)
+{
+    (void)state;
+    const gemm_arch *base = gemm_arch_get();
+    if (!base->pair_bf16) {
+        print_message("  SKIPPED: no bf16 pair conversion in the %s kernels\n", kn_isa_name(kn_isa_chosen()));
+        return;
+    }
+    gemm_arch arch = *base;
+#if defined(__x86_64__)
+    arch.row_bf16 = kn_isa_chosen() == FM_ISA_AVX512 ? gemm_row_bf16_avx512 : NULL;
+#endif
+    enum { ROWS = 45, COLS = 75, PANEL = 32, NI = 40 };
+    kn_mat w16 = make_mat(ROWS, COLS, FM_DT_F16, 91), w32 = make_mat(ROWS, COLS, FM_DT_F32, 92);
+    float *x = rnd((size_t)2 * 3 * 9 * 11, 93);
+    kn_conv cv = {.cin = 3, .cout = 4, .kh = 3, .kw = 3, .stride = 2, .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+    kn_conv c1 = cv;
+    c1.stride = 1;
+    gemm_operand ops[] = {
+        {.kind = OP_MAT, .mat = &w16},
+        {.kind = OP_MAT, .mat = &w32},
+        {.kind = OP_ROWS, .p = x, .ld = 29},
+        {.kind = OP_COLS, .p = x, .ld = 41},
+        {.kind = OP_IM2COL, .p = x, .batch_stride = 3 * 9 * 11, .conv = &cv, .h = 9, .w = 11, .oh = 5, .ow = 6, .fold = 30},
+        {.kind = OP_IM2COL, .p = x, .batch_stride = 3 * 9 * 11, .conv = &c1, .h = 9, .w = 11, .oh = 9, .ow = 11, .fold = 99},
+    };
+    const int rows_of[] = {ROWS, ROWS, 20, 41, 60, 198}, k_of[] = {COLS, COLS, 29, 12, 27, 27};
+    const int slices[][2] = {{0, 0}, {0, 17}, {4, 23}, {6, 0}}; /* k0, kc (0: the rest) */
+    size_t cap = (size_t)64 * 64;
+    uint32_t *got = core_alloc(4 * cap), *want = core_alloc(4 * cap);
+    float *f32 = buf(cap * 2), *stage = buf(gemm_bf16_stage_floats(COLS, PANEL)), zeros[PANEL] = {0};
+    assert_non_null(got);
+    assert_non_null(want);
+    int compared = 0;
+    for (size_t o = 0; o < sizeof ops / sizeof *ops; o++)
+        for (int as_rows = 0; as_rows < 2; as_rows++)
+            for (size_t s = 0; s < sizeof slices / sizeof *slices; s++)
+                for (int i0 = 0; i0 <= 16; i0 += 16) {
+                    int k0 = slices[s][0], kc = slices[s][1] ? slices[s][1] : k_of[o] - k0;
+                    if (k0 + kc > k_of[o]) continue;
+                    size_t n = (size_t)(NI + PANEL - 1) / PANEL * PANEL * ((kc + 1) / 2);
+                    memset(got, 0xa5, 4 * cap);
+                    memset(want, 0x5a, 4 * cap);
+                    gemm_pack_bf16(&arch, &ops[o], 0, rows_of[o], got, i0, NI, k0, kc, PANEL, as_rows, stage, zeros);
+                    gemm_pack_bf16_ref(&arch, &ops[o], 0, rows_of[o], want, i0, NI, k0, kc, PANEL, as_rows, f32, zeros);
+                    assert_memory_equal(got, want, 4 * n);
+                    compared++;
+                }
+    print_message("  %d packings equal bit for bit\n", compared);
+    core_free(got); core_free(want); core_free(f32); core_free(stage); core_free(x);
+    free_mat(&w16);
+    free_mat(&w32);
+}
+
 static void test_isa(void **state)
 {
     (void)state;
@@ -984,6 +1056,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_linear_bf16_mode),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_bf16_mode),
+        cmocka_unit_test(test_pack_bf16),
         cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_winograd_bf16_mode),
