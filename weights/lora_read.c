@@ -435,7 +435,7 @@ static int check_ia3(const checker *c, wt_lora_module *m, int64_t *numel)
     if (!wt_is_float(w->dtype)) return bad(c, "weight is not a float tensor");
     if (m->target->ndim != 2) return bad(c, "IA3 on %s, not a linear layer", m->target->name);
     int64_t want = m->ia3_on_input ? m->cols : m->rows;
-    int fits = wt_numel(w) == want && (!m->ia3_on_input || w->shape[w->ndim - 1] == want);
+    int fits = wt_numel(w) == want && (!m->ia3_on_input || (w->ndim >= 1 && w->shape[w->ndim - 1] == want));
     if (!fits) return bad(c, "weight has %lld values, the layer %lld %s", (long long)wt_numel(w), (long long)want,
                           m->ia3_on_input ? "inputs" : "outputs");
     *numel = (int64_t)m->rows * m->cols;
