@@ -37,6 +37,11 @@ static const lcase cases[] = {
     {"sd1_peft", DATA "tiny-sd1.safetensors", 1, {{"sd1_peft", 1.0f, 1.0f}}},
     {"sd1_stack", DATA "tiny-sd1.safetensors", 2, {{"sd1_locon", 0.8f, 0.8f}, {"sd1_loha", 0.5f, 1.0f}}},
     {"sdxl_lora", DATA "tiny-sdxl.safetensors", 1, {{"sdxl_lora", 0.8f, 0.8f}}},
+    {"sd1_ia3", DATA "tiny-sd1.safetensors", 1, {{"sd1_ia3", 0.8f, 0.6f}}},
+    {"sd1_oft", DATA "tiny-sd1.safetensors", 1, {{"sd1_oft", 0.7f, 0.9f}}},
+    {"sd1_glora", DATA "tiny-sd1.safetensors", 1, {{"sd1_glora", 1.0f, 0.8f}}},
+    {"sd1_norm", DATA "tiny-sd1.safetensors", 1, {{"sd1_norm", 0.5f, 1.0f}}},
+    {"sd1_lyco_stack", DATA "tiny-sd1.safetensors", 2, {{"sd1_oft", 0.7f, 0.9f}, {"sd1_ia3", 0.8f, 0.6f}}},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -151,7 +156,7 @@ static void test_merged_bf16(void **state)
         wt_source *h = wt_merged_open_as(base, uses, lc->n, NULL, FM_DT_BF16, &err);
         assert_non_null(f);
         assert_non_null(h);
-        int n_f = wt_merged_count(f, NULL), n_bf16 = 0, n_te = 0;
+        int n_f = wt_merged_count(f, NULL), n_bf16 = 0, n_te = 0, n_vec = 0;
         assert_int_equal(wt_merged_count(h, NULL), n_f);
         for (int i = 0; i < wt_count(f); i++) {
             const wt_tensor *tf = wt_at(f, i), *th = wt_find(h, tf->name);
@@ -163,6 +168,10 @@ static void test_merged_bf16(void **state)
                 assert_int_equal(th->dtype, FM_DT_F32);
                 assert_memory_equal(th->data, tf->data, n * sizeof(float));
                 n_te++;
+            } else if (tf->ndim < 2) { /* biases and norms: float32 in bf16 mode too */
+                assert_int_equal(th->dtype, FM_DT_F32);
+                assert_memory_equal(th->data, tf->data, n * sizeof(float));
+                n_vec++;
             } else {
                 assert_int_equal(th->dtype, FM_DT_BF16);
                 assert_int_equal(th->nbytes, n * 2);
@@ -173,7 +182,7 @@ static void test_merged_bf16(void **state)
                 n_bf16++;
             }
         }
-        assert_true(n_bf16 > 0);
+        assert_true(n_bf16 + n_vec > 0);
         w = copy;
         for (int i = 0; i < wt_count(base); i++) {
             const wt_tensor *t = wt_at(base, i);
@@ -572,6 +581,20 @@ static void test_hostile(void **state)
     tl_st_entry nothing[] = {{"lora_unet_no_such_layer.lora_down.weight", FM_DT_F32, 2, {4, 32}, z},
                              {"lora_unet_no_such_layer.lora_up.weight", FM_DT_F32, 2, {32, 4}, z}};
     tl_st_entry not_lora[] = {{"model.diffusion_model.out.2.weight", FM_DT_F32, 1, {4}, z}};
+    static uint8_t no = 0;
+    tl_st_entry ia3_conv[] = {{"lora_unet_input_blocks_1_0_in_layers_2.weight", FM_DT_F32, 1, {32}, z},
+                              {"lora_unet_input_blocks_1_0_in_layers_2.on_input", FM_DT_U8, 0, {0}, &no}};
+    tl_st_entry ia3_flag[] = {{"lora_unet_input_blocks_1_1_proj_in.weight", FM_DT_F32, 1, {32}, z}};
+    tl_st_entry oft_fit[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.oft_blocks", FM_DT_F32, 3, {5, 8, 8}, z},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.alpha", FM_DT_F32, 0, {0}, z}};
+    tl_st_entry norm_linear[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.w_norm", FM_DT_F32, 1, {32}, z},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q.b_norm", FM_DT_F32, 1, {32}, z}};
+    put_adapter("ia3conv.safetensors", ia3_conv, 2);
+    put_adapter("ia3flag.safetensors", ia3_flag, 1);
+    put_adapter("oftfit.safetensors", oft_fit, 2);
+    put_adapter("normlinear.safetensors", norm_linear, 2);
     put_adapter("shape.safetensors", shape, 2);
     put_adapter("rank0.safetensors", rank0, 2);
     put_adapter("nan.safetensors", nan_alpha, 3);
@@ -587,6 +610,10 @@ static void test_hostile(void **state)
         {"nothing", "none of its 1 modules maps to a layer of this SD 1.x model"},
         {"notlora", "not an adapter file"},
         {"xl", "a LoRA for SDXL (it has lora_te2_ keys), the model is SD 1.x"},
+        {"ia3conv", "IA3 on model.diffusion_model.input_blocks.1.0.in_layers.2.weight, not a linear layer"},
+        {"ia3flag", "on_input missing"},
+        {"oftfit", "oft_blocks [5, 8, 8] does not fit model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight [32, 32]"},
+        {"normlinear", "w_norm/b_norm for model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight, not a norm layer"},
     };
     const char *bin = getenv("FM_BIN") ? getenv("FM_BIN") : "build/fmimage";
     for (size_t i = 0; i < sizeof cases_ / sizeof cases_[0]; i++) {

@@ -14,6 +14,10 @@
  *   LoHa          hada_w1_a/b, hada_w2_a/b, Tucker hada_t1/t2;
  *   LoKr          lokr_w1 or lokr_w1_a/b, lokr_w2 or lokr_w2_a/b, lokr_t2;
  *   full / diff   diff, diff_b (a bias update);
+ *   IA3           weight, on_input;
+ *   OFT           oft_blocks + alpha (kohya-ss), oft_diag (LyCORIS);
+ *   GLoRA         a1.weight, a2.weight, b1.weight, b2.weight, alpha;
+ *   norm          w_norm, b_norm (LayerNorm / GroupNorm scale and bias);
  *   any of them   alpha, scale, dora_scale (DoRA, as A1111 applies it).
  * Module names map to the checkpoint's ldm names by A1111's rules
  * (extensions-builtin/Lora/networks.py: convert_diffusers_name_to_compvis,
@@ -39,7 +43,7 @@ void wt_lora_close(wt_lora *l);
 /* Modules that change a weight of the model. */
 int wt_lora_n_modules(const wt_lora *l);
 /* Keys that map to no weight (A1111 logs them as "didn't match keys"),
- * including modules of kinds not merged (OFT, IA3, norm, GLoRA). */
+ * including parts no kind reads (LyCORIS' rescale). */
 int wt_lora_n_unmapped(const wt_lora *l);
 
 /* One adapter applied with its text-encoder and U-Net multipliers. */

@@ -163,6 +163,141 @@ static int lokr_updown(const wt_lora_module *m, float *out)
     return rc;
 }
 
+/* IA3: W * w, w per row (on_input: per column). */
+static int ia3_updown(const wt_lora_module *m, const float *orig, float *out)
+{
+    float *w = f32(m->part[WT_LP_IA3_W]);
+    if (!w) return -1;
+    for (int i = 0; i < m->rows; i++)
+        for (int j = 0; j < m->cols; j++) {
+            size_t k = (size_t)i * m->cols + j;
+            out[k] = orig[k] * w[m->ia3_on_input ? j : i];
+        }
+    core_free(w);
+    return 0;
+}
+
+/* GLoRA: b2 @ b1 + (W @ a2) @ a1, products in torch's order. */
+static int glora_updown(const wt_lora_module *m, const float *orig, float *out)
+{
+    const wt_tensor *const *p = m->part;
+    int64_t o = m->rows, in = m->cols, ra = p[WT_LP_GLORA_A1]->shape[0], rb = p[WT_LP_GLORA_B1]->shape[0];
+    float *a1 = f32(p[WT_LP_GLORA_A1]), *a2 = f32(p[WT_LP_GLORA_A2]), *b1 = f32(p[WT_LP_GLORA_B1]),
+          *b2 = f32(p[WT_LP_GLORA_B2]), *wa = core_alloc(sizeof(float) * (size_t)(o * ra)),
+          *wa1 = core_alloc(sizeof(float) * (size_t)(o * in));
+    int rc = a1 && a2 && b1 && b2 && wa && wa1 ? 0 : -1;
+    if (!rc) {
+        matmul(out, b2, b1, o, rb, in);
+        matmul(wa, orig, a2, o, in, ra);
+        matmul(wa1, wa, a1, o, ra, in);
+        for (int64_t k = 0; k < o * in; k++) out[k] += wa1[k];
+    }
+    core_free(a1);
+    core_free(a2);
+    core_free(b1);
+    core_free(b2);
+    core_free(wa);
+    core_free(wa1);
+    return rc;
+}
+
+/* a [n][n] := a^-1 by Gauss-Jordan with partial pivoting (double). -1
+ * when singular (I - Q for a skew Q never is). */
+static int invert(double *a, int n)
+{
+    double *inv = calloc((size_t)n * n, sizeof *inv);
+    if (!inv) return -1;
+    for (int i = 0; i < n; i++) inv[i * n + i] = 1;
+    for (int col = 0; col < n; col++) {
+        int piv = col;
+        for (int r = col + 1; r < n; r++)
+            if (fabs(a[r * n + col]) > fabs(a[piv * n + col])) piv = r;
+        if (a[piv * n + col] == 0) { free(inv); return -1; }
+        for (int j = 0; j < n; j++) {
+            double t = a[col * n + j]; a[col * n + j] = a[piv * n + j]; a[piv * n + j] = t;
+            t = inv[col * n + j]; inv[col * n + j] = inv[piv * n + j]; inv[piv * n + j] = t;
+        }
+        double d = a[col * n + col];
+        for (int j = 0; j < n; j++) a[col * n + j] /= d, inv[col * n + j] /= d;
+        for (int r = 0; r < n; r++) {
+            double f = a[r * n + col];
+            if (r == col || f == 0) continue;
+            for (int j = 0; j < n; j++) a[r * n + j] -= f * a[col * n + j], inv[r * n + j] -= f * inv[col * n + j];
+        }
+    }
+    memcpy(a, inv, sizeof *a * (size_t)n * n);
+    free(inv);
+    return 0;
+}
+
+/* kohya's oft_blocks B [k][n][n] -> R: Q = B - B^T scaled so that ||Q||
+ * (all blocks) is at most the constraint, R = (I + Q)(I - Q)^-1 per block. */
+static int oft_cayley(float *r, const float *b, int k, int n, float constraint)
+{
+    size_t nn = (size_t)n * n;
+    double norm = 0, *q = malloc(sizeof *q * nn * (size_t)k), *ip = malloc(sizeof *ip * nn), *im = malloc(sizeof *im * nn);
+    int rc = q && ip && im ? 0 : -1;
+    for (int64_t x = 0; !rc && x < k; x++)
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                float v = b[(x * n + i) * n + j] - b[(x * n + j) * n + i];
+                q[(x * n + i) * n + j] = v;
+                norm += (double)v * v;
+            }
+    float nq = (float)sqrt(norm), cl = nq < constraint ? nq : constraint;
+    float f = (cl + 1e-8f) / (nq + 1e-8f);
+    for (int x = 0; !rc && x < k; x++) {
+        const double *qx = q + (size_t)x * nn;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double v = (float)qx[i * n + j] * f; /* block_Q * factor, in float32 */
+                ip[i * n + j] = (i == j) + v;
+                im[i * n + j] = (i == j) - v;
+            }
+        if (invert(im, n)) { rc = -1; break; }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = 0;
+                for (int t = 0; t < n; t++) acc += ip[i * n + t] * im[t * n + j];
+                r[((size_t)x * n + i) * n + j] = (float)acc;
+            }
+    }
+    free(q);
+    free(ip);
+    free(im);
+    return rc;
+}
+
+/* OFT: row block x of W becomes R_x^T W_x (einsum 'k n m, k n ... -> k m
+ * ...'); the update is that minus W. */
+static int oft_updown(const wt_lora_module *m, const float *orig, float *out)
+{
+    int k = m->oft_blocks, n = m->oft_size, cols = m->cols;
+    const wt_tensor *b = m->part[m->part[WT_LP_OFT_BLOCKS] ? WT_LP_OFT_BLOCKS : WT_LP_OFT_DIAG];
+    float *r = f32(b);
+    if (!r) return -1;
+    float *q = NULL;
+    if (m->part[WT_LP_OFT_BLOCKS]) {
+        if (!(q = core_alloc(sizeof(float) * (size_t)k * n * n)) || oft_cayley(q, r, k, n, m->oft_constraint)) {
+            core_free(q);
+            core_free(r);
+            return -1;
+        }
+        core_free(r);
+        r = q;
+    }
+    for (int x = 0; x < k; x++)
+        for (int mo = 0; mo < n; mo++)
+            for (int c = 0; c < cols; c++) {
+                double acc = 0;
+                for (int j = 0; j < n; j++) acc += (double)r[((size_t)x * n + j) * n + mo] * orig[((size_t)x * n + j) * cols + c];
+                size_t o = ((size_t)x * n + mo) * cols + c;
+                out[o] = (float)acc - orig[o];
+            }
+    core_free(r);
+    return 0;
+}
+
 /* NetworkModule.apply_weight_decompose: W + updown rescaled so each input
  * column's norm (over outputs and kernel taps) becomes dora_scale's, as
  * torch broadcasts dora_scale [1][in] (per input) or [out][1]. */
@@ -208,6 +343,13 @@ static int lora_module_updown(const wt_lora_module *m, const float *orig, float 
     case WT_LK_LORA: rc = lora_updown(m, out); break;
     case WT_LK_HADA: rc = hada_updown(m, n, out); break;
     case WT_LK_LOKR: rc = lokr_updown(m, out); break;
+    case WT_LK_IA3: rc = ia3_updown(m, orig, out); break;
+    case WT_LK_GLORA: rc = glora_updown(m, orig, out); break;
+    case WT_LK_OFT: rc = oft_updown(m, orig, out); break;
+    case WT_LK_NORM:
+        wt_convert_f32(out, m->part[WT_LP_W_NORM]);
+        rc = 0;
+        break;
     default:
         wt_convert_f32(out, m->part[WT_LP_DIFF]);
         rc = 0;
@@ -368,8 +510,8 @@ static int merge_f32(float *acc, const contrib *c, int n, const wt_lora_use *use
         const wt_lora_use *u = &uses[c[i].use];
         const wt_lora_module *m = &u->lora->mods[c[i].mod];
         float mult = m->te ? u->te_mult : u->unet_mult;
-        if (c[i].bias) { /* ex_bias: diff_b times the multiplier */
-            float *b = f32(m->part[WT_LP_DIFF_B]);
+        if (c[i].bias) { /* ex_bias: diff_b or b_norm times the multiplier */
+            float *b = f32(wt_lora_bias_part(m));
             if (!b) { core_free(tmp); return -1; }
             for (size_t k = 0; k < total; k++) acc[k] += b[k] * mult;
             core_free(b);
@@ -505,7 +647,7 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
     wt_merged *s = calloc(1, sizeof *s);
     int nc = 0;
     for (int u = 0; u < n_uses; u++)
-        for (int i = 0; i < uses[u].lora->n_mods; i++) nc += 1 + (uses[u].lora->mods[i].part[WT_LP_DIFF_B] != NULL);
+        for (int i = 0; i < uses[u].lora->n_mods; i++) nc += 1 + (wt_lora_bias_part(&uses[u].lora->mods[i]) != NULL);
     contrib *c = malloc(sizeof *c * (size_t)(nc ? nc : 1));
     if (!s || !c || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v)) ||
         !(s->lr = calloc((size_t)(nc ? nc : 1), sizeof *s->lr)))
@@ -517,7 +659,7 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
         for (int i = 0; i < uses[u].lora->n_mods; i++) {
             const wt_lora_module *m = &uses[u].lora->mods[i];
             c[nc++] = (contrib){m->target, u, i, 0};
-            if (m->part[WT_LP_DIFF_B]) c[nc++] = (contrib){m->target_bias, u, i, 1};
+            if (wt_lora_bias_part(m)) c[nc++] = (contrib){m->target_bias, u, i, 1};
         }
     qsort(c, (size_t)nc, sizeof *c, cmp_contrib);
     for (int i = 0; i < nc;) {
@@ -531,8 +673,9 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
         merged_tensor *mt = &s->v[s->n++];
         const wt_lora_module *m0 = &uses[c[i].use].lora->mods[c[i].mod];
         mt->t = *c[i].target;
-        /* the text encoders compute in float32 whatever the U-Net's mode */
-        mt->t.dtype = m0->te || unet_dtype != FM_DT_BF16 ? FM_DT_F32 : FM_DT_BF16;
+        /* the text encoders compute in float32 whatever the U-Net's mode, and
+         * so do biases and norms (bf16 packs matrices only) */
+        mt->t.dtype = m0->te || unet_dtype != FM_DT_BF16 || mt->t.ndim < 2 ? FM_DT_F32 : FM_DT_BF16;
         mt->t.nbytes = core_dtype_bytes(mt->t.dtype, (size_t)wt_numel(c[i].target));
         if (!(mt->sig = signature(c + i, j - i, uses))) goto oom;
         merged_tensor *old = prev ? merged_find(prev, mt->t.name) : NULL;

@@ -69,7 +69,8 @@ static int layers_build(layers *L, const wt_source *src, fm_error *err)
         int mha = 0;
         if (has_suffix(t->name, ".in_proj_weight", &stem)) mha = 1;
         else if (!has_suffix(t->name, ".weight", &stem)) continue;
-        if (!wt_is_float(t->dtype) || (t->ndim != 2 && t->ndim != 4)) continue;
+        /* linear and conv weights; 1-D: a norm's scale (LyCORIS' norm modules) */
+        if (!wt_is_float(t->dtype) || (t->ndim != 2 && t->ndim != 4 && (t->ndim != 1 || mha))) continue;
         layer *l = &L->v[L->n];
         layer_name(t->name, l->name, stem);
         if (!l->name[0]) continue;
@@ -208,6 +209,10 @@ static const char *const part_names[WT_LP_COUNT] = {
     [WT_LP_LOKR_W1] = "lokr_w1", [WT_LP_LOKR_W1A] = "lokr_w1_a", [WT_LP_LOKR_W1B] = "lokr_w1_b",
     [WT_LP_LOKR_W2] = "lokr_w2", [WT_LP_LOKR_W2A] = "lokr_w2_a", [WT_LP_LOKR_W2B] = "lokr_w2_b",
     [WT_LP_LOKR_T2] = "lokr_t2", [WT_LP_DIFF] = "diff", [WT_LP_DIFF_B] = "diff_b",
+    [WT_LP_IA3_W] = "weight", [WT_LP_IA3_ON_INPUT] = "on_input", [WT_LP_W_NORM] = "w_norm",
+    [WT_LP_B_NORM] = "b_norm", [WT_LP_GLORA_A1] = "a1.weight", [WT_LP_GLORA_A2] = "a2.weight",
+    [WT_LP_GLORA_B1] = "b1.weight", [WT_LP_GLORA_B2] = "b2.weight", [WT_LP_OFT_BLOCKS] = "oft_blocks",
+    [WT_LP_OFT_DIAG] = "oft_diag",
     [WT_LP_ALPHA] = "alpha", [WT_LP_SCALE] = "scale", [WT_LP_DORA] = "dora_scale",
 };
 
@@ -401,9 +406,138 @@ static int scalar(const checker *c, int p, double *v)
     return 0;
 }
 
-/* Decides the module's kind (A1111 tries LoRA, LoHa, IA3, LoKr, full, in
- * that order), checks its factors against the target and fills scale.
- * 1: no kind merged here (counted as unmapped). */
+/* A one-value tensor read as a flag (IA3's on_input: a bool tensor). */
+static int flag(const checker *c, int p, int *v)
+{
+    const wt_tensor *t = c->m->part[p];
+    if (!t) return bad(c, "%s missing", part_names[p]);
+    if (wt_numel(t) != 1) return bad(c, "%s is not one value", part_names[p]);
+    if (wt_is_float(t->dtype)) {
+        float f;
+        wt_convert_f32(&f, t);
+        *v = f != 0;
+        return 0;
+    }
+    size_t es = core_dtype_size(t->dtype);
+    if (t->dtype != FM_DT_U8 && t->dtype != FM_DT_I32 && t->dtype != FM_DT_I64) return bad(c, "%s is not a number", part_names[p]);
+    int64_t x = 0;
+    memcpy(&x, t->data, es); /* little-endian: the low bytes */
+    *v = (es == 1 ? (x & 0xff) : es == 4 ? (int64_t)(int32_t)x : x) != 0;
+    return 0;
+}
+
+/* IA3 (network_ia3.py): W * w, w per output row or (on_input) per input
+ * column of a linear layer; torch's broadcasting fits no convolution. */
+static int check_ia3(const checker *c, wt_lora_module *m, int64_t *numel)
+{
+    const wt_tensor *w = m->part[WT_LP_IA3_W];
+    if (flag(c, WT_LP_IA3_ON_INPUT, &m->ia3_on_input)) return -1;
+    if (!wt_is_float(w->dtype)) return bad(c, "weight is not a float tensor");
+    if (m->target->ndim != 2) return bad(c, "IA3 on %s, not a linear layer", m->target->name);
+    int64_t want = m->ia3_on_input ? m->cols : m->rows;
+    int fits = wt_numel(w) == want && (!m->ia3_on_input || (w->ndim >= 1 && w->shape[w->ndim - 1] == want));
+    if (!fits) return bad(c, "weight has %lld values, the layer %lld %s", (long long)wt_numel(w), (long long)want,
+                          m->ia3_on_input ? "inputs" : "outputs");
+    *numel = (int64_t)m->rows * m->cols;
+    return 0;
+}
+
+/* GLoRA (network_glora.py): b2 b1 + W a2 a1 on a linear layer. */
+static int check_glora(const checker *c, const wt_lora_module *m, int64_t *numel)
+{
+    const wt_tensor *const *p = m->part;
+    for (int q = WT_LP_GLORA_A1; q <= WT_LP_GLORA_B2; q++)
+        if (factor(c, q, 0)) return -1;
+    if (m->target->ndim != 2) return bad(c, "GLoRA on %s, not a linear layer", m->target->name);
+    const wt_tensor *a1 = p[WT_LP_GLORA_A1], *a2 = p[WT_LP_GLORA_A2], *b1 = p[WT_LP_GLORA_B1], *b2 = p[WT_LP_GLORA_B2];
+    int64_t o = m->rows, in = m->cols;
+    if (a2->shape[0] != in || a2->shape[1] != a1->shape[0] || a1->shape[1] != in)
+        return bad(c, "a1.weight/a2.weight do not fit %s [%lld, %lld]", m->target->name, (long long)o, (long long)in);
+    if (b2->shape[0] != o || b2->shape[1] != b1->shape[0] || b1->shape[1] != in)
+        return bad(c, "b1.weight/b2.weight do not fit %s [%lld, %lld]", m->target->name, (long long)o, (long long)in);
+    *numel = o * in;
+    return 0;
+}
+
+/* lyco_helpers.factorization(dimension, factor): dimension = m * n, m <= n,
+ * m the factor if it divides, else the divisor pair nearest to it. */
+static void factorization(int64_t dimension, int64_t factor, int64_t *m_out, int64_t *n_out)
+{
+    int64_t m, n;
+    if (factor > 0 && dimension % factor == 0) {
+        m = factor;
+        n = dimension / factor;
+    } else {
+        if (factor < 0) factor = dimension;
+        m = 1;
+        n = dimension;
+        int64_t length = m + n;
+        while (m < n) {
+            int64_t nm = m + 1;
+            while (dimension % nm) nm++;
+            int64_t nn = dimension / nm;
+            if (nm + nn > length || nm > factor) break;
+            m = nm;
+            n = nn;
+        }
+    }
+    *m_out = m < n ? m : n;
+    *n_out = m < n ? n : m;
+}
+
+/* OFT (network_oft.py): the rows of W in blocks, each turned by its block
+ * of R. kohya's oft_blocks [k][n][n] hold Q (R = Cayley of its skew part,
+ * ||Q|| clamped to alpha * rows); LyCORIS' oft_diag [k][n][n] is R itself
+ * with k, n as factorization(rows, n) gives them. */
+static int check_oft(const checker *c, wt_lora_module *m, int64_t *numel)
+{
+    int kohya = m->part[WT_LP_OFT_BLOCKS] != NULL;
+    int p = kohya ? WT_LP_OFT_BLOCKS : WT_LP_OFT_DIAG;
+    const wt_tensor *b = m->part[p];
+    if (!wt_is_float(b->dtype)) return bad(c, "%s is not a float tensor", part_names[p]);
+    if (b->ndim != 3 || b->shape[1] != b->shape[2] || wt_numel(b) == 0)
+        return bad(c, "%s is not [blocks, n, n]", part_names[p]);
+    int64_t rows = m->rows, k, n;
+    if (kohya) {
+        double alpha;
+        if (!m->part[WT_LP_ALPHA]) return bad(c, "alpha missing (kohya OFT's constraint)");
+        if (scalar(c, WT_LP_ALPHA, &alpha)) return -1;
+        k = b->shape[0];
+        n = rows / k;
+        m->oft_constraint = (float)alpha * (float)rows;
+    } else {
+        factorization(rows, b->shape[1], &n, &k);
+        m->oft_constraint = -1;
+    }
+    if (k * n != rows || b->shape[0] != k || b->shape[1] != n) {
+        char tgt[96];
+        shape_str(tgt, sizeof tgt, m->target);
+        return bad(c, "%s [%lld, %lld, %lld] does not fit %s %s", part_names[p], (long long)b->shape[0],
+                   (long long)b->shape[1], (long long)b->shape[2], m->target->name, tgt);
+    }
+    m->oft_blocks = (int)k;
+    m->oft_size = (int)n;
+    *numel = (int64_t)m->rows * m->cols;
+    return 0;
+}
+
+/* LyCORIS norm (network_norm.py): w_norm added to a norm's scale, b_norm
+ * to its bias. */
+static int check_norm(const checker *c, const wt_lora_module *m, int64_t *numel)
+{
+    const wt_tensor *w = m->part[WT_LP_W_NORM], *b = m->part[WT_LP_B_NORM];
+    if (m->target->ndim != 1) return bad(c, "w_norm/b_norm for %s, not a norm layer", m->target->name);
+    if (!wt_is_float(w->dtype) || !wt_is_float(b->dtype)) return bad(c, "w_norm/b_norm are not float tensors");
+    if (!m->target_bias) return bad(c, "b_norm for a layer without a bias");
+    if (wt_numel(b) != wt_numel(m->target_bias))
+        return bad(c, "b_norm has %lld values, the bias %lld", (long long)wt_numel(b), (long long)wt_numel(m->target_bias));
+    *numel = wt_numel(w);
+    return 0;
+}
+
+/* Decides the module's kind (A1111 tries LoRA, LoHa, IA3, LoKr, full,
+ * norm, GLoRA, OFT, in that order), checks its factors against the target
+ * and fills scale. 1: no kind merged here (counted as unmapped). */
 static int check_module(const checker *c, wt_lora_module *m)
 {
     const wt_tensor *const *p = m->part;
@@ -419,6 +553,9 @@ static int check_module(const checker *c, wt_lora_module *m)
         if (!rc) rc = check_hada_pair(c, WT_LP_HADA_W2A, WT_LP_HADA_W2B, WT_LP_HADA_T2, &n2);
         if (!rc && n2 != numel) rc = bad(c, "the two Hadamard factors differ in size");
         dim = (int)dim0(p[WT_LP_HADA_W1B]);
+    } else if (p[WT_LP_IA3_W]) {
+        m->kind = WT_LK_IA3;
+        rc = check_ia3(c, m, &numel);
     } else if ((p[WT_LP_LOKR_W1] || (p[WT_LP_LOKR_W1A] && p[WT_LP_LOKR_W1B])) &&
                (p[WT_LP_LOKR_W2] || (p[WT_LP_LOKR_W2A] && p[WT_LP_LOKR_W2B]))) {
         m->kind = WT_LK_LOKR;
@@ -437,10 +574,21 @@ static int check_module(const checker *c, wt_lora_module *m)
             else if (!wt_is_float(p[WT_LP_DIFF_B]->dtype) || wt_numel(p[WT_LP_DIFF_B]) != m->rows)
                 rc = bad(c, "diff_b has %lld values, the bias %d", (long long)wt_numel(p[WT_LP_DIFF_B]), m->rows);
         }
+    } else if (p[WT_LP_W_NORM] && p[WT_LP_B_NORM]) {
+        m->kind = WT_LK_NORM;
+        rc = check_norm(c, m, &numel);
+    } else if (p[WT_LP_GLORA_A1] && p[WT_LP_GLORA_A2] && p[WT_LP_ALPHA] && p[WT_LP_GLORA_B1] && p[WT_LP_GLORA_B2]) {
+        m->kind = WT_LK_GLORA;
+        rc = check_glora(c, m, &numel);
+    } else if (p[WT_LP_OFT_BLOCKS] || p[WT_LP_OFT_DIAG]) {
+        m->kind = WT_LK_OFT;
+        rc = check_oft(c, m, &numel);
     } else {
         return 1;
     }
     if (rc) return -1;
+    if (m->target->ndim == 1 && m->kind != WT_LK_NORM)
+        return bad(c, "%s is a norm's scale: only w_norm/b_norm update it", m->target->name);
     int64_t want = (int64_t)m->rows * m->cols;
     if (numel != want) {
         char have[96], tgt[96];
@@ -458,7 +606,8 @@ static int check_module(const checker *c, wt_lora_module *m)
     } else if (dim && p[WT_LP_ALPHA]) {
         scale = alpha / dim; /* a Python float, used as float32 by the tensor product */
     }
-    m->scale = (float)scale;
+    /* network_oft.py sets its scale to 1 whatever the file says */
+    m->scale = m->kind == WT_LK_OFT ? 1.0f : (float)scale;
     if (p[WT_LP_DORA]) {
         const wt_tensor *d = p[WT_LP_DORA];
         int64_t in = m->target->ndim == 4 ? m->target->shape[1] : m->cols;
@@ -597,7 +746,7 @@ wt_lora *wt_lora_open(const char *path, const wt_source *model, const wt_model_c
         else if (m) m->part[p] = t;
         else if (add_unmapped(l, t->name)) rc = core_fail(err, FM_EINPUT, "out of memory");
     }
-    if (!rc && !l->n_mods) rc = wt_fail(err, l->src, "no LoRA/LyCORIS keys (lora_up/lora_down, hada_*, lokr_*, diff): not an adapter file");
+    if (!rc && !l->n_mods) rc = wt_fail(err, l->src, "no LoRA/LyCORIS keys (lora_up/lora_down, hada_*, lokr_*, diff, IA3, OFT, GLoRA, norm): not an adapter file");
     if (!rc && is_sdxl_file(l) && !sdxl)
         rc = wt_fail(err, l->src, "a LoRA for SDXL (it has lora_te2_ keys), the model is %s", family_name(cfg->family));
     if (!rc && !(maps = calloc((size_t)l->n_mods, sizeof *maps))) rc = core_fail(err, FM_EINPUT, "out of memory");

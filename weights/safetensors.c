@@ -13,6 +13,7 @@
 static const struct { const char *name; core_dtype dtype; } dtypes[] = {
     {"F32", FM_DT_F32}, {"F16", FM_DT_F16}, {"BF16", FM_DT_BF16}, {"F64", FM_DT_F64},
     {"I64", FM_DT_I64}, {"I32", FM_DT_I32}, {"U8", FM_DT_U8},
+    {"BOOL", FM_DT_U8}, /* one byte, 0 or 1 (IA3's on_input) */
 };
 
 static int parse_dtype(const char *s, core_dtype *out)

@@ -5,8 +5,10 @@ A1111's own Lora extension makes of them.
 
 What it runs: AUTOMATIC1111/stable-diffusion-webui extensions-builtin/Lora
 (v1.10 line: network.py with DoRA's apply_weight_decompose, network_lora.py,
-network_hada.py, network_lokr.py, network_full.py, lyco_helpers.py, and
-networks.py's convert_diffusers_name_to_compvis), imported from a directory
+network_hada.py, network_ia3.py, network_lokr.py, network_full.py,
+network_norm.py, network_glora.py, network_oft.py (kohya oft_blocks and
+LyCORIS oft_diag; needs einops), lyco_helpers.py, and networks.py's
+convert_diffusers_name_to_compvis), imported from a directory
 given as A1111_LORA (those files as upstream has them, plus stub packages
 for the few `modules.*` names they import at load time: sd_models, hashes,
 shared, cache, errors, devices (cpu, float32), models.sd3.mmdit.QkvLinear,
@@ -44,15 +46,20 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.environ.get("A1111_LORA", "/tmp/a1111"))
 import network  # noqa: E402
 import network_full  # noqa: E402
+import network_glora  # noqa: E402
 import network_hada  # noqa: E402
+import network_ia3  # noqa: E402
 import network_lokr  # noqa: E402
 import network_lora  # noqa: E402
+import network_norm  # noqa: E402
+import network_oft  # noqa: E402
 import networks_convert  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 DATA = os.path.join(ROOT, "tests", "data")
-MODULE_TYPES = [network_lora.ModuleTypeLora(), network_hada.ModuleTypeHada(), network_lokr.ModuleTypeLokr(),
-                network_full.ModuleTypeFull()]
+MODULE_TYPES = [network_lora.ModuleTypeLora(), network_hada.ModuleTypeHada(), network_ia3.ModuleTypeIa3(),
+                network_lokr.ModuleTypeLokr(), network_full.ModuleTypeFull(), network_norm.ModuleTypeNorm(),
+                network_glora.ModuleTypeGLora(), network_oft.ModuleTypeOFT()]  # networks.py's module_types
 
 
 def layer_mapping(sd, sdxl):
@@ -66,7 +73,7 @@ def layer_mapping(sd, sdxl):
                 continue
             if k.endswith(".in_proj_weight"):
                 out[(net + k[len(ck):-len(".in_proj_weight")]).replace(".", "_")] = ("mha", k)
-            elif k.endswith(".weight") and sd[k].ndim in (2, 4):
+            elif k.endswith(".weight") and sd[k].ndim in (1, 2, 4):  # 1: LayerNorm / GroupNorm
                 out[(net + k[len(ck):-len(".weight")]).replace(".", "_")] = ("plain", k)
     return out
 
@@ -103,7 +110,9 @@ def lookup(key, mapping, is_sd2):
 
 
 def torch_module(w):
-    if w.ndim == 4:
+    if w.ndim == 1:  # a norm: network_norm.py needs only its weight
+        c = torch.nn.LayerNorm(w.shape[0])
+    elif w.ndim == 4:
         c = torch.nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), padding=w.shape[2] // 2, bias=False)
     else:
         c = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -259,6 +268,46 @@ def sd1_adapters():
     return out
 
 
+def lycoris_adapters():
+    """IA3, OFT (kohya and LyCORIS), GLoRA, norm: the module types A1111 has beside LoRA/LoHa/LoKr/full."""
+    out = {}
+    torch.manual_seed(1621)
+    out["sd1_ia3"] = flat({
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q": {"weight": rnd(32, s=0.3), "on_input": torch.tensor(False)},
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": {"weight": rnd(32, s=0.3), "on_input": torch.tensor(False)},
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_ff_net_2": {"weight": rnd(1, 128, s=0.3), "on_input": torch.tensor(True)},
+        "lora_te_text_model_encoder_layers_0_mlp_fc1": {"weight": rnd(32, s=0.3), "on_input": torch.tensor(False),
+                                                        "scale": torch.tensor(0.5)},
+    })
+    torch.manual_seed(1622)
+    out["sd1_oft"] = flat({
+        # kohya: ||Q|| clamped to alpha * rows (0.032 here), and not (32)
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q": {"oft_blocks": rnd(4, 8, 8),
+                                                                       "alpha": torch.tensor(1e-3)},
+        "lora_unet_input_blocks_1_0_in_layers_2": {"oft_blocks": rnd(4, 8, 8, s=0.05), "alpha": torch.tensor(1.0)},
+        # LyCORIS: R itself, blocks as factorization(rows, n) gives them
+        "lora_unet_input_blocks_1_1_proj_out": {"oft_diag": torch.eye(4).repeat(8, 1, 1) + rnd(8, 4, 4, s=0.05)},
+        "lora_te_text_model_encoder_layers_0_self_attn_k_proj": {
+            "oft_diag": torch.eye(2).repeat(4, 1, 1) + rnd(4, 2, 2, s=0.05), "alpha": torch.tensor(3.0)},
+    })
+    torch.manual_seed(1623)
+    out["sd1_glora"] = flat({
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_v": {
+            "a1.weight": rnd(4, 32), "a2.weight": rnd(32, 4), "b1.weight": rnd(4, 32), "b2.weight": rnd(32, 4),
+            "alpha": torch.tensor(4.0)},
+        "lora_te_text_model_encoder_layers_0_mlp_fc2": {
+            "a1.weight": rnd(2, 32), "a2.weight": rnd(32, 2), "b1.weight": rnd(2, 32), "b2.weight": rnd(8, 2),
+            "alpha": torch.tensor(1.0)},
+    })
+    torch.manual_seed(1624)
+    out["sd1_norm"] = flat({
+        "lora_unet_input_blocks_1_1_norm": {"w_norm": rnd(32), "b_norm": rnd(32)},  # GroupNorm
+        "lora_unet_down_blocks_0_resnets_0_norm1": {"w_norm": rnd(32), "b_norm": rnd(32)},  # -> in_layers_0
+        "lora_te_text_model_encoder_layers_0_layer_norm1": {"w_norm": rnd(8), "b_norm": rnd(8)},  # LayerNorm
+    })
+    return out
+
+
 def sdxl_adapters():
     torch.manual_seed(1611)
     mods = {
@@ -291,13 +340,18 @@ CASES = [  # (case, base, [(adapter, te, unet)])
     ("sd1_peft", "sd1", [("sd1_peft", 1.0, 1.0)]),
     ("sd1_stack", "sd1", [("sd1_locon", 0.8, 0.8), ("sd1_loha", 0.5, 1.0)]),
     ("sdxl_lora", "sdxl", [("sdxl_lora", 0.8, 0.8)]),
+    ("sd1_ia3", "sd1", [("sd1_ia3", 0.8, 0.6)]),
+    ("sd1_oft", "sd1", [("sd1_oft", 0.7, 0.9)]),
+    ("sd1_glora", "sd1", [("sd1_glora", 1.0, 0.8)]),
+    ("sd1_norm", "sd1", [("sd1_norm", 0.5, 1.0)]),
+    ("sd1_lyco_stack", "sd1", [("sd1_oft", 0.7, 0.9), ("sd1_ia3", 0.8, 0.6)]),  # IA3 scales OFT's to_q
 ]
 
 
 def main():
     bases = {"sd1": load_file(os.path.join(DATA, "tiny-sd1.safetensors")),
              "sdxl": load_file(os.path.join(DATA, "tiny-sdxl.safetensors"))}
-    adapters = dict(sd1_adapters(), **sdxl_adapters())
+    adapters = dict(sd1_adapters(), **sdxl_adapters(), **lycoris_adapters())
     os.makedirs(os.path.join(DATA, "lora"), exist_ok=True)
     meta = {}
     for name, t in adapters.items():
