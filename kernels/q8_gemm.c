@@ -1,0 +1,494 @@
+/* The int8 GEMM on Q8_0 weights behind kn_linear and kn_conv2d, as ggml
+ * computes a Q8_0 product: every activation vector (a linear's input row,
+ * or a convolution's im2col column, K = cin*kh*kw in the weight row's own
+ * PyTorch order) is quantised per block of 32 along K to Q8_0
+ * (d = max|x| / 127 kept as fp16, q = round(x / d)), so its blocks line up
+ * with the weight row's blocks (a block may straddle input channels: both
+ * sides cut K the same way), and
+ *     y[o][p] = bias[o] + sum over blocks b, in order, of
+ *               (float)(sum_j qw[o][b][j] qx[p][b][j]) * (dw[o][b] * dx[p][b]).
+ * The integer sums are exact and each output's float sum runs over the
+ * blocks in the same order on every path, so the AVX-512 VNNI, AVX-VNNI and
+ * AVX2 kernels equal the plain loop (path "scalar") bit for bit
+ * (tests/test_q8_gemm.c, tests/test_gguf.c).
+ *
+ * Blocking of the fast paths. Columns are packed 16 at a time into panels:
+ * per block, the 16 columns' int8 values interleaved by 4 ([8][16][4], the
+ * operand order of vpdpbusd: one 32-bit lane = 4 consecutive K values of one
+ * column), their 16 scales and 16 corrections (below). A micro-kernel keeps
+ * one int32 lane per (row, column): a block's 8 vpdpbusd steps each
+ * broadcast 4 weight bytes of a row, so a lane ends the block holding that
+ * row's exact dot with that column; the lane is then scaled and added to its
+ * float accumulator, in block order, with no horizontal sums. vpdpbusd
+ * multiplies unsigned by signed bytes: the weights are offset to
+ * w + 128 (0..255) and each lane starts from the column block's correction
+ * -128 * sum_j qx_j, which makes the lane exactly sum_j w_j qx_j. The AVX2
+ * path (vpmaddubsw, no VNNI) takes |w| and x with w's sign instead (no
+ * correction; the 16-bit pairs cannot saturate: 2 * 128 * 127 < 32767).
+ * A thread packs a chunk of panels (about 1 MiB, so it stays in L2) and runs
+ * every row block over it; when there are fewer chunks than threads (a
+ * linear on few tokens) the rows are split across threads too. */
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <string.h>
+#include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum {
+    QK = 32,             /* values per block */
+    QB = 34,             /* bytes of a Q8_0 weight block: fp16 scale, 32 int8 */
+    PW = 16,             /* columns per panel */
+    P_Q = 0,             /* panel block layout: int8 [8][PW][4] */
+    P_CORR = QK * PW,    /* int32 [PW]: -128 * sum of the column's block */
+    P_D = P_CORR + 4 * PW, /* float [PW]: the column's block scale */
+    PB = P_D + 4 * PW,   /* bytes per panel per block */
+    CHUNK_BYTES = 1 << 20,
+};
+
+/* One quantised activation block. */
+typedef struct q8_act {
+    float d;
+    int8_t q[QK];
+} q8_act;
+
+static void quantise_act(q8_act *a, const float *x)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    /* ggml keeps the activation scale as fp16 too (block_q8_0) */
+    a->d = core_f16_to_f32_1(core_f32_to_f16_1(d));
+    for (int j = 0; j < QK; j++) a->q[j] = (int8_t)roundf(x[j] * id);
+}
+
+static float w_scale(const uint8_t *b) { return core_f16_to_f32_1((uint16_t)(b[0] | b[1] << 8)); }
+
+/* ---- where the columns come from, and where the outputs go ---- */
+
+/* The GEMM's N columns of K = w->cols values: column p is x + p*K (a
+ * linear's rows), or the im2col column of output pixel p of conv over
+ * images x [n][cin][h][w]. Output (o, p) is y[o*so + p*sp], with the conv's
+ * pixels of image p / fold at y + (p / fold) * fold_stride. */
+typedef struct q8_problem {
+    const kn_mat *w;
+    const float *bias;
+    const float *x;
+    const kn_conv *conv; /* NULL for a linear */
+    int h, wd, oh, ow;
+    int N;
+    float *y;
+    size_t so, sp, fold, fold_stride;
+} q8_problem;
+
+static float *out_at(const q8_problem *P, int o, int p)
+{
+    size_t img = (size_t)p / P->fold, r = (size_t)p % P->fold;
+    return P->y + img * P->fold_stride + r * P->sp + (size_t)o * P->so;
+}
+
+/* Values k0..k0+QK of column p. */
+static void gather_block(const q8_problem *P, int p, int k0, float *v)
+{
+    if (!P->conv) {
+        memcpy(v, P->x + (size_t)p * P->w->cols + k0, QK * sizeof(float));
+        return;
+    }
+    const kn_conv *c = P->conv;
+    int ohw = P->oh * P->ow, img = p / ohw, oy = (p % ohw) / P->ow, ox = p % P->ow, taps = c->kh * c->kw;
+    const float *xi = P->x + (size_t)img * c->cin * P->h * P->wd;
+    for (int j = 0; j < QK; j++) {
+        int k = k0 + j, ci = k / taps, ky = k % taps / c->kw, kx = k % c->kw;
+        int iy = oy * c->stride - c->pad_t + ky, ix = ox * c->stride - c->pad_l + kx;
+        v[j] = iy >= 0 && iy < P->h && ix >= 0 && ix < P->wd ? xi[((size_t)ci * P->h + iy) * P->wd + ix] : 0.0f;
+    }
+}
+
+/* ---- the plain loop ---- */
+
+static void q8_gemm_ref(const q8_problem *P, q8_act *col, float *v)
+{
+    int nb = P->w->cols / QK;
+    const uint8_t *wd = P->w->data;
+    for (int p = 0; p < P->N; p++) {
+        for (int b = 0; b < nb; b++) {
+            gather_block(P, p, b * QK, v);
+            quantise_act(&col[b], v);
+        }
+        for (int o = 0; o < P->w->rows; o++) {
+            const uint8_t *wr = wd + (size_t)o * nb * QB;
+            float sum = 0.0f;
+            for (int b = 0; b < nb; b++) {
+                const int8_t *qw = (const int8_t *)(wr + (size_t)b * QB + 2);
+                int32_t dot = 0;
+                for (int j = 0; j < QK; j++) dot += (int32_t)qw[j] * col[b].q[j];
+                sum += (float)dot * (w_scale(wr + (size_t)b * QB) * col[b].d);
+            }
+            *out_at(P, o, p) = sum + (P->bias ? P->bias[o] : 0.0f);
+        }
+    }
+}
+
+
+/* ---- panels ---- */
+
+/* Panel of columns p0 .. p0+PW (columns past N are zero). */
+static void pack_panel(const q8_problem *P, int p0, uint8_t *pan)
+{
+    int nb = P->w->cols / QK;
+    float v[QK];
+    for (int b = 0; b < nb; b++) {
+        uint8_t *pb = pan + (size_t)b * PB;
+        int32_t *corr = (int32_t *)(pb + P_CORR);
+        float *d = (float *)(pb + P_D);
+        for (int j = 0; j < PW; j++) {
+            q8_act a = {0};
+            if (p0 + j < P->N) {
+                gather_block(P, p0 + j, b * QK, v);
+                quantise_act(&a, v);
+            }
+            int32_t s = 0;
+            for (int i = 0; i < QK; i++) {
+                pb[P_Q + (i / 4) * PW * 4 + j * 4 + i % 4] = (uint8_t)a.q[i];
+                s += a.q[i];
+            }
+            corr[j] = -128 * s;
+            d[j] = a.d;
+        }
+    }
+}
+
+/* ---- micro-kernels: out[r][0 .. 16*np) for rows w .. w+mr (row stride ws
+ * bytes) over np panels (stride ps bytes), nb blocks ---- */
+
+#if defined(__x86_64__)
+static inline uint32_t load_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* AVX-512 VNNI: up to 4 rows x 2 panels (16 float + 8... accumulators). */
+#define MK512_BODY(MR, NP)                                                                              \
+    __m512 f[MR][NP];                                                                                   \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int v = 0; v < NP; v++) f[r][v] = _mm512_setzero_ps();                                     \
+    for (int b = 0; b < nb; b++) {                                                                      \
+        __m512i acc[MR][NP];                                                                            \
+        for (int v = 0; v < NP; v++) {                                                                  \
+            __m512i c0 = _mm512_loadu_si512(pan + v * ps + (size_t)b * PB + P_CORR);                    \
+            for (int r = 0; r < MR; r++) acc[r][v] = c0;                                                \
+        }                                                                                               \
+        const uint8_t *wb = w + (size_t)b * QB + 2;                                                     \
+        for (int k4 = 0; k4 < QK / 4; k4++) {                                                           \
+            __m512i a[NP];                                                                              \
+            for (int v = 0; v < NP; v++) a[v] = _mm512_loadu_si512(pan + v * ps + (size_t)b * PB + k4 * 64); \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m512i wv = _mm512_set1_epi32((int)(load_u32(wb + r * ws + k4 * 4) ^ 0x80808080u));    \
+                for (int v = 0; v < NP; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], wv, a[v]);      \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < MR; r++) {                                                                  \
+            __m512 dw = _mm512_set1_ps(w_scale(w + r * ws + (size_t)b * QB));                           \
+            for (int v = 0; v < NP; v++) {                                                              \
+                __m512 dx = _mm512_loadu_ps((const float *)(pan + v * ps + (size_t)b * PB + P_D));                        \
+                __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(dw, dx));          \
+                f[r][v] = _mm512_add_ps(f[r][v], t);                                                    \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int v = 0; v < NP; v++) _mm512_storeu_ps(out + r * 2 * PW + v * PW, f[r][v]);
+
+#define MK_ARGS const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out
+#define T512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+T512 static void mk512_4x2(MK_ARGS) { MK512_BODY(4, 2) }
+T512 static void mk512_4x1(MK_ARGS) { MK512_BODY(4, 1) }
+T512 static void mk512_1x2(MK_ARGS) { MK512_BODY(1, 2) }
+T512 static void mk512_1x1(MK_ARGS) { MK512_BODY(1, 1) }
+
+/* 256-bit: up to 2 rows x 1 panel (two 8-column halves). STEP(acc, wv, a)
+ * adds one 4-value step of one row to a lane vector. */
+#define MK256_BODY(MR, CORR, STEP)                                                                      \
+    __m256 f[MR][2];                                                                                    \
+    for (int r = 0; r < MR; r++) f[r][0] = f[r][1] = _mm256_setzero_ps();                               \
+    for (int b = 0; b < nb; b++) {                                                                      \
+        __m256i acc[MR][2];                                                                             \
+        for (int h = 0; h < 2; h++) {                                                                   \
+            __m256i c0 = CORR ? _mm256_loadu_si256((const __m256i *)(pan + (size_t)b * PB + P_CORR + h * 32)) \
+                              : _mm256_setzero_si256();                                                 \
+            for (int r = 0; r < MR; r++) acc[r][h] = c0;                                                \
+        }                                                                                               \
+        const uint8_t *wb = w + (size_t)b * QB + 2;                                                     \
+        for (int k4 = 0; k4 < QK / 4; k4++) {                                                           \
+            __m256i a0 = _mm256_loadu_si256((const __m256i *)(pan + (size_t)b * PB + k4 * 64));         \
+            __m256i a1 = _mm256_loadu_si256((const __m256i *)(pan + (size_t)b * PB + k4 * 64 + 32));    \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m256i wv = _mm256_set1_epi32((int)load_u32(wb + r * ws + k4 * 4));                    \
+                STEP(acc[r][0], wv, a0);                                                                \
+                STEP(acc[r][1], wv, a1);                                                                \
+            }                                                                                           \
+        }                                                                                               \
+        __m256 dx0 = _mm256_loadu_ps((const float *)(pan + (size_t)b * PB + P_D));                      \
+        __m256 dx1 = _mm256_loadu_ps((const float *)(pan + (size_t)b * PB + P_D + 32));                 \
+        for (int r = 0; r < MR; r++) {                                                                  \
+            __m256 dw = _mm256_set1_ps(w_scale(w + r * ws + (size_t)b * QB));                           \
+            f[r][0] = _mm256_add_ps(f[r][0], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(dw, dx0))); \
+            f[r][1] = _mm256_add_ps(f[r][1], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(dw, dx1))); \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int r = 0; r < MR; r++) {                                                                      \
+        _mm256_storeu_ps(out + r * 2 * PW, f[r][0]);                                                    \
+        _mm256_storeu_ps(out + r * 2 * PW + 8, f[r][1]);                                                \
+    }
+
+/* AVX-VNNI: weights offset to unsigned, lanes start from the correction. */
+#define STEP_AVXVNNI(acc, wv, a) acc = _mm256_dpbusd_avx_epi32(acc, _mm256_xor_si256(wv, _mm256_set1_epi8((char)0x80)), a)
+/* AVX2: |w| times x with w's sign, pairs to int32. */
+#define STEP_AVX2(acc, wv, a)                                                                           \
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv),        \
+                                                                       _mm256_sign_epi8(a, wv)),        \
+                                                  _mm256_set1_epi16(1)))
+
+#define TVNNI __attribute__((target("avx2,avxvnni")))
+#define TAVX2 __attribute__((target("avx2")))
+TVNNI static void mkvnni_2(MK_ARGS) { (void)ps; MK256_BODY(2, 1, STEP_AVXVNNI) }
+TVNNI static void mkvnni_1(MK_ARGS) { (void)ps; MK256_BODY(1, 1, STEP_AVXVNNI) }
+TAVX2 static void mkavx2_2(MK_ARGS) { (void)ps; MK256_BODY(2, 0, STEP_AVX2) }
+TAVX2 static void mkavx2_1(MK_ARGS) { (void)ps; MK256_BODY(1, 0, STEP_AVX2) }
+#endif
+
+typedef void (*mk_fn)(const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out);
+
+/* A path: its micro-kernels for [full rows][full panels], [1 row][full],
+ * [full][1 panel], [1][1] (mr rows, np panels at most). */
+typedef struct q8_path {
+    const char *name, *cpu;
+    int mr, np;
+    mk_fn k[4];
+} q8_path;
+
+static const q8_path paths[] = {
+    {"scalar", NULL, 0, 0, {0}},
+#if defined(__x86_64__)
+    {"avx2", "avx2", 2, 1, {mkavx2_2, mkavx2_1, mkavx2_2, mkavx2_1}},
+    {"avx-vnni", "avxvnni", 2, 1, {mkvnni_2, mkvnni_1, mkvnni_2, mkvnni_1}},
+    {"avx512-vnni", "avx512vnni", 4, 2, {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}},
+#endif
+};
+enum { N_PATHS = sizeof paths / sizeof paths[0] };
+
+static int path_runs(int i)
+{
+#if defined(__x86_64__)
+    if (!paths[i].cpu) return 1;
+    if (!__builtin_cpu_supports("avx2")) return 0;
+    if (!strcmp(paths[i].cpu, "avxvnni")) return __builtin_cpu_supports("avxvnni");
+    if (!strcmp(paths[i].cpu, "avx512vnni"))
+        return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw");
+    return 1;
+#else
+    return i == 0;
+#endif
+}
+
+/* The best path the chosen ISA allows (FM_ISA lowers it as for the GEMM):
+ * AVX-512 VNNI under avx512, AVX-VNNI or AVX2 under avx2, else scalar. */
+static int choose_path(void)
+{
+    kn_isa isa = kn_isa_chosen();
+    int best = 0;
+    for (int i = 1; i < N_PATHS; i++) {
+        int allowed = !strcmp(paths[i].name, "avx512-vnni") ? isa == FM_ISA_AVX512 : isa >= FM_ISA_AVX2;
+        if (allowed && path_runs(i)) best = i;
+    }
+    return best;
+}
+
+const char *kn_q8_path(void) { return paths[choose_path()].name; }
+
+/* ---- the blocked driver ---- */
+
+typedef struct q8_layout {
+    int nb, npanels, chunk_panels, nchunks, rows_per, nsplit, threads;
+    size_t panel_bytes, slice_bytes;
+} q8_layout;
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static q8_layout layout_of(int N, const kn_mat *w, int threads)
+{
+    q8_layout L = {.nb = w->cols / QK, .npanels = (N + PW - 1) / PW, .threads = threads > 0 ? threads : 1};
+    L.panel_bytes = (size_t)L.nb * PB;
+    size_t fit = CHUNK_BYTES / L.panel_bytes;
+    L.chunk_panels = fit < 2 ? 2 : fit > 16 ? 16 : (int)fit & ~1;
+    if (L.chunk_panels > L.npanels) L.chunk_panels = L.npanels > 0 ? L.npanels : 1;
+    L.nchunks = (L.npanels + L.chunk_panels - 1) / L.chunk_panels;
+    L.nsplit = 1;
+    if (L.nchunks < 2 * L.threads) {
+        int want = (2 * L.threads + L.nchunks - 1) / L.nchunks, most = (w->rows + 15) / 16;
+        L.nsplit = want < most ? want : most;
+    }
+    if (L.nsplit < 1) L.nsplit = 1;
+    L.rows_per = ((w->rows + L.nsplit - 1) / L.nsplit + 3) & ~3;
+    L.slice_bytes = align64((size_t)L.chunk_panels * L.panel_bytes) + align64(4 * 2 * PW * sizeof(float));
+    return L;
+}
+
+static size_t ref_scratch(int K) { return align64((size_t)(K / QK) * sizeof(q8_act)) + QK * sizeof(float); }
+
+static size_t fast_scratch(int N, const kn_mat *w, int threads)
+{
+    q8_layout L = layout_of(N, w, threads);
+    size_t fast = (size_t)L.threads * L.slice_bytes, ref = ref_scratch(w->cols);
+    return fast > ref ? fast : ref;
+}
+
+/* Rows [o0, o1) over the packed chunk starting at column p0 (np panels). */
+static void run_rows(const q8_problem *P, const q8_path *k, const uint8_t *pan, size_t ps, int np, int p0, int o0,
+                     int o1, float *tile)
+{
+    int nb = P->w->cols / QK;
+    size_t ws = (size_t)nb * QB;
+    const uint8_t *wd = P->w->data;
+    for (int o = o0; o < o1;) {
+        int mr = o1 - o >= k->mr ? k->mr : 1;
+        for (int v = 0; v < np;) {
+            int nv = np - v >= k->np ? k->np : 1;
+            mk_fn fn = k->k[(mr == 1) + 2 * (nv == 1 && k->np > 1)];
+            fn(wd + (size_t)o * ws, ws, nb, pan + (size_t)v * ps, ps, tile);
+            for (int r = 0; r < mr; r++) {
+                float b = P->bias ? P->bias[o + r] : 0.0f;
+                for (int j = 0; j < nv * PW; j++) {
+                    int p = p0 + v * PW + j;
+                    if (p < P->N) *out_at(P, o + r, p) = tile[r * 2 * PW + j] + b;
+                }
+            }
+            v += nv;
+        }
+        o += mr;
+    }
+}
+
+static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int threads)
+{
+    q8_layout L = layout_of(P->N, P->w, threads);
+    int items = L.nchunks * L.nsplit;
+    double flops = 2.0 * P->N * P->w->rows * (double)P->w->cols;
+#pragma omp parallel num_threads(L.threads) if (L.threads > 1 && flops > 2e6)
+    {
+        uint8_t *slice = (uint8_t *)base + (size_t)omp_get_thread_num() * L.slice_bytes;
+        float *tile = (float *)(slice + align64((size_t)L.chunk_panels * L.panel_bytes));
+        int packed = -1;
+#pragma omp for schedule(static)
+        for (int it = 0; it < items; it++) {
+            int chunk = it / L.nsplit, split = it % L.nsplit;
+            int pan0 = chunk * L.chunk_panels, np = L.npanels - pan0 < L.chunk_panels ? L.npanels - pan0 : L.chunk_panels;
+            if (packed != chunk) {
+                for (int v = 0; v < np; v++) pack_panel(P, (pan0 + v) * PW, slice + (size_t)v * L.panel_bytes);
+                packed = chunk;
+            }
+            int o0 = split * L.rows_per, o1 = o0 + L.rows_per < P->w->rows ? o0 + L.rows_per : P->w->rows;
+            if (o0 < o1) run_rows(P, k, slice, L.panel_bytes, np, pan0 * PW, o0, o1, tile);
+        }
+    }
+}
+
+/* Runs P on path i in scratch base (NULL: allocates it); -1 without memory. */
+static int q8_gemm_run(const q8_problem *P, int i, void *base, int threads)
+{
+    int nb = P->w->cols / QK;
+    void *own = NULL;
+    if (!base) {
+        base = own = core_alloc(i ? fast_scratch(P->N, P->w, threads) : ref_scratch(P->w->cols));
+        if (!base) return -1;
+    }
+    if (i) q8_gemm_fast(P, &paths[i], base, threads);
+    else q8_gemm_ref(P, base, (float *)((char *)base + align64((size_t)nb * sizeof(q8_act))));
+    core_free(own);
+    return 0;
+}
+
+static int path_index(const char *name)
+{
+    for (int i = 0; i < N_PATHS; i++)
+        if (!strcmp(paths[i].name, name)) return path_runs(i) ? i : -1;
+    return -1;
+}
+
+/* ---- linears ---- */
+
+int kn_q8_applies(const kn_mat *w) { return w->dtype == FM_DT_Q8_0 && w->cols % QK == 0 && w->cols > 0; }
+
+static q8_problem linear_problem(float *y, const float *x, int n, const kn_mat *w, const float *bias)
+{
+    return (q8_problem){.w = w, .bias = bias, .x = x, .N = n, .y = y, .so = 1, .sp = (size_t)w->rows,
+                        .fold = (size_t)n > 0 ? (size_t)n : 1, .fold_stride = 0};
+}
+
+size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads) { return fast_scratch(n, w, threads); }
+
+int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias)
+{
+    if (!s || !s->base || s->bytes < kn_q8_linear_scratch(n, w, s->threads)) return -1;
+    q8_problem P = linear_problem(y, x, n, w, bias);
+    return q8_gemm_run(&P, choose_path(), s->base, s->threads);
+}
+
+int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias)
+{
+    int i = path_index(path);
+    q8_problem P = linear_problem(y, x, n, w, bias);
+    return i < 0 ? -1 : q8_gemm_run(&P, i, NULL, kn_scratch_threads());
+}
+
+void kn_q8_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias)
+{
+    q8_problem P = linear_problem(y, x, n, w, bias);
+    if (q8_gemm_run(&P, 0, NULL, 1)) kn_linear_ref(y, x, n, w, bias); /* no memory: the float reference */
+}
+
+/* ---- convolutions ---- */
+
+int kn_q8_conv_applies(const kn_conv *c)
+{
+    return kn_q8_applies(&c->w) && c->w.cols == c->cin * c->kh * c->kw && c->w.rows == c->cout;
+}
+
+static q8_problem conv_problem(float *y, const float *x, const kn_conv *c, int n, int h, int w)
+{
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
+    size_t ohw = (size_t)oh * ow;
+    return (q8_problem){.w = &c->w, .bias = c->bias, .x = x, .conv = c, .h = h, .wd = w, .oh = oh, .ow = ow,
+                        .N = n * oh * ow, .y = y, .so = ohw, .sp = 1, .fold = ohw ? ohw : 1,
+                        .fold_stride = (size_t)c->cout * ohw};
+}
+
+size_t kn_q8_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
+{
+    return fast_scratch(n * kn_conv_out_h(c, h) * kn_conv_out_w(c, w), &c->w, threads);
+}
+
+int kn_q8_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
+{
+    if (!s || !s->base || s->bytes < kn_q8_conv2d_scratch(c, n, h, w, s->threads)) return -1;
+    q8_problem P = conv_problem(y, x, c, n, h, w);
+    return q8_gemm_run(&P, choose_path(), s->base, s->threads);
+}
+
+int kn_q8_conv2d_path(const char *path, float *y, const float *x, const kn_conv *c, int n, int h, int w)
+{
+    int i = path_index(path);
+    q8_problem P = conv_problem(y, x, c, n, h, w);
+    return i < 0 ? -1 : q8_gemm_run(&P, i, NULL, kn_scratch_threads());
+}
+
+void kn_q8_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w)
+{
+    q8_problem P = conv_problem(y, x, c, n, h, w);
+    if (q8_gemm_run(&P, 0, NULL, 1)) kn_conv2d_ref(y, x, c, n, h, w);
+}
