@@ -54,14 +54,36 @@ typedef struct q8_act {
     int8_t q[QK];
 } q8_act;
 
+/* roundf(v) for |v| <= 127, inline (the hot loops must not call libm):
+ * truncation, then away from zero when the dropped part is at least a half
+ * (v - trunc(v) is exact here). */
+static inline int round_q(float v)
+{
+    int t = (int)v;
+    float f = v - (float)t;
+    return t + (f >= 0.5f) - (f <= -0.5f);
+}
+
+/* ggml's quantize_row_q8_0 for one block. Values are clamped to +-127
+ * before rounding, which changes no finite result (|x| * (1/d) exceeds 127
+ * only by rounding) and keeps the infinite 1/d of a block of tiny values
+ * (below 127 * 2^-128) defined. */
 static void quantise_act(q8_act *a, const float *x)
 {
     float amax = 0.0f;
-    for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    for (int j = 0; j < QK; j++) {
+        float v = fabsf(x[j]);
+        amax = v > amax ? v : amax;
+    }
     float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     /* ggml keeps the activation scale as fp16 too (block_q8_0) */
     a->d = core_f16_to_f32_1(core_f32_to_f16_1(d));
-    for (int j = 0; j < QK; j++) a->q[j] = (int8_t)roundf(x[j] * id);
+    for (int j = 0; j < QK; j++) {
+        float v = x[j] * id;
+        v = v > 127.0f ? 127.0f : v;
+        v = v >= -127.0f ? v : -127.0f; /* and NaN */
+        a->q[j] = (int8_t)round_q(v);
+    }
 }
 
 static float w_scale(const uint8_t *b) { return core_f16_to_f32_1((uint16_t)(b[0] | b[1] << 8)); }
@@ -134,29 +156,78 @@ static void q8_gemm_ref(const q8_problem *P, q8_act *col, float *v)
 
 /* ---- panels ---- */
 
-/* Panel of columns p0 .. p0+PW (columns past N are zero). */
+/* The values k0 .. k0+QK of columns p0 .. p0+PW into v[value][column]
+ * (columns past N are zero): a conv's taps walk (ci, ky, kx) in the weight
+ * row's order, 16 columns per tap. */
+static void gather_panel_block(const q8_problem *P, int p0, int k0, float v[QK][PW])
+{
+    if (!P->conv) {
+        for (int j = 0; j < PW; j++) {
+            const float *xj = P->x + (size_t)(p0 + j) * P->w->cols + k0;
+            for (int i = 0; i < QK; i++) v[i][j] = p0 + j < P->N ? xj[i] : 0.0f;
+        }
+        return;
+    }
+    const kn_conv *c = P->conv;
+    int ohw = P->oh * P->ow, taps = c->kh * c->kw, iy0[PW], ix0[PW];
+    const float *img[PW];
+    for (int j = 0; j < PW; j++) {
+        int p = p0 + j < P->N ? p0 + j : 0;
+        img[j] = P->x + (size_t)(p / ohw) * c->cin * P->h * P->wd;
+        iy0[j] = p0 + j < P->N ? (p % ohw) / P->ow * c->stride - c->pad_t : -(1 << 28); /* past N: never inside */
+        ix0[j] = p % P->ow * c->stride - c->pad_l;
+    }
+    int ci = k0 / taps, ky = k0 % taps / c->kw, kx = k0 % c->kw;
+    for (int i = 0; i < QK; i++) {
+        size_t plane = (size_t)ci * P->h * P->wd;
+        for (int j = 0; j < PW; j++) {
+            int iy = iy0[j] + ky, ix = ix0[j] + kx;
+            v[i][j] = (unsigned)iy < (unsigned)P->h && (unsigned)ix < (unsigned)P->wd
+                          ? img[j][plane + (size_t)iy * P->wd + ix] : 0.0f;
+        }
+        if (++kx == c->kw) {
+            kx = 0;
+            if (++ky == c->kh) ky = 0, ci++;
+        }
+    }
+}
+
+/* Panel of columns p0 .. p0+PW: quantise_act on each column, written as
+ * loops over the 16 columns (which the compiler vectorises), then the bytes
+ * interleaved by 4. */
 static void pack_panel(const q8_problem *P, int p0, uint8_t *pan)
 {
     int nb = P->w->cols / QK;
-    float v[QK];
+    float v[QK][PW], amax[PW], id[PW];
+    int8_t q[QK][PW];
     for (int b = 0; b < nb; b++) {
         uint8_t *pb = pan + (size_t)b * PB;
         int32_t *corr = (int32_t *)(pb + P_CORR);
         float *d = (float *)(pb + P_D);
+        gather_panel_block(P, p0, b * QK, v);
+        for (int j = 0; j < PW; j++) amax[j] = 0.0f;
+        for (int i = 0; i < QK; i++)
+            for (int j = 0; j < PW; j++) {
+                float a = fabsf(v[i][j]);
+                amax[j] = a > amax[j] ? a : amax[j];
+            }
         for (int j = 0; j < PW; j++) {
-            q8_act a = {0};
-            if (p0 + j < P->N) {
-                gather_block(P, p0 + j, b * QK, v);
-                quantise_act(&a, v);
-            }
-            int32_t s = 0;
-            for (int i = 0; i < QK; i++) {
-                pb[P_Q + (i / 4) * PW * 4 + j * 4 + i % 4] = (uint8_t)a.q[i];
-                s += a.q[i];
-            }
-            corr[j] = -128 * s;
-            d[j] = a.d;
+            float dj = amax[j] / 127.0f;
+            id[j] = dj != 0.0f ? 1.0f / dj : 0.0f;
+            d[j] = core_f16_to_f32_1(core_f32_to_f16_1(dj));
+            corr[j] = 0;
         }
+        for (int i = 0; i < QK; i++)
+            for (int j = 0; j < PW; j++) {
+                float x = v[i][j] * id[j];
+                x = x > 127.0f ? 127.0f : x;
+                x = x >= -127.0f ? x : -127.0f;
+                q[i][j] = (int8_t)round_q(x);
+                corr[j] -= 128 * q[i][j];
+            }
+        for (int k4 = 0; k4 < QK / 4; k4++)
+            for (int j = 0; j < PW; j++)
+                for (int t = 0; t < 4; t++) pb[P_Q + k4 * PW * 4 + j * 4 + t] = (uint8_t)q[4 * k4 + t][j];
     }
 }
 
@@ -164,6 +235,10 @@ static void pack_panel(const q8_problem *P, int p0, uint8_t *pan)
  * bytes) over np panels (stride ps bytes), nb blocks ---- */
 
 #if defined(__x86_64__)
+/* A weight block's fp16 scale, converted in-line (F16C; exact, as
+ * core_f16_to_f32_1): a call here would spill every accumulator. */
+#define W_SCALE(b) _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((b)[0] | (b)[1] << 8)))
+
 static inline uint32_t load_u32(const uint8_t *p)
 {
     uint32_t v;
@@ -192,7 +267,7 @@ static inline uint32_t load_u32(const uint8_t *p)
             }                                                                                           \
         }                                                                                               \
         for (int r = 0; r < MR; r++) {                                                                  \
-            __m512 dw = _mm512_set1_ps(w_scale(w + r * ws + (size_t)b * QB));                           \
+            __m512 dw = _mm512_set1_ps(W_SCALE(w + r * ws + (size_t)b * QB));                           \
             for (int v = 0; v < NP; v++) {                                                              \
                 __m512 dx = _mm512_loadu_ps((const float *)(pan + v * ps + (size_t)b * PB + P_D));                        \
                 __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(dw, dx));          \
@@ -204,7 +279,7 @@ static inline uint32_t load_u32(const uint8_t *p)
         for (int v = 0; v < NP; v++) _mm512_storeu_ps(out + r * 2 * PW + v * PW, f[r][v]);
 
 #define MK_ARGS const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out
-#define T512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define T512 __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 T512 static void mk512_4x2(MK_ARGS) { MK512_BODY(4, 2) }
 T512 static void mk512_4x1(MK_ARGS) { MK512_BODY(4, 1) }
 T512 static void mk512_1x2(MK_ARGS) { MK512_BODY(1, 2) }
@@ -235,7 +310,7 @@ T512 static void mk512_1x1(MK_ARGS) { MK512_BODY(1, 1) }
         __m256 dx0 = _mm256_loadu_ps((const float *)(pan + (size_t)b * PB + P_D));                      \
         __m256 dx1 = _mm256_loadu_ps((const float *)(pan + (size_t)b * PB + P_D + 32));                 \
         for (int r = 0; r < MR; r++) {                                                                  \
-            __m256 dw = _mm256_set1_ps(w_scale(w + r * ws + (size_t)b * QB));                           \
+            __m256 dw = _mm256_set1_ps(W_SCALE(w + r * ws + (size_t)b * QB));                           \
             f[r][0] = _mm256_add_ps(f[r][0], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(dw, dx0))); \
             f[r][1] = _mm256_add_ps(f[r][1], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(dw, dx1))); \
         }                                                                                               \
@@ -253,8 +328,8 @@ T512 static void mk512_1x1(MK_ARGS) { MK512_BODY(1, 1) }
                                                                        _mm256_sign_epi8(a, wv)),        \
                                                   _mm256_set1_epi16(1)))
 
-#define TVNNI __attribute__((target("avx2,avxvnni")))
-#define TAVX2 __attribute__((target("avx2")))
+#define TVNNI __attribute__((target("avx2,f16c,avxvnni")))
+#define TAVX2 __attribute__((target("avx2,f16c")))
 TVNNI static void mkvnni_2(MK_ARGS) { (void)ps; MK256_BODY(2, 1, STEP_AVXVNNI) }
 TVNNI static void mkvnni_1(MK_ARGS) { (void)ps; MK256_BODY(1, 1, STEP_AVXVNNI) }
 TAVX2 static void mkavx2_2(MK_ARGS) { (void)ps; MK256_BODY(2, 0, STEP_AVX2) }
@@ -285,7 +360,7 @@ static int path_runs(int i)
 {
 #if defined(__x86_64__)
     if (!paths[i].cpu) return 1;
-    if (!__builtin_cpu_supports("avx2")) return 0;
+    if (!core_cpu_has_f16c_avx2()) return 0;
     if (!strcmp(paths[i].cpu, "avxvnni")) return __builtin_cpu_supports("avxvnni");
     if (!strcmp(paths[i].cpu, "avx512vnni"))
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
