@@ -285,6 +285,88 @@ T512 static void mk512_4x1(MK_ARGS) { MK512_BODY(4, 1) }
 T512 static void mk512_1x2(MK_ARGS) { MK512_BODY(1, 2) }
 T512 static void mk512_1x1(MK_ARGS) { MK512_BODY(1, 1) }
 
+/* The AVX-512 packer: pack_panel's arithmetic on 16 columns per vector
+ * (the same IEEE operations, so the same bits: max, divisions, vcvtps2ph
+ * rounding to nearest even as core_f32_to_f16_1, the clamps ordered so a
+ * NaN ends at -127 as there, round_q's truncate-and-adjust). The 16 columns
+ * of a stride-1 convolution's panel that lie in one output row read each
+ * tap as one masked load (lanes outside the image masked to zero). */
+#define T512P __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl")))
+T512P static int gather_row_segment(const q8_problem *P, int p0, int k0, __m512 v[QK])
+{
+    const kn_conv *c = P->conv;
+    int ohw = P->oh * P->ow;
+    if (c->stride != 1 || p0 + PW > P->N || p0 / ohw != (p0 + PW - 1) / ohw ||
+        (p0 % ohw) / P->ow != (p0 % ohw + PW - 1) / P->ow)
+        return 0;
+    int taps = c->kh * c->kw, oy = (p0 % ohw) / P->ow, ox0 = p0 % P->ow;
+    const float *img = P->x + (size_t)(p0 / ohw) * c->cin * P->h * P->wd;
+    int ci = k0 / taps, ky = k0 % taps / c->kw, kx = k0 % c->kw;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int i = 0; i < QK; i++) {
+        int iy = oy - c->pad_t + ky, ix = ox0 - c->pad_l + kx;
+        if ((unsigned)iy >= (unsigned)P->h) {
+            v[i] = _mm512_setzero_ps();
+        } else {
+            __m512i col = _mm512_add_epi32(lane, _mm512_set1_epi32(ix));
+            __mmask16 in = _mm512_cmpge_epi32_mask(col, _mm512_setzero_si512()) &
+                           _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(P->wd));
+            const float *row = img + ((size_t)ci * P->h + iy) * P->wd;
+            v[i] = _mm512_maskz_loadu_ps(in, row + ix); /* masked lanes are never read */
+        }
+        if (++kx == c->kw) {
+            kx = 0;
+            if (++ky == c->kh) ky = 0, ci++;
+        }
+    }
+    return 1;
+}
+
+T512P static void pack_panel_512(const q8_problem *P, int p0, uint8_t *pan)
+{
+    int nb = P->w->cols / QK;
+    float vs[QK][PW];
+    __m512 v[QK];
+    const __m512 half = _mm512_set1_ps(0.5f), top = _mm512_set1_ps(127.0f), bottom = _mm512_set1_ps(-127.0f);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *pb = pan + (size_t)b * PB;
+        if (!P->conv || !gather_row_segment(P, p0, b * QK, v)) {
+            gather_panel_block(P, p0, b * QK, vs);
+            for (int i = 0; i < QK; i++) v[i] = _mm512_loadu_ps(vs[i]);
+        }
+        __m512 amax = _mm512_setzero_ps();
+        for (int i = 0; i < QK; i++) amax = _mm512_max_ps(_mm512_abs_ps(v[i]), amax);
+        __m512 d = _mm512_div_ps(amax, top);
+        __mmask16 nz = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+        __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), d);
+        _mm512_storeu_ps(pb + P_D, _mm512_cvtph_ps(_mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        __m512i sum = _mm512_setzero_si512();
+        __m128i q[4];
+        for (int i = 0; i < QK; i++) {
+            __m512 x = _mm512_mul_ps(v[i], id);
+            x = _mm512_min_ps(top, x);    /* 127 < x ? 127 : x (NaN stays) */
+            x = _mm512_max_ps(x, bottom); /* x > -127 ? x : -127 (NaN -> -127) */
+            __m512i t = _mm512_cvttps_epi32(x);
+            __m512 f = _mm512_sub_ps(x, _mm512_cvtepi32_ps(t));
+            t = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ), t, _mm512_set1_epi32(1));
+            t = _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(f, _mm512_sub_ps(_mm512_setzero_ps(), half), _CMP_LE_OQ), t,
+                                      _mm512_set1_epi32(1));
+            sum = _mm512_add_epi32(sum, t);
+            q[i % 4] = _mm512_cvtepi32_epi8(t);
+            if (i % 4 == 3) { /* 4 values x 16 columns -> [16][4] */
+                __m128i a = _mm_unpacklo_epi8(q[0], q[1]), bb = _mm_unpackhi_epi8(q[0], q[1]);
+                __m128i c = _mm_unpacklo_epi8(q[2], q[3]), dd = _mm_unpackhi_epi8(q[2], q[3]);
+                uint8_t *o = pb + P_Q + (i / 4) * PW * 4;
+                _mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(a, c));
+                _mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(a, c));
+                _mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(bb, dd));
+                _mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(bb, dd));
+            }
+        }
+        _mm512_storeu_si512(pb + P_CORR, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-128)));
+    }
+}
+
 /* 256-bit: up to 2 rows x 1 panel (two 8-column halves). STEP(acc, wv, a)
  * adds one 4-value step of one row to a lane vector. */
 #define MK256_BODY(MR, CORR, STEP)                                                                      \
@@ -340,18 +422,21 @@ typedef void (*mk_fn)(const uint8_t *w, size_t ws, int nb, const uint8_t *pan, s
 
 /* A path: its micro-kernels for [full rows][full panels], [1 row][full],
  * [full][1 panel], [1][1] (mr rows, np panels at most). */
+typedef void (*pack_fn)(const q8_problem *P, int p0, uint8_t *pan);
+
 typedef struct q8_path {
     const char *name, *cpu;
     int mr, np;
     mk_fn k[4];
+    pack_fn pack;
 } q8_path;
 
 static const q8_path paths[] = {
-    {"scalar", NULL, 0, 0, {0}},
+    {"scalar", NULL, 0, 0, {0}, NULL},
 #if defined(__x86_64__)
-    {"avx2", "avx2", 2, 1, {mkavx2_2, mkavx2_1, mkavx2_2, mkavx2_1}},
-    {"avx-vnni", "avxvnni", 2, 1, {mkvnni_2, mkvnni_1, mkvnni_2, mkvnni_1}},
-    {"avx512-vnni", "avx512vnni", 4, 2, {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}},
+    {"avx2", "avx2", 2, 1, {mkavx2_2, mkavx2_1, mkavx2_2, mkavx2_1}, pack_panel},
+    {"avx-vnni", "avxvnni", 2, 1, {mkvnni_2, mkvnni_1, mkvnni_2, mkvnni_1}, pack_panel},
+    {"avx512-vnni", "avx512vnni", 4, 2, {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}, pack_panel_512},
 #endif
 };
 enum { N_PATHS = sizeof paths / sizeof paths[0] };
@@ -464,7 +549,7 @@ static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int 
             int chunk = it / L.nsplit, split = it % L.nsplit;
             int pan0 = chunk * L.chunk_panels, np = L.npanels - pan0 < L.chunk_panels ? L.npanels - pan0 : L.chunk_panels;
             if (packed != chunk) {
-                for (int v = 0; v < np; v++) pack_panel(P, (pan0 + v) * PW, slice + (size_t)v * L.panel_bytes);
+                for (int v = 0; v < np; v++) k->pack(P, (pan0 + v) * PW, slice + (size_t)v * L.panel_bytes);
                 packed = chunk;
             }
             int o0 = split * L.rows_per, o1 = o0 + L.rows_per < P->w->rows ? o0 + L.rows_per : P->w->rows;

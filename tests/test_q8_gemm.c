@@ -7,7 +7,9 @@
  * the float reference on the dequantised weights (kn_*_ref), the error
  * q8_0 activations allow (half a step of max|x|/127 per value). Shapes cut
  * the panels (16 columns) and row blocks (4 rows) unevenly, and the convs'
- * K blocks straddle input channels (cin * 9 values per row). */
+ * K blocks straddle input channels (cin * 9 values per row); blocks of
+ * zeros, of subnormals, with a NaN and with rounding ties check the
+ * vectorised quantisers against the scalar one. */
 #include "testutil.h"
 
 #include "kernels/kernels.h"
@@ -52,6 +54,11 @@ static void test_linear_paths(void **state)
         float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float)), *fl = malloc(ny * sizeof(float));
         tu_fill_random(x, (size_t)n * cols, 7 + c);
         tu_fill_random(bias, rows, 9 + c);
+        if (n * cols >= 4 * 32) { /* blocks of zeros, of tiny values (1/d infinite), with a NaN, with ties */
+            for (int j = 0; j < 32; j++) x[j] = 0.0f, x[32 + j] = j % 2 ? 1e-40f : -3e-39f;
+            x[64 + 5] = NAN;
+            for (int j = 0; j < 32; j++) x[96 + j] = (float)(j - 16) * 127.0f / 16.0f / 2.0f; /* q = +-x.5 */
+        }
         kn_q8_linear_ref(ref, x, n, &m, bias);
         kn_linear(got, x, n, &m, bias);
         assert_memory_equal(got, ref, ny * sizeof(float));
@@ -63,6 +70,10 @@ static void test_linear_paths(void **state)
             }
             if (memcmp(got, ref, ny * sizeof(float)))
                 fail_msg("linear %dx%dx%d: path %s differs from the plain loop", n, rows, cols, PATHS[p]);
+        }
+        if (n * cols >= 4 * 32) { /* the float bound on finite inputs */
+            x[64 + 5] = 0.5f;
+            kn_q8_linear_ref(ref, x, n, &m, bias);
         }
         kn_linear_ref(fl, x, n, &m, bias);
         tu_assert_close(ref, fl, ny, 2e-2 * max_abs(fl, ny), "q8_0 linear vs float");
@@ -81,6 +92,8 @@ static void test_conv_paths(void **state)
         {1, 32, 4, 3, 1, 0, 6, 6},   /* no padding */
         {2, 96, 33, 1, 1, 0, 5, 7},  /* 1x1 */
         {1, 320, 320, 3, 1, 1, 8, 8},
+        {1, 32, 6, 3, 1, 1, 5, 20},  /* panels inside an output row and across rows */
+        {2, 64, 8, 3, 1, 1, 4, 32},  /* every panel inside a row, both edges padded */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         kn_conv cv = {.cin = cases[c].cin, .cout = cases[c].cout, .kh = cases[c].k, .kw = cases[c].k,
