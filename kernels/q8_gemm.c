@@ -246,7 +246,7 @@ static inline uint32_t load_u32(const uint8_t *p)
     return v;
 }
 
-/* AVX-512 VNNI: up to 4 rows x 2 panels (16 float + 8... accumulators). */
+/* AVX-512 VNNI: up to 4 rows x 2 panels (8 float and 8 int32 accumulators). */
 #define MK512_BODY(MR, NP)                                                                              \
     __m512 f[MR][NP];                                                                                   \
     for (int r = 0; r < MR; r++)                                                                        \
