@@ -46,6 +46,7 @@ enum {
     P_D = P_CORR + 4 * PW, /* float [PW]: the column's block scale */
     PB = P_D + 4 * PW,   /* bytes per panel per block */
     CHUNK_BYTES = 1 << 20,
+    TILE_ROWS = 32,      /* the micro-kernels' output: [TILE_ROWS][2 * PW] floats */
 };
 
 /* One quantised activation block. */
@@ -416,6 +417,83 @@ TVNNI static void mkvnni_2(MK_ARGS) { (void)ps; MK256_BODY(2, 1, STEP_AVXVNNI) }
 TVNNI static void mkvnni_1(MK_ARGS) { (void)ps; MK256_BODY(1, 1, STEP_AVXVNNI) }
 TAVX2 static void mkavx2_2(MK_ARGS) { (void)ps; MK256_BODY(2, 0, STEP_AVX2) }
 TAVX2 static void mkavx2_1(MK_ARGS) { (void)ps; MK256_BODY(1, 0, STEP_AVX2) }
+
+/* AMX-INT8 (TDPBSSD, signed x signed): 32 rows x 2 panels per call, four
+ * 16 x 16 int32 tiles (tmm0-3) made afresh for each block of 32: the A
+ * tiles (tmm4-5) are 16 weight rows' 32 int8 straight from the Q8_0 blocks
+ * (row stride ws, no packing), the B tiles (tmm6-7) a panel's [8][16][4]
+ * block, which is AMX's B layout as it is. Each block's tiles go to memory
+ * and are scaled and added to out's float sums in block order, as on the
+ * other paths. */
+#include <cpuid.h>
+#define TAMX __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+enum { AMX_MR = 32 };
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} q8_amx_config;
+
+/* In memory, not on the stack: _tile_loadconfig's asm claims to read only a
+ * pointer's worth of bytes (see kernels/ukernel_amx.c). */
+static const q8_amx_config amx_int8_tiles = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, QK, QK, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, QK / 4, QK / 4},
+};
+
+TAMX static void amx_int8_begin(void) { _tile_loadconfig(&amx_int8_tiles); }
+TAMX static void amx_int8_end(void) { _tile_release(); }
+
+TAMX static void mkamx_32x2(MK_ARGS)
+{
+    int32_t c[4][16][16] __attribute__((aligned(64)));
+    for (int i = 0; i < AMX_MR * 2 * PW; i++) out[i] = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *wb = w + (size_t)b * QB, *pb = pan + (size_t)b * PB;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        _tile_loadd(4, wb + 2, ws);
+        _tile_loadd(5, wb + 16 * ws + 2, ws);
+        _tile_loadd(6, pb + P_Q, PW * 4);
+        _tile_loadd(7, pb + ps + P_Q, PW * 4);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+        _tile_stored(0, c[0], 64);
+        _tile_stored(1, c[1], 64);
+        _tile_stored(2, c[2], 64);
+        _tile_stored(3, c[3], 64);
+        __m512 dx0 = _mm512_loadu_ps((const float *)(pb + P_D)), dx1 = _mm512_loadu_ps((const float *)(pb + ps + P_D));
+        for (int r = 0; r < AMX_MR; r++) {
+            __m512 dw = _mm512_set1_ps(W_SCALE(wb + (size_t)r * ws));
+            const int32_t(*cr)[16] = c[(r / 16) * 2];
+            float *o = out + r * 2 * PW;
+            __m512 t0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cr[r % 16])), _mm512_mul_ps(dw, dx0));
+            __m512 t1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[(r / 16) * 2 + 1][r % 16])),
+                                      _mm512_mul_ps(dw, dx1));
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), t0));
+            _mm512_storeu_ps(o + PW, _mm512_add_ps(_mm512_loadu_ps(o + PW), t1));
+        }
+    }
+}
+
+/* 32 rows of one panel: the AVX-512 VNNI kernel 4 rows at a time. */
+TAMX static void mkamx_32x1(MK_ARGS)
+{
+    for (int r = 0; r < AMX_MR; r += 4) mk512_4x1(w + (size_t)r * ws, ws, nb, pan, ps, out + r * 2 * PW);
+}
+
+/* CPUID leaf 7: EDX bit 25 AMX-INT8; the tile state as kn_has_amx grants it. */
+static int has_amx_int8(void)
+{
+    unsigned a, b, c, d;
+    return kn_has_amx() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 25 & 1);
+}
 #endif
 
 typedef void (*mk_fn)(const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out);
@@ -429,14 +507,20 @@ typedef struct q8_path {
     int mr, np;
     mk_fn k[4];
     pack_fn pack;
+    int rest;                   /* the path for fewer rows than mr, or 0: one at a time */
+    void (*begin)(void), (*end)(void); /* per thread around the kernels, or NULL */
 } q8_path;
 
+enum { PATH_AVX512_VNNI = 3 };
 static const q8_path paths[] = {
-    {"scalar", NULL, 0, 0, {0}, NULL},
+    {.name = "scalar"},
 #if defined(__x86_64__)
-    {"avx2", "avx2", 2, 1, {mkavx2_2, mkavx2_1, mkavx2_2, mkavx2_1}, pack_panel},
-    {"avx-vnni", "avxvnni", 2, 1, {mkvnni_2, mkvnni_1, mkvnni_2, mkvnni_1}, pack_panel},
-    {"avx512-vnni", "avx512vnni", 4, 2, {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}, pack_panel_512},
+    {.name = "avx2", .cpu = "avx2", .mr = 2, .np = 1, .k = {mkavx2_2, mkavx2_1}, .pack = pack_panel},
+    {.name = "avx-vnni", .cpu = "avxvnni", .mr = 2, .np = 1, .k = {mkvnni_2, mkvnni_1}, .pack = pack_panel},
+    [PATH_AVX512_VNNI] = {.name = "avx512-vnni", .cpu = "avx512vnni", .mr = 4, .np = 2,
+                          .k = {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}, .pack = pack_panel_512},
+    {.name = "amx-int8", .cpu = "amxint8", .mr = AMX_MR, .np = 2, .k = {mkamx_32x2, NULL, mkamx_32x1},
+     .pack = pack_panel_512, .rest = PATH_AVX512_VNNI, .begin = amx_int8_begin, .end = amx_int8_end},
 #endif
 };
 enum { N_PATHS = sizeof paths / sizeof paths[0] };
@@ -447,6 +531,7 @@ static int path_runs(int i)
     if (!paths[i].cpu) return 1;
     if (!core_cpu_has_f16c_avx2()) return 0;
     if (!strcmp(paths[i].cpu, "avxvnni")) return __builtin_cpu_supports("avxvnni");
+    if (!strcmp(paths[i].cpu, "amxint8")) return path_runs(i - 1) && has_amx_int8();
     if (!strcmp(paths[i].cpu, "avx512vnni"))
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw");
@@ -457,13 +542,14 @@ static int path_runs(int i)
 }
 
 /* The best path the chosen ISA allows (FM_ISA lowers it as for the GEMM):
- * AVX-512 VNNI under avx512, AVX-VNNI or AVX2 under avx2, else scalar. */
+ * AMX-INT8 (FM_AMX=0 turns it off) or AVX-512 VNNI under avx512, AVX-VNNI or
+ * AVX2 under avx2, else scalar. */
 static int choose_path(void)
 {
     kn_isa isa = kn_isa_chosen();
     int best = 0;
     for (int i = 1; i < N_PATHS; i++) {
-        int allowed = !strcmp(paths[i].name, "avx512-vnni") ? isa == FM_ISA_AVX512 : isa >= FM_ISA_AVX2;
+        int allowed = paths[i].mr >= 4 ? isa == FM_ISA_AVX512 : isa >= FM_ISA_AVX2;
         if (allowed && path_runs(i)) best = i;
     }
     return best;
@@ -494,8 +580,8 @@ static q8_layout layout_of(int N, const kn_mat *w, int threads)
         L.nsplit = want < most ? want : most;
     }
     if (L.nsplit < 1) L.nsplit = 1;
-    L.rows_per = ((w->rows + L.nsplit - 1) / L.nsplit + 3) & ~3;
-    L.slice_bytes = align64((size_t)L.chunk_panels * L.panel_bytes) + align64(4 * 2 * PW * sizeof(float));
+    L.rows_per = ((w->rows + L.nsplit - 1) / L.nsplit + 31) & ~31; /* whole AMX row blocks */
+    L.slice_bytes = align64((size_t)L.chunk_panels * L.panel_bytes) + align64(TILE_ROWS * 2 * PW * sizeof(float));
     return L;
 }
 
@@ -516,17 +602,22 @@ static void run_rows(const q8_problem *P, const q8_path *k, const uint8_t *pan, 
     size_t ws = (size_t)nb * QB;
     const uint8_t *wd = P->w->data;
     for (int o = o0; o < o1;) {
+        if (o1 - o < k->mr && k->rest) {
+            run_rows(P, &paths[k->rest], pan, ps, np, p0, o, o1, tile);
+            return;
+        }
         int mr = o1 - o >= k->mr ? k->mr : 1;
         for (int v = 0; v < np;) {
             int nv = np - v >= k->np ? k->np : 1;
             mk_fn fn = k->k[(mr == 1) + 2 * (nv == 1 && k->np > 1)];
             fn(wd + (size_t)o * ws, ws, nb, pan + (size_t)v * ps, ps, tile);
+            int nj = P->N - (p0 + v * PW) < nv * PW ? P->N - (p0 + v * PW) : nv * PW;
+            float *col[2 * PW]; /* the columns' outputs in row o: the divisions once per tile */
+            for (int j = 0; j < nj; j++) col[j] = out_at(P, o, p0 + v * PW + j);
             for (int r = 0; r < mr; r++) {
                 float b = P->bias ? P->bias[o + r] : 0.0f;
-                for (int j = 0; j < nv * PW; j++) {
-                    int p = p0 + v * PW + j;
-                    if (p < P->N) *out_at(P, o + r, p) = tile[r * 2 * PW + j] + b;
-                }
+                size_t off = (size_t)r * P->so;
+                for (int j = 0; j < nj; j++) col[j][off] = tile[r * 2 * PW + j] + b;
             }
             v += nv;
         }
@@ -544,6 +635,7 @@ static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int 
         uint8_t *slice = (uint8_t *)base + (size_t)omp_get_thread_num() * L.slice_bytes;
         float *tile = (float *)(slice + align64((size_t)L.chunk_panels * L.panel_bytes));
         int packed = -1;
+        if (k->begin) k->begin();
 #pragma omp for schedule(static)
         for (int it = 0; it < items; it++) {
             int chunk = it / L.nsplit, split = it % L.nsplit;
@@ -555,6 +647,7 @@ static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int 
             int o0 = split * L.rows_per, o1 = o0 + L.rows_per < P->w->rows ? o0 + L.rows_per : P->w->rows;
             if (o0 < o1) run_rows(P, k, slice, L.panel_bytes, np, pan0 * PW, o0, o1, tile);
         }
+        if (k->end) k->end();
     }
 }
 

@@ -14,7 +14,7 @@
 
 #include "kernels/kernels.h"
 
-static const char *const PATHS[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni"};
+static const char *const PATHS[] = {"scalar", "avx2", "avx-vnni", "avx512-vnni", "amx-int8"};
 enum { N_PATHS = sizeof PATHS / sizeof PATHS[0] };
 
 /* Random Q8_0 weights [rows][cols] (ggml's quantiser, core_quantize). */
