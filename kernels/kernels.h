@@ -80,13 +80,13 @@ int kn_scratch_threads(void);
 /* Q8_0 weights (kn_q8_applies, kn_q8_conv_applies): kn_linear and
  * kn_conv2d quantise the activations (a linear's rows, a convolution's
  * im2col columns, K = cin*kh*kw) per block of 32 along K as ggml does
- * (q8_0) and run int8 dot products (AVX-512 VNNI, AVX-VNNI, AVX2, or scalar:
- * the same bits on each; kernels/q8_gemm.c). kn_q8_linear_ref and
+ * (q8_0) and run int8 dot products (AMX-INT8, AVX-512 VNNI, AVX-VNNI, AVX2,
+ * or scalar: the same bits on each; kernels/q8_gemm.c). kn_q8_linear_ref and
  * kn_q8_conv2d_ref are that arithmetic in plain loops; kn_linear_ref and
  * kn_conv2d_ref stay the float references of the dequantised weights.
  * kn_q8_*_path run a named path ("scalar", "avx2", "avx-vnni",
- * "avx512-vnni"; -1 when the CPU lacks it), for tests; kn_q8_path names the
- * one the kernels use. */
+ * "avx512-vnni", "amx-int8"; -1 when the CPU lacks it), for tests;
+ * kn_q8_path names the one the kernels use. */
 int kn_q8_applies(const kn_mat *w);
 size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads);
 int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias);

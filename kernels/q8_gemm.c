@@ -8,8 +8,8 @@
  *     y[o][p] = bias[o] + sum over blocks b, in order, of
  *               (float)(sum_j qw[o][b][j] qx[p][b][j]) * (dw[o][b] * dx[p][b]).
  * The integer sums are exact and each output's float sum runs over the
- * blocks in the same order on every path, so the AVX-512 VNNI, AVX-VNNI and
- * AVX2 kernels equal the plain loop (path "scalar") bit for bit
+ * blocks in the same order on every path, so the AMX-INT8, AVX-512 VNNI,
+ * AVX-VNNI and AVX2 kernels equal the plain loop (path "scalar") bit for bit
  * (tests/test_q8_gemm.c, tests/test_gguf.c).
  *
  * Blocking of the fast paths. Columns are packed 16 at a time into panels:
@@ -25,6 +25,7 @@
  * -128 * sum_j qx_j, which makes the lane exactly sum_j w_j qx_j. The AVX2
  * path (vpmaddubsw, no VNNI) takes |w| and x with w's sign instead (no
  * correction; the 16-bit pairs cannot saturate: 2 * 128 * 127 < 32767).
+ * AMX-INT8 multiplies signed by signed on 32 x 32 tiles per block (below).
  * A thread packs a chunk of panels (about 1 MiB, so it stays in L2) and runs
  * every row block over it; when there are fewer chunks than threads (a
  * linear on few tokens) the rows are split across threads too. */
