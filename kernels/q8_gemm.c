@@ -489,11 +489,18 @@ TAMX static void mkamx_32x1(MK_ARGS)
     for (int r = 0; r < AMX_MR; r += 4) mk512_4x1(w + (size_t)r * ws, ws, nb, pan, ps, out + r * 2 * PW);
 }
 
-/* CPUID leaf 7: EDX bit 25 AMX-INT8; the tile state as kn_has_amx grants it. */
+/* CPUID leaf 7: EDX bit 25 AMX-INT8; the tile state as kn_has_amx grants it.
+ * Asked once (CPUID traps to the hypervisor in a VM; racing threads ask alike). */
 static int has_amx_int8(void)
 {
-    unsigned a, b, c, d;
-    return kn_has_amx() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 25 & 1);
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = kn_has_amx() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 25 & 1);
+        __atomic_store_n(&cached, v, __ATOMIC_RELEASE);
+    }
+    return v;
 }
 #endif
 
