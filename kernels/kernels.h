@@ -265,6 +265,8 @@ const char *kn_isa_name(kn_isa isa);
 int kn_has_bf16(void);
 /* AMX-BF16 tiles in use for bf16 GEMMs and convolutions (FM_AMX=0 turns them off). */
 int kn_has_amx(void);
+/* AMX-INT8 tiles in use for the Q8_0 GEMM (with kn_has_amx). */
+int kn_has_amx_int8(void);
 /* Bumped whenever a kernel change moves the fp32/bf16 speed ratio, so the
  * measured precision choice cached by an older build of the same release is
  * timed again (2: the bf16 packer and the im2col-free AMX 3x3 convolution). */

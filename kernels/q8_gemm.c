@@ -30,6 +30,7 @@
  * every row block over it; when there are fewer chunks than threads (a
  * linear on few tokens) the rows are split across threads too. */
 #include "kernels/kernels.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
 #include <string.h>
@@ -426,19 +427,10 @@ TAVX2 static void mkavx2_1(MK_ARGS) { (void)ps; MK256_BODY(1, 0, STEP_AVX2) }
  * block, which is AMX's B layout as it is. Each block's tiles go to memory
  * and are scaled and added to out's float sums in block order, as on the
  * other paths. */
-#include <cpuid.h>
 #define TAMX __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
 enum { AMX_MR = 32 };
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} q8_amx_config;
-
-/* In memory, not on the stack: _tile_loadconfig's asm claims to read only a
- * pointer's worth of bytes (see kernels/ukernel_amx.c). */
-static const q8_amx_config amx_int8_tiles = {
+static const kn_amx_tile_config amx_int8_tiles = {
     .palette = 1,
     .colsb = {64, 64, 64, 64, QK, QK, 64, 64},
     .rows = {16, 16, 16, 16, 16, 16, QK / 4, QK / 4},
@@ -489,19 +481,6 @@ TAMX static void mkamx_32x1(MK_ARGS)
     for (int r = 0; r < AMX_MR; r += 4) mk512_4x1(w + (size_t)r * ws, ws, nb, pan, ps, out + r * 2 * PW);
 }
 
-/* CPUID leaf 7: EDX bit 25 AMX-INT8; the tile state as kn_has_amx grants it.
- * Asked once (CPUID traps to the hypervisor in a VM; racing threads ask alike). */
-static int has_amx_int8(void)
-{
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
-    if (v < 0) {
-        unsigned a, b, c, d;
-        v = kn_has_amx() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 25 & 1);
-        __atomic_store_n(&cached, v, __ATOMIC_RELEASE);
-    }
-    return v;
-}
 #endif
 
 typedef void (*mk_fn)(const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out);
@@ -539,7 +518,7 @@ static int path_runs(int i)
     if (!paths[i].cpu) return 1;
     if (!core_cpu_has_f16c_avx2()) return 0;
     if (!strcmp(paths[i].cpu, "avxvnni")) return __builtin_cpu_supports("avxvnni");
-    if (!strcmp(paths[i].cpu, "amxint8")) return path_runs(i - 1) && has_amx_int8();
+    if (!strcmp(paths[i].cpu, "amxint8")) return path_runs(i - 1) && kn_has_amx_int8();
     if (!strcmp(paths[i].cpu, "avx512vnni"))
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw");
