@@ -441,8 +441,16 @@ int srv_a1111(srv_state *s, const char *method, const char *url, const char *bod
     if (get && !strcmp(r, "sd-models")) return sd_models(s, out);
     if (get && !strcmp(r, "loras")) return loras(s, out);
     if (get && !strcmp(r, "embeddings")) return embeddings(s, fd, out);
-    if (get && !strcmp(r, "upscalers"))
-        return (*out = strdup("[{\"name\":\"None\",\"model_name\":null,\"model_path\":null,\"model_url\":null,\"scale\":4}]")), 200;
+    if (get && !strcmp(r, "upscalers")) /* A1111's built-in ones (hr_upscaler); no model directory yet */
+        return (*out = strdup("[{\"name\":\"None\",\"model_name\":null,\"model_path\":null,\"model_url\":null,\"scale\":4},"
+                              "{\"name\":\"Lanczos\",\"model_name\":null,\"model_path\":null,\"model_url\":null,\"scale\":4},"
+                              "{\"name\":\"Nearest\",\"model_name\":null,\"model_path\":null,\"model_url\":null,\"scale\":4}]")),
+               200;
+    if (get && !strcmp(r, "latent-upscale-modes"))
+        return (*out = strdup("[{\"name\":\"Latent\"},{\"name\":\"Latent (antialiased)\"},{\"name\":\"Latent (bicubic)\"},"
+                              "{\"name\":\"Latent (bicubic antialiased)\"},{\"name\":\"Latent (nearest)\"},"
+                              "{\"name\":\"Latent (nearest-exact)\"}]")),
+               200;
     if (post && !strcmp(r, "png-info")) return png_info(body, n, out);
     if (post && (!strcmp(r, "refresh-checkpoints") || !strcmp(r, "refresh-loras"))) return (*out = strdup("null")), 200;
     return fail(404, NULL, "Not Found", out);

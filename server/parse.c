@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct pctx {
     char *msg, *loc;
@@ -51,15 +52,40 @@ static int get_int(pctx *c, const cJSON *o, const char *field, int *out, int lo,
     return 0;
 }
 
-static int get_float(pctx *c, const cJSON *o, const char *field, float *out)
+static int get_double(pctx *c, const cJSON *o, const char *field, double *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
     if (is_null(v)) return 0;
     double d;
     if (get_number(c, v, field, &d, "float")) return 422;
     if (fabs(d) > 1e6) return bad(c, 422, field, "value out of range");
+    *out = d;
+    return 0;
+}
+
+static int get_float(pctx *c, const cJSON *o, const char *field, float *out)
+{
+    double d = *out;
+    if (get_double(c, o, field, &d)) return 422;
     *out = (float)d;
     return 0;
+}
+
+/* pydantic v1's bool: true/false, 0/1, or one of its strings */
+static int get_bool(pctx *c, const cJSON *o, const char *field, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (is_null(v)) return 0;
+    if (cJSON_IsBool(v)) { *out = cJSON_IsTrue(v); return 0; }
+    if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1)) { *out = v->valuedouble == 1; return 0; }
+    if (cJSON_IsString(v)) {
+        static const char *const yes[] = {"1", "on", "t", "true", "y", "yes"}, *const no[] = {"0", "off", "f", "false", "n", "no"};
+        for (int i = 0; i < 6; i++) {
+            if (!strcasecmp(v->valuestring, yes[i])) { *out = 1; return 0; }
+            if (!strcasecmp(v->valuestring, no[i])) { *out = 0; return 0; }
+        }
+    }
+    return bad(c, 422, field, "value could not be parsed to a boolean");
 }
 
 static int get_str(pctx *c, const cJSON *o, const char *field, const char **out)
@@ -97,6 +123,62 @@ static int strings_ok(const cJSON *j, int in_image)
     return 1;
 }
 
+/* img2img's inpainting fields, with the defaults of A1111's
+ * StableDiffusionProcessingImg2Img (which the API's model copies): blur 4,
+ * "fill", "Only masked" with 0 padding. inpainting_fill is A1111's index
+ * (0 fill, 1 original, 2 latent noise, 3 latent nothing). */
+static int parse_mask(pctx *c, const cJSON *j, srv_gen *g)
+{
+    const cJSON *mask = cJSON_GetObjectItemCaseSensitive(j, "mask");
+    if (is_null(mask) || (cJSON_IsString(mask) && !mask->valuestring[0])) return 0;
+    if (!cJSON_IsString(mask)) return bad(c, 422, "mask", "str type expected");
+    if (!(g->mask_png = srv_base64_decode(mask->valuestring, &g->mask_len)) || !g->mask_len)
+        return bad(c, 422, "mask", "not a base64 image");
+    int blur = -1, blur_x = 4, blur_y = 4, fill = 0, full_res = 1;
+    g->inpaint_padding = 0;
+    if (get_int(c, j, "mask_blur", &blur, 0, 256) || get_int(c, j, "mask_blur_x", &blur_x, 0, 256) ||
+        get_int(c, j, "mask_blur_y", &blur_y, 0, 256) || get_int(c, j, "inpainting_fill", &fill, 0, 3) ||
+        get_bool(c, j, "inpaint_full_res", &full_res) ||
+        get_int(c, j, "inpaint_full_res_padding", &g->inpaint_padding, 0, 16384) ||
+        get_int(c, j, "inpainting_mask_invert", &g->mask_invert, 0, 1))
+        return 422;
+    if (blur >= 0) blur_x = blur_y = blur;
+    if (blur_x != blur_y) return bad(c, 422, "mask_blur_x", "a different x and y mask blur is not supported");
+    static const int fills[] = {FM_FILL_FILL, FM_FILL_ORIGINAL, FM_FILL_LATENT_NOISE, FM_FILL_LATENT_NOTHING};
+    g->mask_blur = blur_x;
+    g->inpaint_fill = fills[fill];
+    g->inpaint_only_masked = full_res;
+    return 0;
+}
+
+/* txt2img's hires fix (A1111's StableDiffusionProcessingTxt2Img: hr_scale
+ * 2, denoising_strength 0.75, hr_upscaler None = "Latent"). */
+static int parse_hires(pctx *c, const cJSON *j, srv_gen *g)
+{
+    int on = 0;
+    if (get_bool(c, j, "enable_hr", &on)) return 422;
+    if (!on) return 0;
+    double scale = 2.0, denoise = 0.75; /* doubles: the infotext prints them as given */
+    const char *prompt = NULL, *negative = NULL;
+    if (get_double(c, j, "hr_scale", &scale) || get_double(c, j, "denoising_strength", &denoise) ||
+        get_int(c, j, "hr_resize_x", &g->hires_width, 0, 1 << 20) ||
+        get_int(c, j, "hr_resize_y", &g->hires_height, 0, 1 << 20) ||
+        get_int(c, j, "hr_second_pass_steps", &g->hires_steps, 0, 1 << 20) ||
+        get_name(c, j, "hr_upscaler", g->hires_upscaler, sizeof g->hires_upscaler) ||
+        get_name(c, j, "hr_sampler_name", g->hires_sampler, sizeof g->hires_sampler) ||
+        get_str(c, j, "hr_prompt", &prompt) || get_str(c, j, "hr_negative_prompt", &negative))
+        return 422;
+    if (!(scale > 0 && scale <= 16)) return bad(c, 422, "hr_scale", "must be in (0, 16]");
+    if (!(denoise > 0 && denoise <= 1)) return bad(c, 422, "denoising_strength", "must be in (0, 1] with enable_hr");
+    g->hires_scale = g->hires_width || g->hires_height ? 0 : scale;
+    g->hires_denoise = denoise;
+    if (!strcmp(g->hires_sampler, "Use same sampler")) g->hires_sampler[0] = 0; /* A1111's UI choice */
+    if ((prompt && prompt[0] && !(g->hires_prompt = strdup(prompt))) ||
+        (negative && negative[0] && !(g->hires_negative = strdup(negative))))
+        return bad(c, 500, NULL, "out of memory");
+    return 0;
+}
+
 static int parse_img2img(pctx *c, const cJSON *j, srv_gen *g)
 {
     const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(j, "init_images");
@@ -106,11 +188,9 @@ static int parse_img2img(pctx *c, const cJSON *j, srv_gen *g)
     if (!cJSON_IsString(first)) return bad(c, 422, "init_images", "str type expected");
     if (!(g->init_png = srv_base64_decode(first->valuestring, &g->init_len)) || !g->init_len)
         return bad(c, 422, "init_images", "not a base64 image");
-    const cJSON *mask = cJSON_GetObjectItemCaseSensitive(j, "mask");
-    if (!is_null(mask) && !(cJSON_IsString(mask) && !mask->valuestring[0]))
-        return bad(c, 422, "mask", "inpainting (mask) is not supported yet");
     g->strength = 0.75f; /* A1111's default denoising_strength */
-    return get_float(c, j, "denoising_strength", &g->strength);
+    if (get_float(c, j, "denoising_strength", &g->strength)) return 422;
+    return parse_mask(c, j, g);
 }
 
 static int parse_fields(pctx *c, const cJSON *j, srv_gen *g)
@@ -143,7 +223,7 @@ static int parse_fields(pctx *c, const cJSON *j, srv_gen *g)
     }
     if (!(g->prompt = dup_or_empty(prompt)) || !(g->negative = dup_or_empty(negative)))
         return bad(c, 500, NULL, "out of memory");
-    return g->img2img ? parse_img2img(c, j, g) : 0;
+    return g->img2img ? parse_img2img(c, j, g) : parse_hires(c, j, g);
 }
 
 int srv_parse_gen(const char *body, size_t n, int img2img, srv_gen *g, char *msg, size_t msg_n, char *loc,
@@ -172,8 +252,11 @@ void srv_gen_free(srv_gen *g)
     free(g->prompt);
     free(g->negative);
     free(g->init_png);
-    g->prompt = g->negative = NULL;
-    g->init_png = NULL;
+    free(g->mask_png);
+    free(g->hires_prompt);
+    free(g->hires_negative);
+    g->prompt = g->negative = g->hires_prompt = g->hires_negative = NULL;
+    g->init_png = g->mask_png = NULL;
 }
 
 /* A body that must be one JSON object: the parsed object, or NULL with

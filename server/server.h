@@ -58,10 +58,18 @@ typedef struct srv_gen {
     char model[256];               /* override_settings.sd_model_checkpoint, "" = current */
     int img2img;
     int rng_cpu;                   /* ComfyUI's noise (PyTorch CPU), as --rng cpu */
-    /* A1111's hires fix (ComfyUI: KSampler -> LatentUpscale -> KSampler); 0 = off */
+    /* A1111's hires fix (txt2img enable_hr; ComfyUI: KSampler ->
+     * LatentUpscale -> KSampler): on when hires_scale > 0 or a size is set */
+    double hires_scale;
     int hires_width, hires_height, hires_steps;
     double hires_denoise;
     char hires_upscaler[32], hires_sampler[32];
+    char *hires_prompt, *hires_negative; /* malloc'd; NULL = the first pass's */
+    /* img2img inpainting: the decoded mask (malloc'd, NULL = none) and
+     * A1111's StableDiffusionProcessingImg2Img fields */
+    uint8_t *mask_png;
+    size_t mask_len;
+    int mask_blur, mask_invert, inpaint_fill, inpaint_only_masked, inpaint_padding;
 } srv_gen;
 
 /* Parses an A1111 txt2img (img2img = 0) or img2img body into g. Returns

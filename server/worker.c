@@ -316,22 +316,27 @@ uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters
     return png;
 }
 
-static uint8_t *decode_init(const srv_gen *g, int *w, int *h, fm_error *err)
+/* A request's image bytes (PNG, JPEG, ...) read by the library's reader
+ * through a memfd: fm_image_read for init_images, fm_mask_read (A1111's
+ * mask conversion) for the mask. Errors name the field, not the memfd. */
+static uint8_t *decode_image(const char *field, const uint8_t *bytes, size_t len, int as_mask, int *w, int *h,
+                             fm_error *err)
 {
     char path[64];
     int fd;
-    if (mem_path(path, sizeof path, &fd)) { core_fail(err, FM_EINPUT, "init_images: %s", strerror(errno)); return NULL; }
-    uint8_t *rgb = NULL;
-    if (write(fd, g->init_png, g->init_len) == (ssize_t)g->init_len) rgb = fm_image_read(path, w, h, err);
-    else core_fail(err, FM_EINPUT, "init_images: %s", strerror(errno));
+    if (mem_path(path, sizeof path, &fd)) { core_fail(err, FM_EINPUT, "%s: %s", field, strerror(errno)); return NULL; }
+    uint8_t *img = NULL;
+    if (write(fd, bytes, len) == (ssize_t)len)
+        img = as_mask ? fm_mask_read(path, w, h, err) : fm_image_read(path, w, h, err);
+    else core_fail(err, FM_EINPUT, "%s: %s", field, strerror(errno));
     close(fd);
-    if (!rgb && err) { /* name the field, not the memfd */
+    if (!img && err) {
         const char *why = strstr(err->msg, ": ");
         char m[sizeof err->msg];
-        snprintf(m, sizeof m, "init_images%s", why ? why : ": not an image");
+        snprintf(m, sizeof m, "%s%s", field, why ? why : ": not an image");
         snprintf(err->msg, sizeof err->msg, "%s", m);
     }
-    return rgb;
+    return img;
 }
 
 /* The prompt's <lora:NAME> tags must name files inside --lora-dir. */
@@ -364,7 +369,9 @@ static void job_fail(srv_job *j, int status, const char *msg)
     snprintf(j->msg, sizeof j->msg, "%s", msg);
 }
 
-static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, fm_error *err)
+/* The job's fm_params; the decoded init image and mask it points to are
+ * the caller's to free (*init, *mask). */
+static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, uint8_t **mask, fm_error *err)
 {
     const srv_gen *g = &j->g;
     fm_params_default(s->model, p);
@@ -386,18 +393,32 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, f
         p->preview_user = s;
     }
     if (g->rng_cpu) p->rng = FM_RNG_CPU;
-    if (g->hires_width) {
+    if (g->hires_scale > 0 || g->hires_width || g->hires_height) {
+        p->hires_scale = g->hires_scale;
         p->hires_width = g->hires_width;
         p->hires_height = g->hires_height;
         p->hires_steps = g->hires_steps;
         p->hires_denoise = g->hires_denoise;
-        p->hires_upscaler = g->hires_upscaler;
+        p->hires_upscaler = g->hires_upscaler[0] ? g->hires_upscaler : NULL;
+        p->hires_prompt = g->hires_prompt;
+        p->hires_negative = g->hires_negative;
         memcpy(p->hires_sampler, g->hires_sampler, sizeof p->hires_sampler);
     }
     if (fm_params_set_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
-        if (!(*init = decode_init(g, &p->init_width, &p->init_height, err))) return err->code;
+        if (!(*init = decode_image("init_images", g->init_png, g->init_len, 0, &p->init_width, &p->init_height, err)))
+            return err->code;
         p->init_rgb = *init;
+    }
+    if (g->mask_png) {
+        if (!(*mask = decode_image("mask", g->mask_png, g->mask_len, 1, &p->mask_width, &p->mask_height, err)))
+            return err->code;
+        p->mask = *mask;
+        p->mask_blur = g->mask_blur;
+        p->mask_invert = g->mask_invert;
+        p->inpaint_fill = g->inpaint_fill;
+        p->inpaint_only_masked = g->inpaint_only_masked;
+        p->inpaint_padding = g->inpaint_padding;
     }
     return fm_params_check(s->model, p, err);
 }
@@ -470,9 +491,9 @@ static int one_image(srv_state *s, srv_job *j, int i, uint64_t seed)
 {
     fm_params p;
     fm_error err = {0};
-    uint8_t *init = NULL, *rgb = NULL, *png = NULL;
+    uint8_t *init = NULL, *mask = NULL, *rgb = NULL, *png = NULL;
     char *info = NULL;
-    int rc = fill_params(s, j, &p, &init, &err), w = 0, h = 0;
+    int rc = fill_params(s, j, &p, &init, &mask, &err), w = 0, h = 0;
     p.seed = seed;
     if (!rc) rc = fm_output_size(s->model, &p, &w, &h, &err); /* the hires fix's size */
     if (rc) { job_fail(j, 422, err.msg); goto out; }
@@ -513,6 +534,7 @@ out:
     free(png);
     free(rgb);
     free(init);
+    free(mask);
     free(info);
     return rc;
 }

@@ -268,6 +268,115 @@ static void test_batch_and_label_equal_cli(void **state)
     free(w1);
 }
 
+/* A white rectangle on black, as a user paints an inpainting mask. */
+static void write_mask_png(const char *path, int w, int h)
+{
+    uint8_t *rgb = calloc((size_t)w * h, 3);
+    assert_non_null(rgb);
+    for (int y = h / 4; y < h / 2; y++) memset(rgb + ((size_t)y * w + w / 3) * 3, 255, (size_t)(w / 3) * 3);
+    fm_error e = {0};
+    assert_int_equal(fm_png_write(path, rgb, w, h, NULL, &e), 0);
+    free(rgb);
+}
+
+/* img2img with a mask: A1111's inpainting fields, and its API defaults
+ * (StableDiffusionProcessingImg2Img: blur 4, fill, "Only masked" with 0
+ * padding), give the CLI's bytes for the same settings. */
+static void test_img2img_inpaint_equals_cli(void **state)
+{
+    (void)state;
+    char mask[400];
+    snprintf(mask, sizeof mask, "%s/mask.png", dir);
+    write_mask_png(mask, 64, 64);
+    const char *whole[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox", "--seed", "3", "-W", "64", "-H", "64",
+                           "--steps", "6", "-i", "tests/data/e2e.png", "--strength", "0.6", "--mask", mask,
+                           "--mask-blur", "2", "--inpaint-fill", "original", "--mask-invert", NULL};
+    const char *dflt[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox", "--seed", "3", "-W", "64", "-H", "64",
+                          "--steps", "6", "-i", "tests/data/e2e.png", "--strength", "0.6", "--mask", mask,
+                          "--mask-blur", "4", "--inpaint-fill", "fill", "--inpaint-only-masked", "--inpaint-padding", "0",
+                          NULL};
+    size_t n1 = 0, n2 = 0;
+    uint8_t *want1 = cli_png("inp1.png", whole, &n1), *want2 = cli_png("inp2.png", dflt, &n2);
+    char *img = b64_encode_file("tests/data/e2e.png"), *mk = b64_encode_file(mask);
+    size_t cap = 2 * (strlen(img) + strlen(mk)) + 1024;
+    char *body = malloc(cap);
+    snprintf(body, cap, "{\"init_images\":[\"%s\"],\"mask\":\"data:image/png;base64,%s\",\"prompt\":\"a red fox\","
+                        "\"seed\":3,\"width\":64,\"height\":64,\"steps\":6,\"denoising_strength\":0.6,\"mask_blur\":2,"
+                        "\"inpainting_fill\":1,\"inpaint_full_res\":false,\"inpainting_mask_invert\":1}", img, mk);
+    cJSON *j = expect_images("/sdapi/v1/img2img", body, 1);
+    same_bytes(j, 0, want1, n1);
+    cJSON_Delete(j);
+    snprintf(body, cap, "{\"init_images\":[\"%s\"],\"mask\":\"%s\",\"prompt\":\"a red fox\",\"seed\":3,\"width\":64,"
+                        "\"height\":64,\"steps\":6,\"denoising_strength\":0.6}", img, mk);
+    j = expect_images("/sdapi/v1/img2img", body, 1);
+    same_bytes(j, 0, want2, n2);
+    cJSON_Delete(j);
+    /* refused fields: 422 naming them */
+    static const char *const bad[][2] = {{"\"mask_blur_x\":2,\"mask_blur_y\":3", "mask_blur_x"},
+                                         {"\"inpainting_fill\":4", "inpainting_fill"},
+                                         {"\"inpaint_full_res\":\"maybe\"", "inpaint_full_res"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, cap, "{\"init_images\":[\"%s\"],\"mask\":\"%s\",%s}", img, mk, bad[i][0]);
+        reply r = http(main_srv.port, "POST", "/sdapi/v1/img2img", body);
+        char loc[64];
+        snprintf(loc, sizeof loc, "\"loc\":[\"body\",\"%s\"]", bad[i][1]);
+        if (r.status != 422 || !strstr(r.body, loc)) fail_msg("%s: %d %.300s", bad[i][0], r.status, r.body);
+        free(r.head);
+    }
+    snprintf(body, cap, "{\"init_images\":[\"%s\"],\"mask\":\"bm90IGFuIGltYWdl\"}", img);
+    reply r = http(main_srv.port, "POST", "/sdapi/v1/img2img", body);
+    if (r.status != 422 || !strstr(r.body, "mask")) fail_msg("bad mask: %d %.300s", r.status, r.body);
+    free(r.head);
+    free(body);
+    free(img);
+    free(mk);
+    free(want1);
+    free(want2);
+}
+
+/* txt2img with enable_hr: A1111's hires-fix fields (and its API defaults:
+ * hr_scale 2, denoising_strength 0.75, the Latent upscaler) give the CLI's
+ * bytes for the same settings. */
+static void test_txt2img_hires_equals_cli(void **state)
+{
+    (void)state;
+    const char *given[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox", "--seed", "5", "-W", "64", "-H", "64",
+                           "--steps", "4", "--hires-width", "96", "--hires-upscaler", "Latent (bicubic antialiased)",
+                           "--hires-steps", "3", "--hires-denoise", "0.6", "--hires-sampler", "Euler",
+                           "--hires-prompt", "a blue fox", NULL};
+    const char *dflt[] = {"-m", "tests/data/tiny-sd1.safetensors", "a red fox", "--seed", "5", "-W", "64", "-H", "64",
+                          "--steps", "4", "--hires-scale", "2", "--hires-denoise", "0.75", NULL};
+    size_t n1 = 0, n2 = 0;
+    uint8_t *want1 = cli_png("hr1.png", given, &n1), *want2 = cli_png("hr2.png", dflt, &n2);
+    cJSON *j = expect_images("/sdapi/v1/txt2img",
+                             "{\"prompt\":\"a red fox\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":4,"
+                             "\"enable_hr\":true,\"hr_resize_x\":96,\"hr_upscaler\":\"Latent (bicubic antialiased)\","
+                             "\"hr_second_pass_steps\":3,\"denoising_strength\":0.6,\"hr_sampler_name\":\"Euler\","
+                             "\"hr_prompt\":\"a blue fox\"}",
+                             1);
+    same_bytes(j, 0, want1, n1);
+    cJSON_Delete(j);
+    j = expect_images("/sdapi/v1/txt2img",
+                      "{\"prompt\":\"a red fox\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":4,\"enable_hr\":true}", 1);
+    same_bytes(j, 0, want2, n2);
+    cJSON_Delete(j);
+    /* enable_hr false ignores the hr_ fields, as A1111 */
+    j = expect_images("/sdapi/v1/txt2img",
+                      "{\"prompt\":\"a red fox\",\"seed\":5,\"width\":64,\"height\":64,\"steps\":4,\"enable_hr\":false,"
+                      "\"hr_scale\":3}", 1);
+    cJSON *w = cJSON_GetObjectItem(j, "info");
+    assert_non_null(w);
+    cJSON_Delete(j);
+    reply r = http(main_srv.port, "POST", "/sdapi/v1/txt2img", "{\"enable_hr\":true,\"hr_scale\":0}");
+    if (r.status != 422 || !strstr(r.body, "hr_scale")) fail_msg("hr_scale 0: %d %.300s", r.status, r.body);
+    free(r.head);
+    r = http(main_srv.port, "POST", "/sdapi/v1/txt2img", "{\"enable_hr\":true,\"hr_upscaler\":\"R-ESRGAN 4x+\",\"width\":64,\"height\":64}");
+    if (r.status != 422) fail_msg("unknown upscaler: %d %.300s", r.status, r.body);
+    free(r.head);
+    free(want1);
+    free(want2);
+}
+
 static void test_img2img_equals_cli(void **state)
 {
     (void)state;
@@ -283,13 +392,8 @@ static void test_img2img_equals_cli(void **state)
     cJSON *j = expect_images("/sdapi/v1/img2img", body, 1);
     same_bytes(j, 0, want, n);
     cJSON_Delete(j);
-    /* a mask is refused until inpainting lands */
-    snprintf(body, cap, "{\"init_images\":[\"%s\"],\"mask\":\"%s\"}", img, img);
-    reply r = http(main_srv.port, "POST", "/sdapi/v1/img2img", body);
-    if (r.status != 422 || !strstr(r.body, "\"loc\":[\"body\",\"mask\"]")) fail_msg("mask: %d %.300s", r.status, r.body);
-    free(r.head);
     /* no init image: 422 */
-    r = http(main_srv.port, "POST", "/sdapi/v1/img2img", "{\"prompt\":\"x\"}");
+    reply r = http(main_srv.port, "POST", "/sdapi/v1/img2img", "{\"prompt\":\"x\"}");
     assert_int_equal(r.status, 422);
     free(r.head);
     r = http(main_srv.port, "POST", "/sdapi/v1/img2img", "{\"init_images\":[\"bm90IGFuIGltYWdl\"]}");
@@ -328,6 +432,8 @@ static void test_listing_endpoints(void **state)
     expect_get_array("/sdapi/v1/sd-models", "filename", "tiny-sd2.safetensors");
     expect_get_array("/sdapi/v1/loras", "name", "sd1_full");
     expect_get_array("/sdapi/v1/upscalers", "name", "None");
+    expect_get_array("/sdapi/v1/upscalers", "name", "Lanczos");
+    expect_get_array("/sdapi/v1/latent-upscale-modes", "name", "Latent (bicubic antialiased)");
     /* the escaping symlinks are not listed, and no absolute path is shown */
     reply r = http(main_srv.port, "GET", "/sdapi/v1/sd-models", NULL);
     assert_null(strstr(r.body, "evil"));
@@ -1478,6 +1584,8 @@ int main(void)
         cmocka_unit_test(test_txt2img_equals_cli),
         cmocka_unit_test(test_batch_and_label_equal_cli),
         cmocka_unit_test(test_img2img_equals_cli),
+        cmocka_unit_test(test_img2img_inpaint_equals_cli),
+        cmocka_unit_test(test_txt2img_hires_equals_cli),
         cmocka_unit_test(test_listing_endpoints),
         cmocka_unit_test(test_png_info),
         cmocka_unit_test(test_options_switch_model),

@@ -24,7 +24,8 @@ core_dtype wt_quant_choice(const wt_tensor *t, core_dtype want, int ggml_rows)
     const char *n = t->name;
     /* in memory 1-D tensors (norm weights) stay float; a file quantises them
      * as sd.cpp does, but never the top-level DDPM buffers (alphas_cumprod) */
-    if (!wt_is_float(t->dtype) || t->dtype == want || (!ggml_rows && t->ndim < 2) || !strchr(n, '.')) return t->dtype;
+    if (!wt_is_float(t->dtype) || t->dtype == want || t->ndim < 1 || (!ggml_rows && t->ndim < 2) || !strchr(n, '.'))
+        return t->dtype; /* 0-dim scalars (model_ema.decay) too: they have no row */
     if (ends(n, ".bias") || ends(n, ".scale") || ends(n, ".weight_scale") || strstr(n, "time_embed.") ||
         strstr(n, "label_emb.") || strstr(n, "embedding"))
         return t->dtype;
