@@ -42,6 +42,10 @@ static const lcase cases[] = {
     {"sd1_glora", DATA "tiny-sd1.safetensors", 1, {{"sd1_glora", 1.0f, 0.8f}}},
     {"sd1_norm", DATA "tiny-sd1.safetensors", 1, {{"sd1_norm", 0.5f, 1.0f}}},
     {"sd1_lyco_stack", DATA "tiny-sd1.safetensors", 2, {{"sd1_oft", 0.7f, 0.9f}, {"sd1_ia3", 0.8f, 0.6f}}},
+    /* the spellings LCM-LoRA, SDXL-Lightning and older diffusers files come in */
+    {"sd1_lcm", DATA "tiny-sd1.safetensors", 1, {{"sd1_lcm", 1.0f, 1.0f}}},
+    {"sd1_diffusers_old", DATA "tiny-sd1.safetensors", 1, {{"sd1_diffusers_old", 0.9f, 0.7f}}},
+    {"sdxl_lcm", DATA "tiny-sdxl.safetensors", 1, {{"sdxl_lcm", 1.0f, 0.8f}}},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
