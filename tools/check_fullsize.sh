@@ -4,7 +4,9 @@
 # Prints one row per run: name, wall seconds, peak RSS (MB), PNG size, ok/FAIL.
 # Too slow for make test (minutes per SDXL run); `make check-fullsize` runs it.
 #
-#   tools/check_fullsize.sh [RUN...]     RUN: sd1 sdxl upscale (default all three)
+#   tools/check_fullsize.sh [RUN...]     RUN: sd1 sdxl upscale (default all three),
+#                                        sd1-lora (issue 16: a rank-8 LoRA's merged tensors vs
+#                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA)
 #
 # Inputs (made by make bench / build/tools/mkckpt when absent):
 #   $BENCH/sd1-f16.safetensors   random SD 1.5 (tests/data/layouts/sd1.tsv)
@@ -15,6 +17,8 @@
 set -u
 FM=${FM:-build/fmimage}
 MKCKPT=${MKCKPT:-build/tools/mkckpt}
+MKLORA=${MKLORA:-build/tools/mklora}
+LORAMERGE=${LORAMERGE:-build/tools/loramerge}
 BENCH=${BENCH:-${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench}
 OUT=${OUT:-build/fullsize}
 mkdir -p "$OUT" "$BENCH"
@@ -70,7 +74,17 @@ for f in $families; do
         in=$OUT/sd1-base.png
         [ -f "$in" ] || { mask "$in" 512; }
         run upscale 2048x2048 "$OUT/sd1-4x.png" upscale -m "$up" "$in" ;;
-    *) echo "check_fullsize: $f: not sd1, sdxl or upscale" >&2; exit 2 ;;
+    sd1-lora) # issue 16: a rank-8 LoRA/LoCon on every layer; a few tensors as fmimage merges them vs A1111's merge
+        need "$BENCH/sd1-f16.safetensors" sd1.tsv
+        lora=$OUT/sd1-lora8.safetensors
+        [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sd1.tsv "$lora" --rank 8 --seed 16 || exit 1
+        LORAMERGE=$LORAMERGE PYTHONPATH=/usr/lib/python3/dist-packages flock /tmp/fullsize.lock \
+            /usr/bin/python3 tools/ref/lora_fullsize_ref.py "$BENCH/sd1-f16.safetensors" "$lora" \
+            "$OUT" 0.8 1.0 >"$OUT/sd1-lora.log" 2>&1
+        rc=$?
+        echo "sd1-lora: $(tail -1 "$OUT/sd1-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
+        [ $rc -eq 0 ] || fail=1 ;;
+    *) echo "check_fullsize: $f: not sd1, sdxl, upscale or sd1-lora" >&2; exit 2 ;;
     esac
 done
 exit $fail
