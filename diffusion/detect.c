@@ -368,6 +368,11 @@ static void family_semantics(wt_model_config *cfg)
         t->layer_norm_eps = 1e-5f;
         t->penultimate = f != FM_FAMILY_SD1;
         t->final_ln_on_output = f != FM_FAMILY_SDXL;
+        /* A1111 builds SD 2.x's OpenCLIP ViT-H with its 24 layers and stops
+         * before the last; a file holding 23 (what diffusers'
+         * convert_diffusers_to_original_stable_diffusion.py makes of a
+         * diffusers folder, whose tower lacks the unused layer) runs all 23. */
+        if ((f == FM_FAMILY_SD2 || f == FM_FAMILY_SD_TURBO) && t->width == 1024 && t->layers == 23) t->penultimate = 0;
     }
     /* SD 2.x: eps or v is probed at load, as A1111 does, except for an
      * inpainting U-Net (512-inpainting-ema), which A1111 always runs with

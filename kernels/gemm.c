@@ -685,7 +685,7 @@ size_t kn_linear_scratch(int n, const kn_mat *w, int threads)
 {
     size_t lr = linear_lowrank_scratch(n, w, threads), main;
     if (kn_q8_applies(w)) {
-        main = kn_q8_linear_scratch(n, w);
+        main = kn_q8_linear_scratch(n, w, threads);
     } else {
         gemm_problem p = linear_problem(NULL, NULL, n, w, NULL);
         main = gemm_scratch_bytes(&p, threads);
@@ -786,8 +786,10 @@ static int conv_on_tiles(const kn_conv *c, int n, int h, int w)
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
     size_t lr = conv_lowrank_scratch(c, n, h, w, threads), main;
-    int m = kn_conv2d_tile(c, n, h, w);
-    if (m) {
+    int m = kn_q8_conv_applies(c) ? 0 : kn_conv2d_tile(c, n, h, w);
+    if (kn_q8_conv_applies(c)) {
+        main = kn_q8_conv2d_scratch(c, n, h, w, threads);
+    } else if (m) {
         main = kn_winograd_scratch(c, m, n, h, w, threads);
     } else if (conv_on_tiles(c, n, h, w)) {
         main = kn_conv_amx_scratch(c, n, h, w, threads);
@@ -800,8 +802,10 @@ size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    int m = kn_conv2d_tile(c, n, h, w), rc;
-    if (m) {
+    int m = kn_q8_conv_applies(c) ? 0 : kn_conv2d_tile(c, n, h, w), rc;
+    if (kn_q8_conv_applies(c)) {
+        rc = kn_q8_conv2d_ws(s, y, x, c, n, h, w);
+    } else if (m) {
         rc = kn_winograd_ws(s, y, x, c, m, n, h, w);
     } else if (conv_on_tiles(c, n, h, w)) {
         rc = kn_conv_amx_ws(s, y, x, c, n, h, w);
@@ -816,8 +820,10 @@ void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
     kn_scratch s;
     int threads = kn_scratch_threads();
-    if (scratch_alloc(&s, kn_conv2d_scratch(c, n, h, w, threads), threads) || kn_conv2d_ws(&s, y, x, c, n, h, w))
-        kn_conv2d_ref(y, x, c, n, h, w);
+    if (scratch_alloc(&s, kn_conv2d_scratch(c, n, h, w, threads), threads) || kn_conv2d_ws(&s, y, x, c, n, h, w)) {
+        if (kn_q8_conv_applies(c)) kn_q8_conv2d_ref(y, x, c, n, h, w);
+        else kn_conv2d_ref(y, x, c, n, h, w);
+    }
     core_free(s.base);
 }
 

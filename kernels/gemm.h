@@ -71,6 +71,16 @@ extern const gemm_arch gemm_arch_generic;
 extern const gemm_arch gemm_arch_avx2;
 extern const gemm_arch gemm_arch_avx512;
 extern const gemm_arch gemm_arch_avx512_bf16;
+/* An AMX tile configuration (palette 1) as LDTILECFG reads it. Keep one as
+ * a constant in memory: GCC's _tile_loadconfig tells the compiler it reads
+ * only a pointer's worth of bytes, so one built on the stack may lose its
+ * stores. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} kn_amx_tile_config;
+
 /* AMX-BF16, for bf16 problems of the driver only (kn_has_amx). */
 extern const gemm_arch gemm_arch_amx;
 /* The AVX-512 set's f32 pairs -> bf16 pairs conversion (also AMX's). */

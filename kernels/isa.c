@@ -105,3 +105,22 @@ int kn_has_amx(void)
     return 0;
 #endif
 }
+
+/* AMX-INT8 tiles usable (the Q8_0 GEMM): CPUID leaf 7 EDX bit 25, with the
+ * tile state kn_has_amx asked for (so FM_AMX=0 turns these off too). Asked
+ * once: CPUID traps to the hypervisor in a VM. */
+int kn_has_amx_int8(void)
+{
+#if defined(__x86_64__) && defined(__linux__)
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = kn_has_amx() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 25 & 1);
+        __atomic_store_n(&cached, v, __ATOMIC_RELEASE);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}

@@ -77,15 +77,18 @@ int kn_scratch_threads(void);
  * scratch per call (text encoders, tests, tools) and compute with the
  * reference loop when that allocation fails: slower, never wrong. */
 
-/* Q8_0 weights (kn_q8_applies): kn_linear quantises the activations per
- * block of 32 as ggml does (q8_0) and runs int8 dot products (AVX-512 VNNI,
- * AVX-VNNI, AVX2, or scalar: the same bits on each; kernels/q8_linear.c).
- * kn_q8_linear_ref is that arithmetic in plain loops; kn_linear_ref stays
- * the float reference of the dequantised weights. kn_q8_linear_path runs a
- * named path ("scalar", "avx2", "avx-vnni", "avx512-vnni"; -1 when the CPU
- * lacks it), for tests; kn_q8_path names the one kn_linear uses. */
+/* Q8_0 weights (kn_q8_applies, kn_q8_conv_applies): kn_linear and
+ * kn_conv2d quantise the activations (a linear's rows, a convolution's
+ * im2col columns, K = cin*kh*kw) per block of 32 along K as ggml does
+ * (q8_0) and run int8 dot products (AMX-INT8, AVX-512 VNNI, AVX-VNNI, AVX2,
+ * or scalar: the same bits on each; kernels/q8_gemm.c). kn_q8_linear_ref and
+ * kn_q8_conv2d_ref are that arithmetic in plain loops; kn_linear_ref and
+ * kn_conv2d_ref stay the float references of the dequantised weights.
+ * kn_q8_*_path run a named path ("scalar", "avx2", "avx-vnni",
+ * "avx512-vnni", "amx-int8"; -1 when the CPU lacks it), for tests;
+ * kn_q8_path names the one the kernels use. */
 int kn_q8_applies(const kn_mat *w);
-size_t kn_q8_linear_scratch(int n, const kn_mat *w);
+size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads);
 int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias);
 void kn_q8_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias);
 int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias);
@@ -129,6 +132,12 @@ void kn_conv2d(float *y, const float *x, const kn_conv *c, int n, int h, int w);
 void kn_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w);
 size_t kn_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
 int kn_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
+
+int kn_q8_conv_applies(const kn_conv *c);
+size_t kn_q8_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads);
+int kn_q8_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w);
+void kn_q8_conv2d_ref(float *y, const float *x, const kn_conv *c, int n, int h, int w);
+int kn_q8_conv2d_path(const char *path, float *y, const float *x, const kn_conv *c, int n, int h, int w);
 
 /* Winograd F(m x m, 3 x 3), m = 4 or 2, for the 3x3 stride-1 convolutions
  * with pads of 0 or 1 (kn_winograd_applies: pad 1, and the bands of
@@ -256,6 +265,8 @@ const char *kn_isa_name(kn_isa isa);
 int kn_has_bf16(void);
 /* AMX-BF16 tiles in use for bf16 GEMMs and convolutions (FM_AMX=0 turns them off). */
 int kn_has_amx(void);
+/* AMX-INT8 tiles in use for the Q8_0 GEMM (with kn_has_amx). */
+int kn_has_amx_int8(void);
 /* Bumped whenever a kernel change moves the fp32/bf16 speed ratio, so the
  * measured precision choice cached by an older build of the same release is
  * timed again (2: the bf16 packer and the im2col-free AMX 3x3 convolution). */

@@ -25,16 +25,7 @@
 enum { X_MR = 32, X_NR = 32, X_KP = 16 /* pairs per tile step */ };
 
 /* The tile shapes: 0-3 C (16 rows x 64 bytes), 4-5 A, 6-7 B, all full. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
-/* A constant in memory: GCC's _tile_loadconfig tells the compiler it reads
- * only a pointer's worth of bytes, so a configuration built on the stack may
- * lose its stores. */
-static const amx_config amx_tiles = {
+static const kn_amx_tile_config amx_tiles = {
     .palette = 1,
     .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
     .rows = {16, 16, 16, 16, 16, 16, 16, 16},

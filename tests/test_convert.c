@@ -118,6 +118,36 @@ static void test_ckpt_image(void **state)
     free(pb);
 }
 
+/* safetensors -> GGUF Q8_0 -> image, for each family's tiny model: within
+ * the issue's 30 dB of the float32 checkpoint's image (euler, 4 steps). */
+static void test_q8_0_roundtrip_each_family(void **state)
+{
+    (void)state;
+    static const char *const families[] = {"sd1", "sd2", "sdxl"};
+    for (int fi = 0; fi < 3; fi++) {
+        char st[300], gguf[300], err[1024], name[64];
+        snprintf(st, sizeof st, "tests/data/tiny-%s.safetensors", families[fi]);
+        if (fi == 1) { /* tiny-sd2 with its config (the file has none: its heads cannot be told) */
+            snprintf(st, sizeof st, "%s/tiny-sd2.safetensors", dir);
+            cu_write_tiny_sd2(st);
+        }
+        snprintf(gguf, sizeof gguf, "%s/tiny-%s.q8_0.gguf", dir, families[fi]);
+        if (convert(st, gguf, "q8_0", err, sizeof err)) fail_msg("convert %s: %s", st, err);
+        uint8_t *img[2];
+        for (int k = 0; k < 2; k++) {
+            const char *args[] = {"-m", k ? gguf : st, "a red fox", "-W", "64", "-H", "64", "--steps", "4", "--seed", "7",
+                                  "--sampler", "euler", "--precision", "fp32", NULL};
+            snprintf(name, sizeof name, "%s-%s", families[fi], k ? "q8_0" : "f32");
+            img[k] = cu_draw64(dir, name, args);
+        }
+        double db = cu_psnr8(img[1], img[0], 64 * 64 * 3);
+        printf("  %s: safetensors F32 -> GGUF Q8_0: %.2f dB\n", families[fi], db);
+        assert_true(db >= 30);
+        free(img[0]);
+        free(img[1]);
+    }
+}
+
 /* A scalar (full checkpoints carry model_ema.decay, shape []) is written to
  * GGUF as ggml writes one: one dimension of 1, the same bytes. */
 static void test_gguf_scalar(void **state)
@@ -211,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_ckpt_image),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_gguf_scalar),
+        cmocka_unit_test(test_q8_0_roundtrip_each_family),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

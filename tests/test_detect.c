@@ -206,7 +206,8 @@ typedef struct full_case {
     int n_tensors;
 } full_case;
 
-static void make_sparse(const char *layout_name, char *out, size_t len)
+/* The layout's file, without the tensors whose names start with drop (NULL: none). */
+static void make_sparse_without(const char *layout_name, const char *drop, char *out, size_t len)
 {
     char tsv[256];
     snprintf(tsv, sizeof tsv, "tests/data/layouts/%s.tsv", layout_name);
@@ -214,10 +215,16 @@ static void make_sparse(const char *layout_name, char *out, size_t len)
     tl_layout layout;
     fm_error err = {0};
     if (tl_layout_read(&layout, tsv, &err)) fail_msg("%s", err.msg);
+    int kept = 0;
+    for (int i = 0; i < layout.n; i++)
+        if (!drop || strncmp(layout.entries[i].name, drop, strlen(drop))) layout.entries[kept++] = layout.entries[i];
+    layout.n = kept;
     tl_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
     if (tl_randckpt_write(&layout, out, &o, &err)) fail_msg("%s", err.msg);
     tl_layout_free(&layout);
 }
+
+static void make_sparse(const char *layout_name, char *out, size_t len) { make_sparse_without(layout_name, NULL, out, len); }
 
 static void check_full(const full_case *c, wt_model_config *cfg)
 {
@@ -285,6 +292,25 @@ static void test_full_sd2(void **state)
     assert_int_equal(cfg.text[0].penultimate, 1);
     assert_int_equal(cfg.text[0].final_ln_on_output, 1);
     assert_int_equal(cfg.prediction, FM_PRED_AUTO);
+}
+
+/* SD 2.x converted from a diffusers folder by diffusers' script: OpenCLIP-H
+ * with 23 layers (the folder's), which A1111 runs all of (its 24-layer model
+ * stops before the missing last one). */
+static void test_full_sd2_from_diffusers(void **state)
+{
+    (void)state;
+    char path[512];
+    make_sparse_without("sd2", "cond_stage_model.model.transformer.resblocks.23.", path, sizeof path);
+    wt_safetensors st;
+    wt_model_config cfg;
+    detect(path, &st, &cfg);
+    assert_int_equal(cfg.family, FM_FAMILY_SD2);
+    assert_int_equal(cfg.text[0].layers, 23);
+    assert_int_equal(cfg.text[0].penultimate, 0);
+    assert_int_equal(cfg.text[0].final_ln_on_output, 1);
+    wt_st_close(&st);
+    unlink(path);
 }
 
 static void test_full_sdturbo(void **state)
@@ -428,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_tiny_sdxl),
         cmocka_unit_test(test_full_sd1),
         cmocka_unit_test(test_full_sd2),
+        cmocka_unit_test(test_full_sd2_from_diffusers),
         cmocka_unit_test(test_full_sdturbo),
         cmocka_unit_test(test_full_sdxl),
         cmocka_unit_test(test_sd2_config),

@@ -191,6 +191,32 @@ static void refused(const char *folder, const char *want)
     assert_false(cu_exists(out));
 }
 
+/* The hub's other names for the same files: the `fp16` variant
+ * (diffusion_pytorch_model.fp16.safetensors, model.fp16.safetensors, as
+ * stabilityai/stable-diffusion-2-1 ships them) and a tokenizer/ folder
+ * beside the parts (not read): the same tensors. */
+static void test_variant_names(void **state)
+{
+    (void)state;
+    char d[300];
+    copy_sd1(d, sizeof d, "variant");
+    sh("cd '%s' && mv vae/diffusion_pytorch_model.safetensors vae/diffusion_pytorch_model.fp16.safetensors && "
+       "mv text_encoder/model.safetensors text_encoder/model.fp16.safetensors && mkdir tokenizer && "
+       "echo '{}' > tokenizer/vocab.json && echo '#version: 0.2' > tokenizer/merges.txt%s", d, "");
+    fm_error err = {0};
+    wt_source *a = wt_open("tests/data/diffusers/sd1", &err), *b = a ? wt_open(d, &err) : NULL;
+    if (!a || !b) fail_msg("%s", err.msg);
+    assert_int_equal(wt_count(a), wt_count(b));
+    for (int i = 0; i < wt_count(a); i++) {
+        const wt_tensor *x = wt_at(a, i), *y = wt_at(b, i);
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->nbytes, y->nbytes);
+        if (memcmp(x->data, y->data, x->nbytes)) fail_msg("%s differs", x->name);
+    }
+    wt_close(a);
+    wt_close(b);
+}
+
 #define SHARD "unet/diffusion_pytorch_model-00001-of-00002.safetensors"
 #define INDEX "unet/diffusion_pytorch_model.safetensors.index.json"
 
@@ -263,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_tensors_equal_diffusers_conversion),
         cmocka_unit_test(test_folder_image_equals_converted_file),
         cmocka_unit_test(test_text_matches_diffusers),
+        cmocka_unit_test(test_variant_names),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

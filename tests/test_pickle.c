@@ -110,7 +110,7 @@ static void test_refused_globals(void **state)
 
 /* The CLI: exit 1, one line naming the call, and the file the pickle
  * would create (torch.load creates it: tools/ref/torch_pickles.py checks)
- * does not appear. */
+ * does not appear; as -m, --info, --vae, upscale -m and convert IN. */
 static void test_cli_nothing_runs(void **state)
 {
     (void)state;
@@ -130,6 +130,19 @@ static void test_cli_nothing_runs(void **state)
         const char *info[] = {"--info", "-m", model, NULL};
         assert_int_equal(cu_run(info, err, sizeof err), 1);
         assert_false(cu_exists(target));
+        /* the other options that read weight files go through the same reader */
+        const char *vae[] = {"-m", "tests/data/tiny-sd1.safetensors", "--vae", model, "a fox", "-W", "64", "-H", "64",
+                             "--steps", "1", "-o", "build/test-tmp/pwned.png", "-q", NULL};
+        const char *up[] = {"upscale", "-m", model, "tests/data/e2e.png", "-o", "build/test-tmp/pwned.png", "-q", NULL};
+        const char *conv[] = {"convert", model, "-o", "build/test-tmp/pwned.safetensors", "-q", NULL};
+        const char *const *runs[] = {vae, up, conv};
+        for (int r = 0; r < 3; r++) {
+            assert_int_equal(cu_run(runs[r], err, sizeof err), 1);
+            if (!strstr(err, "pickle calls ") || !strstr(err, ": refused\n")) fail_msg("%s: %s", runs[r][0], err);
+            assert_false(cu_exists(target));
+        }
+        assert_false(cu_exists("build/test-tmp/pwned.png"));
+        assert_false(cu_exists("build/test-tmp/pwned.safetensors"));
     }
 }
 

@@ -633,9 +633,19 @@ static void bench_sdxl(bench *b)
     }
     unet_inputs(&c);
     snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
-    if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens)), run_unet, &c)) goto done;
-    /* issue 17: the same evaluation on Q8_0 weights (--type q8_0 at load;
-     * dequantised per tile in the GEMM until the int8 path exists) */
+    double uf = unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens);
+    if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, uf), run_unet, &c)) goto done;
+    /* the same in bf16 (sdxl.unet_b1 is fp32, as fm_model_load leaves the
+     * modules): issue 17 compares Q8_0 with both */
+    if (kn_has_bf16()) {
+        un_set_precision(c.m->unet, FM_PREC_BF16);
+        snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent, bf16", l, l);
+        stage *s = add_stage(b, "sdxl.unet_b1_bf16", label, uf);
+        snprintf(s->prec, sizeof s->prec, "bf16");
+        if (time_stage(b, s, run_unet, &c)) goto done;
+    }
+    /* issue 17: the same evaluation on Q8_0 weights (--type q8_0 at load):
+     * int8 products on its Q8_0 linears and convolutions */
     ctx_free(&c);
     c = (model_ctx){.path = path, .batch = 1, .lh = l, .lw = l, .type = "q8_0"};
     b->reps = 1;

@@ -3,10 +3,22 @@
 # (issue 18): inpaint, outpaint, hires fix and a 4x upscale, 2 steps each.
 # Prints one row per run: name, wall seconds, peak RSS (MB), PNG size, ok/FAIL.
 # Too slow for make test (minutes per SDXL run); `make check-fullsize` runs it.
+# Each run takes /tmp/fullsize.lock (one full-size model in RAM at a time on a
+# shared machine): do not run this script itself under that lock.
 #
 #   tools/check_fullsize.sh [RUN...]     RUN: sd1 sdxl upscale (default all three),
+#                                        sd15-folder sd21-folder sdxl-folder (issue 17),
 #                                        sd1-lora (issue 16: a rank-8 LoRA's merged tensors vs
 #                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA)
+#
+# FAMILY-folder: a random full-size diffusers folder made by diffusers itself
+# and the checkpoint diffusers' conversion script makes of it, as .safetensors
+# and torch.save's .ckpt (tools/ref/diffusers_fullsize.py, under
+# $BENCH/diffusers-FAMILY*, made when absent; needs pip's diffusers 0.27.2,
+# transformers 4.40.2). Checks, 1 step at 512x512: -m DIR/, -m the .safetensors
+# and -m the .ckpt draw the same pixels; `fmimage convert DIR` and `fmimage
+# convert X.ckpt` give the script's tensors bit for bit; `fmimage convert
+# --type q8_0` to GGUF draws within Q8_0_DB (default 30) dB of the F16 image.
 #
 # Inputs (made by make bench / build/tools/mkckpt when absent):
 #   $BENCH/sd1-f16.safetensors   random SD 1.5 (tests/data/layouts/sd1.tsv)
@@ -33,14 +45,23 @@ png_size() { # WxH of a PNG, from its IHDR
         awk '{ printf "%dx%d", (($1*256+$2)*256+$3)*256+$4, (($5*256+$6)*256+$7)*256+$8 }'
 }
 
+LOCK=/tmp/fullsize.lock
+PY="env PYTHONPATH=/usr/lib/python3/dist-packages /usr/bin/python3" # Debian's numpy for Debian's torch
+
+timed() { # timed NAME CMD...: runs CMD under the lock; sets rc, wall, rss
+    name=$1
+    shift
+    flock "$LOCK" /usr/bin/time -v -o "$OUT/$name.time" "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$OUT/$name.time")
+    rss=$(awk -F': ' '/Maximum resident set size/ { printf "%d", $2 / 1024 }' "$OUT/$name.time")
+}
+
 run() { # run NAME WANT_SIZE OUT.png fmimage-args...
     name=$1 want=$2 png=$3
     shift 3
     rm -f "$png"
-    /usr/bin/time -v -o "$OUT/$name.time" "$FM" "$@" -o "$png" >"$OUT/$name.log" 2>&1
-    rc=$?
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$OUT/$name.time")
-    rss=$(awk -F': ' '/Maximum resident set size/ { printf "%d", $2 / 1024 }' "$OUT/$name.time")
+    timed "$name" "$FM" "$@" -o "$png"
     got=$(png_size "$png")
     ok=ok
     [ $rc -eq 0 ] && [ "$got" = "$want" ] || { ok="FAIL (exit $rc)"; fail=1; }
@@ -62,6 +83,50 @@ family() {
     run "$f.hires" 1024x1024 "$d-hires.png" "a fox" -m "$ckpt" --steps 2 -W 512 -H 512 --seed 1 --hires-scale 2
 }
 
+check() { # check NAME compare_weights.py-args...: a comparison's row
+    c=$1
+    shift
+    said=$($PY tools/ref/compare_weights.py "$@" 2>&1)
+    if [ $? -eq 0 ]; then ok=ok; else ok=FAIL; fail=1; fi
+    line=$(printf '%s\n' "$said" | tail -1)
+    printf '%-14s %s: %s\n' "$c" "$ok" "$line"
+}
+
+convert() { # convert NAME IN OUT [--type T]: fmimage convert as a row
+    name=$1 in=$2 out=$3
+    shift 3
+    timed "$name" "$FM" convert "$in" -o "$out" --force -q "$@"
+    ok=ok
+    [ $rc -eq 0 ] || { ok="FAIL (exit $rc)"; fail=1; }
+    printf '%-14s %8ss %7s MB  %-10s %s\n' "$name" "$wall" "$rss" convert "$ok"
+}
+
+folder() { # folder FAMILY: issue 17's diffusers folder, .ckpt and GGUF checks
+    f=$1 d=$BENCH/diffusers-$1 o=$OUT/$1
+    if [ ! -f "$d.ldm.ckpt" ]; then
+        flock "$LOCK" $PY tools/ref/diffusers_fullsize.py "$f" >"$OUT/$f-make.log" 2>&1 ||
+            { echo "check_fullsize: $f: tools/ref/diffusers_fullsize.py failed ($OUT/$f-make.log)" >&2; fail=1; return; }
+    fi
+    m="--steps 1 -W 512 -H 512 --seed 1"
+    # SD 2.1 is v: the folder's scheduler says so; a bare file is probed as A1111 does (random weights: either)
+    [ "$f" = sd21 ] && m="$m --prediction v"
+    run "$f.dir" 512x512 "$o-dir.png" "a red fox" -m "$d/" $m
+    run "$f.ldm" 512x512 "$o-ldm.png" "a red fox" -m "$d.ldm.safetensors" $m
+    run "$f.ckpt" 512x512 "$o-ckpt.png" "a red fox" -m "$d.ldm.ckpt" $m
+    check "$f.dir=ldm" images "$o-ldm.png" "$o-dir.png"
+    check "$f.ckpt=ldm" images "$o-ldm.png" "$o-ckpt.png"
+    convert "$f.conv-dir" "$d/" "$o-dir.safetensors"
+    check "$f.conv-dir" tensors "$d.ldm.safetensors" "$o-dir.safetensors"
+    rm -f "$o-dir.safetensors"
+    convert "$f.conv-ckpt" "$d.ldm.ckpt" "$o-ckpt.safetensors"
+    check "$f.conv-ckpt" tensors "$d.ldm.safetensors" "$o-ckpt.safetensors"
+    rm -f "$o-ckpt.safetensors"
+    convert "$f.conv-q8_0" "$d.ldm.safetensors" "$o.q8_0.gguf" --type q8_0
+    run "$f.q8_0" 512x512 "$o-q8_0.png" "a red fox" -m "$o.q8_0.gguf" $m
+    check "$f.q8_0~ldm" images "$o-ldm.png" "$o-q8_0.png" "${Q8_0_DB:-30}"
+    rm -f "$o.q8_0.gguf"
+}
+
 families=${*:-sd1 sdxl upscale}
 echo "# $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/'); $(lscpu | sed -n 's/^Model name: *//p')"
 for f in $families; do
@@ -74,17 +139,17 @@ for f in $families; do
         in=$OUT/sd1-base.png
         [ -f "$in" ] || { mask "$in" 512; }
         run upscale 2048x2048 "$OUT/sd1-4x.png" upscale -m "$up" "$in" ;;
+    sd15-folder | sd21-folder | sdxl-folder) folder "${f%-folder}" ;;
     sd1-lora) # issue 16: a rank-8 LoRA/LoCon on every layer; a few tensors as fmimage merges them vs A1111's merge
         need "$BENCH/sd1-f16.safetensors" sd1.tsv
         lora=$OUT/sd1-lora8.safetensors
         [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sd1.tsv "$lora" --rank 8 --seed 16 || exit 1
-        LORAMERGE=$LORAMERGE PYTHONPATH=/usr/lib/python3/dist-packages flock /tmp/fullsize.lock \
-            /usr/bin/python3 tools/ref/lora_fullsize_ref.py "$BENCH/sd1-f16.safetensors" "$lora" \
+        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/sd1-f16.safetensors" "$lora" \
             "$OUT" 0.8 1.0 >"$OUT/sd1-lora.log" 2>&1
         rc=$?
         echo "sd1-lora: $(tail -1 "$OUT/sd1-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
         [ $rc -eq 0 ] || fail=1 ;;
-    *) echo "check_fullsize: $f: not sd1, sdxl, upscale or sd1-lora" >&2; exit 2 ;;
+    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder or sd1-lora" >&2; exit 2 ;;
     esac
 done
 exit $fail

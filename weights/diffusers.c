@@ -65,14 +65,20 @@ static cJSON *read_json(const folder *f, const char *path)
         dfail(f, path, "%s", strerror(errno));
         return NULL;
     }
-    char *buf = malloc(MAX_JSON + 1);
-    size_t n = buf ? fread(buf, 1, MAX_JSON + 1, fp) : 0;
+    /* a buffer of the file's size, not MAX_JSON (the read asks one byte
+     * more, to see a file over the limit or grown since) */
+    struct stat sb;
+    int sized = !fstat(fileno(fp), &sb) && sb.st_size >= 0 && sb.st_size <= (off_t)MAX_JSON;
+    size_t cap = sized ? (size_t)sb.st_size : MAX_JSON;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap + 1, fp) : 0;
     int bad = ferror(fp);
     fclose(fp);
     cJSON *j = NULL;
     if (!buf) dfail(f, path, "out of memory");
     else if (bad) dfail(f, path, "read failed");
     else if (n > MAX_JSON) dfail(f, path, "over %u MB of JSON", MAX_JSON >> 20);
+    else if (n > cap) dfail(f, path, "changed while read");
     else if (!(j = cJSON_ParseWithLength(buf, n)) || !cJSON_IsObject(j)) {
         dfail(f, path, "not a JSON object");
         cJSON_Delete(j);

@@ -46,7 +46,7 @@ static int find_directory(const uint8_t *m, size_t size, uint64_t *cd_off, uint6
         if (at < 20 || rd32(m + at - 20) != 0x07064b50)
             return core_fail(err, FM_EINPUT, "%s: zip64 locator missing", path);
         uint64_t r = rd64(m + at - 20 + 8);
-        if (r > size - 56 || rd32(m + r) != 0x06064b50)
+        if (size < 56 || r > size - 56 || rd32(m + r) != 0x06064b50)
             return core_fail(err, FM_EINPUT, "%s: zip64 end record missing or outside the file", path);
         *count = rd64(m + r + 32);
         *cd_size = rd64(m + r + 40);
