@@ -143,8 +143,9 @@ soak: $(BIN)
 # SDXL checkpoints, 2 steps: wall time, peak RSS, PNG size (minutes; not in
 # make test).
 .PHONY: check-fullsize
-check-fullsize: $(BIN) $(BUILD)/tools/mkckpt
-	FM=$(BIN) MKCKPT=$(BUILD)/tools/mkckpt OUT=$(BUILD)/fullsize tools/check_fullsize.sh
+check-fullsize: $(BIN) $(BUILD)/tools/mkckpt $(BUILD)/tools/mklora $(BUILD)/tools/loramerge
+	FM=$(BIN) MKCKPT=$(BUILD)/tools/mkckpt MKLORA=$(BUILD)/tools/mklora LORAMERGE=$(BUILD)/tools/loramerge \
+	    OUT=$(BUILD)/fullsize tools/check_fullsize.sh $(RUNS)
 
 # tests/test_noalloc counts the library's calls to the C allocator while it
 # samples: its link redirects them (and smp_sample, the counting window).

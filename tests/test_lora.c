@@ -10,8 +10,10 @@
 #include "diffusion/lora.h"
 #include "fmimage.h"
 #include "kernels/kernels.h"
+#include "tools/lib/randckpt.h"
 #include "tools/lib/st_write.h"
 #include "weights/lora.h"
+#include "weights/lora_internal.h"
 
 #define DATA "tests/data/"
 #define LDIR DATA "lora"
@@ -42,6 +44,10 @@ static const lcase cases[] = {
     {"sd1_glora", DATA "tiny-sd1.safetensors", 1, {{"sd1_glora", 1.0f, 0.8f}}},
     {"sd1_norm", DATA "tiny-sd1.safetensors", 1, {{"sd1_norm", 0.5f, 1.0f}}},
     {"sd1_lyco_stack", DATA "tiny-sd1.safetensors", 2, {{"sd1_oft", 0.7f, 0.9f}, {"sd1_ia3", 0.8f, 0.6f}}},
+    /* the spellings LCM-LoRA, SDXL-Lightning and older diffusers files come in */
+    {"sd1_lcm", DATA "tiny-sd1.safetensors", 1, {{"sd1_lcm", 1.0f, 1.0f}}},
+    {"sd1_diffusers_old", DATA "tiny-sd1.safetensors", 1, {{"sd1_diffusers_old", 0.9f, 0.7f}}},
+    {"sdxl_lcm", DATA "tiny-sdxl.safetensors", 1, {{"sdxl_lcm", 1.0f, 0.8f}}},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -642,6 +648,152 @@ static void test_hostile(void **state)
     assert_non_null(strstr(out, "; 2 keys unmapped"));
 }
 
+/* ---- published spellings over the full-size layouts: every key maps ---- */
+
+/* A resnet layer's diffusers name (diffusers' original-checkpoint converter). */
+static const char *resnet_layer(const char *ldm)
+{
+    static const char *const names[][2] = {
+        {"in_layers.2", "conv1"}, {"out_layers.3", "conv2"}, {"emb_layers.1", "time_emb_proj"},
+        {"skip_connection", "conv_shortcut"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(ldm, names[i][0])) return names[i][1];
+    return NULL;
+}
+
+/* The diffusers module name (dots) of an ldm U-Net layer ("input_blocks.4.1.
+ * proj_in"), SD's 2 layers a level as every SD 1.x/2.x/SDXL U-Net has, if it
+ * is one of LCM-LoRA's target types; 0 otherwise. Written from diffusers'
+ * layout, not from fmimage's (A1111's) reverse arithmetic. */
+static int diffusers_name(const char *ldm, char *out, size_t n)
+{
+    int i, j, at = -1;
+    const char *r = NULL;
+    if (sscanf(ldm, "input_blocks.%d.%d.%n", &i, &j, &at) == 2 && at > 0 && i > 0) {
+        r = ldm + at;
+        if (i % 3 == 0) return !strcmp(r, "op") && snprintf(out, n, "down_blocks.%d.downsamplers.0.conv", i / 3 - 1) > 0;
+        if (j == 1) return snprintf(out, n, "down_blocks.%d.attentions.%d.%s", (i - 1) / 3, (i - 1) % 3, r) > 0;
+        return resnet_layer(r) && snprintf(out, n, "down_blocks.%d.resnets.%d.%s", (i - 1) / 3, (i - 1) % 3, resnet_layer(r)) > 0;
+    }
+    if (sscanf(ldm, "middle_block.%d.%n", &i, &at) == 1 && at > 0) {
+        r = ldm + at;
+        if (i == 1) return snprintf(out, n, "mid_block.attentions.0.%s", r) > 0;
+        return resnet_layer(r) && snprintf(out, n, "mid_block.resnets.%d.%s", i / 2, resnet_layer(r)) > 0;
+    }
+    if (sscanf(ldm, "output_blocks.%d.%d.%n", &i, &j, &at) == 2 && at > 0) {
+        r = ldm + at;
+        if (j == 0) return resnet_layer(r) && snprintf(out, n, "up_blocks.%d.resnets.%d.%s", i / 3, i % 3, resnet_layer(r)) > 0;
+        if (!strcmp(r, "conv")) return snprintf(out, n, "up_blocks.%d.upsamplers.0.conv", i / 3) > 0;
+        return snprintf(out, n, "up_blocks.%d.attentions.%d.%s", i / 3, i % 3, r) > 0;
+    }
+    return 0;
+}
+
+typedef struct published {
+    char kohya[WT_NAME_MAX], ldm[WT_NAME_MAX];
+} published;
+
+/* One spelling of a rank-1 all-zero LoRA on every LCM target layer of a
+ * layout: kohya's diffusers names (LCM-LoRA, SDXL-Lightning as published),
+ * PEFT (unet.*.lora_A/B), diffusers <= 0.23 (unet.*.lora.down/up). */
+static int published_adapter(const tl_layout *L, int spelling, const char *path, published *mods)
+{
+    static const char *const parts[][2] = {{".lora_down.weight", ".lora_up.weight"},
+                                           {".lora_A.weight", ".lora_B.weight"},
+                                           {".lora.down.weight", ".lora.up.weight"}};
+    static const char unet[] = "model.diffusion_model.";
+    tl_st_entry *e = calloc((size_t)L->n * 2, sizeof *e);
+    char(*names)[WT_NAME_MAX + 32] = calloc((size_t)L->n * 2, sizeof *names);
+    int n_mods = 0, n = 0;
+    for (int t = 0; t < L->n; t++) {
+        const tl_st_entry *w = &L->entries[t];
+        size_t len = strlen(w->name);
+        char ldm[WT_NAME_MAX], dif[WT_NAME_MAX - 16];
+        if (strncmp(w->name, unet, sizeof unet - 1) || len < 7 || strcmp(w->name + len - 7, ".weight") ||
+            (w->ndim != 2 && w->ndim != 4))
+            continue;
+        snprintf(ldm, sizeof ldm, "%.*s", (int)(len - 7 - (sizeof unet - 1)), w->name + sizeof unet - 1);
+        if (!diffusers_name(ldm, dif, sizeof dif)) continue;
+        published *m = &mods[n_mods++];
+        snprintf(m->kohya, sizeof m->kohya, "lora_unet_%s", dif);
+        for (char *c = m->kohya; *c; c++)
+            if (*c == '.') *c = '_';
+        snprintf(m->ldm, sizeof m->ldm, "%s", w->name);
+        for (int up = 0; up < 2; up++) {
+            if (spelling == 0) snprintf(names[n], sizeof names[n], "%s%s", m->kohya, parts[0][up]);
+            else snprintf(names[n], sizeof names[n], "unet.%s%s", dif, parts[spelling][up]);
+            tl_st_entry *f = &e[n];
+            f->name = names[n++];
+            f->dtype = FM_DT_F16;
+            f->ndim = w->ndim; /* down [1, in(, kh, kw)], up [out, 1(, 1, 1)] */
+            for (int d = 0; d < w->ndim; d++) f->shape[d] = up ? (d ? 1 : w->shape[0]) : (d ? w->shape[d] : 1);
+        }
+    }
+    fm_error err = {0};
+    if (tl_st_write(path, e, n, NULL, 0, &err)) fail_msg("%s", err.msg);
+    free(names);
+    free(e);
+    return n_mods;
+}
+
+static void test_published_key_lists(void **state)
+{
+    (void)state;
+    static const struct { const char *layout, *unmapped; } layouts[] = {
+        {DATA "layouts/sd1.tsv", NULL},
+        {DATA "layouts/sd2.tsv", NULL},
+        /* A1111 puts up level 0's upsampler at output_blocks_2_1_conv, SD 1.x's place;
+         * SDXL's level 0 has attentions there: unmapped in A1111, so here too. */
+        {DATA "layouts/sdxl.tsv", "lora_unet_up_blocks_0_upsamplers_0_conv"},
+    };
+    for (size_t li = 0; li < sizeof layouts / sizeof layouts[0]; li++) {
+        fm_error err = {0};
+        tl_layout L;
+        if (tl_layout_read(&L, layouts[li].layout, &err)) fail_msg("%s", err.msg);
+        char ckpt[512], path[512];
+        snprintf(ckpt, sizeof ckpt, "%s/zeros.safetensors", tu_dir);
+        tl_randckpt_opts o = {.float_dtype = -1, .zeros = 1};
+        if (tl_randckpt_write(&L, ckpt, &o, &err)) fail_msg("%s", err.msg);
+        wt_source *base = wt_open(ckpt, &err);
+        assert_non_null(base);
+        wt_model_config cfg;
+        assert_int_equal(df_detect_config(base, &cfg, &err), 0);
+        published *mods = calloc((size_t)L.n, sizeof *mods);
+        for (int spelling = 0; spelling < 3; spelling++) {
+            snprintf(path, sizeof path, "%s/published.safetensors", tu_dir);
+            int n = published_adapter(&L, spelling, path, mods);
+            wt_lora *l = wt_lora_open(path, base, &cfg, &err);
+            if (!l) fail_msg("%s spelling %d: %s", layouts[li].layout, spelling, err.msg);
+            int want_unmapped = 0;
+            for (int i = 0; i < n; i++)
+                if (layouts[li].unmapped && !strcmp(mods[i].kohya, layouts[li].unmapped)) want_unmapped += 2;
+            for (int k = 0; k < wt_lora_n_modules(l); k++) {
+                const wt_lora_module *m = &l->mods[k];
+                int found = 0;
+                for (int i = 0; i < n && !found; i++)
+                    if (!strcmp(mods[i].kohya, m->key)) {
+                        found = 1;
+                        if (strcmp(m->target->name, mods[i].ldm))
+                            fail_msg("%s: %s -> %s, not %s", layouts[li].layout, m->key, m->target->name, mods[i].ldm);
+                    }
+                if (!found) fail_msg("%s: module %s not in the file", layouts[li].layout, m->key);
+            }
+            printf("%s spelling %d: %d modules, %d mapped, %d keys unmapped\n", layouts[li].layout, spelling, n,
+                   wt_lora_n_modules(l), wt_lora_n_unmapped(l));
+            assert_int_equal(wt_lora_n_unmapped(l), want_unmapped);
+            assert_int_equal(wt_lora_n_modules(l), n - want_unmapped / 2);
+            assert_true(n > 100);
+            wt_lora_close(l);
+        }
+        free(mods);
+        wt_close(base);
+        unlink(ckpt);
+        unlink(path);
+        tl_layout_free(&L);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,6 +807,7 @@ int main(void)
         cmocka_unit_test(test_lora_hashes),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_lowrank_fp32),
+        cmocka_unit_test(test_published_key_lists),
     };
     return cmocka_run_group_tests(tests, tu_make_dir, tu_remove_dir);
 }

@@ -7,7 +7,9 @@
 # shared machine): do not run this script itself under that lock.
 #
 #   tools/check_fullsize.sh [RUN...]     RUN: sd1 sdxl upscale (default all three),
-#                                        sd15-folder sd21-folder sdxl-folder (issue 17)
+#                                        sd15-folder sd21-folder sdxl-folder (issue 17),
+#                                        sd1-lora (issue 16: a rank-8 LoRA's merged tensors vs
+#                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA)
 #
 # FAMILY-folder: a random full-size diffusers folder made by diffusers itself
 # and the checkpoint diffusers' conversion script makes of it, as .safetensors
@@ -27,6 +29,8 @@
 set -u
 FM=${FM:-build/fmimage}
 MKCKPT=${MKCKPT:-build/tools/mkckpt}
+MKLORA=${MKLORA:-build/tools/mklora}
+LORAMERGE=${LORAMERGE:-build/tools/loramerge}
 BENCH=${BENCH:-${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench}
 OUT=${OUT:-build/fullsize}
 mkdir -p "$OUT" "$BENCH"
@@ -136,7 +140,16 @@ for f in $families; do
         [ -f "$in" ] || { mask "$in" 512; }
         run upscale 2048x2048 "$OUT/sd1-4x.png" upscale -m "$up" "$in" ;;
     sd15-folder | sd21-folder | sdxl-folder) folder "${f%-folder}" ;;
-    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder or sdxl-folder" >&2; exit 2 ;;
+    sd1-lora) # issue 16: a rank-8 LoRA/LoCon on every layer; a few tensors as fmimage merges them vs A1111's merge
+        need "$BENCH/sd1-f16.safetensors" sd1.tsv
+        lora=$OUT/sd1-lora8.safetensors
+        [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sd1.tsv "$lora" --rank 8 --seed 16 || exit 1
+        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/sd1-f16.safetensors" "$lora" \
+            "$OUT" 0.8 1.0 >"$OUT/sd1-lora.log" 2>&1
+        rc=$?
+        echo "sd1-lora: $(tail -1 "$OUT/sd1-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
+        [ $rc -eq 0 ] || fail=1 ;;
+    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder or sd1-lora" >&2; exit 2 ;;
     esac
 done
 exit $fail

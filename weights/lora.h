@@ -8,7 +8,8 @@
  *                     diffusers-style (down_blocks_0_attentions_0_...) or
  *                     ldm-style (input_blocks_1_1_...) module names;
  *   PEFT / diffusers  unet.*, text_encoder.*, text_encoder_2.* with
- *                     .lora_A.weight / .lora_B.weight;
+ *                     .lora_A.weight / .lora_B.weight, or diffusers' older
+ *                     .lora.down/up.weight, .lora_linear_layer.down/up.weight;
  * and the part after the module name says the kind (A1111's module types):
  *   LoRA / LoCon  lora_up, lora_down (linear, conv 3x3 or 1x1), lora_mid (CP);
  *   LoHa          hada_w1_a/b, hada_w2_a/b, Tucker hada_t1/t2;

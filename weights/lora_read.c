@@ -225,11 +225,28 @@ static int part_of(const char *s)
     return -1;
 }
 
+/* A part name in a diffusers file: PEFT's (lora_A/lora_B, kohya's parts),
+ * or the older diffusers names of the same factors, as ComfyUI's lora.py
+ * reads them: LoRACompatibleLinear/Conv's "lora.down/up.weight"
+ * (diffusers 0.19-0.23 save_lora_weights) and the text encoder's
+ * PatchedLoraProjection "lora_linear_layer.down/up.weight". */
+static int diffusers_part_of(const char *s)
+{
+    static const struct { const char *name; int part; } old[] = {
+        {"lora.down.weight", WT_LP_DOWN}, {"lora.up.weight", WT_LP_UP},
+        {"lora_linear_layer.down.weight", WT_LP_DOWN}, {"lora_linear_layer.up.weight", WT_LP_UP},
+    };
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        if (!strcmp(s, old[i].name)) return old[i].part;
+    return part_of(s);
+}
+
 /* A file key as (module, part). kohya/A1111: "MODULE.PART" split at the
- * first '.'. PEFT/diffusers ("unet.down_blocks.0....to_q.lora_A.weight")
- * become the kohya module name diffusers' converter gives them. 0 when
- * the key is neither. */
-static int split_key(const char *key, int sdxl, char module[WT_NAME_MAX], const char **part)
+ * first '.'. PEFT/diffusers ("unet.down_blocks.0....to_q.lora_A.weight",
+ * "....to_q.lora.down.weight") become the kohya module name diffusers'
+ * converter gives them. *part: the part, -1 if unknown. 0 when the key
+ * is neither form. */
+static int split_key(const char *key, int sdxl, char module[WT_NAME_MAX], int *part)
 {
     static const struct { const char *peft, *kohya_sd, *kohya_xl; } roots[] = {
         {"unet.", "lora_unet_", "lora_unet_"},
@@ -241,20 +258,20 @@ static int split_key(const char *key, int sdxl, char module[WT_NAME_MAX], const 
         if (strncmp(key, roots[r].peft, rl)) continue;
         const char *p = NULL;
         for (const char *c = key + rl; (c = strchr(c, '.')); c++)
-            if (part_of(c + 1) >= 0) { p = c; break; }
+            if (diffusers_part_of(c + 1) >= 0) { p = c; break; }
         if (!p) return 0;
         int n = snprintf(module, WT_NAME_MAX, "%s%.*s", sdxl ? roots[r].kohya_xl : roots[r].kohya_sd,
                          (int)(p - key - rl), key + rl);
         if (n < 0 || n >= WT_NAME_MAX) return 0;
         for (char *c = module; *c; c++)
             if (*c == '.') *c = '_';
-        *part = p + 1;
+        *part = diffusers_part_of(p + 1);
         return 1;
     }
     const char *dot = strchr(key, '.');
     if (!dot || dot - key >= WT_NAME_MAX) return 0;
     snprintf(module, WT_NAME_MAX, "%.*s", (int)(dot - key), key);
-    *part = dot + 1;
+    *part = part_of(dot + 1);
     return 1;
 }
 
@@ -739,8 +756,8 @@ wt_lora *wt_lora_open(const char *path, const wt_source *model, const wt_model_c
     for (int i = 0; !rc && i < wt_count(l->src); i++) {
         const wt_tensor *t = wt_at(l->src, i);
         char mk[WT_NAME_MAX];
-        const char *part;
-        int p = split_key(t->name, sdxl, mk, &part) ? part_of(part) : -1;
+        int p;
+        if (!split_key(t->name, sdxl, mk, &p)) p = -1;
         wt_lora_module *m = p >= 0 ? module_get(l, mk) : NULL;
         if (p >= 0 && !m) rc = core_fail(err, FM_EINPUT, "out of memory");
         else if (m) m->part[p] = t;

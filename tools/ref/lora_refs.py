@@ -78,14 +78,22 @@ def layer_mapping(sd, sdxl):
     return out
 
 
+# diffusers' older names of a LoRA's factors (LoRACompatibleLinear/Conv's
+# lora.down/up, the text encoder's PatchedLoraProjection lora_linear_layer),
+# as diffusers' convert_state_dict_to_kohya renames them.
+OLD_DIFFUSERS_PARTS = {"lora.down.weight": "lora_down.weight", "lora.up.weight": "lora_up.weight",
+                       "lora_linear_layer.down.weight": "lora_down.weight",
+                       "lora_linear_layer.up.weight": "lora_up.weight"}
+
+
 def peft_to_kohya(key, sdxl):
     for peft, sd_name, xl_name in (("unet.", "lora_unet_", "lora_unet_"), ("text_encoder.", "lora_te_", "lora_te1_"),
                                    ("text_encoder_2.", "lora_te2_", "lora_te2_")):
         if key.startswith(peft):
-            for part in ("lora_A.weight", "lora_B.weight", "alpha"):
+            for part in ("lora_A.weight", "lora_B.weight", "alpha", *OLD_DIFFUSERS_PARTS):
                 if key.endswith("." + part):
                     mod = key[len(peft):-len(part) - 1].replace(".", "_")
-                    return (xl_name if sdxl else sd_name) + mod + "." + part
+                    return (xl_name if sdxl else sd_name) + mod + "." + OLD_DIFFUSERS_PARTS.get(part, part)
     return key
 
 
@@ -324,6 +332,89 @@ def sdxl_adapters():
     return {"sdxl_lora": flat(mods)}
 
 
+def lora_on(base, weight, r, alpha, s=0.1):
+    """LoRA factors shaped for the checkpoint tensor weight (a 3x3 conv gets LoCon's)."""
+    w = base[weight]
+    down_in = w.shape[1] * (w.shape[2] * w.shape[3] if w.ndim == 4 else 1)
+    d = {"lora_down.weight": rnd(r, down_in, s=s), "lora_up.weight": rnd(w.shape[0], r, s=s)}
+    if w.ndim == 4:
+        d["lora_down.weight"] = d["lora_down.weight"].reshape(r, *w.shape[1:])
+        d["lora_up.weight"] = d["lora_up.weight"].reshape(w.shape[0], r, 1, 1)
+    d["alpha"] = torch.tensor(float(alpha))
+    return d
+
+
+# LCM-LoRA's target modules (diffusers examples/consistency_distillation,
+# train_lcm_distill_lora_sd*.py): to_q, to_k, to_v, to_out.0, proj_in,
+# proj_out, ff.net.0.proj, ff.net.2, conv1, conv2, conv_shortcut,
+# downsamplers.0.conv, upsamplers.0.conv, time_emb_proj; published in
+# kohya's spelling of the diffusers module names (lora_unet_down_blocks_...).
+ATTN = [("proj_in", "proj_in"), ("proj_out", "proj_out")] + [
+    (f"transformer_blocks_{{t}}_{a}_{x}", f"transformer_blocks.{{t}}.{a}.{y}")
+    for a in ("attn1", "attn2") for x, y in (("to_q", "to_q"), ("to_k", "to_k"), ("to_v", "to_v"),
+                                             ("to_out_0", "to_out.0"))] + [
+    ("transformer_blocks_{t}_ff_net_0_proj", "transformer_blocks.{t}.ff.net.0.proj"),
+    ("transformer_blocks_{t}_ff_net_2", "transformer_blocks.{t}.ff.net.2")]
+RESNET = [("conv1", "in_layers.2"), ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"),
+          ("conv_shortcut", "skip_connection")]
+
+
+def lcm_modules(base, blocks, tblocks):
+    """(kohya-diffusers module name, checkpoint weight) for the LCM target
+    modules of the given diffusers blocks {diffusers prefix: ldm prefix}."""
+    out = {}
+    for dif, ldm in blocks.items():
+        for t in range(tblocks):
+            for dn, ln in ATTN if "attentions" in dif else RESNET:
+                w = f"model.diffusion_model.{ldm}.{ln.format(t=t)}.weight"
+                if w in base:  # (a resnet without conv_shortcut, a level with fewer transformer blocks)
+                    out[f"lora_unet_{dif}_{dn.format(t=t)}"] = w
+    return out
+
+
+def published_adapters(bases):
+    """The spellings LCM-LoRA / SDXL-Lightning / diffusers files come in, on
+    the tiny checkpoints. Only blocks where A1111's fixed diffusers->ldm
+    arithmetic (3 layers a U-Net level, SD's layers_per_block=2) also holds
+    for the tiny layouts (1 layer a level): level 0, the middle, up level 0;
+    the full-size key lists are tests/test_lora.c's job."""
+    out = {}
+    sd1, xl = bases["sd1"], bases["sdxl"]
+    torch.manual_seed(1621)
+    mods = lcm_modules(sd1, {"down_blocks_0_attentions_0": "input_blocks.1.1", "down_blocks_0_resnets_0": "input_blocks.1.0",
+                             "mid_block_attentions_0": "middle_block.1", "mid_block_resnets_0": "middle_block.0",
+                             "mid_block_resnets_1": "middle_block.2", "up_blocks_0_resnets_0": "output_blocks.0.0",
+                             "up_blocks_0_resnets_1": "output_blocks.1.0"}, 1)
+    # small factors, as trained LoRAs have: a dense update of 41 tensors
+    lcm = {m: lora_on(sd1, w, 4, 4 if i % 2 else 2, s=0.03) for i, (m, w) in enumerate(mods.items())}
+    # A1111 puts the tiny model's level-0 downsampler at input_blocks_3_0_op (SD's place): unmapped, as there.
+    lcm["lora_unet_down_blocks_0_downsamplers_0_conv"] = lora_on(sd1, "model.diffusion_model.input_blocks.2.0.op.weight", 4, 4)
+    out["sd1_lcm"] = flat(lcm)
+    torch.manual_seed(1622)
+    old = {}
+    for mod, w in (("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "input_blocks.1.1.transformer_blocks.0.attn1.to_q"),
+                   ("unet.mid_block.resnets.0.conv1", "middle_block.0.in_layers.2"),
+                   ("unet.up_blocks.0.resnets.1.time_emb_proj", "output_blocks.1.0.emb_layers.1")):
+        f = lora_on(sd1, "model.diffusion_model." + w + ".weight", 4, 2)
+        old[mod + ".lora.down.weight"], old[mod + ".lora.up.weight"] = f["lora_down.weight"], f["lora_up.weight"]
+    old["unet.mid_block.resnets.0.conv1.alpha"] = torch.tensor(2.0)  # diffusers' network_alphas spelling
+    te = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    f = lora_on(sd1, te, 2, 2)
+    old["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight"] = f["lora_down.weight"]
+    old["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.up.weight"] = f["lora_up.weight"]
+    out["sd1_diffusers_old"] = {k: v.contiguous() for k, v in old.items()}
+    torch.manual_seed(1623)
+    mods = lcm_modules(xl, {"down_blocks_0_resnets_0": "input_blocks.1.0", "mid_block_attentions_0": "middle_block.1",
+                            "mid_block_resnets_1": "middle_block.2", "up_blocks_0_attentions_1": "output_blocks.1.1",
+                            "up_blocks_0_resnets_0": "output_blocks.0.0"}, 2)
+    lcm = {m: lora_on(xl, w, 4, 4, s=0.03) for m, w in mods.items()}
+    # A1111's upsampler arithmetic puts up level 0's at output_blocks_2_1_conv, SD 1.x's place (its
+    # level 0 has no attentions); in SDXL that is an attention: unmapped, as in A1111 (ComfyUI maps it).
+    lcm["lora_unet_up_blocks_0_upsamplers_0_conv"] = lora_on(xl, "model.diffusion_model.output_blocks.1.2.conv.weight", 4, 4)
+    out["sdxl_lcm"] = flat(lcm)
+    return out
+
+
 def addnet_hash(path):
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
@@ -345,13 +436,16 @@ CASES = [  # (case, base, [(adapter, te, unet)])
     ("sd1_glora", "sd1", [("sd1_glora", 1.0, 0.8)]),
     ("sd1_norm", "sd1", [("sd1_norm", 0.5, 1.0)]),
     ("sd1_lyco_stack", "sd1", [("sd1_oft", 0.7, 0.9), ("sd1_ia3", 0.8, 0.6)]),  # IA3 scales OFT's to_q
+    ("sd1_lcm", "sd1", [("sd1_lcm", 1.0, 1.0)]),
+    ("sd1_diffusers_old", "sd1", [("sd1_diffusers_old", 0.9, 0.7)]),
+    ("sdxl_lcm", "sdxl", [("sdxl_lcm", 1.0, 0.8)]),
 ]
 
 
 def main():
     bases = {"sd1": load_file(os.path.join(DATA, "tiny-sd1.safetensors")),
              "sdxl": load_file(os.path.join(DATA, "tiny-sdxl.safetensors"))}
-    adapters = dict(sd1_adapters(), **sdxl_adapters(), **lycoris_adapters())
+    adapters = dict(sd1_adapters(), **sdxl_adapters(), **lycoris_adapters(), **published_adapters(bases))
     os.makedirs(os.path.join(DATA, "lora"), exist_ok=True)
     meta = {}
     for name, t in adapters.items():
