@@ -9,7 +9,8 @@
 #   tools/check_fullsize.sh [RUN...]     RUN: sd1 sdxl upscale (default all three),
 #                                        sd15-folder sd21-folder sdxl-folder (issue 17),
 #                                        sd1-lora (issue 16: a rank-8 LoRA's merged tensors vs
-#                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA)
+#                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA),
+#                                        sdxl-lora (the same on SDXL: te1, te2 and U-Net)
 #
 # FAMILY-folder: a random full-size diffusers folder made by diffusers itself
 # and the checkpoint diffusers' conversion script makes of it, as .safetensors
@@ -149,7 +150,16 @@ for f in $families; do
         rc=$?
         echo "sd1-lora: $(tail -1 "$OUT/sd1-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
         [ $rc -eq 0 ] || fail=1 ;;
-    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder or sd1-lora" >&2; exit 2 ;;
+    sdxl-lora) # the same on random SDXL base: a LoRA with te1, te2 and U-Net parts
+        need "$BENCH/sdxl-f16.safetensors" sdxl.tsv
+        lora=$OUT/sdxl-lora8.safetensors
+        [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sdxl.tsv "$lora" --rank 8 --seed 16 || exit 1
+        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/sdxl-f16.safetensors" "$lora" \
+            "$OUT" 0.8 1.0 >"$OUT/sdxl-lora.log" 2>&1
+        rc=$?
+        echo "sdxl-lora: $(tail -1 "$OUT/sdxl-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
+        [ $rc -eq 0 ] || fail=1 ;;
+    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder, sd1-lora or sdxl-lora" >&2; exit 2 ;;
     esac
 done
 exit $fail

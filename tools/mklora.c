@@ -10,7 +10,8 @@
  *   model.diffusion_model.): linears and 1x1 convs as LoRA, 3x3 convs as
  *   LoCon (lora_down [R][I][3][3], lora_up [O][R][1][1]);
  *   every Linear of the CLIP text encoder's layers (q, k, v, out_proj,
- *   fc1, fc2) for SD 1.x layouts.
+ *   fc1, fc2) for SD 1.x layouts, and of SDXL's two encoders (lora_te1_,
+ *   lora_te2_ in Hugging Face's names; q, k, v thirds of OpenCLIP's in_proj).
  * Each module has lora_down U(-b, b) with b = sqrt(3 / fan_in), lora_up
  * U(-0.01, 0.01) and alpha = R / 2 (so scale 0.5): a small, dense update.
  * --rank default 64, --dtype default F16 (as kohya saves). Values depend
@@ -54,29 +55,56 @@ static void uniform(float *f, size_t n, float b, uint64_t seed, const char *name
     }
 }
 
-/* The kohya module name of a layout tensor, or 0 if A1111 maps no LoRA
- * module to it. */
-static int module_name(const tl_st_entry *e, char *out, size_t cap)
+/* Dots as underscores after prefix, the ".weight" (7 bytes) cut. */
+static int kohya_name(const char *prefix, const char *rest, size_t len, char *out, size_t cap)
 {
-    static const char *const unet = "model.diffusion_model.", *const te = "cond_stage_model.transformer.";
-    size_t n = strlen(e->name);
-    if (n < 7 || strcmp(e->name + n - 7, ".weight") || (e->ndim != 2 && e->ndim != 4)) return 0;
-    const char *rest, *prefix;
-    if (!strncmp(e->name, unet, strlen(unet))) {
-        rest = e->name + strlen(unet);
-        prefix = "lora_unet_";
-    } else if (!strncmp(e->name, te, strlen(te)) && strstr(e->name, ".encoder.layers.")) {
-        rest = e->name + strlen(te);
-        prefix = "lora_te_";
-    } else {
-        return 0;
-    }
-    size_t len = n - 7 - (size_t)(rest - e->name);
     if (strlen(prefix) + len + 1 > cap) return 0;
     char *w = out + sprintf(out, "%s", prefix);
     for (size_t i = 0; i < len; i++) *w++ = rest[i] == '.' ? '_' : rest[i];
     *w = 0;
     return 1;
+}
+
+/* The kohya module names of a layout tensor (0 if A1111 maps no LoRA
+ * module to it; 3 for an nn.MultiheadAttention in_proj, whose q, k, v
+ * modules cover thirds of it). SDXL's second encoder (OpenCLIP) is named
+ * as kohya names it, in Hugging Face's CLIP names (lora_te2_text_model_
+ * encoder_layers_N_self_attn_q_proj, ..._mlp_fc1). */
+static int module_names(const tl_st_entry *e, char out[3][128])
+{
+    static const char *const te2 = "conditioner.embedders.1.model.transformer.resblocks.";
+    size_t n = strlen(e->name);
+    if (!strncmp(e->name, te2, strlen(te2))) {
+        char *end;
+        long layer = strtol(e->name + strlen(te2), &end, 10);
+        static const char *const map[][2] = {{".attn.out_proj.weight", "self_attn_out_proj"},
+                                             {".mlp.c_fc.weight", "mlp_fc1"}, {".mlp.c_proj.weight", "mlp_fc2"}};
+        if (!strcmp(end, ".attn.in_proj_weight")) {
+            static const char *const qkv[] = {"q", "k", "v"};
+            for (int i = 0; i < 3; i++)
+                snprintf(out[i], 128, "lora_te2_text_model_encoder_layers_%ld_self_attn_%s_proj", layer, qkv[i]);
+            return 3;
+        }
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(end, map[i][0])) {
+                snprintf(out[0], 128, "lora_te2_text_model_encoder_layers_%ld_%s", layer, map[i][1]);
+                return 1;
+            }
+        return 0;
+    }
+    if (n < 7 || strcmp(e->name + n - 7, ".weight") || (e->ndim != 2 && e->ndim != 4)) return 0;
+    static const struct { const char *path, *prefix; int layers_only; } parts[] = {
+        {"model.diffusion_model.", "lora_unet_", 0},
+        {"cond_stage_model.transformer.", "lora_te_", 1},
+        {"conditioner.embedders.0.transformer.", "lora_te1_", 1},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t k = strlen(parts[i].path);
+        if (strncmp(e->name, parts[i].path, k) || (parts[i].layers_only && !strstr(e->name, ".encoder.layers.")))
+            continue;
+        return kohya_name(parts[i].prefix, e->name + k, n - 7 - k, out[0], 128);
+    }
+    return 0;
 }
 
 static void to_dtype(void *dst, const float *src, size_t n, core_dtype t)
@@ -125,27 +153,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "mklora: %s\n", err.msg);
         return 1;
     }
-    /* three entries per module: lora_down, lora_up, alpha */
-    tl_st_entry *e = calloc((size_t)lay.n * 3 + 1, sizeof *e);
-    char *names = malloc((size_t)lay.n * 3 * 160 + 1);
+    /* three entries per module (lora_down, lora_up, alpha), up to three modules a tensor */
+    tl_st_entry *e = calloc((size_t)lay.n * 9 + 1, sizeof *e);
+    char *names = malloc((size_t)lay.n * 9 * 160 + 1);
     int n = 0, n_mod = 0, rc = 0;
     float alpha = (float)rank / 2;
     for (int i = 0; e && names && i < lay.n; i++) {
         const tl_st_entry *t = &lay.entries[i];
-        char mod[128];
-        if (!module_name(t, mod, sizeof mod)) continue;
-        int64_t O = t->shape[0], I = t->shape[1];
-        int conv = t->ndim == 4;
-        char *nd = names + (size_t)n * 160;
-        snprintf(nd, 160, "%s.lora_down.weight", mod);
-        e[n++] = (tl_st_entry){nd, dt, conv ? 4 : 2, {rank, I, conv ? t->shape[2] : 0, conv ? t->shape[3] : 0}, NULL};
-        char *nu = names + (size_t)n * 160;
-        snprintf(nu, 160, "%s.lora_up.weight", mod);
-        e[n++] = (tl_st_entry){nu, dt, conv ? 4 : 2, {O, rank, 1, 1}, NULL};
-        char *na = names + (size_t)n * 160;
-        snprintf(na, 160, "%s.alpha", mod);
-        e[n++] = (tl_st_entry){na, FM_DT_F32, 0, {0}, NULL};
-        n_mod++;
+        char mods[3][128];
+        int n_here = module_names(t, mods);
+        for (int q = 0; q < n_here; q++) {
+            const char *mod = mods[q];
+            int64_t O = t->shape[0] / n_here, I = t->shape[1];
+            int conv = t->ndim == 4;
+            char *nd = names + (size_t)n * 160;
+            snprintf(nd, 160, "%s.lora_down.weight", mod);
+            e[n++] = (tl_st_entry){nd, dt, conv ? 4 : 2, {rank, I, conv ? t->shape[2] : 0, conv ? t->shape[3] : 0}, NULL};
+            char *nu = names + (size_t)n * 160;
+            snprintf(nu, 160, "%s.lora_up.weight", mod);
+            e[n++] = (tl_st_entry){nu, dt, conv ? 4 : 2, {O, rank, 1, 1}, NULL};
+            char *na = names + (size_t)n * 160;
+            snprintf(na, 160, "%s.alpha", mod);
+            e[n++] = (tl_st_entry){na, FM_DT_F32, 0, {0}, NULL};
+            n_mod++;
+        }
     }
     if (!e || !names) {
         fprintf(stderr, "mklora: out of memory\n");

@@ -27,7 +27,11 @@ import lora_refs  # noqa: E402  (imports A1111's modules)
 
 PICK = ["in_layers_2", "skip_connection", "proj_in", "attn1_to_q", "attn2_to_k", "ff_net_0_proj", "emb_layers_1",
         "output_blocks_11_1_transformer_blocks_0_attn2_to_out_0", "middle_block_1_proj_out",
-        "self_attn_q_proj", "self_attn_out_proj", "mlp_fc2", "lora_te1_", "lora_te2_"]
+        "self_attn_q_proj", "self_attn_out_proj", "mlp_fc2", "lora_te1_", "lora_te2_",
+        # SDXL's OpenCLIP: q, k, v land in thirds of one fused in_proj_weight (A1111 applies them only
+        # with all four of q, k, v, out_proj there)
+        "te2_text_model_encoder_layers_1_self_attn_q_proj", "te2_text_model_encoder_layers_1_self_attn_k_proj",
+        "te2_text_model_encoder_layers_1_self_attn_v_proj", "te2_text_model_encoder_layers_1_self_attn_out_proj"]
 TOL = float(os.environ.get("TOL", "1e-6"))
 
 
