@@ -141,23 +141,16 @@ for f in $families; do
         [ -f "$in" ] || { mask "$in" 512; }
         run upscale 2048x2048 "$OUT/sd1-4x.png" upscale -m "$up" "$in" ;;
     sd15-folder | sd21-folder | sdxl-folder) folder "${f%-folder}" ;;
-    sd1-lora) # issue 16: a rank-8 LoRA/LoCon on every layer; a few tensors as fmimage merges them vs A1111's merge
-        need "$BENCH/sd1-f16.safetensors" sd1.tsv
-        lora=$OUT/sd1-lora8.safetensors
-        [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sd1.tsv "$lora" --rank 8 --seed 16 || exit 1
-        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/sd1-f16.safetensors" "$lora" \
-            "$OUT" 0.8 1.0 >"$OUT/sd1-lora.log" 2>&1
+    sd1-lora | sdxl-lora) # issue 16: a rank-8 LoRA/LoCon on every layer A1111 maps (SDXL: U-Net, te1, te2);
+        # a few tensors as fmimage merges them vs A1111's merge
+        fam=${f%-lora}
+        need "$BENCH/$fam-f16.safetensors" "$fam.tsv"
+        lora=$OUT/$fam-lora8.safetensors
+        [ -f "$lora" ] || "$MKLORA" "tests/data/layouts/$fam.tsv" "$lora" --rank 8 --seed 16 || exit 1
+        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/$fam-f16.safetensors" "$lora" \
+            "$OUT" 0.8 1.0 >"$OUT/$f.log" 2>&1
         rc=$?
-        echo "sd1-lora: $(tail -1 "$OUT/sd1-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
-        [ $rc -eq 0 ] || fail=1 ;;
-    sdxl-lora) # the same on random SDXL base: a LoRA with te1, te2 and U-Net parts
-        need "$BENCH/sdxl-f16.safetensors" sdxl.tsv
-        lora=$OUT/sdxl-lora8.safetensors
-        [ -f "$lora" ] || "$MKLORA" tests/data/layouts/sdxl.tsv "$lora" --rank 8 --seed 16 || exit 1
-        LORAMERGE=$LORAMERGE flock "$LOCK" $PY tools/ref/lora_fullsize_ref.py "$BENCH/sdxl-f16.safetensors" "$lora" \
-            "$OUT" 0.8 1.0 >"$OUT/sdxl-lora.log" 2>&1
-        rc=$?
-        echo "sdxl-lora: $(tail -1 "$OUT/sdxl-lora.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
+        echo "$f: $(tail -1 "$OUT/$f.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
         [ $rc -eq 0 ] || fail=1 ;;
     *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder, sd1-lora or sdxl-lora" >&2; exit 2 ;;
     esac
