@@ -1,5 +1,6 @@
 """A1111's own Python client (webuiapi, PyPI) against `fmimage serve`:
-txt2img, img2img, options and interrupt. The images must be the CLI's
+txt2img (and its hires fix), img2img (and inpainting), options and
+interrupt. The images must be the CLI's
 bytes for the same settings."""
 import base64
 import os
@@ -40,6 +41,29 @@ def main():
         got = base64.b64decode(r.json["images"][0])
         assert got == want, "img2img: bytes differ from the CLI's"
         print(f"webuiapi img2img: {len(got)} bytes, equal to the CLI's")
+        # the hires fix through webuiapi's enable_hr fields (it sends hr_upscaler "Latent" and the rest)
+        r = api.txt2img(prompt="a red fox", seed=5, width=64, height=64, steps=4, enable_hr=True, hr_scale=2,
+                        hr_second_pass_steps=3, denoising_strength=0.6, sampler_name="Euler", scheduler="normal")
+        want = cli_png(f"{tmp}/hr.png", "a red fox", "--seed", "5", "-W", "64", "-H", "64", "--steps", "4",
+                       "--hires-scale", "2", "--hires-steps", "3", "--hires-denoise", "0.6", "--sampler", "Euler",
+                       "--scheduler", "normal")
+        got = base64.b64decode(r.json["images"][0])
+        assert got == want, "txt2img enable_hr: bytes differ from the CLI's"
+        assert r.image.size == (128, 128)
+        print(f"webuiapi txt2img enable_hr: {len(got)} bytes, equal to the CLI's")
+        # inpainting: a mask with webuiapi's defaults (A1111's API: blur 4, fill, only masked, padding 0)
+        mask = Image.new("RGB", (64, 64))
+        mask.paste((255, 255, 255), (20, 16, 44, 40))
+        mask.save(f"{tmp}/mask.png")
+        r = api.img2img(images=[init], mask_image=mask, prompt="a red fox", seed=3, width=64, height=64, steps=6,
+                        denoising_strength=0.6, sampler_name="Euler", scheduler="normal")
+        want = cli_png(f"{tmp}/inpaint.png", "a red fox", "--seed", "3", "-W", "64", "-H", "64", "--steps", "6",
+                       "-i", "tests/data/e2e.png", "--strength", "0.6", "--mask", f"{tmp}/mask.png", "--mask-blur",
+                       "4", "--inpaint-fill", "fill", "--inpaint-only-masked", "--inpaint-padding", "0", "--sampler",
+                       "Euler", "--scheduler", "normal")
+        got = base64.b64decode(r.json["images"][0])
+        assert got == want, "img2img with a mask: bytes differ from the CLI's"
+        print(f"webuiapi img2img with a mask: {len(got)} bytes, equal to the CLI's")
         # options
         opts = api.get_options()
         assert opts["sd_model_checkpoint"].startswith("tiny-sd1.safetensors"), opts
