@@ -128,8 +128,8 @@ void df_prec_cache_key(char key[FM_PREC_KEY_MAX])
 {
     char cpu[160];
     cpu_model(cpu, sizeof cpu);
-    snprintf(key, FM_PREC_KEY_MAX, "%s\t%s%s%s%s+k%d\t%s", cpu, kn_isa_name(kn_isa_chosen()),
-             kn_has_bf16() ? "+avx512_bf16" : "", kn_has_amx() ? "+amx_bf16" : "", BUILD_TAG, KN_KERNELS_REVISION,
+    snprintf(key, FM_PREC_KEY_MAX, "%s\t%s%s%s+k%d%s\t%s", cpu, kn_isa_name(kn_isa_chosen()),
+             kn_has_bf16() ? "+avx512_bf16" : "", kn_has_amx() ? "+amx_bf16" : "", KN_KERNELS_REVISION, BUILD_TAG,
              FM_VERSION);
 }
 

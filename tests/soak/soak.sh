@@ -14,9 +14,9 @@
 #   hangup a client that disconnects mid-job frees its slot (--queue 1: the
 #          next request is accepted, not a 503).
 # FM_BIN (default build/fmimage) picks the binary: make soak runs it for the
-# plain and the ASan build (build/san/fmimage, ASAN_OPTIONS=detect_leaks=1,
-# SOAK_RSS=0: ASan's quarantine holds freed memory, so its RSS only says
-# how much it quarantined; the leak check at exit stands in for it).
+# plain and the ASan build (build/san/fmimage, ASAN_OPTIONS=detect_leaks=1:
+# quarantine_size_mb=0: with ASan's quarantine on, freed memory stays and the
+# RSS only says how much it holds). SOAK_RSS=0 reports RSS without judging it.
 #   tests/soak/soak.sh [CLIENTS PER QUEUE]       (defaults 8 25 6)
 #   SOAK_LOAD=0 tests/soak/soak.sh                the kill and hang-up parts only
 cd "$(dirname "$0")/../.." || exit 1
