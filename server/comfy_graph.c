@@ -291,26 +291,15 @@ static uint8_t *crop_to_8(const uint8_t *rgb, int w, int h, int *cw, int *ch)
     return o;
 }
 
-/* The library reads and writes images through paths: a memfd stands in. */
+/* An uploaded image cropped to multiples of 8 and encoded again as PNG. */
 static uint8_t *reencode_cropped(const uint8_t *file, size_t n, int *w, int *h, size_t *png_n, char *why, size_t why_n)
 {
     fm_error err = {0};
-    char path[64];
-    int fd = memfd_create("fmimage-loadimage", MFD_CLOEXEC);
     uint8_t *rgb = NULL, *cropped = NULL, *png = NULL;
     int iw = 0, ih = 0;
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    if (fd < 0 || write(fd, file, n) != (ssize_t)n) snprintf(why, why_n, "%s", strerror(errno));
-    else if (!(rgb = fm_image_read(path, &iw, &ih, &err))) snprintf(why, why_n, "not an image (PNG, JPEG)");
+    if (!(rgb = srv_image_decode("image", file, n, 0, &iw, &ih, &err))) snprintf(why, why_n, "not an image (PNG, JPEG)");
     else if (!(cropped = crop_to_8(rgb, iw, ih, w, h))) snprintf(why, why_n, "smaller than 8x8 pixels");
-    else if (ftruncate(fd, 0) || fm_png_write(path, cropped, *w, *h, NULL, &err)) snprintf(why, why_n, "%s", err.msg);
-    else {
-        struct stat sb;
-        if (!fstat(fd, &sb) && (png = malloc((size_t)sb.st_size + 1)) && pread(fd, png, (size_t)sb.st_size, 0) == sb.st_size)
-            *png_n = (size_t)sb.st_size;
-        else { free(png); png = NULL; snprintf(why, why_n, "out of memory"); }
-    }
-    if (fd >= 0) close(fd);
+    else if (!(png = srv_png_encode(cropped, *w, *h, NULL, png_n, &err))) snprintf(why, why_n, "%s", err.msg);
     free(rgb);
     free(cropped);
     return png;

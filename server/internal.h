@@ -99,6 +99,10 @@ int srv_model_path(const srv_state *s, const char *name, char *path, size_t n);
 double srv_now(void);
 /* A PNG in memory (malloc'd, *n bytes) with the "parameters" text, or NULL. */
 uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters, size_t *n, fm_error *err);
+/* A request's image bytes (PNG, JPEG, ...) as 8-bit RGB (as_mask: a mask,
+ * read as fm_mask_read reads a file), through a memfd; errors name field. */
+uint8_t *srv_image_decode(const char *field, const uint8_t *bytes, size_t len, int as_mask, int *w, int *h,
+                          fm_error *err);
 
 /* a1111.c: one route. Returns the HTTP status, *out the JSON body. */
 int srv_a1111(srv_state *s, const char *method, const char *url, const char *body, size_t n, int client_fd, char **out);

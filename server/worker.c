@@ -319,8 +319,8 @@ uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters
 /* A request's image bytes (PNG, JPEG, ...) read by the library's reader
  * through a memfd: fm_image_read for init_images, fm_mask_read (A1111's
  * mask conversion) for the mask. Errors name the field, not the memfd. */
-static uint8_t *decode_image(const char *field, const uint8_t *bytes, size_t len, int as_mask, int *w, int *h,
-                             fm_error *err)
+uint8_t *srv_image_decode(const char *field, const uint8_t *bytes, size_t len, int as_mask, int *w, int *h,
+                          fm_error *err)
 {
     char path[64];
     int fd;
@@ -406,12 +406,12 @@ static int fill_params(srv_state *s, srv_job *j, fm_params *p, uint8_t **init, u
     }
     if (fm_params_set_sampler(p, g->sampler[0] ? g->sampler : NULL, g->scheduler[0] ? g->scheduler : NULL, err)) return err->code;
     if (g->img2img) {
-        if (!(*init = decode_image("init_images", g->init_png, g->init_len, 0, &p->init_width, &p->init_height, err)))
+        if (!(*init = srv_image_decode("init_images", g->init_png, g->init_len, 0, &p->init_width, &p->init_height, err)))
             return err->code;
         p->init_rgb = *init;
     }
     if (g->mask_png) {
-        if (!(*mask = decode_image("mask", g->mask_png, g->mask_len, 1, &p->mask_width, &p->mask_height, err)))
+        if (!(*mask = srv_image_decode("mask", g->mask_png, g->mask_len, 1, &p->mask_width, &p->mask_height, err)))
             return err->code;
         p->mask = *mask;
         p->mask_blur = g->mask_blur;
