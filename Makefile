@@ -234,7 +234,8 @@ FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 # harness the objects it references); the kernels' plain loops for the LoRA merge
 # (tests/fuzz/fuzz_lora.c routes kn_sgemm to kn_sgemm_ref; the SIMD kernels are not needed).
 FUZZ_LIB_SRC := $(wildcard core/*.c weights/*.c diffusion/*.c textenc/*.c) kernels/reference.c \
-                server/parse.c server/util.c server/comfy.c server/comfy_graph.c samplers/names.c
+                server/parse.c server/util.c server/comfy.c server/comfy_graph.c server/image_io.c \
+                samplers/names.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/textenc/clip_bpe_blob.o \
                 $(FUZZ_BUILD)/obj/cli/promptfile.o $(FUZZ_BUILD)/obj/cli/wildcards.o
 

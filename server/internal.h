@@ -97,6 +97,8 @@ char **srv_list_files(const char *dir, const char *const *exts, int recurse, int
 void srv_free_list(char **v, int n);
 int srv_model_path(const srv_state *s, const char *name, char *path, size_t n);
 double srv_now(void);
+
+/* image_io.c */
 /* A PNG in memory (malloc'd, *n bytes) with the "parameters" text, or NULL. */
 uint8_t *srv_png_encode(const uint8_t *rgb, int w, int h, const char *parameters, size_t *n, fm_error *err);
 /* A request's image bytes (PNG, JPEG, ...) as 8-bit RGB (as_mask: a mask,
