@@ -87,6 +87,7 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
                int kc, int panel)
 {
     float tmp[32 * 512]; /* converted weight rows of one panel */
+    const gemm_arch *arch = gemm_arch_get();
     for (int p0 = 0; p0 < ni; p0 += panel) {
         float *d = dst + (size_t)p0 * kc;
         int nv = ni - p0 < panel ? ni - p0 : panel;
@@ -96,6 +97,7 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
         case OP_MAT: {
             /* k outer, rows inner: contiguous stores into the panel */
             const float *src[64]; /* panel <= 64 */
+            int whole = 1;          /* every row is in src (none packed slowly) */
             for (int r = 0; r < nv; r++) {
                 int i = i0 + p0 + r;
                 if (op->kind == OP_ROWS)
@@ -111,7 +113,12 @@ void gemm_pack(const gemm_operand *op, int batch, int rows, float *dst, int i0, 
                         d[(size_t)k * panel + r] = tmp[0];
                     }
                     src[r] = NULL;
+                    whole = 0;
                 }
+            }
+            if (whole && arch->pack_rows) {
+                arch->pack_rows(d, src, nv, kc, panel);
+                break;
             }
             for (int k = 0; k < kc; k++) {
                 float *dk = d + (size_t)k * panel;

@@ -52,6 +52,10 @@ typedef struct gemm_arch {
      * per query): with s = scale * st, m = max(m, max_j s), st = exp(s - m),
      * l = l * corr + sum_j st, where corr = exp(m_old - m_new) is returned. */
     void (*softmax_cols)(float *st, int kb, float scale, float *m, float *l, float *corr);
+    /* A panel from rows: d[k][panel] = src[r][k] for r < nv, 0 for nv <= r
+     * < panel, k < kc (the transpose gemm_pack does for row-major and weight
+     * operands; vectorised where the ISA allows), or NULL: a scalar loop. */
+    void (*pack_rows)(float *d, const float *const *src, int nv, int kc, int panel);
 
     /* Element-wise, vectorised where the ISA allows (y may equal x):
      * x * sigmoid(beta * x) (SiLU: beta 1, quick GELU: 1.702) */

@@ -139,6 +139,54 @@ static void softmax_cols_avx512(float *st, int kb, float scale, float *m, float 
     }
 }
 
+/* Transposes 16 vectors in place: r[i] lane j <- r[j] lane i. */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) { /* 2x2 blocks of floats */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* 4x4 blocks */
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    /* now r[4a + b] holds rows 4a..4a+3, column b of each 128-bit lane: swap the 128-bit lanes */
+    for (int a = 0; a < 4; a++) { /* lanes (0,1) and (2,3) of rows a and a + 4, 8, 12 */
+        t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);       /* lanes 0,2 of r[a], 0,2 of r[a+4] */
+        t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xdd);   /* lanes 1,3 */
+        t[a + 8] = _mm512_shuffle_f32x4(r[a + 8], r[a + 12], 0x88);
+        t[a + 12] = _mm512_shuffle_f32x4(r[a + 8], r[a + 12], 0xdd);
+    }
+    for (int a = 0; a < 4; a++) {
+        r[a] = _mm512_shuffle_f32x4(t[a], t[a + 8], 0x88);
+        r[a + 8] = _mm512_shuffle_f32x4(t[a], t[a + 8], 0xdd);
+        r[a + 4] = _mm512_shuffle_f32x4(t[a + 4], t[a + 12], 0x88);
+        r[a + 12] = _mm512_shuffle_f32x4(t[a + 4], t[a + 12], 0xdd);
+    }
+}
+
+/* gemm_arch.pack_rows: 16 rows x 16 k at a time, loaded as rows, transposed
+ * in registers and stored as 16 panel rows (masked to the panel's width). */
+static void pack_rows_avx512(float *d, const float *const *src, int nv, int kc, int panel)
+{
+    for (int r0 = 0; r0 < panel; r0 += 16) {
+        int nr = panel - r0 < 16 ? panel - r0 : 16;
+        __mmask16 rm = (__mmask16)((1u << nr) - 1);
+        for (int k0 = 0; k0 < kc; k0 += 16) {
+            int nk = kc - k0 < 16 ? kc - k0 : 16;
+            __mmask16 km = (__mmask16)((1u << nk) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < nr && r0 + i < nv ? _mm512_maskz_loadu_ps(km, src[r0 + i] + k0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int j = 0; j < nk; j++) _mm512_mask_storeu_ps(d + (size_t)(k0 + j) * panel + r0, rm, r[j]);
+        }
+    }
+}
+
 /* erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
 static inline __m512 erf512(__m512 x)
 {
@@ -197,7 +245,7 @@ static void affine_avx512(float *y, const float *x, size_t n, float mean, float 
 const gemm_arch gemm_arch_avx512 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = NULL, .pair_bf16 = gemm_pair_bf16_avx512,
-    .softmax_cols = softmax_cols_avx512,
+    .softmax_cols = softmax_cols_avx512, .pack_rows = pack_rows_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };
 
@@ -205,7 +253,7 @@ const gemm_arch gemm_arch_avx512 = {
 const gemm_arch gemm_arch_avx512_bf16 = {
     .isa = FM_ISA_AVX512, .mr = Z_MR, .nr = Z_NR, .mc = 384, .kc = 320,
     .f32 = ukernel_f32, .bf16 = ukernel_bf16, .pair_bf16 = gemm_pair_bf16_avx512,
-    .softmax_cols = softmax_cols_avx512,
+    .softmax_cols = softmax_cols_avx512, .pack_rows = pack_rows_avx512,
     .sigmoid_gate = sigmoid_gate_avx512, .gelu = gelu_avx512, .affine = affine_avx512,
 };
 #endif

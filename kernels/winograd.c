@@ -27,7 +27,8 @@
 #include <stdio.h>
 
 #define LANES 16
-#define WINO_MIN_CH 128 /* the measured shape classes (rule_tile) */
+#define WINO_MIN_CH 128      /* the measured shape classes (rule_tile) */
+#define WINO_MIN_CH_BF16 512
 #define WINO_U_MAX ((size_t)16 << 20)  /* bytes of transformed weights held at once */
 
 typedef float wv __attribute__((vector_size(LANES * sizeof(float))));
@@ -487,24 +488,36 @@ static int policy(void)
 
 /* The shape classes Winograd is used for when it measured faster (the
  * rule the probe validates; kbench's direct-vs-Winograd rows are where it
- * comes from): F(4x4,3x3) in fp32, with enough tiles that every thread
- * gets several whole chunks, and channels many enough that the transforms
- * (per tile and channel) stay small beside the products (per tile and
- * channel pair). The bf16 mode stays direct: F(4x4,3x3) loses too much of
- * bf16's 8-bit mantissa (tests/test_kernels.c: 0.33 of the output RMS) and
- * F(2x2,3x3) measured slower than the direct bf16 convolution. */
+ * comes from), in fp32, with channels many enough that the transforms (per
+ * tile and channel) stay small beside the products (per tile and channel
+ * pair):
+ *   - F(4x4,3x3) with enough tiles that every thread gets several whole
+ *     chunks, where its transformed weights fit one block (36 points);
+ *   - else F(2x2,3x3) where its weights (16 points) fit one block, on at
+ *     least 24 chunks of 32 2x2 tiles per thread: the VAE decoder's
+ *     512-channel maps of 128x128 and 256x256 (in bands of 59x128 and
+ *     32x256 rows: 1.20-1.42x the direct speed in fp32 on Zen 5, kbench,
+ *     where F(4x4,3x3) over several weight blocks measured 0.86-1.36x), and
+ *     SD 1.5's 640->320 at 64x64 (1.04x); 512 channels at 64x64 measured
+ *     no faster (1.02x, fewer tiles).
+ * More weight blocks redo the input transform each and U then streams from
+ * memory. In the bf16 mode F(4x4,3x3) loses too much of bf16's 8-bit
+ * mantissa (tests/test_kernels.c: 0.33 of the output RMS); F(2x2,3x3) is
+ * used there only from 512 input and output channels on the same tile
+ * counts (the VAE decoder's 512-channel bands: 1.08-1.23x the direct bf16
+ * speed on Zen 5, kbench; it measured slower than direct on 640 -> 320,
+ * 640 and 512 -> 256 channels), and keeps the images >= 35 dB from fp32. */
 static int rule_tile(const kn_conv *c, int n, int h, int w)
 {
-    if (c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16()) return 0;
-    long tiles = (long)n * ((kn_conv_out_h(c, h) + 3) / 4) * ((kn_conv_out_w(c, w) + 3) / 4);
-    int threads = kn_scratch_threads();
-    if (tiles < 4L * 32 * threads) return 0;
-    if (c->cin < WINO_MIN_CH || c->cout < WINO_MIN_CH) return 0;
-    /* the transformed weights in one block (more blocks redo the input
-     * transform each, and U then streams from memory: measured slower than
-     * direct for 512 and 640 channels) */
-    if ((size_t)36 * c->cin * c->cout * sizeof(float) > WINO_U_MAX) return 0;
-    return 4;
+    int bf16 = c->w.packed_kind == FM_PACKED_BF16 && kn_has_bf16();
+    int min_ch = bf16 ? WINO_MIN_CH_BF16 : WINO_MIN_CH;
+    if (c->cin < min_ch || c->cout < min_ch) return 0;
+    int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w), threads = kn_scratch_threads();
+    size_t pair = (size_t)c->cin * c->cout * sizeof(float);
+    long tiles4 = (long)n * ((oh + 3) / 4) * ((ow + 3) / 4), tiles2 = (long)n * ((oh + 1) / 2) * ((ow + 1) / 2);
+    if (!bf16 && 36 * pair <= WINO_U_MAX) return tiles4 >= 4L * 32 * threads ? 4 : 0;
+    if (16 * pair <= WINO_U_MAX && tiles2 >= 24L * 32 * threads) return 2;
+    return 0;
 }
 
 static int auto_tile(const kn_conv *c, int n, int h, int w)
@@ -544,10 +557,12 @@ void kn_conv2d_choice(char *why, size_t size)
     case POL_OFF: snprintf(why, size, "direct (not measured: FMIMAGE_PRECISION_CACHE=off)"); break;
     case POL_MEASURED:
         snprintf(why, size,
-                 "Winograd F(4x4,3x3) for fp32 3x3 convolutions of >= %d channels whose transformed weights "
-                 "fit %zu MiB, on >= %d tiles; direct elsewhere (measured %.2fx the direct speed on this CPU; "
-                 "needs %.2fx)",
-                 WINO_MIN_CH, WINO_U_MAX >> 20, 4 * 32 * kn_scratch_threads(), sp, WINO_MARGIN);
+                 "Winograd for fp32 3x3 convolutions of >= %d channels: F(4x4,3x3) where its transformed "
+                 "weights fit %zu MiB, on >= %d tiles, else F(2x2,3x3) where its fit, on >= %d tiles; in bf16 "
+                 "F(2x2,3x3) there from %d channels; direct elsewhere (F(4x4,3x3) measured %.2fx the direct "
+                 "speed on this CPU; needs %.2fx)",
+                 WINO_MIN_CH, WINO_U_MAX >> 20, 4 * 32 * kn_scratch_threads(), 24 * 32 * kn_scratch_threads(),
+                 WINO_MIN_CH_BF16, sp, WINO_MARGIN);
         break;
     default:
         if (sp > 0)

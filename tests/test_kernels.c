@@ -1020,6 +1020,56 @@ static void test_pack_bf16(void **state)
     free_mat(&w32);
 }
 
+/* gemm_pack of row-major and weight operands (the vectorised transpose,
+ * gemm_arch.pack_rows, where the ISA has one) against the definition
+ * d[panel p][k][r] = X[i0 + p * width + r][k0 + k], zero past the rows:
+ * F16/BF16/F32 weights and floats, the A and B panel widths, K slices of
+ * 1, 15, 16, 17 and more taps not starting at 0, a partial last panel. */
+static void test_pack_rows(void **state)
+{
+    (void)state;
+    const gemm_arch *arch = gemm_arch_get();
+    enum { ROWS = 45, COLS = 75, NI = 40 };
+    kn_mat w16 = make_mat(ROWS, COLS, FM_DT_F16, 81), wb = make_mat(ROWS, COLS, FM_DT_BF16, 82),
+           w32 = make_mat(ROWS, COLS, FM_DT_F32, 83);
+    float *x = rnd((size_t)ROWS * 80, 84), *row = buf(COLS);
+    gemm_operand ops[] = {
+        {.kind = OP_MAT, .mat = &w16}, {.kind = OP_MAT, .mat = &wb}, {.kind = OP_MAT, .mat = &w32},
+        {.kind = OP_ROWS, .p = x, .ld = 80},
+    };
+    const int widths[] = {arch->mr, arch->nr}, slices[][2] = {{0, 75}, {0, 1}, {3, 15}, {5, 16}, {7, 17}, {16, 59}};
+    size_t cap = (size_t)(NI + 64) * COLS;
+    float *got = buf(cap);
+    int compared = 0;
+    for (size_t o = 0; o < sizeof ops / sizeof *ops; o++)
+        for (size_t wi = 0; wi < 2; wi++)
+            for (size_t s = 0; s < sizeof slices / sizeof *slices; s++)
+                for (int i0 = 0; i0 <= 16; i0 += 16) {
+                    int width = widths[wi], k0 = slices[s][0], kc = slices[s][1];
+                    int panels = (NI + width - 1) / width;
+                    for (size_t e = 0; e < cap; e++) got[e] = NAN;
+                    gemm_pack(&ops[o], 0, ROWS, got, i0, NI, k0, kc, width);
+                    for (int p = 0; p < panels; p++)
+                        for (int r = 0; r < width; r++) {
+                            int i = i0 + p * width + r, in = p * width + r < NI && i < ROWS;
+                            if (in && ops[o].kind == OP_MAT) kn_mat_row(row, ops[o].mat, i);
+                            for (int k = 0; k < kc; k++) {
+                                float want = !in ? 0.0f : ops[o].kind == OP_MAT ? row[k0 + k] : x[(size_t)i * 80 + k0 + k];
+                                float g = got[(size_t)p * width * kc + (size_t)k * width + r];
+                                if (g != want) fail_msg("op %zu width %d k0 %d kc %d i0 %d: [%d][%d][%d] %g, want %g", o,
+                                                        width, k0, kc, i0, p, k, r, g, want);
+                            }
+                        }
+                    compared++;
+                }
+    print_message("  %d packings equal the definition (%s)\n", compared,
+                  arch->pack_rows ? "vectorised transpose" : "scalar loop");
+    core_free(got); core_free(row); core_free(x);
+    free_mat(&w16);
+    free_mat(&wb);
+    free_mat(&w32);
+}
+
 static void test_isa(void **state)
 {
     (void)state;
@@ -1057,6 +1107,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_bf16_mode),
         cmocka_unit_test(test_pack_bf16),
+        cmocka_unit_test(test_pack_rows),
         cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_winograd_bf16_mode),

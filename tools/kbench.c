@@ -128,13 +128,13 @@ static double median(double *t, int n)
  * alike), on one planned scratch as the U-Net and VAE run them. Prints the
  * median CPU time per thread of each and its effective FLOP/s: the direct
  * convolution's FLOPs over the time. */
-static void bench_wino(const char *what, int cin, int cout, int hw, int n, int bf16, double peak, int reps)
+static void bench_wino(const char *what, int cin, int cout, int ih, int iw, int n, int bf16, double peak, int reps)
 {
     static const int algos[] = {FM_CONV_DIRECT, FM_CONV_WINO4, FM_CONV_WINO2};
     static const char *const names[] = {"direct", "F(4x4,3x3)", "F(2x2,3x3)"};
     kn_conv c = {.cin = cin, .cout = cout, .kh = 3, .kw = 3, .stride = 1, .pad_t = 1, .pad_l = 1, .pad_b = 1,
                  .pad_r = 1};
-    size_t nw = (size_t)cout * cin * 9, nx = (size_t)n * cin * hw * hw, ny = (size_t)n * cout * hw * hw;
+    size_t nw = (size_t)cout * cin * 9, nx = (size_t)n * cin * ih * iw, ny = (size_t)n * cout * ih * iw;
     float *wf = rnd(nw, 21);
     c.w = (kn_mat){.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = cout, .cols = cin * 9};
     float *bias = rnd(cout, 22), *x = rnd(nx, 23), *y = core_alloc(sizeof(float) * ny);
@@ -144,17 +144,17 @@ static void bench_wino(const char *what, int cin, int cout, int hw, int n, int b
     size_t bytes = 0;
     for (int a = 0; a < 3; a++) {
         c.algo = algos[a];
-        size_t b = kn_conv2d_scratch(&c, n, hw, hw, threads);
+        size_t b = kn_conv2d_scratch(&c, n, ih, iw, threads);
         if (b > bytes) bytes = b;
     }
     kn_scratch s = {.base = core_alloc(bytes), .bytes = bytes, .threads = threads};
     if (!s.base || !y) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
-    double t[3][16], flops = 2.0 * nw * hw * hw * n;
+    double t[3][16], flops = 2.0 * nw * ih * iw * n;
     for (int r = -1; r < reps; r++) /* r = -1: warm-up */
         for (int a = 0; a < 3; a++) {
             c.algo = algos[a];
             double c0 = cpu_per_thread();
-            if (kn_conv2d_ws(&s, y, x, &c, n, hw, hw)) { fprintf(stderr, "kbench: scratch refused\n"); exit(1); }
+            if (kn_conv2d_ws(&s, y, x, &c, n, ih, iw)) { fprintf(stderr, "kbench: scratch refused\n"); exit(1); }
             if (r >= 0) t[a][r] = cpu_per_thread() - c0;
         }
     double d = median(t[0], reps);
@@ -174,15 +174,21 @@ static void bench_wino_all(double peak, int reps)
     for (int prec = 0; prec < 2; prec++) {
         if (prec && !kn_has_bf16()) break;
         /* SD 1.5 U-Net at a 64x64 latent, batch 2 (CFG): its four levels */
-        bench_wino("unet 320->320 64x64 b2", 320, 320, 64, 2, prec, peak, reps);
-        bench_wino("unet 640->640 32x32 b2", 640, 640, 32, 2, prec, peak, reps);
-        bench_wino("unet 1280->1280 16x16 b2", 1280, 1280, 16, 2, prec, peak, reps);
-        bench_wino("unet 1280->1280 8x8 b2", 1280, 1280, 8, 2, prec, peak, reps);
-        /* the VAE decoder of a 512x512 image: its four resolutions */
-        bench_wino("vae 512->512 64x64", 512, 512, 64, 1, prec, peak, reps);
-        bench_wino("vae 512->512 128x128", 512, 512, 128, 1, prec, peak, reps);
-        bench_wino("vae 256->256 256x256", 256, 256, 256, 1, prec, peak, reps);
-        bench_wino("vae 128->128 512x512", 128, 128, 512, 1, prec, peak, reps);
+        bench_wino("unet 320->320 64x64 b2", 320, 320, 64, 64, 2, prec, peak, reps);
+        bench_wino("unet 640->320 64x64 b2", 640, 320, 64, 64, 2, prec, peak, reps);
+        bench_wino("unet 640->640 32x32 b2", 640, 640, 32, 32, 2, prec, peak, reps);
+        bench_wino("unet 1280->1280 16x16 b2", 1280, 1280, 16, 16, 2, prec, peak, reps);
+        bench_wino("unet 1280->1280 8x8 b2", 1280, 1280, 8, 8, 2, prec, peak, reps);
+        /* the VAE decoder of a 512x512 image: its four resolutions, whole
+         * and in the bands it runs them in (vae/autoencoder_kl.c: the
+         * im2col of a band within 32 Mi floats) */
+        bench_wino("vae 512->512 64x64", 512, 512, 64, 64, 1, prec, peak, reps);
+        bench_wino("vae 512->512 128x128", 512, 512, 128, 128, 1, prec, peak, reps);
+        bench_wino("vae 512->512 band 59x128", 512, 512, 59, 128, 1, prec, peak, reps);
+        bench_wino("vae 512->512 band 32x256", 512, 512, 32, 256, 1, prec, peak, reps);
+        bench_wino("vae 512->256 band 32x256", 512, 256, 32, 256, 1, prec, peak, reps);
+        bench_wino("vae 256->256 256x256", 256, 256, 256, 256, 1, prec, peak, reps);
+        bench_wino("vae 128->128 512x512", 128, 128, 512, 512, 1, prec, peak, reps);
     }
 }
 
