@@ -531,6 +531,7 @@ static const struct { const char *name; fm_precision prec; } precisions[] = {
     {"bf16", FM_PREC_BF16},
     {"auto", FM_PREC_AUTO},
 };
+#define N_PRECISIONS (sizeof precisions / sizeof precisions[0])
 
 /* Raw float32 arrays for tools/peers (--dump DIR): the inputs and fp32
  * outputs of the stages, so the peers run the same numbers and check them. */
@@ -543,8 +544,8 @@ static void dump_f32(const char *dir, const char *name, const float *v, size_t n
     if (f) fclose(f);
 }
 
-/* One timed run of f for row s (its run r), after `prec` is set on the
- * model; 0 or the error (the message printed, as time_stage). */
+/* One timed run of f for row s, after `prec` is set on the model's U-Net
+ * and VAE; 0 or the error (the message printed, as time_stage). */
 static int time_run(bench *b, stage *s, fm_precision prec, stage_fn f, model_ctx *c, double *w, double *cpu)
 {
     fm_error err = {0};
@@ -567,7 +568,7 @@ static int time_run(bench *b, stage *s, fm_precision prec, stage_fn f, model_ctx
  * after the other measured the later ones under a different load). */
 static int time_interleaved(bench *b, stage **s, const fm_precision *prec, int n, stage_fn f, model_ctx *c)
 {
-    double w[3][MAX_REPS], cpu[3][MAX_REPS];
+    double w[N_PRECISIONS][MAX_REPS], cpu[N_PRECISIONS][MAX_REPS];
     for (int r = 0; r < b->reps; r++)
         for (int i = 0; i < n; i++)
             if (time_run(b, s[i], prec[i], f, c, &w[i][r], &cpu[i][r])) return 1;
@@ -601,10 +602,10 @@ static void bench_precisions(bench *b)
     fill_normal(c.z, (size_t)4 * l * l, 3);
     const wt_model_config *cfg = &c.m->cfg;
     double uf = unet_flops(&cfg->unet, 2, l, l, c.cond.n_tokens), vf = vae_decode_flops(&cfg->vae, l, l);
-    stage *su[3], *sv[3];
-    fm_precision mode[3];
+    stage *su[N_PRECISIONS], *sv[N_PRECISIONS];
+    fm_precision mode[N_PRECISIONS];
     int n = 0;
-    for (size_t i = 0; i < sizeof precisions / sizeof precisions[0]; i++) {
+    for (size_t i = 0; i < N_PRECISIONS; i++) {
         const char *name = precisions[i].name;
         fm_precision prec = fm_model_precision(c.m, precisions[i].prec, NULL, 0);
         if (precisions[i].prec != FM_PREC_AUTO && prec != precisions[i].prec) {
@@ -1282,8 +1283,8 @@ static double planned_flops(int reps, const char *only)
     double clip = text_flops(&clip_l, 1, 12), h14 = text_flops(&openclip_h, 1, 23);
     double f = 0;
     if (wanted(only, "sd1")) f += reps * (2 * clip + 4 * unet + vae + taesd_decode_flops(64, 64));
-    if (wanted(only, "prec")) f += 3 * reps * (2 * unet + vae);
-    if (wanted(only, "gen")) f += 2 * clip + 4 * unet + vae + h14 + unet + vae;
+    if (wanted(only, "prec")) f += (3 * reps + 1) * (2 * unet + vae); /* + the warm-up */
+    if (wanted(only, "gen")) f += (reps + 1) * (2 * clip + 4 * unet + vae) + h14 + unet + vae;
     if (wanted(only, "lora")) f += 2 * reps * (2 * clip + 4 * unet + vae);
     if (wanted(only, "turbo")) f += reps * (2 * h14 + 2 * unet + vae);
     if (wanted(only, "sdxl")) f += reps * unet_flops(&sdxl_unet, 1, 128, 128, 77);
