@@ -53,11 +53,6 @@ else
     SDCPP=
 fi
 
-# The CLI waits passively at OpenMP barriers unless told otherwise
-# (cli/main.c, prefer_passive_waiting); the in-process stage rows wait the
-# same way, so their CPU time adds up to the CLI's.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-
 echo "bench: the numbers are only as quiet as the machine; 'uptime' now: $(uptime)"
 exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --upscale-px "${BENCH_UPSCALE_PX:-128}" --only "$ONLY" \
     --precision "${BENCH_PRECISION:-auto}" \
