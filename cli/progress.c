@@ -148,7 +148,7 @@ void cli_progress_stage(void *user, const char *stage, double seconds)
     if (!p->verbose) return;
     cli_progress_clear(p);
     fprintf(stderr, "%s: %s %.3f s\n", p->label, stage, seconds);
-    if (!strcmp(stage, "plan") && !p->sampled++) {
+    if (!strcmp(stage, "plan") && !p->first_call_shown++) {
         double since = cli_since_start();
         if (since >= 0)
             fprintf(stderr, "fmimage: first U-Net call %.2f s after the process started (%.2f s CPU, all threads)\n",

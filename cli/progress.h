@@ -10,7 +10,7 @@ typedef struct cli_progress {
     int enabled, tty;         /* bar / final lines; stderr is a terminal */
     int verbose;              /* a line per stage and per step */
     int drawn;                /* a bar is on the screen (the cursor ends it) */
-    int sampled;              /* a "plan" stage ended: the process's first U-Net call was reported */
+    int first_call_shown;     /* -v told the time to the process's first U-Net call (after its first "plan") */
     const char *label;        /* "00000-42.png" */
     double start, last;       /* seconds: the image began, the last stage or step ended */
     atomic_int *interrupted;

@@ -1,8 +1,9 @@
 /* kn_precision_probe: the real kernels (kn_conv2d_ws, kn_linear_ws,
- * kn_attention_ws) on shapes a U-Net spends its time in, smaller than the
- * U-Net's own (its 64x64 level) so that the whole probe stays well under a
- * second: the blocking, the packing and the micro-kernels are the same, so
- * the fp32 : bf16 ratio is the U-Net's. The fp32 convolution is timed as
+ * kn_attention_ws) on shapes a U-Net spends its time in: the convolution
+ * at its 64x64 level's size, the linear and the attention smaller than its
+ * own so that the whole probe stays under half a second: the blocking, the
+ * packing and the micro-kernels are the same, so the fp32 : bf16 ratio is
+ * the U-Net's. The fp32 convolution is timed as
  * the faster of the direct one and Winograd F(4x4,3x3) (kn_winograd_ws),
  * since fp32's 3x3 convolutions may run either (kernels/winograd.c decides
  * per shape) while bf16's stay direct: bf16 has to beat fp32's best, so

@@ -22,7 +22,7 @@ typedef struct kn_probe_times {
  * CPU time of the calling thread. The kernels run on that one thread (a
  * scratch planned for one thread): the ratio of the two modes is a property
  * of a core, and one thread's CPU time is the measure least disturbed by
- * the rest of the machine. About 0.2 s per rep on an AVX-512 core.
+ * the rest of the machine. About 0.15 s per rep on an AVX-512 core.
  * Returns 0, or -1 when memory ran out (t untouched). */
 int kn_precision_probe(kn_probe_times *t, int reps);
 
