@@ -181,10 +181,13 @@ static int load_model(run *r, const char *path, fm_error *err)
     if (!m) return err->code;
     /* issue 22 item 4: the time before the first U-Net call, by phase */
     if (r->o->verbose) fprintf(stderr, "fmimage: load (mapping, detection, binding) %.3f s\n", cli_now() - t_load);
+    double t_hash = cli_now();
     if (out_model_hash(path, r->model_hash, err)) {
         fm_model_free(m);
         return err->code;
     }
+    /* the file's SHA-256 for the infotext: once per file, then from the cache */
+    if (r->o->verbose) fprintf(stderr, "fmimage: model hash %.3f s\n", cli_now() - t_hash);
     r->model = m;
     r->model_path = path;
     out_file_stem(path, r->model_name, sizeof r->model_name);
@@ -1190,8 +1193,10 @@ static int generate_in(run *rp)
         fm_model_precision(rp->model, o->precision, why, sizeof why);
         fprintf(stderr, "fmimage: precision: %s\n", why);
         fprintf(stderr, "fmimage: precision decision %.3f s\n", cli_now() - t_prec);
+        double t_conv = cli_now();
         fm_conv_choice(why, sizeof why);
         fprintf(stderr, "fmimage: convolutions: %s\n", why);
+        fprintf(stderr, "fmimage: convolution decision %.3f s\n", cli_now() - t_conv);
     }
     if (setup_output(rp, &err)) {
         report(&err);

@@ -5,11 +5,38 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 double cli_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double cli_since_start(void)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    char buf[1024];
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    /* after "pid (comm)", whose comm may hold spaces and ')': field 22, starttime */
+    const char *s = strrchr(buf, ')');
+    unsigned long long ticks = 0;
+    if (!s || sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                     &ticks) != 1)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    struct timespec ts;
+    if (hz <= 0 || clock_gettime(CLOCK_BOOTTIME, &ts)) return -1;
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9 - (double)ticks / (double)hz;
+}
+
+double cli_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -121,6 +148,12 @@ void cli_progress_stage(void *user, const char *stage, double seconds)
     if (!p->verbose) return;
     cli_progress_clear(p);
     fprintf(stderr, "%s: %s %.3f s\n", p->label, stage, seconds);
+    if (!strcmp(stage, "plan") && !p->first_call_shown++) {
+        double since = cli_since_start();
+        if (since >= 0)
+            fprintf(stderr, "fmimage: first U-Net call %.2f s after the process started (%.2f s CPU, all threads)\n",
+                    since, cli_cpu_seconds());
+    }
 }
 
 void cli_progress_done(cli_progress *p, int steps, double seconds)

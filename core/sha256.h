@@ -14,6 +14,11 @@ typedef struct core_sha256 {
 } core_sha256;
 
 void core_sha256_init(core_sha256 *s);
+/* The compression of `blocks` 64-byte blocks into h: the SHA extensions'
+ * instructions where the CPU has them, else the plain loop (_ref, also
+ * for the tests). */
+void core_sha256_blocks(uint32_t h[8], const uint8_t *p, size_t blocks);
+void core_sha256_blocks_ref(uint32_t h[8], const uint8_t *p, size_t blocks);
 void core_sha256_update(core_sha256 *s, const void *data, size_t n);
 void core_sha256_final(core_sha256 *s, uint8_t digest[32]);
 /* Lower-case hex of data's digest into hex[65]. */

@@ -564,6 +564,7 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
     }
     rc = encode_prompts(m, &untagged, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
+    t = stage_clock();
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);
     if (!rc) rc = denoiser_init(&d, m, p, &c, lh, lw, err);
@@ -574,6 +575,7 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
     if (!rc && m->cfg.unet.in_channels > m->cfg.unet.out_channels) rc = df_inpaint_conditioning(m, p, ip, err);
     if (!rc && !(sigmas = smp_sigmas(&m->schedule, sampler, sched, pass ? pass->sigma_steps : p->steps, &n_sigmas, err)))
         rc = err->code ? err->code : FM_EINPUT;
+    stage_end(p, rc, "plan", t);
     /* img2img: A1111 runs the last int(strength * steps) + 1 steps of the
      * schedule from the init latent noised to that sigma. */
     int first = 0;

@@ -22,7 +22,7 @@
 #include <cpuid.h>
 #endif
 
-#define PROBE_REPS 3      /* the least of 3 runs: about 0.35 s of one core in all */
+#define PROBE_REPS 3      /* the least of 3 runs: about 0.45 s of one core in all */
 #define LINE_MAX_BYTES 512
 #define NUM_MAX_BYTES 32
 #define KEEP_OTHER_LINES 31

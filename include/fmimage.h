@@ -91,9 +91,11 @@ typedef int (*fm_progress_fn)(void *user, int step, int steps);
 
 /* Stage callback: called as each stage of fm_generate ends successfully,
  * with the stage's name and its wall-clock seconds. The names, in order:
- * "text encode" (the prompt and negative), "init encode" (img2img only: the
- * init image through the VAE encoder), "sampling" (every step; each step is
- * also reported to progress), "decode" (VAE or TAESD). */
+ * "text encode" (the prompt and negative), "plan" (the memory check, the
+ * U-Net's and the decoder's buffers, the schedule: the last work before the
+ * first U-Net call), "init encode" (img2img only: the init image through the
+ * VAE encoder), "sampling" (every step; each step is also reported to
+ * progress), "decode" (VAE or TAESD). */
 typedef void (*fm_stage_fn)(void *user, const char *stage, double seconds);
 
 /* Live-preview callback (fm_params.preview): rgb is width x height x 3

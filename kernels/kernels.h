@@ -270,8 +270,9 @@ int kn_has_amx_int8(void);
 /* Bumped whenever a kernel change moves the fp32/bf16 speed ratio, so the
  * measured precision choice cached by an older build of the same release is
  * timed again (2: the bf16 packer and the im2col-free AMX 3x3 convolution;
- * 3: the vectorised row packer and Winograd F(2x2,3x3) on 512 channels). */
-#define KN_KERNELS_REVISION 3
+ * 3: the vectorised row packer and Winograd F(2x2,3x3) on 512 channels;
+ * 4: the probe's fp32 convolution is the faster of direct and Winograd). */
+#define KN_KERNELS_REVISION 4
 
 /* Row r of a weight matrix as float32 (e.g. an embedding lookup). */
 void kn_mat_row(float *dst, const kn_mat *m, int r);

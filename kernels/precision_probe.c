@@ -1,8 +1,13 @@
 /* kn_precision_probe: the real kernels (kn_conv2d_ws, kn_linear_ws,
- * kn_attention_ws) on shapes a U-Net spends its time in, smaller than the
- * U-Net's own (its 64x64 level) so that the whole probe stays well under a
- * second: the blocking, the packing and the micro-kernels are the same, so
- * the fp32 : bf16 ratio is the U-Net's. */
+ * kn_attention_ws) on shapes a U-Net spends its time in: the convolution
+ * at its 64x64 level's size, the linear and the attention smaller than its
+ * own so that the whole probe stays under half a second: the blocking, the
+ * packing and the micro-kernels are the same, so the fp32 : bf16 ratio is
+ * the U-Net's. The fp32 convolution is timed as
+ * the faster of the direct one and Winograd F(4x4,3x3) (kn_winograd_ws),
+ * since fp32's 3x3 convolutions may run either (kernels/winograd.c decides
+ * per shape) while bf16's stay direct: bf16 has to beat fp32's best, so
+ * auto never picks it where fp32 with Winograd would be the faster. */
 #include "kernels/precision_probe.h"
 
 #include <stdint.h>
@@ -12,7 +17,7 @@
 #include "kernels/kernels.h"
 
 enum {
-    CONV_C = 320, CONV_SIDE = 32,
+    CONV_C = 320, CONV_SIDE = 64, /* 256 F(4x4) tiles: as many as the U-Net's 64x64 level gives Winograd */
     LIN_N = 1024, LIN_IN = 320, LIN_OUT = 1280,
     ATT_N = 1024, ATT_HEADS = 4, ATT_DIM = 40, ATT_W = ATT_HEADS * ATT_DIM
 };
@@ -62,6 +67,7 @@ static size_t scratch_bytes(probe_data *d)
         kn_mat_pack(&d->conv.w, prec);
         kn_mat_pack(&d->lin, prec);
         bytes = max_size(bytes, kn_conv2d_scratch(&d->conv, 1, CONV_SIDE, CONV_SIDE, 1));
+        if (!bf16) bytes = max_size(bytes, kn_winograd_scratch(&d->conv, 4, 1, CONV_SIDE, CONV_SIDE, 1));
         bytes = max_size(bytes, kn_linear_scratch(LIN_N, &d->lin, 1));
         bytes = max_size(bytes, kn_attention_scratch(1, ATT_N, ATT_N, ATT_HEADS, ATT_DIM, prec, 1));
     }
@@ -107,7 +113,7 @@ static int probe_init(probe_data *d)
     fill(d->v, qkv, 1.0f, &state);
     d->conv = (kn_conv){.w = {.data = d->conv_w, .dtype = FM_DT_F16, .rows = CONV_C, .cols = (int)conv_k},
                         .bias = d->bias, .cin = CONV_C, .cout = CONV_C, .kh = 3, .kw = 3, .stride = 1,
-                        .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1};
+                        .pad_t = 1, .pad_l = 1, .pad_b = 1, .pad_r = 1, .algo = FM_CONV_DIRECT};
     d->lin = (kn_mat){.data = d->lin_w, .dtype = FM_DT_F16, .rows = LIN_OUT, .cols = LIN_IN};
     d->s.threads = 1;
     d->s.bytes = scratch_bytes(d);
@@ -122,9 +128,10 @@ static double thread_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* One run of shape s in the given mode: its CPU seconds, or -1 when the
- * kernel refused the scratch (it would be a planning bug). */
-static double run_once(probe_data *d, kn_probe_shape s, int bf16)
+/* One run of shape s in the given mode (winograd: the fp32 convolution as
+ * F(4x4,3x3)): its CPU seconds, or -1 when the kernel refused the scratch
+ * (it would be a planning bug). */
+static double run_once(probe_data *d, kn_probe_shape s, int bf16, int winograd)
 {
     fm_precision prec = bf16 ? FM_PREC_BF16 : FM_PREC_FP32;
     kn_mat_pack(&d->conv.w, prec);
@@ -132,7 +139,10 @@ static double run_once(probe_data *d, kn_probe_shape s, int bf16)
     double t0 = thread_seconds();
     int rc = 0;
     switch (s) {
-    case FM_PROBE_CONV: rc = kn_conv2d_ws(&d->s, d->y, d->x, &d->conv, 1, CONV_SIDE, CONV_SIDE); break;
+    case FM_PROBE_CONV:
+        rc = winograd ? kn_winograd_ws(&d->s, d->y, d->x, &d->conv, 4, 1, CONV_SIDE, CONV_SIDE)
+                      : kn_conv2d_ws(&d->s, d->y, d->x, &d->conv, 1, CONV_SIDE, CONV_SIDE);
+        break;
     case FM_PROBE_LINEAR: rc = kn_linear_ws(&d->s, d->y, d->x, LIN_N, &d->lin, d->bias); break;
     default:
         rc = kn_attention_ws(&d->s, d->y, d->q, ATT_W, d->k, d->v, ATT_W, 1, ATT_N, ATT_N, ATT_HEADS, ATT_DIM,
@@ -151,9 +161,10 @@ int kn_precision_probe(kn_probe_times *t, int reps)
     for (int s = 0; s < FM_PROBE_SHAPES; s++) best.fp32[s] = best.bf16[s] = 1e30;
     for (int r = 0; !rc && r < (reps > 0 ? reps : 1); r++)
         for (int s = 0; !rc && s < FM_PROBE_SHAPES; s++)
-            for (int bf16 = 0; !rc && bf16 < 2; bf16++) {
-                double sec = run_once(&d, (kn_probe_shape)s, bf16);
-                double *slot = bf16 ? &best.bf16[s] : &best.fp32[s];
+            for (int mode = 0; !rc && mode < 3; mode++) { /* fp32, bf16, fp32 conv as Winograd */
+                if (mode == 2 && s != FM_PROBE_CONV) break;
+                double sec = run_once(&d, (kn_probe_shape)s, mode == 1, mode == 2);
+                double *slot = mode == 1 ? &best.bf16[s] : &best.fp32[s];
                 if (sec < 0) rc = -1;
                 else if (sec < *slot) *slot = sec;
             }

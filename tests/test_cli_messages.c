@@ -358,7 +358,7 @@ static void test_verbose_stages(void **state)
     outcome o;
     run(a, &o);
     if (o.code) fail_msg("exit %d: %s", o.code, o.err);
-    static const char *const stages[] = {"text encode", "step 1/3", "step 2/3", "step 3/3",
+    static const char *const stages[] = {"text encode", "plan", "step 1/3", "step 2/3", "step 3/3",
                                          "sampling", "decode", "write"};
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++)
         if (!has_stage(o.err, png, stages[i])) fail_msg("no '%s' line: %s", stages[i], o.err);
@@ -366,9 +366,27 @@ static void test_verbose_stages(void **state)
     /* the stages in order, the peak RSS last */
     const char *te = strstr(o.err, ": text encode "), *s3 = strstr(o.err, ": step 3/3 "),
                *de = strstr(o.err, ": decode "), *wr = strstr(o.err, ": write "),
-               *rss = strstr(o.err, "\nfmimage: peak RSS ");
+               *rss = strstr(o.err, "\nfmimage: peak RSS "), *pl = strstr(o.err, ": plan "),
+               *s1 = strstr(o.err, ": step 1/3 ");
     assert_non_null(rss);
-    assert_true(te < s3 && s3 < de && de < wr && wr < rss);
+    assert_true(te < pl && pl < s1 && s1 < s3 && s3 < de && de < wr && wr < rss);
+    /* the phases before the first U-Net call, each with its seconds, and
+     * their total from the process's start, once, right after the plan */
+    static const char *const phases[] = {"fmimage: load (mapping, detection, binding) ", "fmimage: model hash ",
+                                         "fmimage: precision decision ", "fmimage: convolution decision "};
+    for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
+        const char *l = strstr(o.err, phases[i]);
+        double sec;
+        if (!l || sscanf(l + strlen(phases[i]), "%lf s\n", &sec) != 1 || sec < 0 || l > te)
+            fail_msg("no '%s' line before the text encode: %s", phases[i], o.err);
+    }
+    const char *first = strstr(o.err, "\nfmimage: first U-Net call ");
+    double since, cpu;
+    assert_non_null(first);
+    if (!(first > pl && first < s1)) fail_msg("first U-Net call line out of place: %s", o.err);
+    assert_int_equal(sscanf(first, "\nfmimage: first U-Net call %lf s after the process started (%lf s CPU", &since, &cpu), 2);
+    assert_true(since > 0 && cpu > 0);
+    assert_null(strstr(first + 2, "fmimage: first U-Net call "));
     double mb;
     char nl;
     assert_int_equal(sscanf(rss, "\nfmimage: peak RSS %lf MB%c", &mb, &nl), 2);

@@ -4,7 +4,9 @@
 # See tools/BENCH.md. Environment:
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
-#   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
+#   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all),
+#                       or sd1x20: the 20-step whole runs beside sd.cpp (long; only when named)
+#   BENCH_PRECISION=M   fp32, bf16 or auto (default): the SD 1.5 stage rows' and sd1.gen's mode
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
 #   BENCH_UPSCALE_PX=N  input side of the CLI-to-CLI upscale rows beside sd.cpp's
@@ -53,4 +55,5 @@ fi
 
 echo "bench: the numbers are only as quiet as the machine; 'uptime' now: $(uptime)"
 exec "$BUILD/tools/bench" --cache "$CACHE" --reps "$REPS" --threads "$THREADS" --px "$PX" --upscale-px "${BENCH_UPSCALE_PX:-128}" --only "$ONLY" \
+    --precision "${BENCH_PRECISION:-auto}" \
     --fmimage "$BUILD/fmimage" --sdcpp "$SDCPP" --json bench/results.json
