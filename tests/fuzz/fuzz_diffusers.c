@@ -8,7 +8,7 @@
  * a tensor is kept when its name with the numbers blanked or its block
  * (the first four words) is new, so every word and every block of the
  * folder's layout still goes through the renaming, at a fifth of the
- * tensors (a fifth of the time per input). FUZZ_DIFFUSERS_SEEDS=DIR writes
+ * U-Net's tensors (3x the inputs/s). FUZZ_DIFFUSERS_SEEDS=DIR writes
  * the seeds (each JSON file as the harness holds it) to DIR.
  * Byte 0 picks the folder (% 3) and which of its JSON files (/ 3, in name
  * order: model_index.json, scheduler/, text_encoder/, [text_encoder_2/],
