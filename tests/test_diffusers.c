@@ -265,6 +265,12 @@ static void test_hostile(void **state)
        d, INDEX);
     refused(d, "tensor no.such.weight: missing");
 
+    copy_sd1(d, sizeof d, "listed-twice");
+    sh("/usr/bin/python3 -c \"import json,sys; p=sys.argv[1]; j=json.load(open(p)); k,v=sorted(j['weight_map'].items())[0]; "
+       "t=json.dumps(j).replace('\\\"weight_map\\\": {', '\\\"weight_map\\\": {%%s: %%s, ' %% (json.dumps(k), json.dumps(v)), 1); "
+       "open(p,'w').write(t)\" '%s/%s'", d, INDEX);
+    refused(d, ": listed twice");
+
     copy_sd1(d, sizeof d, "no-unet-config");
     sh("rm '%s/unet/config.json'%s", d, "");
     refused(d, "missing (a diffusers unet needs its config)");

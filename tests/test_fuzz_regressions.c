@@ -145,6 +145,49 @@ static void replay_torchfile(const char *path)
     wt_close(wt_open(path, &err));
 }
 
+/* diffusers inputs: byte 0 picks the folder of tests/data/diffusers and
+ * which of its JSON files (name order) the rest replaces (empty: removes),
+ * as tests/fuzz/fuzz_diffusers.c does; here in a copy on disk, opened by
+ * wt_open: it must open or fail with one line. */
+static void replay_diffusers(const uint8_t *data, size_t len)
+{
+    static const char *const family[] = {"sd1", "sd2", "sdxl"};
+    static const char *const json[3][7] = {
+        {"model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "unet/config.json",
+         "unet/diffusion_pytorch_model.safetensors.index.json", "vae/config.json"},
+        {"model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "unet/config.json",
+         "vae/config.json"},
+        {"model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "text_encoder_2/config.json",
+         "unet/config.json", "vae/config.json"},
+    };
+    assert_true(len >= 1);
+    int fam = data[0] % 3, n_json = 0;
+    while (n_json < 7 && json[fam][n_json]) n_json++;
+    const char *rel = json[fam][(data[0] / 3) % n_json];
+    char dir[300], cmd[700], path[600];
+    mkdir("build", 0777);
+    mkdir("build/test-tmp", 0777);
+    snprintf(dir, sizeof dir, "build/test-tmp/regression-diffusers-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cp -r tests/data/diffusers/%s/. '%s'", family[fam], dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    if (len > 1) {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(data + 1, 1, len - 1, f), len - 1);
+        fclose(f);
+    } else {
+        assert_int_equal(unlink(path), 0);
+    }
+    fm_error err = {0};
+    wt_source *s = wt_open(dir, &err);
+    if (!s && (!err.msg[0] || strchr(err.msg, '\n'))) fail_msg("not one line: %s", err.msg);
+    wt_close(s);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_replay_all(void **state)
 {
     (void)state;
@@ -170,6 +213,7 @@ static void test_replay_all(void **state)
         else if (!strcmp(target, "gguf")) replay_gguf(path);
         else if (!strcmp(target, "pickle")) replay_pickle(data, len);
         else if (!strcmp(target, "torchfile")) replay_torchfile(path);
+        else if (!strcmp(target, "diffusers")) replay_diffusers(data, len);
         else replay_text(target, data, len, tok);
         free(data);
         n++;

@@ -8,15 +8,12 @@
 
 #define PK "tests/data/pickles/"
 
-/* Every tensor of path equals the .expect file's (torch.load's view, made
- * contiguous): same names, dtypes, shapes and bytes. */
-static void expect_same(const char *path)
+/* Every tensor of s equals the .expect file's of path (torch.load's view,
+ * made contiguous): same names, dtypes, shapes and bytes. */
+static void expect_source(wt_source *s, const char *path)
 {
     char exp[300];
     snprintf(exp, sizeof exp, "%s.expect.safetensors", path);
-    fm_error err = {0};
-    wt_source *s = wt_open(path, &err);
-    if (!s) fail_msg("%s", err.msg);
     wt_safetensors st;
     tu_open(&st, exp);
     assert_int_equal(wt_count(s), st.n_tensors);
@@ -32,6 +29,21 @@ static void expect_same(const char *path)
     }
     wt_st_close(&st);
     wt_close(s);
+}
+
+/* path through wt_open (mapped) and wt_torch_open_mem (the fuzz target's
+ * way in: the same parse on a buffer). */
+static void expect_same(const char *path)
+{
+    fm_error err = {0};
+    wt_source *s = wt_open(path, &err);
+    if (!s) fail_msg("%s", err.msg);
+    expect_source(s, path);
+    size_t len = 0;
+    uint8_t *buf = cu_slurp(path, &len);
+    if (!(s = wt_torch_open_mem(buf, len, path, &err))) fail_msg("%s", err.msg);
+    expect_source(s, path);
+    free(buf);
 }
 
 static void test_structures(void **state)

@@ -1,25 +1,23 @@
-/* diffusers folders (diffusers.h): the files checked and opened, the
- * names converted, the configs turned into fmimage.config. */
+/* diffusers folders (diffusers.h): the files (from a wt_df_files table:
+ * diffusers_disk.c's, or the fuzz target's) read and checked, the names
+ * converted, the configs turned into fmimage.config. */
 #include "weights/diffusers.h"
 #include "weights/compose.h"
 #include "weights/rename.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define MAX_JSON (16u << 20) /* an index of a huge model is a few MB */
 #define MAX_LEVELS 8
 #define MAX_SHARDS 1024
 
 typedef struct folder {
-    char root[PATH_MAX]; /* realpath of DIR */
-    const char *dir;     /* as given, for messages */
+    const wt_df_files *fs;
     fm_error *err;
 } folder;
 
@@ -36,19 +34,12 @@ static int dfail(const folder *f, const char *file, const char *fmt, ...)
 
 /* ---- files inside the folder ---- */
 
-/* DIR/rel (rel a path of plain names) into out, checked to be a regular
- * file whose real path is inside DIR. 1: there; 0: absent; -1: error set. */
+/* DIR/rel into out (the name messages give it), then whether the folder has
+ * it. 1: there; 0: absent; -1: error set. */
 static int inside(const folder *f, const char *rel, char *out, size_t size)
 {
-    if (snprintf(out, size, "%s/%s", f->dir, rel) >= (int)size) return dfail(f, f->dir, "path too long"), -1;
-    struct stat sb;
-    if (lstat(out, &sb) != 0) return errno == ENOENT ? 0 : (dfail(f, out, "%s", strerror(errno)), -1);
-    char real[PATH_MAX];
-    if (!realpath(out, real)) return dfail(f, out, "%s", strerror(errno)), -1;
-    size_t n = strlen(f->root);
-    if (strncmp(real, f->root, n) || real[n] != '/') return dfail(f, out, "leads outside the model folder (%s)", real), -1;
-    if (stat(real, &sb) != 0 || !S_ISREG(sb.st_mode)) return dfail(f, out, "not a regular file"), -1;
-    return 1;
+    if (snprintf(out, size, "%s/%s", f->fs->dir, rel) >= (int)size) return dfail(f, f->fs->dir, "path too long"), -1;
+    return f->fs->exists(f->fs->ctx, rel, out, f->err);
 }
 
 /* A shard's file name from an index: one plain name. */
@@ -58,28 +49,14 @@ static int plain_name(const char *s)
     return n > 0 && n < 256 && !strchr(s, '/') && !strchr(s, '\\') && strcmp(s, ".") && strcmp(s, "..");
 }
 
-static cJSON *read_json(const folder *f, const char *path)
+/* rel (whose name in messages is path, as inside() made it) as a JSON object. */
+static cJSON *read_json(const folder *f, const char *rel, const char *path)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        dfail(f, path, "%s", strerror(errno));
-        return NULL;
-    }
-    /* a buffer of the file's size, not MAX_JSON (the read asks one byte
-     * more, to see a file over the limit or grown since) */
-    struct stat sb;
-    int sized = !fstat(fileno(fp), &sb) && sb.st_size >= 0 && sb.st_size <= (off_t)MAX_JSON;
-    size_t cap = sized ? (size_t)sb.st_size : MAX_JSON;
-    char *buf = malloc(cap + 1);
-    size_t n = buf ? fread(buf, 1, cap + 1, fp) : 0;
-    int bad = ferror(fp);
-    fclose(fp);
-    cJSON *j = NULL;
-    if (!buf) dfail(f, path, "out of memory");
-    else if (bad) dfail(f, path, "read failed");
-    else if (n > MAX_JSON) dfail(f, path, "over %u MB of JSON", MAX_JSON >> 20);
-    else if (n > cap) dfail(f, path, "changed while read");
-    else if (!(j = cJSON_ParseWithLength(buf, n)) || !cJSON_IsObject(j)) {
+    char *buf = NULL;
+    size_t n = 0;
+    if (f->fs->read(f->fs->ctx, rel, path, MAX_JSON, &buf, &n, f->err)) return NULL;
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    if (!j || !cJSON_IsObject(j)) {
         dfail(f, path, "not a JSON object");
         cJSON_Delete(j);
         j = NULL;
@@ -95,13 +72,20 @@ static cJSON *part_config(const folder *f, const char *part)
     snprintf(rel, sizeof rel, "%s/config.json", part);
     int r = inside(f, rel, path, sizeof path);
     if (r == 0) dfail(f, path, "missing (a diffusers %s needs its config)", part);
-    return r == 1 ? read_json(f, path) : NULL;
+    return r == 1 ? read_json(f, rel, path) : NULL;
 }
 
+typedef struct listed {
+    const char *name; /* a weight_map key */
+    int shard;        /* which of the index's files it names */
+} listed;
+
+static int by_name(const void *a, const void *b) { return strcmp(((const listed *)a)->name, ((const listed *)b)->name); }
+
 /* The shards an index lists, each checked against the names it holds. */
-static wt_source *open_sharded(const folder *f, const char *part, const char *index_path)
+static wt_source *open_sharded(const folder *f, const char *part, const char *index_rel, const char *index_path)
 {
-    cJSON *j = read_json(f, index_path);
+    cJSON *j = read_json(f, index_rel, index_path);
     if (!j) return NULL;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
     wt_source *shards[MAX_SHARDS];
@@ -132,26 +116,34 @@ static wt_source *open_sharded(const folder *f, const char *part, const char *in
             rc = -1;
             break;
         }
-        if (!(shards[n] = wt_open(path, f->err))) {
+        if (!(shards[n] = f->fs->open(f->fs->ctx, rel, path, f->err))) {
             rc = -1;
             break;
         }
         names[n++] = e->valuestring;
     }
-    /* every listed name in its shard, every shard's tensor listed there */
+    /* every listed name in its shard, every shard's tensor listed there
+     * (by a search in the names sorted: an SDXL index has 1680) */
+    listed *l = rc ? NULL : malloc((size_t)cJSON_GetArraySize(map) * sizeof *l);
+    size_t nl = 0;
+    if (!rc && !l) rc = dfail(f, index_path, "out of memory");
     for (const cJSON *e = map ? map->child : NULL; e && !rc; e = e->next) {
         int k = 0;
         while (k < n && strcmp(names[k], e->valuestring)) k++;
         if (!wt_find(shards[k], e->string))
             rc = dfail(f, shards[k]->path, "tensor %.200s: missing (%s lists it here)", e->string, index_path);
+        l[nl++] = (listed){e->string, k};
     }
+    if (!rc) qsort(l, nl, sizeof *l, by_name);
+    for (size_t i = 1; i < nl && !rc; i++)
+        if (!strcmp(l[i - 1].name, l[i].name)) rc = dfail(f, index_path, "weight_map: %.200s: listed twice", l[i].name);
     for (int k = 0; k < n && !rc; k++)
         for (int i = 0; i < wt_count(shards[k]) && !rc; i++) {
-            const cJSON *e = cJSON_GetObjectItemCaseSensitive(map, wt_at(shards[k], i)->name);
-            if (!e || strcmp(e->valuestring, names[k]))
-                rc = dfail(f, shards[k]->path, "tensor %.200s: not listed for this shard in %s", wt_at(shards[k], i)->name,
-                           index_path);
+            const listed key = {wt_at(shards[k], i)->name, 0}, *e = bsearch(&key, l, nl, sizeof *l, by_name);
+            if (!e || e->shard != k)
+                rc = dfail(f, shards[k]->path, "tensor %.200s: not listed for this shard in %s", key.name, index_path);
         }
+    free(l);
     cJSON_Delete(j);
     if (rc) {
         for (int k = 0; k < n; k++) wt_close(shards[k]);
@@ -171,13 +163,13 @@ static wt_source *open_part(const folder *f, const char *part)
             snprintf(rel, sizeof rel, "%s/%s%s", part, stems[s], exts[e]);
             int r = inside(f, rel, path, sizeof path);
             if (r < 0) return NULL;
-            if (r) return wt_open(path, f->err);
+            if (r) return f->fs->open(f->fs->ctx, rel, path, f->err);
             snprintf(rel, sizeof rel, "%s/%s%s.index.json", part, stems[s], exts[e]);
             if ((r = inside(f, rel, path, sizeof path)) < 0) return NULL;
-            if (r) return open_sharded(f, part, path);
+            if (r) return open_sharded(f, part, rel, path);
         }
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", f->dir, part);
+    snprintf(path, sizeof path, "%s/%s", f->fs->dir, part);
     dfail(f, path, "no weights (diffusion_pytorch_model.safetensors, model.safetensors, an index json or a .bin)");
     return NULL;
 }
@@ -405,14 +397,6 @@ static cJSON *text_config(const cJSON *cfg, int openclip, int hidden_idx)
 
 /* ---- the folder ---- */
 
-int wt_is_diffusers_dir(const char *path)
-{
-    struct stat sb;
-    char p[PATH_MAX];
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return 0;
-    return snprintf(p, sizeof p, "%s/model_index.json", path) < (int)sizeof p && stat(p, &sb) == 0;
-}
-
 typedef struct parts {
     cJSON *index, *unet, *vae, *te, *te2, *sched;
     wt_source *src[5];
@@ -472,7 +456,7 @@ static char *config_of(const folder *f, const parts *p, int family, const char *
     }
     char *txt = cJSON_PrintUnformatted(c);
     cJSON_Delete(c);
-    if (!txt) dfail(f, f->dir, "out of memory");
+    if (!txt) dfail(f, f->fs->dir, "out of memory");
     return txt;
 }
 
@@ -483,22 +467,19 @@ static cJSON *optional_json(const folder *f, const char *rel, int *failed)
     int r = inside(f, rel, path, sizeof path);
     if (r < 0) *failed = 1;
     if (r != 1) return NULL;
-    cJSON *j = read_json(f, path);
+    cJSON *j = read_json(f, rel, path);
     if (!j) *failed = 1;
     return j;
 }
 
-wt_source *wt_diffusers_open(const char *dir, fm_error *err)
+static wt_source *open_folder(const wt_df_files *fs, fm_error *err)
 {
-    folder f = {.dir = dir, .err = err};
+    folder f = {.fs = fs, .err = err};
+    const char *dir = fs->dir;
     parts p = {0};
-    if (!realpath(dir, f.root)) {
-        core_fail(err, FM_EINPUT, "%s: %s", dir, strerror(errno));
-        return NULL;
-    }
     char path[PATH_MAX], file[PATH_MAX];
     int failed = 0;
-    if (inside(&f, "model_index.json", path, sizeof path) != 1 || !(p.index = read_json(&f, path))) {
+    if (inside(&f, "model_index.json", path, sizeof path) != 1 || !(p.index = read_json(&f, "model_index.json", path))) {
         if (!err->code) dfail(&f, dir, "no model_index.json: not a diffusers folder");
         return NULL;
     }
@@ -554,4 +535,13 @@ wt_source *wt_diffusers_open(const char *dir, fm_error *err)
     p.n = 0; /* the union owns them now (closed by it on failure too) */
     parts_free(&p);
     return all;
+}
+
+wt_source *wt_diffusers_open_files(const wt_df_files *fs, fm_error *err)
+{
+    wt_source *s = open_folder(fs, err);
+    /* names in messages come from the index (and the disk): one line */
+    for (char *c = err->msg; !s && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    return s;
 }

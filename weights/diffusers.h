@@ -31,4 +31,22 @@ int wt_is_diffusers_dir(const char *path);
 
 wt_source *wt_diffusers_open(const char *dir, fm_error *err);
 
+/* Where a folder's files come from: the disk (wt_diffusers_open) or memory
+ * (tests/fuzz/fuzz_diffusers.c, which so runs the same reader on configs,
+ * indexes and names without a file system). rel is a path inside the
+ * folder ("unet/config.json"), path "DIR/rel", the name every message
+ * gives the file. Each sets err ("PATH: why") when it fails. */
+typedef struct wt_df_files {
+    const char *dir; /* the folder as the user gave it */
+    void *ctx;
+    /* 1: rel is a regular file in the folder; 0: absent; -1: error */
+    int (*exists)(void *ctx, const char *rel, const char *path, fm_error *err);
+    /* its bytes (at most max, else an error) into *buf (malloc'd) and *n: 0, or -1 */
+    int (*read)(void *ctx, const char *rel, const char *path, size_t max, char **buf, size_t *n, fm_error *err);
+    /* the weight file rel as a source (wt_close frees it), or NULL */
+    wt_source *(*open)(void *ctx, const char *rel, const char *path, fm_error *err);
+} wt_df_files;
+
+wt_source *wt_diffusers_open_files(const wt_df_files *fs, fm_error *err);
+
 #endif

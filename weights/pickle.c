@@ -127,7 +127,10 @@ static void *arena_get(vm *m, size_t bytes)
     bytes = (bytes + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
     chunk *c = m->arena;
     if (!c || c->size - c->used < bytes) {
-        size_t size = bytes > (1u << 20) ? bytes : (1u << 20);
+        /* chunks from 4 KiB doubling to 1 MiB: an embedding's few values
+         * take one page, a checkpoint's thousands a few chunks */
+        size_t grow = c ? (c->size < (1u << 19) ? 2 * c->size : (1u << 20)) : 4096;
+        size_t size = bytes > grow ? bytes : grow;
         if (m->arena_total + size > m->arena_cap) return NULL;
         c = malloc(sizeof *c + size);
         if (!c) return NULL;

@@ -57,5 +57,8 @@ void wt_pk_free(wt_pk_result *r);
 /* A PyTorch file (zip format) as a wt_source: the pickle's tensors over
  * its storages, mapped in place. */
 wt_source *wt_torch_open_source(const char *path, fm_error *err);
+/* The same on a buffer in memory (the fuzz target; buf must outlive the
+ * source). */
+wt_source *wt_torch_open_mem(const void *buf, size_t size, const char *name, fm_error *err);
 
 #endif

@@ -23,6 +23,7 @@ typedef struct wt_torchfile {
     char *path;
     void *map;
     size_t map_size;
+    int mapped; /* map is this reader's mmap of the file (else the caller's buffer) */
     wt_zip zip;
     wt_pk_result pk;
     uint8_t *inflated; /* data.pkl when it was deflated */
@@ -57,7 +58,7 @@ static const char *tf_meta(const wt_source *s, const char *key)
 
 static void tf_free(wt_torchfile *t)
 {
-    if (t->map) munmap(t->map, t->map_size);
+    if (t->mapped) munmap(t->map, t->map_size);
     wt_zip_free(&t->zip);
     wt_pk_free(&t->pk);
     for (int i = 0; i < t->n_copies; i++) free(t->copies[i]);
@@ -81,6 +82,7 @@ static int tf_meta_at(const wt_source *s, int i, const char **key, const char **
 
 static void tf_release(const wt_source *s, const wt_tensor *t) { wt_release_mapped(of(s)->map, of(s)->map_size, t); }
 static const wt_source_ops tf_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close, tf_meta_at, tf_release};
+static const wt_source_ops tf_mem_ops = {tf_count, tf_at, tf_find, tf_meta, tf_close, tf_meta_at, NULL};
 
 /* The archive's directory name: the first member's, as torch reads it. */
 static const wt_zip_entry *find_pickle(const wt_zip *z, char *dir, size_t n)
@@ -216,6 +218,13 @@ static int tf_open(wt_torchfile *t, const char *path, fm_error *err)
         t->map = NULL;
         return core_fail(err, FM_EINPUT, "%s: cannot map: %s", path, strerror(errno));
     }
+    t->mapped = 1;
+    return 0;
+}
+
+/* The archive at t->map: zip directory, pickle, tensors over the storages. */
+static int tf_parse(wt_torchfile *t, const char *path, fm_error *err)
+{
     int rc = wt_zip_parse(&t->zip, t->map, t->map_size, path, err);
     if (rc) return rc;
     char dir[256];
@@ -252,7 +261,8 @@ static void one_line(fm_error *err)
         if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
 }
 
-wt_source *wt_torch_open_source(const char *path, fm_error *err)
+/* buf NULL: map the file at path; else read the archive in buf[size]. */
+static wt_source *tf_source(const char *path, const void *buf, size_t size, fm_error *err)
 {
     wt_torchfile *t = calloc(1, sizeof *t);
     if (!t || !(t->path = strdup(path))) {
@@ -260,11 +270,20 @@ wt_source *wt_torch_open_source(const char *path, fm_error *err)
         core_fail(err, FM_EINPUT, "%s: out of memory", path);
         return NULL;
     }
-    t->src = (wt_source){&tf_ops, t->path};
-    if (tf_open(t, path, err)) {
+    t->src = (wt_source){buf ? &tf_mem_ops : &tf_ops, t->path};
+    t->map = (void *)buf;
+    t->map_size = size;
+    if ((buf ? 0 : tf_open(t, path, err)) || tf_parse(t, path, err)) {
         one_line(err);
         tf_free(t);
         return NULL;
     }
     return &t->src;
+}
+
+wt_source *wt_torch_open_source(const char *path, fm_error *err) { return tf_source(path, NULL, 0, err); }
+
+wt_source *wt_torch_open_mem(const void *buf, size_t size, const char *name, fm_error *err)
+{
+    return tf_source(name, buf, size, err);
 }
