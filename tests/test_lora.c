@@ -4,6 +4,9 @@
  * tags as A1111 parses them, Lora hashes, reapplying, hostile files. */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "diffusion/detect.h"
@@ -159,7 +162,7 @@ static void test_merged_bf16(void **state)
             uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
         }
         wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
-        wt_source *h = wt_merged_open_as(base, uses, lc->n, NULL, FM_DT_BF16, &err);
+        wt_source *h = wt_merged_open_as(base, uses, lc->n, NULL, FM_DT_BF16, NULL, &err);
         assert_non_null(f);
         assert_non_null(h);
         int n_f = wt_merged_count(f, NULL), n_bf16 = 0, n_te = 0, n_vec = 0;
@@ -203,6 +206,88 @@ static void test_merged_bf16(void **state)
         for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
         wt_close(base);
     }
+}
+
+/* ---- merged tensors in a file (spill_dir) ---- */
+
+/* Equal tensors of two merged sources, or the name of the first that differs. */
+static const char *first_difference(const wt_source *a, const wt_source *b)
+{
+    for (int i = 0; i < wt_count(a); i++) {
+        const wt_tensor *ta = wt_at(a, i), *tb = wt_find(b, ta->name);
+        if (!tb || ta->dtype != tb->dtype || ta->nbytes != tb->nbytes || memcmp(ta->data, tb->data, ta->nbytes))
+            return ta->name;
+    }
+    return NULL;
+}
+
+/* wt_merged_open_as with a spill directory: the same bytes as the merge in
+ * memory, every merged tensor in the file; released pages read back the
+ * same; a later set takes unchanged tensors over from the file (and keeps
+ * them once the earlier source is closed); a directory that is memory
+ * (/dev/shm, tmpfs) or missing gives the merge in memory. */
+static void test_merged_spill(void **state)
+{
+    (void)state;
+    /* a directory on a disk: under tu_dir, or the working directory when
+     * $TMPDIR is a tmpfs */
+    char spill[512];
+    struct statfs fs;
+    snprintf(spill, sizeof spill, "%s/spill-XXXXXX", tu_dir);
+    if (!statfs(tu_dir, &fs) && (unsigned long)fs.f_type == 0x01021994UL) snprintf(spill, sizeof spill, ".fm-spill-XXXXXX");
+    assert_non_null(mkdtemp(spill));
+    for (int c = 0; c < N_CASES; c++) {
+        const lcase *lc = &cases[c];
+        fm_error err = {0};
+        wt_model_config cfg;
+        wt_lora *l[2] = {0};
+        wt_lora_use uses[2];
+        wt_source *base = open_case(lc, &cfg, l, uses);
+        for (int dt = 0; dt < 2; dt++) {
+            core_dtype type = dt ? FM_DT_BF16 : FM_DT_F32;
+            wt_source *mem = wt_merged_open_as(base, uses, lc->n, NULL, type, NULL, &err);
+            wt_source *file = wt_merged_open_as(base, uses, lc->n, NULL, type, spill, &err);
+            assert_non_null(mem);
+            assert_non_null(file);
+            int n = wt_merged_count(mem, NULL);
+            assert_int_equal(wt_merged_count_spilled(mem), 0);
+            assert_int_equal(wt_merged_count_spilled(file), n);
+            const char *d = first_difference(mem, file);
+            if (d) fail_msg("%s: %s differs in the file", lc->name, d);
+            for (int i = 0; i < wt_count(file); i++) wt_release(file, wt_at(file, i));
+            if ((d = first_difference(mem, file))) fail_msg("%s: %s differs after its release", lc->name, d);
+            /* the same set again: everything taken over from the file */
+            wt_source *again = wt_merged_open_as(base, uses, lc->n, file, type, spill, &err);
+            assert_non_null(again);
+            int reused;
+            assert_int_equal(wt_merged_count(again, &reused), n);
+            assert_int_equal(reused, n);
+            assert_int_equal(wt_merged_count_spilled(again), n);
+            wt_close(file);
+            if ((d = first_difference(mem, again))) fail_msg("%s: %s differs once taken over", lc->name, d);
+            wt_close(again);
+            const char *not_disk[] = {"/dev/shm", "/nonexistent-fmimage-dir"};
+            for (int k = 0; k < 2; k++) {
+                struct stat sb;
+                if (!k && stat(not_disk[k], &sb)) continue;
+                wt_source *m2 = wt_merged_open_as(base, uses, lc->n, NULL, type, not_disk[k], &err);
+                assert_non_null(m2);
+                assert_int_equal(wt_merged_count_spilled(m2), 0);
+                if ((d = first_difference(mem, m2))) fail_msg("%s: %s differs in memory", lc->name, d);
+                wt_close(m2);
+            }
+            wt_close(mem);
+        }
+        for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
+        wt_close(base);
+    }
+    /* nothing is left in the directory: the file was never linked */
+    DIR *dir = opendir(spill);
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) fail_msg("%s left in %s", e->d_name, spill);
+    closedir(dir);
+    assert_int_equal(rmdir(spill), 0);
 }
 
 /* ---- fp32: LoRA pairs applied at run time == the float32 merge ---- */
@@ -262,7 +347,7 @@ static void test_lowrank_fp32(void **state)
         wt_lora_use uses[2];
         wt_source *base = open_case(lc, &cfg, l, uses);
         wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
-        wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, &err);
+        wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, NULL, &err);
         assert_non_null(f);
         assert_non_null(r);
         int n_lr = 0;
@@ -800,6 +885,7 @@ int main(void)
         cmocka_unit_test(test_merged_weights),
         cmocka_unit_test(test_images_match_reference_merge),
         cmocka_unit_test(test_merged_bf16),
+        cmocka_unit_test(test_merged_spill),
         cmocka_unit_test(test_images_bf16_merge),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_tags_in_prompt),
