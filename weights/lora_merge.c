@@ -628,21 +628,15 @@ static int merge_f32(float *acc, const contrib *c, int n, const wt_lora_use *use
 static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses, spill *sp)
 {
     size_t total = (size_t)wt_numel(c[0].target);
-    int f32_out = mt->t.dtype == FM_DT_F32;
-    float *acc = f32_out && sp ? spill_take(sp, mt->t.nbytes) : core_alloc(sizeof(float) * (total ? total : 1));
-    if (!acc) return -1;
-    void *out = f32_out ? acc : sp ? spill_take(sp, mt->t.nbytes) : core_alloc(sizeof(uint16_t) * (total ? total : 1));
-    if (f32_out && sp) mt->store = sp;
-    mt->data = out;
-    if (!out) {
-        core_free(acc);
-        return -1;
-    }
-    if (!f32_out && sp) mt->store = sp;
-    int rc = merge_f32(acc, c, n, uses);
-    if (!rc && !f32_out) core_f32_to_bf16(out, acc, total);
-    if (!f32_out) core_free(acc);
-    if (!rc && mt->store) spill_release(mt);
+    int bf16 = mt->t.dtype == FM_DT_BF16;
+    mt->store = sp;
+    mt->data = sp ? spill_take(sp, mt->t.nbytes) : core_alloc(mt->t.nbytes ? mt->t.nbytes : 1);
+    if (!mt->data) return -1;
+    float *acc = bf16 ? core_alloc(sizeof(float) * (total ? total : 1)) : mt->data;
+    int rc = acc ? merge_f32(acc, c, n, uses) : -1;
+    if (!rc && bf16) core_f32_to_bf16(mt->data, acc, total);
+    if (bf16) core_free(acc);
+    if (!rc && sp) spill_release(mt);
     return rc;
 }
 
@@ -812,6 +806,7 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
         release_inputs(base, c + i, j - i, uses);
         mt->t.data = mt->data;
     }
+    if (sp) mprotect(sp->map, sp->size, PROT_READ); /* weights, read-only as the checkpoint's */
     spill_unref(sp); /* the tensors hold theirs */
     free(from);
     free(c);
