@@ -611,6 +611,39 @@ static void test_reapply(void **state)
     fm_model_free(m);
 }
 
+/* FMIMAGE_LORA_SPILL: =off keeps the merge in memory, =DIR puts every
+ * merged tensor in a file there (LoHa: merged in fp32 and bf16 alike); the
+ * images are the same bytes. */
+static void test_spill_setting(void **state)
+{
+    (void)state;
+    fm_precision prec = kn_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
+    fm_error err = {0};
+    char spill[512];
+    snprintf(spill, sizeof spill, "%s/spill-env", tu_dir);
+    assert_int_equal(mkdir(spill, 0755), 0);
+    const char *values[] = {"off", spill};
+    uint8_t *img[2];
+    fm_lora_info info[2];
+    for (int i = 0; i < 2; i++) {
+        setenv("FMIMAGE_LORA_SPILL", values[i], 1);
+        fm_model *m = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+        assert_non_null(m);
+        img[i] = render_at(m, "fox <lora:sd1_loha:0.5:1>", NULL, 0, LDIR, prec, &err);
+        if (!img[i]) fail_msg("%s", err.msg);
+        fm_model_lora_info(m, &info[i]);
+        fm_model_free(m);
+    }
+    unsetenv("FMIMAGE_LORA_SPILL");
+    assert_true(info[0].tensors > 0);
+    assert_int_equal(info[0].in_file, 0);
+    assert_int_equal(info[1].in_file, info[1].tensors);
+    assert_memory_equal(img[0], img[1], 64 * 64 * 3);
+    free(img[0]);
+    free(img[1]);
+    assert_int_equal(rmdir(spill), 0); /* empty: the file was never linked */
+}
+
 /* ---- hashes ---- */
 
 static void test_lora_hashes(void **state)
@@ -822,15 +855,60 @@ static int published_adapter(const tl_layout *L, int spelling, const char *path,
     return n_mods;
 }
 
+/* The size of the safetensors file that holds mods[0..n) (kohya names, the
+ * layout's shapes) as rank-64 F16 factors and an F16 alpha, safetensors'
+ * way: a JSON header with metadata meta (or none), tensors in name order
+ * (all of one dtype), padded with spaces to 8 bytes. */
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static long long published_file_size(const tl_layout *L, const published *mods, int n, const char *meta)
+{
+    char **keys = calloc((size_t)n * 3, sizeof *keys);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) {
+            static const char *const part[] = {".alpha", ".lora_down.weight", ".lora_up.weight"};
+            keys[3 * i + k] = malloc(WT_NAME_MAX + 32);
+            snprintf(keys[3 * i + k], WT_NAME_MAX + 32, "%s%s|%d", mods[i].kohya, part[k], i);
+        }
+    qsort(keys, (size_t)n * 3, sizeof *keys, cmp_str);
+    long long off = 0, header = 2 + (meta ? (long long)strlen(meta) + 17 : 0); /* {} and "__metadata__":META, */
+    for (int e = 0; e < 3 * n; e++) {
+        char *bar = strrchr(keys[e], '|'), shape[64] = "", json[WT_NAME_MAX + 160];
+        const published *m = &mods[atoi(bar + 1)];
+        *bar = 0;
+        const tl_st_entry *w = NULL;
+        for (int t = 0; t < L->n && !w; t++)
+            if (!strcmp(L->entries[t].name, m->ldm)) w = &L->entries[t];
+        long long numel = 1;
+        if (strstr(keys[e], ".lora_down.")) { /* [64, in(, kh, kw)] */
+            numel = 64LL * w->shape[1] * (w->ndim == 4 ? w->shape[2] * w->shape[3] : 1);
+            if (w->ndim == 4) snprintf(shape, sizeof shape, "64,%lld,%lld,%lld", (long long)w->shape[1], (long long)w->shape[2], (long long)w->shape[3]);
+            else snprintf(shape, sizeof shape, "64,%lld", (long long)w->shape[1]);
+        } else if (strstr(keys[e], ".lora_up.")) { /* [out, 64(, 1, 1)] */
+            numel = 64LL * w->shape[0];
+            snprintf(shape, sizeof shape, w->ndim == 4 ? "%lld,64,1,1" : "%lld,64", (long long)w->shape[0]);
+        }
+        header += snprintf(json, sizeof json, "%s\"%s\":{\"dtype\":\"F16\",\"shape\":[%s],\"data_offsets\":[%lld,%lld]}",
+                           e ? "," : "", keys[e], shape, off, off + 2 * numel);
+        off += 2 * numel;
+        free(keys[e]);
+    }
+    free(keys);
+    return 8 + (header + 7) / 8 * 8 + off;
+}
+
 static void test_published_key_lists(void **state)
 {
     (void)state;
-    static const struct { const char *layout, *unmapped; } layouts[] = {
-        {DATA "layouts/sd1.tsv", NULL},
-        {DATA "layouts/sd2.tsv", NULL},
+    /* size: the published LCM-LoRA file for the layout, bytes
+     * (latent-consistency/lcm-lora-sdv1-5 and lcm-lora-sdxl,
+     * pytorch_lora_weights.safetensors, as the Hugging Face listing gives
+     * them); meta: the safetensors metadata that makes the size match */
+    static const struct { const char *layout, *unmapped; long long size; const char *meta; } layouts[] = {
+        {DATA "layouts/sd1.tsv", NULL, 134621556, "{\"format\":\"pt\"}"},
+        {DATA "layouts/sd2.tsv", NULL, 0, NULL},
         /* A1111 puts up level 0's upsampler at output_blocks_2_1_conv, SD 1.x's place;
          * SDXL's level 0 has attentions there: unmapped in A1111, so here too. */
-        {DATA "layouts/sdxl.tsv", "lora_unet_up_blocks_0_upsamplers_0_conv"},
+        {DATA "layouts/sdxl.tsv", "lora_unet_up_blocks_0_upsamplers_0_conv", 393854592, NULL},
     };
     for (size_t li = 0; li < sizeof layouts / sizeof layouts[0]; li++) {
         fm_error err = {0};
@@ -869,6 +947,13 @@ static void test_published_key_lists(void **state)
             assert_int_equal(wt_lora_n_unmapped(l), want_unmapped);
             assert_int_equal(wt_lora_n_modules(l), n - want_unmapped / 2);
             assert_true(n > 100);
+            /* the key list (names, shapes) as rank 64 is the published file, to the byte */
+            if (spelling == 0 && layouts[li].size) {
+                long long size = published_file_size(&L, mods, n, layouts[li].meta);
+                printf("%s: as rank-64 F16 with alpha: %lld bytes, the published LCM-LoRA %lld\n", layouts[li].layout,
+                       size, layouts[li].size);
+                assert_true(size == layouts[li].size);
+            }
             wt_lora_close(l);
         }
         free(mods);
@@ -890,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_tags_in_prompt),
         cmocka_unit_test(test_reapply),
+        cmocka_unit_test(test_spill_setting),
         cmocka_unit_test(test_lora_hashes),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_lowrank_fp32),
