@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,17 +262,17 @@ static wt_lora *open_file(df_lora_state *s, df_lora_file *keep, int *n_keep, con
  * $XDG_CACHE_HOME/fmimage (an absolute XDG_CACHE_HOME), else
  * $HOME/.cache/fmimage, made when missing, as the precision cache is.
  * NULL: in memory. */
-static const char *spill_dir(char dir[4096])
+static const char *spill_dir(char dir[PATH_MAX])
 {
     const char *env = getenv("FMIMAGE_LORA_SPILL"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char base[4096];
+    char base[PATH_MAX];
     int n;
     if (env && !strcmp(env, "off")) return NULL;
-    if (env && *env) return snprintf(dir, 4096, "%s", env) < 4096 ? dir : NULL;
+    if (env && *env) return snprintf(dir, PATH_MAX, "%s", env) < PATH_MAX ? dir : NULL;
     if (xdg && xdg[0] == '/') n = snprintf(base, sizeof base, "%s", xdg);
     else if (home && home[0] == '/') n = snprintf(base, sizeof base, "%s/.cache", home);
     else return NULL;
-    if (n >= (int)sizeof base || snprintf(dir, 4096, "%s/fmimage", base) >= 4096) return NULL;
+    if (n >= (int)sizeof base || snprintf(dir, PATH_MAX, "%s/fmimage", base) >= PATH_MAX) return NULL;
     mkdir(base, 0700);
     mkdir(dir, 0755);
     return dir;
@@ -309,7 +310,7 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
             else uses[i] = (wt_lora_use){lo, l.v[i].te, l.v[i].unet};
         }
         wt_source *merged = NULL;
-        char dir_buf[4096];
+        char dir_buf[PATH_MAX];
         const char *dir = spill_dir(dir_buf);
         /* fp32: LoRA pairs applied at run time (float32 copies of the U-Net's
          * merged weights would be twice an F16 file's bytes) */
