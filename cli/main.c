@@ -597,8 +597,8 @@ static int run_job(run *r, const job *jb)
         fm_lora_info li; /* LoRA: what the merge did, for -v */
         fm_model_lora_info(r->model, &li);
         if (!rc && o->verbose && li.files)
-            fprintf(stderr, "fmimage: lora: %d file%s, %d modules merged into %d tensors (%d kept from the last set) in %.2f s; %d keys unmapped\n",
-                    li.files, li.files == 1 ? "" : "s", li.modules, li.tensors, li.reused, li.seconds, li.unmapped);
+            fprintf(stderr, "fmimage: lora: %d file%s, %d modules merged into %d tensors (%d kept from the last set, %d held in a file) in %.2f s; %d keys unmapped\n",
+                    li.files, li.files == 1 ? "" : "s", li.modules, li.tensors, li.reused, li.in_file, li.seconds, li.unmapped);
     }
     if (!rc && r->upscaler) {
         uint8_t *big;

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,27 @@ static wt_lora *open_file(df_lora_state *s, df_lora_file *keep, int *n_keep, con
     return l;
 }
 
+/* Where merged weights are kept as file pages (wt_merged_open_as'
+ * spill_dir): FMIMAGE_LORA_SPILL=DIR, or =off for memory; unset or empty:
+ * $XDG_CACHE_HOME/fmimage (an absolute XDG_CACHE_HOME), else
+ * $HOME/.cache/fmimage, made when missing, as the precision cache is.
+ * NULL: in memory. */
+static const char *spill_dir(char dir[PATH_MAX])
+{
+    const char *env = getenv("FMIMAGE_LORA_SPILL"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char base[PATH_MAX];
+    int n;
+    if (env && !strcmp(env, "off")) return NULL;
+    if (env && *env) return snprintf(dir, PATH_MAX, "%s", env) < PATH_MAX ? dir : NULL;
+    if (xdg && xdg[0] == '/') n = snprintf(base, sizeof base, "%s", xdg);
+    else if (home && home[0] == '/') n = snprintf(base, sizeof base, "%s/.cache", home);
+    else return NULL;
+    if (n >= (int)sizeof base || snprintf(dir, PATH_MAX, "%s/fmimage", base) >= PATH_MAX) return NULL;
+    mkdir(base, 0700);
+    mkdir(dir, 0755);
+    return dir;
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -288,11 +310,13 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
             else uses[i] = (wt_lora_use){lo, l.v[i].te, l.v[i].unet};
         }
         wt_source *merged = NULL;
+        char dir_buf[PATH_MAX];
+        const char *dir = spill_dir(dir_buf);
         /* fp32: LoRA pairs applied at run time (float32 copies of the U-Net's
          * merged weights would be twice an F16 file's bytes) */
         if (!rc && l.n &&
-            !(merged = unet_dtype == FM_DT_F32 ? wt_merged_open_lowrank(m->src, uses, l.n, s->merged, err)
-                                               : wt_merged_open_as(m->src, uses, l.n, s->merged, unet_dtype, err)))
+            !(merged = unet_dtype == FM_DT_F32 ? wt_merged_open_lowrank(m->src, uses, l.n, s->merged, dir, err)
+                                               : wt_merged_open_as(m->src, uses, l.n, s->merged, unet_dtype, dir, err)))
             rc = FM_EINPUT;
         if (!rc || s->merged) { /* prev's reused tensors now belong to merged: rebind either way */
             const wt_source *src = rc ? m->src : merged ? merged : m->src;
@@ -333,7 +357,10 @@ int df_lora_apply(fm_model *m, const fm_params *p, char **prompt, fm_error *err)
                 s->info.modules += wt_lora_n_modules(keep[i].lora);
                 s->info.unmapped += wt_lora_n_unmapped(keep[i].lora);
             }
-            if (s->merged) s->info.tensors = wt_merged_count(s->merged, &s->info.reused) + wt_merged_count_lowrank(s->merged);
+            if (s->merged) {
+                s->info.tensors = wt_merged_count(s->merged, &s->info.reused) + wt_merged_count_lowrank(s->merged);
+                s->info.in_file = wt_merged_count_spilled(s->merged);
+            }
             s->info.seconds = now() - t0;
         }
         free(uses);

@@ -467,6 +467,18 @@ static void release_denoiser_pages(const fm_model *m)
     }
 }
 
+/* The text encoders are done once the prompts are: their weights' pages
+ * (the checkpoint's, or a LoRA merge's file) are dropped before the U-Net's
+ * are read, so the two are not added in the peak RSS. */
+static void release_text_encoder_pages(const fm_model *m)
+{
+    const wt_source *s = m->lora.merged ? m->lora.merged : m->src;
+    for (int i = 0; i < wt_count(s); i++) {
+        const wt_tensor *t = wt_at(s, i);
+        if (!strncmp(t->name, "cond_stage_model.", 17) || !strncmp(t->name, "conditioner.", 12)) wt_release(s, t);
+    }
+}
+
 /* Decodes latent x [c][lh][lw] (n floats) into rgb [H][W][3]. */
 static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t n, int lh, int lw,
                          const decode_plan *dp, uint8_t *rgb, fm_error *err)
@@ -564,6 +576,7 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
     }
     rc = encode_prompts(m, &untagged, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
+    release_text_encoder_pages(m);
     t = stage_clock();
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);

@@ -285,10 +285,13 @@ int fm_hires_size(const fm_model *model, const fm_params *p, int *width, int *he
 /* ---- LoRA ---- */
 /* What the model's current LoRA merge is (after an fm_generate): adapter
  * files, modules merged, tensors changed (and how many of them were kept
- * from the previous set), keys that mapped to no weight, seconds it took. */
+ * from the previous set), keys that mapped to no weight, seconds it took,
+ * and how many merged tensors are held in a file rather than in memory
+ * (docs/DESIGN.md "LoRA"). */
 typedef struct fm_lora_info {
     int files, modules, tensors, reused, unmapped;
     double seconds;
+    int in_file;
 } fm_lora_info;
 void fm_model_lora_info(const fm_model *model, fm_lora_info *out);
 /* A1111's "Lora hashes" value for p's adapters and prompt tags, e.g.

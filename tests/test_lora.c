@@ -4,6 +4,9 @@
  * tags as A1111 parses them, Lora hashes, reapplying, hostile files. */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "diffusion/detect.h"
@@ -159,7 +162,7 @@ static void test_merged_bf16(void **state)
             uses[i] = (wt_lora_use){l[i], lc->uses[i].te, lc->uses[i].unet};
         }
         wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
-        wt_source *h = wt_merged_open_as(base, uses, lc->n, NULL, FM_DT_BF16, &err);
+        wt_source *h = wt_merged_open_as(base, uses, lc->n, NULL, FM_DT_BF16, NULL, &err);
         assert_non_null(f);
         assert_non_null(h);
         int n_f = wt_merged_count(f, NULL), n_bf16 = 0, n_te = 0, n_vec = 0;
@@ -203,6 +206,88 @@ static void test_merged_bf16(void **state)
         for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
         wt_close(base);
     }
+}
+
+/* ---- merged tensors in a file (spill_dir) ---- */
+
+/* Equal tensors of two merged sources, or the name of the first that differs. */
+static const char *first_difference(const wt_source *a, const wt_source *b)
+{
+    for (int i = 0; i < wt_count(a); i++) {
+        const wt_tensor *ta = wt_at(a, i), *tb = wt_find(b, ta->name);
+        if (!tb || ta->dtype != tb->dtype || ta->nbytes != tb->nbytes || memcmp(ta->data, tb->data, ta->nbytes))
+            return ta->name;
+    }
+    return NULL;
+}
+
+/* wt_merged_open_as with a spill directory: the same bytes as the merge in
+ * memory, every merged tensor in the file; released pages read back the
+ * same; a later set takes unchanged tensors over from the file (and keeps
+ * them once the earlier source is closed); a directory that is memory
+ * (/dev/shm, tmpfs) or missing gives the merge in memory. */
+static void test_merged_spill(void **state)
+{
+    (void)state;
+    /* a directory on a disk: under tu_dir, or the working directory when
+     * $TMPDIR is a tmpfs */
+    char spill[512];
+    struct statfs fs;
+    snprintf(spill, sizeof spill, "%s/spill-XXXXXX", tu_dir);
+    if (!statfs(tu_dir, &fs) && (unsigned long)fs.f_type == 0x01021994UL) snprintf(spill, sizeof spill, ".fm-spill-XXXXXX");
+    assert_non_null(mkdtemp(spill));
+    for (int c = 0; c < N_CASES; c++) {
+        const lcase *lc = &cases[c];
+        fm_error err = {0};
+        wt_model_config cfg;
+        wt_lora *l[2] = {0};
+        wt_lora_use uses[2];
+        wt_source *base = open_case(lc, &cfg, l, uses);
+        for (int dt = 0; dt < 2; dt++) {
+            core_dtype type = dt ? FM_DT_BF16 : FM_DT_F32;
+            wt_source *mem = wt_merged_open_as(base, uses, lc->n, NULL, type, NULL, &err);
+            wt_source *file = wt_merged_open_as(base, uses, lc->n, NULL, type, spill, &err);
+            assert_non_null(mem);
+            assert_non_null(file);
+            int n = wt_merged_count(mem, NULL);
+            assert_int_equal(wt_merged_count_spilled(mem), 0);
+            assert_int_equal(wt_merged_count_spilled(file), n);
+            const char *d = first_difference(mem, file);
+            if (d) fail_msg("%s: %s differs in the file", lc->name, d);
+            for (int i = 0; i < wt_count(file); i++) wt_release(file, wt_at(file, i));
+            if ((d = first_difference(mem, file))) fail_msg("%s: %s differs after its release", lc->name, d);
+            /* the same set again: everything taken over from the file */
+            wt_source *again = wt_merged_open_as(base, uses, lc->n, file, type, spill, &err);
+            assert_non_null(again);
+            int reused;
+            assert_int_equal(wt_merged_count(again, &reused), n);
+            assert_int_equal(reused, n);
+            assert_int_equal(wt_merged_count_spilled(again), n);
+            wt_close(file);
+            if ((d = first_difference(mem, again))) fail_msg("%s: %s differs once taken over", lc->name, d);
+            wt_close(again);
+            const char *not_disk[] = {"/dev/shm", "/nonexistent-fmimage-dir"};
+            for (int k = 0; k < 2; k++) {
+                struct stat sb;
+                if (!k && stat(not_disk[k], &sb)) continue;
+                wt_source *m2 = wt_merged_open_as(base, uses, lc->n, NULL, type, not_disk[k], &err);
+                assert_non_null(m2);
+                assert_int_equal(wt_merged_count_spilled(m2), 0);
+                if ((d = first_difference(mem, m2))) fail_msg("%s: %s differs in memory", lc->name, d);
+                wt_close(m2);
+            }
+            wt_close(mem);
+        }
+        for (int i = 0; i < lc->n; i++) wt_lora_close(l[i]);
+        wt_close(base);
+    }
+    /* nothing is left in the directory: the file was never linked */
+    DIR *dir = opendir(spill);
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) fail_msg("%s left in %s", e->d_name, spill);
+    closedir(dir);
+    assert_int_equal(rmdir(spill), 0);
 }
 
 /* ---- fp32: LoRA pairs applied at run time == the float32 merge ---- */
@@ -262,7 +347,7 @@ static void test_lowrank_fp32(void **state)
         wt_lora_use uses[2];
         wt_source *base = open_case(lc, &cfg, l, uses);
         wt_source *f = wt_merged_open(base, uses, lc->n, NULL, &err);
-        wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, &err);
+        wt_source *r = wt_merged_open_lowrank(base, uses, lc->n, NULL, NULL, &err);
         assert_non_null(f);
         assert_non_null(r);
         int n_lr = 0;
@@ -526,6 +611,39 @@ static void test_reapply(void **state)
     fm_model_free(m);
 }
 
+/* FMIMAGE_LORA_SPILL: =off keeps the merge in memory, =DIR puts every
+ * merged tensor in a file there (LoHa: merged in fp32 and bf16 alike); the
+ * images are the same bytes. */
+static void test_spill_setting(void **state)
+{
+    (void)state;
+    fm_precision prec = kn_has_bf16() ? FM_PREC_BF16 : FM_PREC_FP32;
+    fm_error err = {0};
+    char spill[512];
+    snprintf(spill, sizeof spill, "%s/spill-env", tu_dir);
+    assert_int_equal(mkdir(spill, 0755), 0);
+    const char *values[] = {"off", spill};
+    uint8_t *img[2];
+    fm_lora_info info[2];
+    for (int i = 0; i < 2; i++) {
+        setenv("FMIMAGE_LORA_SPILL", values[i], 1);
+        fm_model *m = fm_model_load(DATA "tiny-sd1.safetensors", &err);
+        assert_non_null(m);
+        img[i] = render_at(m, "fox <lora:sd1_loha:0.5:1>", NULL, 0, LDIR, prec, &err);
+        if (!img[i]) fail_msg("%s", err.msg);
+        fm_model_lora_info(m, &info[i]);
+        fm_model_free(m);
+    }
+    unsetenv("FMIMAGE_LORA_SPILL");
+    assert_true(info[0].tensors > 0);
+    assert_int_equal(info[0].in_file, 0);
+    assert_int_equal(info[1].in_file, info[1].tensors);
+    assert_memory_equal(img[0], img[1], 64 * 64 * 3);
+    free(img[0]);
+    free(img[1]);
+    assert_int_equal(rmdir(spill), 0); /* empty: the file was never linked */
+}
+
 /* ---- hashes ---- */
 
 static void test_lora_hashes(void **state)
@@ -737,15 +855,60 @@ static int published_adapter(const tl_layout *L, int spelling, const char *path,
     return n_mods;
 }
 
+/* The size of the safetensors file that holds mods[0..n) (kohya names, the
+ * layout's shapes) as rank-64 F16 factors and an F16 alpha, safetensors'
+ * way: a JSON header with metadata meta (or none), tensors in name order
+ * (all of one dtype), padded with spaces to 8 bytes. */
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static long long published_file_size(const tl_layout *L, const published *mods, int n, const char *meta)
+{
+    char **keys = calloc((size_t)n * 3, sizeof *keys);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) {
+            static const char *const part[] = {".alpha", ".lora_down.weight", ".lora_up.weight"};
+            keys[3 * i + k] = malloc(WT_NAME_MAX + 32);
+            snprintf(keys[3 * i + k], WT_NAME_MAX + 32, "%s%s|%d", mods[i].kohya, part[k], i);
+        }
+    qsort(keys, (size_t)n * 3, sizeof *keys, cmp_str);
+    long long off = 0, header = 2 + (meta ? (long long)strlen(meta) + 17 : 0); /* {} and "__metadata__":META, */
+    for (int e = 0; e < 3 * n; e++) {
+        char *bar = strrchr(keys[e], '|'), shape[64] = "", json[WT_NAME_MAX + 160];
+        const published *m = &mods[atoi(bar + 1)];
+        *bar = 0;
+        const tl_st_entry *w = NULL;
+        for (int t = 0; t < L->n && !w; t++)
+            if (!strcmp(L->entries[t].name, m->ldm)) w = &L->entries[t];
+        long long numel = 1;
+        if (strstr(keys[e], ".lora_down.")) { /* [64, in(, kh, kw)] */
+            numel = 64LL * w->shape[1] * (w->ndim == 4 ? w->shape[2] * w->shape[3] : 1);
+            if (w->ndim == 4) snprintf(shape, sizeof shape, "64,%lld,%lld,%lld", (long long)w->shape[1], (long long)w->shape[2], (long long)w->shape[3]);
+            else snprintf(shape, sizeof shape, "64,%lld", (long long)w->shape[1]);
+        } else if (strstr(keys[e], ".lora_up.")) { /* [out, 64(, 1, 1)] */
+            numel = 64LL * w->shape[0];
+            snprintf(shape, sizeof shape, w->ndim == 4 ? "%lld,64,1,1" : "%lld,64", (long long)w->shape[0]);
+        }
+        header += snprintf(json, sizeof json, "%s\"%s\":{\"dtype\":\"F16\",\"shape\":[%s],\"data_offsets\":[%lld,%lld]}",
+                           e ? "," : "", keys[e], shape, off, off + 2 * numel);
+        off += 2 * numel;
+        free(keys[e]);
+    }
+    free(keys);
+    return 8 + (header + 7) / 8 * 8 + off;
+}
+
 static void test_published_key_lists(void **state)
 {
     (void)state;
-    static const struct { const char *layout, *unmapped; } layouts[] = {
-        {DATA "layouts/sd1.tsv", NULL},
-        {DATA "layouts/sd2.tsv", NULL},
+    /* size: the published LCM-LoRA file for the layout, bytes
+     * (latent-consistency/lcm-lora-sdv1-5 and lcm-lora-sdxl,
+     * pytorch_lora_weights.safetensors, as the Hugging Face listing gives
+     * them); meta: the safetensors metadata that makes the size match */
+    static const struct { const char *layout, *unmapped; long long size; const char *meta; } layouts[] = {
+        {DATA "layouts/sd1.tsv", NULL, 134621556, "{\"format\":\"pt\"}"},
+        {DATA "layouts/sd2.tsv", NULL, 0, NULL},
         /* A1111 puts up level 0's upsampler at output_blocks_2_1_conv, SD 1.x's place;
          * SDXL's level 0 has attentions there: unmapped in A1111, so here too. */
-        {DATA "layouts/sdxl.tsv", "lora_unet_up_blocks_0_upsamplers_0_conv"},
+        {DATA "layouts/sdxl.tsv", "lora_unet_up_blocks_0_upsamplers_0_conv", 393854592, NULL},
     };
     for (size_t li = 0; li < sizeof layouts / sizeof layouts[0]; li++) {
         fm_error err = {0};
@@ -784,6 +947,13 @@ static void test_published_key_lists(void **state)
             assert_int_equal(wt_lora_n_unmapped(l), want_unmapped);
             assert_int_equal(wt_lora_n_modules(l), n - want_unmapped / 2);
             assert_true(n > 100);
+            /* the key list (names, shapes) as rank 64 is the published file, to the byte */
+            if (spelling == 0 && layouts[li].size) {
+                long long size = published_file_size(&L, mods, n, layouts[li].meta);
+                printf("%s: as rank-64 F16 with alpha: %lld bytes, the published LCM-LoRA %lld\n", layouts[li].layout,
+                       size, layouts[li].size);
+                assert_true(size == layouts[li].size);
+            }
             wt_lora_close(l);
         }
         free(mods);
@@ -800,10 +970,12 @@ int main(void)
         cmocka_unit_test(test_merged_weights),
         cmocka_unit_test(test_images_match_reference_merge),
         cmocka_unit_test(test_merged_bf16),
+        cmocka_unit_test(test_merged_spill),
         cmocka_unit_test(test_images_bf16_merge),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_tags_in_prompt),
         cmocka_unit_test(test_reapply),
+        cmocka_unit_test(test_spill_setting),
         cmocka_unit_test(test_lora_hashes),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_lowrank_fp32),

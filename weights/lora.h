@@ -67,9 +67,15 @@ wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n,
  * rounded to nearest even, which is what their packing does to a float32
  * weight: the products are the same). Text-encoder weights stay float32.
  * Either way the pages of the base weights and adapter factors merged are
- * released (wt_release) once merged. */
+ * released (wt_release) once merged.
+ * spill_dir (may be NULL): a directory on a disk where the merged tensors
+ * are kept in an unlinked file (O_TMPFILE, its blocks reserved first)
+ * instead of anonymous memory, so that they are file pages like the
+ * checkpoint's: wt_release drops them and the next read faults them back,
+ * and the kernel may reclaim them. When the directory cannot take that
+ * file (missing, read-only, tmpfs/ramfs, full) the merge is in memory. */
 wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev,
-                             core_dtype unet_dtype, fm_error *err);
+                             core_dtype unet_dtype, const char *spill_dir, fm_error *err);
 /* The same for a model run in full precision (--precision fp32), where a
  * float32 copy of every changed weight would double those weights' memory:
  * a weight whose updates are all LoRA/LoCon pairs over all its rows (up,
@@ -77,17 +83,19 @@ wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int
  * kernels compute W x + scale up (down x) from the file's factors
  * (kn_lowrank, given to the binder by wt_merged_lowrank); the rest (LoHa,
  * LoKr, full/diff, CP, DoRA, OpenCLIP's fused q/k/v rows) is merged in
- * float32 as wt_merged_open does. U-Net and text encoders alike (the text
- * encoders compute in float32 in every mode). Equal
- * to the float32 merge up to float32 rounding of the products. */
+ * float32 as wt_merged_open_as does (spill_dir as there). U-Net and text
+ * encoders alike (the text encoders compute in float32 in every mode).
+ * Equal to the float32 merge up to float32 rounding of the products. */
 wt_source *wt_merged_open_lowrank(const wt_source *base, const wt_lora_use *uses, int n, wt_source *prev,
-                                  fm_error *err);
+                                  const char *spill_dir, fm_error *err);
 /* t's run-time updates in s (a chain), or NULL. */
 const kn_lowrank *wt_merged_lowrank(const wt_source *s, const wt_tensor *t);
 /* Weights of s with run-time updates. */
 int wt_merged_count_lowrank(const wt_source *s);
 /* Tensors of s that are merged, and how many of them were taken from prev. */
 int wt_merged_count(const wt_source *s, int *reused);
+/* Merged tensors of s held in its spill file (the rest are in memory). */
+int wt_merged_count_spilled(const wt_source *s);
 /* Is t a merged tensor (not the base file's bytes)? */
 int wt_merged_is(const wt_source *s, const wt_tensor *t);
 

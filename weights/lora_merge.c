@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 
@@ -364,9 +368,23 @@ static int lora_module_updown(const wt_lora_module *m, const float *orig, float 
 
 /* ---- the merged source ---- */
 
+/* An unlinked file that holds merged tensors (wt_merged_open_as'
+ * spill_dir): its pages are file pages, so a merged weight is released
+ * (madvise) and faulted back like the checkpoint's own, instead of being
+ * anonymous memory for as long as the set is in use. Shared by the sources
+ * that took tensors over from the one that wrote it; each tensor's region
+ * starts on a page and is whole pages. */
+typedef struct spill {
+    int fd;
+    unsigned char *map;
+    size_t size, used;
+    int refs;
+} spill;
+
 typedef struct merged_tensor {
     wt_tensor t;      /* the base tensor's name and shape, F32 or BF16, data = the merge */
     void *data;
+    spill *store;     /* data's file, or NULL: data is core_alloc'd */
     char *sig;        /* what made it: "path|module|mult;..." per contribution */
 } merged_tensor;
 
@@ -387,6 +405,73 @@ typedef struct wt_merged {
 } wt_merged;
 
 static const wt_source_ops merged_ops;
+
+static size_t page_round(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) / page * page;
+}
+
+/* A spill of size bytes in dir, or NULL (the caller keeps the merge in
+ * anonymous memory): dir does not take an unlinked file (O_TMPFILE), is
+ * memory itself (tmpfs, ramfs: nothing would be saved), or has no room for
+ * size bytes (reserved here, so that writing through the mapping cannot
+ * fault on a full disk). One reference, the caller's. */
+static spill *spill_open(const char *dir, size_t size)
+{
+#ifdef O_TMPFILE
+    struct statfs fs;
+    if (!dir || !size || statfs(dir, &fs) || (unsigned long)fs.f_type == 0x01021994UL /* TMPFS_MAGIC */ ||
+        (unsigned long)fs.f_type == 0x858458f6UL /* RAMFS_MAGIC */)
+        return NULL;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return NULL;
+    spill *sp = calloc(1, sizeof *sp);
+    void *map = MAP_FAILED;
+    if (sp && !posix_fallocate(fd, 0, (off_t)size)) map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        free(sp);
+        close(fd);
+        return NULL;
+    }
+    *sp = (spill){fd, map, size, 0, 1};
+    return sp;
+#else
+    (void)dir;
+    (void)size;
+    return NULL;
+#endif
+}
+
+static void spill_unref(spill *sp)
+{
+    if (sp && !--sp->refs) {
+        munmap(sp->map, sp->size);
+        close(sp->fd);
+        free(sp);
+    }
+}
+
+/* The next n bytes of sp (whole pages), a reference for the tensor. */
+static void *spill_take(spill *sp, size_t n)
+{
+    void *at = sp->map + sp->used;
+    sp->used += page_round(n);
+    sp->refs++;
+    return at;
+}
+
+/* mt's pages out of this process (they stay in the file). */
+static void spill_release(const merged_tensor *mt) { madvise(mt->data, page_round(mt->t.nbytes), MADV_DONTNEED); }
+
+/* mt's merge no longer wanted by anyone: its blocks freed, its reference dropped. */
+static void spill_drop(merged_tensor *mt)
+{
+    spill_release(mt);
+    fallocate(mt->store->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+              (off_t)((unsigned char *)mt->data - mt->store->map), (off_t)page_round(mt->t.nbytes));
+    spill_unref(mt->store);
+}
 
 static int cmp_name(const void *key, const void *elt) { return strcmp(key, ((const merged_tensor *)elt)->t.name); }
 
@@ -414,7 +499,8 @@ static void op_close(wt_source *s)
 {
     wt_merged *m = (wt_merged *)s;
     for (int i = 0; i < m->n; i++) {
-        core_free(m->v[i].data);
+        if (m->v[i].store && m->v[i].data) spill_drop(&m->v[i]);
+        else if (!m->v[i].store) core_free(m->v[i].data);
         free(m->v[i].sig);
     }
     free(m->v);
@@ -423,11 +509,14 @@ static void op_close(wt_source *s)
     free(m);
 }
 
-/* A merged tensor is memory, not file pages: only the base's are dropped. */
+/* A merged tensor's pages are dropped when they are a spill's (anonymous
+ * memory has nowhere to be read back from); the others are the base's. */
 static void op_release(const wt_source *s, const wt_tensor *t)
 {
     const wt_merged *m = (const wt_merged *)s;
-    if (!merged_find(m, t->name)) wt_release(m->base, t);
+    const merged_tensor *mt = merged_find(m, t->name);
+    if (!mt) wt_release(m->base, t);
+    else if (mt->store && mt->data) spill_release(mt);
 }
 
 static const wt_source_ops merged_ops = {op_count, op_at, op_find, op_meta, op_close, NULL, op_release};
@@ -530,25 +619,25 @@ static int merge_f32(float *acc, const contrib *c, int n, const wt_lora_use *use
     return 0;
 }
 
-/* mt->data: the float32 merge (merge_f32), stored in mt->t.dtype. BF16 is
- * that merge rounded to nearest even, the rounding the kernels' bf16 mode
- * applies to float32 weights as it packs them, done once here instead: the
- * same products, in half the memory. The float32 buffer is one tensor's
- * (scratch), not the model's. */
-static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses)
+/* mt->data: the float32 merge (merge_f32), stored in mt->t.dtype, in sp
+ * (then released once written) or, sp NULL, in memory. BF16 is that merge
+ * rounded to nearest even, the rounding the kernels' bf16 mode applies to
+ * float32 weights as it packs them, done once here instead: the same
+ * products, in half the memory. The float32 buffer of a BF16 tensor is one
+ * tensor's (scratch), not the model's. */
+static int merge_one(merged_tensor *mt, const contrib *c, int n, const wt_lora_use *uses, spill *sp)
 {
     size_t total = (size_t)wt_numel(c[0].target);
-    float *acc = core_alloc(sizeof(float) * (total ? total : 1));
-    if (!acc) return -1;
-    if (merge_f32(acc, c, n, uses)) { core_free(acc); return -1; }
-    if (mt->t.dtype == FM_DT_F32) {
-        mt->data = acc;
-        return 0;
-    }
-    if (!(mt->data = core_alloc(sizeof(uint16_t) * (total ? total : 1)))) { core_free(acc); return -1; }
-    core_f32_to_bf16(mt->data, acc, total);
-    core_free(acc);
-    return 0;
+    int bf16 = mt->t.dtype == FM_DT_BF16;
+    mt->store = sp;
+    mt->data = sp ? spill_take(sp, mt->t.nbytes) : core_alloc(mt->t.nbytes ? mt->t.nbytes : 1);
+    if (!mt->data) return -1;
+    float *acc = bf16 ? core_alloc(sizeof(float) * (total ? total : 1)) : mt->data;
+    int rc = acc ? merge_f32(acc, c, n, uses) : -1;
+    if (!rc && bf16) core_f32_to_bf16(mt->data, acc, total);
+    if (bf16) core_free(acc);
+    if (!rc && sp) spill_release(mt);
+    return rc;
 }
 
 /* The pages of what merged_one read, dropped once the merge holds their
@@ -620,36 +709,50 @@ static int lowrank_one(lowrank_tensor *lt, const contrib *c, int n, const wt_lor
 }
 
 static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
-                              core_dtype unet_dtype, int lowrank, fm_error *err);
+                              core_dtype unet_dtype, int lowrank, const char *spill_dir, fm_error *err);
 
 wt_source *wt_merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
                           fm_error *err)
 {
-    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 0, err);
+    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 0, NULL, err);
 }
 
 wt_source *wt_merged_open_as(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
-                             core_dtype unet_dtype, fm_error *err)
+                             core_dtype unet_dtype, const char *spill_dir, fm_error *err)
 {
-    return merged_open(base, uses, n_uses, prev_src, unet_dtype, 0, err);
+    return merged_open(base, uses, n_uses, prev_src, unet_dtype, 0, spill_dir, err);
 }
 
 wt_source *wt_merged_open_lowrank(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
-                                  fm_error *err)
+                                  const char *spill_dir, fm_error *err)
 {
-    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 1, err);
+    return merged_open(base, uses, n_uses, prev_src, FM_DT_F32, 1, spill_dir, err);
 }
 
+int wt_merged_count_spilled(const wt_source *s)
+{
+    const wt_merged *m = s && s->ops == &merged_ops ? (const wt_merged *)s : NULL;
+    int n = 0;
+    for (int i = 0; m && i < m->n; i++) n += m->v[i].store != NULL;
+    return n;
+}
+
+/* Two passes over the contributions grouped by weight: the first decides
+ * each weight's way (run time, taken over from prev, or merged) and sums
+ * the bytes to merge, so that one spill of that size can be made; the
+ * second merges. */
 static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, int n_uses, wt_source *prev_src,
-                              core_dtype unet_dtype, int lowrank, fm_error *err)
+                              core_dtype unet_dtype, int lowrank, const char *spill_dir, fm_error *err)
 {
     wt_merged *prev = prev_src && prev_src->ops == &merged_ops ? (wt_merged *)prev_src : NULL;
     wt_merged *s = calloc(1, sizeof *s);
+    spill *sp = NULL;
     int nc = 0;
     for (int u = 0; u < n_uses; u++)
         for (int i = 0; i < uses[u].lora->n_mods; i++) nc += 1 + (wt_lora_bias_part(&uses[u].lora->mods[i]) != NULL);
     contrib *c = malloc(sizeof *c * (size_t)(nc ? nc : 1));
-    if (!s || !c || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v)) ||
+    int *from = malloc(sizeof *from * (size_t)(nc ? nc : 1)); /* s->v[k]'s contributions: c[from[k]..] */
+    if (!s || !c || !from || !(s->v = calloc((size_t)(nc ? nc : 1), sizeof *s->v)) ||
         !(s->lr = calloc((size_t)(nc ? nc : 1), sizeof *s->lr)))
         goto oom;
     s->src = (wt_source){&merged_ops, base->path};
@@ -662,6 +765,7 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
             if (wt_lora_bias_part(m)) c[nc++] = (contrib){m->target_bias, u, i, 1};
         }
     qsort(c, (size_t)nc, sizeof *c, cmp_contrib);
+    size_t to_merge = 0;
     for (int i = 0; i < nc;) {
         int j = i + 1;
         while (j < nc && c[j].target == c[i].target) j++;
@@ -670,6 +774,7 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
             i = j;
             continue;
         }
+        from[s->n] = i;
         merged_tensor *mt = &s->v[s->n++];
         const wt_lora_module *m0 = &uses[c[i].use].lora->mods[c[i].mod];
         mt->t = *c[i].target;
@@ -680,23 +785,38 @@ static wt_source *merged_open(const wt_source *base, const wt_lora_use *uses, in
         if (!(mt->sig = signature(c + i, j - i, uses))) goto oom;
         merged_tensor *old = prev ? merged_find(prev, mt->t.name) : NULL;
         if (old && old->data && old->sig && old->t.dtype == mt->t.dtype && !strcmp(old->sig, mt->sig)) {
-            mt->data = old->data; /* unchanged: taken over, not recomputed */
+            mt->data = old->data; /* unchanged: taken over (with its spill reference), not recomputed */
+            mt->store = old->store;
             old->data = NULL;
+            old->store = NULL;
             s->reused++;
-        } else if (merge_one(mt, c + i, j - i, uses)) {
-            goto oom;
         } else {
-            release_inputs(base, c + i, j - i, uses);
+            to_merge += page_round(mt->t.nbytes);
         }
         mt->t.data = mt->data;
         i = j;
     }
+    sp = spill_open(spill_dir, to_merge);
+    for (int k = 0; k < s->n; k++) {
+        merged_tensor *mt = &s->v[k];
+        if (mt->data) continue;
+        int i = from[k], j = i + 1;
+        while (j < nc && c[j].target == c[i].target) j++;
+        if (merge_one(mt, c + i, j - i, uses, sp)) goto oom;
+        release_inputs(base, c + i, j - i, uses);
+        mt->t.data = mt->data;
+    }
+    if (sp) mprotect(sp->map, sp->size, PROT_READ); /* weights, read-only as the checkpoint's */
+    spill_unref(sp); /* the tensors hold theirs */
+    free(from);
     free(c);
     return &s->src;
 oom:
+    free(from);
     free(c);
     if (s && s->v) op_close(&s->src);
     else free(s);
+    spill_unref(sp);
     core_fail(err, FM_EINPUT, "LoRA merge: out of memory");
     return NULL;
 }
