@@ -16,8 +16,11 @@ cores to itself), and the wall clock.
 """
 import argparse
 import copy
+import inspect
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +52,7 @@ class Unet(torch.nn.Module):
     def __init__(self, ckpt):
         super().__init__()
         self.net = load_weights(models.UNetModel(UNET), "model.diffusion_model.", ckpt)
+        self.eval()
 
     def forward(self, x, t, context):
         return self.net(x, t, context)
@@ -59,9 +63,80 @@ class VaeDecode(torch.nn.Module):
         super().__init__()
         self.vae = load_weights(models.AutoencoderKL(VAE), "first_stage_model.", ckpt)
         self.vae.encoder = None
+        self.eval()
 
     def forward(self, z):
         return self.vae.decode(z)
+
+
+def sdpa_attention():
+    """PyTorch's fused attention (F.scaled_dot_product_attention, what diffusers
+    runs) in place of models.py's plain softmax(q k^T / sqrt(d)) v: the same
+    math, so the agreement check still holds, and PyTorch is timed at its best.
+    False where the torch has no SDPA (1.13)."""
+    F = torch.nn.functional
+    if not hasattr(F, "scaled_dot_product_attention"):
+        return False
+
+    def cross(self, x, context=None):
+        context = x if context is None else context
+        b, n, _ = x.shape
+        q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2)
+                   for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
+        return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
+
+    def vae_attn(self, x):
+        b, c, hh, ww = x.shape
+        h = self.norm(x)
+        q, k, v = (m(h).flatten(2).transpose(1, 2)[:, None] for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(b, c, hh, ww)
+        return x + self.proj_out(out)
+
+    models.CrossAttention.forward = cross
+    models.AttnBlock.forward = vae_attn
+    return True
+
+
+def torch_peer():
+    """(valid, line): is this torch a real oneDNN peer on this CPU (oneDNN on,
+    an optimised BLAS, the widest vector ISA the CPU has), and what it is."""
+    cfg = torch.__config__.show()
+    blas = (re.search(r"BLAS_INFO=(\w+)", cfg) or [None, "?"])[1]
+    dnn = (re.search(r"MKL-DNN v([\d.]+)", cfg) or [None, "?"])[1]
+    cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else \
+        (re.search(r"CPU capability usage: (\w+)", cfg) or [None, "?"])[1]
+    avx512 = " avx512f " in open("/proc/cpuinfo").read().split("\n\n")[0].replace("\t", " ") + " "
+    valid = torch.backends.mkldnn.is_available() and blas not in ("generic", "?") and (cap.startswith("AVX512") or not avx512)
+    line = f"PyTorch {torch.__version__}: oneDNN {dnn}, BLAS {blas}, ATen CPU kernels {cap}"
+    return valid, line + ("" if valid else ": NOT a valid oneDNN peer (its rows only check the harness)")
+
+
+ONEDNN_PROBE = """
+import torch
+torch.set_num_threads(1)
+with torch.no_grad():
+    for dt in (torch.float32, torch.bfloat16):
+        torch.nn.Conv2d(320, 320, 3, padding=1).to(dt)(torch.randn(1, 320, 16, 16).to(dt))
+        torch.nn.Linear(320, 320).to(dt)(torch.randn(2, 77, 320).to(dt))
+"""
+
+
+def onednn_kernels():
+    """The oneDNN implementations torch picks for a fp32 and a bf16 convolution
+    and linear (ONEDNN_VERBOSE=1 in a child): "bf16: convolution jit_bf16:avx512_core_bf16, ..."."""
+    r = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True,
+                       env=dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1"))
+    seen = {}
+    for line in r.stdout.splitlines():
+        f = line.split(",")
+        if "exec" in f and "cpu" in f:
+            i = f.index("cpu")
+            op, impl, desc = f[i + 1], f[i + 2], ",".join(f[i + 3:])
+            if op in ("convolution", "matmul", "inner_product"):
+                dt = "bf16" if "src:bf16" in desc else "fp32"
+                seen.setdefault(dt, {}).setdefault(op, impl)
+    return "; ".join(f"{dt}: " + (", ".join(f"{op} {impl}" for op, impl in seen[dt].items()) if dt in seen else "none")
+                     for dt in ("fp32", "bf16")) + " (a product missing here runs in ATen/MKL)"
 
 
 def timed(fn, reps, threads):
@@ -80,30 +155,39 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-def torch_rows(stages, reps, threads, results):
+def torch_rows(stages, reps, threads, results, valid):
     """fp32, then the module and its inputs in bfloat16 (oneDNN's bf16 kernels,
-    AMX where the CPU has it; torch 1.13's autocast fails on GroupNorm)."""
+    AVX512_BF16 or AMX where the CPU has them; torch 1.13's autocast fails on GroupNorm)."""
     for prec in ("fp32", "bf16"):
+        label = f"PyTorch {torch.__version__} {prec}" + ("" if valid else " (NOT valid)")
         for name, (mod, inputs) in stages.items():
-            print(f"  PyTorch {prec} {name}", file=sys.stderr, flush=True)
+            print(f"  {label} {name}", file=sys.stderr, flush=True)
             if prec == "bf16":
                 mod = copy.deepcopy(mod).to(torch.bfloat16)
                 inputs = [v if v.dim() == 1 else v.to(torch.bfloat16) for v in inputs]
             with torch.no_grad():
-                results[(f"PyTorch {torch.__version__} {prec}", name)] = timed(lambda: mod(*inputs), reps, threads)
+                results[(label, name)] = timed(lambda: mod(*inputs), reps, threads)
             del mod
 
 
 def onnx_export(stages, out):
+    """Each torch module to BUILD/peers/STAGE-HxW-onnx/model.onnx (weights as
+    external data: the U-Net is over protobuf's 2 GB), once; torch >= 2.5 through
+    its dynamo exporter (opset 18), older torch through the TorchScript one."""
+    kw = {"opset_version": 17}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kw = {"opset_version": 18, "dynamo": True, "external_data": True}
     paths = {}
     for name, (mod, inputs) in stages.items():
-        path = os.path.join(out, f"{name}-{'x'.join(map(str, inputs[0].shape[2:]))}.onnx")
-        if not os.path.exists(path):
+        folder = os.path.join(out, f"{name}-{'x'.join(map(str, inputs[0].shape[2:]))}-onnx")
+        path = os.path.join(folder, "model.onnx")
+        if not os.path.exists(os.path.join(folder, "ok")):
+            print(f"  torch.onnx.export {name} -> {path}", file=sys.stderr, flush=True)
+            os.makedirs(folder, exist_ok=True)
             names = ["x", "t", "context"] if name == "unet" else ["z"]
             with torch.no_grad():
-                torch.onnx.export(mod, tuple(inputs), path + ".tmp", input_names=names, output_names=["out"],
-                                  opset_version=17)
-            os.replace(path + ".tmp", path)
+                torch.onnx.export(mod, tuple(inputs), path, input_names=names, output_names=["out"], **kw)
+            open(os.path.join(folder, "ok"), "w").close()
         paths[name] = path
     return paths
 
@@ -147,9 +231,25 @@ def ov_rows(paths, stages, reps, threads, results, notes):
             cm = core.compile_model(core.read_model(paths[name]), "CPU",
                                     {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
                                      "PERFORMANCE_HINT": "LATENCY"})
+            notes.append(f"{label} {name}: {ov_kernels(cm)}")
             req = cm.create_infer_request()
             f = feeds(name, inputs)
             results[(label, name)] = timed(lambda: req.infer(f), reps, threads)
+
+
+def ov_kernels(cm):
+    """What a compiled OpenVINO model runs in: its inference precision and the
+    CPU plugin's primitives for the convolutions and matrix products
+    (e.g. brgconv_avx512_core_bf16)."""
+    kinds = collections.Counter()
+    for op in cm.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        layer = rt["layerType"].astype(str)
+        if layer in ("Convolution", "FullyConnected", "MatMul") and "primitiveType" in rt:
+            kinds[f"{layer} {rt['primitiveType'].astype(str)}"] += 1
+    hint = cm.get_property("INFERENCE_PRECISION_HINT")
+    return (f"inference precision {getattr(hint, 'to_string', lambda: hint)()}; "
+            + ", ".join(f"{k} x{v}" for k, v in kinds.most_common(5)))
 
 
 def fmimage_rows(args, results, notes):
@@ -179,6 +279,12 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(args.threads)
     results, notes = {}, []
+    valid, line = torch_peer()
+    notes.append(line)
+    notes.append("PyTorch oneDNN kernels: " + onednn_kernels())
+    notes.append("PyTorch attention: " + ("F.scaled_dot_product_attention" if sdpa_attention()
+                                          else "models.py's softmax(q k^T) v (no SDPA in this torch)"))
+    print("peers: " + line, file=sys.stderr, flush=True)
 
     print("peers: fmimage's rows (build/tools/bench --only prec)", file=sys.stderr, flush=True)
     fmimage_rows(args, results, notes)
@@ -203,7 +309,7 @@ def main():
         print(f"check {name}: max |fmimage fp32 - torch fp32| / max |torch fp32| = {e:.2e}"
               f" ({'ok' if e <= 1e-3 else 'DIFFERENT NETWORKS?'}, bound 1e-3)")
 
-    torch_rows(stages, args.reps, args.threads, results)
+    torch_rows(stages, args.reps, args.threads, results, valid)
     try:
         paths = onnx_export(stages, args.out)
     except Exception as e:  # noqa: BLE001 - any exporter failure only drops those rows
