@@ -10,7 +10,7 @@
  *         [--json OUT] [--dump DIR] [--only LIST] [--estimate-only] [--flops]
  *
  * --only      comma list of peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires (default: all)
- * --dump DIR  with prec: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
+ * --dump DIR  with prec / sdxl: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -635,6 +635,14 @@ static void bench_sdxl(bench *b)
     snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
     double uf = unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens);
     if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, uf), run_unet, &c)) goto done;
+    if (b->dump) { /* tools/peers --sdxl: the same inputs, and the fp32 output to check them */
+        const wt_unet_config *u = &c.m->cfg.unet;
+        dump_f32(b->dump, "sdxl_x.f32", c.x, (size_t)u->in_channels * l * l);
+        dump_f32(b->dump, "sdxl_t.f32", c.t, 1);
+        dump_f32(b->dump, "sdxl_ctx.f32", c.ctx, (size_t)c.cond.n_tokens * c.cond.context_dim);
+        if (c.y) dump_f32(b->dump, "sdxl_y.f32", c.y, (size_t)c.cond.adm_dim);
+        dump_f32(b->dump, "sdxl_out.f32", c.out, (size_t)u->out_channels * l * l);
+    }
     /* the same in bf16 (sdxl.unet_b1 is fp32, as fm_model_load leaves the
      * modules): issue 17 compares Q8_0 with both */
     if (kn_has_bf16()) {

@@ -36,6 +36,10 @@ UNET = {"in_channels": 4, "out_channels": 4, "model_channels": 320, "channel_mul
 VAE = {"z_channels": 4, "in_channels": 3, "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4],
        "num_res_blocks": 2, "embed_dim": 4, "attn_resolutions": []}
 CTX = 77
+SDXL_UNET = {"in_channels": 4, "out_channels": 4, "model_channels": 320, "channel_mult": [1, 2, 4],
+             "num_res_blocks": 2, "attention_resolutions": [4, 2], "num_head_channels": 64,
+             "transformer_depth": [0, 2, 10], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "adm_in_channels": 2816}
 
 
 def load_weights(module, prefix, ckpt):
@@ -166,7 +170,7 @@ def torch_rows(stages, reps, threads, results, valid):
                 mod = copy.deepcopy(mod).to(torch.bfloat16)
                 inputs = [v if v.dim() == 1 else v.to(torch.bfloat16) for v in inputs]
             with torch.no_grad():
-                results[(label, name)] = timed(lambda: mod(*inputs), reps, threads)
+                results[(label, name)] = timed(lambda m=mod, i=inputs: m(*i), reps, threads)
             del mod
 
 
@@ -265,27 +269,10 @@ def fmimage_rows(args, results, notes):
                 results[(f"fmimage {s['precision']}", name)] = (s["cpu_s_per_thread"], s["wall_s"])
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--bench", required=True)
-    ap.add_argument("--cache", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--px", type=int, default=512, help="image side (smaller only to check the harness)")
-    args = ap.parse_args()
+def sd1_rows(args, results, notes, agree, valid):
+    """SD 1.5 U-Net batch 2 and VAE decode: fmimage's per-precision rows, the
+    torch fp32 agreement check, PyTorch fp32/bf16, ONNX Runtime, OpenVINO."""
     lat, px = args.px // 8, args.px
-    os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(args.threads)
-    results, notes = {}, []
-    valid, line = torch_peer()
-    notes.append(line)
-    notes.append("PyTorch oneDNN kernels: " + onednn_kernels())
-    notes.append("PyTorch attention: " + ("F.scaled_dot_product_attention" if sdpa_attention()
-                                          else "models.py's softmax(q k^T) v (no SDPA in this torch)"))
-    print("peers: " + line, file=sys.stderr, flush=True)
-
     print("peers: fmimage's rows (build/tools/bench --only prec)", file=sys.stderr, flush=True)
     fmimage_rows(args, results, notes)
 
@@ -300,14 +287,10 @@ def main():
     del ckpt
 
     # the same network: torch fp32 against fmimage fp32 on the same inputs
-    agree = {}
     with torch.no_grad():
         for name, ref, shape in (("unet", "unet_out.f32", (2, 4, lat, lat)), ("vae", "vae_img.f32", (1, 3, px, px))):
             mod, inputs = stages[name]
             agree[name] = rel_err(raw(ref, shape).numpy(), mod(*inputs).numpy())
-    for name, e in agree.items():
-        print(f"check {name}: max |fmimage fp32 - torch fp32| / max |torch fp32| = {e:.2e}"
-              f" ({'ok' if e <= 1e-3 else 'DIFFERENT NETWORKS?'}, bound 1e-3)")
 
     torch_rows(stages, args.reps, args.threads, results, valid)
     try:
@@ -322,7 +305,82 @@ def main():
         except Exception as e:  # noqa: BLE001
             notes.append(f"OpenVINO failed: {e}")
 
-    print_table(results, notes, args, px)
+
+def sdxl_rows(args, results, notes, agree):
+    """--sdxl: one SDXL U-Net evaluation, batch 1, at twice the side (1024x1024
+    by default): fmimage's sdxl rows (bench --only sdxl: fp32, bf16, Q8_0),
+    then PyTorch fp32 (its output checked against fmimage fp32's on the dumped
+    inputs) and PyTorch bf16 on the same module, converted in place."""
+    js = os.path.join(args.out, "fmimage-sdxl.json")
+    cmd = [args.bench, "--cache", args.cache, "--reps", str(args.reps), "--threads", str(args.threads),
+           "--px", str(args.px), "--only", "sdxl", "--dump", args.out, "--json", js]
+    print("  " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    for s in json.load(open(js))["stages"]:
+        prec = {"sdxl.unet_b1": "fp32", "sdxl.unet_b1_bf16": "bf16", "sdxl.unet_b1_q8_0": "q8_0"}.get(s["key"])
+        if prec:
+            results[(f"fmimage {prec}", "sdxl")] = (s["cpu_s_per_thread"], s["wall_s"])
+    lat = args.px // 4
+
+    def raw(name, shape):
+        return torch.from_numpy(np.fromfile(os.path.join(args.out, name), np.float32).reshape(shape))
+
+    inputs = [raw("sdxl_x.f32", (1, 4, lat, lat)), raw("sdxl_t.f32", (1,)), raw("sdxl_ctx.f32", (1, -1, 2048)),
+              raw("sdxl_y.f32", (1, 2816))]
+    from safetensors import safe_open
+    pre = "model.diffusion_model."
+    with safe_open(os.path.join(args.cache, "sdxl-f16.safetensors"), "np") as f:  # one tensor at a time
+        sd = {k[len(pre):]: torch.from_numpy(f.get_tensor(k).astype(np.float32)) for k in f.keys() if k.startswith(pre)}
+    with torch.device("meta"):
+        net = models.UNetModel(SDXL_UNET)
+    net.load_state_dict(sd, strict=True, assign=True)
+    net.eval()
+    del sd
+    label = f"PyTorch {torch.__version__}"
+    out = [None]
+    with torch.no_grad():
+        print(f"  {label} fp32 sdxl", file=sys.stderr, flush=True)
+        results[(f"{label} fp32", "sdxl")] = timed(lambda: out.__setitem__(0, net(*inputs)), args.reps, args.threads)
+        agree["sdxl"] = rel_err(raw("sdxl_out.f32", (1, 4, lat, lat)).numpy(), out[0].numpy())
+        out[0] = None
+        net.to(torch.bfloat16)
+        inputs = [v if v.dim() == 1 else v.to(torch.bfloat16) for v in inputs]
+        print(f"  {label} bf16 sdxl", file=sys.stderr, flush=True)
+        results[(f"{label} bf16", "sdxl")] = timed(lambda: net(*inputs), args.reps, args.threads)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--bench", required=True)
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--px", type=int, default=512, help="image side (smaller only to check the harness)")
+    ap.add_argument("--sdxl", action="store_true", help="also one SDXL U-Net evaluation at 2 x px (CACHE/sdxl-f16)")
+    ap.add_argument("--sdxl-only", action="store_true", help="only the SDXL rows")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    results, notes = {}, []
+    valid, line = torch_peer()
+    notes.append(line)
+    notes.append("PyTorch oneDNN kernels: " + onednn_kernels())
+    notes.append("PyTorch attention: " + ("F.scaled_dot_product_attention" if sdpa_attention()
+                                          else "models.py's softmax(q k^T) v (no SDPA in this torch)"))
+    print("peers: " + line, file=sys.stderr, flush=True)
+
+    agree = {}
+    if not args.sdxl_only:
+        sd1_rows(args, results, notes, agree, valid)
+    if args.sdxl or args.sdxl_only:
+        sdxl_rows(args, results, notes, agree)
+    for name, e in agree.items():
+        print(f"check {name}: max |fmimage fp32 - torch fp32| / max |torch fp32| = {e:.2e}"
+              f" ({'ok' if e <= 1e-3 else 'DIFFERENT NETWORKS?'}, bound 1e-3)")
+
+    print_table(results, notes, args)
     with open(os.path.join(args.out, "peers.json"), "w") as f:
         json.dump({"threads": args.threads, "reps": args.reps, "loadavg": os.getloadavg(), "agreement": agree,
                    "notes": notes, "rows": [{"runtime": k[0], "stage": k[1], "cpu_s_per_thread": v[0], "wall_s": v[1]}
@@ -330,19 +388,25 @@ def main():
     print(f"\nJSON: {os.path.join(args.out, 'peers.json')}")
 
 
-def print_table(results, notes, args, px):
+def print_table(results, notes, args):
+    px = args.px
+    heads = {"unet": f"SD1.5 U-Net b2 {px // 8}x{px // 8}", "vae": f"VAE decode {px}x{px}",
+             "sdxl": f"SDXL U-Net {2 * px}x{2 * px}"}
+    stages = [n for n in heads if any(k[1] == n for k in results)]
     runtimes = list(dict.fromkeys(k[0] for k in results))
-    ours = {n: results.get(("fmimage auto=bf16", n)) or results.get(("fmimage auto=fp32", n)) for n in ("unet", "vae")}
+    auto = next((r for r in runtimes if r.startswith("fmimage auto=")), None)
+    mode = auto.split("=")[1] if auto else ("bf16" if ("fmimage bf16", "sdxl") in results else "fp32")
+    ours = {n: results.get((auto, n)) or results.get((f"fmimage {mode}", n)) for n in stages}
     cpu = os.popen("LC_ALL=C lscpu | sed -n 's/^Model name: *//p'").read().strip()
-    print(f"\nbench-peers: {cpu}, {px}x{px} ({px // 8}x{px // 8} latent), {args.threads} threads each, medians of {args.reps}; load now {os.getloadavg()}")
-    print("CPU s/thread (wall s); ratio = that row's CPU time / fmimage auto's (> 1: fmimage faster)")
-    print(f"{'runtime':34} {'U-Net batch 2':>22} {'VAE decode':>22}")
+    print(f"\nbench-peers: {cpu}, {args.threads} threads each, medians of {args.reps}; load now {os.getloadavg()}")
+    print(f"CPU s/thread (wall s); ratio = that row's CPU time / fmimage {mode}'s (auto's mode; > 1: fmimage faster)")
+    print(f"{'runtime':34}" + "".join(f" {heads[n]:>24}" for n in stages))
     for r in runtimes:
         cells = []
-        for n in ("unet", "vae"):
+        for n in stages:
             v = results.get((r, n))
-            cells.append(f"{v[0]:7.2f} ({v[1]:6.2f}) {v[0] / ours[n][0]:5.2f}x" if v and ours[n] else f"{'-':>22}")
-        print(f"{r:34} {cells[0]:>22} {cells[1]:>22}")
+            cells.append(f"{v[0]:7.2f} ({v[1]:6.2f}) {v[0] / ours[n][0]:5.2f}x" if v and ours[n] else "-")
+        print(f"{r:34}" + "".join(f" {c:>24}" for c in cells))
     for n in notes:
         print(n)
 

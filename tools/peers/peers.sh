@@ -5,6 +5,8 @@
 #   BENCH_REPS=N      runs per row, medians (default 3)
 #   BENCH_THREADS=T   threads for every runtime (default 2)
 #   BENCH_PX=N        image side (default 512; smaller only to check the harness)
+#   PEERS_SDXL=1     also one SDXL U-Net evaluation at twice the side (fmimage
+#                     fp32/bf16/Q8_0, PyTorch fp32/bf16); PEERS_SDXL=only: just that
 #   PEERS_NO_PIP=1    no PyPI: Debian's python3-torch (not a valid oneDNN peer)
 #                     and whatever ONNX Runtime / OpenVINO it already imports
 #   PEERS_VENV=DIR    the PyPI peers' venv (default BUILD/peers-venv)
@@ -49,6 +51,11 @@ fi
 [ "$PY" = /usr/bin/python3 ] &&
     echo "bench-peers: using Debian's python3-torch: NOT a valid PyTorch/oneDNN peer (its rows only check the harness)"
 
+case ${PEERS_SDXL:-} in
+    '') set -- ;;
+    only) set -- --sdxl-only ;;
+    *) set -- --sdxl ;;
+esac
 echo "bench-peers: 'uptime' now: $(uptime)"
-exec nice "$PY" tools/peers/peers.py --ckpt "$ckpt" --bench "$BUILD/tools/bench" --cache "$CACHE" --out "$OUT" \
+exec nice "$PY" tools/peers/peers.py "$@" --ckpt "$ckpt" --bench "$BUILD/tools/bench" --cache "$CACHE" --out "$OUT" \
     --reps "${BENCH_REPS:-3}" --threads "${BENCH_THREADS:-2}" --px "${BENCH_PX:-512}"
