@@ -143,7 +143,12 @@ def onednn_kernels():
                      for dt in ("fp32", "bf16")) + " (a product missing here runs in ATen/MKL)"
 
 
-def timed(fn, reps, threads):
+def timed(fn, args):
+    """Median CPU s/thread and wall s of args.reps runs of fn, after
+    args.warmup untimed ones."""
+    reps, threads = args.reps, args.threads
+    for _ in range(args.warmup):
+        fn()
     cpu, wall = [], []
     for r in range(reps):
         c0, w0 = time.process_time(), time.perf_counter()
@@ -159,7 +164,7 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
-def torch_rows(stages, reps, threads, results, valid):
+def torch_rows(stages, args, results, valid):
     """fp32, then the module and its inputs in bfloat16 (oneDNN's bf16 kernels,
     AVX512_BF16 or AMX where the CPU has them; torch 1.13's autocast fails on GroupNorm)."""
     for prec in ("fp32", "bf16"):
@@ -170,7 +175,7 @@ def torch_rows(stages, reps, threads, results, valid):
                 mod = copy.deepcopy(mod).to(torch.bfloat16)
                 inputs = [v if v.dim() == 1 else v.to(torch.bfloat16) for v in inputs]
             with torch.no_grad():
-                results[(label, name)] = timed(lambda m=mod, i=inputs: m(*i), reps, threads)
+                results[(label, name)] = timed(lambda m=mod, i=inputs: m(*i), args)
             del mod
 
 
@@ -201,7 +206,7 @@ def feeds(name, inputs):
     return {n: v.numpy() for n, v in zip(names, inputs)}
 
 
-def ort_rows(paths, stages, reps, threads, results, notes):
+def ort_rows(paths, stages, args, results, notes):
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -211,13 +216,13 @@ def ort_rows(paths, stages, reps, threads, results, notes):
     for name, (mod, inputs) in stages.items():
         print(f"  {label} {name}", file=sys.stderr, flush=True)
         so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
         sess = ort.InferenceSession(paths[name], so, providers=["CPUExecutionProvider"])
         f = feeds(name, inputs)
-        results[(label, name)] = timed(lambda: sess.run(None, f), reps, threads)
+        results[(label, name)] = timed(lambda: sess.run(None, f), args)
 
 
-def ov_rows(paths, stages, reps, threads, results, notes):
+def ov_rows(paths, stages, args, results, notes):
     try:
         import openvino as ov
     except ImportError as e:
@@ -233,12 +238,12 @@ def ov_rows(paths, stages, reps, threads, results, notes):
         for name, (mod, inputs) in stages.items():
             print(f"  {label} {name}", file=sys.stderr, flush=True)
             cm = core.compile_model(core.read_model(paths[name]), "CPU",
-                                    {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
+                                    {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": hint,
                                      "PERFORMANCE_HINT": "LATENCY"})
             notes.append(f"{label} {name}: {ov_kernels(cm)}")
             req = cm.create_infer_request()
             f = feeds(name, inputs)
-            results[(label, name)] = timed(lambda: req.infer(f), reps, threads)
+            results[(label, name)] = timed(lambda: req.infer(f), args)
 
 
 def ov_kernels(cm):
@@ -258,7 +263,8 @@ def ov_kernels(cm):
 
 def fmimage_rows(args, results, notes):
     js = os.path.join(args.out, "fmimage.json")
-    cmd = [args.bench, "--cache", args.cache, "--reps", str(args.reps), "--threads", str(args.threads),
+    cmd = [args.bench, "--cache", args.cache, "--reps", str(args.reps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads),
            "--px", str(args.px), "--only", "prec", "--dump", args.out, "--json", js]
     print("  " + " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, stdout=sys.stderr)
@@ -292,16 +298,16 @@ def sd1_rows(args, results, notes, agree, valid):
             mod, inputs = stages[name]
             agree[name] = rel_err(raw(ref, shape).numpy(), mod(*inputs).numpy())
 
-    torch_rows(stages, args.reps, args.threads, results, valid)
+    torch_rows(stages, args, results, valid)
     try:
         paths = onnx_export(stages, args.out)
     except Exception as e:  # noqa: BLE001 - any exporter failure only drops those rows
         notes.append(f"ONNX export failed: {e}")
         paths = None
     if paths:
-        ort_rows(paths, stages, args.reps, args.threads, results, notes)
+        ort_rows(paths, stages, args, results, notes)
         try:
-            ov_rows(paths, stages, args.reps, args.threads, results, notes)
+            ov_rows(paths, stages, args, results, notes)
         except Exception as e:  # noqa: BLE001
             notes.append(f"OpenVINO failed: {e}")
 
@@ -312,7 +318,8 @@ def sdxl_rows(args, results, notes, agree):
     then PyTorch fp32 (its output checked against fmimage fp32's on the dumped
     inputs) and PyTorch bf16 on the same module, converted in place."""
     js = os.path.join(args.out, "fmimage-sdxl.json")
-    cmd = [args.bench, "--cache", args.cache, "--reps", str(args.reps), "--threads", str(args.threads),
+    cmd = [args.bench, "--cache", args.cache, "--reps", str(args.reps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads),
            "--px", str(args.px), "--only", "sdxl", "--dump", args.out, "--json", js]
     print("  " + " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, stdout=sys.stderr)
@@ -340,13 +347,13 @@ def sdxl_rows(args, results, notes, agree):
     out = [None]
     with torch.no_grad():
         print(f"  {label} fp32 sdxl", file=sys.stderr, flush=True)
-        results[(f"{label} fp32", "sdxl")] = timed(lambda: out.__setitem__(0, net(*inputs)), args.reps, args.threads)
+        results[(f"{label} fp32", "sdxl")] = timed(lambda: out.__setitem__(0, net(*inputs)), args)
         agree["sdxl"] = rel_err(raw("sdxl_out.f32", (1, 4, lat, lat)).numpy(), out[0].numpy())
         out[0] = None
         net.to(torch.bfloat16)
         inputs = [v if v.dim() == 1 else v.to(torch.bfloat16) for v in inputs]
         print(f"  {label} bf16 sdxl", file=sys.stderr, flush=True)
-        results[(f"{label} bf16", "sdxl")] = timed(lambda: net(*inputs), args.reps, args.threads)
+        results[(f"{label} bf16", "sdxl")] = timed(lambda: net(*inputs), args)
 
 
 def main():
@@ -357,6 +364,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=0, help="untimed runs before each row's reps")
     ap.add_argument("--px", type=int, default=512, help="image side (smaller only to check the harness)")
     ap.add_argument("--sdxl", action="store_true", help="also one SDXL U-Net evaluation at 2 x px (CACHE/sdxl-f16)")
     ap.add_argument("--sdxl-only", action="store_true", help="only the SDXL rows")
@@ -381,11 +389,12 @@ def main():
               f" ({'ok' if e <= 1e-3 else 'DIFFERENT NETWORKS?'}, bound 1e-3)")
 
     print_table(results, notes, args)
-    with open(os.path.join(args.out, "peers.json"), "w") as f:
-        json.dump({"threads": args.threads, "reps": args.reps, "loadavg": os.getloadavg(), "agreement": agree,
+    js = os.path.join(args.out, "peers-sdxl.json" if args.sdxl_only else "peers.json")
+    with open(js, "w") as f:
+        json.dump({"threads": args.threads, "reps": args.reps, "warmup": args.warmup, "loadavg": os.getloadavg(), "agreement": agree,
                    "notes": notes, "rows": [{"runtime": k[0], "stage": k[1], "cpu_s_per_thread": v[0], "wall_s": v[1]}
                                             for k, v in results.items()]}, f, indent=1)
-    print(f"\nJSON: {os.path.join(args.out, 'peers.json')}")
+    print(f"\nJSON: {js}")
 
 
 def print_table(results, notes, args):
@@ -398,7 +407,7 @@ def print_table(results, notes, args):
     mode = auto.split("=")[1] if auto else ("bf16" if ("fmimage bf16", "sdxl") in results else "fp32")
     ours = {n: results.get((auto, n)) or results.get((f"fmimage {mode}", n)) for n in stages}
     cpu = os.popen("LC_ALL=C lscpu | sed -n 's/^Model name: *//p'").read().strip()
-    print(f"\nbench-peers: {cpu}, {args.threads} threads each, medians of {args.reps}; load now {os.getloadavg()}")
+    print(f"\nbench-peers: {cpu}, {args.threads} threads each, medians of {args.reps}{f' after {args.warmup} untimed' if args.warmup else ''}; load now {os.getloadavg()}")
     print(f"CPU s/thread (wall s); ratio = that row's CPU time / fmimage {mode}'s (auto's mode; > 1: fmimage faster)")
     print(f"{'runtime':34}" + "".join(f" {heads[n]:>24}" for n in stages))
     for r in runtimes:

@@ -3,6 +3,8 @@
 # PyTorch, ONNX Runtime and OpenVINO on the same random full-size checkpoint
 # (tools/peers/peers.py; tools/BENCH.md). Environment:
 #   BENCH_REPS=N      runs per row, medians (default 3)
+#   BENCH_WARMUP=N    untimed runs before each row's (default 0: reps >= 3
+#                     drop the cold first run; with BENCH_REPS=1, use 1)
 #   BENCH_THREADS=T   threads for every runtime (default 2)
 #   BENCH_PX=N        image side (default 512; smaller only to check the harness)
 #   PEERS_SDXL=1     also one SDXL U-Net evaluation at twice the side (fmimage
@@ -58,4 +60,4 @@ case ${PEERS_SDXL:-} in
 esac
 echo "bench-peers: 'uptime' now: $(uptime)"
 exec nice "$PY" tools/peers/peers.py "$@" --ckpt "$ckpt" --bench "$BUILD/tools/bench" --cache "$CACHE" --out "$OUT" \
-    --reps "${BENCH_REPS:-3}" --threads "${BENCH_THREADS:-2}" --px "${BENCH_PX:-512}"
+    --reps "${BENCH_REPS:-3}" --warmup "${BENCH_WARMUP:-0}" --threads "${BENCH_THREADS:-2}" --px "${BENCH_PX:-512}"
