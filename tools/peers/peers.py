@@ -328,6 +328,9 @@ def sdxl_rows(args, results, notes, agree):
         if prec:
             results[(f"fmimage {prec}", "sdxl")] = (s["cpu_s_per_thread"], s["wall_s"])
     lat = args.px // 4
+    if "assign" not in inspect.signature(torch.nn.Module.load_state_dict).parameters:
+        notes.append(f"PyTorch SDXL rows: left out, torch {torch.__version__} has no load_state_dict(assign=)")
+        return
 
     def raw(name, shape):
         return torch.from_numpy(np.fromfile(os.path.join(args.out, name), np.float32).reshape(shape))
