@@ -2,22 +2,27 @@
 and the VAE decode (64x64 -> 512x512) in PyTorch fp32 / bf16, ONNX Runtime fp32
 and OpenVINO fp32 / bf16, on the same random full-size F16 checkpoint that
 `make bench` uses, beside fmimage's per-precision rows from build/tools/bench in
-the same run. See tools/BENCH.md.
+the same run; with --sdxl also one SDXL U-Net evaluation (1024x1024) in fmimage
+and PyTorch. See tools/BENCH.md.
 
-    peers.py --ckpt FILE --bench BUILD/tools/bench --cache DIR --out DIR [--reps 3] [--threads 2]
+    peers.py --ckpt FILE --bench BUILD/tools/bench --cache DIR --out DIR
+             [--reps 3] [--warmup 0] [--threads 2] [--px 512] [--sdxl | --sdxl-only]
 
-The networks are tools/train_demo/models.py (the project's PyTorch port of
-ldm's UNetModel and AutoencoderKL) at the SD 1.5 config, loaded from the same
-.safetensors. The inputs are the ones fmimage's bench used (bench --dump), and
+Run by tools/peers/peers.sh in the venv it sets up (PyPI's torch with oneDNN,
+onnxruntime, openvino). The networks are tools/train_demo/models.py (the
+project's PyTorch port of ldm's UNetModel and AutoencoderKL) at the SD 1.5 (and
+SDXL) config, loaded from the same .safetensors, with PyTorch's fused
+attention. The inputs are the ones fmimage's bench used (bench --dump), and
 torch fp32's outputs are compared with fmimage's fp32 outputs first, so every
 row runs the same network on the same numbers. Times: median of `reps` runs of
 the CPU time of this process / threads (what the run would take with the
-cores to itself), and the wall clock.
+cores to itself), and the wall clock. Under the table: what kernels each peer
+ran (torch's build and oneDNN implementations, OpenVINO's primitives).
 """
 import argparse
+import collections
 import copy
 import inspect
-import collections
 import json
 import os
 import re
@@ -249,7 +254,7 @@ def ov_rows(paths, stages, args, results, notes):
 def ov_kernels(cm):
     """What a compiled OpenVINO model runs in: its inference precision and the
     CPU plugin's primitives for the convolutions and matrix products
-    (e.g. brgconv_avx512_core_bf16)."""
+    (e.g. brgconv_avx512_bf16)."""
     kinds = collections.Counter()
     for op in cm.get_runtime_model().get_ops():
         rt = op.get_rt_info()
