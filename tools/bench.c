@@ -6,14 +6,14 @@
  * stable-diffusion.cpp when given) as child processes for wall time and peak
  * RSS, then prints a table and writes JSON.
  *
- *   bench [--reps N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
+ *   bench [--reps N] [--warmup N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--dump DIR] [--only LIST] [--precision MODE] [--estimate-only] [--flops]
  *
  * --only      comma list of peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20
  *             (default: all but sd1x20, the long 20-step runs, which only run when named)
  * --precision fp32|bf16|auto: the SD 1.5 stage rows' and sd1.gen's mode
  *             (default auto, the CLI's; the per-precision rows run all three)
- * --dump DIR  with prec: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
+ * --dump DIR  with prec / sdxl: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
  * --flops     print the FLOP counts of the stages and exit
  * --px        image side for SD 1.5 / SD-Turbo, SDXL twice that (default
  *             512; smaller only for a smoke test of the harness)
@@ -202,6 +202,7 @@ typedef struct stage {
 
 typedef struct bench {
     int reps, threads;
+    int warmup;           /* --warmup N: untimed runs before each compute stage's reps */
     int px;               /* image side of SD 1.5 / SD-Turbo (SDXL: 2 px) */
     int upscale_px;       /* input side of the CLI-to-CLI upscale rows beside sd.cpp */
     const char *cache, *fmimage, *sdcpp;
@@ -236,20 +237,26 @@ static void fail(const char *what, const fm_error *err)
 
 typedef int (*stage_fn)(void *ctx, fm_error *err);
 
-/* Runs f reps times (no separate warm-up: the median drops a cold first
- * run when reps >= 3) and records the medians. On an error: a message, the
- * stage dropped, non-zero (the caller skips the rest of that model). */
+/* Runs f reps times and records the medians; a compute stage first runs
+ * b->warmup untimed times (--warmup: first-call costs such as packing the
+ * weights left out even when reps < 3; without it the median drops a cold
+ * first run when reps >= 3). On an error: a message, the stage dropped,
+ * non-zero (the caller skips the rest of that model). */
 static int time_stage(bench *b, stage *s, stage_fn f, void *ctx)
 {
     double w[MAX_REPS] = {0}, c[MAX_REPS] = {0};
     fm_error err = {0};
-    for (int r = 0; r < b->reps; r++) {
+    for (int r = s->flops > 0 ? -b->warmup : 0; r < b->reps; r++) {
         double t0 = now(), c0 = cpu_now();
         if (f(ctx, &err)) {
             fprintf(stderr, "bench: %s: %s\n", s->label, err.msg);
             printf("%s: FAILED (%s)\n", s->label, err.msg);
             b->n--;
             return 1;
+        }
+        if (r < 0) {
+            fprintf(stderr, "  %-44s warm-up: %7.2f s wall, untimed\n", s->label, now() - t0);
+            continue;
         }
         w[r] = now() - t0;
         c[r] = (cpu_now() - c0) / b->threads;
@@ -705,6 +712,14 @@ static void bench_sdxl(bench *b)
     snprintf(label, sizeof label, "SDXL U-Net, batch 1, %dx%d latent", l, l);
     double uf = unet_flops(&c.m->cfg.unet, 1, l, l, c.cond.n_tokens);
     if (time_stage(b, add_stage(b, "sdxl.unet_b1", label, uf), run_unet, &c)) goto done;
+    if (b->dump) { /* tools/peers --sdxl: the same inputs, and the fp32 output to check them */
+        const wt_unet_config *u = &c.m->cfg.unet;
+        dump_f32(b->dump, "sdxl_x.f32", c.x, (size_t)u->in_channels * l * l);
+        dump_f32(b->dump, "sdxl_t.f32", c.t, 1);
+        dump_f32(b->dump, "sdxl_ctx.f32", c.ctx, (size_t)c.cond.n_tokens * c.cond.context_dim);
+        if (c.y) dump_f32(b->dump, "sdxl_y.f32", c.y, (size_t)c.cond.adm_dim);
+        dump_f32(b->dump, "sdxl_out.f32", c.out, (size_t)u->out_channels * l * l);
+    }
     /* the same in bf16 (sdxl.unet_b1 is fp32, as fm_model_load leaves the
      * modules): issue 17 compares Q8_0 with both */
     if (kn_has_bf16()) {
@@ -1299,7 +1314,7 @@ static double planned_flops(int reps, const char *only)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench [--reps N] [--threads T] [--px 512] [--upscale-px 128] [--precision auto] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
+    fprintf(stderr, "usage: bench [--reps N] [--warmup N] [--threads T] [--px 512] [--upscale-px 128] [--precision auto] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
                     "             [--dump DIR] [--only peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20] [--estimate-only] [--flops]\n");
     return 2;
 }
@@ -1327,6 +1342,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--reps") && v) b.reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup") && v) b.warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) b.threads = atoi(argv[++i]);
         else if (!strcmp(a, "--px") && v) b.px = atoi(argv[++i]);
         else if (!strcmp(a, "--upscale-px") && v) b.upscale_px = atoi(argv[++i]);
@@ -1347,7 +1363,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--flops")) { print_flops(); return 0; }
         else return usage();
     }
-    if (b.reps < 1 || b.reps > MAX_REPS || b.threads < 1 || b.px < 64 || b.px % 64 || !b.cache) return usage();
+    if (b.reps < 1 || b.reps > MAX_REPS || b.warmup < 0 || b.threads < 1 || b.px < 64 || b.px % 64 || !b.cache) return usage();
     omp_set_num_threads(b.threads);
     b.json = cJSON_CreateObject();
     char model[256], flags[128];

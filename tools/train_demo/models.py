@@ -98,24 +98,32 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self, ch, heads, dim_head, context_dim):
+    """depth blocks; linear: SDXL's use_linear_in_transformer (proj_in/proj_out
+    as Linear on the flattened tokens instead of 1x1 convolutions)."""
+    def __init__(self, ch, heads, dim_head, context_dim, depth=1, linear=False):
         super().__init__()
         inner = heads * dim_head
+        self.linear = linear
         self.norm = gn(ch, 1e-6)
-        self.proj_in = nn.Conv2d(ch, inner, 1)
-        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(inner, heads, dim_head, context_dim)])
-        self.proj_out = nn.Conv2d(inner, ch, 1)
+        self.proj_in = nn.Linear(ch, inner) if linear else nn.Conv2d(ch, inner, 1)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(inner, heads, dim_head, context_dim)
+                                                 for _ in range(depth)])
+        self.proj_out = nn.Linear(inner, ch) if linear else nn.Conv2d(inner, ch, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x, emb, context):
         b, c, hh, ww = x.shape
-        h = self.proj_in(self.norm(x))
-        h = h.flatten(2).transpose(1, 2)
+        h = self.norm(x)
+        if self.linear:
+            h = self.proj_in(h.flatten(2).transpose(1, 2))
+        else:
+            h = self.proj_in(h).flatten(2).transpose(1, 2)
         for blk in self.transformer_blocks:
             h = blk(h, context)
-        h = h.transpose(1, 2).reshape(b, -1, hh, ww)
-        return x + self.proj_out(h)
+        if self.linear:
+            return x + self.proj_out(h).transpose(1, 2).reshape(b, c, hh, ww)
+        return x + self.proj_out(h.transpose(1, 2).reshape(b, -1, hh, ww))
 
 
 class Downsample(nn.Module):
@@ -149,13 +157,29 @@ class ConvIn(nn.Conv2d):
 
 
 class UNetModel(nn.Module):
+    """ldm's UNetModel; the SD 1.x config keys, plus SDXL's optional ones:
+    num_head_channels (heads = channels / it), transformer_depth (an int or one
+    per level), transformer_depth_middle, use_linear_in_transformer and
+    adm_in_channels (label_emb on the vector y)."""
     def __init__(self, cfg):
         super().__init__()
         mc, mult, nrb = cfg["model_channels"], cfg["channel_mult"], cfg["num_res_blocks"]
-        attn_res, heads, ctx = cfg["attention_resolutions"], cfg["num_heads"], cfg["context_dim"]
+        attn_res = cfg["attention_resolutions"]
+        depth = cfg.get("transformer_depth", 1)
+        depth = [depth] * len(mult) if isinstance(depth, int) else depth
+
+        def transformer(ch, d):
+            hc = cfg.get("num_head_channels", -1)
+            heads = ch // hc if hc > 0 else cfg["num_heads"]
+            return SpatialTransformer(ch, heads, ch // heads, cfg["context_dim"], d,
+                                      cfg.get("use_linear_in_transformer", False))
+
         self.model_channels = mc
         ed = mc * 4
         self.time_embed = nn.Sequential(nn.Linear(mc, ed), nn.SiLU(), nn.Linear(ed, ed))
+        if cfg.get("adm_in_channels"):
+            self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(cfg["adm_in_channels"], ed), nn.SiLU(),
+                                                         nn.Linear(ed, ed)))
         self.input_blocks = nn.ModuleList([Seq([ConvIn(cfg["in_channels"], mc, 3, padding=1)])])
         chans, ch, ds = [mc], mc, 1
         for level, m in enumerate(mult):
@@ -163,14 +187,14 @@ class UNetModel(nn.Module):
                 layers = [ResBlock(ch, ed, m * mc)]
                 ch = m * mc
                 if ds in attn_res:
-                    layers.append(SpatialTransformer(ch, heads, ch // heads, ctx))
+                    layers.append(transformer(ch, depth[level]))
                 self.input_blocks.append(Seq(layers))
                 chans.append(ch)
             if level != len(mult) - 1:
                 self.input_blocks.append(Seq([Downsample(ch)]))
                 chans.append(ch)
                 ds *= 2
-        self.middle_block = Seq([ResBlock(ch, ed, ch), SpatialTransformer(ch, heads, ch // heads, ctx),
+        self.middle_block = Seq([ResBlock(ch, ed, ch), transformer(ch, cfg.get("transformer_depth_middle", depth[-1])),
                                  ResBlock(ch, ed, ch)])
         self.output_blocks = nn.ModuleList()
         for level, m in list(enumerate(mult))[::-1]:
@@ -178,7 +202,7 @@ class UNetModel(nn.Module):
                 layers = [ResBlock(ch + chans.pop(), ed, m * mc)]
                 ch = m * mc
                 if ds in attn_res:
-                    layers.append(SpatialTransformer(ch, heads, ch // heads, ctx))
+                    layers.append(transformer(ch, depth[level]))
                 if level and i == nrb:
                     layers.append(Upsample(ch))
                     ds //= 2
@@ -187,9 +211,11 @@ class UNetModel(nn.Module):
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
-    def forward(self, x, t, context):
+    def forward(self, x, t, context, y=None):
         temb = timestep_embedding(t, self.model_channels).to(self.time_embed[0].weight.dtype)
         emb = self.time_embed(temb)
+        if y is not None:
+            emb = emb + self.label_emb(y)
         hs, h = [], x
         for m in self.input_blocks:
             h = m(h, emb, context)
