@@ -4,7 +4,7 @@
 # See tools/BENCH.md. Environment:
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
-#   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all)
+#   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires,sdxlq8 (default all)
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
 #   BENCH_UPSCALE_PX=N  input side of the CLI-to-CLI upscale rows beside sd.cpp's
@@ -19,7 +19,7 @@ BUILD=${BUILD:-build}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/fmimage/bench
 REPS=${BENCH_REPS:-3}
 THREADS=${BENCH_THREADS:-2}
-ONLY=${BENCH_ONLY:-peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires}
+ONLY=${BENCH_ONLY:-peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires,sdxlq8}
 PX=${BENCH_PX:-512}
 
 mkdir -p "$CACHE" bench
@@ -40,6 +40,9 @@ ckpt=$CACHE/realesrgan-x4plus-f16.safetensors
 # The lora row's adapter: a random rank-64 LoRA/LoCon on every layer of SD 1.5.
 lora=$CACHE/loras/sd1-lora-r64.safetensors
 [ -f "$lora" ] || { mkdir -p "$CACHE/loras" && nice "$BUILD/tools/mklora" tests/data/layouts/sd1.tsv "$lora" --rank 64; }
+# The SDXL Q8_0 rows' GGUF (fmimage and sd.cpp both run this one file).
+q8=$CACHE/sdxl-q8_0.gguf
+[ -f "$q8" ] || nice "$BUILD/fmimage" convert "$CACHE/sdxl-f16.safetensors" -o "$q8" --type q8_0 -q
 # TAESD: the golden file is the TAESD architecture with seeded random weights.
 [ -f "$CACHE/taesd.safetensors" ] || cp tests/data/taesd-weights.safetensors "$CACHE/taesd.safetensors"
 
