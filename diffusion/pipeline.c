@@ -454,28 +454,26 @@ static void decode_release(decode_plan *dp)
     core_free(dp->arena);
 }
 
-/* The U-Net and the text encoders are done with this image: their weights'
- * file pages are dropped (wt_release) so that the decoder's arena is not
- * added on top of them in the peak RSS; the next image faults them back
- * from the page cache. The VAE's (ldm names) stay. */
-static void release_denoiser_pages(const fm_model *m)
+/* Whether a weight belongs to one of the text encoders (their ldm prefixes). */
+static int is_text_encoder(const fm_model *m, const char *name)
 {
-    const wt_source *s = m->lora.merged ? m->lora.merged : m->src;
-    for (int i = 0; i < wt_count(s); i++) {
-        const wt_tensor *t = wt_at(s, i);
-        if (strncmp(t->name, "first_stage_model.", 18)) wt_release(s, t);
-    }
+    for (int i = 0; i < m->cfg.n_text; i++)
+        if (!strncmp(name, m->cfg.text[i].prefix, strlen(m->cfg.text[i].prefix))) return 1;
+    return 0;
 }
 
-/* The text encoders are done once the prompts are: their weights' pages
- * (the checkpoint's, or a LoRA merge's file) are dropped before the U-Net's
- * are read, so the two are not added in the peak RSS. */
-static void release_text_encoder_pages(const fm_model *m)
+/* Drops the file pages (wt_release) of the text encoders' weights (text_only)
+ * or of every weight but the VAE's (ldm names), so that the next phase's
+ * memory is not added on top of them in the peak RSS; the next image faults
+ * them back from the page cache (a LoRA merge's from its unlinked file).
+ * Copies in memory (a --type conversion, a merge without a spill file) stay. */
+static void release_pages(const fm_model *m, int text_only)
 {
     const wt_source *s = m->lora.merged ? m->lora.merged : m->src;
     for (int i = 0; i < wt_count(s); i++) {
         const wt_tensor *t = wt_at(s, i);
-        if (!strncmp(t->name, "cond_stage_model.", 17) || !strncmp(t->name, "conditioner.", 12)) wt_release(s, t);
+        if (text_only ? is_text_encoder(m, t->name) : strncmp(t->name, "first_stage_model.", 18) != 0)
+            wt_release(s, t);
     }
 }
 
@@ -489,7 +487,7 @@ static int decode_latent(fm_model *m, const fm_params *p, const float *x, size_t
                                 m->cfg.vae.embed_dim);
     float *img = dp->img;
     int rc = 0, taesd = p->taesd_path != NULL;
-    release_denoiser_pages(m);
+    release_pages(m, 0); /* the U-Net and the text encoders are done with this image */
     if (taesd) {
         rc = vae_taesd_decode_in(m->taesd, img, 3 * px, x, n, lh, lw, dp->arena, dp->bytes, err);
     } else {
@@ -576,7 +574,7 @@ static int sample_latent(fm_model *m, const fm_params *p, const df_pass *pass, f
     }
     rc = encode_prompts(m, &untagged, sampler, &c, err);
     stage_end(p, rc, "text encode", t);
-    release_text_encoder_pages(m);
+    if (!rc) release_pages(m, 1); /* the conditioning is made: the sampling's peak holds the U-Net only */
     t = stage_clock();
     if (!rc) rc = check_memory(m, p, c.n_parts + c.has_uncond, lh, lw, c.table[0].n_tokens, err);
     if (!rc && dp) rc = decode_prepare(m, p, lh, lw, dp, err);

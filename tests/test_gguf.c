@@ -259,7 +259,10 @@ static void test_quant_rule(void **state)
         {"model.diffusion_model.time_embed.0.weight", 2, {1280, 320}, 0, 0, 0},
         {"model.diffusion_model.label_emb.0.0.weight", 2, {1280, 2816}, 0, 0, 0},
         {"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", 2, {49408, 768}, 0, 0, 0},
-        {"cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", 2, {3072, 768}, 1, 1, 1},
+        /* text encoders: sd.cpp's files quantise them; in memory they stay (their pages are dropped after encoding) */
+        {"cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", 2, {3072, 768}, 1, 0, 0},
+        {"conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_fc.weight", 2, {5120, 1280}, 1, 0, 0},
+        {"model.diffusion_model.input_blocks.4.1.transformer_blocks.0.ff.net.2.weight", 2, {640, 2560}, 1, 1, 1},
         {"x.weight", 2, {3, 20}, 0, 0, 0}, /* rows not whole blocks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -9,8 +9,9 @@
  *   bench [--reps N] [--warmup N] [--threads T] [--px 512] [--cache DIR] [--fmimage BIN] [--sdcpp BIN]
  *         [--json OUT] [--dump DIR] [--only LIST] [--precision MODE] [--estimate-only] [--flops]
  *
- * --only      comma list of peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20
- *             (default: all but sd1x20, the long 20-step runs, which only run when named)
+ * --only      comma list of peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20,sdxlq8
+ *             (default: all but sd1x20 and sdxlq8, the long runs beside sd.cpp (20 steps at
+ *             512; SDXL 1024 on the same Q8_0 file), which only run when named)
  * --precision fp32|bf16|auto: the SD 1.5 stage rows' and sd1.gen's mode
  *             (default auto, the CLI's; the per-precision rows run all three)
  * --dump DIR  with prec / sdxl: the fp32 rows' inputs and outputs as raw float32 (tools/peers)
@@ -973,6 +974,89 @@ static void bench_sdcpp(bench *b)
     }
 }
 
+/* "LABEL: STAGE SECONDS s" (fmimage -v) after ": STAGE " in fmimage's
+ * log: the last such line, or -1. */
+static double fm_log_seconds(const char *log, const char *stage)
+{
+    FILE *f = fopen(log, "r");
+    if (!f) return -1;
+    char line[4096], key[64];
+    snprintf(key, sizeof key, ": %s ", stage);
+    double v = -1;
+    while (fgets(line, sizeof line, f)) {
+        char *k = strstr(line, key);
+        if (k) v = atof(k + strlen(key));
+    }
+    fclose(f);
+    return v;
+}
+
+/* A stage from a child's log: its wall seconds (1 run), or nothing when
+ * the log lacks the line. */
+static void log_stage(bench *b, const char *key, const char *label, double seconds, const char *note)
+{
+    if (seconds < 0) return;
+    stage *p = add_stage(b, key, label, 0);
+    p->wall = seconds;
+    p->runs = 1;
+    snprintf(p->note, sizeof p->note, "%s", note);
+}
+
+/* Issue 17: SDXL 1024x1024, 1 step, CFG 7 (one U-Net evaluation of cond
+ * and uncond), euler, whole runs as child processes: fmimage on the F16
+ * file (the peak RSS the Q8_0 run is measured against), fmimage and sd.cpp
+ * on the same Q8_0 GGUF file (CACHE/sdxl-q8_0.gguf, bench.sh writes it with
+ * `fmimage convert --type q8_0`); wall, CPU, peak RSS, and each program's
+ * sampling time from its -v log. */
+static void bench_sdxl_q8(bench *b)
+{
+    char f16[1024], q8[1024], out[1024], log[1024], threads[16], px[16];
+    snprintf(px, sizeof px, "%d", 2 * b->px);
+    snprintf(threads, sizeof threads, "%d", b->threads);
+    path_in(f16, sizeof f16, b->cache, "sdxl-f16.safetensors");
+    path_in(q8, sizeof q8, b->cache, "sdxl-q8_0.gguf");
+    path_in(out, sizeof out, b->cache, "fmimage-sdxl.png");
+    path_in(log, sizeof log, b->cache, "fmimage-sdxl.log");
+    if (!exists(q8)) {
+        fprintf(stderr, "bench: %s missing, SDXL Q8_0 rows skipped\n", q8);
+        return;
+    }
+    fprintf(stderr, "SDXL Q8_0 whole runs, %sx%s (child processes)\n", px, px);
+    char label[96];
+    if (b->fmimage) {
+        char *argv[] = {(char *)b->fmimage, "-m", f16, "-W", px, "-H", px, "--steps", "1", "--cfg", "7", "--sampler",
+                        "euler", "--seed", "42", "-t", threads, "--force", "-q", "-v", "-o", out, PROMPT, NULL};
+        snprintf(label, sizeof label, "fmimage SDXL F16 whole run, %s^2, 1 step CFG 7", px);
+        stage *s = add_stage(b, "sdxl.gen", label, 0);
+        snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
+        if (!child_stage(b, s, argv, log, 1)) {
+            child_precision(s, log);
+            log_stage(b, "sdxl.sampling", "fmimage SDXL F16 sampling, 1 step CFG 7", fm_log_seconds(log, "sampling"),
+                      "from fmimage -v output");
+        }
+        argv[2] = q8;
+        snprintf(label, sizeof label, "fmimage SDXL Q8_0 GGUF whole run, %s^2, 1 step CFG 7", px);
+        s = add_stage(b, "sdxl.gen_q8_0", label, 0);
+        snprintf(s->note, sizeof s->note, "fmimage CLI, euler, 1 run");
+        if (!child_stage(b, s, argv, log, 1)) {
+            child_precision(s, log);
+            log_stage(b, "sdxl.sampling_q8_0", "fmimage SDXL Q8_0 sampling, 1 step CFG 7",
+                      fm_log_seconds(log, "sampling"), "from fmimage -v output");
+        }
+    }
+    if (!b->sdcpp) return;
+    path_in(out, sizeof out, b->cache, "sdcpp-sdxl.png");
+    path_in(log, sizeof log, b->cache, "sdcpp-sdxl.log");
+    char *sargv[] = {(char *)b->sdcpp, "-m", q8, "-p", PROMPT, "-W", px, "-H", px, "--steps", "1", "--cfg-scale",
+                     "7", "--sampling-method", "euler", "-s", "42", "-t", threads, "-o", out, "-v", NULL};
+    snprintf(label, sizeof label, "sd.cpp SDXL Q8_0 GGUF whole run, %s^2, 1 step CFG 7", px);
+    stage *s = add_stage(b, "sdcpp.sdxl.gen_q8_0", label, 0);
+    snprintf(s->note, sizeof s->note, "sd-cli -t %s, euler, 1 run", threads);
+    if (child_stage(b, s, sargv, log, 1)) return;
+    log_stage(b, "sdcpp.sdxl.sampling_q8_0", "sd.cpp SDXL Q8_0 sampling, 1 step (+ U-Net load)",
+              log_seconds(log, "sampling completed", 0), "from sd-cli -v output");
+}
+
 /* Issue 16: the whole SD 1.5 run with one rank-64 LoRA / LoCon on every
  * layer (tools/mklora, bench.sh writes it to CACHE/loras), beside the same
  * run without it and sd.cpp given the same file (--lora-model-dir): time,
@@ -1081,6 +1165,8 @@ static void print_table(const bench *b)
         {"sd1.load", "sdcpp.sd1.load", "load (ours: a mapping; sd.cpp: reads)"},
         {"sd1.hires", "sdcpp.sd1.hires", "SD 1.5 hires fix x2, 2+2 steps, whole run"},
         {"upscale.cli", "sdcpp.upscale", "RRDBNet x4 upscale, CLI to CLI"},
+        {"sdxl.gen_q8_0", "sdcpp.sdxl.gen_q8_0", "SDXL Q8_0 GGUF 1 step CFG 7, whole run"},
+        {"sdxl.sampling_q8_0", "sdcpp.sdxl.sampling_q8_0", "SDXL Q8_0 sampling, 1 step CFG 7"},
     };
     int header = 0;
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
@@ -1097,6 +1183,10 @@ static void print_table(const bench *b)
     if (st && sp && st->wall > 0)
         printf("%-44s %9.2fs %9.2fs %8.2fx\n", "sampling, 2 steps (ours: 2 x one step)", 2 * st->wall, sp->wall,
                sp->wall / (2 * st->wall));
+    const stage *q = find_stage(b, "sdxl.gen_q8_0"), *h = find_stage(b, "sdxl.gen");
+    if (q && h && q->rss_gib > 0 && h->rss_gib > 0) /* issue 17's target: <= 0.60 */
+        printf("\nSDXL peak RSS, fmimage Q8_0 GGUF / F16 safetensors: %.2f / %.2f GiB = %.3f\n", q->rss_gib, h->rss_gib,
+               q->rss_gib / h->rss_gib);
 }
 
 /* Issue 22 item 4: the whole CLI run (sd1.gen, a child process) beside the
@@ -1307,6 +1397,8 @@ static double planned_flops(int reps, const char *only)
     if (only && wanted(only, "sd1x20")) f += 2 * clip + 40 * unet + vae;
     if (wanted(only, "hires")) /* 2 steps at 512, 2 at 1024, CFG: twice for sd.cpp's run */
         f += 2 * (4 * unet + 4 * unet_flops(&sd1_unet, 1, 128, 128, 77) + vae_decode_flops(&sd_vae, 128, 128));
+    if (only && wanted(only, "sdxlq8")) /* 3 runs (2 fmimage, sd.cpp) of 1 step with CFG at 1024 */
+        f += 3 * (2 * unet_flops(&sdxl_unet, 1, 128, 128, 77) + vae_decode_flops(&sd_vae, 128, 128));
     return f;
 }
 
@@ -1315,7 +1407,7 @@ static double planned_flops(int reps, const char *only)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench [--reps N] [--warmup N] [--threads T] [--px 512] [--upscale-px 128] [--precision auto] [--cache DIR] [--fmimage BIN] [--sdcpp BIN] [--json OUT]\n"
-                    "             [--dump DIR] [--only peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20] [--estimate-only] [--flops]\n");
+                    "             [--dump DIR] [--only peak,sd1,prec,gen,turbo,sdxl,sdcpp,lora,upscale,hires,sd1x20,sdxlq8] [--estimate-only] [--flops]\n");
     return 2;
 }
 
@@ -1404,6 +1496,7 @@ int main(int argc, char **argv)
     if (wanted(only, "upscale")) bench_upscale(&b);
     if (wanted(only, "hires")) bench_hires(&b);
     if (only && wanted(only, "sd1x20")) bench_sd1x20(&b);
+    if (only && wanted(only, "sdxlq8")) bench_sdxl_q8(&b);
     cJSON_AddNumberToObject(b.json, "total_s", now() - t0);
     print_table(&b);
     print_overhead(&b);

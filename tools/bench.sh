@@ -5,7 +5,8 @@
 #   BENCH_REPS=N        runs per stage, medians (default 3)
 #   BENCH_THREADS=T     threads for fmimage and sd.cpp (default 2)
 #   BENCH_ONLY=LIST     subset of peak,sd1,prec,gen,sdcpp,lora,turbo,sdxl,upscale,hires (default all),
-#                       or sd1x20: the 20-step whole runs beside sd.cpp (long; only when named)
+#                       or the long runs beside sd.cpp, only when named: sd1x20 (20 steps
+#                       at 512) and sdxlq8 (SDXL 1024 on one Q8_0 GGUF, fmimage and sd.cpp)
 #   BENCH_PRECISION=M   fp32, bf16 or auto (default): the SD 1.5 stage rows' and sd1.gen's mode
 #   BENCH_PX=N          image side for SD 1.5 / SD-Turbo, SDXL 2N (default 512;
 #                       smaller only to check the harness quickly)
@@ -42,6 +43,9 @@ ckpt=$CACHE/realesrgan-x4plus-f16.safetensors
 # The lora row's adapter: a random rank-64 LoRA/LoCon on every layer of SD 1.5.
 lora=$CACHE/loras/sd1-lora-r64.safetensors
 [ -f "$lora" ] || { mkdir -p "$CACHE/loras" && nice "$BUILD/tools/mklora" tests/data/layouts/sd1.tsv "$lora" --rank 64; }
+# The SDXL Q8_0 rows' GGUF (fmimage and sd.cpp both run this one file).
+q8=$CACHE/sdxl-q8_0.gguf
+case ",$ONLY," in *,sdxlq8,*) [ -f "$q8" ] || nice "$BUILD/fmimage" convert "$CACHE/sdxl-f16.safetensors" -o "$q8" --type q8_0 -q ;; esac
 # TAESD: the golden file is the TAESD architecture with seeded random weights.
 [ -f "$CACHE/taesd.safetensors" ] || cp tests/data/taesd-weights.safetensors "$CACHE/taesd.safetensors"
 

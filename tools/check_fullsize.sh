@@ -10,7 +10,8 @@
 #                                        sd15-folder sd21-folder sdxl-folder (issue 17),
 #                                        sd1-lora (issue 16: a rank-8 LoRA's merged tensors vs
 #                                        A1111's merge, tools/ref/lora_fullsize_ref.py; needs A1111_LORA),
-#                                        sdxl-lora (the same on SDXL: te1, te2 and U-Net)
+#                                        sdxl-lora (the same on SDXL: te1, te2 and U-Net),
+#                                        sd1-ckpt, sd1-q8_0, sdxl-q8_0 (issue 17, below)
 #
 # FAMILY-folder: a random full-size diffusers folder made by diffusers itself
 # and the checkpoint diffusers' conversion script makes of it, as .safetensors
@@ -20,6 +21,17 @@
 # and -m the .ckpt draw the same pixels; `fmimage convert DIR` and `fmimage
 # convert X.ckpt` give the script's tensors bit for bit; `fmimage convert
 # --type q8_0` to GGUF draws within Q8_0_DB (default 30) dB of the F16 image.
+#
+# sd1-ckpt: the random SD 1.5 file written by torch.save as a Lightning
+# checkpoint (tools/ref/ckpt_fullsize.py, $BENCH/sd1-f16.ckpt, made when
+# absent); -m the .ckpt draws the .safetensors' pixels exactly, and `fmimage
+# convert` of the .ckpt gives the .safetensors' tensors bit for bit.
+# FAMILY-q8_0: `fmimage convert --type q8_0` of the F16 file to GGUF, and its
+# image (1 step, SIZE_FAMILY) against the F16 file's, both --precision fp32:
+# PSNR >= Q8_0_DB (default 30); with random weights the image PSNR says
+# little, so the row also prints the weights' own signal-to-noise ratio
+# (compare_weights.py q8_0: every quantised tensor dequantised as ggml does
+# against the F16 file's).
 #
 # Inputs (made by make bench / build/tools/mkckpt when absent):
 #   $BENCH/sd1-f16.safetensors   random SD 1.5 (tests/data/layouts/sd1.tsv)
@@ -128,6 +140,34 @@ folder() { # folder FAMILY: issue 17's diffusers folder, .ckpt and GGUF checks
     rm -f "$o.q8_0.gguf"
 }
 
+ckpt_rows() { # issue 17: a full-size torch.save .ckpt against its .safetensors
+    st=$BENCH/sd1-f16.safetensors ck=$BENCH/sd1-f16.ckpt o=$OUT/sd1
+    need "$st" sd1.tsv
+    if [ ! -f "$ck" ]; then
+        flock "$LOCK" $PY tools/ref/ckpt_fullsize.py "$st" "$ck" >"$OUT/sd1-ckpt-make.log" 2>&1 ||
+            { echo "check_fullsize: sd1-ckpt: tools/ref/ckpt_fullsize.py failed ($OUT/sd1-ckpt-make.log)" >&2; fail=1; return; }
+    fi
+    m="--steps 1 -W 512 -H 512 --seed 1"
+    run sd1.st 512x512 "$o-st.png" "a red fox" -m "$st" $m
+    run sd1.ckpt 512x512 "$o-ckpt.png" "a red fox" -m "$ck" $m
+    check sd1.ckpt=st images "$o-st.png" "$o-ckpt.png"
+    convert sd1.conv-ckpt "$ck" "$o-ckpt.safetensors"
+    check sd1.conv-ckpt tensors "$st" "$o-ckpt.safetensors"
+    rm -f "$o-ckpt.safetensors"
+}
+
+q8_rows() { # q8_rows FAMILY SIDE: issue 17's Q8_0 GGUF against the F16 file in fp32
+    f=$1 s=$2 st=$BENCH/$1-f16.safetensors o=$OUT/$1
+    need "$st" "$f.tsv"
+    m="--steps 1 -W $s -H $s --seed 1 --precision fp32"
+    run "$f.fp32" "${s}x$s" "$o-fp32.png" "a red fox" -m "$st" $m
+    convert "$f.conv-q8_0" "$st" "$o.q8_0.gguf" --type q8_0
+    run "$f.q8_0" "${s}x$s" "$o-q8_0.png" "a red fox" -m "$o.q8_0.gguf" $m
+    check "$f.q8_0~fp32" images "$o-fp32.png" "$o-q8_0.png" "${Q8_0_DB:-30}"
+    check "$f.q8_0.snr" q8_0 "$st" "$o.q8_0.gguf"
+    rm -f "$o.q8_0.gguf"
+}
+
 families=${*:-sd1 sdxl upscale}
 echo "# $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/'); $(lscpu | sed -n 's/^Model name: *//p')"
 for f in $families; do
@@ -140,6 +180,9 @@ for f in $families; do
         in=$OUT/sd1-base.png
         [ -f "$in" ] || { mask "$in" 512; }
         run upscale 2048x2048 "$OUT/sd1-4x.png" upscale -m "$up" "$in" ;;
+    sd1-ckpt) ckpt_rows ;;
+    sd1-q8_0) q8_rows sd1 "${SIZE_sd1:-512}" ;;
+    sdxl-q8_0) q8_rows sdxl "${SIZE_sdxl:-1024}" ;;
     sd15-folder | sd21-folder | sdxl-folder) folder "${f%-folder}" ;;
     sd1-lora | sdxl-lora) # issue 16: a rank-8 LoRA/LoCon on every layer A1111 maps (SDXL: U-Net, te1, te2);
         # a few tensors as fmimage merges them vs A1111's merge
@@ -152,7 +195,7 @@ for f in $families; do
         rc=$?
         echo "$f: $(tail -1 "$OUT/$f.log") $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc)")"
         [ $rc -eq 0 ] || fail=1 ;;
-    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder, sd1-lora or sdxl-lora" >&2; exit 2 ;;
+    *) echo "check_fullsize: $f: not sd1, sdxl, upscale, sd15-folder, sd21-folder, sdxl-folder, sd1-lora, sdxl-lora, sd1-ckpt, sd1-q8_0 or sdxl-q8_0" >&2; exit 2 ;;
     esac
 done
 exit $fail

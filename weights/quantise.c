@@ -29,6 +29,12 @@ core_dtype wt_quant_choice(const wt_tensor *t, core_dtype want, int ggml_rows)
     if (ends(n, ".bias") || ends(n, ".scale") || ends(n, ".weight_scale") || strstr(n, "time_embed.") ||
         strstr(n, "label_emb.") || strstr(n, "embedding"))
         return t->dtype;
+    /* In memory the text encoders stay as the file has them when quantising:
+     * they run once per image and their file pages are dropped after the
+     * encoding, where a quantised copy would stay resident through the
+     * sampling and the decode (and is not needed for speed). */
+    if (!ggml_rows && core_dtype_is_quant(want) && (!strncmp(n, "cond_stage_model.", 17) || !strncmp(n, "conditioner.", 12)))
+        return t->dtype;
     int64_t blk = core_dtype_block(want);
     int64_t row = ggml_rows ? t->shape[t->ndim - 1] : (t->shape[0] ? wt_numel(t) / t->shape[0] : 0);
     if (row == 0 || row % blk) return t->dtype;

@@ -13,7 +13,10 @@
  * of 3 are never quantised) when the result is written as GGUF; in memory
  * (fmimage --type) a row is what the kernels read: a conv's cin*kh*kw, so
  * the convolutions are quantised too, except the small ones (under 2^14
- * elements: conv_in, conv_out, the VAE's quant convs). */
+ * elements: conv_in, conv_out, the VAE's quant convs), and the text
+ * encoders (cond_stage_model.*, conditioner.*) keep the file's type when the
+ * type asked is a quantised one: the pipeline drops their file pages once
+ * the prompts are encoded, which a quantised copy in memory would prevent. */
 #ifndef WT_QUANTISE_H
 #define WT_QUANTISE_H
 
