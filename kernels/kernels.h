@@ -93,6 +93,7 @@ int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const 
 void kn_q8_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias);
 int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias);
 const char *kn_q8_path(void);
+const char *kn_q8_path_for(core_dtype t); /* the path weights of type t take */
 
 /* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
 void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias);
