@@ -224,32 +224,45 @@ static void scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
 
 /* ggml's block_q4_K / block_q5_K / block_q6_K layouts (core/quant.c's
  * table): Q4_K d, dmin, scales[12], qs[128]; Q5_K d, dmin, scales[12],
- * qh[32], qs[128]; Q6_K ql[128], qh[64], int8 scales[16], d. */
+ * qh[32], qs[128]; Q6_K ql[128], qh[64], int8 scales[16], d. The value
+ * loops run over the 32 bytes of a quarter at a time (so the compiler
+ * vectorises them: the fast paths decode every weight row once per chunk
+ * of columns). */
 static void kq_unpack(core_dtype t, const uint8_t *b, kq_block *o)
 {
     if (t == FM_DT_Q6_K) {
-        const uint8_t *ql = b, *qh = b + 128;
-        for (int e = 0; e < QKK; e++) {
-            int half = e / 128, r = e % 128;
-            int lo = ql[half * 64 + r % 64] >> (4 * (r / 64)) & 0x0F;
-            int hi = qh[half * 32 + r % 32] >> (2 * (r / 32)) & 3;
-            o->u[e] = (uint8_t)(lo | hi << 4);
+        for (int h = 0; h < 2; h++) { /* 128 values: ql[64] low nibbles, qh[32] 2-bit pairs */
+            const uint8_t *ql = b + h * 64, *qh = b + 128 + h * 32;
+            uint8_t *u = o->u + h * 128;
+            for (int l = 0; l < 32; l++) {
+                u[l] = (uint8_t)((ql[l] & 0x0F) | (qh[l] & 3) << 4);
+                u[l + 32] = (uint8_t)((ql[l + 32] & 0x0F) | (qh[l] >> 2 & 3) << 4);
+                u[l + 64] = (uint8_t)((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4);
+                u[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (qh[l] >> 6) << 4);
+            }
         }
         for (int g = 0; g < NG; g++) o->sc[g] = (int8_t)b[192 + g], o->mn[g] = 32 * o->sc[g];
         o->d = o->dmin = w_scale(b + 208);
         return;
     }
     const uint8_t *qs = b + (t == FM_DT_Q5_K ? 48 : 16), *qh = b + 16;
+    for (int c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high) share 32 bytes */
+        uint8_t *u = o->u + c * 64;
+        for (int l = 0; l < 32; l++) {
+            u[l] = qs[c * 32 + l] & 0x0F;
+            u[l + 32] = qs[c * 32 + l] >> 4;
+        }
+        if (t == FM_DT_Q5_K)
+            for (int l = 0; l < 32; l++) {
+                u[l] |= (uint8_t)((qh[l] >> (2 * c) & 1) << 4);
+                u[l + 32] |= (uint8_t)((qh[l] >> (2 * c + 1) & 1) << 4);
+            }
+    }
     for (int j = 0; j < 8; j++) {
         int sc, m;
         scale_min_k4(j, b + 4, &sc, &m);
         o->sc[2 * j] = o->sc[2 * j + 1] = sc;
         o->mn[2 * j] = o->mn[2 * j + 1] = m;
-        for (int l = 0; l < 32; l++) {
-            int u = qs[j / 2 * 32 + l] >> (4 * (j & 1)) & 0x0F;
-            if (t == FM_DT_Q5_K) u |= (qh[l] >> j & 1) << 4;
-            o->u[j * 32 + l] = (uint8_t)u;
-        }
     }
     o->d = w_scale(b);
     o->dmin = w_scale(b + 2);
