@@ -210,18 +210,6 @@ typedef struct kq_block {
     float d, dmin;
 } kq_block;
 
-/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block. */
-static void scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0x0F) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* ggml's block_q4_K / block_q5_K / block_q6_K layouts (core/quant.c's
  * table): Q4_K d, dmin, scales[12], qs[128]; Q5_K d, dmin, scales[12],
  * qh[32], qs[128]; Q6_K ql[128], qh[64], int8 scales[16], d. The value
@@ -260,7 +248,7 @@ static void kq_unpack(core_dtype t, const uint8_t *b, kq_block *o)
     }
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        scale_min_k4(j, b + 4, &sc, &m);
+        core_scale_min_k4(j, b + 4, &sc, &m);
         o->sc[2 * j] = o->sc[2 * j + 1] = sc;
         o->mn[2 * j] = o->mn[2 * j + 1] = m;
     }
