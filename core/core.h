@@ -67,6 +67,9 @@ void core_convert_to_f32(float *dst, const void *src, core_dtype t, size_t n);
 /* ggml's reference dequantisation of nblocks blocks of a quantised type
  * (plain loops in ggml's order of operations: bit-exact with it). */
 void core_dequant_ref(float *dst, const void *src, core_dtype t, size_t nblocks);
+/* The 6-bit scale and min of sub-block j (0..7) from a Q4_K / Q5_K block's
+ * 12 scale bytes s (ggml's get_scale_min_k4). */
+void core_scale_min_k4(int j, const uint8_t *s, int *sc, int *m);
 /* Quantises n floats (a multiple of the block) into dst: Q4_0..Q8_0 as
  * ggml's reference quantisers do (bit for bit), the K types with a plain
  * range fit of their own (core/quant.c). 0, or -1 for another type. */

@@ -158,7 +158,7 @@ static void deq_q3_k(float *y, const uint8_t *b)
 }
 
 /* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block. */
-static void scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
+void core_scale_min_k4(int j, const uint8_t *s, int *sc, int *m)
 {
     if (j < 4) {
         *sc = s[j] & 63;
@@ -175,7 +175,7 @@ static void deq_q4_k(float *y, const uint8_t *b)
     const uint8_t *scales = b + 4, *qs = b + 16;
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        scale_min_k4(j, scales, &sc, &m);
+        core_scale_min_k4(j, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
         for (int l = 0; l < 32; l++) {
             int e = j * 32 + l;
@@ -191,7 +191,7 @@ static void deq_q5_k(float *y, const uint8_t *b)
     const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + 48;
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        scale_min_k4(j, scales, &sc, &m);
+        core_scale_min_k4(j, scales, &sc, &m);
         float d1 = d * (float)sc, m1 = dmin * (float)m;
         for (int l = 0; l < 32; l++) {
             int e = j * 32 + l;

@@ -77,22 +77,26 @@ int kn_scratch_threads(void);
  * scratch per call (text encoders, tests, tools) and compute with the
  * reference loop when that allocation fails: slower, never wrong. */
 
-/* Q8_0 weights (kn_q8_applies, kn_q8_conv_applies): kn_linear and
- * kn_conv2d quantise the activations (a linear's rows, a convolution's
- * im2col columns, K = cin*kh*kw) per block of 32 along K as ggml does
- * (q8_0) and run int8 dot products (AMX-INT8, AVX-512 VNNI, AVX-VNNI, AVX2,
- * or scalar: the same bits on each; kernels/q8_gemm.c). kn_q8_linear_ref and
+/* Q8_0 weights, and Q4_K / Q5_K / Q6_K weights with K a multiple of 256
+ * (kn_q8_applies, kn_q8_conv_applies; FM_KQUANT_INT8=0 turns the K-quants
+ * off): kn_linear and kn_conv2d quantise the activations (a linear's rows,
+ * a convolution's im2col columns, K = cin*kh*kw) per block along K as ggml
+ * does (q8_0 per 32 for Q8_0, q8_K per 256 for the K-quants) and run int8
+ * dot products (AMX-INT8 for Q8_0 only, AVX-512 VNNI, AVX-VNNI, AVX2, or
+ * scalar: the same bits on each; kernels/q8_gemm.c). kn_q8_linear_ref and
  * kn_q8_conv2d_ref are that arithmetic in plain loops; kn_linear_ref and
  * kn_conv2d_ref stay the float references of the dequantised weights.
  * kn_q8_*_path run a named path ("scalar", "avx2", "avx-vnni",
- * "avx512-vnni", "amx-int8"; -1 when the CPU lacks it), for tests;
- * kn_q8_path names the one the kernels use. */
+ * "avx512-vnni", "amx-int8"; -1 when the CPU lacks it or has no kernels
+ * for the weight type), for tests; kn_q8_path names the one Q8_0 weights
+ * use, kn_q8_path_for the one weights of type t use. */
 int kn_q8_applies(const kn_mat *w);
 size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads);
 int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias);
 void kn_q8_linear_ref(float *y, const float *x, int n, const kn_mat *w, const float *bias);
 int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias);
 const char *kn_q8_path(void);
+const char *kn_q8_path_for(core_dtype t);
 
 /* y[n][w->rows] = x[n][w->cols] . W^T + bias (bias may be NULL). */
 void kn_linear(float *y, const float *x, int n, const kn_mat *w, const float *bias);

@@ -28,11 +28,34 @@
  * AMX-INT8 multiplies signed by signed on 32 x 32 tiles per block (below).
  * A thread packs a chunk of panels (about 1 MiB, so it stays in L2) and runs
  * every row block over it; when there are fewer chunks than threads (a
- * linear on few tokens) the rows are split across threads too. */
+ * linear on few tokens) the rows are split across threads too.
+ *
+ * K-quant weights (Q4_K, Q5_K, Q6_K: super-blocks of 256 values, K a
+ * multiple of 256) run on the same driver, panels and im2col gathers, with
+ * ggml's q8_K activations: per 256 values along K, iscale = -127 / x_m (x_m
+ * the first value of largest magnitude), q = round-half-even(iscale * x)
+ * clamped to +-127, d = 1 / iscale kept as float, and the 16 sums of each
+ * 16 values (ggml's quantize_row_q8_K_ref). A weight super-block holds
+ * unsigned values u (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63), a scale sc[g] and
+ * a min mn[g] per 16-value group g (Q4_K / Q5_K: the 6-bit scale and min of
+ * the 32-value sub-block, so w = d sc u - dmin mn; Q6_K: w = d sc (u - 32),
+ * so mn = 32 sc), and ggml's vec_dot_q4_K_q8_K / q5_K / q6_K are, per
+ * super-block b, in order, with the exact integers
+ *     S = sum_g sc[g] sum_{j in g} u_j q_j,   M = sum_g mn[g] bsum_g(q):
+ *     Q4_K, Q5_K: y += (float)S * (d_w d_x) - (float)M * (dmin_w d_x)
+ *     Q6_K:       y += (float)(S - M) * (d_w d_x).
+ * The fast paths decode a block of weight rows once per chunk of panels
+ * (kq_decode: the 256 bytes u, the group scales and mins as int32, d and
+ * dmin as float) and multiply unsigned weights by signed activations
+ * directly (vpdpbusd, or vpmaddubsw's 16-bit pairs, which cannot saturate:
+ * 2 * 63 * 127 < 32767), one int32 lane per (row, column) per group, times
+ * the group's scale (vpmulld) into S; M is an int16-pair product of the
+ * mins with the panel's block sums (vpdpwssd / vpmaddwd). */
 #include "kernels/kernels.h"
 #include "kernels/gemm.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 #if defined(__x86_64__)
@@ -49,7 +72,27 @@ enum {
     PB = P_D + 4 * PW,   /* bytes per panel per block */
     CHUNK_BYTES = 1 << 20,
     TILE_ROWS = 32,      /* the micro-kernels' output: [TILE_ROWS][2 * PW] floats */
+    QKK = 256,           /* values per K-quant super-block (and q8_K activation block) */
+    GK = 16,             /* values per group (one scale, one block sum) */
+    NG = QKK / GK,
+    PK_Q = 0,            /* K panel block layout: int8 [QKK / 4][PW][4] */
+    PK_BS = QKK * PW,    /* int16 [NG / 2][PW][2]: the column's group sums, paired */
+    PK_D = PK_BS + 2 * NG * PW, /* float [PW]: the column's d */
+    PBK = PK_D + 4 * PW, /* bytes per panel per super-block */
+    D_Q = 0,             /* a decoded weight super-block: uint8 u[QKK] */
+    D_SC = QKK,          /* int32 [NG]: scale per group */
+    D_MN = D_SC + 4 * NG, /* int32 [NG / 2]: the mins of groups 2i, 2i+1 as an int16 pair */
+    D_D = D_MN + 2 * NG, /* float d, then float dmin */
+    DB = 384,            /* bytes per decoded super-block (D_D + 8, rounded to 64) */
+    KQ_MR = 4,           /* rows decoded at once: the most rows a K micro-kernel takes */
 };
+
+/* What the weight rows hold: Q8_0 blocks, or K-quant super-blocks with two
+ * scales (Q4_K, Q5_K) or one (Q6_K). */
+typedef enum { FMT_Q8_0, FMT_K_MIN, FMT_K6, N_FORMATS } q8_format;
+
+static int fmt_block(q8_format f) { return f == FMT_Q8_0 ? QK : QKK; }
+static size_t fmt_panel_block(q8_format f) { return f == FMT_Q8_0 ? PB : PBK; }
 
 /* One quantised activation block. */
 typedef struct q8_act {
@@ -98,6 +141,7 @@ static float w_scale(const uint8_t *b) { return core_f16_to_f32_1((uint16_t)(b[0
  * images x [n][cin][h][w]. Output (o, p) is y[o*so + p*sp], with the conv's
  * pixels of image p / fold at y + (p / fold) * fold_stride. */
 typedef struct q8_problem {
+    q8_format fmt;
     const kn_mat *w;
     const float *bias;
     const float *x;
@@ -156,6 +200,154 @@ static void q8_gemm_ref(const q8_problem *P, q8_act *col, float *v)
     }
 }
 
+
+/* ---- K-quants: the weight super-block's integers, q8_K, the plain loop ---- */
+
+/* One super-block's values as the math above reads them. */
+typedef struct kq_block {
+    uint8_t u[QKK];
+    int sc[NG], mn[NG];
+    float d, dmin;
+} kq_block;
+
+/* ggml's block_q4_K / block_q5_K / block_q6_K layouts (core/quant.c's
+ * table): Q4_K d, dmin, scales[12], qs[128]; Q5_K d, dmin, scales[12],
+ * qh[32], qs[128]; Q6_K ql[128], qh[64], int8 scales[16], d. The value
+ * loops run over the 32 bytes of a quarter at a time (so the compiler
+ * vectorises them: the fast paths decode every weight row once per chunk
+ * of columns). */
+static void kq_unpack(core_dtype t, const uint8_t *b, kq_block *o)
+{
+    if (t == FM_DT_Q6_K) {
+        for (int h = 0; h < 2; h++) { /* 128 values: ql[64] low nibbles, qh[32] 2-bit pairs */
+            const uint8_t *ql = b + h * 64, *qh = b + 128 + h * 32;
+            uint8_t *u = o->u + h * 128;
+            for (int l = 0; l < 32; l++) {
+                u[l] = (uint8_t)((ql[l] & 0x0F) | (qh[l] & 3) << 4);
+                u[l + 32] = (uint8_t)((ql[l + 32] & 0x0F) | (qh[l] >> 2 & 3) << 4);
+                u[l + 64] = (uint8_t)((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4);
+                u[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (qh[l] >> 6) << 4);
+            }
+        }
+        for (int g = 0; g < NG; g++) o->sc[g] = (int8_t)b[192 + g], o->mn[g] = 32 * o->sc[g];
+        o->d = o->dmin = w_scale(b + 208);
+        return;
+    }
+    const uint8_t *qs = b + (t == FM_DT_Q5_K ? 48 : 16), *qh = b + 16;
+    for (int c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high) share 32 bytes */
+        uint8_t *u = o->u + c * 64;
+        for (int l = 0; l < 32; l++) {
+            u[l] = qs[c * 32 + l] & 0x0F;
+            u[l + 32] = qs[c * 32 + l] >> 4;
+        }
+        if (t == FM_DT_Q5_K)
+            for (int l = 0; l < 32; l++) {
+                u[l] |= (uint8_t)((qh[l] >> (2 * c) & 1) << 4);
+                u[l + 32] |= (uint8_t)((qh[l] >> (2 * c + 1) & 1) << 4);
+            }
+    }
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        core_scale_min_k4(j, b + 4, &sc, &m);
+        o->sc[2 * j] = o->sc[2 * j + 1] = sc;
+        o->mn[2 * j] = o->mn[2 * j + 1] = m;
+    }
+    o->d = w_scale(b);
+    o->dmin = w_scale(b + 2);
+}
+
+/* One q8_K activation block. */
+typedef struct q8k_act {
+    float d;
+    int8_t q[QKK];
+    int16_t bsum[NG];
+} q8k_act;
+
+/* ggml's nearest_int for |v| <= 127: adding 1.5 * 2^23 rounds to an integer
+ * (half to even), subtracting it again is exact. */
+static inline int round_even(float v) { return (int)((v + 12582912.0f) - 12582912.0f); }
+
+/* One value of q8_K: clamped to +-127 before rounding, which changes no
+ * finite result (ggml clamps after rounding; |iscale x| exceeds 127 only by
+ * rounding) and sends a NaN (and the infinite iscale of a block of tiny
+ * values) to a defined value on every path. */
+static inline int8_t quantise_k_value(float x, float iscale)
+{
+    float v = x * iscale;
+    v = v > 127.0f ? 127.0f : v;
+    v = v >= -127.0f ? v : -127.0f;
+    return (int8_t)round_even(v);
+}
+
+/* ggml's quantize_row_q8_K_ref for one block of QKK values. */
+static void quantise_act_k(q8k_act *a, const float *x)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QKK; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    float iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+    a->d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    for (int j = 0; j < QKK; j++) a->q[j] = quantise_k_value(x[j], iscale);
+    for (int g = 0; g < NG; g++) {
+        int sum = 0;
+        for (int j = 0; j < GK; j++) sum += a->q[g * GK + j];
+        a->bsum[g] = (int16_t)sum;
+    }
+}
+
+static void kq_gemm_ref(const q8_problem *P, q8k_act *col, float *v)
+{
+    int nb = P->w->cols / QKK;
+    size_t bb = core_dtype_block_bytes(P->w->dtype);
+    const uint8_t *wd = P->w->data;
+    kq_block wb;
+    for (int p = 0; p < P->N; p++) {
+        for (int b = 0; b < nb; b++) {
+            for (int i = 0; i < QKK / QK; i++) gather_block(P, p, b * QKK + i * QK, v + i * QK);
+            quantise_act_k(&col[b], v);
+        }
+        for (int o = 0; o < P->w->rows; o++) {
+            float sum = 0.0f;
+            for (int b = 0; b < nb; b++) {
+                kq_unpack(P->w->dtype, wd + ((size_t)o * nb + b) * bb, &wb);
+                const q8k_act *a = &col[b];
+                int32_t S = 0, M = 0;
+                for (int g = 0; g < NG; g++) {
+                    int32_t dot = 0;
+                    for (int j = g * GK; j < (g + 1) * GK; j++) dot += (int32_t)wb.u[j] * a->q[j];
+                    S += wb.sc[g] * dot;
+                    M += wb.mn[g] * a->bsum[g];
+                }
+                if (P->fmt == FMT_K6) sum += (float)(S - M) * (wb.d * a->d);
+                else sum += (float)S * (wb.d * a->d) - (float)M * (wb.dmin * a->d);
+            }
+            *out_at(P, o, p) = sum + (P->bias ? P->bias[o] : 0.0f);
+        }
+    }
+}
+
+/* The fast paths' weight rows: rows [o, o + mr) decoded into dec (stride
+ * nb * DB), the layout the K micro-kernels read. */
+static void kq_decode(const q8_problem *P, int o, int mr, uint8_t *dec)
+{
+    int nb = P->w->cols / QKK;
+    size_t bb = core_dtype_block_bytes(P->w->dtype);
+    const uint8_t *wd = P->w->data;
+    kq_block wb;
+    for (int r = 0; r < mr; r++)
+        for (int b = 0; b < nb; b++) {
+            uint8_t *db = dec + ((size_t)r * nb + b) * DB;
+            kq_unpack(P->w->dtype, wd + ((size_t)(o + r) * nb + b) * bb, &wb);
+            memcpy(db + D_Q, wb.u, QKK);
+            int32_t sc[NG], mn[NG / 2];
+            for (int g = 0; g < NG; g++) sc[g] = wb.sc[g];
+            for (int i = 0; i < NG / 2; i++) mn[i] = (int32_t)((uint32_t)(uint16_t)wb.mn[2 * i] | (uint32_t)wb.mn[2 * i + 1] << 16);
+            memcpy(db + D_SC, sc, sizeof sc);
+            memcpy(db + D_MN, mn, sizeof mn);
+            memcpy(db + D_D, &wb.d, 4);
+            memcpy(db + D_D + 4, &wb.dmin, 4);
+        }
+}
 
 /* ---- panels ---- */
 
@@ -231,6 +423,49 @@ static void pack_panel(const q8_problem *P, int p0, uint8_t *pan)
         for (int k4 = 0; k4 < QK / 4; k4++)
             for (int j = 0; j < PW; j++)
                 for (int t = 0; t < 4; t++) pb[P_Q + k4 * PW * 4 + j * 4 + t] = (uint8_t)q[4 * k4 + t][j];
+    }
+}
+
+/* K panel of columns p0 .. p0+PW, one super-block: v [QKK][PW] values to
+ * q8_K as quantise_act_k per column (loops over the 16 columns, which the
+ * compiler vectorises with the same IEEE operations), the bytes interleaved
+ * by 4, the group sums paired by 2. */
+static inline __attribute__((always_inline)) void quantise_panel_k(float v[QKK][PW], uint8_t *pb)
+{
+    float amax[PW], max[PW], is[PW], *d = (float *)(pb + PK_D);
+    int8_t q[QKK][PW];
+    int16_t *bs = (int16_t *)(pb + PK_BS);
+    for (int j = 0; j < PW; j++) amax[j] = max[j] = 0.0f;
+    for (int i = 0; i < QKK; i++)
+        for (int j = 0; j < PW; j++) {
+            float a = fabsf(v[i][j]);
+            int more = a > amax[j];
+            amax[j] = more ? a : amax[j];
+            max[j] = more ? v[i][j] : max[j];
+        }
+    for (int j = 0; j < PW; j++) {
+        is[j] = amax[j] != 0.0f ? -127.0f / max[j] : 0.0f;
+        d[j] = amax[j] != 0.0f ? 1.0f / is[j] : 0.0f;
+    }
+    for (int i = 0; i < QKK; i++)
+        for (int j = 0; j < PW; j++) q[i][j] = quantise_k_value(v[i][j], is[j]);
+    for (int g = 0; g < NG; g++)
+        for (int j = 0; j < PW; j++) {
+            int sum = 0;
+            for (int i = g * GK; i < (g + 1) * GK; i++) sum += q[i][j];
+            bs[(g / 2) * PW * 2 + j * 2 + g % 2] = (int16_t)sum;
+        }
+    for (int k4 = 0; k4 < QKK / 4; k4++)
+        for (int j = 0; j < PW; j++)
+            for (int t = 0; t < 4; t++) pb[PK_Q + k4 * PW * 4 + j * 4 + t] = (uint8_t)q[4 * k4 + t][j];
+}
+
+static void pack_panel_k(const q8_problem *P, int p0, uint8_t *pan)
+{
+    float v[QKK][PW];
+    for (int b = 0; b < P->w->cols / QKK; b++) {
+        for (int i = 0; i < QKK / QK; i++) gather_panel_block(P, p0, b * QKK + i * QK, &v[i * QK]);
+        quantise_panel_k(v, pan + (size_t)b * PBK);
     }
 }
 
@@ -370,6 +605,104 @@ T512P static void pack_panel_512(const q8_problem *P, int p0, uint8_t *pan)
     }
 }
 
+/* The K packer on AVX-512: the stride-1 convolution's in-row panels
+ * gathered as in pack_panel_512, the same quantiser compiled for AVX-512. */
+T512P static void pack_panel_k512(const q8_problem *P, int p0, uint8_t *pan)
+{
+    float v[QKK][PW];
+    __m512 r[QK];
+    for (int b = 0; b < P->w->cols / QKK; b++) {
+        for (int i = 0; i < QKK / QK; i++) {
+            int k0 = b * QKK + i * QK;
+            if (P->conv && gather_row_segment(P, p0, k0, r))
+                for (int t = 0; t < QK; t++) _mm512_storeu_ps(v[i * QK + t], r[t]);
+            else
+                gather_panel_block(P, p0, k0, &v[i * QK]);
+        }
+        quantise_panel_k(v, pan + (size_t)b * PBK);
+    }
+}
+
+/* K micro-kernels on AVX-512 VNNI: up to 4 rows x 2 panels of decoded rows
+ * (w, stride ws) over nb super-blocks; G values per group (Q6_K 16, Q4_K /
+ * Q5_K 32: two groups share a scale, so their lanes are scaled together);
+ * SINGLE: Q6_K's (S - M) d, else S d - M dmin. */
+static inline int32_t load_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline float load_f32(const uint8_t *p)
+{
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#define MK512K_BODY(MR, NP, G, SINGLE)                                                                  \
+    __m512 f[MR][NP];                                                                                   \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int v = 0; v < NP; v++) f[r][v] = _mm512_setzero_ps();                                     \
+    for (int b = 0; b < nb; b++) {                                                                      \
+        const uint8_t *pb = pan + (size_t)b * PBK, *wb = w + (size_t)b * DB;                            \
+        __m512i S[MR][NP], acc[MR][NP];                                                                 \
+        for (int r = 0; r < MR; r++)                                                                    \
+            for (int v = 0; v < NP; v++) S[r][v] = _mm512_setzero_si512();                              \
+        for (int g = 0; g < QKK / G; g++) {                                                             \
+            for (int r = 0; r < MR; r++)                                                                \
+                for (int v = 0; v < NP; v++) acc[r][v] = _mm512_setzero_si512();                        \
+            for (int k4 = g * G / 4; k4 < (g + 1) * G / 4; k4++) {                                      \
+                __m512i a[NP];                                                                          \
+                for (int v = 0; v < NP; v++) a[v] = _mm512_loadu_si512(pb + v * ps + PK_Q + k4 * 64);   \
+                for (int r = 0; r < MR; r++) {                                                          \
+                    __m512i wv = _mm512_set1_epi32((int)load_u32(wb + r * ws + D_Q + k4 * 4));          \
+                    for (int v = 0; v < NP; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], wv, a[v]);  \
+                }                                                                                       \
+            }                                                                                           \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m512i sc = _mm512_set1_epi32(load_i32(wb + r * ws + D_SC + g * (G / GK) * 4));        \
+                for (int v = 0; v < NP; v++) S[r][v] = _mm512_add_epi32(S[r][v], _mm512_mullo_epi32(acc[r][v], sc)); \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < MR; r++)                                                                    \
+            for (int v = 0; v < NP; v++) acc[r][v] = _mm512_setzero_si512();                            \
+        for (int i = 0; i < NG / 2; i++) {                                                              \
+            __m512i bs[NP];                                                                             \
+            for (int v = 0; v < NP; v++) bs[v] = _mm512_loadu_si512(pb + v * ps + PK_BS + i * 64);      \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m512i mn = _mm512_set1_epi32(load_i32(wb + r * ws + D_MN + i * 4));                   \
+                for (int v = 0; v < NP; v++) acc[r][v] = _mm512_dpwssd_epi32(acc[r][v], mn, bs[v]);     \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < MR; r++) {                                                                  \
+            __m512 dw = _mm512_set1_ps(load_f32(wb + r * ws + D_D));                                    \
+            __m512 dm = _mm512_set1_ps(load_f32(wb + r * ws + D_D + 4));                                \
+            (void)dm;                                                                                   \
+            for (int v = 0; v < NP; v++) {                                                              \
+                __m512 dx = _mm512_loadu_ps((const float *)(pb + v * ps + PK_D)), t;                    \
+                if (SINGLE)                                                                             \
+                    t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(S[r][v], acc[r][v])), _mm512_mul_ps(dw, dx)); \
+                else                                                                                    \
+                    t = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[r][v]), _mm512_mul_ps(dw, dx)), \
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(dm, dx))); \
+                f[r][v] = _mm512_add_ps(f[r][v], t);                                                    \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int r = 0; r < MR; r++)                                                                        \
+        for (int v = 0; v < NP; v++) _mm512_storeu_ps(out + r * 2 * PW + v * PW, f[r][v]);
+
+T512 static void mk512k_4x2(MK_ARGS) { MK512K_BODY(4, 2, 32, 0) }
+T512 static void mk512k_1x2(MK_ARGS) { MK512K_BODY(1, 2, 32, 0) }
+T512 static void mk512k_4x1(MK_ARGS) { MK512K_BODY(4, 1, 32, 0) }
+T512 static void mk512k_1x1(MK_ARGS) { MK512K_BODY(1, 1, 32, 0) }
+T512 static void mk512k6_4x2(MK_ARGS) { MK512K_BODY(4, 2, 16, 1) }
+T512 static void mk512k6_1x2(MK_ARGS) { MK512K_BODY(1, 2, 16, 1) }
+T512 static void mk512k6_4x1(MK_ARGS) { MK512K_BODY(4, 1, 16, 1) }
+T512 static void mk512k6_1x1(MK_ARGS) { MK512K_BODY(1, 1, 16, 1) }
+
 /* 256-bit: up to 2 rows x 1 panel (two 8-column halves). STEP(acc, wv, a)
  * adds one 4-value step of one row to a lane vector. */
 #define MK256_BODY(MR, CORR, STEP)                                                                      \
@@ -419,6 +752,77 @@ TVNNI static void mkvnni_2(MK_ARGS) { (void)ps; MK256_BODY(2, 1, STEP_AVXVNNI) }
 TVNNI static void mkvnni_1(MK_ARGS) { (void)ps; MK256_BODY(1, 1, STEP_AVXVNNI) }
 TAVX2 static void mkavx2_2(MK_ARGS) { (void)ps; MK256_BODY(2, 0, STEP_AVX2) }
 TAVX2 static void mkavx2_1(MK_ARGS) { (void)ps; MK256_BODY(1, 0, STEP_AVX2) }
+
+/* K micro-kernels on 256 bits: up to 2 rows x 1 panel (two 8-column
+ * halves), groups of G as MK512K_BODY. STEP(acc, wv, a) adds 4 unsigned
+ * weight bytes times 4 signed activation bytes per lane, MSTEP(acc, mn, bs)
+ * an int16-pair product. */
+#define MK256K_BODY(MR, G, SINGLE, STEP, MSTEP)                                                         \
+    __m256 f[MR][2];                                                                                    \
+    for (int r = 0; r < MR; r++) f[r][0] = f[r][1] = _mm256_setzero_ps();                               \
+    for (int b = 0; b < nb; b++) {                                                                      \
+        const uint8_t *pb = pan + (size_t)b * PBK, *wb = w + (size_t)b * DB;                            \
+        __m256i S[MR][2], acc[MR][2];                                                                   \
+        for (int r = 0; r < MR; r++) S[r][0] = S[r][1] = _mm256_setzero_si256();                        \
+        for (int g = 0; g < QKK / G; g++) {                                                             \
+            for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();                \
+            for (int k4 = g * G / 4; k4 < (g + 1) * G / 4; k4++) {                                      \
+                __m256i a0 = _mm256_loadu_si256((const __m256i *)(pb + PK_Q + k4 * 64));                \
+                __m256i a1 = _mm256_loadu_si256((const __m256i *)(pb + PK_Q + k4 * 64 + 32));           \
+                for (int r = 0; r < MR; r++) {                                                          \
+                    __m256i wv = _mm256_set1_epi32((int)load_u32(wb + r * ws + D_Q + k4 * 4));          \
+                    STEP(acc[r][0], wv, a0);                                                            \
+                    STEP(acc[r][1], wv, a1);                                                            \
+                }                                                                                       \
+            }                                                                                           \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m256i sc = _mm256_set1_epi32(load_i32(wb + r * ws + D_SC + g * (G / GK) * 4));        \
+                S[r][0] = _mm256_add_epi32(S[r][0], _mm256_mullo_epi32(acc[r][0], sc));                 \
+                S[r][1] = _mm256_add_epi32(S[r][1], _mm256_mullo_epi32(acc[r][1], sc));                 \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();                    \
+        for (int i = 0; i < NG / 2; i++) {                                                              \
+            __m256i bs0 = _mm256_loadu_si256((const __m256i *)(pb + PK_BS + i * 64));                   \
+            __m256i bs1 = _mm256_loadu_si256((const __m256i *)(pb + PK_BS + i * 64 + 32));              \
+            for (int r = 0; r < MR; r++) {                                                              \
+                __m256i mn = _mm256_set1_epi32(load_i32(wb + r * ws + D_MN + i * 4));                   \
+                MSTEP(acc[r][0], mn, bs0);                                                              \
+                MSTEP(acc[r][1], mn, bs1);                                                              \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < MR; r++) {                                                                  \
+            __m256 dw = _mm256_set1_ps(load_f32(wb + r * ws + D_D));                                    \
+            __m256 dm = _mm256_set1_ps(load_f32(wb + r * ws + D_D + 4));                                \
+            (void)dm;                                                                                   \
+            for (int h = 0; h < 2; h++) {                                                               \
+                __m256 dx = _mm256_loadu_ps((const float *)(pb + PK_D + h * 32)), t;                    \
+                if (SINGLE)                                                                             \
+                    t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(S[r][h], acc[r][h])), _mm256_mul_ps(dw, dx)); \
+                else                                                                                    \
+                    t = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S[r][h]), _mm256_mul_ps(dw, dx)), \
+                                      _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][h]), _mm256_mul_ps(dm, dx))); \
+                f[r][h] = _mm256_add_ps(f[r][h], t);                                                    \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int r = 0; r < MR; r++) {                                                                      \
+        _mm256_storeu_ps(out + r * 2 * PW, f[r][0]);                                                    \
+        _mm256_storeu_ps(out + r * 2 * PW + 8, f[r][1]);                                                \
+    }
+
+#define STEPK_AVXVNNI(acc, wv, a) acc = _mm256_dpbusd_avx_epi32(acc, wv, a)
+#define MSTEP_AVXVNNI(acc, mn, bs) acc = _mm256_dpwssd_avx_epi32(acc, mn, bs)
+#define STEPK_AVX2(acc, wv, a) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(wv, a), _mm256_set1_epi16(1)))
+#define MSTEP_AVX2(acc, mn, bs) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(mn, bs))
+TVNNI static void mkvnnik_2(MK_ARGS) { (void)ps; MK256K_BODY(2, 32, 0, STEPK_AVXVNNI, MSTEP_AVXVNNI) }
+TVNNI static void mkvnnik_1(MK_ARGS) { (void)ps; MK256K_BODY(1, 32, 0, STEPK_AVXVNNI, MSTEP_AVXVNNI) }
+TVNNI static void mkvnnik6_2(MK_ARGS) { (void)ps; MK256K_BODY(2, 16, 1, STEPK_AVXVNNI, MSTEP_AVXVNNI) }
+TVNNI static void mkvnnik6_1(MK_ARGS) { (void)ps; MK256K_BODY(1, 16, 1, STEPK_AVXVNNI, MSTEP_AVXVNNI) }
+TAVX2 static void mkavx2k_2(MK_ARGS) { (void)ps; MK256K_BODY(2, 32, 0, STEPK_AVX2, MSTEP_AVX2) }
+TAVX2 static void mkavx2k_1(MK_ARGS) { (void)ps; MK256K_BODY(1, 32, 0, STEPK_AVX2, MSTEP_AVX2) }
+TAVX2 static void mkavx2k6_2(MK_ARGS) { (void)ps; MK256K_BODY(2, 16, 1, STEPK_AVX2, MSTEP_AVX2) }
+TAVX2 static void mkavx2k6_1(MK_ARGS) { (void)ps; MK256K_BODY(1, 16, 1, STEPK_AVX2, MSTEP_AVX2) }
 
 /* AMX-INT8 (TDPBSSD, signed x signed): 32 rows x 2 panels per call, four
  * 16 x 16 int32 tiles (tmm0-3) made afresh for each block of 32: the A
@@ -485,29 +889,44 @@ TAMX static void mkamx_32x1(MK_ARGS)
 
 typedef void (*mk_fn)(const uint8_t *w, size_t ws, int nb, const uint8_t *pan, size_t ps, float *out);
 
-/* A path: its micro-kernels for [full rows][full panels], [1 row][full],
- * [full][1 panel], [1][1] (mr rows, np panels at most). */
+/* A path's kernels for one weight format: micro-kernels for [full rows]
+ * [full panels], [1 row][full], [full][1 panel], [1][1] (mr rows, np panels
+ * at most; none: the path does not run that format), and the packer. */
 typedef void (*pack_fn)(const q8_problem *P, int p0, uint8_t *pan);
 
-typedef struct q8_path {
-    const char *name, *cpu;
+typedef struct q8_kernels {
     int mr, np;
     mk_fn k[4];
     pack_fn pack;
     int rest;                   /* the path for fewer rows than mr, or 0: one at a time */
     void (*begin)(void), (*end)(void); /* per thread around the kernels, or NULL */
+} q8_kernels;
+
+typedef struct q8_path {
+    const char *name, *cpu;
+    q8_kernels f[N_FORMATS];
 } q8_path;
 
 enum { PATH_AVX512_VNNI = 3 };
 static const q8_path paths[] = {
     {.name = "scalar"},
 #if defined(__x86_64__)
-    {.name = "avx2", .cpu = "avx2", .mr = 2, .np = 1, .k = {mkavx2_2, mkavx2_1}, .pack = pack_panel},
-    {.name = "avx-vnni", .cpu = "avxvnni", .mr = 2, .np = 1, .k = {mkvnni_2, mkvnni_1}, .pack = pack_panel},
-    [PATH_AVX512_VNNI] = {.name = "avx512-vnni", .cpu = "avx512vnni", .mr = 4, .np = 2,
-                          .k = {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}, .pack = pack_panel_512},
-    {.name = "amx-int8", .cpu = "amxint8", .mr = AMX_MR, .np = 2, .k = {mkamx_32x2, NULL, mkamx_32x1},
-     .pack = pack_panel_512, .rest = PATH_AVX512_VNNI, .begin = amx_int8_begin, .end = amx_int8_end},
+    {.name = "avx2", .cpu = "avx2",
+     .f = {{.mr = 2, .np = 1, .k = {mkavx2_2, mkavx2_1}, .pack = pack_panel},
+           {.mr = 2, .np = 1, .k = {mkavx2k_2, mkavx2k_1}, .pack = pack_panel_k},
+           {.mr = 2, .np = 1, .k = {mkavx2k6_2, mkavx2k6_1}, .pack = pack_panel_k}}},
+    {.name = "avx-vnni", .cpu = "avxvnni",
+     .f = {{.mr = 2, .np = 1, .k = {mkvnni_2, mkvnni_1}, .pack = pack_panel},
+           {.mr = 2, .np = 1, .k = {mkvnnik_2, mkvnnik_1}, .pack = pack_panel_k},
+           {.mr = 2, .np = 1, .k = {mkvnnik6_2, mkvnnik6_1}, .pack = pack_panel_k}}},
+    [PATH_AVX512_VNNI] = {.name = "avx512-vnni", .cpu = "avx512vnni",
+     .f = {{.mr = 4, .np = 2, .k = {mk512_4x2, mk512_1x2, mk512_4x1, mk512_1x1}, .pack = pack_panel_512},
+           {.mr = 4, .np = 2, .k = {mk512k_4x2, mk512k_1x2, mk512k_4x1, mk512k_1x1}, .pack = pack_panel_k512},
+           {.mr = 4, .np = 2, .k = {mk512k6_4x2, mk512k6_1x2, mk512k6_4x1, mk512k6_1x1}, .pack = pack_panel_k512}}},
+    /* K-quants have no AMX kernels: on an AMX CPU they take avx512-vnni */
+    {.name = "amx-int8", .cpu = "amxint8",
+     .f = {{.mr = AMX_MR, .np = 2, .k = {mkamx_32x2, NULL, mkamx_32x1}, .pack = pack_panel_512,
+            .rest = PATH_AVX512_VNNI, .begin = amx_int8_begin, .end = amx_int8_end}}},
 #endif
 };
 enum { N_PATHS = sizeof paths / sizeof paths[0] };
@@ -528,35 +947,46 @@ static int path_runs(int i)
 #endif
 }
 
-/* The best path the chosen ISA allows (FM_ISA lowers it as for the GEMM):
- * AMX-INT8 (FM_AMX=0 turns it off) or AVX-512 VNNI under avx512, AVX-VNNI or
- * AVX2 under avx2, else scalar. */
-static int choose_path(void)
+/* Path i runs weights of format f here. */
+static int path_serves(int i, q8_format f) { return path_runs(i) && (i == 0 || paths[i].f[f].k[0]); }
+
+/* The best path the chosen ISA allows for format f (FM_ISA lowers it as
+ * for the GEMM): AMX-INT8 (Q8_0 only; FM_AMX=0 turns it off) or AVX-512
+ * VNNI under avx512, AVX-VNNI or AVX2 under avx2, else scalar. */
+static int choose_path(q8_format f)
 {
     kn_isa isa = kn_isa_chosen();
     int best = 0;
     for (int i = 1; i < N_PATHS; i++) {
-        int allowed = paths[i].mr >= 4 ? isa == FM_ISA_AVX512 : isa >= FM_ISA_AVX2;
-        if (allowed && path_runs(i)) best = i;
+        int allowed = paths[i].f[FMT_Q8_0].mr >= 4 ? isa == FM_ISA_AVX512 : isa >= FM_ISA_AVX2;
+        if (allowed && path_serves(i, f)) best = i;
     }
     return best;
 }
 
-const char *kn_q8_path(void) { return paths[choose_path()].name; }
+static q8_format format_of(core_dtype t)
+{
+    return t == FM_DT_Q8_0 ? FMT_Q8_0 : t == FM_DT_Q6_K ? FMT_K6 : FMT_K_MIN;
+}
+
+const char *kn_q8_path(void) { return paths[choose_path(FMT_Q8_0)].name; }
+const char *kn_q8_path_for(core_dtype t) { return paths[choose_path(format_of(t))].name; }
 
 /* ---- the blocked driver ---- */
 
 typedef struct q8_layout {
     int nb, npanels, chunk_panels, nchunks, rows_per, nsplit, threads;
-    size_t panel_bytes, slice_bytes;
+    size_t panel_bytes, decoded_bytes, slice_bytes;
 } q8_layout;
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-static q8_layout layout_of(int N, const kn_mat *w, int threads)
+/* A thread's slice: its chunk of panels, the micro-kernels' output tile
+ * and (K-quants) the decoded weight rows. */
+static q8_layout layout_of(q8_format f, int N, const kn_mat *w, int threads)
 {
-    q8_layout L = {.nb = w->cols / QK, .npanels = (N + PW - 1) / PW, .threads = threads > 0 ? threads : 1};
-    L.panel_bytes = (size_t)L.nb * PB;
+    q8_layout L = {.nb = w->cols / fmt_block(f), .npanels = (N + PW - 1) / PW, .threads = threads > 0 ? threads : 1};
+    L.panel_bytes = (size_t)L.nb * fmt_panel_block(f);
     size_t fit = CHUNK_BYTES / L.panel_bytes;
     L.chunk_panels = fit < 2 ? 2 : fit > 16 ? 16 : (int)fit & ~1;
     if (L.chunk_panels > L.npanels) L.chunk_panels = L.npanels > 0 ? L.npanels : 1;
@@ -568,36 +998,48 @@ static q8_layout layout_of(int N, const kn_mat *w, int threads)
     }
     if (L.nsplit < 1) L.nsplit = 1;
     L.rows_per = ((w->rows + L.nsplit - 1) / L.nsplit + 31) & ~31; /* whole AMX row blocks */
-    L.slice_bytes = align64((size_t)L.chunk_panels * L.panel_bytes) + align64(TILE_ROWS * 2 * PW * sizeof(float));
+    L.decoded_bytes = f == FMT_Q8_0 ? 0 : (size_t)KQ_MR * L.nb * DB;
+    L.slice_bytes = align64((size_t)L.chunk_panels * L.panel_bytes) + align64(TILE_ROWS * 2 * PW * sizeof(float)) +
+                    L.decoded_bytes;
     return L;
 }
 
-static size_t ref_scratch(int K) { return align64((size_t)(K / QK) * sizeof(q8_act)) + QK * sizeof(float); }
-
-static size_t fast_scratch(int N, const kn_mat *w, int threads)
+static size_t ref_scratch(q8_format f, int K)
 {
-    q8_layout L = layout_of(N, w, threads);
-    size_t fast = (size_t)L.threads * L.slice_bytes, ref = ref_scratch(w->cols);
+    size_t act = f == FMT_Q8_0 ? (size_t)(K / QK) * sizeof(q8_act) : (size_t)(K / QKK) * sizeof(q8k_act);
+    return align64(act) + QKK * sizeof(float);
+}
+
+static size_t fast_scratch(q8_format f, int N, const kn_mat *w, int threads)
+{
+    q8_layout L = layout_of(f, N, w, threads);
+    size_t fast = (size_t)L.threads * L.slice_bytes, ref = ref_scratch(f, w->cols);
     return fast > ref ? fast : ref;
 }
 
-/* Rows [o0, o1) over the packed chunk starting at column p0 (np panels). */
-static void run_rows(const q8_problem *P, const q8_path *k, const uint8_t *pan, size_t ps, int np, int p0, int o0,
-                     int o1, float *tile)
+/* Rows [o0, o1) over the packed chunk starting at column p0 (np panels);
+ * dec: the thread's decoded rows (K-quants). */
+static void run_rows(const q8_problem *P, int path, const uint8_t *pan, size_t ps, int np, int p0, int o0,
+                     int o1, float *tile, uint8_t *dec)
 {
-    int nb = P->w->cols / QK;
-    size_t ws = (size_t)nb * QB;
-    const uint8_t *wd = P->w->data;
+    const q8_kernels *k = &paths[path].f[P->fmt];
+    int nb = P->w->cols / fmt_block(P->fmt);
+    size_t ws = P->fmt == FMT_Q8_0 ? (size_t)nb * QB : (size_t)nb * DB;
     for (int o = o0; o < o1;) {
         if (o1 - o < k->mr && k->rest) {
-            run_rows(P, &paths[k->rest], pan, ps, np, p0, o, o1, tile);
+            run_rows(P, k->rest, pan, ps, np, p0, o, o1, tile, dec);
             return;
         }
         int mr = o1 - o >= k->mr ? k->mr : 1;
+        const uint8_t *wr = (const uint8_t *)P->w->data + (size_t)o * ws;
+        if (P->fmt != FMT_Q8_0) {
+            kq_decode(P, o, mr, dec);
+            wr = dec;
+        }
         for (int v = 0; v < np;) {
             int nv = np - v >= k->np ? k->np : 1;
             mk_fn fn = k->k[(mr == 1) + 2 * (nv == 1 && k->np > 1)];
-            fn(wd + (size_t)o * ws, ws, nb, pan + (size_t)v * ps, ps, tile);
+            fn(wr, ws, nb, pan + (size_t)v * ps, ps, tile);
             int nj = P->N - (p0 + v * PW) < nv * PW ? P->N - (p0 + v * PW) : nv * PW;
             float *col[2 * PW]; /* the columns' outputs in row o: the divisions once per tile */
             for (int j = 0; j < nj; j++) col[j] = out_at(P, o, p0 + v * PW + j);
@@ -612,15 +1054,17 @@ static void run_rows(const q8_problem *P, const q8_path *k, const uint8_t *pan, 
     }
 }
 
-static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int threads)
+static void q8_gemm_fast(const q8_problem *P, int path, void *base, int threads)
 {
-    q8_layout L = layout_of(P->N, P->w, threads);
+    const q8_kernels *k = &paths[path].f[P->fmt];
+    q8_layout L = layout_of(P->fmt, P->N, P->w, threads);
     int items = L.nchunks * L.nsplit;
     double flops = 2.0 * P->N * P->w->rows * (double)P->w->cols;
 #pragma omp parallel num_threads(L.threads) if (L.threads > 1 && flops > 2e6)
     {
         uint8_t *slice = (uint8_t *)base + (size_t)omp_get_thread_num() * L.slice_bytes;
         float *tile = (float *)(slice + align64((size_t)L.chunk_panels * L.panel_bytes));
+        uint8_t *dec = (uint8_t *)tile + align64(TILE_ROWS * 2 * PW * sizeof(float));
         int packed = -1;
         if (k->begin) k->begin();
 #pragma omp for schedule(static)
@@ -632,7 +1076,7 @@ static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int 
                 packed = chunk;
             }
             int o0 = split * L.rows_per, o1 = o0 + L.rows_per < P->w->rows ? o0 + L.rows_per : P->w->rows;
-            if (o0 < o1) run_rows(P, k, slice, L.panel_bytes, np, pan0 * PW, o0, o1, tile);
+            if (o0 < o1) run_rows(P, path, slice, L.panel_bytes, np, pan0 * PW, o0, o1, tile, dec);
         }
         if (k->end) k->end();
     }
@@ -641,48 +1085,61 @@ static void q8_gemm_fast(const q8_problem *P, const q8_path *k, void *base, int 
 /* Runs P on path i in scratch base (NULL: allocates it); -1 without memory. */
 static int q8_gemm_run(const q8_problem *P, int i, void *base, int threads)
 {
-    int nb = P->w->cols / QK;
     void *own = NULL;
     if (!base) {
-        base = own = core_alloc(i ? fast_scratch(P->N, P->w, threads) : ref_scratch(P->w->cols));
+        base = own = core_alloc(i ? fast_scratch(P->fmt, P->N, P->w, threads) : ref_scratch(P->fmt, P->w->cols));
         if (!base) return -1;
     }
-    if (i) q8_gemm_fast(P, &paths[i], base, threads);
-    else q8_gemm_ref(P, base, (float *)((char *)base + align64((size_t)nb * sizeof(q8_act))));
+    if (i) {
+        q8_gemm_fast(P, i, base, threads);
+    } else if (P->fmt == FMT_Q8_0) {
+        q8_gemm_ref(P, base, (float *)((char *)base + align64((size_t)(P->w->cols / QK) * sizeof(q8_act))));
+    } else {
+        kq_gemm_ref(P, base, (float *)((char *)base + align64((size_t)(P->w->cols / QKK) * sizeof(q8k_act))));
+    }
     core_free(own);
     return 0;
 }
 
-static int path_index(const char *name)
+static int path_index(const char *name, q8_format f)
 {
     for (int i = 0; i < N_PATHS; i++)
-        if (!strcmp(paths[i].name, name)) return path_runs(i) ? i : -1;
+        if (!strcmp(paths[i].name, name)) return path_serves(i, f) ? i : -1;
     return -1;
 }
 
 /* ---- linears ---- */
 
-int kn_q8_applies(const kn_mat *w) { return w->dtype == FM_DT_Q8_0 && w->cols % QK == 0 && w->cols > 0; }
+/* FM_KQUANT_INT8=0 sends K-quant weights to the float GEMM, which
+ * dequantises them per tile (A/B in kbench). */
+int kn_q8_applies(const kn_mat *w)
+{
+    if (w->cols <= 0) return 0;
+    if (w->dtype == FM_DT_Q8_0) return w->cols % QK == 0;
+    if (w->dtype != FM_DT_Q4_K && w->dtype != FM_DT_Q5_K && w->dtype != FM_DT_Q6_K) return 0;
+    const char *e = getenv("FM_KQUANT_INT8");
+    return w->cols % QKK == 0 && !(e && *e == '0');
+}
 
 static q8_problem linear_problem(float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
-    return (q8_problem){.w = w, .bias = bias, .x = x, .N = n, .y = y, .so = 1, .sp = (size_t)w->rows,
-                        .fold = (size_t)n > 0 ? (size_t)n : 1, .fold_stride = 0};
+    return (q8_problem){.fmt = format_of(w->dtype), .w = w, .bias = bias, .x = x, .N = n, .y = y, .so = 1,
+                        .sp = (size_t)w->rows, .fold = (size_t)n > 0 ? (size_t)n : 1, .fold_stride = 0};
 }
 
-size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads) { return fast_scratch(n, w, threads); }
+size_t kn_q8_linear_scratch(int n, const kn_mat *w, int threads) { return fast_scratch(format_of(w->dtype), n, w, threads); }
 
 int kn_q8_linear_ws(const kn_scratch *s, float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
     if (!s || !s->base || s->bytes < kn_q8_linear_scratch(n, w, s->threads)) return -1;
     q8_problem P = linear_problem(y, x, n, w, bias);
-    return q8_gemm_run(&P, choose_path(), s->base, s->threads);
+    return q8_gemm_run(&P, choose_path(P.fmt), s->base, s->threads);
 }
 
 int kn_q8_linear_path(const char *path, float *y, const float *x, int n, const kn_mat *w, const float *bias)
 {
-    int i = path_index(path);
     q8_problem P = linear_problem(y, x, n, w, bias);
+    int i = path_index(path, P.fmt);
     return i < 0 ? -1 : q8_gemm_run(&P, i, NULL, kn_scratch_threads());
 }
 
@@ -703,27 +1160,27 @@ static q8_problem conv_problem(float *y, const float *x, const kn_conv *c, int n
 {
     int oh = kn_conv_out_h(c, h), ow = kn_conv_out_w(c, w);
     size_t ohw = (size_t)oh * ow;
-    return (q8_problem){.w = &c->w, .bias = c->bias, .x = x, .conv = c, .h = h, .wd = w, .oh = oh, .ow = ow,
-                        .N = n * oh * ow, .y = y, .so = ohw, .sp = 1, .fold = ohw ? ohw : 1,
-                        .fold_stride = (size_t)c->cout * ohw};
+    return (q8_problem){.fmt = format_of(c->w.dtype), .w = &c->w, .bias = c->bias, .x = x, .conv = c, .h = h,
+                        .wd = w, .oh = oh, .ow = ow, .N = n * oh * ow, .y = y, .so = ohw, .sp = 1,
+                        .fold = ohw ? ohw : 1, .fold_stride = (size_t)c->cout * ohw};
 }
 
 size_t kn_q8_conv2d_scratch(const kn_conv *c, int n, int h, int w, int threads)
 {
-    return fast_scratch(n * kn_conv_out_h(c, h) * kn_conv_out_w(c, w), &c->w, threads);
+    return fast_scratch(format_of(c->w.dtype), n * kn_conv_out_h(c, h) * kn_conv_out_w(c, w), &c->w, threads);
 }
 
 int kn_q8_conv2d_ws(const kn_scratch *s, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
     if (!s || !s->base || s->bytes < kn_q8_conv2d_scratch(c, n, h, w, s->threads)) return -1;
     q8_problem P = conv_problem(y, x, c, n, h, w);
-    return q8_gemm_run(&P, choose_path(), s->base, s->threads);
+    return q8_gemm_run(&P, choose_path(P.fmt), s->base, s->threads);
 }
 
 int kn_q8_conv2d_path(const char *path, float *y, const float *x, const kn_conv *c, int n, int h, int w)
 {
-    int i = path_index(path);
     q8_problem P = conv_problem(y, x, c, n, h, w);
+    int i = path_index(path, P.fmt);
     return i < 0 ? -1 : q8_gemm_run(&P, i, NULL, kn_scratch_threads());
 }
 

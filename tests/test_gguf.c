@@ -172,8 +172,9 @@ static void test_quant_kernels(void **state)
             kn_linear_ref(yr, x, n, &m, NULL);
             double scale = 0;
             for (int k = 0; k < n * 3; k++) scale = fmax(scale, fabs(yr[k]));
-            /* Q8_0: int8 products on activations quantised per block (1/254
-             * of each block's max per value): within 1% of the float result */
+            /* Q8_0, Q4_K, Q5_K, Q6_K: int8 products on activations quantised
+             * per block (1/254 of each block's max per value): within 1% of
+             * the float result */
             double tol = kn_q8_applies(&m) ? 1e-2 : prec && kn_has_bf16() ? 2e-2 : 1e-5;
             tu_assert_close(y, yr, (size_t)n * 3, tol * scale, name);
             if (kn_q8_applies(&m)) { /* and bit for bit the plain loop of that arithmetic, on every path */
@@ -184,12 +185,12 @@ static void test_quant_kernels(void **state)
                 for (int p = 0; p < 4; p++) {
                     float yp[7 * 3];
                     if (kn_q8_linear_path(paths[p], yp, x, n, &m, NULL)) continue; /* not on this CPU */
-                    if (memcmp(yp, yq, sizeof yq)) fail_msg("Q8_0 path %s differs from the plain loop", paths[p]);
+                    if (memcmp(yp, yq, sizeof yq)) fail_msg("%s path %s differs from the plain loop", name, paths[p]);
                 }
             }
         }
         /* a 1x1 conv and a 3x3 conv over the same blocks: 3 x [512] = [3][512][1][1] */
-        if (kn_q8_applies(&m)) print_message("  Q8_0 kn_linear path here: %s\n", kn_q8_path());
+        if (kn_q8_applies(&m)) print_message("  %s kn_linear path here: %s\n", name, kn_q8_path_for(t->dtype));
         kn_conv c = {.w = m, .cin = 512, .cout = 3, .kh = 1, .kw = 1, .stride = 1};
         c.w.packed_kind = 0;
         float img[512 * 4], o[3 * 4], orf[3 * 4];

@@ -273,6 +273,17 @@ static void test_type_at_load(void **state)
         free(q);
     }
     free(ref);
+    /* tiny-sdxl's 11 Q4_K matrices (K a multiple of 256; tiny-sd1 has 1) in
+     * the int8 GEMM, and through the dequantising one for comparison */
+    ref = draw("tests/data/tiny-sdxl.safetensors", "sdxl-fp32", NULL);
+    uint8_t *q = draw("tests/data/tiny-sdxl.safetensors", "sdxl-q4_k", "q4_k");
+    setenv("FM_KQUANT_INT8", "0", 1);
+    uint8_t *qd = draw("tests/data/tiny-sdxl.safetensors", "sdxl-q4_k-deq", "q4_k");
+    unsetenv("FM_KQUANT_INT8");
+    double p = cu_psnr8(q, ref, n);
+    printf("  tiny-sdxl --type q4_k vs F32: %.2f dB int8, %.2f dB dequantised to float\n", p, cu_psnr8(qd, ref, n));
+    assert_true(p >= 20);
+    free(q), free(qd), free(ref);
     char out[300], err[4096];
     snprintf(out, sizeof out, "%s/bad.png", dir);
     const char *bad[] = {"-m", "tests/data/tiny-sd1.safetensors", "x", "--type", "iq2_xs", "-o", out, NULL};

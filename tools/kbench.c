@@ -5,6 +5,7 @@
  *   kbench [repeats]       (default 3)
  *   kbench repeats conv    only the 3x3 convolutions, direct vs Winograd
  *   kbench repeats q8      Q8_0 int8 products against F16 weights in fp32 / bf16
+ *   kbench repeats qk      Q4_K / Q6_K int8 against F16 bf16 and Q4_K dequantised to bf16
  * Each line gives the median wall-clock time and, because the machine may be
  * shared, the least CPU time per thread: what the run takes with the cores to
  * itself. The fraction of peak is computed from the latter. */
@@ -192,55 +193,81 @@ static void bench_wino_all(double peak, int reps)
     }
 }
 
-/* ---- Q8_0 int8 against the F16 weights' fp32 and bf16 modes ---- */
+/* ---- int8 GEMMs on quantised weights against the F16 weights' fp32 and bf16 modes ---- */
+
+/* One way to run a layer: its weights as dtype (F16, or quantised from the
+ * same random floats by core_quantize), the precision kn_mat_pack records,
+ * and for K-quants whether the int8 GEMM runs (else the float GEMM
+ * dequantises them per tile: FM_KQUANT_INT8=0). */
+typedef struct bench_mode {
+    const char *name;
+    core_dtype dtype;
+    fm_precision prec;
+    int int8;
+} bench_mode;
 
 /* One convolution (k x k, pad k/2) or, with k = 0, a linear of hw tokens
- * (cin -> cout), on the same random weights as F16 (fp32 mode, bf16 mode;
- * the algorithm kn_conv2d picks) and as Q8_0 (the int8 GEMM), the three
+ * (cin -> cout), in each mode (the algorithm kn_conv2d picks), the modes
  * alternating within each repetition on one planned scratch. Prints the
- * median CPU time per thread and the ratio to the bf16 mode's. */
-static void bench_q8(const char *what, int cin, int cout, int k, int hw, int n, int reps)
+ * median CPU time per thread and the ratio to mode base's. */
+static void bench_modes(const char *what, int cin, int cout, int k, int hw, int n, int reps, const bench_mode *modes,
+                        int nm, int base)
 {
     int K = cin * (k ? k * k : 1), pad = k / 2;
     kn_conv c = {.cin = cin, .cout = cout, .kh = k ? k : 1, .kw = k ? k : 1, .stride = 1,
                  .pad_t = pad, .pad_l = pad, .pad_b = pad, .pad_r = pad};
     size_t nw = (size_t)cout * K, npx = k ? (size_t)n * hw * hw : (size_t)hw, nx = npx * cin, ny = npx * cout;
     float *wf = rnd(nw, 31), *bias = rnd(cout, 32), *x = rnd(nx, 33), *y = core_alloc(sizeof(float) * ny);
-    void *q8 = core_alloc(core_dtype_bytes(FM_DT_Q8_0, nw));
-    if (!y || !q8 || core_quantize(q8, wf, FM_DT_Q8_0, nw)) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
-    kn_mat mats[3] = {{.data = to_f16(wf, nw), .dtype = FM_DT_F16, .rows = cout, .cols = K},
-                      {.data = mats[0].data, .dtype = FM_DT_F16, .rows = cout, .cols = K},
-                      {.data = q8, .dtype = FM_DT_Q8_0, .rows = cout, .cols = K}};
-    kn_mat_pack(&mats[0], FM_PREC_FP32);
-    kn_mat_pack(&mats[1], FM_PREC_BF16);
-    static const char *const names[] = {"F16 fp32", "F16 bf16", "Q8_0 int8"};
+    kn_mat mats[8];
+    if (!y || nm > 8) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
+    for (int m = 0; m < nm; m++) {
+        void *d = modes[m].dtype == FM_DT_F16 ? to_f16(wf, nw) : core_alloc(core_dtype_bytes(modes[m].dtype, nw));
+        if (!d || (modes[m].dtype != FM_DT_F16 && core_quantize(d, wf, modes[m].dtype, nw))) {
+            fprintf(stderr, "kbench: out of memory\n");
+            exit(1);
+        }
+        mats[m] = (kn_mat){.data = d, .dtype = modes[m].dtype, .rows = cout, .cols = K};
+        kn_mat_pack(&mats[m], modes[m].prec);
+    }
     int threads = kn_scratch_threads();
     size_t bytes = 0;
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < nm; m++) {
+        setenv("FM_KQUANT_INT8", modes[m].int8 ? "1" : "0", 1);
         c.w = mats[m];
         size_t b = k ? kn_conv2d_scratch(&c, n, hw, hw, threads) : kn_linear_scratch(hw, &mats[m], threads);
         if (b > bytes) bytes = b;
     }
     kn_scratch s = {.base = core_alloc(bytes), .bytes = bytes, .threads = threads};
     if (!s.base) { fprintf(stderr, "kbench: out of memory\n"); exit(1); }
-    double t[3][16];
+    double t[8][16];
     for (int r = -1; r < reps; r++) /* r = -1: warm-up */
-        for (int m = 0; m < 3; m++) {
+        for (int m = 0; m < nm; m++) {
+            setenv("FM_KQUANT_INT8", modes[m].int8 ? "1" : "0", 1);
             c.w = mats[m];
             double c0 = cpu_per_thread();
             int rc = k ? kn_conv2d_ws(&s, y, x, &c, n, hw, hw) : kn_linear_ws(&s, y, x, hw, &mats[m], bias);
             if (rc) { fprintf(stderr, "kbench: scratch refused\n"); exit(1); }
             if (r >= 0) t[m][r] = cpu_per_thread() - c0;
         }
-    double flops = 2.0 * nw * npx, b16 = median(t[1], reps);
+    unsetenv("FM_KQUANT_INT8");
+    double flops = 2.0 * nw * npx, tb = median(t[base], reps);
     printf("%-34s", what);
-    for (int m = 0; m < 3; m++) {
-        double md = m == 1 ? b16 : median(t[m], reps);
-        printf(" | %s %8.1f ms %6.0f GF/s %5.2fx", names[m], md * 1e3, flops / md * 1e-9, md / b16);
+    for (int m = 0; m < nm; m++) {
+        double md = m == base ? tb : median(t[m], reps);
+        printf(" | %s %8.1f ms %6.0f GF/s %5.2fx", modes[m].name, md * 1e3, flops / md * 1e-9, md / tb);
     }
     printf("\n");
-    core_free(s.base); core_free((void *)mats[0].data); core_free(q8); core_free(wf); core_free(bias);
-    core_free(x); core_free(y);
+    for (int m = 0; m < nm; m++) core_free((void *)mats[m].data);
+    core_free(s.base); core_free(wf); core_free(bias); core_free(x); core_free(y);
+}
+
+static const bench_mode q8_modes[] = {
+    {"F16 fp32", FM_DT_F16, FM_PREC_FP32, 0}, {"F16 bf16", FM_DT_F16, FM_PREC_BF16, 0},
+    {"Q8_0 int8", FM_DT_Q8_0, FM_PREC_BF16, 1}};
+
+static void bench_q8(const char *what, int cin, int cout, int k, int hw, int n, int reps)
+{
+    bench_modes(what, cin, cout, k, hw, n, reps, q8_modes, 3, 1);
 }
 
 static void bench_q8_all(int reps)
@@ -254,6 +281,32 @@ static void bench_q8_all(int reps)
     bench_q8("sdxl linear 4096 tok 640->640", 640, 640, 0, 4096, 1, reps);
     bench_q8("sdxl linear 1024 tok 1280->5120", 1280, 5120, 0, 1024, 1, reps);
     bench_q8("sdxl linear 77 tok 2048->1280", 2048, 1280, 0, 77, 1, reps);
+}
+
+/* K-quants: F16 in bf16 mode, Q4_K dequantised per tile in bf16 mode (the
+ * path before the int8 GEMM), Q4_K and Q6_K in int8. Only layers whose K
+ * is a multiple of 256 are K-quants in a file (the others stay F16). */
+static const bench_mode qk_modes[] = {
+    {"F16 bf16", FM_DT_F16, FM_PREC_BF16, 0}, {"Q4_K deq bf16", FM_DT_Q4_K, FM_PREC_BF16, 0},
+    {"Q4_K int8", FM_DT_Q4_K, FM_PREC_BF16, 1}, {"Q6_K int8", FM_DT_Q6_K, FM_PREC_BF16, 1}};
+
+static void bench_qk(const char *what, int cin, int cout, int k, int hw, int n, int reps)
+{
+    bench_modes(what, cin, cout, k, hw, n, reps, qk_modes, 4, 0);
+}
+
+static void bench_qk_all(int reps)
+{
+    printf("Q4_K / Q6_K int8 (path %s) vs F16 in bf16 mode and Q4_K dequantised to bf16: median CPU time per "
+           "thread of %d runs, GFLOP/s, time / the F16 bf16 mode's\n", kn_q8_path_for(FM_DT_Q4_K), reps);
+    /* SD 1.5 at a 64x64 latent (512x512) and SDXL at 128x128, batch 1 */
+    bench_qk("sd1 conv3x3 1280->1280 16x16", 1280, 1280, 3, 16, 1, reps);
+    bench_qk("sd1 linear 256 tok 1280->10240", 1280, 10240, 0, 256, 1, reps);
+    bench_qk("sd1 linear 77 tok 768->1280", 768, 1280, 0, 77, 1, reps);
+    bench_qk("sdxl conv3x3 1280->1280 32x32", 1280, 1280, 3, 32, 1, reps);
+    bench_qk("sdxl linear 1024 tok 1280->5120", 1280, 5120, 0, 1024, 1, reps);
+    bench_qk("sdxl linear 1024 tok 5120->1280", 5120, 1280, 0, 1024, 1, reps);
+    bench_qk("sdxl linear 77 tok 2048->1280", 2048, 1280, 0, 77, 1, reps);
 }
 
 int main(int argc, char **argv)
@@ -276,6 +329,10 @@ int main(int argc, char **argv)
     }
     if (argc > 2 && !strcmp(argv[2], "q8")) { /* kbench N q8: Q8_0 int8 against F16 fp32 / bf16 */
         bench_q8_all(reps);
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[2], "qk")) { /* kbench N qk: Q4_K / Q6_K int8 against F16 bf16, Q4_K dequantised */
+        bench_qk_all(reps);
         return 0;
     }
     printf("%-42s %26s | %s\n", "", "wall clock", "CPU time / threads, % of peak");
