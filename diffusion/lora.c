@@ -264,15 +264,11 @@ static wt_lora *open_file(df_lora_state *s, df_lora_file *keep, int *n_keep, con
  * NULL: in memory. */
 static const char *spill_dir(char dir[PATH_MAX])
 {
-    const char *env = getenv("FMIMAGE_LORA_SPILL"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *env = getenv("FMIMAGE_LORA_SPILL");
     char base[PATH_MAX];
-    int n;
     if (env && !strcmp(env, "off")) return NULL;
     if (env && *env) return snprintf(dir, PATH_MAX, "%s", env) < PATH_MAX ? dir : NULL;
-    if (xdg && xdg[0] == '/') n = snprintf(base, sizeof base, "%s", xdg);
-    else if (home && home[0] == '/') n = snprintf(base, sizeof base, "%s/.cache", home);
-    else return NULL;
-    if (n >= (int)sizeof base || snprintf(dir, PATH_MAX, "%s/fmimage", base) >= PATH_MAX) return NULL;
+    if (df_cache_base(base) || snprintf(dir, PATH_MAX, "%s/fmimage", base) >= PATH_MAX) return NULL;
     mkdir(base, 0700);
     mkdir(dir, 0755);
     return dir;

@@ -343,18 +343,24 @@ typedef enum { CACHE_OFF, CACHE_NONE, CACHE_GIVEN, CACHE_DEFAULT } cache_kind;
  * empty: $XDG_CACHE_HOME/fmimage/precision.tsv (an absolute XDG_CACHE_HOME,
  * as the XDG spec asks), else $HOME/.cache/fmimage/precision.tsv. base
  * gets the directory the default path may have to create. */
+int df_cache_base(char base[PATH_MAX])
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n = -1;
+    base[0] = 0;
+    if (xdg && xdg[0] == '/') n = snprintf(base, PATH_MAX, "%s", xdg);
+    else if (home && home[0] == '/') n = snprintf(base, PATH_MAX, "%s/.cache", home);
+    if (n < 0 || n >= PATH_MAX) return base[0] = 0, -1;
+    return 0;
+}
+
 static cache_kind cache_location(char path[PATH_MAX], char base[PATH_MAX])
 {
-    const char *env = getenv("FMIMAGE_PRECISION_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *env = getenv("FMIMAGE_PRECISION_CACHE");
     path[0] = base[0] = 0;
     if (env && !strcmp(env, "off")) return CACHE_OFF;
-    int n;
-    if (env && *env) n = snprintf(path, PATH_MAX, "%s", env);
-    else if (xdg && xdg[0] == '/') n = snprintf(base, PATH_MAX, "%s", xdg);
-    else if (home && home[0] == '/') n = snprintf(base, PATH_MAX, "%s/.cache", home);
-    else return CACHE_NONE;
-    if (n >= PATH_MAX) return CACHE_NONE;
-    if (path[0]) return CACHE_GIVEN;
+    if (env && *env) return snprintf(path, PATH_MAX, "%s", env) < PATH_MAX ? CACHE_GIVEN : CACHE_NONE;
+    if (df_cache_base(base)) return CACHE_NONE;
     if (snprintf(path, PATH_MAX, "%s/fmimage/precision.tsv", base) >= PATH_MAX) return CACHE_NONE;
     return CACHE_DEFAULT;
 }

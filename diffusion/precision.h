@@ -34,6 +34,11 @@ fm_precision df_prec_decide(const kn_probe_times *t);
 
 /* ---- the cache file ---- */
 
+/* The user's cache directory, as the XDG spec asks: $XDG_CACHE_HOME when it
+ * is absolute, else $HOME/.cache (fmimage's files go in its fmimage/). 0, or
+ * -1 with base "" when neither is usable. Also where LoRA merges spill. */
+int df_cache_base(char base[PATH_MAX]);
+
 /* Lines "cpu<TAB>kernels<TAB>version<TAB>" then the six times (conv fp32,
  * conv bf16, linear fp32, linear bf16, attention fp32, attention bf16), in
  * seconds; '#' lines are comments. A file over FM_PREC_CACHE_MAX bytes, or
