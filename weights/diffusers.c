@@ -184,18 +184,23 @@ static int get_int(const cJSON *o, const char *k, int dflt)
     return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e6 ? (int)v->valuedouble : dflt;
 }
 
-/* An int or a list of ints, per level, into out[n]; 0 when absent. */
+/* A per-level count (heads, layers, dims): 1 .. 1e5, so it is an int. */
+static int level_value_ok(const cJSON *x) { return x->valuedouble >= 1 && x->valuedouble <= 1e5; }
+
+/* An int or a list of ints, per level, into out[n]; 0 when absent or out of
+ * range. */
 static int per_level(const cJSON *o, const char *k, int *out, int n)
 {
     const cJSON *v = get(o, k);
     if (cJSON_IsNumber(v)) {
+        if (!level_value_ok(v)) return 0;
         for (int i = 0; i < n; i++) out[i] = (int)v->valuedouble;
         return 1;
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n) return 0;
     for (int i = 0; i < n; i++) {
         const cJSON *x = cJSON_GetArrayItem(v, i);
-        if (!cJSON_IsNumber(x) || x->valuedouble < 1 || x->valuedouble > 1e5) return 0;
+        if (!cJSON_IsNumber(x) || !level_value_ok(x)) return 0;
         out[i] = (int)x->valuedouble;
     }
     return 2;
